@@ -1,0 +1,38 @@
+//! The audit log: every admin action (register, suspend, publish, rotate) leaves an entry, written
+//! in the same transaction as the change it describes.
+
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use serde_json::Value;
+
+use crate::dynamo::{Item, StoreError, n, s};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    /// What was acted on, e.g. `config/payment-ui`: the log's partition, so a resource's history is one Query.
+    pub resource: String,
+    pub action: &'static str,
+    pub actor: String,
+    pub at: i64,
+    pub detail: Value,
+}
+
+impl AuditEntry {
+    /// The entry as a transaction item. `id` comes from the request's idempotency scope, so a
+    /// retried request cannot log its action twice.
+    pub fn put_item(&self, table: &str, id: &str) -> Result<TransactWriteItem, StoreError> {
+        let item = Item::from([
+            ("resource".to_owned(), s(&self.resource)),
+            ("entry".to_owned(), s(format!("{:012}#{id}", self.at))),
+            ("action".to_owned(), s(self.action)),
+            ("actor".to_owned(), s(&self.actor)),
+            ("at".to_owned(), n(self.at)),
+            ("detail".to_owned(), s(self.detail.to_string())),
+        ]);
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(entry)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}

@@ -1,0 +1,19 @@
+//! AWS clients from the environment. Endpoints come from the SDK's own service-specific settings
+//! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_SQS`, ...), so the same binary talks to AWS when
+//! deployed and to the local emulators in development, with no endpoint plumbing of ours.
+
+use aws_config::BehaviorVersion;
+
+/// Loads region, credentials and endpoints once; build every client of a function from this.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// A required environment variable (table names, queue URLs) with an error that names it.
+pub fn env(name: &str) -> Result<String, MissingEnv> {
+    std::env::var(name).map_err(|_| MissingEnv(name.to_owned()))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {0} is not set; template.yaml sets it for every function that needs it")]
+pub struct MissingEnv(String);

@@ -1,0 +1,198 @@
+//! The config function's HTTP routes (template.yaml `ConfigFunction`):
+//!
+//! - `GET  /config/{group}`           any user: the latest version, a patch, or 304 Not Modified
+//! - `POST /config/{group}/versions`  admin: publish new parameters (If-Match / If-None-Match: *)
+//! - `POST /config/{group}/rollback`  admin: republish an earlier version's parameters
+
+use lambda_http::http::{StatusCode, header as h};
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::store::{ConfigStore, PublishError};
+use super::{
+    ConfigError, FetchAnswer, GroupName, GroupVersion, Parameters, Precondition, answer, check_rollback,
+    client_version, etag, next_version, pruned_by,
+};
+use crate::Problem;
+use crate::audit::AuditEntry;
+use crate::auth::{ADMIN_SCOPE, Caller};
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::http::{body_bytes, header, json_body, json_response, path_parameter, query_parameter, route_key};
+use crate::idempotency::store::{Claim, IdempotencyStore};
+use crate::idempotency::{IdempotencyKey, Scope, StoredResponse, fingerprint};
+
+pub struct ConfigApi {
+    store: ConfigStore,
+    idempotency: IdempotencyStore,
+    audit_table: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    version: u64,
+}
+
+/// A version change about to be committed: what it is and how the audit log will describe it.
+struct Change {
+    new: GroupVersion,
+    action: &'static str,
+    detail: Value,
+}
+
+impl ConfigApi {
+    /// Built once at cold start from the environment template.yaml gives the function.
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
+        Ok(ConfigApi {
+            store: ConfigStore::new(dynamodb.clone(), aws::env("CONFIG_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
+            audit_table: aws::env("AUDIT_TABLE")?,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        let group = GroupName::parse(path_parameter(&request, "group")?)?;
+        match route_key(&request) {
+            "GET /config/{group}" => self.fetch(&request, group).await,
+            "POST /config/{group}/versions" => self.publish(&request, &caller, group).await,
+            "POST /config/{group}/rollback" => self.rollback(&request, &caller, group).await,
+            other => Err(Problem::not_found("unknown_route", format!("the config function has no route {other:?}"))),
+        }
+    }
+
+    async fn fetch(&self, request: &Request, group: GroupName) -> Result<Response<Body>, Problem> {
+        let held = client_version(query_parameter(request, "version"), header(request, "if-none-match")?)?;
+        let latest = self.store.latest(&group).await?.ok_or(ConfigError::UnknownGroup(group.clone()))?;
+        let base = match held {
+            Some(v) if v < latest.version => self.store.version(&group, v).await?,
+            _ => None,
+        };
+        let answer = answer(&latest, held, base.as_ref())?;
+        let mut response = match &answer {
+            FetchAnswer::UpToDate { .. } => {
+                let mut r = Response::new(Body::Empty);
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                r
+            }
+            _ => json_response(StatusCode::OK, &answer),
+        };
+        let headers = response.headers_mut();
+        headers.insert(h::ETAG, header_value(&etag(latest.version))?);
+        // Clients must revalidate (cheaply, with If-None-Match) rather than trust a cached copy.
+        headers.insert(h::CACHE_CONTROL, h::HeaderValue::from_static("private, no-cache"));
+        Ok(response)
+    }
+
+    async fn publish(&self, request: &Request, caller: &Caller, group: GroupName) -> Result<Response<Body>, Problem> {
+        require_admin(caller)?;
+        let precondition = Precondition::parse(header(request, "if-match")?, header(request, "if-none-match")?)?;
+        let parameters = Parameters::parse(json_body::<Value>(request)?)?;
+        self.idempotently(request, caller, move |claim, now| async move {
+            let current = self.store.latest(&group).await?;
+            let version = next_version(&group, current.map(|c| c.version), precondition)?;
+            let change = Change {
+                new: GroupVersion {
+                    group,
+                    version,
+                    parameters,
+                    published_at: now,
+                    published_by: claim.scope.caller.clone(),
+                },
+                action: "config.publish",
+                detail: json!({ "version": version }),
+            };
+            self.commit(&claim, change, now).await
+        })
+        .await
+    }
+
+    async fn rollback(&self, request: &Request, caller: &Caller, group: GroupName) -> Result<Response<Body>, Problem> {
+        require_admin(caller)?;
+        let precondition = Precondition::parse(header(request, "if-match")?, header(request, "if-none-match")?)?;
+        let RollbackRequest { version: target } = json_body(request)?;
+        self.idempotently(request, caller, move |claim, now| async move {
+            let current = self.store.latest(&group).await?.ok_or(ConfigError::UnknownGroup(group.clone()))?;
+            let version = next_version(&group, Some(current.version), precondition)?;
+            check_rollback(target, current.version)?;
+            let source = self.store.version(&group, target).await?.ok_or(ConfigError::VersionNotInHistory(target))?;
+            let change = Change {
+                new: GroupVersion {
+                    group,
+                    version,
+                    parameters: source.parameters,
+                    published_at: now,
+                    published_by: claim.scope.caller.clone(),
+                },
+                action: "config.rollback",
+                detail: json!({ "version": version, "parameters_of": target, "replaced": current.version }),
+            };
+            self.commit(&claim, change, now).await
+        })
+        .await
+    }
+
+    /// Runs a publishing route once per Idempotency-Key. The preconditions are part of the
+    /// fingerprint: the same body sent against another version is another request.
+    async fn idempotently<F, Fut>(&self, request: &Request, caller: &Caller, work: F) -> Result<Response<Body>, Problem>
+    where
+        F: FnOnce(Claim, i64) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,
+    {
+        let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
+        let route = route_key(request).to_owned();
+        let print = fingerprint(&[
+            request.uri().path().as_bytes(),
+            header(request, "if-match")?.unwrap_or_default().as_bytes(),
+            header(request, "if-none-match")?.unwrap_or_default().as_bytes(),
+            body_bytes(request),
+        ]);
+        let scope = Scope { caller: caller.subject.clone(), route, key };
+        let now = now_epoch_seconds();
+        self.idempotency.run(scope, print, now, |claim| work(claim, now)).await
+    }
+
+    /// One transaction: the new version (only if its number is free), the pruned old one, the
+    /// audit entry and the idempotency record with the response the client is about to get.
+    async fn commit(&self, claim: &Claim, change: Change, now: i64) -> Result<Response<Body>, Problem> {
+        let Change { new, action, detail } = change;
+        let mut response = json_response(
+            StatusCode::CREATED,
+            &json!({ "group": new.group, "version": new.version, "published_at": new.published_at }),
+        );
+        response.headers_mut().insert(h::ETAG, header_value(&etag(new.version))?);
+        response.headers_mut().insert(h::LOCATION, header_value(&format!("/config/{}", new.group.as_str()))?);
+        let audit = AuditEntry {
+            resource: format!("config/{}", new.group.as_str()),
+            action,
+            actor: claim.scope.caller.clone(),
+            at: now,
+            detail,
+        };
+        let with = vec![
+            audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
+            self.idempotency.complete_item(claim, &StoredResponse::from_response(&response), now)?,
+        ];
+        match self.store.publish(&new, pruned_by(new.version), with).await {
+            Ok(()) => Ok(response),
+            Err(PublishError::VersionTaken) => {
+                Err(ConfigError::VersionConflict { expected: new.version - 1, current: new.version }.into())
+            }
+            Err(PublishError::Store(e)) => Err(e.into()),
+        }
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<(), Problem> {
+    if caller.has_scope(ADMIN_SCOPE) {
+        return Ok(());
+    }
+    Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", format!("this route needs the {ADMIN_SCOPE} scope")))
+}
+
+fn header_value(text: &str) -> Result<h::HeaderValue, Problem> {
+    h::HeaderValue::from_str(text).map_err(Problem::internal)
+}

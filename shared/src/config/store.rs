@@ -1,0 +1,128 @@
+//! Parameter group versions in DynamoDB: partition `group`, sort `version` (a number), so the
+//! latest version is one Query (descending, limit 1) and any other one GetItem.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+
+use super::{GroupName, GroupVersion, Parameters};
+use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+
+#[derive(Clone, Debug)]
+pub struct ConfigStore {
+    client: Client,
+    table: String,
+}
+
+/// Why a publish transaction did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Another publish took this version number first.
+    #[error("version already taken")]
+    VersionTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConfigStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        ConfigStore { client, table: table.into() }
+    }
+
+    /// The latest version.
+    pub async fn latest(&self, group: &GroupName) -> Result<Option<GroupVersion>, StoreError> {
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#group = :group")
+            .expression_attribute_names("#group", "group")
+            .expression_attribute_values(":group", s(group.as_str()))
+            .scan_index_forward(false)
+            .limit(1)
+            // Consistent: a client that just saw version N must never be told N is from the future.
+            .consistent_read(true)
+            .send()
+            .await?;
+        page.items().first().map(version_from_item).transpose()
+    }
+
+    pub async fn version(&self, group: &GroupName, version: u64) -> Result<Option<GroupVersion>, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("group", s(group.as_str()))
+            .key("version", n(version))
+            .send()
+            .await?;
+        item.item().map(version_from_item).transpose()
+    }
+
+    /// Writes `new` only if its version number is free, drops `prune` from the history, and commits
+    /// `with` (the audit entry, the idempotency record) in the same transaction.
+    pub async fn publish(
+        &self,
+        new: &GroupVersion,
+        prune: Option<u64>,
+        with: Vec<TransactWriteItem>,
+    ) -> Result<(), PublishError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item_from_version(new)?))
+            .condition_expression("attribute_not_exists(#version)")
+            .expression_attribute_names("#version", "version")
+            .build()
+            .map_err(StoreError::from)?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if let Some(old) = prune {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("group", s(new.group.as_str()))
+                .key("version", n(old))
+                .build()
+                .map_err(StoreError::from)?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        }
+        items.extend(with);
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
+                    if cancelled
+                        .cancellation_reasons()
+                        .first()
+                        .and_then(|r| r.code())
+                        .is_some_and(|code| code == "ConditionalCheckFailed") =>
+                {
+                    Err(PublishError::VersionTaken)
+                }
+                _ => Err(StoreError::from(e).into()),
+            },
+        }
+    }
+}
+
+fn item_from_version(v: &GroupVersion) -> Result<Item, StoreError> {
+    Ok(Item::from([
+        ("group".to_owned(), s(v.group.as_str())),
+        ("version".to_owned(), n(v.version)),
+        // Kept as JSON text: exactly what was published, whatever its shape.
+        ("parameters".to_owned(), s(v.parameters.as_value().to_string())),
+        ("published_at".to_owned(), n(v.published_at)),
+        ("published_by".to_owned(), s(&v.published_by)),
+    ]))
+}
+
+fn version_from_item(item: &Item) -> Result<GroupVersion, StoreError> {
+    let corrupt = |what: String| StoreError(format!("stored parameter group is corrupt: {what}"));
+    let parameters: serde_json::Value =
+        serde_json::from_str(get_s(item, "parameters")?).map_err(|e| corrupt(e.to_string()))?;
+    Ok(GroupVersion {
+        group: GroupName::parse(get_s(item, "group")?).map_err(|e| corrupt(e.to_string()))?,
+        version: get_n(item, "version")?,
+        parameters: Parameters::parse(parameters).map_err(|e| corrupt(e.to_string()))?,
+        published_at: get_n(item, "published_at")?,
+        published_by: get_s(item, "published_by")?.to_owned(),
+    })
+}

@@ -1,0 +1,59 @@
+//! Small helpers for reading and writing DynamoDB items, shared by every store adapter.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A store call that failed for a reason the caller cannot fix (network, throttling, a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl<E, R> From<SdkError<E, R>> for StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    fn from(e: SdkError<E, R>) -> Self {
+        StoreError(DisplayErrorContext(e).to_string())
+    }
+}
+
+impl From<aws_sdk_dynamodb::error::BuildError> for StoreError {
+    fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<StoreError> for crate::Problem {
+    fn from(e: StoreError) -> Self {
+        crate::Problem::internal(e)
+    }
+}
+
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError(format!("item attribute {name} is missing or not a string"))),
+    }
+}
+
+pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => {
+            v.parse().map_err(|_| StoreError(format!("item attribute {name} = {v} is out of range")))
+        }
+        _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
+    }
+}

@@ -1,0 +1,119 @@
+//! HTTP API (payload 2.0) glue shared by every HTTP function: the run loop, JSON bodies, headers.
+
+use std::future::Future;
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response, service_fn};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Problem;
+
+/// Runs an HTTP function: each request goes to `handler`; a `Problem` becomes problem+json.
+pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Request) -> Fut + Sync,
+    Fut: Future<Output = Result<Response<Body>, Problem>> + Send,
+{
+    let handler = &handler;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        let route = route_key(&request).to_owned();
+        let response = match handler(request).await {
+            Ok(response) => response,
+            Err(problem) => {
+                if !problem.is_server_error() {
+                    tracing::info!(route, status = problem.status, code = problem.code, "refused");
+                }
+                problem.to_response()
+            }
+        };
+        Ok::<_, std::convert::Infallible>(response)
+    }))
+    .await
+}
+
+/// The route as template.yaml declares it, e.g. `GET /config/{group}`.
+pub fn route_key(request: &Request) -> &str {
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.route_key.as_deref().unwrap_or(""),
+        _ => "",
+    }
+}
+
+pub fn path_parameter<'a>(request: &'a Request, name: &str) -> Result<&'a str, Problem> {
+    request
+        .path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .ok_or_else(|| Problem::bad_request("missing_path_parameter", format!("path parameter {name} is missing")))
+}
+
+pub fn query_parameter<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.query_string_parameters_ref().and_then(|q| q.first(name))
+}
+
+/// A header as text; a header that is not visible ASCII is refused rather than ignored.
+pub fn header<'a>(request: &'a Request, name: &str) -> Result<Option<&'a str>, Problem> {
+    request
+        .headers()
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| Problem::bad_request("malformed_header", format!("header {name} is not visible ASCII")))
+        })
+        .transpose()
+}
+
+pub fn body_bytes(request: &Request) -> &[u8] {
+    match request.body() {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => &[],
+    }
+}
+
+/// Parses a JSON body; the message says what was wrong and where.
+pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, Problem> {
+    let bytes = body_bytes(request);
+    if bytes.is_empty() {
+        return Err(Problem::bad_request("malformed_json", "the request body is empty; a JSON body is required"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request("malformed_json", format!("the request body is not valid JSON for this route: {e}"))
+    })
+}
+
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let mut response = Response::new(Body::Text(serde_json::to_string(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str) -> Request {
+        let mut request = Request::new(Body::Text(body.to_owned()));
+        request.headers_mut().insert("if-match", HeaderValue::from_static("\"3\""));
+        request
+    }
+
+    #[test]
+    fn json_body_errors_are_clear_400s() {
+        let err = json_body::<serde_json::Value>(&request("{not json")).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "malformed_json"));
+        assert!(err.detail.contains("line 1"), "{}", err.detail);
+        let err = json_body::<serde_json::Value>(&request("")).unwrap_err();
+        assert!(err.detail.contains("empty"));
+        assert_eq!(json_body::<serde_json::Value>(&request("[1]")).unwrap(), serde_json::json!([1]));
+    }
+
+    #[test]
+    fn headers_are_read_case_insensitively() {
+        assert_eq!(header(&request(""), "If-Match").unwrap(), Some("\"3\""));
+        assert_eq!(header(&request(""), "if-none-match").unwrap(), None);
+    }
+}

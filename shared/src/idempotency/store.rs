@@ -1,0 +1,195 @@
+//! The idempotency store's DynamoDB adapter.
+//!
+//! `begin` claims a key with one conditional PutItem; on a failed condition the old item comes back
+//! with the error (ReturnValuesOnConditionCheckFailure), so a replay costs one call, not two.
+//! A route's success response is written by `complete_item` inside the route's own transaction, so
+//! the business change and its recorded answer commit together or not at all.
+
+use std::future::Future;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use lambda_http::{Body, Response};
+
+use super::{Decision, IN_PROGRESS_SECONDS, RETENTION_SECONDS, Record, Scope, StoredResponse, decide};
+use crate::Problem;
+use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+
+#[derive(Clone, Debug)]
+pub struct IdempotencyStore {
+    client: Client,
+    table: String,
+}
+
+/// The right to run a request under a key, held between `begin` and the route's transaction.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub scope: Scope,
+    record_id: String,
+    fingerprint: String,
+}
+
+pub enum Begin {
+    Run(Claim),
+    Replay(StoredResponse),
+    Refuse(Problem),
+}
+
+impl IdempotencyStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        IdempotencyStore { client, table: table.into() }
+    }
+
+    pub async fn begin(&self, scope: Scope, fingerprint: String, now: i64) -> Result<Begin, StoreError> {
+        let record_id = scope.record_id();
+        let outcome = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(&record_id))
+            .item("state", s("in_progress"))
+            .item("fingerprint", s(&fingerprint))
+            .item("caller", s(&scope.caller))
+            .item("route", s(&scope.route))
+            .item("lock_expires_at", n(now + IN_PROGRESS_SECONDS))
+            .item("expires_at", n(now + RETENTION_SECONDS))
+            .condition_expression(
+                "attribute_not_exists(id) OR expires_at <= :now \
+                 OR (#state = :in_progress AND lock_expires_at <= :now AND fingerprint = :fp)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":fp", s(&fingerprint))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(Begin::Run(Claim { scope, record_id, fingerprint })),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    let record = failed.item().map(record_from_item).transpose()?;
+                    Ok(match decide(record.as_ref(), &fingerprint, now) {
+                        Decision::Replay(response) => Begin::Replay(response),
+                        // The condition and `decide` agree on what may proceed; if they ever
+                        // disagree, the safe answer is "try again", never a second run.
+                        Decision::Proceed => {
+                            Begin::Refuse(Decision::InFlight.problem().unwrap_or_else(|| Problem::internal("decide")))
+                        }
+                        refused => Begin::Refuse(refused.problem().unwrap_or_else(|| Problem::internal("decide"))),
+                    })
+                }
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// The write that records `response` as this key's answer; put it in the route's transaction.
+    pub fn complete_item(
+        &self,
+        claim: &Claim,
+        response: &StoredResponse,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.completed_item(claim, response, now)?))
+            .condition_expression("#state = :in_progress AND fingerprint = :fp")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":fp", s(&claim.fingerprint))
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Records an answer that came with no transaction of its own (a refusal).
+    pub async fn complete(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.completed_item(claim, response, now)?))
+            .condition_expression("#state = :in_progress AND fingerprint = :fp")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":fp", s(&claim.fingerprint))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Gives the key back after a failure of ours, so the client's retry runs afresh.
+    pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", s(&claim.record_id))
+            .condition_expression("#state = :in_progress AND fingerprint = :fp")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":fp", s(&claim.fingerprint))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `work` at most once per key. On `Ok` the work has already recorded its response through
+    /// `complete_item` in its transaction; a refusal (4xx) is recorded here and replayed; a failure
+    /// of ours (5xx) releases the key.
+    pub async fn run<F, Fut>(
+        &self,
+        scope: Scope,
+        fingerprint: String,
+        now: i64,
+        work: F,
+    ) -> Result<Response<Body>, Problem>
+    where
+        F: FnOnce(Claim) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Problem>>,
+    {
+        let claim = match self.begin(scope, fingerprint, now).await? {
+            Begin::Run(claim) => claim,
+            Begin::Replay(response) => return Ok(response.into_response()),
+            Begin::Refuse(problem) => return Err(problem),
+        };
+        match work(claim.clone()).await {
+            Ok(response) => Ok(response),
+            Err(problem) if problem.is_server_error() => {
+                if let Err(e) = self.release(&claim).await {
+                    tracing::warn!(error = %e, "could not release an idempotency key; it frees itself when its lock expires");
+                }
+                Err(problem)
+            }
+            Err(problem) => {
+                self.complete(&claim, &StoredResponse::from_response(&problem.to_response()), now).await?;
+                Err(problem)
+            }
+        }
+    }
+
+    fn completed_item(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<Item, StoreError> {
+        let response = serde_json::to_string(response).map_err(|e| StoreError(e.to_string()))?;
+        Ok(Item::from([
+            ("id".to_owned(), s(&claim.record_id)),
+            ("state".to_owned(), s("completed")),
+            ("fingerprint".to_owned(), s(&claim.fingerprint)),
+            ("caller".to_owned(), s(&claim.scope.caller)),
+            ("route".to_owned(), s(&claim.scope.route)),
+            ("response".to_owned(), s(response)),
+            ("expires_at".to_owned(), n(now + RETENTION_SECONDS)),
+        ]))
+    }
+}
+
+fn record_from_item(item: &Item) -> Result<Record, StoreError> {
+    let fingerprint = get_s(item, "fingerprint")?.to_owned();
+    let expires_at = get_n(item, "expires_at")?;
+    Ok(match get_s(item, "state")? {
+        "completed" => Record::Completed {
+            fingerprint,
+            response: serde_json::from_str(get_s(item, "response")?).map_err(|e| StoreError(e.to_string()))?,
+            expires_at,
+        },
+        _ => Record::InProgress { fingerprint, lock_expires_at: get_n(item, "lock_expires_at")?, expires_at },
+    })
+}

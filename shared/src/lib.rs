@@ -1,0 +1,19 @@
+//! superpay's common library.
+//!
+//! The functional core (money, idempotency decisions, config diffing) is plain Rust with no I/O and
+//! is tested without servers. The ports' AWS adapters (`*::store`) and the HTTP glue (`http`,
+//! `auth`, `*::api`) form the imperative shell that each Lambda function's `main.rs` wires up.
+
+pub mod audit;
+pub mod auth;
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod dynamo;
+pub mod http;
+pub mod idempotency;
+pub mod logging;
+pub mod money;
+pub mod problem;
+
+pub use problem::Problem;
