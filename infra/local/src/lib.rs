@@ -1,1 +1,12 @@
+//! The local stack that replaces `sam local` (which needs Docker): see the README's first command.
 
+pub mod emulators;
+pub mod gateway;
+pub mod jwt;
+pub mod process;
+pub mod resources;
+pub mod runtime_api;
+pub mod seed;
+pub mod sqs_source;
+pub mod stack;
+pub mod template;

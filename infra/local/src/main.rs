@@ -1,1 +1,233 @@
-fn main() {}
+//! `cargo stack up` runs the whole stack locally; `cargo stack test` runs every test against it;
+//! `cargo stack token` prints a development token. See the README.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use superpay_local::emulators;
+use superpay_local::seed;
+use superpay_local::stack::{Options, Stack};
+use superpay_local::template::Template;
+
+const USAGE: &str = "usage:
+  cargo stack up                  run the whole stack locally (Ctrl-C stops it)
+  cargo stack test [-- ARGS]      run every test (ARGS go to each test binary)
+  cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
+
+/// The workspace root: this crate is `infra/local`.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+fn local_parameters(root: &Path) -> Result<HashMap<String, String>, String> {
+    let path = root.join("infra/local/parameters.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SUPERPAY_LOG")
+                .unwrap_or_else(|_| "info,aws_smithy_runtime=error,aws_config=warn,dynoxide=warn".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("up") => up().await,
+        Some("test") => test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect()).await,
+        Some("token") => token(&args[1..]),
+        _ => Err(USAGE.to_owned()),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a cargo command in the workspace and fails with its name when it fails.
+fn cargo(root: &Path, args: &[&str], env: &[(String, String)]) -> Result<bool, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    Ok(status.success())
+}
+
+fn build_functions(root: &Path) -> Result<(), String> {
+    let template = Template::parse(
+        &std::fs::read_to_string(root.join("template.yaml")).map_err(|e| e.to_string())?,
+        "superpay",
+        &local_parameters(root)?,
+        &superpay_local::template::Unresolved,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut args = vec!["build", "--quiet"];
+    for function in &template.functions {
+        args.extend(["--bin", function.binary.as_str()]);
+    }
+    if cargo(root, &args, &[])? { Ok(()) } else { Err("building the functions failed".into()) }
+}
+
+fn options(root: &Path, persist: bool) -> Result<Options, String> {
+    let state = root.join(".superpay");
+    let port = |name: &str, default: u16| -> Result<u16, String> {
+        match std::env::var(name) {
+            Ok(v) => v.parse().map_err(|_| format!("{name}={v} is not a port")),
+            Err(_) => Ok(if persist { default } else { 0 }),
+        }
+    };
+    Ok(Options {
+        template: root.join("template.yaml"),
+        binaries: target_dir(root).join("debug"),
+        persist,
+        gateway_port: port("SUPERPAY_API_PORT", 3000)?,
+        dynamodb_port: port("SUPERPAY_DYNAMODB_PORT", 8000)?,
+        moto_port: port("SUPERPAY_MOTO_PORT", 5000)?,
+        instances_per_function: 2,
+        parameters: local_parameters(root)?,
+        stack_name: "superpay".into(),
+        logs: state.join(if persist { "logs" } else { "test-logs" }),
+        state,
+    })
+}
+
+async fn up() -> Result<ExitCode, String> {
+    let root = root();
+    build_functions(&root)?;
+    let options = options(&root, true)?;
+    let state = options.state.clone();
+    let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
+    seed::apply(&stack, &root.join("infra/seed.json")).await.map_err(|e| format!("seeding: {e}"))?;
+    stack.write_info(&state.join("stack.json")).map_err(|e| e.to_string())?;
+    let authorizer = stack.info.authorizer();
+    let mint =
+        |subject: &str, scopes: &[&str]| stack.keys.mint(&authorizer, subject, scopes, 12 * 3600).unwrap_or_default();
+    let user_token = mint(seed::DEMO_USER, &[]);
+    let admin_token = mint(seed::DEMO_ADMIN, &[superpay::auth::ADMIN_SCOPE]);
+    std::fs::write(state.join("user.token"), &user_token).map_err(|e| e.to_string())?;
+    std::fs::write(state.join("admin.token"), &admin_token).map_err(|e| e.to_string())?;
+    let api = &stack.info.api_url;
+    println!("superpay local stack is up\n");
+    println!("  API           {api}");
+    println!("  DynamoDB      {} (dynoxide; data kept in .superpay/data/)", stack.info.dynamodb_endpoint);
+    println!("  SQS, KMS      {} (moto)", stack.info.moto_endpoint);
+    println!("  logs          {}/ (one file per function)", stack.info.logs.display());
+    for (function, ms) in stack.init_times() {
+        println!("  init          {function}: {ms:.1} ms (process start to first invocation request, median)");
+    }
+    println!("\n  user token ({}, 12 h; also in .superpay/user.token):\n{user_token}", seed::DEMO_USER);
+    println!(
+        "\n  admin token ({}, scope {}; also in .superpay/admin.token):\n{admin_token}",
+        seed::DEMO_ADMIN,
+        superpay::auth::ADMIN_SCOPE
+    );
+    println!("\n  try:  curl -i -H \"Authorization: Bearer $(cat .superpay/user.token)\" {api}/config/payment-ui");
+    println!("\nCtrl-C stops the stack.");
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("stopping");
+    stack.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
+    let root = root();
+    let step = |name: &str| eprintln!("\n==> {name}");
+    step("cargo fmt --check");
+    if !cargo(&root, &["fmt", "--all", "--check"], &[])? {
+        return Err("formatting differs: run `cargo fmt`".into());
+    }
+    step("cargo clippy --workspace --all-targets -- -D warnings");
+    if !cargo(&root, &["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])? {
+        return Err("clippy found problems".into());
+    }
+    step("cargo build --workspace --all-targets");
+    if !cargo(&root, &["build", "--quiet", "--workspace", "--all-targets"], &[])? {
+        return Err("the build failed".into());
+    }
+    step("lint template.yaml (cfn-lint, sam validate --lint)");
+    lint_template(&root).await?;
+    step("start the local stack");
+    let options = options(&root, false)?;
+    let info_path = options.state.join("test-stack.json");
+    let _ = std::fs::remove_dir_all(&options.logs);
+    let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
+    stack.write_info(&info_path).map_err(|e| e.to_string())?;
+    for (function, ms) in stack.init_times() {
+        eprintln!("init {function}: {ms:.1} ms");
+    }
+    step("cargo test --workspace (with the local stack)");
+    let mut env = stack.info.sdk_environment();
+    env.push(("SUPERPAY_STACK".into(), info_path.display().to_string()));
+    let mut args = vec!["test", "--workspace", "--all-targets", "--", "--include-ignored"];
+    args.extend(test_args.iter().map(String::as_str));
+    let passed = cargo(&root, &args, &env);
+    let logs = stack.info.logs.clone();
+    stack.stop().await;
+    match passed? {
+        true => Ok(ExitCode::SUCCESS),
+        false => Err(format!("tests failed; the functions' logs are in {}", logs.display())),
+    }
+}
+
+async fn lint_template(root: &Path) -> Result<(), String> {
+    let bin = emulators::virtualenv(&root.join(".superpay/venv/lint"), emulators::LINT_REQUIREMENTS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let run = |program: &str, args: &[&str]| -> Result<(), String> {
+        let status = std::process::Command::new(bin.join(program))
+            .args(args)
+            .current_dir(root)
+            .env("SAM_CLI_TELEMETRY", "0")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .status()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if status.success() { Ok(()) } else { Err(format!("{program} found problems in template.yaml")) }
+    };
+    run("cfn-lint", &["template.yaml"])?;
+    run("sam", &["validate", "--lint", "--region", "us-east-1", "--template-file", "template.yaml"])
+}
+
+fn token(args: &[String]) -> Result<ExitCode, String> {
+    let root = root();
+    let mut subject = seed::DEMO_USER.to_owned();
+    let mut scopes = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--scope" => scopes.push(rest.next().ok_or("--scope needs a value")?.clone()),
+            other if !other.starts_with('-') => subject = other.to_owned(),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    let template = Template::parse(
+        &std::fs::read_to_string(root.join("template.yaml")).map_err(|e| e.to_string())?,
+        "superpay",
+        &local_parameters(&root)?,
+        &superpay_local::template::Unresolved,
+    )
+    .map_err(|e| e.to_string())?;
+    let authorizer = template
+        .default_authorizer
+        .as_ref()
+        .and_then(|d| template.authorizers.get(d))
+        .ok_or("template.yaml has no default JWT authorizer")?;
+    let keys = superpay_local::jwt::DevKeys::load().map_err(|e| e.to_string())?;
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    println!("{}", keys.mint(authorizer, &subject, &scopes, 12 * 3600).map_err(|e| e.to_string())?);
+    Ok(ExitCode::SUCCESS)
+}

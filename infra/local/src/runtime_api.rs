@@ -1,0 +1,302 @@
+//! The Lambda Runtime API (2018-06-01) served to each function's real binary.
+//!
+//! Every function runs as several instances (processes), as Lambda's concurrency would run it, so
+//! races between concurrent invocations happen locally too. Each instance gets its own port, which
+//! tells the runner which instance asked for work: that is how init time (process start to first
+//! `next`) is measured per instance, and which instance to kill when an invocation times out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::template::{ACCOUNT, Function, REGION};
+
+/// How an invocation ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Response(Bytes),
+    /// The function reported an error (`/invocation/{id}/error`).
+    Error(String),
+    TimedOut,
+    /// The process died while handling it.
+    Crashed,
+}
+
+struct Invocation {
+    id: String,
+    event: Bytes,
+    deadline: SystemTime,
+    reply: oneshot::Sender<Outcome>,
+}
+
+struct Shared {
+    name: String,
+    queue: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    init_times: Mutex<Vec<Duration>>,
+}
+
+struct Instance {
+    shared: Arc<Shared>,
+    index: usize,
+    in_flight: Mutex<Option<(String, oneshot::Sender<Outcome>)>>,
+    started: Mutex<Instant>,
+    initialised: AtomicBool,
+    kill: Notify,
+}
+
+/// One function: its invocation queue and its running instances.
+pub struct FunctionHost {
+    pub logical_id: String,
+    timeout: Duration,
+    sender: mpsc::Sender<Invocation>,
+    shared: Arc<Shared>,
+    instances: Vec<Arc<Instance>>,
+}
+
+pub struct Launch {
+    pub binary: PathBuf,
+    pub instances: usize,
+    pub environment: BTreeMap<String, String>,
+    pub log_file: PathBuf,
+}
+
+impl FunctionHost {
+    pub async fn start(
+        function: &Function,
+        launch: Launch,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Arc<Self>> {
+        let (sender, receiver) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            name: function.logical_id.clone(),
+            queue: tokio::sync::Mutex::new(receiver),
+            init_times: Mutex::new(Vec::new()),
+        });
+        let mut instances = Vec::new();
+        for index in 0..launch.instances.max(1) {
+            let instance = Arc::new(Instance {
+                shared: shared.clone(),
+                index,
+                in_flight: Mutex::new(None),
+                started: Mutex::new(Instant::now()),
+                initialised: AtomicBool::new(false),
+                kill: Notify::new(),
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let port = listener.local_addr()?.port();
+            let mut stop = shutdown.clone();
+            let app = router(instance.clone());
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+            });
+            let mut environment = launch.environment.clone();
+            environment.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("127.0.0.1:{port}"));
+            environment.insert("AWS_LAMBDA_FUNCTION_NAME".into(), function.logical_id.clone());
+            environment.insert("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into());
+            environment.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), function.memory_mb.to_string());
+            tokio::spawn(supervise(
+                instance.clone(),
+                launch.binary.clone(),
+                environment,
+                launch.log_file.clone(),
+                shutdown.clone(),
+            ));
+            instances.push(instance);
+        }
+        Ok(Arc::new(FunctionHost {
+            logical_id: function.logical_id.clone(),
+            timeout: Duration::from_secs(function.timeout_seconds),
+            sender,
+            shared,
+            instances,
+        }))
+    }
+
+    /// Invokes the function with `event` and waits for its answer, at most its `Timeout`.
+    pub async fn invoke(&self, event: Bytes) -> Outcome {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (reply, answer) = oneshot::channel();
+        let invocation = Invocation { id: id.clone(), event, deadline: SystemTime::now() + self.timeout, reply };
+        if self.sender.send(invocation).await.is_err() {
+            return Outcome::Crashed;
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Crashed,
+            Err(_) => {
+                // Lambda ends a sandbox whose invocation times out; so do we.
+                for instance in &self.instances {
+                    if instance.in_flight.lock().map(|f| f.as_ref().is_some_and(|(i, _)| *i == id)).unwrap_or(false) {
+                        instance.kill.notify_one();
+                    }
+                }
+                tracing::warn!(function = %self.logical_id, request_id = %id, "invocation timed out");
+                Outcome::TimedOut
+            }
+        }
+    }
+
+    /// Init times (process start to first `next`) measured so far, one per instance start.
+    pub fn init_times(&self) -> Vec<Duration> {
+        self.shared.init_times.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Waits until every instance has asked for its first invocation.
+    pub async fn ready(&self, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if self.instances.iter().all(|i| i.initialised.load(Ordering::SeqCst)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}
+
+fn router(instance: Arc<Instance>) -> Router {
+    Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(instance)
+}
+
+async fn next(State(instance): State<Arc<Instance>>) -> impl IntoResponse {
+    if !instance.initialised.swap(true, Ordering::SeqCst) {
+        let init = instance.started.lock().map(|s| s.elapsed()).unwrap_or_default();
+        if let Ok(mut times) = instance.shared.init_times.lock() {
+            times.push(init);
+        }
+        tracing::info!(function = %instance.shared.name, instance = instance.index, init_ms = init.as_secs_f64() * 1000.0, "function initialised");
+    }
+    loop {
+        let invocation = { instance.shared.queue.lock().await.recv().await };
+        let Some(invocation) = invocation else {
+            return (StatusCode::GONE, HeaderMap::new(), Bytes::new());
+        };
+        // Its caller gave up (timed out) while it waited in the queue.
+        if invocation.reply.is_closed() {
+            continue;
+        }
+        let mut headers = HeaderMap::new();
+        let deadline_ms = invocation.deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+        let arn = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", instance.shared.name);
+        for (name, value) in [
+            ("lambda-runtime-aws-request-id", invocation.id.clone()),
+            ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
+            ("lambda-runtime-invoked-function-arn", arn),
+            ("lambda-runtime-trace-id", format!("Root=1-{}", invocation.id.replace('-', ""))),
+        ] {
+            if let Ok(value) = value.parse() {
+                headers.insert(name, value);
+            }
+        }
+        if let Ok(mut in_flight) = instance.in_flight.lock() {
+            *in_flight = Some((invocation.id, invocation.reply));
+        }
+        return (StatusCode::OK, headers, invocation.event);
+    }
+}
+
+fn finish(instance: &Instance, id: &str, outcome: Outcome) -> StatusCode {
+    let taken = instance
+        .in_flight
+        .lock()
+        .ok()
+        .and_then(|mut f| if f.as_ref().is_some_and(|(i, _)| i == id) { f.take() } else { None });
+    match taken {
+        Some((_, reply)) => {
+            let _ = reply.send(outcome);
+            StatusCode::ACCEPTED
+        }
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    finish(&instance, &id, Outcome::Response(body))
+}
+
+async fn error(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    finish(&instance, &id, Outcome::Error(String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> StatusCode {
+    tracing::error!(function = %instance.shared.name, error = %String::from_utf8_lossy(&body), "function failed to initialise");
+    StatusCode::ACCEPTED
+}
+
+/// Runs one instance's process, restarting it when it exits or is killed, until shutdown.
+async fn supervise(
+    instance: Arc<Instance>,
+    binary: PathBuf,
+    environment: BTreeMap<String, String>,
+    log_file: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let child = (|| {
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_file)?;
+            let mut command = crate::process::command(&binary);
+            command.env_clear().envs(&environment).stdout(log.try_clone()?).stderr(log);
+            if let Ok(path) = std::env::var("PATH") {
+                command.env("PATH", path);
+            }
+            if let Ok(mut started) = instance.started.lock() {
+                *started = Instant::now();
+            }
+            instance.initialised.store(false, Ordering::SeqCst);
+            command.spawn()
+        })();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                tracing::error!(function = %instance.shared.name, binary = %binary.display(), error = %e, "cannot start function");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        tokio::select! {
+            status = child.wait() => {
+                tracing::warn!(function = %instance.shared.name, instance = instance.index, status = ?status, "function process exited; restarting");
+                fail_in_flight(&instance, Outcome::Crashed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = instance.kill.notified() => {
+                let _ = child.kill().await;
+                fail_in_flight(&instance, Outcome::TimedOut);
+            }
+            _ = shutdown.changed() => {
+                let _ = child.kill().await;
+                return;
+            }
+        }
+    }
+}
+
+fn fail_in_flight(instance: &Instance, outcome: Outcome) {
+    if let Some((_, reply)) = instance.in_flight.lock().ok().and_then(|mut f| f.take()) {
+        let _ = reply.send(outcome);
+    }
+}

@@ -1,0 +1,279 @@
+//! The whole local stack, started and stopped as one: emulators, resources from template.yaml,
+//! every function's real binary behind the Runtime API, the HTTP API, and the SQS pollers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::emulators::{self, EmulatorError};
+use crate::gateway::Gateway;
+use crate::jwt::DevKeys;
+use crate::runtime_api::{FunctionHost, Launch};
+use crate::sqs_source::Poller;
+use crate::template::{ACCOUNT, JwtAuthorizer, Naming, REGION, Template};
+
+pub struct Options {
+    pub template: PathBuf,
+    /// The project's ignored state folder (`.superpay/`): virtualenvs, data, logs.
+    pub state: PathBuf,
+    /// Where the function binaries are (`target/debug`).
+    pub binaries: PathBuf,
+    /// Keep DynamoDB data in a file under `state` across runs; otherwise in memory.
+    pub persist: bool,
+    /// 0 picks a free port.
+    pub gateway_port: u16,
+    pub dynamodb_port: u16,
+    pub moto_port: u16,
+    pub instances_per_function: usize,
+    pub parameters: HashMap<String, String>,
+    pub stack_name: String,
+    pub logs: PathBuf,
+}
+
+/// What a client of the stack (a person, the end-to-end tests) needs to reach it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StackInfo {
+    pub api_url: String,
+    pub dynamodb_endpoint: String,
+    pub moto_endpoint: String,
+    pub tables: BTreeMap<String, String>,
+    pub queues: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, String>,
+    pub authorizer_issuer: String,
+    pub authorizer_audience: Vec<String>,
+    pub logs: PathBuf,
+}
+
+impl StackInfo {
+    /// The SDK settings that point a client at the emulators: the SDK's own endpoint variables.
+    pub fn sdk_environment(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_REGION", REGION),
+            ("AWS_DEFAULT_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "local"),
+            ("AWS_SECRET_ACCESS_KEY", "local"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &self.dynamodb_endpoint),
+            ("AWS_ENDPOINT_URL_SQS", &self.moto_endpoint),
+            ("AWS_ENDPOINT_URL_KMS", &self.moto_endpoint),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    pub fn authorizer(&self) -> JwtAuthorizer {
+        JwtAuthorizer { issuer: self.authorizer_issuer.clone(), audience: self.authorizer_audience.clone() }
+    }
+
+    /// The running stack that `cargo stack test` describes in `SUPERPAY_STACK`.
+    pub fn from_env() -> Result<Self, String> {
+        let path = std::env::var("SUPERPAY_STACK")
+            .map_err(|_| "SUPERPAY_STACK is not set: run the end-to-end tests with `cargo stack test`".to_owned())?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let credentials = aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "superpay-local");
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .credentials_provider(credentials)
+            .load()
+            .await
+    }
+
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk_config().await)
+            .endpoint_url(&self.dynamodb_endpoint)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
+    }
+
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        let config =
+            aws_sdk_sqs::config::Builder::from(&self.sdk_config().await).endpoint_url(&self.moto_endpoint).build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        let config =
+            aws_sdk_kms::config::Builder::from(&self.sdk_config().await).endpoint_url(&self.moto_endpoint).build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Emulator(#[from] EmulatorError),
+    #[error(transparent)]
+    Template(#[from] crate::template::TemplateError),
+    #[error(transparent)]
+    Resource(#[from] crate::resources::ResourceError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<std::io::Error> for StackError {
+    fn from(e: std::io::Error) -> Self {
+        StackError::Emulator(e.into())
+    }
+}
+
+pub struct Stack {
+    pub info: StackInfo,
+    pub template: Template,
+    pub keys: Arc<DevKeys>,
+    pub hosts: Vec<Arc<FunctionHost>>,
+    shutdown: watch::Sender<bool>,
+    moto: tokio::process::Child,
+}
+
+struct LocalNaming {
+    moto_endpoint: String,
+    key_ids: HashMap<String, String>,
+}
+
+impl Naming for LocalNaming {
+    fn queue_url(&self, name: &str) -> String {
+        format!("{}/{ACCOUNT}/{name}", self.moto_endpoint)
+    }
+
+    fn key_id(&self, logical_id: &str) -> Option<String> {
+        self.key_ids.get(logical_id).cloned()
+    }
+}
+
+async fn bind(port: u16) -> Result<tokio::net::TcpListener, StackError> {
+    tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| StackError::Other(format!("cannot listen on 127.0.0.1:{port}: {e} (is another stack running?)")))
+}
+
+impl Stack {
+    pub async fn start(options: Options) -> Result<Self, StackError> {
+        std::fs::create_dir_all(&options.logs)?;
+        let (shutdown, stop) = watch::channel(false);
+        let keys = Arc::new(DevKeys::load().map_err(|e| StackError::Other(format!("development key: {e}")))?);
+        let text = std::fs::read_to_string(&options.template)?;
+
+        let dynamodb_listener = bind(options.dynamodb_port).await?;
+        let dynamodb_endpoint = format!("http://{}", dynamodb_listener.local_addr()?);
+        let database = options.persist.then(|| options.state.join("data").join("dynamodb.sqlite"));
+        emulators::start_dynoxide(dynamodb_listener, database.as_deref(), stop.clone())?;
+
+        let moto_bin =
+            emulators::virtualenv(&options.state.join("venv").join("moto"), &[emulators::MOTO_REQUIREMENT]).await?;
+        let moto_port = if options.moto_port == 0 { emulators::free_port()? } else { options.moto_port };
+        let moto = emulators::start_moto(&moto_bin, moto_port, &options.logs.join("moto.log")).await?;
+        let moto_endpoint = format!("http://127.0.0.1:{moto_port}");
+
+        let mut info = StackInfo {
+            api_url: String::new(),
+            dynamodb_endpoint,
+            moto_endpoint: moto_endpoint.clone(),
+            tables: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            authorizer_issuer: String::new(),
+            authorizer_audience: vec![],
+            logs: options.logs.clone(),
+        };
+        let key_ids = crate::resources::create_keys(&info.kms().await, &Template::keys_to_create(&text)?).await?;
+        let naming = LocalNaming { moto_endpoint, key_ids: key_ids.clone() };
+        let template = Template::parse(&text, &options.stack_name, &options.parameters, &naming)?;
+
+        let dynamodb = info.dynamodb().await;
+        for table in &template.tables {
+            crate::resources::create_table(&dynamodb, table).await?;
+            info.tables.insert(table.logical_id.clone(), table.name.clone());
+        }
+        let sqs = info.sqs().await;
+        info.queues = crate::resources::create_queues(&sqs, &template.queues).await?.into_iter().collect();
+        info.keys = key_ids.into_iter().collect();
+        if let Some(authorizer) = template.default_authorizer.as_ref().and_then(|d| template.authorizers.get(d)) {
+            info.authorizer_issuer = authorizer.issuer.clone();
+            info.authorizer_audience = authorizer.audience.clone();
+        }
+
+        let mut hosts = Vec::new();
+        for function in &template.functions {
+            let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
+            environment.extend(function.environment.clone());
+            let launch = Launch {
+                binary: options.binaries.join(&function.binary),
+                instances: options.instances_per_function,
+                environment,
+                log_file: options.logs.join(format!("{}.log", function.logical_id)),
+            };
+            hosts.push(FunctionHost::start(function, launch, stop.clone()).await?);
+        }
+
+        let gateway_listener = bind(options.gateway_port).await?;
+        info.api_url = format!("http://{}", gateway_listener.local_addr()?);
+        let app = Arc::new(Gateway::new(&template, &hosts, keys.clone())).router();
+        let mut gateway_stop = stop.clone();
+        tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(gateway_listener, service)
+                .with_graceful_shutdown(async move {
+                    let _ = gateway_stop.changed().await;
+                })
+                .await;
+        });
+
+        for function in &template.functions {
+            let host = hosts.iter().find(|h| h.logical_id == function.logical_id).cloned();
+            for source in &function.sqs_sources {
+                let (Some(host), Some(queue)) = (host.clone(), template.queue(&source.queue)) else { continue };
+                Poller {
+                    client: sqs.clone(),
+                    host,
+                    source: source.clone(),
+                    queue_url: info.queues.get(&source.queue).cloned().unwrap_or_default(),
+                    queue_name: queue.name.clone(),
+                }
+                .spawn(stop.clone());
+            }
+        }
+
+        for host in &hosts {
+            if !host.ready(Duration::from_secs(30)).await {
+                return Err(StackError::Other(format!(
+                    "{} did not ask for its first invocation within 30 s; see {}",
+                    host.logical_id,
+                    options.logs.join(format!("{}.log", host.logical_id)).display()
+                )));
+            }
+        }
+        Ok(Stack { info, template, keys, hosts, shutdown, moto })
+    }
+
+    pub fn write_info(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(&self.info)?)
+    }
+
+    /// Median init time of each function (process start to first `next`), in milliseconds.
+    pub fn init_times(&self) -> Vec<(String, f64)> {
+        self.hosts
+            .iter()
+            .map(|h| {
+                let mut times: Vec<f64> = h.init_times().iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+                times.sort_by(f64::total_cmp);
+                (h.logical_id.clone(), times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
+            })
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.moto.kill().await;
+        // Let the function supervisors kill their processes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,842 @@
+//! Reads the documented subset of SAM/CloudFormation that the local stack understands, and refuses
+//! everything else by name, so local and deployed resources cannot silently drift apart.
+//!
+//! Understood: `Parameters` (String, Number; Default, AllowedValues), `Globals.Function`,
+//! the intrinsics `!Ref`, `!GetAtt`, `!Sub` (and their `Ref` / `Fn::GetAtt` / `Fn::Sub` long forms),
+//! and these resource types:
+//! - `AWS::Serverless::Function` with `HttpApi` and `SQS` events (`Policies` are not enforced locally);
+//! - `AWS::Serverless::HttpApi` with JWT authorizers;
+//! - `AWS::DynamoDB::Table` with key schema, GSIs and TTL;
+//! - `AWS::SQS::Queue` with visibility timeout, redrive policy and FIFO;
+//! - `AWS::KMS::Key` (symmetric, HMAC, ECC signing keys);
+//! - `AWS::CloudWatch::Alarm`: deploy-only, read and not emulated.
+//! `Outputs` are for deployment and are not evaluated here.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use serde_yaml::Value;
+use serde_yaml::value::TaggedValue;
+
+pub const REGION: &str = "us-east-1";
+/// The account id moto uses; local ARNs and queue URLs carry it.
+pub const ACCOUNT: &str = "123456789012";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, String),
+    #[error("template.yaml: {0}")]
+    Invalid(String),
+    #[error("template.yaml: {0} is outside the subset the local stack understands ({1})")]
+    Unsupported(String, &'static str),
+}
+
+fn invalid(message: impl Into<String>) -> TemplateError {
+    TemplateError::Invalid(message.into())
+}
+
+/// The parsed template: resources with every intrinsic resolved to local names.
+#[derive(Debug, Clone, Default)]
+pub struct Template {
+    pub stack: String,
+    pub functions: Vec<Function>,
+    pub tables: Vec<Table>,
+    pub queues: Vec<Queue>,
+    pub keys: Vec<Key>,
+    pub authorizers: HashMap<String, JwtAuthorizer>,
+    pub default_authorizer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Function {
+    pub logical_id: String,
+    /// The cargo binary (`Metadata.BuildProperties.Binary`).
+    pub binary: String,
+    pub environment: BTreeMap<String, String>,
+    pub timeout_seconds: u64,
+    pub memory_mb: u64,
+    pub routes: Vec<Route>,
+    pub sqs_sources: Vec<SqsSource>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Upper case, or `ANY`.
+    pub method: String,
+    pub path: String,
+    pub auth: RouteAuth,
+}
+
+impl Route {
+    /// The route key as API Gateway writes it into the event: `GET /config/{group}`.
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAuth {
+    Open,
+    Jwt { authorizer: String, scopes: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqsSource {
+    pub queue: String,
+    pub batch_size: i32,
+    pub report_batch_item_failures: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtAuthorizer {
+    pub issuer: String,
+    pub audience: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub logical_id: String,
+    pub name: String,
+    /// (name, S|N|B)
+    pub attributes: Vec<(String, String)>,
+    /// (name, HASH|RANGE)
+    pub key_schema: Vec<(String, String)>,
+    pub global_indexes: Vec<GlobalIndex>,
+    pub ttl_attribute: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalIndex {
+    pub name: String,
+    pub key_schema: Vec<(String, String)>,
+    /// ALL, KEYS_ONLY or INCLUDE
+    pub projection: String,
+    pub non_key_attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub logical_id: String,
+    pub name: String,
+    pub fifo: bool,
+    pub visibility_timeout: Option<u64>,
+    pub message_retention: Option<u64>,
+    pub redrive: Option<Redrive>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redrive {
+    pub dead_letter_queue: String,
+    pub max_receive_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub logical_id: String,
+    pub spec: String,
+    pub usage: String,
+}
+
+/// What `!Ref` and `!GetAtt` of each resource stand for locally.
+pub trait Naming {
+    fn queue_url(&self, name: &str) -> String;
+    fn key_id(&self, logical_id: &str) -> Option<String>;
+}
+
+/// Naming for reading the template's shape without a running stack (binaries, authorizers).
+pub struct Unresolved;
+
+impl Naming for Unresolved {
+    fn queue_url(&self, name: &str) -> String {
+        format!("unresolved:{name}")
+    }
+
+    fn key_id(&self, logical_id: &str) -> Option<String> {
+        Some(format!("unresolved:{logical_id}"))
+    }
+}
+
+struct Raw {
+    parameters: HashMap<String, String>,
+    globals: serde_yaml::Mapping,
+    resources: Vec<(String, String, Value)>,
+}
+
+impl Template {
+    pub fn load(
+        path: &Path,
+        stack: &str,
+        overrides: &HashMap<String, String>,
+        naming: &dyn Naming,
+    ) -> Result<Self, TemplateError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| TemplateError::Read(path.display().to_string(), e.to_string()))?;
+        Self::parse(&text, stack, overrides, naming)
+    }
+
+    /// The KMS keys to create before the rest can be resolved (their ids are chosen by KMS).
+    pub fn keys_to_create(text: &str) -> Result<Vec<Key>, TemplateError> {
+        let raw = raw(text, &HashMap::new(), true)?;
+        raw.resources
+            .iter()
+            .filter(|(_, kind, _)| kind == "AWS::KMS::Key")
+            .map(|(id, _, resource)| key(id, resource))
+            .collect()
+    }
+
+    pub fn parse(
+        text: &str,
+        stack: &str,
+        overrides: &HashMap<String, String>,
+        naming: &dyn Naming,
+    ) -> Result<Self, TemplateError> {
+        let raw = raw(text, overrides, false)?;
+        let kinds: HashMap<&str, &str> =
+            raw.resources.iter().map(|(id, kind, _)| (id.as_str(), kind.as_str())).collect();
+        let fifo_queues: HashSet<&str> = raw
+            .resources
+            .iter()
+            .filter(|(_, kind, r)| {
+                kind == "AWS::SQS::Queue"
+                    && r.get("Properties").and_then(|p| p.get("FifoQueue")).and_then(Value::as_bool) == Some(true)
+            })
+            .map(|(id, _, _)| id.as_str())
+            .collect();
+        let resolver =
+            Resolver { parameters: &raw.parameters, kinds: &kinds, stack, naming, fifo_queues: &fifo_queues };
+        let mut template = Template { stack: stack.to_owned(), ..Template::default() };
+        for (id, kind, resource) in &raw.resources {
+            let properties = resolver.eval(resource.get("Properties").unwrap_or(&Value::Null))?;
+            match kind.as_str() {
+                "AWS::Serverless::Function" => {
+                    template.functions.push(function(id, resource, &properties, &raw.globals, &resolver)?)
+                }
+                "AWS::Serverless::HttpApi" => http_api(id, &properties, &mut template)?,
+                "AWS::DynamoDB::Table" => template.tables.push(table(id, &properties, &resolver)?),
+                "AWS::SQS::Queue" => template.queues.push(queue(id, &properties, &resolver)?),
+                "AWS::KMS::Key" => template.keys.push(key(id, resource)?),
+                "AWS::CloudWatch::Alarm" => {}
+                other => {
+                    return Err(TemplateError::Unsupported(format!("resource {id} of type {other}"), SUPPORTED_TYPES));
+                }
+            }
+        }
+        // Routes without an Auth of their own use the API's DefaultAuthorizer (or none).
+        let default = template.default_authorizer.clone();
+        for route in template.functions.iter_mut().flat_map(|f| f.routes.iter_mut()) {
+            if let RouteAuth::Jwt { authorizer, .. } = &mut route.auth
+                && authorizer.is_empty()
+            {
+                match &default {
+                    Some(d) => *authorizer = d.clone(),
+                    None => route.auth = RouteAuth::Open,
+                }
+            }
+        }
+        for function in &template.functions {
+            for route in &function.routes {
+                if let RouteAuth::Jwt { authorizer, .. } = &route.auth
+                    && !template.authorizers.contains_key(authorizer)
+                {
+                    return Err(invalid(format!(
+                        "{}: route {} names unknown authorizer {authorizer}",
+                        function.logical_id,
+                        route.key()
+                    )));
+                }
+            }
+        }
+        Ok(template)
+    }
+
+    pub fn table(&self, logical_id: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.logical_id == logical_id)
+    }
+
+    pub fn queue(&self, logical_id: &str) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.logical_id == logical_id)
+    }
+}
+
+const SUPPORTED_TYPES: &str = "AWS::Serverless::Function, AWS::Serverless::HttpApi, AWS::DynamoDB::Table, AWS::SQS::Queue, \
+     AWS::KMS::Key, AWS::CloudWatch::Alarm";
+
+fn raw(text: &str, overrides: &HashMap<String, String>, lenient_parameters: bool) -> Result<Raw, TemplateError> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let top = doc.as_mapping().ok_or_else(|| invalid("the document is not a mapping"))?;
+    for key in top.keys() {
+        let key = key.as_str().unwrap_or_default();
+        if ![
+            "AWSTemplateFormatVersion",
+            "Transform",
+            "Description",
+            "Parameters",
+            "Globals",
+            "Resources",
+            "Outputs",
+            "Metadata",
+        ]
+        .contains(&key)
+        {
+            return Err(TemplateError::Unsupported(
+                format!("top-level section {key}"),
+                "no Conditions, Mappings or Rules",
+            ));
+        }
+    }
+    let mut parameters = HashMap::new();
+    if let Some(declared) = doc.get("Parameters").and_then(Value::as_mapping) {
+        for (name, spec) in declared {
+            let name = name.as_str().ok_or_else(|| invalid("a parameter name is not a string"))?;
+            let kind = spec.get("Type").and_then(Value::as_str).unwrap_or_default();
+            if !["String", "Number"].contains(&kind) {
+                return Err(TemplateError::Unsupported(
+                    format!("parameter {name} of type {kind:?}"),
+                    "String and Number parameters",
+                ));
+            }
+            let value = match overrides.get(name) {
+                Some(v) => Some(v.clone()),
+                None => spec.get("Default").map(scalar).transpose()?,
+            };
+            let Some(value) = value else {
+                if lenient_parameters {
+                    continue;
+                }
+                return Err(invalid(format!(
+                    "parameter {name} has no Default and no local value (infra/local/parameters.json)"
+                )));
+            };
+            if let Some(allowed) = spec.get("AllowedValues").and_then(Value::as_sequence) {
+                let allowed: Vec<String> = allowed.iter().map(scalar).collect::<Result<_, _>>()?;
+                if !allowed.contains(&value) {
+                    return Err(invalid(format!("parameter {name} = {value:?} is not one of {allowed:?}")));
+                }
+            }
+            if kind == "Number" && value.parse::<f64>().is_err() {
+                return Err(invalid(format!("parameter {name} = {value:?} is not a number")));
+            }
+            parameters.insert(name.to_owned(), value);
+        }
+    }
+    let globals = match doc.get("Globals") {
+        None => serde_yaml::Mapping::new(),
+        Some(globals) => {
+            let globals = globals.as_mapping().ok_or_else(|| invalid("Globals is not a mapping"))?;
+            for key in globals.keys() {
+                if key.as_str() != Some("Function") {
+                    return Err(TemplateError::Unsupported(
+                        format!("Globals.{}", key.as_str().unwrap_or("?")),
+                        "Globals.Function only",
+                    ));
+                }
+            }
+            globals.get("Function").and_then(Value::as_mapping).cloned().unwrap_or_default()
+        }
+    };
+    let mut resources = Vec::new();
+    for (id, resource) in doc.get("Resources").and_then(Value::as_mapping).ok_or_else(|| invalid("no Resources"))? {
+        let id = id.as_str().ok_or_else(|| invalid("a resource id is not a string"))?.to_owned();
+        for key in resource.as_mapping().map(|m| m.keys().collect::<Vec<_>>()).unwrap_or_default() {
+            let key = key.as_str().unwrap_or_default();
+            if !["Type", "Properties", "Metadata", "DependsOn", "DeletionPolicy", "UpdateReplacePolicy"].contains(&key)
+            {
+                return Err(TemplateError::Unsupported(
+                    format!("{id}.{key}"),
+                    "Type, Properties, Metadata, DependsOn, DeletionPolicy, UpdateReplacePolicy",
+                ));
+            }
+        }
+        let kind = resource.get("Type").and_then(Value::as_str).ok_or_else(|| invalid(format!("{id} has no Type")))?;
+        resources.push((id, kind.to_owned(), resource.clone()));
+    }
+    Ok(Raw { parameters, globals, resources })
+}
+
+fn scalar(value: &Value) -> Result<String, TemplateError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(invalid(format!("expected a plain value, found {other:?}"))),
+    }
+}
+
+struct Resolver<'a> {
+    parameters: &'a HashMap<String, String>,
+    kinds: &'a HashMap<&'a str, &'a str>,
+    stack: &'a str,
+    naming: &'a dyn Naming,
+    fifo_queues: &'a HashSet<&'a str>,
+}
+
+impl Resolver<'_> {
+    /// Replaces every intrinsic in `value` by the string it stands for locally.
+    fn eval(&self, value: &Value) -> Result<Value, TemplateError> {
+        Ok(match value {
+            Value::Tagged(tagged) => Value::String(self.intrinsic(tagged)?),
+            Value::Mapping(map)
+                if map.len() == 1 && map.keys().next().and_then(Value::as_str).is_some_and(is_long_form) =>
+            {
+                let (name, argument) = map.iter().next().expect("one entry");
+                let tag = name.as_str().unwrap_or_default().trim_start_matches("Fn::");
+                let argument = match (tag, argument) {
+                    ("GetAtt", Value::Sequence(parts)) => {
+                        Value::String(parts.iter().map(scalar).collect::<Result<Vec<_>, _>>()?.join("."))
+                    }
+                    _ => argument.clone(),
+                };
+                Value::String(self.intrinsic(&TaggedValue { tag: serde_yaml::value::Tag::new(tag), value: argument })?)
+            }
+            Value::Mapping(map) => {
+                let mut out = serde_yaml::Mapping::new();
+                for (k, v) in map {
+                    out.insert(k.clone(), self.eval(v)?);
+                }
+                Value::Mapping(out)
+            }
+            Value::Sequence(items) => Value::Sequence(items.iter().map(|v| self.eval(v)).collect::<Result<_, _>>()?),
+            other => other.clone(),
+        })
+    }
+
+    fn intrinsic(&self, tagged: &TaggedValue) -> Result<String, TemplateError> {
+        let tag = tagged.tag.to_string();
+        let tag = tag.trim_start_matches('!');
+        match tag {
+            "Ref" => self.reference(&scalar(&tagged.value)?),
+            "GetAtt" => {
+                let text = scalar(&tagged.value)?;
+                let (id, attribute) =
+                    text.split_once('.').ok_or_else(|| invalid(format!("!GetAtt {text} needs Resource.Attribute")))?;
+                self.attribute(id, attribute)
+            }
+            "Sub" => {
+                let text = tagged.value.as_str().ok_or_else(|| {
+                    TemplateError::Unsupported("!Sub with a variable map".into(), "!Sub of a single string")
+                })?;
+                self.substitute(text)
+            }
+            other => Err(TemplateError::Unsupported(format!("intrinsic !{other}"), "!Ref, !GetAtt, !Sub")),
+        }
+    }
+
+    fn substitute(&self, text: &str) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').ok_or_else(|| invalid(format!("unclosed ${{ in !Sub {text:?}")))? + start;
+            let name = &rest[start + 2..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some((id, attribute)) = name.split_once('.') {
+                out.push_str(&self.attribute(id, attribute)?);
+            } else {
+                out.push_str(&self.reference(name)?);
+            }
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn reference(&self, name: &str) -> Result<String, TemplateError> {
+        match name {
+            "AWS::Region" => return Ok(REGION.to_owned()),
+            "AWS::AccountId" => return Ok(ACCOUNT.to_owned()),
+            "AWS::StackName" => return Ok(self.stack.to_owned()),
+            "AWS::Partition" => return Ok("aws".to_owned()),
+            "AWS::URLSuffix" => return Ok("amazonaws.com".to_owned()),
+            _ => {}
+        }
+        if let Some(value) = self.parameters.get(name) {
+            return Ok(value.clone());
+        }
+        match self.kinds.get(name).copied() {
+            Some("AWS::DynamoDB::Table") => Ok(physical_name(self.stack, name)),
+            Some("AWS::SQS::Queue") => Ok(self.naming.queue_url(&self.queue_name(name))),
+            Some("AWS::KMS::Key") => {
+                self.naming.key_id(name).ok_or_else(|| invalid(format!("KMS key {name} was not created")))
+            }
+            // An API's id is only used in the deployed URL.
+            Some("AWS::Serverless::HttpApi") => Ok(format!("local-{name}")),
+            Some(kind) => {
+                Err(TemplateError::Unsupported(format!("!Ref {name} (a {kind})"), "!Ref of tables, queues, keys, APIs"))
+            }
+            None => Err(invalid(format!("!Ref {name}: no such parameter or resource"))),
+        }
+    }
+
+    fn attribute(&self, id: &str, attribute: &str) -> Result<String, TemplateError> {
+        let kind = self
+            .kinds
+            .get(id)
+            .copied()
+            .ok_or_else(|| invalid(format!("!GetAtt {id}.{attribute}: no such resource")))?;
+        match (kind, attribute) {
+            ("AWS::DynamoDB::Table", "Arn") => {
+                Ok(format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{}", physical_name(self.stack, id)))
+            }
+            ("AWS::SQS::Queue", "Arn") => Ok(format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{}", self.queue_name(id))),
+            ("AWS::SQS::Queue", "QueueName") => Ok(self.queue_name(id)),
+            ("AWS::SQS::Queue", "QueueUrl") => Ok(self.naming.queue_url(&self.queue_name(id))),
+            ("AWS::KMS::Key", "Arn") => {
+                let key = self.naming.key_id(id).ok_or_else(|| invalid(format!("KMS key {id} was not created")))?;
+                Ok(format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/{key}"))
+            }
+            ("AWS::KMS::Key", "KeyId") => {
+                self.naming.key_id(id).ok_or_else(|| invalid(format!("KMS key {id} was not created")))
+            }
+            _ => Err(TemplateError::Unsupported(
+                format!("!GetAtt {id}.{attribute}"),
+                "Arn of tables, queues and keys; QueueName, QueueUrl, KeyId",
+            )),
+        }
+    }
+
+    fn queue_name(&self, id: &str) -> String {
+        // A FIFO queue's name must end in .fifo; the template says which queues are FIFO.
+        let base = physical_name(self.stack, id);
+        if self.fifo_queues.contains(id) { format!("{base}.fifo") } else { base }
+    }
+}
+
+fn is_long_form(key: &str) -> bool {
+    key == "Ref" || key.starts_with("Fn::")
+}
+
+/// Local physical names: `<stack>-<LogicalId>`, as CloudFormation's generated names begin.
+pub fn physical_name(stack: &str, logical_id: &str) -> String {
+    format!("{stack}-{logical_id}")
+}
+
+fn check_properties(id: &str, properties: &Value, allowed: &[&str], deploy_only: &[&str]) -> Result<(), TemplateError> {
+    for key in properties.as_mapping().map(|m| m.keys().collect::<Vec<_>>()).unwrap_or_default() {
+        let key = key.as_str().unwrap_or_default();
+        if !allowed.contains(&key) && !deploy_only.contains(&key) {
+            return Err(TemplateError::Unsupported(
+                format!("{id}.Properties.{key}"),
+                "see infra/local/src/template.rs",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn text(value: &Value, what: &str) -> Result<String, TemplateError> {
+    value.as_str().map(str::to_owned).ok_or_else(|| invalid(format!("{what} must be a string")))
+}
+
+fn number(value: Option<&Value>, what: &str) -> Result<Option<u64>, TemplateError> {
+    value
+        .map(|v| match v {
+            Value::Number(n) => n.as_u64().ok_or_else(|| invalid(format!("{what} must be a whole number"))),
+            Value::String(s) => s.parse().map_err(|_| invalid(format!("{what} = {s:?} is not a whole number"))),
+            _ => Err(invalid(format!("{what} must be a number"))),
+        })
+        .transpose()
+}
+
+fn pairs(value: Option<&Value>, name: &str, kind: &str, what: &str) -> Result<Vec<(String, String)>, TemplateError> {
+    value
+        .and_then(Value::as_sequence)
+        .ok_or_else(|| invalid(format!("{what} is missing")))?
+        .iter()
+        .map(|entry| {
+            Ok((
+                text(entry.get(name).unwrap_or(&Value::Null), &format!("{what}.{name}"))?,
+                text(entry.get(kind).unwrap_or(&Value::Null), &format!("{what}.{kind}"))?,
+            ))
+        })
+        .collect()
+}
+
+fn function(
+    id: &str,
+    resource: &Value,
+    properties: &Value,
+    globals: &serde_yaml::Mapping,
+    resolver: &Resolver,
+) -> Result<Function, TemplateError> {
+    const ALLOWED: &[&str] = &[
+        "CodeUri",
+        "Handler",
+        "Runtime",
+        "Architectures",
+        "MemorySize",
+        "Timeout",
+        "Environment",
+        "Events",
+        "Description",
+    ];
+    const DEPLOY_ONLY: &[&str] = &["Policies", "ReservedConcurrentExecutions", "Tags", "LoggingConfig"];
+    check_properties(id, properties, ALLOWED, DEPLOY_ONLY)?;
+    let globals = resolver.eval(&Value::Mapping(globals.clone()))?;
+    check_properties("Globals.Function", &globals, ALLOWED, DEPLOY_ONLY)?;
+    let setting = |name: &str| properties.get(name).or_else(|| globals.get(name));
+    let binary = resource
+        .get("Metadata")
+        .and_then(|m| m.get("BuildProperties"))
+        .and_then(|b| b.get("Binary"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("{id}: Metadata.BuildProperties.Binary names no cargo binary")))?;
+    let mut environment = BTreeMap::new();
+    for source in [&globals, properties] {
+        if let Some(vars) = source.get("Environment").and_then(|e| e.get("Variables")).and_then(Value::as_mapping) {
+            for (k, v) in vars {
+                environment.insert(scalar(k)?, scalar(v)?);
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    let mut sqs_sources = Vec::new();
+    for (name, event) in properties.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
+        let name = format!("{id}.Events.{}", name.as_str().unwrap_or("?"));
+        let props = event.get("Properties").unwrap_or(&Value::Null);
+        match event.get("Type").and_then(Value::as_str) {
+            Some("HttpApi") => {
+                check_properties(
+                    &name,
+                    props,
+                    &["ApiId", "Method", "Path", "Auth", "PayloadFormatVersion", "TimeoutInMillis"],
+                    &[],
+                )?;
+                if props.get("PayloadFormatVersion").is_some_and(|v| scalar(v).ok().as_deref() != Some("2.0")) {
+                    return Err(TemplateError::Unsupported(
+                        format!("{name}: payload format 1.0"),
+                        "payload format 2.0",
+                    ));
+                }
+                let auth = match props.get("Auth") {
+                    Some(auth) if auth.get("Authorizer").and_then(Value::as_str) == Some("NONE") => RouteAuth::Open,
+                    Some(auth) => RouteAuth::Jwt {
+                        authorizer: auth
+                            .get("Authorizer")
+                            .map(|a| text(a, "Auth.Authorizer"))
+                            .transpose()?
+                            .unwrap_or_default(),
+                        scopes: auth
+                            .get("AuthorizationScopes")
+                            .and_then(Value::as_sequence)
+                            .map(|s| s.iter().map(scalar).collect::<Result<_, _>>())
+                            .transpose()?
+                            .unwrap_or_default(),
+                    },
+                    // Filled in with the API's DefaultAuthorizer once every resource is read.
+                    None => RouteAuth::Jwt { authorizer: String::new(), scopes: vec![] },
+                };
+                routes.push(Route {
+                    method: text(props.get("Method").unwrap_or(&Value::Null), &format!("{name}.Method"))?
+                        .to_uppercase(),
+                    path: text(props.get("Path").unwrap_or(&Value::Null), &format!("{name}.Path"))?,
+                    auth,
+                });
+            }
+            Some("SQS") => {
+                check_properties(
+                    &name,
+                    props,
+                    &["Queue", "BatchSize", "FunctionResponseTypes", "Enabled"],
+                    &["MaximumBatchingWindowInSeconds", "ScalingConfig"],
+                )?;
+                let queue_arn = text(props.get("Queue").unwrap_or(&Value::Null), &format!("{name}.Queue"))?;
+                let queue = resolver
+                    .kinds
+                    .iter()
+                    .filter(|(_, kind)| **kind == "AWS::SQS::Queue")
+                    .map(|(id, _)| *id)
+                    .find(|q| resolver.attribute(q, "Arn").ok().as_deref() == Some(queue_arn.as_str()))
+                    .ok_or_else(|| invalid(format!("{name}.Queue must be !GetAtt <a queue in this template>.Arn")))?;
+                let responses: Vec<String> = props
+                    .get("FunctionResponseTypes")
+                    .and_then(Value::as_sequence)
+                    .map(|s| s.iter().map(scalar).collect::<Result<_, _>>())
+                    .transpose()?
+                    .unwrap_or_default();
+                if let Some(bad) = responses.iter().find(|r| *r != "ReportBatchItemFailures") {
+                    // Neither cfn-lint nor sam validate catches a misspelt value (FIELD-NOTES.md).
+                    return Err(invalid(format!(
+                        "{name}.FunctionResponseTypes: {bad:?} is not ReportBatchItemFailures"
+                    )));
+                }
+                let batch_size = number(props.get("BatchSize"), &format!("{name}.BatchSize"))?.unwrap_or(10);
+                if !(1..=10).contains(&batch_size) {
+                    return Err(TemplateError::Unsupported(
+                        format!("{name}.BatchSize {batch_size}"),
+                        "batches of 1 to 10",
+                    ));
+                }
+                sqs_sources.push(SqsSource {
+                    queue: queue.to_owned(),
+                    batch_size: batch_size as i32,
+                    report_batch_item_failures: !responses.is_empty(),
+                });
+            }
+            other => {
+                return Err(TemplateError::Unsupported(format!("{name} of type {other:?}"), "HttpApi and SQS events"));
+            }
+        }
+    }
+    sqs_sources.sort_by(|a, b| a.queue.cmp(&b.queue));
+    Ok(Function {
+        logical_id: id.to_owned(),
+        binary: binary.to_owned(),
+        environment,
+        timeout_seconds: number(setting("Timeout"), "Timeout")?.unwrap_or(3),
+        memory_mb: number(setting("MemorySize"), "MemorySize")?.unwrap_or(128),
+        routes,
+        sqs_sources,
+    })
+}
+
+fn http_api(id: &str, properties: &Value, template: &mut Template) -> Result<(), TemplateError> {
+    check_properties(
+        id,
+        properties,
+        &["Auth", "Description"],
+        &["StageName", "CorsConfiguration", "AccessLogSettings", "Tags"],
+    )?;
+    let Some(auth) = properties.get("Auth") else { return Ok(()) };
+    for (name, authorizer) in auth.get("Authorizers").and_then(Value::as_mapping).into_iter().flatten() {
+        let name = scalar(name)?;
+        let jwt = authorizer
+            .get("JwtConfiguration")
+            .ok_or_else(|| TemplateError::Unsupported(format!("{id} authorizer {name}"), "JWT authorizers"))?;
+        let source =
+            authorizer.get("IdentitySource").and_then(Value::as_str).unwrap_or("$request.header.Authorization");
+        if source != "$request.header.Authorization" {
+            return Err(TemplateError::Unsupported(
+                format!("{id} authorizer {name} IdentitySource {source}"),
+                "$request.header.Authorization",
+            ));
+        }
+        template.authorizers.insert(
+            name,
+            JwtAuthorizer {
+                issuer: text(jwt.get("issuer").unwrap_or(&Value::Null), "JwtConfiguration.issuer")?,
+                audience: jwt
+                    .get("audience")
+                    .and_then(Value::as_sequence)
+                    .ok_or_else(|| invalid("JwtConfiguration.audience must be a list"))?
+                    .iter()
+                    .map(scalar)
+                    .collect::<Result<_, _>>()?,
+            },
+        );
+    }
+    template.default_authorizer = auth.get("DefaultAuthorizer").map(|d| text(d, "DefaultAuthorizer")).transpose()?;
+    Ok(())
+}
+
+fn table(id: &str, properties: &Value, resolver: &Resolver) -> Result<Table, TemplateError> {
+    check_properties(
+        id,
+        properties,
+        &["BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes", "TimeToLiveSpecification"],
+        &["PointInTimeRecoverySpecification", "SSESpecification", "Tags", "DeletionProtectionEnabled"],
+    )?;
+    if properties.get("BillingMode").and_then(Value::as_str) != Some("PAY_PER_REQUEST") {
+        return Err(TemplateError::Unsupported(format!("{id}: provisioned capacity"), "BillingMode: PAY_PER_REQUEST"));
+    }
+    let global_indexes = properties
+        .get("GlobalSecondaryIndexes")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .map(|index| {
+            let projection = index.get("Projection");
+            Ok(GlobalIndex {
+                name: text(index.get("IndexName").unwrap_or(&Value::Null), &format!("{id} IndexName"))?,
+                key_schema: pairs(
+                    index.get("KeySchema"),
+                    "AttributeName",
+                    "KeyType",
+                    &format!("{id} index KeySchema"),
+                )?,
+                projection: projection
+                    .and_then(|p| p.get("ProjectionType"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("ALL")
+                    .to_owned(),
+                non_key_attributes: projection
+                    .and_then(|p| p.get("NonKeyAttributes"))
+                    .and_then(Value::as_sequence)
+                    .map(|s| s.iter().map(scalar).collect::<Result<_, _>>())
+                    .transpose()?
+                    .unwrap_or_default(),
+            })
+        })
+        .collect::<Result<_, TemplateError>>()?;
+    let ttl = properties.get("TimeToLiveSpecification");
+    Ok(Table {
+        logical_id: id.to_owned(),
+        name: physical_name(resolver.stack, id),
+        attributes: pairs(
+            properties.get("AttributeDefinitions"),
+            "AttributeName",
+            "AttributeType",
+            &format!("{id}.AttributeDefinitions"),
+        )?,
+        key_schema: pairs(properties.get("KeySchema"), "AttributeName", "KeyType", &format!("{id}.KeySchema"))?,
+        global_indexes,
+        ttl_attribute: ttl
+            .filter(|t| t.get("Enabled").and_then(Value::as_bool) == Some(true))
+            .map(|t| text(t.get("AttributeName").unwrap_or(&Value::Null), "TimeToLiveSpecification.AttributeName"))
+            .transpose()?,
+    })
+}
+
+fn queue(id: &str, properties: &Value, resolver: &Resolver) -> Result<Queue, TemplateError> {
+    check_properties(
+        id,
+        properties,
+        &["VisibilityTimeout", "MessageRetentionPeriod", "RedrivePolicy", "FifoQueue", "ContentBasedDeduplication"],
+        &["SqsManagedSseEnabled", "Tags"],
+    )?;
+    let redrive = properties
+        .get("RedrivePolicy")
+        .map(|policy| {
+            let arn =
+                text(policy.get("deadLetterTargetArn").unwrap_or(&Value::Null), &format!("{id} deadLetterTargetArn"))?;
+            let dead_letter_queue = resolver
+                .kinds
+                .iter()
+                .filter(|(_, kind)| **kind == "AWS::SQS::Queue")
+                .map(|(id, _)| *id)
+                .find(|q| resolver.attribute(q, "Arn").ok().as_deref() == Some(arn.as_str()))
+                .ok_or_else(|| {
+                    invalid(format!("{id}: deadLetterTargetArn must be !GetAtt <a queue in this template>.Arn"))
+                })?;
+            Ok::<_, TemplateError>(Redrive {
+                dead_letter_queue: dead_letter_queue.to_owned(),
+                max_receive_count: number(policy.get("maxReceiveCount"), "maxReceiveCount")?
+                    .ok_or_else(|| invalid(format!("{id}: RedrivePolicy needs maxReceiveCount")))?,
+            })
+        })
+        .transpose()?;
+    Ok(Queue {
+        logical_id: id.to_owned(),
+        name: resolver.queue_name(id),
+        fifo: properties.get("FifoQueue").and_then(Value::as_bool).unwrap_or(false),
+        visibility_timeout: number(properties.get("VisibilityTimeout"), &format!("{id}.VisibilityTimeout"))?,
+        message_retention: number(properties.get("MessageRetentionPeriod"), &format!("{id}.MessageRetentionPeriod"))?,
+        redrive,
+    })
+}
+
+fn key(id: &str, resource: &Value) -> Result<Key, TemplateError> {
+    let properties = resource.get("Properties").unwrap_or(&Value::Null);
+    check_properties(
+        id,
+        properties,
+        &["KeySpec", "KeyUsage", "Description"],
+        &["KeyPolicy", "EnableKeyRotation", "Tags", "PendingWindowInDays"],
+    )?;
+    let spec = properties.get("KeySpec").and_then(Value::as_str).unwrap_or("SYMMETRIC_DEFAULT").to_owned();
+    let usage = properties.get("KeyUsage").and_then(Value::as_str).unwrap_or("ENCRYPT_DECRYPT").to_owned();
+    Ok(Key { logical_id: id.to_owned(), spec, usage })
+}
