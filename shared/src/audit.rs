@@ -12,7 +12,8 @@ pub struct AuditEntry {
     pub resource: String,
     pub action: &'static str,
     pub actor: String,
-    pub at: i64,
+    /// Milliseconds since the epoch: entries of one resource sort by it.
+    pub at_ms: i64,
     pub detail: Value,
 }
 
@@ -22,10 +23,10 @@ impl AuditEntry {
     pub fn put_item(&self, table: &str, id: &str) -> Result<TransactWriteItem, StoreError> {
         let item = Item::from([
             ("resource".to_owned(), s(&self.resource)),
-            ("entry".to_owned(), s(format!("{:012}#{id}", self.at))),
+            ("entry".to_owned(), s(format!("{:015}#{id}", self.at_ms))),
             ("action".to_owned(), s(self.action)),
             ("actor".to_owned(), s(&self.actor)),
-            ("at".to_owned(), n(self.at)),
+            ("at_ms".to_owned(), n(self.at_ms)),
             ("detail".to_owned(), s(self.detail.to_string())),
         ]);
         let put = Put::builder()

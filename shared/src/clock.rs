@@ -6,3 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn now_epoch_seconds() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
 }
+
+/// Milliseconds since the Unix epoch, for orderings finer than a second (the audit log).
+pub fn now_epoch_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}

@@ -1,1 +1,6 @@
+//! End-to-end tests against the local stack: HTTP in, DynamoDB/SQS state out.
+//! One test binary for all of them (each binary links the AWS SDK). Run with `cargo stack test`.
 
+mod adapters;
+mod config;
+mod runner;

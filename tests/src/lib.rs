@@ -1,1 +1,60 @@
+//! Helpers for the end-to-end tests: the running local stack (from `SUPERPAY_STACK`, which
+//! `cargo stack test` sets), an HTTP client, tokens, and unique names that keep tests apart.
 
+use std::sync::OnceLock;
+
+use superpay_local::jwt::DevKeys;
+use superpay_local::stack::StackInfo;
+
+pub struct Env {
+    pub stack: StackInfo,
+    keys: DevKeys,
+}
+
+impl Env {
+    /// The stack, read once per test binary; a clear panic when the tests run outside `cargo stack test`.
+    pub fn get() -> &'static Env {
+        static ENV: OnceLock<Env> = OnceLock::new();
+        ENV.get_or_init(|| {
+            let stack = StackInfo::from_env().unwrap_or_else(|e| panic!("{e}"));
+            let keys = DevKeys::load().expect("the development signing key loads");
+            Env { stack, keys }
+        })
+    }
+
+    /// An HTTP client for the calling test: each `#[tokio::test]` has its own runtime, and a
+    /// client's pooled connections belong to the runtime that opened them.
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.api_url)
+    }
+
+    /// A bearer token for `subject` holding `scopes`, as the deployed identity provider would issue.
+    pub fn token(&self, subject: &str, scopes: &[&str]) -> String {
+        self.keys.mint(&self.stack.authorizer(), subject, scopes, 600).expect("a token")
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token("e2e-admin", &[superpay::auth::ADMIN_SCOPE])
+    }
+
+    pub fn user_token(&self) -> String {
+        self.token("e2e-user", &[])
+    }
+
+    pub fn table(&self, logical_id: &str) -> &str {
+        self.stack.tables.get(logical_id).unwrap_or_else(|| panic!("no table {logical_id} in the stack"))
+    }
+
+    pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        self.stack.dynamodb().await
+    }
+}
+
+/// A name no other test (or earlier run against a persistent stack) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}

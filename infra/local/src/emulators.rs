@@ -41,7 +41,7 @@ pub async fn virtualenv(dir: &Path, requirements: &[&str]) -> Result<PathBuf, Em
         "--quiet".as_ref(),
         "--disable-pip-version-check".as_ref(),
     ];
-    args.extend(requirements.iter().map(|r| std::ffi::OsStr::new(r)));
+    args.extend(requirements.iter().map(std::ffi::OsStr::new));
     run(&bin.join("python"), &args).await?;
     std::fs::write(&marker, wanted)?;
     Ok(bin)

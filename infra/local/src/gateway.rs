@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, 
 use axum::routing::get;
 use base64::Engine;
 
-use crate::jwt::{DevKeys, Refusal};
+use crate::jwt::{Authorized, DevKeys, Refusal};
 use crate::runtime_api::{FunctionHost, Outcome};
 use crate::template::{JwtAuthorizer, Route, RouteAuth, Template};
 
@@ -102,7 +102,7 @@ async fn handle(
         query: parts.uri.query().unwrap_or_default(),
         headers: &parts.headers,
         body: &body,
-        authorizer: authorization.map(|a| (a.claims, a.scopes)),
+        authorizer: authorization,
         source_ip: peer.ip().to_string(),
     });
     let Ok(event) = serde_json::to_vec(&event) else {
@@ -127,7 +127,9 @@ pub fn match_route<'a>(
     path: &str,
 ) -> Option<(usize, HashMap<String, String>)> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let mut best: Option<((usize, usize, bool), usize, HashMap<String, String>)> = None;
+    // (specificity, route index, path parameters) of the best match so far.
+    type Candidate = ((usize, usize, bool), usize, HashMap<String, String>);
+    let mut best: Option<Candidate> = None;
     for (index, route) in routes.enumerate() {
         if route.method != "ANY" && route.method != method.as_str() {
             continue;
@@ -199,7 +201,7 @@ pub struct EventInput<'a> {
     pub query: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
-    pub authorizer: Option<(HashMap<String, String>, Option<Vec<String>>)>,
+    pub authorizer: Option<Authorized>,
     pub source_ip: String,
 }
 
@@ -243,10 +245,10 @@ pub fn build_event(input: EventInput) -> ApiGatewayV2httpRequest {
     context.domain_name = input.headers.get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
     context.time_epoch = now.as_millis() as i64;
     context.http = http;
-    context.authorizer = input.authorizer.map(|(claims, scopes)| {
+    context.authorizer = input.authorizer.map(|authorized| {
         let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
-        jwt.claims = claims;
-        jwt.scopes = scopes;
+        jwt.claims = authorized.claims;
+        jwt.scopes = authorized.scopes;
         let mut authorizer = ApiGatewayRequestAuthorizer::default();
         authorizer.jwt = Some(jwt);
         authorizer
@@ -277,10 +279,15 @@ fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 /// Maps a function's output to HTTP as API Gateway does for format 2.0: a response object, or any
 /// other JSON taken as a 200 body.
 pub fn to_http_response(output: &[u8]) -> Response<Body> {
-    let parsed: Result<ApiGatewayV2httpResponse, _> = serde_json::from_slice(output);
-    let looks_like_response =
-        serde_json::from_slice::<serde_json::Value>(output).ok().is_some_and(|v| v.get("statusCode").is_some());
-    let Ok(lambda) = parsed.ok().filter(|_| looks_like_response).ok_or(()) else {
+    let lambda = match serde_json::from_slice::<serde_json::Value>(output) {
+        Ok(serde_json::Value::Object(mut object)) if object.contains_key("statusCode") => {
+            // API Gateway accepts a response without cookies; the event type requires the field.
+            object.entry("cookies").or_insert_with(|| serde_json::json!([]));
+            serde_json::from_value::<ApiGatewayV2httpResponse>(serde_json::Value::Object(object)).ok()
+        }
+        _ => None,
+    };
+    let Some(lambda) = lambda else {
         let mut response = Response::new(Body::from(output.to_vec()));
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return response;
@@ -322,7 +329,7 @@ mod tests {
             route("ANY", "/{proxy+}"),
             route("POST", "/config/{group}/versions"),
         ];
-        let pick = |m: Method, p: &str| match_route(routes.iter(), &m, p).map(|(i, params)| (i, params));
+        let pick = |m: Method, p: &str| match_route(routes.iter(), &m, p);
         assert_eq!(pick(Method::GET, "/config/defaults").unwrap().0, 1);
         let (index, params) = pick(Method::GET, "/config/home%2Dui").unwrap();
         assert_eq!((index, params["group"].as_str()), (0, "home-ui"));
@@ -350,7 +357,7 @@ mod tests {
             query: "version=3&x=a+b",
             headers: &headers,
             body: b"",
-            authorizer: Some((HashMap::from([("sub".into(), "alice".into())]), None)),
+            authorizer: Some(Authorized { claims: HashMap::from([("sub".into(), "alice".into())]), scopes: None }),
             source_ip: "127.0.0.1".into(),
         });
         let json = serde_json::to_value(&event).unwrap();

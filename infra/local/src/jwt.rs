@@ -81,9 +81,16 @@ impl DevKeys {
         authorization: Option<&str>,
         required_scopes: &[String],
     ) -> Result<Authorized, Refusal> {
-        let raw = authorization.map(str::trim).filter(|t| !t.is_empty()).ok_or(Refusal::Missing)?;
-        // API Gateway takes the token with or without the "Bearer " prefix.
-        let token = raw.strip_prefix("Bearer ").or_else(|| raw.strip_prefix("bearer ")).unwrap_or(raw).trim();
+        let raw = authorization.unwrap_or_default().trim();
+        // API Gateway takes the token with or without the "Bearer" scheme.
+        let token = match raw.split_once(char::is_whitespace) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ if raw.eq_ignore_ascii_case("bearer") => "",
+            _ => raw,
+        };
+        if token.is_empty() {
+            return Err(Refusal::Missing);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| Refusal::Invalid(e.to_string()))?;
         if header.kid.as_deref() != Some(KEY_ID) {
             return Err(Refusal::Invalid("unknown signing key (kid)".into()));

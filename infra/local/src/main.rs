@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SUPERPAY_LOG")
-                .unwrap_or_else(|_| "info,aws_smithy_runtime=error,aws_config=warn,dynoxide=warn".into()),
+                .unwrap_or_else(|_| "info,aws_smithy_runtime=error,aws_config=warn,dynoxide=error".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)

@@ -10,6 +10,7 @@
 //! - `AWS::SQS::Queue` with visibility timeout, redrive policy and FIFO;
 //! - `AWS::KMS::Key` (symmetric, HMAC, ECC signing keys);
 //! - `AWS::CloudWatch::Alarm`: deploy-only, read and not emulated.
+//!
 //! `Outputs` are for deployment and are not evaluated here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};

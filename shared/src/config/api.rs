@@ -18,7 +18,7 @@ use crate::Problem;
 use crate::audit::AuditEntry;
 use crate::auth::{ADMIN_SCOPE, Caller};
 use crate::aws::{self, MissingEnv};
-use crate::clock::now_epoch_seconds;
+use crate::clock::{now_epoch_millis, now_epoch_seconds};
 use crate::http::{body_bytes, header, json_body, json_response, path_parameter, query_parameter, route_key};
 use crate::idempotency::store::{Claim, IdempotencyStore};
 use crate::idempotency::{IdempotencyKey, Scope, StoredResponse, fingerprint};
@@ -169,7 +169,7 @@ impl ConfigApi {
             resource: format!("config/{}", new.group.as_str()),
             action,
             actor: claim.scope.caller.clone(),
-            at: now,
+            at_ms: now_epoch_millis(),
             detail,
         };
         let with = vec![

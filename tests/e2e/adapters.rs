@@ -1,0 +1,64 @@
+//! The DynamoDB adapters of `superpay` (shared/) against the emulator, without HTTP in between.
+
+use superpay::idempotency::store::{Begin, IdempotencyStore};
+use superpay::idempotency::{IdempotencyKey, Scope, StoredResponse};
+use superpay_e2e::{Env, unique};
+
+fn scope(caller: &str, key: &str) -> Scope {
+    Scope { caller: caller.into(), route: "POST /things".into(), key: IdempotencyKey::parse(Some(key)).unwrap() }
+}
+
+async fn store() -> IdempotencyStore {
+    let env = Env::get();
+    IdempotencyStore::new(env.dynamodb().await, env.table("IdempotencyTable"))
+}
+
+fn response(body: &str) -> StoredResponse {
+    StoredResponse { status: 201, headers: vec![("content-type".into(), "application/json".into())], body: body.into() }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn idempotency_claims_replays_and_refusals() {
+    let store = store().await;
+    let key = unique("key");
+    let now = 1_000_000;
+    let Begin::Run(claim) = store.begin(scope("alice", &key), "fp-1".into(), now).await.unwrap() else {
+        panic!("a fresh key runs");
+    };
+    // While the first attempt runs: the same request is told to wait, another request is refused.
+    match store.begin(scope("alice", &key), "fp-1".into(), now + 1).await.unwrap() {
+        Begin::Refuse(p) => assert_eq!((p.status, p.code), (409, "idempotency_request_in_progress")),
+        _ => panic!("in flight"),
+    }
+    match store.begin(scope("alice", &key), "fp-2".into(), now + 1).await.unwrap() {
+        Begin::Refuse(p) => assert_eq!((p.status, p.code), (422, "idempotency_key_reused")),
+        _ => panic!("mismatch"),
+    }
+    // Another caller's identical key is independent.
+    assert!(matches!(store.begin(scope("bob", &key), "fp-1".into(), now).await.unwrap(), Begin::Run(_)));
+
+    store.complete(&claim, &response("{\"id\":1}"), now + 2).await.unwrap();
+    match store.begin(scope("alice", &key), "fp-1".into(), now + 3).await.unwrap() {
+        Begin::Replay(stored) => assert_eq!(stored, response("{\"id\":1}")),
+        _ => panic!("replay"),
+    }
+    // Completing twice is refused by the record's condition: an answer is recorded once.
+    assert!(store.complete(&claim, &response("{\"id\":2}"), now + 4).await.is_err());
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn an_abandoned_or_released_claim_can_be_taken_again() {
+    let store = store().await;
+    let now = 2_000_000;
+    let key = unique("key");
+    let Begin::Run(claim) = store.begin(scope("alice", &key), "fp".into(), now).await.unwrap() else { panic!() };
+    store.release(&claim).await.unwrap();
+    assert!(matches!(store.begin(scope("alice", &key), "fp".into(), now).await.unwrap(), Begin::Run(_)));
+
+    // A crashed attempt's lock expires; the retry takes over, but only for the same request.
+    let later = now + superpay::idempotency::IN_PROGRESS_SECONDS + 1;
+    assert!(matches!(store.begin(scope("alice", &key), "other".into(), later).await.unwrap(), Begin::Refuse(_)));
+    assert!(matches!(store.begin(scope("alice", &key), "fp".into(), later).await.unwrap(), Begin::Run(_)));
+}

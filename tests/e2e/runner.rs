@@ -1,0 +1,120 @@
+//! The local runner's SQS event source against moto: batches, partial batch failures, the
+//! visibility timeout and redrive to the dead-letter queue, read from a template as the stack does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use superpay_e2e::{Env, unique};
+use superpay_local::runtime_api::{FunctionHost, Launch};
+use superpay_local::sqs_source::Poller;
+use superpay_local::template::{Naming, Template};
+
+struct MotoNaming(String);
+
+impl Naming for MotoNaming {
+    fn queue_url(&self, name: &str) -> String {
+        format!("{}/123456789012/{name}", self.0)
+    }
+
+    fn key_id(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
+const TEMPLATE: &str = r#"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  QueueVisibilityTimeout:
+    Type: Number
+    Default: 60
+Resources:
+  ProbeFunction:
+    Type: AWS::Serverless::Function
+    Metadata:
+      BuildProperties:
+        Binary: sqs-probe
+    Properties:
+      CodeUri: .
+      Timeout: 5
+      Events:
+        Work:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt WorkQueue.Arn
+            BatchSize: 10
+            FunctionResponseTypes: [ReportBatchItemFailures]
+  WorkQueue:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: !Ref QueueVisibilityTimeout
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt WorkDeadLetterQueue.Arn
+        maxReceiveCount: 2
+  WorkDeadLetterQueue:
+    Type: AWS::SQS::Queue
+"#;
+
+async fn bodies(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
+    let received =
+        sqs.receive_message().queue_url(url).max_number_of_messages(10).visibility_timeout(0).send().await.unwrap();
+    received.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn sqs_batches_partial_failures_and_redrive() {
+    let env = Env::get();
+    let stack_name = unique("probe");
+    let parameters = HashMap::from([("QueueVisibilityTimeout".to_owned(), "1".to_owned())]);
+    let template =
+        Template::parse(TEMPLATE, &stack_name, &parameters, &MotoNaming(env.stack.moto_endpoint.clone())).unwrap();
+    let sqs = env.stack.sqs().await;
+    let urls = superpay_local::resources::create_queues(&sqs, &template.queues).await.unwrap();
+    let function = &template.functions[0];
+    assert_eq!(function.sqs_sources[0].queue, "WorkQueue");
+
+    let binaries = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("debug");
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let launch = Launch {
+        binary: binaries.join("sqs-probe"),
+        instances: 2,
+        environment: BTreeMap::new(),
+        log_file: env.stack.logs.join("sqs-probe.log"),
+    };
+    let host = FunctionHost::start(function, launch, shutdown.clone()).await.unwrap();
+    assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
+    Poller {
+        client: sqs.clone(),
+        host: host.clone(),
+        source: function.sqs_sources[0].clone(),
+        queue_url: urls["WorkQueue"].clone(),
+        queue_name: template.queue("WorkQueue").unwrap().name.clone(),
+    }
+    .spawn(shutdown);
+
+    for body in ["ok-1", "poison", "ok-2", "ok-3"] {
+        sqs.send_message().queue_url(&urls["WorkQueue"]).message_body(body).send().await.unwrap();
+    }
+    // The poison message fails twice (maxReceiveCount 2, 1 s visibility) and moves to the DLQ;
+    // the others succeed on their first delivery and are deleted.
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        dead = bodies(&sqs, &urls["WorkDeadLetterQueue"]).await;
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead, ["poison"]);
+    let _ = stop.send(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(bodies(&sqs, &urls["WorkQueue"]).await.is_empty(), "every good message was deleted");
+    let log = std::fs::read_to_string(env.stack.logs.join("sqs-probe.log")).unwrap();
+    for good in ["ok-1", "ok-2", "ok-3"] {
+        assert_eq!(log.matches(&format!("processed {good}")).count(), 1, "{good} was processed exactly once:\n{log}");
+    }
+    assert_eq!(log.matches("failed poison").count(), 2, "poison was received twice before redrive:\n{log}");
+}
