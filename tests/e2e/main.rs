@@ -3,4 +3,5 @@
 
 mod adapters;
 mod config;
+mod events;
 mod runner;

@@ -12,9 +12,10 @@ use aws_lambda_events::apigw::{
 use aws_lambda_events::encodings::Body as LambdaBody;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::Path;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64::Engine;
 
 use crate::jwt::{Authorized, DevKeys, Refusal};
@@ -26,6 +27,7 @@ const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 pub struct Gateway {
     routes: Vec<(Route, Arc<FunctionHost>)>,
+    functions: HashMap<String, Arc<FunctionHost>>,
     authorizers: HashMap<String, JwtAuthorizer>,
     keys: Arc<DevKeys>,
 }
@@ -38,16 +40,42 @@ impl Gateway {
                 routes.extend(function.routes.iter().map(|r| (r.clone(), host.clone())));
             }
         }
-        Gateway { routes, authorizers: template.authorizers.clone(), keys }
+        let functions = hosts.iter().map(|h| (h.logical_id.clone(), h.clone())).collect();
+        Gateway { routes, functions, authorizers: template.authorizers.clone(), keys }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new().route("/.well-known/jwks.json", get(jwks)).fallback(handle).with_state(self)
+        Router::new()
+            .route("/.well-known/jwks.json", get(jwks))
+            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .fallback(handle)
+            .with_state(self)
     }
 }
 
 async fn jwks(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
     json(StatusCode::OK, &serde_json::to_value(gateway.keys.jwks()).unwrap_or_default())
+}
+
+/// Lambda's Invoke API (`sam local start-lambda` offers the same), so a sample event from
+/// `events/` runs against the real binary: `curl --data @events/config/fetch.json
+/// http://127.0.0.1:3000/2015-03-31/functions/ConfigFunction/invocations`.
+async fn invoke(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>, event: Bytes) -> Response<Body> {
+    let Some(host) = gateway.functions.get(&name) else {
+        return message(StatusCode::NOT_FOUND, &format!("Function not found: {name}"));
+    };
+    let (output, error) = match host.invoke(event).await {
+        Outcome::Response(output) => (output, None),
+        Outcome::Error(error) => (Bytes::from(error), Some("Unhandled")),
+        Outcome::TimedOut => (Bytes::from_static(br#"{"errorMessage":"Task timed out"}"#), Some("Unhandled")),
+        Outcome::Crashed => (Bytes::from_static(br#"{"errorMessage":"Runtime exited"}"#), Some("Unhandled")),
+    };
+    let mut response = Response::new(Body::from(output));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(kind) = error {
+        response.headers_mut().insert("x-amz-function-error", HeaderValue::from_static(kind));
+    }
+    response
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -11,7 +11,7 @@ use superpay_local::stack::{Options, Stack};
 use superpay_local::template::Template;
 
 const USAGE: &str = "usage:
-  cargo stack up                  run the whole stack locally (Ctrl-C stops it)
+  cargo stack up [--release]      run the whole stack locally (Ctrl-C stops it)
   cargo stack test [-- ARGS]      run every test (ARGS go to each test binary)
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        Some("up") => up().await,
+        Some("up") => up(args.iter().any(|a| a == "--release")).await,
         Some("test") => test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect()).await,
         Some("token") => token(&args[1..]),
         _ => Err(USAGE.to_owned()),
@@ -68,7 +68,7 @@ fn cargo(root: &Path, args: &[&str], env: &[(String, String)]) -> Result<bool, S
     Ok(status.success())
 }
 
-fn build_functions(root: &Path) -> Result<(), String> {
+fn build_functions(root: &Path, release: bool) -> Result<(), String> {
     let template = Template::parse(
         &std::fs::read_to_string(root.join("template.yaml")).map_err(|e| e.to_string())?,
         "superpay",
@@ -77,13 +77,16 @@ fn build_functions(root: &Path) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let mut args = vec!["build", "--quiet"];
+    if release {
+        args.push("--release");
+    }
     for function in &template.functions {
         args.extend(["--bin", function.binary.as_str()]);
     }
     if cargo(root, &args, &[])? { Ok(()) } else { Err("building the functions failed".into()) }
 }
 
-fn options(root: &Path, persist: bool) -> Result<Options, String> {
+fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String> {
     let state = root.join(".superpay");
     let port = |name: &str, default: u16| -> Result<u16, String> {
         match std::env::var(name) {
@@ -93,7 +96,7 @@ fn options(root: &Path, persist: bool) -> Result<Options, String> {
     };
     Ok(Options {
         template: root.join("template.yaml"),
-        binaries: target_dir(root).join("debug"),
+        binaries: target_dir(root).join(if release { "release" } else { "debug" }),
         persist,
         gateway_port: port("SUPERPAY_API_PORT", 3000)?,
         dynamodb_port: port("SUPERPAY_DYNAMODB_PORT", 8000)?,
@@ -106,10 +109,11 @@ fn options(root: &Path, persist: bool) -> Result<Options, String> {
     })
 }
 
-async fn up() -> Result<ExitCode, String> {
+/// `--release` runs the functions as built for Lambda (the release profile), to measure them.
+async fn up(release: bool) -> Result<ExitCode, String> {
     let root = root();
-    build_functions(&root)?;
-    let options = options(&root, true)?;
+    build_functions(&root, release)?;
+    let options = options(&root, true, release)?;
     let state = options.state.clone();
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
     seed::apply(&stack, &root.join("infra/seed.json")).await.map_err(|e| format!("seeding: {e}"))?;
@@ -162,10 +166,11 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     step("lint template.yaml (cfn-lint, sam validate --lint)");
     lint_template(&root).await?;
     step("start the local stack");
-    let options = options(&root, false)?;
+    let options = options(&root, false, false)?;
     let info_path = options.state.join("test-stack.json");
     let _ = std::fs::remove_dir_all(&options.logs);
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
+    seed::apply(&stack, &root.join("infra/seed.json")).await.map_err(|e| format!("seeding: {e}"))?;
     stack.write_info(&info_path).map_err(|e| e.to_string())?;
     for (function, ms) in stack.init_times() {
         eprintln!("init {function}: {ms:.1} ms");

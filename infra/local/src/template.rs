@@ -841,3 +841,163 @@ fn key(id: &str, resource: &Value) -> Result<Key, TemplateError> {
     let usage = properties.get("KeyUsage").and_then(Value::as_str).unwrap_or("ENCRYPT_DECRYPT").to_owned();
     Ok(Key { logical_id: id.to_owned(), spec, usage })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Names;
+
+    impl Naming for Names {
+        fn queue_url(&self, name: &str) -> String {
+            format!("http://sqs.test/{ACCOUNT}/{name}")
+        }
+
+        fn key_id(&self, logical_id: &str) -> Option<String> {
+            Some(format!("key-{logical_id}"))
+        }
+    }
+
+    fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse(text, "st", &HashMap::from([("Issuer".to_owned(), "http://iss/".to_owned())]), &Names)
+    }
+
+    const BASE: &str = r#"
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Issuer: {Type: String}
+  Level: {Type: String, Default: info, AllowedValues: [info, debug]}
+  Visibility: {Type: Number, Default: 30}
+Globals:
+  Function:
+    Timeout: 7
+    Environment:
+      Variables:
+        LEVEL: !Ref Level
+        SHARED: global
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      Auth:
+        DefaultAuthorizer: Jwt
+        Authorizers:
+          Jwt:
+            JwtConfiguration: {issuer: !Ref Issuer, audience: [aud]}
+  Fn:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: fn-bin}}
+    Properties:
+      CodeUri: .
+      MemorySize: 256
+      Policies: [{Statement: [{Effect: Allow, Action: "sqs:*", Resource: !GetAtt Work.Arn}]}]
+      Environment:
+        Variables:
+          SHARED: mine
+          TABLE: !Ref Things
+          TABLE_ARN: !GetAtt Things.Arn
+          QUEUE: !Ref Work
+          KEY: !Ref Secrets
+          WHERE: !Sub "${AWS::Region}/${Things}/${Work.QueueName}/${!Literal}"
+          LONG: {"Fn::GetAtt": [Things, Arn]}
+      Events:
+        Open: {Type: HttpApi, Properties: {ApiId: !Ref Api, Method: get, Path: /open, Auth: {Authorizer: NONE}}}
+        Default: {Type: HttpApi, Properties: {ApiId: !Ref Api, Method: GET, Path: "/things/{id}"}}
+        Admin: {Type: HttpApi, Properties: {ApiId: !Ref Api, Method: POST, Path: /things, Auth: {Authorizer: Jwt, AuthorizationScopes: [admin]}}}
+        Queue: {Type: SQS, Properties: {Queue: !GetAtt Work.Arn, BatchSize: 5, FunctionResponseTypes: [ReportBatchItemFailures]}}
+  Things:
+    Type: AWS::DynamoDB::Table
+    DeletionPolicy: Retain
+    Properties:
+      BillingMode: PAY_PER_REQUEST
+      AttributeDefinitions: [{AttributeName: id, AttributeType: S}, {AttributeName: owner, AttributeType: S}]
+      KeySchema: [{AttributeName: id, KeyType: HASH}]
+      GlobalSecondaryIndexes:
+        - IndexName: by-owner
+          KeySchema: [{AttributeName: owner, KeyType: HASH}]
+          Projection: {ProjectionType: KEYS_ONLY}
+      TimeToLiveSpecification: {AttributeName: expires_at, Enabled: true}
+  Work:
+    Type: AWS::SQS::Queue
+    Properties:
+      FifoQueue: true
+      VisibilityTimeout: !Ref Visibility
+      RedrivePolicy: {deadLetterTargetArn: !GetAtt Dead.Arn, maxReceiveCount: 3}
+  Dead:
+    Type: AWS::SQS::Queue
+    Properties: {FifoQueue: true}
+  Secrets:
+    Type: AWS::KMS::Key
+  DeadAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties: {MetricName: x}
+"#;
+
+    #[test]
+    fn reads_the_supported_subset_with_every_intrinsic_resolved() {
+        let t = parse(BASE).unwrap();
+        let f = &t.functions[0];
+        assert_eq!((f.binary.as_str(), f.timeout_seconds, f.memory_mb), ("fn-bin", 7, 256));
+        let env = &f.environment;
+        assert_eq!(env["LEVEL"], "info");
+        assert_eq!(env["SHARED"], "mine", "a function's variable overrides the global one");
+        assert_eq!(env["TABLE"], "st-Things");
+        assert_eq!(env["TABLE_ARN"], format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/st-Things"));
+        assert_eq!(env["LONG"], env["TABLE_ARN"]);
+        assert_eq!(env["QUEUE"], format!("http://sqs.test/{ACCOUNT}/st-Work.fifo"));
+        assert_eq!(env["KEY"], "key-Secrets");
+        assert_eq!(env["WHERE"], "us-east-1/st-Things/st-Work.fifo/${Literal}");
+        let auth: Vec<(&str, &RouteAuth)> = f.routes.iter().map(|r| (r.path.as_str(), &r.auth)).collect();
+        assert_eq!(auth[0], ("/open", &RouteAuth::Open));
+        assert_eq!(f.routes[0].method, "GET");
+        assert_eq!(auth[1], ("/things/{id}", &RouteAuth::Jwt { authorizer: "Jwt".into(), scopes: vec![] }));
+        assert_eq!(auth[2], ("/things", &RouteAuth::Jwt { authorizer: "Jwt".into(), scopes: vec!["admin".into()] }));
+        assert_eq!(
+            f.sqs_sources,
+            vec![SqsSource { queue: "Work".into(), batch_size: 5, report_batch_item_failures: true }]
+        );
+        assert_eq!(t.authorizers["Jwt"], JwtAuthorizer { issuer: "http://iss/".into(), audience: vec!["aud".into()] });
+        let table = t.table("Things").unwrap();
+        assert_eq!(table.ttl_attribute.as_deref(), Some("expires_at"));
+        assert_eq!(table.global_indexes[0].projection, "KEYS_ONLY");
+        let work = t.queue("Work").unwrap();
+        assert_eq!((work.fifo, work.visibility_timeout), (true, Some(30)));
+        assert_eq!(work.redrive, Some(Redrive { dead_letter_queue: "Dead".into(), max_receive_count: 3 }));
+        assert_eq!(t.keys[0].spec, "SYMMETRIC_DEFAULT");
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand_by_name() {
+        let refused = |from: &str, to: &str| {
+            let text = BASE.replacen(from, to, 1);
+            assert_ne!(text, BASE, "the replacement {from:?} applies");
+            parse(&text).unwrap_err().to_string()
+        };
+        assert!(refused("Type: AWS::KMS::Key", "Type: AWS::SNS::Topic").contains("AWS::SNS::Topic"));
+        assert!(refused("!Ref Level", "!Join [\"\", [a]]").contains("!Join"));
+        assert!(refused("ReportBatchItemFailures", "ReportBatchFailures").contains("ReportBatchFailures"));
+        assert!(refused("BillingMode: PAY_PER_REQUEST", "BillingMode: PROVISIONED").contains("PAY_PER_REQUEST"));
+        assert!(refused("MemorySize: 256", "MemorySize: 256\n      Layers: [x]").contains("Fn.Properties.Layers"));
+        assert!(refused("Transform:", "Conditions: {}\nTransform:").contains("Conditions"));
+        assert!(refused("!Ref Things", "!Ref Nothing").contains("Nothing"));
+        assert!(refused("Type: SQS", "Type: Schedule").contains("Schedule"));
+        assert!(refused("Authorizer: Jwt,", "Authorizer: Other,").contains("unknown authorizer Other"));
+        assert!(refused("Default: info,", "Default: loud,").contains("not one of"));
+        assert!(
+            parse(&BASE.replace("  Issuer: {Type: String}\n", "  Issuer: {Type: String}\n  Missing: {Type: String}\n"))
+                .unwrap_err()
+                .to_string()
+                .contains("Missing")
+        );
+    }
+
+    #[test]
+    fn the_project_template_is_in_the_subset() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap();
+        let parameters: HashMap<String, String> =
+            serde_json::from_str(include_str!("../parameters.json")).expect("parameters.json");
+        let t = Template::parse(&text, "superpay", &parameters, &Names).unwrap();
+        assert!(t.functions.iter().any(|f| f.binary == "config"));
+        assert!(t.table("ConfigTable").is_some());
+    }
+}
