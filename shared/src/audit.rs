@@ -18,8 +18,8 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    /// The entry as a transaction item. `id` comes from the request's idempotency scope, so a
-    /// retried request cannot log its action twice.
+    /// The entry as a transaction item, to commit with the change it records (so an action is
+    /// logged exactly when it happens). `id` ties the entry to the request that caused it.
     pub fn put_item(&self, table: &str, id: &str) -> Result<TransactWriteItem, StoreError> {
         let item = Item::from([
             ("resource".to_owned(), s(&self.resource)),

@@ -103,20 +103,26 @@ impl Money {
     /// Validates `amount` (the exact decimal text a client sent) in `currency`.
     pub fn parse(amount: &str, currency: &str) -> Result<Self, MoneyError> {
         let currency: Currency = currency.parse()?;
-        let trimmed = amount.trim();
-        // Decimal::from_str accepts forms like "1e3" only via from_scientific; plain digits,
-        // an optional sign and one point are what a payment API should take.
-        let well_formed = !trimmed.is_empty()
-            && trimmed == amount
-            && trimmed.trim_start_matches(['-', '+']).chars().all(|c| c.is_ascii_digit() || c == '.');
-        let value = Decimal::from_str(trimmed)
-            .ok()
-            .filter(|_| well_formed)
-            .ok_or_else(|| MoneyError::NotADecimalString(format!("{amount:?}")))?;
+        // Plain digits, an optional sign and one point: no exponents, spaces or underscores.
+        let well_formed = amount.bytes().any(|b| b.is_ascii_digit())
+            && amount.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && amount.bytes().filter(|b| *b == b'.').count() <= 1;
+        if !well_formed {
+            return Err(MoneyError::NotADecimalString(format!("{amount:?}")));
+        }
+        let too_many_decimals = || MoneyError::TooManyDecimals {
+            amount: amount.to_owned(),
+            currency: currency.code,
+            minor_units: currency.minor_units,
+        };
+        // `from_str_exact` refuses what `from_str` would silently round ("12.9999…9" to 13).
+        let value = Decimal::from_str_exact(amount).map_err(|e| match e {
+            rust_decimal::Error::Underflow => too_many_decimals(),
+            // Well-formed digits that do not fit a Decimal: far over any limit.
+            _ => MoneyError::OverLimit { amount: Decimal::MAX, currency: currency.code, limit: currency.limit() },
+        })?;
         Self::new(value, currency).map_err(|e| match e {
-            MoneyError::TooManyDecimals { currency, minor_units, .. } => {
-                MoneyError::TooManyDecimals { amount: amount.to_owned(), currency, minor_units }
-            }
+            MoneyError::TooManyDecimals { .. } => too_many_decimals(),
             other => other,
         })
     }
@@ -212,6 +218,13 @@ mod tests {
         assert_eq!(code(" 1.00", "USD"), "amount_not_decimal_string");
         assert_eq!(code("", "USD"), "amount_not_decimal_string");
         assert_eq!(code("NaN", "USD"), "amount_not_decimal_string");
+        assert_eq!(code("1.2.3", "USD"), "amount_not_decimal_string");
+        assert_eq!(code("1_000", "USD"), "amount_not_decimal_string");
+        assert_eq!(code(".", "USD"), "amount_not_decimal_string");
+        // Digits beyond what a Decimal holds are refused, never rounded into range.
+        assert_eq!(code("12.9999999999999999999999999999", "USD"), "amount_too_many_decimals");
+        assert_eq!(code("99999.9999999999999999999999999", "USD"), "amount_too_many_decimals");
+        assert_eq!(code("99999999999999999999999999999999", "USD"), "amount_over_limit");
         assert_eq!(code("1.00", "usd"), "unknown_currency");
         assert_eq!(code("1.00", "XXX"), "unknown_currency");
     }

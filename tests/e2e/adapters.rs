@@ -14,7 +14,12 @@ async fn store() -> IdempotencyStore {
 }
 
 fn response(body: &str) -> StoredResponse {
-    StoredResponse { status: 201, headers: vec![("content-type".into(), "application/json".into())], body: body.into() }
+    StoredResponse {
+        status: 201,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.into(),
+        base64: false,
+    }
 }
 
 #[tokio::test]
@@ -55,10 +60,24 @@ async fn an_abandoned_or_released_claim_can_be_taken_again() {
     let key = unique("key");
     let Begin::Run(claim) = store.begin(scope("alice", &key), "fp".into(), now).await.unwrap() else { panic!() };
     store.release(&claim).await.unwrap();
-    assert!(matches!(store.begin(scope("alice", &key), "fp".into(), now).await.unwrap(), Begin::Run(_)));
+    let Begin::Run(stalled) = store.begin(scope("alice", &key), "fp".into(), now).await.unwrap() else {
+        panic!("a released key runs again");
+    };
 
-    // A crashed attempt's lock expires; the retry takes over, but only for the same request.
+    // A stalled attempt's lock expires; a retry takes over, but only for the same request.
     let later = now + superpay::idempotency::IN_PROGRESS_SECONDS + 1;
     assert!(matches!(store.begin(scope("alice", &key), "other".into(), later).await.unwrap(), Begin::Refuse(_)));
-    assert!(matches!(store.begin(scope("alice", &key), "fp".into(), later).await.unwrap(), Begin::Run(_)));
+    let Begin::Run(retry) = store.begin(scope("alice", &key), "fp".into(), later).await.unwrap() else { panic!() };
+    // The stalled attempt wakes up: it can neither free nor answer for the retry's claim.
+    assert!(store.release(&stalled).await.is_err());
+    assert!(store.complete(&stalled, &response("{\"from\":\"stalled\"}"), later).await.is_err());
+    match store.begin(scope("alice", &key), "fp".into(), later + 1).await.unwrap() {
+        Begin::Refuse(p) => assert_eq!(p.code, "idempotency_request_in_progress", "the retry still holds the key"),
+        _ => panic!("the retry's claim was disturbed"),
+    }
+    store.complete(&retry, &response("{\"from\":\"retry\"}"), later + 2).await.unwrap();
+    match store.begin(scope("alice", &key), "fp".into(), later + 3).await.unwrap() {
+        Begin::Replay(stored) => assert_eq!(stored.body, "{\"from\":\"retry\"}"),
+        _ => panic!("replay"),
+    }
 }

@@ -92,7 +92,10 @@ async fn a_client_gets_the_data_then_up_to_date_then_a_patch() {
     assert_eq!(current.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(current.headers()["etag"], "\"1\"");
     assert!(current.bytes().await.unwrap().is_empty());
-    assert_eq!(fetch(&group, "?version=1", None).await.status(), StatusCode::NOT_MODIFIED);
+    // Without If-None-Match the request is not conditional: a small 200 says "up to date".
+    let by_query = fetch(&group, "?version=1", None).await;
+    assert_eq!(by_query.status(), StatusCode::OK);
+    assert_eq!(by_query.json::<Value>().await.unwrap(), json!({"group": group, "version": 1, "up_to_date": true}));
 
     let published = publish(&group, &v2.to_string(), ("if-match", "\"1\""), &unique("key")).await;
     assert_eq!(published.status(), StatusCode::CREATED);
@@ -100,12 +103,13 @@ async fn a_client_gets_the_data_then_up_to_date_then_a_patch() {
 
     let stale = fetch(&group, "", Some("\"1\"")).await;
     assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(stale.headers()["cache-control"], "no-store", "a patch must never be cached as the document");
     let body: Value = stale.json().await.unwrap();
     assert_eq!(body["version"], 2);
     assert_eq!(body["base_version"], 1);
     assert_eq!(body["patch"], json!({"loading_process": "foreground_app", "limits": {"single": "150.00"}}));
     assert_eq!(merge_patch::apply(&v1, &body["patch"]), v2);
-    assert_eq!(fetch(&group, "?version=2", None).await.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(fetch(&group, "", Some("W/\"2\"")).await.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(stored_versions(&group).await, vec![1, 2]);
 }
 

@@ -9,7 +9,7 @@ async fn invoke(function: &str, file: &str) -> Value {
     let event = std::fs::read(format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"))).expect("the event file");
     let response = env
         .http()
-        .post(env.url(&format!("/2015-03-31/functions/{function}/invocations")))
+        .post(format!("{}/2015-03-31/functions/{function}/invocations", env.stack.lambda_endpoint))
         .body(event)
         .send()
         .await

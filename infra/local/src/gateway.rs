@@ -22,6 +22,8 @@ use crate::jwt::{Authorized, DevKeys, Refusal};
 use crate::runtime_api::{FunctionHost, Outcome};
 use crate::template::{JwtAuthorizer, Route, RouteAuth, Template};
 
+/// API Gateway's longest wait for an integration.
+const INTEGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// API Gateway's own limit on a request body.
 const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
@@ -45,11 +47,13 @@ impl Gateway {
     }
 
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
-            .route("/.well-known/jwks.json", get(jwks))
-            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
-            .fallback(handle)
-            .with_state(self)
+        Router::new().route("/.well-known/jwks.json", get(jwks)).fallback(handle).with_state(self)
+    }
+
+    /// Lambda's Invoke API, on its own port as `sam local start-lambda` serves it: it skips the
+    /// authorizer (an event carries its own claims), so it must not share the HTTP API's port.
+    pub fn lambda_router(self: Arc<Self>) -> Router {
+        Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke)).with_state(self)
     }
 }
 
@@ -57,9 +61,8 @@ async fn jwks(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
     json(StatusCode::OK, &serde_json::to_value(gateway.keys.jwks()).unwrap_or_default())
 }
 
-/// Lambda's Invoke API (`sam local start-lambda` offers the same), so a sample event from
-/// `events/` runs against the real binary: `curl --data @events/config/fetch.json
-/// http://127.0.0.1:3000/2015-03-31/functions/ConfigFunction/invocations`.
+/// Runs a sample event from `events/` against the real binary: `curl --data
+/// @events/config/fetch.json http://127.0.0.1:3001/2015-03-31/functions/ConfigFunction/invocations`.
 async fn invoke(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>, event: Bytes) -> Response<Body> {
     let Some(host) = gateway.functions.get(&name) else {
         return message(StatusCode::NOT_FOUND, &format!("Function not found: {name}"));
@@ -69,6 +72,7 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>, e
         Outcome::Error(error) => (Bytes::from(error), Some("Unhandled")),
         Outcome::TimedOut => (Bytes::from_static(br#"{"errorMessage":"Task timed out"}"#), Some("Unhandled")),
         Outcome::Crashed => (Bytes::from_static(br#"{"errorMessage":"Runtime exited"}"#), Some("Unhandled")),
+        Outcome::Throttled => return message(StatusCode::TOO_MANY_REQUESTS, "Rate Exceeded."),
     };
     let mut response = Response::new(Body::from(output));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -136,14 +140,19 @@ async fn handle(
     let Ok(event) = serde_json::to_vec(&event) else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
-    match host.invoke(Bytes::from(event)).await {
+    // API Gateway's integration timeout (30 s at most) answers 503 whatever the function does.
+    let Ok(outcome) = tokio::time::timeout(INTEGRATION_TIMEOUT, host.invoke(Bytes::from(event))).await else {
+        return message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+    };
+    match outcome {
         Outcome::Response(output) => to_http_response(&output),
-        Outcome::TimedOut => message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
+        Outcome::Throttled => message(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
         Outcome::Error(error) => {
             tracing::error!(function = %host.logical_id, %error, "function error");
             message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }
-        Outcome::Crashed => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+        // A function that times out or dies is a function error to API Gateway.
+        Outcome::TimedOut | Outcome::Crashed => message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     }
 }
 
@@ -311,7 +320,11 @@ pub fn to_http_response(output: &[u8]) -> Response<Body> {
         Ok(serde_json::Value::Object(mut object)) if object.contains_key("statusCode") => {
             // API Gateway accepts a response without cookies; the event type requires the field.
             object.entry("cookies").or_insert_with(|| serde_json::json!([]));
-            serde_json::from_value::<ApiGatewayV2httpResponse>(serde_json::Value::Object(object)).ok()
+            match serde_json::from_value::<ApiGatewayV2httpResponse>(serde_json::Value::Object(object)) {
+                Ok(lambda) => Some(lambda),
+                // A response object API Gateway cannot read is a function error.
+                Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
+            }
         }
         _ => None,
     };
@@ -405,5 +418,6 @@ mod tests {
         assert_eq!(response.headers()["etag"], "\"4\"");
         let bare = to_http_response(br#"{"hello":1}"#);
         assert_eq!(bare.status(), 200);
+        assert_eq!(to_http_response(br#"{"statusCode":"teapot"}"#).status(), 500);
     }
 }

@@ -69,9 +69,13 @@ impl DevKeys {
         if !scopes.is_empty() {
             claims.insert("scope".into(), scopes.join(" ").into());
         }
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Map<String, Value>) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(KEY_ID.to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
+        jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 
     /// Checks `authorization` (the header's value) for a route with `required_scopes`.
@@ -97,12 +101,25 @@ impl DevKeys {
         }
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&authorizer.issuer]);
-        validation.set_audience(&authorizer.audience);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        // API Gateway matches `aud`, or `client_id` when there is no `aud` (access tokens): below.
+        validation.validate_aud = false;
         validation.validate_nbf = true;
         validation.leeway = 0;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.decoding, &validation)
             .map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let audience_matches = |v: &Value| v.as_str().is_some_and(|a| authorizer.audience.iter().any(|x| x == a));
+        let audience_ok = match data.claims.get("aud") {
+            Some(Value::Array(audiences)) => audiences.iter().any(audience_matches),
+            Some(audience) => audience_matches(audience),
+            None => data.claims.get("client_id").is_some_and(audience_matches),
+        };
+        if !audience_ok {
+            return Err(Refusal::Invalid("neither aud nor client_id is an accepted audience".into()));
+        }
+        if data.claims.get("iat").and_then(Value::as_u64).is_some_and(|iat| iat > now()) {
+            return Err(Refusal::Invalid("token issued in the future (iat)".into()));
+        }
         let token_scopes = scopes_of(&data.claims);
         if !required_scopes.is_empty() && !required_scopes.iter().any(|s| token_scopes.contains(s)) {
             return Err(Refusal::MissingScope(required_scopes.to_vec()));
@@ -155,6 +172,29 @@ mod tests {
         assert!(ok.claims["exp"].parse::<u64>().is_ok());
         assert_eq!(ok.scopes, Some(vec!["superpay/admin".to_owned()]));
         assert!(keys.authorize(&authorizer(), Some(&token), &[]).is_ok(), "no Bearer prefix is accepted too");
+    }
+
+    #[test]
+    fn audience_may_be_client_id_and_the_future_is_refused() {
+        let keys = DevKeys::load().unwrap();
+        let claims = |extra: Value| {
+            let mut c: Map<String, Value> = serde_json::from_value(serde_json::json!({
+                "iss": "http://issuer.test/", "exp": now() + 60, "sub": "alice"
+            }))
+            .unwrap();
+            c.extend(extra.as_object().unwrap().clone());
+            keys.sign(&c).unwrap()
+        };
+        let access_token = claims(serde_json::json!({"client_id": "superpay"}));
+        assert!(keys.authorize(&authorizer(), Some(&access_token), &[]).is_ok());
+        let listed = claims(serde_json::json!({"aud": ["other", "superpay"]}));
+        assert!(keys.authorize(&authorizer(), Some(&listed), &[]).is_ok());
+        let no_audience = claims(serde_json::json!({}));
+        assert!(matches!(keys.authorize(&authorizer(), Some(&no_audience), &[]), Err(Refusal::Invalid(_))));
+        let future = claims(serde_json::json!({"aud": "superpay", "iat": now() + 300}));
+        assert!(matches!(keys.authorize(&authorizer(), Some(&future), &[]), Err(Refusal::Invalid(_))));
+        let scp = claims(serde_json::json!({"aud": "superpay", "scp": ["superpay/admin"]}));
+        assert!(keys.authorize(&authorizer(), Some(&scp), &["superpay/admin".into()]).is_ok());
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         binaries: target_dir(root).join(if release { "release" } else { "debug" }),
         persist,
         gateway_port: port("SUPERPAY_API_PORT", 3000)?,
+        lambda_port: port("SUPERPAY_LAMBDA_PORT", 3001)?,
         dynamodb_port: port("SUPERPAY_DYNAMODB_PORT", 8000)?,
         moto_port: port("SUPERPAY_MOTO_PORT", 5000)?,
         instances_per_function: 2,
@@ -128,6 +129,7 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     let api = &stack.info.api_url;
     println!("superpay local stack is up\n");
     println!("  API           {api}");
+    println!("  Lambda        {} (Invoke API: events/ run against the real binaries)", stack.info.lambda_endpoint);
     println!("  DynamoDB      {} (dynoxide; data kept in .superpay/data/)", stack.info.dynamodb_endpoint);
     println!("  SQS, KMS      {} (moto)", stack.info.moto_endpoint);
     println!("  logs          {}/ (one file per function)", stack.info.logs.display());

@@ -116,6 +116,9 @@ pub async fn create_queues(
         if queue.fifo {
             request = request.attributes(QueueAttributeName::FifoQueue, "true");
         }
+        if queue.content_based_deduplication {
+            request = request.attributes(QueueAttributeName::ContentBasedDeduplication, "true");
+        }
         if let Some(redrive) = &queue.redrive {
             let dlq = queues.iter().find(|q| q.logical_id == redrive.dead_letter_queue).ok_or_else(|| {
                 ResourceError(format!("{}: no queue {}", queue.logical_id, redrive.dead_letter_queue))

@@ -30,12 +30,19 @@ pub enum Outcome {
     TimedOut,
     /// The process died while handling it.
     Crashed,
+    /// No instance was free to take it in time (Lambda would scale out or throttle).
+    Throttled,
 }
+
+/// How long an invocation may wait for a free instance before it is throttled.
+const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(30);
 
 struct Invocation {
     id: String,
     event: Bytes,
-    deadline: SystemTime,
+    timeout: Duration,
+    /// Told when an instance takes the invocation: its `Timeout` runs from then, as in Lambda.
+    taken: oneshot::Sender<()>,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -130,9 +137,15 @@ impl FunctionHost {
     pub async fn invoke(&self, event: Bytes) -> Outcome {
         let id = uuid::Uuid::new_v4().to_string();
         let (reply, answer) = oneshot::channel();
-        let invocation = Invocation { id: id.clone(), event, deadline: SystemTime::now() + self.timeout, reply };
+        let (taken, was_taken) = oneshot::channel();
+        let invocation = Invocation { id: id.clone(), event, timeout: self.timeout, taken, reply };
         if self.sender.send(invocation).await.is_err() {
             return Outcome::Crashed;
+        }
+        if !matches!(tokio::time::timeout(WAIT_FOR_INSTANCE, was_taken).await, Ok(Ok(()))) {
+            // Dropping `answer` marks the queued invocation abandoned: no instance will run it.
+            tracing::warn!(function = %self.logical_id, "no free instance within {WAIT_FOR_INSTANCE:?}; throttled");
+            return Outcome::Throttled;
         }
         match tokio::time::timeout(self.timeout, answer).await {
             Ok(Ok(outcome)) => outcome,
@@ -194,8 +207,10 @@ async fn next(State(instance): State<Arc<Instance>>) -> impl IntoResponse {
         if invocation.reply.is_closed() {
             continue;
         }
+        let _ = invocation.taken.send(());
         let mut headers = HeaderMap::new();
-        let deadline_ms = invocation.deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+        let deadline = SystemTime::now() + invocation.timeout;
+        let deadline_ms = deadline.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
         let arn = format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{}", instance.shared.name);
         for (name, value) in [
             ("lambda-runtime-aws-request-id", invocation.id.clone()),

@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::encodings::Base64Data;
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use axum::body::Bytes;
 use tokio::sync::watch;
@@ -98,6 +99,25 @@ impl Poller {
                 record.body = m.body().map(str::to_owned);
                 record.md5_of_body = m.md5_of_body().map(str::to_owned);
                 record.md5_of_message_attributes = m.md5_of_message_attributes().map(str::to_owned);
+                record.message_attributes = m
+                    .message_attributes()
+                    .map(|attributes| {
+                        attributes
+                            .iter()
+                            .map(|(name, value)| {
+                                let mut attribute = SqsMessageAttribute::default();
+                                attribute.data_type = Some(value.data_type().to_owned());
+                                attribute.string_value = value.string_value().map(str::to_owned);
+                                attribute.binary_value = value.binary_value().map(|b| {
+                                    let mut data = Base64Data::default();
+                                    data.extend_from_slice(b.as_ref());
+                                    data
+                                });
+                                (name.clone(), attribute)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 record.attributes = m
                     .attributes()
                     .map(|a| a.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect())
@@ -120,12 +140,26 @@ pub fn failed_ids(outcome: &Outcome, batch: &[&str], report_batch_item_failures:
     if !report_batch_item_failures {
         return HashSet::new();
     }
-    let Ok(response) = serde_json::from_slice::<SqsBatchResponse>(output) else {
-        // `null` or `{}` means the whole batch succeeded.
-        return if output.is_empty() || output.as_ref() == b"null" { HashSet::new() } else { everything() };
+    // An empty answer, `null`, `{}` or an empty or null list: the whole batch succeeded.
+    let failures = match serde_json::from_slice::<serde_json::Value>(output) {
+        _ if output.is_empty() => return HashSet::new(),
+        Ok(serde_json::Value::Null) => return HashSet::new(),
+        Ok(serde_json::Value::Object(response)) => match response.get("batchItemFailures") {
+            None | Some(serde_json::Value::Null) => return HashSet::new(),
+            Some(serde_json::Value::Array(failures)) => failures.clone(),
+            Some(_) => return everything(),
+        },
+        _ => return everything(),
     };
-    let failed: HashSet<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
-    if failed.iter().any(|id| !batch.contains(&id.as_str())) { everything() } else { failed }
+    let mut failed = HashSet::new();
+    for failure in failures {
+        // An entry without a valid id of this batch fails the whole batch, as Lambda does.
+        match failure.get("itemIdentifier").and_then(serde_json::Value::as_str) {
+            Some(id) if batch.contains(&id) => failed.insert(id.to_owned()),
+            _ => return everything(),
+        };
+    }
+    failed
 }
 
 #[cfg(test)]
@@ -147,6 +181,10 @@ mod tests {
         );
         assert!(failed_ids(&response(r#"{"batchItemFailures":[]}"#), &batch, true).is_empty());
         assert!(failed_ids(&response("null"), &batch, true).is_empty());
+        assert!(failed_ids(&response("{}"), &batch, true).is_empty());
+        assert!(failed_ids(&response(r#"{"batchItemFailures":null}"#), &batch, true).is_empty());
+        assert!(failed_ids(&response(""), &batch, true).is_empty());
+        assert_eq!(failed_ids(&response(r#"{"batchItemFailures":[{"itemIdentifier":""}]}"#), &batch, true).len(), 3);
         // An identifier from outside the batch, or garbage: the whole batch failed.
         assert_eq!(failed_ids(&response(r#"{"batchItemFailures":[{"itemIdentifier":"z"}]}"#), &batch, true).len(), 3);
         assert_eq!(failed_ids(&response("[1]"), &batch, true).len(), 3);

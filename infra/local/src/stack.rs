@@ -26,6 +26,8 @@ pub struct Options {
     pub persist: bool,
     /// 0 picks a free port.
     pub gateway_port: u16,
+    /// Lambda's Invoke API.
+    pub lambda_port: u16,
     pub dynamodb_port: u16,
     pub moto_port: u16,
     pub instances_per_function: usize,
@@ -38,6 +40,8 @@ pub struct Options {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackInfo {
     pub api_url: String,
+    /// Lambda's Invoke API (`/2015-03-31/functions/<LogicalId>/invocations`).
+    pub lambda_endpoint: String,
     pub dynamodb_endpoint: String,
     pub moto_endpoint: String,
     pub tables: BTreeMap<String, String>,
@@ -175,6 +179,7 @@ impl Stack {
 
         let mut info = StackInfo {
             api_url: String::new(),
+            lambda_endpoint: String::new(),
             dynamodb_endpoint,
             moto_endpoint: moto_endpoint.clone(),
             tables: BTreeMap::new(),
@@ -214,31 +219,41 @@ impl Stack {
             hosts.push(FunctionHost::start(function, launch, stop.clone()).await?);
         }
 
+        let gateway = Arc::new(Gateway::new(&template, &hosts, keys.clone()));
         let gateway_listener = bind(options.gateway_port).await?;
         info.api_url = format!("http://{}", gateway_listener.local_addr()?);
-        let app = Arc::new(Gateway::new(&template, &hosts, keys.clone())).router();
-        let mut gateway_stop = stop.clone();
-        tokio::spawn(async move {
-            let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let _ = axum::serve(gateway_listener, service)
-                .with_graceful_shutdown(async move {
-                    let _ = gateway_stop.changed().await;
-                })
-                .await;
-        });
+        let lambda_listener = bind(options.lambda_port).await?;
+        info.lambda_endpoint = format!("http://{}", lambda_listener.local_addr()?);
+        for (listener, app) in
+            [(gateway_listener, gateway.clone().router()), (lambda_listener, gateway.lambda_router())]
+        {
+            let mut server_stop = stop.clone();
+            tokio::spawn(async move {
+                let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let _ = axum::serve(listener, service)
+                    .with_graceful_shutdown(async move {
+                        let _ = server_stop.changed().await;
+                    })
+                    .await;
+            });
+        }
 
         for function in &template.functions {
             let host = hosts.iter().find(|h| h.logical_id == function.logical_id).cloned();
             for source in &function.sqs_sources {
                 let (Some(host), Some(queue)) = (host.clone(), template.queue(&source.queue)) else { continue };
-                Poller {
-                    client: sqs.clone(),
-                    host,
-                    source: source.clone(),
-                    queue_url: info.queues.get(&source.queue).cloned().unwrap_or_default(),
-                    queue_name: queue.name.clone(),
+                // Lambda polls with several concurrent batches; one poller per instance keeps every
+                // instance busy, so consumers race as they would in AWS.
+                for _ in 0..options.instances_per_function {
+                    Poller {
+                        client: sqs.clone(),
+                        host: host.clone(),
+                        source: source.clone(),
+                        queue_url: info.queues.get(&source.queue).cloned().unwrap_or_default(),
+                        queue_name: queue.name.clone(),
+                    }
+                    .spawn(stop.clone());
                 }
-                .spawn(stop.clone());
             }
         }
 

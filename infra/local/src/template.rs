@@ -14,7 +14,6 @@
 //! `Outputs` are for deployment and are not evaluated here.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
 
 use serde_yaml::Value;
 use serde_yaml::value::TaggedValue;
@@ -25,8 +24,6 @@ pub const ACCOUNT: &str = "123456789012";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("cannot read {0}: {1}")]
-    Read(String, String),
     #[error("template.yaml: {0}")]
     Invalid(String),
     #[error("template.yaml: {0} is outside the subset the local stack understands ({1})")]
@@ -45,6 +42,8 @@ pub struct Template {
     pub tables: Vec<Table>,
     pub queues: Vec<Queue>,
     pub keys: Vec<Key>,
+    /// The one HttpApi's logical id; every HttpApi event must name it.
+    pub http_api: Option<String>,
     pub authorizers: HashMap<String, JwtAuthorizer>,
     pub default_authorizer: Option<String>,
 }
@@ -121,6 +120,7 @@ pub struct Queue {
     pub logical_id: String,
     pub name: String,
     pub fifo: bool,
+    pub content_based_deduplication: bool,
     pub visibility_timeout: Option<u64>,
     pub message_retention: Option<u64>,
     pub redrive: Option<Redrive>,
@@ -165,17 +165,6 @@ struct Raw {
 }
 
 impl Template {
-    pub fn load(
-        path: &Path,
-        stack: &str,
-        overrides: &HashMap<String, String>,
-        naming: &dyn Naming,
-    ) -> Result<Self, TemplateError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| TemplateError::Read(path.display().to_string(), e.to_string()))?;
-        Self::parse(&text, stack, overrides, naming)
-    }
-
     /// The KMS keys to create before the rest can be resolved (their ids are chosen by KMS).
     pub fn keys_to_create(text: &str) -> Result<Vec<Key>, TemplateError> {
         let raw = raw(text, &HashMap::new(), true)?;
@@ -463,8 +452,7 @@ impl Resolver<'_> {
             Some("AWS::KMS::Key") => {
                 self.naming.key_id(name).ok_or_else(|| invalid(format!("KMS key {name} was not created")))
             }
-            // An API's id is only used in the deployed URL.
-            Some("AWS::Serverless::HttpApi") => Ok(format!("local-{name}")),
+            Some("AWS::Serverless::HttpApi") => Ok(api_reference(name)),
             Some(kind) => {
                 Err(TemplateError::Unsupported(format!("!Ref {name} (a {kind})"), "!Ref of tables, queues, keys, APIs"))
             }
@@ -499,11 +487,27 @@ impl Resolver<'_> {
         }
     }
 
+    /// The queue whose `!GetAtt X.Arn` is `arn`: event sources and redrive policies name queues so.
+    fn queue_with_arn(&self, arn: &str, what: &str) -> Result<String, TemplateError> {
+        self.kinds
+            .iter()
+            .filter(|(_, kind)| **kind == "AWS::SQS::Queue")
+            .map(|(id, _)| *id)
+            .find(|q| self.attribute(q, "Arn").ok().as_deref() == Some(arn))
+            .map(str::to_owned)
+            .ok_or_else(|| invalid(format!("{what} must be !GetAtt <a queue in this template>.Arn")))
+    }
+
     fn queue_name(&self, id: &str) -> String {
         // A FIFO queue's name must end in .fifo; the template says which queues are FIFO.
         let base = physical_name(self.stack, id);
         if self.fifo_queues.contains(id) { format!("{base}.fifo") } else { base }
     }
+}
+
+/// What `!Ref` of an HttpApi stands for locally (its id only appears in the deployed URL).
+fn api_reference(logical_id: &str) -> String {
+    format!("local-{logical_id}")
 }
 
 fn is_long_form(key: &str) -> bool {
@@ -600,12 +604,7 @@ fn function(
         let props = event.get("Properties").unwrap_or(&Value::Null);
         match event.get("Type").and_then(Value::as_str) {
             Some("HttpApi") => {
-                check_properties(
-                    &name,
-                    props,
-                    &["ApiId", "Method", "Path", "Auth", "PayloadFormatVersion", "TimeoutInMillis"],
-                    &[],
-                )?;
+                check_properties(&name, props, &["ApiId", "Method", "Path", "Auth", "PayloadFormatVersion"], &[])?;
                 if props.get("PayloadFormatVersion").is_some_and(|v| scalar(v).ok().as_deref() != Some("2.0")) {
                     return Err(TemplateError::Unsupported(
                         format!("{name}: payload format 1.0"),
@@ -630,6 +629,20 @@ fn function(
                     // Filled in with the API's DefaultAuthorizer once every resource is read.
                     None => RouteAuth::Jwt { authorizer: String::new(), scopes: vec![] },
                 };
+                // Without ApiId, SAM puts the route on an implicit API that has none of this
+                // template's authorizers: public when deployed. Refuse rather than differ.
+                let api = props.get("ApiId").map(|a| text(a, &format!("{name}.ApiId"))).transpose()?;
+                let names_the_api = |api: &str| {
+                    resolver
+                        .kinds
+                        .iter()
+                        .any(|(id, kind)| *kind == "AWS::Serverless::HttpApi" && api == api_reference(id))
+                };
+                if !api.as_deref().is_some_and(names_the_api) {
+                    return Err(invalid(format!(
+                        "{name}: ApiId must be !Ref of the template's AWS::Serverless::HttpApi"
+                    )));
+                }
                 routes.push(Route {
                     method: text(props.get("Method").unwrap_or(&Value::Null), &format!("{name}.Method"))?
                         .to_uppercase(),
@@ -645,13 +658,7 @@ fn function(
                     &["MaximumBatchingWindowInSeconds", "ScalingConfig"],
                 )?;
                 let queue_arn = text(props.get("Queue").unwrap_or(&Value::Null), &format!("{name}.Queue"))?;
-                let queue = resolver
-                    .kinds
-                    .iter()
-                    .filter(|(_, kind)| **kind == "AWS::SQS::Queue")
-                    .map(|(id, _)| *id)
-                    .find(|q| resolver.attribute(q, "Arn").ok().as_deref() == Some(queue_arn.as_str()))
-                    .ok_or_else(|| invalid(format!("{name}.Queue must be !GetAtt <a queue in this template>.Arn")))?;
+                let queue = resolver.queue_with_arn(&queue_arn, &format!("{name}.Queue"))?;
                 let responses: Vec<String> = props
                     .get("FunctionResponseTypes")
                     .and_then(Value::as_sequence)
@@ -671,8 +678,11 @@ fn function(
                         "batches of 1 to 10",
                     ));
                 }
+                if props.get("Enabled").and_then(Value::as_bool) == Some(false) {
+                    continue;
+                }
                 sqs_sources.push(SqsSource {
-                    queue: queue.to_owned(),
+                    queue,
                     batch_size: batch_size as i32,
                     report_batch_item_failures: !responses.is_empty(),
                 });
@@ -695,6 +705,9 @@ fn function(
 }
 
 fn http_api(id: &str, properties: &Value, template: &mut Template) -> Result<(), TemplateError> {
+    if template.http_api.replace(id.to_owned()).is_some() {
+        return Err(TemplateError::Unsupported(format!("a second HttpApi {id}"), "one AWS::Serverless::HttpApi"));
+    }
     check_properties(
         id,
         properties,
@@ -704,6 +717,7 @@ fn http_api(id: &str, properties: &Value, template: &mut Template) -> Result<(),
     let Some(auth) = properties.get("Auth") else { return Ok(()) };
     for (name, authorizer) in auth.get("Authorizers").and_then(Value::as_mapping).into_iter().flatten() {
         let name = scalar(name)?;
+        check_properties(&format!("{id} authorizer {name}"), authorizer, &["JwtConfiguration", "IdentitySource"], &[])?;
         let jwt = authorizer
             .get("JwtConfiguration")
             .ok_or_else(|| TemplateError::Unsupported(format!("{id} authorizer {name}"), "JWT authorizers"))?;
@@ -803,17 +817,10 @@ fn queue(id: &str, properties: &Value, resolver: &Resolver) -> Result<Queue, Tem
         .map(|policy| {
             let arn =
                 text(policy.get("deadLetterTargetArn").unwrap_or(&Value::Null), &format!("{id} deadLetterTargetArn"))?;
-            let dead_letter_queue = resolver
-                .kinds
-                .iter()
-                .filter(|(_, kind)| **kind == "AWS::SQS::Queue")
-                .map(|(id, _)| *id)
-                .find(|q| resolver.attribute(q, "Arn").ok().as_deref() == Some(arn.as_str()))
-                .ok_or_else(|| {
-                    invalid(format!("{id}: deadLetterTargetArn must be !GetAtt <a queue in this template>.Arn"))
-                })?;
+            let dead_letter_queue =
+                resolver.queue_with_arn(&arn, &format!("{id}.RedrivePolicy.deadLetterTargetArn"))?;
             Ok::<_, TemplateError>(Redrive {
-                dead_letter_queue: dead_letter_queue.to_owned(),
+                dead_letter_queue,
                 max_receive_count: number(policy.get("maxReceiveCount"), "maxReceiveCount")?
                     .ok_or_else(|| invalid(format!("{id}: RedrivePolicy needs maxReceiveCount")))?,
             })
@@ -823,6 +830,10 @@ fn queue(id: &str, properties: &Value, resolver: &Resolver) -> Result<Queue, Tem
         logical_id: id.to_owned(),
         name: resolver.queue_name(id),
         fifo: properties.get("FifoQueue").and_then(Value::as_bool).unwrap_or(false),
+        content_based_deduplication: properties
+            .get("ContentBasedDeduplication")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         visibility_timeout: number(properties.get("VisibilityTimeout"), &format!("{id}.VisibilityTimeout"))?,
         message_retention: number(properties.get("MessageRetentionPeriod"), &format!("{id}.MessageRetentionPeriod"))?,
         redrive,
@@ -981,6 +992,18 @@ Resources:
         assert!(refused("Transform:", "Conditions: {}\nTransform:").contains("Conditions"));
         assert!(refused("!Ref Things", "!Ref Nothing").contains("Nothing"));
         assert!(refused("Type: SQS", "Type: Schedule").contains("Schedule"));
+        assert!(refused("ApiId: !Ref Api, Method: GET", "Method: GET").contains("ApiId"));
+        assert!(
+            refused("  Secrets:\n", "  Api2:\n    Type: AWS::Serverless::HttpApi\n  Secrets:\n")
+                .contains("second HttpApi")
+        );
+        assert!(
+            refused(
+                "Work:\n    Type: AWS::SQS::Queue\n    Properties:\n",
+                "Work:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: 5\n"
+            )
+            .contains("DelaySeconds")
+        );
         assert!(refused("Authorizer: Jwt,", "Authorizer: Other,").contains("unknown authorizer Other"));
         assert!(refused("Default: info,", "Default: loud,").contains("not one of"));
         assert!(
@@ -998,6 +1021,14 @@ Resources:
             serde_json::from_str(include_str!("../parameters.json")).expect("parameters.json");
         let t = Template::parse(&text, "superpay", &parameters, &Names).unwrap();
         assert!(t.functions.iter().any(|f| f.binary == "config"));
+        for f in &t.functions {
+            // A live attempt must never lose its idempotency lock to a retry.
+            assert!(
+                (f.timeout_seconds as i64) < superpay::idempotency::IN_PROGRESS_SECONDS,
+                "{} Timeout",
+                f.logical_id
+            );
+        }
         assert!(t.table("ConfigTable").is_some());
     }
 }

@@ -38,6 +38,8 @@ struct RollbackRequest {
 /// A version change about to be committed: what it is and how the audit log will describe it.
 struct Change {
     new: GroupVersion,
+    /// What the publish required of the current version, to explain a lost race.
+    precondition: Precondition,
     action: &'static str,
     detail: Value,
 }
@@ -65,25 +67,34 @@ impl ConfigApi {
     }
 
     async fn fetch(&self, request: &Request, group: GroupName) -> Result<Response<Body>, Problem> {
-        let held = client_version(query_parameter(request, "version"), header(request, "if-none-match")?)?;
+        let if_none_match = header(request, "if-none-match")?;
+        let held = client_version(query_parameter(request, "version"), if_none_match)?;
         let latest = self.store.latest(&group).await?.ok_or(ConfigError::UnknownGroup(group.clone()))?;
         let base = match held {
             Some(v) if v < latest.version => self.store.version(&group, v).await?,
             _ => None,
         };
         let answer = answer(&latest, held, base.as_ref())?;
-        let mut response = match &answer {
-            FetchAnswer::UpToDate { .. } => {
+        let (mut response, cache) = match &answer {
+            // 304 answers a conditional request only (RFC 9110); `?version=N` gets a small 200.
+            FetchAnswer::UpToDate { .. } if if_none_match.is_some() => {
                 let mut r = Response::new(Body::Empty);
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
-                r
+                (r, "private, no-cache")
             }
-            _ => json_response(StatusCode::OK, &answer),
+            FetchAnswer::UpToDate { version } => (
+                json_response(StatusCode::OK, &json!({ "group": group, "version": version, "up_to_date": true })),
+                "private, no-cache",
+            ),
+            // A patch is only meaningful to the client that holds its base: never cache it, or a
+            // cache could later serve it as the whole document after a 304.
+            FetchAnswer::Patch { .. } => (json_response(StatusCode::OK, &answer), "no-store"),
+            FetchAnswer::Full { .. } => (json_response(StatusCode::OK, &answer), "private, no-cache"),
         };
         let headers = response.headers_mut();
         headers.insert(h::ETAG, header_value(&etag(latest.version))?);
-        // Clients must revalidate (cheaply, with If-None-Match) rather than trust a cached copy.
-        headers.insert(h::CACHE_CONTROL, h::HeaderValue::from_static("private, no-cache"));
+        headers.insert(h::CACHE_CONTROL, h::HeaderValue::from_static(cache));
+        headers.insert(h::VARY, h::HeaderValue::from_static("If-None-Match"));
         Ok(response)
     }
 
@@ -102,6 +113,7 @@ impl ConfigApi {
                     published_at: now,
                     published_by: claim.scope.caller.clone(),
                 },
+                precondition,
                 action: "config.publish",
                 detail: json!({ "version": version }),
             };
@@ -127,6 +139,7 @@ impl ConfigApi {
                     published_at: now,
                     published_by: claim.scope.caller.clone(),
                 },
+                precondition,
                 action: "config.rollback",
                 detail: json!({ "version": version, "parameters_of": target, "replaced": current.version }),
             };
@@ -158,7 +171,7 @@ impl ConfigApi {
     /// One transaction: the new version (only if its number is free), the pruned old one, the
     /// audit entry and the idempotency record with the response the client is about to get.
     async fn commit(&self, claim: &Claim, change: Change, now: i64) -> Result<Response<Body>, Problem> {
-        let Change { new, action, detail } = change;
+        let Change { new, precondition, action, detail } = change;
         let mut response = json_response(
             StatusCode::CREATED,
             &json!({ "group": new.group, "version": new.version, "published_at": new.published_at }),
@@ -179,7 +192,12 @@ impl ConfigApi {
         match self.store.publish(&new, pruned_by(new.version), with).await {
             Ok(()) => Ok(response),
             Err(PublishError::VersionTaken) => {
-                Err(ConfigError::VersionConflict { expected: new.version - 1, current: new.version }.into())
+                // Another publish won the race since we read: explain it against what won.
+                let current = self.store.latest(&new.group).await?.map(|v| v.version);
+                let lost = next_version(&new.group, current, precondition)
+                    .err()
+                    .unwrap_or(ConfigError::VersionConflict { expected: new.version - 1, current: new.version });
+                Err(lost.into())
             }
             Err(PublishError::Store(e)) => Err(e.into()),
         }

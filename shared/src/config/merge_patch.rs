@@ -48,7 +48,7 @@ pub fn apply(target: &Value, patch: &Value) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
@@ -87,7 +87,8 @@ mod tests {
         })
     }
 
-    fn object() -> impl Strategy<Value = Value> {
+    /// A JSON object without nulls, as a parameter group is.
+    pub(crate) fn object() -> impl Strategy<Value = Value> {
         prop::collection::btree_map("[a-d]{1,2}", value(), 0..6).prop_map(|m| Value::Object(m.into_iter().collect()))
     }
 

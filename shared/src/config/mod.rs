@@ -169,6 +169,10 @@ impl Precondition {
             (Some("*"), None) => Err(ConfigError::InvalidPrecondition(
                 "If-Match: * would overwrite any version; name the version you read, e.g. If-Match: \"3\"",
             )),
+            // If-Match compares strongly (RFC 9110): a weak tag never matches.
+            (Some(tag), None) if tag.trim_start().starts_with("W/") => {
+                Err(ConfigError::InvalidPrecondition("If-Match needs a strong ETag such as \"3\", not a weak W/ one"))
+            }
             (Some(tag), None) => parse_etag(tag).map(Precondition::IfMatch),
             (None, Some("*")) => Ok(Precondition::CreateOnly),
             (None, Some(_)) => {
@@ -355,6 +359,7 @@ mod tests {
         assert!(p(Some("\"1\""), Some("*")).is_err());
         assert!(p(None, Some("\"1\"")).is_err());
         assert_eq!(p(Some("\"4\""), None), Ok(Precondition::IfMatch(4)));
+        assert!(p(Some("W/\"4\""), None).is_err());
         assert_eq!(next_version(&g, None, Precondition::CreateOnly), Ok(1));
         assert_eq!(next_version(&g, None, Precondition::IfMatch(1)), Err(ConfigError::UnknownGroup(g.clone())));
         assert_eq!(next_version(&g, Some(3), Precondition::CreateOnly), Err(ConfigError::GroupExists { current: 3 }));
@@ -366,6 +371,32 @@ mod tests {
         let problem = Problem::from(ConfigError::VersionConflict { expected: 3, current: 4 });
         assert_eq!((problem.status, problem.code), (412, "version_conflict"));
         assert_eq!(problem.extensions["current_version"], 4);
+    }
+
+    proptest::proptest! {
+        /// Whatever the client holds, what it is served brings it exactly to the latest version.
+        #[test]
+        fn the_served_answer_always_yields_the_latest(
+            old in merge_patch::tests::object(),
+            new in merge_patch::tests::object(),
+            held in 1u64..4,
+            base_kept in proptest::bool::ANY,
+        ) {
+            let base = version(held, old.clone());
+            let latest = version(4, new.clone());
+            match answer(&latest, Some(held), base_kept.then_some(&base)).unwrap() {
+                FetchAnswer::Patch { patch, base_version, version, .. } => {
+                    proptest::prop_assert!(base_kept);
+                    proptest::prop_assert_eq!((base_version, version), (held, 4));
+                    proptest::prop_assert_eq!(merge_patch::apply(&old, &patch), new);
+                }
+                FetchAnswer::Full { parameters, version, .. } => {
+                    proptest::prop_assert_eq!(version, 4);
+                    proptest::prop_assert_eq!(parameters.as_value(), new);
+                }
+                FetchAnswer::UpToDate { .. } => proptest::prop_assert!(false, "held {} of 4", held),
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 pub mod store;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::{Deserialize, Serialize};
@@ -90,6 +92,9 @@ pub struct StoredResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// `body` is base64 of a binary body.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub base64: bool,
 }
 
 /// The headers worth replaying; hop-by-hop and per-attempt headers are not.
@@ -97,10 +102,10 @@ const REPLAYED_HEADERS: &[&str] = &["content-type", "etag", "location"];
 
 impl StoredResponse {
     pub fn from_response(response: &Response<Body>) -> Self {
-        let body = match response.body() {
-            Body::Text(text) => text.clone(),
-            Body::Binary(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-            _ => String::new(),
+        let (body, base64) = match response.body() {
+            Body::Text(text) => (text.clone(), false),
+            Body::Binary(bytes) => (BASE64.encode(bytes), true),
+            _ => (String::new(), false),
         };
         let headers = REPLAYED_HEADERS
             .iter()
@@ -109,7 +114,7 @@ impl StoredResponse {
                 Some(((*name).to_owned(), value.to_owned()))
             })
             .collect();
-        StoredResponse { status: response.status().as_u16(), headers, body }
+        StoredResponse { status: response.status().as_u16(), headers, body, base64 }
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -117,7 +122,12 @@ impl StoredResponse {
         for (name, value) in &self.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        builder.body(Body::Text(self.body)).unwrap_or_else(|e| Problem::internal(e).to_response())
+        let body = match self.base64 {
+            true => Body::Binary(BASE64.decode(&self.body).unwrap_or_default()),
+            false if self.body.is_empty() => Body::Empty,
+            false => Body::Text(self.body),
+        };
+        builder.body(body).unwrap_or_else(|e| Problem::internal(e).to_response())
     }
 }
 
@@ -183,7 +193,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn response() -> StoredResponse {
-        StoredResponse { status: 201, headers: vec![], body: "{}".into() }
+        StoredResponse { status: 201, headers: vec![], body: "{}".into(), base64: false }
     }
 
     #[test]
@@ -219,6 +229,10 @@ mod tests {
         assert_eq!(replay.headers()["idempotent-replayed"], "true");
         assert!(replay.headers().get("x-request-id").is_none());
         assert_eq!(replay.body(), &Body::Text("{\"version\":4}".into()));
+        let binary = Response::builder().status(200).body(Body::Binary(vec![0, 159, 146, 150])).unwrap();
+        let stored = StoredResponse::from_response(&binary);
+        let back: StoredResponse = serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap();
+        assert_eq!(back.into_response().body(), &Body::Binary(vec![0, 159, 146, 150]));
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! A route's success response is written by `complete_item` inside the route's own transaction, so
 //! the business change and its recorded answer commit together or not at all.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 use lambda_http::{Body, Response};
 
 use super::{Decision, IN_PROGRESS_SECONDS, RETENTION_SECONDS, Record, Scope, StoredResponse, decide};
@@ -23,11 +24,25 @@ pub struct IdempotencyStore {
 }
 
 /// The right to run a request under a key, held between `begin` and the route's transaction.
+/// `claim_id` is this attempt's own: if its lock expired and a retry took the key over, nothing
+/// this attempt writes later (complete, release) can touch the retry's record.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub scope: Scope,
     record_id: String,
     fingerprint: String,
+    claim_id: String,
+}
+
+impl Claim {
+    /// The condition that the record is still this attempt's, unfinished.
+    fn still_ours(&self) -> (&'static str, HashMap<String, String>, HashMap<String, AttributeValue>) {
+        (
+            "#state = :in_progress AND claim_id = :claim",
+            HashMap::from([("#state".to_owned(), "state".to_owned())]),
+            HashMap::from([(":in_progress".to_owned(), s("in_progress")), (":claim".to_owned(), s(&self.claim_id))]),
+        )
+    }
 }
 
 pub enum Begin {
@@ -43,6 +58,7 @@ impl IdempotencyStore {
 
     pub async fn begin(&self, scope: Scope, fingerprint: String, now: i64) -> Result<Begin, StoreError> {
         let record_id = scope.record_id();
+        let claim_id = uuid::Uuid::new_v4().to_string();
         let outcome = self
             .client
             .put_item()
@@ -50,6 +66,7 @@ impl IdempotencyStore {
             .item("id", s(&record_id))
             .item("state", s("in_progress"))
             .item("fingerprint", s(&fingerprint))
+            .item("claim_id", s(&claim_id))
             .item("caller", s(&scope.caller))
             .item("route", s(&scope.route))
             .item("lock_expires_at", n(now + IN_PROGRESS_SECONDS))
@@ -66,7 +83,7 @@ impl IdempotencyStore {
             .send()
             .await;
         match outcome {
-            Ok(_) => Ok(Begin::Run(Claim { scope, record_id, fingerprint })),
+            Ok(_) => Ok(Begin::Run(Claim { scope, record_id, fingerprint, claim_id })),
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     let record = failed.item().map(record_from_item).transpose()?;
@@ -92,27 +109,27 @@ impl IdempotencyStore {
         response: &StoredResponse,
         now: i64,
     ) -> Result<TransactWriteItem, StoreError> {
+        let (condition, names, values) = claim.still_ours();
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(self.completed_item(claim, response, now)?))
-            .condition_expression("#state = :in_progress AND fingerprint = :fp")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":in_progress", s("in_progress"))
-            .expression_attribute_values(":fp", s(&claim.fingerprint))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .build()?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
     /// Records an answer that came with no transaction of its own (a refusal).
     pub async fn complete(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<(), StoreError> {
+        let (condition, names, values) = claim.still_ours();
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(self.completed_item(claim, response, now)?))
-            .condition_expression("#state = :in_progress AND fingerprint = :fp")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":in_progress", s("in_progress"))
-            .expression_attribute_values(":fp", s(&claim.fingerprint))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await?;
         Ok(())
@@ -120,14 +137,14 @@ impl IdempotencyStore {
 
     /// Gives the key back after a failure of ours, so the client's retry runs afresh.
     pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+        let (condition, names, values) = claim.still_ours();
         self.client
             .delete_item()
             .table_name(&self.table)
             .key("id", s(&claim.record_id))
-            .condition_expression("#state = :in_progress AND fingerprint = :fp")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":in_progress", s("in_progress"))
-            .expression_attribute_values(":fp", s(&claim.fingerprint))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await?;
         Ok(())
@@ -173,6 +190,7 @@ impl IdempotencyStore {
             ("id".to_owned(), s(&claim.record_id)),
             ("state".to_owned(), s("completed")),
             ("fingerprint".to_owned(), s(&claim.fingerprint)),
+            ("claim_id".to_owned(), s(&claim.claim_id)),
             ("caller".to_owned(), s(&claim.scope.caller)),
             ("route".to_owned(), s(&claim.scope.route)),
             ("response".to_owned(), s(response)),
