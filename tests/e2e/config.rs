@@ -1,6 +1,5 @@
 //! Capability 3, config diffing, through the local HTTP API with real JWTs.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use superpay::config::merge_patch;
@@ -31,36 +30,14 @@ async fn fetch(group: &str, query: &str, if_none_match: Option<&str>) -> reqwest
 
 /// The versions stored for `group`, straight from the table.
 async fn stored_versions(group: &str) -> Vec<u64> {
-    let env = Env::get();
-    let page = env
-        .dynamodb()
-        .await
-        .query()
-        .table_name(env.table("ConfigTable"))
-        .key_condition_expression("#g = :g")
-        .expression_attribute_names("#g", "group")
-        .expression_attribute_values(":g", AttributeValue::S(group.into()))
-        .send()
-        .await
-        .expect("query");
-    page.items().iter().filter_map(|i| i.get("version")?.as_n().ok()?.parse().ok()).collect()
+    let items = Env::get().partition("ConfigTable", "group", group).await;
+    items.iter().filter_map(|i| i.get("version")?.as_n().ok()?.parse().ok()).collect()
 }
 
 /// (action, actor) of each audit entry for `group`, oldest first.
 async fn audit(group: &str) -> Vec<(String, String)> {
-    let env = Env::get();
-    let page = env
-        .dynamodb()
-        .await
-        .query()
-        .table_name(env.table("AuditTable"))
-        .key_condition_expression("#r = :r")
-        .expression_attribute_names("#r", "resource")
-        .expression_attribute_values(":r", AttributeValue::S(format!("config/{group}")))
-        .send()
-        .await
-        .expect("query");
-    page.items().iter().map(|i| (i["action"].as_s().unwrap().clone(), i["actor"].as_s().unwrap().clone())).collect()
+    let items = Env::get().partition("AuditTable", "resource", &format!("config/{group}")).await;
+    items.iter().map(|i| (i["action"].as_s().unwrap().clone(), i["actor"].as_s().unwrap().clone())).collect()
 }
 
 async fn problem(response: reqwest::Response) -> (StatusCode, Value) {

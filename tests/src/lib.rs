@@ -1,10 +1,15 @@
 //! Helpers for the end-to-end tests: the running local stack (from `SUPERPAY_STACK`, which
 //! `cargo stack test` sets), an HTTP client, tokens, and unique names that keep tests apart.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use superpay_local::jwt::DevKeys;
 use superpay_local::stack::StackInfo;
+
+pub type Item = HashMap<String, AttributeValue>;
 
 pub struct Env {
     pub stack: StackInfo,
@@ -51,6 +56,23 @@ impl Env {
 
     pub async fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         self.stack.dynamodb().await
+    }
+
+    /// Every item of one partition of a table, straight from DynamoDB (consistent read).
+    pub async fn partition(&self, table: &str, key: &str, value: &str) -> Vec<Item> {
+        self.dynamodb()
+            .await
+            .query()
+            .table_name(self.table(table))
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", key)
+            .expression_attribute_values(":v", AttributeValue::S(value.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query")
+            .items
+            .unwrap_or_default()
     }
 }
 

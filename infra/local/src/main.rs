@@ -133,8 +133,11 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     println!("  DynamoDB      {} (dynoxide; data kept in .superpay/data/)", stack.info.dynamodb_endpoint);
     println!("  SQS, KMS      {} (moto)", stack.info.moto_endpoint);
     println!("  logs          {}/ (one file per function)", stack.info.logs.display());
-    for (function, ms) in stack.init_times() {
-        println!("  init          {function}: {ms:.1} ms (process start to first invocation request, median)");
+    for cold in stack.cold_starts() {
+        println!(
+            "  init          {}: {:.1} ms (process start to first invocation request, median)",
+            cold.function, cold.init_ms
+        );
     }
     println!("\n  user token ({}, 12 h; also in .superpay/user.token):\n{user_token}", seed::DEMO_USER);
     println!(
@@ -145,6 +148,12 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     println!("\n  try:  curl -i -H \"Authorization: Bearer $(cat .superpay/user.token)\" {api}/config/payment-ui");
     println!("\nCtrl-C stops the stack.");
     let _ = tokio::signal::ctrl_c().await;
+    for cold in stack.cold_starts() {
+        eprintln!(
+            "cold start {}: init {:.1} ms, first invocation {:.1} ms (medians)",
+            cold.function, cold.init_ms, cold.first_invocation_ms
+        );
+    }
     eprintln!("stopping");
     stack.stop().await;
     Ok(ExitCode::SUCCESS)
@@ -174,15 +183,19 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
     seed::apply(&stack, &root.join("infra/seed.json")).await.map_err(|e| format!("seeding: {e}"))?;
     stack.write_info(&info_path).map_err(|e| e.to_string())?;
-    for (function, ms) in stack.init_times() {
-        eprintln!("init {function}: {ms:.1} ms");
-    }
+
     step("cargo test --workspace (with the local stack)");
     let mut env = stack.info.sdk_environment();
     env.push(("SUPERPAY_STACK".into(), info_path.display().to_string()));
     let mut args = vec!["test", "--workspace", "--all-targets", "--", "--include-ignored"];
     args.extend(test_args.iter().map(String::as_str));
     let passed = cargo(&root, &args, &env);
+    for cold in stack.cold_starts() {
+        eprintln!(
+            "cold start {}: init {:.1} ms, first invocation {:.1} ms (median, debug build)",
+            cold.function, cold.init_ms, cold.first_invocation_ms
+        );
+    }
     let logs = stack.info.logs.clone();
     stack.stop().await;
     match passed? {

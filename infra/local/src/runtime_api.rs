@@ -50,12 +50,23 @@ struct Shared {
     name: String,
     queue: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
     init_times: Mutex<Vec<Duration>>,
+    /// How long each process took over its first invocation.
+    first_invocations: Mutex<Vec<Duration>>,
+}
+
+/// The invocation an instance is working on.
+struct InFlight {
+    id: String,
+    reply: oneshot::Sender<Outcome>,
+    since: Instant,
 }
 
 struct Instance {
     shared: Arc<Shared>,
     index: usize,
-    in_flight: Mutex<Option<(String, oneshot::Sender<Outcome>)>>,
+    in_flight: Mutex<Option<InFlight>>,
+    /// Whether this process has answered its first invocation (the second half of a cold start).
+    served: AtomicBool,
     started: Mutex<Instant>,
     initialised: AtomicBool,
     kill: Notify,
@@ -88,6 +99,7 @@ impl FunctionHost {
             name: function.logical_id.clone(),
             queue: tokio::sync::Mutex::new(receiver),
             init_times: Mutex::new(Vec::new()),
+            first_invocations: Mutex::new(Vec::new()),
         });
         let mut instances = Vec::new();
         for index in 0..launch.instances.max(1) {
@@ -95,6 +107,7 @@ impl FunctionHost {
                 shared: shared.clone(),
                 index,
                 in_flight: Mutex::new(None),
+                served: AtomicBool::new(false),
                 started: Mutex::new(Instant::now()),
                 initialised: AtomicBool::new(false),
                 kill: Notify::new(),
@@ -153,7 +166,7 @@ impl FunctionHost {
             Err(_) => {
                 // Lambda ends a sandbox whose invocation times out; so do we.
                 for instance in &self.instances {
-                    if instance.in_flight.lock().map(|f| f.as_ref().is_some_and(|(i, _)| *i == id)).unwrap_or(false) {
+                    if instance.in_flight.lock().map(|f| f.as_ref().is_some_and(|f| f.id == id)).unwrap_or(false) {
                         instance.kill.notify_one();
                     }
                 }
@@ -166,6 +179,11 @@ impl FunctionHost {
     /// Init times (process start to first `next`) measured so far, one per instance start.
     pub fn init_times(&self) -> Vec<Duration> {
         self.shared.init_times.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// First-invocation durations measured so far, one per process that has served one.
+    pub fn first_invocations(&self) -> Vec<Duration> {
+        self.shared.first_invocations.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// Waits until every instance has asked for its first invocation.
@@ -223,7 +241,7 @@ async fn next(State(instance): State<Arc<Instance>>) -> impl IntoResponse {
             }
         }
         if let Ok(mut in_flight) = instance.in_flight.lock() {
-            *in_flight = Some((invocation.id, invocation.reply));
+            *in_flight = Some(InFlight { id: invocation.id, reply: invocation.reply, since: Instant::now() });
         }
         return (StatusCode::OK, headers, invocation.event);
     }
@@ -234,14 +252,15 @@ fn finish(instance: &Instance, id: &str, outcome: Outcome) -> StatusCode {
         .in_flight
         .lock()
         .ok()
-        .and_then(|mut f| if f.as_ref().is_some_and(|(i, _)| i == id) { f.take() } else { None });
-    match taken {
-        Some((_, reply)) => {
-            let _ = reply.send(outcome);
-            StatusCode::ACCEPTED
-        }
-        None => StatusCode::BAD_REQUEST,
+        .and_then(|mut f| if f.as_ref().is_some_and(|f| f.id == id) { f.take() } else { None });
+    let Some(in_flight) = taken else { return StatusCode::BAD_REQUEST };
+    if !instance.served.swap(true, Ordering::SeqCst)
+        && let Ok(mut times) = instance.shared.first_invocations.lock()
+    {
+        times.push(in_flight.since.elapsed());
     }
+    let _ = in_flight.reply.send(outcome);
+    StatusCode::ACCEPTED
 }
 
 async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
@@ -280,6 +299,7 @@ async fn supervise(
                 *started = Instant::now();
             }
             instance.initialised.store(false, Ordering::SeqCst);
+            instance.served.store(false, Ordering::SeqCst);
             command.spawn()
         })();
         let mut child = match child {
@@ -311,7 +331,7 @@ async fn supervise(
 }
 
 fn fail_in_flight(instance: &Instance, outcome: Outcome) {
-    if let Some((_, reply)) = instance.in_flight.lock().ok().and_then(|mut f| f.take()) {
-        let _ = reply.send(outcome);
+    if let Some(in_flight) = instance.in_flight.lock().ok().and_then(|mut f| f.take()) {
+        let _ = in_flight.reply.send(outcome);
     }
 }

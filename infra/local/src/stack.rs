@@ -129,6 +129,12 @@ impl From<std::io::Error> for StackError {
     }
 }
 
+pub struct ColdStart {
+    pub function: String,
+    pub init_ms: f64,
+    pub first_invocation_ms: f64,
+}
+
 pub struct Stack {
     pub info: StackInfo,
     pub template: Template,
@@ -273,14 +279,20 @@ impl Stack {
         std::fs::write(path, serde_json::to_string_pretty(&self.info)?)
     }
 
-    /// Median init time of each function (process start to first `next`), in milliseconds.
-    pub fn init_times(&self) -> Vec<(String, f64)> {
+    /// Each function's cold start so far: median init (process start to first `next`) and median
+    /// first invocation, in milliseconds; NaN where nothing was measured yet.
+    pub fn cold_starts(&self) -> Vec<ColdStart> {
+        let median = |durations: Vec<Duration>| {
+            let mut ms: Vec<f64> = durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+            ms.sort_by(f64::total_cmp);
+            ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN)
+        };
         self.hosts
             .iter()
-            .map(|h| {
-                let mut times: Vec<f64> = h.init_times().iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-                times.sort_by(f64::total_cmp);
-                (h.logical_id.clone(), times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
+            .map(|h| ColdStart {
+                function: h.logical_id.clone(),
+                init_ms: median(h.init_times()),
+                first_invocation_ms: median(h.first_invocations()),
             })
             .collect()
     }
