@@ -23,7 +23,7 @@ where
             Ok(response) => response,
             Err(problem) => {
                 if !problem.is_server_error() {
-                    tracing::info!(route, status = problem.status, code = problem.code, "refused");
+                    tracing::info!(route, status = problem.status, code = problem.code, detail = %problem.detail, "refused");
                 }
                 problem.to_response()
             }

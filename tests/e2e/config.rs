@@ -309,3 +309,21 @@ async fn the_authorizer_guards_every_route() {
     assert!(stored_versions(&group).await.is_empty());
     assert_eq!(env.http().get(env.url("/no/such/route")).send().await.unwrap().status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn function_logs_are_json_lines_with_the_request_id_and_no_secrets() {
+    let env = Env::get();
+    let group = unique("missing");
+    let token = env.user_token();
+    let response = env.http().get(env.url(&format!("/config/{group}"))).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let log = std::fs::read_to_string(env.stack.logs.join("ConfigFunction.log")).expect("the function's log");
+    let line = log.lines().find(|l| l.contains(&group)).expect("a log line about the request");
+    let event: Value = serde_json::from_str(line).expect("one JSON object per line");
+    assert_eq!((event["level"].as_str(), event["code"].as_str()), (Some("INFO"), Some("unknown_group")));
+    assert!(!event["span"]["requestId"].as_str().unwrap_or_default().is_empty(), "{line}");
+    assert!(log.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "every line is JSON");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "no bearer token is ever logged");
+}

@@ -190,7 +190,10 @@ impl ConfigApi {
             self.idempotency.complete_item(claim, &StoredResponse::from_response(&response), now)?,
         ];
         match self.store.publish(&new, pruned_by(new.version), with).await {
-            Ok(()) => Ok(response),
+            Ok(()) => {
+                tracing::info!(group = new.group.as_str(), version = new.version, action, "config version published");
+                Ok(response)
+            }
             Err(PublishError::VersionTaken) => {
                 // Another publish won the race since we read: explain it against what won.
                 let current = self.store.latest(&new.group).await?.map(|v| v.version);
