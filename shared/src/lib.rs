@@ -12,6 +12,7 @@ pub mod config;
 pub mod dynamo;
 pub mod http;
 pub mod idempotency;
+pub mod ledger;
 pub mod logging;
 pub mod money;
 pub mod problem;

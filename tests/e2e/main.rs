@@ -4,4 +4,5 @@
 mod adapters;
 mod config;
 mod events;
+mod ledger;
 mod runner;

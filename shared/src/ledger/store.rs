@@ -1,0 +1,278 @@
+//! The ledger in DynamoDB (`LedgerTable`: partition `pk`, sort `sk`):
+//! - `account#<id>` / `account`: currency, balance, available (absent: no floor), sequence;
+//! - `account#<id>` / `posting#<sequence, 20 digits>`: one leg, so an account's history is one Query;
+//! - `transfer#<id>` / `transfer`: the transfer record, written once (`attribute_not_exists`).
+//!
+//! `apply` reads the accounts (one consistent BatchGetItem), plans the writes, and commits them with
+//! the caller's business items in ONE TransactWriteItems. If another transfer moved one of the
+//! accounts in between, the sequence condition fails and it plans again; a transfer that was
+//! already applied is reported as such and moves nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use rust_decimal::Decimal;
+
+use super::{Account, AccountId, AccountUpdate, LedgerError, Posting, Transfer, plan};
+use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+
+/// How often a transfer re-plans after losing a race for one of its accounts.
+const ATTEMPTS: u32 = 25;
+
+#[derive(Clone, Debug)]
+pub struct LedgerStore {
+    client: Client,
+    table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// This call moved the money.
+    Now,
+    /// The transfer had already been applied (a retry): nothing moved.
+    Already,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// One of the caller's business items failed its condition (index into `with`).
+    #[error("business condition {0} failed")]
+    Rejected(usize),
+    /// The accounts kept changing under it; nothing moved and a retry is safe.
+    #[error("too much contention on the accounts; nothing moved")]
+    Contention,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn account_key(id: &AccountId) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(format!("account#{id}"))), ("sk".to_owned(), s("account"))])
+}
+
+fn decimal(item: &Item, name: &str) -> Result<Decimal, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().map_err(|_| StoreError(format!("{name} = {v} is not a decimal"))),
+        _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
+    }
+}
+
+impl LedgerStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        LedgerStore { client, table: table.into() }
+    }
+
+    /// The current state of `ids` (absent: never used), read consistently.
+    pub async fn accounts(&self, ids: &[AccountId]) -> Result<HashMap<AccountId, Account>, StoreError> {
+        let mut found = HashMap::new();
+        let mut keys = KeysAndAttributes::builder().consistent_read(true);
+        for id in ids {
+            keys = keys.keys(account_key(id));
+        }
+        let mut request = Some(HashMap::from([(self.table.clone(), keys.build()?)]));
+        while let Some(items) = request.take().filter(|r| !r.is_empty()) {
+            let output = self.client.batch_get_item().set_request_items(Some(items)).send().await?;
+            for item in output.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                let account = account_from_item(item)?;
+                found.insert(account.id.clone(), account);
+            }
+            request = output.unprocessed_keys().cloned();
+        }
+        Ok(found)
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.accounts(std::slice::from_ref(id)).await?.remove(id))
+    }
+
+    /// Applies `transfer` together with `with` (business items: order state, idempotency record,
+    /// outbox messages) in one transaction, or not at all.
+    pub async fn apply(
+        &self,
+        transfer: &Transfer,
+        with: Vec<TransactWriteItem>,
+        at: i64,
+    ) -> Result<Applied, TransferError> {
+        for attempt in 0..ATTEMPTS {
+            let current = self.accounts(&transfer.accounts()).await?;
+            let writes = match plan(transfer, &current, at) {
+                Ok(writes) => writes,
+                // A retry of a transfer that already moved the money may no longer fit the
+                // balances: it is still the same transfer, applied once.
+                Err(_) if self.transfer_exists(&transfer.id).await? => return Ok(Applied::Already),
+                Err(e) => return Err(e.into()),
+            };
+            let mut items = vec![self.transfer_record(transfer, at)?];
+            for (update, posting) in &writes {
+                items.push(self.account_write(update, transfer)?);
+                items.push(self.posting_write(posting)?);
+            }
+            let business_start = items.len();
+            items.extend(with.iter().cloned());
+            let outcome = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
+            let error = match outcome {
+                Ok(_) => return Ok(Applied::Now),
+                Err(e) => e,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
+            else {
+                return Err(StoreError::from(error).into());
+            };
+            let failed = |i: &usize| {
+                cancelled
+                    .cancellation_reasons()
+                    .get(*i)
+                    .and_then(|r| r.code())
+                    .is_some_and(|c| c == "ConditionalCheckFailed")
+            };
+            if failed(&0) {
+                return Ok(Applied::Already);
+            }
+            if let Some(i) = (business_start..business_start + with.len()).find(failed) {
+                return Err(TransferError::Rejected(i - business_start));
+            }
+            // An account moved since it was read (or a transaction conflicted): plan again.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+            tokio::time::sleep(Duration::from_millis(2 + jitter * u64::from(attempt + 1).min(5))).await;
+        }
+        Err(TransferError::Contention)
+    }
+
+    pub async fn transfer_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("transfer#{id}")))
+            .key("sk", s("transfer"))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(item.item().is_some())
+    }
+
+    /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).
+    pub async fn postings(&self, id: &AccountId, before: Option<u64>, limit: i32) -> Result<Vec<Posting>, StoreError> {
+        let upper = match before {
+            Some(0) => return Ok(vec![]),
+            Some(before) => format!("posting#{:020}", before - 1),
+            None => format!("posting#{:020}", u64::MAX),
+        };
+        let page = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", s(format!("account#{id}")))
+            .expression_attribute_values(":low", s("posting#"))
+            .expression_attribute_values(":high", s(upper))
+            .scan_index_forward(false)
+            .limit(limit)
+            .send()
+            .await?;
+        page.items().iter().map(|item| posting_from_item(id, item)).collect()
+    }
+
+    fn transfer_record(&self, transfer: &Transfer, at: i64) -> Result<TransactWriteItem, StoreError> {
+        let legs: Vec<serde_json::Value> = transfer
+            .legs
+            .iter()
+            .map(|l| serde_json::json!({ "account": l.account.as_str(), "amount": l.amount.to_string() }))
+            .collect();
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("transfer#{}", transfer.id)))
+            .item("sk", s("transfer"))
+            .item("currency", s(transfer.currency.code()))
+            .item("kind", s(transfer.kind))
+            .item("cause", s(&transfer.cause))
+            .item("legs", s(serde_json::Value::Array(legs).to_string()))
+            .item("at", n(at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn account_write(&self, update: &AccountUpdate, transfer: &Transfer) -> Result<TransactWriteItem, StoreError> {
+        let mut set = vec!["balance = :balance", "#seq = :seq", "currency = :currency"];
+        let mut values = HashMap::from([
+            (":balance".to_owned(), n(update.balance)),
+            (":seq".to_owned(), n(update.sequence)),
+            (":currency".to_owned(), s(transfer.currency.code())),
+        ]);
+        if let Some(available) = update.available {
+            set.push("available = :available");
+            values.insert(":available".to_owned(), n(available));
+        }
+        let condition = if update.expected_sequence == 0 {
+            "attribute_not_exists(pk)".to_owned()
+        } else {
+            values.insert(":expected".to_owned(), n(update.expected_sequence));
+            let mut condition = "#seq = :expected AND currency = :currency".to_owned();
+            // The floor, stated where DynamoDB checks it: `available` must cover the debit.
+            if let Some(debit) = update.debit {
+                condition.push_str(" AND available >= :debit");
+                values.insert(":debit".to_owned(), n(debit));
+            }
+            condition
+        };
+        let write = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(account_key(&update.account)))
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(condition)
+            .expression_attribute_names("#seq", "sequence")
+            .set_expression_attribute_values(Some(values))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(write).build())
+    }
+
+    fn posting_write(&self, posting: &Posting) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(format!("account#{}", posting.account)))
+            .item("sk", s(format!("posting#{:020}", posting.sequence)))
+            .item("amount", n(posting.amount))
+            .item("balance_after", n(posting.balance_after))
+            .item("transfer_id", s(&posting.transfer_id))
+            .item("kind", s(&posting.kind))
+            .item("at", n(posting.at))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+fn account_from_item(item: &Item) -> Result<Account, StoreError> {
+    let pk = get_s(item, "pk")?;
+    let id = pk
+        .strip_prefix("account#")
+        .and_then(AccountId::parse)
+        .ok_or_else(|| StoreError(format!("{pk} is not an account key")))?;
+    Ok(Account {
+        id,
+        currency: get_s(item, "currency")?.parse().map_err(|e: crate::money::MoneyError| StoreError(e.to_string()))?,
+        balance: decimal(item, "balance")?,
+        sequence: get_n(item, "sequence")?,
+    })
+}
+
+fn posting_from_item(account: &AccountId, item: &Item) -> Result<Posting, StoreError> {
+    let sk = get_s(item, "sk")?;
+    Ok(Posting {
+        account: account.clone(),
+        sequence: sk
+            .strip_prefix("posting#")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError(format!("{sk} is not a posting key")))?,
+        amount: decimal(item, "amount")?,
+        balance_after: decimal(item, "balance_after")?,
+        transfer_id: get_s(item, "transfer_id")?.to_owned(),
+        kind: get_s(item, "kind")?.to_owned(),
+        at: get_n(item, "at")?,
+    })
+}

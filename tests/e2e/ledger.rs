@@ -1,0 +1,162 @@
+//! The ledger against the emulator under concurrency, in the shape of the Jepsen bank test: many
+//! concurrent transfers (some retried) among a few accounts, then every invariant checked.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+use superpay::ledger::store::{Applied, LedgerStore, TransferError};
+use superpay::ledger::{AccountId, LedgerError, Transfer, replay};
+use superpay::money::Money;
+use superpay_e2e::{Env, unique};
+
+async fn ledger() -> LedgerStore {
+    let env = Env::get();
+    LedgerStore::new(env.dynamodb().await, env.table("LedgerTable"))
+}
+
+fn usd(cents: i64) -> Money {
+    Money::new(Decimal::new(cents, 2), "USD".parse().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn concurrent_transfers_keep_every_invariant() {
+    let run = unique("bank");
+    let accounts: Vec<AccountId> = (0..4)
+        .map(|i| AccountId::wallet(&format!("{run}-u{i}")))
+        .chain([AccountId::merchant(&format!("{run}-m"))])
+        .collect();
+    let store = ledger().await;
+    let source = AccountId::funding(&format!("{run}-bank"));
+    for (i, account) in accounts.iter().take(4).enumerate() {
+        let fund = Transfer::between(
+            format!("{run}-fund-{i}"),
+            usd(10_000),
+            source.clone(),
+            account.clone(),
+            "test.fund",
+            run.clone(),
+        )
+        .unwrap();
+        assert_eq!(store.apply(&fund, vec![], 0).await.unwrap(), Applied::Now);
+    }
+    let total = Decimal::new(40_000, 2);
+
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..8u64 {
+        let (accounts, run) = (accounts.clone(), run.clone());
+        workers.spawn(async move {
+            let store = ledger().await;
+            let mut outcomes = Vec::new();
+            for i in 0..40u64 {
+                // A cheap deterministic spread of pairs and amounts per worker.
+                let x = worker * 7919 + i * 104_729;
+                let (from, to) = ((x % 5) as usize, ((x / 5 + 1 + x % 4) % 5) as usize);
+                let Ok(transfer) = Transfer::between(
+                    format!("{run}-w{worker}-{i}"),
+                    usd(100 + (x % 6_000) as i64),
+                    accounts[from].clone(),
+                    accounts[to].clone(),
+                    "test.move",
+                    run.clone(),
+                ) else {
+                    continue;
+                };
+                let mut outcome = store.apply(&transfer, vec![], 0).await;
+                // Every fifth transfer is retried, as a client would after a timeout.
+                if i % 5 == 0 {
+                    let again = store.apply(&transfer, vec![], 0).await;
+                    if matches!(outcome, Ok(Applied::Now)) {
+                        assert!(matches!(again, Ok(Applied::Already)), "a retry moved money again: {again:?}");
+                    } else {
+                        // The first try moved nothing; the retry may (the balances changed meanwhile).
+                        outcome = again;
+                    }
+                }
+                outcomes.push((transfer.id.clone(), outcome));
+            }
+            outcomes
+        });
+    }
+    let mut applied = Vec::new();
+    let mut refused = 0;
+    for outcomes in workers.join_all().await {
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(Applied::Now) => applied.push(id),
+                Ok(Applied::Already) => panic!("{id} was new"),
+                Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. })) | Err(TransferError::Contention) => {
+                    refused += 1
+                }
+                Err(e) => panic!("{id}: {e}"),
+            }
+        }
+    }
+    assert!(applied.len() > 100, "most transfers apply ({} applied, {refused} refused)", applied.len());
+
+    let state = store.accounts(&accounts).await.unwrap();
+    let sum: Decimal = state.values().map(|a| a.balance).sum();
+    assert_eq!(sum, total, "money is conserved");
+    let mut postings_per_transfer: HashMap<String, usize> = HashMap::new();
+    for account in &accounts {
+        let balance = state[account].balance;
+        assert!(balance >= Decimal::ZERO, "{account} is below its floor: {balance}");
+        let mut history = store.postings(account, None, 1000).await.unwrap();
+        history.reverse();
+        assert_eq!(replay(&history), Some(balance), "{account}'s postings rebuild its balance");
+        for posting in history {
+            *postings_per_transfer.entry(posting.transfer_id).or_default() += 1;
+        }
+    }
+    for id in &applied {
+        assert_eq!(postings_per_transfer.get(id), Some(&2), "{id} applied exactly once");
+        assert!(store.transfer_exists(id).await.unwrap());
+    }
+    let moves = postings_per_transfer.keys().filter(|id| id.contains("-w")).count();
+    assert_eq!(moves, applied.len(), "no refused transfer left a posting");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn refusals_move_nothing() {
+    let run = unique("refuse");
+    let store = ledger().await;
+    let (wallet, merchant) = (AccountId::wallet(&run), AccountId::merchant(&run));
+    let fund = Transfer::between(
+        format!("{run}-fund"),
+        usd(500),
+        AccountId::funding(&run),
+        wallet.clone(),
+        "test.fund",
+        run.clone(),
+    )
+    .unwrap();
+    store.apply(&fund, vec![], 0).await.unwrap();
+
+    let too_much =
+        Transfer::between(format!("{run}-big"), usd(501), wallet.clone(), merchant.clone(), "test", run.clone())
+            .unwrap();
+    assert!(matches!(
+        store.apply(&too_much, vec![], 0).await,
+        Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. }))
+    ));
+    let euros = Transfer::between(
+        format!("{run}-eur"),
+        Money::parse("1.00", "EUR").unwrap(),
+        wallet.clone(),
+        merchant.clone(),
+        "test",
+        run.clone(),
+    )
+    .unwrap();
+    assert!(matches!(
+        store.apply(&euros, vec![], 0).await,
+        Err(TransferError::Ledger(LedgerError::CurrencyMismatch { .. }))
+    ));
+
+    let state = store.accounts(&[wallet.clone(), merchant.clone()]).await.unwrap();
+    assert_eq!(state[&wallet].balance, Decimal::new(500, 2));
+    assert_eq!(state[&wallet].sequence, 1);
+    assert!(!state.contains_key(&merchant), "the merchant account was never written");
+    assert!(!store.transfer_exists(&too_much.id).await.unwrap());
+}
