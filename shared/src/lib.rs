@@ -9,6 +9,7 @@ pub mod auth;
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod dynamo;
 pub mod http;
 pub mod idempotency;

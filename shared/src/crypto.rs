@@ -1,0 +1,285 @@
+//! Keys, request signatures and sealed payloads (DESIGN.md "Requests, errors, security").
+//!
+//! - Every purpose derives its own key from a party's master key (HKDF-SHA256 with a label), so no
+//!   key serves two purposes.
+//! - Calls between us and merchants, devices and partners are signed: HMAC-SHA256 over a canonical
+//!   request (method, path, timestamp, nonce, key id, body hash), accepted within a tolerance window,
+//!   each nonce once (the nonce store lives with the caller, in DynamoDB).
+//! - Orders travel sealed with AES-256-GCM; the associated data binds what the ciphertext is about.
+//! - Key material lives in `Secret`, which cannot be printed or logged by accident.
+
+use aws_lc_rs::{aead, digest, hkdf, hmac, rand};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+/// How far a signed request's timestamp may be from our clock, either way.
+pub const SIGNATURE_TOLERANCE_SECONDS: i64 = 300;
+
+pub const HEADER_KEY_ID: &str = "x-superpay-key-id";
+pub const HEADER_TIMESTAMP: &str = "x-superpay-timestamp";
+pub const HEADER_NONCE: &str = "x-superpay-nonce";
+pub const HEADER_SIGNATURE: &str = "x-superpay-signature";
+
+/// Secret bytes: `Debug` shows nothing of them and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one call that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> std::fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+pub type Key = Secret<[u8; 32]>;
+
+impl Key {
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        rand::fill(&mut key).expect("the system random source works");
+        Secret(key)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Secret)
+    }
+
+    pub fn from_base64(text: &str) -> Option<Self> {
+        BASE64.decode(text).ok().as_deref().and_then(Self::from_slice)
+    }
+
+    pub fn to_base64(&self) -> Secret<String> {
+        Secret(BASE64.encode(self.0))
+    }
+}
+
+/// What a derived key is for. The label is part of the derivation, so keys never cross purposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    RequestSigning,
+    OrderEncryption,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::RequestSigning => b"superpay/v1/request-signing",
+            Purpose::OrderEncryption => b"superpay/v1/order-encryption",
+        }
+    }
+}
+
+struct Len32;
+
+impl hkdf::KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+pub fn derive(master: &Key, purpose: Purpose) -> Key {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"superpay").extract(master.expose());
+    let info = [purpose.label()];
+    let mut key = [0u8; 32];
+    prk.expand(&info, Len32).and_then(|okm| okm.fill(&mut key)).expect("32 bytes is a valid HKDF-SHA256 length");
+    Secret(key)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes))
+}
+
+/// The signed parts of a request, one per line.
+pub fn canonical_request(method: &str, path: &str, timestamp: i64, nonce: &str, key_id: &str, body: &[u8]) -> String {
+    format!("{}\n{path}\n{timestamp}\n{nonce}\n{key_id}\n{}", method.to_ascii_uppercase(), sha256_hex(body))
+}
+
+pub fn sign(key: &Key, canonical: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key.expose());
+    hex::encode(hmac::sign(&key, canonical.as_bytes()))
+}
+
+/// Constant-time check of a hex signature.
+pub fn verify(key: &Key, canonical: &str, signature: &str) -> bool {
+    let Ok(signature) = hex::decode(signature) else { return false };
+    hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key.expose()), canonical.as_bytes(), &signature).is_ok()
+}
+
+/// The four signature headers of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub key_id: String,
+    pub timestamp: i64,
+    pub nonce: String,
+    pub signature: String,
+}
+
+impl Signature {
+    /// Signs a request we send: a fresh nonce, our clock.
+    pub fn create(key_id: &str, key: &Key, method: &str, path: &str, body: &[u8], now: i64) -> Self {
+        let mut nonce = [0u8; 16];
+        rand::fill(&mut nonce).expect("the system random source works");
+        let nonce = hex::encode(nonce);
+        let signature = sign(key, &canonical_request(method, path, now, &nonce, key_id, body));
+        Signature { key_id: key_id.to_owned(), timestamp: now, nonce, signature }
+    }
+
+    pub fn headers(&self) -> [(&'static str, String); 4] {
+        [
+            (HEADER_KEY_ID, self.key_id.clone()),
+            (HEADER_TIMESTAMP, self.timestamp.to_string()),
+            (HEADER_NONCE, self.nonce.clone()),
+            (HEADER_SIGNATURE, self.signature.clone()),
+        ]
+    }
+
+    /// Reads the headers of a request we received (`header` looks one up by lower-case name).
+    pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Result<Self, SignatureError> {
+        let get = |name: &'static str| header(name).filter(|v| !v.is_empty()).ok_or(SignatureError::Missing(name));
+        let timestamp = get(HEADER_TIMESTAMP)?;
+        let nonce = get(HEADER_NONCE)?;
+        if nonce.len() < 16 || nonce.len() > 64 || !nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(SignatureError::Malformed("the nonce must be 16 to 64 letters, digits or '-'"));
+        }
+        Ok(Signature {
+            key_id: get(HEADER_KEY_ID)?.to_owned(),
+            timestamp: timestamp
+                .parse()
+                .map_err(|_| SignatureError::Malformed("the timestamp must be Unix seconds"))?,
+            nonce: nonce.to_owned(),
+            signature: get(HEADER_SIGNATURE)?.to_owned(),
+        })
+    }
+
+    /// Checks the signature over this request and the timestamp window. The nonce's single use is
+    /// the caller's next step (it needs the nonce store).
+    pub fn check(&self, key: &Key, method: &str, path: &str, body: &[u8], now: i64) -> Result<(), SignatureError> {
+        if (now - self.timestamp).abs() > SIGNATURE_TOLERANCE_SECONDS {
+            return Err(SignatureError::Stale);
+        }
+        let canonical = canonical_request(method, path, self.timestamp, &self.nonce, &self.key_id, body);
+        if verify(key, &canonical, &self.signature) { Ok(()) } else { Err(SignatureError::Invalid) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the request is not signed: header {0} is missing")]
+    Missing(&'static str),
+    #[error("the signature headers are malformed: {0}")]
+    Malformed(&'static str),
+    #[error("the key id is not known")]
+    UnknownKey,
+    #[error("the timestamp is more than {SIGNATURE_TOLERANCE_SECONDS} s from our clock")]
+    Stale,
+    #[error("the signature does not match the request")]
+    Invalid,
+    #[error("this nonce was already used")]
+    Replayed,
+}
+
+impl SignatureError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            SignatureError::Missing(_) | SignatureError::Malformed(_) => "signature_missing",
+            SignatureError::UnknownKey | SignatureError::Invalid => "signature_invalid",
+            SignatureError::Stale => "signature_stale",
+            SignatureError::Replayed => "signature_replayed",
+        }
+    }
+}
+
+impl From<SignatureError> for crate::Problem {
+    fn from(e: SignatureError) -> Self {
+        crate::Problem::new(lambda_http::http::StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+/// An AES-256-GCM ciphertext with its nonce, as JSON carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sealed {
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+pub fn seal(key: &Key, plaintext: &[u8], associated: &[u8]) -> Sealed {
+    let mut nonce = [0u8; aead::NONCE_LEN];
+    rand::fill(&mut nonce).expect("the system random source works");
+    let sealing =
+        aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key.expose()).expect("a 32-byte key"));
+    let mut buffer = plaintext.to_vec();
+    sealing
+        .seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(associated), &mut buffer)
+        .expect("sealing cannot fail for in-memory buffers");
+    Sealed { nonce: BASE64.encode(nonce), ciphertext: BASE64.encode(buffer) }
+}
+
+/// The plaintext, or `None` when the key, the associated data or the ciphertext is not the one sealed.
+pub fn open(key: &Key, sealed: &Sealed, associated: &[u8]) -> Option<Vec<u8>> {
+    let nonce: [u8; aead::NONCE_LEN] = BASE64.decode(&sealed.nonce).ok()?.try_into().ok()?;
+    let mut buffer = BASE64.decode(&sealed.ciphertext).ok()?;
+    let opening = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key.expose()).ok()?);
+    let plaintext = opening
+        .open_in_place(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(associated), &mut buffer)
+        .ok()?;
+    Some(plaintext.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purposes_derive_different_keys_deterministically() {
+        let master = Key::random();
+        let signing = derive(&master, Purpose::RequestSigning);
+        assert_eq!(signing, derive(&master, Purpose::RequestSigning));
+        assert_ne!(signing, derive(&master, Purpose::OrderEncryption));
+        assert_ne!(signing.expose(), master.expose());
+        assert_eq!(format!("{signing:?}"), "Secret([redacted])");
+    }
+
+    #[test]
+    fn signatures_bind_every_part_of_the_request() {
+        let key = Key::random();
+        let now = 1_800_000_000;
+        let signature = Signature::create("k1", &key, "POST", "/orders", b"{\"a\":1}", now);
+        assert_eq!(signature.check(&key, "POST", "/orders", b"{\"a\":1}", now + 10), Ok(()));
+        assert_eq!(signature.check(&key, "POST", "/orders", b"{\"a\":2}", now), Err(SignatureError::Invalid));
+        assert_eq!(signature.check(&key, "POST", "/refunds", b"{\"a\":1}", now), Err(SignatureError::Invalid));
+        assert_eq!(signature.check(&key, "PUT", "/orders", b"{\"a\":1}", now), Err(SignatureError::Invalid));
+        assert_eq!(signature.check(&Key::random(), "POST", "/orders", b"{\"a\":1}", now), Err(SignatureError::Invalid));
+        assert_eq!(signature.check(&key, "POST", "/orders", b"{\"a\":1}", now + 301), Err(SignatureError::Stale));
+        let mut other_key_id = signature.clone();
+        other_key_id.key_id = "k2".into();
+        assert_eq!(other_key_id.check(&key, "POST", "/orders", b"{\"a\":1}", now), Err(SignatureError::Invalid));
+        let headers = signature.headers();
+        let parsed =
+            Signature::from_headers(|name| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())).unwrap();
+        assert_eq!(parsed, signature);
+        assert_eq!(Signature::from_headers(|_| None), Err(SignatureError::Missing(HEADER_TIMESTAMP)));
+    }
+
+    #[test]
+    fn sealed_payloads_open_only_with_their_key_and_associated_data() {
+        let key = Key::random();
+        let sealed = seal(&key, b"order 42", b"order-42|k1|1800000000");
+        assert_eq!(open(&key, &sealed, b"order-42|k1|1800000000").as_deref(), Some(&b"order 42"[..]));
+        assert_eq!(open(&key, &sealed, b"order-43|k1|1800000000"), None);
+        assert_eq!(open(&Key::random(), &sealed, b"order-42|k1|1800000000"), None);
+        let mut tampered = sealed.clone();
+        tampered.ciphertext = BASE64.encode([0u8; 24]);
+        assert_eq!(open(&key, &tampered, b"order-42|k1|1800000000"), None);
+    }
+}
