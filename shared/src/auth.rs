@@ -38,6 +38,19 @@ impl Caller {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
+
+    /// API Gateway already enforces the admin routes' scope; this keeps a misconfigured route
+    /// from ever running an admin action.
+    pub fn require_admin(&self) -> Result<(), Problem> {
+        if self.has_scope(ADMIN_SCOPE) {
+            return Ok(());
+        }
+        Err(Problem::new(
+            lambda_http::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this route needs the {ADMIN_SCOPE} scope"),
+        ))
+    }
 }
 
 #[cfg(test)]

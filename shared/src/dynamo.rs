@@ -57,3 +57,38 @@ pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreEr
         _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
     }
 }
+
+/// Why a TransactWriteItems did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactError {
+    /// These items (indices into the request) failed their conditions; nothing was written.
+    #[error("conditions failed on items {0:?}")]
+    ConditionFailed(Vec<usize>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Commits `items` in one transaction, reporting which conditions failed when it is cancelled.
+pub async fn transact(
+    client: &aws_sdk_dynamodb::Client,
+    items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+) -> Result<(), TransactError> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    let error = match client.transact_write_items().set_transact_items(Some(items)).send().await {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
+        let failed: Vec<usize> = cancelled
+            .cancellation_reasons()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+            .map(|(i, _)| i)
+            .collect();
+        if !failed.is_empty() {
+            return Err(TransactError::ConditionFailed(failed));
+        }
+    }
+    Err(StoreError::from(error).into())
+}

@@ -13,8 +13,10 @@ pub mod crypto;
 pub mod dynamo;
 pub mod http;
 pub mod idempotency;
+pub mod keys;
 pub mod ledger;
 pub mod logging;
+pub mod merchant;
 pub mod money;
 pub mod problem;
 

@@ -35,3 +35,10 @@ async fn config_events_answer_as_documented() {
     // Rolling back to the current version is refused.
     assert_eq!(invoke("ConfigFunction", "config/rollback.json").await["statusCode"], 409);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn merchant_events_answer_as_documented() {
+    let register = invoke("MerchantsFunction", "merchants/register.json").await;
+    assert_eq!(register["statusCode"], 201, "{register}");
+}

@@ -5,4 +5,5 @@ mod adapters;
 mod config;
 mod events;
 mod ledger;
+mod merchants;
 mod runner;

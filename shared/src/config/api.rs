@@ -16,12 +16,12 @@ use super::{
 };
 use crate::Problem;
 use crate::audit::AuditEntry;
-use crate::auth::{ADMIN_SCOPE, Caller};
+use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
-use crate::clock::{now_epoch_millis, now_epoch_seconds};
-use crate::http::{body_bytes, header, json_body, json_response, path_parameter, query_parameter, route_key};
+use crate::clock::now_epoch_millis;
+use crate::http::{header, json_body, json_response, path_parameter, query_parameter, route_key};
+use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
-use crate::idempotency::{IdempotencyKey, Scope, StoredResponse, fingerprint};
 
 pub struct ConfigApi {
     store: ConfigStore,
@@ -99,7 +99,7 @@ impl ConfigApi {
     }
 
     async fn publish(&self, request: &Request, caller: &Caller, group: GroupName) -> Result<Response<Body>, Problem> {
-        require_admin(caller)?;
+        caller.require_admin()?;
         let precondition = Precondition::parse(header(request, "if-match")?, header(request, "if-none-match")?)?;
         let parameters = Parameters::parse(json_body::<Value>(request)?)?;
         self.idempotently(request, caller, move |claim, now| async move {
@@ -123,7 +123,7 @@ impl ConfigApi {
     }
 
     async fn rollback(&self, request: &Request, caller: &Caller, group: GroupName) -> Result<Response<Body>, Problem> {
-        require_admin(caller)?;
+        caller.require_admin()?;
         let precondition = Precondition::parse(header(request, "if-match")?, header(request, "if-none-match")?)?;
         let RollbackRequest { version: target } = json_body(request)?;
         self.idempotently(request, caller, move |claim, now| async move {
@@ -149,23 +149,13 @@ impl ConfigApi {
     }
 
     /// Runs a publishing route once per Idempotency-Key. The preconditions are part of the
-    /// fingerprint: the same body sent against another version is another request.
+    /// request: the same body sent against another version is another request.
     async fn idempotently<F, Fut>(&self, request: &Request, caller: &Caller, work: F) -> Result<Response<Body>, Problem>
     where
         F: FnOnce(Claim, i64) -> Fut,
         Fut: std::future::Future<Output = Result<Response<Body>, Problem>>,
     {
-        let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
-        let route = route_key(request).to_owned();
-        let print = fingerprint(&[
-            request.uri().path().as_bytes(),
-            header(request, "if-match")?.unwrap_or_default().as_bytes(),
-            header(request, "if-none-match")?.unwrap_or_default().as_bytes(),
-            body_bytes(request),
-        ]);
-        let scope = Scope { caller: caller.subject.clone(), route, key };
-        let now = now_epoch_seconds();
-        self.idempotency.run(scope, print, now, |claim| work(claim, now)).await
+        self.idempotency.run_request(request, &caller.subject, &["if-match", "if-none-match"], work).await
     }
 
     /// One transaction: the new version (only if its number is free), the pruned old one, the
@@ -205,13 +195,6 @@ impl ConfigApi {
             Err(PublishError::Store(e)) => Err(e.into()),
         }
     }
-}
-
-fn require_admin(caller: &Caller) -> Result<(), Problem> {
-    if caller.has_scope(ADMIN_SCOPE) {
-        return Ok(());
-    }
-    Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", format!("this route needs the {ADMIN_SCOPE} scope")))
 }
 
 fn header_value(text: &str) -> Result<h::HeaderValue, Problem> {

@@ -2,11 +2,10 @@
 //! latest version is one Query (descending, limit 1) and any other one GetItem.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
 use super::{GroupName, GroupVersion, Parameters};
-use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, s, transact};
 
 #[derive(Clone, Debug)]
 pub struct ConfigStore {
@@ -85,20 +84,14 @@ impl ConfigStore {
             items.push(TransactWriteItem::builder().delete(delete).build());
         }
         items.extend(with);
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancelled))
-                    if cancelled
-                        .cancellation_reasons()
-                        .first()
-                        .and_then(|r| r.code())
-                        .is_some_and(|code| code == "ConditionalCheckFailed") =>
-                {
-                    Err(PublishError::VersionTaken)
-                }
-                _ => Err(StoreError::from(e).into()),
-            },
+        match transact(&self.client, items).await {
+            Ok(()) => Ok(()),
+            // The new version's put is the first item: its number was taken.
+            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => Err(PublishError::VersionTaken),
+            Err(TransactError::ConditionFailed(failed)) => {
+                Err(StoreError(format!("publish refused by conditions on items {failed:?}")).into())
+            }
+            Err(TransactError::Store(e)) => Err(e.into()),
         }
     }
 }

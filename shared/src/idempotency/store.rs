@@ -11,11 +11,16 @@ use std::future::Future;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
-use lambda_http::{Body, Response};
+use lambda_http::{Body, Request, Response};
 
-use super::{Decision, IN_PROGRESS_SECONDS, RETENTION_SECONDS, Record, Scope, StoredResponse, decide};
+use super::{
+    Decision, IN_PROGRESS_SECONDS, IdempotencyKey, RETENTION_SECONDS, Record, Scope, StoredResponse, decide,
+    fingerprint,
+};
 use crate::Problem;
+use crate::clock::now_epoch_seconds;
 use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::http::{body_bytes, header, route_key};
 
 #[derive(Clone, Debug)]
 pub struct IdempotencyStore {
@@ -182,6 +187,32 @@ impl IdempotencyStore {
                 Err(problem)
             }
         }
+    }
+
+    /// `run` for an HTTP request: the key from `Idempotency-Key`, scoped to `caller` and the route;
+    /// "the same request" is the same path, body and `input_headers` (e.g. `If-Match`). `work` gets
+    /// the claim and the time the request is taken at.
+    pub async fn run_request<F, Fut>(
+        &self,
+        request: &Request,
+        caller: &str,
+        input_headers: &[&str],
+        work: F,
+    ) -> Result<Response<Body>, Problem>
+    where
+        F: FnOnce(Claim, i64) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Problem>>,
+    {
+        let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
+        let mut parts: Vec<&[u8]> = vec![request.uri().path().as_bytes()];
+        for name in input_headers {
+            parts.push(header(request, name)?.unwrap_or_default().as_bytes());
+        }
+        parts.push(body_bytes(request));
+        let print = fingerprint(&parts);
+        let scope = Scope { caller: caller.to_owned(), route: route_key(request).to_owned(), key };
+        let now = now_epoch_seconds();
+        self.run(scope, print, now, |claim| work(claim, now)).await
     }
 
     fn completed_item(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<Item, StoreError> {

@@ -1,0 +1,137 @@
+//! Merchants: who may sell through the purchase relay, where their product server is, and the key
+//! both sides sign and seal with.
+
+pub mod api;
+pub mod store;
+
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::Problem;
+use crate::money::Currency;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantStatus {
+    Active,
+    Suspended,
+}
+
+impl MerchantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MerchantStatus::Active => "active",
+            MerchantStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(MerchantStatus::Active),
+            "suspended" => Some(MerchantStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub product_server_url: String,
+    /// The currency its settlement account holds.
+    pub currency: Currency,
+    pub status: MerchantStatus,
+    /// Names the current master key in signatures, so keys can rotate.
+    pub key_id: String,
+    /// The master key, envelope-encrypted by KMS.
+    pub key_ciphertext: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl Merchant {
+    /// The owner string KMS binds the key to (its encryption context).
+    pub fn key_owner(id: &str) -> String {
+        format!("merchant/{id}")
+    }
+}
+
+/// A registration request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub name: String,
+    pub product_server_url: String,
+    pub currency: Currency,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationJson {
+    name: String,
+    product_server_url: String,
+    currency: String,
+}
+
+impl Registration {
+    pub fn parse(json: RegistrationJson) -> Result<Self, Problem> {
+        let name = json.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Problem::bad_request("invalid_merchant_name", "name must be 1 to 100 characters"));
+        }
+        let url = json.product_server_url.trim();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let host = url.split("://").nth(1).unwrap_or_default();
+        if !scheme_ok
+            || host.is_empty()
+            || host.starts_with('/')
+            || url.len() > 2048
+            || url.contains(char::is_whitespace)
+        {
+            return Err(Problem::bad_request(
+                "invalid_product_server_url",
+                "product_server_url must be an absolute http(s) URL, e.g. https://shop.example/superpay",
+            ));
+        }
+        Ok(Registration {
+            name: name.to_owned(),
+            product_server_url: url.trim_end_matches('/').to_owned(),
+            currency: json.currency.parse()?,
+        })
+    }
+}
+
+pub fn unknown_merchant(id: &str) -> Problem {
+    Problem::not_found("unknown_merchant", format!("no merchant {id:?}"))
+}
+
+pub fn inactive_merchant(id: &str) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "merchant_inactive", format!("merchant {id:?} is suspended"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(name: &str, url: &str, currency: &str) -> RegistrationJson {
+        RegistrationJson { name: name.into(), product_server_url: url.into(), currency: currency.into() }
+    }
+
+    #[test]
+    fn registrations_are_validated() {
+        let ok = Registration::parse(json(" Tea Shop ", "https://tea.example/hooks/", "USD")).unwrap();
+        assert_eq!((ok.name.as_str(), ok.product_server_url.as_str()), ("Tea Shop", "https://tea.example/hooks"));
+        for (name, url, currency, code) in [
+            ("", "https://x.example", "USD", "invalid_merchant_name"),
+            ("x", "ftp://x.example", "USD", "invalid_product_server_url"),
+            ("x", "https://", "USD", "invalid_product_server_url"),
+            ("x", "https://a b", "USD", "invalid_product_server_url"),
+            ("x", "https://x.example", "XYZ", "unknown_currency"),
+        ] {
+            assert_eq!(
+                Registration::parse(json(name, url, currency)).unwrap_err().code,
+                code,
+                "{name} {url} {currency}"
+            );
+        }
+    }
+}

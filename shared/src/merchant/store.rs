@@ -1,0 +1,73 @@
+//! Merchants in DynamoDB (`MerchantsTable`, partition `id`).
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::{Merchant, MerchantStatus};
+use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+
+#[derive(Clone, Debug)]
+pub struct MerchantStore {
+    client: Client,
+    table: String,
+}
+
+impl MerchantStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        MerchantStore { client, table: table.into() }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Merchant>, StoreError> {
+        let output =
+            self.client.get_item().table_name(&self.table).key("id", s(id)).consistent_read(true).send().await?;
+        output.item().map(merchant_from_item).transpose()
+    }
+
+    /// The write that creates `merchant`, only if its id is new.
+    pub fn create_item(&self, merchant: &Merchant) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(&merchant.id))
+            .item("name", s(&merchant.name))
+            .item("product_server_url", s(&merchant.product_server_url))
+            .item("currency", s(merchant.currency.code()))
+            .item("status", s(merchant.status.as_str()))
+            .item("key_id", s(&merchant.key_id))
+            .item("key_ciphertext", AttributeValue::B(Blob::new(merchant.key_ciphertext.clone())))
+            .item("created_at", n(merchant.created_at))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The write that sets a merchant's status, only if it exists.
+    pub fn status_item(&self, id: &str, status: MerchantStatus) -> Result<TransactWriteItem, StoreError> {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET #status = :status")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+fn merchant_from_item(item: &Item) -> Result<Merchant, StoreError> {
+    let corrupt = |what: &str| StoreError(format!("stored merchant is corrupt: {what}"));
+    Ok(Merchant {
+        id: get_s(item, "id")?.to_owned(),
+        name: get_s(item, "name")?.to_owned(),
+        product_server_url: get_s(item, "product_server_url")?.to_owned(),
+        currency: get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?,
+        status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
+        key_id: get_s(item, "key_id")?.to_owned(),
+        key_ciphertext: match item.get("key_ciphertext") {
+            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+            _ => return Err(corrupt("key_ciphertext")),
+        },
+        created_at: get_n(item, "created_at")?,
+    })
+}
