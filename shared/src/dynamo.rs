@@ -49,6 +49,15 @@ pub fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     }
 }
 
+pub fn get_decimal(item: &Item, name: &str) -> Result<rust_decimal::Decimal, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => {
+            v.parse().map_err(|_| StoreError(format!("item attribute {name} = {v} is not a decimal")))
+        }
+        _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
+    }
+}
+
 pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => {

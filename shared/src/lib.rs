@@ -18,6 +18,8 @@ pub mod ledger;
 pub mod logging;
 pub mod merchant;
 pub mod money;
+pub mod nonce;
 pub mod problem;
+pub mod purchase;
 
 pub use problem::Problem;

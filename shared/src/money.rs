@@ -93,7 +93,7 @@ impl MoneyError {
 
 /// A validated positive amount of one currency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "MoneyJson", into = "MoneyJson")]
+#[serde(try_from = "MoneyInput", into = "MoneyInput")]
 pub struct Money {
     amount: Decimal,
     currency: Currency,
@@ -164,17 +164,25 @@ impl fmt::Display for Money {
 }
 
 /// The wire form: `{"amount": "12.50", "currency": "USD"}`. An amount sent as a JSON number is
-/// refused with a clear message rather than silently rounded through a float.
-#[derive(Serialize, Deserialize)]
-struct MoneyJson {
+/// refused with a clear message rather than silently rounded through a float. Request bodies take
+/// a `MoneyInput` and validate it themselves, so each refusal keeps its own problem code.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyInput {
     amount: serde_json::Value,
     currency: String,
 }
 
-impl TryFrom<MoneyJson> for Money {
+impl MoneyInput {
+    pub fn validate(self) -> Result<Money, MoneyError> {
+        self.try_into()
+    }
+}
+
+impl TryFrom<MoneyInput> for Money {
     type Error = MoneyError;
 
-    fn try_from(json: MoneyJson) -> Result<Self, Self::Error> {
+    fn try_from(json: MoneyInput) -> Result<Self, Self::Error> {
         match json.amount {
             serde_json::Value::String(text) => Money::parse(&text, &json.currency),
             other => Err(MoneyError::NotADecimalString(other.to_string())),
@@ -182,9 +190,9 @@ impl TryFrom<MoneyJson> for Money {
     }
 }
 
-impl From<Money> for MoneyJson {
+impl From<Money> for MoneyInput {
     fn from(money: Money) -> Self {
-        MoneyJson {
+        MoneyInput {
             amount: serde_json::Value::String(money.amount.to_string()),
             currency: money.currency.code.to_owned(),
         }

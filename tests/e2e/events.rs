@@ -42,3 +42,15 @@ async fn merchant_events_answer_as_documented() {
     let register = invoke("MerchantsFunction", "merchants/register.json").await;
     assert_eq!(register["statusCode"], 201, "{register}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn purchase_events_answer_as_documented() {
+    // infra/seed.json funds demo-user and registers m_demo, whose product server (the simulator) confirms.
+    let create = invoke("PurchasesFunction", "purchases/create.json").await;
+    assert_eq!(create["statusCode"], 201, "{create}");
+    let order: Value = serde_json::from_str(create["body"].as_str().unwrap()).unwrap();
+    assert_eq!(order["state"], "paid");
+    assert_eq!(invoke("PurchasesFunction", "purchases/get-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("PurchasesFunction", "purchases/decision-unsigned.json").await["statusCode"], 401);
+}

@@ -6,4 +6,5 @@ mod config;
 mod events;
 mod ledger;
 mod merchants;
+mod purchases;
 mod runner;

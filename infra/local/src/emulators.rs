@@ -70,13 +70,32 @@ pub async fn start_moto(venv_bin: &Path, port: u16, log: &Path) -> Result<tokio:
         .stderr(log)
         .stdin(Stdio::null());
     let child = command.spawn()?;
+    listening(port, "moto").await?;
+    Ok(child)
+}
+
+async fn listening(port: u16, what: &str) -> Result<(), EmulatorError> {
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Ok(child);
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(EmulatorError::Setup(format!("moto did not start listening on port {port} within 10 s")))
+    Err(EmulatorError::Setup(format!("{what} did not start listening on port {port} within 10 s")))
+}
+
+/// Starts the simulated merchant product server (`infra/merchant-sim`) on `port`.
+pub async fn start_merchant_simulator(
+    binary: &Path,
+    port: u16,
+    log: &Path,
+) -> Result<tokio::process::Child, EmulatorError> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut command = crate::process::command(binary);
+    command.args(["--port", &port.to_string()]).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+    let child = command.spawn()?;
+    listening(port, "the merchant simulator").await?;
+    Ok(child)
 }
 
 /// Serves dynoxide on `listener`: on the SQLite file `path` (data survives restarts), or in memory.

@@ -1,12 +1,21 @@
-//! Seed data for local use (`infra/seed.json`): the demo users' names and the demo config groups.
-//! Seeding only creates what is missing, so it never overwrites what a developer published.
+//! Seed data for local use (`infra/seed.json`): the demo users, the demo config groups, a demo
+//! merchant whose product server is the simulator, and the demo user's funded wallet.
+//! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
+//! every start, since moto forgets KMS keys between runs (README).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 use superpay::config::store::ConfigStore;
 use superpay::config::{GroupName, GroupVersion, Parameters};
+use superpay::keys::KeyService;
+use superpay::ledger::store::LedgerStore;
+use superpay::ledger::{AccountId, Transfer};
+use superpay::merchant::store::MerchantStore;
+use superpay::merchant::{Merchant, MerchantStatus};
+use superpay::money::Money;
 
 use crate::stack::Stack;
 
@@ -18,6 +27,24 @@ pub const DEMO_ADMIN: &str = "demo-admin";
 #[derive(Deserialize)]
 struct Seed {
     config: ConfigSeed,
+    merchants: Vec<MerchantSeed>,
+    wallets: Vec<WalletSeed>,
+}
+
+#[derive(Deserialize)]
+struct MerchantSeed {
+    id: String,
+    name: String,
+    /// Its product server's path on the simulator.
+    path: String,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+struct WalletSeed {
+    user: String,
+    amount: String,
+    currency: String,
 }
 
 #[derive(Deserialize)]
@@ -47,5 +74,65 @@ pub async fn apply(stack: &Stack, path: &Path) -> Result<(), String> {
         };
         store.publish(&first, None, vec![]).await.map_err(|e| e.to_string())?;
     }
+    for merchant in seed.merchants {
+        seed_merchant(stack, merchant).await?;
+    }
+    let ledger = LedgerStore::new(stack.info.dynamodb().await, table_of(stack, "LedgerTable")?);
+    for wallet in seed.wallets {
+        let money = Money::parse(&wallet.amount, &wallet.currency).map_err(|e| e.to_string())?;
+        // A fixed transfer id: applied by the first start only.
+        let fund = Transfer::between(
+            format!("seed/{}", wallet.user),
+            money,
+            AccountId::funding(&wallet.user),
+            AccountId::wallet(&wallet.user),
+            "seed.fund",
+            "infra/seed.json".into(),
+        )
+        .map_err(|e| e.to_string())?;
+        ledger.apply(&fund, vec![], superpay::clock::now_epoch_seconds()).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn table_of<'a>(stack: &'a Stack, logical_id: &str) -> Result<&'a String, String> {
+    stack.info.tables.get(logical_id).ok_or(format!("no table {logical_id} in template.yaml"))
+}
+
+async fn seed_merchant(stack: &Stack, seed: MerchantSeed) -> Result<(), String> {
+    let key_id = stack.info.keys.get("PartyKeysKey").ok_or("no PartyKeysKey in template.yaml")?;
+    let keys = KeyService::new(stack.info.kms().await, key_id);
+    let new_key = keys.generate(&Merchant::key_owner(&seed.id)).await.map_err(|e| e.to_string())?;
+    let merchant = Merchant {
+        id: seed.id.clone(),
+        name: seed.name,
+        product_server_url: format!("{}{}", stack.info.merchant_simulator_url, seed.path),
+        currency: seed.currency.parse().map_err(|e: superpay::money::MoneyError| e.to_string())?,
+        status: MerchantStatus::Active,
+        key_id: format!("{}.k1", seed.id),
+        key_ciphertext: new_key.ciphertext,
+        created_at: superpay::clock::now_epoch_seconds(),
+    };
+    let dynamodb = stack.info.dynamodb().await;
+    let table = table_of(stack, "MerchantsTable")?;
+    dynamodb
+        .delete_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(seed.id))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = MerchantStore::new(dynamodb.clone(), table);
+    superpay::dynamo::transact(&dynamodb, vec![store.create_item(&merchant).map_err(|e| e.to_string())?])
+        .await
+        .map_err(|e| e.to_string())?;
+    let grant = serde_json::json!({ "key_id": merchant.key_id, "secret": new_key.key.to_base64().expose() });
+    reqwest::Client::new()
+        .post(format!("{}/_sim/merchants", stack.info.merchant_simulator_url))
+        .json(&grant)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("giving the simulator the demo merchant's key: {e}"))?;
     Ok(())
 }

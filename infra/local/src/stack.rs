@@ -30,6 +30,7 @@ pub struct Options {
     pub lambda_port: u16,
     pub dynamodb_port: u16,
     pub moto_port: u16,
+    pub merchant_sim_port: u16,
     pub instances_per_function: usize,
     pub parameters: HashMap<String, String>,
     pub stack_name: String,
@@ -44,6 +45,8 @@ pub struct StackInfo {
     pub lambda_endpoint: String,
     pub dynamodb_endpoint: String,
     pub moto_endpoint: String,
+    /// The simulated merchant product server (`infra/merchant-sim`).
+    pub merchant_simulator_url: String,
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, String>,
     pub keys: BTreeMap<String, String>,
@@ -142,6 +145,7 @@ pub struct Stack {
     pub hosts: Vec<Arc<FunctionHost>>,
     shutdown: watch::Sender<bool>,
     moto: tokio::process::Child,
+    merchant_sim: tokio::process::Child,
 }
 
 struct LocalNaming {
@@ -188,6 +192,7 @@ impl Stack {
             lambda_endpoint: String::new(),
             dynamodb_endpoint,
             moto_endpoint: moto_endpoint.clone(),
+            merchant_simulator_url: String::new(),
             tables: BTreeMap::new(),
             queues: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -211,6 +216,15 @@ impl Stack {
             info.authorizer_issuer = authorizer.issuer.clone();
             info.authorizer_audience = authorizer.audience.clone();
         }
+
+        let sim_port = if options.merchant_sim_port == 0 { emulators::free_port()? } else { options.merchant_sim_port };
+        let merchant_sim = emulators::start_merchant_simulator(
+            &options.binaries.join("merchant-sim"),
+            sim_port,
+            &options.logs.join("merchant-sim.log"),
+        )
+        .await?;
+        info.merchant_simulator_url = format!("http://127.0.0.1:{sim_port}");
 
         let mut hosts = Vec::new();
         for function in &template.functions {
@@ -272,7 +286,7 @@ impl Stack {
                 )));
             }
         }
-        Ok(Stack { info, template, keys, hosts, shutdown, moto })
+        Ok(Stack { info, template, keys, hosts, shutdown, moto, merchant_sim })
     }
 
     pub fn write_info(&self, path: &Path) -> std::io::Result<()> {
@@ -300,6 +314,7 @@ impl Stack {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         let _ = self.moto.kill().await;
+        let _ = self.merchant_sim.kill().await;
         // Let the function supervisors kill their processes.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

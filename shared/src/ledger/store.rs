@@ -14,10 +14,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
-use rust_decimal::Decimal;
 
 use super::{Account, AccountId, AccountUpdate, LedgerError, Posting, Transfer, plan};
-use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
 
 /// How often a transfer re-plans after losing a race for one of its accounts.
 const ATTEMPTS: u32 = 25;
@@ -52,13 +51,6 @@ pub enum TransferError {
 
 fn account_key(id: &AccountId) -> HashMap<String, AttributeValue> {
     HashMap::from([("pk".to_owned(), s(format!("account#{id}"))), ("sk".to_owned(), s("account"))])
-}
-
-fn decimal(item: &Item, name: &str) -> Result<Decimal, StoreError> {
-    match item.get(name) {
-        Some(AttributeValue::N(v)) => v.parse().map_err(|_| StoreError(format!("{name} = {v} is not a decimal"))),
-        _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
-    }
 }
 
 impl LedgerStore {
@@ -256,7 +248,7 @@ fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     Ok(Account {
         id,
         currency: get_s(item, "currency")?.parse().map_err(|e: crate::money::MoneyError| StoreError(e.to_string()))?,
-        balance: decimal(item, "balance")?,
+        balance: get_decimal(item, "balance")?,
         sequence: get_n(item, "sequence")?,
     })
 }
@@ -269,8 +261,8 @@ fn posting_from_item(account: &AccountId, item: &Item) -> Result<Posting, StoreE
             .strip_prefix("posting#")
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| StoreError(format!("{sk} is not a posting key")))?,
-        amount: decimal(item, "amount")?,
-        balance_after: decimal(item, "balance_after")?,
+        amount: get_decimal(item, "amount")?,
+        balance_after: get_decimal(item, "balance_after")?,
         transfer_id: get_s(item, "transfer_id")?.to_owned(),
         kind: get_s(item, "kind")?.to_owned(),
         at: get_n(item, "at")?,

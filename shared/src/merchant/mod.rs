@@ -2,6 +2,7 @@
 //! both sides sign and seal with.
 
 pub mod api;
+pub mod directory;
 pub mod store;
 
 use lambda_http::http::StatusCode;

@@ -1,0 +1,139 @@
+//! A merchant's product server, simulated (`merchant-sim --port N`).
+//!
+//! - `POST /_sim/merchants {"key_id", "secret"}` gives it a merchant's key (shown once at registration).
+//! - `POST <any path>/orders` is the product server: it checks our signature and single-use nonce,
+//!   opens the sealed order, remembers it, and answers by the product id's first word:
+//!   `decline…` declines, `pending…` answers pending (decide later with the signed callback),
+//!   `slow…` answers after 7 s (past our timeout), `garbage…` answers unsigned HTML, `badsig…`
+//!   signs with the wrong key, `other…` names another order; anything else confirms.
+//! - `GET /_sim/orders/{order_id}` shows what it received.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use superpay::crypto::{Key, Signature};
+use superpay::merchant::directory::MerchantKeys;
+use superpay::purchase::relay::{MerchantAnswer, OrderEnvelope, answer_path, open_order};
+
+#[derive(Default)]
+struct Sim {
+    keys: Mutex<HashMap<String, Arc<MerchantKeys>>>,
+    nonces: Mutex<HashSet<String>>,
+    orders: Mutex<HashMap<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct KeyGrant {
+    key_id: String,
+    secret: String,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+}
+
+async fn add_merchant(State(sim): State<Arc<Sim>>, body: axum::Json<KeyGrant>) -> StatusCode {
+    let Some(master) = Key::from_base64(&body.secret) else { return StatusCode::BAD_REQUEST };
+    if let Ok(mut keys) = sim.keys.lock() {
+        keys.insert(body.key_id.clone(), Arc::new(MerchantKeys::derive(&body.key_id, &master)));
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn received(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> Response {
+    match sim.orders.lock().ok().and_then(|o| o.get(&order_id).cloned()) {
+        Some(order) => axum::Json(order).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    (status, axum::Json(json!({ "error": why }))).into_response()
+}
+
+async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path().to_owned();
+    if !path.ends_with("/orders") {
+        return refuse(StatusCode::NOT_FOUND, "no such endpoint");
+    }
+    let signature = match Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
+        Ok(signature) => signature,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.to_string()),
+    };
+    let Some(keys) = sim.keys.lock().ok().and_then(|k| k.get(&signature.key_id).cloned()) else {
+        return refuse(StatusCode::UNAUTHORIZED, "unknown key id");
+    };
+    if let Err(e) = signature.check(&keys.signing, "POST", &path, &body, now()) {
+        return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    if !sim.nonces.lock().map(|mut n| n.insert(format!("{}#{}", signature.key_id, signature.nonce))).unwrap_or(false) {
+        return refuse(StatusCode::UNAUTHORIZED, "replayed nonce");
+    }
+    let Ok(envelope) = serde_json::from_slice::<OrderEnvelope>(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "not an order envelope");
+    };
+    let Some(details) = open_order(&keys, &envelope) else {
+        return refuse(StatusCode::BAD_REQUEST, "the order does not open with this merchant's key");
+    };
+    if let Ok(mut orders) = sim.orders.lock() {
+        orders.insert(details.order_id.clone(), json!({ "details": details, "signature_valid": true }));
+    }
+    let rule = details.product_id.split(['-', '_', ' ']).next().unwrap_or_default().to_owned();
+    let (decision, order_id) = match rule.as_str() {
+        "decline" => ("decline", details.order_id.clone()),
+        "pending" => ("pending", details.order_id.clone()),
+        "other" => ("confirm", format!("{}x", details.order_id)),
+        "garbage" => return (StatusCode::OK, "<html>upstream error</html>").into_response(),
+        "slow" => {
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            ("confirm", details.order_id.clone())
+        }
+        _ => ("confirm", details.order_id.clone()),
+    };
+    let answer = serde_json::to_vec(&MerchantAnswer { order_id, decision: decision.into() }).unwrap_or_default();
+    let signing_key = if rule == "badsig" { Key::random() } else { keys.signing.clone() };
+    let answer_signature = Signature::create(
+        &keys.key_id,
+        &signing_key,
+        "RESPONSE",
+        &answer_path(&path, &signature.nonce),
+        &answer,
+        now(),
+    );
+    let mut response = (StatusCode::OK, answer).into_response();
+    response.headers_mut().insert("content-type", "application/json".parse().expect("a header value"));
+    for (name, value) in answer_signature.headers() {
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let port = args
+        .iter()
+        .position(|a| a == "--port")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0u16);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    eprintln!("merchant simulator on http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route("/_sim/merchants", post(add_merchant))
+        .route("/_sim/orders/{order_id}", get(received))
+        .fallback(post(product_server))
+        .with_state(Arc::new(Sim::default()));
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,96 @@
+//! Orders in DynamoDB (`OrdersTable`, partition `id`). Every state change is a conditional write
+//! meant for the same transaction as the ledger transfer that goes with it.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use rust_decimal::Decimal;
+
+use super::{Order, OrderState};
+use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::money::Money;
+
+#[derive(Clone, Debug)]
+pub struct OrderStore {
+    client: Client,
+    table: String,
+}
+
+impl OrderStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        OrderStore { client, table: table.into() }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        let output =
+            self.client.get_item().table_name(&self.table).key("id", s(id)).consistent_read(true).send().await?;
+        output.item().map(order_from_item).transpose()
+    }
+
+    /// Creates the order, only if its id is new.
+    pub fn create_item(&self, order: &Order) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(&order.id))
+            .item("user", s(&order.user))
+            .item("merchant_id", s(&order.merchant_id))
+            .item("product_id", s(&order.product_id))
+            .item("quantity", n(order.quantity))
+            .item("amount", n(order.amount.amount()))
+            .item("currency", s(order.amount.currency().code()))
+            .item("state", s(order.state.as_str()))
+            .item("created_at", n(order.created_at))
+            .item("expires_at", n(order.expires_at))
+            .item("refundable", n(order.refundable))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Moves an awaiting order to `to`; a paid order becomes refundable for its whole amount.
+    pub fn settle_item(&self, order: &Order, to: OrderState, at: i64) -> Result<TransactWriteItem, StoreError> {
+        let refundable = if to == OrderState::Paid { order.amount.amount() } else { Decimal::ZERO };
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(&order.id))
+            .update_expression("SET #state = :to, settled_at = :at, refundable = :refundable")
+            .condition_expression("#state = :awaiting")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":awaiting", s(OrderState::AwaitingMerchant.as_str()))
+            .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":refundable", n(refundable))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// Takes `amount` off a paid order's refundable amount, only if it covers it.
+    pub fn refund_item(&self, order: &Order, amount: Decimal) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(&order.id))
+            .update_expression("SET refundable = refundable - :amount")
+            .condition_expression("#state = :paid AND refundable >= :amount")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":paid", s(OrderState::Paid.as_str()))
+            .expression_attribute_values(":amount", n(amount))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+fn order_from_item(item: &Item) -> Result<Order, StoreError> {
+    let corrupt = |what: &str| StoreError(format!("stored order is corrupt: {what}"));
+    let currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
+    Ok(Order {
+        id: get_s(item, "id")?.to_owned(),
+        user: get_s(item, "user")?.to_owned(),
+        merchant_id: get_s(item, "merchant_id")?.to_owned(),
+        product_id: get_s(item, "product_id")?.to_owned(),
+        quantity: get_n(item, "quantity")?,
+        amount: Money::new(get_decimal(item, "amount")?, currency).map_err(|_| corrupt("amount"))?,
+        state: OrderState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
+        created_at: get_n(item, "created_at")?,
+        expires_at: get_n(item, "expires_at")?,
+        refundable: get_decimal(item, "refundable")?,
+    })
+}

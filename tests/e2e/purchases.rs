@@ -1,0 +1,330 @@
+//! Capability 4, the purchase relay, through the local stack: a funded user buys from the
+//! simulated merchant; the order travels sealed and signed; the money is held, then captured or
+//! released exactly once; merchants' signed callbacks; and the refusals, each moving nothing.
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use superpay::crypto::{Key, Purpose, Signature, derive};
+use superpay::ledger::store::LedgerStore;
+use superpay::ledger::{AccountId, Transfer};
+use superpay::money::Money;
+use superpay_e2e::{Env, unique};
+
+use crate::merchants::register;
+
+struct TestMerchant {
+    id: String,
+    key_id: String,
+    master: Key,
+}
+
+/// A merchant whose product server is the simulator, which knows its key.
+async fn merchant() -> TestMerchant {
+    let env = Env::get();
+    let url = format!("{}/m/{}", env.stack.merchant_simulator_url, unique("shop"));
+    let created: Value =
+        register(&json!({"name": "Sim Shop", "product_server_url": url, "currency": "USD"}), &unique("key"))
+            .await
+            .json()
+            .await
+            .unwrap();
+    let (id, key_id, secret) =
+        (created["id"].as_str().unwrap(), created["key_id"].as_str().unwrap(), created["secret"].as_str().unwrap());
+    let granted = env
+        .http()
+        .post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url))
+        .json(&json!({"key_id": key_id, "secret": secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), StatusCode::NO_CONTENT);
+    TestMerchant { id: id.into(), key_id: key_id.into(), master: Key::from_base64(secret).unwrap() }
+}
+
+async fn ledger() -> LedgerStore {
+    let env = Env::get();
+    LedgerStore::new(env.dynamodb().await, env.table("LedgerTable"))
+}
+
+/// A user with `amount` USD in their wallet, from their bank (funding account).
+async fn funded_user(amount: &str) -> String {
+    let user = unique("buyer");
+    let fund = Transfer::between(
+        unique("fund"),
+        Money::parse(amount, "USD").unwrap(),
+        AccountId::funding(&user),
+        AccountId::wallet(&user),
+        "test.fund",
+        "e2e".into(),
+    )
+    .unwrap();
+    ledger().await.apply(&fund, vec![], 0).await.unwrap();
+    user
+}
+
+async fn balance(account: AccountId) -> Decimal {
+    ledger().await.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
+}
+
+async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let response = env
+        .http()
+        .post(env.url("/purchases"))
+        .bearer_auth(env.token(user, &[]))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+fn purchase(merchant: &TestMerchant, product: &str, amount: &str) -> Value {
+    json!({"merchant_id": merchant.id, "product_id": product, "quantity": 1, "amount": {"amount": amount, "currency": "USD"}})
+}
+
+/// The merchant's signed decision on an order, as its product server would send it later.
+async fn callback(
+    merchant: &TestMerchant,
+    order: &str,
+    decision: &str,
+    sign: impl Fn(&Signature) -> Signature,
+) -> (StatusCode, Value) {
+    let env = Env::get();
+    let path = format!("/merchant/orders/{order}/decision");
+    let body = json!({"decision": decision}).to_string();
+    let now = superpay::clock::now_epoch_seconds();
+    let signing = derive(&merchant.master, Purpose::RequestSigning);
+    let signature = sign(&Signature::create(&merchant.key_id, &signing, "POST", &path, body.as_bytes(), now));
+    let mut request = env.http().post(env.url(&path)).body(body);
+    for (name, value) in signature.headers() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_confirmed_purchase_pays_the_merchant_exactly_once() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("100.00").await;
+    let key = unique("key");
+    let (status, order) = buy(&user, &purchase(&shop, "green-tea", "12.50"), &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["state"], "paid");
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(8750, 2));
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(1250, 2));
+    assert_eq!(balance(AccountId::hold(id)).await, Decimal::ZERO);
+
+    // The merchant received the order sealed with its key, and opened it.
+    let seen: Value = env
+        .http()
+        .get(format!("{}/_sim/orders/{id}", env.stack.merchant_simulator_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["details"]["user"], user.as_str());
+    assert_eq!(seen["details"]["amount"], json!({"amount": "12.50", "currency": "USD"}));
+
+    // A retry replays the answer and moves nothing.
+    let (again, replayed) = buy(&user, &purchase(&shop, "green-tea", "12.50"), &key).await;
+    assert_eq!((again, replayed["id"].as_str()), (StatusCode::CREATED, Some(id)));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(8750, 2));
+    // A late, duplicate confirmation changes nothing; a decline now is refused.
+    assert_eq!(callback(&shop, id, "confirm", Clone::clone).await.0, StatusCode::OK);
+    assert_eq!(callback(&shop, id, "decline", Clone::clone).await.1["code"], "order_already_settled");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(1250, 2));
+
+    let history = ledger().await.postings(&AccountId::wallet(&user), None, 10).await.unwrap();
+    assert_eq!(history.len(), 2, "funded once, held once");
+    let mine: Value = env
+        .http()
+        .get(env.url(&format!("/purchases/{id}")))
+        .bearer_auth(env.token(&user, &[]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["state"], "paid");
+    let theirs =
+        env.http().get(env.url(&format!("/purchases/{id}"))).bearer_auth(env.user_token()).send().await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND, "another user's order is not visible");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_decline_releases_the_hold() {
+    let shop = merchant().await;
+    let user = funded_user("20.00").await;
+    let (status, order) = buy(&user, &purchase(&shop, "decline-me", "15.00"), &unique("key")).await;
+    assert_eq!((status, order["state"].as_str()), (StatusCode::CREATED, Some("declined")));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2));
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::ZERO);
+    assert_eq!(balance(AccountId::hold(order["id"].as_str().unwrap())).await, Decimal::ZERO);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_pending_order_waits_for_the_merchants_signed_callback() {
+    let shop = merchant().await;
+    let other = merchant().await;
+    let user = funded_user("50.00").await;
+    let (status, order) = buy(&user, &purchase(&shop, "pending-tea", "30.00"), &unique("key")).await;
+    assert_eq!((status, order["state"].as_str()), (StatusCode::ACCEPTED, Some("awaiting_merchant")));
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2), "held while waiting");
+    assert_eq!(balance(AccountId::hold(id)).await, Decimal::new(3000, 2));
+
+    // Forged, stale, foreign and unsigned callbacks are refused and move nothing.
+    let (status, body) =
+        callback(&shop, id, "confirm", |s| Signature { signature: "00".repeat(32), ..s.clone() }).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
+    let (status, body) = callback(&shop, id, "confirm", |s| {
+        let stale = s.timestamp - 600;
+        let signing = derive(&shop.master, Purpose::RequestSigning);
+        let canonical = superpay::crypto::canonical_request(
+            "POST",
+            &format!("/merchant/orders/{id}/decision"),
+            stale,
+            &s.nonce,
+            &s.key_id,
+            json!({"decision": "confirm"}).to_string().as_bytes(),
+        );
+        Signature { timestamp: stale, signature: superpay::crypto::sign(&signing, &canonical), ..s.clone() }
+    })
+    .await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_stale")));
+    let (status, body) = callback(&other, id, "confirm", Clone::clone).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_order")),
+        "another merchant's order"
+    );
+    let env = Env::get();
+    let unsigned = env
+        .http()
+        .post(env.url(&format!("/merchant/orders/{id}/decision")))
+        .body(r#"{"decision":"confirm"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(balance(AccountId::hold(id)).await, Decimal::new(3000, 2));
+
+    // The real confirmation pays; replaying its exact request (same nonce) is refused.
+    let signing = derive(&shop.master, Purpose::RequestSigning);
+    let path = format!("/merchant/orders/{id}/decision");
+    let body = json!({"decision": "confirm"}).to_string();
+    let signature =
+        Signature::create(&shop.key_id, &signing, "POST", &path, body.as_bytes(), superpay::clock::now_epoch_seconds());
+    let send = || {
+        let mut request = env.http().post(env.url(&path)).body(body.clone());
+        for (name, value) in signature.headers() {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let paid: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(paid["state"], "paid");
+    let replay = send().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(replay.json::<Value>().await.unwrap()["code"], "signature_replayed");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(3000, 2));
+    assert_eq!(balance(AccountId::hold(id)).await, Decimal::ZERO);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_merchant_that_times_out_or_answers_garbage_leaves_the_order_waiting() {
+    let shop = merchant().await;
+    let user = funded_user("30.00").await;
+    for product in ["slow-tea", "garbage-tea", "badsig-tea", "other-order"] {
+        let (status, order) = buy(&user, &purchase(&shop, product, "5.00"), &unique("key")).await;
+        assert_eq!((status, order["state"].as_str()), (StatusCode::ACCEPTED, Some("awaiting_merchant")), "{product}");
+    }
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1000, 2), "four holds of 5.00");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::ZERO, "nothing was paid");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn bad_purchases_are_refused_and_move_nothing() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("10.00").await;
+    let cases = [
+        (
+            json!({"merchant_id": shop.id, "product_id": "t", "quantity": 1, "amount": {"amount": 5, "currency": "USD"}}),
+            StatusCode::BAD_REQUEST,
+            "amount_not_decimal_string",
+        ),
+        (purchase(&shop, "t", "0.00"), StatusCode::BAD_REQUEST, "amount_not_positive"),
+        (purchase(&shop, "t", "1.001"), StatusCode::BAD_REQUEST, "amount_too_many_decimals"),
+        (purchase(&shop, "t", "-1.00"), StatusCode::BAD_REQUEST, "amount_not_positive"),
+        (purchase(&shop, "t", "100000.01"), StatusCode::BAD_REQUEST, "amount_over_limit"),
+        (json!({"merchant_id": shop.id}), StatusCode::BAD_REQUEST, "malformed_json"),
+        (purchase(&shop, "", "1.00"), StatusCode::BAD_REQUEST, "invalid_product_id"),
+        (
+            json!({"merchant_id": shop.id, "product_id": "t", "quantity": 0, "amount": {"amount": "1.00", "currency": "USD"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_quantity",
+        ),
+        (
+            json!({"merchant_id": shop.id, "product_id": "t", "quantity": 1, "amount": {"amount": "1.00", "currency": "EUR"}}),
+            StatusCode::BAD_REQUEST,
+            "currency_not_accepted",
+        ),
+        (
+            json!({"merchant_id": "m_nobody", "product_id": "t", "quantity": 1, "amount": {"amount": "1.00", "currency": "USD"}}),
+            StatusCode::NOT_FOUND,
+            "unknown_merchant",
+        ),
+        (purchase(&shop, "t", "10.01"), StatusCode::PAYMENT_REQUIRED, "insufficient_funds"),
+    ];
+    for (body, status, code) in cases {
+        let (got, problem) = buy(&user, &body, &unique("key")).await;
+        assert_eq!((got, problem["code"].as_str()), (status, Some(code)), "{body}");
+    }
+    // Amount errors name the exact rule in the detail.
+    let (_, problem) = buy(&user, &purchase(&shop, "t", "1.001"), &unique("key")).await;
+    assert!(problem["detail"].as_str().unwrap().contains("decimal places"), "{problem}");
+
+    // One key, two bodies: the second is refused. The same key from another user is theirs.
+    let key = unique("key");
+    assert_eq!(buy(&user, &purchase(&shop, "t", "1.00"), &key).await.0, StatusCode::CREATED);
+    assert_eq!(buy(&user, &purchase(&shop, "t", "2.00"), &key).await.1["code"], "idempotency_key_reused");
+    let neighbour = funded_user("5.00").await;
+    assert_eq!(buy(&neighbour, &purchase(&shop, "t", "1.00"), &key).await.0, StatusCode::CREATED);
+    let missing_key = env
+        .http()
+        .post(env.url("/purchases"))
+        .bearer_auth(env.token(&user, &[]))
+        .json(&purchase(&shop, "t", "1.00"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_key.json::<Value>().await.unwrap()["code"], "idempotency_key_missing");
+
+    // A suspended merchant sells nothing.
+    env.http()
+        .post(env.url(&format!("/merchants/{}/status", shop.id)))
+        .bearer_auth(env.admin_token())
+        .json(&json!({"status": "suspended"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(buy(&user, &purchase(&shop, "t", "1.00"), &unique("key")).await.1["code"], "merchant_inactive");
+
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(900, 2), "only the one good purchase moved money");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(200, 2));
+}
