@@ -16,4 +16,4 @@ pub fn env(name: &str) -> Result<String, MissingEnv> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {0} is not set; template.yaml sets it for every function that needs it")]
-pub struct MissingEnv(String);
+pub struct MissingEnv(pub String);

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod conversation;
 pub mod crypto;
 pub mod dynamo;
 pub mod http;
@@ -19,6 +20,7 @@ pub mod logging;
 pub mod merchant;
 pub mod money;
 pub mod nonce;
+pub mod outbox;
 pub mod problem;
 pub mod purchase;
 

@@ -54,3 +54,15 @@ async fn purchase_events_answer_as_documented() {
     assert_eq!(invoke("PurchasesFunction", "purchases/get-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("PurchasesFunction", "purchases/decision-unsigned.json").await["statusCode"], 401);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn notifier_and_conversation_events_answer_as_documented() {
+    // An expiry check for an order whose outbox item is gone: already handled, nothing fails.
+    let batch = invoke("NotifierFunction", "notifier/order-expire.json").await;
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
+    let sweep = invoke("NotifierFunction", "notifier/sweep-schedule.json").await;
+    assert!(sweep["swept"].is_u64(), "{sweep}");
+    let list = invoke("ConversationsFunction", "conversations/list.json").await;
+    assert_eq!(list["statusCode"], 200, "{list}");
+}

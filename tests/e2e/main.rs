@@ -6,5 +6,6 @@ mod config;
 mod events;
 mod ledger;
 mod merchants;
+mod notifications;
 mod purchases;
 mod runner;

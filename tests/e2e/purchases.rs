@@ -13,14 +13,14 @@ use superpay_e2e::{Env, unique};
 
 use crate::merchants::register;
 
-struct TestMerchant {
-    id: String,
-    key_id: String,
-    master: Key,
+pub struct TestMerchant {
+    pub id: String,
+    pub key_id: String,
+    pub master: Key,
 }
 
 /// A merchant whose product server is the simulator, which knows its key.
-async fn merchant() -> TestMerchant {
+pub async fn merchant() -> TestMerchant {
     let env = Env::get();
     let url = format!("{}/m/{}", env.stack.merchant_simulator_url, unique("shop"));
     let created: Value =
@@ -48,7 +48,7 @@ async fn ledger() -> LedgerStore {
 }
 
 /// A user with `amount` USD in their wallet, from their bank (funding account).
-async fn funded_user(amount: &str) -> String {
+pub async fn funded_user(amount: &str) -> String {
     let user = unique("buyer");
     let fund = Transfer::between(
         unique("fund"),
@@ -63,11 +63,11 @@ async fn funded_user(amount: &str) -> String {
     user
 }
 
-async fn balance(account: AccountId) -> Decimal {
+pub async fn balance(account: AccountId) -> Decimal {
     ledger().await.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
 }
 
-async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+pub async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
     let response = env
         .http()
@@ -81,7 +81,7 @@ async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     (response.status(), response.json().await.unwrap_or_default())
 }
 
-fn purchase(merchant: &TestMerchant, product: &str, amount: &str) -> Value {
+pub fn purchase(merchant: &TestMerchant, product: &str, amount: &str) -> Value {
     json!({"merchant_id": merchant.id, "product_id": product, "quantity": 1, "amount": {"amount": amount, "currency": "USD"}})
 }
 

@@ -169,6 +169,35 @@ async fn bind(port: u16) -> Result<tokio::net::TcpListener, StackError> {
         .map_err(|e| StackError::Other(format!("cannot listen on 127.0.0.1:{port}: {e} (is another stack running?)")))
 }
 
+/// Invokes `host` every `seconds` with an EventBridge scheduled event, as a `Schedule` event would.
+fn spawn_schedule(host: Arc<FunctionHost>, seconds: u64, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(seconds));
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticks.tick() => {
+                    let event = serde_json::json!({
+                        "version": "0",
+                        "id": uuid::Uuid::new_v4().to_string(),
+                        "detail-type": "Scheduled Event",
+                        "source": "aws.events",
+                        "account": ACCOUNT,
+                        "time": "",
+                        "region": REGION,
+                        "resources": [],
+                        "detail": {}
+                    });
+                    if let crate::runtime_api::Outcome::Error(e) = host.invoke(event.to_string().into()).await {
+                        tracing::warn!(function = %host.logical_id, error = %e, "scheduled invocation failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
 impl Stack {
     pub async fn start(options: Options) -> Result<Self, StackError> {
         std::fs::create_dir_all(&options.logs)?;
@@ -274,6 +303,13 @@ impl Stack {
                     }
                     .spawn(stop.clone());
                 }
+            }
+        }
+
+        for function in &template.functions {
+            let Some(host) = hosts.iter().find(|h| h.logical_id == function.logical_id) else { continue };
+            for seconds in &function.schedules {
+                spawn_schedule(host.clone(), *seconds, stop.clone());
             }
         }
 

@@ -58,6 +58,8 @@ pub struct Function {
     pub memory_mb: u64,
     pub routes: Vec<Route>,
     pub sqs_sources: Vec<SqsSource>,
+    /// `Schedule` events: invoke every so many seconds.
+    pub schedules: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -599,6 +601,7 @@ fn function(
     }
     let mut routes = Vec::new();
     let mut sqs_sources = Vec::new();
+    let mut schedules = Vec::new();
     for (name, event) in properties.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
         let name = format!("{id}.Events.{}", name.as_str().unwrap_or("?"));
         let props = event.get("Properties").unwrap_or(&Value::Null);
@@ -687,8 +690,24 @@ fn function(
                     report_batch_item_failures: !responses.is_empty(),
                 });
             }
+            Some("Schedule") => {
+                check_properties(&name, props, &["Schedule", "Enabled", "Description"], &["Name"])?;
+                if props.get("Enabled").and_then(Value::as_bool) == Some(false) {
+                    continue;
+                }
+                let expression = text(props.get("Schedule").unwrap_or(&Value::Null), &format!("{name}.Schedule"))?;
+                schedules.push(rate_seconds(&expression).ok_or_else(|| {
+                    TemplateError::Unsupported(
+                        format!("{name}.Schedule {expression:?}"),
+                        "rate(N minute[s]|hour[s]|day[s]); locally also second[s]",
+                    )
+                })?);
+            }
             other => {
-                return Err(TemplateError::Unsupported(format!("{name} of type {other:?}"), "HttpApi and SQS events"));
+                return Err(TemplateError::Unsupported(
+                    format!("{name} of type {other:?}"),
+                    "HttpApi, SQS and Schedule events",
+                ));
             }
         }
     }
@@ -701,7 +720,23 @@ fn function(
         memory_mb: number(setting("MemorySize"), "MemorySize")?.unwrap_or(128),
         routes,
         sqs_sources,
+        schedules,
     })
+}
+
+/// `rate(5 minutes)` in seconds. Seconds are a local-only unit, for a fast local parameter value.
+fn rate_seconds(expression: &str) -> Option<u64> {
+    let inner = expression.trim().strip_prefix("rate(")?.strip_suffix(')')?;
+    let (count, unit) = inner.trim().split_once(' ')?;
+    let count: u64 = count.parse().ok().filter(|c| *c > 0)?;
+    let unit = match unit.trim().trim_end_matches('s') {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86400,
+        _ => return None,
+    };
+    Some(count * unit)
 }
 
 fn http_api(id: &str, properties: &Value, template: &mut Template) -> Result<(), TemplateError> {
@@ -916,6 +951,7 @@ Resources:
         Default: {Type: HttpApi, Properties: {ApiId: !Ref Api, Method: GET, Path: "/things/{id}"}}
         Admin: {Type: HttpApi, Properties: {ApiId: !Ref Api, Method: POST, Path: /things, Auth: {Authorizer: Jwt, AuthorizationScopes: [admin]}}}
         Queue: {Type: SQS, Properties: {Queue: !GetAtt Work.Arn, BatchSize: 5, FunctionResponseTypes: [ReportBatchItemFailures]}}
+        Tick: {Type: Schedule, Properties: {Schedule: rate(2 minutes)}}
   Things:
     Type: AWS::DynamoDB::Table
     DeletionPolicy: Retain
@@ -991,7 +1027,8 @@ Resources:
         assert!(refused("MemorySize: 256", "MemorySize: 256\n      Layers: [x]").contains("Fn.Properties.Layers"));
         assert!(refused("Transform:", "Conditions: {}\nTransform:").contains("Conditions"));
         assert!(refused("!Ref Things", "!Ref Nothing").contains("Nothing"));
-        assert!(refused("Type: SQS", "Type: Schedule").contains("Schedule"));
+        assert!(refused("Type: SQS", "Type: S3").contains("S3"));
+        assert!(refused("rate(2 minutes)", "cron(0 12 * * ? *)").contains("cron"));
         assert!(refused("ApiId: !Ref Api, Method: GET", "Method: GET").contains("ApiId"));
         assert!(
             refused("  Secrets:\n", "  Api2:\n    Type: AWS::Serverless::HttpApi\n  Secrets:\n")

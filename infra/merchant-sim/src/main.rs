@@ -6,7 +6,10 @@
 //!   `decline…` declines, `pending…` answers pending (decide later with the signed callback),
 //!   `slow…` answers after 7 s (past our timeout), `garbage…` answers unsigned HTML, `badsig…`
 //!   signs with the wrong key, `other…` names another order; anything else confirms.
-//! - `GET /_sim/orders/{order_id}` shows what it received.
+//! - `POST <any path>/webhooks` takes our signed notifications; for an order whose product id
+//!   starts with `flaky` it fails the first delivery (HTTP 500) to exercise our retries.
+//! - `GET /_sim/orders/{order_id}` shows what it received; `GET /_sim/webhooks/{order_id}` the
+//!   notifications it accepted, and how many deliveries it refused.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ struct Sim {
     keys: Mutex<HashMap<String, Arc<MerchantKeys>>>,
     nonces: Mutex<HashSet<String>>,
     orders: Mutex<HashMap<String, Value>>,
+    webhooks: Mutex<HashMap<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -60,24 +64,59 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     (status, axum::Json(json!({ "error": why }))).into_response()
 }
 
+async fn webhooks_seen(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> Response {
+    let seen = sim.webhooks.lock().ok().and_then(|w| w.get(&order_id).cloned());
+    axum::Json(seen.unwrap_or_else(|| json!({ "accepted": [], "refused": 0 }))).into_response()
+}
+
+/// Our signature on a request to this server: the merchant's keys, or why it is refused.
+fn verify(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(Signature, Arc<MerchantKeys>), String> {
+    let signature =
+        Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())).map_err(|e| e.to_string())?;
+    let keys = sim
+        .keys
+        .lock()
+        .ok()
+        .and_then(|k| k.get(&signature.key_id).cloned())
+        .ok_or_else(|| "unknown key id".to_owned())?;
+    signature.check(&keys.signing, "POST", path, body, now()).map_err(|e| e.to_string())?;
+    if !sim.nonces.lock().map(|mut n| n.insert(format!("{}#{}", signature.key_id, signature.nonce))).unwrap_or(false) {
+        return Err("replayed nonce".into());
+    }
+    Ok((signature, keys))
+}
+
+async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    if let Err(why) = verify(sim, path, headers, body) {
+        return refuse(StatusCode::UNAUTHORIZED, &why);
+    }
+    let Ok(event) = serde_json::from_slice::<Value>(body) else { return refuse(StatusCode::BAD_REQUEST, "not JSON") };
+    let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
+    let flaky = event["order"]["product_id"].as_str().is_some_and(|p| p.starts_with("flaky"));
+    let Ok(mut webhooks) = sim.webhooks.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
+    let seen = webhooks.entry(order_id).or_insert_with(|| json!({ "accepted": [], "refused": 0 }));
+    if flaky && seen["refused"] == 0 {
+        seen["refused"] = json!(1);
+        return refuse(StatusCode::INTERNAL_SERVER_ERROR, "flaky: the first delivery fails");
+    }
+    if let Some(accepted) = seen["accepted"].as_array_mut() {
+        accepted.push(event);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_owned();
+    if path.ends_with("/webhooks") {
+        return webhook(&sim, &path, &headers, &body).await;
+    }
     if !path.ends_with("/orders") {
         return refuse(StatusCode::NOT_FOUND, "no such endpoint");
     }
-    let signature = match Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
-        Ok(signature) => signature,
-        Err(e) => return refuse(StatusCode::UNAUTHORIZED, &e.to_string()),
+    let (signature, keys) = match verify(&sim, &path, &headers, &body) {
+        Ok(verified) => verified,
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
     };
-    let Some(keys) = sim.keys.lock().ok().and_then(|k| k.get(&signature.key_id).cloned()) else {
-        return refuse(StatusCode::UNAUTHORIZED, "unknown key id");
-    };
-    if let Err(e) = signature.check(&keys.signing, "POST", &path, &body, now()) {
-        return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
-    }
-    if !sim.nonces.lock().map(|mut n| n.insert(format!("{}#{}", signature.key_id, signature.nonce))).unwrap_or(false) {
-        return refuse(StatusCode::UNAUTHORIZED, "replayed nonce");
-    }
     let Ok(envelope) = serde_json::from_slice::<OrderEnvelope>(&body) else {
         return refuse(StatusCode::BAD_REQUEST, "not an order envelope");
     };
@@ -133,6 +172,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
         .route("/_sim/orders/{order_id}", get(received))
+        .route("/_sim/webhooks/{order_id}", get(webhooks_seen))
         .fallback(post(product_server))
         .with_state(Arc::new(Sim::default()));
     axum::serve(listener, app).await

@@ -38,6 +38,11 @@ impl MerchantDirectory {
         MerchantDirectory { store, keys, cache: Mutex::new(HashMap::new()) }
     }
 
+    /// The merchant, whatever its status.
+    pub async fn get(&self, id: &str) -> Result<Merchant, Problem> {
+        self.store.get(id).await?.ok_or_else(|| unknown_merchant(id))
+    }
+
     /// The merchant, if it exists and is active.
     pub async fn active(&self, id: &str) -> Result<Merchant, Problem> {
         let merchant = self.store.get(id).await?.ok_or_else(|| unknown_merchant(id))?;

@@ -9,8 +9,9 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::relay::{MerchantClient, MerchantReply, OrderDetails};
+use super::service::{PurchaseService, unknown_order};
 use super::store::OrderStore;
-use super::{Decision, ORDER_TTL_SECONDS, Order, OrderState, PurchaseRequest, Settlement, settle};
+use super::{Decision, Order, OrderState, PurchaseRequest};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -20,16 +21,17 @@ use crate::http::{body_bytes, header, json_body, json_response, path_parameter, 
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::IdempotencyStore;
 use crate::keys::KeyService;
-use crate::ledger::LedgerError;
-use crate::ledger::store::{LedgerStore, TransferError};
+use crate::ledger::store::LedgerStore;
 use crate::merchant::Merchant;
 use crate::merchant::directory::{MerchantDirectory, MerchantKeys};
 use crate::merchant::store::MerchantStore;
 use crate::nonce::NonceStore;
+use crate::outbox::Outbox;
 
 pub struct PurchasesApi {
-    orders: OrderStore,
-    ledger: LedgerStore,
+    service: PurchaseService,
+    /// How long a merchant has to decide before the hold is released (template `OrderTtlSeconds`).
+    order_ttl_seconds: i64,
     merchants: MerchantDirectory,
     nonces: NonceStore,
     idempotency: IdempotencyStore,
@@ -42,41 +44,21 @@ struct DecisionBody {
     decision: Decision,
 }
 
-fn unknown_order(id: &str) -> Problem {
-    Problem::not_found("unknown_order", format!("no order {id:?}"))
-}
-
-/// A ledger refusal as the client should read it.
-fn transfer_problem(e: TransferError) -> Problem {
-    match e {
-        TransferError::Ledger(LedgerError::InsufficientFunds { available, wanted, .. }) => Problem::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_funds",
-            format!("the wallet has {available} available; this purchase needs {wanted}"),
-        )
-        .with("available", available.to_string()),
-        TransferError::Ledger(LedgerError::CurrencyMismatch { held, wanted, .. }) => Problem::new(
-            StatusCode::CONFLICT,
-            "wallet_currency_mismatch",
-            format!("the wallet holds {held}; this purchase is in {wanted}"),
-        ),
-        TransferError::Contention => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger_busy",
-            "the accounts were too busy to update; nothing moved; retry with the same Idempotency-Key",
-        ),
-        other => Problem::internal(other),
-    }
-}
-
 impl PurchasesApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
         let config = aws::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
         Ok(PurchasesApi {
-            orders: OrderStore::new(dynamodb.clone(), aws::env("ORDERS_TABLE")?),
-            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+            service: PurchaseService {
+                orders: OrderStore::new(dynamodb.clone(), aws::env("ORDERS_TABLE")?),
+                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+                outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
+                queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            },
+            order_ttl_seconds: aws::env("ORDER_TTL_SECONDS")?
+                .parse()
+                .map_err(|_| MissingEnv("ORDER_TTL_SECONDS (a number of seconds)".into()))?,
             merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
@@ -91,8 +73,13 @@ impl PurchasesApi {
                 let caller = Caller::from_request(&request)?;
                 let id = path_parameter(&request, "id")?;
                 // Someone else's order is as unknown as a missing one.
-                let order =
-                    self.orders.get(id).await?.filter(|o| o.user == caller.subject).ok_or_else(|| unknown_order(id))?;
+                let order = self
+                    .service
+                    .orders
+                    .get(id)
+                    .await?
+                    .filter(|o| o.user == caller.subject)
+                    .ok_or_else(|| unknown_order(id))?;
                 Ok(json_response(StatusCode::OK, &order.view()))
             }
             "POST /merchant/orders/{id}/decision" => self.decision(&request).await,
@@ -121,16 +108,10 @@ impl PurchasesApi {
                     amount: purchase.amount,
                     state: OrderState::AwaitingMerchant,
                     created_at: now,
-                    expires_at: now + ORDER_TTL_SECONDS,
+                    expires_at: now + self.order_ttl_seconds,
                     refundable: rust_decimal::Decimal::ZERO,
                 };
-                let hold = order.hold().map_err(Problem::internal)?;
-                match self.ledger.apply(&hold, vec![self.orders.create_item(&order)?], now).await {
-                    // Already: an earlier attempt held the money and created the order.
-                    Ok(_) | Err(TransferError::Rejected(0)) => {}
-                    Err(e) => return Err(transfer_problem(e)),
-                }
-                let mut order = self.orders.get(&order.id).await?.unwrap_or(order);
+                let mut order = self.service.create(&order, now).await?;
                 if order.state == OrderState::AwaitingMerchant {
                     let keys = self.merchants.keys(&merchant).await?;
                     order = self.forward(&merchant, &keys, order, now).await?;
@@ -165,29 +146,12 @@ impl PurchasesApi {
             callback_path: format!("/merchant/orders/{}/decision", order.id),
         };
         match self.relay.forward(merchant, keys, &details, now).await {
-            MerchantReply::Decided(decision) => self.settle(order, Some(decision), now).await,
+            MerchantReply::Decided(decision) => self.service.settle(order, Some(decision), now).await,
             MerchantReply::Pending => Ok(order),
             MerchantReply::NoAnswer(reason) => {
                 tracing::warn!(order = %order.id, merchant = %merchant.id, %reason, "no usable answer from the product server; the order waits");
                 Ok(order)
             }
-        }
-    }
-
-    /// Moves the money and the order's state in one transaction; a settlement that already
-    /// happened (a retry, a duplicate callback) answers with the order as it is.
-    async fn settle(&self, order: Order, decision: Option<Decision>, now: i64) -> Result<Order, Problem> {
-        let Settlement::Apply { to, transfer } = settle(&order, decision, now)? else { return Ok(order) };
-        match self.ledger.apply(&transfer, vec![self.orders.settle_item(&order, to, now)?], now).await {
-            Ok(_) | Err(TransferError::Rejected(0)) => {
-                let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
-                // Another settlement won the race: this one is refused unless it was the same.
-                if current.state != to {
-                    settle(&current, decision, now)?;
-                }
-                Ok(current)
-            }
-            Err(e) => Err(transfer_problem(e)),
         }
     }
 
@@ -198,9 +162,14 @@ impl PurchasesApi {
         let id = path_parameter(request, "id")?;
         let DecisionBody { decision } = json_body(request)?;
         // Another merchant's order is as unknown as a missing one.
-        let order =
-            self.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
-        let order = self.settle(order, Some(decision), now).await?;
+        let order = self
+            .service
+            .orders
+            .get(id)
+            .await?
+            .filter(|o| o.merchant_id == merchant.id)
+            .ok_or_else(|| unknown_order(id))?;
+        let order = self.service.settle(order, Some(decision), now).await?;
         Ok(json_response(StatusCode::OK, &order.view()))
     }
 

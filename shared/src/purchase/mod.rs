@@ -5,7 +5,9 @@
 //! order never pays twice and never both pays and releases.
 
 pub mod api;
+pub mod notifier;
 pub mod relay;
+pub mod service;
 pub mod store;
 
 use lambda_http::http::StatusCode;
@@ -15,9 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::Problem;
 use crate::ledger::{AccountId, Transfer};
 use crate::money::{Money, MoneyInput};
-
-/// How long a merchant has to confirm an order before its hold is released.
-pub const ORDER_TTL_SECONDS: i64 = 10 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +74,13 @@ impl Order {
             "purchase.hold",
             format!("order/{}", self.id),
         )
+    }
+
+    /// What the merchant's webhook and the user's conversation are told: the order and its user.
+    pub fn notice(&self) -> serde_json::Value {
+        let mut view = self.view();
+        view["user"] = serde_json::json!(self.user);
+        view
     }
 
     pub fn view(&self) -> serde_json::Value {

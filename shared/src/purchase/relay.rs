@@ -162,6 +162,28 @@ impl MerchantClient {
     }
 }
 
+impl MerchantClient {
+    /// Delivers a signed webhook to `<product_server_url>/webhooks`; `Err` says why it must be retried.
+    pub async fn webhook(&self, merchant: &Merchant, keys: &MerchantKeys, body: &[u8], now: i64) -> Result<(), String> {
+        let url = format!("{}/webhooks", merchant.product_server_url);
+        let signature = Signature::create(&keys.key_id, &keys.signing, "POST", &url_path(&url), body, now);
+        let mut request = self.http.post(&url).header("content-type", "application/json").body(body.to_vec());
+        for (name, value) in signature.headers() {
+            request = request.header(name, value);
+        }
+        match request.send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("the product server answered {}", response.status())),
+            Err(e) => Err(format!("the product server could not be reached: {e}")),
+        }
+    }
+}
+
+/// The path part of an absolute URL, which is what signatures cover.
+pub fn url_path(url: &str) -> String {
+    url.split("://").nth(1).and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned())).unwrap_or_else(|| "/".into())
+}
+
 impl Default for MerchantClient {
     fn default() -> Self {
         Self::new()

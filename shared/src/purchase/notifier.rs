@@ -1,0 +1,208 @@
+//! The notifier (template.yaml `NotifierFunction`): consumes the notifications queue and sweeps the
+//! outbox on a schedule.
+//!
+//! - `order.settled`: a signed webhook to the merchant's product server (`<url>/webhooks`), then
+//!   the message in the user's conversation with the merchant. Each step is recorded on the outbox
+//!   item, so a redelivery repeats only what had not happened; the item is deleted when both did.
+//! - `order.expire`: releases the hold of an order the merchant never decided.
+//!
+//! A failed message is reported in `batchItemFailures` and made invisible for longer at each
+//! attempt (exponential backoff); after `maxReceiveCount` attempts SQS moves it to the DLQ.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+
+use super::relay::MerchantClient;
+use super::service::{OrderEvent, PurchaseService};
+use super::store::OrderStore;
+use super::{Order, OrderState};
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::conversation::store::ConversationStore;
+use crate::conversation::{Counterparty, NewMessage};
+use crate::keys::KeyService;
+use crate::ledger::store::LedgerStore;
+use crate::merchant::directory::MerchantDirectory;
+use crate::merchant::store::MerchantStore;
+use crate::outbox::Outbox;
+
+pub struct Notifier {
+    service: PurchaseService,
+    merchants: MerchantDirectory,
+    conversations: ConversationStore,
+    relay: MerchantClient,
+    sqs: aws_sdk_sqs::Client,
+    backoff_seconds: i32,
+    sweep_grace_seconds: i64,
+}
+
+fn number<T: std::str::FromStr>(name: &str) -> Result<T, MissingEnv> {
+    aws::env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number)")))
+}
+
+/// What the user reads in the conversation with the merchant.
+pub fn conversation_text(order: &Order, merchant_name: &str) -> (String, String) {
+    let amount = format!("{} {}", order.amount.amount(), order.amount.currency());
+    match order.state {
+        OrderState::Paid => (
+            "purchase.paid".into(),
+            format!("Paid {amount} to {merchant_name} for {} x {}.", order.quantity, order.product_id),
+        ),
+        OrderState::Declined => (
+            "purchase.declined".into(),
+            format!("{merchant_name} declined your order for {}; {amount} is back in your wallet.", order.product_id),
+        ),
+        OrderState::Expired => (
+            "purchase.expired".into(),
+            format!("Your order for {} at {merchant_name} expired; {amount} is back in your wallet.", order.product_id),
+        ),
+        OrderState::AwaitingMerchant => ("purchase.waiting".into(), format!("Waiting for {merchant_name}.")),
+    }
+}
+
+impl Notifier {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
+        Ok(Notifier {
+            service: PurchaseService {
+                orders: OrderStore::new(dynamodb.clone(), aws::env("ORDERS_TABLE")?),
+                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+                outbox: Outbox::new(dynamodb.clone(), sqs.clone(), aws::env("OUTBOX_TABLE")?),
+                queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            },
+            merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
+            conversations: ConversationStore::new(dynamodb, aws::env("CONVERSATIONS_TABLE")?),
+            relay: MerchantClient::new(),
+            sqs,
+            backoff_seconds: number("WEBHOOK_BACKOFF_SECONDS")?,
+            sweep_grace_seconds: number("OUTBOX_SWEEP_GRACE_SECONDS")?,
+        })
+    }
+
+    /// An SQS batch (`Records`) or the schedule's tick (anything else: sweep the outbox).
+    pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
+        if event.get("Records").is_some() {
+            let batch: SqsEvent = serde_json::from_value(event)?;
+            return Ok(serde_json::to_value(self.batch(batch).await)?);
+        }
+        let sent = self.service.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds).await?;
+        Ok(serde_json::json!({ "swept": sent }))
+    }
+
+    async fn batch(&self, batch: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in batch.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let outcome = match serde_json::from_str::<OrderEvent>(record.body.as_deref().unwrap_or_default()) {
+                Ok(event) => self.process(event).await.map_err(|reason| (reason, true)),
+                // A poison message fails the same way every time: no backoff, straight on to the DLQ.
+                Err(e) => Err((format!("not an order event: {e}"), false)),
+            };
+            if let Err((reason, transient)) = outcome {
+                tracing::warn!(message = %id, %reason, "notification failed; SQS will redeliver it");
+                if transient {
+                    self.back_off(&record.receipt_handle, record.attributes.get("ApproximateReceiveCount")).await;
+                }
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Waits longer before each new attempt: base, 2 x base, 4 x base ... at most 15 minutes.
+    async fn back_off(&self, receipt: &Option<String>, receive_count: Option<&String>) {
+        let attempts: u32 = receive_count.and_then(|c| c.parse().ok()).unwrap_or(1);
+        let delay = self.backoff_seconds.saturating_mul(1 << attempts.saturating_sub(1).min(10)).min(900);
+        if let Some(receipt) = receipt {
+            let _ = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.service.queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(delay)
+                .send()
+                .await;
+        }
+    }
+
+    async fn process(&self, event: OrderEvent) -> Result<(), String> {
+        let outbox = &self.service.outbox;
+        // Handled already (its outbox item is gone): a duplicate delivery.
+        if !outbox.pending(event.id()).await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        match &event {
+            OrderEvent::Settled { id, order } => self.settled(id, order).await?,
+            OrderEvent::Expire { order_id, .. } => self.expire(order_id).await?,
+        }
+        outbox.done(event.id()).await.map_err(|e| e.to_string())
+    }
+
+    async fn settled(&self, id: &str, notice: &Value) -> Result<(), String> {
+        let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
+        let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
+        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
+        let now = now_epoch_seconds();
+        if !self.service.outbox.step_done(id, "webhook").await.map_err(|e| e.to_string())? {
+            let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
+            let body = serde_json::json!({ "event_id": id, "kind": "order.settled", "order": notice });
+            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
+            self.service.outbox.mark(id, "webhook").await.map_err(|e| e.to_string())?;
+        }
+        let (kind, text) = conversation_text(&order, &merchant.name);
+        let message = NewMessage { id: id.to_owned(), kind, text, data: order.view() };
+        self.conversations
+            .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn expire(&self, order_id: &str) -> Result<(), String> {
+        let now = now_epoch_seconds();
+        let Some(order) = self.service.orders.get(order_id).await.map_err(|e| e.to_string())? else { return Ok(()) };
+        if order.state != OrderState::AwaitingMerchant {
+            return Ok(());
+        }
+        if now < order.expires_at {
+            return Err(format!("order {order_id} expires in {} s", order.expires_at - now));
+        }
+        self.service.settle(order, None, now).await.map(|_| ()).map_err(|p| p.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Money;
+
+    #[test]
+    fn each_outcome_reads_clearly() {
+        let mut order = Order {
+            id: "o_1".into(),
+            user: "alice".into(),
+            merchant_id: "m_1".into(),
+            product_id: "green-tea".into(),
+            quantity: 2,
+            amount: Money::parse("12.5", "USD").unwrap(),
+            state: OrderState::Paid,
+            created_at: 0,
+            expires_at: 600,
+            refundable: rust_decimal::Decimal::ZERO,
+        };
+        assert_eq!(conversation_text(&order, "Tea Shop").1, "Paid 12.50 USD to Tea Shop for 2 x green-tea.");
+        order.state = OrderState::Expired;
+        assert_eq!(
+            conversation_text(&order, "Tea Shop"),
+            (
+                "purchase.expired".into(),
+                "Your order for green-tea at Tea Shop expired; 12.50 USD is back in your wallet.".into()
+            )
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! What the purchases API and the notifier both do to orders: create one with its hold, and settle
+//! one (confirm, decline, expire). Each is ONE transaction of ledger legs, the order's new state and
+//! the outbox message it implies, then the message is sent.
+
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::store::OrderStore;
+use super::{Decision, Order, OrderState, Settlement, settle};
+use crate::Problem;
+use crate::dynamo::StoreError;
+use crate::ledger::LedgerError;
+use crate::ledger::store::{LedgerStore, TransferError};
+use crate::outbox::{Outbox, OutboxMessage};
+
+/// SQS's longest delay: an order's expiry check is due then at the latest and re-checks after.
+const MAX_DELAY_SECONDS: i64 = 900;
+
+/// What the notifications queue carries about orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum OrderEvent {
+    /// Tell the merchant (signed webhook) and the user (conversation) how the order ended.
+    #[serde(rename = "order.settled")]
+    Settled { id: String, order: serde_json::Value },
+    /// Release the hold if the merchant has not decided by the order's expiry.
+    #[serde(rename = "order.expire")]
+    Expire { id: String, order_id: String },
+}
+
+impl OrderEvent {
+    pub fn id(&self) -> &str {
+        match self {
+            OrderEvent::Settled { id, .. } | OrderEvent::Expire { id, .. } => id,
+        }
+    }
+}
+
+pub struct PurchaseService {
+    pub orders: OrderStore,
+    pub ledger: LedgerStore,
+    pub outbox: Outbox,
+    pub queue_url: String,
+}
+
+pub fn unknown_order(id: &str) -> Problem {
+    Problem::not_found("unknown_order", format!("no order {id:?}"))
+}
+
+/// A ledger refusal as a client should read it.
+pub fn transfer_problem(e: TransferError) -> Problem {
+    match e {
+        TransferError::Ledger(LedgerError::InsufficientFunds { available, wanted, .. }) => Problem::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_funds",
+            format!("the wallet has {available} available; this needs {wanted}"),
+        )
+        .with("available", available.to_string()),
+        TransferError::Ledger(LedgerError::CurrencyMismatch { held, wanted, .. }) => Problem::new(
+            StatusCode::CONFLICT,
+            "wallet_currency_mismatch",
+            format!("the wallet holds {held}; this is in {wanted}"),
+        ),
+        TransferError::Contention => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_busy",
+            "the accounts were too busy to update; nothing moved; retry with the same Idempotency-Key",
+        ),
+        other => Problem::internal(other),
+    }
+}
+
+impl PurchaseService {
+    fn message(&self, event: &OrderEvent, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
+        Ok(OutboxMessage {
+            id: event.id().to_owned(),
+            queue_url: self.queue_url.clone(),
+            body: serde_json::to_string(event).map_err(|e| StoreError(e.to_string()))?,
+            delay_seconds: delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32,
+        })
+    }
+
+    /// Holds the amount and records the order, with its expiry check on the way.
+    pub async fn create(&self, order: &Order, now: i64) -> Result<Order, Problem> {
+        let expire = self.message(
+            &OrderEvent::Expire { id: format!("{}/expire", order.id), order_id: order.id.clone() },
+            order.expires_at - now + 1,
+        )?;
+        let hold = order.hold().map_err(Problem::internal)?;
+        let with = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
+        match self.ledger.apply(&hold, with, now).await {
+            Ok(_) => self.outbox.send(&expire).await,
+            // Rejected(0): an earlier attempt created the order (and its expiry check).
+            Err(TransferError::Rejected(0)) => {}
+            Err(e) => return Err(transfer_problem(e)),
+        }
+        Ok(self.orders.get(&order.id).await?.unwrap_or_else(|| order.clone()))
+    }
+
+    /// Settles `order` by `decision` (`None`: expiry). A settlement that already happened (a retry,
+    /// a duplicate callback) answers with the order as it is; the opposite one is refused.
+    pub async fn settle(&self, order: Order, decision: Option<Decision>, now: i64) -> Result<Order, Problem> {
+        let Settlement::Apply { to, transfer } = settle(&order, decision, now)? else { return Ok(order) };
+        let mut settled = order.clone();
+        settled.state = to;
+        if to == OrderState::Paid {
+            settled.refundable = order.amount.amount();
+        }
+        let notice =
+            self.message(&OrderEvent::Settled { id: format!("{}/settled", order.id), order: settled.notice() }, 0)?;
+        let with = vec![self.orders.settle_item(&order, to, now)?, self.outbox.put_item(&notice, now)?];
+        match self.ledger.apply(&transfer, with, now).await {
+            Ok(_) => self.outbox.send(&notice).await,
+            Err(TransferError::Rejected(_)) => {}
+            Err(e) => return Err(transfer_problem(e)),
+        }
+        let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
+        // Another settlement won the race: this one is refused unless it was the same.
+        if current.state != to {
+            settle(&current, decision, now)?;
+        }
+        Ok(current)
+    }
+}
