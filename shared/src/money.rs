@@ -45,6 +45,13 @@ impl Currency {
         self.minor_units
     }
 
+    /// `amount` written with exactly this currency's decimals (DynamoDB drops trailing zeros).
+    pub fn rescale(&self, amount: Decimal) -> Decimal {
+        let mut amount = amount;
+        amount.rescale(self.minor_units);
+        amount
+    }
+
     pub fn limit(&self) -> Decimal {
         Decimal::from(self.limit)
     }
@@ -143,9 +150,7 @@ impl Money {
         if amount > currency.limit() {
             return Err(MoneyError::OverLimit { amount, currency: currency.code, limit: currency.limit() });
         }
-        let mut amount = amount;
-        amount.rescale(currency.minor_units);
-        Ok(Money { amount, currency })
+        Ok(Money { amount: currency.rescale(amount), currency })
     }
 
     pub fn amount(&self) -> Decimal {

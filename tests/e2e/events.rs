@@ -66,3 +66,15 @@ async fn notifier_and_conversation_events_answer_as_documented() {
     let list = invoke("ConversationsFunction", "conversations/list.json").await;
     assert_eq!(list["statusCode"], 200, "{list}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn wallet_and_refund_events_answer_as_documented() {
+    // demo-user's wallet is funded by infra/seed.json.
+    let wallet = invoke("WalletFunction", "wallet/get.json").await;
+    assert_eq!(wallet["statusCode"], 200, "{wallet}");
+    let body: Value = serde_json::from_str(wallet["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["currency"], "USD");
+    assert_eq!(invoke("WalletFunction", "wallet/postings.json").await["statusCode"], 200);
+    assert_eq!(invoke("PurchasesFunction", "purchases/refund-unsigned.json").await["statusCode"], 401);
+}

@@ -8,4 +8,5 @@ mod ledger;
 mod merchants;
 mod notifications;
 mod purchases;
+mod refunds;
 mod runner;

@@ -168,7 +168,7 @@ async fn an_undecided_order_expires_and_its_hold_is_released() {
         (order["state"] == "expired").then_some(order)
     })
     .await;
-    assert_eq!(expired["refundable"], "0");
+    assert_eq!(expired["refundable"], "0.00");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1000, 2));
     assert_eq!(balance(AccountId::hold(&id)).await, Decimal::ZERO);
     let page = eventually(10, "the expiry message", || async {

@@ -12,6 +12,7 @@
 //! - a transfer applies once or not at all (its record is written under `attribute_not_exists`);
 //! - replaying an account's postings in sequence rebuilds its balance.
 
+pub mod api;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};

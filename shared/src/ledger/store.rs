@@ -245,10 +245,12 @@ fn account_from_item(item: &Item) -> Result<Account, StoreError> {
         .strip_prefix("account#")
         .and_then(AccountId::parse)
         .ok_or_else(|| StoreError(format!("{pk} is not an account key")))?;
+    let currency: crate::money::Currency =
+        get_s(item, "currency")?.parse().map_err(|e: crate::money::MoneyError| StoreError(e.to_string()))?;
     Ok(Account {
         id,
-        currency: get_s(item, "currency")?.parse().map_err(|e: crate::money::MoneyError| StoreError(e.to_string()))?,
-        balance: get_decimal(item, "balance")?,
+        currency,
+        balance: currency.rescale(get_decimal(item, "balance")?),
         sequence: get_n(item, "sequence")?,
     })
 }

@@ -3,6 +3,7 @@
 //! - `POST /purchases`                        a user buys: hold, forward to the merchant, settle
 //! - `GET  /purchases/{id}`                   the user's own order
 //! - `POST /merchant/orders/{id}/decision`    the merchant decides later (signed, no JWT)
+//! - `POST /merchant/orders/{id}/refunds`     the merchant refunds a paid order, in part or in full
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -25,6 +26,7 @@ use crate::ledger::store::LedgerStore;
 use crate::merchant::Merchant;
 use crate::merchant::directory::{MerchantDirectory, MerchantKeys};
 use crate::merchant::store::MerchantStore;
+use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
 
@@ -42,6 +44,14 @@ pub struct PurchasesApi {
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
     decision: Decision,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    amount: MoneyInput,
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 impl PurchasesApi {
@@ -83,6 +93,7 @@ impl PurchasesApi {
                 Ok(json_response(StatusCode::OK, &order.view()))
             }
             "POST /merchant/orders/{id}/decision" => self.decision(&request).await,
+            "POST /merchant/orders/{id}/refunds" => self.refund(&request).await,
             other => Err(Problem::not_found("unknown_route", format!("the purchases function has no route {other:?}"))),
         }
     }
@@ -171,6 +182,32 @@ impl PurchasesApi {
             .ok_or_else(|| unknown_order(id))?;
         let order = self.service.settle(order, Some(decision), now).await?;
         Ok(json_response(StatusCode::OK, &order.view()))
+    }
+
+    /// A merchant's signed refund of one of its paid orders; its Idempotency-Key names the refund.
+    async fn refund(&self, request: &Request) -> Result<Response<Body>, Problem> {
+        let merchant = self.verify_merchant(request, now_epoch_seconds()).await?;
+        let id = path_parameter(request, "id")?;
+        let RefundBody { amount, reason } = json_body(request)?;
+        let amount = amount.validate()?;
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
+            return Err(Problem::bad_request("invalid_reason", "reason must be at most 200 characters"));
+        }
+        let caller = format!("merchant:{}", merchant.id);
+        self.idempotency
+            .run_request(request, &caller, &[], |claim, now| async move {
+                let order =
+                    self.service.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
+                let refund_id = claim.scope.derived_id("refund")[..16].to_owned();
+                let order = self.service.refund(&order, amount, &refund_id, now).await?;
+                let response = json_response(
+                    StatusCode::CREATED,
+                    &serde_json::json!({ "refund_id": refund_id, "amount": amount, "reason": reason, "order": order.view() }),
+                );
+                self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                Ok(response)
+            })
+            .await
     }
 
     /// The merchant whose key signed this request: signature, time window and single-use nonce.

@@ -139,6 +139,7 @@ impl Notifier {
         match &event {
             OrderEvent::Settled { id, order } => self.settled(id, order).await?,
             OrderEvent::Expire { order_id, .. } => self.expire(order_id).await?,
+            OrderEvent::Refunded { id, order, amount } => self.refunded(id, order, amount).await?,
         }
         outbox.done(event.id()).await.map_err(|e| e.to_string())
     }
@@ -161,6 +162,21 @@ impl Notifier {
             .await
             .map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// The merchant asked for the refund and got its answer at once: only the user is told.
+    async fn refunded(&self, id: &str, notice: &Value, amount: &crate::money::Money) -> Result<(), String> {
+        let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
+        let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
+        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
+        let text =
+            format!("{} refunded {} {} for {}.", merchant.name, amount.amount(), amount.currency(), order.product_id);
+        let message = NewMessage { id: id.to_owned(), kind: "purchase.refunded".into(), text, data: notice.clone() };
+        self.conversations
+            .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now_epoch_seconds())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     async fn expire(&self, order_id: &str) -> Result<(), String> {

@@ -11,6 +11,8 @@ use crate::Problem;
 use crate::dynamo::StoreError;
 use crate::ledger::LedgerError;
 use crate::ledger::store::{LedgerStore, TransferError};
+use crate::ledger::{AccountId, Transfer};
+use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
 
 /// SQS's longest delay: an order's expiry check is due then at the latest and re-checks after.
@@ -26,12 +28,15 @@ pub enum OrderEvent {
     /// Release the hold if the merchant has not decided by the order's expiry.
     #[serde(rename = "order.expire")]
     Expire { id: String, order_id: String },
+    /// Tell the user (conversation) that the merchant refunded part or all of an order.
+    #[serde(rename = "order.refunded")]
+    Refunded { id: String, order: serde_json::Value, amount: Money },
 }
 
 impl OrderEvent {
     pub fn id(&self) -> &str {
         match self {
-            OrderEvent::Settled { id, .. } | OrderEvent::Expire { id, .. } => id,
+            OrderEvent::Settled { id, .. } | OrderEvent::Expire { id, .. } | OrderEvent::Refunded { id, .. } => id,
         }
     }
 }
@@ -120,5 +125,66 @@ impl PurchaseService {
             settle(&current, decision, now)?;
         }
         Ok(current)
+    }
+
+    /// Pays `amount` of a paid order back from the merchant to the buyer's wallet, never more than
+    /// is still refundable. `refund_id` comes from the merchant's Idempotency-Key, so a retried
+    /// refund is the same transfer.
+    pub async fn refund(&self, order: &Order, amount: Money, refund_id: &str, now: i64) -> Result<Order, Problem> {
+        if order.state != OrderState::Paid {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "order_not_paid",
+                format!("order {} is {}", order.id, order.state.as_str()),
+            ));
+        }
+        if amount.currency() != order.amount.currency() {
+            return Err(Problem::bad_request(
+                "currency_mismatch",
+                format!("order {} was paid in {}", order.id, order.amount.currency()),
+            ));
+        }
+        let too_much = |refundable: rust_decimal::Decimal| {
+            Problem::new(
+                StatusCode::CONFLICT,
+                "refund_exceeds_paid",
+                format!("{} is more than the {refundable} still refundable on order {}", amount.amount(), order.id),
+            )
+            .with("refundable", refundable.to_string())
+        };
+        if amount.amount() > order.refundable {
+            return Err(too_much(order.refundable));
+        }
+        let id = format!("{}/refund/{refund_id}", order.id);
+        let transfer = Transfer::between(
+            id.clone(),
+            amount,
+            AccountId::merchant(&order.merchant_id),
+            AccountId::wallet(&order.user),
+            "purchase.refund",
+            format!("order/{}", order.id),
+        )
+        .map_err(Problem::internal)?;
+        let mut after = order.clone();
+        after.refundable -= amount.amount();
+        let notice = self.message(&OrderEvent::Refunded { id: id.clone(), order: after.notice(), amount }, 0)?;
+        let with = vec![self.orders.refund_item(order, amount.amount())?, self.outbox.put_item(&notice, now)?];
+        match self.ledger.apply(&transfer, with, now).await {
+            Ok(_) => self.outbox.send(&notice).await,
+            // The order changed since it was read (another refund): judge again against it.
+            Err(TransferError::Rejected(_)) => {
+                let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
+                return Err(too_much(current.refundable));
+            }
+            Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
+                return Err(Problem::new(
+                    StatusCode::CONFLICT,
+                    "merchant_insufficient_funds",
+                    format!("the merchant's account holds {available}, not enough for this refund"),
+                ));
+            }
+            Err(e) => return Err(transfer_problem(e)),
+        }
+        self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))
     }
 }

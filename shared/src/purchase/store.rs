@@ -80,7 +80,7 @@ impl OrderStore {
 
 fn order_from_item(item: &Item) -> Result<Order, StoreError> {
     let corrupt = |what: &str| StoreError(format!("stored order is corrupt: {what}"));
-    let currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
+    let currency: crate::money::Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
     Ok(Order {
         id: get_s(item, "id")?.to_owned(),
         user: get_s(item, "user")?.to_owned(),
@@ -91,6 +91,6 @@ fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         state: OrderState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
         created_at: get_n(item, "created_at")?,
         expires_at: get_n(item, "expires_at")?,
-        refundable: get_decimal(item, "refundable")?,
+        refundable: currency.rescale(get_decimal(item, "refundable")?),
     })
 }

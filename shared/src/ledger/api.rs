@@ -1,0 +1,85 @@
+//! The wallet function's HTTP routes (template.yaml `WalletFunction`), for the wallet's owner:
+//!
+//! - `GET /wallet`                       balance and available funds
+//! - `GET /wallet/postings?before=N`     the wallet's history, newest first, 50 a page
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::json;
+
+use super::AccountId;
+use super::store::LedgerStore;
+use crate::Problem;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::http::{json_response, query_parameter, route_key};
+
+const PAGE: i32 = 50;
+
+pub struct WalletApi {
+    ledger: LedgerStore,
+}
+
+impl WalletApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
+        Ok(WalletApi { ledger: LedgerStore::new(dynamodb, aws::env("LEDGER_TABLE")?) })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        let wallet = AccountId::wallet(&caller.subject);
+        match route_key(&request) {
+            "GET /wallet" => {
+                let account = self.ledger.account(&wallet).await?;
+                let body = match account {
+                    Some(a) => json!({
+                        "account": wallet.as_str(),
+                        "currency": a.currency.code(),
+                        "balance": a.balance.to_string(),
+                        "available": a.available().unwrap_or(a.balance).to_string(),
+                        "postings": a.sequence,
+                    }),
+                    // A wallet exists from its first credit; before that it is empty.
+                    None => {
+                        json!({ "account": wallet.as_str(), "currency": null, "balance": "0", "available": "0", "postings": 0 })
+                    }
+                };
+                Ok(json_response(StatusCode::OK, &body))
+            }
+            "GET /wallet/postings" => {
+                let before = query_parameter(&request, "before")
+                    .map(|b| {
+                        b.parse::<u64>().map_err(|_| {
+                            Problem::bad_request("invalid_cursor", "before must be a posting sequence number")
+                        })
+                    })
+                    .transpose()?;
+                let postings = self.ledger.postings(&wallet, before, PAGE).await?;
+                // Amounts in the wallet's currency's decimals ("5.00", as DynamoDB keeps "5").
+                let currency = self.ledger.account(&wallet).await?.map(|a| a.currency);
+                let show = |d: rust_decimal::Decimal| currency.map_or(d, |c| c.rescale(d)).to_string();
+                let next_before =
+                    (postings.len() == PAGE as usize).then(|| postings.last().map(|p| p.sequence)).flatten();
+                let postings: Vec<_> = postings
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "sequence": p.sequence,
+                            "amount": show(p.amount),
+                            "balance_after": show(p.balance_after),
+                            "transfer_id": p.transfer_id,
+                            "kind": p.kind,
+                            "at": p.at,
+                        })
+                    })
+                    .collect();
+                Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "account": wallet.as_str(), "postings": postings, "next_before": next_before }),
+                ))
+            }
+            other => Err(Problem::not_found("unknown_route", format!("the wallet function has no route {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Refunds: a merchant (signed) pays back part or all of a paid order, never more than was paid;
+//! and the wallet routes show the owner the result.
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use superpay::crypto::{Purpose, Signature, derive};
+use superpay::ledger::AccountId;
+use superpay_e2e::{Env, unique};
+
+use crate::purchases::{TestMerchant, balance, buy, funded_user, merchant, purchase};
+
+/// A signed call by `shop` to `path` (`sign_path` lets a test sign for another route).
+async fn signed(shop: &TestMerchant, path: &str, sign_path: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let body = body.to_string();
+    let signing = derive(&shop.master, Purpose::RequestSigning);
+    let signature = Signature::create(
+        &shop.key_id,
+        &signing,
+        "POST",
+        sign_path,
+        body.as_bytes(),
+        superpay::clock::now_epoch_seconds(),
+    );
+    let mut request = env.http().post(env.url(path)).header("idempotency-key", key).body(body);
+    for (name, value) in signature.headers() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+async fn refund(shop: &TestMerchant, order: &str, amount: &str, key: &str) -> (StatusCode, Value) {
+    let path = format!("/merchant/orders/{order}/refunds");
+    signed(shop, &path, &path, &json!({"amount": {"amount": amount, "currency": "USD"}, "reason": "damaged"}), key)
+        .await
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn refunds_reverse_a_paid_order_never_beyond_what_was_paid() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("50.00").await;
+    let (_, order) = buy(&user, &purchase(&shop, "green-tea", "20.00"), &unique("key")).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(3000, 2));
+
+    let key = unique("refund");
+    let (status, first) = refund(&shop, &id, "5.00", &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["order"]["refundable"], "15.00");
+    // The same refund retried (new signature, same key): answered again, paid once.
+    let (status, again) = refund(&shop, &id, "5.00", &key).await;
+    assert_eq!((status, again["refund_id"].clone()), (StatusCode::CREATED, first["refund_id"].clone()));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(3500, 2));
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(1500, 2));
+
+    let (status, over) = refund(&shop, &id, "15.01", &unique("refund")).await;
+    assert_eq!(
+        (status, over["code"].as_str(), over["refundable"].as_str()),
+        (StatusCode::CONFLICT, Some("refund_exceeds_paid"), Some("15.00"))
+    );
+    let (status, rest) = refund(&shop, &id, "15.00", &unique("refund")).await;
+    assert_eq!((status, rest["order"]["refundable"].as_str()), (StatusCode::CREATED, Some("0.00")));
+    let (_, after) = refund(&shop, &id, "0.01", &unique("refund")).await;
+    assert_eq!(after["code"], "refund_exceeds_paid");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(5000, 2), "all of it came back");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::ZERO);
+
+    // The owner sees it in the wallet routes.
+    let wallet: Value = env
+        .http()
+        .get(env.url("/wallet"))
+        .bearer_auth(env.token(&user, &[]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((wallet["balance"].as_str(), wallet["currency"].as_str()), (Some("50.00"), Some("USD")));
+    let history: Value = env
+        .http()
+        .get(env.url("/wallet/postings"))
+        .bearer_auth(env.token(&user, &[]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> =
+        history["postings"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["purchase.refund", "purchase.refund", "purchase.hold", "test.fund"], "newest first");
+    assert_eq!(history["postings"][0]["balance_after"], "50.00");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn refunds_of_unpaid_foreign_or_missigned_orders_are_refused() {
+    let shop = merchant().await;
+    let other = merchant().await;
+    let user = funded_user("20.00").await;
+    let (_, declined) = buy(&user, &purchase(&shop, "decline-tea", "5.00"), &unique("key")).await;
+    let (_, paid) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &unique("key")).await;
+    let (declined, paid) = (declined["id"].as_str().unwrap().to_owned(), paid["id"].as_str().unwrap().to_owned());
+
+    assert_eq!(refund(&shop, &declined, "1.00", &unique("r")).await.1["code"], "order_not_paid");
+    assert_eq!(refund(&other, &paid, "1.00", &unique("r")).await.1["code"], "unknown_order");
+    // A signature made for another route does not authorise this one.
+    let decision_path = format!("/merchant/orders/{paid}/decision");
+    let refund_path = format!("/merchant/orders/{paid}/refunds");
+    let body = json!({"amount": {"amount": "1.00", "currency": "USD"}});
+    let (status, problem) = signed(&shop, &refund_path, &decision_path, &body, &unique("r")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
+    let (_, problem) = signed(
+        &shop,
+        &refund_path,
+        &refund_path,
+        &json!({"amount": {"amount": "1.00", "currency": "EUR"}}),
+        &unique("r"),
+    )
+    .await;
+    assert_eq!(problem["code"], "currency_mismatch");
+    let (_, problem) = signed(
+        &shop,
+        &refund_path,
+        &refund_path,
+        &json!({"amount": {"amount": "1.001", "currency": "USD"}}),
+        &unique("r"),
+    )
+    .await;
+    assert_eq!(problem["code"], "amount_too_many_decimals");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(500, 2), "no refusal moved money");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1500, 2));
+}
