@@ -101,3 +101,26 @@ pub async fn transact(
     }
     Err(StoreError::from(error).into())
 }
+
+/// The sort-key range `(low, high)` of items keyed `<prefix><sequence, 20 digits>` that come before
+/// sequence `before` (exclusive; `None`: all). `None` when nothing can come before it.
+pub fn sequence_range(prefix: &str, before: Option<u64>) -> Option<(String, String)> {
+    let high = match before {
+        Some(0) => return None,
+        Some(before) => before - 1,
+        None => u64::MAX,
+    };
+    Some((prefix.to_owned(), format!("{prefix}{high:020}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_ranges_end_before_the_cursor() {
+        assert_eq!(sequence_range("p#", Some(0)), None);
+        assert_eq!(sequence_range("p#", Some(3)), Some(("p#".into(), "p#00000000000000000002".into())));
+        assert_eq!(sequence_range("p#", None).map(|r| r.1), Some(format!("p#{}", u64::MAX)));
+    }
+}

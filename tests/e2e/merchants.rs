@@ -96,16 +96,7 @@ async fn registration_shows_the_key_once_and_stores_it_wrapped() {
         .expect("the idempotency record");
     assert!(!format!("{record:?}").contains(&secret), "the secret is not kept in clear");
 
-    let shown: Value = env
-        .http()
-        .get(env.url(&format!("/merchants/{id}")))
-        .bearer_auth(env.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = env.get_json(&format!("/merchants/{id}"), &env.admin_token()).await;
     assert_eq!(shown["name"], "Tea Shop");
     assert!(shown.get("secret").is_none());
 }

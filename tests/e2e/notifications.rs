@@ -84,16 +84,7 @@ async fn a_paid_order_notifies_the_merchant_and_the_users_conversation_once() {
     })
     .await;
 
-    let list: Value = env
-        .http()
-        .get(env.url("/conversations"))
-        .bearer_auth(env.token(&user, &[]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = env.get_json("/conversations", &env.token(&user, &[])).await;
     assert_eq!(list["conversations"][0]["unread"], 1);
     let read = |up_to: u64| {
         env.http()

@@ -98,11 +98,7 @@ async fn callback(
     let now = superpay::clock::now_epoch_seconds();
     let signing = derive(&merchant.master, Purpose::RequestSigning);
     let signature = sign(&Signature::create(&merchant.key_id, &signing, "POST", &path, body.as_bytes(), now));
-    let mut request = env.http().post(env.url(&path)).body(body);
-    for (name, value) in signature.headers() {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
+    let response = env.with_signature(env.http().post(env.url(&path)).body(body), &signature).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or_default())
 }
 
@@ -145,16 +141,7 @@ async fn a_confirmed_purchase_pays_the_merchant_exactly_once() {
 
     let history = ledger().await.postings(&AccountId::wallet(&user), None, 10).await.unwrap();
     assert_eq!(history.len(), 2, "funded once, held once");
-    let mine: Value = env
-        .http()
-        .get(env.url(&format!("/purchases/{id}")))
-        .bearer_auth(env.token(&user, &[]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = env.get_json(&format!("/purchases/{id}"), &env.token(&user, &[])).await;
     assert_eq!(mine["state"], "paid");
     let theirs =
         env.http().get(env.url(&format!("/purchases/{id}"))).bearer_auth(env.user_token()).send().await.unwrap();
@@ -227,13 +214,7 @@ async fn a_pending_order_waits_for_the_merchants_signed_callback() {
     let body = json!({"decision": "confirm"}).to_string();
     let signature =
         Signature::create(&shop.key_id, &signing, "POST", &path, body.as_bytes(), superpay::clock::now_epoch_seconds());
-    let send = || {
-        let mut request = env.http().post(env.url(&path)).body(body.clone());
-        for (name, value) in signature.headers() {
-            request = request.header(name, value);
-        }
-        request.send()
-    };
+    let send = || env.with_signature(env.http().post(env.url(&path)).body(body.clone()), &signature).send();
     let paid: Value = send().await.unwrap().json().await.unwrap();
     assert_eq!(paid["state"], "paid");
     let replay = send().await.unwrap();

@@ -4,7 +4,6 @@
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use superpay::crypto::{Purpose, Signature, derive};
 use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
@@ -13,21 +12,8 @@ use crate::purchases::{TestMerchant, balance, buy, funded_user, merchant, purcha
 /// A signed call by `shop` to `path` (`sign_path` lets a test sign for another route).
 async fn signed(shop: &TestMerchant, path: &str, sign_path: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
-    let body = body.to_string();
-    let signing = derive(&shop.master, Purpose::RequestSigning);
-    let signature = Signature::create(
-        &shop.key_id,
-        &signing,
-        "POST",
-        sign_path,
-        body.as_bytes(),
-        superpay::clock::now_epoch_seconds(),
-    );
-    let mut request = env.http().post(env.url(path)).header("idempotency-key", key).body(body);
-    for (name, value) in signature.headers() {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
+    let request = env.http().post(env.url(path)).header("idempotency-key", key);
+    let response = env.signed(request, &shop.master, &shop.key_id, sign_path, &body.to_string()).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or_default())
 }
 
@@ -70,27 +56,9 @@ async fn refunds_reverse_a_paid_order_never_beyond_what_was_paid() {
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::ZERO);
 
     // The owner sees it in the wallet routes.
-    let wallet: Value = env
-        .http()
-        .get(env.url("/wallet"))
-        .bearer_auth(env.token(&user, &[]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let wallet: Value = env.get_json("/wallet", &env.token(&user, &[])).await;
     assert_eq!((wallet["balance"].as_str(), wallet["currency"].as_str()), (Some("50.00"), Some("USD")));
-    let history: Value = env
-        .http()
-        .get(env.url("/wallet/postings"))
-        .bearer_auth(env.token(&user, &[]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = env.get_json("/wallet/postings", &env.token(&user, &[])).await;
     let kinds: Vec<&str> =
         history["postings"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["purchase.refund", "purchase.refund", "purchase.hold", "test.fund"], "newest first");

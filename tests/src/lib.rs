@@ -33,6 +33,35 @@ impl Env {
         reqwest::Client::new()
     }
 
+    /// `GET path` as the holder of `token`, read as JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> serde_json::Value {
+        let response = self.http().get(self.url(path)).bearer_auth(token).send().await.expect("the API answers");
+        response.json().await.expect("a JSON body")
+    }
+
+    /// A request signed as a merchant (or any party holding `master`) signs it: see shared/src/crypto.rs.
+    pub fn signed(
+        &self,
+        request: reqwest::RequestBuilder,
+        master: &superpay::crypto::Key,
+        key_id: &str,
+        sign_path: &str,
+        body: &str,
+    ) -> reqwest::RequestBuilder {
+        let signing = superpay::crypto::derive(master, superpay::crypto::Purpose::RequestSigning);
+        let now = superpay::clock::now_epoch_seconds();
+        let signature = superpay::crypto::Signature::create(key_id, &signing, "POST", sign_path, body.as_bytes(), now);
+        self.with_signature(request, &signature).body(body.to_owned())
+    }
+
+    pub fn with_signature(
+        &self,
+        request: reqwest::RequestBuilder,
+        signature: &superpay::crypto::Signature,
+    ) -> reqwest::RequestBuilder {
+        signature.headers().into_iter().fold(request, |request, (name, value)| request.header(name, value))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.stack.api_url)
     }

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
 use super::{Counterparty, Message, NewMessage, Summary};
-use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, s, transact};
+use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, s, sequence_range, transact};
 
 const ATTEMPTS: u32 = 20;
 
@@ -128,19 +128,15 @@ impl ConversationStore {
         before: Option<u64>,
         limit: i32,
     ) -> Result<Vec<Message>, StoreError> {
-        let upper = match before {
-            Some(0) => return Ok(vec![]),
-            Some(before) => format!("message#{:020}", before - 1),
-            None => format!("message#{:020}", u64::MAX),
-        };
+        let Some((low, high)) = sequence_range("message#", before) else { return Ok(vec![]) };
         let page = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
             .expression_attribute_values(":pk", s(thread(user, with)))
-            .expression_attribute_values(":low", s("message#"))
-            .expression_attribute_values(":high", s(upper))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
             .scan_index_forward(false)
             .limit(limit)
             .send()

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 
 use super::{Account, AccountId, AccountUpdate, LedgerError, Posting, Transfer, plan};
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s, sequence_range};
 
 /// How often a transfer re-plans after losing a race for one of its accounts.
 const ATTEMPTS: u32 = 25;
@@ -149,19 +149,15 @@ impl LedgerStore {
 
     /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).
     pub async fn postings(&self, id: &AccountId, before: Option<u64>, limit: i32) -> Result<Vec<Posting>, StoreError> {
-        let upper = match before {
-            Some(0) => return Ok(vec![]),
-            Some(before) => format!("posting#{:020}", before - 1),
-            None => format!("posting#{:020}", u64::MAX),
-        };
+        let Some((low, high)) = sequence_range("posting#", before) else { return Ok(vec![]) };
         let page = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
             .expression_attribute_values(":pk", s(format!("account#{id}")))
-            .expression_attribute_values(":low", s("posting#"))
-            .expression_attribute_values(":high", s(upper))
+            .expression_attribute_values(":low", s(low))
+            .expression_attribute_values(":high", s(high))
             .scan_index_forward(false)
             .limit(limit)
             .send()
