@@ -165,7 +165,8 @@ impl Signature {
     /// Checks the signature over this request and the timestamp window. The nonce's single use is
     /// the caller's next step (it needs the nonce store).
     pub fn check(&self, key: &Key, method: &str, path: &str, body: &[u8], now: i64) -> Result<(), SignatureError> {
-        if (now - self.timestamp).abs() > SIGNATURE_TOLERANCE_SECONDS {
+        // abs_diff: an attacker's timestamp near i64::MIN must not overflow.
+        if now.abs_diff(self.timestamp) > SIGNATURE_TOLERANCE_SECONDS as u64 {
             return Err(SignatureError::Stale);
         }
         let canonical = canonical_request(method, path, self.timestamp, &self.nonce, &self.key_id, body);
@@ -261,6 +262,8 @@ mod tests {
         assert_eq!(signature.check(&key, "PUT", "/orders", b"{\"a\":1}", now), Err(SignatureError::Invalid));
         assert_eq!(signature.check(&Key::random(), "POST", "/orders", b"{\"a\":1}", now), Err(SignatureError::Invalid));
         assert_eq!(signature.check(&key, "POST", "/orders", b"{\"a\":1}", now + 301), Err(SignatureError::Stale));
+        let ancient = Signature { timestamp: i64::MIN, ..signature.clone() };
+        assert_eq!(ancient.check(&key, "POST", "/orders", b"{\"a\":1}", now), Err(SignatureError::Stale));
         let mut other_key_id = signature.clone();
         other_key_id.key_id = "k2".into();
         assert_eq!(other_key_id.check(&key, "POST", "/orders", b"{\"a\":1}", now), Err(SignatureError::Invalid));

@@ -7,7 +7,7 @@
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 use serde::{Deserialize, Serialize};
 
-use crate::dynamo::{StoreError, get_s, n, s};
+use crate::dynamo::{StoreError, get_n, get_s, n, s};
 
 /// One message on its way to a queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,8 @@ impl Outbox {
     }
 
     /// Sends every message due more than `grace` seconds ago and not yet handled; returns how many.
+    /// Each send moves the message's due time on (by `grace`, times the sends so far), so a message
+    /// that is merely slow is not flooded, and stops after `MAX_SWEEPS` (the DLQ alarm's case).
     pub async fn sweep(&self, now: i64, grace: i64) -> Result<usize, StoreError> {
         let mut sent = 0;
         let mut start = None;
@@ -107,21 +109,41 @@ impl Outbox {
                 .dynamodb
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("due_at < :cutoff")
+                .filter_expression("due_at < :cutoff AND (attribute_not_exists(sweeps) OR sweeps < :max)")
                 .expression_attribute_values(":cutoff", n(now - grace))
+                .expression_attribute_values(":max", n(MAX_SWEEPS))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await?;
             for item in page.items() {
+                let id = get_s(item, "id")?.to_owned();
+                let due_at: i64 = get_n(item, "due_at")?;
+                let sweeps: i64 = item.get("sweeps").map(|_| get_n(item, "sweeps")).transpose()?.unwrap_or(0);
+                // Claim this send: of two sweepers, one moves the due time and sends.
+                let claimed = self
+                    .dynamodb
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("id", s(&id))
+                    .update_expression("SET due_at = :next, sweeps = :sweeps")
+                    .condition_expression("due_at = :due")
+                    .expression_attribute_values(":next", n(now + grace * (sweeps + 1)))
+                    .expression_attribute_values(":sweeps", n(sweeps + 1))
+                    .expression_attribute_values(":due", n(due_at))
+                    .send()
+                    .await;
+                if claimed.is_err() {
+                    continue;
+                }
                 let message = OutboxMessage {
-                    id: get_s(item, "id")?.to_owned(),
+                    id,
                     queue_url: get_s(item, "queue_url")?.to_owned(),
                     body: get_s(item, "body")?.to_owned(),
                     // Already overdue: deliver now.
                     delay_seconds: 0,
                 };
-                tracing::info!(message = %message.id, "outbox sweeper sends an overdue message");
+                tracing::info!(message = %message.id, sweeps = sweeps + 1, "outbox sweeper sends an overdue message");
                 self.send(&message).await;
                 sent += 1;
             }
@@ -132,3 +154,6 @@ impl Outbox {
         }
     }
 }
+
+/// How often the sweeper sends one message before leaving it to an operator.
+pub const MAX_SWEEPS: i64 = 10;

@@ -129,6 +129,7 @@ async fn a_confirmed_purchase_pays_the_merchant_exactly_once() {
         .unwrap();
     assert_eq!(seen["details"]["user"], user.as_str());
     assert_eq!(seen["details"]["amount"], json!({"amount": "12.50", "currency": "USD"}));
+    assert_eq!(seen["forwarded"], 1, "forwarded once");
 
     // A retry replays the answer and moves nothing.
     let (again, replayed) = buy(&user, &purchase(&shop, "green-tea", "12.50"), &key).await;
@@ -308,4 +309,40 @@ async fn bad_purchases_are_refused_and_move_nothing() {
 
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(900, 2), "only the one good purchase moved money");
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(200, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_suspended_merchant_cannot_capture_but_replays_and_releases_still_work() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("30.00").await;
+    let paid_key = unique("key");
+    let (status, paid) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &paid_key).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, waiting) = buy(&user, &purchase(&shop, "pending-a", "5.00"), &unique("key")).await;
+    let (_, waiting_too) = buy(&user, &purchase(&shop, "pending-b", "5.00"), &unique("key")).await;
+    let (waiting, waiting_too) =
+        (waiting["id"].as_str().unwrap().to_owned(), waiting_too["id"].as_str().unwrap().to_owned());
+
+    // The callback's body may name its order (MerchantAnswer's shape), but only its own.
+    let path = format!("/merchant/orders/{waiting}/decision");
+    let mismatch = json!({"order_id": waiting_too, "decision": "confirm"}).to_string();
+    let response =
+        env.signed(env.http().post(env.url(&path)), &shop.master, &shop.key_id, &path, &mismatch).send().await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "order_id_mismatch");
+
+    let suspend = env.http().post(env.url(&format!("/merchants/{}/status", shop.id))).bearer_auth(env.admin_token());
+    suspend.json(&json!({"status": "suspended"})).send().await.unwrap();
+    // A retry of the paid purchase is answered as the first time, merchant suspended or not.
+    let (status, replay) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &paid_key).await;
+    assert_eq!((status, replay["id"].clone()), (StatusCode::CREATED, paid["id"].clone()));
+    // No capture by a suspended merchant; a decline (money back to the user) is still taken.
+    assert_eq!(callback(&shop, &waiting, "confirm", Clone::clone).await.1["code"], "merchant_inactive");
+    let named = json!({"order_id": waiting, "decision": "decline"}).to_string();
+    let response =
+        env.signed(env.http().post(env.url(&path)), &shop.master, &shop.key_id, &path, &named).send().await.unwrap();
+    assert_eq!(response.json::<Value>().await.unwrap()["state"], "declined");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(500, 2), "only the first purchase paid");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2), "one hold still waits");
 }

@@ -8,7 +8,7 @@
 //!   signs with the wrong key, `other…` names another order; anything else confirms.
 //! - `POST <any path>/webhooks` takes our signed notifications; for an order whose product id
 //!   starts with `flaky` it fails the first delivery (HTTP 500) to exercise our retries.
-//! - `GET /_sim/orders/{order_id}` shows what it received; `GET /_sim/webhooks/{order_id}` the
+//! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{order_id}` the
 //!   notifications it accepted, and how many deliveries it refused.
 
 use std::collections::{HashMap, HashSet};
@@ -87,11 +87,17 @@ fn verify(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(Si
 }
 
 async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    if let Err(why) = verify(sim, path, headers, body) {
-        return refuse(StatusCode::UNAUTHORIZED, &why);
-    }
+    let signature = match verify(sim, path, headers, body) {
+        Ok((signature, _)) => signature,
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
+    };
     let Ok(event) = serde_json::from_slice::<Value>(body) else { return refuse(StatusCode::BAD_REQUEST, "not JSON") };
     let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
+    // Only the order's own merchant's key may sign news about it.
+    let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
+    if sold_by != Some(json!(signature.key_id)) {
+        return refuse(StatusCode::UNAUTHORIZED, "signed by a key other than the order's merchant's");
+    }
     let flaky = event["order"]["product_id"].as_str().is_some_and(|p| p.starts_with("flaky"));
     let Ok(mut webhooks) = sim.webhooks.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
     let seen = webhooks.entry(order_id).or_insert_with(|| json!({ "accepted": [], "refused": 0 }));
@@ -124,7 +130,10 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
         return refuse(StatusCode::BAD_REQUEST, "the order does not open with this merchant's key");
     };
     if let Ok(mut orders) = sim.orders.lock() {
-        orders.insert(details.order_id.clone(), json!({ "details": details, "signature_valid": true }));
+        let seen = orders.entry(details.order_id.clone()).or_insert_with(|| json!({ "forwarded": 0 }));
+        seen["details"] = json!(details);
+        seen["key_id"] = json!(signature.key_id);
+        seen["forwarded"] = json!(seen["forwarded"].as_u64().unwrap_or(0) + 1);
     }
     let rule = details.product_id.split(['-', '_', ' ']).next().unwrap_or_default().to_owned();
     let (decision, order_id) = match rule.as_str() {

@@ -10,7 +10,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::relay::{MerchantClient, MerchantReply, OrderDetails};
-use super::service::{PurchaseService, unknown_order};
+use super::service::{PurchaseService, Refund, unknown_order};
 use super::store::OrderStore;
 use super::{Decision, Order, OrderState, PurchaseRequest};
 use crate::Problem;
@@ -19,13 +19,13 @@ use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::crypto::Signature;
 use crate::http::{body_bytes, header, json_body, json_response, path_parameter, route_key};
-use crate::idempotency::StoredResponse;
 use crate::idempotency::store::IdempotencyStore;
+use crate::idempotency::{Decision as IdempotencyDecision, StoredResponse};
 use crate::keys::KeyService;
 use crate::ledger::store::LedgerStore;
-use crate::merchant::Merchant;
-use crate::merchant::directory::{MerchantDirectory, MerchantKeys};
+use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
+use crate::merchant::{Merchant, MerchantStatus};
 use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
@@ -40,10 +40,14 @@ pub struct PurchasesApi {
     relay: MerchantClient,
 }
 
+/// A merchant's later decision: `MerchantAnswer`'s shape (`order_id` is optional; when sent it
+/// must be the order of the path).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DecisionBody {
     decision: Decision,
+    #[serde(default)]
+    order_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +56,18 @@ struct RefundBody {
     amount: MoneyInput,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+}
+
+fn check_order_id(path: &str, body: Option<&str>) -> Result<(), Problem> {
+    match body {
+        Some(named) if named != path => Err(Problem::bad_request(
+            "order_id_mismatch",
+            format!("the body names order {named:?} but the path names {path:?}"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 impl PurchasesApi {
@@ -100,16 +116,22 @@ impl PurchasesApi {
 
     async fn create(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let purchase = json_body::<PurchaseRequest>(request)?.validate()?;
-        let merchant = self.merchants.active(&purchase.merchant_id).await?;
-        if purchase.amount.currency() != merchant.currency {
-            return Err(Problem::bad_request(
-                "currency_not_accepted",
-                format!("merchant {} sells in {}, not {}", merchant.id, merchant.currency, purchase.amount.currency()),
-            ));
-        }
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
-                let order = Order {
+                // Judged inside the key's run: a retry after the merchant changed is answered as before.
+                let merchant = self.merchants.active(&purchase.merchant_id).await?;
+                if purchase.amount.currency() != merchant.currency {
+                    return Err(Problem::bad_request(
+                        "currency_not_accepted",
+                        format!(
+                            "merchant {} sells in {}, not {}",
+                            merchant.id,
+                            merchant.currency,
+                            purchase.amount.currency()
+                        ),
+                    ));
+                }
+                let wanted = Order {
                     // Derived from the key: a retry, even after its record expired, is this order.
                     id: format!("o_{}", &claim.scope.derived_id("order")[..20]),
                     user: caller.subject.clone(),
@@ -122,10 +144,19 @@ impl PurchasesApi {
                     expires_at: now + self.order_ttl_seconds,
                     refundable: rust_decimal::Decimal::ZERO,
                 };
-                let mut order = self.service.create(&order, now).await?;
+                let mut order = self.service.create(&wanted, now).await?;
+                let same_purchase = order.merchant_id == wanted.merchant_id
+                    && order.product_id == wanted.product_id
+                    && order.quantity == wanted.quantity
+                    && order.amount == wanted.amount;
+                if !same_purchase {
+                    // The key named another purchase once (its record has expired since).
+                    return Err(IdempotencyDecision::Mismatch
+                        .problem()
+                        .unwrap_or_else(|| Problem::internal("mismatch")));
+                }
                 if order.state == OrderState::AwaitingMerchant {
-                    let keys = self.merchants.keys(&merchant).await?;
-                    order = self.forward(&merchant, &keys, order, now).await?;
+                    order = self.forward(&merchant, order, now).await;
                 }
                 let status = if order.state == OrderState::AwaitingMerchant {
                     StatusCode::ACCEPTED
@@ -139,14 +170,16 @@ impl PurchasesApi {
             .await
     }
 
-    /// Sends the order to the product server and settles it if the merchant decided at once.
-    async fn forward(
-        &self,
-        merchant: &Merchant,
-        keys: &MerchantKeys,
-        order: Order,
-        now: i64,
-    ) -> Result<Order, Problem> {
+    /// Sends the order to the product server and settles it if the merchant decided at once. The
+    /// money is held by now, so whatever goes wrong here the answer is the order as it stands.
+    async fn forward(&self, merchant: &Merchant, order: Order, now: i64) -> Order {
+        let keys = match self.merchants.keys(merchant).await {
+            Ok(keys) => keys,
+            Err(problem) => {
+                tracing::error!(order = %order.id, %problem, "cannot unwrap the merchant's key; the order waits");
+                return order;
+            }
+        };
         let details = OrderDetails {
             order_id: order.id.clone(),
             user: order.user.clone(),
@@ -156,12 +189,19 @@ impl PurchasesApi {
             expires_at: order.expires_at,
             callback_path: format!("/merchant/orders/{}/decision", order.id),
         };
-        match self.relay.forward(merchant, keys, &details, now).await {
-            MerchantReply::Decided(decision) => self.service.settle(order, Some(decision), now).await,
-            MerchantReply::Pending => Ok(order),
+        let decision = match self.relay.forward(merchant, &keys, &details, now).await {
+            MerchantReply::Decided(decision) => decision,
+            MerchantReply::Pending => return order,
             MerchantReply::NoAnswer(reason) => {
                 tracing::warn!(order = %order.id, merchant = %merchant.id, %reason, "no usable answer from the product server; the order waits");
-                Ok(order)
+                return order;
+            }
+        };
+        match self.service.settle(order.clone(), Some(decision), now).await {
+            Ok(settled) => settled,
+            Err(problem) => {
+                tracing::warn!(order = %order.id, %problem, "the merchant's answer could not settle the order");
+                self.service.orders.get(&order.id).await.ok().flatten().unwrap_or(order)
             }
         }
     }
@@ -171,7 +211,12 @@ impl PurchasesApi {
         let now = now_epoch_seconds();
         let merchant = self.verify_merchant(request, now).await?;
         let id = path_parameter(request, "id")?;
-        let DecisionBody { decision } = json_body(request)?;
+        let DecisionBody { decision, order_id } = json_body(request)?;
+        check_order_id(id, order_id.as_deref())?;
+        // A suspended merchant may still decline (the user gets the money back), never capture.
+        if decision == Decision::Confirm && merchant.status != MerchantStatus::Active {
+            return Err(crate::merchant::inactive_merchant(&merchant.id));
+        }
         // Another merchant's order is as unknown as a missing one.
         let order = self
             .service
@@ -188,7 +233,8 @@ impl PurchasesApi {
     async fn refund(&self, request: &Request) -> Result<Response<Body>, Problem> {
         let merchant = self.verify_merchant(request, now_epoch_seconds()).await?;
         let id = path_parameter(request, "id")?;
-        let RefundBody { amount, reason } = json_body(request)?;
+        let RefundBody { amount, reason, order_id } = json_body(request)?;
+        check_order_id(id, order_id.as_deref())?;
         let amount = amount.validate()?;
         if reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
             return Err(Problem::bad_request("invalid_reason", "reason must be at most 200 characters"));
@@ -199,13 +245,24 @@ impl PurchasesApi {
                 let order =
                     self.service.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
                 let refund_id = claim.scope.derived_id("refund")[..16].to_owned();
-                let order = self.service.refund(&order, amount, &refund_id, now).await?;
-                let response = json_response(
-                    StatusCode::CREATED,
-                    &serde_json::json!({ "refund_id": refund_id, "amount": amount, "reason": reason, "order": order.view() }),
-                );
-                self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
-                Ok(response)
+                let respond = |order: &Order| {
+                    json_response(
+                        StatusCode::CREATED,
+                        &serde_json::json!({ "refund_id": refund_id, "amount": amount, "reason": reason, "order": order.view() }),
+                    )
+                };
+                let finish = |after: &Order| -> Result<_, Problem> {
+                    Ok(self.idempotency.complete_item(&claim, &StoredResponse::from_response(&respond(after)), now)?)
+                };
+                match self.service.refund(&order, amount, &refund_id, now, finish).await? {
+                    // Recorded with the money, in the same transaction.
+                    Refund::Done(after) => Ok(respond(&after)),
+                    Refund::Already(current) => {
+                        let response = respond(&current);
+                        self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                        Ok(response)
+                    }
+                }
             })
             .await
     }

@@ -92,15 +92,21 @@ impl Notifier {
         Ok(serde_json::json!({ "swept": sent }))
     }
 
+    /// The batch's messages run concurrently: one slow product server must not time the whole
+    /// batch out (which would redeliver every message in it).
     async fn batch(&self, batch: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in batch.records {
-            let id = record.message_id.clone().unwrap_or_default();
+        let outcomes = futures_util::future::join_all(batch.records.into_iter().map(|record| async move {
             let outcome = match serde_json::from_str::<OrderEvent>(record.body.as_deref().unwrap_or_default()) {
                 Ok(event) => self.process(event).await.map_err(|reason| (reason, true)),
                 // A poison message fails the same way every time: no backoff, straight on to the DLQ.
                 Err(e) => Err((format!("not an order event: {e}"), false)),
             };
+            (record, outcome)
+        }))
+        .await;
+        let mut response = SqsBatchResponse::default();
+        for (record, outcome) in outcomes {
+            let id = record.message_id.clone().unwrap_or_default();
             if let Err((reason, transient)) = outcome {
                 tracing::warn!(message = %id, %reason, "notification failed; SQS will redeliver it");
                 if transient {
@@ -144,23 +150,28 @@ impl Notifier {
         outbox.done(event.id()).await.map_err(|e| e.to_string())
     }
 
+    /// The order is read from the table, never taken from the message: the table says how it ended.
     async fn settled(&self, id: &str, notice: &Value) -> Result<(), String> {
         let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
         let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
+        if order.state == OrderState::AwaitingMerchant {
+            return Err(format!("order {order_id} is not settled"));
+        }
         let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
         let now = now_epoch_seconds();
-        if !self.service.outbox.step_done(id, "webhook").await.map_err(|e| e.to_string())? {
-            let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
-            let body = serde_json::json!({ "event_id": id, "kind": "order.settled", "order": notice });
-            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
-            self.service.outbox.mark(id, "webhook").await.map_err(|e| e.to_string())?;
-        }
+        // The user first: a product server that is down must not keep the user uninformed.
         let (kind, text) = conversation_text(&order, &merchant.name);
         let message = NewMessage { id: id.to_owned(), kind, text, data: order.view() };
         self.conversations
             .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now)
             .await
             .map_err(|e| e.to_string())?;
+        if !self.service.outbox.step_done(id, "webhook").await.map_err(|e| e.to_string())? {
+            let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
+            let body = serde_json::json!({ "event_id": id, "kind": "order.settled", "order": order.notice() });
+            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
+            self.service.outbox.mark(id, "webhook").await.map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 

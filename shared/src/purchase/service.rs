@@ -2,6 +2,7 @@
 //! one (confirm, decline, expire). Each is ONE transaction of ledger legs, the order's new state and
 //! the outbox message it implies, then the message is sent.
 
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,7 @@ use super::{Decision, Order, OrderState, Settlement, settle};
 use crate::Problem;
 use crate::dynamo::StoreError;
 use crate::ledger::LedgerError;
-use crate::ledger::store::{LedgerStore, TransferError};
+use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::ledger::{AccountId, Transfer};
 use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
@@ -94,7 +95,9 @@ impl PurchaseService {
         let hold = order.hold().map_err(Problem::internal)?;
         let with = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
         match self.ledger.apply(&hold, with, now).await {
-            Ok(_) => self.outbox.send(&expire).await,
+            // Only the call that committed the message sends it (a crash is the sweeper's case).
+            Ok(Applied::Now) => self.outbox.send(&expire).await,
+            Ok(Applied::Already) => {}
             // Rejected(0): an earlier attempt created the order (and its expiry check).
             Err(TransferError::Rejected(0)) => {}
             Err(e) => return Err(transfer_problem(e)),
@@ -115,8 +118,9 @@ impl PurchaseService {
             self.message(&OrderEvent::Settled { id: format!("{}/settled", order.id), order: settled.notice() }, 0)?;
         let with = vec![self.orders.settle_item(&order, to, now)?, self.outbox.put_item(&notice, now)?];
         match self.ledger.apply(&transfer, with, now).await {
-            Ok(_) => self.outbox.send(&notice).await,
-            Err(TransferError::Rejected(_)) => {}
+            // Only the winner sends: a loser's notice would describe an outcome that did not happen.
+            Ok(Applied::Now) => self.outbox.send(&notice).await,
+            Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
             Err(e) => return Err(transfer_problem(e)),
         }
         let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
@@ -129,8 +133,21 @@ impl PurchaseService {
 
     /// Pays `amount` of a paid order back from the merchant to the buyer's wallet, never more than
     /// is still refundable. `refund_id` comes from the merchant's Idempotency-Key, so a retried
-    /// refund is the same transfer.
-    pub async fn refund(&self, order: &Order, amount: Money, refund_id: &str, now: i64) -> Result<Order, Problem> {
+    /// refund is the same transfer. `finish` gives the item that records the route's answer for the
+    /// order as the refund leaves it; it commits in the same transaction as the money.
+    pub async fn refund(
+        &self,
+        order: &Order,
+        amount: Money,
+        refund_id: &str,
+        now: i64,
+        finish: impl FnOnce(&Order) -> Result<TransactWriteItem, Problem>,
+    ) -> Result<Refund, Problem> {
+        let id = format!("{}/refund/{refund_id}", order.id);
+        // A retry of a refund that already moved the money (its answer's record expired) is that refund.
+        if self.ledger.transfer_exists(&id).await? {
+            return Ok(Refund::Already(order.clone()));
+        }
         if order.state != OrderState::Paid {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
@@ -155,7 +172,6 @@ impl PurchaseService {
         if amount.amount() > order.refundable {
             return Err(too_much(order.refundable));
         }
-        let id = format!("{}/refund/{refund_id}", order.id);
         let transfer = Transfer::between(
             id.clone(),
             amount,
@@ -168,23 +184,36 @@ impl PurchaseService {
         let mut after = order.clone();
         after.refundable -= amount.amount();
         let notice = self.message(&OrderEvent::Refunded { id: id.clone(), order: after.notice(), amount }, 0)?;
-        let with = vec![self.orders.refund_item(order, amount.amount())?, self.outbox.put_item(&notice, now)?];
+        let with = vec![
+            self.orders.refund_item(order, amount.amount())?,
+            self.outbox.put_item(&notice, now)?,
+            finish(&after)?,
+        ];
         match self.ledger.apply(&transfer, with, now).await {
-            Ok(_) => self.outbox.send(&notice).await,
+            Ok(Applied::Now) => {
+                self.outbox.send(&notice).await;
+                Ok(Refund::Done(after))
+            }
+            Ok(Applied::Already) => Ok(Refund::Already(order.clone())),
             // The order changed since it was read (another refund): judge again against it.
             Err(TransferError::Rejected(_)) => {
                 let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
-                return Err(too_much(current.refundable));
+                Err(too_much(current.refundable))
             }
-            Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "merchant_insufficient_funds",
-                    format!("the merchant's account holds {available}, not enough for this refund"),
-                ));
-            }
-            Err(e) => return Err(transfer_problem(e)),
+            Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => Err(Problem::new(
+                StatusCode::CONFLICT,
+                "merchant_insufficient_funds",
+                format!("the merchant's account holds {available}, not enough for this refund"),
+            )),
+            Err(e) => Err(transfer_problem(e)),
         }
-        self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))
     }
+}
+
+/// How a refund went.
+pub enum Refund {
+    /// This call moved the money; the order as it leaves it (its answer is recorded).
+    Done(Order),
+    /// It had moved before (a retry): the order as it is.
+    Already(Order),
 }
