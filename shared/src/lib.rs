@@ -20,6 +20,7 @@ pub mod logging;
 pub mod merchant;
 pub mod money;
 pub mod nonce;
+pub mod offline;
 pub mod outbox;
 pub mod problem;
 pub mod purchase;
