@@ -78,3 +78,10 @@ async fn wallet_and_refund_events_answer_as_documented() {
     assert_eq!(invoke("WalletFunction", "wallet/postings.json").await["statusCode"], 200);
     assert_eq!(invoke("PurchasesFunction", "purchases/refund-unsigned.json").await["statusCode"], 401);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn device_events_answer_as_documented() {
+    let enroll = invoke("DevicesFunction", "devices/enroll.json").await;
+    assert_eq!(enroll["statusCode"], 201, "{enroll}");
+}

@@ -3,6 +3,7 @@
 
 mod adapters;
 mod config;
+mod devices;
 mod events;
 mod ledger;
 mod merchants;

@@ -7,6 +7,9 @@
 //! Code format: `SP1.<base64url(payload)>.<base64url(signature)>`, payload
 //! `<key id>|<account>|<counter>|<unix time>`, signature ECDSA P-256 SHA-256 (fixed 64 bytes).
 
+pub mod api;
+pub mod device;
+
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
@@ -112,11 +115,13 @@ impl OfflineCode {
     /// Reads a code without trusting it: the key id says which device's public key to check it with.
     pub fn parse(code: &str) -> Result<(Self, Vec<u8>), CodeError> {
         let mut parts = code.trim().split('.');
-        let (Some(CODE_VERSION), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(CODE_VERSION), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(CodeError::Malformed);
         };
-        let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).map_err(|_| CodeError::Malformed)?).map_err(|_| CodeError::Malformed)?;
+        let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).map_err(|_| CodeError::Malformed)?)
+            .map_err(|_| CodeError::Malformed)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| CodeError::Malformed)?;
         let fields: Vec<&str> = payload.split('|').collect();
         let [key_id, account, counter, issued_at] = fields[..] else { return Err(CodeError::Malformed) };

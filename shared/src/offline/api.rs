@@ -1,0 +1,100 @@
+//! The devices function's HTTP routes (template.yaml `DevicesFunction`), for the device's owner:
+//!
+//! - `POST /devices`        enroll: `{"public_key", "offline_limit": {amount, currency}}`
+//! - `GET  /devices/{id}`   the enrolled device
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use super::device::{Device, DeviceStore};
+use super::valid_public_key;
+use crate::Problem;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::dynamo::{TransactError, transact};
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::StoredResponse;
+use crate::idempotency::store::IdempotencyStore;
+use crate::money::MoneyInput;
+
+pub struct DevicesApi {
+    dynamodb: aws_sdk_dynamodb::Client,
+    devices: DeviceStore,
+    idempotency: IdempotencyStore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Enrollment {
+    public_key: String,
+    offline_limit: MoneyInput,
+}
+
+impl DevicesApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
+        Ok(DevicesApi {
+            devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
+            dynamodb,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        match route_key(&request) {
+            "POST /devices" => self.enroll(&request, &caller).await,
+            "GET /devices/{id}" => {
+                let id = path_parameter(&request, "id")?;
+                // Another user's device is as unknown as a missing one.
+                let device = self
+                    .devices
+                    .get(id)
+                    .await?
+                    .filter(|d| d.user == caller.subject)
+                    .ok_or_else(|| Problem::not_found("unknown_device", format!("no device {id:?}")))?;
+                Ok(json_response(StatusCode::OK, &device.view()))
+            }
+            other => Err(Problem::not_found("unknown_route", format!("the devices function has no route {other:?}"))),
+        }
+    }
+
+    async fn enroll(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let Enrollment { public_key, offline_limit } = json_body(request)?;
+        if !valid_public_key(&public_key) {
+            return Err(Problem::bad_request(
+                "invalid_public_key",
+                "public_key must be a P-256 public key: the 65-byte uncompressed point, base64",
+            ));
+        }
+        let offline_limit = offline_limit.validate()?;
+        self.idempotency
+            .run_request(request, &caller.subject, &[], |claim, now| async move {
+                let id = format!("d_{}", &claim.scope.derived_id("device")[..20]);
+                let device = Device {
+                    key_id: format!("{id}.k1"),
+                    id,
+                    user: caller.subject.clone(),
+                    public_key,
+                    offline_limit,
+                    enrolled_at: now,
+                };
+                let response = json_response(StatusCode::CREATED, &device.view());
+                let items = vec![
+                    self.devices.create_item(&device)?,
+                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                ];
+                match transact(&self.dynamodb, items).await {
+                    Ok(()) => Ok(response),
+                    Err(TransactError::ConditionFailed(_)) => Err(Problem::new(
+                        StatusCode::CONFLICT,
+                        "device_exists",
+                        format!("device {} was already enrolled with this Idempotency-Key", device.id),
+                    )),
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            })
+            .await
+    }
+}

@@ -1,0 +1,88 @@
+//! Enrolled devices (`DevicesTable`, partition `id`): whose they are, their public key and the
+//! most one offline code may pay.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+
+use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::money::{Currency, Money};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: String,
+    /// The account its codes pay from.
+    pub user: String,
+    /// `<device id>.k1`: names the key in codes.
+    pub key_id: String,
+    /// P-256, uncompressed SEC1, base64.
+    pub public_key: String,
+    /// The most one offline code may pay.
+    pub offline_limit: Money,
+    pub enrolled_at: i64,
+}
+
+impl Device {
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "account": self.user,
+            "key_id": self.key_id,
+            "public_key": self.public_key,
+            "offline_limit": self.offline_limit,
+            "enrolled_at": self.enrolled_at,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DeviceStore {
+    client: Client,
+    table: String,
+}
+
+impl DeviceStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DeviceStore { client, table: table.into() }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        let output =
+            self.client.get_item().table_name(&self.table).key("id", s(id)).consistent_read(true).send().await?;
+        output.item().map(device_from_item).transpose()
+    }
+
+    /// The device a code's key id names (`<device id>.k<n>`), if that is its current key.
+    pub async fn by_key_id(&self, key_id: &str) -> Result<Option<Device>, StoreError> {
+        let Some((id, _)) = key_id.split_once('.') else { return Ok(None) };
+        Ok(self.get(id).await?.filter(|d| d.key_id == key_id))
+    }
+
+    pub fn create_item(&self, device: &Device) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(&device.id))
+            .item("user", s(&device.user))
+            .item("key_id", s(&device.key_id))
+            .item("public_key", s(&device.public_key))
+            .item("offline_limit", n(device.offline_limit.amount()))
+            .item("currency", s(device.offline_limit.currency().code()))
+            .item("enrolled_at", n(device.enrolled_at))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+fn device_from_item(item: &Item) -> Result<Device, StoreError> {
+    let corrupt = |what: &str| StoreError(format!("stored device is corrupt: {what}"));
+    let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
+    Ok(Device {
+        id: get_s(item, "id")?.to_owned(),
+        user: get_s(item, "user")?.to_owned(),
+        key_id: get_s(item, "key_id")?.to_owned(),
+        public_key: get_s(item, "public_key")?.to_owned(),
+        offline_limit: Money::new(get_decimal(item, "offline_limit")?, currency)
+            .map_err(|_| corrupt("offline_limit"))?,
+        enrolled_at: get_n(item, "enrolled_at")?,
+    })
+}

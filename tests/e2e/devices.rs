@@ -1,0 +1,93 @@
+//! Offline payments, first part: devices enroll their public keys, and the `superpay-device` tool
+//! (a payer's phone on the command line) makes codes that verify against the enrolled key.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use superpay::offline::{DeviceKey, OfflineCode};
+use superpay_e2e::{Env, unique};
+
+async fn enroll(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let response = env
+        .http()
+        .post(env.url("/devices"))
+        .bearer_auth(env.token(user, &[]))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_device_enrolls_only_its_public_key() {
+    let env = Env::get();
+    let user = unique("payer");
+    let key = DeviceKey::generate();
+    let body = json!({"public_key": key.public_key(), "offline_limit": {"amount": "50.00", "currency": "USD"}});
+    let idempotency_key = unique("key");
+    let (status, device) = enroll(&user, &body, &idempotency_key).await;
+    assert_eq!(status, StatusCode::CREATED, "{device}");
+    let id = device["id"].as_str().unwrap();
+    assert_eq!(
+        (device["account"].as_str(), device["key_id"].as_str()),
+        (Some(user.as_str()), Some(format!("{id}.k1").as_str()))
+    );
+    assert_eq!(enroll(&user, &body, &idempotency_key).await.1["id"], device["id"], "a retry is the same device");
+    assert_eq!(
+        env.get_json(&format!("/devices/{id}"), &env.token(&user, &[])).await["public_key"],
+        key.public_key().as_str()
+    );
+    let foreign =
+        env.http().get(env.url(&format!("/devices/{id}"))).bearer_auth(env.user_token()).send().await.unwrap();
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+
+    for (body, code) in [
+        (json!({"public_key": "AAAA", "offline_limit": {"amount": "5.00", "currency": "USD"}}), "invalid_public_key"),
+        (
+            json!({"public_key": key.public_key(), "offline_limit": {"amount": "5.001", "currency": "USD"}}),
+            "amount_too_many_decimals",
+        ),
+        (
+            json!({"public_key": key.public_key(), "offline_limit": {"amount": 5, "currency": "USD"}}),
+            "amount_not_decimal_string",
+        ),
+        (json!({"public_key": key.public_key()}), "malformed_json"),
+    ] {
+        let (status, problem) = enroll(&user, &body, &unique("key")).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_device_tool_enrolls_and_makes_codes_that_verify() {
+    let env = Env::get();
+    let user = unique("payer");
+    let file = std::env::temp_dir().join(format!("{}.json", unique("device")));
+    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/superpay-device");
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(&tool)
+            .args(args)
+            .arg("--file")
+            .arg(&file)
+            .output()
+            .expect("the device tool runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    run(&["enroll", "--api", &env.stack.api_url, "--token", &env.token(&user, &[]), "--limit", "20.00"]);
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let device =
+        env.get_json(&format!("/devices/{}", saved["device_id"].as_str().unwrap()), &env.token(&user, &[])).await;
+    assert_eq!(device["offline_limit"]["amount"], "20.00");
+    let now = superpay::clock::now_epoch_seconds();
+    for expected in [1, 2] {
+        let (code, signature) = OfflineCode::parse(&run(&["code"])).unwrap();
+        assert_eq!((code.counter, code.account.as_str()), (expected, user.as_str()));
+        assert_eq!(code.verify(&signature, device["public_key"].as_str().unwrap(), now), Ok(()));
+    }
+    let _ = std::fs::remove_file(&file);
+}
