@@ -6,7 +6,10 @@ use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 
-use crate::crypto::Key;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::crypto::{Key, Purpose, derive};
 use crate::dynamo::StoreError;
 
 #[derive(Clone, Debug)]
@@ -61,5 +64,47 @@ impl KeyService {
             .plaintext()
             .and_then(|b| Key::from_slice(b.as_ref()))
             .ok_or_else(|| StoreError("KMS Decrypt returned no 32-byte key".into()))
+    }
+}
+
+/// A party's working keys, one per purpose, derived from its master key.
+pub struct PartyKeys {
+    pub key_id: String,
+    pub signing: Key,
+    pub encryption: Key,
+}
+
+impl PartyKeys {
+    pub fn derive(key_id: &str, master: &Key) -> Self {
+        PartyKeys {
+            key_id: key_id.to_owned(),
+            signing: derive(master, Purpose::RequestSigning),
+            encryption: derive(master, Purpose::OrderEncryption),
+        }
+    }
+}
+
+/// Parties' keys unwrapped by KMS once per function instance and kept in memory (only) for the
+/// instance's life, by key id.
+pub struct KeyRing {
+    service: KeyService,
+    cache: Mutex<HashMap<String, Arc<PartyKeys>>>,
+}
+
+impl KeyRing {
+    pub fn new(service: KeyService) -> Self {
+        KeyRing { service, cache: Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn keys(&self, key_id: &str, owner: &str, ciphertext: &[u8]) -> Result<Arc<PartyKeys>, StoreError> {
+        if let Some(keys) = self.cache.lock().ok().and_then(|c| c.get(key_id).cloned()) {
+            return Ok(keys);
+        }
+        let master = self.service.decrypt(owner, ciphertext).await?;
+        let keys = Arc::new(PartyKeys::derive(key_id, &master));
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key_id.to_owned(), keys.clone());
+        }
+        Ok(keys)
     }
 }

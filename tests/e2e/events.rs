@@ -41,6 +41,9 @@ async fn config_events_answer_as_documented() {
 async fn merchant_events_answer_as_documented() {
     let register = invoke("MerchantsFunction", "merchants/register.json").await;
     assert_eq!(register["statusCode"], 201, "{register}");
+    // m_demo comes from infra/seed.json.
+    let terminal = invoke("MerchantsFunction", "merchants/register-terminal.json").await;
+    assert_eq!(terminal["statusCode"], 201, "{terminal}");
 }
 
 #[tokio::test]

@@ -145,3 +145,38 @@ async fn suspension_is_audited_and_bad_registrations_are_refused() {
         .unwrap();
     assert_eq!(as_user.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_terminal_gets_its_own_key_once() {
+    let env = Env::get();
+    let created: Value = register(&tea_shop(), &unique("key")).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+    let key = unique("key");
+    let add = || {
+        env.http()
+            .post(env.url(&format!("/merchants/{id}/terminals")))
+            .bearer_auth(env.admin_token())
+            .header("idempotency-key", &key)
+            .send()
+    };
+    let first: Value = add().await.unwrap().json().await.unwrap();
+    let terminal = first["id"].as_str().unwrap();
+    assert_eq!(first["merchant_id"], id);
+    assert_eq!(first["key_id"], format!("{terminal}.k1"));
+    let secret = first["secret"].as_str().unwrap();
+    assert_ne!(secret, created["secret"].as_str().unwrap(), "its own key, not the merchant's");
+    let replay: Value = add().await.unwrap().json().await.unwrap();
+    assert_eq!((replay["id"].as_str(), replay["secret"].clone()), (Some(terminal), Value::Null));
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{id}")).await;
+    assert!(audit.iter().any(|i| i["action"].as_s().unwrap() == "terminal.register"));
+    let unknown = env
+        .http()
+        .post(env.url("/merchants/m_nobody/terminals"))
+        .bearer_auth(env.admin_token())
+        .header("idempotency-key", unique("key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}

@@ -24,12 +24,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use superpay::crypto::{Key, Signature};
-use superpay::merchant::directory::MerchantKeys;
+use superpay::keys::PartyKeys;
 use superpay::purchase::relay::{MerchantAnswer, OrderEnvelope, answer_path, open_order};
 
 #[derive(Default)]
 struct Sim {
-    keys: Mutex<HashMap<String, Arc<MerchantKeys>>>,
+    keys: Mutex<HashMap<String, Arc<PartyKeys>>>,
     nonces: Mutex<HashSet<String>>,
     orders: Mutex<HashMap<String, Value>>,
     webhooks: Mutex<HashMap<String, Value>>,
@@ -48,7 +48,7 @@ fn now() -> i64 {
 async fn add_merchant(State(sim): State<Arc<Sim>>, body: axum::Json<KeyGrant>) -> StatusCode {
     let Some(master) = Key::from_base64(&body.secret) else { return StatusCode::BAD_REQUEST };
     if let Ok(mut keys) = sim.keys.lock() {
-        keys.insert(body.key_id.clone(), Arc::new(MerchantKeys::derive(&body.key_id, &master)));
+        keys.insert(body.key_id.clone(), Arc::new(PartyKeys::derive(&body.key_id, &master)));
     }
     StatusCode::NO_CONTENT
 }
@@ -70,7 +70,7 @@ async fn webhooks_seen(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>
 }
 
 /// Our signature on a request to this server: the merchant's keys, or why it is refused.
-fn verify(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(Signature, Arc<MerchantKeys>), String> {
+fn verify(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(Signature, Arc<PartyKeys>), String> {
     let signature =
         Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())).map_err(|e| e.to_string())?;
     let keys = sim

@@ -3,6 +3,7 @@
 //! - `POST /merchants`               register; the answer shows the merchant's key once
 //! - `GET  /merchants/{id}`          the merchant (never its key)
 //! - `POST /merchants/{id}/status`   `{"status": "active" | "suspended"}`
+//! - `POST /merchants/{id}/terminals` register a till terminal; the answer shows its key once
 
 use lambda_http::http::{StatusCode, header as h};
 use lambda_http::{Body, Request, Response};
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::store::MerchantStore;
+use super::terminal::{Terminal, TerminalStore};
 use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
 use crate::Problem;
 use crate::audit::AuditEntry;
@@ -19,12 +21,13 @@ use crate::clock::now_epoch_millis;
 use crate::dynamo::{TransactError, transact};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
-use crate::idempotency::store::IdempotencyStore;
+use crate::idempotency::store::{Claim, IdempotencyStore};
 use crate::keys::KeyService;
 
 pub struct MerchantsApi {
     dynamodb: aws_sdk_dynamodb::Client,
     merchants: MerchantStore,
+    terminals: TerminalStore,
     keys: KeyService,
     idempotency: IdempotencyStore,
     audit_table: String,
@@ -34,6 +37,16 @@ pub struct MerchantsApi {
 #[serde(deny_unknown_fields)]
 struct StatusChange {
     status: String,
+}
+
+/// A registration about to be committed, and how the audit log and the answer describe it.
+struct Registered {
+    resource: String,
+    action: &'static str,
+    view: Value,
+    location: String,
+    /// The problem code when its id already exists.
+    exists: &'static str,
 }
 
 /// What an admin sees of a merchant: everything but its key.
@@ -55,6 +68,7 @@ impl MerchantsApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         Ok(MerchantsApi {
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            terminals: TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
             keys: KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             audit_table: aws::env("AUDIT_TABLE")?,
@@ -73,6 +87,7 @@ impl MerchantsApi {
                 Ok(json_response(StatusCode::OK, &view(&merchant)))
             }
             "POST /merchants/{id}/status" => self.set_status(&request, &caller).await,
+            "POST /merchants/{id}/terminals" => self.register_terminal(&request, &caller).await,
             other => Err(Problem::not_found("unknown_route", format!("the merchants function has no route {other:?}"))),
         }
     }
@@ -95,43 +110,91 @@ impl MerchantsApi {
                     key_ciphertext: key.ciphertext,
                     created_at: now,
                 };
-                let mut shown = view(&merchant);
-                shown["secret"] = json!(key.key.to_base64().expose());
-                let mut kept = view(&merchant);
-                // A secret shown once is never kept in clear, not even for a replay.
-                kept["secret"] = Value::Null;
-                kept["secret_note"] = json!("the secret is shown only in the first answer; it is not stored in clear");
-                let location = format!("/merchants/{}", merchant.id);
-                let respond = |body: &Value| {
-                    let mut response = json_response(StatusCode::CREATED, body);
-                    if let Ok(value) = h::HeaderValue::from_str(&location) {
-                        response.headers_mut().insert(h::LOCATION, value);
-                    }
-                    response
-                };
-                let audit = AuditEntry {
+                let registered = Registered {
                     resource: format!("merchant/{}", merchant.id),
                     action: "merchant.register",
-                    actor: claim.scope.caller.clone(),
-                    at_ms: now_epoch_millis(),
-                    detail: view(&merchant),
+                    view: view(&merchant),
+                    location: format!("/merchants/{}", merchant.id),
+                    exists: "merchant_exists",
                 };
-                let items = vec![
-                    self.merchants.create_item(&merchant)?,
-                    audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
-                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&respond(&kept)), now)?,
-                ];
-                match transact(&self.dynamodb, items).await {
-                    Ok(()) => Ok(respond(&shown)),
-                    Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "merchant_exists",
-                        format!("merchant {} was already registered with this Idempotency-Key", merchant.id),
-                    )),
-                    Err(e) => Err(Problem::internal(e)),
-                }
+                self.commit_registration(&claim, now, registered, &key.key, self.merchants.create_item(&merchant)?)
+                    .await
             })
             .await
+    }
+
+    /// A merchant's terminal: its own key id and key, shown once.
+    async fn register_terminal(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let merchant_id = path_parameter(request, "id")?;
+        let merchant = self.merchants.get(merchant_id).await?.ok_or_else(|| unknown_merchant(merchant_id))?;
+        self.idempotency
+            .run_request(request, &caller.subject, &[], |claim, now| async move {
+                let id = format!("t_{}", &claim.scope.derived_id("terminal")[..20]);
+                let key = self.keys.generate(&Terminal::key_owner(&id)).await?;
+                let terminal = Terminal {
+                    key_id: format!("{id}.k1"),
+                    id,
+                    merchant_id: merchant.id.clone(),
+                    key_ciphertext: key.ciphertext,
+                    status: MerchantStatus::Active,
+                    created_at: now,
+                };
+                let registered = Registered {
+                    resource: format!("merchant/{}", merchant.id),
+                    action: "terminal.register",
+                    view: terminal.view(),
+                    location: format!("/merchants/{}/terminals/{}", merchant.id, terminal.id),
+                    exists: "terminal_exists",
+                };
+                self.commit_registration(&claim, now, registered, &key.key, self.terminals.create_item(&terminal)?)
+                    .await
+            })
+            .await
+    }
+
+    /// Commits a registration (its item first), its audit entry, and an idempotency record that
+    /// keeps the answer without the secret: a secret shown once is never kept in clear.
+    async fn commit_registration(
+        &self,
+        claim: &Claim,
+        now: i64,
+        registered: Registered,
+        secret: &crate::crypto::Key,
+        create: aws_sdk_dynamodb::types::TransactWriteItem,
+    ) -> Result<Response<Body>, Problem> {
+        let mut shown = registered.view.clone();
+        shown["secret"] = json!(secret.to_base64().expose());
+        let mut kept = registered.view.clone();
+        kept["secret"] = Value::Null;
+        kept["secret_note"] = json!("the secret is shown only in the first answer; it is not stored in clear");
+        let respond = |body: &Value| {
+            let mut response = json_response(StatusCode::CREATED, body);
+            if let Ok(value) = h::HeaderValue::from_str(&registered.location) {
+                response.headers_mut().insert(h::LOCATION, value);
+            }
+            response
+        };
+        let audit = AuditEntry {
+            resource: registered.resource.clone(),
+            action: registered.action,
+            actor: claim.scope.caller.clone(),
+            at_ms: now_epoch_millis(),
+            detail: registered.view.clone(),
+        };
+        let items = vec![
+            create,
+            audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
+            self.idempotency.complete_item(claim, &StoredResponse::from_response(&respond(&kept)), now)?,
+        ];
+        match transact(&self.dynamodb, items).await {
+            Ok(()) => Ok(respond(&shown)),
+            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => Err(Problem::new(
+                StatusCode::CONFLICT,
+                registered.exists,
+                format!("{} was already registered with this Idempotency-Key", registered.view["id"]),
+            )),
+            Err(e) => Err(Problem::internal(e)),
+        }
     }
 
     async fn set_status(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod directory;
 pub mod store;
+pub mod terminal;
 
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Decision;
 use crate::crypto::{Sealed, Signature, open, seal};
+use crate::keys::PartyKeys;
 use crate::merchant::Merchant;
-use crate::merchant::directory::MerchantKeys;
 use crate::money::Money;
 
 /// Well under API Gateway's 30 s, so a slow merchant leaves time to answer the client.
@@ -66,7 +66,7 @@ pub fn associated_data(order_id: &str, key_id: &str, timestamp: i64) -> Vec<u8> 
     format!("superpay-order|{order_id}|{key_id}|{timestamp}").into_bytes()
 }
 
-pub fn seal_order(keys: &MerchantKeys, details: &OrderDetails, now: i64) -> OrderEnvelope {
+pub fn seal_order(keys: &PartyKeys, details: &OrderDetails, now: i64) -> OrderEnvelope {
     let plaintext = serde_json::to_vec(details).unwrap_or_default();
     OrderEnvelope {
         key_id: keys.key_id.clone(),
@@ -77,7 +77,7 @@ pub fn seal_order(keys: &MerchantKeys, details: &OrderDetails, now: i64) -> Orde
 }
 
 /// The details, if the envelope was sealed with these keys for the order and time it names.
-pub fn open_order(keys: &MerchantKeys, envelope: &OrderEnvelope) -> Option<OrderDetails> {
+pub fn open_order(keys: &PartyKeys, envelope: &OrderEnvelope) -> Option<OrderDetails> {
     let associated = associated_data(&envelope.order_id, &envelope.key_id, envelope.timestamp);
     let details: OrderDetails = serde_json::from_slice(&open(&keys.encryption, &envelope.sealed, &associated)?).ok()?;
     (details.order_id == envelope.order_id).then_some(details)
@@ -110,7 +110,7 @@ impl MerchantClient {
     pub async fn forward(
         &self,
         merchant: &Merchant,
-        keys: &MerchantKeys,
+        keys: &PartyKeys,
         details: &OrderDetails,
         now: i64,
     ) -> MerchantReply {
@@ -164,7 +164,7 @@ impl MerchantClient {
 
 impl MerchantClient {
     /// Delivers a signed webhook to `<product_server_url>/webhooks`; `Err` says why it must be retried.
-    pub async fn webhook(&self, merchant: &Merchant, keys: &MerchantKeys, body: &[u8], now: i64) -> Result<(), String> {
+    pub async fn webhook(&self, merchant: &Merchant, keys: &PartyKeys, body: &[u8], now: i64) -> Result<(), String> {
         let url = format!("{}/webhooks", merchant.product_server_url);
         let signature = Signature::create(&keys.key_id, &keys.signing, "POST", &url_path(&url), body, now);
         let mut request = self.http.post(&url).header("content-type", "application/json").body(body.to_vec());
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn an_order_opens_only_as_sealed() {
-        let keys = MerchantKeys::derive("m_1.k1", &Key::random());
+        let keys = PartyKeys::derive("m_1.k1", &Key::random());
         let details = OrderDetails {
             order_id: "o_1".into(),
             user: "alice".into(),
@@ -218,7 +218,7 @@ mod tests {
             tamper(&mut changed);
             assert_eq!(open_order(&keys, &changed), None);
         }
-        let other = MerchantKeys::derive("m_1.k1", &Key::random());
+        let other = PartyKeys::derive("m_1.k1", &Key::random());
         assert_eq!(open_order(&other, &envelope), None);
     }
 }

@@ -1,0 +1,82 @@
+//! Merchant terminals (`TerminalsTable`, partition `id`): the devices at a till that present
+//! payers' offline codes. Each has its own key (KMS-wrapped, shown once) and signs its calls.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::MerchantStatus;
+use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    pub id: String,
+    pub merchant_id: String,
+    pub key_id: String,
+    pub key_ciphertext: Vec<u8>,
+    pub status: MerchantStatus,
+    pub created_at: i64,
+}
+
+impl Terminal {
+    pub fn key_owner(id: &str) -> String {
+        format!("terminal/{id}")
+    }
+
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "merchant_id": self.merchant_id,
+            "key_id": self.key_id,
+            "status": self.status.as_str(),
+            "created_at": self.created_at,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TerminalStore {
+    client: Client,
+    table: String,
+}
+
+impl TerminalStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        TerminalStore { client, table: table.into() }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Terminal>, StoreError> {
+        let output =
+            self.client.get_item().table_name(&self.table).key("id", s(id)).consistent_read(true).send().await?;
+        output.item().map(terminal_from_item).transpose()
+    }
+
+    pub fn create_item(&self, terminal: &Terminal) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(&terminal.id))
+            .item("merchant_id", s(&terminal.merchant_id))
+            .item("key_id", s(&terminal.key_id))
+            .item("key_ciphertext", AttributeValue::B(Blob::new(terminal.key_ciphertext.clone())))
+            .item("status", s(terminal.status.as_str()))
+            .item("created_at", n(terminal.created_at))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+fn terminal_from_item(item: &Item) -> Result<Terminal, StoreError> {
+    let corrupt = |what: &str| StoreError(format!("stored terminal is corrupt: {what}"));
+    Ok(Terminal {
+        id: get_s(item, "id")?.to_owned(),
+        merchant_id: get_s(item, "merchant_id")?.to_owned(),
+        key_id: get_s(item, "key_id")?.to_owned(),
+        key_ciphertext: match item.get("key_ciphertext") {
+            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
+            _ => return Err(corrupt("key_ciphertext")),
+        },
+        status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
+        created_at: get_n(item, "created_at")?,
+    })
+}
