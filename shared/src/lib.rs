@@ -24,5 +24,6 @@ pub mod offline;
 pub mod outbox;
 pub mod problem;
 pub mod purchase;
+pub mod signed;
 
 pub use problem::Problem;

@@ -88,3 +88,12 @@ async fn device_events_answer_as_documented() {
     let enroll = invoke("DevicesFunction", "devices/enroll.json").await;
     assert_eq!(enroll["statusCode"], 201, "{enroll}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn offline_payment_events_answer_as_documented() {
+    // A terminal's call must be signed.
+    assert_eq!(invoke("OfflinePaymentsFunction", "offline-payments/present-unsigned.json").await["statusCode"], 401);
+    // A job whose outbox item is gone was handled already: nothing fails.
+    assert_eq!(invoke("SettlementFunction", "settlement/job.json").await["batchItemFailures"], serde_json::json!([]));
+}

@@ -8,6 +8,7 @@ mod events;
 mod ledger;
 mod merchants;
 mod notifications;
+mod offline;
 mod purchases;
 mod refunds;
 mod runner;

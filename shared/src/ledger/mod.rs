@@ -36,6 +36,8 @@ pub enum AccountKind {
     Hold,
     /// A user's external funding source (their bank): outside money, so no floor.
     Funding,
+    /// A user's offline reserve: what their offline codes can pay (capability 6). Never below zero.
+    Reserve,
 }
 
 impl AccountKind {
@@ -45,6 +47,7 @@ impl AccountKind {
             AccountKind::Merchant => "merchant",
             AccountKind::Hold => "hold",
             AccountKind::Funding => "funding",
+            AccountKind::Reserve => "reserve",
         }
     }
 
@@ -82,11 +85,16 @@ impl AccountId {
         Self::new(AccountKind::Funding, user)
     }
 
+    pub fn reserve(user: &str) -> Self {
+        Self::new(AccountKind::Reserve, user)
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         let (kind, owner) = text.split_once(':')?;
-        let kind = [AccountKind::Wallet, AccountKind::Merchant, AccountKind::Hold, AccountKind::Funding]
-            .into_iter()
-            .find(|k| k.prefix() == kind)?;
+        let kind =
+            [AccountKind::Wallet, AccountKind::Merchant, AccountKind::Hold, AccountKind::Funding, AccountKind::Reserve]
+                .into_iter()
+                .find(|k| k.prefix() == kind)?;
         (!owner.is_empty()).then(|| Self::new(kind, owner))
     }
 
@@ -95,6 +103,7 @@ impl AccountId {
             Some("wallet") => AccountKind::Wallet,
             Some("merchant") => AccountKind::Merchant,
             Some("hold") => AccountKind::Hold,
+            Some("reserve") => AccountKind::Reserve,
             _ => AccountKind::Funding,
         }
     }

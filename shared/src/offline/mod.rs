@@ -9,6 +9,9 @@
 
 pub mod api;
 pub mod device;
+pub mod payment;
+pub mod payments_api;
+pub mod settlement;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};

@@ -17,8 +17,7 @@ use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
-use crate::crypto::Signature;
-use crate::http::{body_bytes, header, json_body, json_response, path_parameter, route_key};
+use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::{Decision as IdempotencyDecision, StoredResponse};
 use crate::keys::KeyService;
@@ -29,6 +28,7 @@ use crate::merchant::{Merchant, MerchantStatus};
 use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
+use crate::signed;
 
 pub struct PurchasesApi {
     service: PurchaseService,
@@ -269,10 +269,9 @@ impl PurchasesApi {
 
     /// The merchant whose key signed this request: signature, time window and single-use nonce.
     async fn verify_merchant(&self, request: &Request, now: i64) -> Result<Merchant, Problem> {
-        let signature = Signature::from_headers(|name| header(request, name).ok().flatten())?;
+        let signature = signed::signature(request)?;
         let (merchant, keys) = self.merchants.by_key_id(&signature.key_id).await?;
-        signature.check(&keys.signing, request.method().as_str(), request.uri().path(), body_bytes(request), now)?;
-        self.nonces.use_once(&signature.key_id, &signature.nonce, now).await??;
+        signed::check(request, &signature, &keys.signing, &self.nonces, now).await?;
         Ok(merchant)
     }
 }

@@ -1,0 +1,140 @@
+//! Offline payments (`OfflinePaymentsTable`, partition `id`) and spent codes (`OfflineCodesTable`,
+//! partition `<device key id>#<counter>`, expired by TTL once no code that old can be presented).
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+
+use super::{CLOCK_SKEW_SECONDS, OFFLINE_WINDOW_SECONDS, OfflineCode};
+use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::money::{Currency, Money};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Accepted from the terminal; the settlement job is on its way.
+    Pending,
+    Settled,
+    /// The payer's reserve did not cover it: waiting for a top-up.
+    WaitingForFunds,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Pending => "pending",
+            PaymentState::Settled => "settled",
+            PaymentState::WaitingForFunds => "waiting_for_funds",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [PaymentState::Pending, PaymentState::Settled, PaymentState::WaitingForFunds]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub id: String,
+    pub terminal_id: String,
+    pub merchant_id: String,
+    /// The payer: the account the code named.
+    pub user: String,
+    pub device_key_id: String,
+    pub counter: u64,
+    pub amount: Money,
+    pub state: PaymentState,
+    pub created_at: i64,
+}
+
+impl Payment {
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "merchant_id": self.merchant_id,
+            "terminal_id": self.terminal_id,
+            "amount": self.amount,
+            "state": self.state.as_str(),
+            "created_at": self.created_at,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PaymentStore {
+    client: Client,
+    payments: String,
+    codes: String,
+}
+
+impl PaymentStore {
+    pub fn new(client: Client, payments: impl Into<String>, codes: impl Into<String>) -> Self {
+        PaymentStore { client, payments: payments.into(), codes: codes.into() }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Payment>, StoreError> {
+        let output =
+            self.client.get_item().table_name(&self.payments).key("id", s(id)).consistent_read(true).send().await?;
+        output.item().map(payment_from_item).transpose()
+    }
+
+    /// Spends a code: each (device, counter) pays once, however the device's clock was set.
+    pub fn spend_item(&self, code: &OfflineCode) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.codes)
+            .item("id", s(format!("{}#{}", code.key_id, code.counter)))
+            .item("expires_at", n(code.issued_at + OFFLINE_WINDOW_SECONDS + CLOCK_SKEW_SECONDS + 86_400))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    pub fn create_item(&self, payment: &Payment) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.payments)
+            .item("id", s(&payment.id))
+            .item("terminal_id", s(&payment.terminal_id))
+            .item("merchant_id", s(&payment.merchant_id))
+            .item("user", s(&payment.user))
+            .item("device_key_id", s(&payment.device_key_id))
+            .item("counter", n(payment.counter))
+            .item("amount", n(payment.amount.amount()))
+            .item("currency", s(payment.amount.currency().code()))
+            .item("state", s(payment.state.as_str()))
+            .item("created_at", n(payment.created_at))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Moves a payment that is not yet settled to `to`.
+    pub fn state_item(&self, id: &str, to: PaymentState) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.payments)
+            .key("id", s(id))
+            .update_expression("SET #state = :to")
+            .condition_expression("#state IN (:pending, :waiting)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":pending", s(PaymentState::Pending.as_str()))
+            .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
+    let corrupt = |what: &str| StoreError(format!("stored payment is corrupt: {what}"));
+    let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
+    Ok(Payment {
+        id: get_s(item, "id")?.to_owned(),
+        terminal_id: get_s(item, "terminal_id")?.to_owned(),
+        merchant_id: get_s(item, "merchant_id")?.to_owned(),
+        user: get_s(item, "user")?.to_owned(),
+        device_key_id: get_s(item, "device_key_id")?.to_owned(),
+        counter: get_n(item, "counter")?,
+        amount: Money::new(get_decimal(item, "amount")?, currency).map_err(|_| corrupt("amount"))?,
+        state: PaymentState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
+        created_at: get_n(item, "created_at")?,
+    })
+}

@@ -1,0 +1,206 @@
+//! The offline payments function's HTTP routes (template.yaml `OfflinePaymentsFunction`), called by
+//! merchant terminals, signed with the terminal's own key:
+//!
+//! - `POST /offline/payments`        `{"amount": {amount, currency}, "code": "SP1...."}` with an
+//!   Idempotency-Key: verifies and spends the code, records the payment and its settlement job in
+//!   one transaction, answers 202 with the payment id
+//! - `GET  /offline/payments/{id}`   the payment's state
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use super::device::DeviceStore;
+use super::payment::{Payment, PaymentState, PaymentStore};
+use super::{CodeError, OfflineCode};
+use crate::Problem;
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::crypto::SignatureError;
+use crate::dynamo::{TransactError, transact};
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::StoredResponse;
+use crate::idempotency::store::IdempotencyStore;
+use crate::keys::{KeyRing, KeyService};
+use crate::merchant::store::MerchantStore;
+use crate::merchant::terminal::{Terminal, TerminalStore};
+use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
+use crate::money::MoneyInput;
+use crate::nonce::NonceStore;
+use crate::outbox::{Outbox, OutboxMessage};
+use crate::signed;
+
+pub struct OfflinePaymentsApi {
+    dynamodb: aws_sdk_dynamodb::Client,
+    payments: PaymentStore,
+    devices: DeviceStore,
+    terminals: TerminalStore,
+    merchants: MerchantStore,
+    ring: KeyRing,
+    nonces: NonceStore,
+    idempotency: IdempotencyStore,
+    outbox: Outbox,
+    settlement_queue: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Presented {
+    amount: MoneyInput,
+    code: String,
+}
+
+/// The settlement queue's message about one payment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct SettlementJob {
+    pub id: String,
+    pub payment_id: String,
+}
+
+fn unknown_payment(id: &str) -> Problem {
+    Problem::not_found("unknown_payment", format!("no payment {id:?}"))
+}
+
+impl OfflinePaymentsApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        Ok(OfflinePaymentsApi {
+            payments: PaymentStore::new(
+                dynamodb.clone(),
+                aws::env("OFFLINE_PAYMENTS_TABLE")?,
+                aws::env("OFFLINE_CODES_TABLE")?,
+            ),
+            devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
+            terminals: TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
+            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            ring: KeyRing::new(KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?)),
+            nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
+            outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
+            settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+            dynamodb,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let terminal = self.verify_terminal(&request, now_epoch_seconds()).await?;
+        match route_key(&request) {
+            "POST /offline/payments" => self.present(&request, &terminal).await,
+            "GET /offline/payments/{id}" => {
+                let id = path_parameter(&request, "id")?;
+                let payment = self
+                    .payments
+                    .get(id)
+                    .await?
+                    .filter(|p| p.merchant_id == terminal.merchant_id)
+                    .ok_or_else(|| unknown_payment(id))?;
+                Ok(json_response(StatusCode::OK, &payment.view()))
+            }
+            other => Err(Problem::not_found(
+                "unknown_route",
+                format!("the offline payments function has no route {other:?}"),
+            )),
+        }
+    }
+
+    /// The active terminal whose key signed this request.
+    async fn verify_terminal(&self, request: &Request, now: i64) -> Result<Terminal, Problem> {
+        let signature = signed::signature(request)?;
+        let id = signature.key_id.split_once('.').map(|(t, _)| t).ok_or(SignatureError::UnknownKey)?;
+        let terminal =
+            self.terminals.get(id).await?.filter(|t| t.key_id == signature.key_id).ok_or(SignatureError::UnknownKey)?;
+        let keys =
+            self.ring.keys(&terminal.key_id, &Terminal::key_owner(&terminal.id), &terminal.key_ciphertext).await?;
+        signed::check(request, &signature, &keys.signing, &self.nonces, now).await?;
+        if terminal.status != MerchantStatus::Active {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "terminal_inactive",
+                format!("terminal {} is suspended", terminal.id),
+            ));
+        }
+        Ok(terminal)
+    }
+
+    async fn present(&self, request: &Request, terminal: &Terminal) -> Result<Response<Body>, Problem> {
+        let Presented { amount, code } = json_body(request)?;
+        let amount = amount.validate()?;
+        let caller = format!("terminal:{}", terminal.id);
+        self.idempotency
+            .run_request(request, &caller, &[], |claim, now| async move {
+                let merchant = self
+                    .merchants
+                    .get(&terminal.merchant_id)
+                    .await?
+                    .ok_or_else(|| unknown_merchant(&terminal.merchant_id))?;
+                if merchant.status != MerchantStatus::Active {
+                    return Err(inactive_merchant(&merchant.id));
+                }
+                let (code, signature) = OfflineCode::parse(&code)?;
+                let device = self
+                    .devices
+                    .by_key_id(&code.key_id)
+                    .await?
+                    .filter(|d| d.user == code.account)
+                    .ok_or(CodeError::BadSignature)?;
+                code.verify(&signature, &device.public_key, now)?;
+                if amount.currency() != merchant.currency {
+                    return Err(Problem::bad_request(
+                        "currency_not_accepted",
+                        format!("merchant {} sells in {}", merchant.id, merchant.currency),
+                    ));
+                }
+                if amount.currency() != device.offline_limit.currency()
+                    || amount.amount() > device.offline_limit.amount()
+                {
+                    return Err(Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "over_offline_limit",
+                        format!("this device may pay at most {} offline", device.offline_limit),
+                    ));
+                }
+                let payment = Payment {
+                    id: format!("p_{}", &claim.scope.derived_id("payment")[..20]),
+                    terminal_id: terminal.id.clone(),
+                    merchant_id: merchant.id.clone(),
+                    user: device.user.clone(),
+                    device_key_id: device.key_id.clone(),
+                    counter: code.counter,
+                    amount,
+                    state: PaymentState::Pending,
+                    created_at: now,
+                };
+                let job_id = format!("{}/settle", payment.id);
+                let job = OutboxMessage {
+                    body: serde_json::to_string(&SettlementJob { id: job_id.clone(), payment_id: payment.id.clone() })
+                        .map_err(Problem::internal)?,
+                    id: job_id,
+                    queue_url: self.settlement_queue.clone(),
+                    delay_seconds: 0,
+                };
+                let response = json_response(StatusCode::ACCEPTED, &payment.view());
+                let items = vec![
+                    self.payments.spend_item(&code)?,
+                    self.payments.create_item(&payment)?,
+                    self.outbox.put_item(&job, now)?,
+                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                ];
+                match transact(&self.dynamodb, items).await {
+                    Ok(()) => {
+                        self.outbox.send(&job).await;
+                        Ok(response)
+                    }
+                    // The payment exists: this key's earlier attempt made it (its record expired since).
+                    Err(TransactError::ConditionFailed(failed)) if failed.contains(&1) => {
+                        let current =
+                            self.payments.get(&payment.id).await?.ok_or_else(|| unknown_payment(&payment.id))?;
+                        Ok(json_response(StatusCode::ACCEPTED, &current.view()))
+                    }
+                    Err(TransactError::ConditionFailed(_)) => Err(CodeError::Replayed.into()),
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            })
+            .await
+    }
+}

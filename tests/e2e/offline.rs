@@ -1,0 +1,217 @@
+//! Offline payments through the local stack: a payer's enrolled device makes a code, a merchant
+//! terminal (signed) presents it, the settlement queue moves the money from the payer's offline
+//! reserve to the merchant exactly once; and the codes and calls that must be refused.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use superpay::crypto::{Key, Purpose, Signature, derive};
+use superpay::ledger::store::LedgerStore;
+use superpay::ledger::{AccountId, Transfer};
+use superpay::money::Money;
+use superpay::offline::{DeviceKey, OFFLINE_WINDOW_SECONDS, OfflineCode};
+use superpay_e2e::{Env, unique};
+
+use crate::merchants::register;
+use crate::purchases::balance;
+
+struct Till {
+    merchant: String,
+    key_id: String,
+    master: Key,
+}
+
+struct Phone {
+    user: String,
+    key_id: String,
+    key: DeviceKey,
+}
+
+async fn till() -> Till {
+    let env = Env::get();
+    let shop: Value = register(
+        &json!({"name": "Corner Shop", "product_server_url": "http://127.0.0.1:9/x", "currency": "USD"}),
+        &unique("key"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let merchant = shop["id"].as_str().unwrap().to_owned();
+    let terminal: Value = env
+        .http()
+        .post(env.url(&format!("/merchants/{merchant}/terminals")))
+        .bearer_auth(env.admin_token())
+        .header("idempotency-key", unique("key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Till {
+        merchant,
+        key_id: terminal["key_id"].as_str().unwrap().to_owned(),
+        master: Key::from_base64(terminal["secret"].as_str().unwrap()).unwrap(),
+    }
+}
+
+/// A payer with `reserve` USD in their offline reserve and an enrolled phone.
+async fn enrolled_phone(reserve: &str) -> Phone {
+    let env = Env::get();
+    let user = unique("payer");
+    if reserve != "0" {
+        let fund = Transfer::between(
+            unique("fund"),
+            Money::parse(reserve, "USD").unwrap(),
+            AccountId::funding(&user),
+            AccountId::reserve(&user),
+            "test.fund",
+            "e2e".into(),
+        )
+        .unwrap();
+        LedgerStore::new(env.dynamodb().await, env.table("LedgerTable")).apply(&fund, vec![], 0).await.unwrap();
+    }
+    let key = DeviceKey::generate();
+    let device: Value = env
+        .http()
+        .post(env.url("/devices"))
+        .bearer_auth(env.token(&user, &[]))
+        .header("idempotency-key", unique("key"))
+        .json(&json!({"public_key": key.public_key(), "offline_limit": {"amount": "50.00", "currency": "USD"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Phone { user, key_id: device["key_id"].as_str().unwrap().to_owned(), key }
+}
+
+fn code(phone: &Phone, counter: u64, issued_at: i64) -> String {
+    OfflineCode { key_id: phone.key_id.clone(), account: phone.user.clone(), counter, issued_at }.sign(&phone.key)
+}
+
+async fn present(till: &Till, amount: &str, code: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let body = json!({"amount": {"amount": amount, "currency": "USD"}, "code": code}).to_string();
+    let request = env.http().post(env.url("/offline/payments")).header("idempotency-key", unique("key"));
+    let response = env.signed(request, &till.master, &till.key_id, "/offline/payments", &body).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+async fn payment(till: &Till, id: &str) -> Value {
+    let env = Env::get();
+    let path = format!("/offline/payments/{id}");
+    let signing = derive(&till.master, Purpose::RequestSigning);
+    let signature = Signature::create(&till.key_id, &signing, "GET", &path, b"", superpay::clock::now_epoch_seconds());
+    env.with_signature(env.http().get(env.url(&path)), &signature).send().await.unwrap().json().await.unwrap()
+}
+
+async fn until_state(till: &Till, id: &str, state: &str) -> Value {
+    for _ in 0..60 {
+        let current = payment(till, id).await;
+        if current["state"] == state {
+            return current;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("payment {id} never became {state}: {}", payment(till, id).await);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_presented_code_settles_from_the_reserve_exactly_once() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("100.00").await;
+    let now = superpay::clock::now_epoch_seconds();
+    let (status, accepted) = present(&till, "12.00", &code(&phone, 1, now)).await;
+    assert_eq!((status, accepted["state"].as_str()), (StatusCode::ACCEPTED, Some("pending")), "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    until_state(&till, &id, "settled").await;
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(8800, 2));
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(1200, 2));
+
+    // Several payments a minute from one device: each counter once.
+    for counter in [2, 3] {
+        let (status, more) = present(&till, "1.00", &code(&phone, counter, now)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{more}");
+        until_state(&till, more["id"].as_str().unwrap(), "settled").await;
+    }
+    // The same settlement job delivered again moves nothing.
+    let sqs = env.stack.sqs().await;
+    let job = json!({"id": format!("{id}/settle"), "payment_id": id}).to_string();
+    sqs.send_message().queue_url(&env.stack.queues["SettlementQueue"]).message_body(&job).send().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(8600, 2));
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(1400, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn bad_codes_and_calls_are_refused_and_move_nothing() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("100.00").await;
+    let other = enrolled_phone("100.00").await;
+    let now = superpay::clock::now_epoch_seconds();
+    let first = code(&phone, 1, now);
+    assert_eq!(present(&till, "5.00", &first).await.0, StatusCode::ACCEPTED);
+
+    let (status, problem) = present(&till, "5.00", &first).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("offline_code_replayed")));
+    // The phone's key id and account, signed by another device.
+    let foreign = OfflineCode { key_id: phone.key_id.clone(), account: phone.user.clone(), counter: 9, issued_at: now }
+        .sign(&other.key);
+    assert_eq!(present(&till, "5.00", &foreign).await.1["code"], "offline_code_invalid");
+    let tampered = first.replacen("SP1.", "SP1.x", 1);
+    assert_eq!(present(&till, "5.00", &tampered).await.1["code"], "offline_code_malformed");
+    let old = code(&phone, 2, now - OFFLINE_WINDOW_SECONDS - 60);
+    assert_eq!(present(&till, "5.00", &old).await.1["code"], "offline_code_expired");
+    assert_eq!(present(&till, "50.01", &code(&phone, 3, now)).await.1["code"], "over_offline_limit");
+    assert_eq!(present(&till, "5.001", &code(&phone, 4, now)).await.1["code"], "amount_too_many_decimals");
+
+    // A forged or replayed terminal signature.
+    let body = json!({"amount": {"amount": "1.00", "currency": "USD"}, "code": code(&phone, 5, now)}).to_string();
+    let forged = env.signed(
+        env.http().post(env.url("/offline/payments")),
+        &Key::random(),
+        &till.key_id,
+        "/offline/payments",
+        &body,
+    );
+    let forged = forged.header("idempotency-key", unique("key")).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let signing = derive(&till.master, Purpose::RequestSigning);
+    let signature = Signature::create(&till.key_id, &signing, "POST", "/offline/payments", body.as_bytes(), now);
+    let send = || {
+        env.with_signature(env.http().post(env.url("/offline/payments")).body(body.clone()), &signature)
+            .header("idempotency-key", unique("key"))
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), StatusCode::ACCEPTED);
+    let replay = send().await.unwrap();
+    assert_eq!(replay.json::<Value>().await.unwrap()["code"], "signature_replayed");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(9400, 2), "only the two good codes paid");
+    assert_eq!(balance(AccountId::reserve(&other.user)).await, Decimal::new(10000, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_payment_the_reserve_cannot_cover_waits_and_the_payer_is_told() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("3.00").await;
+    let (_, accepted) = present(&till, "10.00", &code(&phone, 1, superpay::clock::now_epoch_seconds())).await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    until_state(&till, &id, "waiting_for_funds").await;
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(300, 2));
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
+    let page = env.get_json("/conversations/platform/messages", &env.token(&phone.user, &[])).await;
+    assert_eq!(page["messages"][0]["kind"], "offline.waiting_for_funds", "{page}");
+}
