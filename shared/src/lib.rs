@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod aws;
+pub mod bank;
 pub mod clock;
 pub mod config;
 pub mod conversation;

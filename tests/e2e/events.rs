@@ -97,3 +97,11 @@ async fn offline_payment_events_answer_as_documented() {
     // A job whose outbox item is gone was handled already: nothing fails.
     assert_eq!(invoke("SettlementFunction", "settlement/job.json").await["batchItemFailures"], serde_json::json!([]));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn topup_events_answer_as_documented() {
+    let page = invoke("TopUpFunction", "topup/page-unknown.json").await;
+    assert_eq!(page["statusCode"], 404, "{page}");
+    assert!(page["body"].as_str().unwrap().contains("Unknown link"));
+}

@@ -12,3 +12,4 @@ mod offline;
 mod purchases;
 mod refunds;
 mod runner;
+mod topup;

@@ -17,19 +17,19 @@ use superpay_e2e::{Env, unique};
 use crate::merchants::register;
 use crate::purchases::balance;
 
-struct Till {
-    merchant: String,
+pub struct Till {
+    pub merchant: String,
     key_id: String,
     master: Key,
 }
 
-struct Phone {
-    user: String,
+pub struct Phone {
+    pub user: String,
     key_id: String,
     key: DeviceKey,
 }
 
-async fn till() -> Till {
+pub async fn till() -> Till {
     let env = Env::get();
     let shop: Value = register(
         &json!({"name": "Corner Shop", "product_server_url": "http://127.0.0.1:9/x", "currency": "USD"}),
@@ -60,8 +60,13 @@ async fn till() -> Till {
 
 /// A payer with `reserve` USD in their offline reserve and an enrolled phone.
 async fn enrolled_phone(reserve: &str) -> Phone {
+    enrolled_phone_of("payer", reserve).await
+}
+
+/// The same, for a payer whose id starts with `prefix` (the simulated bank declines "broke...").
+pub async fn enrolled_phone_of(prefix: &str, reserve: &str) -> Phone {
     let env = Env::get();
-    let user = unique("payer");
+    let user = unique(prefix);
     if reserve != "0" {
         let fund = Transfer::between(
             unique("fund"),
@@ -102,6 +107,11 @@ async fn present(till: &Till, amount: &str, code: &str) -> (StatusCode, Value) {
     (response.status(), response.json().await.unwrap_or_default())
 }
 
+/// Presents the phone's code number `counter`, made now.
+pub async fn present_code(till: &Till, phone: &Phone, amount: &str, counter: u64) -> (StatusCode, Value) {
+    present(till, amount, &code(phone, counter, superpay::clock::now_epoch_seconds())).await
+}
+
 async fn payment(till: &Till, id: &str) -> Value {
     let env = Env::get();
     let path = format!("/offline/payments/{id}");
@@ -110,7 +120,7 @@ async fn payment(till: &Till, id: &str) -> Value {
     env.with_signature(env.http().get(env.url(&path)), &signature).send().await.unwrap().json().await.unwrap()
 }
 
-async fn until_state(till: &Till, id: &str, state: &str) -> Value {
+pub async fn until_state(till: &Till, id: &str, state: &str) -> Value {
     for _ in 0..60 {
         let current = payment(till, id).await;
         if current["state"] == state {

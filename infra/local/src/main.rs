@@ -24,10 +24,17 @@ fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
+/// `infra/local/parameters.json`, plus placeholders for the parameters the running stack fills in
+/// (its own URLs), for reading the template's shape before it runs.
 fn local_parameters(root: &Path) -> Result<HashMap<String, String>, String> {
     let path = root.join("infra/local/parameters.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let mut parameters: HashMap<String, String> =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    for filled_by_the_stack in ["BankUrl", "PublicBaseUrl"] {
+        parameters.entry(filled_by_the_stack.into()).or_insert_with(|| "http://127.0.0.1".into());
+    }
+    Ok(parameters)
 }
 
 #[tokio::main]

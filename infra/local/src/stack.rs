@@ -229,9 +229,24 @@ impl Stack {
             authorizer_audience: vec![],
             logs: options.logs.clone(),
         };
+        let sim_port = if options.merchant_sim_port == 0 { emulators::free_port()? } else { options.merchant_sim_port };
+        let merchant_sim = emulators::start_merchant_simulator(
+            &options.binaries.join("merchant-sim"),
+            sim_port,
+            &options.logs.join("merchant-sim.log"),
+        )
+        .await?;
+        info.merchant_simulator_url = format!("http://127.0.0.1:{sim_port}");
+        let gateway_listener = bind(options.gateway_port).await?;
+        info.api_url = format!("http://{}", gateway_listener.local_addr()?);
+
+        // Locally the bank is the simulator's and links point at this stack's HTTP API.
+        let mut parameters = options.parameters.clone();
+        parameters.insert("BankUrl".into(), format!("{}/bank", info.merchant_simulator_url));
+        parameters.insert("PublicBaseUrl".into(), info.api_url.clone());
         let key_ids = crate::resources::create_keys(&info.kms().await, &Template::keys_to_create(&text)?).await?;
         let naming = LocalNaming { moto_endpoint, key_ids: key_ids.clone() };
-        let template = Template::parse(&text, &options.stack_name, &options.parameters, &naming)?;
+        let template = Template::parse(&text, &options.stack_name, &parameters, &naming)?;
 
         let dynamodb = info.dynamodb().await;
         for table in &template.tables {
@@ -245,15 +260,6 @@ impl Stack {
             info.authorizer_issuer = authorizer.issuer.clone();
             info.authorizer_audience = authorizer.audience.clone();
         }
-
-        let sim_port = if options.merchant_sim_port == 0 { emulators::free_port()? } else { options.merchant_sim_port };
-        let merchant_sim = emulators::start_merchant_simulator(
-            &options.binaries.join("merchant-sim"),
-            sim_port,
-            &options.logs.join("merchant-sim.log"),
-        )
-        .await?;
-        info.merchant_simulator_url = format!("http://127.0.0.1:{sim_port}");
 
         let mut hosts = Vec::new();
         for function in &template.functions {
@@ -269,8 +275,6 @@ impl Stack {
         }
 
         let gateway = Arc::new(Gateway::new(&template, &hosts, keys.clone()));
-        let gateway_listener = bind(options.gateway_port).await?;
-        info.api_url = format!("http://{}", gateway_listener.local_addr()?);
         let lambda_listener = bind(options.lambda_port).await?;
         info.lambda_endpoint = format!("http://{}", lambda_listener.local_addr()?);
         for (listener, app) in

@@ -8,6 +8,8 @@
 //!   signs with the wrong key, `other…` names another order; anything else confirms.
 //! - `POST <any path>/webhooks` takes our signed notifications; for an order whose product id
 //!   starts with `flaky` it fails the first delivery (HTTP 500) to exercise our retries.
+//! - `POST /bank/debits {"reference", "account", "amount"}` is a payer's bank: it declines accounts
+//!   whose id starts with `broke`, approves the rest, and answers a reference the same way twice.
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{order_id}` the
 //!   notifications it accepted, and how many deliveries it refused.
 
@@ -33,6 +35,7 @@ struct Sim {
     nonces: Mutex<HashSet<String>>,
     orders: Mutex<HashMap<String, Value>>,
     webhooks: Mutex<HashMap<String, Value>>,
+    debits: Mutex<HashMap<String, Value>>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +170,19 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
     response
 }
 
+async fn bank_debit(State(sim): State<Arc<Sim>>, body: axum::Json<Value>) -> Response {
+    let reference = body["reference"].as_str().unwrap_or_default().to_owned();
+    let account = body["account"].as_str().unwrap_or_default();
+    let answer = if account.starts_with("broke") {
+        json!({ "status": "declined", "reason": "insufficient funds at the bank" })
+    } else {
+        json!({ "status": "approved", "reference": reference })
+    };
+    let answer = sim.debits.lock().map(|mut d| d.entry(reference).or_insert(answer).clone()).unwrap_or_default();
+    let status = if answer["status"] == "approved" { StatusCode::OK } else { StatusCode::PAYMENT_REQUIRED };
+    (status, axum::Json(answer)).into_response()
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -180,6 +196,7 @@ async fn main() -> std::io::Result<()> {
     eprintln!("merchant simulator on http://{}", listener.local_addr()?);
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
+        .route("/bank/debits", post(bank_debit))
         .route("/_sim/orders/{order_id}", get(received))
         .route("/_sim/webhooks/{order_id}", get(webhooks_seen))
         .fallback(post(product_server))

@@ -12,6 +12,8 @@ pub mod device;
 pub mod payment;
 pub mod payments_api;
 pub mod settlement;
+pub mod topup;
+pub mod topup_api;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};

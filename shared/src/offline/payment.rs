@@ -45,6 +45,8 @@ pub struct Payment {
     pub amount: Money,
     pub state: PaymentState,
     pub created_at: i64,
+    /// The top-up link's token while the payment waits for funds.
+    pub topup_token: Option<String>,
 }
 
 impl Payment {
@@ -107,6 +109,21 @@ impl PaymentStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// A pending payment waits for funds, with the top-up link that asks for them.
+    pub fn waiting_item(&self, id: &str, token: &str) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.payments)
+            .key("id", s(id))
+            .update_expression("SET #state = :waiting, topup_token = :token")
+            .condition_expression("#state = :pending")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
+            .expression_attribute_values(":pending", s(PaymentState::Pending.as_str()))
+            .expression_attribute_values(":token", s(token))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     /// Moves a payment that is not yet settled to `to`.
     pub fn state_item(&self, id: &str, to: PaymentState) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
@@ -136,5 +153,6 @@ fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         amount: Money::new(get_decimal(item, "amount")?, currency).map_err(|_| corrupt("amount"))?,
         state: PaymentState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
         created_at: get_n(item, "created_at")?,
+        topup_token: item.get("topup_token").map(|_| get_s(item, "topup_token").map(str::to_owned)).transpose()?,
     })
 }

@@ -170,6 +170,7 @@ impl OfflinePaymentsApi {
                     amount,
                     state: PaymentState::Pending,
                     created_at: now,
+                    topup_token: None,
                 };
                 let job_id = format!("{}/settle", payment.id);
                 let job = OutboxMessage {

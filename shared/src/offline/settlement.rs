@@ -5,15 +5,19 @@
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
-use super::payment::{PaymentState, PaymentStore};
+use rust_decimal::Decimal;
+
+use super::payment::{Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
+use super::topup::{TopUp, TopUpStore, new_token};
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
-use crate::dynamo::transact;
+use crate::dynamo::{TransactError, transact};
 use crate::ledger::store::{LedgerStore, TransferError};
 use crate::ledger::{AccountId, LedgerError, Transfer};
+use crate::money::Money;
 use crate::outbox::Outbox;
 
 pub struct Settlement {
@@ -22,7 +26,13 @@ pub struct Settlement {
     ledger: LedgerStore,
     outbox: Outbox,
     conversations: ConversationStore,
+    topups: TopUpStore,
+    /// Where links to this API's pages start (template `PublicBaseUrl`).
+    public_base_url: String,
 }
+
+/// How long a top-up link works.
+pub const TOPUP_TTL_SECONDS: i64 = 24 * 3600;
 
 impl Settlement {
     pub async fn from_env() -> Result<Self, MissingEnv> {
@@ -37,6 +47,8 @@ impl Settlement {
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
             conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
+            topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
+            public_base_url: aws::env("PUBLIC_BASE_URL")?.trim_end_matches('/').to_owned(),
             dynamodb,
         })
     }
@@ -60,6 +72,57 @@ impl Settlement {
             }
         }
         response
+    }
+
+    /// The payment waits; the payer gets a top-up link in their conversation with the platform.
+    /// A redelivered job finds the payment waiting already and posts the same message (once).
+    async fn ask_for_funds(&self, payment: &Payment, available: Decimal, now: i64) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let currency = payment.amount.currency();
+        let due = Money::new(payment.amount.amount() - available, currency).map_err(|e| fail(&e))?;
+        let token = match &payment.topup_token {
+            Some(token) => token.clone(),
+            None => {
+                let topup = TopUp {
+                    token: new_token(),
+                    payment_id: payment.id.clone(),
+                    user: payment.user.clone(),
+                    merchant_id: payment.merchant_id.clone(),
+                    amount_due: due,
+                    payment_amount: payment.amount,
+                    expires_at: now + TOPUP_TTL_SECONDS,
+                    paid: false,
+                };
+                let items = vec![
+                    self.payments.waiting_item(&payment.id, &topup.token).map_err(|e| fail(&e))?,
+                    self.topups.create_item(&topup).map_err(|e| fail(&e))?,
+                ];
+                match transact(&self.dynamodb, items).await {
+                    Ok(()) => topup.token,
+                    // It changed since it was read (settled, or waiting with its own link): look again.
+                    Err(TransactError::ConditionFailed(_)) => {
+                        let current = self.payments.get(&payment.id).await.map_err(|e| fail(&e))?;
+                        match current.and_then(|p| p.topup_token.filter(|_| p.state == PaymentState::WaitingForFunds)) {
+                            Some(token) => token,
+                            None => return Ok(()),
+                        }
+                    }
+                    Err(e) => return Err(fail(&e)),
+                }
+            }
+        };
+        let link = format!("{}/topup/{token}", self.public_base_url);
+        let message = NewMessage {
+            id: format!("{}/waiting/{}", payment.id, &token[..8]),
+            kind: "offline.waiting_for_funds".into(),
+            text: format!(
+                "A payment of {} to {} is waiting: your offline reserve has {available}. Add {due} to complete it: {link}",
+                payment.amount, payment.merchant_id
+            ),
+            data: serde_json::json!({ "payment": payment.view(), "amount_due": due, "link": link }),
+        };
+        self.conversations.post(&payment.user, &Counterparty::platform(), &message, now).await.map_err(|e| fail(&e))?;
+        Ok(())
     }
 
     /// Idempotent by the job: a job handled once (its outbox item gone) or a payment already
@@ -87,23 +150,7 @@ impl Settlement {
             match self.ledger.apply(&transfer, vec![settled], now).await {
                 Ok(_) | Err(TransferError::Rejected(_)) => {}
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
-                    let waiting =
-                        self.payments.state_item(&payment.id, PaymentState::WaitingForFunds).map_err(|e| fail(&e))?;
-                    // Refused only if it settled meanwhile: then there is nothing to wait for.
-                    let _ = transact(&self.dynamodb, vec![waiting]).await;
-                    let message = NewMessage {
-                        id: format!("{}/waiting", payment.id),
-                        kind: "offline.waiting_for_funds".into(),
-                        text: format!(
-                            "A payment of {} to {} is waiting: your offline reserve has {available}. Top up to complete it.",
-                            payment.amount, payment.merchant_id
-                        ),
-                        data: payment.view(),
-                    };
-                    self.conversations
-                        .post(&payment.user, &Counterparty::platform(), &message, now)
-                        .await
-                        .map_err(|e| fail(&e))?;
+                    self.ask_for_funds(&payment, available, now).await?;
                 }
                 Err(e) => return Err(fail(&e)),
             }

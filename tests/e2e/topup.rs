@@ -1,0 +1,94 @@
+//! Top-up pages over plain HTTP (the browser test drives the same pages in Chromium): a payment the
+//! reserve could not cover waits; its link's page funds the reserve from the bank and the payment
+//! completes, once; declines, bad forms, used and unknown links each get a clear page.
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use superpay::ledger::AccountId;
+use superpay_e2e::Env;
+
+use crate::offline::{enrolled_phone_of, present_code, till, until_state};
+use crate::purchases::balance;
+
+/// The top-up link posted to `user`'s conversation with the platform.
+pub async fn topup_link(user: &str) -> String {
+    let env = Env::get();
+    for _ in 0..40 {
+        let page = env.get_json("/conversations/platform/messages", &env.token(user, &[])).await;
+        if let Some(link) = page["messages"][0]["data"]["link"].as_str() {
+            return link.to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("no top-up link for {user}");
+}
+
+/// A cookie-keeping client, as a browser would be.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).build().unwrap()
+}
+
+fn csrf_of(page: &str) -> String {
+    let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[start..start + 64].to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_top_up_completes_the_waiting_payment_once() {
+    let till = till().await;
+    let phone = enrolled_phone_of("payer", "3.00").await;
+    let (_, accepted) = present_code(&till, &phone, "10.00", 1).await;
+    let payment = accepted["id"].as_str().unwrap().to_owned();
+    until_state(&till, &payment, "waiting_for_funds").await;
+    let link = topup_link(&phone.user).await;
+
+    let client = browser();
+    let page = client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("7.00 USD"), "the amount due: {html}");
+    assert!(html.contains("Corner Shop"));
+    let csrf = csrf_of(&html);
+
+    // Without the CSRF cookie (another site's form): refused, nothing moves.
+    let forged =
+        reqwest::Client::new().post(&link).form(&[("amount", "7.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let short = client.post(&link).form(&[("amount", "6.99"), ("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(short.status(), StatusCode::BAD_REQUEST);
+    assert!(short.text().await.unwrap().contains("at least 7.00 USD"));
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(300, 2));
+
+    let done = client.post(&link).form(&[("amount", "7.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    assert!(done.text().await.unwrap().contains("Funds added"));
+    until_state(&till, &payment, "settled").await;
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(1000, 2));
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::ZERO);
+    // The link is spent: sending the form again moves nothing.
+    let again = client.post(&link).form(&[("amount", "7.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::GONE);
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(1000, 2));
+    let unknown = client.get(format!("{}/topup/{}", Env::get().stack.api_url, "0".repeat(64))).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_bank_decline_shows_a_clear_page_and_moves_nothing() {
+    let till = till().await;
+    // The simulated bank declines accounts whose id starts with "broke".
+    let phone = enrolled_phone_of("broke", "1.00").await;
+    let (_, accepted) = present_code(&till, &phone, "5.00", 1).await;
+    until_state(&till, accepted["id"].as_str().unwrap(), "waiting_for_funds").await;
+    let link = topup_link(&phone.user).await;
+    let client = browser();
+    let csrf = csrf_of(&client.get(&link).send().await.unwrap().text().await.unwrap());
+    let declined = client.post(&link).form(&[("amount", "4.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(declined.status(), StatusCode::PAYMENT_REQUIRED);
+    assert!(declined.text().await.unwrap().contains("declined"));
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(100, 2));
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
+}
