@@ -2,6 +2,7 @@
 //! One test binary for all of them (each binary links the AWS SDK). Run with `cargo stack test`.
 
 mod adapters;
+mod browser;
 mod config;
 mod devices;
 mod events;

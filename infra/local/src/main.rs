@@ -186,6 +186,8 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     }
     step("lint template.yaml (cfn-lint, sam validate --lint)");
     lint_template(&root).await?;
+    step("Chromium and ChromeDriver for the browser test (Debian's packages)");
+    ensure_chromium()?;
     step("start the local stack");
     let options = options(&root, false, false)?;
     let info_path = options.state.join("test-stack.json");
@@ -212,6 +214,27 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
         true => Ok(ExitCode::SUCCESS),
         false => Err(format!("tests failed; the functions' logs are in {}", logs.display())),
     }
+}
+
+/// The browser test drives Debian's Chromium through ChromeDriver; install both when missing.
+fn ensure_chromium() -> Result<(), String> {
+    if Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    eprintln!("installing chromium and chromium-driver with apt-get (once)");
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("apt-get: {e}"))
+            .and_then(|s| if s.success() { Ok(()) } else { Err(format!("apt-get {} failed", args.join(" "))) })
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver"]).map_err(|e| {
+        format!("{e}: the browser test needs Debian's chromium and chromium-driver (run as root, or install them)")
+    })
 }
 
 async fn lint_template(root: &Path) -> Result<(), String> {
