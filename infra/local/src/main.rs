@@ -126,7 +126,7 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     let options = options(&root, true, release)?;
     let state = options.state.clone();
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
-    seed::apply(&stack, &root.join("infra/seed.json")).await.map_err(|e| format!("seeding: {e}"))?;
+    seed::apply(&stack, &root.join("infra/seed.json"), &state).await.map_err(|e| format!("seeding: {e}"))?;
     stack.write_info(&state.join("stack.json")).map_err(|e| e.to_string())?;
     let authorizer = stack.info.authorizer();
     let mint =
@@ -193,7 +193,9 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     let info_path = options.state.join("test-stack.json");
     let _ = std::fs::remove_dir_all(&options.logs);
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
-    seed::apply(&stack, &root.join("infra/seed.json")).await.map_err(|e| format!("seeding: {e}"))?;
+    seed::apply(&stack, &root.join("infra/seed.json"), &stack.info.logs.clone())
+        .await
+        .map_err(|e| format!("seeding: {e}"))?;
     stack.write_info(&info_path).map_err(|e| e.to_string())?;
 
     step("cargo test --workspace (with the local stack)");

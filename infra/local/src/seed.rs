@@ -1,5 +1,6 @@
 //! Seed data for local use (`infra/seed.json`): the demo users, the demo config groups, a demo
-//! merchant whose product server is the simulator, and the demo user's funded wallet.
+//! merchant whose product server is the simulator with a till terminal, and the demo user's funded
+//! wallet and offline reserve.
 //! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
 //! every start, since moto forgets KMS keys between runs (README).
 
@@ -14,6 +15,7 @@ use superpay::keys::KeyService;
 use superpay::ledger::store::LedgerStore;
 use superpay::ledger::{AccountId, Transfer};
 use superpay::merchant::store::MerchantStore;
+use superpay::merchant::terminal::{Terminal, TerminalStore};
 use superpay::merchant::{Merchant, MerchantStatus};
 use superpay::money::Money;
 
@@ -29,6 +31,15 @@ struct Seed {
     config: ConfigSeed,
     merchants: Vec<MerchantSeed>,
     wallets: Vec<WalletSeed>,
+    terminals: Vec<TerminalSeed>,
+    /// Offline reserves, funded like wallets.
+    reserves: Vec<WalletSeed>,
+}
+
+#[derive(Deserialize)]
+struct TerminalSeed {
+    id: String,
+    merchant: String,
 }
 
 #[derive(Deserialize)]
@@ -54,7 +65,9 @@ struct ConfigSeed {
     groups: BTreeMap<String, serde_json::Value>,
 }
 
-pub async fn apply(stack: &Stack, path: &Path) -> Result<(), String> {
+/// Applies the seed. The demo terminal's key (shown once) is written to `<state>/terminal.json`
+/// for `cargo device present`.
+pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let seed: Seed = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let table =
@@ -77,15 +90,22 @@ pub async fn apply(stack: &Stack, path: &Path) -> Result<(), String> {
     for merchant in seed.merchants {
         seed_merchant(stack, merchant).await?;
     }
+    for terminal in seed.terminals {
+        seed_terminal(stack, terminal, state).await?;
+    }
     let ledger = LedgerStore::new(stack.info.dynamodb().await, table_of(stack, "LedgerTable")?);
-    for wallet in seed.wallets {
+    let reserves = seed.reserves.into_iter().map(|r| (r, AccountId::reserve as fn(&str) -> AccountId));
+    for (wallet, account) in
+        seed.wallets.into_iter().map(|w| (w, AccountId::wallet as fn(&str) -> AccountId)).chain(reserves)
+    {
         let money = Money::parse(&wallet.amount, &wallet.currency).map_err(|e| e.to_string())?;
         // A fixed transfer id: applied by the first start only.
+        let to = account(&wallet.user);
         let fund = Transfer::between(
-            format!("seed/{}", wallet.user),
+            format!("seed/{to}"),
             money,
             AccountId::funding(&wallet.user),
-            AccountId::wallet(&wallet.user),
+            to,
             "seed.fund",
             "infra/seed.json".into(),
         )
@@ -97,6 +117,35 @@ pub async fn apply(stack: &Stack, path: &Path) -> Result<(), String> {
 
 fn table_of<'a>(stack: &'a Stack, logical_id: &str) -> Result<&'a String, String> {
     stack.info.tables.get(logical_id).ok_or(format!("no table {logical_id} in template.yaml"))
+}
+
+async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Result<(), String> {
+    let key_id = stack.info.keys.get("PartyKeysKey").ok_or("no PartyKeysKey in template.yaml")?;
+    let keys = KeyService::new(stack.info.kms().await, key_id);
+    let new_key = keys.generate(&Terminal::key_owner(&seed.id)).await.map_err(|e| e.to_string())?;
+    let terminal = Terminal {
+        id: seed.id.clone(),
+        merchant_id: seed.merchant,
+        key_id: format!("{}.k1", seed.id),
+        key_ciphertext: new_key.ciphertext,
+        status: MerchantStatus::Active,
+        created_at: superpay::clock::now_epoch_seconds(),
+    };
+    let dynamodb = stack.info.dynamodb().await;
+    let table = table_of(stack, "TerminalsTable")?;
+    dynamodb
+        .delete_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(seed.id))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = TerminalStore::new(dynamodb.clone(), table);
+    superpay::dynamo::transact(&dynamodb, vec![store.create_item(&terminal).map_err(|e| e.to_string())?])
+        .await
+        .map_err(|e| e.to_string())?;
+    let file = serde_json::json!({ "key_id": terminal.key_id, "secret": new_key.key.to_base64().expose(), "api_url": stack.info.api_url });
+    std::fs::write(state.join("terminal.json"), file.to_string()).map_err(|e| e.to_string())
 }
 
 async fn seed_merchant(stack: &Stack, seed: MerchantSeed) -> Result<(), String> {

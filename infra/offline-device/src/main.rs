@@ -2,6 +2,8 @@
 //!
 //!   cargo device enroll [--limit 50.00 --currency USD]   enroll a new key with the local stack
 //!   cargo device code                                     print the next offline payment code
+//!   cargo device present --amount 12.00 CODE              present it as the demo till terminal
+//!   cargo device payment ID                               the payment's state, as that terminal
 //!
 //! The key (PKCS#8) and the counter live in `.superpay/device.json` (or `--file PATH`); only the
 //! public key ever leaves it. `enroll` uses the stack's URL and user token from `.superpay/`.
@@ -129,6 +131,47 @@ fn code(file: &PathBuf) -> Result<(), String> {
     Ok(())
 }
 
+/// The demo till terminal `cargo stack up` seeds (its key is written to `.superpay/terminal.json`).
+struct TerminalFile {
+    key_id: String,
+    master: superpay::crypto::Key,
+    api_url: String,
+}
+
+fn terminal() -> Result<TerminalFile, String> {
+    let path = state_dir().join("terminal.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (is `cargo stack up` running?)", path.display()))?;
+    let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    Ok(TerminalFile {
+        key_id: file["key_id"].as_str().unwrap_or_default().to_owned(),
+        master: superpay::crypto::Key::from_base64(file["secret"].as_str().unwrap_or_default())
+            .ok_or("no terminal key")?,
+        api_url: file["api_url"].as_str().unwrap_or_default().to_owned(),
+    })
+}
+
+/// Sends a request signed with the terminal's key and prints the answer.
+async fn as_terminal(method: reqwest::Method, path: &str, body: String) -> Result<(), String> {
+    let till = terminal()?;
+    let signing = superpay::crypto::derive(&till.master, superpay::crypto::Purpose::RequestSigning);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    let signature =
+        superpay::crypto::Signature::create(&till.key_id, &signing, method.as_str(), path, body.as_bytes(), now);
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", till.api_url)).body(body);
+    request =
+        request.header("idempotency-key", uuid::Uuid::new_v4().to_string()).header("content-type", "application/json");
+    for (name, value) in signature.headers() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    println!("{} {}", response.status(), response.text().await.map_err(|e| e.to_string())?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -136,7 +179,18 @@ async fn main() -> ExitCode {
     let outcome = match args.first().map(String::as_str) {
         Some("enroll") => enroll(&args, &file).await,
         Some("code") => code(&file),
-        _ => Err("usage: cargo device enroll [--limit 50.00] [--currency USD] [--api URL] [--token JWT] [--file PATH]\n       cargo device code [--file PATH]".into()),
+        Some("present") => match (option(&args, "--amount"), args.last().filter(|a| a.starts_with("SP1."))) {
+            (Some(amount), Some(code)) => {
+                let body = serde_json::json!({ "amount": { "amount": amount, "currency": option(&args, "--currency").unwrap_or_else(|| "USD".into()) }, "code": code });
+                as_terminal(reqwest::Method::POST, "/offline/payments", body.to_string()).await
+            }
+            _ => Err("usage: cargo device present --amount 12.00 [--currency USD] SP1....".into()),
+        },
+        Some("payment") => match args.get(1) {
+            Some(id) => as_terminal(reqwest::Method::GET, &format!("/offline/payments/{id}"), String::new()).await,
+            None => Err("usage: cargo device payment p_...".into()),
+        },
+        _ => Err("usage: cargo device enroll [--limit 50.00] [--currency USD] [--api URL] [--token JWT] [--file PATH]\n       cargo device code [--file PATH]\n       cargo device present --amount 12.00 CODE\n       cargo device payment ID".into()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ use crate::conversation::{Counterparty, NewMessage};
 use crate::dynamo::{TransactError, transact};
 use crate::ledger::store::{LedgerStore, TransferError};
 use crate::ledger::{AccountId, LedgerError, Transfer};
+use crate::merchant::store::MerchantStore;
 use crate::money::Money;
 use crate::outbox::Outbox;
 
@@ -27,6 +28,7 @@ pub struct Settlement {
     outbox: Outbox,
     conversations: ConversationStore,
     topups: TopUpStore,
+    merchants: MerchantStore,
     /// Where links to this API's pages start (template `PublicBaseUrl`).
     public_base_url: String,
 }
@@ -48,6 +50,7 @@ impl Settlement {
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
             conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
             topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
+            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             public_base_url: aws::env("PUBLIC_BASE_URL")?.trim_end_matches('/').to_owned(),
             dynamodb,
         })
@@ -112,12 +115,18 @@ impl Settlement {
             }
         };
         let link = format!("{}/topup/{token}", self.public_base_url);
+        let merchant = self
+            .merchants
+            .get(&payment.merchant_id)
+            .await
+            .map_err(|e| fail(&e))?
+            .map_or(payment.merchant_id.clone(), |m| m.name);
         let message = NewMessage {
             id: format!("{}/waiting/{}", payment.id, &token[..8]),
             kind: "offline.waiting_for_funds".into(),
             text: format!(
-                "A payment of {} to {} is waiting: your offline reserve has {available}. Add {due} to complete it: {link}",
-                payment.amount, payment.merchant_id
+                "A payment of {} to {merchant} is waiting: your offline reserve has {available} {currency}. Add {due} to complete it: {link}",
+                payment.amount
             ),
             data: serde_json::json!({ "payment": payment.view(), "amount_due": due, "link": link }),
         };
