@@ -56,15 +56,23 @@ impl Driver {
         json["value"].clone()
     }
 
+    /// Finds an element, waiting for it (a submitted form's next page may still be loading).
     async fn element(&self, session: &str, css: &str) -> String {
-        let found = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/session/{session}/element"),
-                json!({"using": "css selector", "value": css}),
-            )
-            .await;
-        found[ELEMENT].as_str().unwrap().to_owned()
+        for _ in 0..50 {
+            let response = self
+                .http
+                .post(format!("{}/session/{session}/element", self.url))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap();
+            let found: Value = response.json().await.unwrap();
+            if let Some(id) = found["value"][ELEMENT].as_str() {
+                return id.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no element {css} within 5 s");
     }
 
     async fn screenshot(&self, session: &str, name: &str) {

@@ -31,15 +31,17 @@ pub struct Phone {
 
 pub async fn till() -> Till {
     let env = Env::get();
-    let shop: Value = register(
-        &json!({"name": "Corner Shop", "product_server_url": "http://127.0.0.1:9/x", "currency": "USD"}),
-        &unique("key"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    // Its product server is the simulator, which gets its key to check our webhooks' signatures.
+    let url = format!("{}/m/{}", env.stack.merchant_simulator_url, unique("corner"));
+    let shop: Value =
+        register(&json!({"name": "Corner Shop", "product_server_url": url, "currency": "USD"}), &unique("key"))
+            .await
+            .json()
+            .await
+            .unwrap();
     let merchant = shop["id"].as_str().unwrap().to_owned();
+    let grant = json!({"key_id": shop["key_id"], "secret": shop["secret"]});
+    env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
     let terminal: Value = env
         .http()
         .post(env.url(&format!("/merchants/{merchant}/terminals")))
@@ -121,7 +123,7 @@ async fn payment(till: &Till, id: &str) -> Value {
 }
 
 pub async fn until_state(till: &Till, id: &str, state: &str) -> Value {
-    for _ in 0..60 {
+    for _ in 0..120 {
         let current = payment(till, id).await;
         if current["state"] == state {
             return current;
@@ -224,4 +226,32 @@ async fn a_payment_the_reserve_cannot_cover_waits_and_the_payer_is_told() {
     assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
     let page = env.get_json("/conversations/platform/messages", &env.token(&phone.user, &[])).await;
     assert_eq!(page["messages"][0]["kind"], "offline.waiting_for_funds", "{page}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_payment_never_topped_up_expires_and_the_merchant_is_told() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("1.00").await;
+    let (_, accepted) = present(&till, "6.00", &code(&phone, 1, superpay::clock::now_epoch_seconds())).await;
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    until_state(&till, &id, "waiting_for_funds").await;
+    // Local TopUpTtlSeconds is 15 (infra/local/parameters.json).
+    until_state(&till, &id, "expired").await;
+    let url = format!("{}/_sim/webhooks/{id}", env.stack.merchant_simulator_url);
+    let mut told = Value::Null;
+    for _ in 0..40 {
+        told = env.http().get(&url).send().await.unwrap().json().await.unwrap();
+        if told["accepted"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(told["accepted"][0]["kind"], "offline.expired", "{told}");
+    assert_eq!(told["accepted"][0]["payment"]["state"], "expired");
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(100, 2), "nothing moved");
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
+    let link = crate::topup::topup_link(&phone.user).await;
+    assert_eq!(env.http().get(&link).send().await.unwrap().status(), StatusCode::GONE, "the link expired with it");
 }

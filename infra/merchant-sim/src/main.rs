@@ -95,11 +95,21 @@ async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Res
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
     };
     let Ok(event) = serde_json::from_slice::<Value>(body) else { return refuse(StatusCode::BAD_REQUEST, "not JSON") };
-    let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
-    // Only the order's own merchant's key may sign news about it.
-    let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
-    if sold_by != Some(json!(signature.key_id)) {
-        return refuse(StatusCode::UNAUTHORIZED, "signed by a key other than the order's merchant's");
+    // News about an order or an offline payment: only its own merchant's key may sign it.
+    let (order_id, signed_by_seller) = if let Some(payment) = event["payment"].as_object() {
+        let merchant = payment.get("merchant_id").and_then(Value::as_str).unwrap_or_default();
+        (
+            payment.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            signature.key_id.starts_with(&format!("{merchant}.")),
+        )
+    } else {
+        let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
+        let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
+        let seller = sold_by == Some(json!(signature.key_id));
+        (order_id, seller)
+    };
+    if !signed_by_seller {
+        return refuse(StatusCode::UNAUTHORIZED, "signed by a key other than the seller's");
     }
     let flaky = event["order"]["product_id"].as_str().is_some_and(|p| p.starts_with("flaky"));
     let Ok(mut webhooks) = sim.webhooks.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };

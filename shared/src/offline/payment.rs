@@ -15,6 +15,8 @@ pub enum PaymentState {
     Settled,
     /// The payer's reserve did not cover it: waiting for a top-up.
     WaitingForFunds,
+    /// No top-up came in time; nothing was paid and the merchant was told.
+    Expired,
 }
 
 impl PaymentState {
@@ -23,13 +25,28 @@ impl PaymentState {
             PaymentState::Pending => "pending",
             PaymentState::Settled => "settled",
             PaymentState::WaitingForFunds => "waiting_for_funds",
+            PaymentState::Expired => "expired",
         }
     }
 
+    const ALL: [PaymentState; 4] =
+        [PaymentState::Pending, PaymentState::Settled, PaymentState::WaitingForFunds, PaymentState::Expired];
+
     pub fn parse(text: &str) -> Option<Self> {
-        [PaymentState::Pending, PaymentState::Settled, PaymentState::WaitingForFunds]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back() {
+        for state in PaymentState::ALL {
+            assert_eq!(PaymentState::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(PaymentState::parse("paid"), None);
     }
 }
 
@@ -120,6 +137,20 @@ impl PaymentStore {
             .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
             .expression_attribute_values(":pending", s(PaymentState::Pending.as_str()))
             .expression_attribute_values(":token", s(token))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// A waiting payment expires, only if it still waits.
+    pub fn expire_item(&self, id: &str) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.payments)
+            .key("id", s(id))
+            .update_expression("SET #state = :expired")
+            .condition_expression("#state = :waiting")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":expired", s(PaymentState::Expired.as_str()))
+            .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
             .build()?;
         Ok(TransactWriteItem::builder().update(update).build())
     }

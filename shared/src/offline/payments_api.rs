@@ -50,11 +50,14 @@ struct Presented {
     code: String,
 }
 
-/// The settlement queue's message about one payment.
+/// The settlement queue's message about one payment: settle it, or (with `expire_at`) expire it
+/// if it still waits for funds at that time.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct SettlementJob {
     pub id: String,
     pub payment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_at: Option<i64>,
 }
 
 fn unknown_payment(id: &str) -> Problem {
@@ -174,8 +177,12 @@ impl OfflinePaymentsApi {
                 };
                 let job_id = format!("{}/settle", payment.id);
                 let job = OutboxMessage {
-                    body: serde_json::to_string(&SettlementJob { id: job_id.clone(), payment_id: payment.id.clone() })
-                        .map_err(Problem::internal)?,
+                    body: serde_json::to_string(&SettlementJob {
+                        id: job_id.clone(),
+                        payment_id: payment.id.clone(),
+                        expire_at: None,
+                    })
+                    .map_err(Problem::internal)?,
                     id: job_id,
                     queue_url: self.settlement_queue.clone(),
                     delay_seconds: 0,

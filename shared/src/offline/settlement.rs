@@ -15,11 +15,15 @@ use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::dynamo::{TransactError, transact};
+use crate::keys::KeyService;
 use crate::ledger::store::{LedgerStore, TransferError};
 use crate::ledger::{AccountId, LedgerError, Transfer};
+use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
 use crate::outbox::Outbox;
+use crate::outbox::OutboxMessage;
+use crate::purchase::relay::MerchantClient;
 
 pub struct Settlement {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -28,13 +32,17 @@ pub struct Settlement {
     outbox: Outbox,
     conversations: ConversationStore,
     topups: TopUpStore,
-    merchants: MerchantStore,
+    merchants: MerchantDirectory,
+    relay: MerchantClient,
+    settlement_queue: String,
+    /// How long a payment waits for a top-up (template `TopUpTtlSeconds`).
+    topup_ttl_seconds: i64,
     /// Where links to this API's pages start (template `PublicBaseUrl`).
     public_base_url: String,
 }
 
-/// How long a top-up link works.
-pub const TOPUP_TTL_SECONDS: i64 = 24 * 3600;
+/// SQS's longest delay: an expiry further off is re-armed until it is due.
+const MAX_DELAY_SECONDS: i64 = 900;
 
 impl Settlement {
     pub async fn from_env() -> Result<Self, MissingEnv> {
@@ -50,7 +58,15 @@ impl Settlement {
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
             conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
             topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
-            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            merchants: MerchantDirectory::new(
+                MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+                KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?),
+            ),
+            relay: MerchantClient::new(),
+            settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+            topup_ttl_seconds: aws::env("TOPUP_TTL_SECONDS")?
+                .parse()
+                .map_err(|_| MissingEnv("TOPUP_TTL_SECONDS (a number of seconds)".into()))?,
             public_base_url: aws::env("PUBLIC_BASE_URL")?.trim_end_matches('/').to_owned(),
             dynamodb,
         })
@@ -77,6 +93,50 @@ impl Settlement {
         response
     }
 
+    fn job(&self, job: &SettlementJob, delay: i64) -> Result<OutboxMessage, String> {
+        Ok(OutboxMessage {
+            id: job.id.clone(),
+            queue_url: self.settlement_queue.clone(),
+            body: serde_json::to_string(job).map_err(|e| e.to_string())?,
+            delay_seconds: delay.clamp(0, MAX_DELAY_SECONDS) as i32,
+        })
+    }
+
+    /// A payment still waiting for funds when its top-up link expires ends `expired`, and its
+    /// merchant is told (a signed webhook). Not due yet: the job comes back later.
+    async fn expire(&self, job: &SettlementJob, payment: Payment, expire_at: i64) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let now = now_epoch_seconds();
+        if now < expire_at {
+            self.outbox.send(&self.job(job, expire_at - now)?).await;
+            return Ok(());
+        }
+        let expired = match payment.state {
+            PaymentState::WaitingForFunds => {
+                match transact(&self.dynamodb, vec![self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?])
+                    .await
+                {
+                    Ok(()) => true,
+                    // Settled at the last moment (a top-up): nothing to expire.
+                    Err(TransactError::ConditionFailed(_)) => false,
+                    Err(e) => return Err(fail(&e)),
+                }
+            }
+            PaymentState::Expired => true,
+            PaymentState::Pending | PaymentState::Settled => false,
+        };
+        if expired && !self.outbox.step_done(&job.id, "webhook").await.map_err(|e| fail(&e))? {
+            let merchant = self.merchants.get(&payment.merchant_id).await.map_err(|p| p.to_string())?;
+            let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
+            let mut view = payment.view();
+            view["state"] = serde_json::json!(PaymentState::Expired.as_str());
+            let body = serde_json::json!({ "event_id": job.id, "kind": "offline.expired", "payment": view });
+            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
+            self.outbox.mark(&job.id, "webhook").await.map_err(|e| fail(&e))?;
+        }
+        self.outbox.done(&job.id).await.map_err(|e| fail(&e))
+    }
+
     /// The payment waits; the payer gets a top-up link in their conversation with the platform.
     /// A redelivered job finds the payment waiting already and posts the same message (once).
     async fn ask_for_funds(&self, payment: &Payment, available: Decimal, now: i64) -> Result<(), String> {
@@ -93,15 +153,27 @@ impl Settlement {
                     merchant_id: payment.merchant_id.clone(),
                     amount_due: due,
                     payment_amount: payment.amount,
-                    expires_at: now + TOPUP_TTL_SECONDS,
+                    expires_at: now + self.topup_ttl_seconds,
                     paid: false,
                 };
+                let expire = self.job(
+                    &SettlementJob {
+                        id: format!("{}/expire/{}", payment.id, &topup.token[..8]),
+                        payment_id: payment.id.clone(),
+                        expire_at: Some(topup.expires_at),
+                    },
+                    topup.expires_at - now,
+                )?;
                 let items = vec![
                     self.payments.waiting_item(&payment.id, &topup.token).map_err(|e| fail(&e))?,
                     self.topups.create_item(&topup).map_err(|e| fail(&e))?,
+                    self.outbox.put_item(&expire, now).map_err(|e| fail(&e))?,
                 ];
                 match transact(&self.dynamodb, items).await {
-                    Ok(()) => topup.token,
+                    Ok(()) => {
+                        self.outbox.send(&expire).await;
+                        topup.token
+                    }
                     // It changed since it was read (settled, or waiting with its own link): look again.
                     Err(TransactError::ConditionFailed(_)) => {
                         let current = self.payments.get(&payment.id).await.map_err(|e| fail(&e))?;
@@ -115,12 +187,7 @@ impl Settlement {
             }
         };
         let link = format!("{}/topup/{token}", self.public_base_url);
-        let merchant = self
-            .merchants
-            .get(&payment.merchant_id)
-            .await
-            .map_err(|e| fail(&e))?
-            .map_or(payment.merchant_id.clone(), |m| m.name);
+        let merchant = self.merchants.get(&payment.merchant_id).await.map_or(payment.merchant_id.clone(), |m| m.name);
         let message = NewMessage {
             id: format!("{}/waiting/{}", payment.id, &token[..8]),
             kind: "offline.waiting_for_funds".into(),
@@ -144,6 +211,9 @@ impl Settlement {
         let Some(payment) = self.payments.get(&job.payment_id).await.map_err(|e| fail(&e))? else {
             return self.outbox.done(&job.id).await.map_err(|e| fail(&e));
         };
+        if let Some(expire_at) = job.expire_at {
+            return self.expire(job, payment, expire_at).await;
+        }
         if payment.state != PaymentState::Settled {
             let now = now_epoch_seconds();
             let transfer = Transfer::between(

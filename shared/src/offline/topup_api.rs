@@ -12,7 +12,6 @@ use lambda_http::{Body, Request, Response};
 use minijinja::{Environment, context};
 use serde::Deserialize;
 
-use super::payment::{PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
 use super::topup::{TopUp, TopUpStore, new_token};
 use crate::Problem;
@@ -31,7 +30,6 @@ const CSRF_COOKIE: &str = "topup_csrf";
 pub struct TopUpApi {
     pages: Environment<'static>,
     topups: TopUpStore,
-    payments: PaymentStore,
     ledger: LedgerStore,
     merchants: MerchantStore,
     outbox: Outbox,
@@ -72,11 +70,6 @@ impl TopUpApi {
         Ok(TopUpApi {
             pages,
             topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
-            payments: PaymentStore::new(
-                dynamodb.clone(),
-                aws::env("OFFLINE_PAYMENTS_TABLE")?,
-                aws::env("OFFLINE_CODES_TABLE")?,
-            ),
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             outbox: Outbox::new(dynamodb, aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
@@ -225,17 +218,19 @@ impl TopUpApi {
         .map_err(Problem::internal)?;
         let job_id = format!("{}/settle/{}", topup.payment_id, &topup.token[..8]);
         let job = OutboxMessage {
-            body: serde_json::to_string(&SettlementJob { id: job_id.clone(), payment_id: topup.payment_id.clone() })
-                .map_err(Problem::internal)?,
+            body: serde_json::to_string(&SettlementJob {
+                id: job_id.clone(),
+                payment_id: topup.payment_id.clone(),
+                expire_at: None,
+            })
+            .map_err(Problem::internal)?,
             id: job_id,
             queue_url: self.settlement_queue.clone(),
             delay_seconds: 0,
         };
-        let with = vec![
-            self.topups.paid_item(&topup.token)?,
-            self.payments.state_item(&topup.payment_id, PaymentState::Pending)?,
-            self.outbox.put_item(&job, now)?,
-        ];
+        // The money is the payer's whatever became of the payment: it goes to their reserve, and the
+        // settlement job settles the payment only if it still waits.
+        let with = vec![self.topups.paid_item(&topup.token)?, self.outbox.put_item(&job, now)?];
         match self.ledger.apply(&transfer, with, now).await {
             Ok(Applied::Now) => self.outbox.send(&job).await,
             Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
