@@ -34,13 +34,18 @@ impl Outbox {
 
     /// The item to commit with the change that implies the message.
     pub fn put_item(&self, message: &OutboxMessage, now: i64) -> Result<TransactWriteItem, StoreError> {
+        self.put_item_due(message, now + i64::from(message.delay_seconds))
+    }
+
+    /// The same, for a message not due before `due_at` (a check further off than SQS can delay).
+    pub fn put_item_due(&self, message: &OutboxMessage, due_at: i64) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&message.id))
             .item("queue_url", s(&message.queue_url))
             .item("body", s(&message.body))
             .item("delay_seconds", n(message.delay_seconds))
-            .item("due_at", n(now + i64::from(message.delay_seconds)))
+            .item("due_at", n(due_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
         Ok(TransactWriteItem::builder().put(put).build())
@@ -48,17 +53,22 @@ impl Outbox {
 
     /// Sends right after the commit. A failure is only logged: the sweeper sends it later.
     pub async fn send(&self, message: &OutboxMessage) {
-        let sent = self
-            .sqs
+        if let Err(e) = self.send_checked(message).await {
+            tracing::warn!(message = %message.id, error = %e, "send failed; the outbox sweeper will send it");
+        }
+    }
+
+    /// Sends, saying whether SQS took it.
+    pub async fn send_checked(&self, message: &OutboxMessage) -> Result<(), StoreError> {
+        self.sqs
             .send_message()
             .queue_url(&message.queue_url)
             .message_body(&message.body)
             .delay_seconds(message.delay_seconds)
             .send()
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(message = %message.id, error = %aws_sdk_sqs::error::DisplayErrorContext(e), "send failed; the outbox sweeper will send it");
-        }
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
     }
 
     /// Whether the message is still to be handled (its consumer deletes it when done).

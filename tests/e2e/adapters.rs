@@ -81,3 +81,30 @@ async fn an_abandoned_or_released_claim_can_be_taken_again() {
         _ => panic!("replay"),
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_top_up_link_funds_one_amount_however_often_its_form_is_sent() {
+    use superpay::money::Money;
+    use superpay::offline::topup::{TopUp, TopUpStore, new_token};
+    let env = Env::get();
+    let dynamodb = env.dynamodb().await;
+    let store = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable"));
+    let usd = |a: &str| Money::parse(a, "USD").unwrap();
+    let topup = TopUp {
+        token: new_token(),
+        payment_id: unique("p"),
+        user: unique("payer"),
+        merchant_id: "m_x".into(),
+        amount_due: usd("7.00"),
+        payment_amount: usd("10.00"),
+        expires_at: i64::MAX / 2,
+        paid: false,
+        amount: None,
+    };
+    superpay::dynamo::transact(&dynamodb, vec![store.create_item(&topup).unwrap()]).await.unwrap();
+    assert_eq!(store.fix_amount(&topup.token, usd("20.00")).await.unwrap(), usd("20.00"));
+    // A later form (another tab, a retry after a failure) cannot change what the bank is asked for.
+    assert_eq!(store.fix_amount(&topup.token, usd("1000.00")).await.unwrap(), usd("20.00"));
+    assert_eq!(store.get(&topup.token).await.unwrap().unwrap().amount, Some(usd("20.00")));
+}

@@ -188,7 +188,13 @@ async fn bank_debit(State(sim): State<Arc<Sim>>, body: axum::Json<Value>) -> Res
     } else {
         json!({ "status": "approved", "reference": reference })
     };
-    let answer = sim.debits.lock().map(|mut d| d.entry(reference).or_insert(answer).clone()).unwrap_or_default();
+    let answer = json!({ "amount": body["amount"], "answer": answer });
+    let kept = sim.debits.lock().map(|mut d| d.entry(reference).or_insert(answer.clone()).clone()).unwrap_or_default();
+    // A bank answers a reference once; the same reference for another amount is a client's bug.
+    if kept["amount"] != answer["amount"] {
+        return refuse(StatusCode::CONFLICT, "this reference was used for another amount");
+    }
+    let answer = kept["answer"].clone();
     let status = if answer["status"] == "approved" { StatusCode::OK } else { StatusCode::PAYMENT_REQUIRED };
     (status, axum::Json(answer)).into_response()
 }

@@ -126,19 +126,25 @@ impl PaymentStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// A pending payment waits for funds, with the top-up link that asks for them.
-    pub fn waiting_item(&self, id: &str, token: &str) -> Result<TransactWriteItem, StoreError> {
-        let update = Update::builder()
+    /// A payment waits for funds with the top-up link `token`: a pending one (its first link), or
+    /// a waiting one whose link `previous` was paid and still fell short.
+    pub fn waiting_item(&self, id: &str, token: &str, previous: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let mut update = Update::builder()
             .table_name(&self.payments)
             .key("id", s(id))
             .update_expression("SET #state = :waiting, topup_token = :token")
-            .condition_expression("#state = :pending")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
-            .expression_attribute_values(":pending", s(PaymentState::Pending.as_str()))
-            .expression_attribute_values(":token", s(token))
-            .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+            .expression_attribute_values(":token", s(token));
+        update = match previous {
+            None => update
+                .condition_expression("#state = :pending")
+                .expression_attribute_values(":pending", s(PaymentState::Pending.as_str())),
+            Some(previous) => update
+                .condition_expression("#state = :waiting AND topup_token = :previous")
+                .expression_attribute_values(":previous", s(previous)),
+        };
+        Ok(TransactWriteItem::builder().update(update.build()?).build())
     }
 
     /// A waiting payment expires, only if it still waits.

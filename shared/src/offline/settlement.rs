@@ -108,16 +108,19 @@ impl Settlement {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
         let now = now_epoch_seconds();
         if now < expire_at {
-            self.outbox.send(&self.job(job, expire_at - now)?).await;
-            return Ok(());
+            // Not due: the job comes back later. If that send fails, SQS must redeliver this one.
+            return self.outbox.send_checked(&self.job(job, expire_at - now)?).await.map_err(|e| fail(&e));
         }
         let expired = match payment.state {
             PaymentState::WaitingForFunds => {
-                match transact(&self.dynamodb, vec![self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?])
-                    .await
-                {
+                let mut items = vec![self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?];
+                // A link paid at the last moment wins: its settlement is on its way.
+                if let Some(token) = &payment.topup_token {
+                    items.push(self.topups.unpaid_check(token).map_err(|e| fail(&e))?);
+                }
+                match transact(&self.dynamodb, items).await {
                     Ok(()) => true,
-                    // Settled at the last moment (a top-up): nothing to expire.
+                    // Settled, or paid for, at the last moment: nothing to expire.
                     Err(TransactError::ConditionFailed(_)) => false,
                     Err(e) => return Err(fail(&e)),
                 }
@@ -142,9 +145,17 @@ impl Settlement {
     async fn ask_for_funds(&self, payment: &Payment, available: Decimal, now: i64) -> Result<(), String> {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
         let currency = payment.amount.currency();
+        if !matches!(payment.state, PaymentState::Pending | PaymentState::WaitingForFunds) {
+            return Ok(());
+        }
         let due = Money::new(payment.amount.amount() - available, currency).map_err(|e| fail(&e))?;
-        let token = match &payment.topup_token {
-            Some(token) => token.clone(),
+        // The current link, unless it was paid (its money went in and still was not enough).
+        let open_link = match &payment.topup_token {
+            Some(token) => self.topups.get(token).await.map_err(|e| fail(&e))?.filter(|t| !t.paid).map(|t| t.token),
+            None => None,
+        };
+        let token = match open_link {
+            Some(token) => token,
             None => {
                 let topup = TopUp {
                     token: new_token(),
@@ -155,6 +166,7 @@ impl Settlement {
                     payment_amount: payment.amount,
                     expires_at: now + self.topup_ttl_seconds,
                     paid: false,
+                    amount: None,
                 };
                 let expire = self.job(
                     &SettlementJob {
@@ -165,9 +177,12 @@ impl Settlement {
                     topup.expires_at - now,
                 )?;
                 let items = vec![
-                    self.payments.waiting_item(&payment.id, &topup.token).map_err(|e| fail(&e))?,
+                    self.payments
+                        .waiting_item(&payment.id, &topup.token, payment.topup_token.as_deref())
+                        .map_err(|e| fail(&e))?,
                     self.topups.create_item(&topup).map_err(|e| fail(&e))?,
-                    self.outbox.put_item(&expire, now).map_err(|e| fail(&e))?,
+                    // Due at the expiry itself, so the sweeper does not re-send it before then.
+                    self.outbox.put_item_due(&expire, topup.expires_at).map_err(|e| fail(&e))?,
                 ];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => {

@@ -21,6 +21,8 @@ pub struct TopUp {
     pub payment_amount: Money,
     pub expires_at: i64,
     pub paid: bool,
+    /// The amount the link funds, fixed by the first form sent.
+    pub amount: Option<Money>,
 }
 
 /// A fresh link token: 32 random bytes, hex.
@@ -68,6 +70,45 @@ impl TopUpStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// Fixes the amount this link funds, the first time a form is sent: the bank's debit and the
+    /// ledger's credit (both keyed by the link) must be the same amount, whatever is sent later.
+    /// Returns the amount the link is fixed to.
+    pub async fn fix_amount(&self, token: &str, amount: Money) -> Result<Money, StoreError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("token", s(token))
+            .update_expression("SET amount = :amount")
+            .condition_expression("attribute_not_exists(amount) OR amount = :amount")
+            .expression_attribute_values(":amount", n(amount.amount()))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(amount),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let current = self
+                    .get(token)
+                    .await?
+                    .and_then(|t| t.amount)
+                    .ok_or_else(|| StoreError("top-up vanished".into()))?;
+                Ok(current)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A condition for another transaction: this top-up is not paid (a paid one must settle).
+    pub fn unpaid_check(&self, token: &str) -> Result<TransactWriteItem, StoreError> {
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("token", s(token))
+            .condition_expression("paid = :no")
+            .expression_attribute_values(":no", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
+            .build()?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
+    }
+
     /// Marks the top-up used, only once.
     pub fn paid_item(&self, token: &str) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
@@ -97,5 +138,6 @@ fn topup_from_item(item: &Item) -> Result<TopUp, StoreError> {
         payment_amount: money("payment_amount")?,
         expires_at: get_n(item, "expires_at")?,
         paid: matches!(item.get("paid"), Some(aws_sdk_dynamodb::types::AttributeValue::Bool(true))),
+        amount: item.get("amount").map(|_| money("amount")).transpose()?,
     })
 }

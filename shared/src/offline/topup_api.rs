@@ -147,13 +147,15 @@ impl TopUpApi {
                 currency => topup.amount_due.currency().code(),
                 amount => amount.map(str::to_owned).unwrap_or_else(|| topup.amount_due.amount().to_string()),
                 csrf => csrf.clone(),
-                action => format!("/topup/{}", topup.token),
+                // The page posts to itself, which works behind any base path.
+                action => "",
                 error,
             },
         )?;
         let secure = header_of(request, "x-forwarded-proto").ok().flatten() == Some("https");
         let cookie = format!(
-            "{CSRF_COOKIE}={csrf}; Path=/topup; HttpOnly; SameSite=Strict{}",
+            "{CSRF_COOKIE}={csrf}; Path={}; HttpOnly; SameSite=Strict{}",
+            request.uri().path(),
             if secure { "; Secure" } else { "" }
         );
         response
@@ -189,7 +191,9 @@ impl TopUpApi {
                     .await;
             }
         };
-        // Both the bank's reference and the transfer's id derive from the link: once, however often sent.
+        // Both the bank's reference and the transfer's id derive from the link, and the amount is
+        // fixed by the first form sent: the bank is debited and the reserve credited once, alike.
+        let amount = self.topups.fix_amount(&topup.token, amount).await?;
         let reference = format!("topup/{}", topup.token);
         match self.bank.debit(&reference, &topup.user, amount).await {
             BankAnswer::Approved => {}
@@ -200,11 +204,10 @@ impl TopUpApi {
             }
             BankAnswer::Unavailable(reason) => {
                 tracing::warn!(%reason, "the bank could not be asked");
-                return self.result(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Please try again",
-                    "We could not reach your bank. Nothing was charged; please send the form again in a moment.",
+                let detail = format!(
+                    "We could not get an answer from your bank. Please send the form again: it asks for {amount} once, however often you send it."
                 );
+                return self.result(StatusCode::SERVICE_UNAVAILABLE, "Please send it again", &detail);
             }
         }
         let transfer = Transfer::between(
@@ -234,7 +237,13 @@ impl TopUpApi {
         match self.ledger.apply(&transfer, with, now).await {
             Ok(Applied::Now) => self.outbox.send(&job).await,
             Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
-            Err(e) => return Err(Problem::internal(e)),
+            Err(e) => {
+                tracing::error!(error = %e, "the bank approved but the reserve was not credited yet");
+                let detail = format!(
+                    "Your bank approved {amount}, but we could not finish. Please send the form again: it completes without charging twice."
+                );
+                return self.result(StatusCode::SERVICE_UNAVAILABLE, "Please send it again", &detail);
+            }
         }
         let detail = format!(
             "{amount} was added to your offline reserve. Your payment of {} is being completed.",
