@@ -14,8 +14,7 @@ use superpay::money::Money;
 use superpay::offline::{DeviceKey, OFFLINE_WINDOW_SECONDS, OfflineCode};
 use superpay_e2e::{Env, unique};
 
-use crate::merchants::register;
-use crate::purchases::balance;
+use crate::purchases::{balance, merchant_named};
 
 pub struct Till {
     pub merchant: String,
@@ -31,17 +30,8 @@ pub struct Phone {
 
 pub async fn till() -> Till {
     let env = Env::get();
-    // Its product server is the simulator, which gets its key to check our webhooks' signatures.
-    let url = format!("{}/m/{}", env.stack.merchant_simulator_url, unique("corner"));
-    let shop: Value =
-        register(&json!({"name": "Corner Shop", "product_server_url": url, "currency": "USD"}), &unique("key"))
-            .await
-            .json()
-            .await
-            .unwrap();
-    let merchant = shop["id"].as_str().unwrap().to_owned();
-    let grant = json!({"key_id": shop["key_id"], "secret": shop["secret"]});
-    env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
+    // Its product server is the simulator, which knows its key to check our webhooks' signatures.
+    let merchant = merchant_named("Corner Shop").await.id;
     let terminal: Value = env
         .http()
         .post(env.url(&format!("/merchants/{merchant}/terminals")))

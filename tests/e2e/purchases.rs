@@ -21,14 +21,17 @@ pub struct TestMerchant {
 
 /// A merchant whose product server is the simulator, which knows its key.
 pub async fn merchant() -> TestMerchant {
+    merchant_named("Sim Shop").await
+}
+
+pub async fn merchant_named(name: &str) -> TestMerchant {
     let env = Env::get();
     let url = format!("{}/m/{}", env.stack.merchant_simulator_url, unique("shop"));
-    let created: Value =
-        register(&json!({"name": "Sim Shop", "product_server_url": url, "currency": "USD"}), &unique("key"))
-            .await
-            .json()
-            .await
-            .unwrap();
+    let created: Value = register(&json!({"name": name, "product_server_url": url, "currency": "USD"}), &unique("key"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let (id, key_id, secret) =
         (created["id"].as_str().unwrap(), created["key_id"].as_str().unwrap(), created["secret"].as_str().unwrap());
     let granted = env

@@ -119,6 +119,25 @@ fn table_of<'a>(stack: &'a Stack, logical_id: &str) -> Result<&'a String, String
     stack.info.tables.get(logical_id).ok_or(format!("no table {logical_id} in template.yaml"))
 }
 
+/// Replaces the seeded item `id` of `table` by `create` (a fresh key at every start, README).
+async fn replace(
+    stack: &Stack,
+    table: &str,
+    id: &str,
+    create: aws_sdk_dynamodb::types::TransactWriteItem,
+) -> Result<(), String> {
+    let dynamodb = stack.info.dynamodb().await;
+    let table = table_of(stack, table)?;
+    dynamodb
+        .delete_item()
+        .table_name(table)
+        .key("id", AttributeValue::S(id.to_owned()))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    superpay::dynamo::transact(&dynamodb, vec![create]).await.map_err(|e| e.to_string())
+}
+
 async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Result<(), String> {
     let key_id = stack.info.keys.get("PartyKeysKey").ok_or("no PartyKeysKey in template.yaml")?;
     let keys = KeyService::new(stack.info.kms().await, key_id);
@@ -131,19 +150,8 @@ async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Resul
         status: MerchantStatus::Active,
         created_at: superpay::clock::now_epoch_seconds(),
     };
-    let dynamodb = stack.info.dynamodb().await;
-    let table = table_of(stack, "TerminalsTable")?;
-    dynamodb
-        .delete_item()
-        .table_name(table)
-        .key("id", AttributeValue::S(seed.id))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let store = TerminalStore::new(dynamodb.clone(), table);
-    superpay::dynamo::transact(&dynamodb, vec![store.create_item(&terminal).map_err(|e| e.to_string())?])
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = TerminalStore::new(stack.info.dynamodb().await, table_of(stack, "TerminalsTable")?);
+    replace(stack, "TerminalsTable", &seed.id, store.create_item(&terminal).map_err(|e| e.to_string())?).await?;
     let file = serde_json::json!({ "key_id": terminal.key_id, "secret": new_key.key.to_base64().expose(), "api_url": stack.info.api_url });
     std::fs::write(state.join("terminal.json"), file.to_string()).map_err(|e| e.to_string())
 }
@@ -162,19 +170,8 @@ async fn seed_merchant(stack: &Stack, seed: MerchantSeed) -> Result<(), String> 
         key_ciphertext: new_key.ciphertext,
         created_at: superpay::clock::now_epoch_seconds(),
     };
-    let dynamodb = stack.info.dynamodb().await;
-    let table = table_of(stack, "MerchantsTable")?;
-    dynamodb
-        .delete_item()
-        .table_name(table)
-        .key("id", AttributeValue::S(seed.id))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let store = MerchantStore::new(dynamodb.clone(), table);
-    superpay::dynamo::transact(&dynamodb, vec![store.create_item(&merchant).map_err(|e| e.to_string())?])
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = MerchantStore::new(stack.info.dynamodb().await, table_of(stack, "MerchantsTable")?);
+    replace(stack, "MerchantsTable", &seed.id, store.create_item(&merchant).map_err(|e| e.to_string())?).await?;
     let grant = serde_json::json!({ "key_id": merchant.key_id, "secret": new_key.key.to_base64().expose() });
     reqwest::Client::new()
         .post(format!("{}/_sim/merchants", stack.info.merchant_simulator_url))
