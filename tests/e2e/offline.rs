@@ -245,3 +245,33 @@ async fn a_payment_never_topped_up_expires_and_the_merchant_is_told() {
     let link = crate::topup::topup_link(&phone.user).await;
     assert_eq!(env.http().get(&link).send().await.unwrap().status(), StatusCode::GONE, "the link expired with it");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_poison_settlement_message_ends_in_the_dead_letter_queue_and_good_ones_still_settle() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("10.00").await;
+    let sqs = env.stack.sqs().await;
+    let poison = format!("poison {}", unique("p"));
+    sqs.send_message().queue_url(&env.stack.queues["SettlementQueue"]).message_body(&poison).send().await.unwrap();
+    // A good payment beside it settles as usual.
+    let (_, accepted) = present(&till, "4.00", &code(&phone, 1, superpay::clock::now_epoch_seconds())).await;
+    until_state(&till, accepted["id"].as_str().unwrap(), "settled").await;
+    let dlq = env.stack.queues["SettlementDeadLetterQueue"].clone();
+    for _ in 0..120 {
+        let received = sqs
+            .receive_message()
+            .queue_url(&dlq)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        if received.messages().iter().any(|m| m.body() == Some(poison.as_str())) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the poison message never reached the settlement DLQ");
+}
