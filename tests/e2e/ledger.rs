@@ -10,8 +10,7 @@ use superpay::money::Money;
 use superpay_e2e::{Env, unique};
 
 async fn ledger() -> LedgerStore {
-    let env = Env::get();
-    LedgerStore::new(env.dynamodb().await, env.table("LedgerTable"))
+    Env::get().ledger().await
 }
 
 fn usd(cents: i64) -> Money {

@@ -8,9 +8,7 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use superpay::crypto::{Key, Purpose, Signature, derive};
-use superpay::ledger::store::LedgerStore;
-use superpay::ledger::{AccountId, Transfer};
-use superpay::money::Money;
+use superpay::ledger::AccountId;
 use superpay::offline::{DeviceKey, OFFLINE_WINDOW_SECONDS, OfflineCode};
 use superpay_e2e::{Env, unique};
 
@@ -59,18 +57,7 @@ async fn enrolled_phone(reserve: &str) -> Phone {
 pub async fn enrolled_phone_of(prefix: &str, reserve: &str) -> Phone {
     let env = Env::get();
     let user = unique(prefix);
-    if reserve != "0" {
-        let fund = Transfer::between(
-            unique("fund"),
-            Money::parse(reserve, "USD").unwrap(),
-            AccountId::funding(&user),
-            AccountId::reserve(&user),
-            "test.fund",
-            "e2e".into(),
-        )
-        .unwrap();
-        LedgerStore::new(env.dynamodb().await, env.table("LedgerTable")).apply(&fund, vec![], 0).await.unwrap();
-    }
+    env.fund(&user, AccountId::reserve(&user), reserve).await;
     let key = DeviceKey::generate();
     let device: Value = env
         .http()

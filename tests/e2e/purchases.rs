@@ -6,9 +6,7 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use superpay::crypto::{Key, Purpose, Signature, derive};
-use superpay::ledger::store::LedgerStore;
-use superpay::ledger::{AccountId, Transfer};
-use superpay::money::Money;
+use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
 use crate::merchants::register;
@@ -45,29 +43,15 @@ pub async fn merchant_named(name: &str) -> TestMerchant {
     TestMerchant { id: id.into(), key_id: key_id.into(), master: Key::from_base64(secret).unwrap() }
 }
 
-async fn ledger() -> LedgerStore {
-    let env = Env::get();
-    LedgerStore::new(env.dynamodb().await, env.table("LedgerTable"))
-}
-
 /// A user with `amount` USD in their wallet, from their bank (funding account).
 pub async fn funded_user(amount: &str) -> String {
     let user = unique("buyer");
-    let fund = Transfer::between(
-        unique("fund"),
-        Money::parse(amount, "USD").unwrap(),
-        AccountId::funding(&user),
-        AccountId::wallet(&user),
-        "test.fund",
-        "e2e".into(),
-    )
-    .unwrap();
-    ledger().await.apply(&fund, vec![], 0).await.unwrap();
+    Env::get().fund(&user, AccountId::wallet(&user), amount).await;
     user
 }
 
 pub async fn balance(account: AccountId) -> Decimal {
-    ledger().await.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
+    Env::get().ledger().await.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
 }
 
 pub async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
@@ -143,7 +127,7 @@ async fn a_confirmed_purchase_pays_the_merchant_exactly_once() {
     assert_eq!(callback(&shop, id, "decline", Clone::clone).await.1["code"], "order_already_settled");
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(1250, 2));
 
-    let history = ledger().await.postings(&AccountId::wallet(&user), None, 10).await.unwrap();
+    let history = Env::get().ledger().await.postings(&AccountId::wallet(&user), None, 10).await.unwrap();
     assert_eq!(history.len(), 2, "funded once, held once");
     let mine: Value = env.get_json(&format!("/purchases/{id}"), &env.token(&user, &[])).await;
     assert_eq!(mine["state"], "paid");

@@ -87,6 +87,19 @@ impl Env {
         self.stack.dynamodb().await
     }
 
+    pub async fn ledger(&self) -> superpay::ledger::store::LedgerStore {
+        superpay::ledger::store::LedgerStore::new(self.dynamodb().await, self.table("LedgerTable"))
+    }
+
+    /// Puts `amount` USD into `account` from `owner`'s bank (their funding account), as a test's setup.
+    pub async fn fund(&self, owner: &str, account: superpay::ledger::AccountId, amount: &str) {
+        let money = superpay::money::Money::parse(amount, "USD").expect("a test amount");
+        let from = superpay::ledger::AccountId::funding(owner);
+        let fund = superpay::ledger::Transfer::between(unique("fund"), money, from, account, "test.fund", "e2e".into())
+            .expect("a transfer between two accounts");
+        self.ledger().await.apply(&fund, vec![], 0).await.expect("the funding applies");
+    }
+
     /// Every item of one partition of a table, straight from DynamoDB (consistent read).
     pub async fn partition(&self, table: &str, key: &str, value: &str) -> Vec<Item> {
         self.dynamodb()
