@@ -105,3 +105,16 @@ async fn topup_events_answer_as_documented() {
     assert_eq!(page["statusCode"], 404, "{page}");
     assert!(page["body"].as_str().unwrap().contains("Unknown link"));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
+    // m_demo and demo-user come from infra/seed.json.
+    assert_eq!(invoke("MerchantsFunction", "merchants/get.json").await["statusCode"], 200);
+    assert_eq!(invoke("MerchantsFunction", "merchants/suspend-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("ConversationsFunction", "conversations/messages.json").await["statusCode"], 200);
+    assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 400);
+    assert_eq!(invoke("DevicesFunction", "devices/get-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("OfflinePaymentsFunction", "offline-payments/get-unsigned.json").await["statusCode"], 401);
+    assert_eq!(invoke("TopUpFunction", "topup/submit-unknown.json").await["statusCode"], 404);
+}
