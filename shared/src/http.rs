@@ -41,6 +41,15 @@ pub fn route_key(request: &Request) -> &str {
     }
 }
 
+/// `text` trimmed, if it is an absolute http(s) URL with a host, at most 2048 characters.
+pub fn absolute_url(text: &str) -> Option<&str> {
+    let url = text.trim();
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    let host = url.split("://").nth(1).unwrap_or_default();
+    let ok = scheme_ok && !host.is_empty() && !host.starts_with('/') && url.len() <= 2048;
+    (ok && !url.contains(char::is_whitespace)).then_some(url)
+}
+
 pub fn path_parameter<'a>(request: &'a Request, name: &str) -> Result<&'a str, Problem> {
     request
         .path_parameters_ref()

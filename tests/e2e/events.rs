@@ -118,3 +118,25 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     assert_eq!(invoke("OfflinePaymentsFunction", "offline-payments/get-unsigned.json").await["statusCode"], 401);
     assert_eq!(invoke("TopUpFunction", "topup/submit-unknown.json").await["statusCode"], 404);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn miniapp_events_answer_as_documented() {
+    // a_demo (owned by m_demo) and demo-user come from infra/seed.json.
+    let register = invoke("MerchantsFunction", "merchants/register-miniapp.json").await;
+    assert_eq!(register["statusCode"], 201, "{register}");
+    assert_eq!(invoke("MerchantsFunction", "merchants/get-miniapp.json").await["statusCode"], 200);
+    assert_eq!(invoke("MerchantsFunction", "merchants/miniapp-status-unknown.json").await["statusCode"], 404);
+    let verify = invoke("MiniAppsFunction", "miniapps/verify.json").await;
+    assert_eq!(verify["statusCode"], 201, "{verify}");
+    let unknown = invoke("MiniAppsFunction", "miniapps/verify-unknown.json").await;
+    assert_eq!(unknown["statusCode"], 404, "{unknown}");
+    let body: Value = serde_json::from_str(unknown["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["message"]["kind"], "miniapp.unavailable");
+    // The sample's session was never issued.
+    let request = invoke("MiniAppsFunction", "miniapps/request-without-session.json").await;
+    assert_eq!(request["statusCode"], 403, "{request}");
+    // An outcome whose outbox item is gone was handled already: nothing fails.
+    let batch = invoke("NotifierFunction", "notifier/miniapp-outcome.json").await;
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
+}

@@ -8,6 +8,7 @@ mod devices;
 mod events;
 mod ledger;
 mod merchants;
+mod miniapps;
 mod notifications;
 mod offline;
 mod purchases;

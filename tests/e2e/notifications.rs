@@ -13,7 +13,7 @@ use superpay_e2e::{Env, unique};
 use crate::purchases::{balance, buy, funded_user, merchant, purchase};
 
 /// Polls `check` every 250 ms until it returns `Some`, for at most `seconds`.
-async fn eventually<T, F, Fut>(seconds: u64, what: &str, check: F) -> T
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, check: F) -> T
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -84,17 +84,18 @@ async fn listening(port: u16, what: &str) -> Result<(), EmulatorError> {
     Err(EmulatorError::Setup(format!("{what} did not start listening on port {port} within 10 s")))
 }
 
-/// Starts the simulated merchant product server (`infra/merchant-sim`) on `port`.
-pub async fn start_merchant_simulator(
+/// Starts a simulated partner (`infra/merchant-sim`: `merchant-sim`, `miniapp-sim`) on `port`.
+pub async fn start_simulator(
     binary: &Path,
     port: u16,
     log: &Path,
+    what: &str,
 ) -> Result<tokio::process::Child, EmulatorError> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut command = crate::process::command(binary);
     command.args(["--port", &port.to_string()]).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
     let child = command.spawn()?;
-    listening(port, "the merchant simulator").await?;
+    listening(port, what).await?;
     Ok(child)
 }
 

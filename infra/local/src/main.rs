@@ -83,8 +83,8 @@ fn build_functions(root: &Path, release: bool) -> Result<(), String> {
         &superpay_local::template::Unresolved,
     )
     .map_err(|e| e.to_string())?;
-    // The functions of the template, and the simulated merchant the stack runs beside them.
-    let mut args = vec!["build", "--quiet", "--bin", "merchant-sim"];
+    // The functions of the template, and the simulated partners the stack runs beside them.
+    let mut args = vec!["build", "--quiet", "--bin", "merchant-sim", "--bin", "miniapp-sim"];
     if release {
         args.push("--release");
     }
@@ -111,6 +111,7 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         dynamodb_port: port("SUPERPAY_DYNAMODB_PORT", 8000)?,
         moto_port: port("SUPERPAY_MOTO_PORT", 5000)?,
         merchant_sim_port: port("SUPERPAY_MERCHANT_SIM_PORT", 3002)?,
+        miniapp_sim_port: port("SUPERPAY_MINIAPP_SIM_PORT", 3003)?,
         instances_per_function: 2,
         parameters: local_parameters(root)?,
         stack_name: "superpay".into(),
@@ -139,7 +140,8 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     println!("superpay local stack is up\n");
     println!("  API           {api}");
     println!("  Lambda        {} (Invoke API: events/ run against the real binaries)", stack.info.lambda_endpoint);
-    println!("  merchant      {} (simulated product server)", stack.info.merchant_simulator_url);
+    println!("  merchant      {} (simulated product server and bank)", stack.info.merchant_simulator_url);
+    println!("  mini-app      {} (simulated third-party server of a_demo)", stack.info.miniapp_simulator_url);
     println!("  DynamoDB      {} (dynoxide; data kept in .superpay/data/)", stack.info.dynamodb_endpoint);
     println!("  SQS, KMS      {} (moto)", stack.info.moto_endpoint);
     println!("  logs          {}/ (one file per function)", stack.info.logs.display());

@@ -1,6 +1,6 @@
 //! Seed data for local use (`infra/seed.json`): the demo users, the demo config groups, a demo
 //! merchant whose product server is the simulator with a till terminal, and the demo user's funded
-//! wallet and offline reserve.
+//! wallet and offline reserve, and a demo mini-app of that merchant whose server is the mini-app simulator.
 //! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
 //! every start, since moto forgets KMS keys between runs (README).
 
@@ -17,6 +17,8 @@ use superpay::ledger::{AccountId, Transfer};
 use superpay::merchant::store::MerchantStore;
 use superpay::merchant::terminal::{Terminal, TerminalStore};
 use superpay::merchant::{Merchant, MerchantStatus};
+use superpay::miniapp::store::MiniAppStore;
+use superpay::miniapp::{Interface, MiniApp, MiniAppStatus};
 use superpay::money::Money;
 
 use crate::stack::Stack;
@@ -34,6 +36,17 @@ struct Seed {
     terminals: Vec<TerminalSeed>,
     /// Offline reserves, funded like wallets.
     reserves: Vec<WalletSeed>,
+    miniapps: Vec<MiniAppSeed>,
+}
+
+#[derive(Deserialize)]
+struct MiniAppSeed {
+    id: String,
+    owner: String,
+    /// Its server's path on the mini-app simulator.
+    path: String,
+    /// `entry_page` is a path on the simulator.
+    interface: Interface,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +102,9 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
     }
     for merchant in seed.merchants {
         seed_merchant(stack, merchant).await?;
+    }
+    for app in seed.miniapps {
+        seed_miniapp(stack, app).await?;
     }
     for terminal in seed.terminals {
         seed_terminal(stack, terminal, state).await?;
@@ -172,13 +188,40 @@ async fn seed_merchant(stack: &Stack, seed: MerchantSeed) -> Result<(), String> 
     };
     let store = MerchantStore::new(stack.info.dynamodb().await, table_of(stack, "MerchantsTable")?);
     replace(stack, "MerchantsTable", &seed.id, store.create_item(&merchant).map_err(|e| e.to_string())?).await?;
-    let grant = serde_json::json!({ "key_id": merchant.key_id, "secret": new_key.key.to_base64().expose() });
+    give_simulator_key(&format!("{}/_sim/merchants", stack.info.merchant_simulator_url), &merchant.key_id, &new_key.key)
+        .await
+}
+
+/// Gives a simulated partner its key, as the registration's answer shows it once.
+async fn give_simulator_key(url: &str, key_id: &str, key: &superpay::crypto::Key) -> Result<(), String> {
+    let grant = serde_json::json!({ "key_id": key_id, "secret": key.to_base64().expose() });
     reqwest::Client::new()
-        .post(format!("{}/_sim/merchants", stack.info.merchant_simulator_url))
+        .post(url)
         .json(&grant)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("giving the simulator the demo merchant's key: {e}"))?;
+        .map_err(|e| format!("giving the simulator the key {key_id}: {e}"))?;
     Ok(())
+}
+
+async fn seed_miniapp(stack: &Stack, seed: MiniAppSeed) -> Result<(), String> {
+    let key_id = stack.info.keys.get("PartyKeysKey").ok_or("no PartyKeysKey in template.yaml")?;
+    let keys = KeyService::new(stack.info.kms().await, key_id);
+    let new_key = keys.generate(&MiniApp::key_owner(&seed.id)).await.map_err(|e| e.to_string())?;
+    let simulator = &stack.info.miniapp_simulator_url;
+    let interface = Interface { entry_page: format!("{simulator}{}", seed.interface.entry_page), ..seed.interface };
+    let app = MiniApp {
+        id: seed.id.clone(),
+        owner_merchant_id: seed.owner,
+        server_url: format!("{simulator}{}", seed.path),
+        status: MiniAppStatus::Active,
+        key_id: format!("{}.k1", seed.id),
+        key_ciphertext: new_key.ciphertext,
+        interface: interface.validate().map_err(|p| format!("seed mini-app {}: {}", seed.id, p.detail))?,
+        created_at: superpay::clock::now_epoch_seconds(),
+    };
+    let store = MiniAppStore::new(stack.info.dynamodb().await, table_of(stack, "MiniAppsTable")?);
+    replace(stack, "MiniAppsTable", &seed.id, store.create_item(&app).map_err(|e| e.to_string())?).await?;
+    give_simulator_key(&format!("{simulator}/_sim/apps"), &app.key_id, &new_key.key).await
 }

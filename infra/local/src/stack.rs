@@ -31,6 +31,7 @@ pub struct Options {
     pub dynamodb_port: u16,
     pub moto_port: u16,
     pub merchant_sim_port: u16,
+    pub miniapp_sim_port: u16,
     pub instances_per_function: usize,
     pub parameters: HashMap<String, String>,
     pub stack_name: String,
@@ -47,6 +48,8 @@ pub struct StackInfo {
     pub moto_endpoint: String,
     /// The simulated merchant product server (`infra/merchant-sim`).
     pub merchant_simulator_url: String,
+    /// The simulated mini-app server (`infra/merchant-sim`, binary `miniapp-sim`).
+    pub miniapp_simulator_url: String,
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, String>,
     pub keys: BTreeMap<String, String>,
@@ -145,7 +148,7 @@ pub struct Stack {
     pub hosts: Vec<Arc<FunctionHost>>,
     shutdown: watch::Sender<bool>,
     moto: tokio::process::Child,
-    merchant_sim: tokio::process::Child,
+    simulators: Vec<tokio::process::Child>,
 }
 
 struct LocalNaming {
@@ -222,6 +225,7 @@ impl Stack {
             dynamodb_endpoint,
             moto_endpoint: moto_endpoint.clone(),
             merchant_simulator_url: String::new(),
+            miniapp_simulator_url: String::new(),
             tables: BTreeMap::new(),
             queues: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -229,14 +233,16 @@ impl Stack {
             authorizer_audience: vec![],
             logs: options.logs.clone(),
         };
-        let sim_port = if options.merchant_sim_port == 0 { emulators::free_port()? } else { options.merchant_sim_port };
-        let merchant_sim = emulators::start_merchant_simulator(
-            &options.binaries.join("merchant-sim"),
-            sim_port,
-            &options.logs.join("merchant-sim.log"),
-        )
-        .await?;
-        info.merchant_simulator_url = format!("http://127.0.0.1:{sim_port}");
+        let mut simulators = vec![];
+        for (binary, port, what, url) in [
+            ("merchant-sim", options.merchant_sim_port, "the merchant simulator", &mut info.merchant_simulator_url),
+            ("miniapp-sim", options.miniapp_sim_port, "the mini-app server simulator", &mut info.miniapp_simulator_url),
+        ] {
+            let port = if port == 0 { emulators::free_port()? } else { port };
+            let log = options.logs.join(format!("{binary}.log"));
+            simulators.push(emulators::start_simulator(&options.binaries.join(binary), port, &log, what).await?);
+            *url = format!("http://127.0.0.1:{port}");
+        }
         let gateway_listener = bind(options.gateway_port).await?;
         info.api_url = format!("http://{}", gateway_listener.local_addr()?);
 
@@ -326,7 +332,7 @@ impl Stack {
                 )));
             }
         }
-        Ok(Stack { info, template, keys, hosts, shutdown, moto, merchant_sim })
+        Ok(Stack { info, template, keys, hosts, shutdown, moto, simulators })
     }
 
     pub fn write_info(&self, path: &Path) -> std::io::Result<()> {
@@ -354,7 +360,9 @@ impl Stack {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         let _ = self.moto.kill().await;
-        let _ = self.merchant_sim.kill().await;
+        for simulator in &mut self.simulators {
+            let _ = simulator.kill().await;
+        }
         // Let the function supervisors kill their processes.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

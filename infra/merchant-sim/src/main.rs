@@ -13,9 +13,9 @@
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{order_id}` the
 //!   notifications it accepted, and how many deliveries it refused.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,37 +23,21 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use superpay::crypto::{Key, Signature};
-use superpay::keys::PartyKeys;
-use superpay::purchase::relay::{MerchantAnswer, OrderEnvelope, answer_path, open_order};
+use superpay::crypto::Key;
+use superpay::purchase::relay::{MerchantAnswer, OrderEnvelope, open_order};
+use superpay_merchant_sim::{KeyGrant, PartnerKeys, refuse, serve, signed_answer};
 
 #[derive(Default)]
 struct Sim {
-    keys: Mutex<HashMap<String, Arc<PartyKeys>>>,
-    nonces: Mutex<HashSet<String>>,
+    keys: PartnerKeys,
     orders: Mutex<HashMap<String, Value>>,
     webhooks: Mutex<HashMap<String, Value>>,
     debits: Mutex<HashMap<String, Value>>,
 }
 
-#[derive(Deserialize)]
-struct KeyGrant {
-    key_id: String,
-    secret: String,
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
-}
-
 async fn add_merchant(State(sim): State<Arc<Sim>>, body: axum::Json<KeyGrant>) -> StatusCode {
-    let Some(master) = Key::from_base64(&body.secret) else { return StatusCode::BAD_REQUEST };
-    if let Ok(mut keys) = sim.keys.lock() {
-        keys.insert(body.key_id.clone(), Arc::new(PartyKeys::derive(&body.key_id, &master)));
-    }
-    StatusCode::NO_CONTENT
+    if sim.keys.grant(&body) { StatusCode::NO_CONTENT } else { StatusCode::BAD_REQUEST }
 }
 
 async fn received(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> Response {
@@ -63,34 +47,13 @@ async fn received(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> 
     }
 }
 
-fn refuse(status: StatusCode, why: &str) -> Response {
-    (status, axum::Json(json!({ "error": why }))).into_response()
-}
-
 async fn webhooks_seen(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> Response {
     let seen = sim.webhooks.lock().ok().and_then(|w| w.get(&order_id).cloned());
     axum::Json(seen.unwrap_or_else(|| json!({ "accepted": [], "refused": 0 }))).into_response()
 }
 
-/// Our signature on a request to this server: the merchant's keys, or why it is refused.
-fn verify(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(Signature, Arc<PartyKeys>), String> {
-    let signature =
-        Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())).map_err(|e| e.to_string())?;
-    let keys = sim
-        .keys
-        .lock()
-        .ok()
-        .and_then(|k| k.get(&signature.key_id).cloned())
-        .ok_or_else(|| "unknown key id".to_owned())?;
-    signature.check(&keys.signing, "POST", path, body, now()).map_err(|e| e.to_string())?;
-    if !sim.nonces.lock().map(|mut n| n.insert(format!("{}#{}", signature.key_id, signature.nonce))).unwrap_or(false) {
-        return Err("replayed nonce".into());
-    }
-    Ok((signature, keys))
-}
-
 async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
-    let signature = match verify(sim, path, headers, body) {
+    let signature = match sim.keys.verify(path, headers, body) {
         Ok((signature, _)) => signature,
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
     };
@@ -132,7 +95,7 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
     if !path.ends_with("/orders") {
         return refuse(StatusCode::NOT_FOUND, "no such endpoint");
     }
-    let (signature, keys) = match verify(&sim, &path, &headers, &body) {
+    let (signature, keys) = match sim.keys.verify(&path, &headers, &body) {
         Ok(verified) => verified,
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
     };
@@ -162,22 +125,7 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
     };
     let answer = serde_json::to_vec(&MerchantAnswer { order_id, decision: decision.into() }).unwrap_or_default();
     let signing_key = if rule == "badsig" { Key::random() } else { keys.signing.clone() };
-    let answer_signature = Signature::create(
-        &keys.key_id,
-        &signing_key,
-        "RESPONSE",
-        &answer_path(&path, &signature.nonce),
-        &answer,
-        now(),
-    );
-    let mut response = (StatusCode::OK, answer).into_response();
-    response.headers_mut().insert("content-type", "application/json".parse().expect("a header value"));
-    for (name, value) in answer_signature.headers() {
-        if let Ok(value) = value.parse() {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
+    signed_answer(&keys, &signing_key, &path, &signature.nonce, answer)
 }
 
 async fn bank_debit(State(sim): State<Arc<Sim>>, body: axum::Json<Value>) -> Response {
@@ -201,15 +149,6 @@ async fn bank_debit(State(sim): State<Arc<Sim>>, body: axum::Json<Value>) -> Res
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let port = args
-        .iter()
-        .position(|a| a == "--port")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0u16);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    eprintln!("merchant simulator on http://{}", listener.local_addr()?);
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
         .route("/bank/debits", post(bank_debit))
@@ -217,5 +156,5 @@ async fn main() -> std::io::Result<()> {
         .route("/_sim/webhooks/{order_id}", get(webhooks_seen))
         .fallback(post(product_server))
         .with_state(Arc::new(Sim::default()));
-    axum::serve(listener, app).await
+    serve("merchant simulator", app).await
 }

@@ -52,6 +52,13 @@ pub struct NewMessage {
     pub data: Value,
 }
 
+impl NewMessage {
+    /// The message as the conversation keeps it, once posted at `sequence`.
+    pub fn posted(self, sequence: u64, at: i64) -> Message {
+        Message { sequence, id: self.id, kind: self.kind, text: self.text, data: self.data, at }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub sequence: u64,

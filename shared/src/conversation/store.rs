@@ -93,6 +93,32 @@ impl ConversationStore {
         Err(StoreError("the conversation kept changing; the message was not posted".into()))
     }
 
+    /// `post`, answering the message's sequence whether this call or an earlier one posted it.
+    pub async fn post_once(
+        &self,
+        user: &str,
+        with: &Counterparty,
+        message: &NewMessage,
+        at: i64,
+    ) -> Result<u64, StoreError> {
+        if let Some(sequence) = self.post(user, with, message, at).await? {
+            return Ok(sequence);
+        }
+        let marker = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(thread(user, with)))
+            .key("sk", s(format!("id#{}", message.id)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        marker
+            .item()
+            .map(|item| get_n(item, "sequence"))
+            .ok_or_else(|| StoreError("a posted message has no marker".into()))?
+    }
+
     pub async fn summary(&self, user: &str, with: &Counterparty) -> Result<Option<Summary>, StoreError> {
         let item = self
             .client

@@ -4,6 +4,9 @@
 //! - `GET  /merchants/{id}`          the merchant (never its key)
 //! - `POST /merchants/{id}/status`   `{"status": "active" | "suspended"}`
 //! - `POST /merchants/{id}/terminals` register a till terminal; the answer shows its key once
+//! - `POST /miniapps`                register a merchant's mini-app; the answer shows its key once
+//! - `GET  /miniapps/{id}`           the mini-app (never its key)
+//! - `POST /miniapps/{id}/status`    `{"status": "active" | "suspended" | "revoked"}` (revoked is final)
 
 use lambda_http::http::{StatusCode, header as h};
 use lambda_http::{Body, Request, Response};
@@ -23,11 +26,14 @@ use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
 use crate::keys::KeyService;
+use crate::miniapp::store::MiniAppStore;
+use crate::miniapp::{MiniApp, MiniAppStatus, unknown_miniapp};
 
 pub struct MerchantsApi {
     dynamodb: aws_sdk_dynamodb::Client,
     merchants: MerchantStore,
     terminals: TerminalStore,
+    miniapps: MiniAppStore,
     keys: KeyService,
     idempotency: IdempotencyStore,
     audit_table: String,
@@ -69,6 +75,7 @@ impl MerchantsApi {
         Ok(MerchantsApi {
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             terminals: TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
+            miniapps: MiniAppStore::new(dynamodb.clone(), aws::env("MINIAPPS_TABLE")?),
             keys: KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             audit_table: aws::env("AUDIT_TABLE")?,
@@ -88,6 +95,13 @@ impl MerchantsApi {
             }
             "POST /merchants/{id}/status" => self.set_status(&request, &caller).await,
             "POST /merchants/{id}/terminals" => self.register_terminal(&request, &caller).await,
+            "POST /miniapps" => self.register_miniapp(&request, &caller).await,
+            "GET /miniapps/{id}" => {
+                let id = path_parameter(&request, "id")?;
+                let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
+                Ok(json_response(StatusCode::OK, &app.view()))
+            }
+            "POST /miniapps/{id}/status" => self.set_miniapp_status(&request, &caller).await,
             other => Err(Problem::not_found("unknown_route", format!("the merchants function has no route {other:?}"))),
         }
     }
@@ -150,6 +164,77 @@ impl MerchantsApi {
                     .await
             })
             .await
+    }
+
+    /// A merchant's mini-app: its key id and key (shown once) and its interface descriptor.
+    async fn register_miniapp(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let registration = crate::miniapp::Registration::parse(json_body(request)?)?;
+        let owner = self
+            .merchants
+            .get(&registration.owner_merchant_id)
+            .await?
+            .ok_or_else(|| unknown_merchant(&registration.owner_merchant_id))?;
+        if owner.status != MerchantStatus::Active {
+            return Err(super::inactive_merchant(&owner.id));
+        }
+        self.idempotency
+            .run_request(request, &caller.subject, &[], |claim, now| async move {
+                let id = format!("a_{}", &claim.scope.derived_id("miniapp")[..20]);
+                let key = self.keys.generate(&MiniApp::key_owner(&id)).await?;
+                let app = MiniApp {
+                    key_id: format!("{id}.k1"),
+                    id,
+                    owner_merchant_id: owner.id.clone(),
+                    server_url: registration.server_url,
+                    status: MiniAppStatus::Active,
+                    key_ciphertext: key.ciphertext,
+                    interface: registration.interface,
+                    created_at: now,
+                };
+                let registered = Registered {
+                    resource: format!("miniapp/{}", app.id),
+                    action: "miniapp.register",
+                    view: app.view(),
+                    location: format!("/miniapps/{}", app.id),
+                    exists: "miniapp_exists",
+                };
+                self.commit_registration(&claim, now, registered, &key.key, self.miniapps.create_item(&app)?).await
+            })
+            .await
+    }
+
+    async fn set_miniapp_status(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let id = path_parameter(request, "id")?;
+        let StatusChange { status } = json_body(request)?;
+        let status = MiniAppStatus::parse(&status).ok_or_else(|| {
+            Problem::bad_request("invalid_status", "status must be \"active\", \"suspended\" or \"revoked\"")
+        })?;
+        let audit = AuditEntry {
+            resource: format!("miniapp/{id}"),
+            action: "miniapp.status",
+            actor: caller.subject.clone(),
+            at_ms: now_epoch_millis(),
+            detail: json!({ "status": status.as_str() }),
+        };
+        let items = vec![
+            self.miniapps.status_item(id, status)?,
+            audit.put_item(&self.audit_table, &uuid::Uuid::new_v4().to_string())?,
+        ];
+        let refused = match transact(&self.dynamodb, items).await {
+            Ok(()) => false,
+            Err(TransactError::ConditionFailed(_)) => true,
+            Err(e) => return Err(Problem::internal(e)),
+        };
+        let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
+        // The write is refused for a missing app (above) or a revoked one, unless it asked for revoked again.
+        if refused && status != MiniAppStatus::Revoked {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "miniapp_revoked",
+                format!("mini-app {id:?} was revoked; revocation is final"),
+            ));
+        }
+        Ok(json_response(StatusCode::OK, &app.view()))
     }
 
     /// Commits a registration (its item first), its audit entry, and an idempotency record that

@@ -10,6 +10,7 @@ use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
+use crate::http::absolute_url;
 use crate::money::Currency;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,20 +81,12 @@ impl Registration {
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Problem::bad_request("invalid_merchant_name", "name must be 1 to 100 characters"));
         }
-        let url = json.product_server_url.trim();
-        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-        let host = url.split("://").nth(1).unwrap_or_default();
-        if !scheme_ok
-            || host.is_empty()
-            || host.starts_with('/')
-            || url.len() > 2048
-            || url.contains(char::is_whitespace)
-        {
-            return Err(Problem::bad_request(
+        let url = absolute_url(&json.product_server_url).ok_or_else(|| {
+            Problem::bad_request(
                 "invalid_product_server_url",
                 "product_server_url must be an absolute http(s) URL, e.g. https://shop.example/superpay",
-            ));
-        }
+            )
+        })?;
         Ok(Registration {
             name: name.to_owned(),
             product_server_url: url.trim_end_matches('/').to_owned(),

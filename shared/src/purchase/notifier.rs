@@ -5,6 +5,9 @@
 //!   the message in the user's conversation with the merchant. Each step is recorded on the outbox
 //!   item, so a redelivery repeats only what had not happened; the item is deleted when both did.
 //! - `order.expire`: releases the hold of an order the merchant never decided.
+//! - `order.refunded`: the message in the user's conversation with the merchant.
+//! - `miniapp.outcome`: the outcome's message in the user's conversation with the mini-app (if
+//!   the request's own call did not post it), then the signed outcome to the app's server.
 //!
 //! A failed message is reported in `batchItemFailures` and made invisible for longer at each
 //! attempt (exponential backoff); after `maxReceiveCount` attempts SQS moves it to the DLQ.
@@ -24,13 +27,36 @@ use crate::keys::KeyService;
 use crate::ledger::store::LedgerStore;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
+use crate::miniapp::MiniAppEvent;
+use crate::miniapp::relay::MiniAppClient;
+use crate::miniapp::store::{MiniAppDirectory, MiniAppStore, RequestStore};
 use crate::outbox::Outbox;
+
+/// Everything the notifications queue carries.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Notification {
+    Order(OrderEvent),
+    MiniApp(MiniAppEvent),
+}
+
+impl Notification {
+    fn id(&self) -> &str {
+        match self {
+            Notification::Order(event) => event.id(),
+            Notification::MiniApp(MiniAppEvent::Outcome { id, .. }) => id,
+        }
+    }
+}
 
 pub struct Notifier {
     service: PurchaseService,
     merchants: MerchantDirectory,
     conversations: ConversationStore,
     relay: MerchantClient,
+    miniapps: MiniAppDirectory,
+    miniapp_requests: RequestStore,
+    miniapp_client: MiniAppClient,
     sqs: aws_sdk_sqs::Client,
     backoff_seconds: i32,
     sweep_grace_seconds: i64,
@@ -73,7 +99,13 @@ impl Notifier {
                 outbox: Outbox::new(dynamodb.clone(), sqs.clone(), aws::env("OUTBOX_TABLE")?),
                 queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             },
-            merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
+            merchants: MerchantDirectory::new(
+                MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+                keys.clone(),
+            ),
+            miniapps: MiniAppDirectory::new(MiniAppStore::new(dynamodb.clone(), aws::env("MINIAPPS_TABLE")?), keys),
+            miniapp_requests: RequestStore::new(dynamodb.clone(), aws::env("MINIAPP_REQUESTS_TABLE")?),
+            miniapp_client: MiniAppClient::default(),
             conversations: ConversationStore::new(dynamodb, aws::env("CONVERSATIONS_TABLE")?),
             relay: MerchantClient::new(),
             sqs,
@@ -96,10 +128,10 @@ impl Notifier {
     /// batch out (which would redeliver every message in it).
     async fn batch(&self, batch: SqsEvent) -> SqsBatchResponse {
         let outcomes = futures_util::future::join_all(batch.records.into_iter().map(|record| async move {
-            let outcome = match serde_json::from_str::<OrderEvent>(record.body.as_deref().unwrap_or_default()) {
+            let outcome = match serde_json::from_str::<Notification>(record.body.as_deref().unwrap_or_default()) {
                 Ok(event) => self.process(event).await.map_err(|reason| (reason, true)),
                 // A poison message fails the same way every time: no backoff, straight on to the DLQ.
-                Err(e) => Err((format!("not an order event: {e}"), false)),
+                Err(e) => Err((format!("not a notification: {e}"), false)),
             };
             (record, outcome)
         }))
@@ -136,18 +168,40 @@ impl Notifier {
         }
     }
 
-    async fn process(&self, event: OrderEvent) -> Result<(), String> {
+    async fn process(&self, event: Notification) -> Result<(), String> {
         let outbox = &self.service.outbox;
         // Handled already (its outbox item is gone): a duplicate delivery.
         if !outbox.pending(event.id()).await.map_err(|e| e.to_string())? {
             return Ok(());
         }
         match &event {
-            OrderEvent::Settled { id, order } => self.settled(id, order).await?,
-            OrderEvent::Expire { order_id, .. } => self.expire(order_id).await?,
-            OrderEvent::Refunded { id, order, amount } => self.refunded(id, order, amount).await?,
+            Notification::Order(OrderEvent::Settled { id, order }) => self.settled(id, order).await?,
+            Notification::Order(OrderEvent::Expire { order_id, .. }) => self.expire(order_id).await?,
+            Notification::Order(OrderEvent::Refunded { id, order, amount }) => self.refunded(id, order, amount).await?,
+            Notification::MiniApp(MiniAppEvent::Outcome { id, request_id }) => {
+                self.miniapp_outcome(id, request_id).await?
+            }
         }
         outbox.done(event.id()).await.map_err(|e| e.to_string())
+    }
+
+    /// The request is read from the table, never taken from the message: the table says how it ended.
+    async fn miniapp_outcome(&self, id: &str, request_id: &str) -> Result<(), String> {
+        let fail = |e: crate::dynamo::StoreError| e.to_string();
+        let request = self.miniapp_requests.get(request_id).await.map_err(fail)?.ok_or("unknown mini-app request")?;
+        let app = self.miniapps.store.get(&request.app_id).await.map_err(fail)?.ok_or("unknown mini-app")?;
+        // As the request's call posts it: same id, same time, so whichever comes first is the one.
+        let message = request.message(&app.interface.title);
+        self.conversations
+            .post(&request.user, &Counterparty::mini_app(&app.id), &message, request.created_at)
+            .await
+            .map_err(fail)?;
+        if !self.service.outbox.step_done(id, "outcome").await.map_err(fail)? {
+            let keys = self.miniapps.keys(&app).await.map_err(fail)?;
+            self.miniapp_client.notify(&app, &keys, &request.notice(), now_epoch_seconds()).await?;
+            self.service.outbox.mark(id, "outcome").await.map_err(fail)?;
+        }
+        Ok(())
     }
 
     /// The order is read from the table, never taken from the message: the table says how it ended.

@@ -8,18 +8,14 @@
 //! request. `pending` (or no usable answer) leaves the order waiting for the signed callback
 //! `POST /merchant/orders/{id}/decision` or its expiry.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
 use super::Decision;
-use crate::crypto::{Sealed, Signature, open, seal};
+use crate::crypto::{Sealed, open, seal};
 use crate::keys::PartyKeys;
 use crate::merchant::Merchant;
 use crate::money::Money;
-
-/// Well under API Gateway's 30 s, so a slow merchant leaves time to answer the client.
-pub const MERCHANT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::outbound::PartnerClient;
 
 /// What travels to the product server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,11 +79,6 @@ pub fn open_order(keys: &PartyKeys, envelope: &OrderEnvelope) -> Option<OrderDet
     (details.order_id == envelope.order_id).then_some(details)
 }
 
-/// The path an answer's signature covers: the request's path and nonce.
-pub fn answer_path(request_path: &str, request_nonce: &str) -> String {
-    format!("{request_path}#{request_nonce}")
-}
-
 /// What came back from the product server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MerchantReply {
@@ -97,14 +88,14 @@ pub enum MerchantReply {
     NoAnswer(String),
 }
 
+#[derive(Default)]
 pub struct MerchantClient {
-    http: reqwest::Client,
+    partner: PartnerClient,
 }
 
 impl MerchantClient {
     pub fn new() -> Self {
-        let http = reqwest::Client::builder().timeout(MERCHANT_TIMEOUT).build().unwrap_or_default();
-        MerchantClient { http }
+        Self::default()
     }
 
     pub async fn forward(
@@ -115,40 +106,12 @@ impl MerchantClient {
         now: i64,
     ) -> MerchantReply {
         let url = format!("{}/orders", merchant.product_server_url);
-        let path = url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned()))
-            .unwrap_or_else(|| "/orders".into());
         let body = serde_json::to_vec(&seal_order(keys, details, now)).unwrap_or_default();
-        let signature = Signature::create(&keys.key_id, &keys.signing, "POST", &path, &body, now);
-        let mut request = self.http.post(&url).header("content-type", "application/json").body(body);
-        for (name, value) in signature.headers() {
-            request = request.header(name, value);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) if e.is_timeout() => {
-                return MerchantReply::NoAnswer("the product server did not answer in time".into());
-            }
-            Err(e) => return MerchantReply::NoAnswer(format!("the product server could not be reached: {e}")),
+        let answer = match self.partner.exchange(&url, keys, body, now).await {
+            Ok(answer) => answer,
+            Err(e) => return MerchantReply::NoAnswer(format!("the product server: {e}")),
         };
-        let headers = response.headers().clone();
-        let Ok(body) = response.bytes().await else {
-            return MerchantReply::NoAnswer("the product server's answer was cut off".into());
-        };
-        let answer_signature = match Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
-            Ok(s) => s,
-            Err(e) => return MerchantReply::NoAnswer(format!("unsigned answer: {e}")),
-        };
-        if answer_signature.key_id != keys.key_id
-            || answer_signature
-                .check(&keys.signing, "RESPONSE", &answer_path(&path, &signature.nonce), &body, now)
-                .is_err()
-        {
-            return MerchantReply::NoAnswer("the answer's signature does not verify".into());
-        }
-        match serde_json::from_slice::<MerchantAnswer>(&body) {
+        match serde_json::from_slice::<MerchantAnswer>(&answer) {
             Ok(answer) if answer.order_id != details.order_id => {
                 MerchantReply::NoAnswer("the answer is about another order".into())
             }
@@ -160,33 +123,11 @@ impl MerchantClient {
             Err(e) => MerchantReply::NoAnswer(format!("the answer is not a decision: {e}")),
         }
     }
-}
 
-impl MerchantClient {
     /// Delivers a signed webhook to `<product_server_url>/webhooks`; `Err` says why it must be retried.
     pub async fn webhook(&self, merchant: &Merchant, keys: &PartyKeys, body: &[u8], now: i64) -> Result<(), String> {
         let url = format!("{}/webhooks", merchant.product_server_url);
-        let signature = Signature::create(&keys.key_id, &keys.signing, "POST", &url_path(&url), body, now);
-        let mut request = self.http.post(&url).header("content-type", "application/json").body(body.to_vec());
-        for (name, value) in signature.headers() {
-            request = request.header(name, value);
-        }
-        match request.send().await {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("the product server answered {}", response.status())),
-            Err(e) => Err(format!("the product server could not be reached: {e}")),
-        }
-    }
-}
-
-/// The path part of an absolute URL, which is what signatures cover.
-pub fn url_path(url: &str) -> String {
-    url.split("://").nth(1).and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned())).unwrap_or_else(|| "/".into())
-}
-
-impl Default for MerchantClient {
-    fn default() -> Self {
-        Self::new()
+        self.partner.deliver(&url, keys, body.to_vec(), now).await.map_err(|e| format!("the product server: {e}"))
     }
 }
 
