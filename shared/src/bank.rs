@@ -22,19 +22,17 @@ pub struct DebitRequest {
 }
 
 pub struct Bank {
-    http: reqwest::Client,
     url: String,
 }
 
 impl Bank {
     pub fn new(url: impl Into<String>) -> Self {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap_or_default();
-        Bank { http, url: url.into() }
+        Bank { url: url.into() }
     }
 
     pub async fn debit(&self, reference: &str, account: &str, amount: Money) -> BankAnswer {
         let request = DebitRequest { reference: reference.to_owned(), account: account.to_owned(), amount };
-        let response = match self.http.post(format!("{}/debits", self.url)).json(&request).send().await {
+        let response = match crate::outbound::http().post(format!("{}/debits", self.url)).json(&request).send().await {
             Ok(response) => response,
             Err(e) => return BankAnswer::Unavailable(e.to_string()),
         };

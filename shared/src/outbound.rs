@@ -3,6 +3,7 @@
 //! an answer counts only if it is signed with the same key over method `RESPONSE` and the
 //! request's path and nonce, so an answer cannot be replayed onto another request.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::crypto::{Signature, SignatureError};
@@ -36,22 +37,18 @@ pub fn url_path(url: &str) -> String {
     url.split("://").nth(1).and_then(|rest| rest.find('/').map(|i| rest[i..].to_owned())).unwrap_or_else(|| "/".into())
 }
 
-pub struct PartnerClient {
-    http: reqwest::Client,
+/// The process's one HTTP client for partners (product servers, mini-app servers, banks), built
+/// on the first call that needs it: building one reads the TLS roots (2-5 ms, `cargo stack bench`),
+/// which a cold start whose request calls no partner should not pay, and two would pay twice.
+pub fn http() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| reqwest::Client::builder().timeout(PARTNER_TIMEOUT).build().unwrap_or_default())
 }
 
-impl Default for PartnerClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Default)]
+pub struct PartnerClient;
 
 impl PartnerClient {
-    pub fn new() -> Self {
-        let http = reqwest::Client::builder().timeout(PARTNER_TIMEOUT).build().unwrap_or_default();
-        PartnerClient { http }
-    }
-
     /// POSTs `body` signed to `url` and sends the response back, or why there is none.
     async fn post(
         &self,
@@ -64,7 +61,7 @@ impl PartnerClient {
         let request = signature
             .headers()
             .into_iter()
-            .fold(self.http.post(url).header("content-type", "application/json").body(body), |r, (name, value)| {
+            .fold(http().post(url).header("content-type", "application/json").body(body), |r, (name, value)| {
                 r.header(name, value)
             });
         match request.send().await {
