@@ -96,7 +96,11 @@ impl PurchaseService {
         let with = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
         match self.ledger.apply(&hold, with, now).await {
             // Only the call that committed the message sends it (a crash is the sweeper's case).
-            Ok(Applied::Now) => self.outbox.send(&expire).await,
+            // The order is as this call wrote it: no need to read it back.
+            Ok(Applied::Now) => {
+                self.outbox.send(&expire).await;
+                return Ok(order.clone());
+            }
             Ok(Applied::Already) => {}
             // Rejected(0): an earlier attempt created the order (and its expiry check).
             Err(TransferError::Rejected(0)) => {}
@@ -119,7 +123,11 @@ impl PurchaseService {
         let with = vec![self.orders.settle_item(&order, to, now)?, self.outbox.put_item(&notice, now)?];
         match self.ledger.apply(&transfer, with, now).await {
             // Only the winner sends: a loser's notice would describe an outcome that did not happen.
-            Ok(Applied::Now) => self.outbox.send(&notice).await,
+            // The winner's order is as it wrote it: no need to read it back.
+            Ok(Applied::Now) => {
+                self.outbox.send(&notice).await;
+                return Ok(settled);
+            }
             Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
             Err(e) => return Err(transfer_problem(e)),
         }
