@@ -80,6 +80,7 @@ async fn sqs_batches_partial_failures_and_redrive() {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let launch = Launch {
         binary: binaries.join("sqs-probe"),
+        args: vec![],
         instances: 2,
         environment: BTreeMap::new(),
         log_file: env.stack.logs.join("sqs-probe.log"),

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 /// (FIELD-NOTES.md), which is why DynamoDB is dynoxide.
 pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
 /// Template linters, in their own virtualenv: sam-cli pins an older boto3 than moto wants.
+/// The benchmark's Python reference: boto3 and AWS's Lambda runtime interface client.
+pub const BENCH_REQUIREMENTS: &[&str] = &["boto3==1.44.8", "awslambdaric==4.2.2"];
 pub const LINT_REQUIREMENTS: &[&str] = &["cfn-lint==1.58.0", "aws-sam-cli==1.170.0"];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! The local stack that replaces `sam local` (which needs Docker): see the README's first command.
 
+pub mod aws_proxy;
+pub mod bench;
 pub mod emulators;
 pub mod gateway;
 pub mod jwt;

@@ -1,18 +1,20 @@
 //! `cargo stack up` runs the whole stack locally; `cargo stack test` runs every test against it;
-//! `cargo stack token` prints a development token. See the README.
+//! `cargo stack bench` measures DESIGN.md's performance targets; `cargo stack token` prints a
+//! development token. See the README.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use superpay_local::emulators;
 use superpay_local::seed;
 use superpay_local::stack::{Options, Stack};
 use superpay_local::template::Template;
+use superpay_local::{bench, emulators};
 
 const USAGE: &str = "usage:
   cargo stack up [--release]      run the whole stack locally (Ctrl-C stops it)
   cargo stack test [-- ARGS]      run every test (ARGS go to each test binary)
+  cargo stack bench [--debug]     cold starts, memory, sizes and AWS calls per operation (release build)
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
 /// The workspace root: this crate is `infra/local`.
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
     let outcome = match args.first().map(String::as_str) {
         Some("up") => up(args.iter().any(|a| a == "--release")).await,
         Some("test") => test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect()).await,
+        Some("bench") => run_bench(!args.iter().any(|a| a == "--debug")).await,
         Some("token") => token(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
@@ -75,7 +78,7 @@ fn cargo(root: &Path, args: &[&str], env: &[(String, String)]) -> Result<bool, S
     Ok(status.success())
 }
 
-fn build_functions(root: &Path, release: bool) -> Result<(), String> {
+fn build_functions(root: &Path, release: bool, extra_binaries: &[&str]) -> Result<(), String> {
     let template = Template::parse(
         &std::fs::read_to_string(root.join("template.yaml")).map_err(|e| e.to_string())?,
         "superpay",
@@ -85,6 +88,9 @@ fn build_functions(root: &Path, release: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     // The functions of the template, and the simulated partners the stack runs beside them.
     let mut args = vec!["build", "--quiet", "--bin", "merchant-sim", "--bin", "miniapp-sim"];
+    for binary in extra_binaries {
+        args.extend(["--bin", binary]);
+    }
     if release {
         args.push("--release");
     }
@@ -113,6 +119,9 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         merchant_sim_port: port("SUPERPAY_MERCHANT_SIM_PORT", 3002)?,
         miniapp_sim_port: port("SUPERPAY_MINIAPP_SIM_PORT", 3003)?,
         instances_per_function: 2,
+        count_aws_calls: false,
+        run_schedules: true,
+        start_one_at_a_time: false,
         parameters: local_parameters(root)?,
         stack_name: "superpay".into(),
         logs: state.join(if persist { "logs" } else { "test-logs" }),
@@ -123,7 +132,7 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
 /// `--release` runs the functions as built for Lambda (the release profile), to measure them.
 async fn up(release: bool) -> Result<ExitCode, String> {
     let root = root();
-    build_functions(&root, release)?;
+    build_functions(&root, release, &[])?;
     let options = options(&root, true, release)?;
     let state = options.state.clone();
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
@@ -168,6 +177,55 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     }
     eprintln!("stopping");
     stack.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo stack bench`: see `superpay_local::bench`. Prints the report and keeps it in
+/// `.superpay/bench.md`. `--debug` checks the benchmark itself quickly (its times mean nothing).
+async fn run_bench(release: bool) -> Result<ExitCode, String> {
+    let root = root();
+    build_functions(&root, release, &["bench-sdk-fn"])?;
+    let python = emulators::virtualenv(&root.join(".superpay/venv/bench"), emulators::BENCH_REQUIREMENTS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut options = options(&root, false, release)?;
+    options.instances_per_function = bench::PROCESSES;
+    options.count_aws_calls = true;
+    options.run_schedules = false;
+    options.start_one_at_a_time = true;
+    options.logs = options.state.join("bench-logs");
+    let binaries = options.binaries.clone();
+    let _ = std::fs::remove_dir_all(&options.logs);
+    let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
+    let measured = async {
+        seed::apply(&stack, &root.join("infra/seed.json"), &stack.info.logs.clone()).await?;
+        let rust =
+            bench::start_reference(&stack, bench::RUST_REFERENCE, &binaries.join("bench-sdk-fn"), vec![], &[]).await?;
+        let handler = ("PYTHONPATH", root.join("infra/bench/python").display().to_string());
+        let args = ["-m", "awslambdaric", "handler.handler"].map(String::from).to_vec();
+        let python =
+            bench::start_reference(&stack, bench::PYTHON_REFERENCE, &python.join("python"), args, &[handler]).await?;
+        let mut hosts = vec![rust, python];
+        hosts.extend(stack.hosts.iter().cloned());
+        let cold = bench::cold_starts(&hosts, &root.join("events")).await?;
+        Ok::<_, String>((cold, bench::count_operations(&stack).await?))
+    }
+    .await;
+    let mut sizes: std::collections::BTreeMap<String, u64> = stack
+        .template
+        .functions
+        .iter()
+        .filter_map(|f| Some((f.logical_id.clone(), std::fs::metadata(binaries.join(&f.binary)).ok()?.len())))
+        .collect();
+    if let Ok(metadata) = std::fs::metadata(binaries.join("bench-sdk-fn")) {
+        sizes.insert(bench::RUST_REFERENCE.into(), metadata.len());
+    }
+    let logs = stack.info.logs.clone();
+    stack.stop().await;
+    let (cold, counted) = measured.map_err(|e| format!("{e} (logs in {})", logs.display()))?;
+    let report = bench::report(&cold, &sizes, &counted);
+    println!("{report}");
+    std::fs::write(root.join(".superpay/bench.md"), &report).map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -70,6 +70,8 @@ struct Instance {
     started: Mutex<Instant>,
     initialised: AtomicBool,
     kill: Notify,
+    /// The running process, for its peak memory.
+    pid: Mutex<Option<u32>>,
 }
 
 /// One function: its invocation queue and its running instances.
@@ -83,6 +85,8 @@ pub struct FunctionHost {
 
 pub struct Launch {
     pub binary: PathBuf,
+    /// Arguments to the binary (e.g. an interpreter's module and handler).
+    pub args: Vec<String>,
     pub instances: usize,
     pub environment: BTreeMap<String, String>,
     pub log_file: PathBuf,
@@ -111,6 +115,7 @@ impl FunctionHost {
                 started: Mutex::new(Instant::now()),
                 initialised: AtomicBool::new(false),
                 kill: Notify::new(),
+                pid: Mutex::new(None),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let port = listener.local_addr()?.port();
@@ -131,6 +136,7 @@ impl FunctionHost {
             tokio::spawn(supervise(
                 instance.clone(),
                 launch.binary.clone(),
+                launch.args.clone(),
                 environment,
                 launch.log_file.clone(),
                 shutdown.clone(),
@@ -184,6 +190,20 @@ impl FunctionHost {
     /// First-invocation durations measured so far, one per process that has served one.
     pub fn first_invocations(&self) -> Vec<Duration> {
         self.shared.first_invocations.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Each running process's peak resident memory (`VmHWM`, Linux's /proc), in MB.
+    pub fn peak_rss_mb(&self) -> Vec<f64> {
+        self.instances
+            .iter()
+            .filter_map(|i| *i.pid.lock().ok()?)
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .filter_map(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+                let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                Some(kib / 1024.0)
+            })
+            .collect()
     }
 
     /// Waits until every instance has asked for its first invocation.
@@ -280,6 +300,7 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
 async fn supervise(
     instance: Arc<Instance>,
     binary: PathBuf,
+    args: Vec<String>,
     environment: BTreeMap<String, String>,
     log_file: PathBuf,
     mut shutdown: watch::Receiver<bool>,
@@ -291,7 +312,7 @@ async fn supervise(
         let child = (|| {
             let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_file)?;
             let mut command = crate::process::command(&binary);
-            command.env_clear().envs(&environment).stdout(log.try_clone()?).stderr(log);
+            command.args(&args).env_clear().envs(&environment).stdout(log.try_clone()?).stderr(log);
             if let Ok(path) = std::env::var("PATH") {
                 command.env("PATH", path);
             }
@@ -303,7 +324,12 @@ async fn supervise(
             command.spawn()
         })();
         let mut child = match child {
-            Ok(child) => child,
+            Ok(child) => {
+                if let Ok(mut pid) = instance.pid.lock() {
+                    *pid = child.id();
+                }
+                child
+            }
             Err(e) => {
                 tracing::error!(function = %instance.shared.name, binary = %binary.display(), error = %e, "cannot start function");
                 tokio::select! {

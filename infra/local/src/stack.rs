@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::aws_proxy::AwsCalls;
 use crate::emulators::{self, EmulatorError};
 use crate::gateway::Gateway;
 use crate::jwt::DevKeys;
@@ -33,6 +34,13 @@ pub struct Options {
     pub merchant_sim_port: u16,
     pub miniapp_sim_port: u16,
     pub instances_per_function: usize,
+    /// Route each function's AWS calls through its own counting proxy (`Stack::aws_calls`).
+    pub count_aws_calls: bool,
+    /// Run the template's `Schedule` events (the benchmark turns them off to keep counts quiet).
+    pub run_schedules: bool,
+    /// Start each function's processes only when the previous function's are up, so that cold
+    /// starts are measured without the other functions' starts competing for the cores.
+    pub start_one_at_a_time: bool,
     pub parameters: HashMap<String, String>,
     pub stack_name: String,
     pub logs: PathBuf,
@@ -139,10 +147,37 @@ pub struct ColdStart {
     pub function: String,
     pub init_ms: f64,
     pub first_invocation_ms: f64,
+    /// Median peak resident memory of the running processes (Linux), in MB.
+    pub peak_rss_mb: f64,
+    /// How many processes the medians are over.
+    pub samples: usize,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+impl ColdStart {
+    /// Medians over `host`'s processes: init (process start to first `next`), first invocation,
+    /// in milliseconds, and peak RSS; NaN where nothing was measured yet.
+    pub fn of(host: &FunctionHost) -> Self {
+        let ms = |durations: Vec<Duration>| durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>();
+        let first = ms(host.first_invocations());
+        ColdStart {
+            function: host.logical_id.clone(),
+            init_ms: median(ms(host.init_times())),
+            samples: first.len(),
+            first_invocation_ms: median(first),
+            peak_rss_mb: median(host.peak_rss_mb()),
+        }
+    }
 }
 
 pub struct Stack {
     pub info: StackInfo,
+    /// Every function's AWS calls, when `Options::count_aws_calls`.
+    pub aws_calls: AwsCalls,
     pub template: Template,
     pub keys: Arc<DevKeys>,
     pub hosts: Vec<Arc<FunctionHost>>,
@@ -267,17 +302,36 @@ impl Stack {
             info.authorizer_audience = authorizer.audience.clone();
         }
 
+        let aws_calls = AwsCalls::default();
         let mut hosts = Vec::new();
         for function in &template.functions {
             let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
+            if options.count_aws_calls {
+                let proxy = crate::aws_proxy::start(
+                    &function.logical_id,
+                    aws_calls.clone(),
+                    &info.dynamodb_endpoint,
+                    &info.moto_endpoint,
+                    stop.clone(),
+                )
+                .await?;
+                for service in ["DYNAMODB", "SQS", "KMS"] {
+                    environment.insert(format!("AWS_ENDPOINT_URL_{service}"), proxy.clone());
+                }
+            }
             environment.extend(function.environment.clone());
             let launch = Launch {
                 binary: options.binaries.join(&function.binary),
+                args: vec![],
                 instances: options.instances_per_function,
                 environment,
                 log_file: options.logs.join(format!("{}.log", function.logical_id)),
             };
-            hosts.push(FunctionHost::start(function, launch, stop.clone()).await?);
+            let host = FunctionHost::start(function, launch, stop.clone()).await?;
+            if options.start_one_at_a_time {
+                host.ready(Duration::from_secs(30)).await;
+            }
+            hosts.push(host);
         }
 
         let gateway = Arc::new(Gateway::new(&template, &hosts, keys.clone()));
@@ -316,7 +370,7 @@ impl Stack {
             }
         }
 
-        for function in &template.functions {
+        for function in template.functions.iter().filter(|_| options.run_schedules) {
             let Some(host) = hosts.iter().find(|h| h.logical_id == function.logical_id) else { continue };
             for seconds in &function.schedules {
                 spawn_schedule(host.clone(), *seconds, stop.clone());
@@ -332,29 +386,21 @@ impl Stack {
                 )));
             }
         }
-        Ok(Stack { info, template, keys, hosts, shutdown, moto, simulators })
+        Ok(Stack { info, aws_calls, template, keys, hosts, shutdown, moto, simulators })
+    }
+
+    /// Told when the stack stops, for processes started beside it (the benchmark's references).
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     pub fn write_info(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&self.info)?)
     }
 
-    /// Each function's cold start so far: median init (process start to first `next`) and median
-    /// first invocation, in milliseconds; NaN where nothing was measured yet.
+    /// Each function's cold start so far (see `ColdStart::of`).
     pub fn cold_starts(&self) -> Vec<ColdStart> {
-        let median = |durations: Vec<Duration>| {
-            let mut ms: Vec<f64> = durations.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-            ms.sort_by(f64::total_cmp);
-            ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN)
-        };
-        self.hosts
-            .iter()
-            .map(|h| ColdStart {
-                function: h.logical_id.clone(),
-                init_ms: median(h.init_times()),
-                first_invocation_ms: median(h.first_invocations()),
-            })
-            .collect()
+        self.hosts.iter().map(|h| ColdStart::of(h)).collect()
     }
 
     pub async fn stop(mut self) {

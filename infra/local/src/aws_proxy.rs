@@ -1,0 +1,141 @@
+//! A counting proxy between one function and the emulators, for the benchmark (`cargo stack bench`).
+//! Each function gets its own, so every AWS call is counted for the function that made it, by
+//! operation (`X-Amz-Target`: `DynamoDB_20120810.TransactWriteItems`, `AmazonSQS.SendMessage`,
+//! `TrentService.Decrypt`), with the number of DynamoDB items it touched (a transaction's items,
+//! a batch's keys), which is what DynamoDB bills.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallCount {
+    pub calls: u64,
+    /// DynamoDB items the calls touched (1 per single-item call).
+    pub items: u64,
+}
+
+/// Calls per function, per operation.
+#[derive(Clone, Default)]
+pub struct AwsCalls(Arc<Mutex<BTreeMap<String, BTreeMap<String, CallCount>>>>);
+
+impl AwsCalls {
+    /// The calls `function` made since the last `take`, and forgets them.
+    pub fn take(&self, function: &str) -> BTreeMap<String, CallCount> {
+        self.0.lock().ok().and_then(|mut calls| calls.remove(function)).unwrap_or_default()
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.clear();
+        }
+    }
+
+    fn count(&self, function: &str, operation: &str, items: u64) {
+        if let Ok(mut calls) = self.0.lock() {
+            let count = calls.entry(function.to_owned()).or_default().entry(operation.to_owned()).or_default();
+            count.calls += 1;
+            count.items += items;
+        }
+    }
+}
+
+/// The DynamoDB items one request body names.
+fn items(body: &[u8]) -> u64 {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else { return 1 };
+    if let Some(items) = json["TransactItems"].as_array() {
+        return items.len() as u64;
+    }
+    if let Some(tables) = json["RequestItems"].as_object() {
+        return tables.values().map(|t| t["Keys"].as_array().or(t.as_array()).map_or(0, |k| k.len() as u64)).sum();
+    }
+    1
+}
+
+struct Proxy {
+    function: String,
+    calls: AwsCalls,
+    dynamodb: String,
+    moto: String,
+    http: reqwest::Client,
+}
+
+async fn forward(
+    State(proxy): State<Arc<Proxy>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
+    let dynamodb = target.starts_with("DynamoDB_");
+    proxy.calls.count(&proxy.function, &target, if dynamodb { items(&body) } else { 0 });
+    let upstream = if dynamodb { &proxy.dynamodb } else { &proxy.moto };
+    let url = format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
+    let mut request = proxy.http.request(method, url).body(body);
+    for (name, value) in headers.iter().filter(|(name, _)| *name != "host" && *name != "content-length") {
+        request = request.header(name, value);
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status();
+            let headers = answer.headers().clone();
+            let body = answer.bytes().await.unwrap_or_default();
+            let mut response = (status, body).into_response();
+            for (name, value) in
+                headers.iter().filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding")
+            {
+                response.headers_mut().insert(name, value.clone());
+            }
+            response
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+/// Starts `function`'s proxy to the emulators; its URL is what the function's SDK endpoints name.
+pub async fn start(
+    function: &str,
+    calls: AwsCalls,
+    dynamodb: &str,
+    moto: &str,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<String> {
+    let proxy = Arc::new(Proxy {
+        function: function.to_owned(),
+        calls,
+        dynamodb: dynamodb.to_owned(),
+        moto: moto.to_owned(),
+        http: reqwest::Client::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = Router::new().fallback(forward).with_state(proxy);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await;
+    });
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_counted_as_dynamodb_bills_them() {
+        assert_eq!(items(br#"{"TableName":"t","Key":{"id":{"S":"x"}}}"#), 1);
+        assert_eq!(items(br#"{"TransactItems":[{"Put":{}},{"Update":{}},{"ConditionCheck":{}}]}"#), 3);
+        assert_eq!(items(br#"{"RequestItems":{"a":{"Keys":[{},{}]},"b":{"Keys":[{}]}}}"#), 3);
+        assert_eq!(items(br#"{"RequestItems":{"a":[{"PutRequest":{}},{"DeleteRequest":{}}]}}"#), 2);
+    }
+}
