@@ -115,6 +115,7 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     assert_eq!(invoke("ConversationsFunction", "conversations/messages.json").await["statusCode"], 200);
     assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 400);
     assert_eq!(invoke("DevicesFunction", "devices/get-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("DevicesFunction", "devices/revoke-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("OfflinePaymentsFunction", "offline-payments/get-unsigned.json").await["statusCode"], 401);
     assert_eq!(invoke("TopUpFunction", "topup/submit-unknown.json").await["statusCode"], 404);
 }

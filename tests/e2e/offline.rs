@@ -141,6 +141,37 @@ async fn a_presented_code_settles_from_the_reserve_exactly_once() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn a_revoked_phones_codes_are_refused_and_payments_before_still_settle() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("30.00").await;
+    let device = phone.key_id.split_once('.').unwrap().0.to_owned();
+    let (status, before) = present_code(&till, &phone, "5.00", 1).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{before}");
+
+    let revoke = |user: &str| {
+        env.http().post(env.url(&format!("/devices/{device}/revoke"))).bearer_auth(env.token(user, &[])).send()
+    };
+    // Nobody else can revoke it, or learn that it exists.
+    assert_eq!(revoke("someone-else").await.unwrap().status(), StatusCode::NOT_FOUND);
+    let revoked: Value = revoke(&phone.user).await.unwrap().json().await.unwrap();
+    assert_eq!(revoked["status"], "revoked");
+    let again: Value = revoke(&phone.user).await.unwrap().json().await.unwrap();
+    assert_eq!(again["revoked_at"], revoked["revoked_at"], "revoking twice keeps the first time");
+
+    let (status, refused) = present_code(&till, &phone, "5.00", 2).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("device_revoked")));
+    until_state(&till, before["id"].as_str().unwrap(), "settled").await;
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(2500, 2));
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(500, 2));
+    // The accepted code's counter was spent; the refused one's was not.
+    let (first, second) = (format!("{}#1", phone.key_id), format!("{}#2", phone.key_id));
+    let spent = |id| env.partition("OfflineCodesTable", "id", id);
+    assert_eq!((spent(&first).await.len(), spent(&second).await.len()), (1, 0));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn bad_codes_and_calls_are_refused_and_move_nothing() {
     let env = Env::get();
     let till = till().await;

@@ -2,6 +2,7 @@
 //!
 //! - `POST /devices`        enroll: `{"public_key", "offline_limit": {amount, currency}}`
 //! - `GET  /devices/{id}`   the enrolled device
+//! - `POST /devices/{id}/revoke`  a lost phone: codes presented from now on are refused
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -31,6 +32,10 @@ struct Enrollment {
     offline_limit: MoneyInput,
 }
 
+fn unknown_device(id: &str) -> Problem {
+    Problem::not_found("unknown_device", format!("no device {id:?}"))
+}
+
 impl DevicesApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
@@ -53,7 +58,17 @@ impl DevicesApi {
                     .get(id)
                     .await?
                     .filter(|d| d.user == caller.subject)
-                    .ok_or_else(|| Problem::not_found("unknown_device", format!("no device {id:?}")))?;
+                    .ok_or_else(|| unknown_device(id))?;
+                Ok(json_response(StatusCode::OK, &device.view()))
+            }
+            // Revoking twice is revoking once: no Idempotency-Key needed, nothing is created.
+            "POST /devices/{id}/revoke" => {
+                let id = path_parameter(&request, "id")?;
+                let device = self
+                    .devices
+                    .revoke(id, &caller.subject, crate::clock::now_epoch_seconds())
+                    .await?
+                    .ok_or_else(|| unknown_device(id))?;
                 Ok(json_response(StatusCode::OK, &device.view()))
             }
             other => Err(Problem::not_found("unknown_route", format!("the devices function has no route {other:?}"))),
@@ -79,6 +94,7 @@ impl DevicesApi {
                     public_key,
                     offline_limit,
                     enrolled_at: now,
+                    revoked_at: None,
                 };
                 let response = json_response(StatusCode::CREATED, &device.view());
                 let items = vec![

@@ -1,8 +1,8 @@
-//! Enrolled devices (`DevicesTable`, partition `id`): whose they are, their public key and the
-//! most one offline code may pay.
+//! Enrolled devices (`DevicesTable`, partition `id`): whose they are, their public key, the most
+//! one offline code may pay, and whether their owner revoked them (a lost phone).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem};
 
 use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
 use crate::money::{Currency, Money};
@@ -19,6 +19,8 @@ pub struct Device {
     /// The most one offline code may pay.
     pub offline_limit: Money,
     pub enrolled_at: i64,
+    /// When its owner revoked it: codes presented after that are refused.
+    pub revoked_at: Option<i64>,
 }
 
 impl Device {
@@ -30,6 +32,8 @@ impl Device {
             "public_key": self.public_key,
             "offline_limit": self.offline_limit,
             "enrolled_at": self.enrolled_at,
+            "status": if self.revoked_at.is_some() { "revoked" } else { "active" },
+            "revoked_at": self.revoked_at,
         })
     }
 }
@@ -55,6 +59,39 @@ impl DeviceStore {
     pub async fn by_key_id(&self, key_id: &str) -> Result<Option<Device>, StoreError> {
         let Some((id, _)) = key_id.split_once('.') else { return Ok(None) };
         Ok(self.get(id).await?.filter(|d| d.key_id == key_id))
+    }
+
+    /// Revokes `user`'s device `id` (once: a second call keeps the first time). `None`: no such
+    /// device of theirs.
+    pub async fn revoke(&self, id: &str, user: &str, at: i64) -> Result<Option<Device>, StoreError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
+            .condition_expression("attribute_exists(id) AND #user = :user")
+            .expression_attribute_names("#user", "user")
+            .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":user", s(user))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match outcome {
+            Ok(output) => output.attributes().map(device_from_item).transpose(),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The check that keeps a payment from committing if its device was revoked meanwhile.
+    pub fn not_revoked_item(&self, id: &str) -> Result<TransactWriteItem, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .condition_expression("attribute_exists(id) AND attribute_not_exists(revoked_at)")
+            .build()?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
     pub fn create_item(&self, device: &Device) -> Result<TransactWriteItem, StoreError> {
@@ -84,5 +121,6 @@ fn device_from_item(item: &Item) -> Result<Device, StoreError> {
         offline_limit: Money::new(get_decimal(item, "offline_limit")?, currency)
             .map_err(|_| corrupt("offline_limit"))?,
         enrolled_at: get_n(item, "enrolled_at")?,
+        revoked_at: if item.contains_key("revoked_at") { Some(get_n(item, "revoked_at")?) } else { None },
     })
 }

@@ -60,6 +60,15 @@ pub struct SettlementJob {
     pub expire_at: Option<i64>,
 }
 
+/// A code from a device its owner revoked (a lost phone): refused, nothing recorded.
+fn device_revoked() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "device_revoked",
+        "the payer revoked this device: its codes are no longer accepted; ask for another way to pay",
+    )
+}
+
 fn unknown_payment(id: &str) -> Problem {
     Problem::not_found("unknown_payment", format!("no payment {id:?}"))
 }
@@ -148,6 +157,9 @@ impl OfflinePaymentsApi {
                     .filter(|d| d.user == code.account)
                     .ok_or(CodeError::BadSignature)?;
                 code.verify(&signature, &device.public_key, now)?;
+                if device.revoked_at.is_some() {
+                    return Err(device_revoked());
+                }
                 if amount.currency() != merchant.currency {
                     return Err(Problem::bad_request(
                         "currency_not_accepted",
@@ -193,6 +205,7 @@ impl OfflinePaymentsApi {
                     self.payments.create_item(&payment)?,
                     self.outbox.put_item(&job, now)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                    self.devices.not_revoked_item(&device.id)?,
                 ];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => {
@@ -205,6 +218,7 @@ impl OfflinePaymentsApi {
                             self.payments.get(&payment.id).await?.ok_or_else(|| unknown_payment(&payment.id))?;
                         Ok(json_response(StatusCode::ACCEPTED, &current.view()))
                     }
+                    Err(TransactError::ConditionFailed(failed)) if failed.contains(&4) => Err(device_revoked()),
                     Err(TransactError::ConditionFailed(_)) => Err(CodeError::Replayed.into()),
                     Err(e) => Err(Problem::internal(e)),
                 }
