@@ -59,6 +59,15 @@ async fn a_device_enrolls_only_its_public_key() {
         let (status, problem) = enroll(&user, &body, &unique("key")).await;
         assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");
     }
+
+    // A reserve in USD could never pay a device's EUR codes.
+    let payer = unique("payer");
+    env.fund(&payer, superpay::ledger::AccountId::reserve(&payer), "10.00").await;
+    let eur = json!({"public_key": key.public_key(), "offline_limit": {"amount": "5.00", "currency": "EUR"}});
+    let (status, problem) = enroll(&payer, &eur, &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("reserve_currency_mismatch")));
+    let usd = json!({"public_key": key.public_key(), "offline_limit": {"amount": "5.00", "currency": "USD"}});
+    assert_eq!(enroll(&payer, &usd, &unique("key")).await.0, StatusCode::CREATED);
 }
 
 #[tokio::test]

@@ -17,11 +17,14 @@ use crate::dynamo::{TransactError, transact};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::IdempotencyStore;
+use crate::ledger::AccountId;
+use crate::ledger::store::LedgerStore;
 use crate::money::MoneyInput;
 
 pub struct DevicesApi {
     dynamodb: aws_sdk_dynamodb::Client,
     devices: DeviceStore,
+    ledger: LedgerStore,
     idempotency: IdempotencyStore,
 }
 
@@ -41,6 +44,7 @@ impl DevicesApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
         Ok(DevicesApi {
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
+            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             dynamodb,
         })
@@ -84,6 +88,19 @@ impl DevicesApi {
             ));
         }
         let offline_limit = offline_limit.validate()?;
+        // Its codes are paid from the offline reserve: a reserve in another currency could never pay them.
+        if let Some(reserve) = self.ledger.account(&AccountId::reserve(&caller.subject)).await?
+            && reserve.currency != offline_limit.currency()
+        {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "reserve_currency_mismatch",
+                format!(
+                    "your offline reserve holds {}; enroll the device with a limit in {}",
+                    reserve.currency, reserve.currency
+                ),
+            ));
+        }
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 let id = format!("d_{}", &claim.scope.derived_id("device")[..20]);
