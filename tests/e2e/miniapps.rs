@@ -323,6 +323,26 @@ async fn server_faults_and_other_amounts_charge_nothing_and_say_so_in_the_chat()
     let request_id = short["request_id"].as_str().unwrap().to_owned();
     let seen = told(&request_id).await;
     assert_eq!(seen["outcomes"][0]["reason"], "insufficient_funds");
+
+    // A wallet in another currency: the ledger refuses the charge, the server is told.
+    let euro = unique("euro");
+    let eur = superpay::money::Money::parse("10.00", "EUR").unwrap();
+    let fund = superpay::ledger::Transfer::between(
+        unique("fund"),
+        eur,
+        AccountId::funding(&euro),
+        AccountId::wallet(&euro),
+        "test.fund",
+        "e2e".into(),
+    )
+    .unwrap();
+    Env::get().ledger().await.apply(&fund, vec![], 0).await.unwrap();
+    let euro_session = self::session(&euro, &app.id).await;
+    let (status, refused) =
+        request(&euro, &app.id, &buy(&euro_session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::CONFLICT, Some("wallet_currency_mismatch")));
+    assert_eq!(told(refused["request_id"].as_str().unwrap()).await["outcomes"][0]["outcome"], "refused");
+    assert_eq!(balance(AccountId::wallet(&euro)).await, Decimal::new(1000, 2));
 }
 
 #[tokio::test]

@@ -221,10 +221,14 @@ impl MiniAppsApi {
                     return Ok(relayed);
                 }
                 Ok(Applied::Already) | Err(TransferError::Rejected(0)) => return self.recorded(&relayed.id).await,
+                // Refused by the ledger: recorded like any refusal, and the server is told.
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. })) => {
                     let amount =
                         relayed.outcome.charged().ok_or_else(|| Problem::internal("a charge without amount"))?;
                     relayed.outcome = Outcome::InsufficientFunds { amount };
+                }
+                Err(TransferError::Ledger(LedgerError::CurrencyMismatch { held, .. })) => {
+                    relayed.outcome = Outcome::WalletCurrencyMismatch { held: held.code().to_owned() };
                 }
                 Err(e) => return Err(transfer_problem(e)),
             }

@@ -402,6 +402,10 @@ pub enum Outcome {
     InsufficientFunds {
         amount: Money,
     },
+    /// The wallet holds another currency than the amount asked (its ISO code).
+    WalletCurrencyMismatch {
+        held: String,
+    },
     ServerFailed {
         fault: ServerFault,
         detail: String,
@@ -434,6 +438,7 @@ impl Outcome {
             Outcome::Charged { .. } | Outcome::Completed { .. } => None,
             Outcome::AmountMismatch { .. } => Some((StatusCode::CONFLICT, "amount_mismatch")),
             Outcome::InsufficientFunds { .. } => Some((StatusCode::PAYMENT_REQUIRED, "insufficient_funds")),
+            Outcome::WalletCurrencyMismatch { .. } => Some((StatusCode::CONFLICT, "wallet_currency_mismatch")),
             Outcome::ServerFailed { fault: ServerFault::Timeout, .. } => {
                 Some((StatusCode::GATEWAY_TIMEOUT, "miniapp_server_timeout"))
             }
@@ -466,6 +471,9 @@ impl Outcome {
             }
             Outcome::InsufficientFunds { amount } => {
                 format!("Your wallet does not have {amount} available for {title}; nothing was charged.")
+            }
+            Outcome::WalletCurrencyMismatch { held } => {
+                format!("Your wallet holds {held}, not the currency {title} charges in; nothing was charged.")
             }
             Outcome::ServerFailed { fault, .. } => {
                 let why = match fault {
