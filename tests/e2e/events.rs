@@ -140,4 +140,6 @@ async fn miniapp_events_answer_as_documented() {
     // An outcome whose outbox item is gone was handled already: nothing fails.
     let batch = invoke("NotifierFunction", "notifier/miniapp-outcome.json").await;
     assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
+    let batch = invoke("NotifierFunction", "notifier/offline-expired.json").await;
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
 }

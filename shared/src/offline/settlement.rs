@@ -1,11 +1,14 @@
 //! The settlement function (template.yaml `SettlementFunction`, SQS-triggered): moves an accepted
 //! offline payment from the payer's offline reserve to the merchant, in one transaction with the
 //! payment's new state. When the reserve does not cover it, the payment waits for funds and the
-//! payer is told in their conversation with the platform.
+//! payer is told in their conversation with the platform. A payment whose top-up link expires
+//! unpaid ends `expired`, with the merchant's notice (`OfflineEvent`) in the same transaction; the
+//! notifier delivers it with its backoff.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 use super::payment::{Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
@@ -15,15 +18,21 @@ use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::dynamo::{TransactError, transact};
-use crate::keys::KeyService;
 use crate::ledger::store::{LedgerStore, TransferError};
 use crate::ledger::{AccountId, LedgerError, Transfer};
-use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
 use crate::outbox::Outbox;
 use crate::outbox::OutboxMessage;
-use crate::purchase::relay::MerchantClient;
+
+/// What the notifications queue carries about offline payments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum OfflineEvent {
+    /// Tell the merchant (signed webhook) that a payment waiting for funds expired.
+    #[serde(rename = "offline.expired")]
+    Expired { id: String, payment_id: String },
+}
 
 pub struct Settlement {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -32,9 +41,9 @@ pub struct Settlement {
     outbox: Outbox,
     conversations: ConversationStore,
     topups: TopUpStore,
-    merchants: MerchantDirectory,
-    relay: MerchantClient,
+    merchants: MerchantStore,
     settlement_queue: String,
+    notifications_queue: String,
     /// How long a payment waits for a top-up (template `TopUpTtlSeconds`).
     topup_ttl_seconds: i64,
     /// Where links to this API's pages start (template `PublicBaseUrl`).
@@ -58,12 +67,9 @@ impl Settlement {
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
             conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
             topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
-            merchants: MerchantDirectory::new(
-                MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-                KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?),
-            ),
-            relay: MerchantClient::new(),
+            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+            notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             topup_ttl_seconds: aws::env("TOPUP_TTL_SECONDS")?
                 .parse()
                 .map_err(|_| MissingEnv("TOPUP_TTL_SECONDS (a number of seconds)".into()))?,
@@ -102,8 +108,8 @@ impl Settlement {
         })
     }
 
-    /// A payment still waiting for funds when its top-up link expires ends `expired`, and its
-    /// merchant is told (a signed webhook). Not due yet: the job comes back later.
+    /// A payment still waiting for funds when its top-up link expires ends `expired`, with the
+    /// merchant's notice in the same transaction. Not due yet: the job comes back later.
     async fn expire(&self, job: &SettlementJob, payment: Payment, expire_at: i64) -> Result<(), String> {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
         let now = now_epoch_seconds();
@@ -111,31 +117,29 @@ impl Settlement {
             // Not due: the job comes back later. If that send fails, SQS must redeliver this one.
             return self.outbox.send_checked(&self.job(job, expire_at - now)?).await.map_err(|e| fail(&e));
         }
-        let expired = match payment.state {
-            PaymentState::WaitingForFunds => {
-                let mut items = vec![self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?];
-                // A link paid at the last moment wins: its settlement is on its way.
-                if let Some(token) = &payment.topup_token {
-                    items.push(self.topups.unpaid_check(token).map_err(|e| fail(&e))?);
-                }
-                match transact(&self.dynamodb, items).await {
-                    Ok(()) => true,
-                    // Settled, or paid for, at the last moment: nothing to expire.
-                    Err(TransactError::ConditionFailed(_)) => false,
-                    Err(e) => return Err(fail(&e)),
-                }
+        // Otherwise it settled, was paid for at the last moment, or expired by an earlier delivery
+        // of this job, whose transaction carried the notice.
+        if payment.state == PaymentState::WaitingForFunds {
+            let event = OfflineEvent::Expired { id: format!("{}/expired", payment.id), payment_id: payment.id.clone() };
+            let notice = OutboxMessage {
+                id: format!("{}/expired", payment.id),
+                queue_url: self.notifications_queue.clone(),
+                body: serde_json::to_string(&event).map_err(|e| fail(&e))?,
+                delay_seconds: 0,
+            };
+            let mut items = vec![
+                self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
+                self.outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
+            ];
+            // A link paid at the last moment wins: its settlement is on its way.
+            if let Some(token) = &payment.topup_token {
+                items.push(self.topups.unpaid_check(token).map_err(|e| fail(&e))?);
             }
-            PaymentState::Expired => true,
-            PaymentState::Pending | PaymentState::Settled => false,
-        };
-        if expired && !self.outbox.step_done(&job.id, "webhook").await.map_err(|e| fail(&e))? {
-            let merchant = self.merchants.get(&payment.merchant_id).await.map_err(|p| p.to_string())?;
-            let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
-            let mut view = payment.view();
-            view["state"] = serde_json::json!(PaymentState::Expired.as_str());
-            let body = serde_json::json!({ "event_id": job.id, "kind": "offline.expired", "payment": view });
-            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
-            self.outbox.mark(&job.id, "webhook").await.map_err(|e| fail(&e))?;
+            match transact(&self.dynamodb, items).await {
+                Ok(()) => self.outbox.send(&notice).await,
+                Err(TransactError::ConditionFailed(_)) => {}
+                Err(e) => return Err(fail(&e)),
+            }
         }
         self.outbox.done(&job.id).await.map_err(|e| fail(&e))
     }
@@ -202,7 +206,8 @@ impl Settlement {
             }
         };
         let link = format!("{}/topup/{token}", self.public_base_url);
-        let merchant = self.merchants.get(&payment.merchant_id).await.map_or(payment.merchant_id.clone(), |m| m.name);
+        let merchant = self.merchants.get(&payment.merchant_id).await.ok().flatten();
+        let merchant = merchant.map_or(payment.merchant_id.clone(), |m| m.name);
         let message = NewMessage {
             id: format!("{}/waiting/{}", payment.id, &token[..8]),
             kind: "offline.waiting_for_funds".into(),

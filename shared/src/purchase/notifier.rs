@@ -8,6 +8,7 @@
 //! - `order.refunded`: the message in the user's conversation with the merchant.
 //! - `miniapp.outcome`: the outcome's message in the user's conversation with the mini-app (if
 //!   the request's own call did not post it), then the signed outcome to the app's server.
+//! - `offline.expired`: a signed webhook telling the merchant that an offline payment expired.
 //!
 //! A failed message is reported in `batchItemFailures` and made invisible for longer at each
 //! attempt (exponential backoff); after `maxReceiveCount` attempts SQS moves it to the DLQ.
@@ -30,6 +31,8 @@ use crate::merchant::store::MerchantStore;
 use crate::miniapp::MiniAppEvent;
 use crate::miniapp::relay::MiniAppClient;
 use crate::miniapp::store::{MiniAppDirectory, MiniAppStore, RequestStore};
+use crate::offline::payment::{PaymentState, PaymentStore};
+use crate::offline::settlement::OfflineEvent;
 use crate::outbox::Outbox;
 
 /// Everything the notifications queue carries.
@@ -38,6 +41,7 @@ use crate::outbox::Outbox;
 enum Notification {
     Order(OrderEvent),
     MiniApp(MiniAppEvent),
+    Offline(OfflineEvent),
 }
 
 impl Notification {
@@ -45,6 +49,7 @@ impl Notification {
         match self {
             Notification::Order(event) => event.id(),
             Notification::MiniApp(MiniAppEvent::Outcome { id, .. }) => id,
+            Notification::Offline(OfflineEvent::Expired { id, .. }) => id,
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct Notifier {
     miniapps: MiniAppDirectory,
     miniapp_requests: RequestStore,
     miniapp_client: MiniAppClient,
+    offline_payments: PaymentStore,
     sqs: aws_sdk_sqs::Client,
     backoff_seconds: i32,
     sweep_grace_seconds: i64,
@@ -106,6 +112,11 @@ impl Notifier {
             miniapps: MiniAppDirectory::new(MiniAppStore::new(dynamodb.clone(), aws::env("MINIAPPS_TABLE")?), keys),
             miniapp_requests: RequestStore::new(dynamodb.clone(), aws::env("MINIAPP_REQUESTS_TABLE")?),
             miniapp_client: MiniAppClient::default(),
+            offline_payments: PaymentStore::new(
+                dynamodb.clone(),
+                aws::env("OFFLINE_PAYMENTS_TABLE")?,
+                aws::env("OFFLINE_CODES_TABLE")?,
+            ),
             conversations: ConversationStore::new(dynamodb, aws::env("CONVERSATIONS_TABLE")?),
             relay: MerchantClient::new(),
             sqs,
@@ -181,8 +192,24 @@ impl Notifier {
             Notification::MiniApp(MiniAppEvent::Outcome { id, request_id }) => {
                 self.miniapp_outcome(id, request_id).await?
             }
+            Notification::Offline(OfflineEvent::Expired { id, payment_id }) => {
+                self.offline_expired(id, payment_id).await?
+            }
         }
         outbox.done(event.id()).await.map_err(|e| e.to_string())
+    }
+
+    /// The payment is read from the table, never taken from the message.
+    async fn offline_expired(&self, id: &str, payment_id: &str) -> Result<(), String> {
+        let payment =
+            self.offline_payments.get(payment_id).await.map_err(|e| e.to_string())?.ok_or("unknown offline payment")?;
+        if payment.state != PaymentState::Expired {
+            return Err(format!("offline payment {payment_id} is {}, not expired", payment.state.as_str()));
+        }
+        let merchant = self.merchants.get(&payment.merchant_id).await.map_err(|e| e.to_string())?;
+        let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
+        let body = serde_json::json!({ "event_id": id, "kind": "offline.expired", "payment": payment.view() });
+        self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await
     }
 
     /// The request is read from the table, never taken from the message: the table says how it ended.
