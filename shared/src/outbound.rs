@@ -12,6 +12,9 @@ use crate::keys::PartyKeys;
 /// Well under API Gateway's 30 s, so a slow partner leaves time to answer the client.
 pub const PARTNER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest answer read from a partner; every answer of the protocols is a few hundred bytes.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// Why a partner's answer is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
@@ -42,7 +45,8 @@ pub fn url_path(url: &str) -> String {
 /// which a cold start whose request calls no partner should not pay, and two would pay twice.
 pub fn http() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| reqwest::Client::builder().timeout(PARTNER_TIMEOUT).build().unwrap_or_default())
+    // Building fails only if the TLS backend cannot start, which no request could survive either.
+    CLIENT.get_or_init(|| reqwest::Client::builder().timeout(PARTNER_TIMEOUT).build().expect("the HTTP client builds"))
 }
 
 #[derive(Default)]
@@ -74,15 +78,19 @@ impl PartnerClient {
 
     /// A signed request whose answer must be signed by the same key: the answer's body.
     pub async fn exchange(&self, url: &str, keys: &PartyKeys, body: Vec<u8>, now: i64) -> Result<Vec<u8>, CallError> {
-        let (signature, response) = self.post(url, keys, body, now).await?;
+        let (signature, mut response) = self.post(url, keys, body, now).await?;
         let headers = response.headers().clone();
-        let answer = response.bytes().await.map_err(|e| {
-            if e.is_timeout() {
-                CallError::Timeout
-            } else {
-                CallError::Unreachable(format!("the answer was cut off: {e}"))
+        // Read before its signature can be checked, so bounded: a runaway answer must not exhaust memory.
+        let mut answer = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if answer.len() + chunk.len() <= MAX_ANSWER_BYTES => answer.extend_from_slice(&chunk),
+                Ok(Some(_)) => return Err(CallError::Unsigned(format!("the answer is over {MAX_ANSWER_BYTES} bytes"))),
+                Ok(None) => break,
+                Err(e) if e.is_timeout() => return Err(CallError::Timeout),
+                Err(e) => return Err(CallError::Unreachable(format!("the answer was cut off: {e}"))),
             }
-        })?;
+        }
         let answer_signature = Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))
             .map_err(|e| match e {
                 SignatureError::Missing(header) => CallError::Unsigned(format!("header {header} is missing")),
@@ -95,7 +103,7 @@ impl PartnerClient {
         {
             return Err(CallError::BadSignature);
         }
-        Ok(answer.to_vec())
+        Ok(answer)
     }
 
     /// A signed notification (a webhook): delivered when the server answers 2xx.

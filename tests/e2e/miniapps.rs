@@ -283,6 +283,7 @@ async fn server_faults_and_other_amounts_charge_nothing_and_say_so_in_the_chat()
         ("garbage-jasmine-tea", "4.50", StatusCode::BAD_GATEWAY, "miniapp_server_invalid_answer", "could not read"),
         ("badsig-jasmine-tea", "4.50", StatusCode::BAD_GATEWAY, "miniapp_server_bad_signature", "could not verify"),
         ("other-jasmine-tea", "4.50", StatusCode::BAD_GATEWAY, "miniapp_server_invalid_answer", "could not read"),
+        ("huge-jasmine-tea", "4.50", StatusCode::BAD_GATEWAY, "miniapp_server_invalid_answer", "could not read"),
         (
             "jasmine-tea",
             "4.00",

@@ -78,25 +78,25 @@ async fn forward(
     proxy.calls.count(&proxy.function, &target, if dynamodb { items(&body) } else { 0 });
     let upstream = if dynamodb { &proxy.dynamodb } else { &proxy.moto };
     let url = format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
+    // The SigV4 signature was made for the proxy's host; the emulators do not check signatures.
     let mut request = proxy.http.request(method, url).body(body);
     for (name, value) in headers.iter().filter(|(name, _)| *name != "host" && *name != "content-length") {
         request = request.header(name, value);
     }
-    match request.send().await {
-        Ok(answer) => {
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.unwrap_or_default();
-            let mut response = (status, body).into_response();
-            for (name, value) in
-                headers.iter().filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding")
-            {
-                response.headers_mut().insert(name, value.clone());
-            }
-            response
-        }
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    let answer = match request.send().await {
+        Ok(answer) => answer,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let (status, headers) = (answer.status(), answer.headers().clone());
+    let body = match answer.bytes().await {
+        Ok(body) => body,
+        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let mut response = (status, body).into_response();
+    for (name, value) in headers.iter().filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding") {
+        response.headers_mut().append(name, value.clone());
     }
+    response
 }
 
 /// Starts `function`'s proxy to the emulators; its URL is what the function's SDK endpoints name.

@@ -5,7 +5,8 @@
 //!   each, whose first event is a sample from `events/` that needs about one read. Beside them, run
 //!   the same way: the tuned Rust SDK function (`infra/bench`: aws-config and DynamoDB, SQS and KMS
 //!   clients at init, one GetItem) and its Python + boto3 twin (AWS's runtime interface client).
-//! - Peak RSS of every process and the size of every stripped binary.
+//! - Peak RSS of every process, read after the operations below ran, and the size of every
+//!   stripped binary.
 //! - The AWS calls each operation makes (counted per function by `crate::aws_proxy`), the DynamoDB
 //!   items they touch, and what a million of them cost at us-east-1 list prices.
 
@@ -86,29 +87,38 @@ pub async fn start_reference(
 }
 
 /// Gives every process of every host its first event, one host at a time (so cold starts do not
-/// compete for the cores), all processes of a host at once (so each takes one).
-pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<Vec<(ColdStart, String)>, String> {
-    let mut measured = vec![];
+/// compete for the cores), all processes of a host at once (so each takes one). Each process gets
+/// its own Idempotency-Key, so that none of them answers as a replay. Returns what each host's
+/// first event was.
+pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<Vec<String>, String> {
+    let mut probes = vec![];
     for host in hosts {
         let probe = COLD_PROBES.iter().find(|(function, _)| *function == host.logical_id).map(|(_, file)| *file);
-        let event = match probe {
-            Some(file) => std::fs::read(events.join(file)).map_err(|e| format!("events/{file}: {e}"))?,
-            None => b"{}".to_vec(),
+        let event: Value = match probe {
+            Some(file) => {
+                let text = std::fs::read(events.join(file)).map_err(|e| format!("events/{file}: {e}"))?;
+                serde_json::from_slice(&text).map_err(|e| format!("events/{file}: {e}"))?
+            }
+            None => json!({}),
         };
         let mut invocations = tokio::task::JoinSet::new();
-        for _ in 0..PROCESSES {
-            let (host, event) = (host.clone(), event.clone());
-            invocations.spawn(async move { host.invoke(event.into()).await });
+        for process in 0..PROCESSES {
+            let mut event = event.clone();
+            if let Some(key) = event["headers"]["idempotency-key"].as_str() {
+                event["headers"]["idempotency-key"] = json!(format!("{key}-{}", uuid::Uuid::new_v4()));
+            }
+            let host = host.clone();
+            invocations.spawn(async move { (process, host.invoke(event.to_string().into()).await) });
         }
         while let Some(outcome) = invocations.join_next().await {
-            match outcome.map_err(|e| e.to_string())? {
+            match outcome.map_err(|e| e.to_string())?.1 {
                 Outcome::Response(_) => {}
                 other => return Err(format!("{}'s first event failed: {other:?}", host.logical_id)),
             }
         }
-        measured.push((ColdStart::of(host), probe.map_or("any event: one GetItem".into(), |f| format!("events/{f}"))));
+        probes.push(probe.map_or("any event: one GetItem".into(), |f| format!("events/{f}")));
     }
-    Ok(measured)
+    Ok(probes)
 }
 
 /// One operation's AWS calls: the fewest any run made (the warm path) and the most (a process's

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use superpay_local::seed;
-use superpay_local::stack::{Options, Stack};
+use superpay_local::stack::{ColdStart, Options, Stack};
 use superpay_local::template::Template;
 use superpay_local::{bench, emulators};
 
@@ -207,8 +207,11 @@ async fn run_bench(release: bool) -> Result<ExitCode, String> {
             bench::start_reference(&stack, bench::PYTHON_REFERENCE, &python.join("python"), args, &[handler]).await?;
         let mut hosts = vec![rust, python];
         hosts.extend(stack.hosts.iter().cloned());
-        let cold = bench::cold_starts(&hosts, &root.join("events")).await?;
-        Ok::<_, String>((cold, bench::count_operations(&stack).await?))
+        let probes = bench::cold_starts(&hosts, &root.join("events")).await?;
+        let counted = bench::count_operations(&stack).await?;
+        // Read after the operations, so that peak memory covers their heavier paths too.
+        let cold: Vec<_> = hosts.iter().map(|h| ColdStart::of(h)).zip(probes).collect();
+        Ok::<_, String>((cold, counted))
     }
     .await;
     let mut sizes: std::collections::BTreeMap<String, u64> = stack

@@ -169,16 +169,17 @@ impl MerchantsApi {
     /// A merchant's mini-app: its key id and key (shown once) and its interface descriptor.
     async fn register_miniapp(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let registration = crate::miniapp::Registration::parse(json_body(request)?)?;
-        let owner = self
-            .merchants
-            .get(&registration.owner_merchant_id)
-            .await?
-            .ok_or_else(|| unknown_merchant(&registration.owner_merchant_id))?;
-        if owner.status != MerchantStatus::Active {
-            return Err(super::inactive_merchant(&owner.id));
-        }
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
+                // Judged inside the key's run: a replay answers as the first time, whatever the owner became.
+                let owner = self
+                    .merchants
+                    .get(&registration.owner_merchant_id)
+                    .await?
+                    .ok_or_else(|| unknown_merchant(&registration.owner_merchant_id))?;
+                if owner.status != MerchantStatus::Active {
+                    return Err(super::inactive_merchant(&owner.id));
+                }
                 let id = format!("a_{}", &claim.scope.derived_id("miniapp")[..20]);
                 let key = self.keys.generate(&MiniApp::key_owner(&id)).await?;
                 let app = MiniApp {

@@ -151,8 +151,8 @@ impl MiniAppsApi {
         input: UserRequest,
         now: i64,
     ) -> Result<Response<Body>, Problem> {
-        // Derived from the key: a retry, even after its record expired, is this request.
-        let request_id = format!("r_{}", &claim.scope.derived_id("miniapp-request")[..20]);
+        // Derived from the key and the app: a retry, even after its record expired, is this request.
+        let request_id = format!("r_{}", &claim.scope.derived_id(&format!("miniapp-request/{app_id}"))[..20]);
         if let Some(done) = self.requests.get(&request_id).await? {
             let app = self.apps.store.get(&done.app_id).await?;
             return self.answer(&claim, done, app.as_ref(), now).await;
@@ -267,12 +267,9 @@ impl MiniAppsApi {
                 &json!({
                     "request_id": relayed.id,
                     "app_id": relayed.app_id,
-                    "outcome": relayed.notice()["outcome"],
+                    "outcome": relayed.summary(),
                     "charged": relayed.outcome.charged(),
-                    "deliver": match &relayed.outcome {
-                        Outcome::Charged { deliver, .. } | Outcome::Completed { deliver } => Some(deliver),
-                        _ => None,
-                    },
+                    "deliver": relayed.deliver(),
                     "message": message,
                     "directive": CLOSE_INTERFACE,
                 }),

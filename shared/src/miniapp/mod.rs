@@ -416,7 +416,8 @@ pub enum Outcome {
 pub fn judge(approved: Option<Money>, reply: Result<ServerAnswer, (ServerFault, String)>) -> Outcome {
     let answer = match reply {
         Ok(answer) => answer,
-        Err((fault, detail)) => return Outcome::ServerFailed { fault, detail },
+        // Bounded: it is kept in the request's record.
+        Err((fault, detail)) => return Outcome::ServerFailed { fault, detail: detail.chars().take(300).collect() },
     };
     match (approved, answer.amount) {
         (Some(approved), Some(asked)) if approved == asked => {
@@ -482,7 +483,7 @@ impl Outcome {
                     ServerFault::InvalidAnswer => "answered something we could not read",
                     ServerFault::BadSignature => "sent an answer we could not verify",
                 };
-                format!("{title} {why}; nothing was charged. You can try again.")
+                format!("{title} {why}; nothing was charged. You can try again from the app.")
             }
         }
     }
@@ -531,22 +532,43 @@ impl RelayedRequest {
             id: self.outcome_id(),
             kind: kind.into(),
             text: self.outcome.text(title),
-            data: json!({ "app_id": self.app_id, "request_id": self.id, "action": self.action, "outcome": self.outcome }),
+            // What the client renders; a server fault's detail stays in the logs and the record.
+            data: json!({
+                "app_id": self.app_id,
+                "request_id": self.id,
+                "action": self.action,
+                "outcome": self.summary(),
+                "reason": self.outcome.refusal().map(|(_, code)| code),
+                "charged": self.outcome.charged(),
+                "deliver": self.deliver(),
+            }),
+        }
+    }
+
+    /// `charged`, `completed` or `refused`.
+    pub fn summary(&self) -> &'static str {
+        match self.outcome.refusal() {
+            None if self.outcome.charged().is_some() => "charged",
+            None => "completed",
+            Some(_) => "refused",
+        }
+    }
+
+    /// What the server will deliver, when the request went through.
+    pub fn deliver(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Charged { deliver, .. } | Outcome::Completed { deliver } => Some(deliver),
+            _ => None,
         }
     }
 
     /// What the app's server is told before it delivers: `charged`, `completed` or `refused`.
     pub fn notice(&self) -> Value {
-        let (outcome, reason) = match self.outcome.refusal() {
-            None if self.outcome.charged().is_some() => ("charged", None),
-            None => ("completed", None),
-            Some((_, code)) => ("refused", Some(code)),
-        };
         json!({
             "event_id": self.outcome_id(),
             "request_id": self.id,
-            "outcome": outcome,
-            "reason": reason,
+            "outcome": self.summary(),
+            "reason": self.outcome.refusal().map(|(_, code)| code),
             "amount": self.outcome.charged(),
         })
     }

@@ -2,7 +2,9 @@
 //! (see `crate::outbound`):
 //!
 //! - `POST <server_url>/requests` a `ServerRequest`; the server answers a signed `ServerAnswer`:
-//!   what it will deliver and the amount it asks (none: free). It must not deliver yet.
+//!   what it will deliver and the amount it asks (none: free). It must not deliver yet, and it
+//!   treats a repeated `request_id` as the same request: after a failure of ours (a 5xx) the
+//!   client's retry with the same Idempotency-Key relays it again.
 //! - `POST <server_url>/outcomes` the outcome (`RelayedRequest::notice`): `charged` or `completed`
 //!   means deliver; `refused` means do not. Sent through the outbox, so at least once: the
 //!   server treats a repeated `event_id` as done.

@@ -7,7 +7,8 @@
 //!   it will deliver for `params.item` and at what price (`jasmine-tea` 4.50 USD, `oolong` 6.00
 //!   USD, `loyalty-points` free, anything else 1.00 USD). A prefix on the item changes how it
 //!   answers: `slow-` after 7 s (past our timeout), `garbage-` unsigned HTML, `badsig-` signed
-//!   with the wrong key, `other-` about another request. It delivers nothing until told.
+//!   with the wrong key, `other-` about another request, `huge-` 100 KB of signed padding. It
+//!   delivers nothing until told.
 //! - `POST <prefix>/outcomes` takes our signed outcome notices (`charged`, `completed`, `refused`).
 //! - `GET /_sim/requests/{request_id}` shows what it received: how often the request came, and
 //!   the outcomes it was told.
@@ -107,7 +108,7 @@ async fn server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body:
     });
     let wanted = request.params["item"].as_str().unwrap_or_default();
     let (rule, item) = match wanted.split_once('-') {
-        Some((rule @ ("slow" | "garbage" | "badsig" | "other"), item)) => (rule, item),
+        Some((rule @ ("slow" | "garbage" | "badsig" | "other" | "huge"), item)) => (rule, item),
         _ => ("", wanted),
     };
     let (price, deliver) = CATALOG
@@ -126,7 +127,11 @@ async fn server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body:
         _ => {}
     }
     let signing = if rule == "badsig" { Key::random() } else { keys.signing.clone() };
-    signed_answer(&keys, &signing, &path, &signature.nonce, serde_json::to_vec(&answer).unwrap_or_default())
+    let mut body = serde_json::to_vec(&answer).unwrap_or_default();
+    if rule == "huge" {
+        body.extend(std::iter::repeat_n(b' ', 100 * 1024));
+    }
+    signed_answer(&keys, &signing, &path, &signature.nonce, body)
 }
 
 #[tokio::main]
