@@ -50,6 +50,12 @@ pub fn absolute_url(text: &str) -> Option<&str> {
     (ok && !url.contains(char::is_whitespace)).then_some(url)
 }
 
+/// A partner's URL: `absolute_url`, and https unless plain http is allowed (template parameter
+/// `AllowPlainHttpPartners`, true only for the local stack's simulators).
+pub fn partner_url(text: &str, allow_http: bool) -> Option<&str> {
+    absolute_url(text).filter(|url| allow_http || url.starts_with("https://"))
+}
+
 pub fn path_parameter<'a>(request: &'a Request, name: &str) -> Result<&'a str, Problem> {
     request
         .path_parameters_ref()

@@ -37,6 +37,8 @@ pub struct MerchantsApi {
     keys: KeyService,
     idempotency: IdempotencyStore,
     audit_table: String,
+    /// Template `AllowPlainHttpPartners`: true only where partners are local simulators.
+    allow_plain_http: bool,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +81,7 @@ impl MerchantsApi {
             keys: KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             audit_table: aws::env("AUDIT_TABLE")?,
+            allow_plain_http: aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true",
             dynamodb,
         })
     }
@@ -107,7 +110,7 @@ impl MerchantsApi {
     }
 
     async fn register(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
-        let registration = Registration::parse(json_body::<RegistrationJson>(request)?)?;
+        let registration = Registration::parse(json_body::<RegistrationJson>(request)?, self.allow_plain_http)?;
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Derived from the key: a retry, even after the idempotency record expired, names
@@ -168,7 +171,7 @@ impl MerchantsApi {
 
     /// A merchant's mini-app: its key id and key (shown once) and its interface descriptor.
     async fn register_miniapp(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
-        let registration = crate::miniapp::Registration::parse(json_body(request)?)?;
+        let registration = crate::miniapp::Registration::parse(json_body(request)?, self.allow_plain_http)?;
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Judged inside the key's run: a replay answers as the first time, whatever the owner became.

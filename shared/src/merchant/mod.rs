@@ -10,7 +10,7 @@ use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
-use crate::http::absolute_url;
+use crate::http::partner_url;
 use crate::money::Currency;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,15 +76,16 @@ pub struct RegistrationJson {
 }
 
 impl Registration {
-    pub fn parse(json: RegistrationJson) -> Result<Self, Problem> {
+    /// `allow_http`: whether a plain http product server is accepted (the local stack only).
+    pub fn parse(json: RegistrationJson, allow_http: bool) -> Result<Self, Problem> {
         let name = json.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Problem::bad_request("invalid_merchant_name", "name must be 1 to 100 characters"));
         }
-        let url = absolute_url(&json.product_server_url).ok_or_else(|| {
+        let url = partner_url(&json.product_server_url, allow_http).ok_or_else(|| {
             Problem::bad_request(
                 "invalid_product_server_url",
-                "product_server_url must be an absolute http(s) URL, e.g. https://shop.example/superpay",
+                "product_server_url must be an absolute https URL, e.g. https://shop.example/superpay",
             )
         })?;
         Ok(Registration {
@@ -113,20 +114,23 @@ mod tests {
 
     #[test]
     fn registrations_are_validated() {
-        let ok = Registration::parse(json(" Tea Shop ", "https://tea.example/hooks/", "USD")).unwrap();
+        let ok = Registration::parse(json(" Tea Shop ", "https://tea.example/hooks/", "USD"), false).unwrap();
         assert_eq!((ok.name.as_str(), ok.product_server_url.as_str()), ("Tea Shop", "https://tea.example/hooks"));
         for (name, url, currency, code) in [
             ("", "https://x.example", "USD", "invalid_merchant_name"),
             ("x", "ftp://x.example", "USD", "invalid_product_server_url"),
             ("x", "https://", "USD", "invalid_product_server_url"),
+            ("x", "http://x.example", "USD", "invalid_product_server_url"),
             ("x", "https://a b", "USD", "invalid_product_server_url"),
             ("x", "https://x.example", "XYZ", "unknown_currency"),
         ] {
             assert_eq!(
-                Registration::parse(json(name, url, currency)).unwrap_err().code,
+                Registration::parse(json(name, url, currency), false).unwrap_err().code,
                 code,
                 "{name} {url} {currency}"
             );
         }
+        // The local stack's simulators speak plain http.
+        assert!(Registration::parse(json("x", "http://127.0.0.1:3002/m", "USD"), true).is_ok());
     }
 }

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Problem;
 use crate::conversation::{Counterparty, NewMessage};
-use crate::http::absolute_url;
+use crate::http::partner_url;
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::money::{Money, MoneyInput};
 
@@ -87,13 +87,14 @@ fn is_label(text: &str, max: usize) -> bool {
 }
 
 impl Interface {
-    pub fn validate(self) -> Result<Self, Problem> {
+    /// `allow_http`: whether a plain http entry page is accepted (the local stack only).
+    pub fn validate(self, allow_http: bool) -> Result<Self, Problem> {
         let invalid = |detail: String| Problem::bad_request("invalid_interface", detail);
         if !is_label(&self.title, 60) {
             return Err(invalid("interface.title must be 1 to 60 characters, without surrounding spaces".into()));
         }
-        let entry_page = absolute_url(&self.entry_page)
-            .ok_or_else(|| invalid("interface.entry_page must be an absolute http(s) URL".into()))?
+        let entry_page = partner_url(&self.entry_page, allow_http)
+            .ok_or_else(|| invalid("interface.entry_page must be an absolute https URL".into()))?
             .to_owned();
         if self.actions.is_empty() || self.actions.len() > 20 {
             return Err(invalid("interface.actions must list 1 to 20 actions".into()));
@@ -187,17 +188,18 @@ pub struct RegistrationJson {
 }
 
 impl Registration {
-    pub fn parse(json: RegistrationJson) -> Result<Self, Problem> {
-        let server_url = absolute_url(&json.server_url).ok_or_else(|| {
+    /// `allow_http`: whether plain http URLs are accepted (the local stack only).
+    pub fn parse(json: RegistrationJson, allow_http: bool) -> Result<Self, Problem> {
+        let server_url = partner_url(&json.server_url, allow_http).ok_or_else(|| {
             Problem::bad_request(
                 "invalid_server_url",
-                "server_url must be an absolute http(s) URL, e.g. https://tea.example/superpay",
+                "server_url must be an absolute https URL, e.g. https://tea.example/superpay",
             )
         })?;
         Ok(Registration {
             owner_merchant_id: json.owner_merchant_id,
             server_url: server_url.trim_end_matches('/').to_owned(),
-            interface: json.interface.validate()?,
+            interface: json.interface.validate(allow_http)?,
         })
     }
 }
@@ -617,7 +619,7 @@ mod tests {
             status,
             key_id: "a_1.k1".into(),
             key_ciphertext: vec![],
-            interface: interface().validate().unwrap(),
+            interface: interface().validate(false).unwrap(),
             created_at: 0,
         }
     }
@@ -628,11 +630,12 @@ mod tests {
 
     #[test]
     fn interfaces_are_validated() {
-        assert_eq!(interface().validate().unwrap().entry_page, "https://tea.example/app/index.html");
+        assert_eq!(interface().validate(false).unwrap().entry_page, "https://tea.example/app/index.html");
         type Change = fn(&mut Interface);
-        let cases: [(Change, &str); 7] = [
+        let cases: [(Change, &str); 8] = [
             (|i| i.title = String::new(), "title"),
             (|i| i.entry_page = "tea.example".into(), "entry_page"),
+            (|i| i.entry_page = "http://tea.example/app".into(), "entry_page"),
             (|i| i.actions.clear(), "actions"),
             (|i| i.actions[0].id = "Buy Now".into(), "actions[0].id"),
             (|i| i.actions.push(i.actions[0].clone()), "listed twice"),
@@ -642,7 +645,7 @@ mod tests {
         for (change, says) in cases {
             let mut bad = interface();
             change(&mut bad);
-            let problem = bad.validate().unwrap_err();
+            let problem = bad.validate(false).unwrap_err();
             assert_eq!(problem.code, "invalid_interface");
             assert!(problem.detail.contains(says), "{} should mention {says}", problem.detail);
         }
@@ -680,7 +683,7 @@ mod tests {
             params: json!({}),
             approved,
         };
-        let mut interface = interface().validate().unwrap();
+        let mut interface = interface().validate(false).unwrap();
         assert_eq!(request("buy", Some(usd("1.00"))).check_against(&interface), Ok(()));
         assert_eq!(request("sell", None).check_against(&interface).unwrap_err().code, "unknown_action");
         interface.permissions.clear();
