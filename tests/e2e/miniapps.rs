@@ -192,6 +192,22 @@ async fn a_user_verifies_an_app_opens_it_buys_once_and_the_conversation_shows_it
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn an_outcome_the_server_fails_to_take_is_delivered_again_once() {
+    let app = app().await;
+    let user = funded_user("10.00").await;
+    let session = session(&user, &app.id).await;
+    let (status, bought) = request(&user, &app.id, &buy(&session, "flaky-oolong", Some("6.00")), &unique("key")).await;
+    assert_eq!((status, bought["outcome"].as_str()), (StatusCode::CREATED, Some("charged")), "{bought}");
+    let seen = told(bought["request_id"].as_str().unwrap()).await;
+    assert_eq!(
+        (seen["refused_outcomes"].as_u64(), seen["outcomes"][0]["outcome"].as_str()),
+        (Some(1), Some("charged"))
+    );
+    assert_eq!(wallet(&user).await, Decimal::new(400, 2), "charged once");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn unknown_suspended_and_revoked_apps_answer_with_a_chat_message_and_no_session() {
     let env = Env::get();
     let app = app().await;

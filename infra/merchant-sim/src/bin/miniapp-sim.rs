@@ -9,7 +9,8 @@
 //!   answers: `slow-` after 7 s (past our timeout), `garbage-` unsigned HTML, `badsig-` signed
 //!   with the wrong key, `other-` about another request, `huge-` 100 KB of signed padding. It
 //!   delivers nothing until told.
-//! - `POST <prefix>/outcomes` takes our signed outcome notices (`charged`, `completed`, `refused`).
+//! - `POST <prefix>/outcomes` takes our signed outcome notices (`charged`, `completed`, `refused`);
+//!   for an item with the prefix `flaky-` it fails the first delivery (HTTP 500).
 //! - `GET /_sim/requests/{request_id}` shows what it received: how often the request came, and
 //!   the outcomes it was told.
 
@@ -87,6 +88,17 @@ async fn server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body:
             return refuse(StatusCode::BAD_REQUEST, "not JSON");
         };
         let request_id = notice["request_id"].as_str().unwrap_or_default().to_owned();
+        let mut refuse_once = false;
+        record(&sim, &request_id, |seen| {
+            let flaky = seen["request"]["params"]["item"].as_str().is_some_and(|i| i.starts_with("flaky-"));
+            refuse_once = flaky && seen["refused_outcomes"].is_null();
+            if refuse_once {
+                seen["refused_outcomes"] = json!(1);
+            }
+        });
+        if refuse_once {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "flaky: the first delivery fails");
+        }
         record(&sim, &request_id, |seen| {
             let outcomes = seen["outcomes"].as_array_mut();
             // At least once on the wire, once here: a repeated event id is already handled.
@@ -108,7 +120,7 @@ async fn server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body:
     });
     let wanted = request.params["item"].as_str().unwrap_or_default();
     let (rule, item) = match wanted.split_once('-') {
-        Some((rule @ ("slow" | "garbage" | "badsig" | "other" | "huge"), item)) => (rule, item),
+        Some((rule @ ("slow" | "garbage" | "badsig" | "other" | "huge" | "flaky"), item)) => (rule, item),
         _ => ("", wanted),
     };
     let (price, deliver) = CATALOG
