@@ -112,6 +112,7 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     // m_demo and demo-user come from infra/seed.json.
     assert_eq!(invoke("MerchantsFunction", "merchants/get.json").await["statusCode"], 200);
     assert_eq!(invoke("MerchantsFunction", "merchants/suspend-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("MerchantsFunction", "merchants/rotate-key-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("ConversationsFunction", "conversations/messages.json").await["statusCode"], 200);
     assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 400);
     assert_eq!(invoke("DevicesFunction", "devices/get-unknown.json").await["statusCode"], 404);

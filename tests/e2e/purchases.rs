@@ -333,3 +333,67 @@ async fn a_suspended_merchant_cannot_capture_but_replays_and_releases_still_work
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(500, 2), "only the first purchase paid");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2), "one hold still waits");
 }
+
+/// What the simulated product server saw of `order`: which key signed it, how often it came.
+async fn seen_by_merchant(order: &str) -> Value {
+    let env = Env::get();
+    let url = format!("{}/_sim/orders/{order}", env.stack.merchant_simulator_url);
+    env.http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_rotated_key_takes_over_without_downtime() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("50.00").await;
+    let rotate = |grace: i64| {
+        env.http()
+            .post(env.url(&format!("/merchants/{}/keys", shop.id)))
+            .bearer_auth(env.admin_token())
+            .header("idempotency-key", unique("key"))
+            .json(&json!({"grace_seconds": grace}))
+            .send()
+    };
+    let rotated: Value = rotate(3).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (rotated["key_id"].as_str(), rotated["previous_key_id"].as_str()),
+        (Some(format!("{}.k2", shop.id).as_str()), Some(shop.key_id.as_str()))
+    );
+    // The merchant installs the new key beside the old one (the simulator is told).
+    let new_key = TestMerchant {
+        id: shop.id.clone(),
+        key_id: rotated["key_id"].as_str().unwrap().into(),
+        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
+    };
+    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
+    env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
+    let again = rotate(3).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    assert_eq!(again.json::<Value>().await.unwrap()["code"], "rotation_in_progress");
+
+    // During the grace both keys sign the merchant's calls, and ours still use the old key.
+    let (_, during) = buy(&user, &purchase(&shop, "pending-tea", "2.00"), &unique("key")).await;
+    let during = during["id"].as_str().unwrap().to_owned();
+    assert_eq!(seen_by_merchant(&during).await["key_id"], shop.key_id.as_str());
+    assert_eq!(callback(&new_key, &during, "confirm", Clone::clone).await.0, StatusCode::OK);
+    let (_, other) = buy(&user, &purchase(&shop, "pending-tea", "2.00"), &unique("key")).await;
+    assert_eq!(callback(&shop, other["id"].as_str().unwrap(), "decline", Clone::clone).await.0, StatusCode::OK);
+
+    // After it, only the new key: ours sign with it, the old one is refused.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (status, after) = buy(&user, &purchase(&shop, "green-tea", "3.00"), &unique("key")).await;
+    assert_eq!((status, after["state"].as_str()), (StatusCode::CREATED, Some("paid")), "{after}");
+    assert_eq!(seen_by_merchant(after["id"].as_str().unwrap()).await["key_id"], new_key.key_id.as_str());
+    let (_, late) = buy(&user, &purchase(&shop, "pending-tea", "2.00"), &unique("key")).await;
+    let late = late["id"].as_str().unwrap().to_owned();
+    assert_eq!(callback(&shop, &late, "confirm", Clone::clone).await.1["code"], "signature_invalid");
+    assert_eq!(callback(&new_key, &late, "confirm", Clone::clone).await.0, StatusCode::OK);
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(700, 2));
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", shop.id)).await;
+    assert!(
+        audit
+            .iter()
+            .any(|i| i.get("action").and_then(|a| a.as_s().ok()).map(String::as_str) == Some("merchant.rotate_key"))
+    );
+}

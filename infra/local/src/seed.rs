@@ -184,6 +184,7 @@ async fn seed_merchant(stack: &Stack, seed: MerchantSeed) -> Result<(), String> 
         status: MerchantStatus::Active,
         key_id: format!("{}.k1", seed.id),
         key_ciphertext: new_key.ciphertext,
+        previous_key: None,
         created_at: superpay::clock::now_epoch_seconds(),
     };
     let store = MerchantStore::new(stack.info.dynamodb().await, table_of(stack, "MerchantsTable")?);

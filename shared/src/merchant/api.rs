@@ -4,6 +4,7 @@
 //! - `GET  /merchants/{id}`          the merchant (never its key)
 //! - `POST /merchants/{id}/status`   `{"status": "active" | "suspended"}`
 //! - `POST /merchants/{id}/terminals` register a till terminal; the answer shows its key once
+//! - `POST /merchants/{id}/keys`     rotate the merchant's key; the answer shows the new key once
 //! - `POST /miniapps`                register a merchant's mini-app; the answer shows its key once
 //! - `GET  /miniapps/{id}`           the mini-app (never its key)
 //! - `POST /miniapps/{id}/status`    `{"status": "active" | "suspended" | "revoked"}` (revoked is final)
@@ -15,14 +16,16 @@ use serde_json::{Value, json};
 
 use super::store::MerchantStore;
 use super::terminal::{Terminal, TerminalStore};
-use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
+use super::{
+    MAX_ROTATION_GRACE_SECONDS, Merchant, MerchantStatus, Registration, RegistrationJson, next_key_id, unknown_merchant,
+};
 use crate::Problem;
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_millis;
 use crate::dynamo::{TransactError, transact};
-use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::http::{body_bytes, json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
 use crate::keys::KeyService;
@@ -53,8 +56,8 @@ struct Registered {
     action: &'static str,
     view: Value,
     location: String,
-    /// The problem code when its id already exists.
-    exists: &'static str,
+    /// The problem when the write's condition fails (its id exists, its key changed meanwhile).
+    conflict: (&'static str, String),
 }
 
 /// What an admin sees of a merchant: everything but its key.
@@ -68,6 +71,28 @@ fn view(merchant: &Merchant) -> Value {
         "key_id": merchant.key_id,
         "created_at": merchant.created_at,
     })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+/// How long a rotated-out key stays honoured unless the rotation says otherwise.
+const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
+
+fn rotation_in_progress(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "rotation_in_progress",
+        format!("merchant {id:?} still honours its previous key; rotate again once its grace has ended"),
+    )
+}
+
+fn already_registered(code: &'static str, id: &str) -> (&'static str, String) {
+    (code, format!("{id} was already registered with this Idempotency-Key"))
 }
 
 impl MerchantsApi {
@@ -98,6 +123,7 @@ impl MerchantsApi {
             }
             "POST /merchants/{id}/status" => self.set_status(&request, &caller).await,
             "POST /merchants/{id}/terminals" => self.register_terminal(&request, &caller).await,
+            "POST /merchants/{id}/keys" => self.rotate_key(&request, &caller).await,
             "POST /miniapps" => self.register_miniapp(&request, &caller).await,
             "GET /miniapps/{id}" => {
                 let id = path_parameter(&request, "id")?;
@@ -125,6 +151,7 @@ impl MerchantsApi {
                     currency: registration.currency,
                     status: MerchantStatus::Active,
                     key_ciphertext: key.ciphertext,
+                    previous_key: None,
                     created_at: now,
                 };
                 let registered = Registered {
@@ -132,10 +159,55 @@ impl MerchantsApi {
                     action: "merchant.register",
                     view: view(&merchant),
                     location: format!("/merchants/{}", merchant.id),
-                    exists: "merchant_exists",
+                    conflict: already_registered("merchant_exists", &merchant.id),
                 };
                 self.commit_registration(&claim, now, registered, &key.key, self.merchants.create_item(&merchant)?)
                     .await
+            })
+            .await
+    }
+
+    /// A new key for the merchant, shown once. The previous one stays honoured for `grace_seconds`
+    /// (default a day): the merchant may still sign with it, and we keep signing our calls to the
+    /// merchant with it, so the merchant has that long to install the new one.
+    async fn rotate_key(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let id = path_parameter(request, "id")?;
+        let Rotation { grace_seconds } =
+            if body_bytes(request).is_empty() { Rotation { grace_seconds: None } } else { json_body(request)? };
+        let grace = grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
+        if !(1..=MAX_ROTATION_GRACE_SECONDS).contains(&grace) {
+            return Err(Problem::bad_request(
+                "invalid_grace_seconds",
+                format!("grace_seconds must be from 1 to {MAX_ROTATION_GRACE_SECONDS}"),
+            ));
+        }
+        self.idempotency
+            .run_request(request, &caller.subject, &[], |claim, now| async move {
+                let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
+                if let Some(previous) = merchant.previous_key_at(now) {
+                    return Err(rotation_in_progress(&merchant.id).with("previous_valid_until", previous.until));
+                }
+                let key_id = next_key_id(&merchant.key_id)
+                    .ok_or_else(|| Problem::internal(format!("key id {} has no version", merchant.key_id)))?;
+                let key = self.keys.generate(&Merchant::key_owner(&merchant.id)).await?;
+                let until = now + grace;
+                let registered = Registered {
+                    resource: format!("merchant/{}", merchant.id),
+                    action: "merchant.rotate_key",
+                    view: json!({
+                        "merchant_id": merchant.id,
+                        "key_id": key_id,
+                        "previous_key_id": merchant.key_id,
+                        "previous_valid_until": until,
+                    }),
+                    location: format!("/merchants/{}", merchant.id),
+                    conflict: (
+                        rotation_in_progress(&merchant.id).code,
+                        "the key changed meanwhile; read the merchant and retry".into(),
+                    ),
+                };
+                let rotate = self.merchants.rotate_item(&merchant, &key_id, key.ciphertext, until, now)?;
+                self.commit_registration(&claim, now, registered, &key.key, rotate).await
             })
             .await
     }
@@ -161,7 +233,7 @@ impl MerchantsApi {
                     action: "terminal.register",
                     view: terminal.view(),
                     location: format!("/merchants/{}/terminals/{}", merchant.id, terminal.id),
-                    exists: "terminal_exists",
+                    conflict: already_registered("terminal_exists", &terminal.id),
                 };
                 self.commit_registration(&claim, now, registered, &key.key, self.terminals.create_item(&terminal)?)
                     .await
@@ -200,7 +272,7 @@ impl MerchantsApi {
                     action: "miniapp.register",
                     view: app.view(),
                     location: format!("/miniapps/{}", app.id),
-                    exists: "miniapp_exists",
+                    conflict: already_registered("miniapp_exists", &app.id),
                 };
                 self.commit_registration(&claim, now, registered, &key.key, self.miniapps.create_item(&app)?).await
             })
@@ -277,11 +349,9 @@ impl MerchantsApi {
         ];
         match transact(&self.dynamodb, items).await {
             Ok(()) => Ok(respond(&shown)),
-            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => Err(Problem::new(
-                StatusCode::CONFLICT,
-                registered.exists,
-                format!("{} was already registered with this Idempotency-Key", registered.view["id"]),
-            )),
+            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => {
+                Err(Problem::new(StatusCode::CONFLICT, registered.conflict.0, registered.conflict.1))
+            }
             Err(e) => Err(Problem::internal(e)),
         }
     }

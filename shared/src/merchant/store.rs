@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::{Merchant, MerchantStatus};
+use super::{Merchant, MerchantStatus, PreviousKey};
 use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
 
 #[derive(Clone, Debug)]
@@ -41,6 +41,34 @@ impl MerchantStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// The write that makes `key_id` the merchant's key and keeps `current` as the previous one
+    /// until `until`: only if `current` is still its key and no earlier previous key is honoured
+    /// at `now` (at most two keys at a time).
+    pub fn rotate_item(
+        &self,
+        merchant: &Merchant,
+        key_id: &str,
+        ciphertext: Vec<u8>,
+        until: i64,
+        now: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .key("id", s(&merchant.id))
+            .update_expression(
+                "SET key_id = :key_id, key_ciphertext = :ciphertext, previous_key_id = :current, previous_key_ciphertext = :current_ciphertext, previous_until = :until",
+            )
+            .condition_expression("key_id = :current AND (attribute_not_exists(previous_until) OR previous_until <= :now)")
+            .expression_attribute_values(":key_id", s(key_id))
+            .expression_attribute_values(":ciphertext", AttributeValue::B(Blob::new(ciphertext)))
+            .expression_attribute_values(":current", s(&merchant.key_id))
+            .expression_attribute_values(":current_ciphertext", AttributeValue::B(Blob::new(merchant.key_ciphertext.clone())))
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":now", n(now))
+            .build()?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     /// The write that sets a merchant's status, only if it exists.
     pub fn status_item(&self, id: &str, status: MerchantStatus) -> Result<TransactWriteItem, StoreError> {
         let update = aws_sdk_dynamodb::types::Update::builder()
@@ -67,6 +95,14 @@ fn merchant_from_item(item: &Item) -> Result<Merchant, StoreError> {
         key_ciphertext: match item.get("key_ciphertext") {
             Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
             _ => return Err(corrupt("key_ciphertext")),
+        },
+        previous_key: match (item.get("previous_key_id"), item.get("previous_key_ciphertext")) {
+            (Some(AttributeValue::S(key_id)), Some(AttributeValue::B(blob))) => Some(PreviousKey {
+                key_id: key_id.clone(),
+                ciphertext: blob.as_ref().to_vec(),
+                until: get_n(item, "previous_until")?,
+            }),
+            _ => None,
         },
         created_at: get_n(item, "created_at")?,
     })
