@@ -9,8 +9,10 @@ use aws_sdk_kms::types::DataKeySpec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+
 use crate::crypto::{Key, Purpose, derive};
-use crate::dynamo::StoreError;
+use crate::dynamo::{Item, StoreError, get_n, n, s};
 
 #[derive(Clone, Debug)]
 pub struct KeyService {
@@ -96,6 +98,38 @@ impl KeyRing {
         KeyRing { service, cache: Mutex::new(HashMap::new()) }
     }
 
+    /// The keys we sign our calls to a party with: its previous key while that is honoured (the
+    /// party has until then to install the new one), else its current key.
+    pub async fn signing_keys(
+        &self,
+        owner: &str,
+        party: &StoredKey<'_>,
+        now: i64,
+    ) -> Result<Arc<PartyKeys>, StoreError> {
+        match PreviousKey::honoured(party.previous, now) {
+            Some(previous) => self.keys(&previous.key_id, owner, &previous.ciphertext).await,
+            None => self.keys(party.key_id, owner, party.ciphertext).await,
+        }
+    }
+
+    /// The keys a signature's key id names: the party's current key, or its previous one while
+    /// that is honoured; `None` for any other key id.
+    pub async fn named_keys(
+        &self,
+        key_id: &str,
+        owner: &str,
+        party: &StoredKey<'_>,
+        now: i64,
+    ) -> Result<Option<Arc<PartyKeys>>, StoreError> {
+        if party.key_id == key_id {
+            return self.keys(party.key_id, owner, party.ciphertext).await.map(Some);
+        }
+        match PreviousKey::honoured(party.previous, now).filter(|p| p.key_id == key_id) {
+            Some(previous) => self.keys(&previous.key_id, owner, &previous.ciphertext).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub async fn keys(&self, key_id: &str, owner: &str, ciphertext: &[u8]) -> Result<Arc<PartyKeys>, StoreError> {
         if let Some(keys) = self.cache.lock().ok().and_then(|c| c.get(key_id).cloned()) {
             return Ok(keys);
@@ -106,5 +140,100 @@ impl KeyRing {
             cache.insert(key_id.to_owned(), keys.clone());
         }
         Ok(keys)
+    }
+}
+
+/// A party's stored key: its current key and, after a rotation, the previous one.
+pub struct StoredKey<'a> {
+    pub key_id: &'a str,
+    pub ciphertext: &'a [u8],
+    pub previous: Option<&'a PreviousKey>,
+}
+
+/// A rotated-out key: until `until`, the party may still sign with it, and we still sign our calls
+/// to the party with it, so the party has that long to install the new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousKey {
+    pub key_id: String,
+    pub ciphertext: Vec<u8>,
+    pub until: i64,
+}
+
+/// The longest grace a rotation may give the previous key.
+pub const MAX_ROTATION_GRACE_SECONDS: i64 = 7 * 24 * 3600;
+
+impl PreviousKey {
+    /// `previous`, if it is still honoured at `now`.
+    pub fn honoured(previous: Option<&PreviousKey>, now: i64) -> Option<&PreviousKey> {
+        previous.filter(|p| now < p.until)
+    }
+
+    /// The previous key a stored party item holds, if any.
+    pub fn from_item(item: &Item) -> Result<Option<PreviousKey>, StoreError> {
+        Ok(match (item.get("previous_key_id"), item.get("previous_key_ciphertext")) {
+            (Some(AttributeValue::S(key_id)), Some(AttributeValue::B(blob))) => Some(PreviousKey {
+                key_id: key_id.clone(),
+                ciphertext: blob.as_ref().to_vec(),
+                until: get_n(item, "previous_until")?,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// The key id after `key_id` (`m_1.k1` -> `m_1.k2`).
+pub fn next_key_id(key_id: &str) -> Option<String> {
+    let (owner, version) = key_id.rsplit_once(".k")?;
+    let next = version.parse::<u32>().ok()?.checked_add(1)?;
+    Some(format!("{owner}.k{next}"))
+}
+
+/// The write that makes `new_key_id` the key of party `id` in `table` (partition `id`) and keeps
+/// its current key as the previous one until `until`: only if `current` is still its key and no
+/// earlier previous key is honoured at `now`, so a party has at most two keys at a time.
+pub fn rotation_item(
+    table: &str,
+    id: &str,
+    current: &StoredKey<'_>,
+    new_key_id: &str,
+    new_ciphertext: Vec<u8>,
+    until: i64,
+    now: i64,
+) -> Result<TransactWriteItem, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .key("id", s(id))
+        .update_expression(
+            "SET key_id = :key_id, key_ciphertext = :ciphertext, previous_key_id = :current, previous_key_ciphertext = :current_ciphertext, previous_until = :until",
+        )
+        .condition_expression("key_id = :current AND (attribute_not_exists(previous_until) OR previous_until <= :now)")
+        .expression_attribute_values(":key_id", s(new_key_id))
+        .expression_attribute_values(":ciphertext", AttributeValue::B(Blob::new(new_ciphertext)))
+        .expression_attribute_values(":current", s(current.key_id))
+        .expression_attribute_values(":current_ciphertext", AttributeValue::B(Blob::new(current.ciphertext)))
+        .expression_attribute_values(":until", n(until))
+        .expression_attribute_values(":now", n(now))
+        .build()?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_count_up() {
+        assert_eq!(next_key_id("m_1.k1").as_deref(), Some("m_1.k2"));
+        assert_eq!(next_key_id("m_a.b.k9").as_deref(), Some("m_a.b.k10"));
+        assert_eq!(next_key_id("m_1"), None);
+        assert_eq!(next_key_id("m_1.kx"), None);
+    }
+
+    #[test]
+    fn a_previous_key_is_honoured_until_its_time() {
+        let previous = PreviousKey { key_id: "m_1.k1".into(), ciphertext: vec![], until: 100 };
+        assert_eq!(PreviousKey::honoured(Some(&previous), 99), Some(&previous));
+        assert_eq!(PreviousKey::honoured(Some(&previous), 100), None);
+        assert_eq!(PreviousKey::honoured(None, 0), None);
     }
 }

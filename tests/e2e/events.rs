@@ -113,6 +113,8 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     assert_eq!(invoke("MerchantsFunction", "merchants/get.json").await["statusCode"], 200);
     assert_eq!(invoke("MerchantsFunction", "merchants/suspend-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("MerchantsFunction", "merchants/rotate-key-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("MerchantsFunction", "merchants/rotate-terminal-key-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("MerchantsFunction", "merchants/rotate-miniapp-key-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("ConversationsFunction", "conversations/messages.json").await["statusCode"], 200);
     assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 400);
     assert_eq!(invoke("DevicesFunction", "devices/get-unknown.json").await["statusCode"], 404);

@@ -431,3 +431,27 @@ async fn bad_registrations_and_requests_are_refused_with_clear_problems() {
     assert_eq!(wallet(&user).await, Decimal::new(2000, 2));
     assert!(messages(&user, &format!("miniapp:{}", app.id)).await.is_empty());
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn an_app_key_rotates_and_our_calls_switch_after_the_grace() {
+    let env = Env::get();
+    let app = app().await;
+    let old_key_id = env.get_json(&format!("/miniapps/{}", app.id), &env.admin_token()).await["key_id"].clone();
+    let (status, rotated) =
+        admin_post(&format!("/miniapps/{}/keys", app.id), &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
+    assert_eq!((status, &rotated["previous_key_id"]), (StatusCode::CREATED, &old_key_id), "{rotated}");
+    // The app's server installs the new key beside the old one.
+    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
+    env.http().post(format!("{}/_sim/apps", env.stack.miniapp_simulator_url)).json(&grant).send().await.unwrap();
+
+    let user = funded_user("20.00").await;
+    let session = session(&user, &app.id).await;
+    let (_, during) = request(&user, &app.id, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!(server_saw(during["request_id"].as_str().unwrap()).await["key_id"], old_key_id, "{during}");
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (status, after) = request(&user, &app.id, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{after}");
+    assert_eq!(server_saw(after["request_id"].as_str().unwrap()).await["key_id"], rotated["key_id"]);
+    assert_eq!(wallet(&user).await, Decimal::new(1100, 2));
+}

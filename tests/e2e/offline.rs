@@ -293,3 +293,36 @@ async fn a_poison_settlement_message_ends_in_the_dead_letter_queue_and_good_ones
     }
     panic!("the poison message never reached the settlement DLQ");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_terminal_key_rotates_with_a_grace_for_the_old_one() {
+    let env = Env::get();
+    let old = till().await;
+    let phone = enrolled_phone("50.00").await;
+    let terminal = old.key_id.split_once('.').unwrap().0.to_owned();
+    let rotated: Value = env
+        .http()
+        .post(env.url(&format!("/merchants/{}/terminals/{terminal}/keys", old.merchant)))
+        .bearer_auth(env.admin_token())
+        .header("idempotency-key", unique("key"))
+        .json(&json!({"grace_seconds": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rotated["previous_key_id"], old.key_id.as_str(), "{rotated}");
+    let new = Till {
+        merchant: old.merchant.clone(),
+        key_id: rotated["key_id"].as_str().unwrap().to_owned(),
+        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
+    };
+    assert_eq!(present_code(&old, &phone, "1.00", 1).await.0, StatusCode::ACCEPTED, "the old key during the grace");
+    assert_eq!(present_code(&new, &phone, "1.00", 2).await.0, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, refused) = present_code(&old, &phone, "1.00", 3).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
+    assert_eq!(present_code(&new, &phone, "1.00", 4).await.0, StatusCode::ACCEPTED);
+}

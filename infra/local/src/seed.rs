@@ -163,6 +163,7 @@ async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Resul
         merchant_id: seed.merchant,
         key_id: format!("{}.k1", seed.id),
         key_ciphertext: new_key.ciphertext,
+        previous_key: None,
         status: MerchantStatus::Active,
         created_at: superpay::clock::now_epoch_seconds(),
     };
@@ -219,6 +220,7 @@ async fn seed_miniapp(stack: &Stack, seed: MiniAppSeed) -> Result<(), String> {
         status: MiniAppStatus::Active,
         key_id: format!("{}.k1", seed.id),
         key_ciphertext: new_key.ciphertext,
+        previous_key: None,
         // The simulator speaks plain http.
         interface: interface.validate(true).map_err(|p| format!("seed mini-app {}: {}", seed.id, p.detail))?,
         created_at: superpay::clock::now_epoch_seconds(),

@@ -4,7 +4,8 @@
 //! - `GET  /merchants/{id}`          the merchant (never its key)
 //! - `POST /merchants/{id}/status`   `{"status": "active" | "suspended"}`
 //! - `POST /merchants/{id}/terminals` register a till terminal; the answer shows its key once
-//! - `POST /merchants/{id}/keys`     rotate the merchant's key; the answer shows the new key once
+//! - `POST /merchants/{id}/keys`, `POST /merchants/{id}/terminals/{terminal}/keys`,
+//!   `POST /miniapps/{id}/keys`      rotate a key; the answer shows the new key once
 //! - `POST /miniapps`                register a merchant's mini-app; the answer shows its key once
 //! - `GET  /miniapps/{id}`           the mini-app (never its key)
 //! - `POST /miniapps/{id}/status`    `{"status": "active" | "suspended" | "revoked"}` (revoked is final)
@@ -16,9 +17,7 @@ use serde_json::{Value, json};
 
 use super::store::MerchantStore;
 use super::terminal::{Terminal, TerminalStore};
-use super::{
-    MAX_ROTATION_GRACE_SECONDS, Merchant, MerchantStatus, Registration, RegistrationJson, next_key_id, unknown_merchant,
-};
+use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
 use crate::Problem;
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
@@ -28,7 +27,7 @@ use crate::dynamo::{TransactError, transact};
 use crate::http::{body_bytes, json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
-use crate::keys::KeyService;
+use crate::keys::{KeyService, MAX_ROTATION_GRACE_SECONDS, PreviousKey, StoredKey, next_key_id, rotation_item};
 use crate::miniapp::store::MiniAppStore;
 use crate::miniapp::{MiniApp, MiniAppStatus, unknown_miniapp};
 
@@ -73,6 +72,22 @@ fn view(merchant: &Merchant) -> Value {
     })
 }
 
+/// A party whose key is being rotated, as read inside the rotation's run.
+struct KeyHolder {
+    /// The audit log's partition.
+    resource: String,
+    action: &'static str,
+    /// Whom KMS binds the key to.
+    owner: String,
+    location: String,
+    /// The table holding the party (partition `id`).
+    table: String,
+    id: String,
+    key_id: String,
+    ciphertext: Vec<u8>,
+    previous: Option<PreviousKey>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Rotation {
@@ -87,7 +102,7 @@ fn rotation_in_progress(id: &str) -> Problem {
     Problem::new(
         StatusCode::CONFLICT,
         "rotation_in_progress",
-        format!("merchant {id:?} still honours its previous key; rotate again once its grace has ended"),
+        format!("{id} still honours its previous key; rotate again once its grace has ended"),
     )
 }
 
@@ -123,7 +138,66 @@ impl MerchantsApi {
             }
             "POST /merchants/{id}/status" => self.set_status(&request, &caller).await,
             "POST /merchants/{id}/terminals" => self.register_terminal(&request, &caller).await,
-            "POST /merchants/{id}/keys" => self.rotate_key(&request, &caller).await,
+            "POST /merchants/{id}/keys" => {
+                let id = path_parameter(&request, "id")?;
+                self.rotate_key(&request, &caller, || async {
+                    let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
+                    Ok(KeyHolder {
+                        resource: format!("merchant/{id}"),
+                        action: "merchant.rotate_key",
+                        owner: Merchant::key_owner(id),
+                        location: format!("/merchants/{id}"),
+                        table: self.merchants.table().to_owned(),
+                        id: merchant.id,
+                        key_id: merchant.key_id,
+                        ciphertext: merchant.key_ciphertext,
+                        previous: merchant.previous_key,
+                    })
+                })
+                .await
+            }
+            "POST /merchants/{id}/terminals/{terminal}/keys" => {
+                let (merchant_id, id) = (path_parameter(&request, "id")?, path_parameter(&request, "terminal")?);
+                self.rotate_key(&request, &caller, || async {
+                    // Another merchant's terminal is as unknown as a missing one.
+                    let terminal = self
+                        .terminals
+                        .get(id)
+                        .await?
+                        .filter(|t| t.merchant_id == merchant_id)
+                        .ok_or_else(|| Problem::not_found("unknown_terminal", format!("no terminal {id:?}")))?;
+                    Ok(KeyHolder {
+                        resource: format!("merchant/{merchant_id}"),
+                        action: "terminal.rotate_key",
+                        owner: Terminal::key_owner(id),
+                        location: format!("/merchants/{merchant_id}/terminals/{id}"),
+                        table: self.terminals.table().to_owned(),
+                        id: terminal.id,
+                        key_id: terminal.key_id,
+                        ciphertext: terminal.key_ciphertext,
+                        previous: terminal.previous_key,
+                    })
+                })
+                .await
+            }
+            "POST /miniapps/{id}/keys" => {
+                let id = path_parameter(&request, "id")?;
+                self.rotate_key(&request, &caller, || async {
+                    let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
+                    Ok(KeyHolder {
+                        resource: format!("miniapp/{id}"),
+                        action: "miniapp.rotate_key",
+                        owner: MiniApp::key_owner(id),
+                        location: format!("/miniapps/{id}"),
+                        table: self.miniapps.table().to_owned(),
+                        id: app.id,
+                        key_id: app.key_id,
+                        ciphertext: app.key_ciphertext,
+                        previous: app.previous_key,
+                    })
+                })
+                .await
+            }
             "POST /miniapps" => self.register_miniapp(&request, &caller).await,
             "GET /miniapps/{id}" => {
                 let id = path_parameter(&request, "id")?;
@@ -167,11 +241,16 @@ impl MerchantsApi {
             .await
     }
 
-    /// A new key for the merchant, shown once. The previous one stays honoured for `grace_seconds`
-    /// (default a day): the merchant may still sign with it, and we keep signing our calls to the
-    /// merchant with it, so the merchant has that long to install the new one.
-    async fn rotate_key(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
-        let id = path_parameter(request, "id")?;
+    /// A new key for a merchant, terminal or mini-app, shown once (the answer kept for replays
+    /// has no secret). The previous key stays honoured for `grace_seconds` (default a day): the
+    /// party may still sign with it, and we keep signing our calls to the party with it, so the
+    /// party has that long to install the new one. `load` reads the party inside the key's run, so
+    /// that a replay answers as the first time.
+    async fn rotate_key<L, Fut>(&self, request: &Request, caller: &Caller, load: L) -> Result<Response<Body>, Problem>
+    where
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = Result<KeyHolder, Problem>>,
+    {
         let Rotation { grace_seconds } =
             if body_bytes(request).is_empty() { Rotation { grace_seconds: None } } else { json_body(request)? };
         let grace = grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
@@ -183,30 +262,35 @@ impl MerchantsApi {
         }
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
-                let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
-                if let Some(previous) = merchant.previous_key_at(now) {
-                    return Err(rotation_in_progress(&merchant.id).with("previous_valid_until", previous.until));
+                let holder = load().await?;
+                let stored = StoredKey {
+                    key_id: &holder.key_id,
+                    ciphertext: &holder.ciphertext,
+                    previous: holder.previous.as_ref(),
+                };
+                if let Some(previous) = PreviousKey::honoured(stored.previous, now) {
+                    return Err(rotation_in_progress(&holder.id).with("previous_valid_until", previous.until));
                 }
-                let key_id = next_key_id(&merchant.key_id)
-                    .ok_or_else(|| Problem::internal(format!("key id {} has no version", merchant.key_id)))?;
-                let key = self.keys.generate(&Merchant::key_owner(&merchant.id)).await?;
+                let key_id = next_key_id(&holder.key_id)
+                    .ok_or_else(|| Problem::internal(format!("key id {} has no version", holder.key_id)))?;
+                let key = self.keys.generate(&holder.owner).await?;
                 let until = now + grace;
+                let rotate = rotation_item(&holder.table, &holder.id, &stored, &key_id, key.ciphertext, until, now)?;
                 let registered = Registered {
-                    resource: format!("merchant/{}", merchant.id),
-                    action: "merchant.rotate_key",
+                    resource: holder.resource.clone(),
+                    action: holder.action,
                     view: json!({
-                        "merchant_id": merchant.id,
+                        "id": holder.id,
                         "key_id": key_id,
-                        "previous_key_id": merchant.key_id,
+                        "previous_key_id": holder.key_id,
                         "previous_valid_until": until,
                     }),
-                    location: format!("/merchants/{}", merchant.id),
+                    location: holder.location.clone(),
                     conflict: (
-                        rotation_in_progress(&merchant.id).code,
-                        "the key changed meanwhile; read the merchant and retry".into(),
+                        rotation_in_progress(&holder.id).code,
+                        "the key changed meanwhile; read it again and retry".into(),
                     ),
                 };
-                let rotate = self.merchants.rotate_item(&merchant, &key_id, key.ciphertext, until, now)?;
                 self.commit_registration(&claim, now, registered, &key.key, rotate).await
             })
             .await
@@ -225,6 +309,7 @@ impl MerchantsApi {
                     id,
                     merchant_id: merchant.id.clone(),
                     key_ciphertext: key.ciphertext,
+                    previous_key: None,
                     status: MerchantStatus::Active,
                     created_at: now,
                 };
@@ -264,6 +349,7 @@ impl MerchantsApi {
                     server_url: registration.server_url,
                     status: MiniAppStatus::Active,
                     key_ciphertext: key.ciphertext,
+                    previous_key: None,
                     interface: registration.interface,
                     created_at: now,
                 };

@@ -33,14 +33,10 @@ impl MerchantDirectory {
         Ok(merchant)
     }
 
-    /// The keys we sign our calls to `merchant` with: the previous key while it is honoured (the
-    /// merchant has until then to install the new one), else the current one.
+    /// The keys we sign our calls to `merchant` with (its previous key while honoured).
     pub async fn keys(&self, merchant: &Merchant) -> Result<Arc<PartyKeys>, Problem> {
         let owner = Merchant::key_owner(&merchant.id);
-        match merchant.previous_key_at(now_epoch_seconds()) {
-            Some(previous) => Ok(self.ring.keys(&previous.key_id, &owner, &previous.ciphertext).await?),
-            None => Ok(self.ring.keys(&merchant.key_id, &owner, &merchant.key_ciphertext).await?),
-        }
+        Ok(self.ring.signing_keys(&owner, &merchant.stored_key(), now_epoch_seconds()).await?)
     }
 
     /// The merchant a signature's key id names (`<merchant id>.k<n>`), with that key: its current
@@ -49,15 +45,11 @@ impl MerchantDirectory {
         let merchant_id = key_id.split_once('.').map(|(m, _)| m).ok_or(SignatureError::UnknownKey)?;
         let merchant = self.store.get(merchant_id).await?.ok_or(SignatureError::UnknownKey)?;
         let owner = Merchant::key_owner(&merchant.id);
-        let keys = if merchant.key_id == key_id {
-            self.ring.keys(&merchant.key_id, &owner, &merchant.key_ciphertext).await?
-        } else {
-            let previous = merchant
-                .previous_key_at(now_epoch_seconds())
-                .filter(|p| p.key_id == key_id)
-                .ok_or(SignatureError::UnknownKey)?;
-            self.ring.keys(&previous.key_id, &owner, &previous.ciphertext).await?
-        };
+        let keys = self
+            .ring
+            .named_keys(key_id, &owner, &merchant.stored_key(), now_epoch_seconds())
+            .await?
+            .ok_or(SignatureError::UnknownKey)?;
         Ok((merchant, keys))
     }
 }

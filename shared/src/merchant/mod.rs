@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::http::partner_url;
+use crate::keys::{PreviousKey, StoredKey};
 use crate::money::Currency;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,29 +55,9 @@ pub struct Merchant {
     pub created_at: i64,
 }
 
-/// A rotated-out key: until `until`, the merchant may still sign with it, and we still sign our
-/// calls to the merchant with it, so the merchant has that long to install the new one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PreviousKey {
-    pub key_id: String,
-    pub ciphertext: Vec<u8>,
-    pub until: i64,
-}
-
-/// The longest grace a rotation may give the previous key.
-pub const MAX_ROTATION_GRACE_SECONDS: i64 = 7 * 24 * 3600;
-
-/// The key id after `key_id` (`m_1.k1` -> `m_1.k2`).
-pub fn next_key_id(key_id: &str) -> Option<String> {
-    let (owner, version) = key_id.rsplit_once(".k")?;
-    let next = version.parse::<u32>().ok()?.checked_add(1)?;
-    Some(format!("{owner}.k{next}"))
-}
-
 impl Merchant {
-    /// The previous key, if it is still honoured at `now`.
-    pub fn previous_key_at(&self, now: i64) -> Option<&PreviousKey> {
-        self.previous_key.as_ref().filter(|p| now < p.until)
+    pub fn stored_key(&self) -> StoredKey<'_> {
+        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
     }
 
     /// The owner string KMS binds the key to (its encryption context).
@@ -136,14 +117,6 @@ mod tests {
 
     fn json(name: &str, url: &str, currency: &str) -> RegistrationJson {
         RegistrationJson { name: name.into(), product_server_url: url.into(), currency: currency.into() }
-    }
-
-    #[test]
-    fn key_ids_count_up() {
-        assert_eq!(next_key_id("m_1.k1").as_deref(), Some("m_1.k2"));
-        assert_eq!(next_key_id("m_a.b.k9").as_deref(), Some("m_a.b.k10"));
-        assert_eq!(next_key_id("m_1"), None);
-        assert_eq!(next_key_id("m_1.kx"), None);
     }
 
     #[test]

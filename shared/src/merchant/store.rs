@@ -4,8 +4,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::{Merchant, MerchantStatus, PreviousKey};
+use super::{Merchant, MerchantStatus};
 use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::keys::{PreviousKey, rotation_item};
 
 #[derive(Clone, Debug)]
 pub struct MerchantStore {
@@ -16,6 +17,10 @@ pub struct MerchantStore {
 impl MerchantStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         MerchantStore { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Merchant>, StoreError> {
@@ -41,9 +46,7 @@ impl MerchantStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// The write that makes `key_id` the merchant's key and keeps `current` as the previous one
-    /// until `until`: only if `current` is still its key and no earlier previous key is honoured
-    /// at `now` (at most two keys at a time).
+    /// The write that rotates the merchant's key (see `crate::keys::rotation_item`).
     pub fn rotate_item(
         &self,
         merchant: &Merchant,
@@ -52,21 +55,7 @@ impl MerchantStore {
         until: i64,
         now: i64,
     ) -> Result<TransactWriteItem, StoreError> {
-        let update = aws_sdk_dynamodb::types::Update::builder()
-            .table_name(&self.table)
-            .key("id", s(&merchant.id))
-            .update_expression(
-                "SET key_id = :key_id, key_ciphertext = :ciphertext, previous_key_id = :current, previous_key_ciphertext = :current_ciphertext, previous_until = :until",
-            )
-            .condition_expression("key_id = :current AND (attribute_not_exists(previous_until) OR previous_until <= :now)")
-            .expression_attribute_values(":key_id", s(key_id))
-            .expression_attribute_values(":ciphertext", AttributeValue::B(Blob::new(ciphertext)))
-            .expression_attribute_values(":current", s(&merchant.key_id))
-            .expression_attribute_values(":current_ciphertext", AttributeValue::B(Blob::new(merchant.key_ciphertext.clone())))
-            .expression_attribute_values(":until", n(until))
-            .expression_attribute_values(":now", n(now))
-            .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        rotation_item(&self.table, &merchant.id, &merchant.stored_key(), key_id, ciphertext, until, now)
     }
 
     /// The write that sets a merchant's status, only if it exists.
@@ -96,14 +85,7 @@ fn merchant_from_item(item: &Item) -> Result<Merchant, StoreError> {
             Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
             _ => return Err(corrupt("key_ciphertext")),
         },
-        previous_key: match (item.get("previous_key_id"), item.get("previous_key_ciphertext")) {
-            (Some(AttributeValue::S(key_id)), Some(AttributeValue::B(blob))) => Some(PreviousKey {
-                key_id: key_id.clone(),
-                ciphertext: blob.as_ref().to_vec(),
-                until: get_n(item, "previous_until")?,
-            }),
-            _ => None,
-        },
+        previous_key: PreviousKey::from_item(item)?,
         created_at: get_n(item, "created_at")?,
     })
 }

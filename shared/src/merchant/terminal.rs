@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::MerchantStatus;
 use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::keys::{PreviousKey, StoredKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminal {
@@ -14,6 +15,8 @@ pub struct Terminal {
     pub merchant_id: String,
     pub key_id: String,
     pub key_ciphertext: Vec<u8>,
+    /// The key before the last rotation, while it is still honoured.
+    pub previous_key: Option<PreviousKey>,
     pub status: MerchantStatus,
     pub created_at: i64,
 }
@@ -21,6 +24,10 @@ pub struct Terminal {
 impl Terminal {
     pub fn key_owner(id: &str) -> String {
         format!("terminal/{id}")
+    }
+
+    pub fn stored_key(&self) -> StoredKey<'_> {
+        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
     }
 
     pub fn view(&self) -> serde_json::Value {
@@ -43,6 +50,10 @@ pub struct TerminalStore {
 impl TerminalStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         TerminalStore { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Terminal>, StoreError> {
@@ -76,6 +87,7 @@ fn terminal_from_item(item: &Item) -> Result<Terminal, StoreError> {
             Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
             _ => return Err(corrupt("key_ciphertext")),
         },
+        previous_key: PreviousKey::from_item(item)?,
         status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
         created_at: get_n(item, "created_at")?,
     })

@@ -147,6 +147,8 @@ pub struct MiniApp {
     pub key_id: String,
     /// The master key, envelope-encrypted by KMS.
     pub key_ciphertext: Vec<u8>,
+    /// The key before the last rotation, while it is still honoured.
+    pub previous_key: Option<crate::keys::PreviousKey>,
     pub interface: Interface,
     pub created_at: i64,
 }
@@ -155,6 +157,14 @@ impl MiniApp {
     /// The owner string KMS binds the key to (its encryption context).
     pub fn key_owner(id: &str) -> String {
         format!("miniapp/{id}")
+    }
+
+    pub fn stored_key(&self) -> crate::keys::StoredKey<'_> {
+        crate::keys::StoredKey {
+            key_id: &self.key_id,
+            ciphertext: &self.key_ciphertext,
+            previous: self.previous_key.as_ref(),
+        }
     }
 
     /// What an admin sees: everything but its key.
@@ -619,6 +629,7 @@ mod tests {
             status,
             key_id: "a_1.k1".into(),
             key_ciphertext: vec![],
+            previous_key: None,
             interface: interface().validate(false).unwrap(),
             created_at: 0,
         }

@@ -10,8 +10,9 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
 use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
+use crate::clock::now_epoch_seconds;
 use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
-use crate::keys::{KeyRing, KeyService, PartyKeys};
+use crate::keys::{KeyRing, KeyService, PartyKeys, PreviousKey};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError(format!("a stored mini-app item is corrupt: {what}"))
@@ -39,6 +40,10 @@ pub struct MiniAppStore {
 impl MiniAppStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         MiniAppStore { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<MiniApp>, StoreError> {
@@ -88,6 +93,7 @@ fn app_from_item(item: &Item) -> Result<MiniApp, StoreError> {
             Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
             _ => return Err(corrupt("key_ciphertext")),
         },
+        previous_key: PreviousKey::from_item(item)?,
         interface: from_json(item, "interface")?,
         created_at: get_n(item, "created_at")?,
     })
@@ -104,8 +110,9 @@ impl MiniAppDirectory {
         MiniAppDirectory { store, ring: KeyRing::new(keys) }
     }
 
+    /// The keys we sign our calls to `app`'s server with (its previous key while honoured).
     pub async fn keys(&self, app: &MiniApp) -> Result<Arc<PartyKeys>, StoreError> {
-        self.ring.keys(&app.key_id, &MiniApp::key_owner(&app.id), &app.key_ciphertext).await
+        self.ring.signing_keys(&MiniApp::key_owner(&app.id), &app.stored_key(), now_epoch_seconds()).await
     }
 }
 

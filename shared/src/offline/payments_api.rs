@@ -120,10 +120,13 @@ impl OfflinePaymentsApi {
     async fn verify_terminal(&self, request: &Request, now: i64) -> Result<Terminal, Problem> {
         let signature = signed::signature(request)?;
         let id = signature.key_id.split_once('.').map(|(t, _)| t).ok_or(SignatureError::UnknownKey)?;
-        let terminal =
-            self.terminals.get(id).await?.filter(|t| t.key_id == signature.key_id).ok_or(SignatureError::UnknownKey)?;
-        let keys =
-            self.ring.keys(&terminal.key_id, &Terminal::key_owner(&terminal.id), &terminal.key_ciphertext).await?;
+        let terminal = self.terminals.get(id).await?.ok_or(SignatureError::UnknownKey)?;
+        // Its current key, or the previous one while a rotation's grace lasts.
+        let keys = self
+            .ring
+            .named_keys(&signature.key_id, &Terminal::key_owner(&terminal.id), &terminal.stored_key(), now)
+            .await?
+            .ok_or(SignatureError::UnknownKey)?;
         signed::check(request, &signature, &keys.signing, &self.nonces, now).await?;
         if terminal.status != MerchantStatus::Active {
             return Err(Problem::new(

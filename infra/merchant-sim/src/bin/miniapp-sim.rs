@@ -11,8 +11,8 @@
 //!   delivers nothing until told.
 //! - `POST <prefix>/outcomes` takes our signed outcome notices (`charged`, `completed`, `refused`);
 //!   for an item with the prefix `flaky-` it fails the first delivery (HTTP 500).
-//! - `GET /_sim/requests/{request_id}` shows what it received: how often the request came, and
-//!   the outcomes it was told.
+//! - `GET /_sim/requests/{request_id}` shows what it received: how often the request came, which
+//!   key signed it, and the outcomes it was told.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -117,6 +117,7 @@ async fn server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body:
     record(&sim, &request.request_id, |seen| {
         seen["received"] = json!(seen["received"].as_u64().unwrap_or(0) + 1);
         seen["request"] = json!(request);
+        seen["key_id"] = json!(signature.key_id);
     });
     let wanted = request.params["item"].as_str().unwrap_or_default();
     let (rule, item) = match wanted.split_once('-') {
