@@ -28,13 +28,7 @@ fn interface(entry_page: &str, permissions: &[&str]) -> Value {
 }
 
 async fn admin_post(path: &str, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
-    let env = Env::get();
-    let mut request = env.http().post(env.url(path)).bearer_auth(env.admin_token()).json(body);
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = request.send().await.expect("the API answers");
-    (response.status(), response.json().await.expect("a JSON body"))
+    Env::get().admin_post(path, body, key).await
 }
 
 /// A mini-app of a fresh merchant whose server is the simulator, which knows the app's key.

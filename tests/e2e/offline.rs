@@ -301,18 +301,8 @@ async fn a_terminal_key_rotates_with_a_grace_for_the_old_one() {
     let old = till().await;
     let phone = enrolled_phone("50.00").await;
     let terminal = old.key_id.split_once('.').unwrap().0.to_owned();
-    let rotated: Value = env
-        .http()
-        .post(env.url(&format!("/merchants/{}/terminals/{terminal}/keys", old.merchant)))
-        .bearer_auth(env.admin_token())
-        .header("idempotency-key", unique("key"))
-        .json(&json!({"grace_seconds": 3}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = format!("/merchants/{}/terminals/{terminal}/keys", old.merchant);
+    let (_, rotated) = env.admin_post(&path, &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
     assert_eq!(rotated["previous_key_id"], old.key_id.as_str(), "{rotated}");
     let new = Till {
         merchant: old.merchant.clone(),

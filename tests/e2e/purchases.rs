@@ -347,15 +347,8 @@ async fn a_rotated_key_takes_over_without_downtime() {
     let env = Env::get();
     let shop = merchant().await;
     let user = funded_user("50.00").await;
-    let rotate = |grace: i64| {
-        env.http()
-            .post(env.url(&format!("/merchants/{}/keys", shop.id)))
-            .bearer_auth(env.admin_token())
-            .header("idempotency-key", unique("key"))
-            .json(&json!({"grace_seconds": grace}))
-            .send()
-    };
-    let rotated: Value = rotate(3).await.unwrap().json().await.unwrap();
+    let path = format!("/merchants/{}/keys", shop.id);
+    let (_, rotated) = env.admin_post(&path, &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
     assert_eq!(
         (rotated["key_id"].as_str(), rotated["previous_key_id"].as_str()),
         (Some(format!("{}.k2", shop.id).as_str()), Some(shop.key_id.as_str()))
@@ -368,9 +361,8 @@ async fn a_rotated_key_takes_over_without_downtime() {
     };
     let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
     env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
-    let again = rotate(3).await.unwrap();
-    assert_eq!(again.status(), StatusCode::CONFLICT);
-    assert_eq!(again.json::<Value>().await.unwrap()["code"], "rotation_in_progress");
+    let (status, again) = env.admin_post(&path, &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
+    assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("rotation_in_progress")));
 
     // During the grace both keys sign the merchant's calls, and ours still use the old key.
     let (_, during) = buy(&user, &purchase(&shop, "pending-tea", "2.00"), &unique("key")).await;

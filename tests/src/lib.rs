@@ -39,6 +39,22 @@ impl Env {
         response.json().await.expect("a JSON body")
     }
 
+    /// `POST path` as the admin with a JSON `body` (and an Idempotency-Key when given): the status
+    /// and the JSON answer.
+    pub async fn admin_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        key: Option<&str>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.http().post(self.url(path)).bearer_auth(self.admin_token()).json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.expect("the API answers");
+        (response.status(), response.json().await.expect("a JSON body"))
+    }
+
     /// A request signed as a merchant (or any party holding `master`) signs it: see shared/src/crypto.rs.
     pub fn signed(
         &self,
