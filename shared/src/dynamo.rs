@@ -104,13 +104,38 @@ pub async fn transact(
 
 /// The sort-key range `(low, high)` of items keyed `<prefix><sequence, 20 digits>` that come before
 /// sequence `before` (exclusive; `None`: all). `None` when nothing can come before it.
-pub fn sequence_range(prefix: &str, before: Option<u64>) -> Option<(String, String)> {
+fn sequence_range(prefix: &str, before: Option<u64>) -> Option<(String, String)> {
     let high = match before {
         Some(0) => return None,
         Some(before) => before - 1,
         None => u64::MAX,
     };
     Some((prefix.to_owned(), format!("{prefix}{high:020}")))
+}
+
+/// One page of partition `pk`'s items keyed `<prefix><sequence, 20 digits>`, newest first: `limit`
+/// of them before sequence `before` (exclusive; `None`: from the newest). Postings and messages.
+pub async fn newest_before(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: String,
+    prefix: &str,
+    before: Option<u64>,
+    limit: i32,
+) -> Result<Vec<Item>, StoreError> {
+    let Some((low, high)) = sequence_range(prefix, before) else { return Ok(vec![]) };
+    let page = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+        .expression_attribute_values(":pk", s(pk))
+        .expression_attribute_values(":low", s(low))
+        .expression_attribute_values(":high", s(high))
+        .scan_index_forward(false)
+        .limit(limit)
+        .send()
+        .await?;
+    Ok(page.items.unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -8,16 +8,7 @@ use superpay_e2e::{Env, unique};
 
 async fn enroll(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
-    let response = env
-        .http()
-        .post(env.url("/devices"))
-        .bearer_auth(env.token(user, &[]))
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap_or_default())
+    env.post_json(&env.token(user, &[]), "/devices", Some(body), Some(key)).await
 }
 
 #[tokio::test]

@@ -27,10 +27,6 @@ fn interface(entry_page: &str, permissions: &[&str]) -> Value {
     })
 }
 
-async fn admin_post(path: &str, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
-    Env::get().admin_post(path, body, key).await
-}
-
 /// A mini-app of a fresh merchant whose server is the simulator, which knows the app's key.
 async fn app_with(permissions: &[&str]) -> TestApp {
     let env = Env::get();
@@ -39,7 +35,7 @@ async fn app_with(permissions: &[&str]) -> TestApp {
     let entry_page = format!("{base}/index.html");
     let body =
         json!({"owner_merchant_id": owner.id, "server_url": base, "interface": interface(&entry_page, permissions)});
-    let (status, created) = admin_post("/miniapps", &body, Some(&unique("key"))).await;
+    let (status, created) = Env::get().admin_post("/miniapps", &body, Some(&unique("key"))).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let grant = json!({"key_id": created["key_id"], "secret": created["secret"]});
     let granted = env.http().post(format!("{}/_sim/apps", env.stack.miniapp_simulator_url)).json(&grant).send().await;
@@ -52,17 +48,12 @@ async fn app() -> TestApp {
 }
 
 async fn set_status(app: &str, status: &str) -> (StatusCode, Value) {
-    admin_post(&format!("/miniapps/{app}/status"), &json!({"status": status}), None).await
+    Env::get().admin_post(&format!("/miniapps/{app}/status"), &json!({"status": status}), None).await
 }
 
 async fn user_post(user: &str, path: &str, body: Option<&Value>, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
-    let mut request = env.http().post(env.url(path)).bearer_auth(env.token(user, &[])).header("idempotency-key", key);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.expect("the API answers");
-    (response.status(), response.json().await.expect("a JSON body"))
+    env.post_json(&env.token(user, &[]), path, body, Some(key)).await
 }
 
 async fn verify(user: &str, app: &str) -> (StatusCode, Value) {
@@ -376,7 +367,7 @@ async fn bad_registrations_and_requests_are_refused_with_clear_problems() {
             "invalid_interface",
         ),
     ] {
-        let (status, refused) = admin_post("/miniapps", &body, Some(&unique("key"))).await;
+        let (status, refused) = Env::get().admin_post("/miniapps", &body, Some(&unique("key"))).await;
         assert_eq!(refused["code"], code, "{refused}");
         assert!(status.is_client_error());
     }
@@ -432,8 +423,9 @@ async fn an_app_key_rotates_and_our_calls_switch_after_the_grace() {
     let env = Env::get();
     let app = app().await;
     let old_key_id = env.get_json(&format!("/miniapps/{}", app.id), &env.admin_token()).await["key_id"].clone();
-    let (status, rotated) =
-        admin_post(&format!("/miniapps/{}/keys", app.id), &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
+    let (status, rotated) = Env::get()
+        .admin_post(&format!("/miniapps/{}/keys", app.id), &json!({"grace_seconds": 3}), Some(&unique("key")))
+        .await;
     assert_eq!((status, &rotated["previous_key_id"]), (StatusCode::CREATED, &old_key_id), "{rotated}");
     // The app's server installs the new key beside the old one.
     let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});

@@ -56,16 +56,7 @@ pub async fn balance(account: AccountId) -> Decimal {
 
 pub async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
-    let response = env
-        .http()
-        .post(env.url("/purchases"))
-        .bearer_auth(env.token(user, &[]))
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap_or_default())
+    env.post_json(&env.token(user, &[]), "/purchases", Some(body), Some(key)).await
 }
 
 pub fn purchase(merchant: &TestMerchant, product: &str, amount: &str) -> Value {

@@ -39,20 +39,34 @@ impl Env {
         response.json().await.expect("a JSON body")
     }
 
-    /// `POST path` as the admin with a JSON `body` (and an Idempotency-Key when given): the status
-    /// and the JSON answer.
+    /// `POST path` as the holder of `token`, with a JSON `body` and an Idempotency-Key when given:
+    /// the status and the JSON answer (`null` when there is none).
+    pub async fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        key: Option<&str>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.http().post(self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.expect("the API answers");
+        (response.status(), response.json().await.unwrap_or_default())
+    }
+
+    /// `post_json` as the admin.
     pub async fn admin_post(
         &self,
         path: &str,
         body: &serde_json::Value,
         key: Option<&str>,
     ) -> (reqwest::StatusCode, serde_json::Value) {
-        let mut request = self.http().post(self.url(path)).bearer_auth(self.admin_token()).json(body);
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let response = request.send().await.expect("the API answers");
-        (response.status(), response.json().await.expect("a JSON body"))
+        self.post_json(&self.admin_token(), path, Some(body), key).await
     }
 
     /// A request signed as a merchant (or any party holding `master`) signs it: see shared/src/crypto.rs.

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
 use super::{Counterparty, Message, NewMessage, Summary};
-use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, s, sequence_range, transact};
+use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, newest_before, s, transact};
 
 const ATTEMPTS: u32 = 20;
 
@@ -154,20 +154,8 @@ impl ConversationStore {
         before: Option<u64>,
         limit: i32,
     ) -> Result<Vec<Message>, StoreError> {
-        let Some((low, high)) = sequence_range("message#", before) else { return Ok(vec![]) };
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-            .expression_attribute_values(":pk", s(thread(user, with)))
-            .expression_attribute_values(":low", s(low))
-            .expression_attribute_values(":high", s(high))
-            .scan_index_forward(false)
-            .limit(limit)
-            .send()
-            .await?;
-        page.items().iter().map(message_from_item).collect()
+        let page = newest_before(&self.client, &self.table, thread(user, with), "message#", before, limit).await?;
+        page.iter().map(message_from_item).collect()
     }
 
     /// Marks everything up to `up_to` read (never moves backwards). `false`: nothing that high.

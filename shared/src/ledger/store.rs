@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 
 use super::{Account, AccountId, AccountUpdate, LedgerError, Posting, Transfer, plan};
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s, sequence_range};
+use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, newest_before, s};
 
 /// How often a transfer re-plans after losing a race for one of its accounts.
 const ATTEMPTS: u32 = 25;
@@ -149,20 +149,8 @@ impl LedgerStore {
 
     /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).
     pub async fn postings(&self, id: &AccountId, before: Option<u64>, limit: i32) -> Result<Vec<Posting>, StoreError> {
-        let Some((low, high)) = sequence_range("posting#", before) else { return Ok(vec![]) };
-        let page = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-            .expression_attribute_values(":pk", s(format!("account#{id}")))
-            .expression_attribute_values(":low", s(low))
-            .expression_attribute_values(":high", s(high))
-            .scan_index_forward(false)
-            .limit(limit)
-            .send()
-            .await?;
-        page.items().iter().map(|item| posting_from_item(id, item)).collect()
+        let page = newest_before(&self.client, &self.table, format!("account#{id}"), "posting#", before, limit).await?;
+        page.iter().map(|item| posting_from_item(id, item)).collect()
     }
 
     fn transfer_record(&self, transfer: &Transfer, at: i64) -> Result<TransactWriteItem, StoreError> {

@@ -49,8 +49,9 @@ struct StatusChange {
     status: String,
 }
 
-/// A registration about to be committed, and how the audit log and the answer describe it.
-struct Registered {
+/// A new key about to be committed (a registration or a rotation), and how the audit log and the
+/// answer describe it.
+struct KeyIssue {
     resource: String,
     action: &'static str,
     view: Value,
@@ -228,15 +229,14 @@ impl MerchantsApi {
                     previous_key: None,
                     created_at: now,
                 };
-                let registered = Registered {
+                let issued = KeyIssue {
                     resource: format!("merchant/{}", merchant.id),
                     action: "merchant.register",
                     view: view(&merchant),
                     location: format!("/merchants/{}", merchant.id),
                     conflict: already_registered("merchant_exists", &merchant.id),
                 };
-                self.commit_registration(&claim, now, registered, &key.key, self.merchants.create_item(&merchant)?)
-                    .await
+                self.commit_new_key(&claim, now, issued, &key.key, self.merchants.create_item(&merchant)?).await
             })
             .await
     }
@@ -276,7 +276,7 @@ impl MerchantsApi {
                 let key = self.keys.generate(&holder.owner).await?;
                 let until = now + grace;
                 let rotate = rotation_item(&holder.table, &holder.id, &stored, &key_id, key.ciphertext, until, now)?;
-                let registered = Registered {
+                let issued = KeyIssue {
                     resource: holder.resource.clone(),
                     action: holder.action,
                     view: json!({
@@ -291,7 +291,7 @@ impl MerchantsApi {
                         "the key changed meanwhile; read it again and retry".into(),
                     ),
                 };
-                self.commit_registration(&claim, now, registered, &key.key, rotate).await
+                self.commit_new_key(&claim, now, issued, &key.key, rotate).await
             })
             .await
     }
@@ -313,15 +313,14 @@ impl MerchantsApi {
                     status: MerchantStatus::Active,
                     created_at: now,
                 };
-                let registered = Registered {
+                let issued = KeyIssue {
                     resource: format!("merchant/{}", merchant.id),
                     action: "terminal.register",
                     view: terminal.view(),
                     location: format!("/merchants/{}/terminals/{}", merchant.id, terminal.id),
                     conflict: already_registered("terminal_exists", &terminal.id),
                 };
-                self.commit_registration(&claim, now, registered, &key.key, self.terminals.create_item(&terminal)?)
-                    .await
+                self.commit_new_key(&claim, now, issued, &key.key, self.terminals.create_item(&terminal)?).await
             })
             .await
     }
@@ -353,14 +352,14 @@ impl MerchantsApi {
                     interface: registration.interface,
                     created_at: now,
                 };
-                let registered = Registered {
+                let issued = KeyIssue {
                     resource: format!("miniapp/{}", app.id),
                     action: "miniapp.register",
                     view: app.view(),
                     location: format!("/miniapps/{}", app.id),
                     conflict: already_registered("miniapp_exists", &app.id),
                 };
-                self.commit_registration(&claim, now, registered, &key.key, self.miniapps.create_item(&app)?).await
+                self.commit_new_key(&claim, now, issued, &key.key, self.miniapps.create_item(&app)?).await
             })
             .await
     }
@@ -399,44 +398,44 @@ impl MerchantsApi {
         Ok(json_response(StatusCode::OK, &app.view()))
     }
 
-    /// Commits a registration (its item first), its audit entry, and an idempotency record that
+    /// Commits the write that stores the new key (first), its audit entry, and an idempotency record that
     /// keeps the answer without the secret: a secret shown once is never kept in clear.
-    async fn commit_registration(
+    async fn commit_new_key(
         &self,
         claim: &Claim,
         now: i64,
-        registered: Registered,
+        issued: KeyIssue,
         secret: &crate::crypto::Key,
-        create: aws_sdk_dynamodb::types::TransactWriteItem,
+        write: aws_sdk_dynamodb::types::TransactWriteItem,
     ) -> Result<Response<Body>, Problem> {
-        let mut shown = registered.view.clone();
+        let mut shown = issued.view.clone();
         shown["secret"] = json!(secret.to_base64().expose());
-        let mut kept = registered.view.clone();
+        let mut kept = issued.view.clone();
         kept["secret"] = Value::Null;
         kept["secret_note"] = json!("the secret is shown only in the first answer; it is not stored in clear");
         let respond = |body: &Value| {
             let mut response = json_response(StatusCode::CREATED, body);
-            if let Ok(value) = h::HeaderValue::from_str(&registered.location) {
+            if let Ok(value) = h::HeaderValue::from_str(&issued.location) {
                 response.headers_mut().insert(h::LOCATION, value);
             }
             response
         };
         let audit = AuditEntry {
-            resource: registered.resource.clone(),
-            action: registered.action,
+            resource: issued.resource.clone(),
+            action: issued.action,
             actor: claim.scope.caller.clone(),
             at_ms: now_epoch_millis(),
-            detail: registered.view.clone(),
+            detail: issued.view.clone(),
         };
         let items = vec![
-            create,
+            write,
             audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
             self.idempotency.complete_item(claim, &StoredResponse::from_response(&respond(&kept)), now)?,
         ];
         match transact(&self.dynamodb, items).await {
             Ok(()) => Ok(respond(&shown)),
             Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => {
-                Err(Problem::new(StatusCode::CONFLICT, registered.conflict.0, registered.conflict.1))
+                Err(Problem::new(StatusCode::CONFLICT, issued.conflict.0, issued.conflict.1))
             }
             Err(e) => Err(Problem::internal(e)),
         }

@@ -153,13 +153,17 @@ impl MiniAppsApi {
     ) -> Result<Response<Body>, Problem> {
         // Derived from the key and the app: a retry, even after its record expired, is this request.
         let request_id = format!("r_{}", &claim.scope.derived_id(&format!("miniapp-request/{app_id}"))[..20]);
-        if let Some(done) = self.requests.get(&request_id).await? {
-            let app = self.apps.store.get(&done.app_id).await?;
+        // Independent reads, made together: an earlier attempt's record, the session, the app.
+        let (done, session, app) = tokio::try_join!(
+            self.requests.get(&request_id),
+            self.sessions.get(&input.session_id),
+            self.apps.store.get(app_id),
+        )?;
+        // The request id derives from this app's id, so an earlier attempt was about this app.
+        if let Some(done) = done {
             return self.answer(&claim, done, app.as_ref(), now).await;
         }
-        let session = self.sessions.get(&input.session_id).await?.ok_or_else(invalid_session)?;
-        session.check(user, app_id, now)?;
-        let app = self.apps.store.get(app_id).await?;
+        session.ok_or_else(invalid_session)?.check(user, app_id, now)?;
         check_available(app_id, app.as_ref()).map_err(|refusal| refusal.problem())?;
         let app = app.ok_or_else(|| Problem::internal("an available app vanished"))?;
         input.check_against(&app.interface)?;
