@@ -1,10 +1,15 @@
-//! A counting proxy between one function and the emulators, for the benchmark (`cargo stack bench`).
-//! Each function gets its own, so every AWS call is counted for the function that made it, by
-//! operation (`X-Amz-Target`: `DynamoDB_20120810.TransactWriteItems`, `AmazonSQS.SendMessage`,
+//! The proxy between one function and the emulators: it stands where AWS's front door does, so it
+//! enforces the function's IAM policy (`crate::iam`: a call the policy does not grant is refused
+//! with `AccessDeniedException`, as AWS refuses it, and logged to `access-denied.log` with the
+//! function, action and resource), and counts every call for the benchmark (`cargo stack bench`).
+//! Each function gets its own, so every AWS call is checked and counted for the function that made
+//! it, by operation (`X-Amz-Target`: `DynamoDB_20120810.TransactWriteItems`, `AmazonSQS.SendMessage`,
 //! `TrentService.Decrypt`), with the number of DynamoDB items it touched (a transaction's items,
 //! a batch's keys), which is what DynamoDB bills.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -13,6 +18,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
+
+use crate::iam::{self, Policy};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CallCount {
@@ -60,6 +67,9 @@ fn items(body: &[u8]) -> u64 {
 
 struct Proxy {
     function: String,
+    policy: Policy,
+    /// One JSON line per refused call.
+    denials: PathBuf,
     calls: AwsCalls,
     dynamodb: String,
     moto: String,
@@ -74,6 +84,9 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
+    if let Some(refusal) = refusal(&proxy, &target, &body) {
+        return refusal;
+    }
     let dynamodb = target.starts_with("DynamoDB_");
     proxy.calls.count(&proxy.function, &target, if dynamodb { items(&body) } else { 0 });
     let upstream = if dynamodb { &proxy.dynamodb } else { &proxy.moto };
@@ -99,9 +112,34 @@ async fn forward(
     response
 }
 
+/// AWS's answer to a call that the function's policy does not grant, logged; `None` when granted.
+fn refusal(proxy: &Proxy, target: &str, body: &[u8]) -> Option<Response> {
+    let refuse = |action: &str, resource: &str, status: u16, body: String| {
+        tracing::warn!(function = %proxy.function, action, resource, "AWS call refused by the function's IAM policy");
+        let line = serde_json::json!({ "function": proxy.function, "action": action, "resource": resource });
+        if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(&proxy.denials) {
+            let _ = writeln!(log, "{line}");
+        }
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, [("content-type", "application/x-amz-json-1.0")], body).into_response()
+    };
+    match iam::needs(target, body) {
+        Err(reason) => {
+            let body = serde_json::json!({ "__type": "AccessDeniedException", "message": reason }).to_string();
+            Some(refuse(target, "(not understood locally)", 400, body))
+        }
+        Ok(needs) => needs.iter().find(|need| !proxy.policy.allows(need)).map(|need| {
+            let (status, body) = iam::access_denied(&proxy.function, need);
+            refuse(&need.action, &need.resource, status, body)
+        }),
+    }
+}
+
 /// Starts `function`'s proxy to the emulators; its URL is what the function's SDK endpoints name.
 pub async fn start(
     function: &str,
+    policy: Policy,
+    denials: &Path,
     calls: AwsCalls,
     dynamodb: &str,
     moto: &str,
@@ -109,6 +147,8 @@ pub async fn start(
 ) -> std::io::Result<String> {
     let proxy = Arc::new(Proxy {
         function: function.to_owned(),
+        policy,
+        denials: denials.to_owned(),
         calls,
         dynamodb: dynamodb.to_owned(),
         moto: moto.to_owned(),

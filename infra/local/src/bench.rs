@@ -76,6 +76,8 @@ pub async fn start_reference(
         routes: vec![],
         sqs_sources: vec![],
         schedules: vec![],
+        // The references call the emulators directly, as on AWS with a role that allows their GetItem.
+        policy: Default::default(),
     };
     let log_file = stack.info.logs.join(format!("{}.log", name.replace([' ', ':', ',', '+'], "_")));
     let launch = Launch { binary: binary.to_owned(), args, instances: PROCESSES, environment, log_file };

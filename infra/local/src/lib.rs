@@ -4,6 +4,7 @@ pub mod aws_proxy;
 pub mod bench;
 pub mod emulators;
 pub mod gateway;
+pub mod iam;
 pub mod jwt;
 pub mod process;
 pub mod resources;

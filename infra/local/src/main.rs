@@ -119,7 +119,6 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         merchant_sim_port: port("SUPERPAY_MERCHANT_SIM_PORT", 3002)?,
         miniapp_sim_port: port("SUPERPAY_MINIAPP_SIM_PORT", 3003)?,
         instances_per_function: 2,
-        count_aws_calls: false,
         run_schedules: true,
         start_one_at_a_time: false,
         parameters: local_parameters(root)?,
@@ -190,7 +189,6 @@ async fn run_bench(release: bool) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     let mut options = options(&root, false, release)?;
     options.instances_per_function = bench::PROCESSES;
-    options.count_aws_calls = true;
     options.run_schedules = false;
     options.start_one_at_a_time = true;
     options.logs = options.state.join("bench-logs");
@@ -275,9 +273,24 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     }
     let logs = stack.info.logs.clone();
     stack.stop().await;
+    report_access_denied(&logs);
     match passed? {
         true => Ok(ExitCode::SUCCESS),
         false => Err(format!("tests failed; the functions' logs are in {}", logs.display())),
+    }
+}
+
+/// Lists the AWS calls the functions' IAM policies refused during the run (the IAM test makes
+/// two on purpose): a permission missing from template.yaml shows here even when no test noticed.
+fn report_access_denied(logs: &Path) {
+    let Ok(log) = std::fs::read_to_string(logs.join(superpay_local::stack::ACCESS_DENIED_LOG)) else { return };
+    let refused: std::collections::BTreeMap<&str, usize> = log.lines().fold(Default::default(), |mut counts, line| {
+        *counts.entry(line).or_default() += 1;
+        counts
+    });
+    eprintln!("\nAWS calls refused by the functions' IAM policies (template.yaml):");
+    for (call, times) in refused {
+        eprintln!("  {times:>4} x {call}");
     }
 }
 

@@ -17,6 +17,9 @@ use crate::runtime_api::{FunctionHost, Launch};
 use crate::sqs_source::Poller;
 use crate::template::{ACCOUNT, JwtAuthorizer, Naming, REGION, Template};
 
+/// The AWS calls a function's IAM policy refused, one JSON line each, in the stack's log folder.
+pub const ACCESS_DENIED_LOG: &str = "access-denied.log";
+
 pub struct Options {
     pub template: PathBuf,
     /// The project's ignored state folder (`.superpay/`): virtualenvs, data, logs.
@@ -34,8 +37,6 @@ pub struct Options {
     pub merchant_sim_port: u16,
     pub miniapp_sim_port: u16,
     pub instances_per_function: usize,
-    /// Route each function's AWS calls through its own counting proxy (`Stack::aws_calls`).
-    pub count_aws_calls: bool,
     /// Run the template's `Schedule` events (the benchmark turns them off to keep counts quiet).
     pub run_schedules: bool,
     /// Start each function's processes only when the previous function's are up, so that cold
@@ -61,6 +62,8 @@ pub struct StackInfo {
     pub tables: BTreeMap<String, String>,
     pub queues: BTreeMap<String, String>,
     pub keys: BTreeMap<String, String>,
+    /// Each function's AWS endpoint: its proxy, which applies the function's IAM policy.
+    pub aws_endpoints: BTreeMap<String, String>,
     pub authorizer_issuer: String,
     pub authorizer_audience: Vec<String>,
     pub logs: PathBuf,
@@ -176,7 +179,7 @@ impl ColdStart {
 
 pub struct Stack {
     pub info: StackInfo,
-    /// Every function's AWS calls, when `Options::count_aws_calls`.
+    /// Every function's AWS calls, counted by its proxy.
     pub aws_calls: AwsCalls,
     pub template: Template,
     pub keys: Arc<DevKeys>,
@@ -264,6 +267,7 @@ impl Stack {
             tables: BTreeMap::new(),
             queues: BTreeMap::new(),
             keys: BTreeMap::new(),
+            aws_endpoints: BTreeMap::new(),
             authorizer_issuer: String::new(),
             authorizer_audience: vec![],
             logs: options.logs.clone(),
@@ -306,18 +310,20 @@ impl Stack {
         let mut hosts = Vec::new();
         for function in &template.functions {
             let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
-            if options.count_aws_calls {
-                let proxy = crate::aws_proxy::start(
-                    &function.logical_id,
-                    aws_calls.clone(),
-                    &info.dynamodb_endpoint,
-                    &info.moto_endpoint,
-                    stop.clone(),
-                )
-                .await?;
-                for service in ["DYNAMODB", "SQS", "KMS"] {
-                    environment.insert(format!("AWS_ENDPOINT_URL_{service}"), proxy.clone());
-                }
+            // Every call goes through the function's own proxy, which enforces its IAM policy.
+            let proxy = crate::aws_proxy::start(
+                &function.logical_id,
+                function.policy.clone(),
+                &options.logs.join(ACCESS_DENIED_LOG),
+                aws_calls.clone(),
+                &info.dynamodb_endpoint,
+                &info.moto_endpoint,
+                stop.clone(),
+            )
+            .await?;
+            info.aws_endpoints.insert(function.logical_id.clone(), proxy.clone());
+            for service in ["DYNAMODB", "SQS", "KMS"] {
+                environment.insert(format!("AWS_ENDPOINT_URL_{service}"), proxy.clone());
             }
             environment.extend(function.environment.clone());
             let launch = Launch {

@@ -4,7 +4,8 @@
 //! Understood: `Parameters` (String, Number; Default, AllowedValues), `Globals.Function`,
 //! the intrinsics `!Ref`, `!GetAtt`, `!Sub` (and their `Ref` / `Fn::GetAtt` / `Fn::Sub` long forms),
 //! and these resource types:
-//! - `AWS::Serverless::Function` with `HttpApi` and `SQS` events (`Policies` are not enforced locally);
+//! - `AWS::Serverless::Function` with `HttpApi`, `SQS` and `Schedule` events, and `Policies` in the
+//!   subset `crate::iam` enforces;
 //! - `AWS::Serverless::HttpApi` with JWT authorizers;
 //! - `AWS::DynamoDB::Table` with key schema, GSIs and TTL;
 //! - `AWS::SQS::Queue` with visibility timeout, redrive policy and FIFO;
@@ -17,6 +18,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_yaml::Value;
 use serde_yaml::value::TaggedValue;
+
+use crate::iam::Policy;
 
 pub const REGION: &str = "us-east-1";
 /// The account id moto uses; local ARNs and queue URLs carry it.
@@ -60,6 +63,8 @@ pub struct Function {
     pub sqs_sources: Vec<SqsSource>,
     /// `Schedule` events: invoke every so many seconds.
     pub schedules: Vec<u64>,
+    /// What the function's role allows; the local stack refuses every other AWS call.
+    pub policy: Policy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -579,11 +584,14 @@ fn function(
         "Environment",
         "Events",
         "Description",
+        "Policies",
     ];
-    const DEPLOY_ONLY: &[&str] = &["Policies", "ReservedConcurrentExecutions", "Tags", "LoggingConfig"];
+    const DEPLOY_ONLY: &[&str] = &["ReservedConcurrentExecutions", "Tags", "LoggingConfig"];
     check_properties(id, properties, ALLOWED, DEPLOY_ONLY)?;
     let globals = resolver.eval(&Value::Mapping(globals.clone()))?;
-    check_properties("Globals.Function", &globals, ALLOWED, DEPLOY_ONLY)?;
+    // SAM's Globals have no Policies: each function's role is its own.
+    let global_settings: Vec<&str> = ALLOWED.iter().copied().filter(|p| *p != "Policies").collect();
+    check_properties("Globals.Function", &globals, &global_settings, DEPLOY_ONLY)?;
     let setting = |name: &str| properties.get(name).or_else(|| globals.get(name));
     let binary = resource
         .get("Metadata")
@@ -602,6 +610,7 @@ fn function(
     let mut routes = Vec::new();
     let mut sqs_sources = Vec::new();
     let mut schedules = Vec::new();
+    let mut sqs_event = false;
     for (name, event) in properties.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
         let name = format!("{id}.Events.{}", name.as_str().unwrap_or("?"));
         let props = event.get("Properties").unwrap_or(&Value::Null);
@@ -660,6 +669,7 @@ fn function(
                     &["Queue", "BatchSize", "FunctionResponseTypes", "Enabled"],
                     &["MaximumBatchingWindowInSeconds", "ScalingConfig"],
                 )?;
+                sqs_event = true;
                 let queue_arn = text(props.get("Queue").unwrap_or(&Value::Null), &format!("{name}.Queue"))?;
                 let queue = resolver.queue_with_arn(&queue_arn, &format!("{name}.Queue"))?;
                 let responses: Vec<String> = props
@@ -721,6 +731,7 @@ fn function(
         routes,
         sqs_sources,
         schedules,
+        policy: Policy::read(id, properties.get("Policies"), sqs_event)?,
     })
 }
 
