@@ -1,10 +1,10 @@
 //! The audit log: every admin action (register, suspend, publish, rotate) leaves an entry, written
 //! in the same transaction as the change it describes.
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::Put;
 use serde_json::Value;
 
-use crate::dynamo::{Item, StoreError, n, s};
+use crate::dynamo::{Item, StoreError, Write, n, s};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
@@ -20,7 +20,7 @@ pub struct AuditEntry {
 impl AuditEntry {
     /// The entry as a transaction item, to commit with the change it records (so an action is
     /// logged exactly when it happens). `id` ties the entry to the request that caused it.
-    pub fn put_item(&self, table: &str, id: &str) -> Result<TransactWriteItem, StoreError> {
+    pub fn put_item(&self, table: &str, id: &str) -> Result<Write, StoreError> {
         let item = Item::from([
             ("resource".to_owned(), s(&self.resource)),
             ("entry".to_owned(), s(format!("{:015}#{id}", self.at_ms))),
@@ -34,6 +34,6 @@ impl AuditEntry {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(entry)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("audit.new", put))
     }
 }

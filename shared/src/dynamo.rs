@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -67,39 +68,77 @@ pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreEr
     }
 }
 
+/// One write of a transaction, named for the rule its condition states (`"order.still_pending"`),
+/// so a cancelled transaction reports which rules failed by name, not by a position that shifts
+/// whenever an item is added.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub rule: &'static str,
+    pub item: TransactWriteItem,
+}
+
+impl Write {
+    pub fn put(rule: &'static str, put: Put) -> Self {
+        Write { rule, item: TransactWriteItem::builder().put(put).build() }
+    }
+
+    pub fn update(rule: &'static str, update: Update) -> Self {
+        Write { rule, item: TransactWriteItem::builder().update(update).build() }
+    }
+
+    pub fn delete(rule: &'static str, delete: Delete) -> Self {
+        Write { rule, item: TransactWriteItem::builder().delete(delete).build() }
+    }
+
+    pub fn check(rule: &'static str, check: ConditionCheck) -> Self {
+        Write { rule, item: TransactWriteItem::builder().condition_check(check).build() }
+    }
+}
+
 /// Why a TransactWriteItems did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum TransactError {
-    /// These items (indices into the request) failed their conditions; nothing was written.
-    #[error("conditions failed on items {0:?}")]
-    ConditionFailed(Vec<usize>),
+    /// The rules of these writes failed their conditions; nothing was written.
+    #[error("conditions failed: {0:?}")]
+    ConditionFailed(Vec<&'static str>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Commits `items` in one transaction, reporting which conditions failed when it is cancelled.
-pub async fn transact(
-    client: &aws_sdk_dynamodb::Client,
-    items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
-) -> Result<(), TransactError> {
-    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+impl TransactError {
+    /// Whether the transaction was cancelled because `rule` did not hold.
+    pub fn broke(&self, rule: &str) -> bool {
+        matches!(self, TransactError::ConditionFailed(rules) if rules.contains(&rule))
+    }
+}
+
+/// The rules of `writes` whose conditions a cancelled transaction reports as failed, or `None`
+/// when it was not cancelled by a condition (a conflict, throttling, a bad request).
+pub fn failed_rules<R>(error: &SdkError<TransactWriteItemsError, R>, writes: &[Write]) -> Option<Vec<&'static str>> {
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() else {
+        return None;
+    };
+    let failed: Vec<&'static str> = cancelled
+        .cancellation_reasons()
+        .iter()
+        .zip(writes)
+        .filter(|(reason, _)| reason.code() == Some("ConditionalCheckFailed"))
+        .map(|(_, write)| write.rule)
+        .collect();
+    (!failed.is_empty()).then_some(failed)
+}
+
+/// Commits `writes` in one transaction, reporting which rules failed when it is cancelled.
+pub async fn transact(client: &aws_sdk_dynamodb::Client, writes: Vec<Write>) -> Result<(), TransactError> {
+    let items = writes.iter().map(|w| w.item.clone()).collect();
     let error = match client.transact_write_items().set_transact_items(Some(items)).send().await {
         Ok(_) => return Ok(()),
         Err(e) => e,
     };
-    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error() {
-        let failed: Vec<usize> = cancelled
-            .cancellation_reasons()
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-            .map(|(i, _)| i)
-            .collect();
-        if !failed.is_empty() {
-            return Err(TransactError::ConditionFailed(failed));
-        }
+    match failed_rules(&error, &writes) {
+        Some(rules) => Err(TransactError::ConditionFailed(rules)),
+        None => Err(StoreError::from(error).into()),
     }
-    Err(StoreError::from(error).into())
 }
 
 /// The sort-key range `(low, high)` of items keyed `<prefix><sequence, 20 digits>` that come before
@@ -141,6 +180,35 @@ pub async fn newest_before(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError, ()> {
+        use aws_sdk_dynamodb::types::CancellationReason;
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        let reasons = codes.iter().map(|c| CancellationReason::builder().code(*c).build()).collect();
+        let cancelled = TransactionCanceledException::builder().set_cancellation_reasons(Some(reasons)).build();
+        SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(cancelled), ())
+    }
+
+    fn write(rule: &'static str) -> Write {
+        Write::check(
+            rule,
+            ConditionCheck::builder().table_name("t").condition_expression("x").build().expect("a check"),
+        )
+    }
+
+    #[test]
+    fn a_cancelled_transaction_names_the_rules_that_failed_wherever_they_stand() {
+        let writes = [write("order.new"), write("idempotency.claim_held"), write("outbox.new")];
+        let error = cancelled(&["None", "ConditionalCheckFailed", "None"]);
+        assert_eq!(failed_rules(&error, &writes), Some(vec!["idempotency.claim_held"]));
+        let reordered = [write("idempotency.claim_held"), write("order.new"), write("outbox.new")];
+        let error = cancelled(&["ConditionalCheckFailed", "None", "None"]);
+        assert_eq!(failed_rules(&error, &reordered), Some(vec!["idempotency.claim_held"]));
+        let failure = TransactError::ConditionFailed(vec!["idempotency.claim_held"]);
+        assert!(failure.broke("idempotency.claim_held") && !failure.broke("order.new"));
+        // A conflict is not a broken rule: the caller sees a store error (or plans again).
+        assert_eq!(failed_rules(&cancelled(&["TransactionConflict", "None", "None"]), &writes), None);
+    }
 
     #[test]
     fn sequence_ranges_end_before_the_cursor() {

@@ -9,10 +9,10 @@ use aws_sdk_kms::types::DataKeySpec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Update};
 
 use crate::crypto::{Key, Purpose, derive};
-use crate::dynamo::{Item, StoreError, get_n, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, n, s};
 
 #[derive(Clone, Debug)]
 pub struct KeyService {
@@ -199,7 +199,7 @@ pub fn rotation_item(
     new_ciphertext: Vec<u8>,
     until: i64,
     now: i64,
-) -> Result<TransactWriteItem, StoreError> {
+) -> Result<Write, StoreError> {
     let update = Update::builder()
         .table_name(table)
         .key("id", s(id))
@@ -214,7 +214,7 @@ pub fn rotation_item(
         .expression_attribute_values(":until", n(until))
         .expression_attribute_values(":now", n(now))
         .build()?;
-    Ok(TransactWriteItem::builder().update(update).build())
+    Ok(Write::update("keys.no_rotation_in_grace", update))
 }
 
 #[cfg(test)]

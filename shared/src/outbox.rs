@@ -4,10 +4,10 @@
 //! item whose send is overdue. Consumers are idempotent by the message's id, so a message sent
 //! twice (by the hot path and the sweeper) is handled once.
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::Put;
 use serde::{Deserialize, Serialize};
 
-use crate::dynamo::{StoreError, get_n, get_s, n, s};
+use crate::dynamo::{StoreError, Write, get_n, get_s, n, s};
 
 /// One message on its way to a queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,12 +33,12 @@ impl Outbox {
     }
 
     /// The item to commit with the change that implies the message.
-    pub fn put_item(&self, message: &OutboxMessage, now: i64) -> Result<TransactWriteItem, StoreError> {
+    pub fn put_item(&self, message: &OutboxMessage, now: i64) -> Result<Write, StoreError> {
         self.put_item_due(message, now + i64::from(message.delay_seconds))
     }
 
     /// The same, for a message not due before `due_at` (a check further off than SQS can delay).
-    pub fn put_item_due(&self, message: &OutboxMessage, due_at: i64) -> Result<TransactWriteItem, StoreError> {
+    pub fn put_item_due(&self, message: &OutboxMessage, due_at: i64) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&message.id))
@@ -48,7 +48,7 @@ impl Outbox {
             .item("due_at", n(due_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("outbox.new", put))
     }
 
     /// Sends right after the commit. A failure is only logged: the sweeper sends it later.

@@ -16,6 +16,7 @@ use crate::purchases::{balance, merchant_named};
 
 pub struct Till {
     pub merchant: String,
+    id: String,
     key_id: String,
     master: Key,
 }
@@ -43,6 +44,7 @@ pub async fn till() -> Till {
         .unwrap();
     Till {
         merchant,
+        id: terminal["id"].as_str().unwrap().to_owned(),
         key_id: terminal["key_id"].as_str().unwrap().to_owned(),
         master: Key::from_base64(terminal["secret"].as_str().unwrap()).unwrap(),
     }
@@ -79,9 +81,13 @@ fn code(phone: &Phone, counter: u64, issued_at: i64) -> String {
 }
 
 async fn present(till: &Till, amount: &str, code: &str) -> (StatusCode, Value) {
+    present_with_key(till, amount, code, &unique("key")).await
+}
+
+async fn present_with_key(till: &Till, amount: &str, code: &str, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
     let body = json!({"amount": {"amount": amount, "currency": "USD"}, "code": code}).to_string();
-    let request = env.http().post(env.url("/offline/payments")).header("idempotency-key", unique("key"));
+    let request = env.http().post(env.url("/offline/payments")).header("idempotency-key", key);
     let response = env.signed(request, &till.master, &till.key_id, "/offline/payments", &body).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or_default())
 }
@@ -137,6 +143,34 @@ async fn a_presented_code_settles_from_the_reserve_exactly_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(8600, 2));
     assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(1400, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_key_reused_after_its_record_expired_gets_its_own_payment_or_a_refusal_never_another_payment() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("100.00").await;
+    let (key, now) = (unique("key"), superpay::clock::now_epoch_seconds());
+    let (caller, route) = (format!("terminal:{}", till.id), "POST /offline/payments");
+    let (status, first) = present_with_key(&till, "3.00", &code(&phone, 1, now), &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+
+    // Its record expired: the same presentation again is answered with its payment, paid once.
+    env.forget_idempotency_key(&caller, route, &key).await;
+    let (status, again) = present_with_key(&till, "3.00", &code(&phone, 1, now), &key).await;
+    assert_eq!((status, &again["id"]), (StatusCode::ACCEPTED, &first["id"]), "{again}");
+
+    // Another code under the reused key is another request: refused, nothing recorded.
+    env.forget_idempotency_key(&caller, route, &key).await;
+    let (status, reused) = present_with_key(&till, "4.00", &code(&phone, 2, now), &key).await;
+    assert_eq!((status, reused["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
+    until_state(&till, first["id"].as_str().unwrap(), "settled").await;
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(9700, 2), "only the first moved");
+    // The refused code was not spent: with a key of its own it pays.
+    let (status, second) = present(&till, "4.00", &code(&phone, 2, now)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    assert_ne!(second["id"], first["id"]);
 }
 
 #[tokio::test]
@@ -300,12 +334,12 @@ async fn a_terminal_key_rotates_with_a_grace_for_the_old_one() {
     let env = Env::get();
     let old = till().await;
     let phone = enrolled_phone("50.00").await;
-    let terminal = old.key_id.split_once('.').unwrap().0.to_owned();
-    let path = format!("/merchants/{}/terminals/{terminal}/keys", old.merchant);
+    let path = format!("/merchants/{}/terminals/{}/keys", old.merchant, old.id);
     let (_, rotated) = env.admin_post(&path, &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
     assert_eq!(rotated["previous_key_id"], old.key_id.as_str(), "{rotated}");
     let new = Till {
         merchant: old.merchant.clone(),
+        id: old.id.clone(),
         key_id: rotated["key_id"].as_str().unwrap().to_owned(),
         master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
     };

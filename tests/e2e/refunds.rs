@@ -67,6 +67,31 @@ async fn refunds_reverse_a_paid_order_never_beyond_what_was_paid() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn a_refund_key_reused_after_its_record_expired_never_answers_for_another_amount() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("50.00").await;
+    let (_, order) = buy(&user, &purchase(&shop, "green-tea", "20.00"), &unique("key")).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let (key, caller, route) =
+        (unique("refund"), format!("merchant:{}", shop.id), "POST /merchant/orders/{id}/refunds");
+    let (status, first) = refund(&shop, &id, "5.00", &key).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+
+    // Its record expired: the same refund again is that refund, paid once.
+    env.forget_idempotency_key(&caller, route, &key).await;
+    let (status, again) = refund(&shop, &id, "5.00", &key).await;
+    assert_eq!((status, &again["refund_id"]), (StatusCode::CREATED, &first["refund_id"]), "{again}");
+    // Another amount under the reused key: refused, not answered as if it had been paid.
+    env.forget_idempotency_key(&caller, route, &key).await;
+    let (status, reused) = refund(&shop, &id, "7.00", &key).await;
+    assert_eq!((status, reused["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(3500, 2), "one refund of 5.00 moved");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(1500, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn refunds_of_unpaid_foreign_or_missigned_orders_are_refused() {
     let shop = merchant().await;
     let other = merchant().await;

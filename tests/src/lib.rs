@@ -130,6 +130,21 @@ impl Env {
         self.ledger().await.apply(&fund, vec![], 0).await.expect("the funding applies");
     }
 
+    /// Deletes the record of `key` (sent by `caller` to `route`, e.g. `POST /offline/payments`), as
+    /// its expiry after 24 hours would.
+    pub async fn forget_idempotency_key(&self, caller: &str, route: &str, key: &str) {
+        let key = superpay::idempotency::IdempotencyKey::parse(Some(key)).expect("a valid key");
+        let scope = superpay::idempotency::Scope { caller: caller.into(), route: route.into(), key };
+        self.dynamodb()
+            .await
+            .delete_item()
+            .table_name(self.table("IdempotencyTable"))
+            .key("id", AttributeValue::S(scope.record_id()))
+            .send()
+            .await
+            .expect("the record is deleted");
+    }
+
     /// Every item of one partition of a table, straight from DynamoDB (consistent read).
     pub async fn partition(&self, table: &str, key: &str, value: &str) -> Vec<Item> {
         self.dynamodb()

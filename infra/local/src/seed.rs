@@ -136,12 +136,7 @@ fn table_of<'a>(stack: &'a Stack, logical_id: &str) -> Result<&'a String, String
 }
 
 /// Replaces the seeded item `id` of `table` by `create` (a fresh key at every start, README).
-async fn replace(
-    stack: &Stack,
-    table: &str,
-    id: &str,
-    create: aws_sdk_dynamodb::types::TransactWriteItem,
-) -> Result<(), String> {
+async fn replace(stack: &Stack, table: &str, id: &str, create: superpay::dynamo::Write) -> Result<(), String> {
     let dynamodb = stack.info.dynamodb().await;
     let table = table_of(stack, table)?;
     dynamodb

@@ -2,10 +2,13 @@
 //! latest version is one Query (descending, limit 1) and any other one GetItem.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put};
 
 use super::{GroupName, GroupVersion, Parameters};
-use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, s, transact};
+use crate::dynamo::{Item, StoreError, TransactError, Write, get_n, get_s, n, s, transact};
+
+/// The rule of a new version's write: its number is not taken.
+const VERSION_FREE: &str = "config.version_free";
 
 #[derive(Clone, Debug)]
 pub struct ConfigStore {
@@ -60,12 +63,7 @@ impl ConfigStore {
 
     /// Writes `new` only if its version number is free, drops `prune` from the history, and commits
     /// `with` (the audit entry, the idempotency record) in the same transaction.
-    pub async fn publish(
-        &self,
-        new: &GroupVersion,
-        prune: Option<u64>,
-        with: Vec<TransactWriteItem>,
-    ) -> Result<(), PublishError> {
+    pub async fn publish(&self, new: &GroupVersion, prune: Option<u64>, with: Vec<Write>) -> Result<(), PublishError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item_from_version(new)?))
@@ -73,7 +71,7 @@ impl ConfigStore {
             .expression_attribute_names("#version", "version")
             .build()
             .map_err(StoreError::from)?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        let mut items = vec![Write::put(VERSION_FREE, put)];
         if let Some(old) = prune {
             let delete = Delete::builder()
                 .table_name(&self.table)
@@ -81,15 +79,14 @@ impl ConfigStore {
                 .key("version", n(old))
                 .build()
                 .map_err(StoreError::from)?;
-            items.push(TransactWriteItem::builder().delete(delete).build());
+            items.push(Write::delete("config.prune", delete));
         }
         items.extend(with);
         match transact(&self.client, items).await {
             Ok(()) => Ok(()),
-            // The new version's put is the first item: its number was taken.
-            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => Err(PublishError::VersionTaken),
+            Err(e) if e.broke(VERSION_FREE) => Err(PublishError::VersionTaken),
             Err(TransactError::ConditionFailed(failed)) => {
-                Err(StoreError(format!("publish refused by conditions on items {failed:?}")).into())
+                Err(StoreError(format!("publish refused by conditions {failed:?}")).into())
             }
             Err(TransactError::Store(e)) => Err(e.into()),
         }

@@ -9,10 +9,13 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, Update};
 
 use super::{Counterparty, Message, NewMessage, Summary};
-use crate::dynamo::{Item, StoreError, TransactError, get_n, get_s, n, newest_before, s, transact};
+use crate::dynamo::{Item, StoreError, TransactError, Write, get_n, get_s, n, newest_before, s, transact};
+
+/// The rule of a message's marker: this message id was not posted before.
+const MESSAGE_NEW: &str = "conversation.message_new";
 
 const ATTEMPTS: u32 = 20;
 
@@ -77,13 +80,13 @@ impl ConversationStore {
                 .condition_expression("attribute_not_exists(pk)")
                 .build()?;
             let items = vec![
-                TransactWriteItem::builder().put(marker).build(),
-                TransactWriteItem::builder().update(update).build(),
-                TransactWriteItem::builder().put(put).build(),
+                Write::put(MESSAGE_NEW, marker),
+                Write::update("conversation.sequence_unchanged", update),
+                Write::put("conversation.message_slot_free", put),
             ];
             match transact(&self.client, items).await {
                 Ok(()) => return Ok(Some(sequence)),
-                Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => return Ok(None),
+                Err(e) if e.broke(MESSAGE_NEW) => return Ok(None),
                 Err(TransactError::ConditionFailed(_)) => {
                     tokio::time::sleep(Duration::from_millis(2 + u64::from(attempt) * 3)).await;
                 }

@@ -172,19 +172,30 @@ impl Decision {
     /// The refusal a client gets for a key it cannot use now.
     pub fn problem(&self) -> Option<Problem> {
         match self {
-            Decision::Mismatch => Some(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                "this Idempotency-Key was already used for a different request; use a new key for a new request",
-            )),
-            Decision::InFlight => Some(Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency_request_in_progress",
-                "a request with this Idempotency-Key is still being processed; retry shortly",
-            )),
+            Decision::Mismatch => Some(key_reused()),
+            Decision::InFlight => Some(in_flight()),
             Decision::Proceed | Decision::Replay(_) => None,
         }
     }
+}
+
+/// The key was used for another request: also what a key reused after its record expired gets
+/// when what it created differs from this request.
+pub fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used for a different request; use a new key for a new request",
+    )
+}
+
+/// Another attempt with the same key runs (or took this attempt's claim over).
+pub fn in_flight() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency_request_in_progress",
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+    )
 }
 
 #[cfg(test)]

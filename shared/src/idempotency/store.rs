@@ -10,7 +10,7 @@ use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure};
 use lambda_http::{Body, Request, Response};
 
 use super::{
@@ -19,8 +19,11 @@ use super::{
 };
 use crate::Problem;
 use crate::clock::now_epoch_seconds;
-use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::http::{body_bytes, header, route_key};
+
+/// Rule: this attempt still holds the key's claim (no other attempt took it over).
+pub const CLAIM_HELD: &str = "idempotency.claim_held";
 
 #[derive(Clone, Debug)]
 pub struct IdempotencyStore {
@@ -108,12 +111,7 @@ impl IdempotencyStore {
     }
 
     /// The write that records `response` as this key's answer; put it in the route's transaction.
-    pub fn complete_item(
-        &self,
-        claim: &Claim,
-        response: &StoredResponse,
-        now: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
+    pub fn complete_item(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<Write, StoreError> {
         let (condition, names, values) = claim.still_ours();
         let put = Put::builder()
             .table_name(&self.table)
@@ -122,7 +120,7 @@ impl IdempotencyStore {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put(CLAIM_HELD, put))
     }
 
     /// Records an answer that came with no transaction of its own (a refusal).

@@ -13,10 +13,16 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
+
+use rust_decimal::Decimal;
 
 use super::{Account, AccountId, AccountUpdate, LedgerError, Posting, Transfer, plan};
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, newest_before, s};
+use crate::dynamo::{Item, StoreError, Write, failed_rules, get_decimal, get_n, get_s, n, newest_before, s};
+use crate::money::{Currency, Money};
+
+/// The rule of the transfer record: this transfer id was never applied.
+const TRANSFER_NEW: &str = "ledger.transfer_new";
 
 /// How often a transfer re-plans after losing a race for one of its accounts.
 const ATTEMPTS: u32 = 25;
@@ -39,9 +45,9 @@ pub enum Applied {
 pub enum TransferError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// One of the caller's business items failed its condition (index into `with`).
-    #[error("business condition {0} failed")]
-    Rejected(usize),
+    /// One of the caller's business writes failed its condition: the rule it names.
+    #[error("business rule {0} did not hold")]
+    Rejected(&'static str),
     /// The accounts kept changing under it; nothing moved and a retry is safe.
     #[error("too much contention on the accounts; nothing moved")]
     Contention,
@@ -83,53 +89,44 @@ impl LedgerStore {
 
     /// Applies `transfer` together with `with` (business items: order state, idempotency record,
     /// outbox messages) in one transaction, or not at all.
-    pub async fn apply(
-        &self,
-        transfer: &Transfer,
-        with: Vec<TransactWriteItem>,
-        at: i64,
-    ) -> Result<Applied, TransferError> {
+    pub async fn apply(&self, transfer: &Transfer, with: Vec<Write>, at: i64) -> Result<Applied, TransferError> {
         for attempt in 0..ATTEMPTS {
             let current = self.accounts(&transfer.accounts()).await?;
-            let writes = match plan(transfer, &current, at) {
-                Ok(writes) => writes,
+            let plan = match plan(transfer, &current, at) {
+                Ok(plan) => plan,
                 // A retry of a transfer that already moved the money may no longer fit the
                 // balances: it is still the same transfer, applied once.
                 Err(_) if self.transfer_exists(&transfer.id).await? => return Ok(Applied::Already),
                 Err(e) => return Err(e.into()),
             };
-            let mut items = vec![self.transfer_record(transfer, at)?];
-            for (update, posting) in &writes {
-                items.push(self.account_write(update, transfer)?);
-                items.push(self.posting_write(posting)?);
+            let mut writes = vec![self.transfer_record(transfer, at)?];
+            for (update, posting) in &plan {
+                writes.push(self.account_write(update, transfer)?);
+                writes.push(self.posting_write(posting)?);
             }
-            let business_start = items.len();
-            items.extend(with.iter().cloned());
-            let outcome = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
-            let error = match outcome {
+            writes.extend(with.iter().cloned());
+            let items = writes.iter().map(|w| w.item.clone()).collect();
+            let error = match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                 Ok(_) => return Ok(Applied::Now),
                 Err(e) => e,
             };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = error.as_service_error()
-            else {
+            let Some(failed) = failed_rules(&error, &writes) else {
+                // Not cancelled by a condition: a conflict with another transaction is worth
+                // another plan, anything else is the caller's to see.
+                if worth_another_plan(&error) {
+                    backoff(attempt).await;
+                    continue;
+                }
                 return Err(StoreError::from(error).into());
             };
-            let failed = |i: &usize| {
-                cancelled
-                    .cancellation_reasons()
-                    .get(*i)
-                    .and_then(|r| r.code())
-                    .is_some_and(|c| c == "ConditionalCheckFailed")
-            };
-            if failed(&0) {
+            if failed.contains(&TRANSFER_NEW) {
                 return Ok(Applied::Already);
             }
-            if let Some(i) = (business_start..business_start + with.len()).find(failed) {
-                return Err(TransferError::Rejected(i - business_start));
+            if let Some(rule) = failed.iter().find(|rule| with.iter().any(|w| w.rule == **rule)) {
+                return Err(TransferError::Rejected(rule));
             }
-            // An account moved since it was read (or a transaction conflicted): plan again.
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
-            tokio::time::sleep(Duration::from_millis(2 + jitter * u64::from(attempt + 1).min(5))).await;
+            // An account moved since it was read: plan again.
+            backoff(attempt).await;
         }
         Err(TransferError::Contention)
     }
@@ -147,13 +144,37 @@ impl LedgerStore {
         Ok(item.item().is_some())
     }
 
+    /// What a recorded transfer moved (the sum of its credits), if it was applied: a request whose
+    /// id derives from a reused key is told apart from the request that made the transfer by it.
+    pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("transfer#{id}")))
+            .key("sk", s("transfer"))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let Some(item) = output.item() else { return Ok(None) };
+        let corrupt = |what: &str| StoreError(format!("transfer {id} is corrupt: {what}"));
+        let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
+        let legs: Vec<serde_json::Value> = serde_json::from_str(get_s(item, "legs")?).map_err(|_| corrupt("legs"))?;
+        let mut credited = Decimal::ZERO;
+        for leg in &legs {
+            let amount: Decimal = leg["amount"].as_str().and_then(|a| a.parse().ok()).ok_or_else(|| corrupt("leg"))?;
+            credited += amount.max(Decimal::ZERO);
+        }
+        Money::new(credited, currency).map(Some).map_err(|_| corrupt("amount"))
+    }
+
     /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).
     pub async fn postings(&self, id: &AccountId, before: Option<u64>, limit: i32) -> Result<Vec<Posting>, StoreError> {
         let page = newest_before(&self.client, &self.table, format!("account#{id}"), "posting#", before, limit).await?;
         page.iter().map(|item| posting_from_item(id, item)).collect()
     }
 
-    fn transfer_record(&self, transfer: &Transfer, at: i64) -> Result<TransactWriteItem, StoreError> {
+    fn transfer_record(&self, transfer: &Transfer, at: i64) -> Result<Write, StoreError> {
         let legs: Vec<serde_json::Value> = transfer
             .legs
             .iter()
@@ -170,10 +191,10 @@ impl LedgerStore {
             .item("at", n(at))
             .condition_expression("attribute_not_exists(pk)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put(TRANSFER_NEW, put))
     }
 
-    fn account_write(&self, update: &AccountUpdate, transfer: &Transfer) -> Result<TransactWriteItem, StoreError> {
+    fn account_write(&self, update: &AccountUpdate, transfer: &Transfer) -> Result<Write, StoreError> {
         let mut set = vec!["balance = :balance", "#seq = :seq", "currency = :currency"];
         let mut values = HashMap::from([
             (":balance".to_owned(), n(update.balance)),
@@ -204,10 +225,10 @@ impl LedgerStore {
             .expression_attribute_names("#seq", "sequence")
             .set_expression_attribute_values(Some(values))
             .build()?;
-        Ok(TransactWriteItem::builder().update(write).build())
+        Ok(Write::update("ledger.account_unchanged_and_covers_debit", write))
     }
 
-    fn posting_write(&self, posting: &Posting) -> Result<TransactWriteItem, StoreError> {
+    fn posting_write(&self, posting: &Posting) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("pk", s(format!("account#{}", posting.account)))
@@ -219,7 +240,26 @@ impl LedgerStore {
             .item("at", n(posting.at))
             .condition_expression("attribute_not_exists(pk)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("ledger.posting_new", put))
+    }
+}
+
+/// A short, jittered wait before planning again, growing with the attempts.
+async fn backoff(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+    tokio::time::sleep(Duration::from_millis(2 + jitter * u64::from(attempt + 1).min(5))).await;
+}
+
+/// DynamoDB cancels a transaction that races another on one of its items with a
+/// `TransactionConflict` reason, and one that meets a throttled item with `ThrottlingError`:
+/// nothing was written, and planning again is safe.
+fn worth_another_plan<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|r| matches!(r.code(), Some("TransactionConflict" | "ThrottlingError"))),
+        _ => false,
     }
 }
 

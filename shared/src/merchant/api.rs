@@ -23,10 +23,10 @@ use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_millis;
-use crate::dynamo::{TransactError, transact};
+use crate::dynamo::{TransactError, Write, transact};
 use crate::http::{body_bytes, json_body, json_response, path_parameter, route_key};
-use crate::idempotency::StoredResponse;
-use crate::idempotency::store::{Claim, IdempotencyStore};
+use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
+use crate::idempotency::{StoredResponse, in_flight};
 use crate::keys::{KeyService, MAX_ROTATION_GRACE_SECONDS, PreviousKey, StoredKey, next_key_id, rotation_item};
 use crate::miniapp::store::MiniAppStore;
 use crate::miniapp::{MiniApp, MiniAppStatus, unknown_miniapp};
@@ -406,7 +406,7 @@ impl MerchantsApi {
         now: i64,
         issued: KeyIssue,
         secret: &crate::crypto::Key,
-        write: aws_sdk_dynamodb::types::TransactWriteItem,
+        write: Write,
     ) -> Result<Response<Body>, Problem> {
         let mut shown = issued.view.clone();
         shown["secret"] = json!(secret.to_base64().expose());
@@ -427,6 +427,7 @@ impl MerchantsApi {
             at_ms: now_epoch_millis(),
             detail: issued.view.clone(),
         };
+        let key_rule = write.rule;
         let items = vec![
             write,
             audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
@@ -434,9 +435,10 @@ impl MerchantsApi {
         ];
         match transact(&self.dynamodb, items).await {
             Ok(()) => Ok(respond(&shown)),
-            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => {
+            Err(e) if e.broke(key_rule) => {
                 Err(Problem::new(StatusCode::CONFLICT, issued.conflict.0, issued.conflict.1))
             }
+            Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
             Err(e) => Err(Problem::internal(e)),
         }
     }

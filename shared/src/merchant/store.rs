@@ -2,10 +2,10 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put};
 
 use super::{Merchant, MerchantStatus};
-use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{PreviousKey, rotation_item};
 
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ impl MerchantStore {
     }
 
     /// The write that creates `merchant`, only if its id is new.
-    pub fn create_item(&self, merchant: &Merchant) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, merchant: &Merchant) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&merchant.id))
@@ -43,7 +43,7 @@ impl MerchantStore {
             .item("created_at", n(merchant.created_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("merchant.new", put))
     }
 
     /// The write that rotates the merchant's key (see `crate::keys::rotation_item`).
@@ -54,12 +54,12 @@ impl MerchantStore {
         ciphertext: Vec<u8>,
         until: i64,
         now: i64,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<Write, StoreError> {
         rotation_item(&self.table, &merchant.id, &merchant.stored_key(), key_id, ciphertext, until, now)
     }
 
     /// The write that sets a merchant's status, only if it exists.
-    pub fn status_item(&self, id: &str, status: MerchantStatus) -> Result<TransactWriteItem, StoreError> {
+    pub fn status_item(&self, id: &str, status: MerchantStatus) -> Result<Write, StoreError> {
         let update = aws_sdk_dynamodb::types::Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
@@ -68,7 +68,7 @@ impl MerchantStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":status", s(status.as_str()))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update("merchant.exists", update))
     }
 }
 

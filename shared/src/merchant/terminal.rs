@@ -3,10 +3,10 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put};
 
 use super::MerchantStatus;
-use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{PreviousKey, StoredKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl TerminalStore {
         output.item().map(terminal_from_item).transpose()
     }
 
-    pub fn create_item(&self, terminal: &Terminal) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, terminal: &Terminal) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&terminal.id))
@@ -73,7 +73,7 @@ impl TerminalStore {
             .item("created_at", n(terminal.created_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("terminal.new", put))
     }
 }
 

@@ -12,7 +12,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use super::relay::{MiniAppClient, ServerRequest};
-use super::store::{MiniAppDirectory, MiniAppStore, RequestStore, SessionStore};
+use super::store::{MiniAppDirectory, MiniAppStore, REQUEST_NEW, RequestStore, SessionStore};
 use super::{
     CLOSE_INTERFACE, MiniApp, MiniAppEvent, Outcome, RelayedRequest, RequestJson, Session, UserRequest, app_user,
     check_available, invalid_session, judge,
@@ -22,7 +22,7 @@ use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, Message, NewMessage};
-use crate::dynamo::{TransactError, transact};
+use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
@@ -224,7 +224,9 @@ impl MiniAppsApi {
                     self.outbox.send(&notice).await;
                     return Ok(relayed);
                 }
-                Ok(Applied::Already) | Err(TransferError::Rejected(0)) => return self.recorded(&relayed.id).await,
+                Ok(Applied::Already) | Err(TransferError::Rejected(REQUEST_NEW)) => {
+                    return self.recorded(&relayed.id).await;
+                }
                 // Refused by the ledger: recorded like any refusal, and the server is told.
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. })) => {
                     let amount =
@@ -243,7 +245,7 @@ impl MiniAppsApi {
                 self.outbox.send(&notice).await;
                 Ok(relayed)
             }
-            Err(TransactError::ConditionFailed(failed)) if failed.contains(&0) => self.recorded(&relayed.id).await,
+            Err(e) if e.broke(REQUEST_NEW) => self.recorded(&relayed.id).await,
             Err(e) => Err(Problem::internal(e)),
         }
     }

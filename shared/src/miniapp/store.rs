@@ -7,12 +7,15 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
 use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
 use crate::clock::now_epoch_seconds;
-use crate::dynamo::{Item, StoreError, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{KeyRing, KeyService, PartyKeys, PreviousKey};
+
+/// Rule: the relayed request was not recorded before.
+pub const REQUEST_NEW: &str = "miniapp_request.new";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError(format!("a stored mini-app item is corrupt: {what}"))
@@ -51,7 +54,7 @@ impl MiniAppStore {
     }
 
     /// The write that registers `app`, only if its id is new.
-    pub fn create_item(&self, app: &MiniApp) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, app: &MiniApp) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&app.id))
@@ -64,11 +67,11 @@ impl MiniAppStore {
             .item("created_at", n(app.created_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("miniapp.new", put))
     }
 
     /// The write that sets an app's status, only if it exists and is not revoked (revocation is final).
-    pub fn status_item(&self, id: &str, status: MiniAppStatus) -> Result<TransactWriteItem, StoreError> {
+    pub fn status_item(&self, id: &str, status: MiniAppStatus) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
@@ -78,7 +81,7 @@ impl MiniAppStore {
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":revoked", s(MiniAppStatus::Revoked.as_str()))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update("miniapp.not_revoked", update))
     }
 }
 
@@ -128,7 +131,7 @@ impl SessionStore {
     }
 
     /// The write that records `session` (a retry of the same verification writes it again).
-    pub fn put_item(&self, session: &Session) -> Result<TransactWriteItem, StoreError> {
+    pub fn put_item(&self, session: &Session) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&session.id))
@@ -137,7 +140,7 @@ impl SessionStore {
             .item("created_at", n(session.created_at))
             .item("expires_at", n(session.expires_at))
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("miniapp_session.new", put))
     }
 
     /// The session, if it exists (DynamoDB's TTL deletes expired ones late, so callers check the time).
@@ -165,7 +168,7 @@ impl RequestStore {
     }
 
     /// The write that records how `request` ended, only once.
-    pub fn create_item(&self, request: &RelayedRequest) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, request: &RelayedRequest) -> Result<Write, StoreError> {
         let mut put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&request.id))
@@ -178,7 +181,7 @@ impl RequestStore {
         if let Some(approved) = &request.approved {
             put = put.item("approved", json_attribute(approved)?);
         }
-        Ok(TransactWriteItem::builder().put(put.build()?).build())
+        Ok(Write::put(REQUEST_NEW, put.build()?))
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<RelayedRequest>, StoreError> {

@@ -2,10 +2,13 @@
 //! one offline code may pay, and whether their owner revoked them (a lost phone).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue};
 
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::{Currency, Money};
+
+/// Rule: the device was not revoked.
+pub const DEVICE_NOT_REVOKED: &str = "device.not_revoked";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -85,16 +88,16 @@ impl DeviceStore {
     }
 
     /// The check that keeps a payment from committing if its device was revoked meanwhile.
-    pub fn not_revoked_item(&self, id: &str) -> Result<TransactWriteItem, StoreError> {
+    pub fn not_revoked_item(&self, id: &str) -> Result<Write, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .key("id", s(id))
             .condition_expression("attribute_exists(id) AND attribute_not_exists(revoked_at)")
             .build()?;
-        Ok(TransactWriteItem::builder().condition_check(check).build())
+        Ok(Write::check(DEVICE_NOT_REVOKED, check))
     }
 
-    pub fn create_item(&self, device: &Device) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, device: &Device) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&device.id))
@@ -106,7 +109,7 @@ impl DeviceStore {
             .item("enrolled_at", n(device.enrolled_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("device.new", put))
     }
 }
 

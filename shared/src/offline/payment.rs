@@ -2,11 +2,16 @@
 //! partition `<device key id>#<counter>`, expired by TTL once no code that old can be presented).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, Update};
 
 use super::{CLOCK_SKEW_SECONDS, OFFLINE_WINDOW_SECONDS, OfflineCode};
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::{Currency, Money};
+
+/// Rule: the code's (device, counter) was not spent before.
+pub const CODE_UNSPENT: &str = "offline_code.unspent";
+/// Rule: the payment id is new.
+pub const PAYMENT_NEW: &str = "offline_payment.new";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentState {
@@ -42,6 +47,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_payment_is_the_same_request_only_for_the_same_code_terminal_and_amount() {
+        let payment = Payment {
+            id: "p_1".into(),
+            terminal_id: "t_1".into(),
+            merchant_id: "m_1".into(),
+            user: "u".into(),
+            device_key_id: "d_1".into(),
+            counter: 7,
+            amount: Money::parse("5.00", "USD").expect("an amount"),
+            state: PaymentState::Pending,
+            created_at: 1,
+            topup_token: None,
+        };
+        let mut later = payment.clone();
+        later.state = PaymentState::Settled;
+        later.created_at = 99;
+        assert!(payment.same_request(&later), "a retry, whatever became of the payment");
+        for change in [
+            |p: &mut Payment| p.counter = 8,
+            |p: &mut Payment| p.device_key_id = "d_2".into(),
+            |p: &mut Payment| p.terminal_id = "t_2".into(),
+            |p: &mut Payment| p.amount = Money::parse("5.01", "USD").expect("an amount"),
+        ] {
+            let mut other = payment.clone();
+            change(&mut other);
+            assert!(!payment.same_request(&other), "{other:?}");
+        }
+    }
+
+    #[test]
     fn every_state_reads_back() {
         for state in PaymentState::ALL {
             assert_eq!(PaymentState::parse(state.as_str()), Some(state));
@@ -67,6 +102,13 @@ pub struct Payment {
 }
 
 impl Payment {
+    /// Whether `other` asks for this payment: the same code (device key and counter) presented by
+    /// the same terminal for the same amount. Its state and times may differ.
+    pub fn same_request(&self, other: &Payment) -> bool {
+        (&self.device_key_id, self.counter, &self.terminal_id, self.amount)
+            == (&other.device_key_id, other.counter, &other.terminal_id, other.amount)
+    }
+
     pub fn view(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
@@ -98,17 +140,17 @@ impl PaymentStore {
     }
 
     /// Spends a code: each (device, counter) pays once, however the device's clock was set.
-    pub fn spend_item(&self, code: &OfflineCode) -> Result<TransactWriteItem, StoreError> {
+    pub fn spend_item(&self, code: &OfflineCode) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.codes)
             .item("id", s(format!("{}#{}", code.key_id, code.counter)))
             .item("expires_at", n(code.issued_at + OFFLINE_WINDOW_SECONDS + CLOCK_SKEW_SECONDS + 86_400))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put(CODE_UNSPENT, put))
     }
 
-    pub fn create_item(&self, payment: &Payment) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, payment: &Payment) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.payments)
             .item("id", s(&payment.id))
@@ -123,12 +165,12 @@ impl PaymentStore {
             .item("created_at", n(payment.created_at))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put(PAYMENT_NEW, put))
     }
 
     /// A payment waits for funds with the top-up link `token`: a pending one (its first link), or
     /// a waiting one whose link `previous` was paid and still fell short.
-    pub fn waiting_item(&self, id: &str, token: &str, previous: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+    pub fn waiting_item(&self, id: &str, token: &str, previous: Option<&str>) -> Result<Write, StoreError> {
         let mut update = Update::builder()
             .table_name(&self.payments)
             .key("id", s(id))
@@ -144,11 +186,11 @@ impl PaymentStore {
                 .condition_expression("#state = :waiting AND topup_token = :previous")
                 .expression_attribute_values(":previous", s(previous)),
         };
-        Ok(TransactWriteItem::builder().update(update.build()?).build())
+        Ok(Write::update("offline_payment.may_wait", update.build()?))
     }
 
     /// A waiting payment expires, only if it still waits.
-    pub fn expire_item(&self, id: &str) -> Result<TransactWriteItem, StoreError> {
+    pub fn expire_item(&self, id: &str) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.payments)
             .key("id", s(id))
@@ -158,11 +200,11 @@ impl PaymentStore {
             .expression_attribute_values(":expired", s(PaymentState::Expired.as_str()))
             .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update("offline_payment.waiting", update))
     }
 
     /// Moves a payment that is not yet settled to `to`.
-    pub fn state_item(&self, id: &str, to: PaymentState) -> Result<TransactWriteItem, StoreError> {
+    pub fn state_item(&self, id: &str, to: PaymentState) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.payments)
             .key("id", s(id))
@@ -173,7 +215,7 @@ impl PaymentStore {
             .expression_attribute_values(":pending", s(PaymentState::Pending.as_str()))
             .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update("offline_payment.unsettled", update))
     }
 }
 

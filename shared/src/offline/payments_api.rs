@@ -10,17 +10,17 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::device::DeviceStore;
-use super::payment::{Payment, PaymentState, PaymentStore};
+use super::device::{DEVICE_NOT_REVOKED, DeviceStore};
+use super::payment::{CODE_UNSPENT, PAYMENT_NEW, Payment, PaymentState, PaymentStore};
 use super::{CodeError, OfflineCode};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::crypto::SignatureError;
-use crate::dynamo::{TransactError, transact};
+use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::StoredResponse;
-use crate::idempotency::store::IdempotencyStore;
+use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::idempotency::{StoredResponse, in_flight, key_reused};
 use crate::keys::{KeyRing, KeyService};
 use crate::merchant::store::MerchantStore;
 use crate::merchant::terminal::{Terminal, TerminalStore};
@@ -215,14 +215,20 @@ impl OfflinePaymentsApi {
                         self.outbox.send(&job).await;
                         Ok(response)
                     }
-                    // The payment exists: this key's earlier attempt made it (its record expired since).
-                    Err(TransactError::ConditionFailed(failed)) if failed.contains(&1) => {
+                    // The payment exists: this key's earlier attempt made it (its record expired
+                    // since), if it was for this very code; otherwise the key was reused.
+                    Err(e) if e.broke(PAYMENT_NEW) => {
                         let current =
                             self.payments.get(&payment.id).await?.ok_or_else(|| unknown_payment(&payment.id))?;
-                        Ok(json_response(StatusCode::ACCEPTED, &current.view()))
+                        if current.same_request(&payment) {
+                            Ok(json_response(StatusCode::ACCEPTED, &current.view()))
+                        } else {
+                            Err(key_reused())
+                        }
                     }
-                    Err(TransactError::ConditionFailed(failed)) if failed.contains(&4) => Err(device_revoked()),
-                    Err(TransactError::ConditionFailed(_)) => Err(CodeError::Replayed.into()),
+                    Err(e) if e.broke(DEVICE_NOT_REVOKED) => Err(device_revoked()),
+                    Err(e) if e.broke(CODE_UNSPENT) => Err(CodeError::Replayed.into()),
+                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
                     Err(e) => Err(Problem::internal(e)),
                 }
             })

@@ -4,10 +4,13 @@
 //! from it, so however often the form is sent, the bank is asked and the reserve funded once.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, Update};
 
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::{Currency, Money};
+
+/// Rule: the top-up link was not paid.
+pub const TOPUP_UNPAID: &str = "topup.unpaid";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopUp {
@@ -52,7 +55,7 @@ impl TopUpStore {
         output.item().map(topup_from_item).transpose()
     }
 
-    pub fn create_item(&self, topup: &TopUp) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, topup: &TopUp) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("token", s(&topup.token))
@@ -67,7 +70,7 @@ impl TopUpStore {
             .condition_expression("attribute_not_exists(#token)")
             .expression_attribute_names("#token", "token")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put("topup.new", put))
     }
 
     /// Fixes the amount this link funds, the first time a form is sent: the bank's debit and the
@@ -99,18 +102,18 @@ impl TopUpStore {
     }
 
     /// A condition for another transaction: this top-up is not paid (a paid one must settle).
-    pub fn unpaid_check(&self, token: &str) -> Result<TransactWriteItem, StoreError> {
+    pub fn unpaid_check(&self, token: &str) -> Result<Write, StoreError> {
         let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
             .table_name(&self.table)
             .key("token", s(token))
             .condition_expression("paid = :no")
             .expression_attribute_values(":no", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
             .build()?;
-        Ok(TransactWriteItem::builder().condition_check(check).build())
+        Ok(Write::check(TOPUP_UNPAID, check))
     }
 
     /// Marks the top-up used, only once.
-    pub fn paid_item(&self, token: &str) -> Result<TransactWriteItem, StoreError> {
+    pub fn paid_item(&self, token: &str) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("token", s(token))
@@ -119,7 +122,7 @@ impl TopUpStore {
             .expression_attribute_values(":yes", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
             .expression_attribute_values(":no", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update(TOPUP_UNPAID, update))
     }
 }
 

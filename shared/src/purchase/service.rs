@@ -2,14 +2,15 @@
 //! one (confirm, decline, expire). Each is ONE transaction of ledger legs, the order's new state and
 //! the outbox message it implies, then the message is sent.
 
-use aws_sdk_dynamodb::types::TransactWriteItem;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::store::OrderStore;
+use super::store::{ORDER_NEW, ORDER_REFUNDABLE, OrderStore};
 use super::{Decision, Order, OrderState, Settlement, settle};
 use crate::Problem;
-use crate::dynamo::StoreError;
+use crate::dynamo::{StoreError, Write};
+use crate::idempotency::store::CLAIM_HELD;
+use crate::idempotency::{in_flight, key_reused};
 use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::ledger::{AccountId, Transfer};
@@ -102,8 +103,8 @@ impl PurchaseService {
                 return Ok(order.clone());
             }
             Ok(Applied::Already) => {}
-            // Rejected(0): an earlier attempt created the order (and its expiry check).
-            Err(TransferError::Rejected(0)) => {}
+            // An earlier attempt created the order (and its expiry check).
+            Err(TransferError::Rejected(ORDER_NEW)) => {}
             Err(e) => return Err(transfer_problem(e)),
         }
         Ok(self.orders.get(&order.id).await?.unwrap_or_else(|| order.clone()))
@@ -149,12 +150,13 @@ impl PurchaseService {
         amount: Money,
         refund_id: &str,
         now: i64,
-        finish: impl FnOnce(&Order) -> Result<TransactWriteItem, Problem>,
+        finish: impl FnOnce(&Order) -> Result<Write, Problem>,
     ) -> Result<Refund, Problem> {
         let id = format!("{}/refund/{refund_id}", order.id);
-        // A retry of a refund that already moved the money (its answer's record expired) is that refund.
-        if self.ledger.transfer_exists(&id).await? {
-            return Ok(Refund::Already(order.clone()));
+        // A retry of a refund that already moved the money (its answer's record expired) is that
+        // refund; the same key reused for another amount is another request, refused.
+        if let Some(moved) = self.ledger.transfer_amount(&id).await? {
+            return already_refunded(order, moved, amount);
         }
         if order.state != OrderState::Paid {
             return Err(Problem::new(
@@ -202,9 +204,14 @@ impl PurchaseService {
                 self.outbox.send(&notice).await;
                 Ok(Refund::Done(after))
             }
-            Ok(Applied::Already) => Ok(Refund::Already(order.clone())),
+            Ok(Applied::Already) => {
+                let moved =
+                    self.ledger.transfer_amount(&id).await?.ok_or_else(|| Problem::internal("refund vanished"))?;
+                already_refunded(order, moved, amount)
+            }
             // The order changed since it was read (another refund): judge again against it.
-            Err(TransferError::Rejected(_)) => {
+            Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
+            Err(TransferError::Rejected(ORDER_REFUNDABLE)) => {
                 let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
                 Err(too_much(current.refundable))
             }
@@ -216,6 +223,11 @@ impl PurchaseService {
             Err(e) => Err(transfer_problem(e)),
         }
     }
+}
+
+/// A refund whose transfer exists: this request's retry if it asked for what moved.
+fn already_refunded(order: &Order, moved: Money, asked: Money) -> Result<Refund, Problem> {
+    if moved == asked { Ok(Refund::Already(order.clone())) } else { Err(key_reused()) }
 }
 
 /// How a refund went.

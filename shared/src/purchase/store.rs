@@ -2,12 +2,19 @@
 //! meant for the same transaction as the ledger transfer that goes with it.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, Update};
 use rust_decimal::Decimal;
 
 use super::{Order, OrderState};
-use crate::dynamo::{Item, StoreError, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::Money;
+
+/// Rule: the order id is new.
+pub const ORDER_NEW: &str = "order.new";
+/// Rule: the order still awaits the merchant's decision.
+pub const ORDER_AWAITING: &str = "order.awaiting_merchant";
+/// Rule: the order is paid and its refundable amount covers the refund.
+pub const ORDER_REFUNDABLE: &str = "order.refundable";
 
 #[derive(Clone, Debug)]
 pub struct OrderStore {
@@ -27,7 +34,7 @@ impl OrderStore {
     }
 
     /// Creates the order, only if its id is new.
-    pub fn create_item(&self, order: &Order) -> Result<TransactWriteItem, StoreError> {
+    pub fn create_item(&self, order: &Order) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&order.id))
@@ -43,11 +50,11 @@ impl OrderStore {
             .item("refundable", n(order.refundable))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        Ok(Write::put(ORDER_NEW, put))
     }
 
     /// Moves an awaiting order to `to`; a paid order becomes refundable for its whole amount.
-    pub fn settle_item(&self, order: &Order, to: OrderState, at: i64) -> Result<TransactWriteItem, StoreError> {
+    pub fn settle_item(&self, order: &Order, to: OrderState, at: i64) -> Result<Write, StoreError> {
         let refundable = if to == OrderState::Paid { order.amount.amount() } else { Decimal::ZERO };
         let update = Update::builder()
             .table_name(&self.table)
@@ -60,11 +67,11 @@ impl OrderStore {
             .expression_attribute_values(":at", n(at))
             .expression_attribute_values(":refundable", n(refundable))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update(ORDER_AWAITING, update))
     }
 
     /// Takes `amount` off a paid order's refundable amount, only if it covers it.
-    pub fn refund_item(&self, order: &Order, amount: Decimal) -> Result<TransactWriteItem, StoreError> {
+    pub fn refund_item(&self, order: &Order, amount: Decimal) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(&order.id))
@@ -74,7 +81,7 @@ impl OrderStore {
             .expression_attribute_values(":paid", s(OrderState::Paid.as_str()))
             .expression_attribute_values(":amount", n(amount))
             .build()?;
-        Ok(TransactWriteItem::builder().update(update).build())
+        Ok(Write::update(ORDER_REFUNDABLE, update))
     }
 }
 
