@@ -8,9 +8,10 @@ use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Problem;
+use crate::{Problem, ids};
 
-/// Runs an HTTP function: each request goes to `handler`; a `Problem` becomes problem+json.
+/// Runs an HTTP function: each request that passes `admit` goes to `handler`; a `Problem` becomes
+/// problem+json.
 pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut + Sync,
@@ -19,7 +20,11 @@ where
     let handler = &handler;
     lambda_http::run(service_fn(move |request: Request| async move {
         let route = route_key(&request).to_owned();
-        let response = match handler(request).await {
+        let outcome = match admit(&request) {
+            Ok(()) => handler(request).await,
+            Err(refused) => Err(refused),
+        };
+        let response = match outcome {
             Ok(response) => response,
             Err(problem) => {
                 if !problem.is_server_error() {
@@ -31,6 +36,31 @@ where
         Ok::<_, std::convert::Infallible>(response)
     }))
     .await
+}
+
+/// The most a request body may take, in bytes (256 KiB), for every HTTP function: the largest body
+/// a route takes is a config group (at most 64 KiB of JSON). Lambda itself would take 6 MB.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// What every request must pass before its handler runs (so before any read): a body within
+/// `MAX_BODY_BYTES` (413 `body_too_large`, before any parsing), and path parameters that follow
+/// the id rule (`crate::ids`; 400 `invalid_id` naming the parameter).
+pub fn admit(request: &Request) -> Result<(), Problem> {
+    let size = body_bytes(request).len();
+    if size > MAX_BODY_BYTES {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is {size} bytes; this API takes at most {MAX_BODY_BYTES} bytes (256 KiB)"),
+        )
+        .with("limit_bytes", MAX_BODY_BYTES));
+    }
+    if let Some(parameters) = request.path_parameters_ref() {
+        for (name, value) in parameters.iter() {
+            ids::check(&format!("path parameter {{{name}}}"), value)?;
+        }
+    }
+    Ok(())
 }
 
 /// The route as template.yaml declares it, e.g. `GET /config/{group}`.
@@ -56,6 +86,7 @@ pub fn partner_url(text: &str, allow_http: bool) -> Option<&str> {
     absolute_url(text).filter(|url| allow_http || url.starts_with("https://"))
 }
 
+/// A path parameter; `admit` has checked it against the id rule before the handler ran.
 pub fn path_parameter<'a>(request: &'a Request, name: &str) -> Result<&'a str, Problem> {
     request
         .path_parameters_ref()
@@ -124,6 +155,23 @@ mod tests {
         let err = json_body::<serde_json::Value>(&request("")).unwrap_err();
         assert!(err.detail.contains("empty"));
         assert_eq!(json_body::<serde_json::Value>(&request("[1]")).unwrap(), serde_json::json!([1]));
+    }
+
+    #[test]
+    fn admission_limits_the_body_and_checks_path_parameters_as_ids() {
+        let with_id = |id: &str| {
+            request("{}").with_path_parameters(std::collections::HashMap::from([("id".to_owned(), id.to_owned())]))
+        };
+        assert_eq!(admit(&with_id("o_1f3a")), Ok(()));
+        assert_eq!(admit(&request(&"x".repeat(MAX_BODY_BYTES))), Ok(()));
+        let err = admit(&request(&"x".repeat(MAX_BODY_BYTES + 1))).unwrap_err();
+        assert_eq!((err.status, err.code), (413, "body_too_large"));
+        assert!(err.detail.contains("262144"), "{}", err.detail);
+        assert_eq!(err.extensions["limit_bytes"], MAX_BODY_BYTES);
+        let err = admit(&with_id(&"o".repeat(10_000))).unwrap_err();
+        assert_eq!((err.status, err.code), (400, "invalid_id"));
+        assert_eq!(err.extensions["field"], "path parameter {id}");
+        assert_eq!(path_parameter(&with_id("o_1"), "id"), Ok("o_1"));
     }
 
     #[test]

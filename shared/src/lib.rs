@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod dynamo;
 pub mod http;
 pub mod idempotency;
+pub mod ids;
 pub mod keys;
 pub mod ledger;
 pub mod logging;

@@ -2,6 +2,12 @@
 //!
 //! A `Money` can only be built through validation, so every amount in the system is positive, has
 //! no more decimals than its currency's minor unit, and is at most the currency's per-operation limit.
+//!
+//! One grammar for every amount a client sends, with m the currency's minor unit:
+//! `(0|[1-9][0-9]*)(\.[0-9]{1,m})?`, and no point at all when m is 0 (JPY, KRW). So `"12.50"`,
+//! `"12.5"`, `"12"` and `"0.05"` are amounts; `"1."`, `".5"`, `"+1.00"`, `"-1.00"`, `"01.00"`,
+//! `"1e3"`, `" 1.00"` and `"12.500"` are not. A leading zero is refused (only `0` itself may stand
+//! before the point), as are a sign, an exponent and whitespace: one amount, one spelling.
 
 use std::fmt;
 use std::str::FromStr;
@@ -73,7 +79,9 @@ impl fmt::Display for Currency {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("amount must be a decimal string such as \"12.50\", got {0}")]
+    #[error(
+        "amount must be a decimal string: digits, then optionally a point and 1 to the currency's number of decimals, such as \"12.50\" (no sign, exponent, spaces or leading zeros), got {0}"
+    )]
     NotADecimalString(String),
     #[error("amount must be greater than zero, got {0}")]
     NotPositive(Decimal),
@@ -110,28 +118,28 @@ impl Money {
     /// Validates `amount` (the exact decimal text a client sent) in `currency`.
     pub fn parse(amount: &str, currency: &str) -> Result<Self, MoneyError> {
         let currency: Currency = currency.parse()?;
-        // Plain digits, an optional sign and one point: no exponents, spaces or underscores.
-        let well_formed = amount.bytes().any(|b| b.is_ascii_digit())
-            && amount.trim_start_matches(['-', '+']).bytes().all(|b| b.is_ascii_digit() || b == b'.')
-            && amount.bytes().filter(|b| *b == b'.').count() <= 1;
-        if !well_formed {
-            return Err(MoneyError::NotADecimalString(format!("{amount:?}")));
-        }
         let too_many_decimals = || MoneyError::TooManyDecimals {
             amount: amount.to_owned(),
             currency: currency.code,
             minor_units: currency.minor_units,
         };
-        // `from_str_exact` refuses what `from_str` would silently round ("12.9999…9" to 13).
-        let value = Decimal::from_str_exact(amount).map_err(|e| match e {
-            rust_decimal::Error::Underflow => too_many_decimals(),
-            // Well-formed digits that do not fit a Decimal: far over any limit.
-            _ => MoneyError::OverLimit { amount: Decimal::MAX, currency: currency.code, limit: currency.limit() },
+        // The grammar (module comment); more decimals than the currency has get their own code.
+        let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+        let (whole, fraction) = amount.split_once('.').map_or((amount, None), |(w, f)| (w, Some(f)));
+        let whole_ok = digits(whole) && (whole == "0" || !whole.starts_with('0'));
+        match fraction {
+            _ if !whole_ok => return Err(MoneyError::NotADecimalString(format!("{amount:?}"))),
+            Some(fraction) if !digits(fraction) => return Err(MoneyError::NotADecimalString(format!("{amount:?}"))),
+            Some(fraction) if fraction.len() > currency.minor_units as usize => return Err(too_many_decimals()),
+            _ => {}
+        }
+        // Well-formed digits that do not fit a Decimal (`from_str_exact` never rounds): far over any limit.
+        let value = Decimal::from_str_exact(amount).map_err(|_| MoneyError::OverLimit {
+            amount: Decimal::MAX,
+            currency: currency.code,
+            limit: currency.limit(),
         })?;
-        Self::new(value, currency).map_err(|e| match e {
-            MoneyError::TooManyDecimals { .. } => too_many_decimals(),
-            other => other,
-        })
+        Self::new(value, currency)
     }
 
     /// Validates an amount already held as a `Decimal`.
@@ -213,9 +221,25 @@ mod tests {
     fn parses_and_keeps_the_currency_scale() {
         let m = Money::parse("12.5", "USD").unwrap();
         assert_eq!(m.amount().to_string(), "12.50");
-        assert_eq!(Money::parse("12.500", "USD").unwrap().amount().to_string(), "12.50");
+        assert_eq!(Money::parse("12", "USD").unwrap().amount().to_string(), "12.00");
+        assert_eq!(Money::parse("0.05", "USD").unwrap().amount().to_string(), "0.05");
+        assert_eq!(Money::parse("10.50", "USD").unwrap().amount().to_string(), "10.50");
         assert_eq!(Money::parse("7", "JPY").unwrap().amount().to_string(), "7");
         assert_eq!(Money::parse("0.001", "KWD").unwrap().amount().to_string(), "0.001");
+    }
+
+    #[test]
+    fn one_spelling_per_amount() {
+        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code();
+        for text in ["1.", ".5", "+1.00", "-1.00", "01.00", "00.50", "00", "1. 00", "1.00 ", "\u{661}", "1,00", "0x10"]
+        {
+            assert_eq!(code(text, "USD"), "amount_not_decimal_string", "{text:?}");
+        }
+        // Trailing zeros count: the text may not carry more decimals than the currency has.
+        assert_eq!(code("12.500", "USD"), "amount_too_many_decimals");
+        assert_eq!(code("1.0", "JPY"), "amount_too_many_decimals");
+        assert_eq!(code("1.", "JPY"), "amount_not_decimal_string");
+        assert_eq!(code("1.0000", "KWD"), "amount_too_many_decimals");
     }
 
     #[test]
@@ -223,7 +247,6 @@ mod tests {
         let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code();
         assert_eq!(code("0", "USD"), "amount_not_positive");
         assert_eq!(code("0.00", "USD"), "amount_not_positive");
-        assert_eq!(code("-1.00", "USD"), "amount_not_positive");
         assert_eq!(code("1.001", "USD"), "amount_too_many_decimals");
         assert_eq!(code("1.5", "JPY"), "amount_too_many_decimals");
         assert_eq!(code("100000.01", "USD"), "amount_over_limit");
@@ -250,7 +273,40 @@ mod tests {
         assert!(err.to_string().contains("decimal string"), "{err}");
     }
 
+    /// Every accepted currency with an amount within its limit, as its canonical text.
+    fn canonical_amount() -> impl Strategy<Value = (Currency, String)> {
+        proptest::sample::select(CURRENCIES).prop_flat_map(|currency| {
+            let units = currency.limit * 10i64.pow(currency.minor_units);
+            (1..=units).prop_map(move |units| (currency, Decimal::new(units, currency.minor_units).to_string()))
+        })
+    }
+
     proptest! {
+        #[test]
+        fn canonical_amounts_round_trip((currency, text) in canonical_amount()) {
+            let money = Money::parse(&text, currency.code).unwrap();
+            prop_assert_eq!(money.amount().to_string(), text.clone());
+            let json = serde_json::to_value(money).unwrap();
+            prop_assert_eq!(&json["amount"], &serde_json::json!(text));
+            prop_assert_eq!(serde_json::from_value::<Money>(json).unwrap(), money);
+        }
+
+        #[test]
+        fn every_other_spelling_is_refused((currency, text) in canonical_amount()) {
+            let mut other = vec![
+                format!("+{text}"), format!("-{text}"), format!("0{text}"), format!(" {text}"),
+                format!("{text} "), format!("{text}e0"), format!("{text}."),
+            ];
+            match text.split_once('.') {
+                Some(("0", fraction)) => other.push(format!(".{fraction}")),
+                Some(_) => other.push(format!("{text}0")),
+                None => other.push(format!("{text}.0")),
+            }
+            for spelling in other {
+                prop_assert!(Money::parse(&spelling, currency.code).is_err(), "{} {} was accepted", spelling, currency);
+            }
+        }
+
         #[test]
         fn every_in_range_minor_unit_amount_round_trips(cents in 1i64..=10_000_000) {
             let amount = Decimal::new(cents, 2);

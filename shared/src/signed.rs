@@ -3,14 +3,17 @@
 
 use lambda_http::Request;
 
-use crate::Problem;
-use crate::crypto::{Key, Signature};
+use crate::crypto::{HEADER_KEY_ID, Key, Signature};
 use crate::http::{body_bytes, header};
 use crate::nonce::NonceStore;
+use crate::{Problem, ids};
 
-/// The signature headers of `request`; 401 when they are missing or malformed.
+/// The signature headers of `request`; 401 when they are missing or malformed, 400 `invalid_id`
+/// when the key id is not an id (checked here, before the caller looks the key up).
 pub fn signature(request: &Request) -> Result<Signature, Problem> {
-    Ok(Signature::from_headers(|name| header(request, name).ok().flatten())?)
+    let signature = Signature::from_headers(|name| header(request, name).ok().flatten())?;
+    ids::check(HEADER_KEY_ID, &signature.key_id)?;
+    Ok(signature)
 }
 
 /// Checks `signature` over `request` with the signer's request-signing key, then spends its nonce.

@@ -16,3 +16,4 @@ mod purchases;
 mod refunds;
 mod runner;
 mod topup;
+mod validation;

@@ -230,7 +230,7 @@ async fn bad_purchases_are_refused_and_move_nothing() {
         ),
         (purchase(&shop, "t", "0.00"), StatusCode::BAD_REQUEST, "amount_not_positive"),
         (purchase(&shop, "t", "1.001"), StatusCode::BAD_REQUEST, "amount_too_many_decimals"),
-        (purchase(&shop, "t", "-1.00"), StatusCode::BAD_REQUEST, "amount_not_positive"),
+        (purchase(&shop, "t", "-1.00"), StatusCode::BAD_REQUEST, "amount_not_decimal_string"),
         (purchase(&shop, "t", "100000.01"), StatusCode::BAD_REQUEST, "amount_over_limit"),
         (json!({"merchant_id": shop.id}), StatusCode::BAD_REQUEST, "malformed_json"),
         (purchase(&shop, "", "1.00"), StatusCode::BAD_REQUEST, "invalid_product_id"),

@@ -19,12 +19,13 @@ use axum::routing::{get, post};
 use base64::Engine;
 
 use crate::jwt::{Authorized, DevKeys, Refusal};
-use crate::runtime_api::{FunctionHost, Outcome};
+use crate::runtime_api::{FunctionHost, MAX_PAYLOAD_BYTES, Outcome};
 use crate::template::{JwtAuthorizer, Route, RouteAuth, Template};
 
 /// API Gateway's longest wait for an integration.
 const INTEGRATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// API Gateway's own limit on a request body.
+/// API Gateway's own limit on a request body (HTTP APIs: 10 MB). Lambda's 6 MB payload quota
+/// (`MAX_PAYLOAD_BYTES`) on the event that carries the body comes first for a Lambda integration.
 const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 pub struct Gateway {
@@ -63,9 +64,12 @@ async fn jwks(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
 
 /// Runs a sample event from `events/` against the real binary: `curl --data
 /// @events/config/fetch.json http://127.0.0.1:3001/2015-03-31/functions/ConfigFunction/invocations`.
-async fn invoke(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>, event: Bytes) -> Response<Body> {
+async fn invoke(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>, event: Body) -> Response<Body> {
     let Some(host) = gateway.functions.get(&name) else {
         return message(StatusCode::NOT_FOUND, &format!("Function not found: {name}"));
+    };
+    let Ok(event) = axum::body::to_bytes(event, MAX_PAYLOAD_BYTES).await else {
+        return payload_too_large();
     };
     let (output, error) = match host.invoke(event).await {
         Outcome::Response(output) => (output, None),
@@ -79,6 +83,14 @@ async fn invoke(State(gateway): State<Arc<Gateway>>, Path(name): Path<String>, e
     if let Some(kind) = error {
         response.headers_mut().insert("x-amz-function-error", HeaderValue::from_static(kind));
     }
+    response
+}
+
+/// Lambda's Invoke API refusing an event over its quota.
+fn payload_too_large() -> Response<Body> {
+    let text = format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the InvokeFunction operation");
+    let mut response = json(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({ "Type": "User", "message": text }));
+    response.headers_mut().insert("x-amzn-errortype", HeaderValue::from_static("RequestEntityTooLargeException"));
     response
 }
 
@@ -140,6 +152,13 @@ async fn handle(
     let Ok(event) = serde_json::to_vec(&event) else {
         return message(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
+    // Lambda refuses an event over its quota, and API Gateway answers that as 413 with its own
+    // message (AWS's emulator, Amazon.Lambda.TestTool, answers an HTTP API so). The function never
+    // runs. The event wraps the body, so a body somewhat under 6 MB is refused already.
+    if event.len() > MAX_PAYLOAD_BYTES {
+        tracing::info!(route = %route.key(), bytes = event.len(), "event over Lambda's payload quota");
+        return message(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    }
     // API Gateway's integration timeout (30 s at most) answers 503 whatever the function does.
     let Ok(outcome) = tokio::time::timeout(INTEGRATION_TIMEOUT, host.invoke(Bytes::from(event))).await else {
         return message(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
@@ -408,6 +427,32 @@ mod tests {
         assert_eq!(json["cookies"], serde_json::json!(["a=1", "b=2"]));
         assert_eq!(json["queryStringParameters"]["x"], "a b");
         assert_eq!(json["requestContext"]["authorizer"]["jwt"]["claims"]["sub"], "alice");
+    }
+
+    #[test]
+    fn the_event_not_the_body_meets_lambdas_quota() {
+        let r = route("POST", "/purchases");
+        let event_bytes = |body: &[u8]| {
+            let event = build_event(EventInput {
+                route: &r,
+                path_parameters: HashMap::new(),
+                method: &Method::POST,
+                path: "/purchases",
+                query: "",
+                headers: &HeaderMap::new(),
+                body,
+                authorizer: None,
+                source_ip: "127.0.0.1".into(),
+            });
+            serde_json::to_vec(&event).unwrap().len()
+        };
+        assert!(event_bytes(&vec![b'x'; 6_000_000]) <= MAX_PAYLOAD_BYTES);
+        assert!(event_bytes(&vec![b'x'; 7_000_000]) > MAX_PAYLOAD_BYTES);
+        // A binary body travels base64: 4.8 MB of it is over 6 MiB of event.
+        assert!(event_bytes(&vec![0xff; 4_800_000]) > MAX_PAYLOAD_BYTES);
+        let refused = payload_too_large();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(refused.headers()["x-amzn-errortype"], "RequestEntityTooLargeException");
     }
 
     #[test]

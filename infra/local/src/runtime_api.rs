@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -33,6 +33,11 @@ pub enum Outcome {
     /// No instance was free to take it in time (Lambda would scale out or throttle).
     Throttled,
 }
+
+/// Lambda's payload quota for a synchronous invocation, its event and its response alike: 6 MB,
+/// which Lambda counts as 6 MiB ("Request must be smaller than 6291456 bytes for the
+/// InvokeFunction operation").
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
 /// How long an invocation may wait for a free instance before it is throttled.
 const WAIT_FOR_INSTANCE: Duration = Duration::from_secs(30);
@@ -225,6 +230,8 @@ fn router(instance: Arc<Instance>) -> Router {
         .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
         .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
         .route("/2018-06-01/runtime/init/error", post(init_error))
+        // A response may be as large as Lambda takes, not axum's default 2 MB.
+        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
         .with_state(instance)
 }
 

@@ -26,9 +26,8 @@ impl Counterparty {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        let valid_id = |id: &str| {
-            !id.is_empty() && id.len() <= 100 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
-        };
+        // The id rule, less ':' so that the text splits one way only.
+        let valid_id = |id: &str| crate::ids::is_valid(id) && !id.contains(':');
         match text.split_once(':') {
             Some(("merchant" | "miniapp", id)) if valid_id(id) => Some(Counterparty(text.to_owned())),
             None if text == "platform" => Some(Counterparty(text.to_owned())),
@@ -87,7 +86,7 @@ mod tests {
     fn counterparties() {
         assert_eq!(Counterparty::parse("merchant:m_1"), Some(Counterparty::merchant("m_1")));
         assert_eq!(Counterparty::parse("platform"), Some(Counterparty::platform()));
-        for bad in ["", "merchant:", "bank:x", "merchant:a b", "platform:x"] {
+        for bad in ["", "merchant:", "bank:x", "merchant:a b", "platform:x", "merchant:m:1"] {
             assert_eq!(Counterparty::parse(bad), None, "{bad}");
         }
     }

@@ -26,6 +26,7 @@ use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
+use crate::ids::MAX_ID_CHARS;
 use crate::keys::KeyService;
 use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
@@ -80,7 +81,7 @@ impl MiniAppsApi {
         if Counterparty::parse(&format!("miniapp:{app_id}")).is_none() {
             return Err(Problem::bad_request(
                 "invalid_miniapp_id",
-                "a mini-app id is 1 to 100 letters, digits, '_', '-' or '.'",
+                format!("a mini-app id is 1 to {MAX_ID_CHARS} letters, digits, '_', '-' or '.'"),
             ));
         }
         match route_key(&request) {

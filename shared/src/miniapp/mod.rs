@@ -207,7 +207,7 @@ impl Registration {
             )
         })?;
         Ok(Registration {
-            owner_merchant_id: json.owner_merchant_id,
+            owner_merchant_id: crate::ids::check("owner_merchant_id", &json.owner_merchant_id)?.to_owned(),
             server_url: server_url.trim_end_matches('/').to_owned(),
             interface: json.interface.validate(allow_http)?,
         })
@@ -332,9 +332,7 @@ pub const MAX_PARAMS_BYTES: usize = 4096;
 
 impl RequestJson {
     pub fn validate(self) -> Result<UserRequest, Problem> {
-        if self.session_id.is_empty() || self.session_id.len() > 100 {
-            return Err(invalid_session());
-        }
+        crate::ids::check("session_id", &self.session_id)?;
         let params = self.params.unwrap_or_else(|| json!({}));
         if !params.is_object() {
             return Err(Problem::bad_request("invalid_params", "params must be a JSON object"));

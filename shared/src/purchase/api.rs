@@ -61,7 +61,7 @@ struct RefundBody {
 }
 
 fn check_order_id(path: &str, body: Option<&str>) -> Result<(), Problem> {
-    match body {
+    match body.map(|named| crate::ids::check("order_id", named)).transpose()? {
         Some(named) if named != path => Err(Problem::bad_request(
             "order_id_mismatch",
             format!("the body names order {named:?} but the path names {path:?}"),

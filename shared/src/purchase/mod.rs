@@ -118,6 +118,7 @@ pub struct ValidPurchase {
 
 impl PurchaseRequest {
     pub fn validate(self) -> Result<ValidPurchase, Problem> {
+        crate::ids::check("merchant_id", &self.merchant_id)?;
         if self.product_id.is_empty() || self.product_id.len() > 100 || self.product_id.chars().any(char::is_control) {
             return Err(Problem::bad_request("invalid_product_id", "product_id must be 1 to 100 printable characters"));
         }
