@@ -192,7 +192,12 @@ mod tests {
     fn write(rule: &'static str) -> Write {
         Write::check(
             rule,
-            ConditionCheck::builder().table_name("t").condition_expression("x").build().expect("a check"),
+            ConditionCheck::builder()
+                .table_name("t")
+                .key("id", s("x"))
+                .condition_expression("x")
+                .build()
+                .expect("a check"),
         )
     }
 
