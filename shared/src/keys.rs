@@ -181,6 +181,26 @@ impl PreviousKey {
     }
 }
 
+/// The write that ends the grace of party `id`'s previous key now (a key suspected stolen need not
+/// stay valid until its rotation's grace ends): only if that key is still the previous one and
+/// still honoured, so it never touches a later rotation.
+pub fn end_grace_item(
+    table: &str,
+    id: &str,
+    previous: &PreviousKey,
+    now: i64,
+) -> Result<TransactWriteItem, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .key("id", s(id))
+        .update_expression("SET previous_until = :now")
+        .condition_expression("previous_key_id = :previous AND previous_until > :now")
+        .expression_attribute_values(":previous", s(&previous.key_id))
+        .expression_attribute_values(":now", n(now))
+        .build()?;
+    Ok(TransactWriteItem::builder().update(update).build())
+}
+
 /// The key id after `key_id` (`m_1.k1` -> `m_1.k2`).
 pub fn next_key_id(key_id: &str) -> Option<String> {
     let (owner, version) = key_id.rsplit_once(".k")?;

@@ -441,3 +441,29 @@ async fn an_app_key_rotates_and_our_calls_switch_after_the_grace() {
     assert_eq!(server_saw(after["request_id"].as_str().unwrap()).await["key_id"], rotated["key_id"]);
     assert_eq!(wallet(&user).await, Decimal::new(1100, 2));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn ending_an_app_rotations_grace_switches_our_calls_to_the_new_key_at_once() {
+    let env = Env::get();
+    let app = app().await;
+    let keys = format!("/miniapps/{}/keys", app.id);
+    let (_, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
+    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
+    env.http().post(format!("{}/_sim/apps", env.stack.miniapp_simulator_url)).json(&grant).send().await.unwrap();
+    let user = funded_user("20.00").await;
+    let session = session(&user, &app.id).await;
+    let (_, during) = request(&user, &app.id, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!(server_saw(during["request_id"].as_str().unwrap()).await["key_id"], rotated["previous_key_id"]);
+
+    let (status, ended) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, &ended["previous_key_id"]), (StatusCode::OK, &rotated["previous_key_id"]), "{ended}");
+    let (status, after) = request(&user, &app.id, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{after}");
+    assert_eq!(server_saw(after["request_id"].as_str().unwrap()).await["key_id"], rotated["key_id"]);
+    assert_eq!(wallet(&user).await, Decimal::new(1100, 2));
+    let (status, again) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("no_rotation_in_grace")));
+    let audit = env.partition("AuditTable", "resource", &format!("miniapp/{}", app.id)).await;
+    assert!(audit.iter().any(|i| i["action"].as_s().unwrap() == "miniapp.end_key_grace"));
+}

@@ -316,3 +316,76 @@ async fn a_terminal_key_rotates_with_a_grace_for_the_old_one() {
     assert_eq!((status, refused["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
     assert_eq!(present_code(&new, &phone, "1.00", 4).await.0, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn ending_a_terminal_rotations_grace_stops_its_old_key_at_once() {
+    let env = Env::get();
+    let old = till().await;
+    let phone = enrolled_phone("50.00").await;
+    let terminal = old.key_id.split_once('.').unwrap().0.to_owned();
+    let keys = format!("/merchants/{}/terminals/{terminal}/keys", old.merchant);
+    let (_, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
+    let new = Till {
+        merchant: old.merchant.clone(),
+        key_id: rotated["key_id"].as_str().unwrap().to_owned(),
+        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
+    };
+    assert_eq!(present_code(&old, &phone, "1.00", 1).await.0, StatusCode::ACCEPTED, "the old key during the grace");
+
+    let (status, ended) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, ended["previous_key_id"].as_str()), (StatusCode::OK, Some(old.key_id.as_str())), "{ended}");
+    let (status, refused) = present_code(&old, &phone, "1.00", 2).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
+    assert_eq!(present_code(&new, &phone, "1.00", 3).await.0, StatusCode::ACCEPTED);
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", old.merchant)).await;
+    assert!(audit.iter().any(|i| i["action"].as_s().unwrap() == "terminal.end_key_grace"));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_suspended_terminals_codes_are_refused_and_nothing_is_recorded() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("50.00").await;
+    let terminal = till.key_id.split_once('.').unwrap().0.to_owned();
+    let status_path = format!("/merchants/{}/terminals/{terminal}/status", till.merchant);
+    let (status, suspended) = env.admin_post(&status_path, &json!({"status": "suspended"}), None).await;
+    assert_eq!((status, suspended["status"].as_str()), (StatusCode::OK, Some("suspended")), "{suspended}");
+
+    // Presented with a known Idempotency-Key, to look for its record afterwards.
+    let key = unique("key");
+    let body = json!({"amount": {"amount": "5.00", "currency": "USD"}, "code": code(&phone, 1, superpay::clock::now_epoch_seconds())})
+        .to_string();
+    let request = env.http().post(env.url("/offline/payments")).header("idempotency-key", &key);
+    let refused = env.signed(request, &till.master, &till.key_id, "/offline/payments", &body).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.json::<Value>().await.unwrap()["code"], "terminal_inactive");
+    // Nothing recorded: no answer kept for the key, the code's counter unspent, the reserve whole.
+    let scope = superpay::idempotency::Scope {
+        caller: format!("terminal:{terminal}"),
+        route: "POST /offline/payments".into(),
+        key: superpay::idempotency::IdempotencyKey::parse(Some(&key)).unwrap(),
+    };
+    assert!(env.partition("IdempotencyTable", "id", &scope.record_id()).await.is_empty());
+    assert!(env.partition("OfflineCodesTable", "id", &format!("{}#1", phone.key_id)).await.is_empty());
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(5000, 2));
+
+    // Active again, the same code pays: it was never spent.
+    let (status, active) = env.admin_post(&status_path, &json!({"status": "active"}), None).await;
+    assert_eq!((status, active["status"].as_str()), (StatusCode::OK, Some("active")));
+    let (status, accepted) = present_code(&till, &phone, "5.00", 1).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    until_state(&till, accepted["id"].as_str().unwrap(), "settled").await;
+
+    // Another merchant's terminal is unknown; a status must be one of the two.
+    let other = merchant_named("Elsewhere").await.id;
+    let foreign = format!("/merchants/{other}/terminals/{terminal}/status");
+    let (status, unknown) = env.admin_post(&foreign, &json!({"status": "suspended"}), None).await;
+    assert_eq!((status, unknown["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_terminal")));
+    let (status, bad) = env.admin_post(&status_path, &json!({"status": "revoked"}), None).await;
+    assert_eq!((status, bad["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_status")));
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", till.merchant)).await;
+    let changes = audit.iter().filter(|i| i["action"].as_s().unwrap() == "terminal.status").count();
+    assert_eq!(changes, 2, "each change audited, the refused ones not");
+}
