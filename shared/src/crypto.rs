@@ -6,6 +6,9 @@
 //!   request (method, path, timestamp, nonce, key id, body hash), accepted within a tolerance window,
 //!   each nonce once (the nonce store lives with the caller, in DynamoDB).
 //! - Orders travel sealed with AES-256-GCM; the associated data binds what the ciphertext is about.
+//! - Tokens that must be stable yet unguessable (a user's pseudonym per mini-app; later, partner-
+//!   scoped tokens) are one primitive, `keyed_token`: HMAC-SHA256 under a key derived from the
+//!   server's token secret for the token's purpose.
 //! - Key material lives in `Secret`, which cannot be printed or logged by accident.
 
 use aws_lc_rs::{aead, digest, hkdf, hmac, rand};
@@ -89,11 +92,45 @@ impl hkdf::KeyType for Len32 {
 }
 
 pub fn derive(master: &Key, purpose: Purpose) -> Key {
+    expand(master, purpose.label())
+}
+
+fn expand(master: &Key, label: &[u8]) -> Key {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"superpay").extract(master.expose());
-    let info = [purpose.label()];
+    let info = [label];
     let mut key = [0u8; 32];
     prk.expand(&info, Len32).and_then(|okm| okm.fill(&mut key)).expect("32 bytes is a valid HKDF-SHA256 length");
     Secret(key)
+}
+
+/// What a keyed token names. Its own enum, not a `Purpose`: a token key is derived from the
+/// server's token secret (`crate::keys::TokenSecret`), never from a party's key, and the label
+/// keeps each kind of token apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    /// The user as one mini-app's server knows them (`crate::miniapp::app_user`).
+    MiniAppPseudonym,
+}
+
+impl TokenPurpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            TokenPurpose::MiniAppPseudonym => b"superpay/v1/token/miniapp-pseudonym",
+        }
+    }
+}
+
+/// A stable token for `parts` that only the holder of `secret` can compute or check: HMAC-SHA256
+/// under the key derived from `secret` for `purpose`, over the length-prefixed parts (so no
+/// separator inside a part can make two inputs collide), 128 bits in hex.
+pub fn keyed_token(secret: &Key, purpose: TokenPurpose, parts: &[&str]) -> String {
+    let key = expand(secret, purpose.label());
+    let mut context = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key.expose()));
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    hex::encode(&context.sign().as_ref()[..16])
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -249,6 +286,19 @@ mod tests {
         assert_ne!(signing, derive(&master, Purpose::OrderEncryption));
         assert_ne!(signing.expose(), master.expose());
         assert_eq!(format!("{signing:?}"), "Secret([redacted])");
+    }
+
+    #[test]
+    fn keyed_tokens_are_stable_per_input_and_need_the_secret() {
+        let secret = Key::random();
+        let token = keyed_token(&secret, TokenPurpose::MiniAppPseudonym, &["a_1", "alice"]);
+        assert_eq!(token.len(), 32);
+        assert_eq!(token, keyed_token(&secret, TokenPurpose::MiniAppPseudonym, &["a_1", "alice"]));
+        assert_ne!(token, keyed_token(&secret, TokenPurpose::MiniAppPseudonym, &["a_2", "alice"]));
+        assert_ne!(token, keyed_token(&Key::random(), TokenPurpose::MiniAppPseudonym, &["a_1", "alice"]));
+        // Parts are length-prefixed: moving a boundary is another input.
+        assert_ne!(token, keyed_token(&secret, TokenPurpose::MiniAppPseudonym, &["a_1a", "lice"]));
+        assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]

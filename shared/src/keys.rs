@@ -1,6 +1,7 @@
 //! The key service port: envelope encryption of party secrets with KMS. A party's master key is a
 //! KMS data key: only its ciphertext is stored, bound by an encryption context to its owner, and
-//! the plaintext exists only in memory (in a `Secret`).
+//! the plaintext exists only in memory (in a `Secret`). The server's own token secret is one too
+//! (`TokenSecret`).
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
@@ -181,6 +182,24 @@ impl PreviousKey {
     }
 }
 
+/// Rule: the party's previous key is still in its rotation's grace.
+pub const GRACE_RUNNING: &str = "keys.grace_running";
+
+/// The write that ends the grace of party `id`'s previous key now (a key suspected stolen need not
+/// stay valid until its rotation's grace ends): only if that key is still the previous one and
+/// still honoured, so it never touches a later rotation.
+pub fn end_grace_item(table: &str, id: &str, previous: &PreviousKey, now: i64) -> Result<Write, StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .key("id", s(id))
+        .update_expression("SET previous_until = :now")
+        .condition_expression("previous_key_id = :previous AND previous_until > :now")
+        .expression_attribute_values(":previous", s(&previous.key_id))
+        .expression_attribute_values(":now", n(now))
+        .build()?;
+    Ok(Write::update(GRACE_RUNNING, update))
+}
+
 /// The key id after `key_id` (`m_1.k1` -> `m_1.k2`).
 pub fn next_key_id(key_id: &str) -> Option<String> {
     let (owner, version) = key_id.rsplit_once(".k")?;
@@ -215,6 +234,75 @@ pub fn rotation_item(
         .expression_attribute_values(":now", n(now))
         .build()?;
     Ok(Write::update("keys.no_rotation_in_grace", update))
+}
+
+/// Whom KMS binds the token secret to (its encryption context), as `merchant/<id>` is a merchant's.
+pub const TOKEN_SECRET_OWNER: &str = "platform/token-secret";
+/// The token secret's item in `ServerSecretsTable` (partition `id`).
+pub const TOKEN_SECRET_ID: &str = "token-secret";
+
+/// The server's secret that keyed tokens are derived under (`crate::crypto::keyed_token`): a KMS
+/// data key like a party's, its ciphertext kept in `ServerSecretsTable`. It is made once, by the
+/// first function instance that needs it (a conditional put: a racing instance uses the winner's),
+/// never replaced after, so the tokens it keys never change; no deploy step has to make it, and
+/// no redeploy can change it by accident. Unwrapped once per instance and kept in memory only.
+pub struct TokenSecret {
+    dynamodb: aws_sdk_dynamodb::Client,
+    table: String,
+    keys: KeyService,
+    secret: tokio::sync::OnceCell<Key>,
+}
+
+impl TokenSecret {
+    pub fn new(dynamodb: aws_sdk_dynamodb::Client, table: impl Into<String>, keys: KeyService) -> Self {
+        TokenSecret { dynamodb, table: table.into(), keys, secret: tokio::sync::OnceCell::new() }
+    }
+
+    pub async fn get(&self) -> Result<&Key, StoreError> {
+        self.secret.get_or_try_init(|| self.load_or_make()).await
+    }
+
+    async fn load_or_make(&self) -> Result<Key, StoreError> {
+        if let Some(ciphertext) = self.stored().await? {
+            return self.keys.decrypt(TOKEN_SECRET_OWNER, &ciphertext).await;
+        }
+        let made = self.keys.generate(TOKEN_SECRET_OWNER).await?;
+        let put = self
+            .dynamodb
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(TOKEN_SECRET_ID))
+            .item("ciphertext", AttributeValue::B(Blob::new(made.ciphertext)))
+            .item("created_at", n(crate::clock::now_epoch_seconds()))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(made.key),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let ciphertext =
+                    self.stored().await?.ok_or_else(|| StoreError("the token secret vanished after its put".into()))?;
+                self.keys.decrypt(TOKEN_SECRET_OWNER, &ciphertext).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn stored(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(TOKEN_SECRET_ID))
+            .consistent_read(true)
+            .send()
+            .await?;
+        match output.item().map(|item| item.get("ciphertext")) {
+            None => Ok(None),
+            Some(Some(AttributeValue::B(blob))) => Ok(Some(blob.as_ref().to_vec())),
+            Some(_) => Err(StoreError("the stored token secret has no ciphertext".into())),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,18 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     assert_eq!(invoke("MerchantsFunction", "merchants/rotate-key-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("MerchantsFunction", "merchants/rotate-terminal-key-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("MerchantsFunction", "merchants/rotate-miniapp-key-unknown.json").await["statusCode"], 404);
+    // The seeded parties have no rotation in its grace: there is none to end.
+    for file in [
+        "merchants/end-key-grace.json",
+        "merchants/end-terminal-key-grace.json",
+        "merchants/end-miniapp-key-grace.json",
+    ] {
+        let ended = invoke("MerchantsFunction", file).await;
+        assert_eq!(ended["statusCode"], 409, "{file}: {ended}");
+        let body: Value = serde_json::from_str(ended["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["code"], "no_rotation_in_grace", "{file}");
+    }
+    assert_eq!(invoke("MerchantsFunction", "merchants/terminal-status-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("ConversationsFunction", "conversations/messages.json").await["statusCode"], 200);
     assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 400);
     assert_eq!(invoke("DevicesFunction", "devices/get-unknown.json").await["statusCode"], 404);

@@ -140,7 +140,8 @@ async fn a_user_verifies_an_app_opens_it_buys_once_and_the_conversation_shows_it
     let request_id = bought["request_id"].as_str().unwrap().to_owned();
     let seen = told(&request_id).await;
     assert_eq!(seen["received"], 1);
-    assert_eq!(seen["request"]["user"], superpay::miniapp::app_user(&app.id, &user));
+    let pseudonym = seen["request"]["user"].as_str().unwrap();
+    assert!(pseudonym.starts_with("u_") && !pseudonym.contains(&user), "{pseudonym}");
     assert_eq!(seen["request"]["approved_amount"], json!({"amount": "4.50", "currency": "USD"}));
     assert_eq!(
         (seen["outcomes"][0]["outcome"].as_str(), seen["outcomes"][0]["amount"]["amount"].as_str()),
@@ -440,4 +441,62 @@ async fn an_app_key_rotates_and_our_calls_switch_after_the_grace() {
     assert_eq!(status, StatusCode::CREATED, "{after}");
     assert_eq!(server_saw(after["request_id"].as_str().unwrap()).await["key_id"], rotated["key_id"]);
     assert_eq!(wallet(&user).await, Decimal::new(1100, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn ending_an_app_rotations_grace_switches_our_calls_to_the_new_key_at_once() {
+    let env = Env::get();
+    let app = app().await;
+    let keys = format!("/miniapps/{}/keys", app.id);
+    let (_, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
+    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
+    env.http().post(format!("{}/_sim/apps", env.stack.miniapp_simulator_url)).json(&grant).send().await.unwrap();
+    let user = funded_user("20.00").await;
+    let session = session(&user, &app.id).await;
+    let (_, during) = request(&user, &app.id, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!(server_saw(during["request_id"].as_str().unwrap()).await["key_id"], rotated["previous_key_id"]);
+
+    let (status, ended) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, &ended["previous_key_id"]), (StatusCode::OK, &rotated["previous_key_id"]), "{ended}");
+    let (status, after) = request(&user, &app.id, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{after}");
+    assert_eq!(server_saw(after["request_id"].as_str().unwrap()).await["key_id"], rotated["key_id"]);
+    assert_eq!(wallet(&user).await, Decimal::new(1100, 2));
+    let (status, again) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("no_rotation_in_grace")));
+    let audit = env.partition("AuditTable", "resource", &format!("miniapp/{}", app.id)).await;
+    assert!(audit.iter().any(|i| i["action"].as_s().unwrap() == "miniapp.end_key_grace"));
+}
+
+/// The user as `app`'s server saw them in a free request.
+async fn pseudonym(user: &str, app: &str) -> String {
+    let points =
+        json!({"session_id": session(user, app).await, "action": "points", "params": {"item": "loyalty-points"}});
+    let (status, answered) = request(user, app, &points, &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{answered}");
+    server_saw(answered["request_id"].as_str().unwrap()).await["request"]["user"].as_str().unwrap().to_owned()
+}
+
+/// The pseudonym as it was before issue 9: an unkeyed hash anyone could recompute from a user id.
+fn unkeyed_pseudonym(app: &str, user: &str) -> String {
+    let mut input = Vec::new();
+    for part in [app, user] {
+        input.extend((part.len() as u64).to_be_bytes());
+        input.extend(part.as_bytes());
+    }
+    format!("u_{}", &superpay::crypto::sha256_hex(&input)[..24])
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn pseudonyms_are_keyed_stable_per_app_and_differ_across_apps_and_users() {
+    let (first, second) = (app().await, app().await);
+    let (user, other) = (funded_user("1.00").await, funded_user("1.00").await);
+    let seen = pseudonym(&user, &first.id).await;
+    assert_eq!(seen, pseudonym(&user, &first.id).await, "stable for one app and user");
+    assert_ne!(seen, pseudonym(&user, &second.id).await, "another app cannot link the user");
+    assert_ne!(seen, pseudonym(&other, &first.id).await);
+    assert!(seen.starts_with("u_") && seen.len() == 34 && !seen.contains(&user), "{seen}");
+    assert!(!seen.starts_with(&unkeyed_pseudonym(&first.id, &user)), "keyed, not the old recomputable hash");
 }

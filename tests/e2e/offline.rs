@@ -27,6 +27,18 @@ pub struct Phone {
     key: DeviceKey,
 }
 
+impl Till {
+    /// The same terminal holding the new key of a rotation's answer.
+    fn rotated(&self, rotation: &Value) -> Till {
+        Till {
+            merchant: self.merchant.clone(),
+            id: self.id.clone(),
+            key_id: rotation["key_id"].as_str().unwrap().to_owned(),
+            master: Key::from_base64(rotation["secret"].as_str().unwrap()).unwrap(),
+        }
+    }
+}
+
 pub async fn till() -> Till {
     let env = Env::get();
     // Its product server is the simulator, which knows its key to check our webhooks' signatures.
@@ -337,16 +349,75 @@ async fn a_terminal_key_rotates_with_a_grace_for_the_old_one() {
     let path = format!("/merchants/{}/terminals/{}/keys", old.merchant, old.id);
     let (_, rotated) = env.admin_post(&path, &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
     assert_eq!(rotated["previous_key_id"], old.key_id.as_str(), "{rotated}");
-    let new = Till {
-        merchant: old.merchant.clone(),
-        id: old.id.clone(),
-        key_id: rotated["key_id"].as_str().unwrap().to_owned(),
-        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
-    };
+    let new = old.rotated(&rotated);
     assert_eq!(present_code(&old, &phone, "1.00", 1).await.0, StatusCode::ACCEPTED, "the old key during the grace");
     assert_eq!(present_code(&new, &phone, "1.00", 2).await.0, StatusCode::ACCEPTED);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (status, refused) = present_code(&old, &phone, "1.00", 3).await;
     assert_eq!((status, refused["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
     assert_eq!(present_code(&new, &phone, "1.00", 4).await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn ending_a_terminal_rotations_grace_stops_its_old_key_at_once() {
+    let env = Env::get();
+    let old = till().await;
+    let phone = enrolled_phone("50.00").await;
+    let keys = format!("/merchants/{}/terminals/{}/keys", old.merchant, old.id);
+    let (_, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
+    let new = old.rotated(&rotated);
+    assert_eq!(present_code(&old, &phone, "1.00", 1).await.0, StatusCode::ACCEPTED, "the old key during the grace");
+
+    let (status, ended) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, ended["previous_key_id"].as_str()), (StatusCode::OK, Some(old.key_id.as_str())), "{ended}");
+    let (status, refused) = present_code(&old, &phone, "1.00", 2).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")));
+    assert_eq!(present_code(&new, &phone, "1.00", 3).await.0, StatusCode::ACCEPTED);
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", old.merchant)).await;
+    assert!(audit.iter().any(|i| i["action"].as_s().unwrap() == "terminal.end_key_grace"));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_suspended_terminals_codes_are_refused_and_nothing_is_recorded() {
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone("50.00").await;
+    let status_path = format!("/merchants/{}/terminals/{}/status", till.merchant, till.id);
+    let (status, suspended) = env.admin_post(&status_path, &json!({"status": "suspended"}), None).await;
+    assert_eq!((status, suspended["status"].as_str()), (StatusCode::OK, Some("suspended")), "{suspended}");
+
+    // Presented with a known Idempotency-Key, to look for its record afterwards.
+    let key = unique("key");
+    let now = superpay::clock::now_epoch_seconds();
+    let (status, refused) = present_with_key(&till, "5.00", &code(&phone, 1, now), &key).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("terminal_inactive")));
+    // Nothing recorded: no answer kept for the key, the code's counter unspent, the reserve whole.
+    let scope = superpay::idempotency::Scope {
+        caller: format!("terminal:{}", till.id),
+        route: "POST /offline/payments".into(),
+        key: superpay::idempotency::IdempotencyKey::parse(Some(&key)).unwrap(),
+    };
+    assert!(env.partition("IdempotencyTable", "id", &scope.record_id()).await.is_empty());
+    assert!(env.partition("OfflineCodesTable", "id", &format!("{}#1", phone.key_id)).await.is_empty());
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(5000, 2));
+
+    // Active again, the same code pays: it was never spent.
+    let (status, active) = env.admin_post(&status_path, &json!({"status": "active"}), None).await;
+    assert_eq!((status, active["status"].as_str()), (StatusCode::OK, Some("active")));
+    let (status, accepted) = present_code(&till, &phone, "5.00", 1).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    until_state(&till, accepted["id"].as_str().unwrap(), "settled").await;
+
+    // Another merchant's terminal is unknown; a status must be one of the two.
+    let other = merchant_named("Elsewhere").await.id;
+    let foreign = format!("/merchants/{other}/terminals/{}/status", till.id);
+    let (status, unknown) = env.admin_post(&foreign, &json!({"status": "suspended"}), None).await;
+    assert_eq!((status, unknown["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_terminal")));
+    let (status, bad) = env.admin_post(&status_path, &json!({"status": "revoked"}), None).await;
+    assert_eq!((status, bad["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_status")));
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", till.merchant)).await;
+    let changes = audit.iter().filter(|i| i["action"].as_s().unwrap() == "terminal.status").count();
+    assert_eq!(changes, 2, "each change audited, the refused ones not");
 }

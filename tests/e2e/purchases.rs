@@ -380,3 +380,56 @@ async fn a_rotated_key_takes_over_without_downtime() {
             .any(|i| i.get("action").and_then(|a| a.as_s().ok()).map(String::as_str) == Some("merchant.rotate_key"))
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn ending_a_rotations_grace_stops_the_old_key_at_once() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("50.00").await;
+    let keys = format!("/merchants/{}/keys", shop.id);
+    let end = format!("{keys}/end-grace");
+    let (status, none) = env.admin_post(&end, &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, none["code"].as_str()), (StatusCode::CONFLICT, Some("no_rotation_in_grace")), "{none}");
+
+    // A rotation with the default grace (a day), the new key installed beside the old one.
+    let (_, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
+    let new_key = TestMerchant {
+        id: shop.id.clone(),
+        key_id: rotated["key_id"].as_str().unwrap().into(),
+        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
+    };
+    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
+    env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
+    let (_, waiting) = buy(&user, &purchase(&shop, "pending-tea", "2.00"), &unique("key")).await;
+    let waiting = waiting["id"].as_str().unwrap().to_owned();
+    assert_eq!(seen_by_merchant(&waiting).await["key_id"], shop.key_id.as_str(), "ours sign with the old key");
+
+    let key = unique("key");
+    let (status, ended) = env.admin_post(&end, &json!({}), Some(&key)).await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    assert_eq!(
+        (ended["key_id"].as_str(), ended["previous_key_id"].as_str()),
+        (Some(new_key.key_id.as_str()), Some(shop.key_id.as_str()))
+    );
+    assert!(ended["previous_valid_until"].as_i64().unwrap() <= superpay::clock::now_epoch_seconds());
+
+    // At once, not after the day: the old key is refused, the new one taken, ours sign with it.
+    assert_eq!(callback(&shop, &waiting, "confirm", Clone::clone).await.1["code"], "signature_invalid");
+    assert_eq!(callback(&new_key, &waiting, "confirm", Clone::clone).await.0, StatusCode::OK);
+    let (status, after) = buy(&user, &purchase(&shop, "green-tea", "3.00"), &unique("key")).await;
+    assert_eq!((status, after["state"].as_str()), (StatusCode::CREATED, Some("paid")), "{after}");
+    assert_eq!(seen_by_merchant(after["id"].as_str().unwrap()).await["key_id"], new_key.key_id.as_str());
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(500, 2));
+
+    // A retry replays the answer; there is no grace left to end; the next rotation may start.
+    let (status, replay) = env.admin_post(&end, &json!({}), Some(&key)).await;
+    assert_eq!((status, &replay), (StatusCode::OK, &ended));
+    let (status, again) = env.admin_post(&end, &json!({}), Some(&unique("key"))).await;
+    assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("no_rotation_in_grace")));
+    let (status, next) = env.admin_post(&keys, &json!({"grace_seconds": 60}), Some(&unique("key"))).await;
+    assert_eq!((status, next["previous_key_id"].as_str()), (StatusCode::CREATED, Some(new_key.key_id.as_str())));
+    let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", shop.id)).await;
+    let ends = audit.iter().filter(|i| i["action"].as_s().unwrap() == "merchant.end_key_grace").count();
+    assert_eq!(ends, 1, "one end, however often it was asked");
+}

@@ -129,3 +129,33 @@ async fn refunds_of_unpaid_foreign_or_missigned_orders_are_refused() {
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(500, 2), "no refusal moved money");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1500, 2));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_suspended_merchant_refunds_nothing() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("20.00").await;
+    let (_, paid) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &unique("key")).await;
+    let id = paid["id"].as_str().unwrap().to_owned();
+    let before_key = unique("refund");
+    let (status, before) = refund(&shop, &id, "1.00", &before_key).await;
+    assert_eq!(status, StatusCode::CREATED, "{before}");
+
+    let status_path = format!("/merchants/{}/status", shop.id);
+    env.admin_post(&status_path, &json!({"status": "suspended"}), None).await;
+    let (status, refused) = refund(&shop, &id, "2.00", &unique("refund")).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("merchant_inactive")), "{refused}");
+    // A retry of the refund made before the suspension is answered as the first time, and pays once.
+    let (status, again) = refund(&shop, &id, "1.00", &before_key).await;
+    assert_eq!((status, again["refund_id"].clone()), (StatusCode::CREATED, before["refund_id"].clone()));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1600, 2), "no money moved for the refusal");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(400, 2));
+    let order = env.get_json(&format!("/purchases/{id}"), &env.token(&user, &[])).await;
+    assert_eq!(order["refundable"], "4.00");
+
+    // Active again, it may refund.
+    env.admin_post(&status_path, &json!({"status": "active"}), None).await;
+    assert_eq!(refund(&shop, &id, "2.00", &unique("refund")).await.0, StatusCode::CREATED);
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1800, 2));
+}

@@ -2,7 +2,8 @@
 //! merchant whose product server is the simulator with a till terminal, and the demo user's funded
 //! wallet and offline reserve, and a demo mini-app of that merchant whose server is the mini-app simulator.
 //! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
-//! every start, since moto forgets KMS keys between runs (README).
+//! every start, since moto forgets KMS keys between runs (README); for the same reason the server's
+//! token secret is forgotten, and the first function that needs it makes a fresh one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,6 +101,7 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
         };
         store.publish(&first, None, vec![]).await.map_err(|e| e.to_string())?;
     }
+    forget_token_secret(stack).await?;
     for merchant in seed.merchants {
         seed_merchant(stack, merchant).await?;
     }
@@ -147,6 +149,22 @@ async fn replace(stack: &Stack, table: &str, id: &str, create: superpay::dynamo:
         .await
         .map_err(|e| e.to_string())?;
     superpay::dynamo::transact(&dynamodb, vec![create]).await.map_err(|e| e.to_string())
+}
+
+/// Deletes the token secret (`superpay::keys::TokenSecret`) an earlier run wrapped with a KMS key
+/// moto no longer has; mini-app pseudonyms change at each local start, as party keys do.
+async fn forget_token_secret(stack: &Stack) -> Result<(), String> {
+    stack
+        .info
+        .dynamodb()
+        .await
+        .delete_item()
+        .table_name(table_of(stack, "ServerSecretsTable")?)
+        .key("id", AttributeValue::S(superpay::keys::TOKEN_SECRET_ID.to_owned()))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Result<(), String> {

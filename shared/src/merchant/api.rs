@@ -4,8 +4,10 @@
 //! - `GET  /merchants/{id}`          the merchant (never its key)
 //! - `POST /merchants/{id}/status`   `{"status": "active" | "suspended"}`
 //! - `POST /merchants/{id}/terminals` register a till terminal; the answer shows its key once
+//! - `POST /merchants/{id}/terminals/{terminal}/status` `{"status": "active" | "suspended"}`
 //! - `POST /merchants/{id}/keys`, `POST /merchants/{id}/terminals/{terminal}/keys`,
 //!   `POST /miniapps/{id}/keys`      rotate a key; the answer shows the new key once
+//! - `POST .../keys/end-grace` (each of the three) end the previous key's grace now
 //! - `POST /miniapps`                register a merchant's mini-app; the answer shows its key once
 //! - `GET  /miniapps/{id}`           the mini-app (never its key)
 //! - `POST /miniapps/{id}/status`    `{"status": "active" | "suspended" | "revoked"}` (revoked is final)
@@ -16,18 +18,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::store::MerchantStore;
-use super::terminal::{Terminal, TerminalStore};
+use super::terminal::{Terminal, TerminalStore, unknown_terminal};
 use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
 use crate::Problem;
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_millis;
-use crate::dynamo::{TransactError, Write, transact};
+use crate::dynamo::{Write, transact};
 use crate::http::{body_bytes, json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight};
-use crate::keys::{KeyService, MAX_ROTATION_GRACE_SECONDS, PreviousKey, StoredKey, next_key_id, rotation_item};
+use crate::keys::{
+    GRACE_RUNNING, KeyService, MAX_ROTATION_GRACE_SECONDS, PreviousKey, StoredKey, end_grace_item, next_key_id,
+    rotation_item,
+};
 use crate::miniapp::store::MiniAppStore;
 use crate::miniapp::{MiniApp, MiniAppStatus, unknown_miniapp};
 
@@ -73,11 +78,36 @@ fn view(merchant: &Merchant) -> Value {
     })
 }
 
-/// A party whose key is being rotated, as read inside the rotation's run.
+/// Whose key a key route acts on.
+#[derive(Debug, Clone, Copy)]
+enum KeyParty {
+    Merchant,
+    Terminal,
+    MiniApp,
+}
+
+impl KeyParty {
+    fn rotate_action(self) -> &'static str {
+        match self {
+            KeyParty::Merchant => "merchant.rotate_key",
+            KeyParty::Terminal => "terminal.rotate_key",
+            KeyParty::MiniApp => "miniapp.rotate_key",
+        }
+    }
+
+    fn end_grace_action(self) -> &'static str {
+        match self {
+            KeyParty::Merchant => "merchant.end_key_grace",
+            KeyParty::Terminal => "terminal.end_key_grace",
+            KeyParty::MiniApp => "miniapp.end_key_grace",
+        }
+    }
+}
+
+/// A party whose key a key route acts on, as read inside the route's run.
 struct KeyHolder {
     /// The audit log's partition.
     resource: String,
-    action: &'static str,
     /// Whom KMS binds the key to.
     owner: String,
     location: String,
@@ -105,6 +135,21 @@ fn rotation_in_progress(id: &str) -> Problem {
         "rotation_in_progress",
         format!("{id} still honours its previous key; rotate again once its grace has ended"),
     )
+}
+
+fn no_rotation_in_grace(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "no_rotation_in_grace",
+        format!("{id} honours no previous key: no rotation is in its grace, so there is none to end"),
+    )
+}
+
+/// A merchant's or terminal's new status, from the body.
+fn parse_status(request: &Request) -> Result<MerchantStatus, Problem> {
+    let StatusChange { status } = json_body(request)?;
+    MerchantStatus::parse(&status)
+        .ok_or_else(|| Problem::bad_request("invalid_status", "status must be \"active\" or \"suspended\""))
 }
 
 fn already_registered(code: &'static str, id: &str) -> (&'static str, String) {
@@ -139,66 +184,17 @@ impl MerchantsApi {
             }
             "POST /merchants/{id}/status" => self.set_status(&request, &caller).await,
             "POST /merchants/{id}/terminals" => self.register_terminal(&request, &caller).await,
-            "POST /merchants/{id}/keys" => {
-                let id = path_parameter(&request, "id")?;
-                self.rotate_key(&request, &caller, || async {
-                    let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
-                    Ok(KeyHolder {
-                        resource: format!("merchant/{id}"),
-                        action: "merchant.rotate_key",
-                        owner: Merchant::key_owner(id),
-                        location: format!("/merchants/{id}"),
-                        table: self.merchants.table().to_owned(),
-                        id: merchant.id,
-                        key_id: merchant.key_id,
-                        ciphertext: merchant.key_ciphertext,
-                        previous: merchant.previous_key,
-                    })
-                })
-                .await
-            }
+            "POST /merchants/{id}/terminals/{terminal}/status" => self.set_terminal_status(&request, &caller).await,
+            "POST /merchants/{id}/keys" => self.rotate_key(&request, &caller, KeyParty::Merchant).await,
             "POST /merchants/{id}/terminals/{terminal}/keys" => {
-                let (merchant_id, id) = (path_parameter(&request, "id")?, path_parameter(&request, "terminal")?);
-                self.rotate_key(&request, &caller, || async {
-                    // Another merchant's terminal is as unknown as a missing one.
-                    let terminal = self
-                        .terminals
-                        .get(id)
-                        .await?
-                        .filter(|t| t.merchant_id == merchant_id)
-                        .ok_or_else(|| Problem::not_found("unknown_terminal", format!("no terminal {id:?}")))?;
-                    Ok(KeyHolder {
-                        resource: format!("merchant/{merchant_id}"),
-                        action: "terminal.rotate_key",
-                        owner: Terminal::key_owner(id),
-                        location: format!("/merchants/{merchant_id}/terminals/{id}"),
-                        table: self.terminals.table().to_owned(),
-                        id: terminal.id,
-                        key_id: terminal.key_id,
-                        ciphertext: terminal.key_ciphertext,
-                        previous: terminal.previous_key,
-                    })
-                })
-                .await
+                self.rotate_key(&request, &caller, KeyParty::Terminal).await
             }
-            "POST /miniapps/{id}/keys" => {
-                let id = path_parameter(&request, "id")?;
-                self.rotate_key(&request, &caller, || async {
-                    let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
-                    Ok(KeyHolder {
-                        resource: format!("miniapp/{id}"),
-                        action: "miniapp.rotate_key",
-                        owner: MiniApp::key_owner(id),
-                        location: format!("/miniapps/{id}"),
-                        table: self.miniapps.table().to_owned(),
-                        id: app.id,
-                        key_id: app.key_id,
-                        ciphertext: app.key_ciphertext,
-                        previous: app.previous_key,
-                    })
-                })
-                .await
+            "POST /miniapps/{id}/keys" => self.rotate_key(&request, &caller, KeyParty::MiniApp).await,
+            "POST /merchants/{id}/keys/end-grace" => self.end_grace(&request, &caller, KeyParty::Merchant).await,
+            "POST /merchants/{id}/terminals/{terminal}/keys/end-grace" => {
+                self.end_grace(&request, &caller, KeyParty::Terminal).await
             }
+            "POST /miniapps/{id}/keys/end-grace" => self.end_grace(&request, &caller, KeyParty::MiniApp).await,
             "POST /miniapps" => self.register_miniapp(&request, &caller).await,
             "GET /miniapps/{id}" => {
                 let id = path_parameter(&request, "id")?;
@@ -244,13 +240,9 @@ impl MerchantsApi {
     /// A new key for a merchant, terminal or mini-app, shown once (the answer kept for replays
     /// has no secret). The previous key stays honoured for `grace_seconds` (default a day): the
     /// party may still sign with it, and we keep signing our calls to the party with it, so the
-    /// party has that long to install the new one. `load` reads the party inside the key's run, so
+    /// party has that long to install the new one. The party is read inside the key's run, so
     /// that a replay answers as the first time.
-    async fn rotate_key<L, Fut>(&self, request: &Request, caller: &Caller, load: L) -> Result<Response<Body>, Problem>
-    where
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = Result<KeyHolder, Problem>>,
-    {
+    async fn rotate_key(&self, request: &Request, caller: &Caller, party: KeyParty) -> Result<Response<Body>, Problem> {
         let Rotation { grace_seconds } =
             if body_bytes(request).is_empty() { Rotation { grace_seconds: None } } else { json_body(request)? };
         let grace = grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
@@ -262,7 +254,7 @@ impl MerchantsApi {
         }
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
-                let holder = load().await?;
+                let holder = self.key_holder(request, party).await?;
                 let stored = StoredKey {
                     key_id: &holder.key_id,
                     ciphertext: &holder.ciphertext,
@@ -278,7 +270,7 @@ impl MerchantsApi {
                 let rotate = rotation_item(&holder.table, &holder.id, &stored, &key_id, key.ciphertext, until, now)?;
                 let issued = KeyIssue {
                     resource: holder.resource.clone(),
-                    action: holder.action,
+                    action: party.rotate_action(),
                     view: json!({
                         "id": holder.id,
                         "key_id": key_id,
@@ -294,6 +286,129 @@ impl MerchantsApi {
                 self.commit_new_key(&claim, now, issued, &key.key, rotate).await
             })
             .await
+    }
+
+    /// Ends the grace of a party's previous key now: from then on only its current key verifies,
+    /// and we sign our calls to the party with that key. For a previous key that may have leaked,
+    /// which a rotation alone leaves valid until its grace ends (up to 7 days).
+    async fn end_grace(&self, request: &Request, caller: &Caller, party: KeyParty) -> Result<Response<Body>, Problem> {
+        self.idempotency
+            .run_request(request, &caller.subject, &[], |claim, now| async move {
+                let holder = self.key_holder(request, party).await?;
+                let previous = PreviousKey::honoured(holder.previous.as_ref(), now)
+                    .ok_or_else(|| no_rotation_in_grace(&holder.id))?;
+                let ended = json!({
+                    "id": holder.id,
+                    "key_id": holder.key_id,
+                    "previous_key_id": previous.key_id,
+                    "previous_valid_until": now,
+                });
+                let response = json_response(StatusCode::OK, &ended);
+                let audit = AuditEntry {
+                    resource: holder.resource.clone(),
+                    action: party.end_grace_action(),
+                    actor: claim.scope.caller.clone(),
+                    at_ms: now_epoch_millis(),
+                    detail: ended,
+                };
+                let items = vec![
+                    end_grace_item(&holder.table, &holder.id, previous, now)?,
+                    audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
+                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                ];
+                match transact(&self.dynamodb, items).await {
+                    Ok(()) => Ok(response),
+                    // The grace ended meanwhile (its time came, or another call ended it).
+                    Err(e) if e.broke(GRACE_RUNNING) => Err(no_rotation_in_grace(&holder.id)),
+                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            })
+            .await
+    }
+
+    /// The party a key route names, as it is now.
+    async fn key_holder(&self, request: &Request, party: KeyParty) -> Result<KeyHolder, Problem> {
+        let id = path_parameter(request, "id")?;
+        Ok(match party {
+            KeyParty::Merchant => {
+                let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
+                KeyHolder {
+                    resource: format!("merchant/{id}"),
+                    owner: Merchant::key_owner(id),
+                    location: format!("/merchants/{id}"),
+                    table: self.merchants.table().to_owned(),
+                    id: merchant.id,
+                    key_id: merchant.key_id,
+                    ciphertext: merchant.key_ciphertext,
+                    previous: merchant.previous_key,
+                }
+            }
+            KeyParty::Terminal => {
+                let terminal = self.terminal_of(id, path_parameter(request, "terminal")?).await?;
+                KeyHolder {
+                    resource: format!("merchant/{id}"),
+                    owner: Terminal::key_owner(&terminal.id),
+                    location: format!("/merchants/{id}/terminals/{}", terminal.id),
+                    table: self.terminals.table().to_owned(),
+                    id: terminal.id,
+                    key_id: terminal.key_id,
+                    ciphertext: terminal.key_ciphertext,
+                    previous: terminal.previous_key,
+                }
+            }
+            KeyParty::MiniApp => {
+                let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
+                KeyHolder {
+                    resource: format!("miniapp/{id}"),
+                    owner: MiniApp::key_owner(id),
+                    location: format!("/miniapps/{id}"),
+                    table: self.miniapps.table().to_owned(),
+                    id: app.id,
+                    key_id: app.key_id,
+                    ciphertext: app.key_ciphertext,
+                    previous: app.previous_key,
+                }
+            }
+        })
+    }
+
+    /// Terminal `id` of `merchant_id`: another merchant's terminal is as unknown as a missing one.
+    async fn terminal_of(&self, merchant_id: &str, id: &str) -> Result<Terminal, Problem> {
+        self.terminals.get(id).await?.filter(|t| t.merchant_id == merchant_id).ok_or_else(|| unknown_terminal(id))
+    }
+
+    /// Suspends a terminal (a lost or stolen till) or makes it active again. A suspended terminal's
+    /// calls are refused where its key is verified (`crate::offline::payments_api`).
+    async fn set_terminal_status(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let (merchant_id, id) = (path_parameter(request, "id")?, path_parameter(request, "terminal")?);
+        let status = parse_status(request)?;
+        let write = self.terminals.status_item(id, merchant_id, status)?;
+        let detail = json!({ "terminal": id, "status": status.as_str() });
+        if self.commit_audited(caller, format!("merchant/{merchant_id}"), "terminal.status", detail, write).await? {
+            return Err(unknown_terminal(id));
+        }
+        Ok(json_response(StatusCode::OK, &self.terminal_of(merchant_id, id).await?.view()))
+    }
+
+    /// Commits an admin's `write` with its audit entry; `true` when the write's condition refused it
+    /// (nothing is written then).
+    async fn commit_audited(
+        &self,
+        caller: &Caller,
+        resource: String,
+        action: &'static str,
+        detail: Value,
+        write: Write,
+    ) -> Result<bool, Problem> {
+        let audit = AuditEntry { resource, action, actor: caller.subject.clone(), at_ms: now_epoch_millis(), detail };
+        let rule = write.rule;
+        let items = vec![write, audit.put_item(&self.audit_table, &uuid::Uuid::new_v4().to_string())?];
+        match transact(&self.dynamodb, items).await {
+            Ok(()) => Ok(false),
+            Err(e) if e.broke(rule) => Ok(true),
+            Err(e) => Err(Problem::internal(e)),
+        }
     }
 
     /// A merchant's terminal: its own key id and key, shown once.
@@ -370,22 +485,9 @@ impl MerchantsApi {
         let status = MiniAppStatus::parse(&status).ok_or_else(|| {
             Problem::bad_request("invalid_status", "status must be \"active\", \"suspended\" or \"revoked\"")
         })?;
-        let audit = AuditEntry {
-            resource: format!("miniapp/{id}"),
-            action: "miniapp.status",
-            actor: caller.subject.clone(),
-            at_ms: now_epoch_millis(),
-            detail: json!({ "status": status.as_str() }),
-        };
-        let items = vec![
-            self.miniapps.status_item(id, status)?,
-            audit.put_item(&self.audit_table, &uuid::Uuid::new_v4().to_string())?,
-        ];
-        let refused = match transact(&self.dynamodb, items).await {
-            Ok(()) => false,
-            Err(TransactError::ConditionFailed(_)) => true,
-            Err(e) => return Err(Problem::internal(e)),
-        };
+        let write = self.miniapps.status_item(id, status)?;
+        let detail = json!({ "status": status.as_str() });
+        let refused = self.commit_audited(caller, format!("miniapp/{id}"), "miniapp.status", detail, write).await?;
         let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
         // The write is refused for a missing app (above) or a revoked one, unless it asked for revoked again.
         if refused && status != MiniAppStatus::Revoked {
@@ -445,24 +547,11 @@ impl MerchantsApi {
 
     async fn set_status(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let id = path_parameter(request, "id")?;
-        let StatusChange { status } = json_body(request)?;
-        let status = MerchantStatus::parse(&status)
-            .ok_or_else(|| Problem::bad_request("invalid_status", "status must be \"active\" or \"suspended\""))?;
-        let audit = AuditEntry {
-            resource: format!("merchant/{id}"),
-            action: "merchant.status",
-            actor: caller.subject.clone(),
-            at_ms: now_epoch_millis(),
-            detail: json!({ "status": status.as_str() }),
-        };
-        let items = vec![
-            self.merchants.status_item(id, status)?,
-            audit.put_item(&self.audit_table, &uuid::Uuid::new_v4().to_string())?,
-        ];
-        match transact(&self.dynamodb, items).await {
-            Ok(()) => {}
-            Err(TransactError::ConditionFailed(_)) => return Err(unknown_merchant(id)),
-            Err(e) => return Err(Problem::internal(e)),
+        let status = parse_status(request)?;
+        let write = self.merchants.status_item(id, status)?;
+        let detail = json!({ "status": status.as_str() });
+        if self.commit_audited(caller, format!("merchant/{id}"), "merchant.status", detail, write).await? {
+            return Err(unknown_merchant(id));
         }
         let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
         Ok(json_response(StatusCode::OK, &view(&merchant)))

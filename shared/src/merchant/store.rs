@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put};
 
 use super::{Merchant, MerchantStatus};
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
-use crate::keys::{PreviousKey, rotation_item};
+use crate::keys::PreviousKey;
 
 #[derive(Clone, Debug)]
 pub struct MerchantStore {
@@ -44,18 +44,6 @@ impl MerchantStore {
             .condition_expression("attribute_not_exists(id)")
             .build()?;
         Ok(Write::put("merchant.new", put))
-    }
-
-    /// The write that rotates the merchant's key (see `crate::keys::rotation_item`).
-    pub fn rotate_item(
-        &self,
-        merchant: &Merchant,
-        key_id: &str,
-        ciphertext: Vec<u8>,
-        until: i64,
-        now: i64,
-    ) -> Result<Write, StoreError> {
-        rotation_item(&self.table, &merchant.id, &merchant.stored_key(), key_id, ciphertext, until, now)
     }
 
     /// The write that sets a merchant's status, only if it exists.

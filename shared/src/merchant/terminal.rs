@@ -3,9 +3,10 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
 use super::MerchantStatus;
+use crate::Problem;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{PreviousKey, StoredKey};
 
@@ -41,6 +42,10 @@ impl Terminal {
     }
 }
 
+pub fn unknown_terminal(id: &str) -> Problem {
+    Problem::not_found("unknown_terminal", format!("no terminal {id:?}"))
+}
+
 #[derive(Clone, Debug)]
 pub struct TerminalStore {
     client: Client,
@@ -74,6 +79,20 @@ impl TerminalStore {
             .condition_expression("attribute_not_exists(id)")
             .build()?;
         Ok(Write::put("terminal.new", put))
+    }
+
+    /// The write that sets a terminal's status, only if it exists and is `merchant_id`'s.
+    pub fn status_item(&self, id: &str, merchant_id: &str, status: MerchantStatus) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET #status = :status")
+            .condition_expression("merchant_id = :merchant")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":merchant", s(merchant_id))
+            .build()?;
+        Ok(Write::update("terminal.of_merchant", update))
     }
 }
 

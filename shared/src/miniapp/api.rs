@@ -27,7 +27,7 @@ use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
 use crate::ids::MAX_ID_CHARS;
-use crate::keys::KeyService;
+use crate::keys::{KeyService, TokenSecret};
 use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::merchant::store::MerchantStore;
@@ -46,6 +46,8 @@ pub struct MiniAppsApi {
     outbox: Outbox,
     queue_url: String,
     idempotency: IdempotencyStore,
+    /// Keys the user pseudonyms each app's server sees (`super::app_user`).
+    token_secret: TokenSecret,
     /// How long a verification's session lasts (template `MiniAppSessionTtlSeconds`).
     session_ttl_seconds: i64,
     client: MiniAppClient,
@@ -57,6 +59,7 @@ impl MiniAppsApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
         Ok(MiniAppsApi {
+            token_secret: TokenSecret::new(dynamodb.clone(), aws::env("SERVER_SECRETS_TABLE")?, keys.clone()),
             apps: MiniAppDirectory::new(MiniAppStore::new(dynamodb.clone(), aws::env("MINIAPPS_TABLE")?), keys),
             sessions: SessionStore::new(dynamodb.clone(), aws::env("MINIAPP_SESSIONS_TABLE")?),
             requests: RequestStore::new(dynamodb.clone(), aws::env("MINIAPP_REQUESTS_TABLE")?),
@@ -182,11 +185,12 @@ impl MiniAppsApi {
                 ));
             }
         }
-        let keys = self.apps.keys(&app).await?;
+        // Both unwrapped by KMS once per instance, so together.
+        let (keys, token_secret) = tokio::try_join!(self.apps.keys(&app), self.token_secret.get())?;
         let server_request = ServerRequest {
             request_id: request_id.clone(),
             app_id: app.id.clone(),
-            user: app_user(&app.id, user),
+            user: app_user(token_secret, &app.id, user),
             action: input.action.clone(),
             params: input.params,
             approved_amount: input.approved,

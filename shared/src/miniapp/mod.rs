@@ -16,10 +16,10 @@ pub mod store;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::Problem;
 use crate::conversation::{Counterparty, NewMessage};
+use crate::crypto::{Key, TokenPurpose, keyed_token};
 use crate::http::partner_url;
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::money::{Money, MoneyInput};
@@ -595,14 +595,11 @@ pub enum MiniAppEvent {
 }
 
 /// The user as one app's server knows them: stable for that app, different for every other app,
-/// and not the platform's user id (pseudonymous; a guessable user id could still be tried).
-pub fn app_user(app_id: &str, user: &str) -> String {
-    let mut hash = Sha256::new();
-    for part in [app_id, user] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part.as_bytes());
-    }
-    format!("u_{}", &hex::encode(hash.finalize())[..24])
+/// and not the platform's user id. Keyed by the server's token secret (`crate::keys::TokenSecret`),
+/// so neither an app nor anyone else can recompute it from a guessed user id, nor link one user's
+/// pseudonyms across apps. (Until issue 9 it was an unkeyed hash; every pseudonym changed once then.)
+pub fn app_user(secret: &Key, app_id: &str, user: &str) -> String {
+    format!("u_{}", keyed_token(secret, TokenPurpose::MiniAppPseudonym, &[app_id, user]))
 }
 
 #[cfg(test)]
@@ -739,10 +736,14 @@ mod tests {
     }
 
     #[test]
-    fn app_users_are_stable_per_app_and_differ_across_apps() {
-        assert_eq!(app_user("a_1", "alice"), app_user("a_1", "alice"));
-        assert_ne!(app_user("a_1", "alice"), app_user("a_2", "alice"));
-        assert!(!app_user("a_1", "alice").contains("alice"));
+    fn app_users_are_stable_per_app_and_differ_across_apps_users_and_secrets() {
+        let secret = Key::random();
+        let alice = app_user(&secret, "a_1", "alice");
+        assert_eq!(alice, app_user(&secret, "a_1", "alice"));
+        assert_ne!(alice, app_user(&secret, "a_2", "alice"));
+        assert_ne!(alice, app_user(&secret, "a_1", "bob"));
+        assert_ne!(alice, app_user(&Key::random(), "a_1", "alice"), "only the secret's holder computes it");
+        assert!(alice.starts_with("u_") && !alice.contains("alice"));
     }
 
     proptest! {

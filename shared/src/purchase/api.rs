@@ -60,6 +60,16 @@ struct RefundBody {
     order_id: Option<String>,
 }
 
+/// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
+/// (It may still decline an order, which returns the user's money.)
+fn suspended_refund(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "merchant_inactive",
+        format!("merchant {id:?} is suspended: it may not refund; nothing was moved"),
+    )
+}
+
 fn check_order_id(path: &str, body: Option<&str>) -> Result<(), Problem> {
     match body.map(|named| crate::ids::check("order_id", named)).transpose()? {
         Some(named) if named != path => Err(Problem::bad_request(
@@ -242,6 +252,11 @@ impl PurchasesApi {
         let caller = format!("merchant:{}", merchant.id);
         self.idempotency
             .run_request(request, &caller, &[], |claim, now| async move {
+                // Judged inside the key's run: a retry of a refund made before the suspension is
+                // answered as the first time.
+                if merchant.status != MerchantStatus::Active {
+                    return Err(suspended_refund(&merchant.id));
+                }
                 let order =
                     self.service.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
                 let refund_id = claim.scope.derived_id("refund")[..16].to_owned();
