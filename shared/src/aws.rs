@@ -15,5 +15,5 @@ pub fn env(name: &str) -> Result<String, MissingEnv> {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {0} is not set; template.yaml sets it for every function that needs it")]
+#[error("environment variable {0} is not set or not valid; template.yaml sets it for every function that needs it")]
 pub struct MissingEnv(pub String);

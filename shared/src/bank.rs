@@ -1,16 +1,44 @@
 //! The bank port: asks a payer's bank for money (a direct debit) to fund their offline reserve.
-//! Deployed, `BANK_URL` is the bank's debit API; locally it is the simulator's `/bank`, which
-//! declines payers whose account id starts with `broke`. A debit is idempotent by its reference.
+//!
+//! The bank is a signed partner like every other (`crate::outbound`: no redirects, public addresses
+//! only, answers up to 64 KB): we `POST {BANK_URL}/debits` a `DebitRequest` signed with the bank's
+//! key, and the bank answers 200 with a `DebitAnswer` signed with the same key over method
+//! `RESPONSE` and the request's path and nonce. A debit is idempotent by its reference. An answer
+//! that is not signed so, cannot be read or is about another debit is an unknown outcome
+//! (`Unavailable`: the payer sends the form again, which asks for the same reference), never an
+//! approval. `BANK_URL` must be https unless plain http partners are allowed (the local stack).
+//!
+//! The bank's key is a 256-bit secret we share with the bank, named by template parameter
+//! `BankKeyId`. It is kept as template parameter `BankKeyCiphertext`: base64 KMS ciphertext under
+//! `PartyKeysKey`, encryption context `owner=bank` (`BANK_KEY_OWNER`), the envelope of every party
+//! key (`crate::keys`), so the clear key is in no parameter, log or file; each process unwraps it
+//! once, on its first debit. Locally the stack makes a fresh one at each start and gives it to the
+//! simulated bank (`infra/merchant-sim`, `/bank/debits`), which declines accounts starting with `broke`.
 
+use aws_config::SdkConfig;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::http::partner_url;
+use crate::keys::{KeyRing, KeyService, PartyKeys};
 use crate::money::Money;
+use crate::outbound::{AddressPolicy, CallError, PartnerClient};
+
+/// The owner the bank's key is bound to (its KMS encryption context, `owner=bank`).
+pub const BANK_KEY_OWNER: &str = "bank";
+
+/// The longest decline reason we show the payer.
+const MAX_REASON_CHARS: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BankAnswer {
     Approved,
     Declined(String),
-    /// The bank could not be asked (down, timeout): nothing happened; try again later.
+    /// No verified answer (down, timeout, unsigned or unreadable answer): the outcome is unknown;
+    /// asking again with the same reference is safe.
     Unavailable(String),
 }
 
@@ -21,29 +49,234 @@ pub struct DebitRequest {
     pub amount: Money,
 }
 
+/// The bank's signed answer to a `DebitRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebitAnswer {
+    /// The request's reference: an answer about another debit is not an answer.
+    pub reference: String,
+    pub status: DebitStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DebitStatus {
+    Approved,
+    Declined,
+}
+
 pub struct Bank {
+    /// Without a trailing slash.
     url: String,
+    /// `None` until the deployment sets `BankKeyCiphertext` (it needs the stack's `PartyKeysKey`
+    /// first, README "Deploying"): every debit is then `Unavailable`, and nothing is charged.
+    key: Option<BankKey>,
+    partner: PartnerClient,
+}
+
+struct BankKey {
+    id: String,
+    ciphertext: Vec<u8>,
+    ring: KeyRing,
 }
 
 impl Bank {
-    pub fn new(url: impl Into<String>) -> Self {
-        Bank { url: url.into() }
+    /// The bank of template.yaml's `TopUpFunction`; refuses to start on a plain http `BANK_URL`
+    /// where plain http partners are not allowed, or on a key that is not base64.
+    pub fn from_env(config: &SdkConfig) -> Result<Self, MissingEnv> {
+        let allow_http = aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true";
+        let url = aws::env("BANK_URL")?;
+        let url = partner_url(&url, allow_http)
+            .ok_or_else(|| {
+                MissingEnv(format!(
+                    "BANK_URL (an https URL: plain http only where AllowPlainHttpPartners is true; it is {url:?})"
+                ))
+            })?
+            .trim_end_matches('/')
+            .to_owned();
+        let ciphertext = aws::env("BANK_KEY_CIPHERTEXT")?;
+        let key = match ciphertext.trim() {
+            "" => {
+                tracing::error!(
+                    "BankKeyCiphertext is not set: every top-up will answer that the bank could not be asked"
+                );
+                None
+            }
+            ciphertext => Some(BankKey {
+                id: Some(aws::env("BANK_KEY_ID")?)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| MissingEnv("BANK_KEY_ID (the id of the key BankKeyCiphertext holds)".into()))?,
+                ciphertext: BASE64.decode(ciphertext).map_err(|_| {
+                    MissingEnv(
+                        "BANK_KEY_CIPHERTEXT (the bank's key: base64 KMS ciphertext, README \"Deploying\")".into(),
+                    )
+                })?,
+                ring: KeyRing::new(KeyService::new(aws_sdk_kms::Client::new(config), aws::env("PARTY_KEYS_KEY_ID")?)),
+            }),
+        };
+        Ok(Bank { url, key, partner: PartnerClient::new(AddressPolicy { allow_loopback: allow_http }) })
     }
 
     pub async fn debit(&self, reference: &str, account: &str, amount: Money) -> BankAnswer {
-        let request = DebitRequest { reference: reference.to_owned(), account: account.to_owned(), amount };
-        let response = match crate::outbound::http().post(format!("{}/debits", self.url)).json(&request).send().await {
-            Ok(response) => response,
-            Err(e) => return BankAnswer::Unavailable(e.to_string()),
+        let Some(key) = &self.key else {
+            return BankAnswer::Unavailable(
+                "the bank's key is not configured (template parameter BankKeyCiphertext)".into(),
+            );
         };
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        match (status.as_u16(), body["status"].as_str()) {
-            (200, Some("approved")) => BankAnswer::Approved,
-            (402, Some("declined")) => {
-                BankAnswer::Declined(body["reason"].as_str().unwrap_or("declined by the bank").to_owned())
-            }
-            _ => BankAnswer::Unavailable(format!("the bank answered {status}")),
+        let keys = match key.ring.keys(&key.id, BANK_KEY_OWNER, &key.ciphertext).await {
+            Ok(keys) => keys,
+            Err(e) => return BankAnswer::Unavailable(format!("the bank's key could not be unwrapped: {e}")),
+        };
+        let request = DebitRequest { reference: reference.to_owned(), account: account.to_owned(), amount };
+        ask(&self.partner, &self.url, &keys, &request, now_epoch_seconds()).await
+    }
+}
+
+/// Asks the bank at `url` for the debit, signed with `keys`: what its verified answer says.
+async fn ask(partner: &PartnerClient, url: &str, keys: &PartyKeys, request: &DebitRequest, now: i64) -> BankAnswer {
+    let body = serde_json::to_vec(request).unwrap_or_default();
+    judge(&request.reference, partner.exchange(&format!("{url}/debits"), keys, body, now).await)
+}
+
+/// What the bank's answer to debit `reference` means: only a verified, readable answer about this
+/// debit approves or declines it; anything else leaves its outcome unknown.
+pub fn judge(reference: &str, answer: Result<Vec<u8>, CallError>) -> BankAnswer {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => return BankAnswer::Unavailable(format!("the bank: {e}")),
+    };
+    match serde_json::from_slice::<DebitAnswer>(&answer) {
+        Ok(answer) if answer.reference != reference => {
+            BankAnswer::Unavailable(format!("the bank answered about debit {:?}", answer.reference))
         }
+        Ok(DebitAnswer { status: DebitStatus::Approved, .. }) => BankAnswer::Approved,
+        Ok(DebitAnswer { status: DebitStatus::Declined, reason, .. }) => BankAnswer::Declined(
+            reason.map_or_else(|| "declined by the bank".into(), |r| r.chars().take(MAX_REASON_CHARS).collect()),
+        ),
+        Err(e) => BankAnswer::Unavailable(format!("the bank's answer is not a debit answer: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+
+    use super::*;
+    use crate::crypto::{Key, Signature};
+    use crate::outbound::tests::local_server;
+    use crate::outbound::{MAX_ANSWER_BYTES, answer_path};
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn answer(reference: &str, status: DebitStatus, reason: Option<&str>) -> Vec<u8> {
+        let answer = DebitAnswer { reference: reference.into(), status, reason: reason.map(Into::into) };
+        serde_json::to_vec(&answer).expect("JSON")
+    }
+
+    #[test]
+    fn only_a_verified_answer_about_this_debit_decides_it() {
+        let approved = answer("t_1", DebitStatus::Approved, None);
+        assert_eq!(judge("t_1", Ok(approved.clone())), BankAnswer::Approved);
+        assert_eq!(
+            judge("t_1", Ok(answer("t_1", DebitStatus::Declined, Some("insufficient funds")))),
+            BankAnswer::Declined("insufficient funds".into())
+        );
+        assert_eq!(
+            judge("t_1", Ok(answer("t_1", DebitStatus::Declined, None))),
+            BankAnswer::Declined("declined by the bank".into())
+        );
+        let long = "x".repeat(1000);
+        let BankAnswer::Declined(reason) = judge("t_1", Ok(answer("t_1", DebitStatus::Declined, Some(&long)))) else {
+            panic!("a decline")
+        };
+        assert_eq!(reason.len(), MAX_REASON_CHARS);
+        for unknown in [
+            judge("t_2", Ok(approved)),
+            judge("t_1", Ok(br#"{"reference":"t_1","status":"approved-ish"}"#.to_vec())),
+            judge("t_1", Ok(b"<html>approved</html>".to_vec())),
+            judge("t_1", Err(CallError::BadSignature)),
+            judge("t_1", Err(CallError::Unsigned("header x-superpay-signature is missing".into()))),
+            judge("t_1", Err(CallError::Status(307))),
+            judge("t_1", Err(CallError::Refused("10.0.0.1 is a private address".into()))),
+        ] {
+            assert!(matches!(unknown, BankAnswer::Unavailable(_)), "{unknown:?}");
+        }
+    }
+
+    /// A bank that checks our signature with `keys` and answers by the account's first word:
+    /// `declined` declines; `forged` approves signed with another key, `unsigned` without a
+    /// signature, `replayed` bound to another request's nonce, `huge` over the size limit, `moved`
+    /// redirects; anything else approves, signed as it must be.
+    async fn bank(keys: Arc<PartyKeys>) -> String {
+        let app = axum::Router::new().route(
+            "/bank/debits",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| async move { debits(&keys, &headers, &body) }),
+        );
+        format!("http://{}/bank", local_server(app).await)
+    }
+
+    fn debits(keys: &PartyKeys, headers: &HeaderMap, body: &[u8]) -> Response {
+        let Ok(ours) = Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok())) else {
+            return StatusCode::UNAUTHORIZED.into_response();
+        };
+        if ours.key_id != keys.key_id || ours.check(&keys.signing, "POST", "/bank/debits", body, NOW).is_err() {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        let request: DebitRequest = serde_json::from_slice(body).expect("a debit request");
+        let rule = request.account.split('-').next().unwrap_or_default();
+        let huge = "x".repeat(MAX_ANSWER_BYTES);
+        let (status, reason) = match rule {
+            "declined" => (DebitStatus::Declined, Some("insufficient funds")),
+            "huge" => (DebitStatus::Declined, Some(huge.as_str())),
+            _ => (DebitStatus::Approved, None),
+        };
+        let body = answer(&request.reference, status, reason);
+        let (signing, nonce) = match rule {
+            "forged" => (Key::random(), ours.nonce),
+            "replayed" => (keys.signing.clone(), "0123456789abcdef".to_owned()),
+            _ => (keys.signing.clone(), ours.nonce),
+        };
+        let signature =
+            Signature::create(&keys.key_id, &signing, "RESPONSE", &answer_path("/bank/debits", &nonce), &body, NOW);
+        match rule {
+            "unsigned" => body.into_response(),
+            "moved" => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, "/bank/debits")]).into_response(),
+            _ => {
+                let mut response = body.into_response();
+                for (name, value) in signature.headers() {
+                    response.headers_mut().insert(name, value.parse().expect("a header value"));
+                }
+                response
+            }
+        }
+    }
+
+    async fn debit(url: &str, keys: &PartyKeys, account: &str) -> BankAnswer {
+        let request = DebitRequest {
+            reference: format!("t_{account}"),
+            account: account.into(),
+            amount: Money::parse("7.00", "USD").expect("an amount"),
+        };
+        ask(&PartnerClient::new(AddressPolicy { allow_loopback: true }), url, keys, &request, NOW).await
+    }
+
+    #[tokio::test]
+    async fn only_an_answer_signed_by_the_bank_for_this_request_approves() {
+        let keys = Arc::new(PartyKeys::derive("bank.k1", &Key::random()));
+        let url = bank(keys.clone()).await;
+        assert_eq!(debit(&url, &keys, "alice").await, BankAnswer::Approved);
+        assert_eq!(debit(&url, &keys, "declined-bob").await, BankAnswer::Declined("insufficient funds".into()));
+        for account in ["forged-carol", "unsigned-dan", "replayed-erin", "huge-frank", "moved-grace"] {
+            let answer = debit(&url, &keys, account).await;
+            assert!(matches!(answer, BankAnswer::Unavailable(_)), "{account}: {answer:?}");
+        }
+        // The bank refuses what we did not sign with its key: no approval either.
+        let other = PartyKeys::derive("bank.k1", &Key::random());
+        assert!(matches!(debit(&url, &other, "alice").await, BankAnswer::Unavailable(_)));
     }
 }

@@ -350,6 +350,29 @@ async fn server_faults_and_other_amounts_charge_nothing_and_say_so_in_the_chat()
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn a_server_at_the_metadata_address_is_never_called() {
+    let env = Env::get();
+    let owner = merchant().await;
+    // Plain http passes registration locally (AllowPlainHttpPartners), as it would a name that
+    // resolves there: the address is judged when we call.
+    let page = format!("{}/tea/index.html", env.stack.miniapp_simulator_url);
+    let body = json!({"owner_merchant_id": owner.id, "server_url": "http://169.254.169.254/latest", "interface": interface(&page, &["wallet.charge"])});
+    let (status, created) = env.admin_post("/miniapps", &body, Some(&unique("key"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let app = created["id"].as_str().unwrap().to_owned();
+    let user = funded_user("20.00").await;
+    let session = session(&user, &app).await;
+
+    let (status, refused) = request(&user, &app, &buy(&session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::BAD_GATEWAY, Some("miniapp_server_unreachable")));
+    assert!(refused["message"]["text"].as_str().unwrap().contains("nothing was charged"));
+    assert_eq!(wallet(&user).await, Decimal::new(2000, 2));
+    let log = std::fs::read_to_string(env.stack.logs.join("MiniAppsFunction.log")).expect("the function's log");
+    assert!(log.contains("169.254.169.254 is the cloud metadata address"), "the log says why");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn bad_registrations_and_requests_are_refused_with_clear_problems() {
     let env = Env::get();
     let owner = merchant().await;

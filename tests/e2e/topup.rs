@@ -92,3 +92,24 @@ async fn a_bank_decline_shows_a_clear_page_and_moves_nothing() {
     assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(100, 2));
     assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_bank_answer_we_cannot_verify_approves_nothing() {
+    let till = till().await;
+    // The simulated bank approves these accounts' debits, but signs with the wrong key, does not
+    // sign, or redirects: an unknown outcome each time, so the payer is asked to send it again.
+    for account in ["badsig", "unsigned", "moved"] {
+        let phone = enrolled_phone_of(account, "1.00").await;
+        let (_, accepted) = present_code(&till, &phone, "5.00", 1).await;
+        until_state(&till, accepted["id"].as_str().unwrap(), "waiting_for_funds").await;
+        let link = topup_link(&phone.user).await;
+        let client = browser();
+        let csrf = csrf_of(&client.get(&link).send().await.unwrap().text().await.unwrap());
+        let unknown = client.post(&link).form(&[("amount", "4.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
+        assert_eq!(unknown.status(), StatusCode::SERVICE_UNAVAILABLE, "{account}");
+        assert!(unknown.text().await.unwrap().contains("send the form again"), "{account}");
+        assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(100, 2), "{account}");
+    }
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
+}

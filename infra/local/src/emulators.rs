@@ -86,16 +86,23 @@ async fn listening(port: u16, what: &str) -> Result<(), EmulatorError> {
     Err(EmulatorError::Setup(format!("{what} did not start listening on port {port} within 10 s")))
 }
 
-/// Starts a simulated partner (`infra/merchant-sim`: `merchant-sim`, `miniapp-sim`) on `port`.
+/// Starts a simulated partner (`infra/merchant-sim`: `merchant-sim`, `miniapp-sim`) on `port`, with
+/// `environment` added to its own.
 pub async fn start_simulator(
     binary: &Path,
     port: u16,
     log: &Path,
     what: &str,
+    environment: &[(&str, String)],
 ) -> Result<tokio::process::Child, EmulatorError> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
     let mut command = crate::process::command(binary);
-    command.args(["--port", &port.to_string()]).stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+    command
+        .args(["--port", &port.to_string()])
+        .envs(environment.iter().map(|(name, value)| (name, value)))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null());
     let child = command.spawn()?;
     listening(port, what).await?;
     Ok(child)

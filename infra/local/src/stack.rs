@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
+use superpay::bank::BANK_KEY_OWNER;
+use superpay::keys::KeyService;
 use tokio::sync::watch;
 
 use crate::aws_proxy::AwsCalls;
@@ -19,6 +23,9 @@ use crate::template::{ACCOUNT, JwtAuthorizer, Naming, REGION, Template};
 
 /// The AWS calls a function's IAM policy refused, one JSON line each, in the stack's log folder.
 pub const ACCESS_DENIED_LOG: &str = "access-denied.log";
+
+/// The id of the key the stack shares with the simulated bank (a fresh key at each start).
+const BANK_KEY_ID: &str = "bank.local.k1";
 
 pub struct Options {
     pub template: PathBuf,
@@ -272,14 +279,38 @@ impl Stack {
             authorizer_audience: vec![],
             logs: options.logs.clone(),
         };
+        let key_ids = crate::resources::create_keys(&info.kms().await, &Template::keys_to_create(&text)?).await?;
+        // The bank is the merchant simulator's, with a fresh key made as a deployment keeps it: the
+        // simulated bank gets it in clear, the functions as KMS ciphertext (template `BankKeyCiphertext`).
+        let party_keys =
+            key_ids.get("PartyKeysKey").ok_or_else(|| StackError::Other("no PartyKeysKey in template.yaml".into()))?;
+        let bank_key = KeyService::new(info.kms().await, party_keys)
+            .generate(BANK_KEY_OWNER)
+            .await
+            .map_err(|e| StackError::Other(format!("the bank's key: {e}")))?;
+        let bank_environment =
+            [("BANK_KEY_ID", BANK_KEY_ID.to_owned()), ("BANK_KEY", bank_key.key.to_base64().expose().clone())];
         let mut simulators = vec![];
-        for (binary, port, what, url) in [
-            ("merchant-sim", options.merchant_sim_port, "the merchant simulator", &mut info.merchant_simulator_url),
-            ("miniapp-sim", options.miniapp_sim_port, "the mini-app server simulator", &mut info.miniapp_simulator_url),
+        for (binary, port, what, url, environment) in [
+            (
+                "merchant-sim",
+                options.merchant_sim_port,
+                "the merchant simulator",
+                &mut info.merchant_simulator_url,
+                &bank_environment[..],
+            ),
+            (
+                "miniapp-sim",
+                options.miniapp_sim_port,
+                "the mini-app server simulator",
+                &mut info.miniapp_simulator_url,
+                &[],
+            ),
         ] {
             let port = if port == 0 { emulators::free_port()? } else { port };
             let log = options.logs.join(format!("{binary}.log"));
-            simulators.push(emulators::start_simulator(&options.binaries.join(binary), port, &log, what).await?);
+            let binary = options.binaries.join(binary);
+            simulators.push(emulators::start_simulator(&binary, port, &log, what, environment).await?);
             *url = format!("http://127.0.0.1:{port}");
         }
         let gateway_listener = bind(options.gateway_port).await?;
@@ -288,8 +319,9 @@ impl Stack {
         // Locally the bank is the simulator's and links point at this stack's HTTP API.
         let mut parameters = options.parameters.clone();
         parameters.insert("BankUrl".into(), format!("{}/bank", info.merchant_simulator_url));
+        parameters.insert("BankKeyId".into(), BANK_KEY_ID.into());
+        parameters.insert("BankKeyCiphertext".into(), BASE64.encode(&bank_key.ciphertext));
         parameters.insert("PublicBaseUrl".into(), info.api_url.clone());
-        let key_ids = crate::resources::create_keys(&info.kms().await, &Template::keys_to_create(&text)?).await?;
         let naming = LocalNaming { moto_endpoint, key_ids: key_ids.clone() };
         let template = Template::parse(&text, &options.stack_name, &parameters, &naming)?;
 

@@ -8,8 +8,11 @@
 //!   signs with the wrong key, `other…` names another order; anything else confirms.
 //! - `POST <any path>/webhooks` takes our signed notifications; for an order whose product id
 //!   starts with `flaky` it fails the first delivery (HTTP 500) to exercise our retries.
-//! - `POST /bank/debits {"reference", "account", "amount"}` is a payer's bank: it declines accounts
-//!   whose id starts with `broke`, approves the rest, and answers a reference the same way twice.
+//! - `POST /bank/debits {"reference", "account", "amount"}` is a payer's bank, started with the key
+//!   the stack shares with it (`BANK_KEY_ID`, `BANK_KEY`: base64). It checks our signature and
+//!   single-use nonce and answers a signed `DebitAnswer` by how the account's id starts: `broke…`
+//!   declines, anything else approves, and a reference is answered the same way twice. `badsig…`
+//!   signs its approval with the wrong key, `unsigned…` does not sign it, `moved…` redirects (307).
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{order_id}` the
 //!   notifications it accepted, and how many deliveries it refused.
 
@@ -24,16 +27,22 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use superpay::bank::{DebitAnswer, DebitRequest, DebitStatus};
 use superpay::crypto::Key;
+use superpay::money::Money;
 use superpay::purchase::relay::{MerchantAnswer, OrderEnvelope, open_order};
 use superpay_merchant_sim::{KeyGrant, PartnerKeys, refuse, serve, signed_answer};
 
 #[derive(Default)]
 struct Sim {
+    /// Merchants' keys.
     keys: PartnerKeys,
+    /// The bank's key only, so no merchant's key can sign a debit.
+    bank: PartnerKeys,
     orders: Mutex<HashMap<String, Value>>,
     webhooks: Mutex<HashMap<String, Value>>,
-    debits: Mutex<HashMap<String, Value>>,
+    /// Each reference's amount and answer.
+    debits: Mutex<HashMap<String, (Money, DebitAnswer)>>,
 }
 
 async fn add_merchant(State(sim): State<Arc<Sim>>, body: axum::Json<KeyGrant>) -> StatusCode {
@@ -128,33 +137,58 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
     signed_answer(&keys, &signing_key, &path, &signature.nonce, answer)
 }
 
-async fn bank_debit(State(sim): State<Arc<Sim>>, body: axum::Json<Value>) -> Response {
-    let reference = body["reference"].as_str().unwrap_or_default().to_owned();
-    let account = body["account"].as_str().unwrap_or_default();
-    let answer = if account.starts_with("broke") {
-        json!({ "status": "declined", "reason": "insufficient funds at the bank" })
-    } else {
-        json!({ "status": "approved", "reference": reference })
+async fn bank_debit(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path();
+    let (signature, keys) = match sim.bank.verify(path, &headers, &body) {
+        Ok(verified) => verified,
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
     };
-    let answer = json!({ "amount": body["amount"], "answer": answer });
-    let kept = sim.debits.lock().map(|mut d| d.entry(reference).or_insert(answer.clone()).clone()).unwrap_or_default();
+    let Ok(request) = serde_json::from_slice::<DebitRequest>(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "not a debit request");
+    };
+    let rule = ["broke", "badsig", "unsigned", "moved"].into_iter().find(|r| request.account.starts_with(r));
+    let answer = match rule.unwrap_or_default() {
+        "broke" => DebitAnswer {
+            reference: request.reference.clone(),
+            status: DebitStatus::Declined,
+            reason: Some("insufficient funds at the bank".into()),
+        },
+        _ => DebitAnswer { reference: request.reference.clone(), status: DebitStatus::Approved, reason: None },
+    };
+    let Ok(mut debits) = sim.debits.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
+    let (amount, answer) = debits.entry(request.reference).or_insert((request.amount, answer)).clone();
+    drop(debits);
     // A bank answers a reference once; the same reference for another amount is a client's bug.
-    if kept["amount"] != answer["amount"] {
+    if amount != request.amount {
         return refuse(StatusCode::CONFLICT, "this reference was used for another amount");
     }
-    let answer = kept["answer"].clone();
-    let status = if answer["status"] == "approved" { StatusCode::OK } else { StatusCode::PAYMENT_REQUIRED };
-    (status, axum::Json(answer)).into_response()
+    let answer = serde_json::to_vec(&answer).unwrap_or_default();
+    match rule.unwrap_or_default() {
+        "badsig" => signed_answer(&keys, &Key::random(), path, &signature.nonce, answer),
+        "unsigned" => (StatusCode::OK, answer).into_response(),
+        "moved" => (StatusCode::TEMPORARY_REDIRECT, [("location", path)]).into_response(),
+        _ => signed_answer(&keys, &keys.signing, path, &signature.nonce, answer),
+    }
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    let sim = Sim::default();
+    let bank_key = KeyGrant {
+        key_id: std::env::var("BANK_KEY_ID").unwrap_or_default(),
+        secret: std::env::var("BANK_KEY").unwrap_or_default(),
+    };
+    if bank_key.key_id.is_empty() || !sim.bank.grant(&bank_key) {
+        return Err(std::io::Error::other(
+            "BANK_KEY_ID and BANK_KEY (a base64 256-bit key) must be set: the local stack sets them",
+        ));
+    }
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
         .route("/bank/debits", post(bank_debit))
         .route("/_sim/orders/{order_id}", get(received))
         .route("/_sim/webhooks/{order_id}", get(webhooks_seen))
         .fallback(post(product_server))
-        .with_state(Arc::new(Sim::default()));
+        .with_state(Arc::new(sim));
     serve("merchant simulator", app).await
 }

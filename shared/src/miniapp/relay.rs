@@ -50,7 +50,7 @@ impl MiniAppClient {
         let answer = self.partner.exchange(&url, keys, body, now).await.map_err(|e| {
             let fault = match e {
                 CallError::Timeout => ServerFault::Timeout,
-                CallError::Unreachable(_) | CallError::Status(_) => ServerFault::Unreachable,
+                CallError::Unreachable(_) | CallError::Refused(_) | CallError::Status(_) => ServerFault::Unreachable,
                 CallError::Unsigned(_) => ServerFault::InvalidAnswer,
                 CallError::BadSignature => ServerFault::BadSignature,
             };

@@ -73,7 +73,7 @@ impl TopUpApi {
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             outbox: Outbox::new(dynamodb, aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
-            bank: Bank::new(aws::env("BANK_URL")?),
+            bank: Bank::from_env(&config)?,
             settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
         })
     }
