@@ -169,10 +169,7 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     println!("\nCtrl-C stops the stack.");
     let _ = tokio::signal::ctrl_c().await;
     for cold in stack.cold_starts() {
-        eprintln!(
-            "cold start {}: init {:.1} ms, first invocation {:.1} ms (medians)",
-            cold.function, cold.init_ms, cold.first_invocation_ms
-        );
+        eprintln!("cold start {}: {} (medians)", cold.function, cold.describe());
     }
     eprintln!("stopping");
     stack.stop().await;
@@ -266,10 +263,7 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     args.extend(test_args.iter().map(String::as_str));
     let passed = cargo(&root, &args, &env);
     for cold in stack.cold_starts() {
-        eprintln!(
-            "cold start {}: init {:.1} ms, first invocation {:.1} ms (median, debug build)",
-            cold.function, cold.init_ms, cold.first_invocation_ms
-        );
+        eprintln!("cold start {}: {} (medians, debug build)", cold.function, cold.describe());
     }
     let logs = stack.info.logs.clone();
     stack.stop().await;
