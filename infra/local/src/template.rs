@@ -1132,5 +1132,20 @@ Resources:
                 route.key()
             );
         }
+        // Without a group of its own, a function logs to one Lambda creates, kept forever.
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        for (id, resource) in doc["Resources"].as_mapping().unwrap() {
+            if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
+                let group = match &resource["Properties"]["LoggingConfig"]["LogGroup"] {
+                    Value::Tagged(reference) if reference.tag == "Ref" => reference.value.as_str(),
+                    _ => None,
+                };
+                assert!(
+                    group.is_some_and(|g| doc["Resources"][g]["Type"].as_str() == Some("AWS::Logs::LogGroup")),
+                    "{}: LoggingConfig.LogGroup must be !Ref its AWS::Logs::LogGroup",
+                    id.as_str().unwrap_or_default()
+                );
+            }
+        }
     }
 }
