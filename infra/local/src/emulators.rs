@@ -11,10 +11,12 @@ use tokio::sync::watch;
 /// moto is only the SQS/KMS emulator: its DynamoDB is unsafe under concurrent transactions
 /// (FIELD-NOTES.md), which is why DynamoDB is dynoxide.
 pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
-/// Template linters, in their own virtualenv: sam-cli pins an older boto3 than moto wants.
 /// The benchmark's Python reference: boto3 and AWS's Lambda runtime interface client.
 pub const BENCH_REQUIREMENTS: &[&str] = &["boto3==1.44.8", "awslambdaric==4.2.2"];
+/// Template linters, in their own virtualenv: sam-cli pins an older boto3 than moto wants.
 pub const LINT_REQUIREMENTS: &[&str] = &["cfn-lint==1.58.0", "aws-sam-cli==1.170.0"];
+/// The template's security checks, in a virtualenv of their own: checkov's dependencies clash with sam-cli's.
+pub const CHECKOV_REQUIREMENTS: &[&str] = &["checkov==3.3.30"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {

@@ -2,6 +2,7 @@
 
 pub mod aws_proxy;
 pub mod bench;
+pub mod checkov;
 pub mod emulators;
 pub mod gateway;
 pub mod iam;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use superpay_local::seed;
 use superpay_local::stack::{ColdStart, Options, Stack};
 use superpay_local::template::Template;
-use superpay_local::{bench, emulators};
+use superpay_local::{bench, checkov, emulators};
 
 const USAGE: &str = "usage:
   cargo stack up [--release]      run the whole stack locally (Ctrl-C stops it)
@@ -169,10 +169,7 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     println!("\nCtrl-C stops the stack.");
     let _ = tokio::signal::ctrl_c().await;
     for cold in stack.cold_starts() {
-        eprintln!(
-            "cold start {}: init {:.1} ms, first invocation {:.1} ms (medians)",
-            cold.function, cold.init_ms, cold.first_invocation_ms
-        );
+        eprintln!("cold start {}: {} (medians)", cold.function, cold.describe());
     }
     eprintln!("stopping");
     stack.stop().await;
@@ -245,7 +242,7 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     if !cargo(&root, &["build", "--quiet", "--workspace", "--all-targets"], &[])? {
         return Err("the build failed".into());
     }
-    step("lint template.yaml (cfn-lint, sam validate --lint)");
+    step("lint template.yaml (cfn-lint, sam validate --lint, checkov)");
     lint_template(&root).await?;
     step("Chromium and ChromeDriver for the browser test (Debian's packages)");
     ensure_chromium()?;
@@ -266,10 +263,7 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     args.extend(test_args.iter().map(String::as_str));
     let passed = cargo(&root, &args, &env);
     for cold in stack.cold_starts() {
-        eprintln!(
-            "cold start {}: init {:.1} ms, first invocation {:.1} ms (median, debug build)",
-            cold.function, cold.init_ms, cold.first_invocation_ms
-        );
+        eprintln!("cold start {}: {} (medians, debug build)", cold.function, cold.describe());
     }
     let logs = stack.info.logs.clone();
     stack.stop().await;
@@ -330,7 +324,25 @@ async fn lint_template(root: &Path) -> Result<(), String> {
         if status.success() { Ok(()) } else { Err(format!("{program} found problems in template.yaml")) }
     };
     run("cfn-lint", &["template.yaml"])?;
-    run("sam", &["validate", "--lint", "--region", "us-east-1", "--template-file", "template.yaml"])
+    run("sam", &["validate", "--lint", "--region", "us-east-1", "--template-file", "template.yaml"])?;
+    let bin = emulators::virtualenv(&root.join(".superpay/venv/checkov"), emulators::CHECKOV_REQUIREMENTS)
+        .await
+        .map_err(|e| e.to_string())?;
+    let output = std::process::Command::new(bin.join("checkov"))
+        .args(checkov::ARGS)
+        .current_dir(root)
+        // Offline, and quiet: no look for a newer version.
+        .env("CKV_SKIP_PACKAGE_UPDATE_CHECK", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("checkov: {e}"))?;
+    // Its log (stderr) only helps when it did not report.
+    let summary = checkov::verdict(&String::from_utf8_lossy(&output.stdout)).map_err(|problems| {
+        let log = String::from_utf8_lossy(&output.stderr);
+        if log.trim().is_empty() { problems } else { format!("{problems}\n{}", log.trim_end()) }
+    })?;
+    eprintln!("{summary}");
+    Ok(())
 }
 
 fn token(args: &[String]) -> Result<ExitCode, String> {

@@ -182,6 +182,18 @@ impl ColdStart {
             peak_rss_mb: median(host.peak_rss_mb()),
         }
     }
+
+    /// `init 3.1 ms, first invocation 12.0 ms`, saying so instead of a NaN where nothing was measured.
+    pub fn describe(&self) -> String {
+        let init =
+            if self.init_ms.is_nan() { "not initialised yet".into() } else { format!("init {:.1} ms", self.init_ms) };
+        let first = if self.samples == 0 {
+            "not invoked yet".into()
+        } else {
+            format!("first invocation {:.1} ms", self.first_invocation_ms)
+        };
+        format!("{init}, {first}")
+    }
 }
 
 pub struct Stack {
@@ -449,5 +461,24 @@ impl Stack {
         }
         // Let the function supervisors kill their processes.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_not_invoked_yet_is_described_without_a_nan() {
+        let cold = |init_ms: f64, first: &[f64]| ColdStart {
+            function: "F".into(),
+            init_ms,
+            first_invocation_ms: median(first.to_vec()),
+            peak_rss_mb: f64::NAN,
+            samples: first.len(),
+        };
+        assert_eq!(cold(3.06, &[12.0, 11.0]).describe(), "init 3.1 ms, first invocation 12.0 ms");
+        assert_eq!(cold(3.06, &[]).describe(), "init 3.1 ms, not invoked yet");
+        assert_eq!(cold(f64::NAN, &[]).describe(), "not initialised yet, not invoked yet");
     }
 }

@@ -6,15 +6,20 @@
 //! and these resource types:
 //! - `AWS::Serverless::Function` with `HttpApi`, `SQS` and `Schedule` events, and `Policies` in the
 //!   subset `crate::iam` enforces;
-//! - `AWS::Serverless::HttpApi` with JWT authorizers;
+//! - `AWS::Serverless::HttpApi` with JWT authorizers; its throttling (`RouteSettings`, whose every
+//!   key must name a route of the template, and `DefaultRouteSettings`) and access log are not emulated;
 //! - `AWS::DynamoDB::Table` with key schema, GSIs and TTL;
 //! - `AWS::SQS::Queue` with visibility timeout, redrive policy and FIFO;
 //! - `AWS::KMS::Key` (symmetric, HMAC, ECC signing keys);
-//! - `AWS::CloudWatch::Alarm`: deploy-only, read and not emulated.
+//! - `AWS::Logs::LogGroup` and `AWS::CloudWatch::Alarm`: deploy-only, read and not emulated (the
+//!   functions' logs go to `.superpay/logs/`).
 //!
+//! Properties that only matter once deployed (point-in-time recovery, encryption, log groups and
+//! retention, reserved concurrency, tags: the deploy-only list of each type) are read and ignored;
+//! any other is refused by name. A resource's `Metadata` is free (checkov's skips live there).
 //! `Outputs` are for deployment and are not evaluated here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_yaml::Value;
 use serde_yaml::value::TaggedValue;
@@ -49,6 +54,8 @@ pub struct Template {
     pub http_api: Option<String>,
     pub authorizers: HashMap<String, JwtAuthorizer>,
     pub default_authorizer: Option<String>,
+    /// Route keys the HttpApi's `RouteSettings` throttle (deploy-only: the local gateway does not).
+    pub throttled_routes: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +220,7 @@ impl Template {
                 "AWS::DynamoDB::Table" => template.tables.push(table(id, &properties, &resolver)?),
                 "AWS::SQS::Queue" => template.queues.push(queue(id, &properties, &resolver)?),
                 "AWS::KMS::Key" => template.keys.push(key(id, resource)?),
+                "AWS::Logs::LogGroup" => check_properties(id, &properties, &[], &["RetentionInDays", "Tags"])?,
                 "AWS::CloudWatch::Alarm" => {}
                 other => {
                     return Err(TemplateError::Unsupported(format!("resource {id} of type {other}"), SUPPORTED_TYPES));
@@ -244,6 +252,11 @@ impl Template {
                 }
             }
         }
+        // API Gateway refuses the whole stage when a route setting names no route.
+        let routes: HashSet<String> = template.functions.iter().flat_map(|f| f.routes.iter().map(Route::key)).collect();
+        if let Some(unknown) = template.throttled_routes.iter().find(|r| !routes.contains(*r)) {
+            return Err(invalid(format!("RouteSettings names {unknown:?}, which no HttpApi event declares")));
+        }
         Ok(template)
     }
 
@@ -257,7 +270,7 @@ impl Template {
 }
 
 const SUPPORTED_TYPES: &str = "AWS::Serverless::Function, AWS::Serverless::HttpApi, AWS::DynamoDB::Table, AWS::SQS::Queue, \
-     AWS::KMS::Key, AWS::CloudWatch::Alarm";
+     AWS::KMS::Key, AWS::Logs::LogGroup, AWS::CloudWatch::Alarm";
 
 fn raw(text: &str, overrides: &HashMap<String, String>, lenient_parameters: bool) -> Result<Raw, TemplateError> {
     let doc: Value = serde_yaml::from_str(text).map_err(|e| invalid(e.to_string()))?;
@@ -460,9 +473,11 @@ impl Resolver<'_> {
                 self.naming.key_id(name).ok_or_else(|| invalid(format!("KMS key {name} was not created")))
             }
             Some("AWS::Serverless::HttpApi") => Ok(api_reference(name)),
-            Some(kind) => {
-                Err(TemplateError::Unsupported(format!("!Ref {name} (a {kind})"), "!Ref of tables, queues, keys, APIs"))
-            }
+            Some("AWS::Logs::LogGroup") => Ok(physical_name(self.stack, name)),
+            Some(kind) => Err(TemplateError::Unsupported(
+                format!("!Ref {name} (a {kind})"),
+                "!Ref of tables, queues, keys, APIs, log groups",
+            )),
             None => Err(invalid(format!("!Ref {name}: no such parameter or resource"))),
         }
     }
@@ -487,9 +502,12 @@ impl Resolver<'_> {
             ("AWS::KMS::Key", "KeyId") => {
                 self.naming.key_id(id).ok_or_else(|| invalid(format!("KMS key {id} was not created")))
             }
+            ("AWS::Logs::LogGroup", "Arn") => {
+                Ok(format!("arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{}:*", physical_name(self.stack, id)))
+            }
             _ => Err(TemplateError::Unsupported(
                 format!("!GetAtt {id}.{attribute}"),
-                "Arn of tables, queues and keys; QueueName, QueueUrl, KeyId",
+                "Arn of tables, queues, keys and log groups; QueueName, QueueUrl, KeyId",
             )),
         }
     }
@@ -758,8 +776,20 @@ fn http_api(id: &str, properties: &Value, template: &mut Template) -> Result<(),
         id,
         properties,
         &["Auth", "Description"],
-        &["StageName", "CorsConfiguration", "AccessLogSettings", "Tags"],
+        &["StageName", "CorsConfiguration", "AccessLogSettings", "Tags", "DefaultRouteSettings", "RouteSettings"],
     )?;
+    for (key, settings) in properties.get("RouteSettings").and_then(Value::as_mapping).into_iter().flatten() {
+        let key = scalar(key)?;
+        check_properties(
+            &format!("{id} RouteSettings {key:?}"),
+            settings,
+            &[],
+            &["ThrottlingRateLimit", "ThrottlingBurstLimit"],
+        )?;
+        if settings.get("ThrottlingRateLimit").is_some() {
+            template.throttled_routes.insert(key);
+        }
+    }
     let Some(auth) = properties.get("Auth") else { return Ok(()) };
     for (name, authorizer) in auth.get("Authorizers").and_then(Value::as_mapping).into_iter().flatten() {
         let name = scalar(name)?;
@@ -941,12 +971,17 @@ Resources:
         Authorizers:
           Jwt:
             JwtConfiguration: {issuer: !Ref Issuer, audience: [aud]}
+      AccessLogSettings: {DestinationArn: !GetAtt Logs.Arn, Format: $context.requestId}
+      DefaultRouteSettings: {ThrottlingRateLimit: 100, ThrottlingBurstLimit: 50}
+      RouteSettings:
+        "GET /open": {ThrottlingRateLimit: 5, ThrottlingBurstLimit: 5}
   Fn:
     Type: AWS::Serverless::Function
     Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: fn-bin}}
     Properties:
       CodeUri: .
       MemorySize: 256
+      LoggingConfig: {LogGroup: !Ref Logs}
       Policies: [{Statement: [{Effect: Allow, Action: "sqs:*", Resource: !GetAtt Work.Arn}]}]
       Environment:
         Variables:
@@ -989,6 +1024,10 @@ Resources:
   DeadAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties: {MetricName: x}
+  Logs:
+    Type: AWS::Logs::LogGroup
+    Metadata: {checkov: {skip: [{id: CKV_AWS_158, comment: why}]}}
+    Properties: {RetentionInDays: 365}
 "#;
 
     #[test]
@@ -1022,6 +1061,7 @@ Resources:
         assert_eq!((work.fifo, work.visibility_timeout), (true, Some(30)));
         assert_eq!(work.redrive, Some(Redrive { dead_letter_queue: "Dead".into(), max_receive_count: 3 }));
         assert_eq!(t.keys[0].spec, "SYMMETRIC_DEFAULT");
+        assert_eq!(t.throttled_routes, BTreeSet::from(["GET /open".to_owned()]));
     }
 
     #[test]
@@ -1053,6 +1093,9 @@ Resources:
             .contains("DelaySeconds")
         );
         assert!(refused("Authorizer: Jwt,", "Authorizer: Other,").contains("unknown authorizer Other"));
+        assert!(refused("\"GET /open\":", "\"GET /closed\":").contains("GET /closed"));
+        assert!(refused("ThrottlingRateLimit: 5,", "DetailedMetricsEnabled: true,").contains("DetailedMetricsEnabled"));
+        assert!(refused("RetentionInDays: 365", "LogGroupName: x").contains("Logs.Properties.LogGroupName"));
         assert!(refused("Default: info,", "Default: loud,").contains("not one of"));
         assert!(
             parse(&BASE.replace("  Issuer: {Type: String}\n", "  Issuer: {Type: String}\n  Missing: {Type: String}\n"))
@@ -1082,5 +1125,27 @@ Resources:
             );
         }
         assert!(t.table("ConfigTable").is_some());
+        for route in t.functions.iter().flat_map(|f| &f.routes) {
+            assert!(
+                route.auth != RouteAuth::Open || t.throttled_routes.contains(&route.key()),
+                "{} takes no JWT: throttle it in HttpApi.RouteSettings",
+                route.key()
+            );
+        }
+        // Without a group of its own, a function logs to one Lambda creates, kept forever.
+        let doc: Value = serde_yaml::from_str(&text).unwrap();
+        for (id, resource) in doc["Resources"].as_mapping().unwrap() {
+            if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
+                let group = match &resource["Properties"]["LoggingConfig"]["LogGroup"] {
+                    Value::Tagged(reference) if reference.tag == "Ref" => reference.value.as_str(),
+                    _ => None,
+                };
+                assert!(
+                    group.is_some_and(|g| doc["Resources"][g]["Type"].as_str() == Some("AWS::Logs::LogGroup")),
+                    "{}: LoggingConfig.LogGroup must be !Ref its AWS::Logs::LogGroup",
+                    id.as_str().unwrap_or_default()
+                );
+            }
+        }
     }
 }
