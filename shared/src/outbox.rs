@@ -4,7 +4,7 @@
 //! item whose send is overdue. Consumers are idempotent by the message's id, so a message sent
 //! twice (by the hot path and the sweeper) is handled once.
 
-use aws_sdk_dynamodb::types::Put;
+use aws_sdk_dynamodb::types::{Delete, Put};
 use serde::{Deserialize, Serialize};
 
 use crate::dynamo::{StoreError, Write, get_n, get_s, n, s};
@@ -100,6 +100,12 @@ impl Outbox {
             .item()
             .and_then(|i| i.get(step))
             .is_some_and(|v| matches!(v, aws_sdk_dynamodb::types::AttributeValue::Bool(true))))
+    }
+
+    /// `done` as a write of the transaction that handles the message.
+    pub fn done_item(&self, id: &str) -> Result<Write, StoreError> {
+        let delete = Delete::builder().table_name(&self.table).key("id", s(id)).build()?;
+        Ok(Write::delete("outbox.done", delete))
     }
 
     /// The message was handled: nothing is left to send.

@@ -84,27 +84,59 @@ async fn an_abandoned_or_released_claim_can_be_taken_again() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
-async fn a_top_up_link_funds_one_amount_however_often_its_form_is_sent() {
+async fn a_top_up_link_is_kept_hashed_funds_one_amount_and_never_expires_a_started_debit() {
+    use superpay::dynamo::transact;
     use superpay::money::Money;
-    use superpay::offline::topup::{TopUp, TopUpStore, new_token};
+    use superpay::offline::topup::{
+        RETENTION_SECONDS, TOPUP_NO_DEBIT, TOPUP_OPEN, TopUp, TopUpStore, key_of, new_token,
+    };
     let env = Env::get();
     let dynamodb = env.dynamodb().await;
     let store = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable"));
     let usd = |a: &str| Money::parse(a, "USD").unwrap();
+    let token = new_token();
     let topup = TopUp {
-        token: new_token(),
+        key: key_of(&token),
         payment_id: unique("p"),
         user: unique("payer"),
         merchant_id: "m_x".into(),
         amount_due: usd("7.00"),
         payment_amount: usd("10.00"),
-        expires_at: i64::MAX / 2,
+        link_expires_at: 1_000_000,
         paid: false,
+        expired: false,
         amount: None,
+        debit_started_at: None,
+        debit_attempt: 0,
     };
-    superpay::dynamo::transact(&dynamodb, vec![store.create_item(&topup).unwrap()]).await.unwrap();
-    assert_eq!(store.fix_amount(&topup.token, usd("20.00")).await.unwrap(), usd("20.00"));
-    // A later form (another tab, a retry after a failure) cannot change what the bank is asked for.
-    assert_eq!(store.fix_amount(&topup.token, usd("1000.00")).await.unwrap(), usd("20.00"));
-    assert_eq!(store.get(&topup.token).await.unwrap().unwrap().amount, Some(usd("20.00")));
+    transact(&dynamodb, vec![store.create_item(&topup).unwrap()]).await.unwrap();
+
+    // The table keeps the token's hash, and the hash opens nothing.
+    let item = env.partition("TopUpsTable", "token", &topup.key).await;
+    assert_eq!(item.len(), 1);
+    assert!(env.partition("TopUpsTable", "token", &token).await.is_empty(), "no item is keyed by the token");
+    assert_eq!(
+        item[0]["expires_at"].as_n().unwrap(),
+        &(1_000_000 + RETENTION_SECONDS).to_string(),
+        "kept past its link"
+    );
+    assert_eq!(store.find(&token).await.unwrap().map(|t| t.key), Some(topup.key.clone()));
+    assert_eq!(store.find(&topup.key).await.unwrap(), None, "a key read from the table is not a link");
+
+    // The first debit fixes the amount; another form cannot start a second one or change it.
+    transact(&dynamodb, vec![store.start_debit_item(&topup, usd("20.00"), 5).unwrap()]).await.unwrap();
+    let again = transact(&dynamodb, vec![store.start_debit_item(&topup, usd("1000.00"), 6).unwrap()]).await;
+    assert!(again.unwrap_err().broke(TOPUP_OPEN));
+    let started = store.get(&topup.key).await.unwrap().unwrap();
+    assert_eq!((started.amount, started.debit_started_at), (Some(usd("20.00")), Some(5)));
+    // While the debit runs, the payment's expiry cannot expire the link.
+    let expire = transact(&dynamodb, vec![store.expire_item(&topup.key).unwrap()]).await;
+    assert!(expire.unwrap_err().broke(TOPUP_NO_DEBIT));
+    // A declined debit opens the link again, with the next attempt's reference.
+    transact(&dynamodb, vec![store.declined_item(&started).unwrap()]).await.unwrap();
+    let reopened = store.get(&topup.key).await.unwrap().unwrap();
+    assert_eq!((reopened.debit_started_at, reopened.debit_attempt), (None, 1));
+    assert_ne!(reopened.debit_reference(), started.debit_reference());
+    transact(&dynamodb, vec![store.expire_item(&topup.key).unwrap()]).await.unwrap();
+    assert!(store.get(&topup.key).await.unwrap().unwrap().expired);
 }

@@ -59,6 +59,13 @@ async fn a_device_enrolls_only_its_public_key() {
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("reserve_currency_mismatch")));
     let usd = json!({"public_key": key.public_key(), "offline_limit": {"amount": "5.00", "currency": "USD"}});
     assert_eq!(enroll(&payer, &usd, &unique("key")).await.0, StatusCode::CREATED);
+
+    // Without a reserve yet, the first device fixes the payer's offline currency.
+    let newcomer = unique("payer");
+    assert_eq!(enroll(&newcomer, &usd, &unique("key")).await.0, StatusCode::CREATED);
+    let (status, problem) = enroll(&newcomer, &eur, &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("offline_currency_mismatch")));
+    assert_eq!(enroll(&newcomer, &usd, &unique("key")).await.0, StatusCode::CREATED, "a second device in USD");
 }
 
 #[tokio::test]
@@ -67,7 +74,10 @@ async fn the_device_tool_enrolls_and_makes_codes_that_verify() {
     let env = Env::get();
     let user = unique("payer");
     let file = std::env::temp_dir().join(format!("{}.json", unique("device")));
-    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/superpay-device");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let tool = target.join("debug/superpay-device");
     let run = |args: &[&str]| {
         let output = std::process::Command::new(&tool)
             .args(args)

@@ -13,6 +13,9 @@
 //!   single-use nonce and answers a signed `DebitAnswer` by how the account's id starts: `broke…`
 //!   declines, anything else approves, and a reference is answered the same way twice. `badsig…`
 //!   signs its approval with the wrong key, `unsigned…` does not sign it, `moved…` redirects (307).
+//!   `lagging…` approves at once (the money is taken) but, for `BANK_LAG` after a reference is
+//!   first asked about, answers only after 7 s, past our timeout: the debit whose answer was lost.
+//!   `GET /_sim/bank/{account}` lists an account's debits (reference, amount, status).
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{order_id}` the
 //!   notifications it accepted, and how many deliveries it refused.
 
@@ -41,9 +44,20 @@ struct Sim {
     bank: PartnerKeys,
     orders: Mutex<HashMap<String, Value>>,
     webhooks: Mutex<HashMap<String, Value>>,
-    /// Each reference's amount and answer.
-    debits: Mutex<HashMap<String, (Money, DebitAnswer)>>,
+    /// Each reference's account, amount, answer, and when it was first asked about.
+    debits: Mutex<HashMap<String, Debit>>,
 }
+
+#[derive(Clone)]
+struct Debit {
+    account: String,
+    amount: Money,
+    answer: DebitAnswer,
+    first_asked: std::time::Instant,
+}
+
+/// How long a `lagging…` bank's answers come too late after a reference is first asked about.
+const BANK_LAG: Duration = Duration::from_secs(12);
 
 async fn add_merchant(State(sim): State<Arc<Sim>>, body: axum::Json<KeyGrant>) -> StatusCode {
     if sim.keys.grant(&body) { StatusCode::NO_CONTENT } else { StatusCode::BAD_REQUEST }
@@ -137,16 +151,34 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
     signed_answer(&keys, &signing_key, &path, &signature.nonce, answer)
 }
 
+async fn bank_debits_of(State(sim): State<Arc<Sim>>, Path(account): Path<String>) -> Response {
+    let Ok(debits) = sim.debits.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
+    let list: Vec<Value> = debits
+        .iter()
+        .filter(|(_, d)| d.account == account)
+        .map(|(reference, d)| json!({ "reference": reference, "amount": d.amount, "status": d.answer.status }))
+        .collect();
+    axum::Json(list).into_response()
+}
+
 async fn bank_debit(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let path = uri.path();
-    let (signature, keys) = match sim.bank.verify(path, &headers, &body) {
+    let (answer, late) = answer_debit(&sim, uri.path(), &headers, &body);
+    if late {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+    }
+    answer
+}
+
+/// The bank's answer to a debit, and whether it comes too late (a `lagging…` account).
+fn answer_debit(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> (Response, bool) {
+    let (signature, keys) = match sim.bank.verify(path, headers, body) {
         Ok(verified) => verified,
-        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
+        Err(why) => return (refuse(StatusCode::UNAUTHORIZED, &why), false),
     };
-    let Ok(request) = serde_json::from_slice::<DebitRequest>(&body) else {
-        return refuse(StatusCode::BAD_REQUEST, "not a debit request");
+    let Ok(request) = serde_json::from_slice::<DebitRequest>(body) else {
+        return (refuse(StatusCode::BAD_REQUEST, "not a debit request"), false);
     };
-    let rule = ["broke", "badsig", "unsigned", "moved"].into_iter().find(|r| request.account.starts_with(r));
+    let rule = ["broke", "badsig", "unsigned", "moved", "lagging"].into_iter().find(|r| request.account.starts_with(r));
     let answer = match rule.unwrap_or_default() {
         "broke" => DebitAnswer {
             reference: request.reference.clone(),
@@ -155,20 +187,27 @@ async fn bank_debit(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, b
         },
         _ => DebitAnswer { reference: request.reference.clone(), status: DebitStatus::Approved, reason: None },
     };
-    let Ok(mut debits) = sim.debits.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
-    let (amount, answer) = debits.entry(request.reference).or_insert((request.amount, answer)).clone();
-    drop(debits);
-    // A bank answers a reference once; the same reference for another amount is a client's bug.
-    if amount != request.amount {
-        return refuse(StatusCode::CONFLICT, "this reference was used for another amount");
+    let new = Debit {
+        account: request.account.clone(),
+        amount: request.amount,
+        answer,
+        first_asked: std::time::Instant::now(),
+    };
+    let recorded = sim.debits.lock().map(|mut debits| debits.entry(request.reference).or_insert(new).clone());
+    let Ok(debit) = recorded else { return (refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock"), false) };
+    // A bank answers a reference once; the same reference for another debit is a client's bug.
+    if debit.amount != request.amount || debit.account != request.account {
+        return (refuse(StatusCode::CONFLICT, "this reference was used for another debit"), false);
     }
-    let answer = serde_json::to_vec(&answer).unwrap_or_default();
-    match rule.unwrap_or_default() {
+    let late = rule == Some("lagging") && debit.first_asked.elapsed() < BANK_LAG;
+    let answer = serde_json::to_vec(&debit.answer).unwrap_or_default();
+    let response = match rule.unwrap_or_default() {
         "badsig" => signed_answer(&keys, &Key::random(), path, &signature.nonce, answer),
         "unsigned" => (StatusCode::OK, answer).into_response(),
-        "moved" => (StatusCode::TEMPORARY_REDIRECT, [("location", path)]).into_response(),
+        "moved" => (StatusCode::TEMPORARY_REDIRECT, [("location", path.to_owned())]).into_response(),
         _ => signed_answer(&keys, &keys.signing, path, &signature.nonce, answer),
-    }
+    };
+    (response, late)
 }
 
 #[tokio::main]
@@ -186,6 +225,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
         .route("/bank/debits", post(bank_debit))
+        .route("/_sim/bank/{account}", get(bank_debits_of))
         .route("/_sim/orders/{order_id}", get(received))
         .route("/_sim/webhooks/{order_id}", get(webhooks_seen))
         .fallback(post(product_server))

@@ -8,15 +8,15 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::device::{Device, DeviceStore};
+use super::device::{Device, DeviceStore, OFFLINE_CURRENCY};
 use super::valid_public_key;
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::dynamo::{TransactError, transact};
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::StoredResponse;
-use crate::idempotency::store::IdempotencyStore;
+use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::idempotency::{StoredResponse, in_flight};
 use crate::ledger::AccountId;
 use crate::ledger::store::LedgerStore;
 use crate::money::MoneyInput;
@@ -88,6 +88,13 @@ impl DevicesApi {
             ));
         }
         let offline_limit = offline_limit.validate()?;
+        // One offline currency per payer, fixed by their first device (checked again in the
+        // enrollment's transaction).
+        if let Some(fixed) = self.devices.currency_of(&caller.subject).await?
+            && fixed != offline_limit.currency()
+        {
+            return Err(offline_currency_mismatch(fixed.code()));
+        }
         // Its codes are paid from the offline reserve: a reserve in another currency could never pay them.
         if let Some(reserve) = self.ledger.account(&AccountId::reserve(&caller.subject)).await?
             && reserve.currency != offline_limit.currency()
@@ -116,10 +123,17 @@ impl DevicesApi {
                 let response = json_response(StatusCode::CREATED, &device.view());
                 let items = vec![
                     self.devices.create_item(&device)?,
+                    self.devices.currency_item(&device.user, device.offline_limit.currency())?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => Ok(response),
+                    // Another device fixed another currency meanwhile.
+                    Err(e) if e.broke(OFFLINE_CURRENCY) => {
+                        let fixed = self.devices.currency_of(&device.user).await?;
+                        Err(offline_currency_mismatch(fixed.map_or("another currency", |c| c.code())))
+                    }
+                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
                     Err(TransactError::ConditionFailed(_)) => Err(Problem::new(
                         StatusCode::CONFLICT,
                         "device_exists",
@@ -130,4 +144,14 @@ impl DevicesApi {
             })
             .await
     }
+}
+
+/// A device in another currency than the payer's first: its codes could meet a reserve in
+/// another currency, which could never pay them.
+fn offline_currency_mismatch(fixed: &str) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "offline_currency_mismatch",
+        format!("your offline payments are in {fixed}: enroll the device with a limit in {fixed}"),
+    )
 }

@@ -7,6 +7,8 @@ use aws_sdk_dynamodb::types::{ConditionCheck, Put, ReturnValue};
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::{Currency, Money};
 
+/// Rule: the user's offline currency is the device's (fixed by their first device).
+pub const OFFLINE_CURRENCY: &str = "offline_currency.same";
 /// Rule: the device was not revoked.
 pub const DEVICE_NOT_REVOKED: &str = "device.not_revoked";
 
@@ -95,6 +97,36 @@ impl DeviceStore {
             .condition_expression("attribute_exists(id) AND attribute_not_exists(revoked_at)")
             .build()?;
         Ok(Write::check(DEVICE_NOT_REVOKED, check))
+    }
+
+    /// Fixes `user`'s offline currency at their first enrollment (an item `user#<user>` beside the
+    /// devices), or checks it is the same: a reserve then never meets a currency it does not hold.
+    pub fn currency_item(&self, user: &str, currency: Currency) -> Result<Write, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(format!("user#{user}")))
+            .item("user", s(user))
+            .item("currency", s(currency.code()))
+            .condition_expression("attribute_not_exists(id) OR currency = :currency")
+            .expression_attribute_values(":currency", s(currency.code()))
+            .build()?;
+        Ok(Write::put(OFFLINE_CURRENCY, put))
+    }
+
+    /// `user`'s offline currency, once a device fixed it.
+    pub async fn currency_of(&self, user: &str) -> Result<Option<Currency>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(format!("user#{user}")))
+            .consistent_read(true)
+            .send()
+            .await?;
+        output
+            .item()
+            .map(|item| get_s(item, "currency")?.parse().map_err(|_| StoreError("stored currency is corrupt".into())))
+            .transpose()
     }
 
     pub fn create_item(&self, device: &Device) -> Result<Write, StoreError> {

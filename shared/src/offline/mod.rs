@@ -8,6 +8,7 @@
 //! `<key id>|<account>|<counter>|<unix time>`, signature ECDSA P-256 SHA-256 (fixed 64 bytes).
 
 pub mod api;
+pub mod debit;
 pub mod device;
 pub mod payment;
 pub mod payments_api;

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::device::{DEVICE_NOT_REVOKED, DeviceStore};
 use super::payment::{CODE_UNSPENT, PAYMENT_NEW, Payment, PaymentState, PaymentStore};
+use super::settlement::SettlementMessage;
 use super::{CodeError, OfflineCode};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
@@ -192,11 +193,11 @@ impl OfflinePaymentsApi {
                 };
                 let job_id = format!("{}/settle", payment.id);
                 let job = OutboxMessage {
-                    body: serde_json::to_string(&SettlementJob {
+                    body: serde_json::to_string(&SettlementMessage::Settle(SettlementJob {
                         id: job_id.clone(),
                         payment_id: payment.id.clone(),
                         expire_at: None,
-                    })
+                    }))
                     .map_err(Problem::internal)?,
                     id: job_id,
                     queue_url: self.settlement_queue.clone(),

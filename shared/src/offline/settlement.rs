@@ -1,48 +1,80 @@
 //! The settlement function (template.yaml `SettlementFunction`, SQS-triggered): moves an accepted
 //! offline payment from the payer's offline reserve to the merchant, in one transaction with the
-//! payment's new state. When the reserve does not cover it, the payment waits for funds and the
-//! payer is told in their conversation with the platform. A payment whose top-up link expires
-//! unpaid ends `expired`, with the merchant's notice (`OfflineEvent`) in the same transaction; the
-//! notifier delivers it with its backoff.
+//! payment's new state. When the reserve does not cover it, the payment waits for funds: a top-up
+//! link is made and the payer's message with it (through the outbox, so neither is lost) in one
+//! transaction. A payment whose link expires ends `expired`, with the merchant's notice in the same
+//! transaction, unless a debit was started on the link: then it waits for the bank's answer
+//! (`crate::offline::debit`), whose checks this function also settles.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::debit::{DebitOutcome, TopUpDebits};
 use super::payment::{Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
-use super::topup::{TopUp, TopUpStore, new_token};
+use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, TopUpStore, at_expiry, key_of, new_token};
 use crate::aws::{self, MissingEnv};
+use crate::bank::Bank;
 use crate::clock::now_epoch_seconds;
-use crate::conversation::store::ConversationStore;
-use crate::conversation::{Counterparty, NewMessage};
+use crate::conversation::NewMessage;
 use crate::dynamo::{TransactError, transact};
 use crate::ledger::store::{LedgerStore, TransferError};
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
-use crate::outbox::Outbox;
-use crate::outbox::OutboxMessage;
+use crate::outbox::{Outbox, OutboxMessage};
+
+/// What the settlement queue carries: one type, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum SettlementMessage {
+    /// Settle an offline payment, or expire it (`expire_at`) if its link was never paid.
+    #[serde(rename = "offline.settle")]
+    Settle(SettlementJob),
+    /// Settle the outcome of a top-up's bank debit that its page did not settle.
+    #[serde(rename = "topup.debit")]
+    DebitCheck { id: String, topup: String },
+}
+
+impl SettlementMessage {
+    /// Bodies written before messages carried a `kind` are settlement jobs.
+    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_str(body)?;
+        if value.get("kind").is_none() {
+            return serde_json::from_value(value).map(SettlementMessage::Settle);
+        }
+        serde_json::from_value(value)
+    }
+
+    /// The message's outbox id: its consumer's idempotency key.
+    pub fn id(&self) -> &str {
+        match self {
+            SettlementMessage::Settle(job) => &job.id,
+            SettlementMessage::DebitCheck { id, .. } => id,
+        }
+    }
+}
 
 /// What the notifications queue carries about offline payments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum OfflineEvent {
     /// Tell the merchant (signed webhook) that a payment waiting for funds expired.
     #[serde(rename = "offline.expired")]
     Expired { id: String, payment_id: String },
+    /// Post the payer's top-up link in their conversation with the platform. The link is the one
+    /// place its token is kept, until the notifier posts it.
+    #[serde(rename = "offline.waiting_for_funds")]
+    WaitingForFunds { id: String, user: String, message: NewMessage, at: i64 },
 }
 
 pub struct Settlement {
-    dynamodb: aws_sdk_dynamodb::Client,
     payments: PaymentStore,
-    ledger: LedgerStore,
-    outbox: Outbox,
-    conversations: ConversationStore,
-    topups: TopUpStore,
     merchants: MerchantStore,
-    settlement_queue: String,
+    /// The top-ups' debits, and through them the ledger, the outbox and the links.
+    debits: TopUpDebits,
     notifications_queue: String,
     /// How long a payment waits for a top-up (template `TopUpTtlSeconds`).
     topup_ttl_seconds: i64,
@@ -52,6 +84,9 @@ pub struct Settlement {
 
 /// SQS's longest delay: an expiry further off is re-armed until it is due.
 const MAX_DELAY_SECONDS: i64 = 900;
+
+/// How long an expiry waits before looking again at a link whose debit is running.
+const DEBIT_WAIT_SECONDS: i64 = 60;
 
 impl Settlement {
     pub async fn from_env() -> Result<Self, MissingEnv> {
@@ -63,26 +98,28 @@ impl Settlement {
                 aws::env("OFFLINE_PAYMENTS_TABLE")?,
                 aws::env("OFFLINE_CODES_TABLE")?,
             ),
-            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
-            outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
-            conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
-            topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+            debits: TopUpDebits {
+                topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
+                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+                outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
+                bank: Bank::from_env(&config)?,
+                settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+                dynamodb,
+            },
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             topup_ttl_seconds: aws::env("TOPUP_TTL_SECONDS")?
                 .parse()
                 .map_err(|_| MissingEnv("TOPUP_TTL_SECONDS (a number of seconds)".into()))?,
             public_base_url: aws::env("PUBLIC_BASE_URL")?.trim_end_matches('/').to_owned(),
-            dynamodb,
         })
     }
 
     pub async fn handle(&self, batch: SqsEvent) -> SqsBatchResponse {
         let outcomes = futures_util::future::join_all(batch.records.into_iter().map(|record| async move {
-            let outcome = match serde_json::from_str::<SettlementJob>(record.body.as_deref().unwrap_or_default()) {
-                Ok(job) => self.settle(&job).await,
-                Err(e) => Err(format!("not a settlement job: {e}")),
+            let outcome = match SettlementMessage::parse(record.body.as_deref().unwrap_or_default()) {
+                Ok(message) => self.process(&message).await,
+                Err(e) => Err(format!("not a settlement message: {e}")),
             };
             (record.message_id.unwrap_or_default(), outcome)
         }))
@@ -99,117 +136,145 @@ impl Settlement {
         response
     }
 
+    /// Idempotent by the message: one handled once (its outbox item gone) changes nothing again.
+    async fn process(&self, message: &SettlementMessage) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        if !self.debits.outbox.pending(message.id()).await.map_err(|e| fail(&e))? {
+            return Ok(());
+        }
+        match message {
+            SettlementMessage::Settle(job) => self.settle(job).await,
+            SettlementMessage::DebitCheck { id, topup } => self.check_debit(id, topup).await,
+        }
+    }
+
+    /// Settles a debit its page left owed. Still no answer from the bank: SQS asks again.
+    async fn check_debit(&self, id: &str, key: &str) -> Result<(), String> {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let topup = self.debits.topups.get(key).await.map_err(|e| fail(&e))?;
+        match topup {
+            // Settled by its page meanwhile (or a check of an attempt already declined).
+            Some(topup) if topup.paid || topup.debit_started_at.is_none() || topup.check_id() != id => {}
+            Some(topup) => {
+                if let DebitOutcome::Pending(reason) =
+                    self.debits.settle(&topup, now_epoch_seconds()).await.map_err(|e| fail(&e))?
+                {
+                    return Err(format!("top-up {}: the debit is not settled yet: {reason}", topup.label()));
+                }
+                return Ok(());
+            }
+            None => tracing::error!(topup = %key, "a debit check names no top-up"),
+        }
+        self.debits.outbox.done(id).await.map_err(|e| fail(&e))
+    }
+
     fn job(&self, job: &SettlementJob, delay: i64) -> Result<OutboxMessage, String> {
         Ok(OutboxMessage {
             id: job.id.clone(),
-            queue_url: self.settlement_queue.clone(),
-            body: serde_json::to_string(job).map_err(|e| e.to_string())?,
+            queue_url: self.debits.settlement_queue.clone(),
+            body: serde_json::to_string(&SettlementMessage::Settle(job.clone())).map_err(|e| e.to_string())?,
             delay_seconds: delay.clamp(0, MAX_DELAY_SECONDS) as i32,
         })
     }
 
     /// A payment still waiting for funds when its top-up link expires ends `expired`, with the
-    /// merchant's notice in the same transaction. Not due yet: the job comes back later.
+    /// merchant's notice and the link's end in the same transaction, unless its link was paid (its
+    /// settlement is on its way) or a debit was started on it (the job comes back until the bank's
+    /// answer is settled). Not due yet: the job comes back later.
     async fn expire(&self, job: &SettlementJob, payment: Payment, expire_at: i64) -> Result<(), String> {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let outbox = &self.debits.outbox;
         let now = now_epoch_seconds();
+        // If this send fails, SQS must redeliver this one.
+        let come_back =
+            |delay: i64| async move { outbox.send_checked(&self.job(job, delay)?).await.map_err(|e| fail(&e)) };
         if now < expire_at {
-            // Not due: the job comes back later. If that send fails, SQS must redeliver this one.
-            return self.outbox.send_checked(&self.job(job, expire_at - now)?).await.map_err(|e| fail(&e));
+            return come_back(expire_at - now).await;
         }
-        // Otherwise it settled, was paid for at the last moment, or expired by an earlier delivery
-        // of this job, whose transaction carried the notice.
+        // Otherwise it settled, or expired by an earlier delivery of this job, whose transaction
+        // carried the notice.
         if payment.state == PaymentState::WaitingForFunds {
-            let event = OfflineEvent::Expired { id: format!("{}/expired", payment.id), payment_id: payment.id.clone() };
-            let notice = OutboxMessage {
-                id: format!("{}/expired", payment.id),
-                queue_url: self.notifications_queue.clone(),
-                body: serde_json::to_string(&event).map_err(|e| fail(&e))?,
-                delay_seconds: 0,
+            let topup = match &payment.topup_token {
+                Some(key) => self.debits.topups.get(key).await.map_err(|e| fail(&e))?,
+                None => None,
             };
-            let mut items = vec![
-                self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
-                self.outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
-            ];
-            // A link paid at the last moment wins: its settlement is on its way.
-            if let Some(token) = &payment.topup_token {
-                items.push(self.topups.unpaid_check(token).map_err(|e| fail(&e))?);
-            }
-            match transact(&self.dynamodb, items).await {
-                Ok(()) => self.outbox.send(&notice).await,
-                Err(TransactError::ConditionFailed(_)) => {}
-                Err(e) => return Err(fail(&e)),
+            match at_expiry(topup.as_ref()) {
+                AtExpiry::Paid => {}
+                AtExpiry::Wait => return come_back(DEBIT_WAIT_SECONDS).await,
+                AtExpiry::Expire => {
+                    let event =
+                        OfflineEvent::Expired { id: format!("{}/expired", payment.id), payment_id: payment.id.clone() };
+                    let notice = OutboxMessage {
+                        id: format!("{}/expired", payment.id),
+                        queue_url: self.notifications_queue.clone(),
+                        body: serde_json::to_string(&event).map_err(|e| fail(&e))?,
+                        delay_seconds: 0,
+                    };
+                    let mut items = vec![
+                        self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
+                        outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
+                    ];
+                    // A link that is gone counts as expired; one paid or started at the last moment wins.
+                    if let Some(topup) = &topup {
+                        items.push(self.debits.topups.expire_item(&topup.key).map_err(|e| fail(&e))?);
+                    }
+                    match transact(&self.debits.dynamodb, items).await {
+                        Ok(()) => outbox.send(&notice).await,
+                        Err(e) if e.broke(TOPUP_NO_DEBIT) => return come_back(0).await,
+                        Err(TransactError::ConditionFailed(_)) => {}
+                        Err(e) => return Err(fail(&e)),
+                    }
+                }
             }
         }
-        self.outbox.done(&job.id).await.map_err(|e| fail(&e))
+        outbox.done(&job.id).await.map_err(|e| fail(&e))
     }
 
     /// The payment waits; the payer gets a top-up link in their conversation with the platform.
-    /// A redelivered job finds the payment waiting already and posts the same message (once).
+    /// The link, the payment's new state, its expiry job and the payer's message commit together,
+    /// so a redelivered job that finds the payment waiting with an open link has nothing to do.
     async fn ask_for_funds(&self, payment: &Payment, available: Decimal, now: i64) -> Result<(), String> {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
+        let outbox = &self.debits.outbox;
         let currency = payment.amount.currency();
         if !matches!(payment.state, PaymentState::Pending | PaymentState::WaitingForFunds) {
             return Ok(());
         }
-        let due = Money::new(payment.amount.amount() - available, currency).map_err(|e| fail(&e))?;
         // The current link, unless it was paid (its money went in and still was not enough).
-        let open_link = match &payment.topup_token {
-            Some(token) => self.topups.get(token).await.map_err(|e| fail(&e))?.filter(|t| !t.paid).map(|t| t.token),
-            None => None,
+        if let Some(key) = &payment.topup_token
+            && self.debits.topups.get(key).await.map_err(|e| fail(&e))?.is_some_and(|t| !t.paid && !t.expired)
+        {
+            return Ok(());
+        }
+        let due = Money::new(payment.amount.amount() - available, currency).map_err(|e| fail(&e))?;
+        let token = new_token();
+        let topup = TopUp {
+            key: key_of(&token),
+            payment_id: payment.id.clone(),
+            user: payment.user.clone(),
+            merchant_id: payment.merchant_id.clone(),
+            amount_due: due,
+            payment_amount: payment.amount,
+            link_expires_at: now + self.topup_ttl_seconds,
+            paid: false,
+            expired: false,
+            amount: None,
+            debit_started_at: None,
+            debit_attempt: 0,
         };
-        let token = match open_link {
-            Some(token) => token,
-            None => {
-                let topup = TopUp {
-                    token: new_token(),
-                    payment_id: payment.id.clone(),
-                    user: payment.user.clone(),
-                    merchant_id: payment.merchant_id.clone(),
-                    amount_due: due,
-                    payment_amount: payment.amount,
-                    expires_at: now + self.topup_ttl_seconds,
-                    paid: false,
-                    amount: None,
-                };
-                let expire = self.job(
-                    &SettlementJob {
-                        id: format!("{}/expire/{}", payment.id, &topup.token[..8]),
-                        payment_id: payment.id.clone(),
-                        expire_at: Some(topup.expires_at),
-                    },
-                    topup.expires_at - now,
-                )?;
-                let items = vec![
-                    self.payments
-                        .waiting_item(&payment.id, &topup.token, payment.topup_token.as_deref())
-                        .map_err(|e| fail(&e))?,
-                    self.topups.create_item(&topup).map_err(|e| fail(&e))?,
-                    // Due at the expiry itself, so the sweeper does not re-send it before then.
-                    self.outbox.put_item_due(&expire, topup.expires_at).map_err(|e| fail(&e))?,
-                ];
-                match transact(&self.dynamodb, items).await {
-                    Ok(()) => {
-                        self.outbox.send(&expire).await;
-                        topup.token
-                    }
-                    // It changed since it was read (settled, or waiting with its own link): look again.
-                    Err(TransactError::ConditionFailed(_)) => {
-                        let current = self.payments.get(&payment.id).await.map_err(|e| fail(&e))?;
-                        match current.and_then(|p| p.topup_token.filter(|_| p.state == PaymentState::WaitingForFunds)) {
-                            Some(token) => token,
-                            None => return Ok(()),
-                        }
-                    }
-                    Err(e) => return Err(fail(&e)),
-                }
-            }
-        };
+        let expire = self.job(
+            &SettlementJob {
+                id: format!("{}/expire/{}", payment.id, topup.label()),
+                payment_id: payment.id.clone(),
+                expire_at: Some(topup.link_expires_at),
+            },
+            topup.link_expires_at - now,
+        )?;
         let link = format!("{}/topup/{token}", self.public_base_url);
         let merchant = self.merchants.get(&payment.merchant_id).await.ok().flatten();
         let merchant = merchant.map_or(payment.merchant_id.clone(), |m| m.name);
         let message = NewMessage {
-            id: format!("{}/waiting/{}", payment.id, &token[..8]),
+            id: format!("{}/waiting/{}", payment.id, topup.label()),
             kind: "offline.waiting_for_funds".into(),
             text: format!(
                 "A payment of {} to {merchant} is waiting: your offline reserve has {available} {currency}. Add {due} to complete it: {link}",
@@ -217,19 +282,40 @@ impl Settlement {
             ),
             data: serde_json::json!({ "payment": payment.view(), "amount_due": due, "link": link }),
         };
-        self.conversations.post(&payment.user, &Counterparty::platform(), &message, now).await.map_err(|e| fail(&e))?;
-        Ok(())
+        let event =
+            OfflineEvent::WaitingForFunds { id: message.id.clone(), user: payment.user.clone(), message, at: now };
+        let notice = OutboxMessage {
+            id: event_id(&event).to_owned(),
+            queue_url: self.notifications_queue.clone(),
+            body: serde_json::to_string(&event).map_err(|e| fail(&e))?,
+            delay_seconds: 0,
+        };
+        let items = vec![
+            self.payments
+                .waiting_item(&payment.id, &topup.key, payment.topup_token.as_deref())
+                .map_err(|e| fail(&e))?,
+            self.debits.topups.create_item(&topup).map_err(|e| fail(&e))?,
+            // Due at the expiry itself, so the sweeper does not re-send it before then.
+            outbox.put_item_due(&expire, topup.link_expires_at).map_err(|e| fail(&e))?,
+            outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
+        ];
+        match transact(&self.debits.dynamodb, items).await {
+            Ok(()) => {
+                outbox.send(&expire).await;
+                outbox.send(&notice).await;
+                Ok(())
+            }
+            // It changed since it was read (settled, or waiting with its own link): nothing to do.
+            Err(TransactError::ConditionFailed(_)) => Ok(()),
+            Err(e) => Err(fail(&e)),
+        }
     }
 
-    /// Idempotent by the job: a job handled once (its outbox item gone) or a payment already
-    /// settled moves nothing again.
     async fn settle(&self, job: &SettlementJob) -> Result<(), String> {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
-        if !self.outbox.pending(&job.id).await.map_err(|e| fail(&e))? {
-            return Ok(());
-        }
+        let outbox = &self.debits.outbox;
         let Some(payment) = self.payments.get(&job.payment_id).await.map_err(|e| fail(&e))? else {
-            return self.outbox.done(&job.id).await.map_err(|e| fail(&e));
+            return outbox.done(&job.id).await.map_err(|e| fail(&e));
         };
         if let Some(expire_at) = job.expire_at {
             return self.expire(job, payment, expire_at).await;
@@ -246,7 +332,7 @@ impl Settlement {
             )
             .map_err(|e| fail(&e))?;
             let settled = self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?;
-            match self.ledger.apply(&transfer, vec![settled], now).await {
+            match self.debits.ledger.apply(&transfer, vec![settled], now).await {
                 Ok(_) | Err(TransferError::Rejected(_)) => {}
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
                     self.ask_for_funds(&payment, available, now).await?;
@@ -254,6 +340,31 @@ impl Settlement {
                 Err(e) => return Err(fail(&e)),
             }
         }
-        self.outbox.done(&job.id).await.map_err(|e| fail(&e))
+        outbox.done(&job.id).await.map_err(|e| fail(&e))
+    }
+}
+
+fn event_id(event: &OfflineEvent) -> &str {
+    match event {
+        OfflineEvent::Expired { id, .. } | OfflineEvent::WaitingForFunds { id, .. } => id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settlement_messages_parse_by_kind_and_old_jobs_still_parse() {
+        let old = r#"{"id":"p_1/settle","payment_id":"p_1"}"#;
+        let job = SettlementJob { id: "p_1/settle".into(), payment_id: "p_1".into(), expire_at: None };
+        assert_eq!(SettlementMessage::parse(old).unwrap(), SettlementMessage::Settle(job.clone()));
+        let new = serde_json::to_string(&SettlementMessage::Settle(job.clone())).unwrap();
+        assert!(new.contains(r#""kind":"offline.settle""#), "{new}");
+        assert_eq!(SettlementMessage::parse(&new).unwrap(), SettlementMessage::Settle(job));
+        let check = SettlementMessage::DebitCheck { id: "topup-debit/k/0".into(), topup: "k".into() };
+        assert_eq!(SettlementMessage::parse(&serde_json::to_string(&check).unwrap()).unwrap(), check);
+        assert!(SettlementMessage::parse(r#"{"kind":"offline.unknown","id":"x"}"#).is_err());
+        assert!(SettlementMessage::parse("not json").is_err());
     }
 }

@@ -1,20 +1,47 @@
-//! Top-up requests (`TopUpsTable`, partition `token`): when a payer's offline reserve did not cover
-//! a payment, they get a link to a page that funds the reserve from their bank. The link's token
-//! is the page's credential and the payment's idempotency key: the top-up transfer's id derives
-//! from it, so however often the form is sent, the bank is asked and the reserve funded once.
+//! Top-up links (`TopUpsTable`, partition `token`): when a payer's offline reserve did not cover
+//! a payment, they get a link to a page that funds the reserve from their bank.
+//!
+//! - The link's token is the page's credential. The table keeps only its SHA-256 (`key`), so a
+//!   table read or a backup hands out no live link (the payer's own conversation still carries the
+//!   link, by design). Links made before tokens were hashed are keyed by the token itself and have
+//!   no `hashed` attribute; they are found as such until they expire.
+//! - A link's life: open -> debit started (the bank is asked; the amount is fixed) -> paid (the
+//!   reserve is credited, once: the transfer's id derives from the key). A declined debit opens the
+//!   link again (the next attempt has its own bank reference); an unanswered one stays started
+//!   until the bank's answer is had, by the page or by the settlement function through the outbox.
+//!   The payment's expiry expires the link only while no debit is started: money the bank may have
+//!   taken always ends in the payer's reserve.
+//! - Items are kept `RETENTION_SECONDS` past the link's end (the TTL attribute `expires_at`), past
+//!   every job that may still read them; a missing item counts as expired, never as paid.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
+use rust_decimal::Decimal;
 
+use crate::crypto::sha256_hex;
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::{Currency, Money};
 
 /// Rule: the top-up link was not paid.
 pub const TOPUP_UNPAID: &str = "topup.unpaid";
+/// Rule: the link is open: not paid, not expired, no debit running, and the amount is the one fixed.
+pub const TOPUP_OPEN: &str = "topup.open";
+/// Rule: no debit was started on the link (its payment may expire).
+pub const TOPUP_NO_DEBIT: &str = "topup.no_debit_started";
+/// Rule: the debit being settled is the link's current attempt.
+pub const TOPUP_DEBIT_CURRENT: &str = "topup.debit_current";
+
+/// How long an item outlives its link: longer than any expiry job or debit check may still come.
+pub const RETENTION_SECONDS: i64 = 30 * 24 * 60 * 60;
+
+/// What one link may add at most, as a share of its currency's per-payment limit (1,000.00 USD):
+/// a link completes the payment it was made for, with something to spare, not a deposit.
+const CEILING_PERCENT_OF_LIMIT: i64 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopUp {
-    pub token: String,
+    /// The table key: the token's hash (a link made before hashing: the token).
+    pub key: String,
     pub payment_id: String,
     pub user: String,
     pub merchant_id: String,
@@ -22,10 +49,47 @@ pub struct TopUp {
     pub amount_due: Money,
     /// What the payment is for, in full.
     pub payment_amount: Money,
-    pub expires_at: i64,
+    /// Until when the link can be used.
+    pub link_expires_at: i64,
     pub paid: bool,
+    /// Its payment expired while no debit was started: the link is dead.
+    pub expired: bool,
     /// The amount the link funds, fixed by the first form sent.
     pub amount: Option<Money>,
+    /// When the current debit was asked for, while its outcome is not settled.
+    pub debit_started_at: Option<i64>,
+    /// Which debit this is (each declined one makes the next its own reference).
+    pub debit_attempt: u32,
+}
+
+impl TopUp {
+    /// The bank's reference of the current debit: the bank debits a reference once.
+    pub fn debit_reference(&self) -> String {
+        match self.debit_attempt {
+            0 => format!("topup/{}", self.key),
+            n => format!("topup/{}/{n}", self.key),
+        }
+    }
+
+    /// The id of the reserve's credit: one per link, whichever attempt the bank approved.
+    pub fn transfer_id(&self) -> String {
+        format!("topup/{}", self.key)
+    }
+
+    /// The outbox item that keeps the current debit's outcome from being lost (`DebitCheck`).
+    pub fn check_id(&self) -> String {
+        format!("topup-debit/{}/{}", self.key, self.debit_attempt)
+    }
+
+    /// A short, stable label of the link for message ids (not the token).
+    pub fn label(&self) -> &str {
+        &self.key[..self.key.len().min(8)]
+    }
+}
+
+/// The table key of a link's token.
+pub fn key_of(token: &str) -> String {
+    sha256_hex(token.as_bytes())
 }
 
 /// A fresh link token: 32 random bytes, hex.
@@ -33,6 +97,52 @@ pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
     hex::encode(bytes)
+}
+
+/// Why a form's amount cannot fund the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AmountRefusal {
+    BelowDue(Money),
+    AboveCeiling(Money),
+}
+
+/// The most a link may add: what is due, or the ceiling if that is more.
+pub fn ceiling(due: Money) -> Decimal {
+    let ceiling = due.currency().limit() * Decimal::from(CEILING_PERCENT_OF_LIMIT) / Decimal::from(100);
+    due.amount().max(due.currency().rescale(ceiling))
+}
+
+/// What one link may add: at least what is due (less would not complete the payment) and at most
+/// `ceiling`.
+pub fn judge_amount(asked: Money, due: Money) -> Result<Money, AmountRefusal> {
+    let ceiling = ceiling(due);
+    if asked.amount() < due.amount() {
+        Err(AmountRefusal::BelowDue(due))
+    } else if asked.amount() > ceiling {
+        Money::new(ceiling, due.currency())
+            .map_or(Err(AmountRefusal::BelowDue(due)), |c| Err(AmountRefusal::AboveCeiling(c)))
+    } else {
+        Ok(asked)
+    }
+}
+
+/// What a payment's expiry does with its link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtExpiry {
+    /// No link, or one nobody paid or started to pay: the payment expires (and the link with it).
+    Expire,
+    /// Paid: the settlement that follows completes the payment.
+    Paid,
+    /// A debit is running: wait for its outcome, then look again.
+    Wait,
+}
+
+pub fn at_expiry(topup: Option<&TopUp>) -> AtExpiry {
+    match topup {
+        Some(t) if t.paid => AtExpiry::Paid,
+        Some(t) if t.debit_started_at.is_some() => AtExpiry::Wait,
+        _ => AtExpiry::Expire,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -46,83 +156,107 @@ impl TopUpStore {
         TopUpStore { client, table: table.into() }
     }
 
-    pub async fn get(&self, token: &str) -> Result<Option<TopUp>, StoreError> {
+    /// The link `token` opens, if any.
+    pub async fn find(&self, token: &str) -> Result<Option<TopUp>, StoreError> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
+        if let Some((topup, true)) = self.read(&key_of(token)).await? {
+            return Ok(Some(topup));
+        }
+        // A link from before hashing, keyed by its token; a hashed key presented as a token is not one.
+        Ok(self.read(token).await?.filter(|(_, hashed)| !hashed).map(|(topup, _)| topup))
+    }
+
+    /// The link with table key `key` (what payments and messages refer to).
+    pub async fn get(&self, key: &str) -> Result<Option<TopUp>, StoreError> {
+        Ok(self.read(key).await?.map(|(topup, _)| topup))
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<(TopUp, bool)>, StoreError> {
         let output =
-            self.client.get_item().table_name(&self.table).key("token", s(token)).consistent_read(true).send().await?;
-        output.item().map(topup_from_item).transpose()
+            self.client.get_item().table_name(&self.table).key("token", s(key)).consistent_read(true).send().await?;
+        output.item().map(|item| Ok((topup_from_item(item)?, item.contains_key("hashed")))).transpose()
     }
 
     pub fn create_item(&self, topup: &TopUp) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
-            .item("token", s(&topup.token))
+            .item("token", s(&topup.key))
+            .item("hashed", AttributeValue::Bool(true))
             .item("payment_id", s(&topup.payment_id))
             .item("user", s(&topup.user))
             .item("merchant_id", s(&topup.merchant_id))
             .item("amount_due", n(topup.amount_due.amount()))
             .item("payment_amount", n(topup.payment_amount.amount()))
             .item("currency", s(topup.amount_due.currency().code()))
-            .item("expires_at", n(topup.expires_at))
-            .item("paid", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
+            .item("link_expires_at", n(topup.link_expires_at))
+            .item("expires_at", n(topup.link_expires_at + RETENTION_SECONDS))
+            .item("paid", AttributeValue::Bool(false))
+            .item("debit_attempt", n(0))
             .condition_expression("attribute_not_exists(#token)")
             .expression_attribute_names("#token", "token")
             .build()?;
         Ok(Write::put("topup.new", put))
     }
 
-    /// Fixes the amount this link funds, the first time a form is sent: the bank's debit and the
-    /// ledger's credit (both keyed by the link) must be the same amount, whatever is sent later.
-    /// Returns the amount the link is fixed to.
-    pub async fn fix_amount(&self, token: &str, amount: Money) -> Result<Money, StoreError> {
-        let outcome = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("token", s(token))
-            .update_expression("SET amount = :amount")
-            .condition_expression("attribute_not_exists(amount) OR amount = :amount")
-            .expression_attribute_values(":amount", n(amount.amount()))
-            .send()
-            .await;
-        match outcome {
-            Ok(_) => Ok(amount),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                let current = self
-                    .get(token)
-                    .await?
-                    .and_then(|t| t.amount)
-                    .ok_or_else(|| StoreError("top-up vanished".into()))?;
-                Ok(current)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// A condition for another transaction: this top-up is not paid (a paid one must settle).
-    pub fn unpaid_check(&self, token: &str) -> Result<Write, StoreError> {
-        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("token", s(token))
-            .condition_expression("paid = :no")
-            .expression_attribute_values(":no", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
-            .build()?;
-        Ok(Write::check(TOPUP_UNPAID, check))
-    }
-
-    /// Marks the top-up used, only once.
-    pub fn paid_item(&self, token: &str) -> Result<Write, StoreError> {
+    /// Starts a debit of `amount` at `now`: only on an open link, and fixes the amount for good.
+    pub fn start_debit_item(&self, topup: &TopUp, amount: Money, now: i64) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
-            .key("token", s(token))
-            .update_expression("SET paid = :yes")
+            .key("token", s(&topup.key))
+            .update_expression("SET amount = :amount, debit_started_at = :now")
+            .condition_expression(
+                "paid = :no AND attribute_not_exists(expired) AND attribute_not_exists(debit_started_at) \
+                 AND (attribute_not_exists(amount) OR amount = :amount)",
+            )
+            .expression_attribute_values(":amount", n(amount.amount()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .build()?;
+        Ok(Write::update(TOPUP_OPEN, update))
+    }
+
+    /// The bank declined the current debit: the link is open again, and the next debit is another.
+    pub fn declined_item(&self, topup: &TopUp) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("token", s(&topup.key))
+            .update_expression("REMOVE debit_started_at SET debit_attempt = :next")
+            .condition_expression(
+                "attribute_exists(debit_started_at) AND (debit_attempt = :attempt OR attribute_not_exists(debit_attempt))",
+            )
+            .expression_attribute_values(":attempt", n(topup.debit_attempt))
+            .expression_attribute_values(":next", n(topup.debit_attempt + 1))
+            .build()?;
+        Ok(Write::update(TOPUP_DEBIT_CURRENT, update))
+    }
+
+    /// Marks the link paid, only once; its debit is settled with it.
+    pub fn paid_item(&self, key: &str) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("token", s(key))
+            .update_expression("SET paid = :yes REMOVE debit_started_at")
             .condition_expression("paid = :no")
-            .expression_attribute_values(":yes", aws_sdk_dynamodb::types::AttributeValue::Bool(true))
-            .expression_attribute_values(":no", aws_sdk_dynamodb::types::AttributeValue::Bool(false))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
             .build()?;
         Ok(Write::update(TOPUP_UNPAID, update))
+    }
+
+    /// Expires the link with its payment, only if nobody paid or started to pay it.
+    pub fn expire_item(&self, key: &str) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("token", s(key))
+            .update_expression("SET expired = :yes")
+            .condition_expression("attribute_exists(#token) AND paid = :no AND attribute_not_exists(debit_started_at)")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .build()?;
+        Ok(Write::update(TOPUP_NO_DEBIT, update))
     }
 }
 
@@ -132,15 +266,106 @@ fn topup_from_item(item: &Item) -> Result<TopUp, StoreError> {
     let money = |name: &str| -> Result<Money, StoreError> {
         Money::new(get_decimal(item, name)?, currency).map_err(|_| corrupt(name))
     };
+    let optional = |name: &str| item.get(name).map(|_| get_n::<i64>(item, name)).transpose();
     Ok(TopUp {
-        token: get_s(item, "token")?.to_owned(),
+        key: get_s(item, "token")?.to_owned(),
         payment_id: get_s(item, "payment_id")?.to_owned(),
         user: get_s(item, "user")?.to_owned(),
         merchant_id: get_s(item, "merchant_id")?.to_owned(),
         amount_due: money("amount_due")?,
         payment_amount: money("payment_amount")?,
-        expires_at: get_n(item, "expires_at")?,
-        paid: matches!(item.get("paid"), Some(aws_sdk_dynamodb::types::AttributeValue::Bool(true))),
+        // Links from before `link_expires_at` ended when their item's TTL did.
+        link_expires_at: optional("link_expires_at")?.map_or_else(|| get_n(item, "expires_at"), Ok)?,
+        paid: matches!(item.get("paid"), Some(AttributeValue::Bool(true))),
+        expired: matches!(item.get("expired"), Some(AttributeValue::Bool(true))),
         amount: item.get("amount").map(|_| money("amount")).transpose()?,
+        debit_started_at: optional("debit_started_at")?,
+        debit_attempt: optional("debit_attempt")?.unwrap_or(0).try_into().map_err(|_| corrupt("debit_attempt"))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn usd(amount: &str) -> Money {
+        Money::parse(amount, "USD").expect("an amount")
+    }
+
+    fn topup() -> TopUp {
+        TopUp {
+            key: key_of(&"ab".repeat(32)),
+            payment_id: "p_1".into(),
+            user: "u".into(),
+            merchant_id: "m".into(),
+            amount_due: usd("7.00"),
+            payment_amount: usd("10.00"),
+            link_expires_at: 100,
+            paid: false,
+            expired: false,
+            amount: None,
+            debit_started_at: None,
+            debit_attempt: 0,
+        }
+    }
+
+    #[test]
+    fn the_table_keeps_a_hash_never_the_token() {
+        let token = new_token();
+        let key = key_of(&token);
+        assert_eq!(key.len(), 64);
+        assert_ne!(key, token);
+        assert_eq!(key, key_of(&token), "stable");
+    }
+
+    #[test]
+    fn each_debit_attempt_has_its_own_reference_and_check_but_the_credit_is_one() {
+        let mut t = topup();
+        let (first, first_check) = (t.debit_reference(), t.check_id());
+        t.debit_attempt = 1;
+        assert_ne!(t.debit_reference(), first);
+        assert_ne!(t.check_id(), first_check);
+        assert_eq!(t.transfer_id(), format!("topup/{}", t.key));
+        assert!(!t.debit_reference().contains(&"ab".repeat(32)), "no token in a reference");
+    }
+
+    #[test]
+    fn a_link_adds_what_is_due_up_to_its_ceiling() {
+        assert_eq!(judge_amount(usd("7.00"), usd("7.00")), Ok(usd("7.00")));
+        assert_eq!(judge_amount(usd("6.99"), usd("7.00")), Err(AmountRefusal::BelowDue(usd("7.00"))));
+        assert_eq!(judge_amount(usd("1000.00"), usd("7.00")), Ok(usd("1000.00")));
+        assert_eq!(judge_amount(usd("1000.01"), usd("7.00")), Err(AmountRefusal::AboveCeiling(usd("1000.00"))));
+        // A payment larger than the ceiling can still be completed, with nothing to spare.
+        assert_eq!(judge_amount(usd("1900.00"), usd("1900.00")), Ok(usd("1900.00")));
+        assert_eq!(judge_amount(usd("1900.01"), usd("1900.00")), Err(AmountRefusal::AboveCeiling(usd("1900.00"))));
+        let yen = |a: &str| Money::parse(a, "JPY").expect("an amount");
+        assert_eq!(judge_amount(yen("100001"), yen("500")), Err(AmountRefusal::AboveCeiling(yen("100000"))));
+    }
+
+    #[test]
+    fn expiry_never_expires_money_that_may_have_left_the_bank() {
+        assert_eq!(at_expiry(None), AtExpiry::Expire, "a missing link counts as expired, never as paid");
+        let mut t = topup();
+        assert_eq!(at_expiry(Some(&t)), AtExpiry::Expire);
+        t.debit_started_at = Some(50);
+        assert_eq!(at_expiry(Some(&t)), AtExpiry::Wait);
+        t.paid = true;
+        assert_eq!(at_expiry(Some(&t)), AtExpiry::Paid);
+    }
+
+    proptest! {
+        #[test]
+        fn an_accepted_amount_is_between_due_and_the_ceiling(due in 1i64..10_000_000, asked in 1i64..10_000_000) {
+            let (due, asked) = (Money::new(Decimal::new(due, 2), usd("1.00").currency()), Money::new(Decimal::new(asked, 2), usd("1.00").currency()));
+            let (due, asked) = (due.expect("an amount"), asked.expect("an amount"));
+            match judge_amount(asked, due) {
+                Ok(amount) => {
+                    prop_assert!(amount.amount() >= due.amount() && amount.amount() <= ceiling(due));
+                    prop_assert_eq!(amount, asked);
+                }
+                Err(_) => prop_assert!(asked.amount() < due.amount() || asked.amount() > ceiling(due)),
+            }
+        }
+    }
 }

@@ -2,39 +2,37 @@
 //! JavaScript. The link's token is the page's credential (no user token: the payer may open it
 //! from a message on another device) and the form's idempotency key.
 //!
-//! - `GET  /topup/{token}`   the amount due, the merchant, a form to add funds
-//! - `POST /topup/{token}`   asks the bank for the money (bank -> offline reserve), re-queues the
-//!   waiting payment's settlement, shows the result. A CSRF token (a cookie that must equal the
-//!   form's hidden field, SameSite=Strict) keeps other sites from submitting the form.
+//! - `GET  /topup/{token}`   the amount due, the merchant, a form to add funds (or where a debit
+//!   already asked for stands)
+//! - `POST /topup/{token}`   starts the bank debit, then asks the bank (`crate::offline::debit`:
+//!   a debit started is owed until its outcome is settled, so no answer from the bank is "we are
+//!   waiting for your bank", never "nothing happened"); the credit re-queues the waiting payment's
+//!   settlement. A CSRF token (a cookie that must equal the form's hidden field, SameSite=Strict)
+//!   keeps other sites from submitting the form.
 
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use minijinja::{Environment, context};
 use serde::Deserialize;
 
-use super::payments_api::SettlementJob;
-use super::topup::{TopUp, TopUpStore, new_token};
+use super::debit::{DebitOutcome, StartError, TopUpDebits};
+use super::topup::{AmountRefusal, TopUp, TopUpStore, judge_amount, new_token};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
-use crate::bank::{Bank, BankAnswer};
+use crate::bank::Bank;
 use crate::clock::now_epoch_seconds;
 use crate::http::{body_bytes, header as header_of, path_parameter, route_key};
-use crate::ledger::store::{Applied, LedgerStore, TransferError};
-use crate::ledger::{AccountId, Transfer};
+use crate::ledger::store::LedgerStore;
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
-use crate::outbox::{Outbox, OutboxMessage};
+use crate::outbox::Outbox;
 
 const CSRF_COOKIE: &str = "topup_csrf";
 
 pub struct TopUpApi {
     pages: Environment<'static>,
-    topups: TopUpStore,
-    ledger: LedgerStore,
     merchants: MerchantStore,
-    outbox: Outbox,
-    bank: Bank,
-    settlement_queue: String,
+    debits: TopUpDebits,
 }
 
 #[derive(Deserialize)]
@@ -69,19 +67,22 @@ impl TopUpApi {
         }
         Ok(TopUpApi {
             pages,
-            topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
-            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            outbox: Outbox::new(dynamodb, aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
-            bank: Bank::from_env(&config)?,
-            settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+            debits: TopUpDebits {
+                topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
+                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+                outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
+                bank: Bank::from_env(&config)?,
+                settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
+                dynamodb,
+            },
         })
     }
 
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
         let token = path_parameter(&request, "token")?.to_owned();
         let now = now_epoch_seconds();
-        let Some(topup) = self.topups.get(&token).await? else {
+        let Some(topup) = self.debits.topups.find(&token).await? else {
             return self.result(
                 StatusCode::NOT_FOUND,
                 "Unknown link",
@@ -95,7 +96,14 @@ impl TopUpApi {
                 "This link was used already: the funds were added and the payment is being completed.",
             );
         }
-        if now >= topup.expires_at {
+        // A debit asked for is settled whatever the time: the money may have left the bank.
+        if topup.debit_started_at.is_some() {
+            return match route_key(&request) {
+                "POST /topup/{token}" => self.settle(&topup, now).await,
+                _ => self.waiting(&topup),
+            };
+        }
+        if topup.expired || now >= topup.link_expires_at {
             return self.result(
                 StatusCode::GONE,
                 "Link expired",
@@ -179,76 +187,76 @@ impl TopUpApi {
                 .await;
         }
         let currency = topup.amount_due.currency();
-        let amount = match Money::parse(form.amount.trim(), currency.code()) {
-            Ok(amount) if amount.amount() >= topup.amount_due.amount() => amount,
-            Ok(_) => {
-                let why = format!("Please add at least {}.", topup.amount_due);
-                return self.form(request, topup, Some(&form.amount), Some(&why), StatusCode::BAD_REQUEST).await;
-            }
+        let asked = match Money::parse(form.amount.trim(), currency.code()) {
+            Ok(asked) => asked,
             Err(e) => {
                 return self
                     .form(request, topup, Some(&form.amount), Some(&e.to_string()), StatusCode::BAD_REQUEST)
                     .await;
             }
         };
-        // Both the bank's reference and the transfer's id derive from the link, and the amount is
-        // fixed by the first form sent: the bank is debited and the reserve credited once, alike.
-        let amount = self.topups.fix_amount(&topup.token, amount).await?;
-        let reference = format!("topup/{}", topup.token);
-        match self.bank.debit(&reference, &topup.user, amount).await {
-            BankAnswer::Approved => {}
-            BankAnswer::Declined(reason) => {
-                let detail =
-                    format!("Your bank declined the top-up ({reason}). Nothing was charged and nothing moved.");
-                return self.result(StatusCode::PAYMENT_REQUIRED, "Your bank declined", &detail);
+        // The first form sent fixes the amount: the bank's debit and the ledger's credit are one.
+        let amount = match (topup.amount, judge_amount(asked, topup.amount_due)) {
+            (Some(fixed), _) => fixed,
+            (None, Ok(amount)) => amount,
+            (None, Err(refusal)) => {
+                let why = match refusal {
+                    AmountRefusal::BelowDue(due) => format!("Please add at least {due}."),
+                    AmountRefusal::AboveCeiling(most) => format!("This link adds at most {most}."),
+                };
+                return self.form(request, topup, Some(&form.amount), Some(&why), StatusCode::BAD_REQUEST).await;
             }
-            BankAnswer::Unavailable(reason) => {
-                tracing::warn!(%reason, "the bank could not be asked");
-                let detail = format!(
-                    "We could not get an answer from your bank. Please send the form again: it asks for {amount} once, however often you send it."
-                );
-                return self.result(StatusCode::SERVICE_UNAVAILABLE, "Please send it again", &detail);
-            }
-        }
-        let transfer = Transfer::between(
-            reference.clone(),
-            amount,
-            AccountId::funding(&topup.user),
-            AccountId::reserve(&topup.user),
-            "offline.topup",
-            format!("offline-payment/{}", topup.payment_id),
-        )
-        .map_err(Problem::internal)?;
-        let job_id = format!("{}/settle/{}", topup.payment_id, &topup.token[..8]);
-        let job = OutboxMessage {
-            body: serde_json::to_string(&SettlementJob {
-                id: job_id.clone(),
-                payment_id: topup.payment_id.clone(),
-                expire_at: None,
-            })
-            .map_err(Problem::internal)?,
-            id: job_id,
-            queue_url: self.settlement_queue.clone(),
-            delay_seconds: 0,
         };
-        // The money is the payer's whatever became of the payment: it goes to their reserve, and the
-        // settlement job settles the payment only if it still waits.
-        let with = vec![self.topups.paid_item(&topup.token)?, self.outbox.put_item(&job, now)?];
-        match self.ledger.apply(&transfer, with, now).await {
-            Ok(Applied::Now) => self.outbox.send(&job).await,
-            Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "the bank approved but the reserve was not credited yet");
-                let detail = format!(
-                    "Your bank approved {amount}, but we could not finish. Please send the form again: it completes without charging twice."
-                );
-                return self.result(StatusCode::SERVICE_UNAVAILABLE, "Please send it again", &detail);
+        match self.debits.start(topup, amount, now).await {
+            Ok(started) => self.settle(&started, now).await,
+            // Paid, expired or started by another form meanwhile: show where it stands.
+            Err(StartError::NotOpen) => {
+                let current = self.debits.topups.get(&topup.key).await?;
+                match current {
+                    Some(current) if current.debit_started_at.is_some() => self.settle(&current, now).await,
+                    Some(current) if current.paid => self.result(
+                        StatusCode::GONE,
+                        "Already topped up",
+                        "This link was used already: the funds were added and the payment is being completed.",
+                    ),
+                    _ => self.result(
+                        StatusCode::GONE,
+                        "Link expired",
+                        "This top-up link has expired. The merchant has been told the payment did not complete.",
+                    ),
+                }
             }
+            Err(StartError::Store(e)) => Err(e.into()),
         }
+    }
+
+    /// Asks the bank for the started debit's outcome and shows it.
+    async fn settle(&self, topup: &TopUp, now: i64) -> Result<Response<Body>, Problem> {
+        match self.debits.settle(topup, now).await? {
+            DebitOutcome::Credited(amount) => {
+                let detail = format!(
+                    "{amount} was added to your offline reserve. Your payment of {} is being completed.",
+                    topup.payment_amount
+                );
+                self.result(StatusCode::OK, "Funds added", &detail)
+            }
+            DebitOutcome::Declined(reason) => {
+                let detail = format!(
+                    "Your bank declined the top-up ({reason}). Nothing was charged and nothing moved. You can try again from this link."
+                );
+                self.result(StatusCode::PAYMENT_REQUIRED, "Your bank declined", &detail)
+            }
+            DebitOutcome::Pending(_) => self.waiting(topup),
+        }
+    }
+
+    /// A debit whose outcome is not settled yet: nothing to send again, nothing charged twice.
+    fn waiting(&self, topup: &TopUp) -> Result<Response<Body>, Problem> {
+        let amount = topup.amount.map_or_else(|| topup.amount_due.to_string(), |a| a.to_string());
         let detail = format!(
-            "{amount} was added to your offline reserve. Your payment of {} is being completed.",
+            "We asked your bank for {amount} and are waiting for its answer. If it approves, the money goes to your offline reserve and your payment of {} completes; you will get a message. Nothing is charged twice: you need not send the form again.",
             topup.payment_amount
         );
-        self.result(StatusCode::OK, "Funds added", &detail)
+        self.result(StatusCode::ACCEPTED, "Waiting for your bank", &detail)
     }
 }

@@ -49,7 +49,7 @@ impl Notification {
         match self {
             Notification::Order(event) => event.id(),
             Notification::MiniApp(MiniAppEvent::Outcome { id, .. }) => id,
-            Notification::Offline(OfflineEvent::Expired { id, .. }) => id,
+            Notification::Offline(OfflineEvent::Expired { id, .. } | OfflineEvent::WaitingForFunds { id, .. }) => id,
         }
     }
 }
@@ -194,6 +194,12 @@ impl Notifier {
             }
             Notification::Offline(OfflineEvent::Expired { id, payment_id }) => {
                 self.offline_expired(id, payment_id).await?
+            }
+            Notification::Offline(OfflineEvent::WaitingForFunds { user, message, at, .. }) => {
+                self.conversations
+                    .post(user, &Counterparty::platform(), message, *at)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
         outbox.done(event.id()).await.map_err(|e| e.to_string())
