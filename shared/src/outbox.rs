@@ -69,7 +69,7 @@ impl Outbox {
     /// Sends right after the commit. A failure is only logged: the sweeper sends it later.
     pub async fn send(&self, message: &OutboxMessage) {
         if let Err(e) = self.send_checked(message).await {
-            tracing::warn!(message = %message.id, error = %e, "send failed; the outbox sweeper will send it");
+            tracing::warn!(outbox_id = %message.id, error = %e, "send failed; the outbox sweeper will send it");
         }
     }
 
@@ -165,7 +165,7 @@ impl Outbox {
                     }
                     continue;
                 }
-                tracing::info!(message = %message.id, sweeps = counted, "outbox sweeper sends an overdue message");
+                tracing::info!(outbox_id = %message.id, sweeps = counted, "outbox sweeper sends an overdue message");
                 self.send(&message).await;
                 swept.sent += 1;
             }
@@ -206,12 +206,12 @@ impl Outbox {
     ) -> bool {
         let Some(dead_letter_queue) = dead_letters.of(&message.queue_url) else {
             // A queue missing from template.yaml's OUTBOX_DEAD_LETTER_QUEUES: the item stays live.
-            tracing::error!(message = %message.id, queue = %message.queue_url, "no dead-letter queue for this queue");
+            tracing::error!(outbox_id = %message.id, queue = %message.queue_url, "no dead-letter queue for this queue");
             return false;
         };
         let reason = dead_reason(sweeps);
         if let Err(e) = self.send_dead_letter(message, dead_letter_queue, sweeps, &reason).await {
-            tracing::warn!(message = %message.id, error = %e, "dead-letter send failed; the next sweep tries again");
+            tracing::warn!(outbox_id = %message.id, error = %e, "dead-letter send failed; the next sweep tries again");
             return false;
         }
         let marked = self
@@ -228,11 +228,11 @@ impl Outbox {
             .send()
             .await;
         match marked {
-            Ok(_) => tracing::error!(message = %message.id, queue = %dead_letter_queue, %reason,
+            Ok(_) => tracing::error!(outbox_id = %message.id, queue = %dead_letter_queue, %reason,
                 "outbox message moved to the dead-letter queue"),
             // Handled meanwhile (its consumer deleted it) or taken on by a later sweep: the dead letter
             // is a duplicate its consumer skips. Any other failure: the next sweep sends another one.
-            Err(e) => tracing::warn!(message = %message.id, error = %DisplayErrorContext(e),
+            Err(e) => tracing::warn!(outbox_id = %message.id, error = %DisplayErrorContext(e),
                 "dead-lettered outbox item could not be marked dead"),
         }
         true
