@@ -8,12 +8,13 @@
 //! `MAX_SWEEPS` times and waited out the last send is dead: the sweeper sends its message to the
 //! dead-letter queue of the queue it was for (`OUTBOX_DEAD_LETTER_QUEUES`), with the attributes
 //! `outbox_id`, `sweeps` and `reason`, so that queue's depth alarm fires and an operator redrives it
-//! with the queue's own tools; then it marks the item dead in place (`dead_at`, `dead_reason`), which
-//! takes it out of the sweeps and keeps it, as the record and so a redriven message is still
-//! handled, for `DEAD_ITEM_KEPT_SECONDS` (the table's TTL). The sweeper claims the item (a conditional
-//! update of its due time) before the dead letter, so of two sweepers one moves it, and an item its
-//! consumer deleted meanwhile is never moved; the dead mark comes after the send, so a crash between
-//! them gives a second dead letter (which its consumer skips), never a dead item nobody sees.
+//! with the queue's own tools (naming the queue as the destination); then it marks the item dead in
+//! place (`dead_at`, `dead_reason`), which takes it out of the sweeps and keeps it, as the record
+//! and so a redriven message is still handled, for `DEAD_ITEM_KEPT_SECONDS` (the table's TTL). The
+//! sweeper claims the item (a conditional update of its due time) before the dead letter, so of two
+//! sweepers one moves it, and an item its consumer deleted meanwhile is never moved; the dead mark
+//! comes after the send, so a crash between them gives a second dead letter (which its consumer
+//! skips), never a dead item nobody sees.
 
 use std::collections::HashMap;
 
