@@ -3,8 +3,24 @@
 //! once handled. A crash between the commit and the send loses nothing: the sweeper sends every
 //! item whose send is overdue. Consumers are idempotent by the message's id, so a message sent
 //! twice (by the hot path and the sweeper) is handled once.
+//!
+//! Every item is delivered or visibly dead. An item still unhandled once the sweeper has sent it
+//! `MAX_SWEEPS` times and waited out the last send is dead: the sweeper sends its message to the
+//! dead-letter queue of the queue it was for (`OUTBOX_DEAD_LETTER_QUEUES`), with the attributes
+//! `outbox_id`, `sweeps` and `reason`, so that queue's depth alarm fires and an operator redrives it
+//! with the queue's own tools (naming the queue as the destination); then it marks the item dead in
+//! place (`dead_at`, `dead_reason`), which takes it out of the sweeps and keeps it, as the record
+//! and so a redriven message is still handled, for `DEAD_ITEM_KEPT_SECONDS` (the table's TTL). The
+//! sweeper claims the item (a conditional update of its due time) before the dead letter, so of two
+//! sweepers one moves it, and an item its consumer deleted meanwhile is never moved; the dead mark
+//! comes after the send, so a crash between them gives a second dead letter (which its consumer
+//! skips), never a dead item nobody sees.
 
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{Delete, Put};
+use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::{Deserialize, Serialize};
 
 use crate::dynamo::{StoreError, Write, get_n, get_s, n, s};
@@ -54,7 +70,7 @@ impl Outbox {
     /// Sends right after the commit. A failure is only logged: the sweeper sends it later.
     pub async fn send(&self, message: &OutboxMessage) {
         if let Err(e) = self.send_checked(message).await {
-            tracing::warn!(message = %message.id, error = %e, "send failed; the outbox sweeper will send it");
+            tracing::warn!(outbox_id = %message.id, error = %e, "send failed; the outbox sweeper will send it");
         }
     }
 
@@ -114,20 +130,18 @@ impl Outbox {
         Ok(())
     }
 
-    /// Sends every message due more than `grace` seconds ago and not yet handled; returns how many.
-    /// Each send moves the message's due time on (by `grace`, times the sends so far), so a message
-    /// that is merely slow is not flooded, and stops after `MAX_SWEEPS` (the DLQ alarm's case).
-    pub async fn sweep(&self, now: i64, grace: i64) -> Result<usize, StoreError> {
-        let mut sent = 0;
+    /// Sends again every message due more than `grace` seconds ago and not yet handled, and moves
+    /// to the dead letters every one that is still unhandled after its last sweep (`sweep_step`).
+    pub async fn sweep(&self, now: i64, grace: i64, dead_letters: &DeadLetterQueues) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
         let mut start = None;
         loop {
             let page = self
                 .dynamodb
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("due_at < :cutoff AND (attribute_not_exists(sweeps) OR sweeps < :max)")
+                .filter_expression("due_at < :cutoff AND attribute_not_exists(dead_at)")
                 .expression_attribute_values(":cutoff", n(now - grace))
-                .expression_attribute_values(":max", n(MAX_SWEEPS))
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
@@ -136,20 +150,13 @@ impl Outbox {
                 let id = get_s(item, "id")?.to_owned();
                 let due_at: i64 = get_n(item, "due_at")?;
                 let sweeps: i64 = item.get("sweeps").map(|_| get_n(item, "sweeps")).transpose()?.unwrap_or(0);
-                // Claim this send: of two sweepers, one moves the due time and sends.
-                let claimed = self
-                    .dynamodb
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("id", s(&id))
-                    .update_expression("SET due_at = :next, sweeps = :sweeps")
-                    .condition_expression("due_at = :due")
-                    .expression_attribute_values(":next", n(now + grace * (sweeps + 1)))
-                    .expression_attribute_values(":sweeps", n(sweeps + 1))
-                    .expression_attribute_values(":due", n(due_at))
-                    .send()
-                    .await;
-                if claimed.is_err() {
+                let step = sweep_step(due_at, sweeps, now, grace);
+                let (next_due, counted) = match step {
+                    SweepStep::Wait => continue,
+                    SweepStep::Send { next_due, sweeps } => (next_due, sweeps),
+                    SweepStep::Kill { retry_at } => (retry_at, sweeps),
+                };
+                if !self.claim(&id, due_at, next_due, counted).await {
                     continue;
                 }
                 let message = OutboxMessage {
@@ -159,17 +166,270 @@ impl Outbox {
                     // Already overdue: deliver now.
                     delay_seconds: 0,
                 };
-                tracing::info!(message = %message.id, sweeps = sweeps + 1, "outbox sweeper sends an overdue message");
+                if let SweepStep::Kill { .. } = step {
+                    if self.dead_letter(&message, sweeps, next_due, dead_letters, now).await {
+                        swept.dead += 1;
+                    }
+                    continue;
+                }
+                tracing::info!(outbox_id = %message.id, sweeps = counted, "outbox sweeper sends an overdue message");
                 self.send(&message).await;
-                sent += 1;
+                swept.sent += 1;
             }
             start = page.last_evaluated_key().cloned();
             if start.is_none() {
-                return Ok(sent);
+                return Ok(swept);
             }
         }
     }
+
+    /// Claims the item's next step: of two sweepers, only the one whose condition holds moves its
+    /// due time on and acts. An item its consumer deleted meanwhile fails the condition too.
+    async fn claim(&self, id: &str, due_at: i64, next_due: i64, sweeps: i64) -> bool {
+        self.dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET due_at = :next, sweeps = :sweeps")
+            .condition_expression("due_at = :due AND attribute_not_exists(dead_at)")
+            .expression_attribute_values(":next", n(next_due))
+            .expression_attribute_values(":sweeps", n(sweeps))
+            .expression_attribute_values(":due", n(due_at))
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// Sends a claimed, exhausted message to its queue's dead-letter queue with its reason, then
+    /// marks its item dead. Any failure leaves the item live and claimed until `retry_at`, when the
+    /// next sweep tries again: a crash between the two steps gives a second dead letter, never none.
+    async fn dead_letter(
+        &self,
+        message: &OutboxMessage,
+        sweeps: i64,
+        retry_at: i64,
+        dead_letters: &DeadLetterQueues,
+        now: i64,
+    ) -> bool {
+        let Some(dead_letter_queue) = dead_letters.of(&message.queue_url) else {
+            // A queue missing from template.yaml's OUTBOX_DEAD_LETTER_QUEUES: the item stays live.
+            tracing::error!(outbox_id = %message.id, queue = %message.queue_url, "no dead-letter queue for this queue");
+            return false;
+        };
+        let reason = dead_reason(sweeps);
+        if let Err(e) = self.send_dead_letter(message, dead_letter_queue, sweeps, &reason).await {
+            tracing::warn!(outbox_id = %message.id, error = %e, "dead-letter send failed; the next sweep tries again");
+            return false;
+        }
+        let marked = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(&message.id))
+            .update_expression("SET dead_at = :now, dead_reason = :reason, expires_at = :expires")
+            .condition_expression("due_at = :claimed")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":reason", s(&reason))
+            .expression_attribute_values(":expires", n(now + DEAD_ITEM_KEPT_SECONDS))
+            .expression_attribute_values(":claimed", n(retry_at))
+            .send()
+            .await;
+        match marked {
+            Ok(_) => tracing::error!(outbox_id = %message.id, queue = %dead_letter_queue, %reason,
+                "outbox message moved to the dead-letter queue"),
+            // Handled meanwhile (its consumer deleted it) or taken on by a later sweep: the dead letter
+            // is a duplicate its consumer skips. Any other failure: the next sweep sends another one.
+            Err(e) => tracing::warn!(outbox_id = %message.id, error = %DisplayErrorContext(e),
+                "dead-lettered outbox item could not be marked dead"),
+        }
+        true
+    }
+
+    async fn send_dead_letter(
+        &self,
+        message: &OutboxMessage,
+        dead_letter_queue: &str,
+        sweeps: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let attribute = |data_type: &str, value: String| {
+            MessageAttributeValue::builder().data_type(data_type).string_value(value).build()
+        };
+        self.sqs
+            .send_message()
+            .queue_url(dead_letter_queue)
+            .message_body(&message.body)
+            .message_attributes("outbox_id", attribute("String", message.id.clone())?)
+            .message_attributes("sweeps", attribute("Number", sweeps.to_string())?)
+            .message_attributes("reason", attribute("String", reason.to_owned())?)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+    }
 }
 
-/// How often the sweeper sends one message before leaving it to an operator.
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Overdue messages sent again.
+    pub sent: usize,
+    /// Exhausted messages moved to their queue's dead-letter queue.
+    pub dead: usize,
+}
+
+/// What the sweeper does with a live outbox item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepStep {
+    /// Not overdue: its consumer may still be at it.
+    Wait,
+    /// Send it again and wait longer for it: due at `next_due`, `sweeps` sends by the sweeper.
+    Send { next_due: i64, sweeps: i64 },
+    /// Unhandled after every sweep: to the dead letters. If that fails, it is tried again at `retry_at`.
+    Kill { retry_at: i64 },
+}
+
+/// Each send moves the item's due time on by `grace` times the sweeper's sends so far, so a message
+/// that is merely slow is not flooded; once the last sweep's wait has passed too, the item is dead.
+pub fn sweep_step(due_at: i64, sweeps: i64, now: i64, grace: i64) -> SweepStep {
+    if due_at >= now - grace {
+        SweepStep::Wait
+    } else if sweeps >= MAX_SWEEPS {
+        SweepStep::Kill { retry_at: now + grace }
+    } else {
+        SweepStep::Send { next_due: now + grace * (sweeps + 1), sweeps: sweeps + 1 }
+    }
+}
+
+/// The reason a dead letter and its outbox item carry.
+pub fn dead_reason(sweeps: i64) -> String {
+    format!("never handled after {sweeps} sends by the outbox sweeper")
+}
+
+/// How long a dead item stays in the outbox (its `expires_at`, the table's TTL): longer than the
+/// dead-letter queues keep a message (14 days), so a redriven message still finds its item and is
+/// handled rather than skipped as a duplicate.
+pub const DEAD_ITEM_KEPT_SECONDS: i64 = 30 * 24 * 3600;
+
+/// The dead-letter queue of each queue the outbox sends to, by queue URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadLetterQueues(HashMap<String, String>);
+
+impl DeadLetterQueues {
+    /// From `QUEUE_URL=DEAD_LETTER_QUEUE_URL` pairs separated by whitespace (template.yaml's
+    /// `OUTBOX_DEAD_LETTER_QUEUES`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some((queue, dead)) if !queue.is_empty() && !dead.is_empty() && queue != dead => {
+                    Ok((queue.to_owned(), dead.to_owned()))
+                }
+                _ => Err(format!("{pair:?} is not QUEUE_URL=DEAD_LETTER_QUEUE_URL")),
+            })
+            .collect::<Result<_, _>>()
+            .map(DeadLetterQueues)
+    }
+
+    pub fn of(&self, queue_url: &str) -> Option<&str> {
+        self.0.get(queue_url).map(String::as_str)
+    }
+}
+
+/// How often the sweeper sends one message before moving it to the dead letters.
 pub const MAX_SWEEPS: i64 = 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: i64 = 60;
+
+    #[test]
+    fn an_item_not_yet_overdue_waits() {
+        assert_eq!(sweep_step(1000, 0, 1000, GRACE), SweepStep::Wait);
+        assert_eq!(sweep_step(1000 - GRACE, 3, 1000, GRACE), SweepStep::Wait);
+        assert_eq!(sweep_step(1000 - GRACE, MAX_SWEEPS, 1000, GRACE), SweepStep::Wait);
+    }
+
+    #[test]
+    fn an_overdue_item_is_sent_again_and_waited_for_longer_each_time() {
+        assert_eq!(sweep_step(900, 0, 1000, GRACE), SweepStep::Send { next_due: 1000 + GRACE, sweeps: 1 });
+        assert_eq!(sweep_step(900, 4, 1000, GRACE), SweepStep::Send { next_due: 1000 + 5 * GRACE, sweeps: 5 });
+        assert_eq!(
+            sweep_step(900, MAX_SWEEPS - 1, 1000, GRACE),
+            SweepStep::Send { next_due: 1000 + MAX_SWEEPS * GRACE, sweeps: MAX_SWEEPS }
+        );
+    }
+
+    #[test]
+    fn an_item_still_unhandled_after_its_last_sweep_is_killed() {
+        assert_eq!(sweep_step(900, MAX_SWEEPS, 1000, GRACE), SweepStep::Kill { retry_at: 1000 + GRACE });
+        // Whatever an operator or an older version left.
+        assert_eq!(sweep_step(900, MAX_SWEEPS + 3, 1000, GRACE), SweepStep::Kill { retry_at: 1000 + GRACE });
+    }
+
+    #[test]
+    fn an_item_dies_only_after_every_sweep_and_its_waits() {
+        let (mut due_at, mut sweeps, mut now, mut sent) = (0, 0, 0, 0);
+        loop {
+            now += 1;
+            match sweep_step(due_at, sweeps, now, GRACE) {
+                SweepStep::Wait => {}
+                SweepStep::Send { next_due, sweeps: counted } => {
+                    assert!(next_due > now, "each send is waited for");
+                    (due_at, sweeps, sent) = (next_due, counted, sent + 1);
+                }
+                SweepStep::Kill { .. } => break,
+            }
+        }
+        assert_eq!(sent, MAX_SWEEPS);
+        // The sends' waits, growing by one grace each, and a grace past the last.
+        assert!(now > GRACE * (1..=MAX_SWEEPS).sum::<i64>(), "died at {now}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn only_an_overdue_item_is_acted_on_and_only_an_exhausted_one_dies(
+            due_at in -10_000i64..10_000, sweeps in 0i64..20, now in -10_000i64..10_000, grace in 1i64..600,
+        ) {
+            match sweep_step(due_at, sweeps, now, grace) {
+                SweepStep::Wait => proptest::prop_assert!(due_at >= now - grace),
+                SweepStep::Send { next_due, sweeps: counted } => {
+                    proptest::prop_assert!(due_at < now - grace && sweeps < MAX_SWEEPS);
+                    proptest::prop_assert_eq!(counted, sweeps + 1);
+                    proptest::prop_assert!(next_due >= now + grace);
+                }
+                SweepStep::Kill { retry_at } => {
+                    proptest::prop_assert!(due_at < now - grace && sweeps >= MAX_SWEEPS);
+                    proptest::prop_assert!(retry_at > now);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_reason_counts_the_sweeps() {
+        assert_eq!(dead_reason(10), "never handled after 10 sends by the outbox sweeper");
+    }
+
+    #[test]
+    fn dead_letter_queues_map_each_queue_to_its_own() {
+        let queues = DeadLetterQueues::parse(
+            "https://sqs/1/notify=https://sqs/1/notify-dlq\n  https://sqs/1/settle=https://sqs/1/settle-dlq ",
+        )
+        .unwrap();
+        assert_eq!(queues.of("https://sqs/1/notify"), Some("https://sqs/1/notify-dlq"));
+        assert_eq!(queues.of("https://sqs/1/settle"), Some("https://sqs/1/settle-dlq"));
+        assert_eq!(queues.of("https://sqs/1/notify-dlq"), None);
+        assert_eq!(DeadLetterQueues::parse("").unwrap(), DeadLetterQueues::default());
+    }
+
+    #[test]
+    fn a_malformed_dead_letter_pair_is_refused() {
+        for text in
+            ["https://sqs/1/notify", "=https://sqs/1/dlq", "https://sqs/1/q=", "https://sqs/1/q=https://sqs/1/q"]
+        {
+            assert!(DeadLetterQueues::parse(text).is_err(), "{text}");
+        }
+    }
+}

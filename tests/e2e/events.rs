@@ -65,7 +65,7 @@ async fn notifier_and_conversation_events_answer_as_documented() {
     let batch = invoke("NotifierFunction", "notifier/order-expire.json").await;
     assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
     let sweep = invoke("NotifierFunction", "notifier/sweep-schedule.json").await;
-    assert!(sweep["swept"].is_u64(), "{sweep}");
+    assert!(sweep["swept"].is_u64() && sweep["dead"].is_u64(), "{sweep}");
     let list = invoke("ConversationsFunction", "conversations/list.json").await;
     assert_eq!(list["statusCode"], 200, "{list}");
 }

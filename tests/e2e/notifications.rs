@@ -1,13 +1,18 @@
 //! Completion messages through the outbox, the notifications queue and the notifier: the merchant's
 //! signed webhook, the user's conversation, retries with backoff, order expiry, the outbox sweeper
-//! and the dead-letter queue.
+//! and the dead-letter queues (a poison message; an outbox item its sweeps never got handled).
 
+use std::collections::HashMap;
 use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use superpay::clock::now_epoch_seconds;
 use superpay::ledger::AccountId;
+use superpay::outbox::MAX_SWEEPS;
 use superpay_e2e::{Env, unique};
 
 use crate::purchases::{balance, buy, funded_user, merchant, purchase};
@@ -39,18 +44,89 @@ async fn messages(user: &str, merchant: &str) -> Value {
     env.http().get(url).bearer_auth(env.token(user, &[])).send().await.unwrap().json().await.unwrap()
 }
 
-async fn outbox_holds(id: &str) -> bool {
+async fn outbox_item(id: &str) -> Option<HashMap<String, AttributeValue>> {
     let env = Env::get();
     let item = env
         .dynamodb()
         .await
         .get_item()
         .table_name(env.table("OutboxTable"))
-        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.into()))
+        .key("id", AttributeValue::S(id.into()))
+        .consistent_read(true)
         .send()
         .await
         .unwrap();
-    item.item.is_some()
+    item.item
+}
+
+async fn outbox_holds(id: &str) -> bool {
+    outbox_item(id).await.is_some()
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
+    item[name].as_n().unwrap().parse().unwrap()
+}
+
+/// An outbox item as a commit writes it, with the sweeps it has had so far.
+async fn put_outbox_item(id: &str, queue: &str, body: &str, due_at: i64, sweeps: i64) {
+    let env = Env::get();
+    env.dynamodb()
+        .await
+        .put_item()
+        .table_name(env.table("OutboxTable"))
+        .item("id", AttributeValue::S(id.into()))
+        .item("queue_url", AttributeValue::S(env.stack.queues[queue].clone()))
+        .item("body", AttributeValue::S(body.into()))
+        .item("delay_seconds", AttributeValue::N("0".into()))
+        .item("due_at", AttributeValue::N(due_at.to_string()))
+        .item("sweeps", AttributeValue::N(sweeps.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The dead letter the outbox sweeper sent for an item (left in the dead-letter queue).
+async fn dead_letter(dead_letter_queue: &str, outbox_id: &str) -> Option<aws_sdk_sqs::types::Message> {
+    let env = Env::get();
+    let received = env
+        .stack
+        .sqs()
+        .await
+        .receive_message()
+        .queue_url(&env.stack.queues[dead_letter_queue])
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .visibility_timeout(0)
+        .send()
+        .await
+        .ok()?;
+    received.messages.unwrap_or_default().into_iter().find(|m| {
+        m.message_attributes().and_then(|a| a.get("outbox_id")).and_then(|v| v.string_value()) == Some(outbox_id)
+    })
+}
+
+fn dead_reason() -> String {
+    format!("never handled after {MAX_SWEEPS} sends by the outbox sweeper")
+}
+
+fn assert_dead_letter(letter: &aws_sdk_sqs::types::Message, body: &str) {
+    assert_eq!(letter.body(), Some(body));
+    let attributes = letter.message_attributes().unwrap();
+    let attribute = |name: &str| attributes[name].string_value().map(str::to_owned);
+    assert_eq!(attribute("sweeps"), Some(MAX_SWEEPS.to_string()));
+    assert_eq!(attribute("reason"), Some(dead_reason()));
+}
+
+/// The item is marked dead with its reason, kept longer than the dead-letter queue keeps its
+/// message (14 days), and no sweep touches it any more.
+async fn assert_dead_and_left_alone(id: &str) {
+    let dead =
+        eventually(10, "the dead mark", || async { outbox_item(id).await.filter(|i| i.contains_key("dead_at")) }).await;
+    assert_eq!(dead["dead_reason"].as_s().unwrap(), &dead_reason());
+    assert!(number(&dead, "expires_at") > now_epoch_seconds() + 14 * 24 * 3600);
+    // Local sweeps run every 2 s (infra/local/parameters.json).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(outbox_item(id).await, Some(dead), "a dead item is not swept");
 }
 
 #[tokio::test]
@@ -179,25 +255,10 @@ async fn an_undecided_order_expires_and_its_hold_is_released() {
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn the_sweeper_sends_what_a_crash_left_in_the_outbox() {
-    let env = Env::get();
     // A committed outbox item whose send never happened (the function died right after the commit).
     let id = format!("{}/expire", unique("o_crashed"));
     let body = json!({"kind": "order.expire", "id": id, "order_id": "o_does_not_exist"}).to_string();
-    env.dynamodb()
-        .await
-        .put_item()
-        .table_name(env.table("OutboxTable"))
-        .item("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
-        .item("queue_url", aws_sdk_dynamodb::types::AttributeValue::S(env.stack.queues["NotificationsQueue"].clone()))
-        .item("body", aws_sdk_dynamodb::types::AttributeValue::S(body))
-        .item("delay_seconds", aws_sdk_dynamodb::types::AttributeValue::N("0".into()))
-        .item(
-            "due_at",
-            aws_sdk_dynamodb::types::AttributeValue::N((superpay::clock::now_epoch_seconds() - 60).to_string()),
-        )
-        .send()
-        .await
-        .unwrap();
+    put_outbox_item(&id, "NotificationsQueue", &body, now_epoch_seconds() - 60, 0).await;
     eventually(20, "the sweeper's send and the notifier's handling", || async {
         (!outbox_holds(&id).await).then_some(())
     })
@@ -218,4 +279,52 @@ async fn a_poison_notification_ends_in_the_dead_letter_queue() {
         received.messages().iter().any(|m| m.body() == Some(poison.as_str())).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn an_outbox_item_never_handled_ends_in_its_queues_dead_letter_queue() {
+    let env = Env::get();
+    // Its message names another id, so the notifier takes every delivery for a duplicate of a
+    // message handled already and never deletes this item. All its sweeps but the last are spent.
+    let id = format!("{}/expire", unique("o_unhandled"));
+    let body = json!({"kind": "order.expire", "id": unique("o_other"), "order_id": "o_does_not_exist"}).to_string();
+    put_outbox_item(&id, "NotificationsQueue", &body, now_epoch_seconds() - 60, MAX_SWEEPS - 1).await;
+
+    // The last sweep sends it once more and waits for it, MAX_SWEEPS times the grace ...
+    let swept = eventually(15, "the last sweep", || async {
+        outbox_item(&id).await.filter(|i| number(i, "sweeps") == MAX_SWEEPS)
+    })
+    .await;
+    assert!(!swept.contains_key("dead_at"), "the last send is waited for");
+    // ... 30 s locally, which the test skips.
+    env.dynamodb()
+        .await
+        .update_item()
+        .table_name(env.table("OutboxTable"))
+        .key("id", AttributeValue::S(id.clone()))
+        .update_expression("SET due_at = :past")
+        .condition_expression("due_at = :due")
+        .expression_attribute_values(":past", AttributeValue::N((now_epoch_seconds() - 60).to_string()))
+        .expression_attribute_values(":due", swept["due_at"].clone())
+        .send()
+        .await
+        .unwrap();
+
+    let letter = eventually(15, "the dead letter", || dead_letter("NotificationsDeadLetterQueue", &id)).await;
+    assert_dead_letter(&letter, &body);
+    assert_dead_and_left_alone(&id).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn an_exhausted_settlement_job_ends_in_the_settlement_dead_letter_queue() {
+    // A settlement job still in the outbox after every sweep and its wait: each queue the outbox
+    // sends to has its own dead-letter queue.
+    let id = format!("{}/settle", unique("op_unhandled"));
+    let body = json!({"id": id, "payment_id": "op_does_not_exist"}).to_string();
+    put_outbox_item(&id, "SettlementQueue", &body, now_epoch_seconds() - 60, MAX_SWEEPS).await;
+    let letter = eventually(15, "the dead letter", || dead_letter("SettlementDeadLetterQueue", &id)).await;
+    assert_dead_letter(&letter, &body);
+    assert_dead_and_left_alone(&id).await;
 }

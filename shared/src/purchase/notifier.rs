@@ -12,6 +12,9 @@
 //!
 //! A failed message is reported in `batchItemFailures` and made invisible for longer at each
 //! attempt (exponential backoff); after `maxReceiveCount` attempts SQS moves it to the DLQ.
+//!
+//! The sweeper sends again what the outbox holds overdue, whichever queue it is for, and moves
+//! what its sweeps never got handled to that queue's dead-letter queue (`crate::outbox`).
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde_json::Value;
@@ -33,7 +36,7 @@ use crate::miniapp::relay::MiniAppClient;
 use crate::miniapp::store::{MiniAppDirectory, MiniAppStore, RequestStore};
 use crate::offline::payment::{PaymentState, PaymentStore};
 use crate::offline::settlement::OfflineEvent;
-use crate::outbox::Outbox;
+use crate::outbox::{DeadLetterQueues, Outbox};
 
 /// Everything the notifications queue carries.
 #[derive(serde::Deserialize)]
@@ -66,6 +69,7 @@ pub struct Notifier {
     sqs: aws_sdk_sqs::Client,
     backoff_seconds: i32,
     sweep_grace_seconds: i64,
+    dead_letters: DeadLetterQueues,
 }
 
 fn number<T: std::str::FromStr>(name: &str) -> Result<T, MissingEnv> {
@@ -122,17 +126,21 @@ impl Notifier {
             sqs,
             backoff_seconds: number("WEBHOOK_BACKOFF_SECONDS")?,
             sweep_grace_seconds: number("OUTBOX_SWEEP_GRACE_SECONDS")?,
+            dead_letters: DeadLetterQueues::parse(&aws::env("OUTBOX_DEAD_LETTER_QUEUES")?)
+                .map_err(|e| MissingEnv(format!("OUTBOX_DEAD_LETTER_QUEUES ({e})")))?,
         })
     }
 
-    /// An SQS batch (`Records`) or the schedule's tick (anything else: sweep the outbox).
+    /// An SQS batch (`Records`) or the schedule's tick (anything else: sweep the outbox, moving what
+    /// its sweeps never got handled to its queue's dead-letter queue).
     pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
         if event.get("Records").is_some() {
             let batch: SqsEvent = serde_json::from_value(event)?;
             return Ok(serde_json::to_value(self.batch(batch).await)?);
         }
-        let sent = self.service.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds).await?;
-        Ok(serde_json::json!({ "swept": sent }))
+        let swept =
+            self.service.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds, &self.dead_letters).await?;
+        Ok(serde_json::json!({ "swept": swept.sent, "dead": swept.dead }))
     }
 
     /// The batch's messages run concurrently: one slow product server must not time the whole
