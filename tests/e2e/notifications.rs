@@ -328,3 +328,54 @@ async fn an_exhausted_settlement_job_ends_in_the_settlement_dead_letter_queue() 
     assert_dead_letter(&letter, &body);
     assert_dead_and_left_alone(&id).await;
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn expiry_captures_a_recorded_confirm_and_releases_an_undecided_order() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("10.00").await;
+    let (_, confirmed) = buy(&user, &purchase(&shop, "pending-tea", "4.00"), &unique("key")).await;
+    let (_, undecided) = buy(&user, &purchase(&shop, "pending-tea", "3.00"), &unique("key")).await;
+    let (confirmed, undecided) =
+        (confirmed["id"].as_str().unwrap().to_owned(), undecided["id"].as_str().unwrap().to_owned());
+    // The order as a capture that failed after the merchant's confirm leaves it: still awaiting the
+    // merchant, with the confirm recorded on it.
+    env.dynamodb()
+        .await
+        .update_item()
+        .table_name(env.table("OrdersTable"))
+        .key("id", S(confirmed.clone()))
+        .update_expression("SET decision = :confirm, decided_at = :now")
+        .expression_attribute_values(":confirm", S("confirm".into()))
+        .expression_attribute_values(":now", N(superpay::clock::now_epoch_seconds().to_string()))
+        .send()
+        .await
+        .unwrap();
+
+    // Local OrderTtlSeconds is 8 (infra/local/parameters.json).
+    let mine = |id: String| {
+        let token = env.token(&user, &[]);
+        async move { env.get_json(&format!("/purchases/{id}"), &token).await }
+    };
+    for (id, state) in [(&confirmed, "paid"), (&undecided, "expired")] {
+        let order = eventually(20, "the expiry check", || async {
+            let order = mine(id.clone()).await;
+            (order["state"] != "awaiting_merchant").then_some(order)
+        })
+        .await;
+        assert_eq!(order["state"], state, "{order}");
+        assert_eq!(balance(AccountId::hold(id)).await, Decimal::ZERO);
+    }
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(400, 2), "the confirmed order is paid");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(600, 2), "only the undecided order came back");
+    let page = eventually(10, "both messages", || async {
+        let page = messages(&user, &shop.id).await;
+        (page["messages"].as_array().map(Vec::len) == Some(2)).then_some(page)
+    })
+    .await;
+    let mut kinds: Vec<_> = page["messages"].as_array().unwrap().iter().map(|m| m["kind"].clone()).collect();
+    kinds.sort_by_key(|k| k.to_string());
+    assert_eq!(kinds, [json!("purchase.expired"), json!("purchase.paid")]);
+}

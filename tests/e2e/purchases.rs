@@ -10,6 +10,7 @@ use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
 use crate::merchants::register;
+use crate::notifications::eventually;
 
 pub struct TestMerchant {
     pub id: String,
@@ -432,4 +433,76 @@ async fn ending_a_rotations_grace_stops_the_old_key_at_once() {
     let audit = env.partition("AuditTable", "resource", &format!("merchant/{}", shop.id)).await;
     let ends = audit.iter().filter(|i| i["action"].as_s().unwrap() == "merchant.end_key_grace").count();
     assert_eq!(ends, 1, "one end, however often it was asked");
+}
+
+/// A fault the test injects: the merchant's account (not yet used) is made to hold another
+/// currency, so the ledger refuses to credit it and a capture's transaction fails after the
+/// merchant confirmed, as contention or an outage would make it fail. Deleting the item (it has no
+/// balance and no postings) puts the account back as it was.
+async fn merchant_account_refuses_credits(merchant: &str, refuses: bool) {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let env = Env::get();
+    let (pk, sk) = (S(format!("account#{}", AccountId::merchant(merchant))), S("account".into()));
+    let client = env.dynamodb().await;
+    if refuses {
+        let put = client.put_item().table_name(env.table("LedgerTable")).item("pk", pk).item("sk", sk);
+        let put = put.item("currency", S("EUR".into())).item("balance", N("0".into())).item("sequence", N("0".into()));
+        put.condition_expression("attribute_not_exists(pk)").send().await.expect("the account is new");
+    } else {
+        client.delete_item().table_name(env.table("LedgerTable")).key("pk", pk).key("sk", sk).send().await.unwrap();
+    }
+}
+
+async fn order_of(user: &str, id: &str) -> Value {
+    let env = Env::get();
+    env.get_json(&format!("/purchases/{id}"), &env.token(user, &[])).await
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_recorded_confirm_survives_a_failed_capture_and_is_paid_later() {
+    let shop = merchant().await;
+    let user = funded_user("30.00").await;
+    let (_, later) = buy(&user, &purchase(&shop, "pending-tea", "7.00"), &unique("key")).await;
+    let later = later["id"].as_str().unwrap().to_owned();
+    merchant_account_refuses_credits(&shop.id, true).await;
+
+    // The product server confirms at once, but the capture cannot commit: the confirm is recorded.
+    let (status, at_once) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &unique("key")).await;
+    assert_eq!(
+        (status, at_once["state"].as_str(), at_once["decision"].as_str()),
+        (StatusCode::ACCEPTED, Some("awaiting_merchant"), Some("confirm")),
+        "{at_once}"
+    );
+    let at_once = at_once["id"].as_str().unwrap().to_owned();
+    // The same for the merchant's signed callback.
+    let (status, body) = callback(&shop, &later, "confirm", Clone::clone).await;
+    assert_eq!(
+        (status, body["state"].as_str(), body["decision"].as_str()),
+        (StatusCode::ACCEPTED, Some("awaiting_merchant"), Some("confirm")),
+        "{body}"
+    );
+    // A confirm stands: the merchant may have shipped. The opposite decision is refused.
+    let (status, body) = callback(&shop, &later, "decline", Clone::clone).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::CONFLICT, Some("order_already_decided")), "{body}");
+    assert_eq!(balance(AccountId::hold(&at_once)).await, Decimal::new(500, 2), "nothing moved yet");
+    assert_eq!(balance(AccountId::hold(&later)).await, Decimal::new(700, 2));
+    // An order nobody decides, for contrast: its hold is released at expiry.
+    let (_, undecided) = buy(&user, &purchase(&shop, "pending-tea", "3.00"), &unique("key")).await;
+    let undecided = undecided["id"].as_str().unwrap().to_owned();
+
+    // The fault clears. Without another call from anyone, the recorded confirms are captured (by a
+    // retry soon after, at the latest by the orders' expiry checks), never released.
+    merchant_account_refuses_credits(&shop.id, false).await;
+    for (id, state) in [(&at_once, "paid"), (&later, "paid"), (&undecided, "expired")] {
+        let order = eventually(30, "the settlement", || async {
+            let order = order_of(&user, id).await;
+            (order["state"] != "awaiting_merchant").then_some(order)
+        })
+        .await;
+        assert_eq!(order["state"], state, "{order}");
+        assert_eq!(balance(AccountId::hold(id)).await, Decimal::ZERO);
+    }
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(1200, 2), "both confirms paid, once");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1800, 2), "only the undecided order came back");
 }

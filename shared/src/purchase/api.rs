@@ -153,6 +153,7 @@ impl PurchasesApi {
                     created_at: now,
                     expires_at: now + self.order_ttl_seconds,
                     refundable: rust_decimal::Decimal::ZERO,
+                    decision: None,
                 };
                 let mut order = self.service.create(&wanted, now).await?;
                 let same_purchase = order.merchant_id == wanted.merchant_id
@@ -181,7 +182,8 @@ impl PurchasesApi {
     }
 
     /// Sends the order to the product server and settles it if the merchant decided at once. The
-    /// money is held by now, so whatever goes wrong here the answer is the order as it stands.
+    /// money is held by now, so whatever goes wrong here the answer is the order as it stands
+    /// (with the merchant's decision recorded on it if its settlement failed).
     async fn forward(&self, merchant: &Merchant, order: Order, now: i64) -> Order {
         let keys = match self.merchants.keys(merchant).await {
             Ok(keys) => keys,
@@ -216,7 +218,9 @@ impl PurchasesApi {
         }
     }
 
-    /// A merchant's signed decision on one of its orders.
+    /// A merchant's signed decision on one of its orders: 200 with the order settled by it, or 202
+    /// with the order still `awaiting_merchant` and the decision recorded on it when its
+    /// transaction failed (a retry of the call, or the order's expiry check, carries it out).
     async fn decision(&self, request: &Request) -> Result<Response<Body>, Problem> {
         let now = now_epoch_seconds();
         let merchant = self.verify_merchant(request, now).await?;
@@ -236,7 +240,8 @@ impl PurchasesApi {
             .filter(|o| o.merchant_id == merchant.id)
             .ok_or_else(|| unknown_order(id))?;
         let order = self.service.settle(order, Some(decision), now).await?;
-        Ok(json_response(StatusCode::OK, &order.view()))
+        let status = if order.state == OrderState::AwaitingMerchant { StatusCode::ACCEPTED } else { StatusCode::OK };
+        Ok(json_response(status, &order.view()))
     }
 
     /// A merchant's signed refund of one of its paid orders; its Idempotency-Key names the refund.

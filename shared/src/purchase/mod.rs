@@ -3,6 +3,11 @@
 //! merchant when the merchant confirms, released back when it declines or the order expires.
 //! Every one of those steps is one ledger transaction that also moves the order's state, so an
 //! order never pays twice and never both pays and releases.
+//!
+//! A merchant's decision is not lost when its transaction fails (contention, an outage): it is
+//! then recorded on the order, which stays `awaiting_merchant` until a retry or, at the latest, its
+//! expiry check carries the decision out. A recorded confirm is captured, never released: the
+//! merchant may have shipped.
 
 pub mod api;
 pub mod notifier;
@@ -42,6 +47,15 @@ impl OrderState {
             .into_iter()
             .find(|s| s.as_str() == text)
     }
+
+    /// The merchant's decision that leads to this state (`None`: undecided or expired).
+    pub fn decision(self) -> Option<Decision> {
+        match self {
+            OrderState::Paid => Some(Decision::Confirm),
+            OrderState::Declined => Some(Decision::Decline),
+            OrderState::AwaitingMerchant | OrderState::Expired => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +71,9 @@ pub struct Order {
     pub expires_at: i64,
     /// What may still be refunded (the paid amount less refunds so far).
     pub refundable: Decimal,
+    /// The merchant's decision, recorded on an awaiting order when its settlement could not
+    /// commit: the order is settled by it and by nothing else.
+    pub decision: Option<Decision>,
 }
 
 impl Order {
@@ -83,7 +100,10 @@ impl Order {
         view
     }
 
+    /// `decision` is the merchant's, once known: an order still `awaiting_merchant` with a decision
+    /// is being settled by it.
     pub fn view(&self) -> serde_json::Value {
+        let decision = if self.state == OrderState::AwaitingMerchant { self.decision } else { self.state.decision() };
         serde_json::json!({
             "id": self.id,
             "merchant_id": self.merchant_id,
@@ -94,6 +114,7 @@ impl Order {
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "refundable": self.refundable.to_string(),
+            "decision": decision.map(Decision::as_str),
         })
     }
 }
@@ -142,6 +163,19 @@ pub enum Decision {
     Decline,
 }
 
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Confirm => "confirm",
+            Decision::Decline => "decline",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Decision::Confirm, Decision::Decline].into_iter().find(|d| d.as_str() == text)
+    }
+}
+
 /// What settling an order in its current state means.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
@@ -151,9 +185,22 @@ pub enum Settlement {
     AlreadyDone,
 }
 
-/// The outcome of `decision` (or of the expiry, `None`) for `order` at `now`.
+/// The outcome of `decision` (or of the expiry, `None`) for `order` at `now`. A decision recorded
+/// on the order is the merchant's word: the expiry carries it out, even past the order's expiry,
+/// and the opposite decision is refused.
 pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Settlement, Problem> {
-    let to = match decision {
+    if order.state == OrderState::AwaitingMerchant
+        && let (Some(recorded), Some(asked)) = (order.decision, decision)
+        && recorded != asked
+    {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "order_already_decided",
+            format!("the merchant's {} of order {} is recorded and is being carried out", recorded.as_str(), order.id),
+        ));
+    }
+    let recorded = order.decision.filter(|_| order.state == OrderState::AwaitingMerchant);
+    let to = match decision.or(recorded) {
         Some(Decision::Confirm) => OrderState::Paid,
         Some(Decision::Decline) => OrderState::Declined,
         None => OrderState::Expired,
@@ -169,7 +216,7 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
         ));
     }
     match to {
-        OrderState::Paid if now >= order.expires_at => {
+        OrderState::Paid if now >= order.expires_at && recorded.is_none() => {
             return Err(Problem::new(
                 StatusCode::CONFLICT,
                 "order_expired",
@@ -202,6 +249,28 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
     Ok(Settlement::Apply { to, transfer })
 }
 
+/// What an order's expiry check does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtExpiry {
+    /// Settled already: nothing to do.
+    Settled,
+    /// The merchant's decision is recorded (its settlement failed): carry it out now, due or not.
+    Recorded(Decision),
+    /// Undecided and not due for this many seconds: check again then.
+    NotDue(i64),
+    /// Undecided and due: release the hold.
+    Release,
+}
+
+pub fn at_expiry(order: &Order, now: i64) -> AtExpiry {
+    match (order.state, order.decision) {
+        (OrderState::AwaitingMerchant, Some(recorded)) => AtExpiry::Recorded(recorded),
+        (OrderState::AwaitingMerchant, None) if now < order.expires_at => AtExpiry::NotDue(order.expires_at - now),
+        (OrderState::AwaitingMerchant, None) => AtExpiry::Release,
+        _ => AtExpiry::Settled,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +287,12 @@ mod tests {
             created_at: 100,
             expires_at: 700,
             refundable: Decimal::ZERO,
+            decision: None,
         }
+    }
+
+    fn recorded(decision: Decision) -> Order {
+        Order { decision: Some(decision), ..order(OrderState::AwaitingMerchant) }
     }
 
     #[test]
@@ -245,5 +319,84 @@ mod tests {
         assert_eq!(settle(&waiting, Some(Decision::Confirm), 700).unwrap_err().code, "order_expired");
         assert_eq!(settle(&waiting, None, 699).unwrap_err().code, "order_not_expired");
         assert!(matches!(settle(&waiting, None, 700), Ok(Settlement::Apply { to: OrderState::Expired, .. })));
+    }
+
+    #[test]
+    fn a_recorded_decision_is_carried_out_and_never_reversed() {
+        let confirmed = recorded(Decision::Confirm);
+        // Due or not, the expiry check carries it out; past the expiry a confirm still captures.
+        assert_eq!(at_expiry(&confirmed, 200), AtExpiry::Recorded(Decision::Confirm));
+        for now in [200, 700, 10_000] {
+            for asked in [None, Some(Decision::Confirm)] {
+                let Ok(Settlement::Apply { to, transfer }) = settle(&confirmed, asked, now) else { panic!("{now}") };
+                assert_eq!((to, &transfer.legs[1].account), (OrderState::Paid, &AccountId::merchant("m_1")));
+            }
+        }
+        assert_eq!(settle(&confirmed, Some(Decision::Decline), 200).unwrap_err().code, "order_already_decided");
+
+        let declined = recorded(Decision::Decline);
+        assert!(matches!(settle(&declined, None, 800), Ok(Settlement::Apply { to: OrderState::Declined, .. })));
+        assert_eq!(settle(&declined, Some(Decision::Confirm), 200).unwrap_err().code, "order_already_decided");
+
+        // Once settled, what was recorded no longer matters.
+        let paid = Order { state: OrderState::Paid, ..confirmed.clone() };
+        assert_eq!(settle(&paid, Some(Decision::Confirm), 800), Ok(Settlement::AlreadyDone));
+        assert_eq!(at_expiry(&paid, 800), AtExpiry::Settled);
+        assert_eq!(settle(&paid, Some(Decision::Decline), 800).unwrap_err().code, "order_already_settled");
+    }
+
+    #[test]
+    fn an_undecided_order_waits_for_its_expiry_then_is_released() {
+        let waiting = order(OrderState::AwaitingMerchant);
+        assert_eq!(at_expiry(&waiting, 200), AtExpiry::NotDue(500));
+        assert_eq!(at_expiry(&waiting, 700), AtExpiry::Release);
+        assert_eq!(at_expiry(&order(OrderState::Declined), 700), AtExpiry::Settled);
+        let Ok(Settlement::Apply { to, transfer }) = settle(&waiting, None, 700) else { panic!() };
+        assert_eq!((to, &transfer.legs[1].account), (OrderState::Expired, &AccountId::wallet("alice")));
+    }
+
+    #[test]
+    fn the_view_shows_the_merchants_decision_once_known() {
+        assert_eq!(order(OrderState::AwaitingMerchant).view()["decision"], serde_json::Value::Null);
+        assert_eq!(recorded(Decision::Confirm).view()["decision"], "confirm");
+        assert_eq!(order(OrderState::Paid).view()["decision"], "confirm");
+        assert_eq!(order(OrderState::Declined).view()["decision"], "decline");
+        assert_eq!(order(OrderState::Expired).view()["decision"], serde_json::Value::Null);
+    }
+
+    fn any_decision() -> impl proptest::strategy::Strategy<Value = Option<Decision>> {
+        proptest::sample::select(vec![None, Some(Decision::Confirm), Some(Decision::Decline)])
+    }
+
+    proptest::proptest! {
+        /// Whatever is asked, whenever: an awaiting order with a recorded decision settles only by
+        /// it (a recorded confirm is never released), and its expiry check settles it by it.
+        #[test]
+        fn a_recorded_decision_is_the_only_outcome(
+            recorded_decision in proptest::sample::select(vec![Decision::Confirm, Decision::Decline]),
+            asked in any_decision(),
+            now in 0i64..1_500,
+        ) {
+            let order = recorded(recorded_decision);
+            let AtExpiry::Recorded(by) = at_expiry(&order, now) else {
+                return Err(proptest::test_runner::TestCaseError::fail("a recorded decision waits for nothing"));
+            };
+            proptest::prop_assert_eq!(by, recorded_decision);
+            let by_expiry = settle(&order, Some(by), now);
+            let carried_out = matches!(&by_expiry, Ok(Settlement::Apply { to, .. }) if to.decision() == Some(recorded_decision));
+            proptest::prop_assert!(carried_out, "{:?}", by_expiry);
+            match settle(&order, asked, now) {
+                Ok(Settlement::Apply { to, transfer }) => {
+                    proptest::prop_assert_eq!(to.decision(), Some(recorded_decision));
+                    let released = transfer.legs.iter().any(|l| l.account == AccountId::wallet("alice"));
+                    proptest::prop_assert_eq!(released, recorded_decision == Decision::Decline);
+                }
+                Ok(Settlement::AlreadyDone) => proptest::prop_assert!(false, "an awaiting order is not settled"),
+                Err(problem) => {
+                    proptest::prop_assert_eq!(problem.code, "order_already_decided");
+                    proptest::prop_assert!(asked.is_some() && asked != Some(recorded_decision));
+                }
+            }
+        }
     }
 }

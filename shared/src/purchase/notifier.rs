@@ -4,7 +4,8 @@
 //! - `order.settled`: a signed webhook to the merchant's product server (`<url>/webhooks`), then
 //!   the message in the user's conversation with the merchant. Each step is recorded on the outbox
 //!   item, so a redelivery repeats only what had not happened; the item is deleted when both did.
-//! - `order.expire`: releases the hold of an order the merchant never decided.
+//! - `order.expire`: releases the hold of an order the merchant never decided, and carries out a
+//!   decision recorded on an order whose settlement failed (a confirm is captured, never released).
 //! - `order.refunded`: the message in the user's conversation with the merchant.
 //! - `miniapp.outcome`: the outcome's message in the user's conversation with the mini-app (if
 //!   the request's own call did not post it), then the signed outcome to the app's server.
@@ -22,7 +23,7 @@ use serde_json::Value;
 use super::relay::MerchantClient;
 use super::service::{OrderEvent, PurchaseService};
 use super::store::OrderStore;
-use super::{Order, OrderState};
+use super::{AtExpiry, Order, OrderState, at_expiry};
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
@@ -288,13 +289,21 @@ impl Notifier {
     async fn expire(&self, order_id: &str) -> Result<(), String> {
         let now = now_epoch_seconds();
         let Some(order) = self.service.orders.get(order_id).await.map_err(|e| e.to_string())? else { return Ok(()) };
-        if order.state != OrderState::AwaitingMerchant {
-            return Ok(());
+        match at_expiry(&order, now) {
+            AtExpiry::Settled => return Ok(()),
+            AtExpiry::NotDue(seconds) => return Err(format!("order {order_id} expires in {seconds} s")),
+            AtExpiry::Recorded(decision) => {
+                tracing::info!(order = %order_id, decision = decision.as_str(), "carrying out the merchant's recorded decision");
+            }
+            AtExpiry::Release => {}
         }
-        if now < order.expires_at {
-            return Err(format!("order {order_id} expires in {} s", order.expires_at - now));
+        // The settlement judges the order by its recorded decision, if any.
+        let settled = self.service.settle(order, None, now).await.map_err(|p| p.to_string())?;
+        // A decision recorded since the order was read stopped the release: the next attempt carries it out.
+        if settled.state == OrderState::AwaitingMerchant {
+            return Err(format!("order {order_id} is still awaiting its settlement"));
         }
-        self.service.settle(order, None, now).await.map(|_| ()).map_err(|p| p.to_string())
+        Ok(())
     }
 }
 
@@ -316,6 +325,7 @@ mod tests {
             created_at: 0,
             expires_at: 600,
             refundable: rust_decimal::Decimal::ZERO,
+            decision: None,
         };
         assert_eq!(conversation_text(&order, "Tea Shop").1, "Paid 12.50 USD to Tea Shop for 2 x green-tea.");
         order.state = OrderState::Expired;

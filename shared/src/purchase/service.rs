@@ -1,11 +1,12 @@
 //! What the purchases API and the notifier both do to orders: create one with its hold, and settle
 //! one (confirm, decline, expire). Each is ONE transaction of ledger legs, the order's new state and
-//! the outbox message it implies, then the message is sent.
+//! the outbox message it implies, then the message is sent. A merchant's decision whose transaction
+//! fails is recorded on the order instead, and carried out by a retry or the order's expiry check.
 
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::store::{ORDER_NEW, ORDER_REFUNDABLE, OrderStore};
+use super::store::{ORDER_NEW, ORDER_REFUNDABLE, OrderStore, Recording};
 use super::{Decision, Order, OrderState, Settlement, settle};
 use crate::Problem;
 use crate::dynamo::{StoreError, Write};
@@ -20,6 +21,10 @@ use crate::outbox::{Outbox, OutboxMessage};
 /// SQS's longest delay: an order's expiry check is due then at the latest and re-checks after.
 const MAX_DELAY_SECONDS: i64 = 900;
 
+/// How soon a recorded decision is tried again (by an early copy of the order's expiry check):
+/// long enough for contention to pass, well before the order expires.
+const SETTLEMENT_RETRY_SECONDS: i64 = 5;
+
 /// What the notifications queue carries about orders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
@@ -27,7 +32,8 @@ pub enum OrderEvent {
     /// Tell the merchant (signed webhook) and the user (conversation) how the order ended.
     #[serde(rename = "order.settled")]
     Settled { id: String, order: serde_json::Value },
-    /// Release the hold if the merchant has not decided by the order's expiry.
+    /// Release the hold if the merchant has not decided by the order's expiry; carry out the
+    /// merchant's decision recorded on the order (whenever it comes), never release a confirm.
     #[serde(rename = "order.expire")]
     Expire { id: String, order_id: String },
     /// Tell the user (conversation) that the merchant refunded part or all of an order.
@@ -87,12 +93,18 @@ impl PurchaseService {
         })
     }
 
+    /// The order's expiry check, due in `delay_seconds`. Its id is the order's: the notifier
+    /// handles it once, however many copies are sent.
+    fn expire_message(&self, order: &Order, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
+        self.message(
+            &OrderEvent::Expire { id: format!("{}/expire", order.id), order_id: order.id.clone() },
+            delay_seconds,
+        )
+    }
+
     /// Holds the amount and records the order, with its expiry check on the way.
     pub async fn create(&self, order: &Order, now: i64) -> Result<Order, Problem> {
-        let expire = self.message(
-            &OrderEvent::Expire { id: format!("{}/expire", order.id), order_id: order.id.clone() },
-            order.expires_at - now + 1,
-        )?;
+        let expire = self.expire_message(order, order.expires_at - now + 1)?;
         let hold = order.hold().map_err(Problem::internal)?;
         let with = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
         match self.ledger.apply(&hold, with, now).await {
@@ -111,7 +123,9 @@ impl PurchaseService {
     }
 
     /// Settles `order` by `decision` (`None`: expiry). A settlement that already happened (a retry,
-    /// a duplicate callback) answers with the order as it is; the opposite one is refused.
+    /// a duplicate callback) answers with the order as it is; the opposite one is refused. A
+    /// decision whose transaction fails is recorded on the order, which is answered still
+    /// `awaiting_merchant` with that `decision`: a retry or the expiry check carries it out.
     pub async fn settle(&self, order: Order, decision: Option<Decision>, now: i64) -> Result<Order, Problem> {
         let Settlement::Apply { to, transfer } = settle(&order, decision, now)? else { return Ok(order) };
         let mut settled = order.clone();
@@ -130,7 +144,15 @@ impl PurchaseService {
                 return Ok(settled);
             }
             Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
-            Err(e) => return Err(transfer_problem(e)),
+            // The merchant decided (it may ship): its decision must outlive the failed transaction.
+            Err(e) => match decision {
+                Some(decision) => {
+                    if let Some(recorded) = self.record(&order, decision, e, now).await? {
+                        return Ok(recorded);
+                    }
+                }
+                None => return Err(transfer_problem(e)),
+            },
         }
         let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
         // Another settlement won the race: this one is refused unless it was the same.
@@ -138,6 +160,32 @@ impl PurchaseService {
             settle(&current, decision, now)?;
         }
         Ok(current)
+    }
+
+    /// Records `decision`, whose transaction failed, on the order: the order as it leaves it, or
+    /// `None` if the order changed meanwhile (settled, by that very transaction perhaps, or the
+    /// other decision is recorded), to be judged as it is now.
+    async fn record(
+        &self,
+        order: &Order,
+        decision: Decision,
+        failure: TransferError,
+        now: i64,
+    ) -> Result<Option<Order>, Problem> {
+        tracing::warn!(order = %order.id, decision = decision.as_str(), error = %failure, "the settlement failed; recording the merchant's decision");
+        match self.orders.record_decision(&order.id, decision, now).await {
+            // The first record sends an early copy of the expiry check, which carries it out soon;
+            // only the first, so failing retries do not multiply messages. If it is lost, the
+            // expiry check itself still comes.
+            Ok(Recording::First) => self.outbox.send(&self.expire_message(order, SETTLEMENT_RETRY_SECONDS)?).await,
+            Ok(Recording::Again) => {}
+            Ok(Recording::Refused) => return Ok(None),
+            Err(e) => {
+                tracing::error!(order = %order.id, error = %e, "the merchant's decision could not be recorded either");
+                return Err(transfer_problem(failure));
+            }
+        }
+        Ok(Some(Order { decision: Some(decision), ..order.clone() }))
     }
 
     /// Pays `amount` of a paid order back from the merchant to the buyer's wallet, never more than

@@ -1,17 +1,19 @@
 //! Orders in DynamoDB (`OrdersTable`, partition `id`). Every state change is a conditional write
-//! meant for the same transaction as the ledger transfer that goes with it.
+//! meant for the same transaction as the ledger transfer that goes with it; only the record of a
+//! merchant's decision whose transaction failed is a write of its own.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, Update};
+use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
 use rust_decimal::Decimal;
 
-use super::{Order, OrderState};
+use super::{Decision, Order, OrderState};
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
 use crate::money::Money;
 
 /// Rule: the order id is new.
 pub const ORDER_NEW: &str = "order.new";
-/// Rule: the order still awaits the merchant's decision.
+/// Rule: the order still awaits the merchant's decision, and a decision recorded on it (its
+/// settlement failed) is the one this settlement carries out.
 pub const ORDER_AWAITING: &str = "order.awaiting_merchant";
 /// Rule: the order is paid and its refundable amount covers the refund.
 pub const ORDER_REFUNDABLE: &str = "order.refundable";
@@ -53,21 +55,55 @@ impl OrderStore {
         Ok(Write::put(ORDER_NEW, put))
     }
 
-    /// Moves an awaiting order to `to`; a paid order becomes refundable for its whole amount.
+    /// Moves an awaiting order to `to`; a paid order becomes refundable for its whole amount. A
+    /// decision recorded on it since it was read must be this one (a recorded confirm is never
+    /// released by an expiry that read the order before it was recorded).
     pub fn settle_item(&self, order: &Order, to: OrderState, at: i64) -> Result<Write, StoreError> {
         let refundable = if to == OrderState::Paid { order.amount.amount() } else { Decimal::ZERO };
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(&order.id))
             .update_expression("SET #state = :to, settled_at = :at, refundable = :refundable")
-            .condition_expression("#state = :awaiting")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":to", s(to.as_str()))
             .expression_attribute_values(":awaiting", s(OrderState::AwaitingMerchant.as_str()))
             .expression_attribute_values(":at", n(at))
-            .expression_attribute_values(":refundable", n(refundable))
-            .build()?;
-        Ok(Write::update(ORDER_AWAITING, update))
+            .expression_attribute_values(":refundable", n(refundable));
+        let update = match to.decision() {
+            Some(decision) => update
+                .condition_expression("#state = :awaiting AND (attribute_not_exists(decision) OR decision = :decision)")
+                .expression_attribute_values(":decision", s(decision.as_str())),
+            None => update.condition_expression("#state = :awaiting AND attribute_not_exists(decision)"),
+        };
+        Ok(Write::update(ORDER_AWAITING, update.build()?))
+    }
+
+    /// Records the merchant's `decision` on an awaiting order whose settlement could not commit,
+    /// so a retry or the expiry check carries it out. One write of its own (the transaction that
+    /// failed may fail again): only if the order still awaits and holds no other decision.
+    pub async fn record_decision(&self, id: &str, decision: Decision, at: i64) -> Result<Recording, StoreError> {
+        let recorded = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET decision = :decision, decided_at = if_not_exists(decided_at, :at)")
+            .condition_expression("#state = :awaiting AND (attribute_not_exists(decision) OR decision = :decision)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":decision", s(decision.as_str()))
+            .expression_attribute_values(":awaiting", s(OrderState::AwaitingMerchant.as_str()))
+            .expression_attribute_values(":at", n(at))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match recorded {
+            Ok(output) if output.attributes().is_some_and(|old| old.contains_key("decision")) => Ok(Recording::Again),
+            Ok(_) => Ok(Recording::First),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Recording::Refused)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Takes `amount` off a paid order's refundable amount, only if it covers it.
@@ -85,6 +121,17 @@ impl OrderStore {
     }
 }
 
+/// What `record_decision` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// The decision is recorded now, for the first time.
+    First,
+    /// It was recorded before (a retry).
+    Again,
+    /// The order is settled, or holds the other decision: nothing was written.
+    Refused,
+}
+
 fn order_from_item(item: &Item) -> Result<Order, StoreError> {
     let corrupt = |what: &str| StoreError(format!("stored order is corrupt: {what}"));
     let currency: crate::money::Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
@@ -99,5 +146,9 @@ fn order_from_item(item: &Item) -> Result<Order, StoreError> {
         created_at: get_n(item, "created_at")?,
         expires_at: get_n(item, "expires_at")?,
         refundable: currency.rescale(get_decimal(item, "refundable")?),
+        decision: match item.get("decision") {
+            Some(_) => Some(Decision::parse(get_s(item, "decision")?).ok_or_else(|| corrupt("decision"))?),
+            None => None,
+        },
     })
 }
