@@ -10,6 +10,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::device::DeviceStore;
 use super::payment::{Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
 use super::topup::{TopUp, TopUpStore, new_token};
@@ -37,6 +38,7 @@ pub enum OfflineEvent {
 pub struct Settlement {
     dynamodb: aws_sdk_dynamodb::Client,
     payments: PaymentStore,
+    devices: DeviceStore,
     ledger: LedgerStore,
     outbox: Outbox,
     conversations: ConversationStore,
@@ -63,6 +65,7 @@ impl Settlement {
                 aws::env("OFFLINE_PAYMENTS_TABLE")?,
                 aws::env("OFFLINE_CODES_TABLE")?,
             ),
+            devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
             conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
@@ -131,6 +134,7 @@ impl Settlement {
                 self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
                 self.outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
             ];
+            items.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
             // A link paid at the last moment wins: its settlement is on its way.
             if let Some(token) = &payment.topup_token {
                 items.push(self.topups.unpaid_check(token).map_err(|e| fail(&e))?);
@@ -245,8 +249,9 @@ impl Settlement {
                 format!("offline-payment/{}", payment.id),
             )
             .map_err(|e| fail(&e))?;
-            let settled = self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?;
-            match self.ledger.apply(&transfer, vec![settled], now).await {
+            let mut with = vec![self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?];
+            with.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
+            match self.ledger.apply(&transfer, with, now).await {
                 Ok(_) | Err(TransferError::Rejected(_)) => {}
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
                     self.ask_for_funds(&payment, available, now).await?;
