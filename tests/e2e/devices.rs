@@ -26,6 +26,7 @@ async fn a_device_enrolls_only_its_public_key() {
         (device["account"].as_str(), device["key_id"].as_str()),
         (Some(user.as_str()), Some(format!("{id}.k1").as_str()))
     );
+    assert_eq!(device["offline_available"], "50.00", "no code paid yet");
     assert_eq!(enroll(&user, &body, &idempotency_key).await.1["id"], device["id"], "a retry is the same device");
     assert_eq!(
         env.get_json(&format!("/devices/{id}"), &env.token(&user, &[])).await["public_key"],

@@ -310,6 +310,73 @@ async fn a_payment_never_topped_up_expires_and_the_merchant_is_told() {
     assert_eq!(env.http().get(&link).send().await.unwrap().status(), StatusCode::GONE, "the link expired with it");
 }
 
+/// What the phone may still pay offline, as its owner sees it online.
+async fn available_offline(phone: &Phone) -> String {
+    let env = Env::get();
+    let device = phone.key_id.split_once('.').unwrap().0;
+    let device = env.get_json(&format!("/devices/{device}"), &env.token(&phone.user, &[])).await;
+    device["offline_available"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_devices_unsettled_codes_stay_within_its_offline_limit_and_expired_ones_give_their_room_back() {
+    let env = Env::get();
+    let till = till().await;
+    // Its reserve covers none of them: they wait for funds, unsettled, holding the 50.00 limit.
+    let phone = enrolled_phone("1.00").await;
+    let now = superpay::clock::now_epoch_seconds();
+    let mut unsettled = Vec::new();
+    for (counter, amount) in [(1, "20.00"), (2, "20.00")] {
+        let (status, accepted) = present(&till, amount, &code(&phone, counter, now)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+        unsettled.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(available_offline(&phone).await, "10.00");
+
+    // Under the limit itself, but not beside the two: refused with what is left, nothing recorded.
+    let (status, refused) = present(&till, "15.00", &code(&phone, 3, now)).await;
+    assert_eq!(
+        (status, refused["code"].as_str(), refused["available"].as_str()),
+        (StatusCode::CONFLICT, Some("offline_limit_exceeded"), Some("10.00")),
+        "{refused}"
+    );
+    assert!(env.partition("OfflineCodesTable", "id", &format!("{}#3", phone.key_id)).await.is_empty(), "not spent");
+    assert_eq!(available_offline(&phone).await, "10.00");
+    // Exactly up to the limit pays; a cent more does not.
+    let (status, last) = present(&till, "10.00", &code(&phone, 4, now)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{last}");
+    unsettled.push(last["id"].as_str().unwrap().to_owned());
+    let (status, over) = present(&till, "0.01", &code(&phone, 5, now)).await;
+    assert_eq!((status, over["available"].as_str()), (StatusCode::CONFLICT, Some("0.00")), "{over}");
+
+    // Never topped up, they expire (local TopUpTtlSeconds is 15) and give their room back: the
+    // refused code, never spent, now pays.
+    for id in &unsettled {
+        until_state(&till, id, "expired").await;
+    }
+    assert_eq!(available_offline(&phone).await, "50.00");
+    let (status, accepted) = present(&till, "15.00", &code(&phone, 3, now)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO, "nothing was paid");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn settled_payments_give_their_room_back_to_the_device() {
+    let till = till().await;
+    let phone = enrolled_phone("100.00").await;
+    // Together over the 50.00 limit, each presented once the one before settled.
+    for counter in 1..=3 {
+        let (status, accepted) = present_code(&till, &phone, "30.00", counter).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "code {counter}: {accepted}");
+        until_state(&till, accepted["id"].as_str().unwrap(), "settled").await;
+        assert_eq!(available_offline(&phone).await, "50.00");
+    }
+    assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(1000, 2));
+    assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(9000, 2));
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn a_poison_settlement_message_ends_in_the_dead_letter_queue_and_good_ones_still_settle() {

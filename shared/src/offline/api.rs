@@ -117,6 +117,7 @@ impl DevicesApi {
                     user: caller.subject.clone(),
                     public_key,
                     offline_limit,
+                    outstanding: rust_decimal::Decimal::ZERO,
                     enrolled_at: now,
                     revoked_at: None,
                 };

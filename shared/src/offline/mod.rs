@@ -25,8 +25,8 @@ use crate::crypto::Secret;
 
 pub const CODE_VERSION: &str = "SP1";
 /// How old a code may be when a merchant presents it: long enough for a phone that was offline
-/// for a weekend. (It bounds a code made offline, not a phone: revoking a lost phone's key is
-/// not built yet.)
+/// for a weekend. (It bounds a code made offline, not a phone: what a phone's unsettled codes add
+/// up to is bounded by its offline limit, `device::Device::admit`.)
 pub const OFFLINE_WINDOW_SECONDS: i64 = 72 * 3600;
 /// How far ahead of our clock a code's time may be (a device clock running fast).
 pub const CLOCK_SKEW_SECONDS: i64 = 300;

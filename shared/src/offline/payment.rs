@@ -2,7 +2,7 @@
 //! partition `<device key id>#<counter>`, expired by TTL once no code that old can be presented).
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
 use super::{CLOCK_SKEW_SECONDS, OFFLINE_WINDOW_SECONDS, OfflineCode};
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
@@ -59,6 +59,7 @@ mod tests {
             state: PaymentState::Pending,
             created_at: 1,
             topup_token: None,
+            counted: true,
         };
         let mut later = payment.clone();
         later.state = PaymentState::Settled;
@@ -99,6 +100,9 @@ pub struct Payment {
     pub created_at: i64,
     /// The top-up link's token while the payment waits for funds.
     pub topup_token: Option<String>,
+    /// Whether its amount counts in its device's `outstanding` until it settles or expires
+    /// (payments accepted before devices counted them do not).
+    pub counted: bool,
 }
 
 impl Payment {
@@ -163,6 +167,7 @@ impl PaymentStore {
             .item("currency", s(payment.amount.currency().code()))
             .item("state", s(payment.state.as_str()))
             .item("created_at", n(payment.created_at))
+            .item("counted", AttributeValue::Bool(payment.counted))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
         Ok(Write::put(PAYMENT_NEW, put))
@@ -233,5 +238,6 @@ fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         state: PaymentState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
         created_at: get_n(item, "created_at")?,
         topup_token: item.get("topup_token").map(|_| get_s(item, "topup_token").map(str::to_owned)).transpose()?,
+        counted: matches!(item.get("counted"), Some(AttributeValue::Bool(true))),
     })
 }

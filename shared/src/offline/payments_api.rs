@@ -2,15 +2,16 @@
 //! merchant terminals, signed with the terminal's own key:
 //!
 //! - `POST /offline/payments`        `{"amount": {amount, currency}, "code": "SP1...."}` with an
-//!   Idempotency-Key: verifies and spends the code, records the payment and its settlement job in
-//!   one transaction, answers 202 with the payment id
+//!   Idempotency-Key: verifies and spends the code, records the payment, its settlement job and
+//!   its amount in the device's unsettled amount (within the device's offline limit) in one
+//!   transaction, answers 202 with the payment id
 //! - `GET  /offline/payments/{id}`   the payment's state
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::device::{DEVICE_NOT_REVOKED, DeviceStore};
+use super::device::{DEVICE_MAY_PAY, DeviceStore};
 use super::payment::{CODE_UNSPENT, PAYMENT_NEW, Payment, PaymentState, PaymentStore};
 use super::settlement::SettlementMessage;
 use super::{CodeError, OfflineCode};
@@ -26,7 +27,7 @@ use crate::keys::{KeyRing, KeyService};
 use crate::merchant::store::MerchantStore;
 use crate::merchant::terminal::{Terminal, TerminalStore};
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
-use crate::money::MoneyInput;
+use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::outbox::{Outbox, OutboxMessage};
 use crate::signed;
@@ -139,6 +140,27 @@ impl OfflinePaymentsApi {
         Ok(terminal)
     }
 
+    /// Why the device refused a payment its earlier read admitted: revoked, or its other payments
+    /// took the room meanwhile. If they left room since, the client retries.
+    async fn device_refusal(&self, id: &str, amount: Money) -> Problem {
+        let device = match self.devices.get(id).await {
+            Ok(Some(device)) => device,
+            Ok(None) => return Problem::internal(format!("device {id} vanished")),
+            Err(e) => return e.into(),
+        };
+        if device.revoked_at.is_some() {
+            return device_revoked();
+        }
+        match device.admit(amount) {
+            Err(refusal) => refusal.into(),
+            Ok(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "device_busy",
+                "the device's other payments changed while this one was recorded; nothing was recorded; retry with the same Idempotency-Key",
+            ),
+        }
+    }
+
     async fn present(&self, request: &Request, terminal: &Terminal) -> Result<Response<Body>, Problem> {
         let Presented { amount, code } = json_body(request)?;
         let amount = amount.validate()?;
@@ -170,15 +192,7 @@ impl OfflinePaymentsApi {
                         format!("merchant {} sells in {}", merchant.id, merchant.currency),
                     ));
                 }
-                if amount.currency() != device.offline_limit.currency()
-                    || amount.amount() > device.offline_limit.amount()
-                {
-                    return Err(Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "over_offline_limit",
-                        format!("this device may pay at most {} offline", device.offline_limit),
-                    ));
-                }
+                let ceiling = device.admit(amount)?;
                 let payment = Payment {
                     id: format!("p_{}", &claim.scope.derived_id("payment")[..20]),
                     terminal_id: terminal.id.clone(),
@@ -190,6 +204,7 @@ impl OfflinePaymentsApi {
                     state: PaymentState::Pending,
                     created_at: now,
                     topup_token: None,
+                    counted: true,
                 };
                 let job_id = format!("{}/settle", payment.id);
                 let job = OutboxMessage {
@@ -209,7 +224,7 @@ impl OfflinePaymentsApi {
                     self.payments.create_item(&payment)?,
                     self.outbox.put_item(&job, now)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
-                    self.devices.not_revoked_item(&device.id)?,
+                    self.devices.accept_item(&device.id, amount, ceiling)?,
                 ];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => {
@@ -227,8 +242,9 @@ impl OfflinePaymentsApi {
                             Err(key_reused())
                         }
                     }
-                    Err(e) if e.broke(DEVICE_NOT_REVOKED) => Err(device_revoked()),
+                    // A spent code is refused for good, whatever its device's room.
                     Err(e) if e.broke(CODE_UNSPENT) => Err(CodeError::Replayed.into()),
+                    Err(e) if e.broke(DEVICE_MAY_PAY) => Err(self.device_refusal(&device.id, amount).await),
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
                     Err(e) => Err(Problem::internal(e)),
                 }

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::debit::{DebitOutcome, TopUpDebits};
+use super::device::DeviceStore;
 use super::payment::{Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
 use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, TopUpStore, at_expiry, key_of, new_token};
@@ -72,6 +73,7 @@ pub enum OfflineEvent {
 
 pub struct Settlement {
     payments: PaymentStore,
+    devices: DeviceStore,
     merchants: MerchantStore,
     /// The top-ups' debits, and through them the ledger, the outbox and the links.
     debits: TopUpDebits,
@@ -98,6 +100,7 @@ impl Settlement {
                 aws::env("OFFLINE_PAYMENTS_TABLE")?,
                 aws::env("OFFLINE_CODES_TABLE")?,
             ),
+            devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             debits: TopUpDebits {
                 topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
@@ -214,6 +217,7 @@ impl Settlement {
                         self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
                         outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
                     ];
+                    items.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
                     // A link that is gone counts as expired; one paid or started at the last moment wins.
                     if let Some(topup) = &topup {
                         items.push(self.debits.topups.expire_item(&topup.key).map_err(|e| fail(&e))?);
@@ -331,8 +335,9 @@ impl Settlement {
                 format!("offline-payment/{}", payment.id),
             )
             .map_err(|e| fail(&e))?;
-            let settled = self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?;
-            match self.debits.ledger.apply(&transfer, vec![settled], now).await {
+            let mut with = vec![self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?];
+            with.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
+            match self.debits.ledger.apply(&transfer, with, now).await {
                 Ok(_) | Err(TransferError::Rejected(_)) => {}
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
                     self.ask_for_funds(&payment, available, now).await?;
