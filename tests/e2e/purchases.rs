@@ -18,6 +18,21 @@ pub struct TestMerchant {
     pub master: Key,
 }
 
+impl TestMerchant {
+    /// The merchant holding a rotation's new key, installed in its product server (the simulator).
+    async fn installs(&self, rotation: &Value) -> TestMerchant {
+        let env = Env::get();
+        let grant = json!({"key_id": rotation["key_id"], "secret": rotation["secret"]});
+        let url = format!("{}/_sim/merchants", env.stack.merchant_simulator_url);
+        env.http().post(url).json(&grant).send().await.unwrap();
+        TestMerchant {
+            id: self.id.clone(),
+            key_id: rotation["key_id"].as_str().unwrap().into(),
+            master: Key::from_base64(rotation["secret"].as_str().unwrap()).unwrap(),
+        }
+    }
+}
+
 /// A merchant whose product server is the simulator, which knows its key.
 pub async fn merchant() -> TestMerchant {
     merchant_named("Sim Shop").await
@@ -346,13 +361,7 @@ async fn a_rotated_key_takes_over_without_downtime() {
         (Some(format!("{}.k2", shop.id).as_str()), Some(shop.key_id.as_str()))
     );
     // The merchant installs the new key beside the old one (the simulator is told).
-    let new_key = TestMerchant {
-        id: shop.id.clone(),
-        key_id: rotated["key_id"].as_str().unwrap().into(),
-        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
-    };
-    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
-    env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
+    let new_key = shop.installs(&rotated).await;
     let (status, again) = env.admin_post(&path, &json!({"grace_seconds": 3}), Some(&unique("key"))).await;
     assert_eq!((status, again["code"].as_str()), (StatusCode::CONFLICT, Some("rotation_in_progress")));
 
@@ -395,13 +404,7 @@ async fn ending_a_rotations_grace_stops_the_old_key_at_once() {
 
     // A rotation with the default grace (a day), the new key installed beside the old one.
     let (_, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
-    let new_key = TestMerchant {
-        id: shop.id.clone(),
-        key_id: rotated["key_id"].as_str().unwrap().into(),
-        master: Key::from_base64(rotated["secret"].as_str().unwrap()).unwrap(),
-    };
-    let grant = json!({"key_id": rotated["key_id"], "secret": rotated["secret"]});
-    env.http().post(format!("{}/_sim/merchants", env.stack.merchant_simulator_url)).json(&grant).send().await.unwrap();
+    let new_key = shop.installs(&rotated).await;
     let (_, waiting) = buy(&user, &purchase(&shop, "pending-tea", "2.00"), &unique("key")).await;
     let waiting = waiting["id"].as_str().unwrap().to_owned();
     assert_eq!(seen_by_merchant(&waiting).await["key_id"], shop.key_id.as_str(), "ours sign with the old key");

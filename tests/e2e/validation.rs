@@ -120,23 +120,17 @@ async fn bodies_over_the_limit_are_refused_unread() {
     let env = Env::get();
     let shop = merchant().await;
     let user = funded_user("10.00").await;
-    let padded = |bytes: usize| {
+    // A purchase padded to `bytes`, sent with its own key.
+    let send_padded = |bytes: usize| {
         let mut body = purchase(&shop, "green-tea", "1.00");
         body["product_id"] = json!("x".repeat(bytes));
-        body
+        let key = unique("key");
+        let request = env.http().post(env.url("/purchases")).bearer_auth(env.token(&user, &[]));
+        async move { (request.header("idempotency-key", &key).json(&body).send().await.unwrap(), key) }
     };
 
     // 300 KB: the function's own limit (256 KiB), stated in the answer.
-    let key = unique("key");
-    let response = env
-        .http()
-        .post(env.url("/purchases"))
-        .bearer_auth(env.token(&user, &[]))
-        .header("idempotency-key", &key)
-        .json(&padded(300 * 1024))
-        .send()
-        .await
-        .unwrap();
+    let (response, key) = send_padded(300 * 1024).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let problem: Value = response.json().await.unwrap();
@@ -146,16 +140,7 @@ async fn bodies_over_the_limit_are_refused_unread() {
 
     // 7 MB: over Lambda's payload quota, so the gateway answers, as API Gateway does, and the
     // function never runs.
-    let key = unique("key");
-    let response = env
-        .http()
-        .post(env.url("/purchases"))
-        .bearer_auth(env.token(&user, &[]))
-        .header("idempotency-key", &key)
-        .json(&padded(7 * 1024 * 1024))
-        .send()
-        .await
-        .unwrap();
+    let (response, key) = send_padded(7 * 1024 * 1024).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"message": "Request Entity Too Large"}));
     nothing_changed(&user, &key, Decimal::new(1000, 2)).await;

@@ -132,21 +132,10 @@ impl LedgerStore {
     }
 
     pub async fn transfer_exists(&self, id: &str) -> Result<bool, StoreError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("transfer#{id}")))
-            .key("sk", s("transfer"))
-            .consistent_read(true)
-            .send()
-            .await?;
-        Ok(item.item().is_some())
+        Ok(self.transfer_record_of(id).await?.is_some())
     }
 
-    /// What a recorded transfer moved (the sum of its credits), if it was applied: a request whose
-    /// id derives from a reused key is told apart from the request that made the transfer by it.
-    pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
+    async fn transfer_record_of(&self, id: &str) -> Result<Option<Item>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -156,7 +145,14 @@ impl LedgerStore {
             .consistent_read(true)
             .send()
             .await?;
-        let Some(item) = output.item() else { return Ok(None) };
+        Ok(output.item)
+    }
+
+    /// What a recorded transfer moved (the sum of its credits), if it was applied: a request whose
+    /// id derives from a reused key is told apart from the request that made the transfer by it.
+    pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
+        let Some(item) = self.transfer_record_of(id).await? else { return Ok(None) };
+        let item = &item;
         let corrupt = |what: &str| StoreError(format!("transfer {id} is corrupt: {what}"));
         let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
         let legs: Vec<serde_json::Value> = serde_json::from_str(get_s(item, "legs")?).map_err(|_| corrupt("legs"))?;

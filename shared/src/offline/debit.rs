@@ -56,6 +56,18 @@ pub struct TopUpDebits {
 }
 
 impl TopUpDebits {
+    pub fn from_env(config: &aws_config::SdkConfig, dynamodb: Client) -> Result<Self, crate::aws::MissingEnv> {
+        use crate::aws::env;
+        Ok(TopUpDebits {
+            topups: TopUpStore::new(dynamodb.clone(), env("TOPUPS_TABLE")?),
+            ledger: LedgerStore::new(dynamodb.clone(), env("LEDGER_TABLE")?),
+            outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), env("OUTBOX_TABLE")?),
+            bank: Bank::from_env(config)?,
+            settlement_queue: env("SETTLEMENT_QUEUE_URL")?,
+            dynamodb,
+        })
+    }
+
     fn check(&self, topup: &TopUp) -> Result<OutboxMessage, StoreError> {
         let message = SettlementMessage::DebitCheck { id: topup.check_id(), topup: topup.key.clone() };
         Ok(OutboxMessage {

@@ -15,17 +15,16 @@ use super::debit::{DebitOutcome, TopUpDebits};
 use super::device::DeviceStore;
 use super::payment::{Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
-use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, TopUpStore, at_expiry, key_of, new_token};
+use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, at_expiry, key_of, new_token};
 use crate::aws::{self, MissingEnv};
-use crate::bank::Bank;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::NewMessage;
 use crate::dynamo::{TransactError, transact};
-use crate::ledger::store::{LedgerStore, TransferError};
+use crate::ledger::store::TransferError;
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
-use crate::outbox::{Outbox, OutboxMessage};
+use crate::outbox::OutboxMessage;
 
 /// What the settlement queue carries: one type, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,14 +101,7 @@ impl Settlement {
             ),
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            debits: TopUpDebits {
-                topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
-                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
-                outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
-                bank: Bank::from_env(&config)?,
-                settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
-                dynamodb,
-            },
+            debits: TopUpDebits::from_env(&config, dynamodb.clone())?,
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             topup_ttl_seconds: aws::env("TOPUP_TTL_SECONDS")?
                 .parse()

@@ -16,16 +16,13 @@ use minijinja::{Environment, context};
 use serde::Deserialize;
 
 use super::debit::{DebitOutcome, StartError, TopUpDebits};
-use super::topup::{AmountRefusal, TopUp, TopUpStore, judge_amount, new_token};
+use super::topup::{AmountRefusal, TopUp, judge_amount, new_token};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
-use crate::bank::Bank;
 use crate::clock::now_epoch_seconds;
 use crate::http::{body_bytes, header as header_of, path_parameter, route_key};
-use crate::ledger::store::LedgerStore;
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
-use crate::outbox::Outbox;
 
 const CSRF_COOKIE: &str = "topup_csrf";
 
@@ -68,14 +65,7 @@ impl TopUpApi {
         Ok(TopUpApi {
             pages,
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            debits: TopUpDebits {
-                topups: TopUpStore::new(dynamodb.clone(), aws::env("TOPUPS_TABLE")?),
-                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
-                outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
-                bank: Bank::from_env(&config)?,
-                settlement_queue: aws::env("SETTLEMENT_QUEUE_URL")?,
-                dynamodb,
-            },
+            debits: TopUpDebits::from_env(&config, dynamodb.clone())?,
         })
     }
 
