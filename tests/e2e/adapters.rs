@@ -140,3 +140,25 @@ async fn a_top_up_link_is_kept_hashed_funds_one_amount_and_never_expires_a_start
     transact(&dynamodb, vec![store.expire_item(&topup.key).unwrap()]).await.unwrap();
     assert!(store.get(&topup.key).await.unwrap().unwrap().expired);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_suspension_between_a_requests_checks_and_its_commit_stops_the_commit() {
+    use superpay::dynamo::transact;
+    use superpay::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
+    let env = Env::get();
+    let shop = crate::purchases::merchant().await;
+    let store = MerchantStore::new(env.dynamodb().await, env.table("MerchantsTable"));
+    let status = |status: &'static str| {
+        let path = format!("/merchants/{}/status", shop.id);
+        async move { env.admin_post(&path, &serde_json::json!({"status": status}), None).await.0 }
+    };
+    // What a refund or an offline payment commits with: it holds while the merchant is active...
+    transact(&env.dynamodb().await, vec![store.active_check(&shop.id).unwrap()]).await.unwrap();
+    // ... and not once an admin suspended it, whatever the request read before.
+    assert_eq!(status("suspended").await, reqwest::StatusCode::OK);
+    let refused = transact(&env.dynamodb().await, vec![store.active_check(&shop.id).unwrap()]).await;
+    assert!(refused.unwrap_err().broke(MERCHANT_ACTIVE));
+    assert_eq!(status("active").await, reqwest::StatusCode::OK);
+    transact(&env.dynamodb().await, vec![store.active_check(&shop.id).unwrap()]).await.unwrap();
+}

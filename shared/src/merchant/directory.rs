@@ -19,6 +19,11 @@ impl MerchantDirectory {
         MerchantDirectory { store, ring: KeyRing::new(keys) }
     }
 
+    /// See `MerchantStore::active_check`.
+    pub fn active_check(&self, id: &str) -> Result<crate::dynamo::Write, crate::dynamo::StoreError> {
+        self.store.active_check(id)
+    }
+
     /// The merchant, whatever its status.
     pub async fn get(&self, id: &str) -> Result<Merchant, Problem> {
         self.store.get(id).await?.ok_or_else(|| unknown_merchant(id))

@@ -8,6 +8,9 @@ use super::{Merchant, MerchantStatus};
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::PreviousKey;
 
+/// Rule: the merchant is active (not suspended).
+pub const MERCHANT_ACTIVE: &str = "merchant.active";
+
 #[derive(Clone, Debug)]
 pub struct MerchantStore {
     client: Client,
@@ -46,6 +49,12 @@ impl MerchantStore {
         Ok(Write::put("merchant.new", put))
     }
 
+    /// A condition for another transaction: the merchant is still active (a suspension that lands
+    /// between a request's checks and its commit stops it there).
+    pub fn active_check(&self, id: &str) -> Result<Write, StoreError> {
+        Ok(Write::check(MERCHANT_ACTIVE, active_condition(&self.table, id)?))
+    }
+
     /// The write that sets a merchant's status, only if it exists.
     pub fn status_item(&self, id: &str, status: MerchantStatus) -> Result<Write, StoreError> {
         let update = aws_sdk_dynamodb::types::Update::builder()
@@ -76,4 +85,15 @@ fn merchant_from_item(item: &Item) -> Result<Merchant, StoreError> {
         previous_key: PreviousKey::from_item(item)?,
         created_at: get_n(item, "created_at")?,
     })
+}
+
+/// The condition that the party `id` of `table` (a merchant, a terminal) is active.
+pub(crate) fn active_condition(table: &str, id: &str) -> Result<aws_sdk_dynamodb::types::ConditionCheck, StoreError> {
+    Ok(aws_sdk_dynamodb::types::ConditionCheck::builder()
+        .table_name(table)
+        .key("id", s(id))
+        .condition_expression("#status = :active")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()))
+        .build()?)
 }

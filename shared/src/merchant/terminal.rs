@@ -10,6 +10,9 @@ use crate::Problem;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{PreviousKey, StoredKey};
 
+/// Rule: the terminal is active (not suspended).
+pub const TERMINAL_ACTIVE: &str = "terminal.active";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminal {
     pub id: String,
@@ -79,6 +82,11 @@ impl TerminalStore {
             .condition_expression("attribute_not_exists(id)")
             .build()?;
         Ok(Write::put("terminal.new", put))
+    }
+
+    /// A condition for another transaction: the terminal is still active.
+    pub fn active_check(&self, id: &str) -> Result<Write, StoreError> {
+        Ok(Write::check(TERMINAL_ACTIVE, super::store::active_condition(&self.table, id)?))
     }
 
     /// The write that sets a terminal's status, only if it exists and is `merchant_id`'s.

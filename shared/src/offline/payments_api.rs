@@ -24,8 +24,8 @@ use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight, key_reused};
 use crate::keys::{KeyRing, KeyService};
-use crate::merchant::store::MerchantStore;
-use crate::merchant::terminal::{Terminal, TerminalStore};
+use crate::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
+use crate::merchant::terminal::{TERMINAL_ACTIVE, Terminal, TerminalStore};
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
@@ -131,11 +131,7 @@ impl OfflinePaymentsApi {
             .ok_or(SignatureError::UnknownKey)?;
         signed::check(request, &signature, &keys.signing, &self.nonces, now).await?;
         if terminal.status != MerchantStatus::Active {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "terminal_inactive",
-                format!("terminal {} is suspended", terminal.id),
-            ));
+            return Err(terminal_inactive(&terminal.id));
         }
         Ok(terminal)
     }
@@ -225,6 +221,9 @@ impl OfflinePaymentsApi {
                     self.outbox.put_item(&job, now)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                     self.devices.accept_item(&device.id, amount, ceiling)?,
+                    // Suspensions that land after the checks above stop the payment here.
+                    self.terminals.active_check(&terminal.id)?,
+                    self.merchants.active_check(&merchant.id)?,
                 ];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => {
@@ -233,6 +232,8 @@ impl OfflinePaymentsApi {
                     }
                     // The payment exists: this key's earlier attempt made it (its record expired
                     // since), if it was for this very code; otherwise the key was reused.
+                    Err(e) if e.broke(TERMINAL_ACTIVE) => Err(terminal_inactive(&terminal.id)),
+                    Err(e) if e.broke(MERCHANT_ACTIVE) => Err(inactive_merchant(&merchant.id)),
                     Err(e) if e.broke(PAYMENT_NEW) => {
                         let current =
                             self.payments.get(&payment.id).await?.ok_or_else(|| unknown_payment(&payment.id))?;
@@ -251,4 +252,8 @@ impl OfflinePaymentsApi {
             })
             .await
     }
+}
+
+fn terminal_inactive(id: &str) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "terminal_inactive", format!("terminal {id} is suspended"))
 }

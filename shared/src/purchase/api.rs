@@ -10,7 +10,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::relay::{MerchantClient, MerchantReply, OrderDetails};
-use super::service::{PurchaseService, Refund, unknown_order};
+use super::service::{PurchaseService, Refund, suspended_refund, unknown_order};
 use super::store::OrderStore;
 use super::{Decision, Order, OrderState, PurchaseRequest};
 use crate::Problem;
@@ -58,16 +58,6 @@ struct RefundBody {
     reason: Option<String>,
     #[serde(default)]
     order_id: Option<String>,
-}
-
-/// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
-/// (It may still decline an order, which returns the user's money.)
-fn suspended_refund(id: &str) -> Problem {
-    Problem::new(
-        StatusCode::FORBIDDEN,
-        "merchant_inactive",
-        format!("merchant {id:?} is suspended: it may not refund; nothing was moved"),
-    )
 }
 
 fn check_order_id(path: &str, body: Option<&str>) -> Result<(), Problem> {
@@ -274,7 +264,8 @@ impl PurchasesApi {
                 let finish = |after: &Order| -> Result<_, Problem> {
                     Ok(self.idempotency.complete_item(&claim, &StoredResponse::from_response(&respond(after)), now)?)
                 };
-                match self.service.refund(&order, amount, &refund_id, now, finish).await? {
+                let active = self.merchants.active_check(&merchant.id)?;
+                match self.service.refund(&order, amount, &refund_id, now, active, finish).await? {
                     // Recorded with the money, in the same transaction.
                     Refund::Done(after) => Ok(respond(&after)),
                     Refund::Already(current) => {

@@ -15,6 +15,7 @@ use crate::idempotency::{in_flight, key_reused};
 use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::ledger::{AccountId, Transfer};
+use crate::merchant::store::MERCHANT_ACTIVE;
 use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
 
@@ -198,6 +199,7 @@ impl PurchaseService {
         amount: Money,
         refund_id: &str,
         now: i64,
+        merchant_active: Write,
         finish: impl FnOnce(&Order) -> Result<Write, Problem>,
     ) -> Result<Refund, Problem> {
         let id = format!("{}/refund/{refund_id}", order.id);
@@ -246,6 +248,8 @@ impl PurchaseService {
             self.orders.refund_item(order, amount.amount())?,
             self.outbox.put_item(&notice, now)?,
             finish(&after)?,
+            // A suspension that lands after the route's check stops the refund here.
+            merchant_active,
         ];
         match self.ledger.apply(&transfer, with, now).await {
             Ok(Applied::Now) => {
@@ -259,6 +263,7 @@ impl PurchaseService {
             }
             // The order changed since it was read (another refund): judge again against it.
             Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
+            Err(TransferError::Rejected(MERCHANT_ACTIVE)) => Err(suspended_refund(&order.merchant_id)),
             Err(TransferError::Rejected(ORDER_REFUNDABLE)) => {
                 let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
                 Err(too_much(current.refundable))
@@ -271,6 +276,16 @@ impl PurchaseService {
             Err(e) => Err(transfer_problem(e)),
         }
     }
+}
+
+/// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
+/// (It may still decline an order, which returns the user's money.)
+pub fn suspended_refund(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "merchant_inactive",
+        format!("merchant {id:?} is suspended: it may not refund; nothing was moved"),
+    )
 }
 
 /// A refund whose transfer exists: this request's retry if it asked for what moved.
