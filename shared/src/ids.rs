@@ -35,10 +35,37 @@ pub fn check<'a>(field: &str, text: &'a str) -> Result<&'a str, Problem> {
     .with("field", field))
 }
 
+/// Whether `text` is a key id: an id `<owner>.<key>` (`m_1.k2`), naming its owner before the first
+/// point (an empty owner would reach a read as an empty key, which DynamoDB refuses).
+pub fn is_key_id(text: &str) -> bool {
+    is_valid(text) && text.split_once('.').is_some_and(|(owner, key)| !owner.is_empty() && !key.is_empty())
+}
+
+/// `text` if it is a key id; else 400 `invalid_id` naming `field`.
+pub fn check_key_id<'a>(field: &str, text: &'a str) -> Result<&'a str, Problem> {
+    check(field, text)?;
+    if is_key_id(text) {
+        return Ok(text);
+    }
+    Err(Problem::bad_request("invalid_id", format!("{field} is not a key id: a key id is <owner>.<key>, e.g. m_1.k2"))
+        .with("field", field))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_key_id_names_its_owner() {
+        for good in ["m_1.k2", "d_1f3a.k1", "a_demo.k10"] {
+            assert_eq!(check_key_id("key", good), Ok(good));
+        }
+        for bad in [".k1", ".", "m_1.", "m_1", "", "m 1.k1"] {
+            assert!(check_key_id("key", bad).is_err(), "{bad:?}");
+            assert!(!is_key_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_we_issue_and_seed_are_valid() {

@@ -118,8 +118,16 @@ impl Money {
     /// Validates `amount` (the exact decimal text a client sent) in `currency`.
     pub fn parse(amount: &str, currency: &str) -> Result<Self, MoneyError> {
         let currency: Currency = currency.parse()?;
+        // What the refusal quotes: enough to recognise, never a whole oversized body.
+        let quoted = || {
+            let mut head: String = amount.chars().take(40).collect();
+            if head.len() < amount.len() {
+                head.push('…');
+            }
+            format!("{head:?}")
+        };
         let too_many_decimals = || MoneyError::TooManyDecimals {
-            amount: amount.to_owned(),
+            amount: amount.chars().take(40).collect(),
             currency: currency.code,
             minor_units: currency.minor_units,
         };
@@ -128,8 +136,8 @@ impl Money {
         let (whole, fraction) = amount.split_once('.').map_or((amount, None), |(w, f)| (w, Some(f)));
         let whole_ok = digits(whole) && (whole == "0" || !whole.starts_with('0'));
         match fraction {
-            _ if !whole_ok => return Err(MoneyError::NotADecimalString(format!("{amount:?}"))),
-            Some(fraction) if !digits(fraction) => return Err(MoneyError::NotADecimalString(format!("{amount:?}"))),
+            _ if !whole_ok => return Err(MoneyError::NotADecimalString(quoted())),
+            Some(fraction) if !digits(fraction) => return Err(MoneyError::NotADecimalString(quoted())),
             Some(fraction) if fraction.len() > currency.minor_units as usize => return Err(too_many_decimals()),
             _ => {}
         }

@@ -83,6 +83,8 @@ impl AddressPolicy {
             (169, 254, _) => "a link-local address",
             // IETF protocol assignments, e.g. 192.0.0.192 (Oracle Cloud's metadata).
             (192, 0, 0) => "a reserved address",
+            (198, 18..=19, _) => "a benchmarking address",
+            (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "a documentation address",
             (224..=239, _, _) => "a multicast address",
             _ if ip.is_broadcast() => "the broadcast address",
             (240..=255, _, _) => "a reserved address",
@@ -100,8 +102,13 @@ impl AddressPolicy {
             _ if ip.is_loopback() => "a loopback address",
             // IPv4-mapped (::ffff:a.b.c.d) and the deprecated IPv4-compatible (::a.b.c.d): the IPv4 address is called.
             [0, 0, 0, 0, 0, 0xffff | 0, high, low] => return self.refusal_v4(embedded_v4(high, low)),
-            // NAT64 (64:ff9b::a.b.c.d) reaches the IPv4 address it embeds.
+            // IPv4-translated (::ffff:0:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d) reach the IPv4
+            // address they embed; a local NAT64 prefix (64:ff9b:1::/48) reaches local networks.
+            [0, 0, 0, 0, 0xffff, 0, high, low] => return self.refusal_v4(embedded_v4(high, low)),
             [0x64, 0xff9b, 0, 0, 0, 0, high, low] => return self.refusal_v4(embedded_v4(high, low)),
+            [0x64, 0xff9b, 1, ..] => "a local NAT64 address",
+            // Teredo (2001:0::/32) tunnels to an address we cannot judge.
+            [0x2001, 0, ..] => "a Teredo address",
             // 6to4 (2002:AABB:CCDD::) routes to the IPv4 address it embeds.
             [0x2002, high, low, ..] => return self.refusal_v4(embedded_v4(high, low)),
             [first, ..] if first & 0xfe00 == 0xfc00 => "a unique-local address",
@@ -309,6 +316,11 @@ pub(crate) mod tests {
         ("febf::1", Some("a link-local address")),
         ("fec0::1", Some("a site-local address")),
         ("fc00::1", Some("a unique-local address")),
+        ("198.18.0.1", Some("a benchmarking address")),
+        ("203.0.113.7", Some("a documentation address")),
+        ("::ffff:0:10.0.0.1", Some("a private address")),
+        ("64:ff9b:1::1", Some("a local NAT64 address")),
+        ("2001:0:4136:e378::1", Some("a Teredo address")),
         ("fdff:ffff::1", Some("a unique-local address")),
         ("0.0.0.0", Some("an unspecified address")),
         ("0.1.2.3", Some("an unspecified address")),

@@ -124,6 +124,27 @@ impl Outbox {
         Ok(Write::delete("outbox.done", delete))
     }
 
+    /// The message's consumer sends it again to itself, due at `due_at`: the sweeper waits for that
+    /// (with its sweeps counted afresh) instead of sending copies meanwhile.
+    pub async fn postpone(&self, id: &str, due_at: i64) -> Result<(), StoreError> {
+        let outcome = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET due_at = :due, sweeps = :none")
+            .condition_expression("attribute_exists(id) AND attribute_not_exists(dead_at)")
+            .expression_attribute_values(":due", n(due_at))
+            .expression_attribute_values(":none", n(0))
+            .send()
+            .await;
+        match outcome {
+            // Handled or dead meanwhile: nothing to postpone.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            other => other.map(|_| ()).map_err(StoreError::from),
+        }
+    }
+
     /// The message was handled: nothing is left to send.
     pub async fn done(&self, id: &str) -> Result<(), StoreError> {
         self.dynamodb.delete_item().table_name(&self.table).key("id", s(id)).send().await?;

@@ -12,7 +12,7 @@ use crate::{Problem, ids};
 /// when the key id is not an id (checked here, before the caller looks the key up).
 pub fn signature(request: &Request) -> Result<Signature, Problem> {
     let signature = Signature::from_headers(|name| header(request, name).ok().flatten())?;
-    ids::check(HEADER_KEY_ID, &signature.key_id)?;
+    ids::check_key_id(HEADER_KEY_ID, &signature.key_id)?;
     Ok(signature)
 }
 

@@ -133,7 +133,7 @@ async fn a_top_up_link_is_kept_hashed_funds_one_amount_and_never_expires_a_start
     let expire = transact(&dynamodb, vec![store.expire_item(&topup.key).unwrap()]).await;
     assert!(expire.unwrap_err().broke(TOPUP_NO_DEBIT));
     // A declined debit opens the link again, with the next attempt's reference.
-    transact(&dynamodb, vec![store.declined_item(&started).unwrap()]).await.unwrap();
+    transact(&dynamodb, vec![store.declined_item(&started, 10).unwrap()]).await.unwrap();
     let reopened = store.get(&topup.key).await.unwrap().unwrap();
     assert_eq!((reopened.debit_started_at, reopened.debit_attempt), (None, 1));
     assert_ne!(reopened.debit_reference(), started.debit_reference());

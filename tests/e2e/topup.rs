@@ -193,3 +193,32 @@ async fn a_bank_answer_we_cannot_verify_approves_nothing() {
     }
     assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_links_expiry_does_not_expire_its_payment_once_a_newer_link_replaced_it() {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let env = Env::get();
+    let till = till().await;
+    let phone = enrolled_phone_of("payer", "1.00").await;
+    let (_, accepted) = present_code(&till, &phone, "6.00", 1).await;
+    let payment = accepted["id"].as_str().unwrap().to_owned();
+    until_state(&till, &payment, "waiting_for_funds").await;
+    // As when the first link was paid and still fell short: the payment now waits on a newer link,
+    // whose own expiry comes later.
+    let newer = superpay::offline::topup::key_of(&superpay::offline::topup::new_token());
+    env.dynamodb()
+        .await
+        .update_item()
+        .table_name(env.table("OfflinePaymentsTable"))
+        .key("id", S(payment.clone()))
+        .update_expression("SET topup_token = :newer")
+        .expression_attribute_values(":newer", S(newer))
+        .send()
+        .await
+        .unwrap();
+    // The first link's end (local TopUpTtlSeconds is 15) passes: its job leaves the payment waiting.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    let items = env.partition("OfflinePaymentsTable", "id", &payment).await;
+    assert_eq!(items[0]["state"].as_s().unwrap(), "waiting_for_funds");
+}

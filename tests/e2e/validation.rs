@@ -88,11 +88,18 @@ async fn overlong_ids_are_refused_before_any_read() {
         body.as_bytes(),
         superpay::clock::now_epoch_seconds(),
     );
-    signature.key_id = long.clone();
-    let response = env.with_signature(env.http().post(env.url(path)).body(body), &signature).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let problem: Value = response.json().await.unwrap();
-    assert_eq!((problem["code"].as_str(), problem["field"].as_str()), (Some("invalid_id"), Some("x-superpay-key-id")));
+    // And key ids that name no owner (`.k1`), which would reach a read as an empty key.
+    for key_id in [long.as_str(), ".k1", "."] {
+        signature.key_id = key_id.to_owned();
+        let request = env.http().post(env.url(path)).body(body.clone());
+        let response = env.with_signature(request, &signature).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{key_id:.20}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(
+            (problem["code"].as_str(), problem["field"].as_str()),
+            (Some("invalid_id"), Some("x-superpay-key-id"))
+        );
+    }
 }
 
 #[tokio::test]

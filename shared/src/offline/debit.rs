@@ -101,7 +101,7 @@ impl TopUpDebits {
         match self.bank.debit(&topup.debit_reference(), &topup.user, amount).await {
             BankAnswer::Approved => self.credit(topup, amount, now).await,
             BankAnswer::Declined(reason) => {
-                let items = vec![self.topups.declined_item(topup)?, self.outbox.done_item(&check)?];
+                let items = vec![self.topups.declined_item(topup, now)?, self.outbox.done_item(&check)?];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => Ok(DebitOutcome::Declined(reason)),
                     // Settled meanwhile by the other path (the page or the check): the same answer.
@@ -134,6 +134,7 @@ impl TopUpDebits {
                 id: job_id.clone(),
                 payment_id: topup.payment_id.clone(),
                 expire_at: None,
+                link: None,
             }))
             .map_err(|e| StoreError(e.to_string()))?,
             id: job_id,
@@ -141,7 +142,7 @@ impl TopUpDebits {
             delay_seconds: 0,
         };
         let with = vec![
-            self.topups.paid_item(&topup.key)?,
+            self.topups.paid_item(topup, now)?,
             self.outbox.put_item(&job, now)?,
             self.outbox.done_item(&topup.check_id())?,
         ];
@@ -151,10 +152,24 @@ impl TopUpDebits {
                 Ok(DebitOutcome::Credited(amount))
             }
             // Credited before (by the other path): nothing is owed any more.
-            Ok(Applied::Already) | Err(TransferError::Rejected(TOPUP_UNPAID)) => {
+            Ok(Applied::Already) => {
                 self.outbox.done(&topup.check_id()).await?;
                 Ok(DebitOutcome::Credited(amount))
             }
+            // Paid before, or the link is gone: only the first is a credit.
+            Err(TransferError::Rejected(TOPUP_UNPAID)) => match self.topups.get(&topup.key).await? {
+                Some(current) if current.paid => {
+                    self.outbox.done(&topup.check_id()).await?;
+                    Ok(DebitOutcome::Credited(amount))
+                }
+                _ => {
+                    tracing::error!(
+                        topup = topup.label(),
+                        "the bank approved a debit whose link is gone; it stays owed"
+                    );
+                    Ok(DebitOutcome::Pending("the link is gone".into()))
+                }
+            },
             Err(e) => {
                 tracing::error!(topup = topup.label(), error = %e, "the bank approved; the credit did not commit yet");
                 Ok(DebitOutcome::Pending(e.to_string()))

@@ -132,7 +132,7 @@ impl OfflineCode {
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| CodeError::Malformed)?;
         let fields: Vec<&str> = payload.split('|').collect();
         let [key_id, account, counter, issued_at] = fields[..] else { return Err(CodeError::Malformed) };
-        if !crate::ids::is_valid(key_id) || !valid_field(account) {
+        if !crate::ids::is_key_id(key_id) || !valid_field(account) {
             return Err(CodeError::Malformed);
         }
         let code = OfflineCode {

@@ -10,6 +10,10 @@ use crate::money::{Currency, Money};
 
 /// Rule: the code's (device, counter) was not spent before.
 pub const CODE_UNSPENT: &str = "offline_code.unspent";
+/// Rule: the payment still waits for funds.
+pub const PAYMENT_WAITING: &str = "offline_payment.waiting";
+/// Rule: the payment is not settled or expired yet.
+pub const PAYMENT_UNSETTLED: &str = "offline_payment.unsettled";
 /// Rule: the payment id is new.
 pub const PAYMENT_NEW: &str = "offline_payment.new";
 
@@ -205,7 +209,7 @@ impl PaymentStore {
             .expression_attribute_values(":expired", s(PaymentState::Expired.as_str()))
             .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
             .build()?;
-        Ok(Write::update("offline_payment.waiting", update))
+        Ok(Write::update(PAYMENT_WAITING, update))
     }
 
     /// Moves a payment that is not yet settled to `to`.
@@ -220,7 +224,7 @@ impl PaymentStore {
             .expression_attribute_values(":pending", s(PaymentState::Pending.as_str()))
             .expression_attribute_values(":waiting", s(PaymentState::WaitingForFunds.as_str()))
             .build()?;
-        Ok(Write::update("offline_payment.unsettled", update))
+        Ok(Write::update(PAYMENT_UNSETTLED, update))
     }
 }
 

@@ -60,6 +60,10 @@ pub struct SettlementJob {
     pub payment_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_at: Option<i64>,
+    /// With `expire_at`: the link (its table key) whose end this is; a payment that has a newer
+    /// link since is that link's to expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// A code from a device its owner revoked (a lost phone): refused, nothing recorded.
@@ -208,6 +212,7 @@ impl OfflinePaymentsApi {
                         id: job_id.clone(),
                         payment_id: payment.id.clone(),
                         expire_at: None,
+                        link: None,
                     }))
                     .map_err(Problem::internal)?,
                     id: job_id,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::debit::{DebitOutcome, TopUpDebits};
 use super::device::DeviceStore;
-use super::payment::{Payment, PaymentState, PaymentStore};
+use super::payment::{PAYMENT_UNSETTLED, PAYMENT_WAITING, Payment, PaymentState, PaymentStore};
 use super::payments_api::SettlementJob;
 use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, at_expiry, key_of, new_token};
 use crate::aws::{self, MissingEnv};
@@ -158,7 +158,9 @@ impl Settlement {
                 }
                 return Ok(());
             }
-            None => tracing::error!(topup = %key, "a debit check names no top-up"),
+            // A started debit's link never expires (its TTL is off while the debit runs): this is a
+            // fault for an operator, not a debit to forget.
+            None => return Err(format!("the debit check {id} names no top-up")),
         }
         self.debits.outbox.done(id).await.map_err(|e| fail(&e))
     }
@@ -180,22 +182,35 @@ impl Settlement {
         let fail = |e: &dyn std::fmt::Display| e.to_string();
         let outbox = &self.debits.outbox;
         let now = now_epoch_seconds();
-        // If this send fails, SQS must redeliver this one.
-        let come_back =
-            |delay: i64| async move { outbox.send_checked(&self.job(job, delay)?).await.map_err(|e| fail(&e)) };
+        // Its outbox item is due again then (so the sweeper does not send copies meanwhile); if
+        // this send fails, SQS must redeliver this one.
+        let come_back = |delay: i64| async move {
+            outbox.postpone(&job.id, now + delay).await.map_err(|e| fail(&e))?;
+            outbox.send_checked(&self.job(job, delay)?).await.map_err(|e| fail(&e))
+        };
         if now < expire_at {
             return come_back(expire_at - now).await;
         }
-        // Otherwise it settled, or expired by an earlier delivery of this job, whose transaction
-        // carried the notice.
-        if payment.state == PaymentState::WaitingForFunds {
+        let superseded = job.link.as_ref().is_some_and(|link| payment.topup_token.as_ref() != Some(link));
+        // Otherwise it settled, expired by an earlier delivery of this job (whose transaction
+        // carried the notice), or has a newer link, whose own expiry job is on its way.
+        if payment.state == PaymentState::WaitingForFunds && !superseded {
             let topup = match &payment.topup_token {
                 Some(key) => self.debits.topups.get(key).await.map_err(|e| fail(&e))?,
                 None => None,
             };
             match at_expiry(topup.as_ref()) {
                 AtExpiry::Paid => {}
-                AtExpiry::Wait => return come_back(DEBIT_WAIT_SECONDS).await,
+                // The bank may have the money: ask it now (its check may be gone, or the debit may
+                // come from before debits were recorded); only a decline lets the payment expire.
+                AtExpiry::Wait => {
+                    let topup = topup.ok_or("a debit without its link")?;
+                    match self.debits.settle(&topup, now).await.map_err(|e| fail(&e))? {
+                        DebitOutcome::Credited(_) => {}
+                        DebitOutcome::Declined(_) => return come_back(0).await,
+                        DebitOutcome::Pending(_) => return come_back(DEBIT_WAIT_SECONDS).await,
+                    }
+                }
                 AtExpiry::Expire => {
                     let event =
                         OfflineEvent::Expired { id: format!("{}/expired", payment.id), payment_id: payment.id.clone() };
@@ -217,7 +232,8 @@ impl Settlement {
                     match transact(&self.debits.dynamodb, items).await {
                         Ok(()) => outbox.send(&notice).await,
                         Err(e) if e.broke(TOPUP_NO_DEBIT) => return come_back(0).await,
-                        Err(TransactError::ConditionFailed(_)) => {}
+                        // Settled or expired meanwhile.
+                        Err(e) if e.broke(PAYMENT_WAITING) => {}
                         Err(e) => return Err(fail(&e)),
                     }
                 }
@@ -263,6 +279,7 @@ impl Settlement {
                 id: format!("{}/expire/{}", payment.id, topup.label()),
                 payment_id: payment.id.clone(),
                 expire_at: Some(topup.link_expires_at),
+                link: Some(topup.key.clone()),
             },
             topup.link_expires_at - now,
         )?;
@@ -330,7 +347,8 @@ impl Settlement {
             let mut with = vec![self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?];
             with.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
             match self.debits.ledger.apply(&transfer, with, now).await {
-                Ok(_) | Err(TransferError::Rejected(_)) => {}
+                // Settled by an earlier delivery (or expired): nothing to do.
+                Ok(_) | Err(TransferError::Rejected(PAYMENT_UNSETTLED)) => {}
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
                     self.ask_for_funds(&payment, available, now).await?;
                 }
@@ -354,7 +372,7 @@ mod tests {
     #[test]
     fn settlement_messages_parse_by_kind_and_old_jobs_still_parse() {
         let old = r#"{"id":"p_1/settle","payment_id":"p_1"}"#;
-        let job = SettlementJob { id: "p_1/settle".into(), payment_id: "p_1".into(), expire_at: None };
+        let job = SettlementJob { id: "p_1/settle".into(), payment_id: "p_1".into(), expire_at: None, link: None };
         assert_eq!(SettlementMessage::parse(old).unwrap(), SettlementMessage::Settle(job.clone()));
         let new = serde_json::to_string(&SettlementMessage::Settle(job.clone())).unwrap();
         assert!(new.contains(r#""kind":"offline.settle""#), "{new}");

@@ -87,6 +87,12 @@ impl TopUp {
     }
 }
 
+/// When a link's item may go (its TTL): `RETENTION_SECONDS` after its link's end or after `now`,
+/// whichever is later.
+fn purge_at(topup: &TopUp, now: i64) -> i64 {
+    topup.link_expires_at.max(now) + RETENTION_SECONDS
+}
+
 /// The table key of a link's token.
 pub fn key_of(token: &str) -> String {
     sha256_hex(token.as_bytes())
@@ -191,7 +197,7 @@ impl TopUpStore {
             .item("payment_amount", n(topup.payment_amount.amount()))
             .item("currency", s(topup.amount_due.currency().code()))
             .item("link_expires_at", n(topup.link_expires_at))
-            .item("expires_at", n(topup.link_expires_at + RETENTION_SECONDS))
+            .item("expires_at", n(purge_at(topup, 0)))
             .item("paid", AttributeValue::Bool(false))
             .item("debit_attempt", n(0))
             .condition_expression("attribute_not_exists(#token)")
@@ -201,11 +207,16 @@ impl TopUpStore {
     }
 
     /// Starts a debit of `amount` at `now`: only on an open link, and fixes the amount for good.
+    /// The item does not expire while the debit runs: its outcome is owed whenever it comes.
     pub fn start_debit_item(&self, topup: &TopUp, amount: Money, now: i64) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("token", s(&topup.key))
-            .update_expression("SET amount = :amount, debit_started_at = :now")
+            .update_expression(
+                "SET amount = :amount, debit_started_at = :now, link_expires_at = if_not_exists(link_expires_at, :link) \
+                 REMOVE expires_at",
+            )
+            .expression_attribute_values(":link", n(topup.link_expires_at))
             .condition_expression(
                 "paid = :no AND attribute_not_exists(expired) AND attribute_not_exists(debit_started_at) \
                  AND (attribute_not_exists(amount) OR amount = :amount)",
@@ -218,13 +229,16 @@ impl TopUpStore {
     }
 
     /// The bank declined the current debit: the link is open again, and the next debit is another.
-    pub fn declined_item(&self, topup: &TopUp) -> Result<Write, StoreError> {
+    pub fn declined_item(&self, topup: &TopUp, now: i64) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("token", s(&topup.key))
-            .update_expression("REMOVE debit_started_at SET debit_attempt = :next")
+            .update_expression("REMOVE debit_started_at SET debit_attempt = :next, expires_at = :purge")
+            .expression_attribute_values(":purge", n(purge_at(topup, now)))
+            // A link from before debits were recorded has no `debit_started_at` (nor `hashed`).
             .condition_expression(
-                "attribute_exists(debit_started_at) AND (debit_attempt = :attempt OR attribute_not_exists(debit_attempt))",
+                "(attribute_exists(debit_started_at) OR attribute_not_exists(hashed)) \
+                 AND (debit_attempt = :attempt OR attribute_not_exists(debit_attempt))",
             )
             .expression_attribute_values(":attempt", n(topup.debit_attempt))
             .expression_attribute_values(":next", n(topup.debit_attempt + 1))
@@ -232,13 +246,15 @@ impl TopUpStore {
         Ok(Write::update(TOPUP_DEBIT_CURRENT, update))
     }
 
-    /// Marks the link paid, only once; its debit is settled with it.
-    pub fn paid_item(&self, key: &str) -> Result<Write, StoreError> {
+    /// Marks the link paid, only once (and only if it exists); its debit is settled with it.
+    pub fn paid_item(&self, topup: &TopUp, now: i64) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
-            .key("token", s(key))
-            .update_expression("SET paid = :yes REMOVE debit_started_at")
-            .condition_expression("paid = :no")
+            .key("token", s(&topup.key))
+            .update_expression("SET paid = :yes, expires_at = :purge REMOVE debit_started_at")
+            .condition_expression("attribute_exists(#token) AND paid = :no")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":purge", n(purge_at(topup, now)))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":no", AttributeValue::Bool(false))
             .build()?;
@@ -267,6 +283,12 @@ fn topup_from_item(item: &Item) -> Result<TopUp, StoreError> {
         Money::new(get_decimal(item, name)?, currency).map_err(|_| corrupt(name))
     };
     let optional = |name: &str| item.get(name).map(|_| get_n::<i64>(item, name)).transpose();
+    let paid = matches!(item.get("paid"), Some(AttributeValue::Bool(true)));
+    let amount = item.get("amount").map(|_| money("amount")).transpose()?;
+    let debit_attempt = optional("debit_attempt")?.unwrap_or(0);
+    // A link from before debits were recorded whose amount was fixed may have had its bank asked
+    // (under this very reference, attempt 0): its outcome is owed as a started debit's is.
+    let asked_before_recording = !item.contains_key("hashed") && amount.is_some() && !paid && debit_attempt == 0;
     Ok(TopUp {
         key: get_s(item, "token")?.to_owned(),
         payment_id: get_s(item, "payment_id")?.to_owned(),
@@ -276,11 +298,11 @@ fn topup_from_item(item: &Item) -> Result<TopUp, StoreError> {
         payment_amount: money("payment_amount")?,
         // Links from before `link_expires_at` ended when their item's TTL did.
         link_expires_at: optional("link_expires_at")?.map_or_else(|| get_n(item, "expires_at"), Ok)?,
-        paid: matches!(item.get("paid"), Some(AttributeValue::Bool(true))),
+        paid,
         expired: matches!(item.get("expired"), Some(AttributeValue::Bool(true))),
-        amount: item.get("amount").map(|_| money("amount")).transpose()?,
-        debit_started_at: optional("debit_started_at")?,
-        debit_attempt: optional("debit_attempt")?.unwrap_or(0).try_into().map_err(|_| corrupt("debit_attempt"))?,
+        amount,
+        debit_started_at: optional("debit_started_at")?.or(asked_before_recording.then_some(0)),
+        debit_attempt: debit_attempt.try_into().map_err(|_| corrupt("debit_attempt"))?,
     })
 }
 
