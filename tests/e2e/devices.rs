@@ -102,3 +102,32 @@ async fn the_device_tool_enrolls_and_makes_codes_that_verify() {
     }
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_payers_offline_exposure_is_bounded_per_device_and_in_devices() {
+    let env = Env::get();
+    let user = unique("payer");
+    let body = |limit: &str| json!({"public_key": DeviceKey::generate().public_key(), "offline_limit": {"amount": limit, "currency": "USD"}});
+    // One device owes at most 1% of USD's per-payment limit at once.
+    let (status, problem) = enroll(&user, &body("1000.01"), &unique("key")).await;
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["max"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("offline_limit_too_high"), Some("1000.00"))
+    );
+    let mut devices = vec![];
+    for _ in 0..superpay::offline::device::MAX_DEVICES {
+        let (status, device) = enroll(&user, &body("1000.00"), &unique("key")).await;
+        assert_eq!(status, StatusCode::CREATED, "{device}");
+        devices.push(device["id"].as_str().unwrap().to_owned());
+    }
+    let (status, problem) = enroll(&user, &body("10.00"), &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("too_many_devices")), "{problem}");
+    // A revoked device makes room, once however often it is revoked.
+    let revoke = format!("/devices/{}/revoke", devices[0]);
+    for _ in 0..2 {
+        assert_eq!(env.post_json(&env.token(&user, &[]), &revoke, None, None).await.0, StatusCode::OK);
+    }
+    assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.0, StatusCode::CREATED);
+    assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.1["code"], "too_many_devices");
+}

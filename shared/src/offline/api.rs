@@ -8,7 +8,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::device::{Device, DeviceStore, OFFLINE_CURRENCY};
+use super::device::{Device, DeviceStore, MAX_DEVICES, OFFLINE_PROFILE};
+use super::offline_ceiling;
 use super::valid_public_key;
 use crate::Problem;
 use crate::auth::Caller;
@@ -79,6 +80,19 @@ impl DevicesApi {
         }
     }
 
+    /// Why `user`'s offline profile cannot take a device in `currency`, if it cannot.
+    async fn profile_refusal(&self, user: &str, currency: crate::money::Currency) -> Result<(), Problem> {
+        match self.devices.profile_of(user).await? {
+            Some((fixed, _)) if fixed != currency => Err(offline_currency_mismatch(fixed.code())),
+            Some((_, devices)) if devices >= MAX_DEVICES => Err(Problem::new(
+                StatusCode::CONFLICT,
+                "too_many_devices",
+                format!("you have {devices} devices for offline payments, the most there may be: revoke one first"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     async fn enroll(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let Enrollment { public_key, offline_limit } = json_body(request)?;
         if !valid_public_key(&public_key) {
@@ -88,13 +102,17 @@ impl DevicesApi {
             ));
         }
         let offline_limit = offline_limit.validate()?;
-        // One offline currency per payer, fixed by their first device (checked again in the
-        // enrollment's transaction).
-        if let Some(fixed) = self.devices.currency_of(&caller.subject).await?
-            && fixed != offline_limit.currency()
-        {
-            return Err(offline_currency_mismatch(fixed.code()));
+        // What one device may owe at once is bounded, and so are a payer's devices: a payer's
+        // offline exposure is at most MAX_DEVICES x this ceiling.
+        let ceiling = offline_ceiling(offline_limit.currency());
+        if offline_limit.amount() > ceiling {
+            return Err(Problem::bad_request(
+                "offline_limit_too_high",
+                format!("a device's offline limit is at most {ceiling} {}", offline_limit.currency()),
+            )
+            .with("max", ceiling.to_string()));
         }
+        self.profile_refusal(&caller.subject, offline_limit.currency()).await?;
         // Its codes are paid from the offline reserve: a reserve in another currency could never pay them.
         if let Some(reserve) = self.ledger.account(&AccountId::reserve(&caller.subject)).await?
             && reserve.currency != offline_limit.currency()
@@ -124,15 +142,15 @@ impl DevicesApi {
                 let response = json_response(StatusCode::CREATED, &device.view());
                 let items = vec![
                     self.devices.create_item(&device)?,
-                    self.devices.currency_item(&device.user, device.offline_limit.currency())?,
+                    self.devices.enroll_item(&device.user, device.offline_limit.currency())?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => Ok(response),
-                    // Another device fixed another currency meanwhile.
-                    Err(e) if e.broke(OFFLINE_CURRENCY) => {
-                        let fixed = self.devices.currency_of(&device.user).await?;
-                        Err(offline_currency_mismatch(fixed.map_or("another currency", |c| c.code())))
+                    // Another enrollment fixed another currency, or took the last room, meanwhile.
+                    Err(e) if e.broke(OFFLINE_PROFILE) => {
+                        self.profile_refusal(&device.user, device.offline_limit.currency()).await?;
+                        Err(in_flight())
                     }
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
                     Err(TransactError::ConditionFailed(_)) => Err(Problem::new(

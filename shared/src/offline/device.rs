@@ -8,17 +8,22 @@
 //! takes it off in the transaction that ends the payment.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
+use aws_sdk_dynamodb::types::{Put, Update};
 use lambda_http::http::StatusCode;
 use rust_decimal::Decimal;
 
 use super::payment::Payment;
 use crate::Problem;
-use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, TransactError, Write, get_decimal, get_n, get_s, n, s, transact};
 use crate::money::{Currency, Money};
 
-/// Rule: the user's offline currency is the device's (fixed by their first device).
-pub const OFFLINE_CURRENCY: &str = "offline_currency.same";
+/// Rule: the payer's offline profile takes the device: its currency, and room for one more.
+pub const OFFLINE_PROFILE: &str = "offline_profile.takes_device";
+/// Rule: the device is the caller's and not revoked yet.
+const DEVICE_REVOCABLE: &str = "device.revocable";
+
+/// The most live (not revoked) devices one payer may hold: each can owe its offline limit at once.
+pub const MAX_DEVICES: u32 = 5;
 /// Rule: the device was not revoked, and its unsettled payments with this one stay within its
 /// offline limit.
 pub const DEVICE_MAY_PAY: &str = "device.may_pay_offline";
@@ -140,25 +145,43 @@ impl DeviceStore {
 
     /// Revokes `user`'s device `id` (once: a second call keeps the first time). `None`: no such
     /// device of theirs.
+    /// The device no longer counts among its owner's live devices (its profile's count goes down
+    /// with its first revocation, in one transaction).
     pub async fn revoke(&self, id: &str, user: &str, at: i64) -> Result<Option<Device>, StoreError> {
-        let outcome = self
-            .client
-            .update_item()
+        let revoke = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
-            .update_expression("SET revoked_at = if_not_exists(revoked_at, :at)")
-            .condition_expression("attribute_exists(id) AND #user = :user")
+            .update_expression("SET revoked_at = :at")
+            .condition_expression("attribute_exists(id) AND #user = :user AND attribute_not_exists(revoked_at)")
             .expression_attribute_names("#user", "user")
             .expression_attribute_values(":at", n(at))
             .expression_attribute_values(":user", s(user))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match outcome {
-            Ok(output) => output.attributes().map(device_from_item).transpose(),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
-            Err(e) => Err(e.into()),
+            .build()?;
+        // Devices enrolled before profiles counted them have no count to take from.
+        let uncount = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(format!("user#{user}")))
+            .update_expression("ADD devices :minus_one")
+            .condition_expression("devices > :zero")
+            .expression_attribute_values(":minus_one", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .build()?;
+        let writes =
+            vec![Write::update(DEVICE_REVOCABLE, revoke.clone()), Write::update("offline_profile.counted", uncount)];
+        match transact(&self.client, writes).await {
+            Ok(()) => {}
+            Err(e) if e.broke(DEVICE_REVOCABLE) => {}
+            Err(TransactError::ConditionFailed(_)) => {
+                // Not counted: revoke it alone.
+                match transact(&self.client, vec![Write::update(DEVICE_REVOCABLE, revoke)]).await {
+                    Ok(()) | Err(TransactError::ConditionFailed(_)) => {}
+                    Err(TransactError::Store(e)) => return Err(e),
+                }
+            }
+            Err(TransactError::Store(e)) => return Err(e),
         }
+        // Revoked now or before, if it is theirs; a second call keeps the first time.
+        Ok(self.get(id).await?.filter(|d| d.user == user))
     }
 
     /// Counts an accepted payment of `amount` in the device's unsettled amount, only if the device
@@ -198,22 +221,28 @@ impl DeviceStore {
         Ok(Some(Write::update(DEVICE_COUNTS_PAYMENT, update)))
     }
 
-    /// Fixes `user`'s offline currency at their first enrollment (an item `user#<user>` beside the
-    /// devices), or checks it is the same: a reserve then never meets a currency it does not hold.
-    pub fn currency_item(&self, user: &str, currency: Currency) -> Result<Write, StoreError> {
-        let put = Put::builder()
+    /// Counts a new device of `user` on their offline profile (an item `user#<user>` beside the
+    /// devices), which fixes their offline currency at the first enrollment: only in that currency
+    /// (a reserve then never meets a currency it does not hold) and below `MAX_DEVICES` live ones.
+    pub fn enroll_item(&self, user: &str, currency: Currency) -> Result<Write, StoreError> {
+        let update = Update::builder()
             .table_name(&self.table)
-            .item("id", s(format!("user#{user}")))
-            .item("user", s(user))
-            .item("currency", s(currency.code()))
-            .condition_expression("attribute_not_exists(id) OR currency = :currency")
+            .key("id", s(format!("user#{user}")))
+            .update_expression("SET currency = if_not_exists(currency, :currency), #user = :user ADD devices :one")
+            .condition_expression(
+                "(attribute_not_exists(currency) OR currency = :currency) AND (attribute_not_exists(devices) OR devices < :max)",
+            )
+            .expression_attribute_names("#user", "user")
             .expression_attribute_values(":currency", s(currency.code()))
+            .expression_attribute_values(":user", s(user))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(MAX_DEVICES))
             .build()?;
-        Ok(Write::put(OFFLINE_CURRENCY, put))
+        Ok(Write::update(OFFLINE_PROFILE, update))
     }
 
-    /// `user`'s offline currency, once a device fixed it.
-    pub async fn currency_of(&self, user: &str) -> Result<Option<Currency>, StoreError> {
+    /// `user`'s offline profile: their currency and live devices, once a device fixed it.
+    pub async fn profile_of(&self, user: &str) -> Result<Option<(Currency, u32)>, StoreError> {
         let output = self
             .client
             .get_item()
@@ -222,9 +251,14 @@ impl DeviceStore {
             .consistent_read(true)
             .send()
             .await?;
+        let corrupt = || StoreError("stored offline profile is corrupt".into());
         output
             .item()
-            .map(|item| get_s(item, "currency")?.parse().map_err(|_| StoreError("stored currency is corrupt".into())))
+            .map(|item| {
+                let currency = get_s(item, "currency")?.parse().map_err(|_| corrupt())?;
+                let devices = item.get("devices").map(|_| get_n(item, "devices")).transpose()?.unwrap_or(0);
+                Ok((currency, devices))
+            })
             .transpose()
     }
 

@@ -21,7 +21,10 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use rust_decimal::Decimal;
+
 use crate::crypto::Secret;
+use crate::money::Currency;
 
 pub const CODE_VERSION: &str = "SP1";
 /// How old a code may be when a merchant presents it: long enough for a phone that was offline
@@ -163,6 +166,13 @@ impl OfflineCode {
 /// Checks that `public_key` is a P-256 point this module can verify with.
 pub fn valid_public_key(public_key: &str) -> bool {
     STANDARD.decode(public_key).is_ok_and(|k| k.len() == 65 && k[0] == 4)
+}
+
+/// The offline ceiling of a currency: 1% of its per-payment limit (1,000.00 USD). A device's
+/// offline limit (what it may owe at once) is at most this, and a top-up link adds at most this
+/// beyond what is due.
+pub fn offline_ceiling(currency: Currency) -> Decimal {
+    currency.rescale(currency.limit() / Decimal::from(100))
 }
 
 #[cfg(test)]

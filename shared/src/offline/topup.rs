@@ -34,10 +34,6 @@ pub const TOPUP_DEBIT_CURRENT: &str = "topup.debit_current";
 /// How long an item outlives its link: longer than any expiry job or debit check may still come.
 pub const RETENTION_SECONDS: i64 = 30 * 24 * 60 * 60;
 
-/// What one link may add at most, as a share of its currency's per-payment limit (1,000.00 USD):
-/// a link completes the payment it was made for, with something to spare, not a deposit.
-const CEILING_PERCENT_OF_LIMIT: i64 = 1;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopUp {
     /// The table key: the token's hash (a link made before hashing: the token).
@@ -112,10 +108,10 @@ pub enum AmountRefusal {
     AboveCeiling(Money),
 }
 
-/// The most a link may add: what is due, or the ceiling if that is more.
+/// The most a link may add: what is due, or the offline ceiling if that is more (a link completes
+/// the payment it was made for, with something to spare: it is not a deposit).
 pub fn ceiling(due: Money) -> Decimal {
-    let ceiling = due.currency().limit() * Decimal::from(CEILING_PERCENT_OF_LIMIT) / Decimal::from(100);
-    due.amount().max(due.currency().rescale(ceiling))
+    due.amount().max(super::offline_ceiling(due.currency()))
 }
 
 /// What one link may add: at least what is due (less would not complete the payment) and at most

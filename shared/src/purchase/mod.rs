@@ -113,7 +113,8 @@ impl Order {
             "state": self.state.as_str(),
             "created_at": self.created_at,
             "expires_at": self.expires_at,
-            "refundable": self.refundable.to_string(),
+            // In the currency's scale whatever the arithmetic left ("0.00", not "0").
+            "refundable": self.amount.currency().rescale(self.refundable).to_string(),
             "decision": decision.map(Decision::as_str),
         })
     }
