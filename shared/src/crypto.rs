@@ -1,4 +1,4 @@
-//! Keys, request signatures and sealed payloads (DESIGN.md "Requests, errors, security").
+//! Keys, request signatures and sealed payloads (docs/design.md, "Security").
 //!
 //! - Every purpose derives its own key from a party's master key (HKDF-SHA256 with a label), so no
 //!   key serves two purposes.

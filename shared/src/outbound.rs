@@ -1,7 +1,8 @@
 //! Signed calls we make to a partner's server (a merchant's product server, a mini-app's server,
-//! the payers' bank): the request is signed with the partner's request-signing key (DESIGN.md
-//! canonical request), and an answer counts only if it is signed with the same key over method
-//! `RESPONSE` and the request's path and nonce, so an answer cannot be replayed onto another request.
+//! the payers' bank): the request is signed with the partner's request-signing key (the canonical
+//! request of docs/design.md, "Signed calls"), and an answer counts only if it is signed with the
+//! same key over method `RESPONSE` and the request's path and nonce, so an answer cannot be
+//! replayed onto another request.
 //!
 //! The client follows no redirect (a 307 would carry our signed POST elsewhere) and connects only to
 //! public addresses (`AddressPolicy`): a name is checked on every address it resolves to, when the

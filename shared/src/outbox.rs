@@ -1,8 +1,8 @@
-//! The outbox (DESIGN.md "Queues"): a queue message that a database change implies is written as
-//! an item in the same transaction as the change, sent right after it, and deleted by its consumer
-//! once handled. A crash between the commit and the send loses nothing: the sweeper sends every
-//! item whose send is overdue. Consumers are idempotent by the message's id, so a message sent
-//! twice (by the hot path and the sweeper) is handled once.
+//! The outbox (docs/design.md, "Queues"): a queue message that a database change implies is
+//! written as an item in the same transaction as the change, sent right after it, and deleted by
+//! its consumer once handled. A crash between the commit and the send loses nothing: the sweeper
+//! sends every item whose send is overdue. Consumers are idempotent by the message's id, so a
+//! message sent twice (by the hot path and the sweeper) is handled once.
 //!
 //! Every item is delivered or visibly dead. An item still unhandled once the sweeper has sent it
 //! `MAX_SWEEPS` times and waited out the last send is dead: the sweeper sends its message to the

@@ -1,5 +1,6 @@
-//! Signed requests from merchants, terminals, devices and partners (DESIGN.md): read the signature
-//! headers, look the key up (the caller's part), then check signature, window and single use.
+//! Signed requests from merchants, terminals, devices and partners (docs/design.md, "Signed
+//! calls"): read the signature headers, look the key up (the caller's part), then check signature,
+//! window and single use.
 
 use lambda_http::Request;
 

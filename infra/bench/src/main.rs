@@ -1,6 +1,6 @@
-//! The floor DESIGN.md measures every function against: a Lambda function that builds aws-config
-//! and DynamoDB, SQS and KMS clients at init and does one consistent GetItem per invocation
-//! (`BENCH_TABLE`, key `m_demo`), with nothing else.
+//! The floor every function is measured against (docs/decisions.md, "Rust on Lambda"): a Lambda
+//! function that builds aws-config and DynamoDB, SQS and KMS clients at init and does one
+//! consistent GetItem per invocation (`BENCH_TABLE`, key `m_demo`), with nothing else.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_runtime::{LambdaEvent, service_fn};

@@ -1,5 +1,6 @@
-//! `cargo stack bench`: DESIGN.md's performance targets measured in one run, as ratios and counts
-//! (the machine is noisy, so absolute times only mean something beside each other).
+//! `cargo stack bench`: the performance targets (docs/performance.md, docs/decisions.md) measured
+//! in one run, as ratios and counts (the machine is noisy, so absolute times only mean something
+//! beside each other).
 //!
 //! - Cold start of every function as built for Lambda (the release profile), `PROCESSES` processes
 //!   each, whose first event is a sample from `events/` that needs about one read. Beside them, run
@@ -210,7 +211,7 @@ where
     })
 }
 
-/// The operations DESIGN.md cares about, against the seeded stack (`infra/seed.json`).
+/// The operations the targets count the AWS calls of, against the seeded stack (`infra/seed.json`).
 pub async fn count_operations(stack: &Stack) -> Result<Vec<Counted>, String> {
     let client = Client::new(stack);
     let user = crate::seed::DEMO_USER;

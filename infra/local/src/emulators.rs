@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// moto is only the SQS/KMS emulator: its DynamoDB is unsafe under concurrent transactions
-/// (FIELD-NOTES.md), which is why DynamoDB is dynoxide.
+/// (docs/decisions.md, "dynoxide for DynamoDB, not moto"), which is why DynamoDB is dynoxide.
 pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
 /// The benchmark's Python reference: boto3 and AWS's Lambda runtime interface client.
 pub const BENCH_REQUIREMENTS: &[&str] = &["boto3==1.44.8", "awslambdaric==4.2.2"];

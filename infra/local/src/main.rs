@@ -1,6 +1,6 @@
 //! `cargo stack up` runs the whole stack locally; `cargo stack test` runs every test against it;
-//! `cargo stack bench` measures DESIGN.md's performance targets; `cargo stack token` prints a
-//! development token. See the README.
+//! `cargo stack bench` measures the performance targets (docs/performance.md); `cargo stack token`
+//! prints a development token. See the README.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -697,7 +697,8 @@ fn function(
                     .transpose()?
                     .unwrap_or_default();
                 if let Some(bad) = responses.iter().find(|r| *r != "ReportBatchItemFailures") {
-                    // Neither cfn-lint nor sam validate catches a misspelt value (FIELD-NOTES.md).
+                    // Neither cfn-lint nor sam validate catches a misspelt value (docs/decisions.md,
+                    // "The template is read, not trusted").
                     return Err(invalid(format!(
                         "{name}.FunctionResponseTypes: {bad:?} is not ReportBatchItemFailures"
                     )));

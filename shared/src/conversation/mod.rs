@@ -1,6 +1,7 @@
-//! Conversations (DESIGN.md): every message to a user is a message in the conversation between
-//! the user and a counterparty (a merchant, a mini-app, the platform), ordered, paginated, with
-//! unread state. Every capability writes here; none keeps an inbox of its own.
+//! Conversations (docs/design.md, "Conversations"): every message to a user is a message in the
+//! conversation between the user and a counterparty (a merchant, a mini-app, the platform),
+//! ordered, paginated, with unread state. Every capability writes here; none keeps an inbox of its
+//! own.
 
 pub mod api;
 pub mod store;

@@ -1,5 +1,6 @@
-//! Idempotency keys (DESIGN.md): scoped to the caller and the route; a replay returns the first
-//! response; the same key with another body is refused; a concurrent duplicate gets 409.
+//! Idempotency keys (docs/design.md, "Idempotency"): scoped to the caller and the route; a replay
+//! returns the first response; the same key with another body is refused; a concurrent duplicate
+//! gets 409.
 //!
 //! This module is the pure part: key validation, request fingerprints, and the decision taken on
 //! what the store already holds. `store` is the DynamoDB adapter.

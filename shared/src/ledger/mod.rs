@@ -1,4 +1,5 @@
-//! The double-entry ledger every money movement goes through (DESIGN.md "Money and the ledger").
+//! The double-entry ledger every money movement goes through (docs/design.md, "Money and the
+//! ledger").
 //!
 //! A `Transfer` is balanced legs in one currency. `plan` turns it and the current state of its
 //! accounts into the exact writes that apply it: each account's new balance, `available` and

@@ -2,7 +2,7 @@
 //!
 //! We `POST <product_server_url>/orders` an `OrderEnvelope`: the order's details sealed with the
 //! merchant's order-encryption key (AES-256-GCM; the associated data binds order id, key id and
-//! timestamp), the request signed with its request-signing key (DESIGN.md canonical request).
+//! timestamp), the request signed with its request-signing key (docs/design.md, "Signed calls").
 //! The product server answers `MerchantAnswer` (`confirm`, `decline` or `pending`), signed over
 //! method `RESPONSE` and the request's path and nonce, so an answer cannot be replayed onto another
 //! request. `pending` (or no usable answer) leaves the order waiting for the signed callback
