@@ -124,7 +124,7 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         parameters: {
             let mut parameters = local_parameters(root)?;
             // The tests let top-up links expire in 15 s to run the expiry paths; a person walking
-            // the README gets 5 minutes.
+            // the offline payments example (docs/api/offline.md) gets 5 minutes.
             if persist {
                 parameters.insert("TopUpTtlSeconds".into(), "300".into());
             }
