@@ -1,0 +1,378 @@
+//! A request made in the app's interface and relayed to the app's server: what the client sends
+//! and what the app's interface allows, the server's answer and the judge that charges only the
+//! exact amount the user approved and the server asked for, how the request ended, the charge it
+//! moves, and what the user and the server are told.
+
+use lambda_http::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::registry::{CHARGE_PERMISSION, Interface};
+use crate::Problem;
+use crate::conversation::NewMessage;
+use crate::ledger::{AccountId, LedgerError, Transfer};
+use crate::money::{Money, MoneyInput};
+
+/// What the answer to a relayed request tells the client to do with the app's interface.
+pub const CLOSE_INTERFACE: &str = "close_interface";
+
+/// A request made in the app's interface, as the client sends it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestJson {
+    session_id: String,
+    action: String,
+    #[serde(default)]
+    params: Option<Value>,
+    /// The exact amount the user approved in the interface, or none for a request that pays nothing.
+    #[serde(default)]
+    approved_amount: Option<MoneyInput>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRequest {
+    pub session_id: String,
+    pub action: String,
+    pub params: Value,
+    pub approved: Option<Money>,
+}
+
+/// The most a request's `params` may take, serialized.
+pub const MAX_PARAMS_BYTES: usize = 4096;
+
+impl RequestJson {
+    pub fn validate(self) -> Result<UserRequest, Problem> {
+        crate::ids::check("session_id", &self.session_id)?;
+        let params = self.params.unwrap_or_else(|| json!({}));
+        if !params.is_object() {
+            return Err(Problem::bad_request("invalid_params", "params must be a JSON object"));
+        }
+        if params.to_string().len() > MAX_PARAMS_BYTES {
+            return Err(Problem::bad_request(
+                "invalid_params",
+                format!("params must be at most {MAX_PARAMS_BYTES} bytes of JSON"),
+            ));
+        }
+        Ok(UserRequest {
+            session_id: self.session_id,
+            action: self.action,
+            params,
+            approved: self.approved_amount.map(MoneyInput::validate).transpose()?,
+        })
+    }
+}
+
+impl UserRequest {
+    /// What the app allows: a listed action, and `wallet.charge` before any approved amount.
+    pub fn check_against(&self, interface: &Interface) -> Result<(), Problem> {
+        if interface.action(&self.action).is_none() {
+            let offered: Vec<&str> = interface.actions.iter().map(|a| a.id.as_str()).collect();
+            return Err(Problem::bad_request(
+                "unknown_action",
+                format!("{} offers no action {:?}; it offers {}", interface.title, self.action, offered.join(", ")),
+            ));
+        }
+        if self.approved.is_some() && !interface.may_charge() {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "miniapp_may_not_charge",
+                format!("{} does not have the {CHARGE_PERMISSION} permission", interface.title),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why the app's server gave no usable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerFault {
+    Timeout,
+    Unreachable,
+    InvalidAnswer,
+    BadSignature,
+}
+
+/// What the app's server said it will deliver, and for how much (none: it is free).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerAnswer {
+    pub request_id: String,
+    pub deliver: String,
+    #[serde(default)]
+    pub amount: Option<Money>,
+}
+
+/// How a relayed request ended. Only `Charged` moves money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Charged {
+        amount: Money,
+        deliver: String,
+    },
+    /// Nothing approved and nothing asked: the server delivers for free.
+    Completed {
+        deliver: String,
+    },
+    AmountMismatch {
+        approved: Option<Money>,
+        asked: Option<Money>,
+    },
+    InsufficientFunds {
+        amount: Money,
+    },
+    /// The wallet holds another currency than the amount asked (its ISO code).
+    WalletCurrencyMismatch {
+        held: String,
+    },
+    ServerFailed {
+        fault: ServerFault,
+        detail: String,
+    },
+}
+
+/// The charge, if the server asked for exactly what the user approved.
+pub fn judge(approved: Option<Money>, reply: Result<ServerAnswer, (ServerFault, String)>) -> Outcome {
+    let answer = match reply {
+        Ok(answer) => answer,
+        // Bounded: it is kept in the request's record.
+        Err((fault, detail)) => return Outcome::ServerFailed { fault, detail: detail.chars().take(300).collect() },
+    };
+    match (approved, answer.amount) {
+        (Some(approved), Some(asked)) if approved == asked => {
+            Outcome::Charged { amount: approved, deliver: answer.deliver }
+        }
+        (None, None) => Outcome::Completed { deliver: answer.deliver },
+        (approved, asked) => Outcome::AmountMismatch { approved, asked },
+    }
+}
+
+fn shown(amount: &Option<Money>) -> String {
+    amount.map_or_else(|| "nothing".into(), |m| m.to_string())
+}
+
+impl Outcome {
+    /// The HTTP status and problem code of the answer (`None`: a success).
+    pub fn refusal(&self) -> Option<(StatusCode, &'static str)> {
+        match self {
+            Outcome::Charged { .. } | Outcome::Completed { .. } => None,
+            Outcome::AmountMismatch { .. } => Some((StatusCode::CONFLICT, "amount_mismatch")),
+            Outcome::InsufficientFunds { .. } => Some((StatusCode::PAYMENT_REQUIRED, "insufficient_funds")),
+            Outcome::WalletCurrencyMismatch { .. } => Some((StatusCode::CONFLICT, "wallet_currency_mismatch")),
+            Outcome::ServerFailed { fault: ServerFault::Timeout, .. } => {
+                Some((StatusCode::GATEWAY_TIMEOUT, "miniapp_server_timeout"))
+            }
+            Outcome::ServerFailed { fault: ServerFault::Unreachable, .. } => {
+                Some((StatusCode::BAD_GATEWAY, "miniapp_server_unreachable"))
+            }
+            Outcome::ServerFailed { fault: ServerFault::InvalidAnswer, .. } => {
+                Some((StatusCode::BAD_GATEWAY, "miniapp_server_invalid_answer"))
+            }
+            Outcome::ServerFailed { fault: ServerFault::BadSignature, .. } => {
+                Some((StatusCode::BAD_GATEWAY, "miniapp_server_bad_signature"))
+            }
+        }
+    }
+
+    pub fn charged(&self) -> Option<Money> {
+        match self {
+            Outcome::Charged { amount, .. } => Some(*amount),
+            _ => None,
+        }
+    }
+
+    /// What the user reads in the conversation with the app.
+    pub fn text(&self, title: &str) -> String {
+        match self {
+            Outcome::Charged { amount, deliver } => format!("Paid {amount} to {title}: {deliver}."),
+            Outcome::Completed { deliver } => format!("{title}: {deliver}."),
+            Outcome::AmountMismatch { approved, asked } => {
+                format!("{title} asked for {} but you approved {}; nothing was charged.", shown(asked), shown(approved))
+            }
+            Outcome::InsufficientFunds { amount } => {
+                format!("Your wallet does not have {amount} available for {title}; nothing was charged.")
+            }
+            Outcome::WalletCurrencyMismatch { held } => {
+                format!("Your wallet holds {held}, not the currency {title} charges in; nothing was charged.")
+            }
+            Outcome::ServerFailed { fault, .. } => {
+                let why = match fault {
+                    ServerFault::Timeout => "did not answer in time",
+                    ServerFault::Unreachable => "could not be reached",
+                    ServerFault::InvalidAnswer => "answered something we could not read",
+                    ServerFault::BadSignature => "sent an answer we could not verify",
+                };
+                format!("{title} {why}; nothing was charged. You can try again from the app.")
+            }
+        }
+    }
+}
+
+/// A relayed request and how it ended (`MiniAppRequestsTable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedRequest {
+    pub id: String,
+    pub app_id: String,
+    pub user: String,
+    pub action: String,
+    pub approved: Option<Money>,
+    pub outcome: Outcome,
+    pub created_at: i64,
+}
+
+impl RelayedRequest {
+    /// The id of the outcome's chat message and of its outbox notice alike.
+    pub fn outcome_id(&self) -> String {
+        format!("{}/outcome", self.id)
+    }
+
+    /// The money a charged request moves, wallet -> the owner's merchant account. Its id derives
+    /// from the request's, so the same request never pays twice.
+    pub fn charge(&self, owner_merchant_id: &str) -> Result<Option<Transfer>, LedgerError> {
+        let Some(amount) = self.outcome.charged() else { return Ok(None) };
+        Transfer::between(
+            format!("{}/charge", self.id),
+            amount,
+            AccountId::wallet(&self.user),
+            AccountId::merchant(owner_merchant_id),
+            "miniapp.charge",
+            format!("miniapp-request/{}", self.id),
+        )
+        .map(Some)
+    }
+
+    pub fn message(&self, title: &str) -> NewMessage {
+        let kind = match &self.outcome {
+            Outcome::Charged { .. } => "miniapp.charged",
+            Outcome::Completed { .. } => "miniapp.completed",
+            _ => "miniapp.refused",
+        };
+        NewMessage {
+            id: self.outcome_id(),
+            kind: kind.into(),
+            text: self.outcome.text(title),
+            // What the client renders; a server fault's detail stays in the logs and the record.
+            data: json!({
+                "app_id": self.app_id,
+                "request_id": self.id,
+                "action": self.action,
+                "outcome": self.summary(),
+                "reason": self.outcome.refusal().map(|(_, code)| code),
+                "charged": self.outcome.charged(),
+                "deliver": self.deliver(),
+            }),
+        }
+    }
+
+    /// `charged`, `completed` or `refused`.
+    pub fn summary(&self) -> &'static str {
+        match self.outcome.refusal() {
+            None if self.outcome.charged().is_some() => "charged",
+            None => "completed",
+            Some(_) => "refused",
+        }
+    }
+
+    /// What the server will deliver, when the request went through.
+    pub fn deliver(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Charged { deliver, .. } | Outcome::Completed { deliver } => Some(deliver),
+            _ => None,
+        }
+    }
+
+    /// What the app's server is told before it delivers: `charged`, `completed` or `refused`.
+    pub fn notice(&self) -> Value {
+        json!({
+            "event_id": self.outcome_id(),
+            "request_id": self.id,
+            "outcome": self.summary(),
+            "reason": self.outcome.refusal().map(|(_, code)| code),
+            "amount": self.outcome.charged(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::miniapp::registry::tests::interface;
+    use proptest::prelude::*;
+
+    fn usd(amount: &str) -> Money {
+        Money::parse(amount, "USD").unwrap()
+    }
+
+    #[test]
+    fn requests_name_an_offered_action_and_charge_only_with_permission() {
+        let request = |action: &str, approved: Option<Money>| UserRequest {
+            session_id: "s_1".into(),
+            action: action.into(),
+            params: json!({}),
+            approved,
+        };
+        let mut interface = interface().validate(false).unwrap();
+        assert_eq!(request("buy", Some(usd("1.00"))).check_against(&interface), Ok(()));
+        assert_eq!(request("sell", None).check_against(&interface).unwrap_err().code, "unknown_action");
+        interface.permissions.clear();
+        assert_eq!(request("buy", None).check_against(&interface), Ok(()));
+        assert_eq!(
+            request("buy", Some(usd("1.00"))).check_against(&interface).unwrap_err().code,
+            "miniapp_may_not_charge"
+        );
+        let json = |params: Value| RequestJson {
+            session_id: "s_1".into(),
+            action: "buy".into(),
+            params: Some(params),
+            approved_amount: None,
+        };
+        assert_eq!(json(json!([1])).validate().unwrap_err().code, "invalid_params");
+        assert_eq!(json(json!({ "x": "y".repeat(MAX_PARAMS_BYTES) })).validate().unwrap_err().code, "invalid_params");
+    }
+
+    #[test]
+    fn the_server_is_told_the_outcome_and_the_user_reads_it() {
+        let mut relayed = RelayedRequest {
+            id: "r_1".into(),
+            app_id: "a_1".into(),
+            user: "alice".into(),
+            action: "buy".into(),
+            approved: Some(usd("4.5")),
+            outcome: Outcome::Charged { amount: usd("4.5"), deliver: "1 x jasmine tea".into() },
+            created_at: 0,
+        };
+        assert_eq!(relayed.message("Tea Corner").text, "Paid 4.50 USD to Tea Corner: 1 x jasmine tea.");
+        assert_eq!(relayed.notice()["outcome"], "charged");
+        let charge = relayed.charge("m_1").unwrap().unwrap();
+        assert_eq!((charge.id.as_str(), charge.legs[1].account.as_str()), ("r_1/charge", "merchant:m_1"));
+        relayed.outcome = Outcome::AmountMismatch { approved: Some(usd("4.5")), asked: Some(usd("5")) };
+        assert_eq!(
+            relayed.message("Tea Corner").text,
+            "Tea Corner asked for 5.00 USD but you approved 4.50 USD; nothing was charged."
+        );
+        assert_eq!(
+            (relayed.notice()["outcome"].as_str(), relayed.notice()["reason"].as_str()),
+            (Some("refused"), Some("amount_mismatch"))
+        );
+        assert!(relayed.charge("m_1").unwrap().is_none());
+    }
+
+    proptest! {
+        /// Money moves only for exactly the approved amount, and never for more or less.
+        #[test]
+        fn only_the_exact_approved_amount_is_charged(
+            approved in proptest::option::of(1u32..100_000),
+            asked in proptest::option::of(1u32..100_000),
+        ) {
+            let money = |cents: u32| Money::new(rust_decimal::Decimal::new(i64::from(cents), 2), usd("1").currency()).unwrap();
+            let answer = ServerAnswer { request_id: "r_1".into(), deliver: "x".into(), amount: asked.map(money) };
+            let outcome = judge(approved.map(money), Ok(answer));
+            match outcome.charged() {
+                Some(charged) => prop_assert!(approved == asked && Some(charged) == approved.map(money)),
+                None => prop_assert!(approved != asked || approved.is_none()),
+            }
+            prop_assert_eq!(outcome.refusal().is_none(), approved == asked);
+        }
+    }
+}
