@@ -10,6 +10,7 @@
 //! session rules, judging the server's answer, and what the user and the server are told.
 
 pub mod api;
+pub mod notices;
 pub mod relay;
 pub mod store;
 
@@ -582,16 +583,6 @@ impl RelayedRequest {
             "amount": self.outcome.charged(),
         })
     }
-}
-
-/// What the notifications queue carries about mini-apps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind")]
-pub enum MiniAppEvent {
-    /// Post the outcome in the user's conversation with the app (if the request's own call did
-    /// not), then tell the app's server (signed).
-    #[serde(rename = "miniapp.outcome")]
-    Outcome { id: String, request_id: String },
 }
 
 /// The user as one app's server knows them: stable for that app, different for every other app,
