@@ -23,11 +23,13 @@ pub mod merchant;
 pub mod miniapp;
 pub mod money;
 pub mod nonce;
+pub mod notifier;
 pub mod offline;
 pub mod outbound;
 pub mod outbox;
 pub mod problem;
 pub mod purchase;
+pub mod queues;
 pub mod signed;
 
 pub use problem::Problem;

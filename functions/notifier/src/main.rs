@@ -1,7 +1,7 @@
-//! Notifier: see `superpay::purchase::notifier` for what it does with each event.
+//! Notifier: see `superpay::notifier` for what it does with each event.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use superpay::purchase::notifier::Notifier;
+use superpay::notifier::Notifier;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

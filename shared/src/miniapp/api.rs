@@ -14,8 +14,8 @@ use serde_json::json;
 use super::relay::{MiniAppClient, ServerRequest};
 use super::store::{MiniAppDirectory, MiniAppStore, REQUEST_NEW, RequestStore, SessionStore};
 use super::{
-    CLOSE_INTERFACE, MiniApp, MiniAppEvent, Outcome, RelayedRequest, RequestJson, Session, UserRequest, app_user,
-    check_available, invalid_session, judge,
+    CLOSE_INTERFACE, MiniApp, Outcome, RelayedRequest, RequestJson, Session, UserRequest, app_user, check_available,
+    invalid_session, judge,
 };
 use crate::Problem;
 use crate::auth::Caller;
@@ -32,8 +32,9 @@ use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::merchant::store::MerchantStore;
 use crate::merchant::{MerchantStatus, inactive_merchant};
-use crate::outbox::{Outbox, OutboxMessage};
+use crate::outbox::Outbox;
 use crate::purchase::service::transfer_problem;
+use crate::queues::NotificationMessage;
 
 pub struct MiniAppsApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -215,13 +216,8 @@ impl MiniAppsApi {
     /// Records how the request ended, with its charge (if any) and the outbox notice for the app's
     /// server, in ONE transaction. Answers the request as recorded (an earlier attempt's, if any).
     async fn commit(&self, mut relayed: RelayedRequest, app: &MiniApp, now: i64) -> Result<RelayedRequest, Problem> {
-        let event = MiniAppEvent::Outcome { id: relayed.outcome_id(), request_id: relayed.id.clone() };
-        let notice = OutboxMessage {
-            id: relayed.outcome_id(),
-            queue_url: self.queue_url.clone(),
-            body: serde_json::to_string(&event).map_err(Problem::internal)?,
-            delay_seconds: 0,
-        };
+        let event = NotificationMessage::MiniAppOutcome { id: relayed.outcome_id(), request_id: relayed.id.clone() };
+        let notice = event.outbox(&self.queue_url, 0).map_err(Problem::internal)?;
         if let Some(charge) = relayed.charge(&app.owner_merchant_id).map_err(Problem::internal)? {
             let with = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
             match self.ledger.apply(&charge, with, now).await {

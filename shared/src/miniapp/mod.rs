@@ -10,16 +10,16 @@
 //! interface descriptor and its validation, whether it may be used now), `session` (the session a
 //! verification grants, the user's pseudonym for each app) and `request` (a relayed request, the
 //! judge of the server's answer, the charge, and what the user and the server are told). `api`
-//! serves the routes, `relay` calls the app's server, `store` holds the tables.
+//! serves the routes, `relay` calls the app's server, `store` holds the tables, `notices`
+//! handles the app's messages on the notifications queue.
 
 pub mod api;
+pub mod notices;
 pub mod registry;
 pub mod relay;
 pub mod request;
 pub mod session;
 pub mod store;
-
-use serde::{Deserialize, Serialize};
 
 pub use registry::{
     CHARGE_PERMISSION, Interface, InterfaceAction, MiniApp, MiniAppStatus, PERMISSIONS, Refusal, Registration,
@@ -30,13 +30,3 @@ pub use request::{
     judge,
 };
 pub use session::{Session, app_user, invalid_session};
-
-/// What the notifications queue carries about mini-apps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind")]
-pub enum MiniAppEvent {
-    /// Post the outcome in the user's conversation with the app (if the request's own call did
-    /// not), then tell the app's server (signed).
-    #[serde(rename = "miniapp.outcome")]
-    Outcome { id: String, request_id: String },
-}

@@ -16,8 +16,6 @@
 
 use aws_sdk_dynamodb::Client;
 
-use super::payments_api::SettlementJob;
-use super::settlement::SettlementMessage;
 use super::topup::{TOPUP_DEBIT_CURRENT, TOPUP_OPEN, TOPUP_UNPAID, TopUp, TopUpStore};
 use crate::bank::{Bank, BankAnswer};
 use crate::dynamo::{StoreError, TransactError, transact};
@@ -25,6 +23,7 @@ use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::ledger::{AccountId, Transfer};
 use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
+use crate::queues::{SettlementJob, SettlementMessage};
 
 /// How a debit stands after `settle`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,12 +69,7 @@ impl TopUpDebits {
 
     fn check(&self, topup: &TopUp) -> Result<OutboxMessage, StoreError> {
         let message = SettlementMessage::DebitCheck { id: topup.check_id(), topup: topup.key.clone() };
-        Ok(OutboxMessage {
-            id: topup.check_id(),
-            queue_url: self.settlement_queue.clone(),
-            body: serde_json::to_string(&message).map_err(|e| StoreError(e.to_string()))?,
-            delay_seconds: 0,
-        })
+        message.outbox(&self.settlement_queue, 0).map_err(|e| StoreError(e.to_string()))
     }
 
     /// Starts a debit of `amount` on `topup` at `now`; answers the link as it now stands.
@@ -128,19 +122,14 @@ impl TopUpDebits {
             format!("offline-payment/{}", topup.payment_id),
         )
         .map_err(|e| StoreError(e.to_string()))?;
-        let job_id = format!("{}/settle/{}", topup.payment_id, topup.label());
-        let job = OutboxMessage {
-            body: serde_json::to_string(&SettlementMessage::Settle(SettlementJob {
-                id: job_id.clone(),
-                payment_id: topup.payment_id.clone(),
-                expire_at: None,
-                link: None,
-            }))
-            .map_err(|e| StoreError(e.to_string()))?,
-            id: job_id,
-            queue_url: self.settlement_queue.clone(),
-            delay_seconds: 0,
-        };
+        let job = SettlementMessage::Settle(SettlementJob {
+            id: format!("{}/settle/{}", topup.payment_id, topup.label()),
+            payment_id: topup.payment_id.clone(),
+            expire_at: None,
+            link: None,
+        })
+        .outbox(&self.settlement_queue, 0)
+        .map_err(|e| StoreError(e.to_string()))?;
         let with = vec![
             self.topups.paid_item(topup, now)?,
             self.outbox.put_item(&job, now)?,

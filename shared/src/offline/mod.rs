@@ -10,6 +10,7 @@
 pub mod api;
 pub mod debit;
 pub mod device;
+pub mod notices;
 pub mod payment;
 pub mod payments_api;
 pub mod settlement;

@@ -13,7 +13,6 @@ use serde::Deserialize;
 
 use super::device::{DEVICE_MAY_PAY, DeviceStore};
 use super::payment::{CODE_UNSPENT, PAYMENT_NEW, Payment, PaymentState, PaymentStore};
-use super::settlement::SettlementMessage;
 use super::{CodeError, OfflineCode};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
@@ -29,7 +28,8 @@ use crate::merchant::terminal::{TERMINAL_ACTIVE, Terminal, TerminalStore};
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
-use crate::outbox::{Outbox, OutboxMessage};
+use crate::outbox::Outbox;
+use crate::queues::{SettlementJob, SettlementMessage};
 use crate::signed;
 
 pub struct OfflinePaymentsApi {
@@ -50,20 +50,6 @@ pub struct OfflinePaymentsApi {
 struct Presented {
     amount: MoneyInput,
     code: String,
-}
-
-/// The settlement queue's message about one payment: settle it, or (with `expire_at`) expire it
-/// if it still waits for funds at that time.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct SettlementJob {
-    pub id: String,
-    pub payment_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expire_at: Option<i64>,
-    /// With `expire_at`: the link (its table key) whose end this is; a payment that has a newer
-    /// link since is that link's to expire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
 }
 
 /// A code from a device its owner revoked (a lost phone): refused, nothing recorded.
@@ -206,19 +192,14 @@ impl OfflinePaymentsApi {
                     topup_token: None,
                     counted: true,
                 };
-                let job_id = format!("{}/settle", payment.id);
-                let job = OutboxMessage {
-                    body: serde_json::to_string(&SettlementMessage::Settle(SettlementJob {
-                        id: job_id.clone(),
-                        payment_id: payment.id.clone(),
-                        expire_at: None,
-                        link: None,
-                    }))
-                    .map_err(Problem::internal)?,
-                    id: job_id,
-                    queue_url: self.settlement_queue.clone(),
-                    delay_seconds: 0,
-                };
+                let job = SettlementMessage::Settle(SettlementJob {
+                    id: format!("{}/settle", payment.id),
+                    payment_id: payment.id.clone(),
+                    expire_at: None,
+                    link: None,
+                })
+                .outbox(&self.settlement_queue, 0)
+                .map_err(Problem::internal)?;
                 let response = json_response(StatusCode::ACCEPTED, &payment.view());
                 let items = vec![
                     self.payments.spend_item(&code)?,

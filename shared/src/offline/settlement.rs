@@ -9,12 +9,10 @@
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 
 use super::debit::{DebitOutcome, TopUpDebits};
 use super::device::DeviceStore;
 use super::payment::{PAYMENT_UNSETTLED, PAYMENT_WAITING, Payment, PaymentState, PaymentStore};
-use super::payments_api::SettlementJob;
 use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, at_expiry, key_of, new_token};
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
@@ -25,50 +23,7 @@ use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
 use crate::outbox::OutboxMessage;
-
-/// What the settlement queue carries: one type, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind")]
-pub enum SettlementMessage {
-    /// Settle an offline payment, or expire it (`expire_at`) if its link was never paid.
-    #[serde(rename = "offline.settle")]
-    Settle(SettlementJob),
-    /// Settle the outcome of a top-up's bank debit that its page did not settle.
-    #[serde(rename = "topup.debit")]
-    DebitCheck { id: String, topup: String },
-}
-
-impl SettlementMessage {
-    /// Bodies written before messages carried a `kind` are settlement jobs.
-    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
-        let value: serde_json::Value = serde_json::from_str(body)?;
-        if value.get("kind").is_none() {
-            return serde_json::from_value(value).map(SettlementMessage::Settle);
-        }
-        serde_json::from_value(value)
-    }
-
-    /// The message's outbox id: its consumer's idempotency key.
-    pub fn id(&self) -> &str {
-        match self {
-            SettlementMessage::Settle(job) => &job.id,
-            SettlementMessage::DebitCheck { id, .. } => id,
-        }
-    }
-}
-
-/// What the notifications queue carries about offline payments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind")]
-pub enum OfflineEvent {
-    /// Tell the merchant (signed webhook) that a payment waiting for funds expired.
-    #[serde(rename = "offline.expired")]
-    Expired { id: String, payment_id: String },
-    /// Post the payer's top-up link in their conversation with the platform. The link is the one
-    /// place its token is kept, until the notifier posts it.
-    #[serde(rename = "offline.waiting_for_funds")]
-    WaitingForFunds { id: String, user: String, message: NewMessage, at: i64 },
-}
+use crate::queues::{NotificationMessage, SettlementJob, SettlementMessage};
 
 pub struct Settlement {
     payments: PaymentStore,
@@ -166,12 +121,9 @@ impl Settlement {
     }
 
     fn job(&self, job: &SettlementJob, delay: i64) -> Result<OutboxMessage, String> {
-        Ok(OutboxMessage {
-            id: job.id.clone(),
-            queue_url: self.debits.settlement_queue.clone(),
-            body: serde_json::to_string(&SettlementMessage::Settle(job.clone())).map_err(|e| e.to_string())?,
-            delay_seconds: delay.clamp(0, MAX_DELAY_SECONDS) as i32,
-        })
+        SettlementMessage::Settle(job.clone())
+            .outbox(&self.debits.settlement_queue, delay.clamp(0, MAX_DELAY_SECONDS) as i32)
+            .map_err(|e| e.to_string())
     }
 
     /// A payment still waiting for funds when its top-up link expires ends `expired`, with the
@@ -212,14 +164,11 @@ impl Settlement {
                     }
                 }
                 AtExpiry::Expire => {
-                    let event =
-                        OfflineEvent::Expired { id: format!("{}/expired", payment.id), payment_id: payment.id.clone() };
-                    let notice = OutboxMessage {
+                    let event = NotificationMessage::OfflineExpired {
                         id: format!("{}/expired", payment.id),
-                        queue_url: self.notifications_queue.clone(),
-                        body: serde_json::to_string(&event).map_err(|e| fail(&e))?,
-                        delay_seconds: 0,
+                        payment_id: payment.id.clone(),
                     };
+                    let notice = event.outbox(&self.notifications_queue, 0).map_err(|e| fail(&e))?;
                     let mut items = vec![
                         self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
                         outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
@@ -295,14 +244,13 @@ impl Settlement {
             ),
             data: serde_json::json!({ "payment": payment.view(), "amount_due": due, "link": link }),
         };
-        let event =
-            OfflineEvent::WaitingForFunds { id: message.id.clone(), user: payment.user.clone(), message, at: now };
-        let notice = OutboxMessage {
-            id: event_id(&event).to_owned(),
-            queue_url: self.notifications_queue.clone(),
-            body: serde_json::to_string(&event).map_err(|e| fail(&e))?,
-            delay_seconds: 0,
+        let event = NotificationMessage::OfflineWaitingForFunds {
+            id: message.id.clone(),
+            user: payment.user.clone(),
+            message,
+            at: now,
         };
+        let notice = event.outbox(&self.notifications_queue, 0).map_err(|e| fail(&e))?;
         let items = vec![
             self.payments
                 .waiting_item(&payment.id, &topup.key, payment.topup_token.as_deref())
@@ -356,30 +304,5 @@ impl Settlement {
             }
         }
         outbox.done(&job.id).await.map_err(|e| fail(&e))
-    }
-}
-
-fn event_id(event: &OfflineEvent) -> &str {
-    match event {
-        OfflineEvent::Expired { id, .. } | OfflineEvent::WaitingForFunds { id, .. } => id,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settlement_messages_parse_by_kind_and_old_jobs_still_parse() {
-        let old = r#"{"id":"p_1/settle","payment_id":"p_1"}"#;
-        let job = SettlementJob { id: "p_1/settle".into(), payment_id: "p_1".into(), expire_at: None, link: None };
-        assert_eq!(SettlementMessage::parse(old).unwrap(), SettlementMessage::Settle(job.clone()));
-        let new = serde_json::to_string(&SettlementMessage::Settle(job.clone())).unwrap();
-        assert!(new.contains(r#""kind":"offline.settle""#), "{new}");
-        assert_eq!(SettlementMessage::parse(&new).unwrap(), SettlementMessage::Settle(job));
-        let check = SettlementMessage::DebitCheck { id: "topup-debit/k/0".into(), topup: "k".into() };
-        assert_eq!(SettlementMessage::parse(&serde_json::to_string(&check).unwrap()).unwrap(), check);
-        assert!(SettlementMessage::parse(r#"{"kind":"offline.unknown","id":"x"}"#).is_err());
-        assert!(SettlementMessage::parse("not json").is_err());
     }
 }

@@ -10,7 +10,7 @@
 //! merchant may have shipped.
 
 pub mod api;
-pub mod notifier;
+pub mod notices;
 pub mod relay;
 pub mod service;
 pub mod store;

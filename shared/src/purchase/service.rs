@@ -4,7 +4,6 @@
 //! fails is recorded on the order instead, and carried out by a retry or the order's expiry check.
 
 use lambda_http::http::StatusCode;
-use serde::{Deserialize, Serialize};
 
 use super::store::{ORDER_NEW, ORDER_REFUNDABLE, OrderStore, Recording};
 use super::{Decision, Order, OrderState, Settlement, settle};
@@ -18,6 +17,7 @@ use crate::ledger::{AccountId, Transfer};
 use crate::merchant::store::MERCHANT_ACTIVE;
 use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
+use crate::queues::NotificationMessage;
 
 /// SQS's longest delay: an order's expiry check is due then at the latest and re-checks after.
 const MAX_DELAY_SECONDS: i64 = 900;
@@ -25,30 +25,6 @@ const MAX_DELAY_SECONDS: i64 = 900;
 /// How soon a recorded decision is tried again (by an early copy of the order's expiry check):
 /// long enough for contention to pass, well before the order expires.
 const SETTLEMENT_RETRY_SECONDS: i64 = 5;
-
-/// What the notifications queue carries about orders.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind")]
-pub enum OrderEvent {
-    /// Tell the merchant (signed webhook) and the user (conversation) how the order ended.
-    #[serde(rename = "order.settled")]
-    Settled { id: String, order: serde_json::Value },
-    /// Release the hold if the merchant has not decided by the order's expiry; carry out the
-    /// merchant's decision recorded on the order (whenever it comes), never release a confirm.
-    #[serde(rename = "order.expire")]
-    Expire { id: String, order_id: String },
-    /// Tell the user (conversation) that the merchant refunded part or all of an order.
-    #[serde(rename = "order.refunded")]
-    Refunded { id: String, order: serde_json::Value, amount: Money },
-}
-
-impl OrderEvent {
-    pub fn id(&self) -> &str {
-        match self {
-            OrderEvent::Settled { id, .. } | OrderEvent::Expire { id, .. } | OrderEvent::Refunded { id, .. } => id,
-        }
-    }
-}
 
 pub struct PurchaseService {
     pub orders: OrderStore,
@@ -85,20 +61,17 @@ pub fn transfer_problem(e: TransferError) -> Problem {
 }
 
 impl PurchaseService {
-    fn message(&self, event: &OrderEvent, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
-        Ok(OutboxMessage {
-            id: event.id().to_owned(),
-            queue_url: self.queue_url.clone(),
-            body: serde_json::to_string(event).map_err(|e| StoreError(e.to_string()))?,
-            delay_seconds: delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32,
-        })
+    fn message(&self, event: &NotificationMessage, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
+        event
+            .outbox(&self.queue_url, delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32)
+            .map_err(|e| StoreError(e.to_string()))
     }
 
     /// The order's expiry check, due in `delay_seconds`. Its id is the order's: the notifier
     /// handles it once, however many copies are sent.
     fn expire_message(&self, order: &Order, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
         self.message(
-            &OrderEvent::Expire { id: format!("{}/expire", order.id), order_id: order.id.clone() },
+            &NotificationMessage::OrderExpire { id: format!("{}/expire", order.id), order_id: order.id.clone() },
             delay_seconds,
         )
     }
@@ -134,8 +107,10 @@ impl PurchaseService {
         if to == OrderState::Paid {
             settled.refundable = order.amount.amount();
         }
-        let notice =
-            self.message(&OrderEvent::Settled { id: format!("{}/settled", order.id), order: settled.notice() }, 0)?;
+        let notice = self.message(
+            &NotificationMessage::OrderSettled { id: format!("{}/settled", order.id), order: settled.notice() },
+            0,
+        )?;
         let with = vec![self.orders.settle_item(&order, to, now)?, self.outbox.put_item(&notice, now)?];
         match self.ledger.apply(&transfer, with, now).await {
             // Only the winner sends: a loser's notice would describe an outcome that did not happen.
@@ -243,7 +218,8 @@ impl PurchaseService {
         .map_err(Problem::internal)?;
         let mut after = order.clone();
         after.refundable -= amount.amount();
-        let notice = self.message(&OrderEvent::Refunded { id: id.clone(), order: after.notice(), amount }, 0)?;
+        let notice =
+            self.message(&NotificationMessage::OrderRefunded { id: id.clone(), order: after.notice(), amount }, 0)?;
         let with = vec![
             self.orders.refund_item(order, amount.amount())?,
             self.outbox.put_item(&notice, now)?,

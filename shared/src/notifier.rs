@@ -1,0 +1,149 @@
+//! The notifier (template.yaml `NotifierFunction`): consumes the notifications queue
+//! (`crate::queues::NotificationMessage`) and sweeps the outbox on a schedule. It owns the
+//! delivery (duplicates skipped by the message's outbox item, backoff, the batch's failures) and
+//! hands each message to the capability it is about:
+//!
+//! - `order.*`: `crate::purchase::notices`
+//! - `miniapp.outcome`: `crate::miniapp::notices`
+//! - `offline.*`: `crate::offline::notices`
+//!
+//! A message is handled once: its outbox item is deleted when its capability is done with it.
+//! A failed message is reported in `batchItemFailures` and made invisible for longer at each
+//! attempt (exponential backoff); after `maxReceiveCount` attempts SQS moves it to the DLQ.
+//!
+//! The sweeper sends again what the outbox holds overdue, whichever queue it is for, and moves
+//! what its sweeps never got handled to that queue's dead-letter queue (`crate::outbox`).
+
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::conversation::store::ConversationStore;
+use crate::keys::KeyService;
+use crate::merchant::directory::MerchantDirectory;
+use crate::merchant::store::MerchantStore;
+use crate::miniapp::notices::OutcomeNotices;
+use crate::offline::notices::OfflineNotices;
+use crate::outbox::{DeadLetterQueues, Outbox};
+use crate::purchase::notices::OrderNotices;
+use crate::queues::NotificationMessage;
+
+pub struct Notifier {
+    orders: OrderNotices,
+    miniapps: OutcomeNotices,
+    offline: OfflineNotices,
+    outbox: Outbox,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    backoff_seconds: i32,
+    sweep_grace_seconds: i64,
+    dead_letters: DeadLetterQueues,
+}
+
+fn number<T: std::str::FromStr>(name: &str) -> Result<T, MissingEnv> {
+    aws::env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number)")))
+}
+
+impl Notifier {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
+        let outbox = Outbox::new(dynamodb.clone(), sqs.clone(), aws::env("OUTBOX_TABLE")?);
+        // One directory, so a merchant's keys are unwrapped once per process whatever the message.
+        let merchants = Arc::new(MerchantDirectory::new(
+            MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            keys.clone(),
+        ));
+        let conversations = ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?);
+        Ok(Notifier {
+            orders: OrderNotices::from_env(&dynamodb, merchants.clone(), conversations.clone(), outbox.clone())?,
+            miniapps: OutcomeNotices::from_env(&dynamodb, keys, conversations.clone(), outbox.clone())?,
+            offline: OfflineNotices::from_env(&dynamodb, merchants, conversations)?,
+            outbox,
+            sqs,
+            queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            backoff_seconds: number("WEBHOOK_BACKOFF_SECONDS")?,
+            sweep_grace_seconds: number("OUTBOX_SWEEP_GRACE_SECONDS")?,
+            dead_letters: DeadLetterQueues::parse(&aws::env("OUTBOX_DEAD_LETTER_QUEUES")?)
+                .map_err(|e| MissingEnv(format!("OUTBOX_DEAD_LETTER_QUEUES ({e})")))?,
+        })
+    }
+
+    /// An SQS batch (`Records`) or the schedule's tick (anything else: sweep the outbox, moving what
+    /// its sweeps never got handled to its queue's dead-letter queue).
+    pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
+        if event.get("Records").is_some() {
+            let batch: SqsEvent = serde_json::from_value(event)?;
+            return Ok(serde_json::to_value(self.batch(batch).await)?);
+        }
+        let swept = self.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds, &self.dead_letters).await?;
+        Ok(serde_json::json!({ "swept": swept.sent, "dead": swept.dead }))
+    }
+
+    /// The batch's messages run concurrently: one slow product server must not time the whole
+    /// batch out (which would redeliver every message in it).
+    async fn batch(&self, batch: SqsEvent) -> SqsBatchResponse {
+        let outcomes = futures_util::future::join_all(batch.records.into_iter().map(|record| async move {
+            let outcome = match NotificationMessage::parse(record.body.as_deref().unwrap_or_default()) {
+                Ok(message) => self.process(message).await.map_err(|reason| (reason, true)),
+                // A poison message fails the same way every time: no backoff, straight on to the DLQ.
+                Err(e) => Err((format!("not a notification: {e}"), false)),
+            };
+            (record, outcome)
+        }))
+        .await;
+        let mut response = SqsBatchResponse::default();
+        for (record, outcome) in outcomes {
+            let id = record.message_id.clone().unwrap_or_default();
+            if let Err((reason, transient)) = outcome {
+                tracing::warn!(message = %id, %reason, "notification failed; SQS will redeliver it");
+                if transient {
+                    self.back_off(&record.receipt_handle, record.attributes.get("ApproximateReceiveCount")).await;
+                }
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
+            }
+        }
+        response
+    }
+
+    /// Waits longer before each new attempt: base, 2 x base, 4 x base ... at most 15 minutes.
+    async fn back_off(&self, receipt: &Option<String>, receive_count: Option<&String>) {
+        let attempts: u32 = receive_count.and_then(|c| c.parse().ok()).unwrap_or(1);
+        let delay = self.backoff_seconds.saturating_mul(1 << attempts.saturating_sub(1).min(10)).min(900);
+        if let Some(receipt) = receipt {
+            let _ = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(receipt)
+                .visibility_timeout(delay)
+                .send()
+                .await;
+        }
+    }
+
+    async fn process(&self, message: NotificationMessage) -> Result<(), String> {
+        // Handled already (its outbox item is gone): a duplicate delivery.
+        if !self.outbox.pending(message.id()).await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        match &message {
+            NotificationMessage::OrderSettled { id, order } => self.orders.settled(id, order).await?,
+            NotificationMessage::OrderExpire { order_id, .. } => self.orders.expire(order_id).await?,
+            NotificationMessage::OrderRefunded { id, order, amount } => self.orders.refunded(id, order, amount).await?,
+            NotificationMessage::MiniAppOutcome { id, request_id } => self.miniapps.outcome(id, request_id).await?,
+            NotificationMessage::OfflineExpired { id, payment_id } => self.offline.expired(id, payment_id).await?,
+            NotificationMessage::OfflineWaitingForFunds { user, message, at, .. } => {
+                self.offline.waiting_for_funds(user, message, *at).await?
+            }
+        }
+        self.outbox.done(message.id()).await.map_err(|e| e.to_string())
+    }
+}

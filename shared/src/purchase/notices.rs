@@ -1,0 +1,167 @@
+//! What the notifier (`crate::notifier`) does with the notifications queue's order messages:
+//!
+//! - `order.settled`: a signed webhook to the merchant's product server (`<url>/webhooks`), then
+//!   the message in the user's conversation with the merchant. Each step is recorded on the outbox
+//!   item, so a redelivery repeats only what had not happened.
+//! - `order.expire`: releases the hold of an order the merchant never decided, and carries out a
+//!   decision recorded on an order whose settlement failed (a confirm is captured, never released).
+//! - `order.refunded`: the message in the user's conversation with the merchant.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::relay::MerchantClient;
+use super::service::PurchaseService;
+use super::store::OrderStore;
+use super::{AtExpiry, Order, OrderState, at_expiry};
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::conversation::store::ConversationStore;
+use crate::conversation::{Counterparty, NewMessage};
+use crate::ledger::store::LedgerStore;
+use crate::merchant::directory::MerchantDirectory;
+use crate::money::Money;
+use crate::outbox::Outbox;
+
+pub struct OrderNotices {
+    service: PurchaseService,
+    merchants: Arc<MerchantDirectory>,
+    conversations: ConversationStore,
+    relay: MerchantClient,
+}
+
+/// What the user reads in the conversation with the merchant.
+pub fn conversation_text(order: &Order, merchant_name: &str) -> (String, String) {
+    let amount = format!("{} {}", order.amount.amount(), order.amount.currency());
+    match order.state {
+        OrderState::Paid => (
+            "purchase.paid".into(),
+            format!("Paid {amount} to {merchant_name} for {} x {}.", order.quantity, order.product_id),
+        ),
+        OrderState::Declined => (
+            "purchase.declined".into(),
+            format!("{merchant_name} declined your order for {}; {amount} is back in your wallet.", order.product_id),
+        ),
+        OrderState::Expired => (
+            "purchase.expired".into(),
+            format!("Your order for {} at {merchant_name} expired; {amount} is back in your wallet.", order.product_id),
+        ),
+        OrderState::AwaitingMerchant => ("purchase.waiting".into(), format!("Waiting for {merchant_name}.")),
+    }
+}
+
+impl OrderNotices {
+    /// The merchants' directory (and its key cache) and the conversations are the notifier's, shared
+    /// with the other capabilities' notices.
+    pub fn from_env(
+        dynamodb: &aws_sdk_dynamodb::Client,
+        merchants: Arc<MerchantDirectory>,
+        conversations: ConversationStore,
+        outbox: Outbox,
+    ) -> Result<Self, MissingEnv> {
+        Ok(OrderNotices {
+            service: PurchaseService {
+                orders: OrderStore::new(dynamodb.clone(), aws::env("ORDERS_TABLE")?),
+                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+                outbox,
+                queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            },
+            merchants,
+            conversations,
+            relay: MerchantClient::new(),
+        })
+    }
+
+    /// The order is read from the table, never taken from the message: the table says how it ended.
+    pub async fn settled(&self, id: &str, notice: &Value) -> Result<(), String> {
+        let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
+        let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
+        if order.state == OrderState::AwaitingMerchant {
+            return Err(format!("order {order_id} is not settled"));
+        }
+        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
+        let now = now_epoch_seconds();
+        // The user first: a product server that is down must not keep the user uninformed.
+        let (kind, text) = conversation_text(&order, &merchant.name);
+        let message = NewMessage { id: id.to_owned(), kind, text, data: order.view() };
+        self.conversations
+            .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !self.service.outbox.step_done(id, "webhook").await.map_err(|e| e.to_string())? {
+            let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
+            let body = serde_json::json!({ "event_id": id, "kind": "order.settled", "order": order.notice() });
+            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
+            self.service.outbox.mark(id, "webhook").await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The merchant asked for the refund and got its answer at once: only the user is told.
+    pub async fn refunded(&self, id: &str, notice: &Value, amount: &Money) -> Result<(), String> {
+        let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
+        let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
+        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
+        let text =
+            format!("{} refunded {} {} for {}.", merchant.name, amount.amount(), amount.currency(), order.product_id);
+        let message = NewMessage { id: id.to_owned(), kind: "purchase.refunded".into(), text, data: notice.clone() };
+        self.conversations
+            .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now_epoch_seconds())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn expire(&self, order_id: &str) -> Result<(), String> {
+        let now = now_epoch_seconds();
+        let Some(order) = self.service.orders.get(order_id).await.map_err(|e| e.to_string())? else { return Ok(()) };
+        match at_expiry(&order, now) {
+            AtExpiry::Settled => return Ok(()),
+            AtExpiry::NotDue(seconds) => return Err(format!("order {order_id} expires in {seconds} s")),
+            AtExpiry::Recorded(decision) => {
+                tracing::info!(order = %order_id, decision = decision.as_str(), "carrying out the merchant's recorded decision");
+            }
+            AtExpiry::Release => {}
+        }
+        // The settlement judges the order by its recorded decision, if any.
+        let settled = self.service.settle(order, None, now).await.map_err(|p| p.to_string())?;
+        // A decision recorded since the order was read stopped the release: the next attempt carries it out.
+        if settled.state == OrderState::AwaitingMerchant {
+            return Err(format!("order {order_id} is still awaiting its settlement"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Money;
+
+    #[test]
+    fn each_outcome_reads_clearly() {
+        let mut order = Order {
+            id: "o_1".into(),
+            user: "alice".into(),
+            merchant_id: "m_1".into(),
+            product_id: "green-tea".into(),
+            quantity: 2,
+            amount: Money::parse("12.5", "USD").unwrap(),
+            state: OrderState::Paid,
+            created_at: 0,
+            expires_at: 600,
+            refundable: rust_decimal::Decimal::ZERO,
+            decision: None,
+        };
+        assert_eq!(conversation_text(&order, "Tea Shop").1, "Paid 12.50 USD to Tea Shop for 2 x green-tea.");
+        order.state = OrderState::Expired;
+        assert_eq!(
+            conversation_text(&order, "Tea Shop"),
+            (
+                "purchase.expired".into(),
+                "Your order for green-tea at Tea Shop expired; 12.50 USD is back in your wallet.".into()
+            )
+        );
+    }
+}
