@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
-use crate::offline::{enrolled_phone_of, present_code, till, until_state};
+use crate::offline::{till, until_state};
 use crate::purchases::balance;
-use crate::topup::topup_link;
+use crate::topup::{topup_link, waiting_payment};
 
 /// The W3C WebDriver element key.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -87,10 +87,7 @@ impl Driver {
 #[ignore = "needs the local stack: cargo stack test"]
 async fn a_payer_tops_up_in_a_browser_and_the_payment_completes() {
     let till = till().await;
-    let phone = enrolled_phone_of("payer", "2.50").await;
-    let (_, accepted) = present_code(&till, &phone, "9.00", 1).await;
-    let payment = accepted["id"].as_str().unwrap().to_owned();
-    until_state(&till, &payment, "waiting_for_funds").await;
+    let (phone, payment) = waiting_payment(&till, "payer", "2.50", "9.00").await;
     let link = topup_link(&phone.user).await;
 
     let driver = Driver::start().await;

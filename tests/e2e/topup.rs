@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use superpay::ledger::AccountId;
 use superpay_e2e::Env;
 
-use crate::offline::{enrolled_phone_of, present_code, till, until_state};
+use crate::offline::{Phone, Till, enrolled_phone_of, present_code, till, until_state};
 use crate::purchases::balance;
 
 /// The top-up link posted to `user`'s conversation with the platform.
@@ -21,6 +21,17 @@ pub async fn topup_link(user: &str) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     panic!("no top-up link for {user}");
+}
+
+/// A payer whose id starts with `prefix` (the simulated bank answers by it), with `reserve` USD in
+/// their offline reserve, whose phone's first code for `amount` the till presented: the payment
+/// waits for funds. Returns the phone and the payment's id.
+pub async fn waiting_payment(till: &Till, prefix: &str, reserve: &str, amount: &str) -> (Phone, String) {
+    let phone = enrolled_phone_of(prefix, reserve).await;
+    let (_, accepted) = present_code(till, &phone, amount, 1).await;
+    let payment = accepted["id"].as_str().unwrap().to_owned();
+    until_state(till, &payment, "waiting_for_funds").await;
+    (phone, payment)
 }
 
 /// A cookie-keeping client, as a browser would be.
@@ -37,10 +48,7 @@ fn csrf_of(page: &str) -> String {
 #[ignore = "needs the local stack: cargo stack test"]
 async fn a_top_up_completes_the_waiting_payment_once() {
     let till = till().await;
-    let phone = enrolled_phone_of("payer", "3.00").await;
-    let (_, accepted) = present_code(&till, &phone, "10.00", 1).await;
-    let payment = accepted["id"].as_str().unwrap().to_owned();
-    until_state(&till, &payment, "waiting_for_funds").await;
+    let (phone, payment) = waiting_payment(&till, "payer", "3.00", "10.00").await;
     let link = topup_link(&phone.user).await;
 
     let client = browser();
@@ -84,9 +92,7 @@ async fn a_top_up_completes_the_waiting_payment_once() {
 async fn a_bank_decline_shows_a_clear_page_and_moves_nothing() {
     let till = till().await;
     // The simulated bank declines accounts whose id starts with "broke".
-    let phone = enrolled_phone_of("broke", "1.00").await;
-    let (_, accepted) = present_code(&till, &phone, "5.00", 1).await;
-    until_state(&till, accepted["id"].as_str().unwrap(), "waiting_for_funds").await;
+    let (phone, _) = waiting_payment(&till, "broke", "1.00", "5.00").await;
     let link = topup_link(&phone.user).await;
     let client = browser();
     let csrf = csrf_of(&client.get(&link).send().await.unwrap().text().await.unwrap());
@@ -115,10 +121,7 @@ async fn bank_debits(account: &str) -> Vec<serde_json::Value> {
 async fn a_debit_whose_answer_was_lost_is_credited_once_even_after_its_link_expired() {
     let till = till().await;
     // The simulated bank takes "lagging..." payers' money at once but answers too late for 12 s.
-    let phone = enrolled_phone_of("lagging", "3.00").await;
-    let (_, accepted) = present_code(&till, &phone, "10.00", 1).await;
-    let payment = accepted["id"].as_str().unwrap().to_owned();
-    until_state(&till, &payment, "waiting_for_funds").await;
+    let (phone, payment) = waiting_payment(&till, "lagging", "3.00", "10.00").await;
     let link = topup_link(&phone.user).await;
     // Late in the link's life (local TopUpTtlSeconds is 15), so it expires before the bank answers.
     tokio::time::sleep(std::time::Duration::from_secs(7)).await;
@@ -152,10 +155,7 @@ async fn a_debit_whose_answer_was_lost_is_credited_once_even_after_its_link_expi
 async fn a_payment_whose_link_is_gone_still_expires_and_is_never_taken_for_paid() {
     let env = Env::get();
     let till = till().await;
-    let phone = enrolled_phone_of("payer", "1.00").await;
-    let (_, accepted) = present_code(&till, &phone, "6.00", 1).await;
-    let payment = accepted["id"].as_str().unwrap().to_owned();
-    until_state(&till, &payment, "waiting_for_funds").await;
+    let (phone, payment) = waiting_payment(&till, "payer", "1.00", "6.00").await;
     // The link's item disappears (deleted by hand, restored from an old backup...).
     let items = env.partition("OfflinePaymentsTable", "id", &payment).await;
     let key = items[0]["topup_token"].as_s().unwrap().clone();
@@ -180,9 +180,7 @@ async fn a_bank_answer_we_cannot_verify_approves_nothing() {
     // sign, or redirects: no verified answer, so the debit stays owed (and the settlement function
     // keeps asking, until the dead-letter queue's alarm calls an operator); nothing is credited.
     for account in ["badsig", "unsigned", "moved"] {
-        let phone = enrolled_phone_of(account, "1.00").await;
-        let (_, accepted) = present_code(&till, &phone, "5.00", 1).await;
-        until_state(&till, accepted["id"].as_str().unwrap(), "waiting_for_funds").await;
+        let (phone, _) = waiting_payment(&till, account, "1.00", "5.00").await;
         let link = topup_link(&phone.user).await;
         let client = browser();
         let csrf = csrf_of(&client.get(&link).send().await.unwrap().text().await.unwrap());
@@ -200,10 +198,7 @@ async fn a_links_expiry_does_not_expire_its_payment_once_a_newer_link_replaced_i
     use aws_sdk_dynamodb::types::AttributeValue::S;
     let env = Env::get();
     let till = till().await;
-    let phone = enrolled_phone_of("payer", "1.00").await;
-    let (_, accepted) = present_code(&till, &phone, "6.00", 1).await;
-    let payment = accepted["id"].as_str().unwrap().to_owned();
-    until_state(&till, &payment, "waiting_for_funds").await;
+    let (_, payment) = waiting_payment(&till, "payer", "1.00", "6.00").await;
     // As when the first link was paid and still fell short: the payment now waits on a newer link,
     // whose own expiry comes later.
     let newer = superpay::offline::topup::key_of(&superpay::offline::topup::new_token());

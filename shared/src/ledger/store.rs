@@ -151,8 +151,7 @@ impl LedgerStore {
     /// What a recorded transfer moved (the sum of its credits), if it was applied: a request whose
     /// id derives from a reused key is told apart from the request that made the transfer by it.
     pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
-        let Some(item) = self.transfer_record_of(id).await? else { return Ok(None) };
-        let item = &item;
+        let Some(ref item) = self.transfer_record_of(id).await? else { return Ok(None) };
         let corrupt = |what: &str| StoreError(format!("transfer {id} is corrupt: {what}"));
         let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
         let legs: Vec<serde_json::Value> = serde_json::from_str(get_s(item, "legs")?).map_err(|_| corrupt("legs"))?;

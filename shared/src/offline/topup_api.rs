@@ -79,32 +79,46 @@ impl TopUpApi {
                 "This top-up link is not one of ours. Open the link from your message again.",
             );
         };
-        if topup.paid {
-            return self.result(
-                StatusCode::GONE,
-                "Already topped up",
-                "This link was used already: the funds were added and the payment is being completed.",
-            );
-        }
-        // A debit asked for is settled whatever the time: the money may have left the bank.
-        if topup.debit_started_at.is_some() {
-            return match route_key(&request) {
-                "POST /topup/{token}" => self.settle(&topup, now).await,
-                _ => self.waiting(&topup),
-            };
-        }
-        if topup.expired || now >= topup.link_expires_at {
-            return self.result(
-                StatusCode::GONE,
-                "Link expired",
-                "This top-up link has expired. The merchant has been told the payment did not complete.",
-            );
+        if let Some(page) = self.closed(&request, &topup, now).await? {
+            return Ok(page);
         }
         match route_key(&request) {
             "GET /topup/{token}" => self.form(&request, &topup, None, None, StatusCode::OK).await,
             "POST /topup/{token}" => self.submit(&request, &topup, now).await,
             other => Err(Problem::not_found("unknown_route", format!("the top-up function has no route {other:?}"))),
         }
+    }
+
+    /// The page of a link on which no form can start a debit, if it is one: used, with a debit
+    /// running (settled whatever the time: the money may have left the bank), or expired.
+    async fn closed(&self, request: &Request, topup: &TopUp, now: i64) -> Result<Option<Response<Body>>, Problem> {
+        if topup.paid {
+            return self
+                .result(
+                    StatusCode::GONE,
+                    "Already topped up",
+                    "This link was used already: the funds were added and the payment is being completed.",
+                )
+                .map(Some);
+        }
+        if topup.debit_started_at.is_some() {
+            return match route_key(request) {
+                "POST /topup/{token}" => self.settle(topup, now).await.map(Some),
+                _ => self.waiting(topup).map(Some),
+            };
+        }
+        if topup.expired || now >= topup.link_expires_at {
+            return self.expired().map(Some);
+        }
+        Ok(None)
+    }
+
+    fn expired(&self) -> Result<Response<Body>, Problem> {
+        self.result(
+            StatusCode::GONE,
+            "Link expired",
+            "This top-up link has expired. The merchant has been told the payment did not complete.",
+        )
     }
 
     fn html(&self, status: StatusCode, template: &str, values: minijinja::Value) -> Result<Response<Body>, Problem> {
@@ -200,22 +214,10 @@ impl TopUpApi {
         match self.debits.start(topup, amount, now).await {
             Ok(started) => self.settle(&started, now).await,
             // Paid, expired or started by another form meanwhile: show where it stands.
-            Err(StartError::NotOpen) => {
-                let current = self.debits.topups.get(&topup.key).await?;
-                match current {
-                    Some(current) if current.debit_started_at.is_some() => self.settle(&current, now).await,
-                    Some(current) if current.paid => self.result(
-                        StatusCode::GONE,
-                        "Already topped up",
-                        "This link was used already: the funds were added and the payment is being completed.",
-                    ),
-                    _ => self.result(
-                        StatusCode::GONE,
-                        "Link expired",
-                        "This top-up link has expired. The merchant has been told the payment did not complete.",
-                    ),
-                }
-            }
+            Err(StartError::NotOpen) => match self.debits.topups.get(&topup.key).await? {
+                Some(current) => self.closed(request, &current, now).await?.map_or_else(|| self.expired(), Ok),
+                None => self.expired(),
+            },
             Err(StartError::Store(e)) => Err(e.into()),
         }
     }
