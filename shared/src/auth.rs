@@ -7,6 +7,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
 use crate::Problem;
+use crate::problem::catalogue;
 
 /// The scope that admin routes require (`AuthorizationScopes` in template.yaml).
 pub const ADMIN_SCOPE: &str = "superpay/admin";
@@ -22,8 +23,7 @@ impl Caller {
     pub fn from_request(request: &Request) -> Result<Self, Problem> {
         let unauthenticated = || {
             Problem::new(
-                lambda_http::http::StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+                catalogue::UNAUTHENTICATED,
                 "the request carries no authenticated user (a JWT authorizer must run on this route)",
             )
         };
@@ -45,11 +45,7 @@ impl Caller {
         if self.has_scope(ADMIN_SCOPE) {
             return Ok(());
         }
-        Err(Problem::new(
-            lambda_http::http::StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("this route needs the {ADMIN_SCOPE} scope"),
-        ))
+        Err(Problem::new(catalogue::FORBIDDEN, format!("this route needs the {ADMIN_SCOPE} scope")))
     }
 }
 
@@ -97,7 +93,7 @@ mod tests {
             serde_json::json!({"jwt": {"claims": {"sub": ""}}}),
         ] {
             let err = Caller::from_request(&request_with(event(authorizer))).unwrap_err();
-            assert_eq!((err.status, err.code), (401, "unauthenticated"));
+            assert_eq!((err.status().as_u16(), err.code), (401, "unauthenticated"));
         }
     }
 }

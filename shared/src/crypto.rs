@@ -16,6 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Code, catalogue};
+
 /// How far a signed request's timestamp may be from our clock, either way.
 pub const SIGNATURE_TOLERANCE_SECONDS: i64 = 300;
 
@@ -228,19 +230,19 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static Code {
         match self {
-            SignatureError::Missing(_) | SignatureError::Malformed(_) => "signature_missing",
-            SignatureError::UnknownKey | SignatureError::Invalid => "signature_invalid",
-            SignatureError::Stale => "signature_stale",
-            SignatureError::Replayed => "signature_replayed",
+            SignatureError::Missing(_) | SignatureError::Malformed(_) => catalogue::SIGNATURE_MISSING,
+            SignatureError::UnknownKey | SignatureError::Invalid => catalogue::SIGNATURE_INVALID,
+            SignatureError::Stale => catalogue::SIGNATURE_STALE,
+            SignatureError::Replayed => catalogue::SIGNATURE_REPLAYED,
         }
     }
 }
 
 impl From<SignatureError> for crate::Problem {
     fn from(e: SignatureError) -> Self {
-        crate::Problem::new(lambda_http::http::StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+        crate::Problem::new(e.code(), e.to_string())
     }
 }
 

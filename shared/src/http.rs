@@ -8,6 +8,7 @@ use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::problem::catalogue;
 use crate::{Problem, ids};
 
 /// Runs an HTTP function: each request that passes `admit` goes to `handler`; a `Problem` becomes
@@ -28,7 +29,7 @@ where
             Ok(response) => response,
             Err(problem) => {
                 if !problem.is_server_error() {
-                    tracing::info!(route, status = problem.status, code = problem.code, detail = %problem.detail, "refused");
+                    tracing::info!(route, status = problem.status().as_u16(), code = problem.code, detail = %problem.detail, "refused");
                 }
                 problem.to_response()
             }
@@ -49,8 +50,7 @@ pub fn admit(request: &Request) -> Result<(), Problem> {
     let size = body_bytes(request).len();
     if size > MAX_BODY_BYTES {
         return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            catalogue::BODY_TOO_LARGE,
             format!("the request body is {size} bytes; this API takes at most {MAX_BODY_BYTES} bytes (256 KiB)"),
         )
         .with("limit_bytes", MAX_BODY_BYTES));
@@ -91,7 +91,7 @@ pub fn path_parameter<'a>(request: &'a Request, name: &str) -> Result<&'a str, P
     request
         .path_parameters_ref()
         .and_then(|p| p.first(name))
-        .ok_or_else(|| Problem::bad_request("missing_path_parameter", format!("path parameter {name} is missing")))
+        .ok_or_else(|| Problem::new(catalogue::MISSING_PATH_PARAMETER, format!("path parameter {name} is missing")))
 }
 
 pub fn query_parameter<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
@@ -105,7 +105,7 @@ pub fn header<'a>(request: &'a Request, name: &str) -> Result<Option<&'a str>, P
         .get(name)
         .map(|v| {
             v.to_str()
-                .map_err(|_| Problem::bad_request("malformed_header", format!("header {name} is not visible ASCII")))
+                .map_err(|_| Problem::new(catalogue::MALFORMED_HEADER, format!("header {name} is not visible ASCII")))
         })
         .transpose()
 }
@@ -123,10 +123,10 @@ pub fn body_bytes(request: &Request) -> &[u8] {
 pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, Problem> {
     let bytes = body_bytes(request);
     if bytes.is_empty() {
-        return Err(Problem::bad_request("malformed_json", "the request body is empty; a JSON body is required"));
+        return Err(Problem::new(catalogue::MALFORMED_JSON, "the request body is empty; a JSON body is required"));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        Problem::bad_request("malformed_json", format!("the request body is not valid JSON for this route: {e}"))
+        Problem::new(catalogue::MALFORMED_JSON, format!("the request body is not valid JSON for this route: {e}"))
     })
 }
 
@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn json_body_errors_are_clear_400s() {
         let err = json_body::<serde_json::Value>(&request("{not json")).unwrap_err();
-        assert_eq!((err.status, err.code), (400, "malformed_json"));
+        assert_eq!((err.status().as_u16(), err.code), (400, "malformed_json"));
         assert!(err.detail.contains("line 1"), "{}", err.detail);
         let err = json_body::<serde_json::Value>(&request("")).unwrap_err();
         assert!(err.detail.contains("empty"));
@@ -165,11 +165,11 @@ mod tests {
         assert_eq!(admit(&with_id("o_1f3a")), Ok(()));
         assert_eq!(admit(&request(&"x".repeat(MAX_BODY_BYTES))), Ok(()));
         let err = admit(&request(&"x".repeat(MAX_BODY_BYTES + 1))).unwrap_err();
-        assert_eq!((err.status, err.code), (413, "body_too_large"));
+        assert_eq!((err.status().as_u16(), err.code), (413, "body_too_large"));
         assert!(err.detail.contains("262144"), "{}", err.detail);
         assert_eq!(err.extensions["limit_bytes"], MAX_BODY_BYTES);
         let err = admit(&with_id(&"o".repeat(10_000))).unwrap_err();
-        assert_eq!((err.status, err.code), (400, "invalid_id"));
+        assert_eq!((err.status().as_u16(), err.code), (400, "invalid_id"));
         assert_eq!(err.extensions["field"], "path parameter {id}");
         assert_eq!(path_parameter(&with_id("o_1"), "id"), Ok("o_1"));
     }

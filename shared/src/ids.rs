@@ -9,6 +9,7 @@
 //! ASCII characters, as Stripe's): clients choose them, and they are only ever stored hashed.
 
 use crate::Problem;
+use crate::problem::catalogue;
 
 /// The longest id accepted, in characters (all ASCII, so also in bytes).
 pub const MAX_ID_CHARS: usize = 128;
@@ -25,8 +26,7 @@ pub fn check<'a>(field: &str, text: &'a str) -> Result<&'a str, Problem> {
     if is_valid(text) {
         return Ok(text);
     }
-    Err(Problem::bad_request(
-        "invalid_id",
+    Err(Problem::new(catalogue::INVALID_ID,
         format!(
             "{field} is not a valid id (got {} characters): an id is 1 to {MAX_ID_CHARS} characters, each a letter, a digit, '_', '-', '.' or ':'",
             text.chars().count()
@@ -47,7 +47,7 @@ pub fn check_key_id<'a>(field: &str, text: &'a str) -> Result<&'a str, Problem> 
     if is_key_id(text) {
         return Ok(text);
     }
-    Err(Problem::bad_request("invalid_id", format!("{field} is not a key id: a key id is <owner>.<key>, e.g. m_1.k2"))
+    Err(Problem::new(catalogue::INVALID_ID, format!("{field} is not a key id: a key id is <owner>.<key>, e.g. m_1.k2"))
         .with("field", field))
 }
 
@@ -86,7 +86,7 @@ mod tests {
     fn other_text_is_refused_with_the_field_named() {
         for bad in ["", "a b", "m/1", "m%2F1", "é", "m_1\n", "o|1", "#", &"x".repeat(MAX_ID_CHARS + 1)] {
             let problem = check("merchant_id", bad).unwrap_err();
-            assert_eq!((problem.status, problem.code), (400, "invalid_id"), "{bad:?}");
+            assert_eq!((problem.status().as_u16(), problem.code), (400, "invalid_id"), "{bad:?}");
             assert_eq!(problem.extensions["field"], "merchant_id");
         }
         let long = check("{id}", &"o".repeat(10_000)).unwrap_err();

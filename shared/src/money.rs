@@ -15,6 +15,8 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::problem::{Code, catalogue};
+
 /// An ISO 4217 currency this deployment accepts, with its minor unit and per-operation limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Currency {
@@ -95,13 +97,13 @@ pub enum MoneyError {
 
 impl MoneyError {
     /// The stable problem code a client can branch on.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static Code {
         match self {
-            MoneyError::NotADecimalString(_) => "amount_not_decimal_string",
-            MoneyError::NotPositive(_) => "amount_not_positive",
-            MoneyError::TooManyDecimals { .. } => "amount_too_many_decimals",
-            MoneyError::OverLimit { .. } => "amount_over_limit",
-            MoneyError::UnknownCurrency(_) => "unknown_currency",
+            MoneyError::NotADecimalString(_) => catalogue::AMOUNT_NOT_DECIMAL_STRING,
+            MoneyError::NotPositive(_) => catalogue::AMOUNT_NOT_POSITIVE,
+            MoneyError::TooManyDecimals { .. } => catalogue::AMOUNT_TOO_MANY_DECIMALS,
+            MoneyError::OverLimit { .. } => catalogue::AMOUNT_OVER_LIMIT,
+            MoneyError::UnknownCurrency(_) => catalogue::UNKNOWN_CURRENCY,
         }
     }
 }
@@ -238,7 +240,7 @@ mod tests {
 
     #[test]
     fn one_spelling_per_amount() {
-        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code();
+        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code().code();
         for text in ["1.", ".5", "+1.00", "-1.00", "01.00", "00.50", "00", "1. 00", "1.00 ", "\u{661}", "1,00", "0x10"]
         {
             assert_eq!(code(text, "USD"), "amount_not_decimal_string", "{text:?}");
@@ -252,7 +254,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_amounts_with_their_own_codes() {
-        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code();
+        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code().code();
         assert_eq!(code("0", "USD"), "amount_not_positive");
         assert_eq!(code("0.00", "USD"), "amount_not_positive");
         assert_eq!(code("1.001", "USD"), "amount_too_many_decimals");
@@ -328,7 +330,7 @@ mod tests {
         fn amounts_with_sub_cent_digits_are_refused(cents in 1i64..=10_000_000, extra in 1i64..=9) {
             let amount = Decimal::new(cents * 10 + extra, 3);
             prop_assert_eq!(
-                Money::parse(&amount.to_string(), "USD").unwrap_err().code(),
+                Money::parse(&amount.to_string(), "USD").unwrap_err().code().code(),
                 "amount_too_many_decimals"
             );
         }

@@ -33,11 +33,11 @@ async fn idempotency_claims_replays_and_refusals() {
     };
     // While the first attempt runs: the same request is told to wait, another request is refused.
     match store.begin(scope("alice", &key), "fp-1".into(), now + 1).await.unwrap() {
-        Begin::Refuse(p) => assert_eq!((p.status, p.code), (409, "idempotency_request_in_progress")),
+        Begin::Refuse(p) => assert_eq!((p.status().as_u16(), p.code), (409, "idempotency_request_in_progress")),
         _ => panic!("in flight"),
     }
     match store.begin(scope("alice", &key), "fp-2".into(), now + 1).await.unwrap() {
-        Begin::Refuse(p) => assert_eq!((p.status, p.code), (422, "idempotency_key_reused")),
+        Begin::Refuse(p) => assert_eq!((p.status().as_u16(), p.code), (422, "idempotency_key_reused")),
         _ => panic!("mismatch"),
     }
     // Another caller's identical key is independent.

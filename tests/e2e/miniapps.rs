@@ -200,7 +200,7 @@ async fn unknown_suspended_and_revoked_apps_answer_with_a_chat_message_and_no_se
     let user = funded_user("5.00").await;
 
     let (status, unknown) = verify(&user, "a_nosuchapp").await;
-    assert_eq!((status, unknown["code"].as_str()), (StatusCode::NOT_FOUND, Some("miniapp_unknown")));
+    assert_eq!((status, unknown["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_miniapp")));
     assert_eq!(unknown["verified"], false);
     assert_eq!(messages(&user, "platform").await, vec![unknown["message"].clone()]);
 

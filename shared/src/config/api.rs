@@ -22,6 +22,7 @@ use crate::clock::now_epoch_millis;
 use crate::http::{header, json_body, json_response, path_parameter, query_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
+use crate::problem::catalogue;
 
 pub struct ConfigApi {
     store: ConfigStore,
@@ -62,7 +63,7 @@ impl ConfigApi {
             "GET /config/{group}" => self.fetch(&request, group).await,
             "POST /config/{group}/versions" => self.publish(&request, &caller, group).await,
             "POST /config/{group}/rollback" => self.rollback(&request, &caller, group).await,
-            other => Err(Problem::not_found("unknown_route", format!("the config function has no route {other:?}"))),
+            other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the config function has no route {other:?}"))),
         }
     }
 

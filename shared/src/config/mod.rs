@@ -8,11 +8,11 @@ pub mod api;
 pub mod merge_patch;
 pub mod store;
 
-use lambda_http::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::Problem;
+use crate::problem::catalogue;
 
 /// Versions kept per group. Publishing version N deletes version N - HISTORY in the same
 /// transaction; a client older than that gets the full data instead of a patch.
@@ -246,23 +246,23 @@ pub enum ConfigError {
 impl From<ConfigError> for Problem {
     fn from(e: ConfigError) -> Self {
         use ConfigError::*;
-        let (status, code) = match &e {
-            InvalidGroupName(_) => (StatusCode::BAD_REQUEST, "invalid_group_name"),
-            UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
-            InvalidVersion(_) => (StatusCode::BAD_REQUEST, "invalid_version"),
-            ConflictingVersions(..) => (StatusCode::BAD_REQUEST, "conflicting_versions"),
-            FutureVersion { .. } => (StatusCode::BAD_REQUEST, "version_from_future"),
-            NotAnObject => (StatusCode::BAD_REQUEST, "parameters_not_object"),
-            ContainsNull(_) => (StatusCode::BAD_REQUEST, "parameters_contain_null"),
-            TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "parameters_too_large"),
-            PreconditionRequired => (StatusCode::PRECONDITION_REQUIRED, "precondition_required"),
-            InvalidPrecondition(_) => (StatusCode::BAD_REQUEST, "invalid_precondition"),
-            VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, "version_conflict"),
-            GroupExists { .. } => (StatusCode::PRECONDITION_FAILED, "group_exists"),
-            RollbackNotEarlier { .. } => (StatusCode::CONFLICT, "rollback_not_earlier"),
-            VersionNotInHistory(_) => (StatusCode::NOT_FOUND, "version_not_in_history"),
+        let code = match &e {
+            InvalidGroupName(_) => catalogue::INVALID_GROUP_NAME,
+            UnknownGroup(_) => catalogue::UNKNOWN_GROUP,
+            InvalidVersion(_) => catalogue::INVALID_VERSION,
+            ConflictingVersions(..) => catalogue::CONFLICTING_VERSIONS,
+            FutureVersion { .. } => catalogue::VERSION_FROM_FUTURE,
+            NotAnObject => catalogue::PARAMETERS_NOT_OBJECT,
+            ContainsNull(_) => catalogue::PARAMETERS_CONTAIN_NULL,
+            TooLarge(_) => catalogue::PARAMETERS_TOO_LARGE,
+            PreconditionRequired => catalogue::PRECONDITION_REQUIRED,
+            InvalidPrecondition(_) => catalogue::INVALID_PRECONDITION,
+            VersionConflict { .. } => catalogue::VERSION_CONFLICT,
+            GroupExists { .. } => catalogue::GROUP_EXISTS,
+            RollbackNotEarlier { .. } => catalogue::ROLLBACK_NOT_EARLIER,
+            VersionNotInHistory(_) => catalogue::VERSION_NOT_IN_HISTORY,
         };
-        let problem = Problem::new(status, code, e.to_string());
+        let problem = Problem::new(code, e.to_string());
         match e {
             VersionConflict { current, .. } | GroupExists { current } => problem.with("current_version", current),
             FutureVersion { latest, .. } => problem.with("latest_version", latest),
@@ -369,7 +369,7 @@ mod tests {
             Err(ConfigError::VersionConflict { expected: 3, current: 4 })
         );
         let problem = Problem::from(ConfigError::VersionConflict { expected: 3, current: 4 });
-        assert_eq!((problem.status, problem.code), (412, "version_conflict"));
+        assert_eq!((problem.status().as_u16(), problem.code), (412, "version_conflict"));
         assert_eq!(problem.extensions["current_version"], 4);
     }
 

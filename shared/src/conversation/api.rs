@@ -15,6 +15,7 @@ use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::http::{json_body, json_response, path_parameter, query_parameter, route_key};
+use crate::problem::catalogue;
 
 const PAGE: i32 = 50;
 
@@ -43,8 +44,8 @@ impl ConversationsApi {
         }
         let raw = path_parameter(&request, "counterparty")?;
         let with = Counterparty::parse(raw).ok_or_else(|| {
-            Problem::bad_request(
-                "invalid_counterparty",
+            Problem::new(
+                catalogue::INVALID_COUNTERPARTY,
                 format!("{raw:?} is not merchant:<id>, miniapp:<id> or platform"),
             )
         })?;
@@ -53,7 +54,7 @@ impl ConversationsApi {
                 let before = query_parameter(&request, "before")
                     .map(|b| {
                         b.parse::<u64>().map_err(|_| {
-                            Problem::bad_request("invalid_cursor", "before must be a message sequence number")
+                            Problem::new(catalogue::INVALID_CURSOR, "before must be a message sequence number")
                         })
                     })
                     .transpose()?;
@@ -68,17 +69,18 @@ impl ConversationsApi {
             "POST /conversations/{counterparty}/read" => {
                 let ReadUpTo { up_to } = json_body(&request)?;
                 if !self.store.mark_read(user, &with, up_to).await? {
-                    return Err(Problem::bad_request(
-                        "beyond_last_message",
+                    return Err(Problem::new(
+                        catalogue::BEYOND_LAST_MESSAGE,
                         format!("there is no message {up_to} in this conversation"),
                     ));
                 }
                 let summary = self.store.summary(user, &with).await?;
                 Ok(json_response(StatusCode::OK, &summary))
             }
-            other => {
-                Err(Problem::not_found("unknown_route", format!("the conversations function has no route {other:?}")))
-            }
+            other => Err(Problem::new(
+                catalogue::UNKNOWN_ROUTE,
+                format!("the conversations function has no route {other:?}"),
+            )),
         }
     }
 }

@@ -9,12 +9,12 @@ pub mod store;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Problem;
+use crate::problem::catalogue;
 
 /// How long a first attempt may run before a retry may take over its key (a crashed Lambda).
 pub const IN_PROGRESS_SECONDS: i64 = 60;
@@ -28,14 +28,13 @@ pub struct IdempotencyKey(String);
 impl IdempotencyKey {
     pub fn parse(header: Option<&str>) -> Result<Self, Problem> {
         let key = header.ok_or_else(|| {
-            Problem::bad_request(
-                "idempotency_key_missing",
+            Problem::new(catalogue::IDEMPOTENCY_KEY_MISSING,
                 "this route creates something: send an Idempotency-Key header (e.g. a UUID) and reuse it when you retry",
             )
         })?;
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Problem::bad_request(
-                "idempotency_key_invalid",
+            return Err(Problem::new(
+                catalogue::IDEMPOTENCY_KEY_INVALID,
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             ));
         }
@@ -184,8 +183,7 @@ impl Decision {
 /// when what it created differs from this request.
 pub fn key_reused() -> Problem {
     Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency_key_reused",
+        catalogue::IDEMPOTENCY_KEY_REUSED,
         "this Idempotency-Key was already used for a different request; use a new key for a new request",
     )
 }
@@ -193,8 +191,7 @@ pub fn key_reused() -> Problem {
 /// Another attempt with the same key runs (or took this attempt's claim over).
 pub fn in_flight() -> Problem {
     Problem::new(
-        StatusCode::CONFLICT,
-        "idempotency_request_in_progress",
+        catalogue::IDEMPOTENCY_REQUEST_IN_PROGRESS,
         "a request with this Idempotency-Key is still being processed; retry shortly",
     )
 }
@@ -222,8 +219,8 @@ mod tests {
         assert_eq!(decide(Some(&running), "b", now), Decision::Mismatch);
         assert_eq!(decide(Some(&abandoned), "a", now), Decision::Proceed);
         assert_eq!(decide(Some(&expired), "a", now), Decision::Proceed);
-        assert_eq!(Decision::InFlight.problem().unwrap().status, 409);
-        assert_eq!(Decision::Mismatch.problem().unwrap().status, 422);
+        assert_eq!(Decision::InFlight.problem().unwrap().status().as_u16(), 409);
+        assert_eq!(Decision::Mismatch.problem().unwrap().status().as_u16(), 422);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::http::{json_response, query_parameter, route_key};
+use crate::problem::catalogue;
 
 const PAGE: i32 = 50;
 
@@ -51,7 +52,7 @@ impl WalletApi {
                 let before = query_parameter(&request, "before")
                     .map(|b| {
                         b.parse::<u64>().map_err(|_| {
-                            Problem::bad_request("invalid_cursor", "before must be a posting sequence number")
+                            Problem::new(catalogue::INVALID_CURSOR, "before must be a posting sequence number")
                         })
                     })
                     .transpose()?;
@@ -79,7 +80,7 @@ impl WalletApi {
                     &json!({ "account": wallet.as_str(), "postings": postings, "next_before": next_before }),
                 ))
             }
-            other => Err(Problem::not_found("unknown_route", format!("the wallet function has no route {other:?}"))),
+            other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the wallet function has no route {other:?}"))),
         }
     }
 }

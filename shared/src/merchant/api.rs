@@ -35,6 +35,7 @@ use crate::keys::{
 };
 use crate::miniapp::store::MiniAppStore;
 use crate::miniapp::{MiniApp, MiniAppStatus, unknown_miniapp};
+use crate::problem::{Code, catalogue};
 
 pub struct MerchantsApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -62,7 +63,7 @@ struct KeyIssue {
     view: Value,
     location: String,
     /// The problem when the write's condition fails (its id exists, its key changed meanwhile).
-    conflict: (&'static str, String),
+    conflict: (&'static Code, String),
 }
 
 /// What an admin sees of a merchant: everything but its key.
@@ -131,16 +132,14 @@ const DEFAULT_ROTATION_GRACE_SECONDS: i64 = 24 * 3600;
 
 fn rotation_in_progress(id: &str) -> Problem {
     Problem::new(
-        StatusCode::CONFLICT,
-        "rotation_in_progress",
+        catalogue::ROTATION_IN_PROGRESS,
         format!("{id} still honours its previous key; rotate again once its grace has ended"),
     )
 }
 
 fn no_rotation_in_grace(id: &str) -> Problem {
     Problem::new(
-        StatusCode::CONFLICT,
-        "no_rotation_in_grace",
+        catalogue::NO_ROTATION_IN_GRACE,
         format!("{id} honours no previous key: no rotation is in its grace, so there is none to end"),
     )
 }
@@ -149,10 +148,10 @@ fn no_rotation_in_grace(id: &str) -> Problem {
 fn parse_status(request: &Request) -> Result<MerchantStatus, Problem> {
     let StatusChange { status } = json_body(request)?;
     MerchantStatus::parse(&status)
-        .ok_or_else(|| Problem::bad_request("invalid_status", "status must be \"active\" or \"suspended\""))
+        .ok_or_else(|| Problem::new(catalogue::INVALID_STATUS, "status must be \"active\" or \"suspended\""))
 }
 
-fn already_registered(code: &'static str, id: &str) -> (&'static str, String) {
+fn already_registered(code: &'static Code, id: &str) -> (&'static Code, String) {
     (code, format!("{id} was already registered with this Idempotency-Key"))
 }
 
@@ -202,7 +201,9 @@ impl MerchantsApi {
                 Ok(json_response(StatusCode::OK, &app.view()))
             }
             "POST /miniapps/{id}/status" => self.set_miniapp_status(&request, &caller).await,
-            other => Err(Problem::not_found("unknown_route", format!("the merchants function has no route {other:?}"))),
+            other => {
+                Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the merchants function has no route {other:?}")))
+            }
         }
     }
 
@@ -230,7 +231,7 @@ impl MerchantsApi {
                     action: "merchant.register",
                     view: view(&merchant),
                     location: format!("/merchants/{}", merchant.id),
-                    conflict: already_registered("merchant_exists", &merchant.id),
+                    conflict: already_registered(catalogue::MERCHANT_EXISTS, &merchant.id),
                 };
                 self.commit_new_key(&claim, now, issued, &key.key, self.merchants.create_item(&merchant)?).await
             })
@@ -247,8 +248,8 @@ impl MerchantsApi {
             if body_bytes(request).is_empty() { Rotation { grace_seconds: None } } else { json_body(request)? };
         let grace = grace_seconds.unwrap_or(DEFAULT_ROTATION_GRACE_SECONDS);
         if !(1..=MAX_ROTATION_GRACE_SECONDS).contains(&grace) {
-            return Err(Problem::bad_request(
-                "invalid_grace_seconds",
+            return Err(Problem::new(
+                catalogue::INVALID_GRACE_SECONDS,
                 format!("grace_seconds must be from 1 to {MAX_ROTATION_GRACE_SECONDS}"),
             ));
         }
@@ -279,7 +280,7 @@ impl MerchantsApi {
                     }),
                     location: holder.location.clone(),
                     conflict: (
-                        rotation_in_progress(&holder.id).code,
+                        catalogue::ROTATION_IN_PROGRESS,
                         "the key changed meanwhile; read it again and retry".into(),
                     ),
                 };
@@ -433,7 +434,7 @@ impl MerchantsApi {
                     action: "terminal.register",
                     view: terminal.view(),
                     location: format!("/merchants/{}/terminals/{}", merchant.id, terminal.id),
-                    conflict: already_registered("terminal_exists", &terminal.id),
+                    conflict: already_registered(catalogue::TERMINAL_EXISTS, &terminal.id),
                 };
                 self.commit_new_key(&claim, now, issued, &key.key, self.terminals.create_item(&terminal)?).await
             })
@@ -472,7 +473,7 @@ impl MerchantsApi {
                     action: "miniapp.register",
                     view: app.view(),
                     location: format!("/miniapps/{}", app.id),
-                    conflict: already_registered("miniapp_exists", &app.id),
+                    conflict: already_registered(catalogue::MINIAPP_EXISTS, &app.id),
                 };
                 self.commit_new_key(&claim, now, issued, &key.key, self.miniapps.create_item(&app)?).await
             })
@@ -483,7 +484,7 @@ impl MerchantsApi {
         let id = path_parameter(request, "id")?;
         let StatusChange { status } = json_body(request)?;
         let status = MiniAppStatus::parse(&status).ok_or_else(|| {
-            Problem::bad_request("invalid_status", "status must be \"active\", \"suspended\" or \"revoked\"")
+            Problem::new(catalogue::INVALID_STATUS, "status must be \"active\", \"suspended\" or \"revoked\"")
         })?;
         let write = self.miniapps.status_item(id, status)?;
         let detail = json!({ "status": status.as_str() });
@@ -491,9 +492,8 @@ impl MerchantsApi {
         let app = self.miniapps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
         // The write is refused for a missing app (above) or a revoked one, unless it asked for revoked again.
         if refused && status != MiniAppStatus::Revoked {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "miniapp_revoked",
+            return Err(Problem::alternate(
+                catalogue::MINIAPP_REVOKED,
                 format!("mini-app {id:?} was revoked; revocation is final"),
             ));
         }
@@ -537,9 +537,7 @@ impl MerchantsApi {
         ];
         match transact(&self.dynamodb, items).await {
             Ok(()) => Ok(respond(&shown)),
-            Err(e) if e.broke(key_rule) => {
-                Err(Problem::new(StatusCode::CONFLICT, issued.conflict.0, issued.conflict.1))
-            }
+            Err(e) if e.broke(key_rule) => Err(Problem::new(issued.conflict.0, issued.conflict.1)),
             Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
             Err(e) => Err(Problem::internal(e)),
         }

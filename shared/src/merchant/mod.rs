@@ -6,13 +6,13 @@ pub mod directory;
 pub mod store;
 pub mod terminal;
 
-use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::http::partner_url;
 use crate::keys::{PreviousKey, StoredKey};
 use crate::money::Currency;
+use crate::problem::catalogue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,11 +87,11 @@ impl Registration {
     pub fn parse(json: RegistrationJson, allow_http: bool) -> Result<Self, Problem> {
         let name = json.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err(Problem::bad_request("invalid_merchant_name", "name must be 1 to 100 characters"));
+            return Err(Problem::new(catalogue::INVALID_MERCHANT_NAME, "name must be 1 to 100 characters"));
         }
         let url = partner_url(&json.product_server_url, allow_http).ok_or_else(|| {
-            Problem::bad_request(
-                "invalid_product_server_url",
+            Problem::new(
+                catalogue::INVALID_PRODUCT_SERVER_URL,
                 "product_server_url must be an absolute https URL, e.g. https://shop.example/superpay",
             )
         })?;
@@ -104,11 +104,11 @@ impl Registration {
 }
 
 pub fn unknown_merchant(id: &str) -> Problem {
-    Problem::not_found("unknown_merchant", format!("no merchant {id:?}"))
+    Problem::new(catalogue::UNKNOWN_MERCHANT, format!("no merchant {id:?}"))
 }
 
 pub fn inactive_merchant(id: &str) -> Problem {
-    Problem::new(StatusCode::CONFLICT, "merchant_inactive", format!("merchant {id:?} is suspended"))
+    Problem::new(catalogue::MERCHANT_INACTIVE, format!("merchant {id:?} is suspended"))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::MerchantStatus;
 use crate::Problem;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{PreviousKey, StoredKey};
+use crate::problem::catalogue;
 
 /// Rule: the terminal is active (not suspended).
 pub const TERMINAL_ACTIVE: &str = "terminal.active";
@@ -46,7 +47,7 @@ impl Terminal {
 }
 
 pub fn unknown_terminal(id: &str) -> Problem {
-    Problem::not_found("unknown_terminal", format!("no terminal {id:?}"))
+    Problem::new(catalogue::UNKNOWN_TERMINAL, format!("no terminal {id:?}"))
 }
 
 #[derive(Clone, Debug)]

@@ -33,6 +33,7 @@ use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::merchant::store::MerchantStore;
 use crate::merchant::{MerchantStatus, inactive_merchant};
 use crate::outbox::Outbox;
+use crate::problem::catalogue;
 use crate::purchase::service::transfer_problem;
 use crate::queues::NotificationMessage;
 
@@ -83,8 +84,8 @@ impl MiniAppsApi {
         let app_id = path_parameter(&request, "id")?;
         // The id also names a conversation, so it must be one a conversation can carry.
         if Counterparty::parse(&format!("miniapp:{app_id}")).is_none() {
-            return Err(Problem::bad_request(
-                "invalid_miniapp_id",
+            return Err(Problem::new(
+                catalogue::INVALID_MINIAPP_ID,
                 format!("a mini-app id is 1 to {MAX_ID_CHARS} letters, digits, '_', '-' or '.'"),
             ));
         }
@@ -98,7 +99,9 @@ impl MiniAppsApi {
                     })
                     .await
             }
-            other => Err(Problem::not_found("unknown_route", format!("the mini-apps function has no route {other:?}"))),
+            other => {
+                Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the mini-apps function has no route {other:?}")))
+            }
         }
     }
 
@@ -180,8 +183,8 @@ impl MiniAppsApi {
                 return Err(inactive_merchant(&owner.id));
             }
             if approved.currency() != owner.currency {
-                return Err(Problem::bad_request(
-                    "currency_not_accepted",
+                return Err(Problem::new(
+                    catalogue::CURRENCY_NOT_ACCEPTED,
                     format!("{} charges in {}, not {}", app.interface.title, owner.currency, approved.currency()),
                 ));
             }
@@ -281,7 +284,7 @@ impl MiniAppsApi {
                     "directive": CLOSE_INTERFACE,
                 }),
             ),
-            Some((status, code)) => Problem::new(status, code, message.text.clone())
+            Some(code) => Problem::new(code, message.text.clone())
                 .with("request_id", relayed.id.clone())
                 .with("app_id", relayed.app_id.clone())
                 .with("message", json!(message))

@@ -3,13 +3,13 @@
 //! whether an app may be opened and used now (a refusal is also the chat message a verification
 //! posts).
 
-use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Problem;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::http::partner_url;
+use crate::problem::{Code, catalogue};
 
 /// The permissions an interface may ask for. Only `wallet.charge` is enforced here (a request with
 /// an approved amount needs it); the client shows the others when the user opens the app.
@@ -73,7 +73,7 @@ fn is_label(text: &str, max: usize) -> bool {
 impl Interface {
     /// `allow_http`: whether a plain http entry page is accepted (the local stack only).
     pub fn validate(self, allow_http: bool) -> Result<Self, Problem> {
-        let invalid = |detail: String| Problem::bad_request("invalid_interface", detail);
+        let invalid = |detail: String| Problem::new(catalogue::INVALID_INTERFACE, detail);
         if !is_label(&self.title, 60) {
             return Err(invalid("interface.title must be 1 to 60 characters, without surrounding spaces".into()));
         }
@@ -185,8 +185,8 @@ impl Registration {
     /// `allow_http`: whether plain http URLs are accepted (the local stack only).
     pub fn parse(json: RegistrationJson, allow_http: bool) -> Result<Self, Problem> {
         let server_url = partner_url(&json.server_url, allow_http).ok_or_else(|| {
-            Problem::bad_request(
-                "invalid_server_url",
+            Problem::new(
+                catalogue::INVALID_SERVER_URL,
                 "server_url must be an absolute https URL, e.g. https://tea.example/superpay",
             )
         })?;
@@ -199,14 +199,13 @@ impl Registration {
 }
 
 pub fn unknown_miniapp(id: &str) -> Problem {
-    Problem::not_found("unknown_miniapp", format!("no mini-app {id:?}"))
+    Problem::new(catalogue::UNKNOWN_MINIAPP, format!("no mini-app {id:?}"))
 }
 
 /// Why an app cannot be opened or used: the problem, and the chat message a verification posts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: &'static Code,
     pub text: String,
     /// Whose conversation the message belongs in: the app's, or the platform's for an unknown id.
     pub counterparty: Counterparty,
@@ -214,7 +213,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn problem(&self) -> Problem {
-        Problem::new(self.status, self.code, self.text.clone())
+        Problem::new(self.code, self.text.clone())
     }
 
     pub fn message(&self, id: String, app_id: &str) -> NewMessage {
@@ -222,7 +221,7 @@ impl Refusal {
             id,
             kind: "miniapp.unavailable".into(),
             text: self.text.clone(),
-            data: json!({ "app_id": app_id, "reason": self.code }),
+            data: json!({ "app_id": app_id, "reason": self.code.code() }),
         }
     }
 }
@@ -231,27 +230,23 @@ impl Refusal {
 pub fn check_available(id: &str, app: Option<&MiniApp>) -> Result<(), Refusal> {
     let Some(app) = app else {
         return Err(Refusal {
-            status: StatusCode::NOT_FOUND,
-            code: "miniapp_unknown",
+            code: catalogue::UNKNOWN_MINIAPP,
             text: format!("There is no mini-app {id:?}. Check the link or code you opened it from."),
             counterparty: Counterparty::platform(),
         });
     };
     let title = &app.interface.title;
-    let (status, code, text) = match app.status {
+    let (code, text) = match app.status {
         MiniAppStatus::Active => return Ok(()),
         MiniAppStatus::Suspended => (
-            StatusCode::FORBIDDEN,
-            "miniapp_suspended",
+            catalogue::MINIAPP_SUSPENDED,
             format!("{title} is unavailable for now: the platform suspended it. Nothing was shared with it."),
         ),
-        MiniAppStatus::Revoked => (
-            StatusCode::GONE,
-            "miniapp_revoked",
-            format!("{title} was removed from the platform and can no longer be opened."),
-        ),
+        MiniAppStatus::Revoked => {
+            (catalogue::MINIAPP_REVOKED, format!("{title} was removed from the platform and can no longer be opened."))
+        }
     };
-    Err(Refusal { status, code, text, counterparty: Counterparty::mini_app(&app.id) })
+    Err(Refusal { code, text, counterparty: Counterparty::mini_app(&app.id) })
 }
 
 #[cfg(test)]
@@ -309,12 +304,12 @@ pub(super) mod tests {
     fn only_active_apps_verify_and_each_refusal_says_why() {
         assert_eq!(check_available("a_1", Some(&app(MiniAppStatus::Active))), Ok(()));
         let unknown = check_available("a_x", None).unwrap_err();
-        assert_eq!((unknown.status, unknown.code), (StatusCode::NOT_FOUND, "miniapp_unknown"));
+        assert_eq!(unknown.code, catalogue::UNKNOWN_MINIAPP);
         assert_eq!(unknown.counterparty, Counterparty::platform());
         let suspended = check_available("a_1", Some(&app(MiniAppStatus::Suspended))).unwrap_err();
-        assert_eq!((suspended.status, suspended.code), (StatusCode::FORBIDDEN, "miniapp_suspended"));
+        assert_eq!(suspended.code, catalogue::MINIAPP_SUSPENDED);
         let revoked = check_available("a_1", Some(&app(MiniAppStatus::Revoked))).unwrap_err();
-        assert_eq!((revoked.status, revoked.code), (StatusCode::GONE, "miniapp_revoked"));
+        assert_eq!(revoked.code, catalogue::MINIAPP_REVOKED);
         assert_eq!(revoked.counterparty, Counterparty::mini_app("a_1"));
         assert!(revoked.message("m".into(), "a_1").text.starts_with("Tea Corner was removed"));
     }

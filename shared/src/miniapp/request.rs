@@ -3,7 +3,6 @@
 //! exact amount the user approved and the server asked for, how the request ended, the charge it
 //! moves, and what the user and the server are told.
 
-use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -12,6 +11,7 @@ use crate::Problem;
 use crate::conversation::NewMessage;
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::money::{Money, MoneyInput};
+use crate::problem::{Code, catalogue};
 
 /// What the answer to a relayed request tells the client to do with the app's interface.
 pub const CLOSE_INTERFACE: &str = "close_interface";
@@ -45,11 +45,11 @@ impl RequestJson {
         crate::ids::check("session_id", &self.session_id)?;
         let params = self.params.unwrap_or_else(|| json!({}));
         if !params.is_object() {
-            return Err(Problem::bad_request("invalid_params", "params must be a JSON object"));
+            return Err(Problem::new(catalogue::INVALID_PARAMS, "params must be a JSON object"));
         }
         if params.to_string().len() > MAX_PARAMS_BYTES {
-            return Err(Problem::bad_request(
-                "invalid_params",
+            return Err(Problem::new(
+                catalogue::INVALID_PARAMS,
                 format!("params must be at most {MAX_PARAMS_BYTES} bytes of JSON"),
             ));
         }
@@ -67,15 +67,14 @@ impl UserRequest {
     pub fn check_against(&self, interface: &Interface) -> Result<(), Problem> {
         if interface.action(&self.action).is_none() {
             let offered: Vec<&str> = interface.actions.iter().map(|a| a.id.as_str()).collect();
-            return Err(Problem::bad_request(
-                "unknown_action",
+            return Err(Problem::new(
+                catalogue::UNKNOWN_ACTION,
                 format!("{} offers no action {:?}; it offers {}", interface.title, self.action, offered.join(", ")),
             ));
         }
         if self.approved.is_some() && !interface.may_charge() {
             return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "miniapp_may_not_charge",
+                catalogue::MINIAPP_MAY_NOT_CHARGE,
                 format!("{} does not have the {CHARGE_PERMISSION} permission", interface.title),
             ));
         }
@@ -153,24 +152,22 @@ fn shown(amount: &Option<Money>) -> String {
 }
 
 impl Outcome {
-    /// The HTTP status and problem code of the answer (`None`: a success).
-    pub fn refusal(&self) -> Option<(StatusCode, &'static str)> {
+    /// The problem code of the answer (`None`: a success).
+    pub fn refusal(&self) -> Option<&'static Code> {
         match self {
             Outcome::Charged { .. } | Outcome::Completed { .. } => None,
-            Outcome::AmountMismatch { .. } => Some((StatusCode::CONFLICT, "amount_mismatch")),
-            Outcome::InsufficientFunds { .. } => Some((StatusCode::PAYMENT_REQUIRED, "insufficient_funds")),
-            Outcome::WalletCurrencyMismatch { .. } => Some((StatusCode::CONFLICT, "wallet_currency_mismatch")),
-            Outcome::ServerFailed { fault: ServerFault::Timeout, .. } => {
-                Some((StatusCode::GATEWAY_TIMEOUT, "miniapp_server_timeout"))
-            }
+            Outcome::AmountMismatch { .. } => Some(catalogue::AMOUNT_MISMATCH),
+            Outcome::InsufficientFunds { .. } => Some(catalogue::INSUFFICIENT_FUNDS),
+            Outcome::WalletCurrencyMismatch { .. } => Some(catalogue::WALLET_CURRENCY_MISMATCH),
+            Outcome::ServerFailed { fault: ServerFault::Timeout, .. } => Some(catalogue::MINIAPP_SERVER_TIMEOUT),
             Outcome::ServerFailed { fault: ServerFault::Unreachable, .. } => {
-                Some((StatusCode::BAD_GATEWAY, "miniapp_server_unreachable"))
+                Some(catalogue::MINIAPP_SERVER_UNREACHABLE)
             }
             Outcome::ServerFailed { fault: ServerFault::InvalidAnswer, .. } => {
-                Some((StatusCode::BAD_GATEWAY, "miniapp_server_invalid_answer"))
+                Some(catalogue::MINIAPP_SERVER_INVALID_ANSWER)
             }
             Outcome::ServerFailed { fault: ServerFault::BadSignature, .. } => {
-                Some((StatusCode::BAD_GATEWAY, "miniapp_server_bad_signature"))
+                Some(catalogue::MINIAPP_SERVER_BAD_SIGNATURE)
             }
         }
     }
@@ -258,7 +255,7 @@ impl RelayedRequest {
                 "request_id": self.id,
                 "action": self.action,
                 "outcome": self.summary(),
-                "reason": self.outcome.refusal().map(|(_, code)| code),
+                "reason": self.outcome.refusal().map(|code| code.code()),
                 "charged": self.outcome.charged(),
                 "deliver": self.deliver(),
             }),
@@ -288,7 +285,7 @@ impl RelayedRequest {
             "event_id": self.outcome_id(),
             "request_id": self.id,
             "outcome": self.summary(),
-            "reason": self.outcome.refusal().map(|(_, code)| code),
+            "reason": self.outcome.refusal().map(|code| code.code()),
             "amount": self.outcome.charged(),
         })
     }

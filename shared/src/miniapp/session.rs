@@ -1,10 +1,9 @@
 //! A verified user's standing with one app: the short-lived session a verification grants (bound
 //! to the user and the app), and the pseudonym the app's server knows the user by.
 
-use lambda_http::http::StatusCode;
-
 use crate::Problem;
 use crate::crypto::{Key, TokenPurpose, keyed_token};
+use crate::problem::catalogue;
 
 /// A verified user's pass to one app for a short while. Its id is not a bearer credential: it only
 /// works with the JWT of the user it was issued to, for the app it names.
@@ -24,8 +23,7 @@ impl Session {
         }
         if now >= self.expires_at {
             return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "miniapp_session_expired",
+                catalogue::MINIAPP_SESSION_EXPIRED,
                 "the mini-app session expired: verify the app again to get a new one",
             ));
         }
@@ -36,8 +34,7 @@ impl Session {
 /// Unknown, or another user's or another app's: the same answer, so ids cannot be probed.
 pub fn invalid_session() -> Problem {
     Problem::new(
-        StatusCode::FORBIDDEN,
-        "miniapp_session_invalid",
+        catalogue::MINIAPP_SESSION_INVALID,
         "this session was not issued to you for this mini-app: verify the app to get one",
     )
 }

@@ -21,6 +21,7 @@ use crate::idempotency::{StoredResponse, in_flight};
 use crate::ledger::AccountId;
 use crate::ledger::store::LedgerStore;
 use crate::money::MoneyInput;
+use crate::problem::catalogue;
 
 pub struct DevicesApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -37,7 +38,7 @@ struct Enrollment {
 }
 
 fn unknown_device(id: &str) -> Problem {
-    Problem::not_found("unknown_device", format!("no device {id:?}"))
+    Problem::new(catalogue::UNKNOWN_DEVICE, format!("no device {id:?}"))
 }
 
 impl DevicesApi {
@@ -76,7 +77,9 @@ impl DevicesApi {
                     .ok_or_else(|| unknown_device(id))?;
                 Ok(json_response(StatusCode::OK, &device.view()))
             }
-            other => Err(Problem::not_found("unknown_route", format!("the devices function has no route {other:?}"))),
+            other => {
+                Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the devices function has no route {other:?}")))
+            }
         }
     }
 
@@ -85,8 +88,7 @@ impl DevicesApi {
         match self.devices.profile_of(user).await? {
             Some((fixed, _)) if fixed != currency => Err(offline_currency_mismatch(fixed.code())),
             Some((_, devices)) if devices >= MAX_DEVICES => Err(Problem::new(
-                StatusCode::CONFLICT,
-                "too_many_devices",
+                catalogue::TOO_MANY_DEVICES,
                 format!("you have {devices} devices for offline payments, the most there may be: revoke one first"),
             )),
             _ => Ok(()),
@@ -96,8 +98,8 @@ impl DevicesApi {
     async fn enroll(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let Enrollment { public_key, offline_limit } = json_body(request)?;
         if !valid_public_key(&public_key) {
-            return Err(Problem::bad_request(
-                "invalid_public_key",
+            return Err(Problem::new(
+                catalogue::INVALID_PUBLIC_KEY,
                 "public_key must be a P-256 public key: the 65-byte uncompressed point, base64",
             ));
         }
@@ -106,8 +108,8 @@ impl DevicesApi {
         // offline exposure is at most MAX_DEVICES x this ceiling.
         let ceiling = offline_ceiling(offline_limit.currency());
         if offline_limit.amount() > ceiling {
-            return Err(Problem::bad_request(
-                "offline_limit_too_high",
+            return Err(Problem::new(
+                catalogue::OFFLINE_LIMIT_TOO_HIGH,
                 format!("a device's offline limit is at most {ceiling} {}", offline_limit.currency()),
             )
             .with("max", ceiling.to_string()));
@@ -118,8 +120,7 @@ impl DevicesApi {
             && reserve.currency != offline_limit.currency()
         {
             return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "reserve_currency_mismatch",
+                catalogue::RESERVE_CURRENCY_MISMATCH,
                 format!(
                     "your offline reserve holds {}; enroll the device with a limit in {}",
                     reserve.currency, reserve.currency
@@ -154,8 +155,7 @@ impl DevicesApi {
                     }
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
                     Err(TransactError::ConditionFailed(_)) => Err(Problem::new(
-                        StatusCode::CONFLICT,
-                        "device_exists",
+                        catalogue::DEVICE_EXISTS,
                         format!("device {} was already enrolled with this Idempotency-Key", device.id),
                     )),
                     Err(e) => Err(Problem::internal(e)),
@@ -169,8 +169,7 @@ impl DevicesApi {
 /// another currency, which could never pay them.
 fn offline_currency_mismatch(fixed: &str) -> Problem {
     Problem::new(
-        StatusCode::CONFLICT,
-        "offline_currency_mismatch",
+        catalogue::OFFLINE_CURRENCY_MISMATCH,
         format!("your offline payments are in {fixed}: enroll the device with a limit in {fixed}"),
     )
 }

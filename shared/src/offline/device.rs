@@ -9,13 +9,13 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, Update};
-use lambda_http::http::StatusCode;
 use rust_decimal::Decimal;
 
 use super::payment::Payment;
 use crate::Problem;
 use crate::dynamo::{Item, StoreError, TransactError, Write, get_decimal, get_n, get_s, n, s, transact};
 use crate::money::{Currency, Money};
+use crate::problem::catalogue;
 
 /// Rule: the payer's offline profile takes the device: its currency, and room for one more.
 pub const OFFLINE_PROFILE: &str = "offline_profile.takes_device";
@@ -104,11 +104,9 @@ pub enum OfflineRefusal {
 impl From<OfflineRefusal> for Problem {
     fn from(refusal: OfflineRefusal) -> Self {
         match refusal {
-            OfflineRefusal::OverLimit { .. } => {
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "over_offline_limit", refusal.to_string())
-            }
+            OfflineRefusal::OverLimit { .. } => Problem::new(catalogue::OVER_OFFLINE_LIMIT, refusal.to_string()),
             OfflineRefusal::LimitReached { available, .. } => {
-                Problem::new(StatusCode::CONFLICT, "offline_limit_exceeded", refusal.to_string())
+                Problem::new(catalogue::OFFLINE_LIMIT_EXCEEDED, refusal.to_string())
                     .with("available", available.to_string())
             }
         }
@@ -331,7 +329,7 @@ mod tests {
         let refused = phone.admit(usd(2001)).unwrap_err();
         assert_eq!(refused, OfflineRefusal::LimitReached { available: Decimal::new(2000, 2), limit: usd(5000) });
         let problem = Problem::from(refused);
-        assert_eq!((problem.status, problem.code), (409, "offline_limit_exceeded"));
+        assert_eq!((problem.status().as_u16(), problem.code), (409, "offline_limit_exceeded"));
         assert_eq!(problem.extensions["available"], "20.00");
         assert!(problem.detail.contains("20.00 USD left"), "{}", problem.detail);
         // More than the whole limit, or another currency, can never pay: not a matter of waiting.

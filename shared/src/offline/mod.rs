@@ -26,6 +26,7 @@ use rust_decimal::Decimal;
 
 use crate::crypto::Secret;
 use crate::money::Currency;
+use crate::problem::{Code, catalogue};
 
 pub const CODE_VERSION: &str = "SP1";
 /// How old a code may be when a merchant presents it: long enough for a phone that was offline
@@ -86,24 +87,20 @@ pub enum CodeError {
 }
 
 impl CodeError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static Code {
         match self {
-            CodeError::Malformed => "offline_code_malformed",
-            CodeError::BadSignature => "offline_code_invalid",
-            CodeError::Expired => "offline_code_expired",
-            CodeError::FromTheFuture => "offline_code_from_future",
-            CodeError::Replayed => "offline_code_replayed",
+            CodeError::Malformed => catalogue::OFFLINE_CODE_MALFORMED,
+            CodeError::BadSignature => catalogue::OFFLINE_CODE_INVALID,
+            CodeError::Expired => catalogue::OFFLINE_CODE_EXPIRED,
+            CodeError::FromTheFuture => catalogue::OFFLINE_CODE_FROM_FUTURE,
+            CodeError::Replayed => catalogue::OFFLINE_CODE_REPLAYED,
         }
     }
 }
 
 impl From<CodeError> for crate::Problem {
     fn from(e: CodeError) -> Self {
-        let status = match e {
-            CodeError::Replayed => lambda_http::http::StatusCode::CONFLICT,
-            _ => lambda_http::http::StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        crate::Problem::new(status, e.code(), e.to_string())
+        crate::Problem::new(e.code(), e.to_string())
     }
 }
 

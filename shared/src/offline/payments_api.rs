@@ -29,6 +29,7 @@ use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
+use crate::problem::catalogue;
 use crate::queues::{SettlementJob, SettlementMessage};
 use crate::signed;
 
@@ -55,14 +56,13 @@ struct Presented {
 /// A code from a device its owner revoked (a lost phone): refused, nothing recorded.
 fn device_revoked() -> Problem {
     Problem::new(
-        StatusCode::FORBIDDEN,
-        "device_revoked",
+        catalogue::DEVICE_REVOKED,
         "the payer revoked this device: its codes are no longer accepted; ask for another way to pay",
     )
 }
 
 fn unknown_payment(id: &str) -> Problem {
-    Problem::not_found("unknown_payment", format!("no payment {id:?}"))
+    Problem::new(catalogue::UNKNOWN_PAYMENT, format!("no payment {id:?}"))
 }
 
 impl OfflinePaymentsApi {
@@ -101,8 +101,8 @@ impl OfflinePaymentsApi {
                     .ok_or_else(|| unknown_payment(id))?;
                 Ok(json_response(StatusCode::OK, &payment.view()))
             }
-            other => Err(Problem::not_found(
-                "unknown_route",
+            other => Err(Problem::new(
+                catalogue::UNKNOWN_ROUTE,
                 format!("the offline payments function has no route {other:?}"),
             )),
         }
@@ -140,8 +140,7 @@ impl OfflinePaymentsApi {
         match device.admit(amount) {
             Err(refusal) => refusal.into(),
             Ok(_) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "device_busy",
+                catalogue::DEVICE_BUSY,
                 "the device's other payments changed while this one was recorded; nothing was recorded; retry with the same Idempotency-Key",
             ),
         }
@@ -173,8 +172,8 @@ impl OfflinePaymentsApi {
                     return Err(device_revoked());
                 }
                 if amount.currency() != merchant.currency {
-                    return Err(Problem::bad_request(
-                        "currency_not_accepted",
+                    return Err(Problem::new(
+                        catalogue::CURRENCY_NOT_ACCEPTED,
                         format!("merchant {} sells in {}", merchant.id, merchant.currency),
                     ));
                 }
@@ -241,5 +240,5 @@ impl OfflinePaymentsApi {
 }
 
 fn terminal_inactive(id: &str) -> Problem {
-    Problem::new(StatusCode::FORBIDDEN, "terminal_inactive", format!("terminal {id} is suspended"))
+    Problem::new(catalogue::TERMINAL_INACTIVE, format!("terminal {id} is suspended"))
 }

@@ -23,6 +23,7 @@ use crate::clock::now_epoch_seconds;
 use crate::http::{body_bytes, header as header_of, path_parameter, route_key};
 use crate::merchant::store::MerchantStore;
 use crate::money::Money;
+use crate::problem::catalogue;
 
 const CSRF_COOKIE: &str = "topup_csrf";
 
@@ -85,7 +86,7 @@ impl TopUpApi {
         match route_key(&request) {
             "GET /topup/{token}" => self.form(&request, &topup, None, None, StatusCode::OK).await,
             "POST /topup/{token}" => self.submit(&request, &topup, now).await,
-            other => Err(Problem::not_found("unknown_route", format!("the top-up function has no route {other:?}"))),
+            other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the top-up function has no route {other:?}"))),
         }
     }
 

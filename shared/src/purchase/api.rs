@@ -28,6 +28,7 @@ use crate::merchant::{Merchant, MerchantStatus};
 use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
+use crate::problem::catalogue;
 use crate::signed;
 
 pub struct PurchasesApi {
@@ -62,8 +63,8 @@ struct RefundBody {
 
 fn check_order_id(path: &str, body: Option<&str>) -> Result<(), Problem> {
     match body.map(|named| crate::ids::check("order_id", named)).transpose()? {
-        Some(named) if named != path => Err(Problem::bad_request(
-            "order_id_mismatch",
+        Some(named) if named != path => Err(Problem::new(
+            catalogue::ORDER_ID_MISMATCH,
             format!("the body names order {named:?} but the path names {path:?}"),
         )),
         _ => Ok(()),
@@ -110,7 +111,9 @@ impl PurchasesApi {
             }
             "POST /merchant/orders/{id}/decision" => self.decision(&request).await,
             "POST /merchant/orders/{id}/refunds" => self.refund(&request).await,
-            other => Err(Problem::not_found("unknown_route", format!("the purchases function has no route {other:?}"))),
+            other => {
+                Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the purchases function has no route {other:?}")))
+            }
         }
     }
 
@@ -121,8 +124,8 @@ impl PurchasesApi {
                 // Judged inside the key's run: a retry after the merchant changed is answered as before.
                 let merchant = self.merchants.active(&purchase.merchant_id).await?;
                 if purchase.amount.currency() != merchant.currency {
-                    return Err(Problem::bad_request(
-                        "currency_not_accepted",
+                    return Err(Problem::new(
+                        catalogue::CURRENCY_NOT_ACCEPTED,
                         format!(
                             "merchant {} sells in {}, not {}",
                             merchant.id,
@@ -242,7 +245,7 @@ impl PurchasesApi {
         check_order_id(id, order_id.as_deref())?;
         let amount = amount.validate()?;
         if reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
-            return Err(Problem::bad_request("invalid_reason", "reason must be at most 200 characters"));
+            return Err(Problem::new(catalogue::INVALID_REASON, "reason must be at most 200 characters"));
         }
         let caller = format!("merchant:{}", merchant.id);
         self.idempotency

@@ -15,13 +15,13 @@ pub mod relay;
 pub mod service;
 pub mod store;
 
-use lambda_http::http::StatusCode;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::ledger::{AccountId, Transfer};
 use crate::money::{Money, MoneyInput};
+use crate::problem::catalogue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -142,10 +142,13 @@ impl PurchaseRequest {
     pub fn validate(self) -> Result<ValidPurchase, Problem> {
         crate::ids::check("merchant_id", &self.merchant_id)?;
         if self.product_id.is_empty() || self.product_id.len() > 100 || self.product_id.chars().any(char::is_control) {
-            return Err(Problem::bad_request("invalid_product_id", "product_id must be 1 to 100 printable characters"));
+            return Err(Problem::new(
+                catalogue::INVALID_PRODUCT_ID,
+                "product_id must be 1 to 100 printable characters",
+            ));
         }
         if !(1..=1000).contains(&self.quantity) {
-            return Err(Problem::bad_request("invalid_quantity", "quantity must be from 1 to 1000"));
+            return Err(Problem::new(catalogue::INVALID_QUANTITY, "quantity must be from 1 to 1000"));
         }
         Ok(ValidPurchase {
             amount: self.amount.validate()?,
@@ -195,8 +198,7 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
         && recorded != asked
     {
         return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "order_already_decided",
+            catalogue::ORDER_ALREADY_DECIDED,
             format!("the merchant's {} of order {} is recorded and is being carried out", recorded.as_str(), order.id),
         ));
     }
@@ -211,25 +213,19 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
     }
     if order.state != OrderState::AwaitingMerchant {
         return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "order_already_settled",
+            catalogue::ORDER_ALREADY_SETTLED,
             format!("order {} is already {}", order.id, order.state.as_str()),
         ));
     }
     match to {
         OrderState::Paid if now >= order.expires_at && recorded.is_none() => {
             return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "order_expired",
+                catalogue::ORDER_EXPIRED,
                 format!("order {} expired before it was confirmed", order.id),
             ));
         }
         OrderState::Expired if now < order.expires_at => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "order_not_expired",
-                format!("order {} has not expired yet", order.id),
-            ));
+            return Err(Problem::new(catalogue::ORDER_NOT_EXPIRED, format!("order {} has not expired yet", order.id)));
         }
         _ => {}
     }

@@ -3,8 +3,6 @@
 //! the outbox message it implies, then the message is sent. A merchant's decision whose transaction
 //! fails is recorded on the order instead, and carried out by a retry or the order's expiry check.
 
-use lambda_http::http::StatusCode;
-
 use super::store::{ORDER_NEW, ORDER_REFUNDABLE, OrderStore, Recording};
 use super::{Decision, Order, OrderState, Settlement, settle};
 use crate::Problem;
@@ -17,6 +15,7 @@ use crate::ledger::{AccountId, Transfer};
 use crate::merchant::store::MERCHANT_ACTIVE;
 use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
+use crate::problem::catalogue;
 use crate::queues::NotificationMessage;
 
 /// SQS's longest delay: an order's expiry check is due then at the latest and re-checks after.
@@ -34,26 +33,22 @@ pub struct PurchaseService {
 }
 
 pub fn unknown_order(id: &str) -> Problem {
-    Problem::not_found("unknown_order", format!("no order {id:?}"))
+    Problem::new(catalogue::UNKNOWN_ORDER, format!("no order {id:?}"))
 }
 
 /// A ledger refusal as a client should read it.
 pub fn transfer_problem(e: TransferError) -> Problem {
     match e {
         TransferError::Ledger(LedgerError::InsufficientFunds { available, wanted, .. }) => Problem::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_funds",
+            catalogue::INSUFFICIENT_FUNDS,
             format!("the wallet has {available} available; this needs {wanted}"),
         )
         .with("available", available.to_string()),
-        TransferError::Ledger(LedgerError::CurrencyMismatch { held, wanted, .. }) => Problem::new(
-            StatusCode::CONFLICT,
-            "wallet_currency_mismatch",
-            format!("the wallet holds {held}; this is in {wanted}"),
-        ),
+        TransferError::Ledger(LedgerError::CurrencyMismatch { held, wanted, .. }) => {
+            Problem::new(catalogue::WALLET_CURRENCY_MISMATCH, format!("the wallet holds {held}; this is in {wanted}"))
+        }
         TransferError::Contention => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger_busy",
+            catalogue::LEDGER_BUSY,
             "the accounts were too busy to update; nothing moved; retry with the same Idempotency-Key",
         ),
         other => Problem::internal(other),
@@ -185,21 +180,19 @@ impl PurchaseService {
         }
         if order.state != OrderState::Paid {
             return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "order_not_paid",
+                catalogue::ORDER_NOT_PAID,
                 format!("order {} is {}", order.id, order.state.as_str()),
             ));
         }
         if amount.currency() != order.amount.currency() {
-            return Err(Problem::bad_request(
-                "currency_mismatch",
+            return Err(Problem::new(
+                catalogue::CURRENCY_MISMATCH,
                 format!("order {} was paid in {}", order.id, order.amount.currency()),
             ));
         }
         let too_much = |refundable: rust_decimal::Decimal| {
             Problem::new(
-                StatusCode::CONFLICT,
-                "refund_exceeds_paid",
+                catalogue::REFUND_EXCEEDS_PAID,
                 format!("{} is more than the {refundable} still refundable on order {}", amount.amount(), order.id),
             )
             .with("refundable", refundable.to_string())
@@ -245,8 +238,7 @@ impl PurchaseService {
                 Err(too_much(current.refundable))
             }
             Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => Err(Problem::new(
-                StatusCode::CONFLICT,
-                "merchant_insufficient_funds",
+                catalogue::MERCHANT_INSUFFICIENT_FUNDS,
                 format!("the merchant's account holds {available}, not enough for this refund"),
             )),
             Err(e) => Err(transfer_problem(e)),
@@ -257,9 +249,8 @@ impl PurchaseService {
 /// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
 /// (It may still decline an order, which returns the user's money.)
 pub fn suspended_refund(id: &str) -> Problem {
-    Problem::new(
-        StatusCode::FORBIDDEN,
-        "merchant_inactive",
+    Problem::alternate(
+        catalogue::MERCHANT_INACTIVE,
         format!("merchant {id:?} is suspended: it may not refund; nothing was moved"),
     )
 }

@@ -1,4 +1,9 @@
-//! Errors as `application/problem+json` (RFC 9457) with a stable machine-readable `code`.
+//! Errors as `application/problem+json` (RFC 9457) with a stable machine-readable `code`, every
+//! code declared once in the catalogue (`catalogue`), which gives each its status and title.
+
+pub mod catalogue;
+
+pub use catalogue::Code;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
@@ -8,12 +13,13 @@ use serde_json::{Map, Value};
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
 /// A problem answer. `code` is stable across releases: clients branch on it, not on `detail`.
+/// Built only from a catalogued `Code`, so its status and title are the catalogue's.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
+    kind: String,
+    title: &'static str,
+    status: u16,
     pub code: &'static str,
     pub detail: String,
     /// Extra members (e.g. `current_version`), flattened into the problem object.
@@ -22,31 +28,32 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(code: &'static Code, detail: impl Into<String>) -> Self {
+        Self::with_status(code, code.status(), detail)
+    }
+
+    /// The answer of the one case the catalogue names for `code` with another status (e.g. a
+    /// suspended merchant's refund is 403, not 409); `code`'s own status if it names none.
+    pub fn alternate(code: &'static Code, detail: impl Into<String>) -> Self {
+        Self::with_status(code, code.alternate().map_or(code.status(), |(status, _)| status), detail)
+    }
+
+    fn with_status(code: &'static Code, status: u16, detail: impl Into<String>) -> Self {
         Problem {
-            kind: format!("urn:superpay:problem:{code}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            code,
+            kind: format!("urn:superpay:problem:{}", code.code()),
+            title: code.title(),
+            status,
+            code: code.code(),
             detail: detail.into(),
             extensions: Map::new(),
         }
-    }
-
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, detail)
-    }
-
-    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, detail)
     }
 
     /// A failure that is ours, not the caller's. The cause is logged, never sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            catalogue::INTERNAL,
             "the request could not be completed; it is safe to retry with the same Idempotency-Key",
         )
     }
@@ -83,7 +90,7 @@ impl std::fmt::Display for Problem {
 
 impl From<crate::money::MoneyError> for Problem {
     fn from(e: crate::money::MoneyError) -> Self {
-        Problem::bad_request(e.code(), e.to_string())
+        Problem::new(e.code(), e.to_string())
     }
 }
 
@@ -93,14 +100,14 @@ mod tests {
 
     #[test]
     fn renders_rfc9457_with_code_and_extensions() {
-        let p = Problem::new(StatusCode::PRECONDITION_FAILED, "version_conflict", "stale").with("current_version", 4);
+        let p = Problem::new(catalogue::VERSION_CONFLICT, "stale").with("current_version", 4);
         let response = p.to_response();
         assert_eq!(response.status(), 412);
         assert_eq!(response.headers()["content-type"], CONTENT_TYPE);
         let Body::Text(text) = response.body() else { panic!("text body") };
         let json: Value = serde_json::from_str(text).unwrap();
         assert_eq!(json["type"], "urn:superpay:problem:version_conflict");
-        assert_eq!(json["title"], "Precondition Failed");
+        assert_eq!(json["title"], "Version conflict");
         assert_eq!(json["status"], 412);
         assert_eq!(json["code"], "version_conflict");
         assert_eq!(json["current_version"], 4);

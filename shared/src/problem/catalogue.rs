@@ -1,0 +1,516 @@
+//! The catalogue of every public problem code: its HTTP status, a short title and when it happens.
+//! A `Code` can only be declared here, so every problem+json answer names a catalogued code, and
+//! `docs/api/errors.md` is generated from this list (its tests keep the two, the e2e tests and the
+//! API pages in step).
+
+/// One public problem code. Clients branch on `code`; `status` and `title` go into every answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Code {
+    code: &'static str,
+    status: u16,
+    title: &'static str,
+    when: &'static str,
+    /// The status of the one case that answers otherwise, and when (see `Problem::alternate`).
+    alternate: Option<(u16, &'static str)>,
+}
+
+impl Code {
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub fn title(&self) -> &'static str {
+        self.title
+    }
+
+    pub fn when(&self) -> &'static str {
+        self.when
+    }
+
+    pub fn alternate(&self) -> Option<(u16, &'static str)> {
+        self.alternate
+    }
+}
+
+macro_rules! catalogue {
+    ($($name:ident = $code:literal, $status:literal, $title:literal, $when:literal $(, or $alt:literal $alt_when:literal)?;)+) => {
+        $(
+            pub const $name: &Code = &Code {
+                code: $code,
+                status: $status,
+                title: $title,
+                when: $when,
+                alternate: catalogue!(@alt $($alt, $alt_when)?),
+            };
+        )+
+        /// Every code, in the order of the generated table.
+        pub const ALL: &[&Code] = &[$($name),+];
+    };
+    (@alt) => { None };
+    (@alt $alt:literal, $alt_when:literal) => { Some(($alt, $alt_when)) };
+}
+
+catalogue! {
+    // 400: the request is malformed or names something invalid; nothing was read or changed.
+    MALFORMED_JSON = "malformed_json", 400, "Malformed JSON body",
+        "The body is empty, not JSON, lacks a required field or has a field its route does not name.";
+    MALFORMED_HEADER = "malformed_header", 400, "Malformed header",
+        "A header the route reads is not visible ASCII.";
+    MISSING_PATH_PARAMETER = "missing_path_parameter", 400, "Missing path parameter",
+        "The route's path parameter did not reach the function.";
+    INVALID_ID = "invalid_id", 400, "Invalid id",
+        "An id from outside (path parameter, id field, key id) breaks the id rule; `field` names it.";
+    IDEMPOTENCY_KEY_MISSING = "idempotency_key_missing", 400, "Idempotency-Key missing",
+        "A route that creates something or moves money got no Idempotency-Key header.";
+    IDEMPOTENCY_KEY_INVALID = "idempotency_key_invalid", 400, "Invalid Idempotency-Key",
+        "The Idempotency-Key is not 1 to 255 visible ASCII characters.";
+    AMOUNT_NOT_DECIMAL_STRING = "amount_not_decimal_string", 400, "Amount not a decimal string",
+        "An amount is not a string in the one decimal spelling (a JSON number, a sign, an exponent, a leading zero).";
+    AMOUNT_NOT_POSITIVE = "amount_not_positive", 400, "Amount not positive",
+        "An amount is zero.";
+    AMOUNT_TOO_MANY_DECIMALS = "amount_too_many_decimals", 400, "Too many decimals",
+        "An amount has more decimals than its currency's minor unit.";
+    AMOUNT_OVER_LIMIT = "amount_over_limit", 400, "Amount over the currency's limit",
+        "An amount is over its currency's per-operation limit.";
+    UNKNOWN_CURRENCY = "unknown_currency", 400, "Unknown currency",
+        "A currency is not one of the accepted ISO 4217 codes.";
+    CURRENCY_NOT_ACCEPTED = "currency_not_accepted", 400, "Currency not accepted",
+        "The merchant (or a mini-app's owner) sells in another currency than the amount's.";
+    CURRENCY_MISMATCH = "currency_mismatch", 400, "Refund in another currency",
+        "A refund's amount is not in the currency the order was paid in.";
+    INVALID_CURSOR = "invalid_cursor", 400, "Invalid cursor",
+        "A page's `before` is not a sequence number.";
+    INVALID_COUNTERPARTY = "invalid_counterparty", 400, "Invalid counterparty",
+        "A conversation's counterparty is not merchant:<id>, miniapp:<id> or platform.";
+    BEYOND_LAST_MESSAGE = "beyond_last_message", 400, "Beyond the last message",
+        "A conversation is marked read up to a message it does not have yet.";
+    INVALID_GROUP_NAME = "invalid_group_name", 400, "Invalid group name",
+        "A config group's name breaks the group name rule.";
+    INVALID_VERSION = "invalid_version", 400, "Invalid version",
+        "A config version (query or ETag) is not a positive integer.";
+    CONFLICTING_VERSIONS = "conflicting_versions", 400, "Conflicting versions",
+        "A config read names two different versions (query and If-None-Match).";
+    VERSION_FROM_FUTURE = "version_from_future", 400, "Version from the future",
+        "A config read names a version later than the latest; `latest_version` says which is.";
+    PARAMETERS_NOT_OBJECT = "parameters_not_object", 400, "Parameters not an object",
+        "A config group's parameters are not a JSON object.";
+    PARAMETERS_CONTAIN_NULL = "parameters_contain_null", 400, "Parameters contain null",
+        "A config group's parameters hold a null, which a merge patch cannot store.";
+    INVALID_PRECONDITION = "invalid_precondition", 400, "Invalid precondition",
+        "A publish's If-Match or If-None-Match is not a quoted version or `*` as the route takes it.";
+    INVALID_INTERFACE = "invalid_interface", 400, "Invalid interface",
+        "A mini-app's interface descriptor breaks a rule (title, entry page, actions, permissions).";
+    INVALID_SERVER_URL = "invalid_server_url", 400, "Invalid server URL",
+        "A mini-app's server_url is not an absolute https URL.";
+    INVALID_MINIAPP_ID = "invalid_miniapp_id", 400, "Invalid mini-app id",
+        "A mini-app id holds a `:`, which the id rule allows but a mini-app id cannot.";
+    INVALID_PARAMS = "invalid_params", 400, "Invalid params",
+        "A mini-app request's params are not a JSON object or are too large.";
+    UNKNOWN_ACTION = "unknown_action", 400, "Unknown action",
+        "A mini-app request names an action its interface does not offer.";
+    INVALID_PRODUCT_ID = "invalid_product_id", 400, "Invalid product id",
+        "A purchase's product_id is not 1 to 100 printable characters.";
+    INVALID_QUANTITY = "invalid_quantity", 400, "Invalid quantity",
+        "A purchase's quantity is not from 1 to 1000.";
+    ORDER_ID_MISMATCH = "order_id_mismatch", 400, "Order id mismatch",
+        "A merchant's body names another order than its path.";
+    INVALID_REASON = "invalid_reason", 400, "Invalid reason",
+        "A refund's reason is over 200 characters.";
+    INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
+        "A merchant's name is not 1 to 100 characters.";
+    INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
+        "A merchant's product_server_url is not an absolute https URL.";
+    INVALID_STATUS = "invalid_status", 400, "Invalid status",
+        "A status change names a status the party cannot take.";
+    INVALID_GRACE_SECONDS = "invalid_grace_seconds", 400, "Invalid grace",
+        "A key rotation's grace_seconds is not from 1 to 7 days.";
+    INVALID_PUBLIC_KEY = "invalid_public_key", 400, "Invalid public key",
+        "A device's public_key is not a base64 uncompressed P-256 point.";
+    OFFLINE_LIMIT_TOO_HIGH = "offline_limit_too_high", 400, "Offline limit too high",
+        "A device's offline limit is over the ceiling for its currency.";
+    // 401: the caller is not who it must be.
+    UNAUTHENTICATED = "unauthenticated", 401, "Unauthenticated",
+        "A user's route ran without an authenticated user (no JWT authorizer on the route).";
+    SIGNATURE_MISSING = "signature_missing", 401, "Signature missing",
+        "A signed route's signature headers are missing or malformed.";
+    SIGNATURE_INVALID = "signature_invalid", 401, "Signature invalid",
+        "The key id is unknown or the signature does not match the request.";
+    SIGNATURE_STALE = "signature_stale", 401, "Signature stale",
+        "The signature's timestamp is more than 300 s from our clock.";
+    SIGNATURE_REPLAYED = "signature_replayed", 401, "Signature replayed",
+        "The signature's nonce was already used with this key id.";
+    // 402
+    INSUFFICIENT_FUNDS = "insufficient_funds", 402, "Insufficient funds",
+        "The wallet does not hold the amount; nothing moved.";
+    // 403: the caller is known but may not do this.
+    FORBIDDEN = "forbidden", 403, "Admin scope required",
+        "An admin route ran for a caller without the superpay/admin scope.";
+    MINIAPP_SESSION_INVALID = "miniapp_session_invalid", 403, "Mini-app session invalid",
+        "A mini-app session is unknown, or another user's or another app's.";
+    MINIAPP_SESSION_EXPIRED = "miniapp_session_expired", 403, "Mini-app session expired",
+        "A mini-app session has expired; the app must be verified again.";
+    MINIAPP_MAY_NOT_CHARGE = "miniapp_may_not_charge", 403, "Mini-app may not charge",
+        "A mini-app request approves an amount but the app lacks the wallet.charge permission.";
+    MINIAPP_SUSPENDED = "miniapp_suspended", 403, "Mini-app suspended",
+        "The platform suspended the mini-app: it cannot be opened or used.";
+    DEVICE_REVOKED = "device_revoked", 403, "Device revoked",
+        "The payer revoked the device whose offline code is presented.";
+    TERMINAL_INACTIVE = "terminal_inactive", 403, "Terminal suspended",
+        "An admin suspended the till terminal presenting an offline payment.";
+    // 404
+    UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
+        "The function was invoked for a route it does not serve.";
+    UNKNOWN_GROUP = "unknown_group", 404, "Unknown config group",
+        "No config group has this name.";
+    VERSION_NOT_IN_HISTORY = "version_not_in_history", 404, "Version not in history",
+        "A config version is older than the last 50 kept.";
+    UNKNOWN_MERCHANT = "unknown_merchant", 404, "Unknown merchant",
+        "No merchant has this id.";
+    UNKNOWN_TERMINAL = "unknown_terminal", 404, "Unknown terminal",
+        "No till terminal of this merchant has this id.";
+    UNKNOWN_MINIAPP = "unknown_miniapp", 404, "Unknown mini-app",
+        "No mini-app has this id.";
+    UNKNOWN_ORDER = "unknown_order", 404, "Unknown order",
+        "No order has this id (or it is another merchant's).";
+    UNKNOWN_DEVICE = "unknown_device", 404, "Unknown device",
+        "No device of the caller has this id.";
+    UNKNOWN_PAYMENT = "unknown_payment", 404, "Unknown payment",
+        "No offline payment of this terminal has this id.";
+    // 409: the request conflicts with the resource's current state.
+    IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
+        "A request with this Idempotency-Key is still running.";
+    MERCHANT_INACTIVE = "merchant_inactive", 409, "Merchant suspended",
+        "The merchant is suspended: no purchase, capture, offline payment or mini-app registration or charge.",
+        or 403 "On a suspended merchant's refund: it moves no money out of its account.";
+    MERCHANT_EXISTS = "merchant_exists", 409, "Merchant exists",
+        "The merchant was already registered with this Idempotency-Key.";
+    TERMINAL_EXISTS = "terminal_exists", 409, "Terminal exists",
+        "The terminal was already registered with this Idempotency-Key.";
+    MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
+        "The mini-app was already registered with this Idempotency-Key.";
+    ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
+        "A key is rotated while its previous key's grace runs, or it changed meanwhile.";
+    NO_ROTATION_IN_GRACE = "no_rotation_in_grace", 409, "No rotation in grace",
+        "A grace is ended where no previous key is honoured.";
+    ORDER_ALREADY_DECIDED = "order_already_decided", 409, "Order already decided",
+        "The merchant's other decision on the order is recorded and is being carried out.";
+    ORDER_ALREADY_SETTLED = "order_already_settled", 409, "Order already settled",
+        "The order is already paid, declined or expired.";
+    ORDER_EXPIRED = "order_expired", 409, "Order expired",
+        "A confirm comes after the order's expires_at.";
+    ORDER_NOT_EXPIRED = "order_not_expired", 409, "Order not expired",
+        "An order's expiry check ran before the order expired.";
+    ORDER_NOT_PAID = "order_not_paid", 409, "Order not paid",
+        "A refund names an order that is not paid.";
+    REFUND_EXCEEDS_PAID = "refund_exceeds_paid", 409, "Refund exceeds paid",
+        "A refund is more than is still refundable on the order; `refundable` says how much is.";
+    MERCHANT_INSUFFICIENT_FUNDS = "merchant_insufficient_funds", 409, "Merchant account short",
+        "The merchant's account does not hold the refund.";
+    WALLET_CURRENCY_MISMATCH = "wallet_currency_mismatch", 409, "Wallet in another currency",
+        "The wallet holds another currency than the payment's.";
+    AMOUNT_MISMATCH = "amount_mismatch", 409, "Amount mismatch",
+        "A mini-app's server asked for another amount than the user approved; nothing moved.";
+    TOO_MANY_DEVICES = "too_many_devices", 409, "Too many devices",
+        "The payer already has the most devices for offline payments.";
+    RESERVE_CURRENCY_MISMATCH = "reserve_currency_mismatch", 409, "Reserve in another currency",
+        "The payer's offline reserve holds another currency than the device's limit.";
+    OFFLINE_CURRENCY_MISMATCH = "offline_currency_mismatch", 409, "Offline payments in another currency",
+        "The payer's offline payments are fixed to another currency than the device's limit.";
+    DEVICE_EXISTS = "device_exists", 409, "Device exists",
+        "The device was already enrolled with this Idempotency-Key.";
+    OFFLINE_LIMIT_EXCEEDED = "offline_limit_exceeded", 409, "Offline limit reached",
+        "The device's unsettled payments leave too little of its limit; `available` says what is left.";
+    OFFLINE_CODE_REPLAYED = "offline_code_replayed", 409, "Offline code replayed",
+        "The offline code was already used.";
+    ROLLBACK_NOT_EARLIER = "rollback_not_earlier", 409, "Rollback not earlier",
+        "A rollback names a version that is not earlier than the current one.";
+    // 410
+    MINIAPP_REVOKED = "miniapp_revoked", 410, "Mini-app revoked",
+        "The mini-app was revoked: it can no longer be opened or used.",
+        or 409 "When an admin changes a revoked mini-app's status: revocation is final.";
+    // 412, 413, 422, 428
+    VERSION_CONFLICT = "version_conflict", 412, "Version conflict",
+        "A publish's If-Match names a version that is no longer current; `current_version` says which is.";
+    GROUP_EXISTS = "group_exists", 412, "Group exists",
+        "A publish with If-None-Match: * names a group that exists; `current_version` says its version.";
+    BODY_TOO_LARGE = "body_too_large", 413, "Body too large",
+        "The request body is over 256 KiB; `limit_bytes` says the limit.";
+    PARAMETERS_TOO_LARGE = "parameters_too_large", 413, "Parameters too large",
+        "A config group's parameters are over the size a group may have.";
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", 422, "Idempotency-Key reused",
+        "The Idempotency-Key was used for a different request.";
+    OVER_OFFLINE_LIMIT = "over_offline_limit", 422, "Over the offline limit",
+        "An offline payment is more than the device's whole limit, or in another currency.";
+    OFFLINE_CODE_MALFORMED = "offline_code_malformed", 422, "Offline code malformed",
+        "The presented code is not a superpay offline code.";
+    OFFLINE_CODE_INVALID = "offline_code_invalid", 422, "Offline code invalid",
+        "The offline code's device is unknown or its signature does not match.";
+    OFFLINE_CODE_EXPIRED = "offline_code_expired", 422, "Offline code expired",
+        "The offline code is older than the offline window.";
+    OFFLINE_CODE_FROM_FUTURE = "offline_code_from_future", 422, "Offline code from the future",
+        "The offline code's time is ahead of our clock.";
+    PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",
+        "A publish has neither If-Match nor If-None-Match.";
+    // 5xx: ours, not the caller's; nothing changed and a retry with the same key is safe.
+    INTERNAL = "internal", 500, "Internal error",
+        "A failure of ours (a store, KMS, a bug); the cause is logged, never sent.";
+    MINIAPP_SERVER_UNREACHABLE = "miniapp_server_unreachable", 502, "Mini-app server unreachable",
+        "The mini-app's server could not be reached; nothing moved.";
+    MINIAPP_SERVER_INVALID_ANSWER = "miniapp_server_invalid_answer", 502, "Mini-app server answer invalid",
+        "The mini-app's server answered with something that is not a valid answer; nothing moved.";
+    MINIAPP_SERVER_BAD_SIGNATURE = "miniapp_server_bad_signature", 502, "Mini-app server answer unsigned",
+        "The mini-app's server's answer is not signed with its key; nothing moved.";
+    LEDGER_BUSY = "ledger_busy", 503, "Ledger busy",
+        "The accounts were too busy to update; nothing moved.";
+    DEVICE_BUSY = "device_busy", 503, "Device busy",
+        "The device's other payments changed while this one was recorded; nothing was recorded.";
+    MINIAPP_SERVER_TIMEOUT = "miniapp_server_timeout", 504, "Mini-app server timeout",
+        "The mini-app's server did not answer in time; nothing moved.";
+}
+
+/// Looks a code up by its string (for the tests and tools that read codes from text).
+pub fn find(code: &str) -> Option<&'static Code> {
+    ALL.iter().copied().find(|c| c.code == code)
+}
+
+/// The table of `docs/api/errors.md`.
+pub fn document() -> String {
+    let mut doc = String::from(
+        "# Error codes\n\n\
+         <!-- Generated from shared/src/problem/catalogue.rs: do not edit. After changing the catalogue, \
+         regenerate with `UPDATE_ERRORS_DOC=1 cargo test -p superpay-shared errors_doc`. -->\n\n\
+         Every problem+json answer (see [conventions](conventions.md)) carries one of these codes, with this \
+         status and title. Clients branch on `code`; `detail` says what happened in words.\n\n\
+         | code | status | title | when |\n|---|---|---|---|\n",
+    );
+    for c in ALL {
+        let mut status = c.status.to_string();
+        let mut when = c.when.to_owned();
+        if let Some((alternate, alternate_when)) = c.alternate {
+            status = format!("{status}, {alternate}");
+            when = format!("{when} {alternate}: {alternate_when}");
+        }
+        doc.push_str(&format!("| `{}` | {status} | {} | {when} |\n", c.code, c.title));
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn repository() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("shared/ is in the repository").to_path_buf()
+    }
+
+    #[test]
+    fn codes_are_unique_and_name_one_condition_each() {
+        let mut codes = HashMap::new();
+        let mut words = HashMap::new();
+        let mut titles = HashMap::new();
+        for c in ALL {
+            assert!(codes.insert(c.code, c).is_none(), "{} is declared twice", c.code);
+            let mut sorted: Vec<&str> = c.code.split('_').collect();
+            sorted.sort_unstable();
+            if let Some(other) = words.insert(sorted, c.code) {
+                panic!("{other} and {} are the same words in another order", c.code);
+            }
+            if let Some(other) = titles.insert(c.title, c.code) {
+                panic!("{other} and {} have the same title", c.code);
+            }
+            assert!(c.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{} is not snake_case", c.code);
+            for status in std::iter::once(c.status).chain(c.alternate.map(|(s, _)| s)) {
+                assert!((400..600).contains(&status), "{} has status {status}, not 4xx or 5xx", c.code);
+            }
+            assert!(c.when.ends_with('.'), "{}'s `when` is one sentence", c.code);
+        }
+    }
+
+    /// The codes the e2e tests assert: the first string after a `["code"]` in its statement (not
+    /// an index such as `["current_version"]`), and the string after a `StatusCode::X,` (the case
+    /// tables).
+    fn codes_asserted_in(text: &str) -> BTreeSet<String> {
+        let literal = |mut rest: &str| -> Option<String> {
+            loop {
+                let start = rest.find('"')?;
+                let end = start + 1 + rest[start + 1..].find('"')?;
+                if !rest[..start].ends_with('[') {
+                    return Some(rest[start + 1..end].to_owned());
+                }
+                rest = &rest[end + 1..];
+            }
+        };
+        let mut found = BTreeSet::new();
+        for (at, _) in text.match_indices("[\"code\"]") {
+            let rest = &text[at + 8..];
+            let statement = &rest[..rest.find(';').unwrap_or(rest.len())];
+            found.extend(literal(statement));
+        }
+        // The constants' names of the 4xx and 5xx statuses (`PAYLOAD_TOO_LARGE`, ...).
+        let refusals: Vec<String> = (400..600)
+            .filter_map(|s| lambda_http::http::StatusCode::from_u16(s).ok()?.canonical_reason())
+            .map(|reason| reason.to_ascii_uppercase().replace([' ', '-'], "_"))
+            .collect();
+        for (at, _) in text.match_indices("StatusCode::") {
+            let rest = &text[at + 12..];
+            let name = &rest[..rest.find(|c: char| !(c.is_ascii_uppercase() || c == '_')).unwrap_or(rest.len())];
+            let after = &rest[name.len()..];
+            if !refusals.iter().any(|r| r == name) {
+                continue;
+            }
+            if let Some(after) = after.strip_prefix(',') {
+                let after = after.trim_start();
+                let after = after.strip_prefix("Some(").unwrap_or(after);
+                if after.starts_with('"') {
+                    found.extend(literal(after));
+                }
+            }
+        }
+        found.retain(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        found
+    }
+
+    /// The codes an API page names: each backticked word after a 4xx or 5xx status, and the
+    /// backticked words listed after it (`, ` / ` or ` / ` and `, skipping parentheses).
+    /// `amount_*` stands for every code with that prefix.
+    fn codes_documented_in(text: &str) -> BTreeSet<String> {
+        let is_code = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'*');
+        let mut found = BTreeSet::new();
+        for (at, _) in text.match_indices(" `") {
+            let status = at.checked_sub(3).and_then(|start| text.get(start..at)).unwrap_or_default();
+            let before = text[..at - status.len()].chars().next_back();
+            if !(status.starts_with(['4', '5'])
+                && status.bytes().all(|b| b.is_ascii_digit())
+                && !before.is_some_and(char::is_alphanumeric))
+            {
+                continue;
+            }
+            let mut rest = &text[at + 1..];
+            while let Some((word, after)) = rest.strip_prefix('`').and_then(|r| r.split_once('`')) {
+                if !is_code(word) {
+                    break;
+                }
+                found.insert(word.to_owned());
+                rest = after;
+                if rest.starts_with(" (") {
+                    let mut depth = 0;
+                    let end = rest.char_indices().find_map(|(at, c)| {
+                        depth += match c {
+                            '(' => 1,
+                            ')' => -1,
+                            _ => 0,
+                        };
+                        (depth == 0 && c == ')').then_some(at + 1)
+                    });
+                    rest = &rest[end.unwrap_or(rest.len())..];
+                }
+                let Some(next) = [", or ", ", ", " or ", " and "].iter().find_map(|s| rest.strip_prefix(s)) else {
+                    break;
+                };
+                rest = next;
+            }
+        }
+        found
+    }
+
+    fn missing(found: &BTreeSet<String>) -> Vec<&String> {
+        found
+            .iter()
+            .filter(|word| match word.strip_suffix('*') {
+                Some(prefix) => !ALL.iter().any(|c| c.code.starts_with(prefix)),
+                None => find(word).is_none(),
+            })
+            .collect()
+    }
+
+    fn files(dir: &str, extension: &str) -> Vec<(PathBuf, String)> {
+        let dir = repository().join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("a directory entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == extension))
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).expect("a readable file");
+                (path, text)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn every_code_the_e2e_tests_assert_is_catalogued() {
+        let mut all = BTreeSet::new();
+        for (path, text) in files("tests/e2e", "rs") {
+            let found = codes_asserted_in(&text);
+            assert!(
+                missing(&found).is_empty(),
+                "{} asserts codes the catalogue lacks: {:?}",
+                path.display(),
+                missing(&found)
+            );
+            all.extend(found);
+        }
+        // The scan must keep finding the suite's codes, or it checks nothing.
+        assert!(all.len() >= 60, "only {} codes found in tests/e2e: {all:?}", all.len());
+    }
+
+    #[test]
+    fn every_code_the_api_pages_name_is_catalogued() {
+        let mut all = BTreeSet::new();
+        for (path, text) in files("docs/api", "md") {
+            if path.ends_with("errors.md") {
+                continue;
+            }
+            let found = codes_documented_in(&text);
+            assert!(
+                missing(&found).is_empty(),
+                "{} names codes the catalogue lacks: {:?}",
+                path.display(),
+                missing(&found)
+            );
+            all.extend(found);
+        }
+        assert!(all.len() >= 60, "only {} codes found in docs/api: {all:?}", all.len());
+    }
+
+    #[test]
+    fn the_scans_read_the_usual_shapes() {
+        let asserted = codes_asserted_in(
+            r#"assert_eq!(x.1["code"], "merchant_inactive");
+               assert_eq!((status, b["code"].as_str(), b["n"]), (StatusCode::NOT_FOUND, Some("unknown_order"), 2));
+               let cases = [("a b", StatusCode::BAD_REQUEST, "invalid_id")];
+               assert_eq!((status, b["outcome"].as_str()), (StatusCode::CREATED, Some("charged")));"#,
+        );
+        assert_eq!(asserted, BTreeSet::from(["merchant_inactive", "unknown_order", "invalid_id"].map(String::from)));
+        let documented = codes_documented_in(
+            "| 400 `amount_*`, `invalid_id` (with `field`), or `x_y`; 409 `order_expired` (a `paid` one) and `z` with `w` |\n\
+             401 `{\"message\":\"Unauthorized\"}`",
+        );
+        assert_eq!(
+            documented,
+            BTreeSet::from(["amount_*", "invalid_id", "x_y", "order_expired", "z"].map(String::from))
+        );
+    }
+
+    #[test]
+    fn errors_doc_is_generated_from_the_catalogue() {
+        let path = repository().join("docs/api/errors.md");
+        let generated = document();
+        if std::env::var_os("UPDATE_ERRORS_DOC").is_some() {
+            std::fs::write(&path, &generated).expect("docs/api/errors.md is writable");
+        }
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            stored == generated,
+            "docs/api/errors.md is not the catalogue's table: run UPDATE_ERRORS_DOC=1 cargo test -p superpay-shared errors_doc"
+        );
+    }
+}
