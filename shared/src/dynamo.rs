@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
 
@@ -16,24 +16,58 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// A store call that failed for a reason the caller cannot fix (network, throttling, a bug).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+/// A store call that failed for a reason the caller cannot fix (network, throttling, a bug): what
+/// was being done, and the error that stopped it, kept as the source so its chain is not lost.
+/// Display writes the whole chain, so a log line of it says everything.
+#[derive(Debug)]
+pub struct StoreError {
+    context: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A failure with no underlying error (a corrupt item, a broken invariant).
+    pub fn new(context: impl Into<String>) -> Self {
+        StoreError { context: context.into(), source: None }
+    }
+
+    /// `source` stopped what `context` names.
+    pub fn caused(context: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError { context: context.into(), source: Some(source.into()) }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.context)?;
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 impl<E, R> From<SdkError<E, R>> for StoreError
 where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     fn from(e: SdkError<E, R>) -> Self {
-        StoreError(DisplayErrorContext(e).to_string())
+        StoreError::caused("an AWS call failed", e)
     }
 }
 
 impl From<aws_sdk_dynamodb::error::BuildError> for StoreError {
     fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
-        StoreError(e.to_string())
+        StoreError::caused("a DynamoDB request could not be built", e)
     }
 }
 
@@ -46,25 +80,25 @@ impl From<StoreError> for crate::Problem {
 pub fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     match item.get(name) {
         Some(AttributeValue::S(v)) => Ok(v),
-        _ => Err(StoreError(format!("item attribute {name} is missing or not a string"))),
+        _ => Err(StoreError::new(format!("item attribute {name} is missing or not a string"))),
     }
 }
 
 pub fn get_decimal(item: &Item, name: &str) -> Result<rust_decimal::Decimal, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => {
-            v.parse().map_err(|_| StoreError(format!("item attribute {name} = {v} is not a decimal")))
+            v.parse().map_err(|_| StoreError::new(format!("item attribute {name} = {v} is not a decimal")))
         }
-        _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
+        _ => Err(StoreError::new(format!("item attribute {name} is missing or not a number"))),
     }
 }
 
 pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => {
-            v.parse().map_err(|_| StoreError(format!("item attribute {name} = {v} is out of range")))
+            v.parse().map_err(|_| StoreError::new(format!("item attribute {name} = {v} is out of range")))
         }
-        _ => Err(StoreError(format!("item attribute {name} is missing or not a number"))),
+        _ => Err(StoreError::new(format!("item attribute {name} is missing or not a number"))),
     }
 }
 

@@ -43,12 +43,12 @@ impl KeyService {
             .encryption_context("owner", owner)
             .send()
             .await
-            .map_err(|e| StoreError(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(StoreError::from)?;
         let key = output.plaintext().and_then(|b| Key::from_slice(b.as_ref()));
         let ciphertext = output.ciphertext_blob().map(|b| b.as_ref().to_vec());
         match (key, ciphertext) {
             (Some(key), Some(ciphertext)) => Ok(NewKey { key, ciphertext }),
-            _ => Err(StoreError("KMS GenerateDataKey returned no 32-byte key".into())),
+            _ => Err(StoreError::new("KMS GenerateDataKey returned no 32-byte key")),
         }
     }
 
@@ -62,11 +62,11 @@ impl KeyService {
             .encryption_context("owner", owner)
             .send()
             .await
-            .map_err(|e| StoreError(aws_sdk_kms::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(StoreError::from)?;
         output
             .plaintext()
             .and_then(|b| Key::from_slice(b.as_ref()))
-            .ok_or_else(|| StoreError("KMS Decrypt returned no 32-byte key".into()))
+            .ok_or_else(|| StoreError::new("KMS Decrypt returned no 32-byte key"))
     }
 }
 
@@ -281,7 +281,7 @@ impl TokenSecret {
             Ok(_) => Ok(made.key),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 let ciphertext =
-                    self.stored().await?.ok_or_else(|| StoreError("the token secret vanished after its put".into()))?;
+                    self.stored().await?.ok_or_else(|| StoreError::new("the token secret vanished after its put"))?;
                 self.keys.decrypt(TOKEN_SECRET_OWNER, &ciphertext).await
             }
             Err(e) => Err(e.into()),
@@ -300,7 +300,7 @@ impl TokenSecret {
         match output.item().map(|item| item.get("ciphertext")) {
             None => Ok(None),
             Some(Some(AttributeValue::B(blob))) => Ok(Some(blob.as_ref().to_vec())),
-            Some(_) => Err(StoreError("the stored token secret has no ciphertext".into())),
+            Some(_) => Err(StoreError::new("the stored token secret has no ciphertext")),
         }
     }
 }

@@ -84,7 +84,7 @@ impl Outbox {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+            .map_err(StoreError::from)
     }
 
     /// Whether the message is still to be handled (its consumer deletes it when done).
@@ -286,7 +286,7 @@ impl Outbox {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+            .map_err(StoreError::from)
     }
 }
 

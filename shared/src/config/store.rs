@@ -86,7 +86,7 @@ impl ConfigStore {
             Ok(()) => Ok(()),
             Err(e) if e.broke(VERSION_FREE) => Err(PublishError::VersionTaken),
             Err(TransactError::ConditionFailed(failed)) => {
-                Err(StoreError(format!("publish refused by conditions {failed:?}")).into())
+                Err(StoreError::new(format!("publish refused by conditions {failed:?}")).into())
             }
             Err(TransactError::Store(e)) => Err(e.into()),
         }
@@ -105,7 +105,7 @@ fn item_from_version(v: &GroupVersion) -> Result<Item, StoreError> {
 }
 
 fn version_from_item(item: &Item) -> Result<GroupVersion, StoreError> {
-    let corrupt = |what: String| StoreError(format!("stored parameter group is corrupt: {what}"));
+    let corrupt = |what: String| StoreError::new(format!("stored parameter group is corrupt: {what}"));
     let parameters: serde_json::Value =
         serde_json::from_str(get_s(item, "parameters")?).map_err(|e| corrupt(e.to_string()))?;
     Ok(GroupVersion {

@@ -93,7 +93,7 @@ impl ConversationStore {
                 Err(TransactError::Store(e)) => return Err(e),
             }
         }
-        Err(StoreError("the conversation kept changing; the message was not posted".into()))
+        Err(StoreError::new("the conversation kept changing; the message was not posted"))
     }
 
     /// `post`, answering the message's sequence whether this call or an earlier one posted it.
@@ -119,7 +119,7 @@ impl ConversationStore {
         marker
             .item()
             .map(|item| get_n(item, "sequence"))
-            .ok_or_else(|| StoreError("a posted message has no marker".into()))?
+            .ok_or_else(|| StoreError::new("a posted message has no marker"))?
     }
 
     pub async fn summary(&self, user: &str, with: &Counterparty) -> Result<Option<Summary>, StoreError> {
@@ -189,7 +189,7 @@ fn summary_from_item(item: &Item) -> Result<Summary, StoreError> {
     let counterparty = sk
         .strip_prefix("with#")
         .and_then(Counterparty::parse)
-        .ok_or_else(|| StoreError(format!("{sk} is not a conversation summary")))?;
+        .ok_or_else(|| StoreError::new(format!("{sk} is not a conversation summary")))?;
     let last_sequence: u64 = get_n(item, "last_sequence")?;
     let read_up_to: u64 = get_n(item, "read_up_to")?;
     Ok(Summary {
@@ -208,11 +208,12 @@ fn message_from_item(item: &Item) -> Result<Message, StoreError> {
         sequence: sk
             .strip_prefix("message#")
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| StoreError(format!("{sk} is not a message")))?,
+            .ok_or_else(|| StoreError::new(format!("{sk} is not a message")))?,
         id: get_s(item, "id")?.to_owned(),
         kind: get_s(item, "kind")?.to_owned(),
         text: get_s(item, "text")?.to_owned(),
-        data: serde_json::from_str(get_s(item, "data")?).map_err(|e| StoreError(e.to_string()))?,
+        data: serde_json::from_str(get_s(item, "data")?)
+            .map_err(|e| StoreError::caused("a stored message's data is not JSON", e))?,
         at: get_n(item, "at")?,
     })
 }

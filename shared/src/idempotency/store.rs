@@ -214,7 +214,8 @@ impl IdempotencyStore {
     }
 
     fn completed_item(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<Item, StoreError> {
-        let response = serde_json::to_string(response).map_err(|e| StoreError(e.to_string()))?;
+        let response = serde_json::to_string(response)
+            .map_err(|e| StoreError::caused("the answer could not be written as JSON", e))?;
         Ok(Item::from([
             ("id".to_owned(), s(&claim.record_id)),
             ("state".to_owned(), s("completed")),
@@ -234,7 +235,8 @@ fn record_from_item(item: &Item) -> Result<Record, StoreError> {
     Ok(match get_s(item, "state")? {
         "completed" => Record::Completed {
             fingerprint,
-            response: serde_json::from_str(get_s(item, "response")?).map_err(|e| StoreError(e.to_string()))?,
+            response: serde_json::from_str(get_s(item, "response")?)
+                .map_err(|e| StoreError::caused("a recorded answer is not JSON", e))?,
             expires_at,
         },
         _ => Record::InProgress { fingerprint, lock_expires_at: get_n(item, "lock_expires_at")?, expires_at },

@@ -152,7 +152,7 @@ impl LedgerStore {
     /// id derives from a reused key is told apart from the request that made the transfer by it.
     pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
         let Some(ref item) = self.transfer_record_of(id).await? else { return Ok(None) };
-        let corrupt = |what: &str| StoreError(format!("transfer {id} is corrupt: {what}"));
+        let corrupt = |what: &str| StoreError::new(format!("transfer {id} is corrupt: {what}"));
         let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
         let legs: Vec<serde_json::Value> = serde_json::from_str(get_s(item, "legs")?).map_err(|_| corrupt("legs"))?;
         let mut credited = Decimal::ZERO;
@@ -263,9 +263,10 @@ fn account_from_item(item: &Item) -> Result<Account, StoreError> {
     let id = pk
         .strip_prefix("account#")
         .and_then(AccountId::parse)
-        .ok_or_else(|| StoreError(format!("{pk} is not an account key")))?;
-    let currency: crate::money::Currency =
-        get_s(item, "currency")?.parse().map_err(|e: crate::money::MoneyError| StoreError(e.to_string()))?;
+        .ok_or_else(|| StoreError::new(format!("{pk} is not an account key")))?;
+    let currency: crate::money::Currency = get_s(item, "currency")?
+        .parse()
+        .map_err(|e: crate::money::MoneyError| StoreError::caused("a stored account's currency is not accepted", e))?;
     Ok(Account {
         id,
         currency,
@@ -281,7 +282,7 @@ fn posting_from_item(account: &AccountId, item: &Item) -> Result<Posting, StoreE
         sequence: sk
             .strip_prefix("posting#")
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| StoreError(format!("{sk} is not a posting key")))?,
+            .ok_or_else(|| StoreError::new(format!("{sk} is not a posting key")))?,
         amount: get_decimal(item, "amount")?,
         balance_after: get_decimal(item, "balance_after")?,
         transfer_id: get_s(item, "transfer_id")?.to_owned(),

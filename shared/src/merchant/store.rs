@@ -70,7 +70,7 @@ impl MerchantStore {
 }
 
 fn merchant_from_item(item: &Item) -> Result<Merchant, StoreError> {
-    let corrupt = |what: &str| StoreError(format!("stored merchant is corrupt: {what}"));
+    let corrupt = |what: &str| StoreError::new(format!("stored merchant is corrupt: {what}"));
     Ok(Merchant {
         id: get_s(item, "id")?.to_owned(),
         name: get_s(item, "name")?.to_owned(),

@@ -106,7 +106,7 @@ impl TerminalStore {
 }
 
 fn terminal_from_item(item: &Item) -> Result<Terminal, StoreError> {
-    let corrupt = |what: &str| StoreError(format!("stored terminal is corrupt: {what}"));
+    let corrupt = |what: &str| StoreError::new(format!("stored terminal is corrupt: {what}"));
     Ok(Terminal {
         id: get_s(item, "id")?.to_owned(),
         merchant_id: get_s(item, "merchant_id")?.to_owned(),

@@ -18,11 +18,13 @@ use crate::keys::{KeyRing, KeyService, PartyKeys, PreviousKey};
 pub const REQUEST_NEW: &str = "miniapp_request.new";
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError(format!("a stored mini-app item is corrupt: {what}"))
+    StoreError::new(format!("a stored mini-app item is corrupt: {what}"))
 }
 
 fn json_attribute<T: serde::Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
-    serde_json::to_string(value).map(s).map_err(|e| StoreError(e.to_string()))
+    serde_json::to_string(value)
+        .map(s)
+        .map_err(|e| StoreError::caused("a mini-app value could not be written as JSON", e))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T, StoreError> {

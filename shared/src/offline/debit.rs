@@ -69,7 +69,9 @@ impl TopUpDebits {
 
     fn check(&self, topup: &TopUp) -> Result<OutboxMessage, StoreError> {
         let message = SettlementMessage::DebitCheck { id: topup.check_id(), topup: topup.key.clone() };
-        message.outbox(&self.settlement_queue, 0).map_err(|e| StoreError(e.to_string()))
+        message
+            .outbox(&self.settlement_queue, 0)
+            .map_err(|e| StoreError::caused("the debit check could not be written", e))
     }
 
     /// Starts a debit of `amount` on `topup` at `now`; answers the link as it now stands.
@@ -82,7 +84,7 @@ impl TopUpDebits {
             Ok(()) => Ok(TopUp { amount: Some(amount), debit_started_at: Some(now), ..topup.clone() }),
             Err(e) if e.broke(TOPUP_OPEN) => Err(StartError::NotOpen),
             Err(TransactError::ConditionFailed(rules)) => {
-                Err(StartError::Store(StoreError(format!("debit start refused by {rules:?}"))))
+                Err(StartError::Store(StoreError::new(format!("debit start refused by {rules:?}"))))
             }
             Err(TransactError::Store(e)) => Err(StartError::Store(e)),
         }
@@ -90,7 +92,7 @@ impl TopUpDebits {
 
     /// Settles the outcome of `topup`'s started debit (see the module comment).
     pub async fn settle(&self, topup: &TopUp, now: i64) -> Result<DebitOutcome, StoreError> {
-        let amount = topup.amount.ok_or_else(|| StoreError(format!("top-up {} has no amount", topup.label())))?;
+        let amount = topup.amount.ok_or_else(|| StoreError::new(format!("top-up {} has no amount", topup.label())))?;
         let check = topup.check_id();
         match self.bank.debit(&topup.debit_reference(), &topup.user, amount).await {
             BankAnswer::Approved => self.credit(topup, amount, now).await,
@@ -100,7 +102,7 @@ impl TopUpDebits {
                     Ok(()) => Ok(DebitOutcome::Declined(reason)),
                     // Settled meanwhile by the other path (the page or the check): the same answer.
                     Err(e) if e.broke(TOPUP_DEBIT_CURRENT) => Ok(DebitOutcome::Declined(reason)),
-                    Err(e) => Err(StoreError(e.to_string())),
+                    Err(e) => Err(StoreError::caused("the declined debit could not be recorded", e)),
                 }
             }
             BankAnswer::Unavailable(reason) => {
@@ -121,7 +123,7 @@ impl TopUpDebits {
             "offline.topup",
             format!("offline-payment/{}", topup.payment_id),
         )
-        .map_err(|e| StoreError(e.to_string()))?;
+        .map_err(|e| StoreError::caused("the top-up transfer is invalid", e))?;
         let job = SettlementMessage::Settle(SettlementJob {
             id: format!("{}/settle/{}", topup.payment_id, topup.label()),
             payment_id: topup.payment_id.clone(),
@@ -129,7 +131,7 @@ impl TopUpDebits {
             link: None,
         })
         .outbox(&self.settlement_queue, 0)
-        .map_err(|e| StoreError(e.to_string()))?;
+        .map_err(|e| StoreError::caused("the settlement job could not be written", e))?;
         let with = vec![
             self.topups.paid_item(topup, now)?,
             self.outbox.put_item(&job, now)?,

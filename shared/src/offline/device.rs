@@ -208,7 +208,7 @@ impl DeviceStore {
             return Ok(None);
         }
         let id = device_of_key(&payment.device_key_id)
-            .ok_or_else(|| StoreError(format!("payment {} names no device", payment.id)))?;
+            .ok_or_else(|| StoreError::new(format!("payment {} names no device", payment.id)))?;
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
@@ -249,7 +249,7 @@ impl DeviceStore {
             .consistent_read(true)
             .send()
             .await?;
-        let corrupt = || StoreError("stored offline profile is corrupt".into());
+        let corrupt = || StoreError::new("stored offline profile is corrupt");
         output
             .item()
             .map(|item| {
@@ -278,7 +278,7 @@ impl DeviceStore {
 }
 
 fn device_from_item(item: &Item) -> Result<Device, StoreError> {
-    let corrupt = |what: &str| StoreError(format!("stored device is corrupt: {what}"));
+    let corrupt = |what: &str| StoreError::new(format!("stored device is corrupt: {what}"));
     let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
     Ok(Device {
         id: get_s(item, "id")?.to_owned(),

@@ -229,7 +229,7 @@ impl PaymentStore {
 }
 
 fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
-    let corrupt = |what: &str| StoreError(format!("stored payment is corrupt: {what}"));
+    let corrupt = |what: &str| StoreError::new(format!("stored payment is corrupt: {what}"));
     let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
     Ok(Payment {
         id: get_s(item, "id")?.to_owned(),

@@ -273,7 +273,7 @@ impl TopUpStore {
 }
 
 fn topup_from_item(item: &Item) -> Result<TopUp, StoreError> {
-    let corrupt = |what: &str| StoreError(format!("stored top-up is corrupt: {what}"));
+    let corrupt = |what: &str| StoreError::new(format!("stored top-up is corrupt: {what}"));
     let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
     let money = |name: &str| -> Result<Money, StoreError> {
         Money::new(get_decimal(item, name)?, currency).map_err(|_| corrupt(name))

@@ -59,7 +59,7 @@ impl PurchaseService {
     fn message(&self, event: &NotificationMessage, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
         event
             .outbox(&self.queue_url, delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32)
-            .map_err(|e| StoreError(e.to_string()))
+            .map_err(|e| StoreError::caused("the notification could not be written", e))
     }
 
     /// The order's expiry check, due in `delay_seconds`. Its id is the order's: the notifier

@@ -133,7 +133,7 @@ pub enum Recording {
 }
 
 fn order_from_item(item: &Item) -> Result<Order, StoreError> {
-    let corrupt = |what: &str| StoreError(format!("stored order is corrupt: {what}"));
+    let corrupt = |what: &str| StoreError::new(format!("stored order is corrupt: {what}"));
     let currency: crate::money::Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
     Ok(Order {
         id: get_s(item, "id")?.to_owned(),
