@@ -235,7 +235,7 @@ async fn seed_miniapp(stack: &Stack, seed: MiniAppSeed) -> Result<(), String> {
         key_ciphertext: new_key.ciphertext,
         previous_key: None,
         // The simulator speaks plain http.
-        interface: interface.validate(true).map_err(|p| format!("seed mini-app {}: {}", seed.id, p.detail))?,
+        interface: interface.validate(true).map_err(|e| format!("seed mini-app {}: {e}", seed.id))?,
         created_at: superpay::clock::now_epoch_seconds(),
     };
     let store = MiniAppStore::new(stack.info.dynamodb().await, table_of(stack, "MiniAppsTable")?);

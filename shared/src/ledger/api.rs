@@ -2,13 +2,17 @@
 //!
 //! - `GET /wallet`                       balance and available funds
 //! - `GET /wallet/postings?before=N`     the wallet's history, newest first, 50 a page
+//!
+//! and where a ledger refusal meets HTTP: `TransferError` as the problem a client reads, for every
+//! capability that moves money.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 
 use super::AccountId;
-use super::store::LedgerStore;
+use super::LedgerError;
+use super::store::{LedgerStore, TransferError};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -16,6 +20,29 @@ use crate::http::{json_response, query_parameter, route_key};
 use crate::problem::catalogue;
 
 const PAGE: i32 = 50;
+
+/// A ledger refusal as a client should read it; a capability maps its own rules' refusals
+/// (`TransferError::Rejected`) before this.
+impl From<TransferError> for Problem {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Ledger(LedgerError::InsufficientFunds { available, wanted, .. }) => Problem::new(
+                catalogue::INSUFFICIENT_FUNDS,
+                format!("the wallet has {available} available; this needs {wanted}"),
+            )
+            .with("available", available.to_string()),
+            TransferError::Ledger(LedgerError::CurrencyMismatch { held, wanted, .. }) => Problem::new(
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                format!("the wallet holds {held}; this is in {wanted}"),
+            ),
+            TransferError::Contention => Problem::new(
+                catalogue::LEDGER_BUSY,
+                "the accounts were too busy to update; nothing moved; retry with the same Idempotency-Key",
+            ),
+            other => Problem::internal(other),
+        }
+    }
+}
 
 pub struct WalletApi {
     ledger: LedgerStore,

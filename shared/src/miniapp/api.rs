@@ -14,8 +14,8 @@ use serde_json::json;
 use super::relay::{MiniAppClient, ServerRequest};
 use super::store::{MiniAppDirectory, MiniAppStore, REQUEST_NEW, RequestStore, SessionStore};
 use super::{
-    CLOSE_INTERFACE, MiniApp, Outcome, RelayedRequest, RequestJson, Session, UserRequest, app_user, check_available,
-    invalid_session, judge,
+    CLOSE_INTERFACE, MiniApp, Outcome, RelayedRequest, RequestJson, Session, SessionError, UserRequest, app_user,
+    check_available, judge,
 };
 use crate::Problem;
 use crate::auth::Caller;
@@ -34,7 +34,6 @@ use crate::merchant::store::MerchantStore;
 use crate::merchant::{MerchantStatus, inactive_merchant};
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
-use crate::purchase::service::transfer_problem;
 use crate::queues::NotificationMessage;
 
 pub struct MiniAppsApi {
@@ -171,7 +170,7 @@ impl MiniAppsApi {
         if let Some(done) = done {
             return self.answer(&claim, done, app.as_ref(), now).await;
         }
-        session.ok_or_else(invalid_session)?.check(user, app_id, now)?;
+        session.ok_or(SessionError::Invalid)?.check(user, app_id, now)?;
         check_available(app_id, app.as_ref()).map_err(|refusal| refusal.problem())?;
         let app = app.ok_or_else(|| Problem::internal("an available app vanished"))?;
         input.check_against(&app.interface)?;
@@ -240,7 +239,7 @@ impl MiniAppsApi {
                 Err(TransferError::Ledger(LedgerError::CurrencyMismatch { held, .. })) => {
                     relayed.outcome = Outcome::WalletCurrencyMismatch { held: held.code().to_owned() };
                 }
-                Err(e) => return Err(transfer_problem(e)),
+                Err(e) => return Err(Problem::from(e)),
             }
         }
         let items = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];

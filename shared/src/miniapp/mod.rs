@@ -26,7 +26,7 @@ pub use registry::{
     RegistrationJson, check_available, unknown_miniapp,
 };
 pub use request::{
-    CLOSE_INTERFACE, MAX_PARAMS_BYTES, Outcome, RelayedRequest, RequestJson, ServerAnswer, ServerFault, UserRequest,
-    judge,
+    CLOSE_INTERFACE, MAX_PARAMS_BYTES, Outcome, RelayedRequest, RequestError, RequestJson, ServerAnswer, ServerFault,
+    UserRequest, judge,
 };
-pub use session::{Session, app_user, invalid_session};
+pub use session::{Session, SessionError, app_user};

@@ -72,8 +72,8 @@ fn is_label(text: &str, max: usize) -> bool {
 
 impl Interface {
     /// `allow_http`: whether a plain http entry page is accepted (the local stack only).
-    pub fn validate(self, allow_http: bool) -> Result<Self, Problem> {
-        let invalid = |detail: String| Problem::new(catalogue::INVALID_INTERFACE, detail);
+    pub fn validate(self, allow_http: bool) -> Result<Self, InvalidInterface> {
+        let invalid = InvalidInterface;
         if !is_label(&self.title, 60) {
             return Err(invalid("interface.title must be 1 to 60 characters, without surrounding spaces".into()));
         }
@@ -116,6 +116,17 @@ impl Interface {
 
     pub fn may_charge(&self) -> bool {
         self.permissions.iter().any(|p| p == CHARGE_PERMISSION)
+    }
+}
+
+/// Which rule an interface descriptor breaks, in words naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInterface(pub String);
+
+impl From<InvalidInterface> for Problem {
+    fn from(e: InvalidInterface) -> Self {
+        Problem::new(catalogue::INVALID_INTERFACE, e.0)
     }
 }
 
@@ -294,9 +305,8 @@ pub(super) mod tests {
         for (change, says) in cases {
             let mut bad = interface();
             change(&mut bad);
-            let problem = bad.validate(false).unwrap_err();
-            assert_eq!(problem.code, "invalid_interface");
-            assert!(problem.detail.contains(says), "{} should mention {says}", problem.detail);
+            let InvalidInterface(detail) = bad.validate(false).unwrap_err();
+            assert!(detail.contains(says), "{detail} should mention {says}");
         }
     }
 

@@ -45,13 +45,10 @@ impl RequestJson {
         crate::ids::check("session_id", &self.session_id)?;
         let params = self.params.unwrap_or_else(|| json!({}));
         if !params.is_object() {
-            return Err(Problem::new(catalogue::INVALID_PARAMS, "params must be a JSON object"));
+            return Err(RequestError::ParamsNotObject.into());
         }
         if params.to_string().len() > MAX_PARAMS_BYTES {
-            return Err(Problem::new(
-                catalogue::INVALID_PARAMS,
-                format!("params must be at most {MAX_PARAMS_BYTES} bytes of JSON"),
-            ));
+            return Err(RequestError::ParamsTooLarge.into());
         }
         Ok(UserRequest {
             session_id: self.session_id,
@@ -64,21 +61,48 @@ impl RequestJson {
 
 impl UserRequest {
     /// What the app allows: a listed action, and `wallet.charge` before any approved amount.
-    pub fn check_against(&self, interface: &Interface) -> Result<(), Problem> {
+    pub fn check_against(&self, interface: &Interface) -> Result<(), RequestError> {
         if interface.action(&self.action).is_none() {
             let offered: Vec<&str> = interface.actions.iter().map(|a| a.id.as_str()).collect();
-            return Err(Problem::new(
-                catalogue::UNKNOWN_ACTION,
-                format!("{} offers no action {:?}; it offers {}", interface.title, self.action, offered.join(", ")),
-            ));
+            return Err(RequestError::UnknownAction {
+                app: interface.title.clone(),
+                action: self.action.clone(),
+                offered: offered.join(", "),
+            });
         }
         if self.approved.is_some() && !interface.may_charge() {
-            return Err(Problem::new(
-                catalogue::MINIAPP_MAY_NOT_CHARGE,
-                format!("{} does not have the {CHARGE_PERMISSION} permission", interface.title),
-            ));
+            return Err(RequestError::MayNotCharge { app: interface.title.clone() });
         }
         Ok(())
+    }
+}
+
+/// Why a user's request cannot be relayed to the app (before anything is relayed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("params must be a JSON object")]
+    ParamsNotObject,
+    #[error("params must be at most {MAX_PARAMS_BYTES} bytes of JSON")]
+    ParamsTooLarge,
+    #[error("{app} offers no action {action:?}; it offers {offered}")]
+    UnknownAction { app: String, action: String, offered: String },
+    #[error("{app} does not have the {CHARGE_PERMISSION} permission")]
+    MayNotCharge { app: String },
+}
+
+impl RequestError {
+    pub fn code(&self) -> &'static Code {
+        match self {
+            RequestError::ParamsNotObject | RequestError::ParamsTooLarge => catalogue::INVALID_PARAMS,
+            RequestError::UnknownAction { .. } => catalogue::UNKNOWN_ACTION,
+            RequestError::MayNotCharge { .. } => catalogue::MINIAPP_MAY_NOT_CHARGE,
+        }
+    }
+}
+
+impl From<RequestError> for Problem {
+    fn from(e: RequestError) -> Self {
+        Problem::new(e.code(), e.to_string())
     }
 }
 
@@ -311,12 +335,12 @@ mod tests {
         };
         let mut interface = interface().validate(false).unwrap();
         assert_eq!(request("buy", Some(usd("1.00"))).check_against(&interface), Ok(()));
-        assert_eq!(request("sell", None).check_against(&interface).unwrap_err().code, "unknown_action");
+        assert_eq!(request("sell", None).check_against(&interface).unwrap_err().code(), catalogue::UNKNOWN_ACTION);
         interface.permissions.clear();
         assert_eq!(request("buy", None).check_against(&interface), Ok(()));
         assert_eq!(
-            request("buy", Some(usd("1.00"))).check_against(&interface).unwrap_err().code,
-            "miniapp_may_not_charge"
+            request("buy", Some(usd("1.00"))).check_against(&interface),
+            Err(RequestError::MayNotCharge { app: "Tea Corner".into() })
         );
         let json = |params: Value| RequestJson {
             session_id: "s_1".into(),

@@ -3,7 +3,7 @@
 
 use crate::Problem;
 use crate::crypto::{Key, TokenPurpose, keyed_token};
-use crate::problem::catalogue;
+use crate::problem::{Code, catalogue};
 
 /// A verified user's pass to one app for a short while. Its id is not a bearer credential: it only
 /// works with the JWT of the user it was issued to, for the app it names.
@@ -17,26 +17,40 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn check(&self, user: &str, app_id: &str, now: i64) -> Result<(), Problem> {
+    pub fn check(&self, user: &str, app_id: &str, now: i64) -> Result<(), SessionError> {
         if self.user != user || self.app_id != app_id {
-            return Err(invalid_session());
+            return Err(SessionError::Invalid);
         }
         if now >= self.expires_at {
-            return Err(Problem::new(
-                catalogue::MINIAPP_SESSION_EXPIRED,
-                "the mini-app session expired: verify the app again to get a new one",
-            ));
+            return Err(SessionError::Expired);
         }
         Ok(())
     }
 }
 
-/// Unknown, or another user's or another app's: the same answer, so ids cannot be probed.
-pub fn invalid_session() -> Problem {
-    Problem::new(
-        catalogue::MINIAPP_SESSION_INVALID,
-        "this session was not issued to you for this mini-app: verify the app to get one",
-    )
+/// Why a session does not let its bearer use an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// Unknown, or another user's or another app's: the same answer, so ids cannot be probed.
+    #[error("this session was not issued to you for this mini-app: verify the app to get one")]
+    Invalid,
+    #[error("the mini-app session expired: verify the app again to get a new one")]
+    Expired,
+}
+
+impl SessionError {
+    pub fn code(self) -> &'static Code {
+        match self {
+            SessionError::Invalid => catalogue::MINIAPP_SESSION_INVALID,
+            SessionError::Expired => catalogue::MINIAPP_SESSION_EXPIRED,
+        }
+    }
+}
+
+impl From<SessionError> for Problem {
+    fn from(e: SessionError) -> Self {
+        Problem::new(e.code(), e.to_string())
+    }
 }
 
 /// The user as one app's server knows them: stable for that app, different for every other app,
@@ -56,9 +70,9 @@ mod tests {
         let session =
             Session { id: "s_1".into(), user: "alice".into(), app_id: "a_1".into(), created_at: 0, expires_at: 100 };
         assert_eq!(session.check("alice", "a_1", 99), Ok(()));
-        assert_eq!(session.check("bob", "a_1", 99).unwrap_err().code, "miniapp_session_invalid");
-        assert_eq!(session.check("alice", "a_2", 99).unwrap_err().code, "miniapp_session_invalid");
-        assert_eq!(session.check("alice", "a_1", 100).unwrap_err().code, "miniapp_session_expired");
+        assert_eq!(session.check("bob", "a_1", 99), Err(SessionError::Invalid));
+        assert_eq!(session.check("alice", "a_2", 99), Err(SessionError::Invalid));
+        assert_eq!(session.check("alice", "a_1", 100), Err(SessionError::Expired));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::Problem;
 use crate::ledger::{AccountId, Transfer};
 use crate::money::{Money, MoneyInput};
-use crate::problem::catalogue;
+use crate::problem::{Code, catalogue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,18 +189,55 @@ pub enum Settlement {
     AlreadyDone,
 }
 
+/// Why a decision (or the expiry) cannot settle an order as it stands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// The merchant's other decision is recorded on the order and is being carried out.
+    #[error("the merchant's {} of order {order} is recorded and is being carried out", recorded.as_str())]
+    AlreadyDecided { order: String, recorded: Decision },
+    #[error("order {order} is already {}", state.as_str())]
+    AlreadySettled { order: String, state: OrderState },
+    /// A confirm past the order's `expires_at`, before its expiry check has run.
+    #[error("order {0} expired before it was confirmed")]
+    Expired(String),
+    /// The expiry check ran early.
+    #[error("order {0} has not expired yet")]
+    NotExpired(String),
+    /// The order's own amount and accounts make no transfer: a corrupt order, ours to fix.
+    #[error("order {order} makes no transfer")]
+    NoTransfer { order: String, source: crate::ledger::LedgerError },
+}
+
+impl SettleError {
+    pub fn code(&self) -> &'static Code {
+        match self {
+            SettleError::AlreadyDecided { .. } => catalogue::ORDER_ALREADY_DECIDED,
+            SettleError::AlreadySettled { .. } => catalogue::ORDER_ALREADY_SETTLED,
+            SettleError::Expired(_) => catalogue::ORDER_EXPIRED,
+            SettleError::NotExpired(_) => catalogue::ORDER_NOT_EXPIRED,
+            SettleError::NoTransfer { .. } => catalogue::INTERNAL,
+        }
+    }
+}
+
+impl From<SettleError> for Problem {
+    fn from(e: SettleError) -> Self {
+        match e {
+            SettleError::NoTransfer { .. } => Problem::internal(e),
+            _ => Problem::new(e.code(), e.to_string()),
+        }
+    }
+}
+
 /// The outcome of `decision` (or of the expiry, `None`) for `order` at `now`. A decision recorded
 /// on the order is the merchant's word: the expiry carries it out, even past the order's expiry,
 /// and the opposite decision is refused.
-pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Settlement, Problem> {
+pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Settlement, SettleError> {
     if order.state == OrderState::AwaitingMerchant
         && let (Some(recorded), Some(asked)) = (order.decision, decision)
         && recorded != asked
     {
-        return Err(Problem::new(
-            catalogue::ORDER_ALREADY_DECIDED,
-            format!("the merchant's {} of order {} is recorded and is being carried out", recorded.as_str(), order.id),
-        ));
+        return Err(SettleError::AlreadyDecided { order: order.id.clone(), recorded });
     }
     let recorded = order.decision.filter(|_| order.state == OrderState::AwaitingMerchant);
     let to = match decision.or(recorded) {
@@ -212,20 +249,14 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
         return Ok(Settlement::AlreadyDone);
     }
     if order.state != OrderState::AwaitingMerchant {
-        return Err(Problem::new(
-            catalogue::ORDER_ALREADY_SETTLED,
-            format!("order {} is already {}", order.id, order.state.as_str()),
-        ));
+        return Err(SettleError::AlreadySettled { order: order.id.clone(), state: order.state });
     }
     match to {
         OrderState::Paid if now >= order.expires_at && recorded.is_none() => {
-            return Err(Problem::new(
-                catalogue::ORDER_EXPIRED,
-                format!("order {} expired before it was confirmed", order.id),
-            ));
+            return Err(SettleError::Expired(order.id.clone()));
         }
         OrderState::Expired if now < order.expires_at => {
-            return Err(Problem::new(catalogue::ORDER_NOT_EXPIRED, format!("order {} has not expired yet", order.id)));
+            return Err(SettleError::NotExpired(order.id.clone()));
         }
         _ => {}
     }
@@ -242,7 +273,7 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
         kind,
         format!("order/{}", order.id),
     )
-    .map_err(Problem::internal)?;
+    .map_err(|source| SettleError::NoTransfer { order: order.id.clone(), source })?;
     Ok(Settlement::Apply { to, transfer })
 }
 
@@ -309,12 +340,15 @@ mod tests {
         assert_eq!(release.id, transfer.id, "capture and release exclude each other by id");
         assert_eq!(settle(&order(OrderState::Paid), Some(Decision::Confirm), 200), Ok(Settlement::AlreadyDone));
         assert_eq!(
-            settle(&order(OrderState::Paid), Some(Decision::Decline), 200).unwrap_err().code,
-            "order_already_settled"
+            settle(&order(OrderState::Paid), Some(Decision::Decline), 200).unwrap_err().code(),
+            catalogue::ORDER_ALREADY_SETTLED
         );
-        assert_eq!(settle(&order(OrderState::Declined), None, 800).unwrap_err().code, "order_already_settled");
-        assert_eq!(settle(&waiting, Some(Decision::Confirm), 700).unwrap_err().code, "order_expired");
-        assert_eq!(settle(&waiting, None, 699).unwrap_err().code, "order_not_expired");
+        assert_eq!(
+            settle(&order(OrderState::Declined), None, 800).unwrap_err().code(),
+            catalogue::ORDER_ALREADY_SETTLED
+        );
+        assert_eq!(settle(&waiting, Some(Decision::Confirm), 700).unwrap_err().code(), catalogue::ORDER_EXPIRED);
+        assert_eq!(settle(&waiting, None, 699).unwrap_err().code(), catalogue::ORDER_NOT_EXPIRED);
         assert!(matches!(settle(&waiting, None, 700), Ok(Settlement::Apply { to: OrderState::Expired, .. })));
     }
 
@@ -329,17 +363,23 @@ mod tests {
                 assert_eq!((to, &transfer.legs[1].account), (OrderState::Paid, &AccountId::merchant("m_1")));
             }
         }
-        assert_eq!(settle(&confirmed, Some(Decision::Decline), 200).unwrap_err().code, "order_already_decided");
+        assert_eq!(
+            settle(&confirmed, Some(Decision::Decline), 200).unwrap_err().code(),
+            catalogue::ORDER_ALREADY_DECIDED
+        );
 
         let declined = recorded(Decision::Decline);
         assert!(matches!(settle(&declined, None, 800), Ok(Settlement::Apply { to: OrderState::Declined, .. })));
-        assert_eq!(settle(&declined, Some(Decision::Confirm), 200).unwrap_err().code, "order_already_decided");
+        assert_eq!(
+            settle(&declined, Some(Decision::Confirm), 200).unwrap_err().code(),
+            catalogue::ORDER_ALREADY_DECIDED
+        );
 
         // Once settled, what was recorded no longer matters.
         let paid = Order { state: OrderState::Paid, ..confirmed.clone() };
         assert_eq!(settle(&paid, Some(Decision::Confirm), 800), Ok(Settlement::AlreadyDone));
         assert_eq!(at_expiry(&paid, 800), AtExpiry::Settled);
-        assert_eq!(settle(&paid, Some(Decision::Decline), 800).unwrap_err().code, "order_already_settled");
+        assert_eq!(settle(&paid, Some(Decision::Decline), 800).unwrap_err().code(), catalogue::ORDER_ALREADY_SETTLED);
     }
 
     #[test]
@@ -390,7 +430,7 @@ mod tests {
                 }
                 Ok(Settlement::AlreadyDone) => proptest::prop_assert!(false, "an awaiting order is not settled"),
                 Err(problem) => {
-                    proptest::prop_assert_eq!(problem.code, "order_already_decided");
+                    proptest::prop_assert_eq!(problem.code(), catalogue::ORDER_ALREADY_DECIDED);
                     proptest::prop_assert!(asked.is_some() && asked != Some(recorded_decision));
                 }
             }

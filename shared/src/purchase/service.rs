@@ -36,25 +36,6 @@ pub fn unknown_order(id: &str) -> Problem {
     Problem::new(catalogue::UNKNOWN_ORDER, format!("no order {id:?}"))
 }
 
-/// A ledger refusal as a client should read it.
-pub fn transfer_problem(e: TransferError) -> Problem {
-    match e {
-        TransferError::Ledger(LedgerError::InsufficientFunds { available, wanted, .. }) => Problem::new(
-            catalogue::INSUFFICIENT_FUNDS,
-            format!("the wallet has {available} available; this needs {wanted}"),
-        )
-        .with("available", available.to_string()),
-        TransferError::Ledger(LedgerError::CurrencyMismatch { held, wanted, .. }) => {
-            Problem::new(catalogue::WALLET_CURRENCY_MISMATCH, format!("the wallet holds {held}; this is in {wanted}"))
-        }
-        TransferError::Contention => Problem::new(
-            catalogue::LEDGER_BUSY,
-            "the accounts were too busy to update; nothing moved; retry with the same Idempotency-Key",
-        ),
-        other => Problem::internal(other),
-    }
-}
-
 impl PurchaseService {
     fn message(&self, event: &NotificationMessage, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
         event
@@ -86,7 +67,7 @@ impl PurchaseService {
             Ok(Applied::Already) => {}
             // An earlier attempt created the order (and its expiry check).
             Err(TransferError::Rejected(ORDER_NEW)) => {}
-            Err(e) => return Err(transfer_problem(e)),
+            Err(e) => return Err(Problem::from(e)),
         }
         Ok(self.orders.get(&order.id).await?.unwrap_or_else(|| order.clone()))
     }
@@ -122,7 +103,7 @@ impl PurchaseService {
                         return Ok(recorded);
                     }
                 }
-                None => return Err(transfer_problem(e)),
+                None => return Err(Problem::from(e)),
             },
         }
         let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
@@ -153,7 +134,7 @@ impl PurchaseService {
             Ok(Recording::Refused) => return Ok(None),
             Err(e) => {
                 tracing::error!(order = %order.id, error = %e, "the merchant's decision could not be recorded either");
-                return Err(transfer_problem(failure));
+                return Err(Problem::from(failure));
             }
         }
         Ok(Some(Order { decision: Some(decision), ..order.clone() }))
@@ -241,7 +222,7 @@ impl PurchaseService {
                 catalogue::MERCHANT_INSUFFICIENT_FUNDS,
                 format!("the merchant's account holds {available}, not enough for this refund"),
             )),
-            Err(e) => Err(transfer_problem(e)),
+            Err(e) => Err(Problem::from(e)),
         }
     }
 }
