@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod bank;
+pub mod batch;
 pub mod clock;
 pub mod config;
 pub mod conversation;
