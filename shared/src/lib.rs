@@ -28,6 +28,7 @@ pub mod notifier;
 pub mod offline;
 pub mod outbound;
 pub mod outbox;
+pub mod party_keys;
 pub mod problem;
 pub mod purchase;
 pub mod queues;

@@ -11,8 +11,8 @@ use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
+use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
-use crate::purchase::relay::MerchantClient;
 
 pub struct OfflineNotices {
     payments: PaymentStore,

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::relay::MerchantClient;
 use super::service::PurchaseService;
 use super::store::OrderStore;
 use super::{AtExpiry, Order, OrderState, at_expiry};
@@ -21,6 +20,7 @@ use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::ledger::store::LedgerStore;
+use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::money::Money;
 use crate::outbox::Outbox;
