@@ -4,7 +4,8 @@
 use aws_sdk_dynamodb::types::Put;
 use serde_json::Value;
 
-use crate::dynamo::{Item, StoreError, Write, n, s};
+use crate::Problem;
+use crate::dynamo::{Item, StoreError, Write, n, s, transact};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
@@ -18,6 +19,11 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// An entry for an action `actor` takes now.
+    pub fn now(resource: String, action: &'static str, actor: &str, detail: Value) -> Self {
+        AuditEntry { resource, action, actor: actor.to_owned(), at_ms: crate::clock::now_epoch_millis(), detail }
+    }
+
     /// The entry as a transaction item, to commit with the change it records (so an action is
     /// logged exactly when it happens). `id` ties the entry to the request that caused it.
     pub fn put_item(&self, table: &str, id: &str) -> Result<Write, StoreError> {
@@ -35,5 +41,22 @@ impl AuditEntry {
             .condition_expression("attribute_not_exists(entry)")
             .build()?;
         Ok(Write::put("audit.new", put))
+    }
+}
+
+/// Commits an admin's `write` (a status change) with its audit entry, under an entry id of its own;
+/// `Ok(true)` when the write's condition refused it (nothing is written then).
+pub async fn commit_audited(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    entry: AuditEntry,
+    write: Write,
+) -> Result<bool, Problem> {
+    let rule = write.rule;
+    let items = vec![write, entry.put_item(table, &uuid::Uuid::new_v4().to_string())?];
+    match transact(dynamodb, items).await {
+        Ok(()) => Ok(false),
+        Err(e) if e.broke(rule) => Ok(true),
+        Err(e) => Err(Problem::internal(e)),
     }
 }

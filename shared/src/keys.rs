@@ -1,7 +1,8 @@
 //! The key service port: envelope encryption of party secrets with KMS. A party's master key is a
 //! KMS data key: only its ciphertext is stored, bound by an encryption context to its owner, and
 //! the plaintext exists only in memory (in a `Secret`). The server's own token secret is one too
-//! (`TokenSecret`).
+//! (`TokenSecret`). Also a party's stored key and the working keys derived from it; issuing and
+//! rotating a party's key is `crate::party_keys`.
 
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
@@ -10,10 +11,10 @@ use aws_sdk_kms::types::DataKeySpec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::types::{AttributeValue, Update};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::crypto::{Key, Purpose, derive};
-use crate::dynamo::{Item, StoreError, Write, get_n, n, s};
+use crate::dynamo::{Item, StoreError, get_n, n, s};
 
 #[derive(Clone, Debug)]
 pub struct KeyService {
@@ -160,9 +161,6 @@ pub struct PreviousKey {
     pub until: i64,
 }
 
-/// The longest grace a rotation may give the previous key.
-pub const MAX_ROTATION_GRACE_SECONDS: i64 = 7 * 24 * 3600;
-
 impl PreviousKey {
     /// `previous`, if it is still honoured at `now`.
     pub fn honoured(previous: Option<&PreviousKey>, now: i64) -> Option<&PreviousKey> {
@@ -180,60 +178,6 @@ impl PreviousKey {
             _ => None,
         })
     }
-}
-
-/// Rule: the party's previous key is still in its rotation's grace.
-pub const GRACE_RUNNING: &str = "keys.grace_running";
-
-/// The write that ends the grace of party `id`'s previous key now (a key suspected stolen need not
-/// stay valid until its rotation's grace ends): only if that key is still the previous one and
-/// still honoured, so it never touches a later rotation.
-pub fn end_grace_item(table: &str, id: &str, previous: &PreviousKey, now: i64) -> Result<Write, StoreError> {
-    let update = Update::builder()
-        .table_name(table)
-        .key("id", s(id))
-        .update_expression("SET previous_until = :now")
-        .condition_expression("previous_key_id = :previous AND previous_until > :now")
-        .expression_attribute_values(":previous", s(&previous.key_id))
-        .expression_attribute_values(":now", n(now))
-        .build()?;
-    Ok(Write::update(GRACE_RUNNING, update))
-}
-
-/// The key id after `key_id` (`m_1.k1` -> `m_1.k2`).
-pub fn next_key_id(key_id: &str) -> Option<String> {
-    let (owner, version) = key_id.rsplit_once(".k")?;
-    let next = version.parse::<u32>().ok()?.checked_add(1)?;
-    Some(format!("{owner}.k{next}"))
-}
-
-/// The write that makes `new_key_id` the key of party `id` in `table` (partition `id`) and keeps
-/// its current key as the previous one until `until`: only if `current` is still its key and no
-/// earlier previous key is honoured at `now`, so a party has at most two keys at a time.
-pub fn rotation_item(
-    table: &str,
-    id: &str,
-    current: &StoredKey<'_>,
-    new_key_id: &str,
-    new_ciphertext: Vec<u8>,
-    until: i64,
-    now: i64,
-) -> Result<Write, StoreError> {
-    let update = Update::builder()
-        .table_name(table)
-        .key("id", s(id))
-        .update_expression(
-            "SET key_id = :key_id, key_ciphertext = :ciphertext, previous_key_id = :current, previous_key_ciphertext = :current_ciphertext, previous_until = :until",
-        )
-        .condition_expression("key_id = :current AND (attribute_not_exists(previous_until) OR previous_until <= :now)")
-        .expression_attribute_values(":key_id", s(new_key_id))
-        .expression_attribute_values(":ciphertext", AttributeValue::B(Blob::new(new_ciphertext)))
-        .expression_attribute_values(":current", s(current.key_id))
-        .expression_attribute_values(":current_ciphertext", AttributeValue::B(Blob::new(current.ciphertext)))
-        .expression_attribute_values(":until", n(until))
-        .expression_attribute_values(":now", n(now))
-        .build()?;
-    Ok(Write::update("keys.no_rotation_in_grace", update))
 }
 
 /// Whom KMS binds the token secret to (its encryption context), as `merchant/<id>` is a merchant's.
@@ -308,14 +252,6 @@ impl TokenSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_ids_count_up() {
-        assert_eq!(next_key_id("m_1.k1").as_deref(), Some("m_1.k2"));
-        assert_eq!(next_key_id("m_a.b.k9").as_deref(), Some("m_a.b.k10"));
-        assert_eq!(next_key_id("m_1"), None);
-        assert_eq!(next_key_id("m_1.kx"), None);
-    }
 
     #[test]
     fn a_previous_key_is_honoured_until_its_time() {

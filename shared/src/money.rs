@@ -108,6 +108,12 @@ impl MoneyError {
     }
 }
 
+impl From<MoneyError> for crate::Problem {
+    fn from(e: MoneyError) -> Self {
+        crate::Problem::new(e.code(), e.to_string())
+    }
+}
+
 /// A validated positive amount of one currency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "MoneyInput", into = "MoneyInput")]

@@ -1,25 +1,24 @@
 //! The notifier (template.yaml `NotifierFunction`): consumes the notifications queue
 //! (`crate::queues::NotificationMessage`) and sweeps the outbox on a schedule. It owns the
-//! delivery (duplicates skipped by the message's outbox item, backoff, the batch's failures) and
-//! hands each message to the capability it is about:
+//! delivery through `crate::batch` (duplicates skipped, retries with backoff, poison to the
+//! dead-letter queue at once) and hands each message to the capability it is about:
 //!
 //! - `order.*`: `crate::purchase::notices`
 //! - `miniapp.outcome`: `crate::miniapp::notices`
 //! - `offline.*`: `crate::offline::notices`
 //!
 //! A message is handled once: its outbox item is deleted when its capability is done with it.
-//! A failed message is reported in `batchItemFailures` and made invisible for longer at each
-//! attempt (exponential backoff); after `maxReceiveCount` attempts SQS moves it to the DLQ.
 //!
 //! The sweeper sends again what the outbox holds overdue, whichever queue it is for, and moves
 //! what its sweeps never got handled to that queue's dead-letter queue (`crate::outbox`).
 
 use std::sync::Arc;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
 use serde_json::Value;
 
 use crate::aws::{self, MissingEnv};
+use crate::batch::{Backoff, Batch, Failure, QueueMessage};
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::keys::KeyService;
@@ -36,9 +35,7 @@ pub struct Notifier {
     miniapps: OutcomeNotices,
     offline: OfflineNotices,
     outbox: Outbox,
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-    backoff_seconds: i32,
+    batch: Batch,
     sweep_grace_seconds: i64,
     dead_letters: DeadLetterQueues,
 }
@@ -64,10 +61,13 @@ impl Notifier {
             orders: OrderNotices::from_env(&dynamodb, merchants.clone(), conversations.clone(), outbox.clone())?,
             miniapps: OutcomeNotices::from_env(&dynamodb, keys, conversations.clone(), outbox.clone())?,
             offline: OfflineNotices::from_env(&dynamodb, merchants, conversations)?,
+            batch: Batch::from_env(
+                outbox.clone(),
+                sqs,
+                "NOTIFICATIONS_QUEUE_URL",
+                Some(Backoff { base_seconds: number("WEBHOOK_BACKOFF_SECONDS")? }),
+            )?,
             outbox,
-            sqs,
-            queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
-            backoff_seconds: number("WEBHOOK_BACKOFF_SECONDS")?,
             sweep_grace_seconds: number("OUTBOX_SWEEP_GRACE_SECONDS")?,
             dead_letters: DeadLetterQueues::parse(&aws::env("OUTBOX_DEAD_LETTER_QUEUES")?)
                 .map_err(|e| MissingEnv(format!("OUTBOX_DEAD_LETTER_QUEUES ({e})")))?,
@@ -79,61 +79,14 @@ impl Notifier {
     pub async fn handle(&self, event: Value) -> Result<Value, lambda_runtime::Error> {
         if event.get("Records").is_some() {
             let batch: SqsEvent = serde_json::from_value(event)?;
-            return Ok(serde_json::to_value(self.batch(batch).await)?);
+            let response = self.batch.run(batch, |message| self.process(message)).await;
+            return Ok(serde_json::to_value(response)?);
         }
         let swept = self.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds, &self.dead_letters).await?;
         Ok(serde_json::json!({ "swept": swept.sent, "dead": swept.dead }))
     }
 
-    /// The batch's messages run concurrently: one slow product server must not time the whole
-    /// batch out (which would redeliver every message in it).
-    async fn batch(&self, batch: SqsEvent) -> SqsBatchResponse {
-        let outcomes = futures_util::future::join_all(batch.records.into_iter().map(|record| async move {
-            let outcome = match NotificationMessage::parse(record.body.as_deref().unwrap_or_default()) {
-                Ok(message) => self.process(message).await.map_err(|reason| (reason, true)),
-                // A poison message fails the same way every time: no backoff, straight on to the DLQ.
-                Err(e) => Err((format!("not a notification: {e}"), false)),
-            };
-            (record, outcome)
-        }))
-        .await;
-        let mut response = SqsBatchResponse::default();
-        for (record, outcome) in outcomes {
-            let id = record.message_id.clone().unwrap_or_default();
-            if let Err((reason, transient)) = outcome {
-                tracing::warn!(message = %id, %reason, "notification failed; SQS will redeliver it");
-                if transient {
-                    self.back_off(&record.receipt_handle, record.attributes.get("ApproximateReceiveCount")).await;
-                }
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
-    }
-
-    /// Waits longer before each new attempt: base, 2 x base, 4 x base ... at most 15 minutes.
-    async fn back_off(&self, receipt: &Option<String>, receive_count: Option<&String>) {
-        let attempts: u32 = receive_count.and_then(|c| c.parse().ok()).unwrap_or(1);
-        let delay = self.backoff_seconds.saturating_mul(1 << attempts.saturating_sub(1).min(10)).min(900);
-        if let Some(receipt) = receipt {
-            let _ = self
-                .sqs
-                .change_message_visibility()
-                .queue_url(&self.queue_url)
-                .receipt_handle(receipt)
-                .visibility_timeout(delay)
-                .send()
-                .await;
-        }
-    }
-
-    async fn process(&self, message: NotificationMessage) -> Result<(), String> {
-        // Handled already (its outbox item is gone): a duplicate delivery.
-        if !self.outbox.pending(message.id()).await.map_err(|e| e.to_string())? {
-            return Ok(());
-        }
+    async fn process(&self, message: NotificationMessage) -> Result<(), Failure> {
         match &message {
             NotificationMessage::OrderSettled { id, order } => self.orders.settled(id, order).await?,
             NotificationMessage::OrderExpire { order_id, .. } => self.orders.expire(order_id).await?,
@@ -144,6 +97,6 @@ impl Notifier {
                 self.offline.waiting_for_funds(user, message, *at).await?
             }
         }
-        self.outbox.done(message.id()).await.map_err(|e| e.to_string())
+        Ok(self.outbox.done(message.id()).await?)
     }
 }

@@ -18,7 +18,8 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{Delete, Put};
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::{Deserialize, Serialize};
@@ -238,23 +239,12 @@ impl Outbox {
             return false;
         };
         let reason = dead_reason(sweeps);
-        if let Err(e) = self.send_dead_letter(message, dead_letter_queue, sweeps, &reason).await {
+        let texts = [("outbox_id", message.id.clone()), ("reason", reason.clone())];
+        if let Err(e) = self.send_dead_letter(dead_letter_queue, &message.body, &texts, &[("sweeps", sweeps)]).await {
             tracing::warn!(outbox_id = %message.id, error = %e, "dead-letter send failed; the next sweep tries again");
             return false;
         }
-        let marked = self
-            .dynamodb
-            .update_item()
-            .table_name(&self.table)
-            .key("id", s(&message.id))
-            .update_expression("SET dead_at = :now, dead_reason = :reason, expires_at = :expires")
-            .condition_expression("due_at = :claimed")
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":reason", s(&reason))
-            .expression_attribute_values(":expires", n(now + DEAD_ITEM_KEPT_SECONDS))
-            .expression_attribute_values(":claimed", n(retry_at))
-            .send()
-            .await;
+        let marked = self.mark_dead(&message.id, &reason, now, Some(retry_at)).await;
         match marked {
             Ok(_) => tracing::error!(outbox_id = %message.id, queue = %dead_letter_queue, %reason,
                 "outbox message moved to the dead-letter queue"),
@@ -266,27 +256,61 @@ impl Outbox {
         true
     }
 
-    async fn send_dead_letter(
+    /// Sends a message's body, unchanged, to a dead-letter queue with what happened to it as
+    /// attributes, so the queue's own redrive can send it back as it was. Used by the sweeper and
+    /// by the queue consumers (`crate::batch`).
+    pub async fn send_dead_letter(
         &self,
-        message: &OutboxMessage,
         dead_letter_queue: &str,
-        sweeps: i64,
-        reason: &str,
+        body: &str,
+        texts: &[(&str, String)],
+        numbers: &[(&str, i64)],
     ) -> Result<(), StoreError> {
-        let attribute = |data_type: &str, value: String| {
-            MessageAttributeValue::builder().data_type(data_type).string_value(value).build()
+        let mut send = self.sqs.send_message().queue_url(dead_letter_queue).message_body(body);
+        let typed = texts.iter().map(|(name, text)| (name, "String", text.clone()));
+        for (name, data_type, value) in typed.chain(numbers.iter().map(|(name, n)| (name, "Number", n.to_string()))) {
+            let value = MessageAttributeValue::builder().data_type(data_type).string_value(value).build()?;
+            send = send.message_attributes(*name, value);
+        }
+        send.send().await.map(|_| ()).map_err(StoreError::from)
+    }
+
+    /// Marks the item dead in place: out of the sweeps, kept (the table's TTL) longer than its dead
+    /// letter so a redriven message is still handled. `claimed` is the due time the sweeper claimed
+    /// it at; without one (a consumer found it poison) any live item is marked.
+    async fn mark_dead(
+        &self,
+        id: &str,
+        reason: &str,
+        now: i64,
+        claimed: Option<i64>,
+    ) -> Result<(), SdkError<UpdateItemError>> {
+        let update = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET dead_at = :now, dead_reason = :reason, expires_at = :expires")
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":expires", n(now + DEAD_ITEM_KEPT_SECONDS));
+        let update = match claimed {
+            Some(due_at) => {
+                update.condition_expression("due_at = :claimed").expression_attribute_values(":claimed", n(due_at))
+            }
+            None => update.condition_expression("attribute_exists(id) AND attribute_not_exists(dead_at)"),
         };
-        self.sqs
-            .send_message()
-            .queue_url(dead_letter_queue)
-            .message_body(&message.body)
-            .message_attributes("outbox_id", attribute("String", message.id.clone())?)
-            .message_attributes("sweeps", attribute("Number", sweeps.to_string())?)
-            .message_attributes("reason", attribute("String", reason.to_owned())?)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
+        update.send().await.map(|_| ())
+    }
+
+    /// A consumer found the message poison and sent it to its dead-letter queue: its item (if it
+    /// is still there) is marked dead, so the sweeper does not send it again.
+    pub async fn poisoned(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
+        match self.mark_dead(id, reason, now, None).await {
+            // Gone or dead already: nothing to keep from the sweeper.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            other => other.map_err(StoreError::from),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! What each queue carries: one enum per queue, tagged by `kind`, shared by the code that puts a
-//! message in the outbox and the function that consumes it. A body that does not parse names what
+//! message in the outbox and the function that consumes it (through `crate::batch`). A body that does not parse names what
 //! is wrong (an unknown kind, a missing field) instead of "did not match any variant".
 //!
 //! The `kind` strings and field names are the wire format: messages already in the queues, the
@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::QueueMessage;
 use crate::conversation::NewMessage;
 use crate::money::Money;
 use crate::outbox::OutboxMessage;
@@ -39,13 +40,14 @@ pub enum NotificationMessage {
     OfflineWaitingForFunds { id: String, user: String, message: NewMessage, at: i64 },
 }
 
-impl NotificationMessage {
-    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+impl QueueMessage for NotificationMessage {
+    const WHAT: &'static str = "notification";
+
+    fn parse(body: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(body)
     }
 
-    /// The message's outbox id: its consumer's idempotency key.
-    pub fn id(&self) -> &str {
+    fn id(&self) -> &str {
         match self {
             NotificationMessage::OrderSettled { id, .. }
             | NotificationMessage::OrderExpire { id, .. }
@@ -55,7 +57,9 @@ impl NotificationMessage {
             | NotificationMessage::OfflineWaitingForFunds { id, .. } => id,
         }
     }
+}
 
+impl NotificationMessage {
     /// The message on its way to `queue_url`, under its own id.
     pub fn outbox(&self, queue_url: &str, delay_seconds: i32) -> Result<OutboxMessage, serde_json::Error> {
         outbox_message(self.id(), self, queue_url, delay_seconds)
@@ -88,9 +92,11 @@ pub struct SettlementJob {
     pub link: Option<String>,
 }
 
-impl SettlementMessage {
+impl QueueMessage for SettlementMessage {
+    const WHAT: &'static str = "settlement message";
+
     /// Bodies written before messages carried a `kind` are settlement jobs.
-    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+    fn parse(body: &str) -> Result<Self, serde_json::Error> {
         let value: serde_json::Value = serde_json::from_str(body)?;
         if value.get("kind").is_none() {
             return serde_json::from_value(value).map(SettlementMessage::Settle);
@@ -98,14 +104,15 @@ impl SettlementMessage {
         serde_json::from_value(value)
     }
 
-    /// The message's outbox id: its consumer's idempotency key.
-    pub fn id(&self) -> &str {
+    fn id(&self) -> &str {
         match self {
             SettlementMessage::Settle(job) => &job.id,
             SettlementMessage::DebitCheck { id, .. } => id,
         }
     }
+}
 
+impl SettlementMessage {
     /// The message on its way to `queue_url`, under its own id.
     pub fn outbox(&self, queue_url: &str, delay_seconds: i32) -> Result<OutboxMessage, serde_json::Error> {
         outbox_message(self.id(), self, queue_url, delay_seconds)

@@ -68,7 +68,7 @@ fn number(item: &HashMap<String, AttributeValue>, name: &str) -> i64 {
 }
 
 /// An outbox item as a commit writes it, with the sweeps it has had so far.
-async fn put_outbox_item(id: &str, queue: &str, body: &str, due_at: i64, sweeps: i64) {
+pub async fn put_outbox_item(id: &str, queue: &str, body: &str, due_at: i64, sweeps: i64) {
     let env = Env::get();
     env.dynamodb()
         .await
@@ -85,8 +85,11 @@ async fn put_outbox_item(id: &str, queue: &str, body: &str, due_at: i64, sweeps:
         .unwrap();
 }
 
-/// The dead letter the outbox sweeper sent for an item (left in the dead-letter queue).
-async fn dead_letter(dead_letter_queue: &str, outbox_id: &str) -> Option<aws_sdk_sqs::types::Message> {
+/// The first message left in a dead-letter queue that `matches`.
+pub async fn dead_letter_where(
+    dead_letter_queue: &str,
+    matches: impl Fn(&aws_sdk_sqs::types::Message) -> bool,
+) -> Option<aws_sdk_sqs::types::Message> {
     let env = Env::get();
     let received = env
         .stack
@@ -100,9 +103,37 @@ async fn dead_letter(dead_letter_queue: &str, outbox_id: &str) -> Option<aws_sdk
         .send()
         .await
         .ok()?;
-    received.messages.unwrap_or_default().into_iter().find(|m| {
-        m.message_attributes().and_then(|a| a.get("outbox_id")).and_then(|v| v.string_value()) == Some(outbox_id)
-    })
+    received.messages.unwrap_or_default().into_iter().find(matches)
+}
+
+/// A dead letter's attribute, as text.
+pub fn attribute(letter: &aws_sdk_sqs::types::Message, name: &str) -> Option<String> {
+    letter.message_attributes()?.get(name)?.string_value().map(str::to_owned)
+}
+
+/// The dead letter sent for an outbox item (by the sweeper, or by a consumer that found it poison).
+async fn dead_letter(dead_letter_queue: &str, outbox_id: &str) -> Option<aws_sdk_sqs::types::Message> {
+    dead_letter_where(dead_letter_queue, |m| attribute(m, "outbox_id").as_deref() == Some(outbox_id)).await
+}
+
+/// A poison message is in its queue's dead-letter queue after one delivery, not after every retry,
+/// with its reason; a message with an outbox item has that item marked dead with the same reason,
+/// so the sweeper does not send it again.
+pub async fn assert_poisoned(dead_letter_queue: &str, body: &str, reason: &str, outbox_id: Option<&str>) {
+    let letter =
+        eventually(15, "the poison's dead letter", || dead_letter_where(dead_letter_queue, |m| m.body() == Some(body)))
+            .await;
+    let text = |name: &str| attribute(&letter, name);
+    assert!(text("reason").is_some_and(|r| r.starts_with(reason)), "{:?}", text("reason"));
+    assert_eq!(text("receive_count").as_deref(), Some("1"), "dead-lettered at its first delivery");
+    assert!(text("message_id").is_some_and(|id| !id.is_empty()));
+    assert_eq!(text("outbox_id").as_deref(), outbox_id);
+    if let Some(id) = outbox_id {
+        let item =
+            eventually(10, "the dead mark", || async { outbox_item(id).await.filter(|i| i.contains_key("dead_at")) })
+                .await;
+        assert_eq!(item["dead_reason"].as_s().ok(), text("reason").as_ref());
+    }
 }
 
 fn dead_reason() -> String {
@@ -111,10 +142,8 @@ fn dead_reason() -> String {
 
 fn assert_dead_letter(letter: &aws_sdk_sqs::types::Message, body: &str) {
     assert_eq!(letter.body(), Some(body));
-    let attributes = letter.message_attributes().unwrap();
-    let attribute = |name: &str| attributes[name].string_value().map(str::to_owned);
-    assert_eq!(attribute("sweeps"), Some(MAX_SWEEPS.to_string()));
-    assert_eq!(attribute("reason"), Some(dead_reason()));
+    assert_eq!(attribute(letter, "sweeps"), Some(MAX_SWEEPS.to_string()));
+    assert_eq!(attribute(letter, "reason"), Some(dead_reason()));
 }
 
 /// The item is marked dead with its reason, kept longer than the dead-letter queue keeps its
@@ -267,18 +296,28 @@ async fn the_sweeper_sends_what_a_crash_left_in_the_outbox() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
-async fn a_poison_notification_ends_in_the_dead_letter_queue() {
+async fn a_poison_notification_goes_to_the_dead_letter_queue_at_once_with_its_reason() {
     let env = Env::get();
-    let sqs = env.stack.sqs().await;
     let poison = format!("poison {}", unique("p"));
-    sqs.send_message().queue_url(&env.stack.queues["NotificationsQueue"]).message_body(&poison).send().await.unwrap();
-    let dlq = env.stack.queues["NotificationsDeadLetterQueue"].clone();
-    eventually(30, "the redrive to the DLQ", || async {
-        let received =
-            sqs.receive_message().queue_url(&dlq).max_number_of_messages(10).visibility_timeout(0).send().await.ok()?;
-        received.messages().iter().any(|m| m.body() == Some(poison.as_str())).then_some(())
-    })
-    .await;
+    let queue = &env.stack.queues["NotificationsQueue"];
+    env.stack.sqs().await.send_message().queue_url(queue).message_body(&poison).send().await.unwrap();
+    assert_poisoned("NotificationsDeadLetterQueue", &poison, "not a notification: expected value", None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_notification_naming_an_unknown_request_is_poison() {
+    // Well formed, with its outbox item (due later, so the sweeper leaves it to the consumer), but
+    // about a request that does not exist: no delivery can ever succeed.
+    let env = Env::get();
+    let id = format!("{}/outcome", unique("r_missing"));
+    let body = json!({"kind": "miniapp.outcome", "id": id, "request_id": "r_missing"}).to_string();
+    put_outbox_item(&id, "NotificationsQueue", &body, now_epoch_seconds() + 600, 0).await;
+    let queue = &env.stack.queues["NotificationsQueue"];
+    env.stack.sqs().await.send_message().queue_url(queue).message_body(&body).send().await.unwrap();
+    assert_poisoned("NotificationsDeadLetterQueue", &body, "unknown mini-app request \"r_missing\"", Some(&id)).await;
+    let letter = dead_letter("NotificationsDeadLetterQueue", &id).await.unwrap();
+    assert_eq!(attribute(&letter, "kind").as_deref(), Some("miniapp.outcome"));
 }
 
 #[tokio::test]

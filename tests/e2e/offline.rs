@@ -12,6 +12,7 @@ use superpay::ledger::AccountId;
 use superpay::offline::{DeviceKey, OFFLINE_WINDOW_SECONDS, OfflineCode};
 use superpay_e2e::{Env, unique};
 
+use crate::notifications::assert_poisoned;
 use crate::purchases::{balance, merchant_named};
 
 pub struct Till {
@@ -379,7 +380,7 @@ async fn settled_payments_give_their_room_back_to_the_device() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
-async fn a_poison_settlement_message_ends_in_the_dead_letter_queue_and_good_ones_still_settle() {
+async fn a_poison_settlement_message_goes_to_the_dead_letter_queue_at_once_and_good_ones_still_settle() {
     let env = Env::get();
     let till = till().await;
     let phone = enrolled_phone("10.00").await;
@@ -389,22 +390,21 @@ async fn a_poison_settlement_message_ends_in_the_dead_letter_queue_and_good_ones
     // A good payment beside it settles as usual.
     let (_, accepted) = present(&till, "4.00", &code(&phone, 1, superpay::clock::now_epoch_seconds())).await;
     until_state(&till, accepted["id"].as_str().unwrap(), "settled").await;
-    let dlq = env.stack.queues["SettlementDeadLetterQueue"].clone();
-    for _ in 0..120 {
-        let received = sqs
-            .receive_message()
-            .queue_url(&dlq)
-            .max_number_of_messages(10)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-        if received.messages().iter().any(|m| m.body() == Some(poison.as_str())) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("the poison message never reached the settlement DLQ");
+    assert_poisoned("SettlementDeadLetterQueue", &poison, "not a settlement message: expected value", None).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_debit_check_naming_no_top_up_is_poison() {
+    let env = Env::get();
+    let id = format!("topup-debit/{}/0", unique("k_missing"));
+    let body = json!({"kind": "topup.debit", "id": id, "topup": "k_missing"}).to_string();
+    let queue = &env.stack.queues["SettlementQueue"];
+    crate::notifications::put_outbox_item(&id, "SettlementQueue", &body, superpay::clock::now_epoch_seconds() + 600, 0)
+        .await;
+    env.stack.sqs().await.send_message().queue_url(queue).message_body(&body).send().await.unwrap();
+    let reason = format!("the debit check {id} names no top-up");
+    assert_poisoned("SettlementDeadLetterQueue", &body, &reason, Some(&id)).await;
 }
 
 #[tokio::test]

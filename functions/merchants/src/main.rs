@@ -1,10 +1,31 @@
-//! Merchant registry (capability 4): see `superpay::merchant::api` for the routes.
+//! Merchant registry (capability 4) and the mini-app registry: the routes of
+//! `superpay::merchant::api`, then those of `superpay::miniapp::admin`, all for admins.
 
+use superpay::Problem;
+use superpay::auth::Caller;
 use superpay::merchant::api::MerchantsApi;
+use superpay::miniapp::admin::MiniAppAdmin;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
-    let api = MerchantsApi::from_env().await?;
-    superpay::http::run(|request| api.handle(request)).await
+    let config = superpay::aws::sdk_config().await;
+    let merchants = MerchantsApi::from_env(&config)?;
+    let miniapps = MiniAppAdmin::from_env(&config)?;
+    let (merchants, miniapps) = (&merchants, &miniapps);
+    superpay::http::run(|request| async move {
+        let caller = Caller::from_request(&request)?;
+        caller.require_admin()?;
+        match merchants.route(&request, &caller).await {
+            Some(answer) => answer,
+            None => miniapps.route(&request, &caller).await.unwrap_or_else(|| {
+                let route = superpay::http::route_key(&request);
+                Err(Problem::new(
+                    superpay::problem::catalogue::UNKNOWN_ROUTE,
+                    format!("the merchants function has no route {route:?}"),
+                ))
+            }),
+        }
+    })
+    .await
 }

@@ -8,6 +8,7 @@ use crate::Problem;
 use crate::clock::now_epoch_seconds;
 use crate::crypto::SignatureError;
 use crate::keys::{KeyRing, KeyService, PartyKeys};
+use crate::party_keys::KeyedParty;
 
 pub struct MerchantDirectory {
     store: MerchantStore,
@@ -40,8 +41,7 @@ impl MerchantDirectory {
 
     /// The keys we sign our calls to `merchant` with (its previous key while honoured).
     pub async fn keys(&self, merchant: &Merchant) -> Result<Arc<PartyKeys>, Problem> {
-        let owner = Merchant::key_owner(&merchant.id);
-        Ok(self.ring.signing_keys(&owner, &merchant.stored_key(), now_epoch_seconds()).await?)
+        Ok(self.ring.signing_keys(&merchant.kms_owner(), &merchant.stored_key(), now_epoch_seconds()).await?)
     }
 
     /// The merchant a signature's key id names (`<merchant id>.k<n>`), with that key: its current
@@ -49,10 +49,9 @@ impl MerchantDirectory {
     pub async fn by_key_id(&self, key_id: &str) -> Result<(Merchant, Arc<PartyKeys>), Problem> {
         let merchant_id = key_id.split_once('.').map(|(m, _)| m).ok_or(SignatureError::UnknownKey)?;
         let merchant = self.store.get(merchant_id).await?.ok_or(SignatureError::UnknownKey)?;
-        let owner = Merchant::key_owner(&merchant.id);
         let keys = self
             .ring
-            .named_keys(key_id, &owner, &merchant.stored_key(), now_epoch_seconds())
+            .named_keys(key_id, &merchant.kms_owner(), &merchant.stored_key(), now_epoch_seconds())
             .await?
             .ok_or(SignatureError::UnknownKey)?;
         Ok((merchant, keys))

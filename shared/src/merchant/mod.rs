@@ -1,7 +1,10 @@
 //! Merchants: who may sell through the purchase relay, where their product server is, and the key
-//! both sides sign and seal with.
+//! both sides sign and seal with (a `KeyedParty`, as their terminals are). `api` serves the admin
+//! routes, `store` and `terminal` hold the tables, `directory` gives merchants with their working
+//! keys, and `client` is our signed HTTP client to a merchant's product server.
 
 pub mod api;
+pub mod client;
 pub mod directory;
 pub mod store;
 pub mod terminal;
@@ -12,6 +15,7 @@ use crate::Problem;
 use crate::http::partner_url;
 use crate::keys::{PreviousKey, StoredKey};
 use crate::money::Currency;
+use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,13 +60,34 @@ pub struct Merchant {
 }
 
 impl Merchant {
-    pub fn stored_key(&self) -> StoredKey<'_> {
-        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
-    }
-
     /// The owner string KMS binds the key to (its encryption context).
     pub fn key_owner(id: &str) -> String {
         format!("merchant/{id}")
+    }
+}
+
+impl KeyedParty for Merchant {
+    const ROTATE_ACTION: &'static str = "merchant.rotate_key";
+    const END_GRACE_ACTION: &'static str = "merchant.end_key_grace";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn stored_key(&self) -> StoredKey<'_> {
+        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
+    }
+
+    fn kms_owner(&self) -> String {
+        Merchant::key_owner(&self.id)
+    }
+
+    fn audit_resource(&self) -> String {
+        format!("merchant/{}", self.id)
+    }
+
+    fn location(&self) -> String {
+        format!("/merchants/{}", self.id)
     }
 }
 

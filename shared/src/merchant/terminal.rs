@@ -9,6 +9,7 @@ use super::MerchantStatus;
 use crate::Problem;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{PreviousKey, StoredKey};
+use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 
 /// Rule: the terminal is active (not suspended).
@@ -27,12 +28,9 @@ pub struct Terminal {
 }
 
 impl Terminal {
+    /// The owner string KMS binds the key to (its encryption context).
     pub fn key_owner(id: &str) -> String {
         format!("terminal/{id}")
-    }
-
-    pub fn stored_key(&self) -> StoredKey<'_> {
-        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
     }
 
     pub fn view(&self) -> serde_json::Value {
@@ -43,6 +41,32 @@ impl Terminal {
             "status": self.status.as_str(),
             "created_at": self.created_at,
         })
+    }
+}
+
+/// A terminal's key actions are logged under its merchant.
+impl KeyedParty for Terminal {
+    const ROTATE_ACTION: &'static str = "terminal.rotate_key";
+    const END_GRACE_ACTION: &'static str = "terminal.end_key_grace";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn stored_key(&self) -> StoredKey<'_> {
+        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
+    }
+
+    fn kms_owner(&self) -> String {
+        Terminal::key_owner(&self.id)
+    }
+
+    fn audit_resource(&self) -> String {
+        format!("merchant/{}", self.merchant_id)
+    }
+
+    fn location(&self) -> String {
+        format!("/merchants/{}/terminals/{}", self.merchant_id, self.id)
     }
 }
 

@@ -5,7 +5,7 @@
 //! - `POST /miniapps/{id}/requests`  relay a request made in the app's interface to the app's
 //!   server; answer the chat message reporting the outcome and `"directive": "close_interface"`
 //!
-//! The registry itself (register, suspend, revoke) is admin work: `crate::merchant::api`.
+//! The registry itself (register, suspend, revoke, rotate keys) is admin work: `super::admin`.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};

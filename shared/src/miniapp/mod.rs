@@ -10,9 +10,11 @@
 //! interface descriptor and its validation, whether it may be used now), `session` (the session a
 //! verification grants, the user's pseudonym for each app) and `request` (a relayed request, the
 //! judge of the server's answer, the charge, and what the user and the server are told). `api`
-//! serves the routes, `relay` calls the app's server, `store` holds the tables, `notices`
-//! handles the app's messages on the notifications queue.
+//! serves the users' routes, `admin` the registry's admin routes (an app is a `KeyedParty`),
+//! `relay` calls the app's server, `store` holds the tables, `notices` handles the app's messages
+//! on the notifications queue.
 
+pub mod admin;
 pub mod api;
 pub mod notices;
 pub mod registry;

@@ -6,10 +6,10 @@
 use super::relay::MiniAppClient;
 use super::store::{MiniAppDirectory, MiniAppStore, RequestStore};
 use crate::aws::{self, MissingEnv};
+use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::Counterparty;
 use crate::conversation::store::ConversationStore;
-use crate::dynamo::StoreError;
 use crate::keys::KeyService;
 use crate::outbox::Outbox;
 
@@ -38,20 +38,25 @@ impl OutcomeNotices {
     }
 
     /// The request is read from the table, never taken from the message: the table says how it ended.
-    pub async fn outcome(&self, id: &str, request_id: &str) -> Result<(), String> {
-        let fail = |e: StoreError| e.to_string();
-        let request = self.requests.get(request_id).await.map_err(fail)?.ok_or("unknown mini-app request")?;
-        let app = self.apps.store.get(&request.app_id).await.map_err(fail)?.ok_or("unknown mini-app")?;
+    pub async fn outcome(&self, id: &str, request_id: &str) -> Result<(), Failure> {
+        let request = self
+            .requests
+            .get(request_id)
+            .await?
+            .ok_or_else(|| Failure::poison(format!("unknown mini-app request {request_id:?}")))?;
+        let app = self
+            .apps
+            .store
+            .get(&request.app_id)
+            .await?
+            .ok_or_else(|| Failure::poison(format!("unknown mini-app {:?}", request.app_id)))?;
         // As the request's call posts it: same id, same time, so whichever comes first is the one.
         let message = request.message(&app.interface.title);
-        self.conversations
-            .post(&request.user, &Counterparty::mini_app(&app.id), &message, request.created_at)
-            .await
-            .map_err(fail)?;
-        if !self.outbox.step_done(id, "outcome").await.map_err(fail)? {
-            let keys = self.apps.keys(&app).await.map_err(fail)?;
+        self.conversations.post(&request.user, &Counterparty::mini_app(&app.id), &message, request.created_at).await?;
+        if !self.outbox.step_done(id, "outcome").await? {
+            let keys = self.apps.keys(&app).await?;
             self.client.notify(&app, &keys, &request.notice(), now_epoch_seconds()).await?;
-            self.outbox.mark(id, "outcome").await.map_err(fail)?;
+            self.outbox.mark(id, "outcome").await?;
         }
         Ok(())
     }

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use crate::Problem;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::http::partner_url;
+use crate::keys::{PreviousKey, StoredKey};
+use crate::party_keys::KeyedParty;
 use crate::problem::{Code, catalogue};
 
 /// The permissions an interface may ask for. Only `wallet.charge` is enforced here (a request with
@@ -143,7 +145,7 @@ pub struct MiniApp {
     /// The master key, envelope-encrypted by KMS.
     pub key_ciphertext: Vec<u8>,
     /// The key before the last rotation, while it is still honoured.
-    pub previous_key: Option<crate::keys::PreviousKey>,
+    pub previous_key: Option<PreviousKey>,
     pub interface: Interface,
     pub created_at: i64,
 }
@@ -152,14 +154,6 @@ impl MiniApp {
     /// The owner string KMS binds the key to (its encryption context).
     pub fn key_owner(id: &str) -> String {
         format!("miniapp/{id}")
-    }
-
-    pub fn stored_key(&self) -> crate::keys::StoredKey<'_> {
-        crate::keys::StoredKey {
-            key_id: &self.key_id,
-            ciphertext: &self.key_ciphertext,
-            previous: self.previous_key.as_ref(),
-        }
     }
 
     /// What an admin sees: everything but its key.
@@ -173,6 +167,31 @@ impl MiniApp {
             "interface": self.interface,
             "created_at": self.created_at,
         })
+    }
+}
+
+impl KeyedParty for MiniApp {
+    const ROTATE_ACTION: &'static str = "miniapp.rotate_key";
+    const END_GRACE_ACTION: &'static str = "miniapp.end_key_grace";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn stored_key(&self) -> StoredKey<'_> {
+        StoredKey { key_id: &self.key_id, ciphertext: &self.key_ciphertext, previous: self.previous_key.as_ref() }
+    }
+
+    fn kms_owner(&self) -> String {
+        MiniApp::key_owner(&self.id)
+    }
+
+    fn audit_resource(&self) -> String {
+        format!("miniapp/{}", self.id)
+    }
+
+    fn location(&self) -> String {
+        format!("/miniapps/{}", self.id)
     }
 }
 

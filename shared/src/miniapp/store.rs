@@ -13,6 +13,7 @@ use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
 use crate::clock::now_epoch_seconds;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::keys::{KeyRing, KeyService, PartyKeys, PreviousKey};
+use crate::party_keys::KeyedParty;
 
 /// Rule: the relayed request was not recorded before.
 pub const REQUEST_NEW: &str = "miniapp_request.new";
@@ -117,7 +118,7 @@ impl MiniAppDirectory {
 
     /// The keys we sign our calls to `app`'s server with (its previous key while honoured).
     pub async fn keys(&self, app: &MiniApp) -> Result<Arc<PartyKeys>, StoreError> {
-        self.ring.signing_keys(&MiniApp::key_owner(&app.id), &app.stored_key(), now_epoch_seconds()).await
+        self.ring.signing_keys(&app.kms_owner(), &app.stored_key(), now_epoch_seconds()).await
     }
 }
 

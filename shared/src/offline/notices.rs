@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use super::payment::{PaymentState, PaymentStore};
 use crate::aws::{self, MissingEnv};
+use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
+use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
-use crate::purchase::relay::MerchantClient;
 
 pub struct OfflineNotices {
     payments: PaymentStore,
@@ -39,24 +40,24 @@ impl OfflineNotices {
     }
 
     /// The payment is read from the table, never taken from the message.
-    pub async fn expired(&self, id: &str, payment_id: &str) -> Result<(), String> {
-        let payment =
-            self.payments.get(payment_id).await.map_err(|e| e.to_string())?.ok_or("unknown offline payment")?;
+    pub async fn expired(&self, id: &str, payment_id: &str) -> Result<(), Failure> {
+        let payment = self
+            .payments
+            .get(payment_id)
+            .await?
+            .ok_or_else(|| Failure::poison(format!("unknown offline payment {payment_id:?}")))?;
         if payment.state != PaymentState::Expired {
-            return Err(format!("offline payment {payment_id} is {}, not expired", payment.state.as_str()));
+            return Err(format!("offline payment {payment_id} is {}, not expired", payment.state.as_str()).into());
         }
-        let merchant = self.merchants.get(&payment.merchant_id).await.map_err(|e| e.to_string())?;
-        let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
+        let merchant = self.merchants.get(&payment.merchant_id).await.map_err(|p| p.to_string())?;
+        let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
         let body = serde_json::json!({ "event_id": id, "kind": "offline.expired", "payment": payment.view() });
-        self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await
+        Ok(self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await?)
     }
 
     /// The message carries the link: it is posted as the settlement function wrote it.
-    pub async fn waiting_for_funds(&self, user: &str, message: &NewMessage, at: i64) -> Result<(), String> {
-        self.conversations
-            .post(user, &Counterparty::platform(), message, at)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub async fn waiting_for_funds(&self, user: &str, message: &NewMessage, at: i64) -> Result<(), Failure> {
+        self.conversations.post(user, &Counterparty::platform(), message, at).await?;
+        Ok(())
     }
 }

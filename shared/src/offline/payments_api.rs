@@ -29,6 +29,7 @@ use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
+use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 use crate::queues::{SettlementJob, SettlementMessage};
 use crate::signed;

@@ -6,7 +6,7 @@
 //! transaction, unless a debit was started on the link: then it waits for the bank's answer
 //! (`crate::offline::debit`), whose checks this function also settles.
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 
 use rust_decimal::Decimal;
 
@@ -15,13 +15,14 @@ use super::device::DeviceStore;
 use super::payment::{PAYMENT_UNSETTLED, PAYMENT_WAITING, Payment, PaymentState, PaymentStore};
 use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, at_expiry, key_of, new_token};
 use crate::aws::{self, MissingEnv};
+use crate::batch::{Batch, Failure};
 use crate::clock::now_epoch_seconds;
 use crate::conversation::NewMessage;
-use crate::dynamo::{TransactError, transact};
+use crate::dynamo::{StoreError, TransactError, transact};
 use crate::ledger::store::TransferError;
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::merchant::store::MerchantStore;
-use crate::money::Money;
+use crate::money::{Money, MoneyError};
 use crate::outbox::OutboxMessage;
 use crate::queues::{NotificationMessage, SettlementJob, SettlementMessage};
 
@@ -31,11 +32,47 @@ pub struct Settlement {
     merchants: MerchantStore,
     /// The top-ups' debits, and through them the ledger, the outbox and the links.
     debits: TopUpDebits,
+    batch: Batch,
     notifications_queue: String,
     /// How long a payment waits for a top-up (template `TopUpTtlSeconds`).
     topup_ttl_seconds: i64,
     /// Where links to this API's pages start (template `PublicBaseUrl`).
     public_base_url: String,
+}
+
+/// Why a settlement message was not handled (yet).
+#[derive(Debug, thiserror::Error)]
+pub enum SettlementError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transaction(#[from] TransactError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    #[error("the message could not be written: {0}")]
+    Message(#[from] serde_json::Error),
+    #[error("top-up {topup}: the debit is not settled yet: {reason}")]
+    DebitPending { topup: String, reason: String },
+    /// A started debit's link never expires (its TTL is off while the debit runs): a check naming
+    /// none is a fault for an operator, not a debit to forget.
+    #[error("the debit check {0} names no top-up")]
+    UnknownTopUp(String),
+    #[error("payment {0} waits on a debit whose link is gone")]
+    DebitWithoutLink(String),
+}
+
+/// An unknown reference never resolves: to the dead letters at once. The rest may pass.
+impl From<SettlementError> for Failure {
+    fn from(e: SettlementError) -> Self {
+        match e {
+            SettlementError::UnknownTopUp(_) | SettlementError::DebitWithoutLink(_) => Failure::poison(e),
+            other => Failure::Retry(other.to_string()),
+        }
+    }
 }
 
 /// SQS's longest delay: an expiry further off is re-armed until it is due.
@@ -48,7 +85,14 @@ impl Settlement {
     pub async fn from_env() -> Result<Self, MissingEnv> {
         let config = aws::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let debits = TopUpDebits::from_env(&config, dynamodb.clone())?;
         Ok(Settlement {
+            batch: Batch::from_env(
+                debits.outbox.clone(),
+                aws_sdk_sqs::Client::new(&config),
+                "SETTLEMENT_QUEUE_URL",
+                None,
+            )?,
             payments: PaymentStore::new(
                 dynamodb.clone(),
                 aws::env("OFFLINE_PAYMENTS_TABLE")?,
@@ -56,7 +100,7 @@ impl Settlement {
             ),
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            debits: TopUpDebits::from_env(&config, dynamodb.clone())?,
+            debits,
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             topup_ttl_seconds: aws::env("TOPUP_TTL_SECONDS")?
                 .parse()
@@ -65,33 +109,12 @@ impl Settlement {
         })
     }
 
-    pub async fn handle(&self, batch: SqsEvent) -> SqsBatchResponse {
-        let outcomes = futures_util::future::join_all(batch.records.into_iter().map(|record| async move {
-            let outcome = match SettlementMessage::parse(record.body.as_deref().unwrap_or_default()) {
-                Ok(message) => self.process(&message).await,
-                Err(e) => Err(format!("not a settlement message: {e}")),
-            };
-            (record.message_id.unwrap_or_default(), outcome)
-        }))
-        .await;
-        let mut response = SqsBatchResponse::default();
-        for (id, outcome) in outcomes {
-            if let Err(reason) = outcome {
-                tracing::warn!(message = %id, %reason, "settlement failed; SQS will redeliver it");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.batch.run(event, |message| async move { Ok(self.process(&message).await?) }).await
     }
 
     /// Idempotent by the message: one handled once (its outbox item gone) changes nothing again.
-    async fn process(&self, message: &SettlementMessage) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
-        if !self.debits.outbox.pending(message.id()).await.map_err(|e| fail(&e))? {
-            return Ok(());
-        }
+    async fn process(&self, message: &SettlementMessage) -> Result<(), SettlementError> {
         match message {
             SettlementMessage::Settle(job) => self.settle(job).await,
             SettlementMessage::DebitCheck { id, topup } => self.check_debit(id, topup).await,
@@ -99,46 +122,39 @@ impl Settlement {
     }
 
     /// Settles a debit its page left owed. Still no answer from the bank: SQS asks again.
-    async fn check_debit(&self, id: &str, key: &str) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
-        let topup = self.debits.topups.get(key).await.map_err(|e| fail(&e))?;
+    async fn check_debit(&self, id: &str, key: &str) -> Result<(), SettlementError> {
+        let topup = self.debits.topups.get(key).await?;
         match topup {
             // Settled by its page meanwhile (or a check of an attempt already declined).
             Some(topup) if topup.paid || topup.debit_started_at.is_none() || topup.check_id() != id => {}
             Some(topup) => {
-                if let DebitOutcome::Pending(reason) =
-                    self.debits.settle(&topup, now_epoch_seconds()).await.map_err(|e| fail(&e))?
-                {
-                    return Err(format!("top-up {}: the debit is not settled yet: {reason}", topup.label()));
+                if let DebitOutcome::Pending(reason) = self.debits.settle(&topup, now_epoch_seconds()).await? {
+                    return Err(SettlementError::DebitPending { topup: topup.label().to_owned(), reason });
                 }
                 return Ok(());
             }
-            // A started debit's link never expires (its TTL is off while the debit runs): this is a
-            // fault for an operator, not a debit to forget.
-            None => return Err(format!("the debit check {id} names no top-up")),
+            None => return Err(SettlementError::UnknownTopUp(id.to_owned())),
         }
-        self.debits.outbox.done(id).await.map_err(|e| fail(&e))
+        Ok(self.debits.outbox.done(id).await?)
     }
 
-    fn job(&self, job: &SettlementJob, delay: i64) -> Result<OutboxMessage, String> {
-        SettlementMessage::Settle(job.clone())
-            .outbox(&self.debits.settlement_queue, delay.clamp(0, MAX_DELAY_SECONDS) as i32)
-            .map_err(|e| e.to_string())
+    fn job(&self, job: &SettlementJob, delay: i64) -> Result<OutboxMessage, SettlementError> {
+        Ok(SettlementMessage::Settle(job.clone())
+            .outbox(&self.debits.settlement_queue, delay.clamp(0, MAX_DELAY_SECONDS) as i32)?)
     }
 
     /// A payment still waiting for funds when its top-up link expires ends `expired`, with the
     /// merchant's notice and the link's end in the same transaction, unless its link was paid (its
     /// settlement is on its way) or a debit was started on it (the job comes back until the bank's
     /// answer is settled). Not due yet: the job comes back later.
-    async fn expire(&self, job: &SettlementJob, payment: Payment, expire_at: i64) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
+    async fn expire(&self, job: &SettlementJob, payment: Payment, expire_at: i64) -> Result<(), SettlementError> {
         let outbox = &self.debits.outbox;
         let now = now_epoch_seconds();
         // Its outbox item is due again then (so the sweeper does not send copies meanwhile); if
         // this send fails, SQS must redeliver this one.
         let come_back = |delay: i64| async move {
-            outbox.postpone(&job.id, now + delay).await.map_err(|e| fail(&e))?;
-            outbox.send_checked(&self.job(job, delay)?).await.map_err(|e| fail(&e))
+            outbox.postpone(&job.id, now + delay).await?;
+            Ok(outbox.send_checked(&self.job(job, delay)?).await?)
         };
         if now < expire_at {
             return come_back(expire_at - now).await;
@@ -148,7 +164,7 @@ impl Settlement {
         // carried the notice), or has a newer link, whose own expiry job is on its way.
         if payment.state == PaymentState::WaitingForFunds && !superseded {
             let topup = match &payment.topup_token {
-                Some(key) => self.debits.topups.get(key).await.map_err(|e| fail(&e))?,
+                Some(key) => self.debits.topups.get(key).await?,
                 None => None,
             };
             match at_expiry(topup.as_ref()) {
@@ -156,8 +172,8 @@ impl Settlement {
                 // The bank may have the money: ask it now (its check may be gone, or the debit may
                 // come from before debits were recorded); only a decline lets the payment expire.
                 AtExpiry::Wait => {
-                    let topup = topup.ok_or("a debit without its link")?;
-                    match self.debits.settle(&topup, now).await.map_err(|e| fail(&e))? {
+                    let topup = topup.ok_or_else(|| SettlementError::DebitWithoutLink(payment.id.clone()))?;
+                    match self.debits.settle(&topup, now).await? {
                         DebitOutcome::Credited(_) => {}
                         DebitOutcome::Declined(_) => return come_back(0).await,
                         DebitOutcome::Pending(_) => return come_back(DEBIT_WAIT_SECONDS).await,
@@ -168,34 +184,30 @@ impl Settlement {
                         id: format!("{}/expired", payment.id),
                         payment_id: payment.id.clone(),
                     };
-                    let notice = event.outbox(&self.notifications_queue, 0).map_err(|e| fail(&e))?;
-                    let mut items = vec![
-                        self.payments.expire_item(&payment.id).map_err(|e| fail(&e))?,
-                        outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
-                    ];
-                    items.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
+                    let notice = event.outbox(&self.notifications_queue, 0)?;
+                    let mut items = vec![self.payments.expire_item(&payment.id)?, outbox.put_item(&notice, now)?];
+                    items.extend(self.devices.release_item(&payment)?);
                     // A link that is gone counts as expired; one paid or started at the last moment wins.
                     if let Some(topup) = &topup {
-                        items.push(self.debits.topups.expire_item(&topup.key).map_err(|e| fail(&e))?);
+                        items.push(self.debits.topups.expire_item(&topup.key)?);
                     }
                     match transact(&self.debits.dynamodb, items).await {
                         Ok(()) => outbox.send(&notice).await,
                         Err(e) if e.broke(TOPUP_NO_DEBIT) => return come_back(0).await,
                         // Settled or expired meanwhile.
                         Err(e) if e.broke(PAYMENT_WAITING) => {}
-                        Err(e) => return Err(fail(&e)),
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
         }
-        outbox.done(&job.id).await.map_err(|e| fail(&e))
+        Ok(outbox.done(&job.id).await?)
     }
 
     /// The payment waits; the payer gets a top-up link in their conversation with the platform.
     /// The link, the payment's new state, its expiry job and the payer's message commit together,
     /// so a redelivered job that finds the payment waiting with an open link has nothing to do.
-    async fn ask_for_funds(&self, payment: &Payment, available: Decimal, now: i64) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
+    async fn ask_for_funds(&self, payment: &Payment, available: Decimal, now: i64) -> Result<(), SettlementError> {
         let outbox = &self.debits.outbox;
         let currency = payment.amount.currency();
         if !matches!(payment.state, PaymentState::Pending | PaymentState::WaitingForFunds) {
@@ -203,11 +215,11 @@ impl Settlement {
         }
         // The current link, unless it was paid (its money went in and still was not enough).
         if let Some(key) = &payment.topup_token
-            && self.debits.topups.get(key).await.map_err(|e| fail(&e))?.is_some_and(|t| !t.paid && !t.expired)
+            && self.debits.topups.get(key).await?.is_some_and(|t| !t.paid && !t.expired)
         {
             return Ok(());
         }
-        let due = Money::new(payment.amount.amount() - available, currency).map_err(|e| fail(&e))?;
+        let due = Money::new(payment.amount.amount() - available, currency)?;
         let token = new_token();
         let topup = TopUp {
             key: key_of(&token),
@@ -250,15 +262,13 @@ impl Settlement {
             message,
             at: now,
         };
-        let notice = event.outbox(&self.notifications_queue, 0).map_err(|e| fail(&e))?;
+        let notice = event.outbox(&self.notifications_queue, 0)?;
         let items = vec![
-            self.payments
-                .waiting_item(&payment.id, &topup.key, payment.topup_token.as_deref())
-                .map_err(|e| fail(&e))?,
-            self.debits.topups.create_item(&topup).map_err(|e| fail(&e))?,
+            self.payments.waiting_item(&payment.id, &topup.key, payment.topup_token.as_deref())?,
+            self.debits.topups.create_item(&topup)?,
             // Due at the expiry itself, so the sweeper does not re-send it before then.
-            outbox.put_item_due(&expire, topup.link_expires_at).map_err(|e| fail(&e))?,
-            outbox.put_item(&notice, now).map_err(|e| fail(&e))?,
+            outbox.put_item_due(&expire, topup.link_expires_at)?,
+            outbox.put_item(&notice, now)?,
         ];
         match transact(&self.debits.dynamodb, items).await {
             Ok(()) => {
@@ -268,15 +278,14 @@ impl Settlement {
             }
             // It changed since it was read (settled, or waiting with its own link): nothing to do.
             Err(TransactError::ConditionFailed(_)) => Ok(()),
-            Err(e) => Err(fail(&e)),
+            Err(e) => Err(e.into()),
         }
     }
 
-    async fn settle(&self, job: &SettlementJob) -> Result<(), String> {
-        let fail = |e: &dyn std::fmt::Display| e.to_string();
+    async fn settle(&self, job: &SettlementJob) -> Result<(), SettlementError> {
         let outbox = &self.debits.outbox;
-        let Some(payment) = self.payments.get(&job.payment_id).await.map_err(|e| fail(&e))? else {
-            return outbox.done(&job.id).await.map_err(|e| fail(&e));
+        let Some(payment) = self.payments.get(&job.payment_id).await? else {
+            return Ok(outbox.done(&job.id).await?);
         };
         if let Some(expire_at) = job.expire_at {
             return self.expire(job, payment, expire_at).await;
@@ -290,19 +299,18 @@ impl Settlement {
                 AccountId::merchant(&payment.merchant_id),
                 "offline.settle",
                 format!("offline-payment/{}", payment.id),
-            )
-            .map_err(|e| fail(&e))?;
-            let mut with = vec![self.payments.state_item(&payment.id, PaymentState::Settled).map_err(|e| fail(&e))?];
-            with.extend(self.devices.release_item(&payment).map_err(|e| fail(&e))?);
+            )?;
+            let mut with = vec![self.payments.state_item(&payment.id, PaymentState::Settled)?];
+            with.extend(self.devices.release_item(&payment)?);
             match self.debits.ledger.apply(&transfer, with, now).await {
                 // Settled by an earlier delivery (or expired): nothing to do.
                 Ok(_) | Err(TransferError::Rejected(PAYMENT_UNSETTLED)) => {}
                 Err(TransferError::Ledger(LedgerError::InsufficientFunds { available, .. })) => {
                     self.ask_for_funds(&payment, available, now).await?;
                 }
-                Err(e) => return Err(fail(&e)),
+                Err(e) => return Err(e.into()),
             }
         }
-        outbox.done(&job.id).await.map_err(|e| fail(&e))
+        Ok(outbox.done(&job.id).await?)
     }
 }

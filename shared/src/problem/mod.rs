@@ -88,12 +88,6 @@ impl std::fmt::Display for Problem {
     }
 }
 
-impl From<crate::money::MoneyError> for Problem {
-    fn from(e: crate::money::MoneyError) -> Self {
-        Problem::new(e.code(), e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::relay::{MerchantClient, MerchantReply, OrderDetails};
+use super::relay::{MerchantReply, OrderDetails, forward};
 use super::service::{PurchaseService, Refund, suspended_refund, unknown_order};
 use super::store::OrderStore;
 use super::{Decision, Order, OrderState, PurchaseRequest};
@@ -22,6 +22,7 @@ use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::{Decision as IdempotencyDecision, StoredResponse};
 use crate::keys::KeyService;
 use crate::ledger::store::LedgerStore;
+use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
 use crate::merchant::{Merchant, MerchantStatus};
@@ -194,7 +195,7 @@ impl PurchasesApi {
             expires_at: order.expires_at,
             callback_path: format!("/merchant/orders/{}/decision", order.id),
         };
-        let decision = match self.relay.forward(merchant, &keys, &details, now).await {
+        let decision = match forward(&self.relay, merchant, &keys, &details, now).await {
             MerchantReply::Decided(decision) => decision,
             MerchantReply::Pending => return order,
             MerchantReply::NoAnswer(reason) => {

@@ -11,15 +11,16 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::relay::MerchantClient;
 use super::service::PurchaseService;
 use super::store::OrderStore;
 use super::{AtExpiry, Order, OrderState, at_expiry};
 use crate::aws::{self, MissingEnv};
+use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::ledger::store::LedgerStore;
+use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::money::Money;
 use crate::outbox::Outbox;
@@ -74,35 +75,30 @@ impl OrderNotices {
     }
 
     /// The order is read from the table, never taken from the message: the table says how it ended.
-    pub async fn settled(&self, id: &str, notice: &Value) -> Result<(), String> {
-        let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
-        let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
+    pub async fn settled(&self, id: &str, notice: &Value) -> Result<(), Failure> {
+        let order = self.order(notice).await?;
         if order.state == OrderState::AwaitingMerchant {
-            return Err(format!("order {order_id} is not settled"));
+            return Err(format!("order {} is not settled", order.id).into());
         }
-        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
+        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|p| p.to_string())?;
         let now = now_epoch_seconds();
         // The user first: a product server that is down must not keep the user uninformed.
         let (kind, text) = conversation_text(&order, &merchant.name);
         let message = NewMessage { id: id.to_owned(), kind, text, data: order.view() };
-        self.conversations
-            .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !self.service.outbox.step_done(id, "webhook").await.map_err(|e| e.to_string())? {
-            let keys = self.merchants.keys(&merchant).await.map_err(|e| e.to_string())?;
+        self.conversations.post(&order.user, &Counterparty::merchant(&merchant.id), &message, now).await?;
+        if !self.service.outbox.step_done(id, "webhook").await? {
+            let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
             let body = serde_json::json!({ "event_id": id, "kind": "order.settled", "order": order.notice() });
             self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
-            self.service.outbox.mark(id, "webhook").await.map_err(|e| e.to_string())?;
+            self.service.outbox.mark(id, "webhook").await?;
         }
         Ok(())
     }
 
     /// The merchant asked for the refund and got its answer at once: only the user is told.
-    pub async fn refunded(&self, id: &str, notice: &Value, amount: &Money) -> Result<(), String> {
-        let order_id = notice["id"].as_str().ok_or("the notice names no order")?;
-        let order = self.service.orders.get(order_id).await.map_err(|e| e.to_string())?.ok_or("unknown order")?;
-        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|e| e.to_string())?;
+    pub async fn refunded(&self, id: &str, notice: &Value, amount: &Money) -> Result<(), Failure> {
+        let order = self.order(notice).await?;
+        let merchant = self.merchants.get(&order.merchant_id).await.map_err(|p| p.to_string())?;
         let text =
             format!("{} refunded {} {} for {}.", merchant.name, amount.amount(), amount.currency(), order.product_id);
         let message = NewMessage { id: id.to_owned(), kind: "purchase.refunded".into(), text, data: notice.clone() };
@@ -110,15 +106,22 @@ impl OrderNotices {
             .post(&order.user, &Counterparty::merchant(&merchant.id), &message, now_epoch_seconds())
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(Failure::from)
     }
 
-    pub async fn expire(&self, order_id: &str) -> Result<(), String> {
+    /// The order a notice names; a notice naming none, or an order that does not exist, can never
+    /// be delivered.
+    async fn order(&self, notice: &Value) -> Result<Order, Failure> {
+        let order_id = notice["id"].as_str().ok_or_else(|| Failure::poison("the notice names no order"))?;
+        self.service.orders.get(order_id).await?.ok_or_else(|| Failure::poison(format!("unknown order {order_id:?}")))
+    }
+
+    pub async fn expire(&self, order_id: &str) -> Result<(), Failure> {
         let now = now_epoch_seconds();
-        let Some(order) = self.service.orders.get(order_id).await.map_err(|e| e.to_string())? else { return Ok(()) };
+        let Some(order) = self.service.orders.get(order_id).await? else { return Ok(()) };
         match at_expiry(&order, now) {
             AtExpiry::Settled => return Ok(()),
-            AtExpiry::NotDue(seconds) => return Err(format!("order {order_id} expires in {seconds} s")),
+            AtExpiry::NotDue(seconds) => return Err(format!("order {order_id} expires in {seconds} s").into()),
             AtExpiry::Recorded(decision) => {
                 tracing::info!(order = %order_id, decision = decision.as_str(), "carrying out the merchant's recorded decision");
             }
@@ -128,7 +131,7 @@ impl OrderNotices {
         let settled = self.service.settle(order, None, now).await.map_err(|p| p.to_string())?;
         // A decision recorded since the order was read stopped the release: the next attempt carries it out.
         if settled.state == OrderState::AwaitingMerchant {
-            return Err(format!("order {order_id} is still awaiting its settlement"));
+            return Err(format!("order {order_id} is still awaiting its settlement").into());
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! The purchase relay's protocol with a merchant's product server, and its HTTP client.
+//! The purchase relay's protocol with a merchant's product server, over the merchant's signed
+//! client (`crate::merchant::client`).
 //!
 //! We `POST <product_server_url>/orders` an `OrderEnvelope`: the order's details sealed with the
 //! merchant's order-encryption key (AES-256-GCM; the associated data binds order id, key id and
@@ -14,8 +15,8 @@ use super::Decision;
 use crate::crypto::{Sealed, open, seal};
 use crate::keys::PartyKeys;
 use crate::merchant::Merchant;
+use crate::merchant::client::MerchantClient;
 use crate::money::Money;
-use crate::outbound::PartnerClient;
 
 /// What travels to the product server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,46 +89,30 @@ pub enum MerchantReply {
     NoAnswer(String),
 }
 
-#[derive(Default)]
-pub struct MerchantClient {
-    partner: PartnerClient,
-}
-
-impl MerchantClient {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub async fn forward(
-        &self,
-        merchant: &Merchant,
-        keys: &PartyKeys,
-        details: &OrderDetails,
-        now: i64,
-    ) -> MerchantReply {
-        let url = format!("{}/orders", merchant.product_server_url);
-        let body = serde_json::to_vec(&seal_order(keys, details, now)).unwrap_or_default();
-        let answer = match self.partner.exchange(&url, keys, body, now).await {
-            Ok(answer) => answer,
-            Err(e) => return MerchantReply::NoAnswer(format!("the product server: {e}")),
-        };
-        match serde_json::from_slice::<MerchantAnswer>(&answer) {
-            Ok(answer) if answer.order_id != details.order_id => {
-                MerchantReply::NoAnswer("the answer is about another order".into())
-            }
-            Ok(answer) => match answer.decision() {
-                Some(decision) => MerchantReply::Decided(decision),
-                None if answer.decision == "pending" => MerchantReply::Pending,
-                None => MerchantReply::NoAnswer(format!("unknown decision {:?}", answer.decision)),
-            },
-            Err(e) => MerchantReply::NoAnswer(format!("the answer is not a decision: {e}")),
+/// Forwards the order `details` to the merchant's product server, sealed and signed, and reads its
+/// signed answer.
+pub async fn forward(
+    client: &MerchantClient,
+    merchant: &Merchant,
+    keys: &PartyKeys,
+    details: &OrderDetails,
+    now: i64,
+) -> MerchantReply {
+    let body = serde_json::to_vec(&seal_order(keys, details, now)).unwrap_or_default();
+    let answer = match client.exchange(merchant, "/orders", keys, body, now).await {
+        Ok(answer) => answer,
+        Err(e) => return MerchantReply::NoAnswer(e),
+    };
+    match serde_json::from_slice::<MerchantAnswer>(&answer) {
+        Ok(answer) if answer.order_id != details.order_id => {
+            MerchantReply::NoAnswer("the answer is about another order".into())
         }
-    }
-
-    /// Delivers a signed webhook to `<product_server_url>/webhooks`; `Err` says why it must be retried.
-    pub async fn webhook(&self, merchant: &Merchant, keys: &PartyKeys, body: &[u8], now: i64) -> Result<(), String> {
-        let url = format!("{}/webhooks", merchant.product_server_url);
-        self.partner.deliver(&url, keys, body.to_vec(), now).await.map_err(|e| format!("the product server: {e}"))
+        Ok(answer) => match answer.decision() {
+            Some(decision) => MerchantReply::Decided(decision),
+            None if answer.decision == "pending" => MerchantReply::Pending,
+            None => MerchantReply::NoAnswer(format!("unknown decision {:?}", answer.decision)),
+        },
+        Err(e) => MerchantReply::NoAnswer(format!("the answer is not a decision: {e}")),
     }
 }
 

@@ -1,0 +1,142 @@
+//! The mini-app admin routes, served by the merchants function (template.yaml `MerchantsFunction`,
+//! whose `main.rs` puts them after `crate::merchant::api`'s):
+//!
+//! - `POST /miniapps`                register a merchant's mini-app; the answer shows its key once
+//! - `GET  /miniapps/{id}`           the mini-app (never its key)
+//! - `POST /miniapps/{id}/status`    `{"status": "active" | "suspended" | "revoked"}` (revoked is final)
+//! - `POST /miniapps/{id}/keys`      rotate its key; the answer shows the new key once
+//! - `POST /miniapps/{id}/keys/end-grace` end the previous key's grace now
+//!
+//! Issuing, rotating and ending graces is `crate::party_keys`.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::store::MiniAppStore;
+use super::{MiniApp, MiniAppStatus, Registration, unknown_miniapp};
+use crate::Problem;
+use crate::audit::{AuditEntry, commit_audited};
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::store::IdempotencyStore;
+use crate::merchant::store::MerchantStore;
+use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
+use crate::party_keys::{KeyIssue, KeyedParty, PartyKeyAdmin, already_registered};
+use crate::problem::catalogue;
+
+pub struct MiniAppAdmin {
+    dynamodb: aws_sdk_dynamodb::Client,
+    apps: MiniAppStore,
+    merchants: MerchantStore,
+    keys: PartyKeyAdmin,
+    idempotency: IdempotencyStore,
+    audit_table: String,
+    /// Template `AllowPlainHttpPartners`: true only where partners are local simulators.
+    allow_plain_http: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusChange {
+    status: String,
+}
+
+impl MiniAppAdmin {
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        Ok(MiniAppAdmin {
+            apps: MiniAppStore::new(dynamodb.clone(), aws::env("MINIAPPS_TABLE")?),
+            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            keys: PartyKeyAdmin::from_env(config, dynamodb.clone())?,
+            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
+            audit_table: aws::env("AUDIT_TABLE")?,
+            allow_plain_http: aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true",
+            dynamodb,
+        })
+    }
+
+    /// The answer to an admin's `request` if it is one of these routes; `None` for any other.
+    pub async fn route(&self, request: &Request, caller: &Caller) -> Option<Result<Response<Body>, Problem>> {
+        Some(match route_key(request) {
+            "POST /miniapps" => self.register(request, caller).await,
+            "GET /miniapps/{id}" => self.app(request).await.map(|app| json_response(StatusCode::OK, &app.view())),
+            "POST /miniapps/{id}/status" => self.set_status(request, caller).await,
+            "POST /miniapps/{id}/keys" => {
+                self.keys.rotate(request, caller, self.apps.table(), || self.app(request)).await
+            }
+            "POST /miniapps/{id}/keys/end-grace" => {
+                self.keys.end_grace(request, caller, self.apps.table(), || self.app(request)).await
+            }
+            _ => return None,
+        })
+    }
+
+    /// The app the path names, as it is now.
+    async fn app(&self, request: &Request) -> Result<MiniApp, Problem> {
+        let id = path_parameter(request, "id")?;
+        self.apps.get(id).await?.ok_or_else(|| unknown_miniapp(id))
+    }
+
+    /// A merchant's mini-app: its key id and key (shown once) and its interface descriptor.
+    async fn register(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let registration = Registration::parse(json_body(request)?, self.allow_plain_http)?;
+        self.idempotency
+            .run_request(request, &caller.subject, &[], |claim, now| async move {
+                // Judged inside the key's run: a replay answers as the first time, whatever the owner became.
+                let owner = self
+                    .merchants
+                    .get(&registration.owner_merchant_id)
+                    .await?
+                    .ok_or_else(|| unknown_merchant(&registration.owner_merchant_id))?;
+                if owner.status != MerchantStatus::Active {
+                    return Err(inactive_merchant(&owner.id));
+                }
+                let id = format!("a_{}", &claim.scope.derived_id("miniapp")[..20]);
+                let key = self.keys.generate(&MiniApp::key_owner(&id)).await?;
+                let app = MiniApp {
+                    key_id: format!("{id}.k1"),
+                    id,
+                    owner_merchant_id: owner.id.clone(),
+                    server_url: registration.server_url,
+                    status: MiniAppStatus::Active,
+                    key_ciphertext: key.ciphertext,
+                    previous_key: None,
+                    interface: registration.interface,
+                    created_at: now,
+                };
+                let issued = KeyIssue {
+                    resource: app.audit_resource(),
+                    action: "miniapp.register",
+                    view: app.view(),
+                    location: app.location(),
+                    conflict: already_registered(catalogue::MINIAPP_EXISTS, &app.id),
+                };
+                self.keys.commit_new_key(&claim, now, issued, &key.key, self.apps.create_item(&app)?).await
+            })
+            .await
+    }
+
+    async fn set_status(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let id = path_parameter(request, "id")?;
+        let StatusChange { status } = json_body(request)?;
+        let status = MiniAppStatus::parse(&status).ok_or_else(|| {
+            Problem::new(catalogue::INVALID_STATUS, "status must be \"active\", \"suspended\" or \"revoked\"")
+        })?;
+        let write = self.apps.status_item(id, status)?;
+        let detail = json!({ "status": status.as_str() });
+        let entry = AuditEntry::now(format!("miniapp/{id}"), "miniapp.status", &caller.subject, detail);
+        let refused = commit_audited(&self.dynamodb, &self.audit_table, entry, write).await?;
+        let app = self.apps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
+        // The write is refused for a missing app (above) or a revoked one, unless it asked for revoked again.
+        if refused && status != MiniAppStatus::Revoked {
+            return Err(Problem::alternate(
+                catalogue::MINIAPP_REVOKED,
+                format!("mini-app {id:?} was revoked; revocation is final"),
+            ));
+        }
+        Ok(json_response(StatusCode::OK, &app.view()))
+    }
+}
