@@ -186,6 +186,21 @@ fn sequence_range(prefix: &str, before: Option<u64>) -> Option<(String, String)>
     Some((prefix.to_owned(), format!("{prefix}{high:020}")))
 }
 
+/// Every item of `table`, by consistent scans page by page: for checks over a whole table (a
+/// quiet one: a scan is not a snapshot), never for a request.
+pub async fn scan_all(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client.scan().table_name(table).consistent_read(true).set_exclusive_start_key(start).send().await?;
+        start = page.last_evaluated_key.clone();
+        items.extend(page.items.unwrap_or_default());
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
 /// One page of partition `pk`'s items keyed `<prefix><sequence, 20 digits>`, newest first: `limit`
 /// of them before sequence `before` (exclusive; `None`: from the newest). Postings and messages.
 pub async fn newest_before(

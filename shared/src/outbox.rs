@@ -25,6 +25,7 @@ use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::{Deserialize, Serialize};
 
 use crate::dynamo::{StoreError, Write, get_n, get_s, n, s};
+use crate::reconcile::Violation;
 
 /// One message on its way to a queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,11 +384,77 @@ impl DeadLetterQueues {
 /// How often the sweeper sends one message before moving it to the dead letters.
 pub const MAX_SWEEPS: i64 = 10;
 
+/// An outbox item as the invariant checker sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: String,
+    pub due_at: i64,
+    /// Set when it was moved to its queue's dead letters.
+    pub dead_reason: Option<String>,
+}
+
+impl Outbox {
+    /// Every item still in the outbox (handled ones are gone), for `check_outbox`.
+    pub async fn items(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        let items = crate::dynamo::scan_all(&self.dynamodb, &self.table).await?;
+        items
+            .iter()
+            .map(|item| {
+                Ok(OutboxItem {
+                    id: get_s(item, "id")?.to_owned(),
+                    due_at: get_n(item, "due_at")?,
+                    dead_reason: item
+                        .get("dead_at")
+                        .map(|_| get_s(item, "dead_reason").map(str::to_owned))
+                        .transpose()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Every message was delivered (its item is gone), is dead with its reason, or is not overdue by
+/// more than `slack` seconds (its consumer or the sweeper is still at it).
+pub fn check_outbox(items: &[OutboxItem], now: i64, slack: i64) -> Vec<Violation> {
+    items
+        .iter()
+        .filter_map(|item| {
+            match &item.dead_reason {
+                Some(reason) if reason.is_empty() => Some("is dead without a reason".to_owned()),
+                Some(_) => None,
+                None if now > item.due_at + slack => {
+                    Some(format!("is undelivered {} s after it was due", now - item.due_at))
+                }
+                None => None,
+            }
+            .map(|problem| Violation::record(format!("outbox item {}", item.id), problem))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const GRACE: i64 = 60;
+
+    #[test]
+    fn every_item_is_delivered_dead_with_a_reason_or_not_yet_overdue() {
+        let item = |id: &str, due_at: i64, dead: Option<&str>| OutboxItem {
+            id: id.into(),
+            due_at,
+            dead_reason: dead.map(str::to_owned),
+        };
+        let items =
+            [item("a", 900, None), item("b", 100, Some("never handled")), item("c", 800, None), item("d", 0, Some(""))];
+        assert_eq!(
+            check_outbox(&items, 1000, 150),
+            [
+                Violation::record("outbox item c", "is undelivered 200 s after it was due"),
+                Violation::record("outbox item d", "is dead without a reason"),
+            ]
+        );
+    }
 
     #[test]
     fn an_item_not_yet_overdue_waits() {

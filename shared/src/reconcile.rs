@@ -23,14 +23,54 @@ use crate::money::Currency;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
-    NotConserved { currency: Currency, sum: Decimal },
-    BelowFloor { account: AccountId, balance: Decimal },
-    PostingsDoNotRebuild { account: AccountId, balance: Decimal, sequence: u64 },
-    Unbalanced { transfer: String },
-    PostingsDiffer { transfer: String, legs: Vec<(AccountId, Decimal)>, postings: Vec<(AccountId, Decimal)> },
-    PostingWithoutTransfer { account: AccountId, sequence: u64, transfer: String },
-    MovedTwice { cause: String, kind: &'static str, transfers: Vec<String> },
-    RefundedMoreThanCaptured { cause: String, refunded: Decimal, captured: Decimal },
+    NotConserved {
+        currency: Currency,
+        sum: Decimal,
+    },
+    BelowFloor {
+        account: AccountId,
+        balance: Decimal,
+    },
+    PostingsDoNotRebuild {
+        account: AccountId,
+        balance: Decimal,
+        sequence: u64,
+    },
+    Unbalanced {
+        transfer: String,
+    },
+    PostingsDiffer {
+        transfer: String,
+        legs: Vec<(AccountId, Decimal)>,
+        postings: Vec<(AccountId, Decimal)>,
+    },
+    PostingWithoutTransfer {
+        account: AccountId,
+        sequence: u64,
+        transfer: String,
+    },
+    MovedTwice {
+        cause: String,
+        kind: &'static str,
+        transfers: Vec<String>,
+    },
+    RefundedMoreThanCaptured {
+        cause: String,
+        refunded: Decimal,
+        captured: Decimal,
+    },
+    /// A capability's record disagrees with the money it moved, or is stuck (its own checks:
+    /// `purchase::check_orders`, `offline::payment::check_payments`, `outbox::check_outbox`).
+    Record {
+        record: String,
+        problem: String,
+    },
+}
+
+impl Violation {
+    pub fn record(record: impl fmt::Display, problem: impl Into<String>) -> Self {
+        Violation::Record { record: record.to_string(), problem: problem.into() }
+    }
 }
 
 impl fmt::Display for Violation {
@@ -54,6 +94,7 @@ impl fmt::Display for Violation {
             Violation::RefundedMoreThanCaptured { cause, refunded, captured } => {
                 write!(f, "{cause} refunded {refunded}, more than the {captured} captured")
             }
+            Violation::Record { record, problem } => write!(f, "{record} {problem}"),
         }
     }
 }
@@ -134,10 +175,9 @@ fn check_transfers(books: &Books) -> Vec<Violation> {
         if let Some(kind) = once_per_cause(&transfer.kind) {
             once.entry((&transfer.cause, kind)).or_default().push(transfer.id.clone());
         }
-        let credited: Decimal = transfer.legs.iter().map(|(_, amount)| amount.max(&Decimal::ZERO)).sum();
         match transfer.kind.as_str() {
-            "purchase.capture" => refunds.entry(&transfer.cause).or_default().1 += credited,
-            "purchase.refund" => refunds.entry(&transfer.cause).or_default().0 += credited,
+            "purchase.capture" => refunds.entry(&transfer.cause).or_default().1 += transfer.amount(),
+            "purchase.refund" => refunds.entry(&transfer.cause).or_default().0 += transfer.amount(),
             _ => {}
         }
     }

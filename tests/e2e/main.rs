@@ -13,6 +13,7 @@ mod miniapps;
 mod notifications;
 mod offline;
 mod purchases;
+mod reconcile;
 mod refunds;
 mod runner;
 mod topup;

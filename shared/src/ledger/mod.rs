@@ -42,7 +42,19 @@ pub struct Books {
     pub transfers: Vec<TransferRecord>,
 }
 
+impl Books {
+    /// The transfers by id.
+    pub fn transfers_by_id(&self) -> HashMap<&str, &TransferRecord> {
+        self.transfers.iter().map(|t| (t.id.as_str(), t)).collect()
+    }
+}
+
 impl TransferRecord {
+    /// What it moved: the sum of its credits.
+    pub fn amount(&self) -> Decimal {
+        self.legs.iter().map(|(_, amount)| amount.max(&Decimal::ZERO)).sum()
+    }
+
     pub fn of(transfer: &Transfer) -> Self {
         TransferRecord {
             id: transfer.id.clone(),

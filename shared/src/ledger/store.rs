@@ -18,7 +18,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
 use rust_decimal::Decimal;
 
 use super::{Account, AccountId, AccountUpdate, Books, LedgerError, Posting, Transfer, TransferRecord, plan};
-use crate::dynamo::{Item, StoreError, Write, failed_rules, get_decimal, get_n, get_s, n, newest_before, s};
+use crate::dynamo::{Item, StoreError, Write, failed_rules, get_decimal, get_n, get_s, n, newest_before, s, scan_all};
 use crate::money::Money;
 
 /// The rule of the transfer record: this transfer id was never applied.
@@ -153,8 +153,7 @@ impl LedgerStore {
     pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
         let Some(ref item) = self.transfer_record_of(id).await? else { return Ok(None) };
         let transfer = transfer_from_item(item)?;
-        let credited = transfer.legs.iter().map(|(_, amount)| amount.max(&Decimal::ZERO)).sum();
-        Money::new(credited, transfer.currency)
+        Money::new(transfer.amount(), transfer.currency)
             .map(Some)
             .map_err(|e| StoreError::caused(format!("transfer {id} is corrupt: amount"), e))
     }
@@ -164,40 +163,26 @@ impl LedgerStore {
     /// books that agree with themselves: this is for checks (`crate::reconcile`), not for requests.
     pub async fn books(&self, in_scope: impl Fn(&AccountId) -> bool) -> Result<Books, StoreError> {
         let mut books = Books::default();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            for item in page.items() {
-                let (pk, sk) = (get_s(item, "pk")?, get_s(item, "sk")?);
-                if pk.starts_with("transfer#") {
-                    let transfer = transfer_from_item(item)?;
-                    if transfer.legs.iter().any(|(account, _)| in_scope(account)) {
-                        books.transfers.push(transfer);
-                    }
-                    continue;
+        for item in scan_all(&self.client, &self.table).await? {
+            let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
+            if pk.starts_with("transfer#") {
+                let transfer = transfer_from_item(&item)?;
+                if transfer.legs.iter().any(|(account, _)| in_scope(account)) {
+                    books.transfers.push(transfer);
                 }
-                let account = account_id_of(pk)?;
-                if !in_scope(&account) {
-                    continue;
-                }
-                if sk == "account" {
-                    books.accounts.push(account_from_item(item)?);
-                } else {
-                    books.postings.push(posting_from_item(&account, item)?);
-                }
+                continue;
             }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(books);
+            let account = account_id_of(pk)?;
+            if !in_scope(&account) {
+                continue;
+            }
+            if sk == "account" {
+                books.accounts.push(account_from_item(&item)?);
+            } else {
+                books.postings.push(posting_from_item(&account, &item)?);
             }
         }
+        Ok(books)
     }
 
     /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).

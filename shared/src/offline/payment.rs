@@ -5,8 +5,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
 use super::{CLOCK_SKEW_SECONDS, OFFLINE_WINDOW_SECONDS, OfflineCode};
-use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
+use crate::ledger::Books;
 use crate::money::{Currency, Money};
+use crate::reconcile::Violation;
 
 /// Rule: the code's (device, counter) was not spent before.
 pub const CODE_UNSPENT: &str = "offline_code.unspent";
@@ -49,6 +51,56 @@ impl PaymentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn payment(state: PaymentState) -> Payment {
+        Payment {
+            id: "p_1".into(),
+            terminal_id: "t_1".into(),
+            merchant_id: "m_1".into(),
+            user: "u".into(),
+            device_key_id: "d_1".into(),
+            counter: 7,
+            amount: Money::parse("5.00", "USD").expect("an amount"),
+            state,
+            created_at: 1,
+            topup_token: None,
+            counted: true,
+        }
+    }
+
+    fn settled_books(cents: i64) -> Books {
+        let amount = Money::new(rust_decimal::Decimal::new(cents, 2), "USD".parse().unwrap()).unwrap();
+        let (reserve, merchant) = (crate::ledger::AccountId::reserve("u"), crate::ledger::AccountId::merchant("m_1"));
+        let transfer = crate::ledger::Transfer::between(
+            "p_1/settle".into(),
+            amount,
+            reserve,
+            merchant,
+            "offline.settle",
+            "offline-payment/p_1".into(),
+        );
+        Books { transfers: vec![crate::ledger::TransferRecord::of(&transfer.unwrap())], ..Books::default() }
+    }
+
+    #[test]
+    fn a_payment_moved_its_amount_once_if_and_only_if_it_settled() {
+        assert_eq!(check_payments(&[payment(PaymentState::Settled)], &settled_books(500), 100, 60), []);
+        assert_eq!(check_payments(&[payment(PaymentState::Expired)], &Books::default(), 100, 60), []);
+        assert_eq!(check_payments(&[payment(PaymentState::Pending)], &Books::default(), 61, 60), []);
+        let found = |p: Payment, books: &Books, now: i64| check_payments(&[p], books, now, 60);
+        assert_eq!(
+            found(payment(PaymentState::Settled), &settled_books(400), 100),
+            [Violation::record("offline payment p_1", "is settled but moved Some(4.00)")]
+        );
+        assert_eq!(
+            found(payment(PaymentState::Expired), &settled_books(500), 100),
+            [Violation::record("offline payment p_1", "is expired but moved its amount")]
+        );
+        assert_eq!(
+            found(payment(PaymentState::Pending), &Books::default(), 62),
+            [Violation::record("offline payment p_1", "is still pending 61 s after it was accepted")]
+        );
+    }
 
     #[test]
     fn a_payment_is_the_same_request_only_for_the_same_code_terminal_and_amount() {
@@ -148,6 +200,11 @@ impl PaymentStore {
     }
 
     /// Spends a code: each (device, counter) pays once, however the device's clock was set.
+    /// Every payment, for the invariant checker (`crate::offline::payment::check_payments`).
+    pub async fn all(&self) -> Result<Vec<Payment>, StoreError> {
+        scan_all(&self.client, &self.payments).await?.iter().map(payment_from_item).collect()
+    }
+
     pub fn spend_item(&self, code: &OfflineCode) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.codes)
@@ -244,4 +301,28 @@ fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
         topup_token: item.get("topup_token").map(|_| get_s(item, "topup_token").map(str::to_owned)).transpose()?,
         counted: matches!(item.get("counted"), Some(AttributeValue::Bool(true))),
     })
+}
+
+/// What must hold of each offline payment and the money it moved (`crate::reconcile`): a settled
+/// payment moved its amount once from the payer's reserve, an unsettled or expired one nothing, and
+/// a pending one is settled (or waiting for funds) within `slack` seconds of its acceptance.
+pub fn check_payments(payments: &[Payment], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
+    let transfers = books.transfers_by_id();
+    let mut violations = Vec::new();
+    for payment in payments {
+        let mut problem =
+            |text: String| violations.push(Violation::record(format!("offline payment {}", payment.id), text));
+        let settle = transfers.get(format!("{}/settle", payment.id).as_str());
+        match (payment.state, settle) {
+            (PaymentState::Settled, Some(t)) if t.kind == "offline.settle" && t.amount() == payment.amount.amount() => {
+            }
+            (PaymentState::Settled, _) => problem(format!("is settled but moved {:?}", settle.map(|t| t.amount()))),
+            (_, Some(_)) => problem(format!("is {} but moved its amount", payment.state.as_str())),
+            (_, None) => {}
+        }
+        if payment.state == PaymentState::Pending && now > payment.created_at + slack {
+            problem(format!("is still pending {} s after it was accepted", now - payment.created_at));
+        }
+    }
+    violations
 }

@@ -15,13 +15,16 @@ pub mod relay;
 pub mod service;
 pub mod store;
 
+use std::collections::HashMap;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
-use crate::ledger::{AccountId, Transfer};
+use crate::ledger::{AccountId, Books, Transfer};
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
+use crate::reconcile::Violation;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -299,6 +302,45 @@ pub fn at_expiry(order: &Order, now: i64) -> AtExpiry {
     }
 }
 
+/// What must hold of each order and the money it moved (`crate::reconcile`; `books` holds at least
+/// the orders' hold accounts): its hold was taken; a paid order's hold was captured, a declined or
+/// expired one's released, an awaiting one's neither, and it awaits no longer than `slack` seconds
+/// past its expiry (its expiry check is on its way); a paid order's `refundable` is what its
+/// refunds left.
+pub fn check_orders(orders: &[Order], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
+    let transfers = books.transfers_by_id();
+    let kind_of = |id: String| transfers.get(id.as_str()).map(|t| t.kind.as_str());
+    let mut refunded: HashMap<&str, Decimal> = HashMap::new();
+    for refund in books.transfers.iter().filter(|t| t.kind == "purchase.refund") {
+        *refunded.entry(&refund.cause).or_default() += refund.amount();
+    }
+    let mut violations = Vec::new();
+    for order in orders {
+        let mut problem = |text: String| violations.push(Violation::record(format!("order {}", order.id), text));
+        if kind_of(format!("{}/hold", order.id)) != Some("purchase.hold") {
+            problem("has no hold".into());
+        }
+        let settled = kind_of(format!("{}/settle", order.id));
+        let expected = match order.state {
+            OrderState::Paid => Some("purchase.capture"),
+            OrderState::Declined | OrderState::Expired => Some("purchase.release"),
+            OrderState::AwaitingMerchant => None,
+        };
+        if settled != expected {
+            problem(format!("is {} but its hold's settlement is {settled:?}", order.state.as_str()));
+        }
+        if order.state == OrderState::AwaitingMerchant && now > order.expires_at + slack {
+            problem(format!("still awaits the merchant {} s after its expiry", now - order.expires_at));
+        }
+        let left =
+            order.amount.amount() - refunded.get(format!("order/{}", order.id).as_str()).copied().unwrap_or_default();
+        if order.state == OrderState::Paid && order.refundable != left {
+            problem(format!("may refund {} but its refunds left {left}", order.refundable));
+        }
+    }
+    violations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +363,78 @@ mod tests {
 
     fn recorded(decision: Decision) -> Order {
         Order { decision: Some(decision), ..order(OrderState::AwaitingMerchant) }
+    }
+
+    /// The books of `order` after the transfers `kinds` names (hold, settle, refunds) applied.
+    fn books_of(order: &Order, kinds: &[(&str, &'static str, i64)]) -> Books {
+        let (wallet, hold) = (AccountId::wallet(&order.user), order.hold_account());
+        let transfers = kinds.iter().map(|(id, kind, cents)| {
+            let amount = Money::new(Decimal::new(*cents, 2), order.amount.currency()).unwrap();
+            let transfer = Transfer::between(
+                format!("{}/{id}", order.id),
+                amount,
+                wallet.clone(),
+                hold.clone(),
+                kind,
+                format!("order/{}", order.id),
+            );
+            crate::ledger::TransferRecord::of(&transfer.unwrap())
+        });
+        Books { transfers: transfers.collect(), ..Books::default() }
+    }
+
+    #[test]
+    fn orders_whose_money_agrees_with_their_state_pass_the_check() {
+        let paid = Order { refundable: Decimal::new(1000, 2), ..order(OrderState::Paid) };
+        let books = books_of(
+            &paid,
+            &[
+                ("hold", "purchase.hold", 1250),
+                ("settle", "purchase.capture", 1250),
+                ("refund/k", "purchase.refund", 250),
+            ],
+        );
+        assert_eq!(check_orders(&[paid], &books, 10_000, 60), []);
+        let declined = order(OrderState::Declined);
+        let books = books_of(&declined, &[("hold", "purchase.hold", 1250), ("settle", "purchase.release", 1250)]);
+        assert_eq!(check_orders(&[declined], &books, 10_000, 60), []);
+        let waiting = order(OrderState::AwaitingMerchant);
+        let books = books_of(&waiting, &[("hold", "purchase.hold", 1250)]);
+        assert_eq!(check_orders(std::slice::from_ref(&waiting), &books, 760, 60), [], "within its expiry's slack");
+        assert_eq!(
+            check_orders(&[waiting], &books, 761, 60),
+            [Violation::record("order o_1", "still awaits the merchant 61 s after its expiry")]
+        );
+    }
+
+    #[test]
+    fn an_order_whose_money_disagrees_with_its_state_is_found() {
+        let paid = Order { refundable: Decimal::new(1250, 2), ..order(OrderState::Paid) };
+        let released = books_of(&paid, &[("hold", "purchase.hold", 1250), ("settle", "purchase.release", 1250)]);
+        assert_eq!(
+            check_orders(std::slice::from_ref(&paid), &released, 0, 60),
+            [Violation::record("order o_1", "is paid but its hold's settlement is Some(\"purchase.release\")")]
+        );
+        let refunded = books_of(
+            &paid,
+            &[
+                ("hold", "purchase.hold", 1250),
+                ("settle", "purchase.capture", 1250),
+                ("refund/k", "purchase.refund", 100),
+            ],
+        );
+        assert_eq!(
+            check_orders(std::slice::from_ref(&paid), &refunded, 0, 60),
+            [Violation::record("order o_1", "may refund 12.50 but its refunds left 11.50")]
+        );
+        let expired = order(OrderState::Expired);
+        assert_eq!(
+            check_orders(&[expired], &Books::default(), 0, 60),
+            [
+                Violation::record("order o_1", "has no hold"),
+                Violation::record("order o_1", "is expired but its hold's settlement is None"),
+            ]
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
 use rust_decimal::Decimal;
 
 use super::{Decision, Order, OrderState};
-use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
 use crate::money::Money;
 
 /// Rule: the order id is new.
@@ -36,6 +36,11 @@ impl OrderStore {
     }
 
     /// Creates the order, only if its id is new.
+    /// Every order, for the invariant checker (`crate::purchase::check_orders`).
+    pub async fn all(&self) -> Result<Vec<Order>, StoreError> {
+        scan_all(&self.client, &self.table).await?.iter().map(order_from_item).collect()
+    }
+
     pub fn create_item(&self, order: &Order) -> Result<Write, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)

@@ -1,0 +1,71 @@
+//! The invariant checker against the tables themselves: finished purchases reconcile (books and
+//! orders agree), and an order whose recorded state disagrees with the money it moved is found.
+
+use std::collections::HashSet;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use reqwest::StatusCode;
+use superpay::clock::now_epoch_seconds;
+use superpay::purchase::store::OrderStore;
+use superpay::purchase::{Order, check_orders};
+use superpay::reconcile::{Violation, check};
+use superpay_e2e::{Env, unique};
+
+use crate::purchases::{buy, funded_user, merchant, purchase};
+
+/// Every violation among `users`' orders and the accounts their money moved through (their own,
+/// their orders' holds, their merchants'), read from the tables.
+async fn violations(users: &[&str]) -> Vec<Violation> {
+    let env = Env::get();
+    let store = OrderStore::new(env.dynamodb().await, env.table("OrdersTable"));
+    let orders: Vec<Order> =
+        store.all().await.unwrap().into_iter().filter(|o| users.contains(&o.user.as_str())).collect();
+    let owners: HashSet<String> = users
+        .iter()
+        .map(|u| u.to_string())
+        .chain(orders.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
+        .collect();
+    let in_scope = |account: &superpay::ledger::AccountId| {
+        account.as_str().split_once(':').is_some_and(|(_, owner)| owners.contains(owner))
+    };
+    let books = env.ledger().await.books(in_scope).await.unwrap();
+    assert!(books.transfers.len() >= 2 * orders.len(), "the orders' transfers were read");
+    let mut found = check(&books);
+    found.extend(check_orders(&orders, &books, now_epoch_seconds(), 60));
+    found
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn finished_purchases_reconcile_and_a_state_that_lies_is_found() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let (payer, decliner) = (funded_user("50.00").await, funded_user("50.00").await);
+    let (status, paid) = buy(&payer, &purchase(&shop, "green-tea", "12.50"), &unique("key")).await;
+    assert_eq!((status, paid["state"].as_str()), (StatusCode::CREATED, Some("paid")), "{paid}");
+    let (_, declined) = buy(&decliner, &purchase(&shop, "decline-me", "7.00"), &unique("key")).await;
+    assert_eq!(declined["state"], "declined", "{declined}");
+    let found = violations(&[&payer, &decliner]).await;
+    assert!(found.is_empty(), "{}", found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+
+    // A paid order whose item says declined: its money was captured, so the record lies.
+    let id = paid["id"].as_str().unwrap();
+    env.dynamodb()
+        .await
+        .update_item()
+        .table_name(env.table("OrdersTable"))
+        .key("id", AttributeValue::S(id.into()))
+        .update_expression("SET #state = :declined")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":declined", AttributeValue::S("declined".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        violations(&[&payer]).await,
+        [Violation::record(
+            format!("order {id}"),
+            "is declined but its hold's settlement is Some(\"purchase.capture\")"
+        )]
+    );
+}
