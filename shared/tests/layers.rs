@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "batch",
             "queues",
             "audit",
+            "admin",
             "conversation",
         ],
         true,
