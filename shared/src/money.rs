@@ -244,41 +244,49 @@ mod tests {
         assert_eq!(Money::parse("0.001", "KWD").unwrap().amount().to_string(), "0.001");
     }
 
+    /// The code `amount` in `currency` is refused with.
+    fn refusal(amount: &str, currency: &str) -> &'static str {
+        Money::parse(amount, currency).unwrap_err().code().code()
+    }
+
     #[test]
     fn one_spelling_per_amount() {
-        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code().code();
         for text in ["1.", ".5", "+1.00", "-1.00", "01.00", "00.50", "00", "1. 00", "1.00 ", "\u{661}", "1,00", "0x10"]
         {
-            assert_eq!(code(text, "USD"), "amount_not_decimal_string", "{text:?}");
+            assert_eq!(refusal(text, "USD"), "amount_not_decimal_string", "{text:?}");
         }
-        // Trailing zeros count: the text may not carry more decimals than the currency has.
-        assert_eq!(code("12.500", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("1.0", "JPY"), "amount_too_many_decimals");
-        assert_eq!(code("1.", "JPY"), "amount_not_decimal_string");
-        assert_eq!(code("1.0000", "KWD"), "amount_too_many_decimals");
     }
 
     #[test]
     fn refuses_bad_amounts_with_their_own_codes() {
-        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code().code();
-        assert_eq!(code("0", "USD"), "amount_not_positive");
-        assert_eq!(code("0.00", "USD"), "amount_not_positive");
-        assert_eq!(code("1.001", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("1.5", "JPY"), "amount_too_many_decimals");
-        assert_eq!(code("100000.01", "USD"), "amount_over_limit");
-        assert_eq!(code("1e3", "USD"), "amount_not_decimal_string");
-        assert_eq!(code(" 1.00", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("NaN", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("1.2.3", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("1_000", "USD"), "amount_not_decimal_string");
-        assert_eq!(code(".", "USD"), "amount_not_decimal_string");
-        // Digits beyond what a Decimal holds are refused, never rounded into range.
-        assert_eq!(code("12.9999999999999999999999999999", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("99999.9999999999999999999999999", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("99999999999999999999999999999999", "USD"), "amount_over_limit");
-        assert_eq!(code("1.00", "usd"), "unknown_currency");
-        assert_eq!(code("1.00", "XXX"), "unknown_currency");
+        let cases = [
+            ("0", "USD", "amount_not_positive"),
+            ("0.00", "USD", "amount_not_positive"),
+            ("1.001", "USD", "amount_too_many_decimals"),
+            ("1.5", "JPY", "amount_too_many_decimals"),
+            ("100000.01", "USD", "amount_over_limit"),
+            ("1e3", "USD", "amount_not_decimal_string"),
+            (" 1.00", "USD", "amount_not_decimal_string"),
+            ("", "USD", "amount_not_decimal_string"),
+            ("NaN", "USD", "amount_not_decimal_string"),
+            ("1.2.3", "USD", "amount_not_decimal_string"),
+            ("1_000", "USD", "amount_not_decimal_string"),
+            (".", "USD", "amount_not_decimal_string"),
+            // Trailing zeros count: the text may not carry more decimals than the currency has.
+            ("12.500", "USD", "amount_too_many_decimals"),
+            ("1.0", "JPY", "amount_too_many_decimals"),
+            ("1.", "JPY", "amount_not_decimal_string"),
+            ("1.0000", "KWD", "amount_too_many_decimals"),
+            // Digits beyond what a Decimal holds are refused, never rounded into range.
+            ("12.9999999999999999999999999999", "USD", "amount_too_many_decimals"),
+            ("99999.9999999999999999999999999", "USD", "amount_too_many_decimals"),
+            ("99999999999999999999999999999999", "USD", "amount_over_limit"),
+            ("1.00", "usd", "unknown_currency"),
+            ("1.00", "XXX", "unknown_currency"),
+        ];
+        for (amount, currency, code) in cases {
+            assert_eq!(refusal(amount, currency), code, "{amount:?} {currency}");
+        }
     }
 
     #[test]
