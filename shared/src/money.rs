@@ -26,24 +26,30 @@ pub struct Currency {
     limit: i64,
 }
 
-/// The accepted currencies. Limits are per operation (a wallet payment), in major units.
-const CURRENCIES: &[Currency] = &[
-    Currency { code: "AUD", minor_units: 2, limit: 100_000 },
-    Currency { code: "BHD", minor_units: 3, limit: 50_000 },
-    Currency { code: "CNY", minor_units: 2, limit: 500_000 },
-    Currency { code: "EUR", minor_units: 2, limit: 100_000 },
-    Currency { code: "GBP", minor_units: 2, limit: 100_000 },
-    Currency { code: "HKD", minor_units: 2, limit: 500_000 },
-    Currency { code: "IDR", minor_units: 2, limit: 1_000_000_000 },
-    Currency { code: "INR", minor_units: 2, limit: 5_000_000 },
-    Currency { code: "JPY", minor_units: 0, limit: 10_000_000 },
-    Currency { code: "KRW", minor_units: 0, limit: 100_000_000 },
-    Currency { code: "KWD", minor_units: 3, limit: 30_000 },
-    Currency { code: "SGD", minor_units: 2, limit: 100_000 },
-    Currency { code: "USD", minor_units: 2, limit: 100_000 },
+/// The accepted currencies, a row each: the ISO 4217 code, the minor unit (digits after the point),
+/// and the limit per operation (a wallet payment), in major units.
+const CURRENCIES: &[(&str, u32, i64)] = &[
+    ("AUD", 2, 100_000),
+    ("BHD", 3, 50_000),
+    ("CNY", 2, 500_000),
+    ("EUR", 2, 100_000),
+    ("GBP", 2, 100_000),
+    ("HKD", 2, 500_000),
+    ("IDR", 2, 1_000_000_000),
+    ("INR", 2, 5_000_000),
+    ("JPY", 0, 10_000_000),
+    ("KRW", 0, 100_000_000),
+    ("KWD", 3, 30_000),
+    ("SGD", 2, 100_000),
+    ("USD", 2, 100_000),
 ];
 
 impl Currency {
+    /// Every accepted currency.
+    fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES.iter().map(|&(code, minor_units, limit)| Currency { code, minor_units, limit })
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }
@@ -69,7 +75,7 @@ impl FromStr for Currency {
     type Err = MoneyError;
 
     fn from_str(code: &str) -> Result<Self, Self::Err> {
-        CURRENCIES.iter().find(|c| c.code == code).copied().ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
+        Currency::all().find(|c| c.code == code).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
     }
 }
 
@@ -299,7 +305,7 @@ mod tests {
 
     /// Every accepted currency with an amount within its limit, as its canonical text.
     fn canonical_amount() -> impl Strategy<Value = (Currency, String)> {
-        proptest::sample::select(CURRENCIES).prop_flat_map(|currency| {
+        proptest::sample::select(Currency::all().collect::<Vec<_>>()).prop_flat_map(|currency| {
             let units = currency.limit * 10i64.pow(currency.minor_units);
             (1..=units).prop_map(move |units| (currency, Decimal::new(units, currency.minor_units).to_string()))
         })
