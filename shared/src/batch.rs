@@ -95,9 +95,12 @@ pub struct Batch {
     backoff: Option<Backoff>,
 }
 
-#[derive(Deserialize)]
-struct Kind {
+/// What any of our bodies says of itself, read even from one its queue's type does not parse (a
+/// kind unknown to this consumer, a field missing), for the span and the dead letter.
+#[derive(Default, Deserialize)]
+struct Envelope {
     kind: Option<String>,
+    id: Option<String>,
 }
 
 impl Batch {
@@ -129,19 +132,14 @@ impl Batch {
         let failed = futures_util::future::join_all(event.records.into_iter().map(|record| async move {
             let id = record.message_id.clone().unwrap_or_default();
             let body = record.body.as_deref().unwrap_or_default();
-            let kind = serde_json::from_str::<Kind>(body).ok().and_then(|k| k.kind);
+            let Envelope { kind, id: outbox_id } = serde_json::from_str(body).unwrap_or_default();
             let span = tracing::info_span!("message", message_id = %id, kind = kind.as_deref(),
-                outbox_id = tracing::field::Empty);
+                outbox_id = outbox_id.as_deref());
             let record = &record;
             let done = async move {
-                let mut outbox_id = None;
                 let outcome = match M::parse(body) {
                     Err(e) => Err(Failure::Poison(format!("not a {}: {e}", M::WHAT))),
-                    Ok(message) => {
-                        outbox_id = Some(message.id().to_owned());
-                        tracing::Span::current().record("outbox_id", message.id());
-                        self.handle_once(message, handle).await
-                    }
+                    Ok(message) => self.handle_once(message, handle).await,
                 };
                 match outcome {
                     Ok(()) => true,
@@ -220,10 +218,14 @@ impl Batch {
         self.outbox
             .send_dead_letter(&self.dead_letter_queue, body, &texts, &[("receive_count", i64::from(receive_count))])
             .await?;
-        match outbox_id {
-            Some(id) => self.outbox.poisoned(id, reason, now_epoch_seconds()).await,
-            None => Ok(()),
+        // The dead letter is sent: delivering the message again would only send copies. An item
+        // left live is sent again by the sweeper, and that delivery marks it.
+        if let Some(id) = outbox_id
+            && let Err(e) = self.outbox.poisoned(id, reason, now_epoch_seconds()).await
+        {
+            tracing::warn!(error = %e, "the poison's outbox item could not be marked dead");
         }
+        Ok(())
     }
 
     async fn back_off(&self, record: &SqsMessage, delay: i32) {

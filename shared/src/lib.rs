@@ -33,6 +33,7 @@ pub mod party_keys;
 pub mod problem;
 pub mod purchase;
 pub mod queues;
+pub mod reconcile;
 pub mod signed;
 
 pub use problem::Problem;

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "bank",
             "idempotency",
             "ledger",
+            "reconcile",
             "outbox",
             "batch",
             "queues",

@@ -302,6 +302,15 @@ async fn a_poison_notification_goes_to_the_dead_letter_queue_at_once_with_its_re
     let queue = &env.stack.queues["NotificationsQueue"];
     env.stack.sqs().await.send_message().queue_url(queue).message_body(&poison).send().await.unwrap();
     assert_poisoned("NotificationsDeadLetterQueue", &poison, "not a notification: expected value", None).await;
+
+    // A kind this consumer does not know (a producer deployed first): its outbox item, named by its
+    // id, is marked dead too, so the sweeper does not send copies; a redrive still gets it handled.
+    let id = unique("n_unknown_kind");
+    let body = json!({"kind": "order.teleported", "id": id}).to_string();
+    put_outbox_item(&id, "NotificationsQueue", &body, now_epoch_seconds() + 600, 0).await;
+    env.stack.sqs().await.send_message().queue_url(queue).message_body(&body).send().await.unwrap();
+    let reason = "not a notification: unknown variant `order.teleported`";
+    assert_poisoned("NotificationsDeadLetterQueue", &body, reason, Some(&id)).await;
 }
 
 #[tokio::test]

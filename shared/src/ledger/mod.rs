@@ -23,6 +23,37 @@ use rust_decimal::Decimal;
 
 use crate::money::{Currency, Money};
 
+/// A transfer as its record holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    pub id: String,
+    pub currency: Currency,
+    pub kind: String,
+    pub cause: String,
+    pub legs: Vec<(AccountId, Decimal)>,
+}
+
+/// What the ledger table holds, or the part of it a check is about: some accounts, every posting of
+/// theirs and every transfer that touches them (`crate::reconcile` checks them).
+#[derive(Debug, Clone, Default)]
+pub struct Books {
+    pub accounts: Vec<Account>,
+    pub postings: Vec<Posting>,
+    pub transfers: Vec<TransferRecord>,
+}
+
+impl TransferRecord {
+    pub fn of(transfer: &Transfer) -> Self {
+        TransferRecord {
+            id: transfer.id.clone(),
+            currency: transfer.currency,
+            kind: transfer.kind.to_owned(),
+            cause: transfer.cause.clone(),
+            legs: transfer.legs.iter().map(|l| (l.account.clone(), l.amount)).collect(),
+        }
+    }
+}
+
 /// Most items one TransactWriteItems may hold (DynamoDB's limit).
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 

@@ -17,9 +17,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
 
 use rust_decimal::Decimal;
 
-use super::{Account, AccountId, AccountUpdate, LedgerError, Posting, Transfer, plan};
+use super::{Account, AccountId, AccountUpdate, Books, LedgerError, Posting, Transfer, TransferRecord, plan};
 use crate::dynamo::{Item, StoreError, Write, failed_rules, get_decimal, get_n, get_s, n, newest_before, s};
-use crate::money::{Currency, Money};
+use crate::money::Money;
 
 /// The rule of the transfer record: this transfer id was never applied.
 const TRANSFER_NEW: &str = "ledger.transfer_new";
@@ -152,15 +152,52 @@ impl LedgerStore {
     /// id derives from a reused key is told apart from the request that made the transfer by it.
     pub async fn transfer_amount(&self, id: &str) -> Result<Option<Money>, StoreError> {
         let Some(ref item) = self.transfer_record_of(id).await? else { return Ok(None) };
-        let corrupt = |what: &str| StoreError::new(format!("transfer {id} is corrupt: {what}"));
-        let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
-        let legs: Vec<serde_json::Value> = serde_json::from_str(get_s(item, "legs")?).map_err(|_| corrupt("legs"))?;
-        let mut credited = Decimal::ZERO;
-        for leg in &legs {
-            let amount: Decimal = leg["amount"].as_str().and_then(|a| a.parse().ok()).ok_or_else(|| corrupt("leg"))?;
-            credited += amount.max(Decimal::ZERO);
+        let transfer = transfer_from_item(item)?;
+        let credited = transfer.legs.iter().map(|(_, amount)| amount.max(&Decimal::ZERO)).sum();
+        Money::new(credited, transfer.currency)
+            .map(Some)
+            .map_err(|e| StoreError::caused(format!("transfer {id} is corrupt: amount"), e))
+    }
+
+    /// The books of the accounts `in_scope` picks: each account, all its postings and every
+    /// transfer that touches it, read by one consistent scan of the table. Only a quiet table gives
+    /// books that agree with themselves: this is for checks (`crate::reconcile`), not for requests.
+    pub async fn books(&self, in_scope: impl Fn(&AccountId) -> bool) -> Result<Books, StoreError> {
+        let mut books = Books::default();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            for item in page.items() {
+                let (pk, sk) = (get_s(item, "pk")?, get_s(item, "sk")?);
+                if pk.starts_with("transfer#") {
+                    let transfer = transfer_from_item(item)?;
+                    if transfer.legs.iter().any(|(account, _)| in_scope(account)) {
+                        books.transfers.push(transfer);
+                    }
+                    continue;
+                }
+                let account = account_id_of(pk)?;
+                if !in_scope(&account) {
+                    continue;
+                }
+                if sk == "account" {
+                    books.accounts.push(account_from_item(item)?);
+                } else {
+                    books.postings.push(posting_from_item(&account, item)?);
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(books);
+            }
         }
-        Money::new(credited, currency).map(Some).map_err(|_| corrupt("amount"))
     }
 
     /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).
@@ -258,12 +295,36 @@ fn worth_another_plan<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWrite
     }
 }
 
-fn account_from_item(item: &Item) -> Result<Account, StoreError> {
-    let pk = get_s(item, "pk")?;
-    let id = pk
-        .strip_prefix("account#")
+fn account_id_of(pk: &str) -> Result<AccountId, StoreError> {
+    pk.strip_prefix("account#")
         .and_then(AccountId::parse)
-        .ok_or_else(|| StoreError::new(format!("{pk} is not an account key")))?;
+        .ok_or_else(|| StoreError::new(format!("{pk} is not an account key")))
+}
+
+fn transfer_from_item(item: &Item) -> Result<TransferRecord, StoreError> {
+    let pk = get_s(item, "pk")?;
+    let corrupt = |what: &str| StoreError::new(format!("{pk} is corrupt: {what}"));
+    let id = pk.strip_prefix("transfer#").ok_or_else(|| corrupt("not a transfer key"))?;
+    let legs: Vec<serde_json::Value> = serde_json::from_str(get_s(item, "legs")?).map_err(|_| corrupt("legs"))?;
+    let legs = legs
+        .iter()
+        .map(|leg| {
+            let account = leg["account"].as_str().and_then(AccountId::parse);
+            let amount = leg["amount"].as_str().and_then(|a| a.parse::<Decimal>().ok());
+            account.zip(amount).ok_or_else(|| corrupt("leg"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(TransferRecord {
+        id: id.to_owned(),
+        currency: get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?,
+        kind: get_s(item, "kind")?.to_owned(),
+        cause: get_s(item, "cause")?.to_owned(),
+        legs,
+    })
+}
+
+fn account_from_item(item: &Item) -> Result<Account, StoreError> {
+    let id = account_id_of(get_s(item, "pk")?)?;
     let currency: crate::money::Currency = get_s(item, "currency")?
         .parse()
         .map_err(|e: crate::money::MoneyError| StoreError::caused("a stored account's currency is not accepted", e))?;

@@ -204,7 +204,7 @@ pub enum SettleError {
     #[error("order {0} has not expired yet")]
     NotExpired(String),
     /// The order's own amount and accounts make no transfer: a corrupt order, ours to fix.
-    #[error("order {order} makes no transfer")]
+    #[error("order {order} makes no transfer: {source}")]
     NoTransfer { order: String, source: crate::ledger::LedgerError },
 }
 

@@ -1,0 +1,321 @@
+//! The invariant checker: what must hold of the books at any quiet moment, whatever crashed,
+//! retried or raced before it. Used by the ledger's concurrency test and the fault test, and
+//! meant for the operators' reconciliation report. The checks are pure, over what was read from the
+//! ledger table (`crate::ledger::Books`, read by `LedgerStore::books`).
+//!
+//! - money is conserved: in each currency, the balances sum to zero (every transfer's legs do, and
+//!   outside money is the funding accounts' negative balance);
+//! - no account is below its floor;
+//! - every account's postings rebuild its balance, in an unbroken sequence up to the one read;
+//! - every transfer is balanced, and has exactly its postings (one per leg, same account and amount);
+//!   every posting belongs to a recorded transfer;
+//! - every business request moved money at most once: per cause, at most one hold, one settlement
+//!   (capture or release), one mini-app charge, one offline settlement; refunds never more than was
+//!   captured.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use rust_decimal::Decimal;
+
+use crate::ledger::{AccountId, Books, Posting, replay};
+use crate::money::Currency;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    NotConserved { currency: Currency, sum: Decimal },
+    BelowFloor { account: AccountId, balance: Decimal },
+    PostingsDoNotRebuild { account: AccountId, balance: Decimal, sequence: u64 },
+    Unbalanced { transfer: String },
+    PostingsDiffer { transfer: String, legs: Vec<(AccountId, Decimal)>, postings: Vec<(AccountId, Decimal)> },
+    PostingWithoutTransfer { account: AccountId, sequence: u64, transfer: String },
+    MovedTwice { cause: String, kind: &'static str, transfers: Vec<String> },
+    RefundedMoreThanCaptured { cause: String, refunded: Decimal, captured: Decimal },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::NotConserved { currency, sum } => write!(f, "{currency} balances sum to {sum}, not 0"),
+            Violation::BelowFloor { account, balance } => write!(f, "{account} is below its floor: {balance}"),
+            Violation::PostingsDoNotRebuild { account, balance, sequence } => {
+                write!(f, "{account}'s postings do not rebuild its balance {balance} at sequence {sequence}")
+            }
+            Violation::Unbalanced { transfer } => write!(f, "transfer {transfer}'s legs do not sum to zero"),
+            Violation::PostingsDiffer { transfer, legs, postings } => {
+                write!(f, "transfer {transfer} has legs {legs:?} but postings {postings:?}")
+            }
+            Violation::PostingWithoutTransfer { account, sequence, transfer } => {
+                write!(f, "{account}'s posting {sequence} names transfer {transfer}, which was never recorded")
+            }
+            Violation::MovedTwice { cause, kind, transfers } => {
+                write!(f, "{cause} moved money more than once as {kind}: {transfers:?}")
+            }
+            Violation::RefundedMoreThanCaptured { cause, refunded, captured } => {
+                write!(f, "{cause} refunded {refunded}, more than the {captured} captured")
+            }
+        }
+    }
+}
+
+/// The transfer kinds a cause may make at most once, under the name of what they do. A capture and
+/// a release of one order are one settlement: only one of them may ever apply.
+fn once_per_cause(kind: &str) -> Option<&'static str> {
+    match kind {
+        "purchase.hold" => Some("purchase.hold"),
+        "purchase.capture" | "purchase.release" => Some("purchase.settlement"),
+        "miniapp.charge" => Some("miniapp.charge"),
+        "offline.settle" => Some("offline.settle"),
+        _ => None,
+    }
+}
+
+/// Every violation of the books' invariants; none means they hold.
+pub fn check(books: &Books) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut sums: BTreeMap<&str, (Currency, Decimal)> = BTreeMap::new();
+    for account in &books.accounts {
+        sums.entry(account.currency.code()).or_insert((account.currency, Decimal::ZERO)).1 += account.balance;
+        if account.available().is_some_and(|available| available < Decimal::ZERO) {
+            violations.push(Violation::BelowFloor { account: account.id.clone(), balance: account.balance });
+        }
+    }
+    violations.extend(
+        sums.into_values()
+            .filter(|(_, sum)| !sum.is_zero())
+            .map(|(currency, sum)| Violation::NotConserved { currency, sum }),
+    );
+    violations.extend(check_postings(books));
+    violations.extend(check_transfers(books));
+    violations
+}
+
+fn check_postings(books: &Books) -> Vec<Violation> {
+    let mut by_account: HashMap<&AccountId, Vec<Posting>> = HashMap::new();
+    for posting in &books.postings {
+        by_account.entry(&posting.account).or_default().push(posting.clone());
+    }
+    let mut violations = Vec::new();
+    for account in &books.accounts {
+        let mut postings = by_account.remove(&account.id).unwrap_or_default();
+        postings.sort_by_key(|p| p.sequence);
+        // Postings written after the account was read do not count.
+        postings.retain(|p| p.sequence <= account.sequence);
+        if replay(&postings) != Some(account.balance) || postings.len() as u64 != account.sequence {
+            violations.push(Violation::PostingsDoNotRebuild {
+                account: account.id.clone(),
+                balance: account.balance,
+                sequence: account.sequence,
+            });
+        }
+    }
+    violations
+}
+
+fn check_transfers(books: &Books) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut postings_of: HashMap<&str, Vec<(AccountId, Decimal)>> = HashMap::new();
+    for posting in &books.postings {
+        postings_of.entry(&posting.transfer_id).or_default().push((posting.account.clone(), posting.amount));
+    }
+    let mut once: BTreeMap<(&str, &'static str), Vec<String>> = BTreeMap::new();
+    let mut refunds: BTreeMap<&str, (Decimal, Decimal)> = BTreeMap::new();
+    for transfer in &books.transfers {
+        if transfer.legs.iter().map(|(_, amount)| *amount).sum::<Decimal>() != Decimal::ZERO {
+            violations.push(Violation::Unbalanced { transfer: transfer.id.clone() });
+        }
+        let mut legs = transfer.legs.clone();
+        let mut postings = postings_of.remove(transfer.id.as_str()).unwrap_or_default();
+        legs.sort();
+        postings.sort();
+        if legs != postings {
+            violations.push(Violation::PostingsDiffer { transfer: transfer.id.clone(), legs, postings });
+        }
+        if let Some(kind) = once_per_cause(&transfer.kind) {
+            once.entry((&transfer.cause, kind)).or_default().push(transfer.id.clone());
+        }
+        let credited: Decimal = transfer.legs.iter().map(|(_, amount)| amount.max(&Decimal::ZERO)).sum();
+        match transfer.kind.as_str() {
+            "purchase.capture" => refunds.entry(&transfer.cause).or_default().1 += credited,
+            "purchase.refund" => refunds.entry(&transfer.cause).or_default().0 += credited,
+            _ => {}
+        }
+    }
+    for ((cause, kind), transfers) in once {
+        if transfers.len() > 1 {
+            violations.push(Violation::MovedTwice { cause: cause.to_owned(), kind, transfers });
+        }
+    }
+    for (cause, (refunded, captured)) in refunds {
+        if refunded > captured {
+            violations.push(Violation::RefundedMoreThanCaptured { cause: cause.to_owned(), refunded, captured });
+        }
+    }
+    // Postings whose transfer was never recorded (each once, at its first posting).
+    let mut orphans: Vec<&Posting> =
+        books.postings.iter().filter(|p| postings_of.contains_key(p.transfer_id.as_str())).collect();
+    orphans.sort_by(|a, b| (&a.transfer_id, &a.account, a.sequence).cmp(&(&b.transfer_id, &b.account, b.sequence)));
+    orphans.dedup_by(|a, b| a.transfer_id == b.transfer_id);
+    violations.extend(orphans.into_iter().map(|p| Violation::PostingWithoutTransfer {
+        account: p.account.clone(),
+        sequence: p.sequence,
+        transfer: p.transfer_id.clone(),
+    }));
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Account, Transfer, TransferRecord, plan};
+    use crate::money::Money;
+    use proptest::prelude::*;
+
+    /// The books after applying `transfers` the way the store does (planned against the current
+    /// state; a refused one moves nothing).
+    fn books_after(transfers: &[Transfer]) -> Books {
+        let mut state: HashMap<AccountId, Account> = HashMap::new();
+        let mut books = Books::default();
+        for transfer in transfers {
+            let Ok(writes) = plan(transfer, &state, 0) else { continue };
+            for (update, posting) in writes {
+                let account = Account {
+                    id: update.account,
+                    currency: transfer.currency,
+                    balance: update.balance,
+                    sequence: update.sequence,
+                };
+                state.insert(account.id.clone(), account);
+                books.postings.push(posting);
+            }
+            books.transfers.push(TransferRecord::of(transfer));
+        }
+        books.accounts = state.into_values().collect();
+        books
+    }
+
+    fn usd(cents: i64) -> Money {
+        Money::new(Decimal::new(cents, 2), "USD".parse().unwrap()).unwrap()
+    }
+
+    fn transfer(id: &str, cents: i64, from: AccountId, to: AccountId, kind: &'static str, cause: &str) -> Transfer {
+        Transfer::between(id.to_owned(), usd(cents), from, to, kind, cause.to_owned()).unwrap()
+    }
+
+    /// A funded wallet, a purchase's hold and its capture, a refund.
+    fn purchase() -> Vec<Transfer> {
+        let (wallet, hold, merchant) = (AccountId::wallet("u"), AccountId::hold("o"), AccountId::merchant("m"));
+        vec![
+            transfer("fund", 10_000, AccountId::funding("u"), wallet.clone(), "test.fund", "fund"),
+            transfer("o/hold", 2_500, wallet.clone(), hold.clone(), "purchase.hold", "order/o"),
+            transfer("o/settle", 2_500, hold, merchant.clone(), "purchase.capture", "order/o"),
+            transfer("o/refund/1", 1_000, merchant, wallet, "purchase.refund", "order/o"),
+        ]
+    }
+
+    #[test]
+    fn books_kept_by_the_planner_hold_every_invariant() {
+        assert_eq!(check(&books_after(&purchase())), []);
+    }
+
+    #[test]
+    fn a_lost_posting_is_found_twice_over() {
+        let mut books = books_after(&purchase());
+        let lost = books.postings.iter().position(|p| p.transfer_id == "o/hold").unwrap();
+        let posting = books.postings.remove(lost);
+        let found = check(&books);
+        assert!(
+            found
+                .iter()
+                .any(|v| matches!(v, Violation::PostingsDoNotRebuild { account, .. } if *account == posting.account))
+        );
+        assert!(found.iter().any(|v| matches!(v, Violation::PostingsDiffer { transfer, .. } if transfer == "o/hold")));
+    }
+
+    #[test]
+    fn money_made_from_nothing_is_not_conserved() {
+        let mut books = books_after(&purchase());
+        let wallet = books.accounts.iter_mut().find(|a| a.id == AccountId::wallet("u")).unwrap();
+        wallet.balance += Decimal::ONE;
+        let found = check(&books);
+        assert!(found.contains(&Violation::NotConserved { currency: "USD".parse().unwrap(), sum: Decimal::ONE }));
+        assert!(found.iter().any(|v| matches!(v, Violation::PostingsDoNotRebuild { .. })));
+    }
+
+    #[test]
+    fn a_capture_and_a_release_of_one_order_is_money_moved_twice() {
+        let mut transfers = purchase();
+        transfers.truncate(3);
+        // A release under another id: the hold is already empty, so a second hold is needed to apply it.
+        let (wallet, hold) = (AccountId::wallet("u"), AccountId::hold("o"));
+        transfers.push(transfer("o/hold-again", 2_500, wallet.clone(), hold.clone(), "purchase.hold", "order/o"));
+        transfers.push(transfer("o/release", 2_500, hold, wallet, "purchase.release", "order/o"));
+        let found = check(&books_after(&transfers));
+        assert!(found.contains(&Violation::MovedTwice {
+            cause: "order/o".into(),
+            kind: "purchase.settlement",
+            transfers: vec!["o/settle".into(), "o/release".into()],
+        }));
+        assert!(found.iter().any(|v| matches!(v, Violation::MovedTwice { kind: "purchase.hold", .. })));
+    }
+
+    #[test]
+    fn refunds_beyond_the_capture_are_found() {
+        let mut transfers = purchase();
+        let (merchant, wallet) = (AccountId::merchant("m"), AccountId::wallet("u"));
+        // The merchant's other sales pay for it.
+        transfers.push(transfer("sales", 5_000, AccountId::funding("m"), merchant.clone(), "test.fund", "sales"));
+        transfers.push(transfer("o/refund/2", 1_600, merchant, wallet, "purchase.refund", "order/o"));
+        assert_eq!(
+            check(&books_after(&transfers)),
+            [Violation::RefundedMoreThanCaptured {
+                cause: "order/o".into(),
+                refunded: Decimal::new(2_600, 2),
+                captured: Decimal::new(2_500, 2),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_posting_of_no_recorded_transfer_and_an_overdrawn_account_are_found() {
+        let mut books = books_after(&purchase());
+        books.transfers.retain(|t| t.id != "o/refund/1");
+        let wallet = books.accounts.iter_mut().find(|a| a.id == AccountId::merchant("m")).unwrap();
+        wallet.balance = Decimal::NEGATIVE_ONE;
+        let found = check(&books);
+        assert!(
+            found
+                .iter()
+                .any(|v| matches!(v, Violation::PostingWithoutTransfer { transfer, .. } if transfer == "o/refund/1"))
+        );
+        assert!(
+            found
+                .contains(&Violation::BelowFloor { account: AccountId::merchant("m"), balance: Decimal::NEGATIVE_ONE })
+        );
+    }
+
+    proptest! {
+        /// Whatever transfers are tried (many refused for want of funds), the planner's books hold.
+        #[test]
+        fn any_sequence_of_planned_transfers_keeps_the_books(
+            moves in proptest::collection::vec((0usize..5, 0usize..5, 1i64..5_000), 1..60),
+        ) {
+            let accounts = [
+                AccountId::funding("bank"),
+                AccountId::wallet("a"),
+                AccountId::wallet("b"),
+                AccountId::merchant("m"),
+                AccountId::reserve("a"),
+            ];
+            let transfers: Vec<Transfer> = moves
+                .iter()
+                .enumerate()
+                .filter(|(_, (from, to, _))| from != to)
+                .map(|(i, (from, to, cents))| {
+                    transfer(&format!("t{i}"), *cents, accounts[*from].clone(), accounts[*to].clone(), "test.move", &format!("c{i}"))
+                })
+                .collect();
+            prop_assert_eq!(check(&books_after(&transfers)), vec![]);
+        }
+    }
+}
