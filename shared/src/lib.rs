@@ -4,6 +4,7 @@
 //! is tested without servers. The ports' AWS adapters (`*::store`) and the HTTP glue (`http`,
 //! `auth`, `*::api`) form the imperative shell that each Lambda function's `main.rs` wires up.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod aws;

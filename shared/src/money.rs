@@ -26,24 +26,30 @@ pub struct Currency {
     limit: i64,
 }
 
-/// The accepted currencies. Limits are per operation (a wallet payment), in major units.
-const CURRENCIES: &[Currency] = &[
-    Currency { code: "AUD", minor_units: 2, limit: 100_000 },
-    Currency { code: "BHD", minor_units: 3, limit: 50_000 },
-    Currency { code: "CNY", minor_units: 2, limit: 500_000 },
-    Currency { code: "EUR", minor_units: 2, limit: 100_000 },
-    Currency { code: "GBP", minor_units: 2, limit: 100_000 },
-    Currency { code: "HKD", minor_units: 2, limit: 500_000 },
-    Currency { code: "IDR", minor_units: 2, limit: 1_000_000_000 },
-    Currency { code: "INR", minor_units: 2, limit: 5_000_000 },
-    Currency { code: "JPY", minor_units: 0, limit: 10_000_000 },
-    Currency { code: "KRW", minor_units: 0, limit: 100_000_000 },
-    Currency { code: "KWD", minor_units: 3, limit: 30_000 },
-    Currency { code: "SGD", minor_units: 2, limit: 100_000 },
-    Currency { code: "USD", minor_units: 2, limit: 100_000 },
+/// The accepted currencies, a row each: the ISO 4217 code, the minor unit (digits after the point),
+/// and the limit per operation (a wallet payment), in major units.
+const CURRENCIES: &[(&str, u32, i64)] = &[
+    ("AUD", 2, 100_000),
+    ("BHD", 3, 50_000),
+    ("CNY", 2, 500_000),
+    ("EUR", 2, 100_000),
+    ("GBP", 2, 100_000),
+    ("HKD", 2, 500_000),
+    ("IDR", 2, 1_000_000_000),
+    ("INR", 2, 5_000_000),
+    ("JPY", 0, 10_000_000),
+    ("KRW", 0, 100_000_000),
+    ("KWD", 3, 30_000),
+    ("SGD", 2, 100_000),
+    ("USD", 2, 100_000),
 ];
 
 impl Currency {
+    /// Every accepted currency.
+    fn all() -> impl Iterator<Item = Currency> {
+        CURRENCIES.iter().map(|&(code, minor_units, limit)| Currency { code, minor_units, limit })
+    }
+
     pub fn code(&self) -> &'static str {
         self.code
     }
@@ -69,7 +75,7 @@ impl FromStr for Currency {
     type Err = MoneyError;
 
     fn from_str(code: &str) -> Result<Self, Self::Err> {
-        CURRENCIES.iter().find(|c| c.code == code).copied().ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
+        Currency::all().find(|c| c.code == code).ok_or_else(|| MoneyError::UnknownCurrency(code.to_owned()))
     }
 }
 
@@ -244,41 +250,49 @@ mod tests {
         assert_eq!(Money::parse("0.001", "KWD").unwrap().amount().to_string(), "0.001");
     }
 
+    /// The code `amount` in `currency` is refused with.
+    fn refusal(amount: &str, currency: &str) -> &'static str {
+        Money::parse(amount, currency).unwrap_err().code().code()
+    }
+
     #[test]
     fn one_spelling_per_amount() {
-        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code().code();
         for text in ["1.", ".5", "+1.00", "-1.00", "01.00", "00.50", "00", "1. 00", "1.00 ", "\u{661}", "1,00", "0x10"]
         {
-            assert_eq!(code(text, "USD"), "amount_not_decimal_string", "{text:?}");
+            assert_eq!(refusal(text, "USD"), "amount_not_decimal_string", "{text:?}");
         }
-        // Trailing zeros count: the text may not carry more decimals than the currency has.
-        assert_eq!(code("12.500", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("1.0", "JPY"), "amount_too_many_decimals");
-        assert_eq!(code("1.", "JPY"), "amount_not_decimal_string");
-        assert_eq!(code("1.0000", "KWD"), "amount_too_many_decimals");
     }
 
     #[test]
     fn refuses_bad_amounts_with_their_own_codes() {
-        let code = |a: &str, c: &str| Money::parse(a, c).unwrap_err().code().code();
-        assert_eq!(code("0", "USD"), "amount_not_positive");
-        assert_eq!(code("0.00", "USD"), "amount_not_positive");
-        assert_eq!(code("1.001", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("1.5", "JPY"), "amount_too_many_decimals");
-        assert_eq!(code("100000.01", "USD"), "amount_over_limit");
-        assert_eq!(code("1e3", "USD"), "amount_not_decimal_string");
-        assert_eq!(code(" 1.00", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("NaN", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("1.2.3", "USD"), "amount_not_decimal_string");
-        assert_eq!(code("1_000", "USD"), "amount_not_decimal_string");
-        assert_eq!(code(".", "USD"), "amount_not_decimal_string");
-        // Digits beyond what a Decimal holds are refused, never rounded into range.
-        assert_eq!(code("12.9999999999999999999999999999", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("99999.9999999999999999999999999", "USD"), "amount_too_many_decimals");
-        assert_eq!(code("99999999999999999999999999999999", "USD"), "amount_over_limit");
-        assert_eq!(code("1.00", "usd"), "unknown_currency");
-        assert_eq!(code("1.00", "XXX"), "unknown_currency");
+        let cases = [
+            ("0", "USD", "amount_not_positive"),
+            ("0.00", "USD", "amount_not_positive"),
+            ("1.001", "USD", "amount_too_many_decimals"),
+            ("1.5", "JPY", "amount_too_many_decimals"),
+            ("100000.01", "USD", "amount_over_limit"),
+            ("1e3", "USD", "amount_not_decimal_string"),
+            (" 1.00", "USD", "amount_not_decimal_string"),
+            ("", "USD", "amount_not_decimal_string"),
+            ("NaN", "USD", "amount_not_decimal_string"),
+            ("1.2.3", "USD", "amount_not_decimal_string"),
+            ("1_000", "USD", "amount_not_decimal_string"),
+            (".", "USD", "amount_not_decimal_string"),
+            // Trailing zeros count: the text may not carry more decimals than the currency has.
+            ("12.500", "USD", "amount_too_many_decimals"),
+            ("1.0", "JPY", "amount_too_many_decimals"),
+            ("1.", "JPY", "amount_not_decimal_string"),
+            ("1.0000", "KWD", "amount_too_many_decimals"),
+            // Digits beyond what a Decimal holds are refused, never rounded into range.
+            ("12.9999999999999999999999999999", "USD", "amount_too_many_decimals"),
+            ("99999.9999999999999999999999999", "USD", "amount_too_many_decimals"),
+            ("99999999999999999999999999999999", "USD", "amount_over_limit"),
+            ("1.00", "usd", "unknown_currency"),
+            ("1.00", "XXX", "unknown_currency"),
+        ];
+        for (amount, currency, code) in cases {
+            assert_eq!(refusal(amount, currency), code, "{amount:?} {currency}");
+        }
     }
 
     #[test]
@@ -291,7 +305,7 @@ mod tests {
 
     /// Every accepted currency with an amount within its limit, as its canonical text.
     fn canonical_amount() -> impl Strategy<Value = (Currency, String)> {
-        proptest::sample::select(CURRENCIES).prop_flat_map(|currency| {
+        proptest::sample::select(Currency::all().collect::<Vec<_>>()).prop_flat_map(|currency| {
             let units = currency.limit * 10i64.pow(currency.minor_units);
             (1..=units).prop_map(move |units| (currency, Decimal::new(units, currency.minor_units).to_string()))
         })

@@ -198,6 +198,19 @@ pub fn already_registered(code: &'static Code, id: &str) -> (&'static Code, Stri
     (code, format!("{id} was already registered with this Idempotency-Key"))
 }
 
+/// What an admin changes in a party's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// A new key, shown once; the answer kept for replays has no secret. The previous key stays
+    /// honoured for the requested grace (default a day): the party may still sign with it, and we
+    /// keep signing our calls to the party with it, so the party has that long to install the new one.
+    Rotate,
+    /// The previous key's grace ends now: from then on only the current key verifies, and we sign
+    /// our calls to the party with that key. For a previous key that may have leaked, which a
+    /// rotation alone leaves valid until its grace ends (up to 7 days).
+    EndGrace,
+}
+
 /// Issues, rotates and ends the graces of parties' keys: the KMS adapter, and the transaction that
 /// stores a key with its audit entry and its request's idempotency record.
 pub struct PartyKeyAdmin {
@@ -208,13 +221,16 @@ pub struct PartyKeyAdmin {
 }
 
 impl PartyKeyAdmin {
-    pub fn from_env(config: &aws_config::SdkConfig, dynamodb: aws_sdk_dynamodb::Client) -> Result<Self, MissingEnv> {
-        Ok(PartyKeyAdmin {
-            kms: KeyService::new(aws_sdk_kms::Client::new(config), aws::env("PARTY_KEYS_KEY_ID")?),
-            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            audit_table: aws::env("AUDIT_TABLE")?,
-            dynamodb,
-        })
+    /// The admin of the keys of an admin route table's parties, on its store and audit log
+    /// (`crate::admin::Admin`), with the KMS key the environment names.
+    pub fn from_env(
+        config: &aws_config::SdkConfig,
+        dynamodb: aws_sdk_dynamodb::Client,
+        idempotency: IdempotencyStore,
+        audit_table: String,
+    ) -> Result<Self, MissingEnv> {
+        let kms = KeyService::new(aws_sdk_kms::Client::new(config), aws::env("PARTY_KEYS_KEY_ID")?);
+        Ok(PartyKeyAdmin { dynamodb, kms, idempotency, audit_table })
     }
 
     /// A fresh master key for `owner` (a party being registered).
@@ -222,13 +238,11 @@ impl PartyKeyAdmin {
         Ok(self.kms.generate(owner).await?)
     }
 
-    /// A new key for the party `read` returns (read inside the key's run, so that a replay answers
-    /// as the first time), shown once; the answer kept for replays has no secret. The previous key
-    /// stays honoured for the requested grace (default a day): the party may still sign with it,
-    /// and we keep signing our calls to the party with it, so the party has that long to install
-    /// the new one.
-    pub async fn rotate<P, F, Fut>(
+    /// Makes `change` to the key of the party `read` returns, read inside the key's run so that a
+    /// replay answers as the first time.
+    pub async fn change<P, F, Fut>(
         &self,
+        change: KeyChange,
         request: &Request,
         caller: &Caller,
         table: &str,
@@ -239,73 +253,62 @@ impl PartyKeyAdmin {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<P, Problem>>,
     {
-        let grace = requested_grace(request)?;
+        // A rotation's grace is checked before the key is claimed, so a refused one claims nothing.
+        let grace = match change {
+            KeyChange::Rotate => Some(requested_grace(request)?),
+            KeyChange::EndGrace => None,
+        };
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 let party = read().await?;
                 let current = party.stored_key();
-                let plan = plan_rotation(party.id(), &current, grace, now)?;
-                let key = self.kms.generate(&party.kms_owner()).await?;
-                let write = rotation_write(table, &party, &plan, key.ciphertext, now)?;
-                let issued = KeyIssue {
-                    resource: party.audit_resource(),
-                    action: P::ROTATE_ACTION,
-                    view: json!({
-                        "id": party.id(),
-                        "key_id": plan.key_id,
-                        "previous_key_id": current.key_id,
-                        "previous_valid_until": plan.previous_until,
-                    }),
-                    location: party.location(),
-                    conflict: (
-                        catalogue::ROTATION_IN_PROGRESS,
-                        "the key changed meanwhile; read it again and retry".into(),
-                    ),
-                };
-                self.commit_new_key(&claim, now, issued, &key.key, write).await
-            })
-            .await
-    }
-
-    /// Ends the grace of the previous key of the party `read` returns, now: from then on only its
-    /// current key verifies, and we sign our calls to the party with that key. For a previous key
-    /// that may have leaked, which a rotation alone leaves valid until its grace ends (up to 7 days).
-    pub async fn end_grace<P, F, Fut>(
-        &self,
-        request: &Request,
-        caller: &Caller,
-        table: &str,
-        read: F,
-    ) -> Result<Response<Body>, Problem>
-    where
-        P: KeyedParty,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<P, Problem>>,
-    {
-        self.idempotency
-            .run_request(request, &caller.subject, &[], |claim, now| async move {
-                let party = read().await?;
-                let current = party.stored_key();
-                let previous = grace_to_end(party.id(), &current, now)?;
-                let ended = json!({
-                    "id": party.id(),
-                    "key_id": current.key_id,
-                    "previous_key_id": previous.key_id,
-                    "previous_valid_until": now,
-                });
-                let response = crate::http::json_response(StatusCode::OK, &ended);
-                let audit = AuditEntry::now(party.audit_resource(), P::END_GRACE_ACTION, &claim.scope.caller, ended);
-                let items = vec![
-                    end_grace_write(table, &party, previous, now)?,
-                    audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
-                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
-                ];
-                match transact(&self.dynamodb, items).await {
-                    Ok(()) => Ok(response),
-                    // The grace ended meanwhile (its time came, or another call ended it).
-                    Err(e) if e.broke(GRACE_RUNNING) => Err(no_rotation_in_grace(party.id())),
-                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
-                    Err(e) => Err(Problem::internal(e)),
+                match grace {
+                    // A rotation, the one change with a grace.
+                    Some(grace) => {
+                        let plan = plan_rotation(party.id(), &current, grace, now)?;
+                        let key = self.kms.generate(&party.kms_owner()).await?;
+                        let write = rotation_write(table, &party, &plan, key.ciphertext, now)?;
+                        let issued = KeyIssue {
+                            resource: party.audit_resource(),
+                            action: P::ROTATE_ACTION,
+                            view: json!({
+                                "id": party.id(),
+                                "key_id": plan.key_id,
+                                "previous_key_id": current.key_id,
+                                "previous_valid_until": plan.previous_until,
+                            }),
+                            location: party.location(),
+                            conflict: (
+                                catalogue::ROTATION_IN_PROGRESS,
+                                "the key changed meanwhile; read it again and retry".into(),
+                            ),
+                        };
+                        self.commit_new_key(&claim, now, issued, &key.key, write).await
+                    }
+                    None => {
+                        let previous = grace_to_end(party.id(), &current, now)?;
+                        let ended = json!({
+                            "id": party.id(),
+                            "key_id": current.key_id,
+                            "previous_key_id": previous.key_id,
+                            "previous_valid_until": now,
+                        });
+                        let response = crate::http::json_response(StatusCode::OK, &ended);
+                        let audit =
+                            AuditEntry::now(party.audit_resource(), P::END_GRACE_ACTION, &claim.scope.caller, ended);
+                        let items = vec![
+                            end_grace_write(table, &party, previous, now)?,
+                            audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
+                            self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                        ];
+                        match transact(&self.dynamodb, items).await {
+                            Ok(()) => Ok(response),
+                            // The grace ended meanwhile (its time came, or another call ended it).
+                            Err(e) if e.broke(GRACE_RUNNING) => Err(no_rotation_in_grace(party.id())),
+                            Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                            Err(e) => Err(Problem::internal(e)),
+                        }
+                    }
                 }
             })
             .await

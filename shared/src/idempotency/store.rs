@@ -5,12 +5,11 @@
 //! A route's success response is written by `complete_item` inside the route's own transaction, so
 //! the business change and its recorded answer commit together or not at all.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure};
 use lambda_http::{Body, Request, Response};
 
 use super::{
@@ -42,15 +41,17 @@ pub struct Claim {
     claim_id: String,
 }
 
-impl Claim {
-    /// The condition that the record is still this attempt's, unfinished.
-    fn still_ours(&self) -> (&'static str, HashMap<String, String>, HashMap<String, AttributeValue>) {
-        (
-            "#state = :in_progress AND claim_id = :claim",
-            HashMap::from([("#state".to_owned(), "state".to_owned())]),
-            HashMap::from([(":in_progress".to_owned(), s("in_progress")), (":claim".to_owned(), s(&self.claim_id))]),
-        )
-    }
+/// `$request` (a transaction's Put, a PutItem or a DeleteItem: SDK builders with the same condition
+/// methods and no trait in common) on the condition that `$claim`'s record is still that attempt's,
+/// unfinished.
+macro_rules! if_still_ours {
+    ($request:expr, $claim:expr) => {
+        $request
+            .condition_expression("#state = :in_progress AND claim_id = :claim")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":claim", s(&$claim.claim_id))
+    };
 }
 
 pub enum Begin {
@@ -112,44 +113,22 @@ impl IdempotencyStore {
 
     /// The write that records `response` as this key's answer; put it in the route's transaction.
     pub fn complete_item(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<Write, StoreError> {
-        let (condition, names, values) = claim.still_ours();
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(self.completed_item(claim, response, now)?))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()?;
-        Ok(Write::put(CLAIM_HELD, put))
+        let put = Put::builder().table_name(&self.table).set_item(Some(self.completed_item(claim, response, now)?));
+        Ok(Write::put(CLAIM_HELD, if_still_ours!(put, claim).build()?))
     }
 
     /// Records an answer that came with no transaction of its own (a refusal).
     pub async fn complete(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<(), StoreError> {
-        let (condition, names, values) = claim.still_ours();
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.completed_item(claim, response, now)?))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await?;
+        let put =
+            self.client.put_item().table_name(&self.table).set_item(Some(self.completed_item(claim, response, now)?));
+        if_still_ours!(put, claim).send().await?;
         Ok(())
     }
 
     /// Gives the key back after a failure of ours, so the client's retry runs afresh.
     pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
-        let (condition, names, values) = claim.still_ours();
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("id", s(&claim.record_id))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await?;
+        let delete = self.client.delete_item().table_name(&self.table).key("id", s(&claim.record_id));
+        if_still_ours!(delete, claim).send().await?;
         Ok(())
     }
 

@@ -14,36 +14,23 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::store::MerchantStore;
 use super::terminal::{Terminal, TerminalStore, unknown_terminal};
 use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
 use crate::Problem;
-use crate::audit::{AuditEntry, commit_audited};
+use crate::admin::{Admin, requested_status};
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::store::IdempotencyStore;
-use crate::party_keys::{KeyIssue, KeyedParty, PartyKeyAdmin, already_registered};
+use crate::party_keys::{KeyChange, KeyIssue, KeyedParty, already_registered};
 use crate::problem::catalogue;
 
 pub struct MerchantsApi {
-    dynamodb: aws_sdk_dynamodb::Client,
+    admin: Admin,
     merchants: MerchantStore,
     terminals: TerminalStore,
-    keys: PartyKeyAdmin,
-    idempotency: IdempotencyStore,
-    audit_table: String,
-    /// Template `AllowPlainHttpPartners`: true only where partners are local simulators.
-    allow_plain_http: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusChange {
-    status: String,
 }
 
 /// What an admin sees of a merchant: everything but its key.
@@ -61,27 +48,22 @@ fn view(merchant: &Merchant) -> Value {
 
 /// A merchant's or terminal's new status, from the body.
 fn parse_status(request: &Request) -> Result<MerchantStatus, Problem> {
-    let StatusChange { status } = json_body(request)?;
-    MerchantStatus::parse(&status)
-        .ok_or_else(|| Problem::new(catalogue::INVALID_STATUS, "status must be \"active\" or \"suspended\""))
+    requested_status(request, MerchantStatus::parse, "\"active\" or \"suspended\"")
 }
 
 impl MerchantsApi {
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
-        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        let admin = Admin::from_env(config)?;
         Ok(MerchantsApi {
-            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            terminals: TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
-            keys: PartyKeyAdmin::from_env(config, dynamodb.clone())?,
-            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            audit_table: aws::env("AUDIT_TABLE")?,
-            allow_plain_http: aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true",
-            dynamodb,
+            merchants: MerchantStore::new(admin.dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            terminals: TerminalStore::new(admin.dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
+            admin,
         })
     }
 
     /// The answer to an admin's `request` if it is one of these routes; `None` for any other.
     pub async fn route(&self, request: &Request, caller: &Caller) -> Option<Result<Response<Body>, Problem>> {
+        let keys = &self.admin.keys;
         Some(match route_key(request) {
             "POST /merchants" => self.register(request, caller).await,
             "GET /merchants/{id}" => self.merchant(request).await.map(|m| json_response(StatusCode::OK, &view(&m))),
@@ -89,16 +71,18 @@ impl MerchantsApi {
             "POST /merchants/{id}/terminals" => self.register_terminal(request, caller).await,
             "POST /merchants/{id}/terminals/{terminal}/status" => self.set_terminal_status(request, caller).await,
             "POST /merchants/{id}/keys" => {
-                self.keys.rotate(request, caller, self.merchants.table(), || self.merchant(request)).await
+                keys.change(KeyChange::Rotate, request, caller, self.merchants.table(), || self.merchant(request)).await
             }
             "POST /merchants/{id}/terminals/{terminal}/keys" => {
-                self.keys.rotate(request, caller, self.terminals.table(), || self.terminal(request)).await
+                keys.change(KeyChange::Rotate, request, caller, self.terminals.table(), || self.terminal(request)).await
             }
             "POST /merchants/{id}/keys/end-grace" => {
-                self.keys.end_grace(request, caller, self.merchants.table(), || self.merchant(request)).await
+                keys.change(KeyChange::EndGrace, request, caller, self.merchants.table(), || self.merchant(request))
+                    .await
             }
             "POST /merchants/{id}/terminals/{terminal}/keys/end-grace" => {
-                self.keys.end_grace(request, caller, self.terminals.table(), || self.terminal(request)).await
+                keys.change(KeyChange::EndGrace, request, caller, self.terminals.table(), || self.terminal(request))
+                    .await
             }
             _ => return None,
         })
@@ -116,13 +100,14 @@ impl MerchantsApi {
     }
 
     async fn register(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
-        let registration = Registration::parse(json_body::<RegistrationJson>(request)?, self.allow_plain_http)?;
-        self.idempotency
+        let registration = Registration::parse(json_body::<RegistrationJson>(request)?, self.admin.allow_plain_http)?;
+        self.admin
+            .idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Derived from the key: a retry, even after the idempotency record expired, names
                 // the same merchant and cannot register it twice.
                 let id = format!("m_{}", &claim.scope.derived_id("merchant")[..20]);
-                let key = self.keys.generate(&Merchant::key_owner(&id)).await?;
+                let key = self.admin.keys.generate(&Merchant::key_owner(&id)).await?;
                 let merchant = Merchant {
                     key_id: format!("{id}.k1"),
                     id,
@@ -141,7 +126,10 @@ impl MerchantsApi {
                     location: merchant.location(),
                     conflict: already_registered(catalogue::MERCHANT_EXISTS, &merchant.id),
                 };
-                self.keys.commit_new_key(&claim, now, issued, &key.key, self.merchants.create_item(&merchant)?).await
+                self.admin
+                    .keys
+                    .commit_new_key(&claim, now, issued, &key.key, self.merchants.create_item(&merchant)?)
+                    .await
             })
             .await
     }
@@ -158,8 +146,8 @@ impl MerchantsApi {
         let status = parse_status(request)?;
         let write = self.terminals.status_item(id, merchant_id, status)?;
         let detail = json!({ "terminal": id, "status": status.as_str() });
-        let entry = AuditEntry::now(format!("merchant/{merchant_id}"), "terminal.status", &caller.subject, detail);
-        if commit_audited(&self.dynamodb, &self.audit_table, entry, write).await? {
+        let resource = format!("merchant/{merchant_id}");
+        if self.admin.commit_status(caller, resource, "terminal.status", detail, write).await? {
             return Err(unknown_terminal(id));
         }
         Ok(json_response(StatusCode::OK, &self.terminal_of(merchant_id, id).await?.view()))
@@ -168,10 +156,11 @@ impl MerchantsApi {
     /// A merchant's terminal: its own key id and key, shown once.
     async fn register_terminal(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let merchant = self.merchant(request).await?;
-        self.idempotency
+        self.admin
+            .idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 let id = format!("t_{}", &claim.scope.derived_id("terminal")[..20]);
-                let key = self.keys.generate(&Terminal::key_owner(&id)).await?;
+                let key = self.admin.keys.generate(&Terminal::key_owner(&id)).await?;
                 let terminal = Terminal {
                     key_id: format!("{id}.k1"),
                     id,
@@ -188,7 +177,10 @@ impl MerchantsApi {
                     location: terminal.location(),
                     conflict: already_registered(catalogue::TERMINAL_EXISTS, &terminal.id),
                 };
-                self.keys.commit_new_key(&claim, now, issued, &key.key, self.terminals.create_item(&terminal)?).await
+                self.admin
+                    .keys
+                    .commit_new_key(&claim, now, issued, &key.key, self.terminals.create_item(&terminal)?)
+                    .await
             })
             .await
     }
@@ -198,8 +190,7 @@ impl MerchantsApi {
         let status = parse_status(request)?;
         let write = self.merchants.status_item(id, status)?;
         let detail = json!({ "status": status.as_str() });
-        let entry = AuditEntry::now(format!("merchant/{id}"), "merchant.status", &caller.subject, detail);
-        if commit_audited(&self.dynamodb, &self.audit_table, entry, write).await? {
+        if self.admin.commit_status(caller, format!("merchant/{id}"), "merchant.status", detail, write).await? {
             return Err(unknown_merchant(id));
         }
         let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;

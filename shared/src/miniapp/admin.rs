@@ -11,64 +11,48 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::store::MiniAppStore;
 use super::{MiniApp, MiniAppStatus, Registration, unknown_miniapp};
 use crate::Problem;
-use crate::audit::{AuditEntry, commit_audited};
+use crate::admin::{Admin, requested_status};
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::store::IdempotencyStore;
 use crate::merchant::store::MerchantStore;
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
-use crate::party_keys::{KeyIssue, KeyedParty, PartyKeyAdmin, already_registered};
+use crate::party_keys::{KeyChange, KeyIssue, KeyedParty, already_registered};
 use crate::problem::catalogue;
 
 pub struct MiniAppAdmin {
-    dynamodb: aws_sdk_dynamodb::Client,
+    admin: Admin,
     apps: MiniAppStore,
     merchants: MerchantStore,
-    keys: PartyKeyAdmin,
-    idempotency: IdempotencyStore,
-    audit_table: String,
-    /// Template `AllowPlainHttpPartners`: true only where partners are local simulators.
-    allow_plain_http: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusChange {
-    status: String,
 }
 
 impl MiniAppAdmin {
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
-        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        let admin = Admin::from_env(config)?;
         Ok(MiniAppAdmin {
-            apps: MiniAppStore::new(dynamodb.clone(), aws::env("MINIAPPS_TABLE")?),
-            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            keys: PartyKeyAdmin::from_env(config, dynamodb.clone())?,
-            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            audit_table: aws::env("AUDIT_TABLE")?,
-            allow_plain_http: aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true",
-            dynamodb,
+            apps: MiniAppStore::new(admin.dynamodb.clone(), aws::env("MINIAPPS_TABLE")?),
+            merchants: MerchantStore::new(admin.dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            admin,
         })
     }
 
     /// The answer to an admin's `request` if it is one of these routes; `None` for any other.
     pub async fn route(&self, request: &Request, caller: &Caller) -> Option<Result<Response<Body>, Problem>> {
+        let keys = &self.admin.keys;
         Some(match route_key(request) {
             "POST /miniapps" => self.register(request, caller).await,
             "GET /miniapps/{id}" => self.app(request).await.map(|app| json_response(StatusCode::OK, &app.view())),
             "POST /miniapps/{id}/status" => self.set_status(request, caller).await,
             "POST /miniapps/{id}/keys" => {
-                self.keys.rotate(request, caller, self.apps.table(), || self.app(request)).await
+                keys.change(KeyChange::Rotate, request, caller, self.apps.table(), || self.app(request)).await
             }
             "POST /miniapps/{id}/keys/end-grace" => {
-                self.keys.end_grace(request, caller, self.apps.table(), || self.app(request)).await
+                keys.change(KeyChange::EndGrace, request, caller, self.apps.table(), || self.app(request)).await
             }
             _ => return None,
         })
@@ -82,8 +66,9 @@ impl MiniAppAdmin {
 
     /// A merchant's mini-app: its key id and key (shown once) and its interface descriptor.
     async fn register(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
-        let registration = Registration::parse(json_body(request)?, self.allow_plain_http)?;
-        self.idempotency
+        let registration = Registration::parse(json_body(request)?, self.admin.allow_plain_http)?;
+        self.admin
+            .idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Judged inside the key's run: a replay answers as the first time, whatever the owner became.
                 let owner = self
@@ -95,7 +80,7 @@ impl MiniAppAdmin {
                     return Err(inactive_merchant(&owner.id));
                 }
                 let id = format!("a_{}", &claim.scope.derived_id("miniapp")[..20]);
-                let key = self.keys.generate(&MiniApp::key_owner(&id)).await?;
+                let key = self.admin.keys.generate(&MiniApp::key_owner(&id)).await?;
                 let app = MiniApp {
                     key_id: format!("{id}.k1"),
                     id,
@@ -114,21 +99,18 @@ impl MiniAppAdmin {
                     location: app.location(),
                     conflict: already_registered(catalogue::MINIAPP_EXISTS, &app.id),
                 };
-                self.keys.commit_new_key(&claim, now, issued, &key.key, self.apps.create_item(&app)?).await
+                self.admin.keys.commit_new_key(&claim, now, issued, &key.key, self.apps.create_item(&app)?).await
             })
             .await
     }
 
     async fn set_status(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let id = path_parameter(request, "id")?;
-        let StatusChange { status } = json_body(request)?;
-        let status = MiniAppStatus::parse(&status).ok_or_else(|| {
-            Problem::new(catalogue::INVALID_STATUS, "status must be \"active\", \"suspended\" or \"revoked\"")
-        })?;
+        let status = requested_status(request, MiniAppStatus::parse, "\"active\", \"suspended\" or \"revoked\"")?;
         let write = self.apps.status_item(id, status)?;
         let detail = json!({ "status": status.as_str() });
-        let entry = AuditEntry::now(format!("miniapp/{id}"), "miniapp.status", &caller.subject, detail);
-        let refused = commit_audited(&self.dynamodb, &self.audit_table, entry, write).await?;
+        let refused =
+            self.admin.commit_status(caller, format!("miniapp/{id}"), "miniapp.status", detail, write).await?;
         let app = self.apps.get(id).await?.ok_or_else(|| unknown_miniapp(id))?;
         // The write is refused for a missing app (above) or a revoked one, unless it asked for revoked again.
         if refused && status != MiniAppStatus::Revoked {

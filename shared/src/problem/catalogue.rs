@@ -10,8 +10,6 @@ pub struct Code {
     status: u16,
     title: &'static str,
     when: &'static str,
-    /// The status of the one case that answers otherwise, and when (see `Problem::alternate`).
-    alternate: Option<(u16, &'static str)>,
 }
 
 impl Code {
@@ -31,27 +29,20 @@ impl Code {
         self.when
     }
 
+    /// The status of the one case that answers otherwise, and when (see `Problem::alternate`).
     pub fn alternate(&self) -> Option<(u16, &'static str)> {
-        self.alternate
+        ALTERNATES.iter().find(|(code, ..)| code.code == self.code).map(|&(_, status, when)| (status, when))
     }
 }
 
 macro_rules! catalogue {
-    ($($name:ident = $code:literal, $status:literal, $title:literal, $when:literal $(, or $alt:literal $alt_when:literal)?;)+) => {
+    ($($name:ident = $code:literal, $status:literal, $title:literal, $when:literal;)+) => {
         $(
-            pub const $name: &Code = &Code {
-                code: $code,
-                status: $status,
-                title: $title,
-                when: $when,
-                alternate: catalogue!(@alt $($alt, $alt_when)?),
-            };
+            pub const $name: &Code = &Code { code: $code, status: $status, title: $title, when: $when };
         )+
         /// Every code, in the order of the generated table.
         pub const ALL: &[&Code] = &[$($name),+];
     };
-    (@alt) => { None };
-    (@alt $alt:literal, $alt_when:literal) => { Some(($alt, $alt_when)) };
 }
 
 catalogue! {
@@ -183,9 +174,9 @@ catalogue! {
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
+    // Answers 403 in one case (`ALTERNATES`).
     MERCHANT_INACTIVE = "merchant_inactive", 409, "Merchant suspended",
-        "The merchant is suspended: no purchase, capture, offline payment or mini-app registration or charge.",
-        or 403 "On a suspended merchant's refund: it moves no money out of its account.";
+        "The merchant is suspended: no purchase, capture, offline payment or mini-app registration or charge.";
     MERCHANT_EXISTS = "merchant_exists", 409, "Merchant exists",
         "The merchant was already registered with this Idempotency-Key.";
     TERMINAL_EXISTS = "terminal_exists", 409, "Terminal exists",
@@ -229,9 +220,9 @@ catalogue! {
     ROLLBACK_NOT_EARLIER = "rollback_not_earlier", 409, "Rollback not earlier",
         "A rollback names a version that is not earlier than the current one.";
     // 410
+    // Answers 409 in one case (`ALTERNATES`).
     MINIAPP_REVOKED = "miniapp_revoked", 410, "Mini-app revoked",
-        "The mini-app was revoked: it can no longer be opened or used.",
-        or 409 "When an admin changes a revoked mini-app's status: revocation is final.";
+        "The mini-app was revoked: it can no longer be opened or used.";
     // 412, 413, 422, 428
     VERSION_CONFLICT = "version_conflict", 412, "Version conflict",
         "A publish's If-Match names a version that is no longer current; `current_version` says which is.";
@@ -272,6 +263,12 @@ catalogue! {
         "The mini-app's server did not answer in time; nothing moved.";
 }
 
+/// The codes that answer with another status in one case: that status, and when (`Code::alternate`).
+const ALTERNATES: &[(&Code, u16, &str)] = &[
+    (MERCHANT_INACTIVE, 403, "On a suspended merchant's refund: it moves no money out of its account."),
+    (MINIAPP_REVOKED, 409, "When an admin changes a revoked mini-app's status: revocation is final."),
+];
+
 /// Looks a code up by its string (for the tests and tools that read codes from text).
 pub fn find(code: &str) -> Option<&'static Code> {
     ALL.iter().copied().find(|c| c.code == code)
@@ -290,7 +287,7 @@ pub fn document() -> String {
     for c in ALL {
         let mut status = c.status.to_string();
         let mut when = c.when.to_owned();
-        if let Some((alternate, alternate_when)) = c.alternate {
+        if let Some((alternate, alternate_when)) = c.alternate() {
             status = format!("{status}, {alternate}");
             when = format!("{when} {alternate}: {alternate_when}");
         }
@@ -326,7 +323,7 @@ mod tests {
                 panic!("{other} and {} have the same title", c.code);
             }
             assert!(c.code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{} is not snake_case", c.code);
-            for status in std::iter::once(c.status).chain(c.alternate.map(|(s, _)| s)) {
+            for status in std::iter::once(c.status).chain(c.alternate().map(|(s, _)| s)) {
                 assert!((400..600).contains(&status), "{} has status {status}, not 4xx or 5xx", c.code);
             }
             assert!(c.when.ends_with('.'), "{}'s `when` is one sentence", c.code);
