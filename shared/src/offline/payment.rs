@@ -104,19 +104,7 @@ mod tests {
 
     #[test]
     fn a_payment_is_the_same_request_only_for_the_same_code_terminal_and_amount() {
-        let payment = Payment {
-            id: "p_1".into(),
-            terminal_id: "t_1".into(),
-            merchant_id: "m_1".into(),
-            user: "u".into(),
-            device_key_id: "d_1".into(),
-            counter: 7,
-            amount: Money::parse("5.00", "USD").expect("an amount"),
-            state: PaymentState::Pending,
-            created_at: 1,
-            topup_token: None,
-            counted: true,
-        };
+        let payment = payment(PaymentState::Pending);
         let mut later = payment.clone();
         later.state = PaymentState::Settled;
         later.created_at = 99;
