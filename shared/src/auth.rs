@@ -40,12 +40,25 @@ impl Caller {
     }
 
     /// API Gateway already enforces the admin routes' scope; this keeps a misconfigured route
-    /// from ever running an admin action.
-    pub fn require_admin(&self) -> Result<(), Problem> {
+    /// from ever running an admin action. Admin route tables take the [`Administrator`] it returns, so none
+    /// can be reached without it.
+    pub fn require_admin(&self) -> Result<Administrator, Problem> {
         if self.has_scope(ADMIN_SCOPE) {
-            return Ok(());
+            return Ok(Administrator(self.clone()));
         }
         Err(Problem::new(catalogue::FORBIDDEN, format!("this route needs the {ADMIN_SCOPE} scope")))
+    }
+}
+
+/// A caller proven to hold the admin scope: only [`Caller::require_admin`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Administrator(Caller);
+
+impl std::ops::Deref for Administrator {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
     }
 }
 
@@ -83,6 +96,18 @@ mod tests {
         assert_eq!(caller.subject, "user-1");
         assert!(caller.has_scope(ADMIN_SCOPE));
         assert!(!caller.has_scope("other"));
+    }
+
+    #[test]
+    fn only_a_caller_with_the_admin_scope_becomes_an_administrator() {
+        let caller =
+            |scopes: &[&str]| Caller { subject: "ops".into(), scopes: scopes.iter().map(|s| s.to_string()).collect() };
+        let admin = caller(&["read", ADMIN_SCOPE]).require_admin().expect("an admin");
+        assert_eq!(admin.subject, "ops");
+        for scopes in [&[][..], &["read"], &["superpay/admin2"]] {
+            let refused = caller(scopes).require_admin().expect_err("not an admin");
+            assert_eq!(refused.status(), 403, "{scopes:?}");
+        }
     }
 
     #[test]

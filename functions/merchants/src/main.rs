@@ -14,11 +14,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     let miniapps = MiniAppAdmin::from_env(&config)?;
     let (merchants, miniapps) = (&merchants, &miniapps);
     superpay::http::run(|request| async move {
-        let caller = Caller::from_request(&request)?;
-        caller.require_admin()?;
-        match merchants.route(&request, &caller).await {
+        let admin = Caller::from_request(&request)?.require_admin()?;
+        match merchants.route(&request, &admin).await {
             Some(answer) => answer,
-            None => miniapps.route(&request, &caller).await.unwrap_or_else(|| {
+            None => miniapps.route(&request, &admin).await.unwrap_or_else(|| {
                 let route = superpay::http::route_key(&request);
                 Err(Problem::new(
                     superpay::problem::catalogue::UNKNOWN_ROUTE,

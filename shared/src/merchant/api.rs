@@ -21,7 +21,7 @@ use super::terminal::{Terminal, TerminalStore, unknown_terminal};
 use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
 use crate::Problem;
 use crate::admin::{Admin, requested_status};
-use crate::auth::Caller;
+use crate::auth::{Administrator, Caller};
 use crate::aws::{self, MissingEnv};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::party_keys::{KeyChange, KeyIssue, KeyedParty, already_registered};
@@ -62,7 +62,7 @@ impl MerchantsApi {
     }
 
     /// The answer to an admin's `request` if it is one of these routes; `None` for any other.
-    pub async fn route(&self, request: &Request, caller: &Caller) -> Option<Result<Response<Body>, Problem>> {
+    pub async fn route(&self, request: &Request, caller: &Administrator) -> Option<Result<Response<Body>, Problem>> {
         let keys = &self.admin.keys;
         Some(match route_key(request) {
             "POST /merchants" => self.register(request, caller).await,

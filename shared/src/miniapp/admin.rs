@@ -17,7 +17,7 @@ use super::store::MiniAppStore;
 use super::{MiniApp, MiniAppStatus, Registration, unknown_miniapp};
 use crate::Problem;
 use crate::admin::{Admin, requested_status};
-use crate::auth::Caller;
+use crate::auth::{Administrator, Caller};
 use crate::aws::{self, MissingEnv};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::merchant::store::MerchantStore;
@@ -42,7 +42,7 @@ impl MiniAppAdmin {
     }
 
     /// The answer to an admin's `request` if it is one of these routes; `None` for any other.
-    pub async fn route(&self, request: &Request, caller: &Caller) -> Option<Result<Response<Body>, Problem>> {
+    pub async fn route(&self, request: &Request, caller: &Administrator) -> Option<Result<Response<Body>, Problem>> {
         let keys = &self.admin.keys;
         Some(match route_key(request) {
             "POST /miniapps" => self.register(request, caller).await,
