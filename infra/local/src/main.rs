@@ -343,7 +343,9 @@ async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitC
     stack.write_info(&info_path).map_err(|e| e.to_string())?;
     let mut env = stack.info.sdk_environment();
     env.push(("SUPERPAY_STACK".into(), info_path.display().to_string()));
-    env.push(("SUPERPAY_FAULT_PURCHASES".into(), purchases.to_string()));
+    // Set by hand, it overrides the run's load.
+    let purchases = std::env::var("SUPERPAY_FAULT_PURCHASES").unwrap_or_else(|_| purchases.to_string());
+    env.push(("SUPERPAY_FAULT_PURCHASES".into(), purchases));
     let args = ["test", "--quiet", "-p", "superpay-e2e", "--test", "e2e", "--", "--ignored", "--nocapture", "faults::"];
     let passed = cargo(root, &args, &env);
     let logs = stack.info.logs.clone();
