@@ -133,7 +133,9 @@ async fn client(shop: Arc<TestMerchant>, i: usize) -> Client {
             client.told =
                 Some((answer["state"].as_str().unwrap_or_default().into(), answer["decision"].as_str().map(Into::into)))
         }
-        Some((_, problem)) => client.refused = problem["code"].as_str().map(Into::into),
+        Some((_, problem)) => {
+            client.refused = problem["code"].as_str().map(Into::into);
+        }
         None => {}
     }
     client
