@@ -6,6 +6,7 @@ mod browser;
 mod config;
 mod devices;
 mod events;
+mod faults;
 mod iam;
 mod ledger;
 mod merchants;

@@ -46,6 +46,12 @@ pub async fn merchant_named(name: &str) -> TestMerchant {
         .json()
         .await
         .unwrap();
+    installed(&created).await
+}
+
+/// The merchant `created` (its registration's answer), its key installed in the simulator.
+pub async fn installed(created: &Value) -> TestMerchant {
+    let env = Env::get();
     let (id, key_id, secret) =
         (created["id"].as_str().unwrap(), created["key_id"].as_str().unwrap(), created["secret"].as_str().unwrap());
     let granted = env

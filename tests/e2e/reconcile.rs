@@ -15,7 +15,7 @@ use crate::purchases::{buy, funded_user, merchant, purchase};
 
 /// Every violation among `users`' orders and the accounts their money moved through (their own,
 /// their orders' holds, their merchants'), read from the tables.
-async fn violations(users: &[&str]) -> Vec<Violation> {
+pub async fn violations(users: &[&str]) -> Vec<Violation> {
     let env = Env::get();
     let store = OrderStore::new(env.dynamodb().await, env.table("OrdersTable"));
     let orders: Vec<Order> =

@@ -5,11 +5,13 @@
 //! Each function gets its own, so every AWS call is checked and counted for the function that made
 //! it, by operation (`X-Amz-Target`: `DynamoDB_20120810.TransactWriteItems`, `AmazonSQS.SendMessage`,
 //! `TrentService.Decrypt`), with the number of DynamoDB items it touched (a transaction's items,
-//! a batch's keys), which is what DynamoDB bills.
+//! a batch's keys), which is what DynamoDB bills. Given a fault plan (`crate::faults`), it also
+//! injects the plan's faults into the calls it lets through, counts them and logs each to
+//! `faults.log` (function, operation, the call's number, the fault).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -19,7 +21,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
+use crate::faults::{FAULTS_LOG, Fault, FaultCounts, FaultPlan};
 use crate::iam::{self, Policy};
+use crate::stack::ACCESS_DENIED_LOG;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CallCount {
@@ -65,15 +69,69 @@ fn items(body: &[u8]) -> u64 {
     1
 }
 
+/// What every function's proxy shares with the stack: where it logs, what it counts, the faults
+/// it injects.
+#[derive(Clone)]
+pub struct Shared {
+    /// The stack's log folder: `access-denied.log` and `faults.log` are written there.
+    pub logs: PathBuf,
+    pub calls: AwsCalls,
+    pub faults: Option<(FaultPlan, FaultCounts)>,
+}
+
 struct Proxy {
     function: String,
     policy: Policy,
-    /// One JSON line per refused call.
-    denials: PathBuf,
-    calls: AwsCalls,
+    shared: Shared,
+    /// How many calls of each operation the function made, numbering them for the fault plan.
+    numbered: Mutex<HashMap<String, u64>>,
     dynamodb: String,
     moto: String,
     http: reqwest::Client,
+}
+
+impl Proxy {
+    /// The fault the plan gives this call (numbering it), if any.
+    fn fault(&self, operation: &str) -> Option<(Fault, u64)> {
+        let (plan, _) = self.shared.faults.as_ref()?;
+        let n = {
+            let mut numbered = self.numbered.lock().ok()?;
+            let next = numbered.entry(operation.to_owned()).or_default();
+            *next += 1;
+            *next - 1
+        };
+        plan.decide(&self.function, operation, n)
+    }
+
+    /// Counts and logs a fault that was injected.
+    fn injected(&self, operation: &str, fault: &Fault) {
+        let Some((_, counts)) = &self.shared.faults else { return };
+        counts.count(&self.function, fault);
+        let line = serde_json::json!({ "function": self.function, "operation": operation, "fault": fault.kind() });
+        if let Ok(mut log) =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.shared.logs.join(FAULTS_LOG))
+        {
+            let _ = writeln!(log, "{line}");
+        }
+    }
+}
+
+/// A fault's own answer in place of the emulator's.
+fn fault_answer(fault: &Fault, items: u64, draw: u64) -> Response {
+    match fault.answer(items, draw) {
+        Some((status, content_type, body)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, [("content-type", content_type)], body).into_response()
+        }
+        // The answer starts, then its connection drops before the body is complete.
+        None => {
+            let broken = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("connection dropped by an injected fault"))
+            });
+            (StatusCode::OK, [("content-type", "application/x-amz-json-1.0")], axum::body::Body::from_stream(broken))
+                .into_response()
+        }
+    }
 }
 
 async fn forward(
@@ -88,7 +146,20 @@ async fn forward(
         return refusal;
     }
     let dynamodb = target.starts_with("DynamoDB_");
-    proxy.calls.count(&proxy.function, &target, if dynamodb { items(&body) } else { 0 });
+    let items = if dynamodb { items(&body) } else { 0 };
+    proxy.shared.calls.count(&proxy.function, &target, items);
+    let fault = proxy.fault(&target);
+    match fault {
+        Some((fault, draw)) if !fault.forwards() => {
+            proxy.injected(&target, &fault);
+            return fault_answer(&fault, items, draw);
+        }
+        Some((fault @ Fault::SqsDelay(delay), _)) => {
+            proxy.injected(&target, &fault);
+            tokio::time::sleep(delay).await;
+        }
+        _ => {}
+    }
     let upstream = if dynamodb { &proxy.dynamodb } else { &proxy.moto };
     let url = format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
     // The SigV4 signature was made for the proxy's host; the emulators do not check signatures.
@@ -105,6 +176,13 @@ async fn forward(
         Ok(body) => body,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
+    // A write that committed, whose answer is then lost: the caller cannot know it took effect.
+    if let Some((fault @ (Fault::CommittedAnswered500 | Fault::CommittedConnectionDropped), draw)) = fault
+        && status.is_success()
+    {
+        proxy.injected(&target, &fault);
+        return fault_answer(&fault, items, draw);
+    }
     let mut response = (status, body).into_response();
     for (name, value) in headers.iter().filter(|(name, _)| *name != "content-length" && *name != "transfer-encoding") {
         response.headers_mut().append(name, value.clone());
@@ -117,7 +195,8 @@ fn refusal(proxy: &Proxy, target: &str, body: &[u8]) -> Option<Response> {
     let refuse = |action: &str, resource: &str, status: u16, body: String| {
         tracing::warn!(function = %proxy.function, action, resource, "AWS call refused by the function's IAM policy");
         let line = serde_json::json!({ "function": proxy.function, "action": action, "resource": resource });
-        if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(&proxy.denials) {
+        let denials = proxy.shared.logs.join(ACCESS_DENIED_LOG);
+        if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(denials) {
             let _ = writeln!(log, "{line}");
         }
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -139,8 +218,7 @@ fn refusal(proxy: &Proxy, target: &str, body: &[u8]) -> Option<Response> {
 pub async fn start(
     function: &str,
     policy: Policy,
-    denials: &Path,
-    calls: AwsCalls,
+    shared: Shared,
     dynamodb: &str,
     moto: &str,
     mut shutdown: watch::Receiver<bool>,
@@ -148,8 +226,8 @@ pub async fn start(
     let proxy = Arc::new(Proxy {
         function: function.to_owned(),
         policy,
-        denials: denials.to_owned(),
-        calls,
+        shared,
+        numbered: Mutex::new(HashMap::new()),
         dynamodb: dynamodb.to_owned(),
         moto: moto.to_owned(),
         http: reqwest::Client::new(),

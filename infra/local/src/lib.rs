@@ -4,6 +4,7 @@ pub mod aws_proxy;
 pub mod bench;
 pub mod checkov;
 pub mod emulators;
+pub mod faults;
 pub mod gateway;
 pub mod iam;
 pub mod jwt;

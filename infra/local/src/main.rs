@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use superpay_local::faults::FaultPlan;
 use superpay_local::seed;
 use superpay_local::stack::{ColdStart, Options, Stack};
 use superpay_local::template::Template;
@@ -13,7 +14,9 @@ use superpay_local::{bench, checkov, emulators};
 
 const USAGE: &str = "usage:
   cargo stack up [--release]      run the whole stack locally (Ctrl-C stops it)
-  cargo stack test [-- ARGS]      run every test (ARGS go to each test binary)
+  cargo stack test [-- ARGS]      run every test (ARGS go to each test binary), then the fault run
+                                  (seed 11; SUPERPAY_FAULT_SEED=N replays another seed)
+  cargo stack test --faults-long  only the fault run, with a random seed it prints and more load
   cargo stack bench [--debug]     cold starts, memory, sizes and AWS calls per operation (release build)
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
@@ -52,7 +55,10 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("up") => up(args.iter().any(|a| a == "--release")).await,
-        Some("test") => test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect()).await,
+        Some("test") => {
+            let long = args.iter().take_while(|a| *a != "--").any(|a| a == "--faults-long");
+            test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect(), long).await
+        }
         Some("bench") => run_bench(!args.iter().any(|a| a == "--debug")).await,
         Some("token") => token(&args[1..]),
         _ => Err(USAGE.to_owned()),
@@ -133,6 +139,7 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         stack_name: "superpay".into(),
         logs: state.join(if persist { "logs" } else { "test-logs" }),
         state,
+        faults: None,
     })
 }
 
@@ -235,27 +242,62 @@ async fn run_bench(release: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
+/// The fault run's rate: one AWS call in twenty gets a fault.
+const FAULT_RATE: f64 = 0.05;
+/// The seed of the bounded fault run of every `cargo stack test`.
+const FAULT_SEED: u64 = 11;
+/// How many purchases the fault test makes (`SUPERPAY_FAULT_PURCHASES`): bounded, and long.
+const FAULT_PURCHASES: (u32, u32) = (150, 1000);
+
+/// `cargo stack test`: every check and test against a fresh stack, then the fault run (unless the
+/// filters name no fault test). `--faults-long`: only the fault run, longer, with a random seed.
+async fn test(test_args: Vec<String>, faults_long: bool) -> Result<ExitCode, String> {
     let root = root();
+    let seed = match std::env::var("SUPERPAY_FAULT_SEED") {
+        Ok(seed) => seed.parse().map_err(|_| format!("SUPERPAY_FAULT_SEED={seed} is not a number"))?,
+        Err(_) if faults_long => {
+            u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or_default())
+        }
+        Err(_) => FAULT_SEED,
+    };
+    let plan = FaultPlan { seed, rate: FAULT_RATE };
+    if faults_long {
+        eprintln!("\n==> cargo build --workspace --all-targets");
+        if !cargo(&root, &["build", "--quiet", "--workspace", "--all-targets"], &[])? {
+            return Err("the build failed".into());
+        }
+        return fault_run(&root, plan, FAULT_PURCHASES.1).await;
+    }
+    checks_and_tests(&root, &test_args).await?;
+    // Filters that name no fault test (`cargo stack test -- purchases`) skip the fault run.
+    let filters: Vec<&String> =
+        test_args.iter().filter(|a| !a.starts_with('-') && !a.chars().all(|c| c.is_ascii_digit())).collect();
+    if filters.is_empty() || filters.iter().any(|f| f.contains("fault")) {
+        return fault_run(&root, plan, FAULT_PURCHASES.0).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), String> {
     let step = |name: &str| eprintln!("\n==> {name}");
     step("cargo fmt --check");
-    if !cargo(&root, &["fmt", "--all", "--check"], &[])? {
+    if !cargo(root, &["fmt", "--all", "--check"], &[])? {
         return Err("formatting differs: run `cargo fmt`".into());
     }
     step("cargo clippy --workspace --all-targets -- -D warnings");
-    if !cargo(&root, &["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])? {
+    if !cargo(root, &["clippy", "--quiet", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])? {
         return Err("clippy found problems".into());
     }
     step("cargo build --workspace --all-targets");
-    if !cargo(&root, &["build", "--quiet", "--workspace", "--all-targets"], &[])? {
+    if !cargo(root, &["build", "--quiet", "--workspace", "--all-targets"], &[])? {
         return Err("the build failed".into());
     }
     step("lint template.yaml (cfn-lint, sam validate --lint, checkov)");
-    lint_template(&root).await?;
+    lint_template(root).await?;
     step("Chromium and ChromeDriver for the browser test (Debian's packages)");
     ensure_chromium()?;
     step("start the local stack");
-    let options = options(&root, false, false)?;
+    let options = options(root, false, false)?;
     let info_path = options.state.join("test-stack.json");
     let _ = std::fs::remove_dir_all(&options.logs);
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
@@ -269,7 +311,7 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     env.push(("SUPERPAY_STACK".into(), info_path.display().to_string()));
     let mut args = vec!["test", "--workspace", "--all-targets", "--", "--include-ignored"];
     args.extend(test_args.iter().map(String::as_str));
-    let passed = cargo(&root, &args, &env);
+    let passed = cargo(root, &args, &env);
     for cold in stack.cold_starts() {
         eprintln!("cold start {}: {} (medians, debug build)", cold.function, cold.describe());
     }
@@ -277,8 +319,49 @@ async fn test(test_args: Vec<String>) -> Result<ExitCode, String> {
     stack.stop().await;
     report_access_denied(&logs);
     match passed? {
-        true => Ok(ExitCode::SUCCESS),
+        true => Ok(()),
         false => Err(format!("tests failed; the functions' logs are in {}", logs.display())),
+    }
+}
+
+/// A second, fresh stack whose proxies inject `plan`'s faults, and only the fault tests
+/// (`tests/e2e/faults.rs`) against it; then the faults injected, by kind.
+async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitCode, String> {
+    eprintln!(
+        "\n==> fault run: a stack injecting faults into {:.0}% of AWS calls, seed {} (replay: SUPERPAY_FAULT_SEED={})",
+        plan.rate * 100.0,
+        plan.seed,
+        plan.seed
+    );
+    let mut options = options(root, false, false)?;
+    options.faults = Some(plan);
+    options.logs = options.state.join("fault-logs");
+    let info_path = options.state.join("fault-stack.json");
+    let _ = std::fs::remove_dir_all(&options.logs);
+    let started = std::time::Instant::now();
+    let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
+    stack.write_info(&info_path).map_err(|e| e.to_string())?;
+    let mut env = stack.info.sdk_environment();
+    env.push(("SUPERPAY_STACK".into(), info_path.display().to_string()));
+    // Set by hand, it overrides the run's load.
+    let purchases = std::env::var("SUPERPAY_FAULT_PURCHASES").unwrap_or_else(|_| purchases.to_string());
+    env.push(("SUPERPAY_FAULT_PURCHASES".into(), purchases));
+    let args = ["test", "--quiet", "-p", "superpay-e2e", "--test", "e2e", "--", "--ignored", "--nocapture", "faults::"];
+    let passed = cargo(root, &args, &env);
+    let logs = stack.info.logs.clone();
+    let counts = stack.faults.by_kind();
+    stack.stop().await;
+    eprintln!("\nfaults injected by kind (seed {}, {:.0} s):", plan.seed, started.elapsed().as_secs_f64());
+    for (kind, count) in &counts {
+        eprintln!("  {count:>5} x {kind}");
+    }
+    match passed? {
+        true => Ok(ExitCode::SUCCESS),
+        false => Err(format!(
+            "the fault run failed (replay it: SUPERPAY_FAULT_SEED={} cargo stack test -- faults); logs in {}",
+            plan.seed,
+            logs.display()
+        )),
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::aws_proxy::AwsCalls;
 use crate::emulators::{self, EmulatorError};
+use crate::faults::{FaultCounts, FaultPlan};
 use crate::gateway::Gateway;
 use crate::jwt::DevKeys;
 use crate::runtime_api::{FunctionHost, Launch};
@@ -52,6 +53,8 @@ pub struct Options {
     pub parameters: HashMap<String, String>,
     pub stack_name: String,
     pub logs: PathBuf,
+    /// Faults the functions' proxies inject into their AWS calls (`crate::faults`); none if `None`.
+    pub faults: Option<FaultPlan>,
 }
 
 /// What a client of the stack (a person, the end-to-end tests) needs to reach it.
@@ -74,6 +77,9 @@ pub struct StackInfo {
     pub authorizer_issuer: String,
     pub authorizer_audience: Vec<String>,
     pub logs: PathBuf,
+    /// The faults the stack injects, if it does: the fault tests run only then.
+    #[serde(default)]
+    pub faults: Option<FaultPlan>,
 }
 
 impl StackInfo {
@@ -200,6 +206,8 @@ pub struct Stack {
     pub info: StackInfo,
     /// Every function's AWS calls, counted by its proxy.
     pub aws_calls: AwsCalls,
+    /// The faults the proxies injected (none without a plan).
+    pub faults: FaultCounts,
     pub template: Template,
     pub keys: Arc<DevKeys>,
     pub hosts: Vec<Arc<FunctionHost>>,
@@ -290,6 +298,7 @@ impl Stack {
             authorizer_issuer: String::new(),
             authorizer_audience: vec![],
             logs: options.logs.clone(),
+            faults: options.faults,
         };
         let key_ids = crate::resources::create_keys(&info.kms().await, &Template::keys_to_create(&text)?).await?;
         // The bank is the merchant simulator's, with a fresh key made as a deployment keeps it: the
@@ -351,6 +360,12 @@ impl Stack {
         }
 
         let aws_calls = AwsCalls::default();
+        let faults = FaultCounts::default();
+        let shared = crate::aws_proxy::Shared {
+            logs: options.logs.clone(),
+            calls: aws_calls.clone(),
+            faults: options.faults.map(|plan| (plan, faults.clone())),
+        };
         let mut hosts = Vec::new();
         for function in &template.functions {
             let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
@@ -358,8 +373,7 @@ impl Stack {
             let proxy = crate::aws_proxy::start(
                 &function.logical_id,
                 function.policy.clone(),
-                &options.logs.join(ACCESS_DENIED_LOG),
-                aws_calls.clone(),
+                shared.clone(),
                 &info.dynamodb_endpoint,
                 &info.moto_endpoint,
                 stop.clone(),
@@ -436,7 +450,7 @@ impl Stack {
                 )));
             }
         }
-        Ok(Stack { info, aws_calls, template, keys, hosts, shutdown, moto, simulators })
+        Ok(Stack { info, aws_calls, faults, template, keys, hosts, shutdown, moto, simulators })
     }
 
     /// Told when the stack stops, for processes started beside it (the benchmark's references).
