@@ -94,6 +94,13 @@ impl IdempotencyStore {
         match outcome {
             Ok(_) => Ok(Begin::Run(Claim { scope, record_id, fingerprint, claim_id })),
             Err(e) => match e.as_service_error() {
+                // Our own claim: the put committed but its answer was lost, and the SDK's retry
+                // found it. The key is ours to run, not someone else's request in flight.
+                Some(PutItemError::ConditionalCheckFailedException(failed))
+                    if failed.item().and_then(|item| item.get("claim_id")) == Some(&s(&claim_id)) =>
+                {
+                    Ok(Begin::Run(Claim { scope, record_id, fingerprint, claim_id }))
+                }
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     let record = failed.item().map(record_from_item).transpose()?;
                     Ok(match decide(record.as_ref(), &fingerprint, now) {
