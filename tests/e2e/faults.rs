@@ -1,8 +1,11 @@
 //! Purchases under injected faults: the fault run of `cargo stack test`, whose stack injects faults
 //! into the functions' AWS calls (infra/local/src/faults.rs: throttling, transaction conflicts,
-//! writes that commit but lose their answer, SQS and KMS failures). Many users buy at once; a
-//! client whose call fails retries with the same Idempotency-Key, as a real one would, then gives
-//! up. Once quiet, nothing was lost or doubled, and every answer a client got still holds.
+//! writes that commit but lose their answer, SQS and KMS failures, messages delivered twice), kills
+//! function processes mid-invocation and restarts DynamoDB. Many users buy at once; a client whose
+//! call fails retries with the same Idempotency-Key, as a real one would, then gives up (a client
+//! whose request's process was killed finds its key in progress until the key's lock expires, and
+//! usually gives up so). Once quiet, nothing was lost or doubled, and every answer a client got
+//! still holds.
 //! On a stack without faults these tests skip themselves.
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,11 +1,13 @@
 //! The local runner's SQS event source against moto: batches, partial batch failures, the
-//! visibility timeout and redrive to the dead-letter queue, read from a template as the stack does.
+//! visibility timeout and redrive to the dead-letter queue, read from a template as the stack does;
+//! and its Runtime API killing processes mid-invocation as a fault plan says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use superpay_e2e::{Env, unique};
-use superpay_local::runtime_api::{FunctionHost, Launch};
+use superpay_local::faults::{FaultCounts, FaultPlan, KILLED};
+use superpay_local::runtime_api::{FunctionHost, Launch, Outcome};
 use superpay_local::sqs_source::Poller;
 use superpay_local::template::{Naming, Template};
 
@@ -60,30 +62,37 @@ async fn bodies(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<String> {
     received.messages().iter().filter_map(|m| m.body().map(str::to_owned)).collect()
 }
 
+fn probe_template() -> Template {
+    let env = Env::get();
+    let parameters = HashMap::from([("QueueVisibilityTimeout".to_owned(), "1".to_owned())]);
+    Template::parse(TEMPLATE, &unique("probe"), &parameters, &MotoNaming(env.stack.moto_endpoint.clone())).unwrap()
+}
+
+fn binaries() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("debug")
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn sqs_batches_partial_failures_and_redrive() {
     let env = Env::get();
-    let stack_name = unique("probe");
-    let parameters = HashMap::from([("QueueVisibilityTimeout".to_owned(), "1".to_owned())]);
-    let template =
-        Template::parse(TEMPLATE, &stack_name, &parameters, &MotoNaming(env.stack.moto_endpoint.clone())).unwrap();
+    let template = probe_template();
     let sqs = env.stack.sqs().await;
     let urls = superpay_local::resources::create_queues(&sqs, &template.queues).await.unwrap();
     let function = &template.functions[0];
     assert_eq!(function.sqs_sources[0].queue, "WorkQueue");
 
-    let binaries = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug");
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let launch = Launch {
-        binary: binaries.join("sqs-probe"),
+        binary: binaries().join("sqs-probe"),
         args: vec![],
         instances: 2,
         environment: BTreeMap::new(),
         log_file: env.stack.logs.join("sqs-probe.log"),
+        faults: None,
     };
     let host = FunctionHost::start(function, launch, shutdown.clone()).await.unwrap();
     assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
@@ -118,4 +127,48 @@ async fn sqs_batches_partial_failures_and_redrive() {
         assert_eq!(log.matches(&format!("processed {good}")).count(), 1, "{good} was processed exactly once:\n{log}");
     }
     assert_eq!(log.matches("failed poison").count(), 2, "poison was received twice before redrive:\n{log}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_process_killed_mid_invocation_ends_it_as_the_runtime_exiting_and_is_replaced() {
+    let env = Env::get();
+    let template = probe_template();
+    let function = &template.functions[0];
+    // At this rate about half the invocations are killed, which ones the seed says.
+    let plan = FaultPlan { seed: 5, rate: 1.0 };
+    let doomed: Vec<bool> = (0..8).map(|n| plan.kill(&function.logical_id, n).is_some()).collect();
+    assert!(doomed.contains(&true) && doomed.contains(&false), "the seed kills some, not all: {doomed:?}");
+    let counts = FaultCounts::default();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let launch = Launch {
+        binary: binaries().join("sqs-probe"),
+        args: vec![],
+        instances: 1,
+        environment: BTreeMap::new(),
+        log_file: env.stack.logs.join("sqs-probe-kills.log"),
+        faults: Some((plan, counts.clone())),
+    };
+    let host = FunctionHost::start(function, launch, shutdown).await.unwrap();
+    assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
+    // One at a time, so that the n-th invocation is the plan's n-th.
+    for (n, doomed) in doomed.iter().enumerate() {
+        let event = serde_json::json!({"Records": [{"messageId": n.to_string(), "body": format!("kill-{n}")}]});
+        let outcome = host.invoke(event.to_string().into()).await;
+        match (doomed, &outcome) {
+            (true, Outcome::Crashed) | (false, Outcome::Response(_)) => {}
+            _ => panic!("invocation {n} (doomed: {doomed}) ended {outcome:?}"),
+        }
+    }
+    let kills = doomed.iter().filter(|d| **d).count();
+    assert_eq!(counts.by_function()[&function.logical_id][KILLED], kills as u64);
+    // Each kill started a fresh process: a cold start of its own (the last one may still be starting).
+    for _ in 0..100 {
+        if host.init_times().len() > kills {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(host.init_times().len(), 1 + kills, "one process, then one per kill");
+    let _ = stop.send(true);
 }

@@ -6,13 +6,15 @@
 //! it, by operation (`X-Amz-Target`: `DynamoDB_20120810.TransactWriteItems`, `AmazonSQS.SendMessage`,
 //! `TrentService.Decrypt`), with the number of DynamoDB items it touched (a transaction's items,
 //! a batch's keys), which is what DynamoDB bills. Given a fault plan (`crate::faults`), it also
-//! injects the plan's faults into the calls it lets through, counts them and logs each to
-//! `faults.log` (function, operation, the call's number, the fault).
+//! injects the plan's faults into the calls it lets through, restarts DynamoDB at the plan's
+//! calls, and counts each fault and logs it to `faults.log` (function, operation, the fault).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,7 +23,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
-use crate::faults::{FAULTS_LOG, Fault, FaultCounts, FaultPlan};
+use crate::emulators::DynamoDbRestart;
+use crate::faults::{DYNAMODB_RESTARTED, Fault, FaultCounts, FaultPlan};
 use crate::iam::{self, Policy};
 use crate::stack::ACCESS_DENIED_LOG;
 
@@ -73,10 +76,54 @@ fn items(body: &[u8]) -> u64 {
 /// it injects.
 #[derive(Clone)]
 pub struct Shared {
-    /// The stack's log folder: `access-denied.log` and `faults.log` are written there.
+    /// The stack's log folder: `access-denied.log` is written there.
     pub logs: PathBuf,
     pub calls: AwsCalls,
-    pub faults: Option<(FaultPlan, FaultCounts)>,
+    pub faults: Option<Faults>,
+}
+
+/// The faults every proxy injects, and what they need.
+#[derive(Clone)]
+pub struct Faults {
+    pub plan: FaultPlan,
+    pub counts: FaultCounts,
+    /// Restarts DynamoDB (file-backed in the fault run) at the plan's calls.
+    pub dynamodb: DynamoDbRestart,
+    /// The queues some function consumes (their names): the only ones a message is sent twice to.
+    pub consumed_queues: Arc<HashSet<String>>,
+    /// DynamoDB calls of every function so far, numbering them for the restarts.
+    pub dynamodb_calls: Arc<AtomicU64>,
+    /// `plan.dynamodb_restarts()`, computed once.
+    pub restarts: Arc<Vec<(u64, Duration)>>,
+}
+
+impl Faults {
+    pub fn new(
+        plan: FaultPlan,
+        counts: FaultCounts,
+        dynamodb: DynamoDbRestart,
+        consumed_queues: HashSet<String>,
+    ) -> Self {
+        Faults {
+            plan,
+            counts,
+            dynamodb,
+            consumed_queues: Arc::new(consumed_queues),
+            dynamodb_calls: Arc::default(),
+            restarts: Arc::new(plan.dynamodb_restarts()),
+        }
+    }
+
+    /// Numbers a DynamoDB call and restarts DynamoDB if the plan says so at this call; the call
+    /// itself then races the restart, as any call would.
+    fn number_dynamodb_call(&self, function: &str, operation: &str) {
+        let n = self.dynamodb_calls.fetch_add(1, Ordering::SeqCst);
+        for (_, down) in self.restarts.iter().filter(|(at, _)| *at == n) {
+            tracing::warn!(call = n, down_ms = down.as_millis() as u64, "restarting DynamoDB (injected fault)");
+            self.counts.count(function, operation, DYNAMODB_RESTARTED);
+            self.dynamodb.restart(*down);
+        }
+    }
 }
 
 struct Proxy {
@@ -93,7 +140,7 @@ struct Proxy {
 impl Proxy {
     /// The fault the plan gives this call (numbering it), if any.
     fn fault(&self, operation: &str) -> Option<(Fault, u64)> {
-        let (plan, _) = self.shared.faults.as_ref()?;
+        let plan = &self.shared.faults.as_ref()?.plan;
         let n = {
             let mut numbered = self.numbered.lock().ok()?;
             let next = numbered.entry(operation.to_owned()).or_default();
@@ -105,14 +152,20 @@ impl Proxy {
 
     /// Counts and logs a fault that was injected.
     fn injected(&self, operation: &str, fault: &Fault) {
-        let Some((_, counts)) = &self.shared.faults else { return };
-        counts.count(&self.function, fault);
-        let line = serde_json::json!({ "function": self.function, "operation": operation, "fault": fault.kind() });
-        if let Ok(mut log) =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.shared.logs.join(FAULTS_LOG))
-        {
-            let _ = writeln!(log, "{line}");
+        if let Some(faults) = &self.shared.faults {
+            faults.counts.count(&self.function, operation, fault.kind());
         }
+    }
+
+    /// Whether a SendMessage `body` names a queue some function consumes (a duplicate is only
+    /// worth sending to one).
+    fn to_consumed_queue(&self, body: &[u8]) -> bool {
+        let Some(faults) = &self.shared.faults else { return false };
+        let queue = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|json| {
+            let name = json["QueueUrl"].as_str()?.rsplit('/').next()?;
+            Some(faults.consumed_queues.contains(name))
+        });
+        queue.unwrap_or(false)
     }
 }
 
@@ -148,6 +201,9 @@ async fn forward(
     let dynamodb = target.starts_with("DynamoDB_");
     let items = if dynamodb { items(&body) } else { 0 };
     proxy.shared.calls.count(&proxy.function, &target, items);
+    if let Some(faults) = proxy.shared.faults.as_ref().filter(|_| dynamodb) {
+        faults.number_dynamodb_call(&proxy.function, &target);
+    }
     let fault = proxy.fault(&target);
     match fault {
         Some((fault, draw)) if !fault.forwards() => {
@@ -163,11 +219,22 @@ async fn forward(
     let upstream = if dynamodb { &proxy.dynamodb } else { &proxy.moto };
     let url = format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
     // The SigV4 signature was made for the proxy's host; the emulators do not check signatures.
-    let mut request = proxy.http.request(method, url).body(body);
-    for (name, value) in headers.iter().filter(|(name, _)| *name != "host" && *name != "content-length") {
-        request = request.header(name, value);
+    let request = || {
+        let mut request = proxy.http.request(method.clone(), &url).body(body.clone());
+        for (name, value) in headers.iter().filter(|(name, _)| *name != "host" && *name != "content-length") {
+            request = request.header(name, value);
+        }
+        request
+    };
+    // The copy goes first and its answer is dropped: the function is told of the second, as if
+    // SQS had stored the message once and delivered it twice.
+    if let Some((fault @ Fault::SqsDuplicate, _)) = fault
+        && proxy.to_consumed_queue(&body)
+        && request().send().await.is_ok_and(|answer| answer.status().is_success())
+    {
+        proxy.injected(&target, &fault);
     }
-    let answer = match request.send().await {
+    let answer = match request().send().await {
         Ok(answer) => answer,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };

@@ -81,7 +81,7 @@ pub async fn start_reference(
         policy: Default::default(),
     };
     let log_file = stack.info.logs.join(format!("{}.log", name.replace([' ', ':', ',', '+'], "_")));
-    let launch = Launch { binary: binary.to_owned(), args, instances: PROCESSES, environment, log_file };
+    let launch = Launch { binary: binary.to_owned(), args, instances: PROCESSES, environment, log_file, faults: None };
     let host = FunctionHost::start(&function, launch, stack.shutdown_signal()).await.map_err(|e| e.to_string())?;
     if !host.ready(Duration::from_secs(60)).await {
         return Err(format!("{name} did not start; see {}", stack.info.logs.display()));

@@ -1,12 +1,13 @@
-//! The emulators: dynoxide (DynamoDB, embedded in this process, on SQLite) and moto (SQS and KMS,
-//! its server mode, from a pinned version in a project-local virtualenv).
+//! The emulators: dynoxide (DynamoDB, embedded in this process, on SQLite, in memory or on a file
+//! it can be restarted from) and moto (SQS and KMS, its server mode, from a pinned version in a
+//! project-local virtualenv).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// moto is only the SQS/KMS emulator: its DynamoDB is unsafe under concurrent transactions
 /// (docs/decisions.md, "dynoxide for DynamoDB, not moto"), which is why DynamoDB is dynoxide.
@@ -110,31 +111,77 @@ pub async fn start_simulator(
     Ok(child)
 }
 
-/// Serves dynoxide on `listener`: on the SQLite file `path` (data survives restarts), or in memory.
+/// Restarts the embedded dynoxide on its file (`start_dynoxide`): it stops taking connections,
+/// lets the requests already running finish, closes the database, stays down for the given time
+/// (calls then fail to connect), reopens the file and listens again on the same address.
+#[derive(Clone)]
+pub struct DynamoDbRestart(mpsc::UnboundedSender<Duration>);
+
+impl DynamoDbRestart {
+    pub fn restart(&self, down: Duration) {
+        let _ = self.0.send(down);
+    }
+}
+
+/// Serves dynoxide on `listener`: on the SQLite file `path` (data survives restarts, and it can be
+/// restarted: the handle returned), or in memory.
 pub fn start_dynoxide(
     listener: TcpListener,
     path: Option<&Path>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), EmulatorError> {
-    let database = match path {
-        Some(path) => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            dynoxide::Database::new(&path.to_string_lossy())
+) -> Result<Option<DynamoDbRestart>, EmulatorError> {
+    let open = |path: Option<&Path>| {
+        match path {
+            Some(path) => dynoxide::Database::new(&path.to_string_lossy()),
+            None => dynoxide::Database::memory(),
         }
-        None => dynoxide::Database::memory(),
+        .map_err(|e| EmulatorError::Setup(format!("dynoxide: {e}")))
+    };
+    if let Some(parent) = path.and_then(Path::parent) {
+        std::fs::create_dir_all(parent)?;
     }
-    .map_err(|e| EmulatorError::Setup(format!("dynoxide: {e}")))?;
+    let mut database = open(path)?;
+    let address = listener.local_addr()?;
+    let restartable = path.is_some();
+    let path = path.map(Path::to_path_buf);
+    let (restarts, mut requests) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        if let Err(e) = dynoxide::server::serve_with_shutdown(listener, database, stop).await {
-            tracing::error!(error = %e, "dynoxide stopped");
+        let mut listener = listener;
+        loop {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let server = dynoxide::server::serve_with_shutdown(listener, database, async move {
+                let _ = stopped.await;
+            });
+            tokio::pin!(server);
+            let down = tokio::select! {
+                served = &mut server => {
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "dynoxide stopped");
+                    }
+                    return;
+                }
+                _ = shutdown.changed() => None,
+                Some(down) = requests.recv() => Some(down),
+            };
+            let _ = stop.send(());
+            let _ = server.await;
+            let Some(down) = down else { return };
+            tokio::time::sleep(down).await;
+            let reopened = async {
+                let database = open(path.as_deref())?;
+                Ok::<_, EmulatorError>((TcpListener::bind(address).await?, database))
+            };
+            (listener, database) = match reopened.await {
+                Ok(reopened) => reopened,
+                Err(e) => {
+                    tracing::error!(error = %e, "dynoxide could not restart");
+                    return;
+                }
+            };
+            tracing::info!(down_ms = down.as_millis() as u64, "dynoxide restarted from its file");
         }
     });
-    Ok(())
+    Ok(restartable.then_some(DynamoDbRestart(restarts)))
 }
 
 /// A free port on the loopback interface, for a child process that binds it itself.

@@ -1,13 +1,19 @@
-//! Faults the per-function proxy (`crate::aws_proxy`) injects into the functions' AWS calls, on a
-//! seeded schedule, so the tests can show that nothing is lost or doubled when AWS misbehaves as it
-//! does in production: throttling, a transaction cancelled by a conflict, a write that commits but
-//! whose answer is lost (the worst case: the caller cannot know), SQS and KMS failing or slow.
+//! Faults the local stack injects on a seeded schedule, so the tests can show that nothing is lost
+//! or doubled when AWS misbehaves as it does in production. The per-function proxy
+//! (`crate::aws_proxy`) injects them into the functions' AWS calls: throttling, a transaction
+//! cancelled by a conflict, a write that commits but whose answer is lost (the worst case: the
+//! caller cannot know), SQS and KMS failing or slow, a message sent twice (SQS delivers at least
+//! once), and DynamoDB restarting from its file. The Runtime API (`crate::runtime_api`) kills the
+//! process handling an invocation before it answers, as a Lambda sandbox dies.
 //!
 //! The schedule is pure: whether the n-th call of an operation by a function gets a fault, and
-//! which, depends only on the seed and those three, so a seed replays the same schedule. Which
-//! request the n-th call belongs to still depends on timing. Off unless the stack is given a plan.
+//! which, depends only on the seed and those three (the n-th invocation of a function, the n-th
+//! DynamoDB call of the stack), so a seed replays the same schedule. Which request the n-th call
+//! belongs to still depends on timing. Off unless the stack is given a plan.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +49,22 @@ pub enum Fault {
     SqsDelay(Duration),
     /// KMS 500 `KMSInternalException`; not forwarded.
     KmsInternal,
+    /// SendMessage forwarded twice, answered with the first: the message is delivered twice, as
+    /// SQS's at-least-once delivery allows. Only to a queue a function consumes.
+    SqsDuplicate,
 }
+
+/// The process handling an invocation killed before it answered (`crate::runtime_api`).
+pub const KILLED: &str = "Lambda process killed mid-invocation";
+/// DynamoDB (dynoxide) stopped and started again from its file.
+pub const DYNAMODB_RESTARTED: &str = "DynamoDB restarted from its file";
+
+/// Where a kill falls: this long after the process took the event, or at its answer if it answers
+/// sooner (the answer is then lost: the work is done, the caller is told the runtime exited).
+const KILL_WITHIN_MS: u64 = 300;
+/// The restarts fall among these DynamoDB calls of the stack (all functions'), within the load of
+/// the bounded fault run.
+const RESTART_AMONG_CALLS: std::ops::Range<u64> = 200..1_200;
 
 impl Fault {
     /// The kind, as counted and printed.
@@ -57,15 +78,19 @@ impl Fault {
             Fault::SqsInternalError => "SQS InternalError",
             Fault::SqsDelay(_) => "SQS delayed",
             Fault::KmsInternal => "KMS KMSInternalException",
+            Fault::SqsDuplicate => "SQS message sent twice (duplicate delivery)",
         }
     }
 
     /// Whether the call still reaches the emulator (and takes effect).
     pub fn forwards(&self) -> bool {
-        matches!(self, Fault::CommittedAnswered500 | Fault::CommittedConnectionDropped | Fault::SqsDelay(_))
+        matches!(
+            self,
+            Fault::CommittedAnswered500 | Fault::CommittedConnectionDropped | Fault::SqsDelay(_) | Fault::SqsDuplicate
+        )
     }
 
-    /// The answer that replaces the emulator's (none for a dropped connection or a delay):
+    /// The answer that replaces the emulator's (none for a dropped connection, a delay or a duplicate):
     /// status, content type and body, as the service answers. `items` is the number of a
     /// transaction's items, one cancellation reason each.
     pub fn answer(&self, items: u64, draw: u64) -> Option<(u16, &'static str, String)> {
@@ -100,7 +125,7 @@ impl Fault {
             Fault::KmsInternal => {
                 (500, "application/x-amz-json-1.1", error("KMSInternalException", "An internal error occurred."))
             }
-            Fault::CommittedConnectionDropped | Fault::SqsDelay(_) => return None,
+            Fault::CommittedConnectionDropped | Fault::SqsDelay(_) | Fault::SqsDuplicate => return None,
         })
     }
 }
@@ -126,7 +151,7 @@ fn transaction_conflict(items: u64, draw: u64) -> String {
 }
 
 /// The faults that fit an operation (`X-Amz-Target`): only writes can commit and lose their answer,
-/// only transactions conflict.
+/// only transactions conflict, only a sent message is duplicated.
 pub fn fitting(operation: &str) -> &'static [Fault] {
     const WRITE: &[Fault] =
         &[Fault::Throttling, Fault::ThroughputExceeded, Fault::CommittedAnswered500, Fault::CommittedConnectionDropped];
@@ -140,12 +165,14 @@ pub fn fitting(operation: &str) -> &'static [Fault] {
     const OTHER_DYNAMODB: &[Fault] = &[Fault::Throttling, Fault::ThroughputExceeded];
     // The delay's length is drawn when it is chosen.
     const SQS: &[Fault] = &[Fault::SqsInternalError, Fault::SqsDelay(Duration::ZERO)];
+    const SQS_SEND: &[Fault] = &[Fault::SqsInternalError, Fault::SqsDelay(Duration::ZERO), Fault::SqsDuplicate];
     match operation.split_once('.') {
         Some((service, action)) if service.starts_with("DynamoDB_") => match action {
             "TransactWriteItems" => TRANSACTION,
             "PutItem" | "UpdateItem" => WRITE,
             _ => OTHER_DYNAMODB,
         },
+        Some(("AmazonSQS", "SendMessage")) => SQS_SEND,
         Some(("AmazonSQS", _)) => SQS,
         Some(("TrentService", _)) => &[Fault::KmsInternal],
         _ => &[],
@@ -173,10 +200,8 @@ impl FaultPlan {
         if fits.is_empty() {
             return None;
         }
-        let draw = mix(mix(mix(self.seed ^ fnv(function)) ^ fnv(operation)) ^ n);
-        // The top 53 bits as a uniform number in [0, 1).
-        let uniform = (draw >> 11) as f64 / (1u64 << 53) as f64;
-        if uniform >= self.rate {
+        let draw = self.draw(function, operation, n);
+        if uniform(draw) >= self.rate {
             return None;
         }
         let choice = mix(draw);
@@ -186,22 +211,73 @@ impl FaultPlan {
         };
         Some((fault, mix(choice)))
     }
+
+    /// The share of invocations whose process is killed: half the AWS calls' rate (one invocation
+    /// in forty at 5%), so that most purchases see none.
+    pub fn kill_rate(&self) -> f64 {
+        self.rate / 2.0
+    }
+
+    /// Whether the process handling the `n`-th invocation (from 0) of `function` is killed, and when
+    /// (see `KILL_WITHIN_MS`).
+    pub fn kill(&self, function: &str, n: u64) -> Option<Duration> {
+        let draw = self.draw(function, "Lambda.Kill", n);
+        (uniform(draw) < self.kill_rate()).then(|| Duration::from_millis(mix(draw) % KILL_WITHIN_MS))
+    }
+
+    /// The DynamoDB calls of the stack (numbered from 0 over all functions) at which DynamoDB
+    /// restarts, once or twice, and how long each time it is down.
+    pub fn dynamodb_restarts(&self) -> Vec<(u64, Duration)> {
+        let draw = self.draw("DynamoDB", "Restart", 0);
+        let span = RESTART_AMONG_CALLS.end - RESTART_AMONG_CALLS.start;
+        let mut restarts: Vec<(u64, Duration)> = (0..1 + draw % 2)
+            .map(|i| {
+                let choice = mix(draw ^ i);
+                (RESTART_AMONG_CALLS.start + choice % span, Duration::from_millis(200 + (choice >> 16) % 600))
+            })
+            .collect();
+        restarts.sort();
+        restarts
+    }
+
+    fn draw(&self, function: &str, operation: &str, n: u64) -> u64 {
+        mix(mix(mix(self.seed ^ fnv(function)) ^ fnv(operation)) ^ n)
+    }
 }
 
-/// Injected faults per function, per kind.
+/// The top 53 bits of `draw` as a uniform number in [0, 1).
+fn uniform(draw: u64) -> f64 {
+    (draw >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Injected faults per function, per kind, each also logged as a line of `log` if there is one.
 #[derive(Clone, Default)]
-pub struct FaultCounts(Arc<Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>>);
+pub struct FaultCounts {
+    counts: Arc<Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>>,
+    log: Option<PathBuf>,
+}
 
 impl FaultCounts {
-    pub fn count(&self, function: &str, fault: &Fault) {
-        if let Ok(mut counts) = self.0.lock() {
-            *counts.entry(function.to_owned()).or_default().entry(fault.kind()).or_default() += 1;
+    /// Counts that log each fault to `log` (`FAULTS_LOG` in the stack's log folder).
+    pub fn logged(log: PathBuf) -> Self {
+        FaultCounts { counts: Arc::default(), log: Some(log) }
+    }
+
+    /// Counts one fault of `kind` injected into `function`'s `operation`, and logs it.
+    pub fn count(&self, function: &str, operation: &str, kind: &'static str) {
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(function.to_owned()).or_default().entry(kind).or_default() += 1;
+        }
+        let Some(path) = &self.log else { return };
+        let line = serde_json::json!({ "function": function, "operation": operation, "fault": kind });
+        if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(log, "{line}");
         }
     }
 
     /// Every function's counts, by kind.
     pub fn by_function(&self) -> BTreeMap<String, BTreeMap<&'static str, u64>> {
-        self.0.lock().map(|counts| counts.clone()).unwrap_or_default()
+        self.counts.lock().map(|counts| counts.clone()).unwrap_or_default()
     }
 
     /// The counts summed over functions, by kind.
@@ -274,6 +350,42 @@ mod tests {
         assert!(kinds("DynamoDB_20120810.UpdateItem").contains(&Fault::CommittedAnswered500));
         assert!(!kinds("DynamoDB_20120810.UpdateItem").contains(&Fault::TransactionConflict));
         assert!(kinds("unknown").is_empty());
+        assert!(kinds("AmazonSQS.SendMessage").contains(&Fault::SqsDuplicate));
+        assert!(!kinds("AmazonSQS.ReceiveMessage").contains(&Fault::SqsDuplicate), "only a sent message is doubled");
+    }
+
+    #[test]
+    fn kills_are_seeded_rare_and_fall_before_the_answer_window_ends() {
+        let plan = FaultPlan { seed: 11, rate: 0.05 };
+        let kills = |plan: FaultPlan, function: &str| (0..4_000).map(|n| plan.kill(function, n)).collect::<Vec<_>>();
+        let purchases = kills(plan, "PurchasesFunction");
+        assert_eq!(purchases, kills(plan, "PurchasesFunction"), "a seed replays the same kills");
+        assert_ne!(purchases, kills(FaultPlan { seed: 12, ..plan }, "PurchasesFunction"));
+        assert_ne!(purchases, kills(plan, "NotifierFunction"), "each function has its own kills");
+        let killed: Vec<Duration> = purchases.iter().flatten().copied().collect();
+        let share = killed.len() as f64 / purchases.len() as f64;
+        assert!((share - 0.025).abs() <= 0.01, "one invocation in forty: {share}");
+        assert!(killed.iter().all(|after| after.as_millis() < u128::from(KILL_WITHIN_MS)));
+        // Kills are not where the AWS faults are: another draw than the proxy's for the same n.
+        let no_faults = FaultPlan { rate: 0.0, ..plan };
+        assert!(kills(no_faults, "PurchasesFunction").iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn dynamodb_restarts_once_or_twice_within_the_load() {
+        let mut counts = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let plan = FaultPlan { seed, rate: 0.05 };
+            let restarts = plan.dynamodb_restarts();
+            assert_eq!(restarts, plan.dynamodb_restarts(), "a seed replays the same restarts");
+            assert!(restarts.windows(2).all(|w| w[0].0 <= w[1].0), "in order: {restarts:?}");
+            for (call, down) in &restarts {
+                assert!(RESTART_AMONG_CALLS.contains(call), "{call}");
+                assert!((200..800).contains(&down.as_millis()), "{down:?}");
+            }
+            counts.insert(restarts.len());
+        }
+        assert_eq!(counts, [1, 2].into(), "once or twice, by seed");
     }
 
     #[test]
@@ -293,9 +405,9 @@ mod tests {
     #[test]
     fn counts_are_kept_per_function_and_summed_by_kind() {
         let counts = FaultCounts::default();
-        counts.count("A", &Fault::Throttling);
-        counts.count("B", &Fault::Throttling);
-        counts.count("B", &Fault::KmsInternal);
+        counts.count("A", "DynamoDB_20120810.PutItem", Fault::Throttling.kind());
+        counts.count("B", "DynamoDB_20120810.GetItem", Fault::Throttling.kind());
+        counts.count("B", "TrentService.Decrypt", Fault::KmsInternal.kind());
         assert_eq!(counts.by_function()["B"].len(), 2);
         assert_eq!(counts.by_kind()[Fault::Throttling.kind()], 2);
     }

@@ -324,12 +324,14 @@ async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), Strin
     }
 }
 
-/// A second, fresh stack whose proxies inject `plan`'s faults, and only the fault tests
-/// (`tests/e2e/faults.rs`) against it; then the faults injected, by kind.
+/// A second, fresh stack injecting `plan`'s faults (into the functions' AWS calls, their processes
+/// and DynamoDB), and only the fault tests (`tests/e2e/faults.rs`) against it; then the faults
+/// injected, by kind, and the kills by function.
 async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitCode, String> {
     eprintln!(
-        "\n==> fault run: a stack injecting faults into {:.0}% of AWS calls, seed {} (replay: SUPERPAY_FAULT_SEED={})",
+        "\n==> fault run: a stack injecting faults into {:.0}% of AWS calls, killing {:.1}% of invocations' processes, restarting DynamoDB; seed {} (replay: SUPERPAY_FAULT_SEED={})",
         plan.rate * 100.0,
+        plan.kill_rate() * 100.0,
         plan.seed,
         plan.seed
     );
@@ -349,11 +351,18 @@ async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitC
     let args = ["test", "--quiet", "-p", "superpay-e2e", "--test", "e2e", "--", "--ignored", "--nocapture", "faults::"];
     let passed = cargo(root, &args, &env);
     let logs = stack.info.logs.clone();
-    let counts = stack.faults.by_kind();
+    let (counts, by_function) = (stack.faults.by_kind(), stack.faults.by_function());
     stack.stop().await;
     eprintln!("\nfaults injected by kind (seed {}, {:.0} s):", plan.seed, started.elapsed().as_secs_f64());
     for (kind, count) in &counts {
         eprintln!("  {count:>5} x {kind}");
+    }
+    let kills: Vec<String> = by_function
+        .iter()
+        .filter_map(|(function, kinds)| Some(format!("{function} {}", kinds.get(superpay_local::faults::KILLED)?)))
+        .collect();
+    if !kills.is_empty() {
+        eprintln!("  processes killed, by function: {}", kills.join(", "));
     }
     match passed? {
         true => Ok(ExitCode::SUCCESS),

@@ -4,10 +4,13 @@
 //! races between concurrent invocations happen locally too. Each instance gets its own port, which
 //! tells the runner which instance asked for work: that is how init time (process start to first
 //! `next`) is measured per instance, and which instance to kill when an invocation times out.
+//! Given a fault plan (`crate::faults`), it also kills the process handling the plan's invocations
+//! before it answers, as a Lambda sandbox dies: the invocation ends as the runtime exiting
+//! (`Outcome::Crashed`) and a fresh process takes the instance's place (a cold start).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +20,9 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::faults::{FaultCounts, FaultPlan, KILLED};
 use crate::template::{ACCOUNT, Function, REGION};
 
 /// How an invocation ended.
@@ -57,6 +61,9 @@ struct Shared {
     init_times: Mutex<Vec<Duration>>,
     /// How long each process took over its first invocation.
     first_invocations: Mutex<Vec<Duration>>,
+    /// Invocations taken so far, numbering them for the fault plan.
+    taken: AtomicU64,
+    faults: Option<(FaultPlan, FaultCounts)>,
 }
 
 /// The invocation an instance is working on.
@@ -64,6 +71,8 @@ struct InFlight {
     id: String,
     reply: oneshot::Sender<Outcome>,
     since: Instant,
+    /// The fault plan kills its process before it answers; false once the kill is sent.
+    doomed: bool,
 }
 
 struct Instance {
@@ -74,7 +83,8 @@ struct Instance {
     served: AtomicBool,
     started: Mutex<Instant>,
     initialised: AtomicBool,
-    kill: Notify,
+    /// Kills the running process (its supervisor does), ending its invocation so.
+    kill: mpsc::UnboundedSender<Outcome>,
     /// The running process, for its peak memory.
     pid: Mutex<Option<u32>>,
 }
@@ -95,6 +105,8 @@ pub struct Launch {
     pub instances: usize,
     pub environment: BTreeMap<String, String>,
     pub log_file: PathBuf,
+    /// Kill processes mid-invocation as this plan says, counting the kills there.
+    pub faults: Option<(FaultPlan, FaultCounts)>,
 }
 
 impl FunctionHost {
@@ -109,9 +121,12 @@ impl FunctionHost {
             queue: tokio::sync::Mutex::new(receiver),
             init_times: Mutex::new(Vec::new()),
             first_invocations: Mutex::new(Vec::new()),
+            taken: AtomicU64::new(0),
+            faults: launch.faults.clone(),
         });
         let mut instances = Vec::new();
         for index in 0..launch.instances.max(1) {
+            let (kill, kills) = mpsc::unbounded_channel();
             let instance = Arc::new(Instance {
                 shared: shared.clone(),
                 index,
@@ -119,7 +134,7 @@ impl FunctionHost {
                 served: AtomicBool::new(false),
                 started: Mutex::new(Instant::now()),
                 initialised: AtomicBool::new(false),
-                kill: Notify::new(),
+                kill,
                 pid: Mutex::new(None),
             });
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -140,6 +155,7 @@ impl FunctionHost {
             environment.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), function.memory_mb.to_string());
             tokio::spawn(supervise(
                 instance.clone(),
+                kills,
                 launch.binary.clone(),
                 launch.args.clone(),
                 environment,
@@ -178,7 +194,7 @@ impl FunctionHost {
                 // Lambda ends a sandbox whose invocation times out; so do we.
                 for instance in &self.instances {
                     if instance.in_flight.lock().map(|f| f.as_ref().is_some_and(|f| f.id == id)).unwrap_or(false) {
-                        instance.kill.notify_one();
+                        let _ = instance.kill.send(Outcome::TimedOut);
                     }
                 }
                 tracing::warn!(function = %self.logical_id, request_id = %id, "invocation timed out");
@@ -267,14 +283,53 @@ async fn next(State(instance): State<Arc<Instance>>) -> impl IntoResponse {
                 headers.insert(name, value);
             }
         }
+        let n = instance.shared.taken.fetch_add(1, Ordering::SeqCst);
+        let kill = instance.shared.faults.as_ref().and_then(|(plan, _)| plan.kill(&instance.shared.name, n));
         if let Ok(mut in_flight) = instance.in_flight.lock() {
-            *in_flight = Some(InFlight { id: invocation.id, reply: invocation.reply, since: Instant::now() });
+            *in_flight = Some(InFlight {
+                id: invocation.id.clone(),
+                reply: invocation.reply,
+                since: Instant::now(),
+                doomed: kill.is_some(),
+            });
+        }
+        if let Some(after) = kill {
+            let (instance, id) = (instance.clone(), invocation.id);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                kill_doomed(&instance, &id);
+            });
         }
         return (StatusCode::OK, headers, invocation.event);
     }
 }
 
-fn finish(instance: &Instance, id: &str, outcome: Outcome) -> StatusCode {
+/// Kills the process handling `id` if the fault plan doomed it and it was not killed yet; says
+/// whether it did.
+fn kill_doomed(instance: &Instance, id: &str) -> bool {
+    let Ok(mut in_flight) = instance.in_flight.lock() else { return false };
+    let Some(doomed) = in_flight.as_mut().filter(|f| f.id == id && f.doomed) else { return false };
+    doomed.doomed = false;
+    let _ = instance.kill.send(Outcome::Crashed);
+    tracing::warn!(function = %instance.shared.name, instance = instance.index, request_id = %id, "killing the function process mid-invocation (injected fault)");
+    if let Some((_, counts)) = &instance.shared.faults {
+        counts.count(&instance.shared.name, "Invoke", KILLED);
+    }
+    true
+}
+
+async fn finish(instance: &Instance, id: &str, outcome: Outcome) -> StatusCode {
+    // A doomed process that answers first dies as it answers: its work is done, its answer lost.
+    if kill_doomed(instance, id) {
+        // Until its supervisor has ended the invocation, so that this process takes no other.
+        for _ in 0..500 {
+            if !instance.in_flight.lock().is_ok_and(|f| f.as_ref().is_some_and(|f| f.id == id)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     let taken = instance
         .in_flight
         .lock()
@@ -291,11 +346,11 @@ fn finish(instance: &Instance, id: &str, outcome: Outcome) -> StatusCode {
 }
 
 async fn response(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
-    finish(&instance, &id, Outcome::Response(body))
+    finish(&instance, &id, Outcome::Response(body)).await
 }
 
 async fn error(State(instance): State<Arc<Instance>>, Path(id): Path<String>, body: Bytes) -> StatusCode {
-    finish(&instance, &id, Outcome::Error(String::from_utf8_lossy(&body).into_owned()))
+    finish(&instance, &id, Outcome::Error(String::from_utf8_lossy(&body).into_owned())).await
 }
 
 async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> StatusCode {
@@ -306,6 +361,7 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
 /// Runs one instance's process, restarting it when it exits or is killed, until shutdown.
 async fn supervise(
     instance: Arc<Instance>,
+    mut kills: mpsc::UnboundedReceiver<Outcome>,
     binary: PathBuf,
     args: Vec<String>,
     environment: BTreeMap<String, String>,
@@ -316,6 +372,8 @@ async fn supervise(
         if *shutdown.borrow() {
             return;
         }
+        // A kill meant for the process that just ended is not for its successor.
+        while kills.try_recv().is_ok() {}
         let child = (|| {
             let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_file)?;
             let mut command = crate::process::command(&binary);
@@ -351,9 +409,9 @@ async fn supervise(
                 fail_in_flight(&instance, Outcome::Crashed);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            _ = instance.kill.notified() => {
+            Some(outcome) = kills.recv() => {
                 let _ = child.kill().await;
-                fail_in_flight(&instance, Outcome::TimedOut);
+                fail_in_flight(&instance, outcome);
             }
             _ = shutdown.changed() => {
                 let _ = child.kill().await;

@@ -1,7 +1,7 @@
 //! The whole local stack, started and stopped as one: emulators, resources from template.yaml,
 //! every function's real binary behind the Runtime API, the HTTP API, and the SQS pollers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +13,9 @@ use superpay::bank::BANK_KEY_OWNER;
 use superpay::keys::KeyService;
 use tokio::sync::watch;
 
-use crate::aws_proxy::AwsCalls;
+use crate::aws_proxy::{AwsCalls, Faults};
 use crate::emulators::{self, EmulatorError};
-use crate::faults::{FaultCounts, FaultPlan};
+use crate::faults::{FAULTS_LOG, FaultCounts, FaultPlan};
 use crate::gateway::Gateway;
 use crate::jwt::DevKeys;
 use crate::runtime_api::{FunctionHost, Launch};
@@ -53,7 +53,8 @@ pub struct Options {
     pub parameters: HashMap<String, String>,
     pub stack_name: String,
     pub logs: PathBuf,
-    /// Faults the functions' proxies inject into their AWS calls (`crate::faults`); none if `None`.
+    /// Faults injected into the functions' AWS calls, their processes and DynamoDB
+    /// (`crate::faults`); none if `None`.
     pub faults: Option<FaultPlan>,
 }
 
@@ -206,7 +207,7 @@ pub struct Stack {
     pub info: StackInfo,
     /// Every function's AWS calls, counted by its proxy.
     pub aws_calls: AwsCalls,
-    /// The faults the proxies injected (none without a plan).
+    /// The faults injected (none without a plan).
     pub faults: FaultCounts,
     pub template: Template,
     pub keys: Arc<DevKeys>,
@@ -275,8 +276,19 @@ impl Stack {
 
         let dynamodb_listener = bind(options.dynamodb_port).await?;
         let dynamodb_endpoint = format!("http://{}", dynamodb_listener.local_addr()?);
-        let database = options.persist.then(|| options.state.join("data").join("dynamodb.sqlite"));
-        emulators::start_dynoxide(dynamodb_listener, database.as_deref(), stop.clone())?;
+        // The fault run keeps DynamoDB on a fresh file, to restart it from (`crate::faults`).
+        let database = match (options.persist, options.faults) {
+            (true, _) => Some(options.state.join("data").join("dynamodb.sqlite")),
+            (false, Some(_)) => {
+                let file = options.logs.join("dynamodb.sqlite");
+                for stale in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{stale}", file.display()));
+                }
+                Some(file)
+            }
+            (false, None) => None,
+        };
+        let restart_dynamodb = emulators::start_dynoxide(dynamodb_listener, database.as_deref(), stop.clone())?;
 
         let moto_bin =
             emulators::virtualenv(&options.state.join("venv").join("moto"), &[emulators::MOTO_REQUIREMENT]).await?;
@@ -360,11 +372,20 @@ impl Stack {
         }
 
         let aws_calls = AwsCalls::default();
-        let faults = FaultCounts::default();
+        let faults = FaultCounts::logged(options.logs.join(FAULTS_LOG));
+        let consumed_queues: HashSet<String> = template
+            .functions
+            .iter()
+            .flat_map(|f| &f.sqs_sources)
+            .filter_map(|source| Some(template.queue(&source.queue)?.name.clone()))
+            .collect();
         let shared = crate::aws_proxy::Shared {
             logs: options.logs.clone(),
             calls: aws_calls.clone(),
-            faults: options.faults.map(|plan| (plan, faults.clone())),
+            faults: options
+                .faults
+                .zip(restart_dynamodb)
+                .map(|(plan, restart)| Faults::new(plan, faults.clone(), restart, consumed_queues)),
         };
         let mut hosts = Vec::new();
         for function in &template.functions {
@@ -390,6 +411,7 @@ impl Stack {
                 instances: options.instances_per_function,
                 environment,
                 log_file: options.logs.join(format!("{}.log", function.logical_id)),
+                faults: options.faults.map(|plan| (plan, faults.clone())),
             };
             let host = FunctionHost::start(function, launch, stop.clone()).await?;
             if options.start_one_at_a_time {

@@ -6,8 +6,10 @@
 //!   `decline…` declines, `pending…` answers pending (decide later with the signed callback),
 //!   `slow…` answers after 7 s (past our timeout), `garbage…` answers unsigned HTML, `badsig…`
 //!   signs with the wrong key, `other…` names another order; anything else confirms.
-//! - `POST <any path>/webhooks` takes our signed notifications; for an order whose product id
-//!   starts with `flaky` it fails the first delivery (HTTP 500) to exercise our retries.
+//! - `POST <any path>/webhooks` takes our signed notifications, each signed by the key of the
+//!   merchant that sold the order (the one it received the order under, or the order's own
+//!   `merchant_id` if it never received it); for an order whose product id starts with `flaky` it
+//!   fails the first delivery (HTTP 500) to exercise our retries.
 //! - `POST /bank/debits {"reference", "account", "amount"}` is a payer's bank, started with the key
 //!   the stack shares with it (`BANK_KEY_ID`, `BANK_KEY`: base64). It checks our signature and
 //!   single-use nonce and answers a signed `DebitAnswer` by how the account's id starts: `broke…`
@@ -91,7 +93,15 @@ async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Res
     } else {
         let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
         let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
-        let seller = sold_by == Some(json!(signature.key_id));
+        let seller = match sold_by {
+            Some(key_id) => key_id == json!(signature.key_id),
+            // An order it never received (the purchase died before forwarding it, and the order
+            // expired): news of it is checked against the merchant it names, as a payment's is.
+            None => {
+                let merchant = event["order"]["merchant_id"].as_str().unwrap_or_default();
+                !merchant.is_empty() && signature.key_id.starts_with(&format!("{merchant}."))
+            }
+        };
         (order_id, seller)
     };
     if !signed_by_seller {
