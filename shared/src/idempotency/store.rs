@@ -8,6 +8,7 @@
 use std::future::Future;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure};
 use lambda_http::{Body, Request, Response};
@@ -126,17 +127,47 @@ impl IdempotencyStore {
 
     /// Records an answer that came with no transaction of its own (a refusal).
     pub async fn complete(&self, claim: &Claim, response: &StoredResponse, now: i64) -> Result<(), StoreError> {
-        let put =
-            self.client.put_item().table_name(&self.table).set_item(Some(self.completed_item(claim, response, now)?));
-        if_still_ours!(put, claim).send().await?;
-        Ok(())
+        let item = self.completed_item(claim, response, now)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item.clone()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match if_still_ours!(put, claim).send().await {
+            // This very answer, recorded by a put whose reply was lost and which the SDK retried.
+            Err(e)
+                if e.as_service_error().is_some_and(|e| match e {
+                    PutItemError::ConditionalCheckFailedException(failed) => already_recorded(failed.item(), &item),
+                    _ => false,
+                }) =>
+            {
+                Ok(())
+            }
+            outcome => outcome.map(|_| ()).map_err(StoreError::from),
+        }
     }
 
     /// Gives the key back after a failure of ours, so the client's retry runs afresh.
     pub async fn release(&self, claim: &Claim) -> Result<(), StoreError> {
-        let delete = self.client.delete_item().table_name(&self.table).key("id", s(&claim.record_id));
-        if_still_ours!(delete, claim).send().await?;
-        Ok(())
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", s(&claim.record_id))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match if_still_ours!(delete, claim).send().await {
+            // Gone: released by a delete whose reply was lost and which the SDK retried.
+            Err(e)
+                if e.as_service_error().is_some_and(|e| match e {
+                    DeleteItemError::ConditionalCheckFailedException(failed) => failed.item().is_none(),
+                    _ => false,
+                }) =>
+            {
+                Ok(())
+            }
+            outcome => outcome.map(|_| ()).map_err(StoreError::from),
+        }
     }
 
     /// Runs `work` at most once per key. On `Ok` the work has already recorded its response through
@@ -215,6 +246,12 @@ impl IdempotencyStore {
     }
 }
 
+/// Whether `found` (the record as a failed condition found it) is the completed record `ours`
+/// would have written: the same attempt's, with the same answer.
+fn already_recorded(found: Option<&Item>, ours: &Item) -> bool {
+    found.is_some_and(|found| ["state", "claim_id", "response"].iter().all(|name| found.get(*name) == ours.get(*name)))
+}
+
 fn record_from_item(item: &Item) -> Result<Record, StoreError> {
     let fingerprint = get_s(item, "fingerprint")?.to_owned();
     let expires_at = get_n(item, "expires_at")?;
@@ -227,4 +264,26 @@ fn record_from_item(item: &Item) -> Result<Record, StoreError> {
         },
         _ => Record::InProgress { fingerprint, lock_expires_at: get_n(item, "lock_expires_at")?, expires_at },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_attempts_recorded_answer_counts_as_its_own() {
+        let record = |state: &str, claim: &str, response: &str| {
+            Item::from([
+                ("state".to_owned(), s(state)),
+                ("claim_id".to_owned(), s(claim)),
+                ("response".to_owned(), s(response)),
+            ])
+        };
+        let ours = record("completed", "c1", "{\"id\":1}");
+        assert!(already_recorded(Some(&ours.clone()), &ours), "our put, whose reply was lost");
+        assert!(!already_recorded(Some(&record("completed", "c0", "{\"id\":1}")), &ours), "another attempt's");
+        assert!(!already_recorded(Some(&record("completed", "c1", "{\"id\":2}")), &ours), "another answer");
+        assert!(!already_recorded(Some(&record("in_progress", "c1", "{\"id\":1}")), &ours), "not completed");
+        assert!(!already_recorded(None, &ours));
+    }
 }
