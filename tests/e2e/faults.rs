@@ -1,8 +1,8 @@
 //! Purchases under injected faults: the fault run of `cargo stack test`, whose stack injects faults
 //! into the functions' AWS calls (infra/local/src/faults.rs: throttling, transaction conflicts,
 //! writes that commit but lose their answer, SQS and KMS failures, messages delivered twice), kills
-//! function processes mid-invocation and restarts DynamoDB. Many users buy at once; a client whose
-//! call fails retries with the same Idempotency-Key, as a real one would, then gives up (a client
+//! function processes mid-invocation and restarts DynamoDB. Many users buy at once and merchants
+//! refund part of some paid orders; a client whose call fails retries with the same Idempotency-Key, as a real one would, then gives up (a client
 //! whose request's process was killed finds its key in progress until the key's lock expires, and
 //! usually gives up so). Once quiet, nothing was lost or doubled, and every answer a client got
 //! still holds.
@@ -95,21 +95,50 @@ struct Client {
     refused: Option<String>,
     /// The last failed try's answer, when the client gave up.
     failed: Option<String>,
+    /// The merchant's refund of part of a paid order: `Some(true)` answered 2xx, `Some(false)`
+    /// given up on (it may or may not have moved the money).
+    refunded: Option<bool>,
 }
+
+/// What a merchant refunds of every fourth paid order (clients `i % 4 == 0`).
+const REFUND: Decimal = Decimal::from_parts(50, 0, 0, false, 2);
 
 /// The products the clients buy, by the simulator's answer: paid, declined, pending then decided
 /// by the merchant's signed callback, pending until the order expires.
 const PRODUCTS: [&str; 6] =
     ["green-tea", "green-tea", "decline-me", "pending-confirm", "pending-decline", "pending-tea"];
 
+/// A client's purchase, then (for every fourth that ended paid) the merchant's partial refund,
+/// signed afresh and retried with its own Idempotency-Key.
 async fn client(shop: Arc<TestMerchant>, i: usize) -> Client {
+    let mut client = purchase_and_decide(&shop, i).await;
+    let paid = client.told.as_ref().is_some_and(|told| told.0 == "paid");
+    let Some(id) = client.order.clone().filter(|_| paid && i.is_multiple_of(4)) else { return client };
+    let env = Env::get();
+    let (path, key) = (format!("/merchant/orders/{id}/refunds"), unique("refund"));
+    let body = json!({"amount": {"amount": REFUND.to_string(), "currency": "USD"}, "reason": "damaged"}).to_string();
+    let refund = || {
+        let request = env.http().post(env.url(&path)).header("idempotency-key", &key);
+        env.signed(request, &shop.master, &shop.key_id, &path, &body).send()
+    };
+    client.refunded = Some(match tried(&mut client, refund).await {
+        Some((status, answer)) => {
+            assert!(status.is_success(), "refund of {id}: {status} {answer}");
+            true
+        }
+        None => false,
+    });
+    client
+}
+
+async fn purchase_and_decide(shop: &TestMerchant, i: usize) -> Client {
     let env = Env::get();
     let product = PRODUCTS[i % PRODUCTS.len()];
     let amount = Decimal::new(100 + (i as i64 % 7) * 25, 2);
     let user = funded_user("100.00").await;
     let mut client = Client { user: user.clone(), product, ..Client::default() };
     let (key, token) = (unique("key"), env.token(&user, &[]));
-    let body = purchase(&shop, product, &amount.to_string());
+    let body = purchase(shop, product, &amount.to_string());
     let buy = || {
         env.http().post(env.url("/purchases")).bearer_auth(&token).header("idempotency-key", &key).json(&body).send()
     };
@@ -216,7 +245,14 @@ async fn concurrent_purchases_under_faults_lose_and_double_nothing() {
         let theirs = by_user.get(client.user.as_str()).cloned().unwrap_or_default();
         assert!(theirs.len() <= 1, "{} has {} orders from one purchase: {theirs:?}", client.user, theirs.len());
         let paid = theirs.first().filter(|o| o.state.as_str() == "paid").map_or(Decimal::ZERO, |o| o.amount.amount());
-        assert_eq!(balance(AccountId::wallet(&client.user)).await, Decimal::new(10_000, 2) - paid, "{client:?}");
+        // A refund answered 2xx moved its amount back; one given up on may have.
+        let wallet = balance(AccountId::wallet(&client.user)).await;
+        let before_refund = Decimal::new(10_000, 2) - paid;
+        match client.refunded {
+            Some(true) => assert_eq!(wallet, before_refund + REFUND, "{client:?}"),
+            Some(false) => assert!(wallet == before_refund || wallet == before_refund + REFUND, "{client:?}"),
+            None => assert_eq!(wallet, before_refund, "{client:?}"),
+        }
         let (Some(id), Some(told)) = (&client.order, &client.told) else {
             let last = client.failed.as_deref().unwrap_or_default();
             *outcomes.entry(format!("{}: gave up (last: {last})", client.product)).or_default() += 1;
@@ -231,7 +267,12 @@ async fn concurrent_purchases_under_faults_lose_and_double_nothing() {
             order.state.as_str()
         );
         let refused = client.refused.as_ref().map(|code| format!(" (decision refused: {code})")).unwrap_or_default();
-        let outcome = format!("{}: told {}, ended {}{refused}", client.product, told.0, order.state.as_str());
+        let refund = match client.refunded {
+            Some(true) => ", refunded",
+            Some(false) => ", refund given up",
+            None => "",
+        };
+        let outcome = format!("{}: told {}, ended {}{refused}{refund}", client.product, told.0, order.state.as_str());
         *outcomes.entry(outcome).or_default() += 1;
     }
 
