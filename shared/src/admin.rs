@@ -17,6 +17,9 @@ use crate::idempotency::store::IdempotencyStore;
 use crate::party_keys::PartyKeyAdmin;
 use crate::problem::catalogue;
 
+/// Cheap to clone (its clients share one connection pool): a function serving several admin route
+/// tables builds it once, at cold start, and gives each a clone.
+#[derive(Clone)]
 pub struct Admin {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub idempotency: IdempotencyStore,

@@ -213,6 +213,7 @@ pub enum KeyChange {
 
 /// Issues, rotates and ends the graces of parties' keys: the KMS adapter, and the transaction that
 /// stores a key with its audit entry and its request's idempotency record.
+#[derive(Clone)]
 pub struct PartyKeyAdmin {
     dynamodb: aws_sdk_dynamodb::Client,
     kms: KeyService,

@@ -10,8 +10,10 @@ use superpay::miniapp::admin::MiniAppAdmin;
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
     let config = superpay::aws::sdk_config().await;
-    let merchants = MerchantsApi::from_env(&config)?;
-    let miniapps = MiniAppAdmin::from_env(&config)?;
+    // One set of clients and stores for both route tables.
+    let admin = superpay::admin::Admin::from_env(&config)?;
+    let merchants = MerchantsApi::from_env(admin.clone())?;
+    let miniapps = MiniAppAdmin::from_env(admin)?;
     let (merchants, miniapps) = (&merchants, &miniapps);
     superpay::http::run(|request| async move {
         let admin = Caller::from_request(&request)?.require_admin()?;

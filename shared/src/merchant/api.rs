@@ -52,8 +52,7 @@ fn parse_status(request: &Request) -> Result<MerchantStatus, Problem> {
 }
 
 impl MerchantsApi {
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
-        let admin = Admin::from_env(config)?;
+    pub fn from_env(admin: Admin) -> Result<Self, MissingEnv> {
         Ok(MerchantsApi {
             merchants: MerchantStore::new(admin.dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             terminals: TerminalStore::new(admin.dynamodb.clone(), aws::env("TERMINALS_TABLE")?),

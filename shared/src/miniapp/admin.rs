@@ -32,8 +32,7 @@ pub struct MiniAppAdmin {
 }
 
 impl MiniAppAdmin {
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
-        let admin = Admin::from_env(config)?;
+    pub fn from_env(admin: Admin) -> Result<Self, MissingEnv> {
         Ok(MiniAppAdmin {
             apps: MiniAppStore::new(admin.dynamodb.clone(), aws::env("MINIAPPS_TABLE")?),
             merchants: MerchantStore::new(admin.dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
