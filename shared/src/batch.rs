@@ -139,7 +139,12 @@ impl Batch {
             let done = async move {
                 let outcome = match M::parse(body) {
                     Err(e) => Err(Failure::Poison(format!("not a {}: {e}", M::WHAT))),
-                    Ok(message) => self.handle_once(message, handle).await,
+                    Ok(message) => match self.outbox.pending(message.id()).await {
+                        // Its outbox item is gone: handled already.
+                        Ok(false) => Ok(()),
+                        Ok(true) => handle(message).await,
+                        Err(e) => Err(e.into()),
+                    },
                 };
                 match outcome {
                     Ok(()) => true,
@@ -158,19 +163,6 @@ impl Batch {
             response.batch_item_failures.push(failure);
         }
         response
-    }
-
-    async fn handle_once<M, F, Fut>(&self, message: M, handle: &F) -> Result<(), Failure>
-    where
-        M: QueueMessage,
-        F: Fn(M) -> Fut,
-        Fut: Future<Output = Result<(), Failure>>,
-    {
-        // Its outbox item is gone: handled already.
-        if !self.outbox.pending(message.id()).await? {
-            return Ok(());
-        }
-        handle(message).await
     }
 
     /// What becomes of a failed message; whether it is done with (poison sent to the dead letters).
