@@ -27,19 +27,31 @@ fn interface(entry_page: &str, permissions: &[&str]) -> Value {
     })
 }
 
-/// A mini-app of a fresh merchant whose server is the simulator, which knows the app's key.
-async fn app_with(permissions: &[&str]) -> TestApp {
-    let env = Env::get();
-    let owner = merchant().await;
-    let base = format!("{}/{}", env.stack.miniapp_simulator_url, unique("app"));
+/// The admin's registration of a mini-app of `owner` whose server is the simulator, at a fresh
+/// address: its body and entry page.
+pub fn registration(owner: &str, permissions: &[&str]) -> (Value, String) {
+    let base = format!("{}/{}", Env::get().stack.miniapp_simulator_url, unique("app"));
     let entry_page = format!("{base}/index.html");
     let body =
-        json!({"owner_merchant_id": owner.id, "server_url": base, "interface": interface(&entry_page, permissions)});
-    let (status, created) = Env::get().admin_post("/miniapps", &body, Some(&unique("key"))).await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
+        json!({"owner_merchant_id": owner, "server_url": base, "interface": interface(&entry_page, permissions)});
+    (body, entry_page)
+}
+
+/// Gives the simulated server the key of the app the admin's answer `created` registered.
+pub async fn grant(created: &Value) {
+    let env = Env::get();
     let grant = json!({"key_id": created["key_id"], "secret": created["secret"]});
     let granted = env.http().post(format!("{}/_sim/apps", env.stack.miniapp_simulator_url)).json(&grant).send().await;
     assert_eq!(granted.unwrap().status(), StatusCode::NO_CONTENT);
+}
+
+/// A mini-app of a fresh merchant whose server is the simulator, which knows the app's key.
+async fn app_with(permissions: &[&str]) -> TestApp {
+    let owner = merchant().await;
+    let (body, entry_page) = registration(&owner.id, permissions);
+    let (status, created) = Env::get().admin_post("/miniapps", &body, Some(&unique("key"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    grant(&created).await;
     TestApp { id: created["id"].as_str().unwrap().into(), owner, entry_page }
 }
 
@@ -66,7 +78,7 @@ async fn session(user: &str, app: &str) -> String {
     verified["session"]["id"].as_str().unwrap().to_owned()
 }
 
-fn buy(session: &str, item: &str, approved: Option<&str>) -> Value {
+pub fn buy(session: &str, item: &str, approved: Option<&str>) -> Value {
     json!({
         "session_id": session,
         "action": "buy",

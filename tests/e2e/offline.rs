@@ -28,7 +28,44 @@ pub struct Phone {
     key: DeviceKey,
 }
 
+impl Phone {
+    /// `user`'s phone holding `key`, as its enrollment's answer `device` names it.
+    pub fn enrolled(user: String, device: &Value, key: DeviceKey) -> Phone {
+        Phone { user, key_id: device["key_id"].as_str().expect("an enrolled device's key id").to_owned(), key }
+    }
+
+    /// Its code number `counter`, made now.
+    pub fn code(&self, counter: u64) -> String {
+        code(self, counter, superpay::clock::now_epoch_seconds())
+    }
+}
+
 impl Till {
+    /// `merchant`'s terminal, as its creation's answer `terminal` shows it.
+    pub fn created(merchant: String, terminal: &Value) -> Till {
+        Till {
+            merchant,
+            id: terminal["id"].as_str().expect("a terminal id").to_owned(),
+            key_id: terminal["key_id"].as_str().expect("a terminal key id").to_owned(),
+            master: Key::from_base64(terminal["secret"].as_str().expect("a terminal secret")).expect("a key"),
+        }
+    }
+
+    /// `POST path` with `body`, signed by this terminal now (a retry is signed afresh).
+    pub fn post(&self, path: &str, body: &str) -> reqwest::RequestBuilder {
+        let env = Env::get();
+        env.signed(env.http().post(env.url(path)), &self.master, &self.key_id, path, body)
+    }
+
+    /// `GET path`, signed by this terminal now.
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        let env = Env::get();
+        let signing = derive(&self.master, Purpose::RequestSigning);
+        let signature =
+            Signature::create(&self.key_id, &signing, "GET", path, b"", superpay::clock::now_epoch_seconds());
+        env.with_signature(env.http().get(env.url(path)), &signature)
+    }
+
     /// The same terminal holding the new key of a rotation's answer.
     fn rotated(&self, rotation: &Value) -> Till {
         Till {
@@ -55,12 +92,7 @@ pub async fn till() -> Till {
         .json()
         .await
         .unwrap();
-    Till {
-        merchant,
-        id: terminal["id"].as_str().unwrap().to_owned(),
-        key_id: terminal["key_id"].as_str().unwrap().to_owned(),
-        master: Key::from_base64(terminal["secret"].as_str().unwrap()).unwrap(),
-    }
+    Till::created(merchant, &terminal)
 }
 
 /// A payer with `reserve` USD in their offline reserve and an enrolled phone.
@@ -86,7 +118,7 @@ pub async fn enrolled_phone_of(prefix: &str, reserve: &str) -> Phone {
         .json()
         .await
         .unwrap();
-    Phone { user, key_id: device["key_id"].as_str().unwrap().to_owned(), key }
+    Phone::enrolled(user, &device, key)
 }
 
 fn code(phone: &Phone, counter: u64, issued_at: i64) -> String {
@@ -97,11 +129,14 @@ async fn present(till: &Till, amount: &str, code: &str) -> (StatusCode, Value) {
     present_with_key(till, amount, code, &unique("key")).await
 }
 
+/// The body of a terminal's `POST /offline/payments`.
+pub fn presented(amount: &str, code: &str) -> String {
+    json!({"amount": {"amount": amount, "currency": "USD"}, "code": code}).to_string()
+}
+
 async fn present_with_key(till: &Till, amount: &str, code: &str, key: &str) -> (StatusCode, Value) {
-    let env = Env::get();
-    let body = json!({"amount": {"amount": amount, "currency": "USD"}, "code": code}).to_string();
-    let request = env.http().post(env.url("/offline/payments")).header("idempotency-key", key);
-    let response = env.signed(request, &till.master, &till.key_id, "/offline/payments", &body).send().await.unwrap();
+    let response =
+        till.post("/offline/payments", &presented(amount, code)).header("idempotency-key", key).send().await.unwrap();
     (response.status(), response.json().await.unwrap_or_default())
 }
 
@@ -111,11 +146,7 @@ pub async fn present_code(till: &Till, phone: &Phone, amount: &str, counter: u64
 }
 
 async fn payment(till: &Till, id: &str) -> Value {
-    let env = Env::get();
-    let path = format!("/offline/payments/{id}");
-    let signing = derive(&till.master, Purpose::RequestSigning);
-    let signature = Signature::create(&till.key_id, &signing, "GET", &path, b"", superpay::clock::now_epoch_seconds());
-    env.with_signature(env.http().get(env.url(&path)), &signature).send().await.unwrap().json().await.unwrap()
+    till.get(&format!("/offline/payments/{id}")).send().await.unwrap().json().await.unwrap()
 }
 
 pub async fn until_state(till: &Till, id: &str, state: &str) -> Value {

@@ -35,11 +35,11 @@ pub async fn waiting_payment(till: &Till, prefix: &str, reserve: &str, amount: &
 }
 
 /// A cookie-keeping client, as a browser would be.
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder().cookie_store(true).build().unwrap()
 }
 
-fn csrf_of(page: &str) -> String {
+pub fn csrf_of(page: &str) -> String {
     let start = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     page[start..start + 64].to_owned()
 }
@@ -110,7 +110,7 @@ async fn a_bank_decline_shows_a_clear_page_and_moves_nothing() {
 }
 
 /// The debits the simulated bank took or refused for `account`.
-async fn bank_debits(account: &str) -> Vec<serde_json::Value> {
+pub async fn bank_debits(account: &str) -> Vec<serde_json::Value> {
     let env = Env::get();
     let url = format!("{}/_sim/bank/{account}", env.stack.merchant_simulator_url);
     env.http().get(url).send().await.unwrap().json().await.unwrap()

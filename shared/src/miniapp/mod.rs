@@ -29,6 +29,6 @@ pub use registry::{
 };
 pub use request::{
     CLOSE_INTERFACE, MAX_PARAMS_BYTES, Outcome, RelayedRequest, RequestError, RequestJson, ServerAnswer, ServerFault,
-    UserRequest, judge,
+    UserRequest, check_requests, judge,
 };
 pub use session::{Session, SessionError, app_user};

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use super::registry::{CHARGE_PERMISSION, Interface};
 use crate::Problem;
 use crate::conversation::NewMessage;
-use crate::ledger::{AccountId, LedgerError, Transfer};
+use crate::ledger::{AccountId, Books, LedgerError, Transfer};
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
+use crate::reconcile::Violation;
 
 /// What the answer to a relayed request tells the client to do with the app's interface.
 pub const CLOSE_INTERFACE: &str = "close_interface";
@@ -315,9 +316,38 @@ impl RelayedRequest {
     }
 }
 
+/// What must hold of relayed requests and the money they moved (`crate::reconcile`): a charged
+/// request moved exactly its amount once, as its charge; any other outcome moved nothing; and no
+/// charge was made for a request that was not recorded. `requests` are all those of the users whose
+/// books these are (a charge and its request's record are written in one transaction).
+pub fn check_requests(requests: &[RelayedRequest], books: &Books) -> Vec<Violation> {
+    let transfers = books.transfers_by_id();
+    let mut violations = Vec::new();
+    for request in requests {
+        let charge = transfers.get(format!("{}/charge", request.id).as_str()).map(|t| (t.kind.as_str(), t.amount()));
+        let moved = charge.map_or("nothing".into(), |(kind, amount)| format!("{amount} as {kind}"));
+        let problem = match (request.outcome.charged(), charge) {
+            (Some(amount), Some(("miniapp.charge", charged))) if charged == amount.amount() => continue,
+            (Some(amount), _) => format!("is charged {amount} but moved {moved}"),
+            (None, Some(_)) => format!("is {} but moved {moved}", request.summary()),
+            (None, None) => continue,
+        };
+        violations.push(Violation::record(format!("mini-app request {}", request.id), problem));
+    }
+    let recorded: std::collections::HashSet<&str> = requests.iter().map(|r| r.id.as_str()).collect();
+    for charge in books.transfers.iter().filter(|t| t.kind == "miniapp.charge") {
+        let request = charge.cause.strip_prefix("miniapp-request/").unwrap_or(&charge.cause);
+        if !recorded.contains(request) {
+            violations.push(Violation::record(format!("charge {}", charge.id), "moved money for no recorded request"));
+        }
+    }
+    violations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::TransferRecord;
     use crate::miniapp::registry::tests::interface;
     use proptest::prelude::*;
 
@@ -377,6 +407,45 @@ mod tests {
             (Some("refused"), Some("amount_mismatch"))
         );
         assert!(relayed.charge("m_1").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_request_moved_its_charge_once_if_and_only_if_it_was_charged() {
+        let request = |id: &str, outcome: Outcome| RelayedRequest {
+            id: id.into(),
+            app_id: "a_1".into(),
+            user: "alice".into(),
+            action: "buy".into(),
+            approved: Some(usd("4.5")),
+            outcome,
+            created_at: 0,
+        };
+        let charged = request("r_1", Outcome::Charged { amount: usd("4.5"), deliver: "tea".into() });
+        let refused = request("r_2", Outcome::AmountMismatch { approved: Some(usd("4.5")), asked: None });
+        let books_of = |requests: &[&RelayedRequest]| Books {
+            transfers: requests
+                .iter()
+                .map(|r| {
+                    let mut paid = RelayedRequest::clone(r);
+                    paid.outcome = Outcome::Charged { amount: usd("4.5"), deliver: "tea".into() };
+                    TransferRecord::of(&paid.charge("m_1").unwrap().unwrap())
+                })
+                .collect(),
+            ..Books::default()
+        };
+        assert_eq!(check_requests(&[charged.clone(), refused.clone()], &books_of(&[&charged])), []);
+        assert_eq!(
+            check_requests(std::slice::from_ref(&charged), &Books::default()),
+            [Violation::record("mini-app request r_1", "is charged 4.50 USD but moved nothing")]
+        );
+        assert_eq!(
+            check_requests(std::slice::from_ref(&refused), &books_of(&[&refused])),
+            [Violation::record("mini-app request r_2", "is refused but moved 4.50 as miniapp.charge")]
+        );
+        assert_eq!(
+            check_requests(&[], &books_of(&[&charged])),
+            [Violation::record("charge r_1/charge", "moved money for no recorded request")]
+        );
     }
 
     proptest! {

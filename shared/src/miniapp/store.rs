@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
 use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
 use crate::clock::now_epoch_seconds;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s, scan_all};
 use crate::keys::{KeyRing, KeyService, PartyKeys, PreviousKey};
 use crate::party_keys::KeyedParty;
 
@@ -188,15 +188,23 @@ impl RequestStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<RelayedRequest>, StoreError> {
-        let Some(item) = get_item(&self.client, &self.table, id).await? else { return Ok(None) };
-        Ok(Some(RelayedRequest {
-            id: get_s(&item, "id")?.to_owned(),
-            app_id: get_s(&item, "app_id")?.to_owned(),
-            user: get_s(&item, "user")?.to_owned(),
-            action: get_s(&item, "action")?.to_owned(),
-            approved: if item.contains_key("approved") { Some(from_json(&item, "approved")?) } else { None },
-            outcome: from_json::<Outcome>(&item, "outcome")?,
-            created_at: get_n(&item, "created_at")?,
-        }))
+        get_item(&self.client, &self.table, id).await?.as_ref().map(request_from_item).transpose()
     }
+
+    /// Every request, for the invariant checker (`crate::miniapp::check_requests`).
+    pub async fn all(&self) -> Result<Vec<RelayedRequest>, StoreError> {
+        scan_all(&self.client, &self.table).await?.iter().map(request_from_item).collect()
+    }
+}
+
+fn request_from_item(item: &Item) -> Result<RelayedRequest, StoreError> {
+    Ok(RelayedRequest {
+        id: get_s(item, "id")?.to_owned(),
+        app_id: get_s(item, "app_id")?.to_owned(),
+        user: get_s(item, "user")?.to_owned(),
+        action: get_s(item, "action")?.to_owned(),
+        approved: if item.contains_key("approved") { Some(from_json(item, "approved")?) } else { None },
+        outcome: from_json::<Outcome>(item, "outcome")?,
+        created_at: get_n(item, "created_at")?,
+    })
 }

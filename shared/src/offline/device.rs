@@ -7,15 +7,18 @@
 //! payment's own transaction, only while the sum stays within the limit, and settling or expiring
 //! takes it off in the transaction that ends the payment.
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, Update};
 use rust_decimal::Decimal;
 
-use super::payment::Payment;
+use super::payment::{Payment, PaymentState};
 use crate::Problem;
-use crate::dynamo::{Item, StoreError, TransactError, Write, get_decimal, get_n, get_s, n, s, transact};
+use crate::dynamo::{Item, StoreError, TransactError, Write, get_decimal, get_n, get_s, n, s, scan_all, transact};
 use crate::money::{Currency, Money};
 use crate::problem::catalogue;
+use crate::reconcile::Violation;
 
 /// Rule: the payer's offline profile takes the device: its currency, and room for one more.
 pub const OFFLINE_PROFILE: &str = "offline_profile.takes_device";
@@ -118,6 +121,32 @@ pub fn device_of_key(key_id: &str) -> Option<&str> {
     key_id.split_once('.').map(|(id, _)| id)
 }
 
+/// What must hold of each device (`crate::reconcile`): its `outstanding` is what its counted
+/// payments not yet settled or expired add up to, within its limit. `payments` are all those of
+/// these devices' owners.
+pub fn check_devices(devices: &[Device], payments: &[Payment]) -> Vec<Violation> {
+    let mut unsettled: HashMap<&str, Decimal> = HashMap::new();
+    for payment in payments
+        .iter()
+        .filter(|p| p.counted && matches!(p.state, PaymentState::Pending | PaymentState::WaitingForFunds))
+    {
+        *unsettled.entry(device_of_key(&payment.device_key_id).unwrap_or_default()).or_default() +=
+            payment.amount.amount();
+    }
+    let mut violations = Vec::new();
+    for device in devices {
+        let expected = unsettled.get(device.id.as_str()).copied().unwrap_or_default();
+        let mut problem = |text: String| violations.push(Violation::record(format!("device {}", device.id), text));
+        if device.outstanding != expected {
+            problem(format!("counts {} unsettled but its unsettled payments add up to {expected}", device.outstanding));
+        }
+        if device.outstanding > device.offline_limit.amount() {
+            problem(format!("counts {} unsettled, over its limit of {}", device.outstanding, device.offline_limit));
+        }
+    }
+    violations
+}
+
 #[derive(Clone, Debug)]
 pub struct DeviceStore {
     client: Client,
@@ -133,6 +162,17 @@ impl DeviceStore {
         let output =
             self.client.get_item().table_name(&self.table).key("id", s(id)).consistent_read(true).send().await?;
         output.item().map(device_from_item).transpose()
+    }
+
+    /// Every device (not the owners' profiles beside them), for the invariant checker
+    /// (`check_devices`).
+    pub async fn all(&self) -> Result<Vec<Device>, StoreError> {
+        let items = scan_all(&self.client, &self.table).await?;
+        items
+            .iter()
+            .filter(|item| !get_s(item, "id").is_ok_and(|id| id.starts_with("user#")))
+            .map(device_from_item)
+            .collect()
     }
 
     /// The device a code's key id names (`<device id>.k<n>`), if that is its current key.
@@ -337,6 +377,24 @@ mod tests {
         let eur = Money::parse("1.00", "EUR").expect("an amount");
         assert_eq!(Problem::from(phone.admit(eur).unwrap_err()).code, "over_offline_limit");
         assert_eq!(device(usd(5000), Decimal::new(5000, 2)).available_offline().to_string(), "0.00");
+    }
+
+    #[test]
+    fn a_device_counts_exactly_its_unsettled_counted_payments() {
+        use crate::offline::payment::tests::payment;
+        let waiting = payment(PaymentState::WaitingForFunds);
+        let uncounted = Payment { id: "p_2".into(), counted: false, ..payment(PaymentState::Pending) };
+        let settled = Payment { id: "p_3".into(), ..payment(PaymentState::Settled) };
+        let payments = [waiting, uncounted, settled];
+        assert_eq!(check_devices(&[device(usd(5000), Decimal::new(500, 2))], &payments), []);
+        assert_eq!(
+            check_devices(&[device(usd(5000), Decimal::new(1000, 2))], &payments),
+            [Violation::record("device d_1", "counts 10.00 unsettled but its unsettled payments add up to 5.00")]
+        );
+        assert_eq!(
+            check_devices(&[device(usd(400), Decimal::new(500, 2))], &payments),
+            [Violation::record("device d_1", "counts 5.00 unsettled, over its limit of 4.00 USD")]
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Offline payments (`OfflinePaymentsTable`, partition `id`) and spent codes (`OfflineCodesTable`,
 //! partition `<device key id>#<counter>`, expired by TTL once no code that old can be presented).
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
+use super::topup::TopUp;
 use super::{CLOCK_SKEW_SECONDS, OFFLINE_WINDOW_SECONDS, OfflineCode};
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
 use crate::ledger::Books;
@@ -49,16 +52,16 @@ impl PaymentState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn payment(state: PaymentState) -> Payment {
+    pub(crate) fn payment(state: PaymentState) -> Payment {
         Payment {
             id: "p_1".into(),
             terminal_id: "t_1".into(),
             merchant_id: "m_1".into(),
             user: "u".into(),
-            device_key_id: "d_1".into(),
+            device_key_id: "d_1.k1".into(),
             counter: 7,
             amount: Money::parse("5.00", "USD").expect("an amount"),
             state,
@@ -84,10 +87,10 @@ mod tests {
 
     #[test]
     fn a_payment_moved_its_amount_once_if_and_only_if_it_settled() {
-        assert_eq!(check_payments(&[payment(PaymentState::Settled)], &settled_books(500), 100, 60), []);
-        assert_eq!(check_payments(&[payment(PaymentState::Expired)], &Books::default(), 100, 60), []);
-        assert_eq!(check_payments(&[payment(PaymentState::Pending)], &Books::default(), 61, 60), []);
-        let found = |p: Payment, books: &Books, now: i64| check_payments(&[p], books, now, 60);
+        let found = |p: Payment, books: &Books, now: i64| check_payments(&[p], &[], books, now, 60);
+        assert_eq!(found(payment(PaymentState::Settled), &settled_books(500), 100), []);
+        assert_eq!(found(payment(PaymentState::Expired), &Books::default(), 100), []);
+        assert_eq!(found(payment(PaymentState::Pending), &Books::default(), 61), []);
         assert_eq!(
             found(payment(PaymentState::Settled), &settled_books(400), 100),
             [Violation::record("offline payment p_1", "is settled but moved Some(4.00)")]
@@ -99,6 +102,28 @@ mod tests {
         assert_eq!(
             found(payment(PaymentState::Pending), &Books::default(), 62),
             [Violation::record("offline payment p_1", "is still pending 61 s after it was accepted")]
+        );
+    }
+
+    #[test]
+    fn a_payment_waits_for_funds_only_on_a_live_link_or_a_debit_being_settled() {
+        let link = crate::offline::topup::tests::topup();
+        let mut waiting = payment(PaymentState::WaitingForFunds);
+        waiting.topup_token = Some(link.key.clone());
+        let found = |link: &TopUp, now: i64| {
+            check_payments(std::slice::from_ref(&waiting), std::slice::from_ref(link), &Books::default(), now, 60)
+        };
+        assert_eq!(found(&link, 160), [], "within its link's life and the slack");
+        assert_eq!(
+            found(&link, 161),
+            [Violation::record("offline payment p_1", "is still waiting for funds 61 s after its link expired")]
+        );
+        let debiting = TopUp { debit_started_at: Some(90), ..link.clone() };
+        assert_eq!(found(&debiting, 1_000), [], "its debit's outcome comes first");
+        let other = TopUp { key: "other".into(), ..link };
+        assert_eq!(
+            found(&other, 0),
+            [Violation::record("offline payment p_1", "is waiting for funds with no top-up link")]
         );
     }
 
@@ -292,10 +317,13 @@ fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
 }
 
 /// What must hold of each offline payment and the money it moved (`crate::reconcile`): a settled
-/// payment moved its amount once from the payer's reserve, an unsettled or expired one nothing, and
-/// a pending one is settled (or waiting for funds) within `slack` seconds of its acceptance.
-pub fn check_payments(payments: &[Payment], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
+/// payment moved its amount once from the payer's reserve, an unsettled or expired one nothing; a
+/// pending one is settled (or waiting for funds) within `slack` seconds of its acceptance, and one
+/// waiting for funds has a live link (`topups`: the links of these payments), or one whose debit's
+/// outcome is still being had (`crate::offline::topup::check_topups` bounds that).
+pub fn check_payments(payments: &[Payment], topups: &[TopUp], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
     let transfers = books.transfers_by_id();
+    let links: HashMap<&str, &TopUp> = topups.iter().map(|t| (t.key.as_str(), t)).collect();
     let mut violations = Vec::new();
     for payment in payments {
         let mut problem =
@@ -308,8 +336,19 @@ pub fn check_payments(payments: &[Payment], books: &Books, now: i64, slack: i64)
             (_, Some(_)) => problem(format!("is {} but moved its amount", payment.state.as_str())),
             (_, None) => {}
         }
-        if payment.state == PaymentState::Pending && now > payment.created_at + slack {
-            problem(format!("is still pending {} s after it was accepted", now - payment.created_at));
+        match payment.state {
+            PaymentState::Pending if now > payment.created_at + slack => {
+                problem(format!("is still pending {} s after it was accepted", now - payment.created_at))
+            }
+            PaymentState::WaitingForFunds => match payment.topup_token.as_deref().and_then(|key| links.get(key)) {
+                Some(link) if link.debit_started_at.is_some() || now <= link.link_expires_at + slack => {}
+                Some(link) => problem(format!(
+                    "is still waiting for funds {} s after its link expired",
+                    now - link.link_expires_at
+                )),
+                None => problem("is waiting for funds with no top-up link".into()),
+            },
+            _ => {}
         }
     }
     violations

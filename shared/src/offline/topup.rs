@@ -19,8 +19,10 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 use rust_decimal::Decimal;
 
 use crate::crypto::sha256_hex;
-use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
+use crate::ledger::Books;
 use crate::money::{Currency, Money};
+use crate::reconcile::Violation;
 
 /// Rule: the top-up link was not paid.
 pub const TOPUP_UNPAID: &str = "topup.unpaid";
@@ -147,6 +149,38 @@ pub fn at_expiry(topup: Option<&TopUp>) -> AtExpiry {
     }
 }
 
+/// What must hold of top-up links and the money they moved (`crate::reconcile`): a paid link
+/// credited the payer's reserve once with exactly its amount, an unpaid one nothing; a debit's
+/// outcome is had within `slack` seconds of asking the bank (so money the bank took is never left
+/// uncredited); and no top-up credit was made for a link that is not recorded. `topups` are all
+/// the links of the users whose books these are.
+pub fn check_topups(topups: &[TopUp], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
+    let transfers = books.transfers_by_id();
+    let mut violations = Vec::new();
+    for topup in topups {
+        let mut problem = |text: String| violations.push(Violation::record(format!("top-up {}", topup.label()), text));
+        let credit = transfers.get(topup.transfer_id().as_str()).map(|t| (t.kind.as_str(), t.amount()));
+        let credited = credit.map_or("nothing".into(), |(kind, amount)| format!("{amount} as {kind}"));
+        match (topup.paid, topup.amount, credit) {
+            (true, Some(amount), Some(("offline.topup", credited))) if credited == amount.amount() => {}
+            (true, amount, _) => problem(format!(
+                "is paid {} but credited {credited}",
+                amount.map_or("without an amount".into(), |a| a.to_string())
+            )),
+            (false, _, Some(_)) => problem(format!("is not paid but credited {credited}")),
+            (false, _, None) => {}
+        }
+        if let Some(asked) = topup.debit_started_at.filter(|asked| now > asked + slack) {
+            problem(format!("has a debit whose outcome is still unknown {} s after the bank was asked", now - asked));
+        }
+    }
+    let links: std::collections::HashSet<String> = topups.iter().map(TopUp::transfer_id).collect();
+    for credit in books.transfers.iter().filter(|t| t.kind == "offline.topup" && !links.contains(&t.id)) {
+        violations.push(Violation::record(format!("credit {}", credit.id), "moved money for no recorded top-up"));
+    }
+    violations
+}
+
 #[derive(Clone, Debug)]
 pub struct TopUpStore {
     client: Client,
@@ -168,6 +202,11 @@ impl TopUpStore {
         }
         // A link from before hashing, keyed by its token; a hashed key presented as a token is not one.
         Ok(self.read(token).await?.filter(|(_, hashed)| !hashed).map(|(topup, _)| topup))
+    }
+
+    /// Every link, for the invariant checker (`check_topups`).
+    pub async fn all(&self) -> Result<Vec<TopUp>, StoreError> {
+        scan_all(&self.client, &self.table).await?.iter().map(topup_from_item).collect()
     }
 
     /// The link with table key `key` (what payments and messages refer to).
@@ -303,7 +342,7 @@ fn topup_from_item(item: &Item) -> Result<TopUp, StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -311,7 +350,7 @@ mod tests {
         Money::parse(amount, "USD").expect("an amount")
     }
 
-    fn topup() -> TopUp {
+    pub(crate) fn topup() -> TopUp {
         TopUp {
             key: key_of(&"ab".repeat(32)),
             payment_id: "p_1".into(),
@@ -326,6 +365,43 @@ mod tests {
             debit_started_at: None,
             debit_attempt: 0,
         }
+    }
+
+    #[test]
+    fn a_link_credited_the_reserve_once_if_and_only_if_it_was_paid_and_no_debit_hangs() {
+        let paid = TopUp { paid: true, amount: Some(usd("7.50")), ..topup() };
+        let credit = |amount: &str| {
+            let transfer = crate::ledger::Transfer::between(
+                paid.transfer_id(),
+                usd(amount),
+                crate::ledger::AccountId::funding("u"),
+                crate::ledger::AccountId::reserve("u"),
+                "offline.topup",
+                "offline-payment/p_1".into(),
+            );
+            Books { transfers: vec![crate::ledger::TransferRecord::of(&transfer.unwrap())], ..Books::default() }
+        };
+        let label = format!("top-up {}", paid.label());
+        assert_eq!(check_topups(std::slice::from_ref(&paid), &credit("7.50"), 0, 60), []);
+        assert_eq!(check_topups(&[topup()], &Books::default(), 0, 60), []);
+        assert_eq!(
+            check_topups(std::slice::from_ref(&paid), &credit("7.00"), 0, 60),
+            [Violation::record(&label, "is paid 7.50 USD but credited 7.00 as offline.topup")]
+        );
+        assert_eq!(
+            check_topups(&[topup()], &credit("7.50"), 0, 60),
+            [Violation::record(&label, "is not paid but credited 7.50 as offline.topup")]
+        );
+        assert_eq!(
+            check_topups(&[], &credit("7.50"), 0, 60),
+            [Violation::record(format!("credit {}", paid.transfer_id()), "moved money for no recorded top-up")]
+        );
+        let asking = TopUp { debit_started_at: Some(100), amount: Some(usd("7.50")), ..topup() };
+        assert_eq!(check_topups(std::slice::from_ref(&asking), &Books::default(), 160, 60), []);
+        assert_eq!(
+            check_topups(&[asking], &Books::default(), 161, 60),
+            [Violation::record(&label, "has a debit whose outcome is still unknown 61 s after the bank was asked")]
+        );
     }
 
     #[test]

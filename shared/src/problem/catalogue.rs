@@ -427,17 +427,20 @@ mod tests {
             .collect()
     }
 
+    /// The files under `dir` (and its folders) named `*.extension`, with their text.
     fn files(dir: &str, extension: &str) -> Vec<(PathBuf, String)> {
-        let dir = repository().join(dir);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|entry| entry.expect("a directory entry").path())
-            .filter(|path| path.extension().is_some_and(|e| e == extension))
-            .map(|path| {
-                let text = std::fs::read_to_string(&path).expect("a readable file");
-                (path, text)
-            })
-            .collect();
+        let (mut files, mut dirs) = (Vec::new(), vec![repository().join(dir)]);
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == extension) {
+                    let text = std::fs::read_to_string(&path).expect("a readable file");
+                    files.push((path, text));
+                }
+            }
+        }
         files.sort();
         files
     }

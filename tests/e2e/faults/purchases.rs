@@ -1,0 +1,168 @@
+//! Purchases under faults: paid, declined, pending then decided by the merchant's signed callback,
+//! pending until the order expires; merchants refund part of every fourth paid order.
+
+use std::collections::HashMap;
+
+use rust_decimal::Decimal;
+use serde_json::json;
+use superpay::ledger::AccountId;
+use superpay::purchase::store::OrderStore;
+use superpay_e2e::{Env, unique};
+
+use super::{Attempts, Outcomes, merchant_under_faults};
+use crate::purchases::{TestMerchant, balance, funded_user, purchase};
+
+/// What one client did and was told.
+#[derive(Debug, Default)]
+pub struct Client {
+    user: String,
+    product: &'static str,
+    pub attempts: Attempts,
+    /// The order and its state as the last 2xx answer told them (`awaiting_merchant` may carry a
+    /// recorded `decision`); `None` if the client gave up on the purchase.
+    order: Option<String>,
+    told: Option<(String, Option<String>)>,
+    /// A later call refused with this code (the merchant's decision).
+    refused: Option<String>,
+    /// The merchant's refund of part of a paid order: `Some(true)` answered 2xx, `Some(false)`
+    /// given up on (it may or may not have moved the money).
+    refunded: Option<bool>,
+}
+
+/// What a merchant refunds of every fourth paid order (clients `i % 4 == 0`).
+const REFUND: Decimal = Decimal::from_parts(50, 0, 0, false, 2);
+
+/// The products the clients buy, by the simulator's answer: paid, declined, pending then decided
+/// by the merchant's signed callback, pending until the order expires.
+const PRODUCTS: [&str; 6] =
+    ["green-tea", "green-tea", "decline-me", "pending-confirm", "pending-decline", "pending-tea"];
+
+/// The merchants the clients buy from.
+pub async fn shops() -> Vec<TestMerchant> {
+    let mut shops = Vec::new();
+    for _ in 0..3 {
+        shops.push(merchant_under_faults().await);
+    }
+    shops
+}
+
+/// A client's purchase, then (for every fourth that ended paid) the merchant's partial refund,
+/// signed afresh and retried with its own Idempotency-Key.
+pub async fn client(shop: &TestMerchant, i: usize) -> Client {
+    let mut client = purchase_and_decide(shop, i).await;
+    let paid = client.told.as_ref().is_some_and(|told| told.0 == "paid");
+    let Some(id) = client.order.clone().filter(|_| paid && i.is_multiple_of(4)) else { return client };
+    let env = Env::get();
+    let (path, key) = (format!("/merchant/orders/{id}/refunds"), unique("refund"));
+    let body = json!({"amount": {"amount": REFUND.to_string(), "currency": "USD"}, "reason": "damaged"}).to_string();
+    let refund = || {
+        let request = env.http().post(env.url(&path)).header("idempotency-key", &key);
+        env.signed(request, &shop.master, &shop.key_id, &path, &body).send()
+    };
+    client.refunded = Some(match client.attempts.call(refund).await {
+        Some((status, answer)) => {
+            assert!(status.is_success(), "refund of {id}: {status} {answer}");
+            true
+        }
+        None => false,
+    });
+    client
+}
+
+async fn purchase_and_decide(shop: &TestMerchant, i: usize) -> Client {
+    let env = Env::get();
+    let product = PRODUCTS[i % PRODUCTS.len()];
+    let amount = Decimal::new(100 + (i as i64 % 7) * 25, 2);
+    let user = funded_user("100.00").await;
+    let mut client = Client { user: user.clone(), product, ..Client::default() };
+    let (key, token) = (unique("key"), env.token(&user, &[]));
+    let body = purchase(shop, product, &amount.to_string());
+    let buy = || {
+        env.http().post(env.url("/purchases")).bearer_auth(&token).header("idempotency-key", &key).json(&body).send()
+    };
+    let Some((status, order)) = client.attempts.call(buy).await else { return client };
+    assert!(status.is_success(), "{user} buying {product}: {status} {order}");
+    let id = order["id"].as_str().expect("an order id").to_owned();
+    client.order = Some(id.clone());
+    client.told =
+        Some((order["state"].as_str().unwrap_or_default().into(), order["decision"].as_str().map(Into::into)));
+    let decision = match product {
+        "pending-confirm" => "confirm",
+        "pending-decline" => "decline",
+        _ => return client,
+    };
+    if order["state"] != "awaiting_merchant" {
+        return client;
+    }
+    // The merchant decides; each try is signed afresh (a nonce is taken once).
+    let path = format!("/merchant/orders/{id}/decision");
+    let body = json!({"decision": decision}).to_string();
+    let decide = || env.signed(env.http().post(env.url(&path)), &shop.master, &shop.key_id, &path, &body).send();
+    match client.attempts.call(decide).await {
+        Some((status, answer)) if status.is_success() => {
+            client.told =
+                Some((answer["state"].as_str().unwrap_or_default().into(), answer["decision"].as_str().map(Into::into)))
+        }
+        Some((_, problem)) => {
+            client.refused = problem["code"].as_str().map(Into::into);
+        }
+        None => {}
+    }
+    client
+}
+
+/// The states an order whose client was told `told` (state, recorded decision) may end in.
+fn may_end_as(told: &(String, Option<String>)) -> &'static [&'static str] {
+    match (told.0.as_str(), told.1.as_deref()) {
+        ("paid", _) | ("awaiting_merchant", Some("confirm")) => &["paid"],
+        ("declined", _) | ("awaiting_merchant", Some("decline")) => &["declined"],
+        ("expired", _) => &["expired"],
+        ("awaiting_merchant", _) => &["paid", "declined", "expired"],
+        _ => &[],
+    }
+}
+
+/// Every answer holds: each client's one order exists once, in the state it was told (or the final
+/// state a pending one reached), and its wallet lost exactly what was captured less what was refunded.
+pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
+    let env = Env::get();
+    let orders = OrderStore::new(env.dynamodb().await, env.table("OrdersTable")).all().await.unwrap();
+    let by_user: HashMap<&str, Vec<_>> = orders.iter().fold(HashMap::new(), |mut by, o| {
+        by.entry(o.user.as_str()).or_insert_with(Vec::new).push(o);
+        by
+    });
+    for client in clients {
+        let theirs = by_user.get(client.user.as_str()).cloned().unwrap_or_default();
+        assert!(theirs.len() <= 1, "{} has {} orders from one purchase: {theirs:?}", client.user, theirs.len());
+        let paid = theirs.first().filter(|o| o.state.as_str() == "paid").map_or(Decimal::ZERO, |o| o.amount.amount());
+        // A refund answered 2xx moved its amount back; one given up on may have.
+        let wallet = balance(AccountId::wallet(&client.user)).await;
+        let before_refund = Decimal::new(10_000, 2) - paid;
+        match client.refunded {
+            Some(true) => assert_eq!(wallet, before_refund + REFUND, "{client:?}"),
+            Some(false) => assert!(wallet == before_refund || wallet == before_refund + REFUND, "{client:?}"),
+            None => assert_eq!(wallet, before_refund, "{client:?}"),
+        }
+        let (Some(id), Some(told)) = (&client.order, &client.told) else {
+            *outcomes.entry(format!("purchase {}: {}", client.product, client.attempts.gave_up())).or_default() += 1;
+            continue;
+        };
+        let order = theirs.first().unwrap_or_else(|| panic!("{client:?}: the order it was told of is missing"));
+        assert_eq!(&order.id, id, "{client:?}");
+        let allowed = may_end_as(told);
+        assert!(
+            allowed.contains(&order.state.as_str()),
+            "{client:?} ended {}, may end {allowed:?}",
+            order.state.as_str()
+        );
+        let refused = client.refused.as_ref().map(|code| format!(" (decision refused: {code})")).unwrap_or_default();
+        let refund = match client.refunded {
+            Some(true) => ", refunded",
+            Some(false) => ", refund given up",
+            None => "",
+        };
+        let outcome =
+            format!("purchase {}: told {}, ended {}{refused}{refund}", client.product, told.0, order.state.as_str());
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+}
