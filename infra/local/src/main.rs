@@ -325,7 +325,7 @@ async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), Strin
 }
 
 /// A second, fresh stack injecting `plan`'s faults (into the functions' AWS calls, their processes
-/// and DynamoDB), and only the fault tests (`tests/e2e/faults.rs`) against it; then the faults
+/// and DynamoDB), and only the fault tests (`tests/e2e/faults/`) against it; then the faults
 /// injected, by kind, and the kills by function.
 async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitCode, String> {
     eprintln!(
