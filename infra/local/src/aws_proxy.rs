@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
 use crate::emulators::DynamoDbRestart;
-use crate::faults::{DYNAMODB_RESTARTED, Fault, FaultCounts, FaultPlan};
+use crate::faults::{DYNAMODB_RESTARTED, Fault, FaultCounts, FaultPlan, LOST_WRITE_RETRIED};
 use crate::iam::{self, Policy};
 use crate::stack::ACCESS_DENIED_LOG;
 
@@ -132,6 +132,9 @@ struct Proxy {
     shared: Shared,
     /// How many calls of each operation the function made, numbering them for the fault plan.
     numbered: Mutex<HashMap<String, u64>>,
+    /// The SDK invocations (`amz-sdk-invocation-id`) of transactions that committed and lost their
+    /// answer: their retries fail too (see `forward`).
+    lost: Mutex<HashSet<String>>,
     dynamodb: String,
     moto: String,
     http: reqwest::Client,
@@ -204,6 +207,19 @@ async fn forward(
     if let Some(faults) = proxy.shared.faults.as_ref().filter(|_| dynamodb) {
         faults.number_dynamodb_call(&proxy.function, &target);
     }
+    // The SDK retries a transaction with its `ClientRequestToken`, which DynamoDB (and dynoxide)
+    // answers with the first outcome: a lost answer would never reach the function. Failing every
+    // retry of that invocation makes the SDK give up, so the function meets the unknown outcome, as
+    // it does on AWS when the retries run out.
+    let invocation = headers.get("amz-sdk-invocation-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(invocation) = &invocation
+        && proxy.lost.lock().is_ok_and(|lost| lost.contains(invocation))
+    {
+        if let Some(faults) = &proxy.shared.faults {
+            faults.counts.count(&proxy.function, &target, LOST_WRITE_RETRIED);
+        }
+        return fault_answer(&Fault::CommittedAnswered500, items, 0);
+    }
     let fault = proxy.fault(&target);
     match fault {
         Some((fault, draw)) if !fault.forwards() => {
@@ -248,6 +264,11 @@ async fn forward(
         && status.is_success()
     {
         proxy.injected(&target, &fault);
+        if target.ends_with(".TransactWriteItems")
+            && let (Some(invocation), Ok(mut lost)) = (invocation, proxy.lost.lock())
+        {
+            lost.insert(invocation);
+        }
         return fault_answer(&fault, items, draw);
     }
     let mut response = (status, body).into_response();
@@ -295,6 +316,7 @@ pub async fn start(
         policy,
         shared,
         numbered: Mutex::new(HashMap::new()),
+        lost: Mutex::new(HashSet::new()),
         dynamodb: dynamodb.to_owned(),
         moto: moto.to_owned(),
         http: reqwest::Client::new(),

@@ -56,6 +56,9 @@ pub enum Fault {
 
 /// The process handling an invocation killed before it answered (`crate::runtime_api`).
 pub const KILLED: &str = "Lambda process killed mid-invocation";
+/// A retry, by the SDK, of a transaction that committed and lost its answer, failed in turn so the
+/// function meets the unknown outcome (`crate::aws_proxy`).
+pub const LOST_WRITE_RETRIED: &str = "DynamoDB retry of a lost transaction answered 500";
 /// DynamoDB (dynoxide) stopped and started again from its file.
 pub const DYNAMODB_RESTARTED: &str = "DynamoDB restarted from its file";
 
@@ -169,7 +172,7 @@ pub fn fitting(operation: &str) -> &'static [Fault] {
     match operation.split_once('.') {
         Some((service, action)) if service.starts_with("DynamoDB_") => match action {
             "TransactWriteItems" => TRANSACTION,
-            "PutItem" | "UpdateItem" => WRITE,
+            "PutItem" | "UpdateItem" | "DeleteItem" => WRITE,
             _ => OTHER_DYNAMODB,
         },
         Some(("AmazonSQS", "SendMessage")) => SQS_SEND,
@@ -348,6 +351,7 @@ mod tests {
         }
         assert!(!kinds("DynamoDB_20120810.GetItem").iter().any(Fault::forwards), "reads only fail");
         assert!(kinds("DynamoDB_20120810.UpdateItem").contains(&Fault::CommittedAnswered500));
+        assert!(kinds("DynamoDB_20120810.DeleteItem").contains(&Fault::CommittedConnectionDropped));
         assert!(!kinds("DynamoDB_20120810.UpdateItem").contains(&Fault::TransactionConflict));
         assert!(kinds("unknown").is_empty());
         assert!(kinds("AmazonSQS.SendMessage").contains(&Fault::SqsDuplicate));

@@ -139,6 +139,7 @@ type Outcomes = BTreeMap<String, usize>;
 /// A client of any of the loads, as it ended.
 enum Client {
     Purchase(purchases::Client),
+    Spree(purchases::Spree),
     MiniApp(miniapps::Client),
     Offline(offline::Client),
 }
@@ -190,15 +191,23 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
     let (shops, apps, tills) = (Arc::new(shops), Arc::new(apps), Arc::new(tills));
 
     // Many clients at once, of every kind interleaved, a bounded number in flight (the stack runs
-    // two instances a function): for every 12 purchases, 4 mini-app charges and 3 offline payments.
+    // two instances a function): for every 60 purchases, 6 sprees, 20 mini-app charges and 15
+    // offline payments.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(24));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..purchases {
-        let (shops, turn) = (shops.clone(), in_flight.clone());
+        let (sellers, turn) = (shops.clone(), in_flight.clone());
         clients.spawn(async move {
             let _turn = turn.acquire_owned().await;
-            Client::Purchase(purchases::client(&shops[i % shops.len()], i).await)
+            Client::Purchase(purchases::client(&sellers[i % sellers.len()], i).await)
         });
+        if i % 10 == 0 {
+            let (shops, turn) = (shops.clone(), in_flight.clone());
+            clients.spawn(async move {
+                let _turn = turn.acquire_owned().await;
+                Client::Spree(purchases::spree(&shops[i % shops.len()]).await)
+            });
+        }
         if i % 3 == 0 {
             let (apps, turn) = (apps.clone(), in_flight.clone());
             clients.spawn(async move {
@@ -214,10 +223,11 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
             });
         }
     }
-    let (mut bought, mut charged, mut paid) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bought, mut sprees, mut charged, mut paid) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for client in clients.join_all().await {
         match client {
             Client::Purchase(c) => bought.push(c),
+            Client::Spree(c) => sprees.push(c),
             Client::MiniApp(c) => charged.push(c),
             Client::Offline(c) => paid.push(c),
         }
@@ -229,16 +239,19 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
     assert!(found.is_empty(), "{}", found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
     let mut outcomes = Outcomes::new();
     purchases::judge(&bought, &mut outcomes).await;
+    purchases::judge_sprees(&sprees, &mut outcomes).await;
     miniapps::judge(&charged, &mut outcomes).await;
     offline::judge(&paid, &mut outcomes).await;
 
     let tries: u32 = bought.iter().map(|c| c.attempts.tries).sum::<u32>()
+        + sprees.iter().map(|c| c.attempts.tries).sum::<u32>()
         + charged.iter().map(|c| c.attempts.tries).sum::<u32>()
         + paid.iter().map(|c| c.attempts.tries).sum::<u32>();
     eprintln!(
-        "{} purchases, {} mini-app charges, {} offline payments by as many users in {:.0} s ({tries} calls with the \
-         clients' retries), quiet after {:.0} s:",
+        "{} purchases, {} sprees (4 purchases and 3 refunds at once), {} mini-app charges, {} offline payments by as \
+         many users in {:.0} s ({tries} calls with the clients' retries), quiet after {:.0} s:",
         bought.len(),
+        sprees.len(),
         charged.len(),
         paid.len(),
         busy.as_secs_f64(),

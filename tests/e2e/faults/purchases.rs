@@ -12,6 +12,9 @@ use superpay_e2e::{Env, unique};
 use super::{Attempts, Outcomes, merchant_under_faults};
 use crate::purchases::{TestMerchant, balance, funded_user, purchase};
 
+/// An order's state as an answer told it, with the decision recorded on an awaiting one.
+type Told = (String, Option<String>);
+
 /// What one client did and was told.
 #[derive(Debug, Default)]
 pub struct Client {
@@ -21,7 +24,7 @@ pub struct Client {
     /// The order and its state as the last 2xx answer told them (`awaiting_merchant` may carry a
     /// recorded `decision`); `None` if the client gave up on the purchase.
     order: Option<String>,
-    told: Option<(String, Option<String>)>,
+    told: Option<Told>,
     /// A later call refused with this code (the merchant's decision).
     refused: Option<String>,
     /// The merchant's refund of part of a paid order: `Some(true)` answered 2xx, `Some(false)`
@@ -112,7 +115,7 @@ async fn purchase_and_decide(shop: &TestMerchant, i: usize) -> Client {
 }
 
 /// The states an order whose client was told `told` (state, recorded decision) may end in.
-fn may_end_as(told: &(String, Option<String>)) -> &'static [&'static str] {
+fn may_end_as(told: &Told) -> &'static [&'static str] {
     match (told.0.as_str(), told.1.as_deref()) {
         ("paid", _) | ("awaiting_merchant", Some("confirm")) => &["paid"],
         ("declined", _) | ("awaiting_merchant", Some("decline")) => &["declined"],
@@ -163,6 +166,123 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
         };
         let outcome =
             format!("purchase {}: told {}, ended {}{refused}{refund}", client.product, told.0, order.state.as_str());
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+}
+
+/// A user who buys more at once than their wallet holds, and whose merchant then refunds more at
+/// once than the first paid order cost: the floor and the refund limit hold under contention.
+#[derive(Debug, Default)]
+pub struct Spree {
+    user: String,
+    pub attempts: Attempts,
+    /// Each purchase's answer: the order and its state (with a recorded decision), or the
+    /// refusal's code.
+    bought: Vec<Result<(String, Told), String>>,
+    /// Each refund's answer on the first paid order: `Ok` (2xx), the refusal's code, or `None`
+    /// given up on.
+    refunds: Vec<Option<Result<(), String>>>,
+}
+
+/// What a spree's wallet holds, and what each of its purchases and refunds is for.
+const SPREE_FUNDS: Decimal = Decimal::from_parts(500, 0, 0, false, 2);
+const SPREE_PRICE: &str = "2.00";
+const SPREE_REFUND: &str = "1.00";
+
+pub async fn spree(shop: &TestMerchant) -> Spree {
+    let env = Env::get();
+    let user = funded_user(&SPREE_FUNDS.to_string()).await;
+    let token = env.token(&user, &[]);
+    let body = purchase(shop, "green-tea", SPREE_PRICE);
+    // Four at once, each its own request (its own key): at most two fit in the wallet.
+    let buys = (0..4).map(|_| async {
+        let (mut attempts, key) = (Attempts::default(), unique("key"));
+        let buy = || {
+            env.http()
+                .post(env.url("/purchases"))
+                .bearer_auth(&token)
+                .header("idempotency-key", &key)
+                .json(&body)
+                .send()
+        };
+        let answer = attempts.call(buy).await;
+        (attempts, answer)
+    });
+    let mut spree = Spree { user: user.clone(), ..Spree::default() };
+    for (attempts, answer) in futures_util::future::join_all(buys).await {
+        spree.attempts.tries += attempts.tries;
+        spree.attempts.failed = spree.attempts.failed.take().or(attempts.failed);
+        let Some((status, answer)) = answer else { continue };
+        let told = match answer["id"].as_str() {
+            Some(id) if status.is_success() => Ok((
+                id.to_owned(),
+                (answer["state"].as_str().unwrap_or_default().to_owned(), answer["decision"].as_str().map(Into::into)),
+            )),
+            _ => Err(answer["code"].as_str().unwrap_or_default().to_owned()),
+        };
+        // Paid, or (a capture that could not commit) awaiting the merchant's decision again.
+        assert!(
+            told.as_ref().is_ok_and(|(_, told)| may_end_as(told).contains(&"paid"))
+                || told == Err("insufficient_funds".into()),
+            "{user} on a spree: {status} {answer}"
+        );
+        spree.bought.push(told);
+    }
+    let Some(Ok((id, _))) = spree.bought.iter().find(|b| b.is_ok()).cloned() else { return spree };
+    // Three refunds of half the order at once, each its own request: at most two fit.
+    let path = format!("/merchant/orders/{id}/refunds");
+    let refund_body = json!({"amount": {"amount": SPREE_REFUND, "currency": "USD"}, "reason": "damaged"}).to_string();
+    let refunds = (0..3).map(|_| async {
+        let (mut attempts, key) = (Attempts::default(), unique("refund"));
+        let refund = || {
+            let request = env.http().post(env.url(&path)).header("idempotency-key", &key);
+            env.signed(request, &shop.master, &shop.key_id, &path, &refund_body).send()
+        };
+        let answer = attempts.call(refund).await;
+        (attempts, answer)
+    });
+    for (attempts, answer) in futures_util::future::join_all(refunds).await {
+        spree.attempts.tries += attempts.tries;
+        spree.refunds.push(answer.map(|(status, answer)| {
+            let code = answer["code"].as_str().unwrap_or_default().to_owned();
+            assert!(status.is_success() || code == "refund_exceeds_paid", "refund of {id}: {status} {answer}");
+            if status.is_success() { Ok(()) } else { Err(code) }
+        }));
+    }
+    spree
+}
+
+/// Each spree's wallet never went below zero and is what was captured less what was refunded; no
+/// order was refunded beyond its price; each answer holds.
+pub async fn judge_sprees(sprees: &[Spree], outcomes: &mut Outcomes) {
+    let env = Env::get();
+    let orders = OrderStore::new(env.dynamodb().await, env.table("OrdersTable")).all().await.unwrap();
+    let price: Decimal = SPREE_PRICE.parse().expect("an amount");
+    let refund: Decimal = SPREE_REFUND.parse().expect("an amount");
+    for spree in sprees {
+        let theirs: Vec<_> = orders.iter().filter(|o| o.user == spree.user).collect();
+        let paid: Vec<_> = theirs.iter().filter(|o| o.state.as_str() == "paid").collect();
+        assert!(paid.len() <= 2, "{spree:?}: {} orders paid from {SPREE_FUNDS}", paid.len());
+        let refunded: Decimal = paid.iter().map(|o| o.amount.amount() - o.refundable).sum();
+        let wallet = balance(AccountId::wallet(&spree.user)).await;
+        assert_eq!(wallet, SPREE_FUNDS - price * Decimal::from(paid.len()) + refunded, "{spree:?}: {theirs:?}");
+        for (id, told) in spree.bought.iter().flatten() {
+            let order = theirs.iter().find(|o| &o.id == id).unwrap_or_else(|| panic!("{spree:?}: {id} is missing"));
+            assert!(may_end_as(told).contains(&order.state.as_str()), "{spree:?}: {order:?}");
+        }
+        let answered = spree.refunds.iter().filter(|r| matches!(r, Some(Ok(())))).count();
+        let given_up = spree.refunds.iter().filter(|r| r.is_none()).count();
+        assert!(
+            refund * Decimal::from(answered) <= refunded && refunded <= refund * Decimal::from(answered + given_up),
+            "{spree:?}: refunded {refunded}"
+        );
+        let refused = spree.bought.iter().filter(|b| b.is_err()).count();
+        let refunds_refused = spree.refunds.iter().filter(|r| matches!(r, Some(Err(_)))).count();
+        let outcome = format!(
+            "spree of 4 x {SPREE_PRICE} on {SPREE_FUNDS}: {} paid, {refused} refused insufficient_funds; \
+             3 x {SPREE_REFUND} refunds: {answered} made, {refunds_refused} refused refund_exceeds_paid",
+            paid.len()
+        );
         *outcomes.entry(outcome).or_default() += 1;
     }
 }
