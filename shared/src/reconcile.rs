@@ -6,7 +6,8 @@
 //! - money is conserved: in each currency, the balances sum to zero (every transfer's legs do, and
 //!   outside money is the funding accounts' negative balance);
 //! - no account is below its floor;
-//! - every account's postings rebuild its balance, in an unbroken sequence up to the one read;
+//! - every account's postings rebuild its balance, in an unbroken sequence up to the one read, and
+//!   none goes beyond it (the books are of a quiet table); every posting has its account;
 //! - every transfer is balanced, and has exactly its postings (one per leg, same account and amount);
 //!   every posting belongs to a recorded transfer;
 //! - every business request moved money at most once: per cause, at most one hold, one settlement
@@ -137,11 +138,11 @@ fn check_postings(books: &Books) -> Vec<Violation> {
         by_account.entry(&posting.account).or_default().push(posting.clone());
     }
     let mut violations = Vec::new();
+    // The books are of a quiet table: a posting beyond its account's sequence is a leg written
+    // without its balance, as much a violation as a missing one.
     for account in &books.accounts {
         let mut postings = by_account.remove(&account.id).unwrap_or_default();
         postings.sort_by_key(|p| p.sequence);
-        // Postings written after the account was read do not count.
-        postings.retain(|p| p.sequence <= account.sequence);
         if replay(&postings) != Some(account.balance) || postings.len() as u64 != account.sequence {
             violations.push(Violation::PostingsDoNotRebuild {
                 account: account.id.clone(),
@@ -150,6 +151,14 @@ fn check_postings(books: &Books) -> Vec<Violation> {
             });
         }
     }
+    // Postings of an account that has no balance at all.
+    let mut orphans: Vec<&AccountId> = by_account.into_keys().collect();
+    orphans.sort();
+    violations.extend(orphans.into_iter().map(|account| Violation::PostingsDoNotRebuild {
+        account: account.clone(),
+        balance: Decimal::ZERO,
+        sequence: 0,
+    }));
     violations
 }
 
@@ -270,6 +279,33 @@ mod tests {
                 .any(|v| matches!(v, Violation::PostingsDoNotRebuild { account, .. } if *account == posting.account))
         );
         assert!(found.iter().any(|v| matches!(v, Violation::PostingsDiffer { transfer, .. } if transfer == "o/hold")));
+    }
+
+    #[test]
+    fn a_leg_written_without_its_balance_and_postings_of_no_account_are_found() {
+        // Both legs of the refund posted, neither account updated: the sums still balance.
+        let mut books = books_after(&purchase());
+        for account in books.accounts.iter_mut().filter(|a| a.id.as_str() != "hold:o" && a.id.as_str() != "funding:u") {
+            let refund = books.postings.iter().find(|p| p.account == account.id && p.transfer_id == "o/refund/1");
+            account.balance -= refund.map_or(Decimal::ZERO, |p| p.amount);
+            account.sequence -= 1;
+        }
+        let mut rebuilt: Vec<_> = check(&books)
+            .into_iter()
+            .filter_map(|v| match v {
+                Violation::PostingsDoNotRebuild { account, .. } => Some(account),
+                _ => None,
+            })
+            .collect();
+        rebuilt.sort();
+        assert_eq!(rebuilt, [AccountId::merchant("m"), AccountId::wallet("u")]);
+        let mut books = books_after(&purchase());
+        books.accounts.retain(|a| a.id != AccountId::hold("o"));
+        assert!(check(&books).contains(&Violation::PostingsDoNotRebuild {
+            account: AccountId::hold("o"),
+            balance: Decimal::ZERO,
+            sequence: 0
+        }));
     }
 
     #[test]

@@ -328,12 +328,17 @@ async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), Strin
 /// and DynamoDB), and only the fault tests (`tests/e2e/faults/`) against it; then the faults
 /// injected, by kind, and the kills by function.
 async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitCode, String> {
+    // Set by hand, it overrides the run's load.
+    let purchases = std::env::var("SUPERPAY_FAULT_PURCHASES").unwrap_or_else(|_| purchases.to_string());
+    let replay = format!(
+        "SUPERPAY_FAULT_SEED={} SUPERPAY_FAULT_PURCHASES={purchases} cargo stack test --faults-long",
+        plan.seed
+    );
     eprintln!(
-        "\n==> fault run: a stack injecting faults into {:.0}% of AWS calls, killing {:.1}% of invocations' processes, restarting DynamoDB; seed {} (replay: SUPERPAY_FAULT_SEED={})",
+        "\n==> fault run: a stack injecting faults into {:.0}% of AWS calls, killing {:.1}% of invocations' processes, restarting DynamoDB; seed {}, {purchases} purchases (replay: {replay})",
         plan.rate * 100.0,
         plan.kill_rate() * 100.0,
         plan.seed,
-        plan.seed
     );
     let mut options = options(root, false, false)?;
     options.faults = Some(plan);
@@ -345,8 +350,6 @@ async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitC
     stack.write_info(&info_path).map_err(|e| e.to_string())?;
     let mut env = stack.info.sdk_environment();
     env.push(("SUPERPAY_STACK".into(), info_path.display().to_string()));
-    // Set by hand, it overrides the run's load.
-    let purchases = std::env::var("SUPERPAY_FAULT_PURCHASES").unwrap_or_else(|_| purchases.to_string());
     env.push(("SUPERPAY_FAULT_PURCHASES".into(), purchases));
     let args = ["test", "--quiet", "-p", "superpay-e2e", "--test", "e2e", "--", "--ignored", "--nocapture", "faults::"];
     let passed = cargo(root, &args, &env);
@@ -366,11 +369,7 @@ async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitC
     }
     match passed? {
         true => Ok(ExitCode::SUCCESS),
-        false => Err(format!(
-            "the fault run failed (replay it: SUPERPAY_FAULT_SEED={} cargo stack test -- faults); logs in {}",
-            plan.seed,
-            logs.display()
-        )),
+        false => Err(format!("the fault run failed (replay it: {replay}); logs in {}", logs.display())),
     }
 }
 

@@ -49,6 +49,17 @@ impl Books {
     }
 }
 
+/// `purchase.hold of 12.50 USD from wallet:alice to hold:o_1`, for the checker's findings.
+impl fmt::Display for TransferRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = |credit: bool| {
+            let accounts = self.legs.iter().filter(|(_, amount)| (*amount > Decimal::ZERO) == credit);
+            accounts.map(|(account, _)| account.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        write!(f, "{} of {} {} from {} to {}", self.kind, self.amount(), self.currency, side(false), side(true))
+    }
+}
+
 impl TransferRecord {
     /// What it moved: the sum of its credits.
     pub fn amount(&self) -> Decimal {

@@ -126,14 +126,19 @@ pub fn device_of_key(key_id: &str) -> Option<&str> {
 /// these devices' owners.
 pub fn check_devices(devices: &[Device], payments: &[Payment]) -> Vec<Violation> {
     let mut unsettled: HashMap<&str, Decimal> = HashMap::new();
+    let mut violations = Vec::new();
     for payment in payments
         .iter()
         .filter(|p| p.counted && matches!(p.state, PaymentState::Pending | PaymentState::WaitingForFunds))
     {
-        *unsettled.entry(device_of_key(&payment.device_key_id).unwrap_or_default()).or_default() +=
-            payment.amount.amount();
+        match device_of_key(&payment.device_key_id) {
+            Some(device) => *unsettled.entry(device).or_default() += payment.amount.amount(),
+            None => violations.push(Violation::record(
+                format!("offline payment {}", payment.id),
+                format!("counts in no device: its key id {} names none", payment.device_key_id),
+            )),
+        }
     }
-    let mut violations = Vec::new();
     for device in devices {
         let expected = unsettled.get(device.id.as_str()).copied().unwrap_or_default();
         let mut problem = |text: String| violations.push(Violation::record(format!("device {}", device.id), text));

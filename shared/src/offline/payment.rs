@@ -103,6 +103,10 @@ pub(crate) mod tests {
             found(payment(PaymentState::Pending), &Books::default(), 62),
             [Violation::record("offline payment p_1", "is still pending 61 s after it was accepted")]
         );
+        assert_eq!(
+            check_payments(&[], &[], &settled_books(500), 0, 60),
+            [Violation::record("transfer p_1/settle", "moved money for no recorded payment")]
+        );
     }
 
     #[test]
@@ -320,7 +324,8 @@ fn payment_from_item(item: &Item) -> Result<Payment, StoreError> {
 /// payment moved its amount once from the payer's reserve, an unsettled or expired one nothing; a
 /// pending one is settled (or waiting for funds) within `slack` seconds of its acceptance, and one
 /// waiting for funds has a live link (`topups`: the links of these payments), or one whose debit's
-/// outcome is still being had (`crate::offline::topup::check_topups` bounds that).
+/// outcome is still being had (`crate::offline::topup::check_topups` bounds that); and no offline
+/// settlement moved money for a payment not recorded (`payments`: all those of these books).
 pub fn check_payments(payments: &[Payment], topups: &[TopUp], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
     let transfers = books.transfers_by_id();
     let links: HashMap<&str, &TopUp> = topups.iter().map(|t| (t.key.as_str(), t)).collect();
@@ -350,6 +355,10 @@ pub fn check_payments(payments: &[Payment], topups: &[TopUp], books: &Books, now
             },
             _ => {}
         }
+    }
+    let recorded: std::collections::HashSet<String> = payments.iter().map(|p| format!("{}/settle", p.id)).collect();
+    for settle in books.transfers.iter().filter(|t| t.kind == "offline.settle" && !recorded.contains(&t.id)) {
+        violations.push(Violation::record(format!("transfer {}", settle.id), "moved money for no recorded payment"));
     }
     violations
 }

@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
-use crate::ledger::{AccountId, Books, Transfer};
+use crate::ledger::{AccountId, Books, Transfer, TransferRecord};
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
 use crate::reconcile::Violation;
@@ -263,12 +263,20 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
         }
         _ => {}
     }
+    let transfer =
+        settlement(order, to).map_err(|source| SettleError::NoTransfer { order: order.id.clone(), source })?;
+    Ok(Settlement::Apply { to, transfer })
+}
+
+/// The transfer that settles `order`'s hold as `to`: captured to the merchant if paid, released to
+/// the user otherwise. One id for capture and release alike: whichever comes first is the only one
+/// that can apply.
+fn settlement(order: &Order, to: OrderState) -> Result<Transfer, crate::ledger::LedgerError> {
     let (destination, kind) = match to {
         OrderState::Paid => (AccountId::merchant(&order.merchant_id), "purchase.capture"),
         _ => (AccountId::wallet(&order.user), "purchase.release"),
     };
-    // One id for capture and release alike: whichever comes first is the only one that can apply.
-    let transfer = Transfer::between(
+    Transfer::between(
         format!("{}/settle", order.id),
         order.amount,
         order.hold_account(),
@@ -276,8 +284,6 @@ pub fn settle(order: &Order, decision: Option<Decision>, now: i64) -> Result<Set
         kind,
         format!("order/{}", order.id),
     )
-    .map_err(|source| SettleError::NoTransfer { order: order.id.clone(), source })?;
-    Ok(Settlement::Apply { to, transfer })
 }
 
 /// What an order's expiry check does with it.
@@ -302,32 +308,45 @@ pub fn at_expiry(order: &Order, now: i64) -> AtExpiry {
     }
 }
 
+/// A transfer as a finding names it.
+fn shown(transfer: Option<&TransferRecord>) -> String {
+    transfer.map_or_else(|| "none".into(), ToString::to_string)
+}
+
 /// What must hold of each order and the money it moved (`crate::reconcile`; `books` holds at least
-/// the orders' hold accounts): its hold was taken; a paid order's hold was captured, a declined or
-/// expired one's released, an awaiting one's neither, and it awaits no longer than `slack` seconds
-/// past its expiry (its expiry check is on its way); a paid order's `refundable` is what its
-/// refunds left.
+/// the orders' hold accounts, and `orders` every order whose money they show): its hold took its
+/// amount from its user's wallet; a paid order's hold was captured whole to its merchant, a declined
+/// or expired one's released whole to its user, an awaiting one's neither (the hold account holds
+/// exactly the amount until it settles, nothing after), and it awaits no longer than `slack`
+/// seconds past its expiry (its expiry check is on its way); a paid order's `refundable` is what its
+/// refunds left; and no purchase money moved for an order not recorded.
 pub fn check_orders(orders: &[Order], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
     let transfers = books.transfers_by_id();
-    let kind_of = |id: String| transfers.get(id.as_str()).map(|t| t.kind.as_str());
     let mut refunded: HashMap<&str, Decimal> = HashMap::new();
     for refund in books.transfers.iter().filter(|t| t.kind == "purchase.refund") {
         *refunded.entry(&refund.cause).or_default() += refund.amount();
     }
+    let holds: HashMap<&AccountId, Decimal> = books.accounts.iter().map(|a| (&a.id, a.balance)).collect();
     let mut violations = Vec::new();
     for order in orders {
         let mut problem = |text: String| violations.push(Violation::record(format!("order {}", order.id), text));
-        if kind_of(format!("{}/hold", order.id)) != Some("purchase.hold") {
-            problem("has no hold".into());
+        let moved = |id: &str| transfers.get(format!("{}/{id}", order.id).as_str()).copied();
+        let hold = moved("hold");
+        if hold != order.hold().ok().map(|t| TransferRecord::of(&t)).as_ref() {
+            problem(format!("has no hold of its amount from its user's wallet (its hold: {})", shown(hold)));
         }
-        let settled = kind_of(format!("{}/settle", order.id));
+        let settled = moved("settle");
         let expected = match order.state {
-            OrderState::Paid => Some("purchase.capture"),
-            OrderState::Declined | OrderState::Expired => Some("purchase.release"),
             OrderState::AwaitingMerchant => None,
+            to => settlement(order, to).ok().map(|t| TransferRecord::of(&t)),
         };
-        if settled != expected {
-            problem(format!("is {} but its hold's settlement is {settled:?}", order.state.as_str()));
+        if settled != expected.as_ref() {
+            problem(format!("is {} but its hold's settlement is {}", order.state.as_str(), shown(settled)));
+        }
+        let held = holds.get(&order.hold_account()).copied().unwrap_or_default();
+        let holds_now = if order.state == OrderState::AwaitingMerchant { order.amount.amount() } else { Decimal::ZERO };
+        if held != holds_now {
+            problem(format!("is {} but its hold account holds {held}", order.state.as_str()));
         }
         if order.state == OrderState::AwaitingMerchant && now > order.expires_at + slack {
             problem(format!("still awaits the merchant {} s after its expiry", now - order.expires_at));
@@ -337,6 +356,10 @@ pub fn check_orders(orders: &[Order], books: &Books, now: i64, slack: i64) -> Ve
         if order.state == OrderState::Paid && order.refundable != left {
             problem(format!("may refund {} but its refunds left {left}", order.refundable));
         }
+    }
+    let recorded: std::collections::HashSet<String> = orders.iter().map(|o| format!("order/{}", o.id)).collect();
+    for transfer in books.transfers.iter().filter(|t| t.kind.starts_with("purchase.") && !recorded.contains(&t.cause)) {
+        violations.push(Violation::record(format!("transfer {}", transfer.id), "moved money for no recorded order"));
     }
     violations
 }
@@ -365,41 +388,42 @@ mod tests {
         Order { decision: Some(decision), ..order(OrderState::AwaitingMerchant) }
     }
 
-    /// The books of `order` after the transfers `kinds` names (hold, settle, refunds) applied.
-    fn books_of(order: &Order, kinds: &[(&str, &'static str, i64)]) -> Books {
-        let (wallet, hold) = (AccountId::wallet(&order.user), order.hold_account());
-        let transfers = kinds.iter().map(|(id, kind, cents)| {
-            let amount = Money::new(Decimal::new(*cents, 2), order.amount.currency()).unwrap();
-            let transfer = Transfer::between(
-                format!("{}/{id}", order.id),
-                amount,
-                wallet.clone(),
-                hold.clone(),
-                kind,
+    /// The books of `order` after its hold, its settlement as `settled` (if any) and refunds of
+    /// `refunds` cents: the transfers and the hold account's balance.
+    fn books_of(order: &Order, settled: Option<OrderState>, refunds: &[i64]) -> Books {
+        let mut transfers = vec![TransferRecord::of(&order.hold().unwrap())];
+        transfers.extend(settled.map(|to| TransferRecord::of(&settlement(order, to).unwrap())));
+        for (i, cents) in refunds.iter().enumerate() {
+            let refund = Transfer::between(
+                format!("{}/refund/{i}", order.id),
+                Money::new(Decimal::new(*cents, 2), order.amount.currency()).unwrap(),
+                AccountId::merchant(&order.merchant_id),
+                AccountId::wallet(&order.user),
+                "purchase.refund",
                 format!("order/{}", order.id),
             );
-            crate::ledger::TransferRecord::of(&transfer.unwrap())
-        });
-        Books { transfers: transfers.collect(), ..Books::default() }
+            transfers.push(TransferRecord::of(&refund.unwrap()));
+        }
+        let held = if settled.is_some() { Decimal::ZERO } else { order.amount.amount() };
+        let hold = crate::ledger::Account {
+            id: order.hold_account(),
+            currency: order.amount.currency(),
+            balance: held,
+            sequence: 1 + u64::from(settled.is_some()),
+        };
+        Books { transfers, accounts: vec![hold], ..Books::default() }
     }
 
     #[test]
     fn orders_whose_money_agrees_with_their_state_pass_the_check() {
         let paid = Order { refundable: Decimal::new(1000, 2), ..order(OrderState::Paid) };
-        let books = books_of(
-            &paid,
-            &[
-                ("hold", "purchase.hold", 1250),
-                ("settle", "purchase.capture", 1250),
-                ("refund/k", "purchase.refund", 250),
-            ],
-        );
+        let books = books_of(&paid, Some(OrderState::Paid), &[250]);
         assert_eq!(check_orders(&[paid], &books, 10_000, 60), []);
         let declined = order(OrderState::Declined);
-        let books = books_of(&declined, &[("hold", "purchase.hold", 1250), ("settle", "purchase.release", 1250)]);
+        let books = books_of(&declined, Some(OrderState::Declined), &[]);
         assert_eq!(check_orders(&[declined], &books, 10_000, 60), []);
         let waiting = order(OrderState::AwaitingMerchant);
-        let books = books_of(&waiting, &[("hold", "purchase.hold", 1250)]);
+        let books = books_of(&waiting, None, &[]);
         assert_eq!(check_orders(std::slice::from_ref(&waiting), &books, 760, 60), [], "within its expiry's slack");
         assert_eq!(
             check_orders(&[waiting], &books, 761, 60),
@@ -410,30 +434,46 @@ mod tests {
     #[test]
     fn an_order_whose_money_disagrees_with_its_state_is_found() {
         let paid = Order { refundable: Decimal::new(1250, 2), ..order(OrderState::Paid) };
-        let released = books_of(&paid, &[("hold", "purchase.hold", 1250), ("settle", "purchase.release", 1250)]);
         assert_eq!(
-            check_orders(std::slice::from_ref(&paid), &released, 0, 60),
-            [Violation::record("order o_1", "is paid but its hold's settlement is Some(\"purchase.release\")")]
-        );
-        let refunded = books_of(
-            &paid,
-            &[
-                ("hold", "purchase.hold", 1250),
-                ("settle", "purchase.capture", 1250),
-                ("refund/k", "purchase.refund", 100),
-            ],
+            check_orders(std::slice::from_ref(&paid), &books_of(&paid, Some(OrderState::Declined), &[]), 0, 60),
+            [Violation::record(
+                "order o_1",
+                "is paid but its hold's settlement is purchase.release of 12.50 USD from hold:o_1 to wallet:alice"
+            )]
         );
         assert_eq!(
-            check_orders(std::slice::from_ref(&paid), &refunded, 0, 60),
+            check_orders(std::slice::from_ref(&paid), &books_of(&paid, Some(OrderState::Paid), &[100]), 0, 60),
             [Violation::record("order o_1", "may refund 12.50 but its refunds left 11.50")]
+        );
+        // A capture of the right kind but another amount, or to another merchant.
+        let mut books = books_of(&paid, Some(OrderState::Paid), &[]);
+        books.transfers[1].legs[1].0 = AccountId::merchant("m_2");
+        assert_eq!(
+            check_orders(std::slice::from_ref(&paid), &books, 0, 60),
+            [Violation::record(
+                "order o_1",
+                "is paid but its hold's settlement is purchase.capture of 12.50 USD from hold:o_1 to merchant:m_2"
+            )]
+        );
+        // Money left in a settled order's hold account.
+        let mut books = books_of(&paid, Some(OrderState::Paid), &[]);
+        books.accounts[0].balance = Decimal::new(1, 2);
+        assert_eq!(
+            check_orders(std::slice::from_ref(&paid), &books, 0, 60),
+            [Violation::record("order o_1", "is paid but its hold account holds 0.01")]
         );
         let expired = order(OrderState::Expired);
         assert_eq!(
             check_orders(&[expired], &Books::default(), 0, 60),
             [
-                Violation::record("order o_1", "has no hold"),
-                Violation::record("order o_1", "is expired but its hold's settlement is None"),
+                Violation::record("order o_1", "has no hold of its amount from its user's wallet (its hold: none)"),
+                Violation::record("order o_1", "is expired but its hold's settlement is none"),
             ]
+        );
+        // Purchase money moved for an order nobody recorded.
+        assert_eq!(
+            check_orders(&[], &books_of(&paid, None, &[]), 0, 60),
+            [Violation::record("transfer o_1/hold", "moved money for no recorded order")]
         );
     }
 

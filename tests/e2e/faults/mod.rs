@@ -237,6 +237,10 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
 
     let found = violations_everywhere().await;
     assert!(found.is_empty(), "{}", found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    // Every fault here passes: a message that died is a notice lost (a webhook, a top-up link).
+    let outbox = Outbox::new(env.dynamodb().await, env.stack.sqs().await, env.table("OutboxTable"));
+    let dead: Vec<_> = outbox.items().await.unwrap().into_iter().filter(|i| i.dead_reason.is_some()).collect();
+    assert!(dead.is_empty(), "messages that died of passing faults: {dead:?}");
     let mut outcomes = Outcomes::new();
     purchases::judge(&bought, &mut outcomes).await;
     purchases::judge_sprees(&sprees, &mut outcomes).await;
