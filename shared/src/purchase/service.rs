@@ -206,10 +206,14 @@ impl PurchaseService {
                 self.outbox.send(&notice).await;
                 Ok(Refund::Done(after))
             }
+            // Moved meanwhile: by another attempt, or by this one's transaction whose answer was
+            // lost (which recorded the answer with the order as the refund left it): answer with
+            // the order as it is now, not as it was read before.
             Ok(Applied::Already) => {
                 let moved =
                     self.ledger.transfer_amount(&id).await?.ok_or_else(|| Problem::internal("refund vanished"))?;
-                already_refunded(order, moved, amount)
+                let current = self.orders.get(&order.id).await?.ok_or_else(|| unknown_order(&order.id))?;
+                already_refunded(&current, moved, amount)
             }
             // The order changed since it was read (another refund): judge again against it.
             Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
