@@ -101,7 +101,10 @@ async fn finished_purchases_reconcile_and_a_state_that_lies_is_found() {
         violations(&[&payer]).await,
         [Violation::record(
             format!("order {id}"),
-            "is declined but its hold's settlement is Some(\"purchase.capture\")"
+            format!(
+                "is declined but its hold's settlement is purchase.capture of 12.50 USD from hold:{id} to merchant:{}",
+                shop.id
+            )
         )]
     );
 }

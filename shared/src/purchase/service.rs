@@ -206,9 +206,8 @@ impl PurchaseService {
                 self.outbox.send(&notice).await;
                 Ok(Refund::Done(after))
             }
-            // Moved meanwhile: by another attempt, or by this one's transaction whose answer was
-            // lost (which recorded the answer with the order as the refund left it): answer with
-            // the order as it is now, not as it was read before.
+            // Moved meanwhile by another attempt of this request: answer with the order as it is
+            // now, not as it was read before the refund.
             Ok(Applied::Already) => {
                 let moved =
                     self.ledger.transfer_amount(&id).await?.ok_or_else(|| Problem::internal("refund vanished"))?;
