@@ -18,6 +18,7 @@ pub mod dynamo;
 pub mod http;
 pub mod idempotency;
 pub mod ids;
+pub mod instruction;
 pub mod keys;
 pub mod ledger;
 pub mod logging;

@@ -34,7 +34,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     ),
     ("3 parties", &["merchant"], true),
     // A capability uses layers 1 to 3 and no other capability.
-    ("4 capabilities", &["config", "purchase", "miniapp", "offline"], false),
+    ("4 capabilities", &["config", "purchase", "miniapp", "offline", "instruction"], false),
     ("5 consumers", &["notifier"], true),
 ];
 

@@ -158,3 +158,14 @@ async fn miniapp_events_answer_as_documented() {
     let batch = invoke("NotifierFunction", "notifier/offline-expired.json").await;
     assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn transfer_instruction_events_answer_as_documented() {
+    for (function, folder) in [("TransferPlatformFunction", "transfer-platform"), ("TransferFunction", "transfer")] {
+        let unknown = invoke(function, &format!("{folder}/get-unknown.json")).await;
+        assert_eq!(unknown["statusCode"], 404, "{unknown}");
+        let unsigned = invoke(function, &format!("{folder}/publish-unsigned.json")).await;
+        assert_eq!(unsigned["statusCode"], 401, "{unsigned}");
+    }
+}

@@ -8,6 +8,7 @@ mod devices;
 mod events;
 mod faults;
 mod iam;
+mod instructions;
 mod ledger;
 mod merchants;
 mod miniapps;

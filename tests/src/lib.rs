@@ -69,7 +69,7 @@ impl Env {
         self.post_json(&self.admin_token(), path, Some(body), key).await
     }
 
-    /// A request signed as a merchant (or any party holding `master`) signs it: see shared/src/crypto.rs.
+    /// A POST signed as a merchant (or any party holding `master`) signs it: see shared/src/crypto.rs.
     pub fn signed(
         &self,
         request: reqwest::RequestBuilder,
@@ -78,9 +78,22 @@ impl Env {
         sign_path: &str,
         body: &str,
     ) -> reqwest::RequestBuilder {
+        self.signed_as("POST", request, master, key_id, sign_path, body)
+    }
+
+    /// The same for a request of another `method` (the signature covers it).
+    pub fn signed_as(
+        &self,
+        method: &str,
+        request: reqwest::RequestBuilder,
+        master: &superpay::crypto::Key,
+        key_id: &str,
+        sign_path: &str,
+        body: &str,
+    ) -> reqwest::RequestBuilder {
         let signing = superpay::crypto::derive(master, superpay::crypto::Purpose::RequestSigning);
         let now = superpay::clock::now_epoch_seconds();
-        let signature = superpay::crypto::Signature::create(key_id, &signing, "POST", sign_path, body.as_bytes(), now);
+        let signature = superpay::crypto::Signature::create(key_id, &signing, method, sign_path, body.as_bytes(), now);
         self.with_signature(request, &signature).body(body.to_owned())
     }
 

@@ -1,4 +1,4 @@
-//! Merchants with their working keys, as the purchase relay needs them.
+//! Merchants with their working keys: who signed a request, and the keys we sign our calls to them with.
 
 use std::sync::Arc;
 
@@ -8,7 +8,9 @@ use crate::Problem;
 use crate::clock::now_epoch_seconds;
 use crate::crypto::SignatureError;
 use crate::keys::{KeyRing, KeyService, PartyKeys};
+use crate::nonce::NonceStore;
 use crate::party_keys::KeyedParty;
+use crate::signed;
 
 pub struct MerchantDirectory {
     store: MerchantStore,
@@ -42,6 +44,20 @@ impl MerchantDirectory {
     /// The keys we sign our calls to `merchant` with (its previous key while honoured).
     pub async fn keys(&self, merchant: &Merchant) -> Result<Arc<PartyKeys>, Problem> {
         Ok(self.ring.signing_keys(&merchant.kms_owner(), &merchant.stored_key(), now_epoch_seconds()).await?)
+    }
+
+    /// The merchant who signed `request` (signature, time window, single-use nonce), whatever its
+    /// status: the caller decides what a suspended merchant may still do.
+    pub async fn signer(
+        &self,
+        request: &lambda_http::Request,
+        nonces: &NonceStore,
+        now: i64,
+    ) -> Result<Merchant, Problem> {
+        let signature = signed::signature(request)?;
+        let (merchant, keys) = self.by_key_id(&signature.key_id).await?;
+        signed::check(request, &signature, &keys.signing, nonces, now).await?;
+        Ok(merchant)
     }
 
     /// The merchant a signature's key id names (`<merchant id>.k<n>`), with that key: its current

@@ -111,6 +111,10 @@ catalogue! {
         "A merchant's body names another order than its path.";
     INVALID_REASON = "invalid_reason", 400, "Invalid reason",
         "A refund's reason is over 200 characters.";
+    INVALID_LISTING_TITLE = "invalid_listing_title", 400, "Invalid listing title",
+        "A listing's title is not 1 to 120 characters, or holds a control, invisible or direction-changing character.";
+    LISTING_CURRENCY_MISMATCH = "listing_currency_mismatch", 400, "Listing in another currency",
+        "A listing's price is not in the currency its merchant's account holds.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
         "A merchant's name is not 1 to 100 characters.";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
@@ -152,6 +156,8 @@ catalogue! {
         "The payer revoked the device whose offline code is presented.";
     TERMINAL_INACTIVE = "terminal_inactive", 403, "Terminal suspended",
         "An admin suspended the till terminal presenting an offline payment.";
+    PAYEE_NOT_OWN_ACCOUNT = "payee_not_own_account", 403, "Payee not the publisher's account",
+        "A listing names a payee account other than its publishing merchant's own.";
     // 404
     UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
         "The function was invoked for a route it does not serve.";
@@ -171,6 +177,8 @@ catalogue! {
         "No device of the caller has this id.";
     UNKNOWN_PAYMENT = "unknown_payment", 404, "Unknown payment",
         "No offline payment of this terminal has this id.";
+    UNKNOWN_LISTING = "unknown_listing", 404, "Unknown listing",
+        "No listing has this id on this side.";
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
@@ -181,6 +189,10 @@ catalogue! {
         "The merchant was already registered with this Idempotency-Key.";
     TERMINAL_EXISTS = "terminal_exists", 409, "Terminal exists",
         "The terminal was already registered with this Idempotency-Key.";
+    LISTING_ID_TAKEN = "listing_id_taken", 409, "Listing id taken",
+        "The listing id is another merchant's.";
+    LISTING_CONFLICT = "listing_conflict", 409, "Listing conflict",
+        "Other publications changed the listing while this one was judged, three times over; send it again.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",

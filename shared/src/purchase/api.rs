@@ -30,7 +30,6 @@ use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
-use crate::signed;
 
 pub struct PurchasesApi {
     service: PurchaseService,
@@ -217,7 +216,7 @@ impl PurchasesApi {
     /// transaction failed (a retry of the call, or the order's expiry check, carries it out).
     async fn decision(&self, request: &Request) -> Result<Response<Body>, Problem> {
         let now = now_epoch_seconds();
-        let merchant = self.verify_merchant(request, now).await?;
+        let merchant = self.merchants.signer(request, &self.nonces, now).await?;
         let id = path_parameter(request, "id")?;
         let DecisionBody { decision, order_id } = json_body(request)?;
         check_order_id(id, order_id.as_deref())?;
@@ -240,7 +239,7 @@ impl PurchasesApi {
 
     /// A merchant's signed refund of one of its paid orders; its Idempotency-Key names the refund.
     async fn refund(&self, request: &Request) -> Result<Response<Body>, Problem> {
-        let merchant = self.verify_merchant(request, now_epoch_seconds()).await?;
+        let merchant = self.merchants.signer(request, &self.nonces, now_epoch_seconds()).await?;
         let id = path_parameter(request, "id")?;
         let RefundBody { amount, reason, order_id } = json_body(request)?;
         check_order_id(id, order_id.as_deref())?;
@@ -280,13 +279,5 @@ impl PurchasesApi {
                 }
             })
             .await
-    }
-
-    /// The merchant whose key signed this request: signature, time window and single-use nonce.
-    async fn verify_merchant(&self, request: &Request, now: i64) -> Result<Merchant, Problem> {
-        let signature = signed::signature(request)?;
-        let (merchant, keys) = self.merchants.by_key_id(&signature.key_id).await?;
-        signed::check(request, &signature, &keys.signing, &self.nonces, now).await?;
-        Ok(merchant)
     }
 }

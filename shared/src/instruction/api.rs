@@ -1,0 +1,123 @@
+//! The listing routes, served by both functions over their own tables (template.yaml
+//! `TransferPlatformFunction` under `/platform`, `TransferFunction` under `/transfer`):
+//!
+//! - `PUT /{side}/listings/{id}`  a merchant (signed) publishes or changes a listing on this side;
+//!   201 when created, 200 when changed (its `listing_version` one up) or unchanged (a retry)
+//! - `GET /{side}/listings/{id}`  this side's copy, for any signed-in user
+//!
+//! A provider publishes to each side separately: neither side can write the other's copy, so a
+//! compromised platform cannot change the terms the transfer side checks against. Every change is
+//! audited with the side it was made on, in the transaction that makes it.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+
+use super::listing::{LISTING_UNCHANGED, ListingJson, ListingStore, Publication, publish, unknown_listing};
+use crate::Problem;
+use crate::audit::AuditEntry;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::dynamo::transact;
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::ids;
+use crate::keys::KeyService;
+use crate::merchant::directory::MerchantDirectory;
+use crate::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
+use crate::merchant::{MerchantStatus, inactive_merchant};
+use crate::nonce::NonceStore;
+use crate::problem::catalogue;
+
+/// Which of the two servers a route table serves: its path prefix and name in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Platform,
+    Transfer,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Platform => "platform",
+            Side::Transfer => "transfer",
+        }
+    }
+}
+
+/// How often a publication is judged again when another one changed the copy meanwhile.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+pub struct ListingsApi {
+    side: Side,
+    dynamodb: aws_sdk_dynamodb::Client,
+    listings: ListingStore,
+    merchants: MerchantDirectory,
+    nonces: NonceStore,
+    audit_table: String,
+}
+
+impl ListingsApi {
+    /// `side`'s routes over its own table (`LISTINGS_TABLE`).
+    pub async fn from_env(side: Side) -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
+        Ok(ListingsApi {
+            side,
+            listings: ListingStore::new(dynamodb.clone(), aws::env("LISTINGS_TABLE")?),
+            merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
+            nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
+            audit_table: aws::env("AUDIT_TABLE")?,
+            dynamodb,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let id = ids::check("id", path_parameter(&request, "id")?)?;
+        match route_key(&request).split_once(' ').map(|(method, _)| method) {
+            Some("PUT") => self.publish(&request, id).await,
+            Some("GET") => {
+                Caller::from_request(&request)?;
+                let listing = self.listings.get(id).await?.ok_or_else(|| unknown_listing(id))?;
+                Ok(json_response(StatusCode::OK, &listing.view()))
+            }
+            _ => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("no listing route {:?}", route_key(&request)))),
+        }
+    }
+
+    async fn publish(&self, request: &Request, id: &str) -> Result<Response<Body>, Problem> {
+        let now = now_epoch_seconds();
+        let merchant = self.merchants.signer(request, &self.nonces, now).await?;
+        if merchant.status != MerchantStatus::Active {
+            return Err(inactive_merchant(&merchant.id));
+        }
+        let terms = json_body::<ListingJson>(request)?.validate(&merchant.id, merchant.currency)?;
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let current = self.listings.get(id).await?;
+            let (status, action, listing) = match publish(current.as_ref(), id, &merchant.id, terms.clone(), now)? {
+                Publication::Created(listing) => (StatusCode::CREATED, "listing.publish", listing),
+                Publication::Updated(listing) => (StatusCode::OK, "listing.update", listing),
+                Publication::Unchanged(listing) => return Ok(json_response(StatusCode::OK, &listing.view())),
+            };
+            let resource = format!("listing/{}/{id}", self.side.name());
+            let entry = AuditEntry::now(resource, action, &merchant.id, listing.view());
+            let writes = vec![
+                self.listings.put_item(&listing)?,
+                entry.put_item(&self.audit_table, &format!("v{}", listing.version))?,
+                // A suspension that lands after the check above stops the publication here.
+                self.merchants.active_check(&merchant.id)?,
+            ];
+            match transact(&self.dynamodb, writes).await {
+                Ok(()) => return Ok(json_response(status, &listing.view())),
+                // Changed meanwhile (or by this very publication, its answer lost): judge again.
+                Err(e) if e.broke(LISTING_UNCHANGED) => continue,
+                Err(e) if e.broke(MERCHANT_ACTIVE) => return Err(inactive_merchant(&merchant.id)),
+                Err(e) => return Err(Problem::internal(e)),
+            }
+        }
+        Err(Problem::new(
+            catalogue::LISTING_CONFLICT,
+            format!("listing {id:?} kept changing while this publication was judged; send it again"),
+        ))
+    }
+}

@@ -1,0 +1,13 @@
+//! Capability 8, signed transfer instructions: a provider (a merchant) publishes a listing to two
+//! servers of ours that share nothing, the transfer platform and the transfer side, each keeping
+//! its own copy in its own table. A client asks the platform for a transfer instruction; the user
+//! confirms what it shows; the transfer side moves the money only if the instruction, signed by the
+//! platform, agrees with ITS OWN copy of the listing: a buggy or compromised platform cannot make it
+//! move another amount, to another payee, for another payer, or twice.
+//!
+//! - `listing`: a listing's terms, their validation, and how a publication changes a copy (its
+//!   `listing_version` goes up on every change); the store of one side's copies.
+//! - `api`: the listing routes both functions serve, each over its own table.
+
+pub mod api;
+pub mod listing;

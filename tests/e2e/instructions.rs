@@ -1,0 +1,120 @@
+//! Capability 8 (signed transfer instructions) through the local stack: a merchant publishes a
+//! listing to the transfer platform and to the transfer side, each keeping its own copy (signed,
+//! audited, versioned); and the publications that must be refused.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use superpay_e2e::{Env, unique};
+
+use crate::purchases::{TestMerchant, merchant};
+
+/// `merchant`'s signed publication of listing `id` on `side` (`platform` or `transfer`).
+async fn publish(side: &str, merchant: &TestMerchant, id: &str, body: &Value) -> (StatusCode, Value) {
+    let env = Env::get();
+    let (path, body) = (format!("/{side}/listings/{id}"), body.to_string());
+    let request =
+        env.signed_as("PUT", env.http().put(env.url(&path)), &merchant.master, &merchant.key_id, &path, &body);
+    let response = request.header("content-type", "application/json").send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+fn room(price: &str) -> Value {
+    json!({"title": "Sea view room, one night", "price": {"amount": price, "currency": "USD"}})
+}
+
+/// `side`'s copy of listing `id`, as a signed-in user reads it.
+async fn copy(side: &str, id: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let response =
+        env.http().get(env.url(&format!("/{side}/listings/{id}"))).bearer_auth(env.user_token()).send().await.unwrap();
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_on_every_change() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let id = unique("room");
+
+    let (status, created) = publish("platform", &shop, &id, &room("80.00")).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["listing_version"], 1);
+    assert_eq!(created["payee_account"], format!("merchant:{}", shop.id));
+    assert_eq!(created["price"], json!({"amount": "80.00", "currency": "USD"}));
+    // The same terms again (a retry): nothing changes.
+    let (status, again) = publish("platform", &shop, &id, &room("80.00")).await;
+    assert_eq!((status, &again), (StatusCode::OK, &created));
+    let (status, changed) = publish("platform", &shop, &id, &room("85.00")).await;
+    assert_eq!((status, changed["listing_version"].as_u64()), (StatusCode::OK, Some(2)), "{changed}");
+    assert_eq!(copy("platform", &id).await, (StatusCode::OK, changed.clone()));
+
+    // The transfer side has its own copy: none until the merchant publishes there too.
+    assert_eq!(copy("transfer", &id).await.1["code"], "unknown_listing");
+    let (status, theirs) = publish("transfer", &shop, &id, &room("85.00")).await;
+    assert_eq!((status, theirs["listing_version"].as_u64()), (StatusCode::CREATED, Some(1)), "{theirs}");
+
+    // Every change is audited, with the side it was made on.
+    let audited = env.partition("AuditTable", "resource", &format!("listing/platform/{id}")).await;
+    let actions: Vec<String> = audited.iter().filter_map(|e| e.get("action")?.as_s().ok().cloned()).collect();
+    assert_eq!(actions, ["listing.publish", "listing.update"]);
+    assert_eq!(env.partition("AuditTable", "resource", &format!("listing/transfer/{id}")).await.len(), 1);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_refused() {
+    let env = Env::get();
+    let (shop, other) = (merchant().await, merchant().await);
+    let id = unique("room");
+    assert_eq!(publish("transfer", &shop, &id, &room("80.00")).await.0, StatusCode::CREATED);
+
+    let mut payee = room("80.00");
+    payee["payee_account"] = json!(format!("merchant:{}", other.id));
+    let mut unknown_field = room("80.00");
+    unknown_field["payee"] = json!("wallet:someone");
+    let cases = [
+        (&shop, id.as_str(), payee, StatusCode::FORBIDDEN, "payee_not_own_account"),
+        (&other, id.as_str(), room("1.00"), StatusCode::CONFLICT, "listing_id_taken"),
+        (
+            &shop,
+            id.as_str(),
+            json!({"title": "Room", "price": {"amount": "80.00", "currency": "EUR"}}),
+            StatusCode::BAD_REQUEST,
+            "listing_currency_mismatch",
+        ),
+        (
+            &shop,
+            id.as_str(),
+            json!({"title": "Room \u{202e}00.1", "price": {"amount": "80.00", "currency": "USD"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_listing_title",
+        ),
+        (&shop, id.as_str(), unknown_field, StatusCode::BAD_REQUEST, "malformed_json"),
+        (&shop, "not an id", room("80.00"), StatusCode::BAD_REQUEST, "invalid_id"),
+    ];
+    for (who, listing, body, status, code) in cases {
+        let (got, problem) = publish("transfer", who, listing, &body).await;
+        assert_eq!((got, problem["code"].as_str()), (status, Some(code)), "{body}: {problem}");
+    }
+    assert_eq!(copy("transfer", &id).await.1["listing_version"], 1, "nothing changed the copy");
+
+    let unsigned = env
+        .http()
+        .put(env.url(&format!("/transfer/listings/{id}")))
+        .bearer_auth(env.user_token())
+        .json(&room("0.01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unsigned.json::<Value>().await.unwrap()["code"], "signature_missing");
+
+    // A suspended merchant publishes nothing more.
+    let (status, _) =
+        env.admin_post(&format!("/merchants/{}/status", shop.id), &json!({"status": "suspended"}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = publish("transfer", &shop, &id, &room("0.01")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("merchant_inactive")), "{problem}");
+    assert_eq!(copy("transfer", &id).await.1["price"]["amount"], "80.00");
+}
