@@ -18,8 +18,8 @@ async fn publish(side: &str, merchant: &TestMerchant, id: &str, body: &Value) ->
     (response.status(), response.json().await.unwrap_or_default())
 }
 
-fn room(price: &str) -> Value {
-    json!({"title": "Sea view room, one night", "price": {"amount": price, "currency": "USD"}})
+fn room(version: u64, price: &str) -> Value {
+    json!({"listing_version": version, "title": "Sea view room, one night", "price": {"amount": price, "currency": "USD"}})
 }
 
 /// `side`'s copy of listing `id`, as a signed-in user reads it.
@@ -37,22 +37,33 @@ async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_
     let shop = merchant().await;
     let id = unique("room");
 
-    let (status, created) = publish("platform", &shop, &id, &room("80.00")).await;
+    let (status, created) = publish("platform", &shop, &id, &room(1, "80.00")).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["listing_version"], 1);
     assert_eq!(created["payee_account"], format!("merchant:{}", shop.id));
     assert_eq!(created["price"], json!({"amount": "80.00", "currency": "USD"}));
-    // The same terms again (a retry): nothing changes.
-    let (status, again) = publish("platform", &shop, &id, &room("80.00")).await;
+    // The same version and terms again (a retry): nothing changes.
+    let (status, again) = publish("platform", &shop, &id, &room(1, "80.00")).await;
     assert_eq!((status, &again), (StatusCode::OK, &created));
-    let (status, changed) = publish("platform", &shop, &id, &room("85.00")).await;
+    let (status, changed) = publish("platform", &shop, &id, &room(2, "85.00")).await;
     assert_eq!((status, changed["listing_version"].as_u64()), (StatusCode::OK, Some(2)), "{changed}");
     assert_eq!(copy("platform", &id).await, (StatusCode::OK, changed.clone()));
+    // Only the next version changes it: a late retry of version 1 or a skipped version is refused.
+    for body in [room(1, "80.00"), room(2, "90.00"), room(4, "90.00")] {
+        let (status, problem) = publish("platform", &shop, &id, &body).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (StatusCode::CONFLICT, Some("listing_version_mismatch")),
+            "{body}"
+        );
+        assert_eq!(problem["current_version"], 2);
+    }
 
-    // The transfer side has its own copy: none until the merchant publishes there too.
+    // The transfer side has its own copy: none until the merchant publishes there too, at its
+    // own number for these terms.
     assert_eq!(copy("transfer", &id).await.1["code"], "unknown_listing");
-    let (status, theirs) = publish("transfer", &shop, &id, &room("85.00")).await;
-    assert_eq!((status, theirs["listing_version"].as_u64()), (StatusCode::CREATED, Some(1)), "{theirs}");
+    let (status, theirs) = publish("transfer", &shop, &id, &room(2, "85.00")).await;
+    assert_eq!((status, theirs["listing_version"].as_u64()), (StatusCode::CREATED, Some(2)), "{theirs}");
 
     // Every change is audited, with the side it was made on.
     let audited = env.partition("AuditTable", "resource", &format!("listing/platform/{id}")).await;
@@ -67,31 +78,31 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
     let env = Env::get();
     let (shop, other) = (merchant().await, merchant().await);
     let id = unique("room");
-    assert_eq!(publish("transfer", &shop, &id, &room("80.00")).await.0, StatusCode::CREATED);
+    assert_eq!(publish("transfer", &shop, &id, &room(1, "80.00")).await.0, StatusCode::CREATED);
 
-    let mut payee = room("80.00");
+    let mut payee = room(2, "80.00");
     payee["payee_account"] = json!(format!("merchant:{}", other.id));
-    let mut unknown_field = room("80.00");
+    let mut unknown_field = room(2, "80.00");
     unknown_field["payee"] = json!("wallet:someone");
     let cases = [
         (&shop, id.as_str(), payee, StatusCode::FORBIDDEN, "payee_not_own_account"),
-        (&other, id.as_str(), room("1.00"), StatusCode::CONFLICT, "listing_id_taken"),
+        (&other, id.as_str(), room(2, "1.00"), StatusCode::CONFLICT, "listing_id_taken"),
         (
             &shop,
             id.as_str(),
-            json!({"title": "Room", "price": {"amount": "80.00", "currency": "EUR"}}),
+            json!({"listing_version": 2, "title": "Room", "price": {"amount": "80.00", "currency": "EUR"}}),
             StatusCode::BAD_REQUEST,
             "listing_currency_mismatch",
         ),
         (
             &shop,
             id.as_str(),
-            json!({"title": "Room \u{202e}00.1", "price": {"amount": "80.00", "currency": "USD"}}),
+            json!({"listing_version": 2, "title": "Room \u{202e}00.1", "price": {"amount": "80.00", "currency": "USD"}}),
             StatusCode::BAD_REQUEST,
             "invalid_listing_title",
         ),
         (&shop, id.as_str(), unknown_field, StatusCode::BAD_REQUEST, "malformed_json"),
-        (&shop, "not an id", room("80.00"), StatusCode::BAD_REQUEST, "invalid_id"),
+        (&shop, "not an id", room(1, "80.00"), StatusCode::BAD_REQUEST, "invalid_id"),
     ];
     for (who, listing, body, status, code) in cases {
         let (got, problem) = publish("transfer", who, listing, &body).await;
@@ -103,7 +114,7 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
         .http()
         .put(env.url(&format!("/transfer/listings/{id}")))
         .bearer_auth(env.user_token())
-        .json(&room("0.01"))
+        .json(&room(2, "0.01"))
         .send()
         .await
         .unwrap();
@@ -114,7 +125,27 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
     let (status, _) =
         env.admin_post(&format!("/merchants/{}/status", shop.id), &json!({"status": "suspended"}), None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, problem) = publish("transfer", &shop, &id, &room("0.01")).await;
+    let (status, problem) = publish("transfer", &shop, &id, &room(2, "0.01")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("merchant_inactive")), "{problem}");
     assert_eq!(copy("transfer", &id).await.1["price"]["amount"], "80.00");
+
+    // The refusals that try to pay another account, take another's listing or come from a
+    // suspended merchant are kept with the listing's history, naming the key that signed.
+    let history = env.partition("AuditTable", "resource", &format!("listing/transfer/{id}")).await;
+    let refused: Vec<(String, String)> = history
+        .iter()
+        .filter(|e| e.get("action").and_then(|a| a.as_s().ok()).is_some_and(|a| a == "listing.refused"))
+        .filter_map(|e| {
+            let detail: Value = serde_json::from_str(e.get("detail")?.as_s().ok()?).ok()?;
+            Some((detail["code"].as_str()?.to_owned(), detail["key_id"].as_str()?.to_owned()))
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("payee_not_own_account".to_owned(), shop.key_id.clone()),
+            ("listing_id_taken".to_owned(), other.key_id.clone()),
+            ("merchant_inactive".to_owned(), shop.key_id.clone()),
+        ]
+    );
 }

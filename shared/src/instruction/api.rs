@@ -5,12 +5,15 @@
 //!   201 when created, 200 when changed (its `listing_version` one up) or unchanged (a retry)
 //! - `GET /{side}/listings/{id}`  this side's copy, for any signed-in user
 //!
-//! A provider publishes to each side separately: neither side can write the other's copy, so a
-//! compromised platform cannot change the terms the transfer side checks against. Every change is
-//! audited with the side it was made on, in the transaction that makes it.
+//! A provider publishes to each side separately, numbering the versions itself: neither side's
+//! function can write the other's table. Every change is audited with the side it was made on, in
+//! the transaction that makes it, under the signed request's key id and nonce; a refused one that
+//! tried to pay another account or take another merchant's listing is audited too. (Both sides still check the merchant's signature with its one
+//! key, which each can unwrap: the transfer side's own credential comes before money moves on it.)
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use serde_json::json;
 
 use super::listing::{LISTING_UNCHANGED, ListingJson, ListingStore, Publication, publish, unknown_listing};
 use crate::Problem;
@@ -24,9 +27,10 @@ use crate::ids;
 use crate::keys::KeyService;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
-use crate::merchant::{MerchantStatus, inactive_merchant};
+use crate::merchant::{Merchant, MerchantStatus, inactive_merchant};
 use crate::nonce::NonceStore;
 use crate::problem::catalogue;
+use crate::signed;
 
 /// Which of the two servers a route table serves: its path prefix and name in the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,22 +92,53 @@ impl ListingsApi {
     async fn publish(&self, request: &Request, id: &str) -> Result<Response<Body>, Problem> {
         let now = now_epoch_seconds();
         let merchant = self.merchants.signer(request, &self.nonces, now).await?;
+        // The signed request's own id (its key id and single-use nonce) names its audit entries.
+        let signature = signed::signature(request)?;
+        let request_id = format!("{}#{}", signature.key_id, signature.nonce);
+        let resource = format!("listing/{}/{id}", self.side.name());
+        let outcome = self.judge_and_write(request, id, &merchant, &resource, &request_id, now).await;
+        // A signed publication that tries to pay another account or take another merchant's
+        // listing, or comes from a suspended merchant, is a security event: kept with the listing's
+        // history.
+        if let Err(refused) = &outcome
+            && [catalogue::PAYEE_NOT_OWN_ACCOUNT, catalogue::LISTING_ID_TAKEN, catalogue::MERCHANT_INACTIVE]
+                .iter()
+                .any(|code| code.code() == refused.code)
+        {
+            let detail = json!({"code": refused.code, "detail": refused.detail, "key_id": signature.key_id});
+            let entry = AuditEntry::now(resource, "listing.refused", &merchant.id, detail);
+            transact(&self.dynamodb, vec![entry.put_item(&self.audit_table, &request_id)?])
+                .await
+                .map_err(Problem::internal)?;
+        }
+        outcome
+    }
+
+    async fn judge_and_write(
+        &self,
+        request: &Request,
+        id: &str,
+        merchant: &Merchant,
+        resource: &str,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Response<Body>, Problem> {
         if merchant.status != MerchantStatus::Active {
             return Err(inactive_merchant(&merchant.id));
         }
-        let terms = json_body::<ListingJson>(request)?.validate(&merchant.id, merchant.currency)?;
+        let published = json_body::<ListingJson>(request)?.validate(&merchant.id, merchant.currency)?;
         for _ in 0..PUBLISH_ATTEMPTS {
             let current = self.listings.get(id).await?;
-            let (status, action, listing) = match publish(current.as_ref(), id, &merchant.id, terms.clone(), now)? {
+            let before = current.as_ref().map(|c| c.version);
+            let (status, action, listing) = match publish(current.as_ref(), id, &merchant.id, published.clone(), now)? {
                 Publication::Created(listing) => (StatusCode::CREATED, "listing.publish", listing),
                 Publication::Updated(listing) => (StatusCode::OK, "listing.update", listing),
                 Publication::Unchanged(listing) => return Ok(json_response(StatusCode::OK, &listing.view())),
             };
-            let resource = format!("listing/{}/{id}", self.side.name());
-            let entry = AuditEntry::now(resource, action, &merchant.id, listing.view());
+            let entry = AuditEntry::now(resource.to_owned(), action, &merchant.id, listing.view());
             let writes = vec![
-                self.listings.put_item(&listing)?,
-                entry.put_item(&self.audit_table, &format!("v{}", listing.version))?,
+                self.listings.put_item(&listing, before)?,
+                entry.put_item(&self.audit_table, request_id)?,
                 // A suspension that lands after the check above stops the publication here.
                 self.merchants.active_check(&merchant.id)?,
             ];

@@ -63,6 +63,10 @@ impl Listing {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListingJson {
+    /// The version these terms are: one above this side's copy for a change, the copy's own for
+    /// the same terms again, any (from 1) for this side's first copy. The provider numbers its own
+    /// versions, so both sides' copies carry the same number for the same terms.
+    listing_version: u64,
     title: String,
     price: MoneyInput,
     #[serde(default)]
@@ -73,8 +77,8 @@ pub struct ListingJson {
 }
 
 impl ListingJson {
-    /// The terms `merchant_id`, whose account holds `currency`, may publish.
-    pub fn validate(self, merchant_id: &str, currency: Currency) -> Result<Terms, Problem> {
+    /// The version `merchant_id`, whose account holds `currency`, publishes, and its terms.
+    pub fn validate(self, merchant_id: &str, currency: Currency) -> Result<(u64, Terms), Problem> {
         let title = self.title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || !title.chars().all(shows_as_itself) {
             return Err(Problem::new(
@@ -99,16 +103,54 @@ impl ListingJson {
                 format!("a listing pays its publisher's own account {own}, not {named:?}"),
             ));
         }
-        Ok(Terms { title: title.to_owned(), price, two_phase: self.two_phase })
+        Ok((self.listing_version, Terms { title: title.to_owned(), price, two_phase: self.two_phase }))
     }
 }
 
-/// Whether `c` shows as itself: not a control character, nor one that is invisible or reorders
-/// the text around it (a title is what the user confirms; "Room\u{202e}00.1" must not read as a
-/// price it is not).
+/// Whether `c` shows as itself: not a control character, nor a format character (invisible, or
+/// reordering the text around it: "Room\u{202e}00.1" must not read as a price it is not), a line or
+/// paragraph separator, a private-use character, a variation selector or a filler that renders as
+/// blank. A title is what the user confirms. (Unassigned code points are not known here.)
 fn shows_as_itself(c: char) -> bool {
     !c.is_control()
-        && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}')
+        && !matches!(
+            c,
+            // Format characters (Unicode category Cf).
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0000}'..='\u{e007f}'
+                // Line and paragraph separators (Zl, Zp).
+                | '\u{2028}'..='\u{2029}'
+                // Private use (Co).
+                | '\u{e000}'..='\u{f8ff}'
+                | '\u{f0000}'..='\u{10ffff}'
+                // Invisible marks and blank fillers: the grapheme joiner, variation selectors,
+                // Mongolian selectors, Hangul fillers, the braille blank.
+                | '\u{34f}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{e0100}'..='\u{e01ef}'
+                | '\u{115f}'..='\u{1160}'
+                | '\u{3164}'
+                | '\u{ffa0}'
+                | '\u{2800}'
+        )
 }
 
 /// What a publication does to a side's copy.
@@ -130,26 +172,45 @@ impl Publication {
     }
 }
 
-/// How `merchant_id` publishing `terms` as listing `id` changes `current`, the side's copy.
+/// How `merchant_id` publishing `terms` as version `version` of listing `id` changes `current`, the
+/// side's copy: only the next version changes it (any version creates the side's first copy), and
+/// the current one again with the same terms is a retry. A late retry of older terms, or a version
+/// skipped, changes nothing.
 pub fn publish(
     current: Option<&Listing>,
     id: &str,
     merchant_id: &str,
-    terms: Terms,
+    (version, terms): (u64, Terms),
     now: i64,
 ) -> Result<Publication, Problem> {
-    let Some(current) = current else {
-        let listing =
-            Listing { id: id.to_owned(), merchant_id: merchant_id.to_owned(), terms, version: 1, updated_at: now };
-        return Ok(Publication::Created(listing));
-    };
-    if current.merchant_id != merchant_id {
-        return Err(Problem::new(catalogue::LISTING_ID_TAKEN, format!("listing {id:?} is another merchant's")));
+    let current_version = current.map_or(0, |c| c.version);
+    match current {
+        Some(current) if current.merchant_id != merchant_id => {
+            Err(Problem::new(catalogue::LISTING_ID_TAKEN, format!("listing {id:?} is another merchant's")))
+        }
+        Some(current) if version == current.version && terms == current.terms => {
+            Ok(Publication::Unchanged(current.clone()))
+        }
+        Some(current) if version == current.version + 1 => {
+            Ok(Publication::Updated(Listing { terms, version, updated_at: now, ..current.clone() }))
+        }
+        // A side's first copy takes the provider's number: it may come to this side later.
+        None if version >= 1 => Ok(Publication::Created(Listing {
+            id: id.to_owned(),
+            merchant_id: merchant_id.to_owned(),
+            terms,
+            version,
+            updated_at: now,
+        })),
+        _ => Err(Problem::new(
+            catalogue::LISTING_VERSION_MISMATCH,
+            format!(
+                "listing {id:?} is at version {current_version}: publish version {} to change it (or {current_version} with its terms unchanged)",
+                current_version + 1
+            ),
+        )
+        .with("current_version", current_version)),
     }
-    if current.terms == terms {
-        return Ok(Publication::Unchanged(current.clone()));
-    }
-    Ok(Publication::Updated(Listing { terms, version: current.version + 1, updated_at: now, ..current.clone() }))
 }
 
 pub fn unknown_listing(id: &str) -> Problem {
@@ -175,8 +236,8 @@ impl ListingStore {
     }
 
     /// The write of a created or updated copy, only if the copy is still the one it was judged
-    /// against (absent, or at the version before).
-    pub fn put_item(&self, listing: &Listing) -> Result<Write, StoreError> {
+    /// against: absent (`before` is `None`), or at version `before`.
+    pub fn put_item(&self, listing: &Listing, before: Option<u64>) -> Result<Write, StoreError> {
         let mut put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&listing.id))
@@ -187,9 +248,11 @@ impl ListingStore {
             .item("two_phase", AttributeValue::Bool(listing.terms.two_phase))
             .item("listing_version", n(listing.version))
             .item("updated_at", n(listing.updated_at));
-        put = match listing.version {
-            1 => put.condition_expression("attribute_not_exists(id)"),
-            v => put.condition_expression("listing_version = :before").expression_attribute_values(":before", n(v - 1)),
+        put = match before {
+            None => put.condition_expression("attribute_not_exists(id)"),
+            Some(version) => {
+                put.condition_expression("listing_version = :before").expression_attribute_values(":before", n(version))
+            }
         };
         Ok(Write::put(LISTING_UNCHANGED, put.build()?))
     }
@@ -221,6 +284,7 @@ mod tests {
 
     fn json(title: &str, price: &str, payee: Option<&str>) -> ListingJson {
         serde_json::from_value(serde_json::json!({
+            "listing_version": 1,
             "title": title,
             "price": {"amount": price, "currency": "USD"},
             "payee_account": payee,
@@ -235,7 +299,10 @@ mod tests {
     #[test]
     fn a_listing_pays_only_its_publishers_account_in_its_currency() {
         let usd_code: Currency = "USD".parse().unwrap();
-        assert_eq!(json(" Sea view room ", "80.00", None).validate("m_1", usd_code).unwrap(), terms("80.00"));
+        assert_eq!(json(" Sea view room ", "80.00", None).validate("m_1", usd_code).unwrap(), (1, terms("80.00")));
+        for shown in ["Zimmer mit Meerblick", "海景房", "غرفة مطلة على البحر", "Café ☕ 🌊"] {
+            assert!(json(shown, "80.00", None).validate("m_1", usd_code).is_ok(), "{shown}");
+        }
         assert!(json("Sea view room", "80.00", Some("merchant:m_1")).validate("m_1", usd_code).is_ok());
         let refused =
             |body: ListingJson, currency: &str| body.validate("m_1", currency.parse().unwrap()).unwrap_err().code;
@@ -244,26 +311,54 @@ mod tests {
         assert_eq!(refused(json("Sea view room", "80.00", None), "EUR"), "listing_currency_mismatch");
         assert_eq!(refused(json("  ", "80.00", None), "USD"), "invalid_listing_title");
         assert_eq!(refused(json(&"x".repeat(MAX_TITLE_CHARS + 1), "80.00", None), "USD"), "invalid_listing_title");
-        for hidden in ["Room\u{202e}", "Ro\u{200b}om", "Room\u{2066}", "Ro\nom"] {
+        for hidden in [
+            "Room\u{202e}",
+            "Ro\u{200b}om",
+            "Room\u{2066}",
+            "Ro\nom",
+            "Room\u{61c}",
+            "Ro\u{2028}om",
+            "Ro\u{ad}om",
+            "Room\u{fe0f}",
+            "Room\u{e0041}",
+            "Room\u{3164}",
+            "Room\u{e000}",
+        ] {
             assert_eq!(refused(json(hidden, "80.00", None), "USD"), "invalid_listing_title", "{hidden:?}");
         }
         assert_eq!(refused(json("Room", "0.00", None), "USD"), "amount_not_positive");
         let unknown: Result<ListingJson, _> = serde_json::from_value(
-            serde_json::json!({"title": "t", "price": {"amount": "1.00", "currency": "USD"}, "payee": "x"}),
+            serde_json::json!({"listing_version": 1, "title": "t", "price": {"amount": "1.00", "currency": "USD"}, "payee": "x"}),
         );
         assert!(unknown.is_err(), "an unknown field is refused, not ignored");
     }
 
     #[test]
-    fn the_version_goes_up_on_every_change_and_only_then() {
-        let created = publish(None, "l_1", "m_1", terms("80.00"), 10).unwrap();
+    fn only_the_next_version_changes_a_listing_and_the_same_one_again_is_a_retry() {
+        let created = publish(None, "l_1", "m_1", (1, terms("80.00")), 10).unwrap();
         let Publication::Created(v1) = &created else { panic!("{created:?}") };
         assert_eq!((v1.version, v1.payee().as_str()), (1, "merchant:m_1"));
-        assert_eq!(publish(Some(v1), "l_1", "m_1", terms("80.00"), 20).unwrap(), Publication::Unchanged(v1.clone()));
-        let Publication::Updated(v2) = publish(Some(v1), "l_1", "m_1", terms("85.00"), 20).unwrap() else { panic!() };
+        assert_eq!(
+            publish(Some(v1), "l_1", "m_1", (1, terms("80.00")), 20).unwrap(),
+            Publication::Unchanged(v1.clone())
+        );
+        let Publication::Updated(v2) = publish(Some(v1), "l_1", "m_1", (2, terms("85.00")), 20).unwrap() else {
+            panic!()
+        };
         assert_eq!((v2.version, v2.terms.price, v2.updated_at), (2, usd("85.00"), 20));
-        let two_phase = Terms { two_phase: true, ..terms("85.00") };
-        assert_eq!(publish(Some(&v2), "l_1", "m_1", two_phase, 30).unwrap().listing().version, 3);
-        assert_eq!(publish(Some(&v2), "l_1", "m_2", terms("1.00"), 30).unwrap_err().code, "listing_id_taken");
+        let mismatch = |current: Option<&Listing>, version: u64, price: &str| {
+            let refused = publish(current, "l_1", "m_1", (version, terms(price)), 30).unwrap_err();
+            (refused.code, refused.extensions["current_version"].clone())
+        };
+        // A late retry of version 1's terms, other terms at the current version, a skipped version.
+        assert_eq!(mismatch(Some(&v2), 1, "80.00"), ("listing_version_mismatch", serde_json::json!(2)));
+        assert_eq!(mismatch(Some(&v2), 2, "90.00"), ("listing_version_mismatch", serde_json::json!(2)));
+        assert_eq!(mismatch(Some(&v2), 4, "90.00"), ("listing_version_mismatch", serde_json::json!(2)));
+        assert_eq!(mismatch(None, 0, "90.00"), ("listing_version_mismatch", serde_json::json!(0)));
+        let Publication::Created(late) = publish(None, "l_1", "m_1", (2, terms("85.00")), 40).unwrap() else {
+            panic!()
+        };
+        assert_eq!(late.version, 2, "a side's first copy takes the provider's number");
+        assert_eq!(publish(Some(&v2), "l_1", "m_2", (3, terms("1.00")), 30).unwrap_err().code, "listing_id_taken");
     }
 }

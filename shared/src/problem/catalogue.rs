@@ -193,6 +193,8 @@ catalogue! {
         "The listing id is another merchant's.";
     LISTING_CONFLICT = "listing_conflict", 409, "Listing conflict",
         "Other publications changed the listing while this one was judged, three times over; send it again.";
+    LISTING_VERSION_MISMATCH = "listing_version_mismatch", 409, "Listing version mismatch",
+        "A publication's listing_version is not the next one (nor the current one with the same terms, nor at least 1 for a side's first copy); `current_version` says which is current.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
