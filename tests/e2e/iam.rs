@@ -104,3 +104,26 @@ async fn neither_transfer_server_may_write_the_other_sides_listings() {
         assert!(env.partition(theirs, "id", &id).await.is_empty(), "nothing was written");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_transfer_platform_cannot_unwrap_a_transfer_signers_key() {
+    use aws_sdk_kms::primitives::Blob;
+    let env = Env::get();
+    let shop = crate::purchases::merchant().await;
+    let signer = crate::instructions::transfer_signer(&shop).await;
+    let id = signer.key_id.split_once('.').map(|(id, _)| id).expect("a terminal key id");
+    let item = env.partition("TerminalsTable", "id", id).await.pop().expect("the signer's item");
+    let ciphertext = item["key_ciphertext"].as_b().expect("a wrapped key").clone().into_inner();
+    let endpoint = env.stack.aws_endpoints.get("TransferPlatformFunction").expect("its AWS endpoint");
+    let config = aws_sdk_kms::config::Builder::from(&env.stack.sdk_config().await).endpoint_url(endpoint).build();
+    let decrypt = aws_sdk_kms::Client::from_conf(config)
+        .decrypt()
+        .key_id(env.stack.keys.get("PartyKeysKey").expect("the party keys' key"))
+        .ciphertext_blob(Blob::new(ciphertext))
+        .encryption_context("owner", format!("transfer-signer/{id}"))
+        .send()
+        .await
+        .expect_err("only the transfer side may unwrap a transfer signer's key");
+    assert_eq!(decrypt.code(), Some("AccessDeniedException"), "{decrypt:?}");
+}

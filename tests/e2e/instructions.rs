@@ -1,21 +1,33 @@
 //! Capability 8 (signed transfer instructions) through the local stack: a merchant publishes a
-//! listing to the transfer platform and to the transfer side, each keeping its own copy (signed,
-//! audited, versioned); and the publications that must be refused.
+//! listing to the transfer platform (signed with its own key) and to the transfer side (signed by
+//! its transfer signer, a key the platform cannot unwrap), each keeping its own copy (audited,
+//! versioned); and the publications that must be refused.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use superpay::crypto::Key;
 use superpay_e2e::{Env, unique};
 
 use crate::purchases::{TestMerchant, merchant};
 
-/// `merchant`'s signed publication of listing `id` on `side` (`platform` or `transfer`).
-async fn publish(side: &str, merchant: &TestMerchant, id: &str, body: &Value) -> (StatusCode, Value) {
+/// A publication of listing `id` on `side` (`platform` or `transfer`), signed with `signer`'s key
+/// (a merchant's own, or its transfer signer's).
+async fn publish(side: &str, signer: &TestMerchant, id: &str, body: &Value) -> (StatusCode, Value) {
     let env = Env::get();
     let (path, body) = (format!("/{side}/listings/{id}"), body.to_string());
-    let request =
-        env.signed_as("PUT", env.http().put(env.url(&path)), &merchant.master, &merchant.key_id, &path, &body);
+    let request = env.signed_as("PUT", env.http().put(env.url(&path)), &signer.master, &signer.key_id, &path, &body);
     let response = request.header("content-type", "application/json").send().await.unwrap();
     (response.status(), response.json().await.unwrap_or_default())
+}
+
+/// `shop`'s transfer signer (a terminal of kind `transfer`, registered by the admin): it signs the
+/// shop's calls to the transfer side.
+pub async fn transfer_signer(shop: &TestMerchant) -> TestMerchant {
+    let path = format!("/merchants/{}/terminals", shop.id);
+    let (status, created) = Env::get().admin_post(&path, &json!({"kind": "transfer"}), Some(&unique("key"))).await;
+    assert_eq!((status, created["kind"].as_str()), (StatusCode::CREATED, Some("transfer")), "{created}");
+    let master = Key::from_base64(created["secret"].as_str().expect("the secret, shown once")).expect("a key");
+    TestMerchant { id: shop.id.clone(), key_id: created["key_id"].as_str().expect("a key id").to_owned(), master }
 }
 
 fn room(version: u64, price: &str) -> Value {
@@ -35,6 +47,7 @@ async fn copy(side: &str, id: &str) -> (StatusCode, Value) {
 async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_on_every_change() {
     let env = Env::get();
     let shop = merchant().await;
+    let signer = transfer_signer(&shop).await;
     let id = unique("room");
 
     let (status, created) = publish("platform", &shop, &id, &room(1, "80.00")).await;
@@ -60,9 +73,14 @@ async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_
     }
 
     // The transfer side has its own copy: none until the merchant publishes there too, at its
-    // own number for these terms.
+    // own number for these terms, through its transfer signer. The merchant's own key, which the
+    // platform can unwrap, is unknown there, and the transfer signer's is unknown on the platform.
     assert_eq!(copy("transfer", &id).await.1["code"], "unknown_listing");
-    let (status, theirs) = publish("transfer", &shop, &id, &room(2, "85.00")).await;
+    for (side, key) in [("transfer", &shop), ("platform", &signer)] {
+        let (status, problem) = publish(side, key, &id, &room(2, "85.00")).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")), "{side}");
+    }
+    let (status, theirs) = publish("transfer", &signer, &id, &room(2, "85.00")).await;
     assert_eq!((status, theirs["listing_version"].as_u64()), (StatusCode::CREATED, Some(2)), "{theirs}");
 
     // Every change is audited, with the side it was made on.
@@ -77,32 +95,33 @@ async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_
 async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_refused() {
     let env = Env::get();
     let (shop, other) = (merchant().await, merchant().await);
+    let (shop_signer, other_signer) = (transfer_signer(&shop).await, transfer_signer(&other).await);
     let id = unique("room");
-    assert_eq!(publish("transfer", &shop, &id, &room(1, "80.00")).await.0, StatusCode::CREATED);
+    assert_eq!(publish("transfer", &shop_signer, &id, &room(1, "80.00")).await.0, StatusCode::CREATED);
 
     let mut payee = room(2, "80.00");
     payee["payee_account"] = json!(format!("merchant:{}", other.id));
     let mut unknown_field = room(2, "80.00");
     unknown_field["payee"] = json!("wallet:someone");
     let cases = [
-        (&shop, id.as_str(), payee, StatusCode::FORBIDDEN, "payee_not_own_account"),
-        (&other, id.as_str(), room(2, "1.00"), StatusCode::CONFLICT, "listing_id_taken"),
+        (&shop_signer, id.as_str(), payee, StatusCode::FORBIDDEN, "payee_not_own_account"),
+        (&other_signer, id.as_str(), room(2, "1.00"), StatusCode::CONFLICT, "listing_id_taken"),
         (
-            &shop,
+            &shop_signer,
             id.as_str(),
             json!({"listing_version": 2, "title": "Room", "price": {"amount": "80.00", "currency": "EUR"}}),
             StatusCode::BAD_REQUEST,
             "listing_currency_mismatch",
         ),
         (
-            &shop,
+            &shop_signer,
             id.as_str(),
             json!({"listing_version": 2, "title": "Room \u{202e}00.1", "price": {"amount": "80.00", "currency": "USD"}}),
             StatusCode::BAD_REQUEST,
             "invalid_listing_title",
         ),
-        (&shop, id.as_str(), unknown_field, StatusCode::BAD_REQUEST, "malformed_json"),
-        (&shop, "not an id", room(1, "80.00"), StatusCode::BAD_REQUEST, "invalid_id"),
+        (&shop_signer, id.as_str(), unknown_field, StatusCode::BAD_REQUEST, "malformed_json"),
+        (&shop_signer, "not an id", room(1, "80.00"), StatusCode::BAD_REQUEST, "invalid_id"),
     ];
     for (who, listing, body, status, code) in cases {
         let (got, problem) = publish("transfer", who, listing, &body).await;
@@ -125,7 +144,7 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
     let (status, _) =
         env.admin_post(&format!("/merchants/{}/status", shop.id), &json!({"status": "suspended"}), None).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, problem) = publish("transfer", &shop, &id, &room(2, "0.01")).await;
+    let (status, problem) = publish("transfer", &shop_signer, &id, &room(2, "0.01")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("merchant_inactive")), "{problem}");
     assert_eq!(copy("transfer", &id).await.1["price"]["amount"], "80.00");
 
@@ -143,9 +162,9 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
     assert_eq!(
         refused,
         [
-            ("payee_not_own_account".to_owned(), shop.key_id.clone()),
-            ("listing_id_taken".to_owned(), other.key_id.clone()),
-            ("merchant_inactive".to_owned(), shop.key_id.clone()),
+            ("payee_not_own_account".to_owned(), shop_signer.key_id.clone()),
+            ("listing_id_taken".to_owned(), other_signer.key_id.clone()),
+            ("merchant_inactive".to_owned(), shop_signer.key_id.clone()),
         ]
     );
 }

@@ -374,7 +374,7 @@ async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitC
 }
 
 /// Lists the AWS calls the functions' IAM policies refused during the run (the IAM test makes
-/// four on purpose): a permission missing from template.yaml shows here even when no test noticed.
+/// five on purpose): a permission missing from template.yaml shows here even when no test noticed.
 fn report_access_denied(logs: &Path) {
     let Ok(log) = std::fs::read_to_string(logs.join(superpay_local::stack::ACCESS_DENIED_LOG)) else { return };
     let refused: std::collections::BTreeMap<&str, usize> = log.lines().fold(Default::default(), |mut counts, line| {

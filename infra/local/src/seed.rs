@@ -16,7 +16,7 @@ use superpay::keys::KeyService;
 use superpay::ledger::store::LedgerStore;
 use superpay::ledger::{AccountId, Transfer};
 use superpay::merchant::store::MerchantStore;
-use superpay::merchant::terminal::{Terminal, TerminalStore};
+use superpay::merchant::terminal::{Terminal, TerminalKind, TerminalStore};
 use superpay::merchant::{Merchant, MerchantStatus};
 use superpay::miniapp::store::MiniAppStore;
 use superpay::miniapp::{Interface, MiniApp, MiniAppStatus};
@@ -170,10 +170,12 @@ async fn forget_token_secret(stack: &Stack) -> Result<(), String> {
 async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Result<(), String> {
     let key_id = stack.info.keys.get("PartyKeysKey").ok_or("no PartyKeysKey in template.yaml")?;
     let keys = KeyService::new(stack.info.kms().await, key_id);
-    let new_key = keys.generate(&Terminal::key_owner(&seed.id)).await.map_err(|e| e.to_string())?;
+    // The demo terminal is a till (`cargo device present` signs as it).
+    let new_key = keys.generate(&Terminal::key_owner(TerminalKind::Till, &seed.id)).await.map_err(|e| e.to_string())?;
     let terminal = Terminal {
         id: seed.id.clone(),
         merchant_id: seed.merchant,
+        kind: TerminalKind::Till,
         key_id: format!("{}.k1", seed.id),
         key_ciphertext: new_key.ciphertext,
         previous_key: None,

@@ -2,14 +2,16 @@
 //! `TransferPlatformFunction` under `/platform`, `TransferFunction` under `/transfer`):
 //!
 //! - `PUT /{side}/listings/{id}`  a merchant (signed) publishes or changes a listing on this side;
-//!   201 when created, 200 when changed (its `listing_version` one up) or unchanged (a retry)
+//!   201 when created, 200 when changed or unchanged (a retry)
 //! - `GET /{side}/listings/{id}`  this side's copy, for any signed-in user
 //!
 //! A provider publishes to each side separately, numbering the versions itself: neither side's
-//! function can write the other's table. Every change is audited with the side it was made on, in
-//! the transaction that makes it, under the signed request's key id and nonce; a refused one that
-//! tried to pay another account or take another merchant's listing is audited too. (Both sides still check the merchant's signature with its one
-//! key, which each can unwrap: the transfer side's own credential comes before money moves on it.)
+//! function can write the other's table. The platform checks the merchant's own signature; the
+//! transfer side only a transfer signer's (a merchant terminal of kind `transfer`), whose key only
+//! it can unwrap, so a platform taken over cannot publish to the transfer side as the merchant.
+//! Every change is audited with the side it was made on, in the transaction that makes it, under
+//! the signed request's key id and nonce; a refused one that tried to pay another account or take
+//! another merchant's listing, or came from a suspended merchant, is audited too.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -27,6 +29,7 @@ use crate::ids;
 use crate::keys::KeyService;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
+use crate::merchant::terminal::{TerminalDirectory, TerminalKind, TerminalStore};
 use crate::merchant::{Merchant, MerchantStatus, inactive_merchant};
 use crate::nonce::NonceStore;
 use crate::problem::catalogue;
@@ -56,6 +59,9 @@ pub struct ListingsApi {
     dynamodb: aws_sdk_dynamodb::Client,
     listings: ListingStore,
     merchants: MerchantDirectory,
+    /// The transfer side's publications are signed by a merchant's transfer signer (a terminal of
+    /// kind `transfer`), whose key the platform cannot unwrap; the platform's by the merchant's key.
+    transfer_signers: Option<TerminalDirectory>,
     nonces: NonceStore,
     audit_table: String,
 }
@@ -66,8 +72,16 @@ impl ListingsApi {
         let config = aws::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
+        let transfer_signers = match side {
+            Side::Platform => None,
+            Side::Transfer => Some(TerminalDirectory::new(
+                TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
+                keys.clone(),
+            )),
+        };
         Ok(ListingsApi {
             side,
+            transfer_signers,
             listings: ListingStore::new(dynamodb.clone(), aws::env("LISTINGS_TABLE")?),
             merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
@@ -91,7 +105,13 @@ impl ListingsApi {
 
     async fn publish(&self, request: &Request, id: &str) -> Result<Response<Body>, Problem> {
         let now = now_epoch_seconds();
-        let merchant = self.merchants.signer(request, &self.nonces, now).await?;
+        let merchant = match &self.transfer_signers {
+            None => self.merchants.signer(request, &self.nonces, now).await?,
+            Some(signers) => {
+                let signer = signers.signer(request, &self.nonces, now, TerminalKind::Transfer).await?;
+                self.merchants.get(&signer.merchant_id).await?
+            }
+        };
         // The signed request's own id (its key id and single-use nonce) names its audit entries.
         let signature = signed::signature(request)?;
         let request_id = format!("{}#{}", signature.key_id, signature.nonce);

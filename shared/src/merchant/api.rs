@@ -4,7 +4,8 @@
 //! - `POST /merchants`               register; the answer shows the merchant's key once
 //! - `GET  /merchants/{id}`          the merchant (never its key)
 //! - `POST /merchants/{id}/status`   `{"status": "active" | "suspended"}`
-//! - `POST /merchants/{id}/terminals` register a till terminal; the answer shows its key once
+//! - `POST /merchants/{id}/terminals` register a terminal (`{"kind": "till" | "transfer"}`, no body:
+//!   a till); the answer shows its key once
 //! - `POST /merchants/{id}/terminals/{terminal}/status` `{"status": "active" | "suspended"}`
 //! - `POST /merchants/{id}/keys`, `POST /merchants/{id}/terminals/{terminal}/keys` rotate a key;
 //!   the answer shows the new key once
@@ -14,18 +15,26 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::store::MerchantStore;
-use super::terminal::{Terminal, TerminalStore, unknown_terminal};
+use super::terminal::{Terminal, TerminalKind, TerminalStore, unknown_terminal};
 use super::{Merchant, MerchantStatus, Registration, RegistrationJson, unknown_merchant};
 use crate::Problem;
 use crate::admin::{Admin, requested_status};
 use crate::auth::{Administrator, Caller};
 use crate::aws::{self, MissingEnv};
-use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::http::{body_bytes, json_body, json_response, path_parameter, route_key};
 use crate::party_keys::{KeyChange, KeyIssue, KeyedParty, already_registered};
 use crate::problem::catalogue;
+
+/// A terminal registration's body (none: a till).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TerminalJson {
+    kind: TerminalKind,
+}
 
 pub struct MerchantsApi {
     admin: Admin,
@@ -152,18 +161,22 @@ impl MerchantsApi {
         Ok(json_response(StatusCode::OK, &self.terminal_of(merchant_id, id).await?.view()))
     }
 
-    /// A merchant's terminal: its own key id and key, shown once.
+    /// A merchant's terminal of the kind the body names (`{"kind": "till" | "transfer"}`; no body:
+    /// a till): its own key id and key, shown once.
     async fn register_terminal(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let merchant = self.merchant(request).await?;
+        let kind =
+            if body_bytes(request).is_empty() { TerminalKind::Till } else { json_body::<TerminalJson>(request)?.kind };
         self.admin
             .idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 let id = format!("t_{}", &claim.scope.derived_id("terminal")[..20]);
-                let key = self.admin.keys.generate(&Terminal::key_owner(&id)).await?;
+                let key = self.admin.keys.generate(&Terminal::key_owner(kind, &id)).await?;
                 let terminal = Terminal {
                     key_id: format!("{id}.k1"),
                     id,
                     merchant_id: merchant.id.clone(),
+                    kind,
                     key_ciphertext: key.ciphertext,
                     previous_key: None,
                     status: MerchantStatus::Active,

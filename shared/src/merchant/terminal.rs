@@ -1,24 +1,55 @@
-//! Merchant terminals (`TerminalsTable`, partition `id`): the devices at a till that present
-//! payers' offline codes. Each has its own key (KMS-wrapped, shown once) and signs its calls.
+//! Merchant terminals (`TerminalsTable`, partition `id`): a merchant's signers other than its own
+//! key, each with a key of its own (KMS-wrapped, shown once) that signs its calls. A terminal is of
+//! one kind, fixed at registration:
+//! - a till (`till`) presents payers' offline codes (`OfflinePaymentsFunction`);
+//! - a transfer signer (`transfer`) signs the merchant's calls to the transfer side of signed
+//!   transfer instructions (capability 8). Its key's KMS owner is `transfer-signer/<id>`, which only
+//!   `TransferFunction` may unwrap: not the transfer platform, nor any function that can unwrap the
+//!   merchant's own key, so none of them can speak to the transfer side as the merchant.
+//!
+//! `TerminalDirectory::signer` finds and checks the terminal of a kind that signed a request.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
+use serde::Deserialize;
+
 use super::MerchantStatus;
 use crate::Problem;
+use crate::crypto::SignatureError;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
-use crate::keys::{PreviousKey, StoredKey};
+use crate::keys::{KeyRing, KeyService, PreviousKey, StoredKey};
+use crate::nonce::NonceStore;
 use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
+use crate::signed;
 
 /// Rule: the terminal is active (not suspended).
 pub const TERMINAL_ACTIVE: &str = "terminal.active";
+
+/// What a terminal signs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TerminalKind {
+    Till,
+    Transfer,
+}
+
+impl TerminalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminalKind::Till => "till",
+            TerminalKind::Transfer => "transfer",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminal {
     pub id: String,
     pub merchant_id: String,
+    pub kind: TerminalKind,
     pub key_id: String,
     pub key_ciphertext: Vec<u8>,
     /// The key before the last rotation, while it is still honoured.
@@ -28,15 +59,20 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// The owner string KMS binds the key to (its encryption context).
-    pub fn key_owner(id: &str) -> String {
-        format!("terminal/{id}")
+    /// The owner string KMS binds a `kind` terminal's key to (its encryption context): what IAM
+    /// tells apart, so that only the functions a kind serves may unwrap its keys.
+    pub fn key_owner(kind: TerminalKind, id: &str) -> String {
+        match kind {
+            TerminalKind::Till => format!("terminal/{id}"),
+            TerminalKind::Transfer => format!("transfer-signer/{id}"),
+        }
     }
 
     pub fn view(&self) -> serde_json::Value {
         serde_json::json!({
             "id": self.id,
             "merchant_id": self.merchant_id,
+            "kind": self.kind.as_str(),
             "key_id": self.key_id,
             "status": self.status.as_str(),
             "created_at": self.created_at,
@@ -58,7 +94,7 @@ impl KeyedParty for Terminal {
     }
 
     fn kms_owner(&self) -> String {
-        Terminal::key_owner(&self.id)
+        Terminal::key_owner(self.kind, &self.id)
     }
 
     fn audit_resource(&self) -> String {
@@ -67,6 +103,51 @@ impl KeyedParty for Terminal {
 
     fn location(&self) -> String {
         format!("/merchants/{}/terminals/{}", self.merchant_id, self.id)
+    }
+}
+
+pub fn terminal_inactive(id: &str) -> Problem {
+    Problem::new(catalogue::TERMINAL_INACTIVE, format!("terminal {id} is suspended"))
+}
+
+/// The terminals with their working keys: which one signed a request.
+pub struct TerminalDirectory {
+    store: TerminalStore,
+    ring: KeyRing,
+}
+
+impl TerminalDirectory {
+    pub fn new(store: TerminalStore, keys: KeyService) -> Self {
+        TerminalDirectory { store, ring: KeyRing::new(keys) }
+    }
+
+    pub fn store(&self) -> &TerminalStore {
+        &self.store
+    }
+
+    /// The active `kind` terminal whose key signed `request` (its current key, or the previous one
+    /// while a rotation's grace lasts): signature, time window, single-use nonce. A terminal of
+    /// another kind is as unknown as a missing one, and its key is never unwrapped here.
+    pub async fn signer(
+        &self,
+        request: &lambda_http::Request,
+        nonces: &NonceStore,
+        now: i64,
+        kind: TerminalKind,
+    ) -> Result<Terminal, Problem> {
+        let signature = signed::signature(request)?;
+        let id = signature.key_id.split_once('.').map(|(t, _)| t).ok_or(SignatureError::UnknownKey)?;
+        let terminal = self.store.get(id).await?.filter(|t| t.kind == kind).ok_or(SignatureError::UnknownKey)?;
+        let keys = self
+            .ring
+            .named_keys(&signature.key_id, &terminal.kms_owner(), &terminal.stored_key(), now)
+            .await?
+            .ok_or(SignatureError::UnknownKey)?;
+        signed::check(request, &signature, &keys.signing, nonces, now).await?;
+        if terminal.status != MerchantStatus::Active {
+            return Err(terminal_inactive(&terminal.id));
+        }
+        Ok(terminal)
     }
 }
 
@@ -100,6 +181,7 @@ impl TerminalStore {
             .table_name(&self.table)
             .item("id", s(&terminal.id))
             .item("merchant_id", s(&terminal.merchant_id))
+            .item("kind", s(terminal.kind.as_str()))
             .item("key_id", s(&terminal.key_id))
             .item("key_ciphertext", AttributeValue::B(Blob::new(terminal.key_ciphertext.clone())))
             .item("status", s(terminal.status.as_str()))
@@ -134,6 +216,12 @@ fn terminal_from_item(item: &Item) -> Result<Terminal, StoreError> {
     Ok(Terminal {
         id: get_s(item, "id")?.to_owned(),
         merchant_id: get_s(item, "merchant_id")?.to_owned(),
+        // Terminals registered before kinds existed are tills.
+        kind: match item.get("kind").map(|_| get_s(item, "kind")).transpose()? {
+            None | Some("till") => TerminalKind::Till,
+            Some("transfer") => TerminalKind::Transfer,
+            Some(_) => return Err(corrupt("kind")),
+        },
         key_id: get_s(item, "key_id")?.to_owned(),
         key_ciphertext: match item.get("key_ciphertext") {
             Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
@@ -143,4 +231,34 @@ fn terminal_from_item(item: &Item) -> Result<Terminal, StoreError> {
         status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
         created_at: get_n(item, "created_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: Option<&str>) -> Item {
+        let mut item = Item::from([
+            ("id".to_owned(), s("t_1")),
+            ("merchant_id".to_owned(), s("m_1")),
+            ("key_id".to_owned(), s("t_1.k1")),
+            ("key_ciphertext".to_owned(), AttributeValue::B(Blob::new(vec![1, 2, 3]))),
+            ("status".to_owned(), s("active")),
+            ("created_at".to_owned(), n(1)),
+        ]);
+        if let Some(kind) = kind {
+            item.insert("kind".to_owned(), s(kind));
+        }
+        item
+    }
+
+    #[test]
+    fn each_kind_has_its_own_kms_owner_and_terminals_before_kinds_are_tills() {
+        let till = terminal_from_item(&item(None)).expect("a terminal");
+        assert_eq!((till.kind, till.kms_owner().as_str()), (TerminalKind::Till, "terminal/t_1"));
+        let signer = terminal_from_item(&item(Some("transfer"))).expect("a terminal");
+        assert_eq!((signer.kind, signer.kms_owner().as_str()), (TerminalKind::Transfer, "transfer-signer/t_1"));
+        assert!(terminal_from_item(&item(Some("kiosk"))).is_err(), "an unknown kind is corrupt, not a till");
+        assert_eq!(signer.view()["kind"], "transfer");
+    }
 }

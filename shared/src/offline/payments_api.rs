@@ -17,30 +17,28 @@ use super::{CodeError, OfflineCode};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
-use crate::crypto::SignatureError;
 use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight, key_reused};
-use crate::keys::{KeyRing, KeyService};
+use crate::keys::KeyService;
 use crate::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
-use crate::merchant::terminal::{TERMINAL_ACTIVE, Terminal, TerminalStore};
+use crate::merchant::terminal::{
+    TERMINAL_ACTIVE, Terminal, TerminalDirectory, TerminalKind, TerminalStore, terminal_inactive,
+};
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
-use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 use crate::queues::{SettlementJob, SettlementMessage};
-use crate::signed;
 
 pub struct OfflinePaymentsApi {
     dynamodb: aws_sdk_dynamodb::Client,
     payments: PaymentStore,
     devices: DeviceStore,
-    terminals: TerminalStore,
+    terminals: TerminalDirectory,
     merchants: MerchantStore,
-    ring: KeyRing,
     nonces: NonceStore,
     idempotency: IdempotencyStore,
     outbox: Outbox,
@@ -77,9 +75,11 @@ impl OfflinePaymentsApi {
                 aws::env("OFFLINE_CODES_TABLE")?,
             ),
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
-            terminals: TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
+            terminals: TerminalDirectory::new(
+                TerminalStore::new(dynamodb.clone(), aws::env("TERMINALS_TABLE")?),
+                KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?),
+            ),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            ring: KeyRing::new(KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?)),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
@@ -89,7 +89,7 @@ impl OfflinePaymentsApi {
     }
 
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
-        let terminal = self.verify_terminal(&request, now_epoch_seconds()).await?;
+        let terminal = self.terminals.signer(&request, &self.nonces, now_epoch_seconds(), TerminalKind::Till).await?;
         match route_key(&request) {
             "POST /offline/payments" => self.present(&request, &terminal).await,
             "GET /offline/payments/{id}" => {
@@ -107,24 +107,6 @@ impl OfflinePaymentsApi {
                 format!("the offline payments function has no route {other:?}"),
             )),
         }
-    }
-
-    /// The active terminal whose key signed this request.
-    async fn verify_terminal(&self, request: &Request, now: i64) -> Result<Terminal, Problem> {
-        let signature = signed::signature(request)?;
-        let id = signature.key_id.split_once('.').map(|(t, _)| t).ok_or(SignatureError::UnknownKey)?;
-        let terminal = self.terminals.get(id).await?.ok_or(SignatureError::UnknownKey)?;
-        // Its current key, or the previous one while a rotation's grace lasts.
-        let keys = self
-            .ring
-            .named_keys(&signature.key_id, &Terminal::key_owner(&terminal.id), &terminal.stored_key(), now)
-            .await?
-            .ok_or(SignatureError::UnknownKey)?;
-        signed::check(request, &signature, &keys.signing, &self.nonces, now).await?;
-        if terminal.status != MerchantStatus::Active {
-            return Err(terminal_inactive(&terminal.id));
-        }
-        Ok(terminal)
     }
 
     /// Why the device refused a payment its earlier read admitted: revoked, or its other payments
@@ -208,7 +190,7 @@ impl OfflinePaymentsApi {
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                     self.devices.accept_item(&device.id, amount, ceiling)?,
                     // Suspensions that land after the checks above stop the payment here.
-                    self.terminals.active_check(&terminal.id)?,
+                    self.terminals.store().active_check(&terminal.id)?,
                     self.merchants.active_check(&merchant.id)?,
                 ];
                 match transact(&self.dynamodb, items).await {
@@ -238,8 +220,4 @@ impl OfflinePaymentsApi {
             })
             .await
     }
-}
-
-fn terminal_inactive(id: &str) -> Problem {
-    Problem::new(catalogue::TERMINAL_INACTIVE, format!("terminal {id} is suspended"))
 }
