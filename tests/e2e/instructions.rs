@@ -20,14 +20,30 @@ async fn publish(side: &str, signer: &TestMerchant, id: &str, body: &Value) -> (
     (response.status(), response.json().await.unwrap_or_default())
 }
 
+/// A terminal of `shop`'s registered by the admin (`{"kind": ...}`, or none for a till): the
+/// registration's answer (its key shown once) and the terminal as a signer.
+async fn terminal(shop: &TestMerchant, kind: Option<&str>) -> (Value, TestMerchant) {
+    let env = Env::get();
+    let path = format!("/merchants/{}/terminals", shop.id);
+    let request =
+        env.http().post(env.url(&path)).bearer_auth(env.admin_token()).header("idempotency-key", unique("key"));
+    let request = match kind {
+        Some(kind) => request.json(&json!({"kind": kind})),
+        None => request,
+    };
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let created: Value = response.json().await.unwrap();
+    assert_eq!((status, created["kind"].as_str()), (StatusCode::CREATED, Some(kind.unwrap_or("till"))), "{created}");
+    let master = Key::from_base64(created["secret"].as_str().expect("the secret, shown once")).expect("a key");
+    let key_id = created["key_id"].as_str().expect("a key id").to_owned();
+    (created, TestMerchant { id: shop.id.clone(), key_id, master })
+}
+
 /// `shop`'s transfer signer (a terminal of kind `transfer`, registered by the admin): it signs the
 /// shop's calls to the transfer side.
 pub async fn transfer_signer(shop: &TestMerchant) -> TestMerchant {
-    let path = format!("/merchants/{}/terminals", shop.id);
-    let (status, created) = Env::get().admin_post(&path, &json!({"kind": "transfer"}), Some(&unique("key"))).await;
-    assert_eq!((status, created["kind"].as_str()), (StatusCode::CREATED, Some("transfer")), "{created}");
-    let master = Key::from_base64(created["secret"].as_str().expect("the secret, shown once")).expect("a key");
-    TestMerchant { id: shop.id.clone(), key_id: created["key_id"].as_str().expect("a key id").to_owned(), master }
+    terminal(shop, Some("transfer")).await.1
 }
 
 fn room(version: u64, price: &str) -> Value {
@@ -80,6 +96,17 @@ async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_
         let (status, problem) = publish(side, key, &id, &room(2, "85.00")).await;
         assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")), "{side}");
     }
+    // Nor is a till's key; and a transfer signer cannot present offline payments.
+    let (_, till) = terminal(&shop, None).await;
+    let (status, problem) = publish("transfer", &till, &id, &room(2, "85.00")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("signature_invalid")), "a till");
+    let (created, _) = terminal(&shop, Some("transfer")).await;
+    let as_till = crate::offline::Till::created(shop.id.clone(), &created);
+    let body = crate::offline::presented("1.00", "not-a-code");
+    let presented =
+        as_till.post("/offline/payments", &body).header("idempotency-key", unique("key")).send().await.unwrap();
+    assert_eq!(presented.status(), StatusCode::UNAUTHORIZED, "a transfer signer at a till");
+
     let (status, theirs) = publish("transfer", &signer, &id, &room(2, "85.00")).await;
     assert_eq!((status, theirs["listing_version"].as_u64()), (StatusCode::CREATED, Some(2)), "{theirs}");
 

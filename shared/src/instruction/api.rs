@@ -127,9 +127,14 @@ impl ListingsApi {
         {
             let detail = json!({"code": refused.code, "detail": refused.detail, "key_id": signature.key_id});
             let entry = AuditEntry::now(resource, "listing.refused", &merchant.id, detail);
-            transact(&self.dynamodb, vec![entry.put_item(&self.audit_table, &request_id)?])
-                .await
-                .map_err(Problem::internal)?;
+            // The refusal is the answer whether or not its record could be written.
+            let recorded = match entry.put_item(&self.audit_table, &request_id) {
+                Ok(item) => transact(&self.dynamodb, vec![item]).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(error) = recorded {
+                tracing::error!(%error, code = refused.code, "a refused publication could not be audited");
+            }
         }
         outcome
     }

@@ -16,6 +16,10 @@ use crate::problem::catalogue;
 /// Rule: the copy is still the version the publication was judged against.
 pub const LISTING_UNCHANGED: &str = "listing.unchanged_since_read";
 
+/// The highest `listing_version`: the largest integer every JSON client reads exactly (2^53 - 1), so
+/// the next version is always one more.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
 /// The most characters a listing's title may have.
 pub const MAX_TITLE_CHARS: usize = 120;
 
@@ -96,11 +100,19 @@ impl ListingJson {
                 format!("the price is in {}, but merchant {merchant_id}'s account holds {currency}", price.currency()),
             ));
         }
+        if !(1..=MAX_VERSION).contains(&self.listing_version) {
+            return Err(Problem::new(
+                catalogue::INVALID_LISTING_VERSION,
+                format!("listing_version must be 1 to {MAX_VERSION}"),
+            ));
+        }
         let own = AccountId::merchant(merchant_id);
         if let Some(named) = self.payee_account.filter(|named| named != own.as_str()) {
+            // Quoted in part: the refusal is audited, and a body may be large.
+            let quoted: String = named.chars().take(80).collect();
             return Err(Problem::new(
                 catalogue::PAYEE_NOT_OWN_ACCOUNT,
-                format!("a listing pays its publisher's own account {own}, not {named:?}"),
+                format!("a listing pays its publisher's own account {own}, not {quoted:?}"),
             ));
         }
         Ok((self.listing_version, Terms { title: title.to_owned(), price, two_phase: self.two_phase }))
@@ -143,6 +155,7 @@ fn shows_as_itself(c: char) -> bool {
                 // Invisible marks and blank fillers: the grapheme joiner, variation selectors,
                 // Mongolian selectors, Hangul fillers, the braille blank.
                 | '\u{34f}'
+                | '\u{17b4}'..='\u{17b5}'
                 | '\u{180b}'..='\u{180f}'
                 | '\u{fe00}'..='\u{fe0f}'
                 | '\u{e0100}'..='\u{e01ef}'
@@ -322,11 +335,22 @@ mod tests {
             "Room\u{fe0f}",
             "Room\u{e0041}",
             "Room\u{3164}",
+            "Room\u{17b4}",
             "Room\u{e000}",
         ] {
             assert_eq!(refused(json(hidden, "80.00", None), "USD"), "invalid_listing_title", "{hidden:?}");
         }
         assert_eq!(refused(json("Room", "0.00", None), "USD"), "amount_not_positive");
+        let version = |v: u64| {
+            let mut body = serde_json::json!({"listing_version": v, "title": "Room", "price": {"amount": "1.00", "currency": "USD"}});
+            body["listing_version"] = serde_json::json!(v);
+            serde_json::from_value::<ListingJson>(body).unwrap().validate("m_1", usd_code)
+        };
+        assert_eq!(version(0).unwrap_err().code, "invalid_listing_version");
+        assert_eq!(version(MAX_VERSION + 1).unwrap_err().code, "invalid_listing_version");
+        assert_eq!(version(MAX_VERSION).unwrap().0, MAX_VERSION);
+        let long_payee = json("Room", "1.00", Some(&"\u{200b}".repeat(10_000))).validate("m_1", usd_code).unwrap_err();
+        assert!(long_payee.detail.len() < 1_000, "the refusal quotes the payee in part: {}", long_payee.detail.len());
         let unknown: Result<ListingJson, _> = serde_json::from_value(
             serde_json::json!({"listing_version": 1, "title": "t", "price": {"amount": "1.00", "currency": "USD"}, "payee": "x"}),
         );

@@ -112,9 +112,11 @@ catalogue! {
     INVALID_REASON = "invalid_reason", 400, "Invalid reason",
         "A refund's reason is over 200 characters.";
     INVALID_LISTING_TITLE = "invalid_listing_title", 400, "Invalid listing title",
-        "A listing's title is not 1 to 120 characters, or holds a control, invisible or direction-changing character.";
+        "A listing's title is not 1 to 120 characters, or holds a control or format character (invisible, or overriding the text's direction), a separator, private-use character, selector or blank filler.";
     LISTING_CURRENCY_MISMATCH = "listing_currency_mismatch", 400, "Listing in another currency",
         "A listing's price is not in the currency its merchant's account holds.";
+    INVALID_LISTING_VERSION = "invalid_listing_version", 400, "Invalid listing version",
+        "A publication's listing_version is not 1 to 2^53 - 1.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
         "A merchant's name is not 1 to 100 characters.";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
