@@ -139,6 +139,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes))
 }
 
+/// `N` random bytes from the system's source, hex: tokens and nonces nobody can guess.
+pub fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    rand::fill(&mut bytes).expect("the system random source works");
+    hex::encode(bytes)
+}
+
 /// The signed parts of a request, one per line.
 pub fn canonical_request(method: &str, path: &str, timestamp: i64, nonce: &str, key_id: &str, body: &[u8]) -> String {
     format!("{}\n{path}\n{timestamp}\n{nonce}\n{key_id}\n{}", method.to_ascii_uppercase(), sha256_hex(body))

@@ -168,4 +168,6 @@ async fn transfer_instruction_events_answer_as_documented() {
         let unsigned = invoke(function, &format!("{folder}/publish-unsigned.json")).await;
         assert_eq!(unsigned["statusCode"], 401, "{unsigned}");
     }
+    let instruct = invoke("TransferPlatformFunction", "transfer-platform/instruct-unknown-listing.json").await;
+    assert_eq!(instruct["statusCode"], 404, "{instruct}");
 }

@@ -195,3 +195,67 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
         ]
     );
 }
+
+/// `user` asks the platform for an instruction (`POST /platform/instructions`) with `key`.
+async fn instruct(user: &str, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
+    let env = Env::get();
+    env.post_json(&env.token(user, &[]), "/platform/instructions", Some(body), key).await
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_platform_prices_and_signs_an_instruction_from_its_own_copy_and_any_change_voids_it() {
+    let env = Env::get();
+    let shop = crate::purchases::merchant_named("Sea Shop").await;
+    let id = unique("room");
+    assert_eq!(publish("platform", &shop, &id, &room(1, "80.00")).await.0, StatusCode::CREATED);
+    let (user, key) = (unique("payer"), unique("key"));
+
+    let (status, answer) = instruct(&user, &json!({"listing_id": id, "quantity": 2}), Some(&key)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let shown = &answer["instruction"];
+    assert_eq!(shown["amount"], json!({"amount": "160.00", "currency": "USD"}));
+    assert_eq!((shown["listing_id"].as_str(), shown["listing_version"].as_u64()), (Some(id.as_str()), Some(1)));
+    assert_eq!(shown["payee"], format!("merchant:{}", shop.id));
+    assert_eq!(shown["payer"], user.as_str());
+    assert_eq!(shown["expires_at"].as_i64().unwrap() - shown["issued_at"].as_i64().unwrap(), 300);
+    let text = "Pay 160.00 USD to Sea Shop for 2 x Sea view room, one night.";
+    assert_eq!(shown["display"]["text"], text);
+    assert_eq!(shown["display_hash"], superpay::crypto::sha256_hex(text.as_bytes()));
+    let kid = env.stack.keys.get("InstructionSigningKey").expect("the signing key");
+    assert_eq!(shown["kid"], kid.as_str());
+
+    // Signed by the platform's KMS key: it verifies with the public key alone, and any change
+    // (another amount, another payee, what was shown) voids it.
+    use superpay::instruction::signed::{Instruction, verify};
+    let public_key = env.stack.kms().await.get_public_key().key_id(kid).send().await.unwrap();
+    let public_key = public_key.public_key().expect("a public key").as_ref().to_vec();
+    let signature = answer["signature"].as_str().expect("a signature");
+    let instruction: Instruction = serde_json::from_value(shown.clone()).expect("an instruction");
+    assert_eq!(verify(&instruction, signature, kid, &public_key), Ok(()));
+    for tampered in [
+        Instruction { amount: superpay::money::Money::parse("1.60", "USD").unwrap(), ..instruction.clone() },
+        Instruction { payee: "merchant:m_other".into(), ..instruction.clone() },
+        Instruction { payer: "mallory".into(), ..instruction.clone() },
+        Instruction { display_hash: superpay::crypto::sha256_hex(b"Pay 1.60 USD"), ..instruction.clone() },
+    ] {
+        assert!(verify(&tampered, signature, kid, &public_key).is_err(), "{tampered:?}");
+    }
+
+    // The same request again answers the same instruction (the same nonce: one instruction).
+    assert_eq!(instruct(&user, &json!({"listing_id": id, "quantity": 2}), Some(&key)).await, (status, answer));
+
+    let cases = [
+        (json!({"listing_id": "no-such-room", "quantity": 1}), StatusCode::NOT_FOUND, "unknown_listing"),
+        (json!({"listing_id": id, "quantity": 0}), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (json!({"listing_id": id, "quantity": 1001}), StatusCode::BAD_REQUEST, "invalid_quantity"),
+        (json!({"listing_id": "not an id", "quantity": 1}), StatusCode::BAD_REQUEST, "invalid_id"),
+        (json!({"listing_id": id, "quantity": 1, "amount": "0.01"}), StatusCode::BAD_REQUEST, "malformed_json"),
+    ];
+    for (body, status, code) in cases {
+        let (got, problem) = instruct(&user, &body, Some(&unique("key"))).await;
+        assert_eq!((got, problem["code"].as_str()), (status, Some(code)), "{body}: {problem}");
+    }
+    let (status, problem) = instruct(&user, &json!({"listing_id": id, "quantity": 1}), None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("idempotency_key_missing")));
+}

@@ -1,11 +1,20 @@
 //! Signed transfer instructions (capability 8), the transfer platform (listings published by
-//! merchants, signed): see `superpay::instruction::api` for the routes.
+//! merchants, signed; instructions priced and signed for users): see `superpay::instruction::api`
+//! and `superpay::instruction::platform_api` for the routes.
 
 use superpay::instruction::api::{ListingsApi, Side};
+use superpay::instruction::platform_api::InstructionsApi;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
-    let api = ListingsApi::from_env(Side::Platform).await?;
-    superpay::http::run(|request| api.handle(request)).await
+    let (listings, instructions) = (ListingsApi::from_env(Side::Platform).await?, InstructionsApi::from_env().await?);
+    let (listings, instructions) = (&listings, &instructions);
+    superpay::http::run(|request| async move {
+        match superpay::http::route_key(&request) {
+            "POST /platform/instructions" => instructions.handle(request).await,
+            _ => listings.handle(request).await,
+        }
+    })
+    .await
 }

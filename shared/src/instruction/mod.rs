@@ -8,6 +8,11 @@
 //! - `listing`: a listing's terms, their validation, and how a publication changes a copy (its
 //!   `listing_version` goes up on every change); the store of one side's copies.
 //! - `api`: the listing routes both functions serve, each over its own table.
+//! - `signed`: the transfer instruction, its canonical form, its signature (KMS ECC P-256) and its
+//!   verification with the public key alone.
+//! - `platform_api`: the platform's route that prices and signs an instruction.
 
 pub mod api;
 pub mod listing;
+pub mod platform_api;
+pub mod signed;

@@ -98,9 +98,7 @@ pub fn key_of(token: &str) -> String {
 
 /// A fresh link token: 32 random bytes, hex.
 pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system random source works");
-    hex::encode(bytes)
+    crate::crypto::random_hex::<32>()
 }
 
 /// Why a form's amount cannot fund the link.

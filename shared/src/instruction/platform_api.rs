@@ -1,0 +1,109 @@
+//! The transfer platform's instruction route (template.yaml `TransferPlatformFunction`):
+//!
+//! - `POST /platform/instructions`  a user (JWT, `Idempotency-Key`) asks to pay for a listing:
+//!   `{"listing_id", "quantity"}`; 201 the instruction priced from the platform's copy of the
+//!   listing, and its signature (`crate::instruction::signed`). Nothing moves here: the transfer
+//!   side moves the money when the user's client sends the instruction there.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::listing::{ListingStore, unknown_listing};
+use super::signed::{Display, Instruction, InstructionSigner, MAX_LIFETIME_SECONDS};
+use crate::Problem;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::crypto::random_hex;
+use crate::http::{json_body, json_response};
+use crate::idempotency::store::IdempotencyStore;
+use crate::ids;
+use crate::merchant::store::MerchantStore;
+use crate::money::Money;
+use crate::problem::catalogue;
+
+/// The most of one listing an instruction may be for.
+pub const MAX_QUANTITY: u32 = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InstructionRequest {
+    listing_id: String,
+    quantity: u32,
+}
+
+pub struct InstructionsApi {
+    listings: ListingStore,
+    merchants: MerchantStore,
+    idempotency: IdempotencyStore,
+    signer: InstructionSigner,
+}
+
+impl InstructionsApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        Ok(InstructionsApi {
+            listings: ListingStore::new(dynamodb.clone(), aws::env("LISTINGS_TABLE")?),
+            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
+            signer: InstructionSigner::new(aws_sdk_kms::Client::new(&config), aws::env("INSTRUCTION_SIGNING_KEY_ID")?),
+        })
+    }
+
+    /// `POST /platform/instructions`.
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        let input = json_body::<InstructionRequest>(&request)?;
+        let listing_id = ids::check("listing_id", &input.listing_id)?.to_owned();
+        if !(1..=MAX_QUANTITY).contains(&input.quantity) {
+            return Err(Problem::new(
+                catalogue::INVALID_QUANTITY,
+                format!("quantity must be from 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if caller.subject.chars().any(char::is_control) {
+            return Err(Problem::new(catalogue::UNAUTHENTICATED, "the token's subject holds a control character"));
+        }
+        let payer = &caller.subject;
+        self.idempotency
+            .run_request(&request, payer, &[], |claim, now| async move {
+                let listing = self.listings.get(&listing_id).await?.ok_or_else(|| unknown_listing(&listing_id))?;
+                let price = listing.terms.price;
+                let amount =
+                    Money::new(price.amount() * rust_decimal::Decimal::from(input.quantity), price.currency())?;
+                let provider = self
+                    .merchants
+                    .get(&listing.merchant_id)
+                    .await?
+                    .map_or_else(|| listing.merchant_id.clone(), |m| m.name);
+                let display = Display {
+                    text: format!("Pay {amount} to {provider} for {} x {}.", input.quantity, listing.terms.title),
+                };
+                let instruction = Instruction {
+                    id: format!("ti_{}", &claim.scope.derived_id("instruction")[..20]),
+                    listing_id: listing.id.clone(),
+                    listing_version: listing.version,
+                    quantity: input.quantity,
+                    amount,
+                    payee: listing.payee().as_str().to_owned(),
+                    payer: payer.clone(),
+                    nonce: random_hex::<16>(),
+                    issued_at: now,
+                    expires_at: now + MAX_LIFETIME_SECONDS,
+                    display_hash: display.hash(),
+                    display,
+                    kid: self.signer.kid().to_owned(),
+                };
+                let signature = self.signer.sign(&instruction).await?;
+                let response =
+                    json_response(StatusCode::CREATED, &json!({"instruction": instruction, "signature": signature}));
+                self.idempotency
+                    .complete(&claim, &crate::idempotency::StoredResponse::from_response(&response), now)
+                    .await?;
+                Ok(response)
+            })
+            .await
+    }
+}

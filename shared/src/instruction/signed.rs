@@ -1,0 +1,262 @@
+//! The transfer instruction: what the platform answers a client with, and what the transfer side
+//! will move money on. It names the listing and the version it was priced at, the amount, the payee
+//! and the payer, a single-use nonce, a lifetime of at most `MAX_LIFETIME_SECONDS`, and the exact
+//! text the client must show with its SHA-256 (so what the user saw is part of what is signed).
+//!
+//! Its canonical form is one `name=value` line per field in a fixed order after a domain line
+//! (`DOMAIN`), so its bytes can never be read as anything else that a key of ours signs (an offline
+//! code, a request). A value holding a control character has no canonical form: no line can be
+//! forged inside another. The platform signs the canonical form with a KMS ECC P-256 key only it may
+//! use (ECDSA SHA-256, ASN.1 DER); whoever holds the public key verifies without calling KMS.
+
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::sha256_hex;
+use crate::dynamo::StoreError;
+use crate::money::Money;
+
+/// The first line of every instruction's canonical form.
+pub const DOMAIN: &str = "superpay/transfer-instruction/v1";
+
+/// The longest an instruction lives.
+pub const MAX_LIFETIME_SECONDS: i64 = 300;
+
+/// What the client must show the user before they confirm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Display {
+    pub text: String,
+}
+
+impl Display {
+    pub fn hash(&self) -> String {
+        sha256_hex(self.text.as_bytes())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instruction {
+    pub id: String,
+    pub listing_id: String,
+    pub listing_version: u64,
+    pub quantity: u32,
+    pub amount: Money,
+    /// The account the money goes to (`merchant:<id>`).
+    pub payee: String,
+    /// The user who may carry it out (their JWT subject).
+    pub payer: String,
+    pub nonce: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub display: Display,
+    pub display_hash: String,
+    /// Which key signed it.
+    pub kid: String,
+}
+
+impl Instruction {
+    /// The bytes that are signed; `None` when a value holds a control character.
+    pub fn canonical(&self) -> Option<Vec<u8>> {
+        let fields: [(&str, String); 13] = [
+            ("id", self.id.clone()),
+            ("listing_id", self.listing_id.clone()),
+            ("listing_version", self.listing_version.to_string()),
+            ("quantity", self.quantity.to_string()),
+            ("amount", self.amount.amount().to_string()),
+            ("currency", self.amount.currency().code().to_owned()),
+            ("payee", self.payee.clone()),
+            ("payer", self.payer.clone()),
+            ("nonce", self.nonce.clone()),
+            ("issued_at", self.issued_at.to_string()),
+            ("expires_at", self.expires_at.to_string()),
+            ("display_hash", self.display_hash.clone()),
+            ("kid", self.kid.clone()),
+        ];
+        if fields.iter().any(|(_, value)| value.chars().any(char::is_control)) {
+            return None;
+        }
+        let mut text = String::from(DOMAIN);
+        for (name, value) in fields {
+            text.push('\n');
+            text.push_str(name);
+            text.push('=');
+            text.push_str(&value);
+        }
+        Some(text.into_bytes())
+    }
+}
+
+/// Why an instruction's signature does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureFault {
+    #[error("the instruction was signed by another key")]
+    OtherKey,
+    #[error("the instruction has no canonical form")]
+    NotCanonical,
+    #[error("the signature does not match the instruction")]
+    Mismatch,
+}
+
+/// Checks `signature` (base64 of ASN.1 DER) over `instruction` with the P-256 public key
+/// `public_key` (DER SubjectPublicKeyInfo, as KMS `GetPublicKey` gives it) that `kid` names.
+pub fn verify(instruction: &Instruction, signature: &str, kid: &str, public_key: &[u8]) -> Result<(), SignatureFault> {
+    if instruction.kid != kid {
+        return Err(SignatureFault::OtherKey);
+    }
+    let message = instruction.canonical().ok_or(SignatureFault::NotCanonical)?;
+    let signature = STANDARD.decode(signature).map_err(|_| SignatureFault::Mismatch)?;
+    // A P-256 SubjectPublicKeyInfo ends with the 65-byte uncompressed point.
+    let point = public_key.len().checked_sub(65).map(|start| &public_key[start..]).ok_or(SignatureFault::Mismatch)?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
+        .verify(&message, &signature)
+        .map_err(|_| SignatureFault::Mismatch)
+}
+
+/// Signs instructions with the platform's KMS key.
+#[derive(Clone, Debug)]
+pub struct InstructionSigner {
+    kms: aws_sdk_kms::Client,
+    key_id: String,
+}
+
+impl InstructionSigner {
+    pub fn new(kms: aws_sdk_kms::Client, key_id: impl Into<String>) -> Self {
+        InstructionSigner { kms, key_id: key_id.into() }
+    }
+
+    /// The id instructions name as their `kid`.
+    pub fn kid(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The signature (base64 of ASN.1 DER) of `instruction`'s canonical form.
+    pub async fn sign(&self, instruction: &Instruction) -> Result<String, StoreError> {
+        let message =
+            instruction.canonical().ok_or_else(|| StoreError::new("an instruction holds a control character"))?;
+        let signed = self
+            .kms
+            .sign()
+            .key_id(&self.key_id)
+            .message(Blob::new(message))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+            .send()
+            .await
+            .map_err(|e| StoreError::caused("KMS could not sign the instruction", e))?;
+        let signature = signed.signature().ok_or_else(|| StoreError::new("KMS answered no signature"))?;
+        Ok(STANDARD.encode(signature.as_ref()))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    pub(crate) fn instruction() -> Instruction {
+        let display = Display { text: "Pay 85.00 USD to Sea Shop for 1 x Sea view room.".into() };
+        Instruction {
+            id: "ti_1".into(),
+            listing_id: "sea-view".into(),
+            listing_version: 2,
+            quantity: 1,
+            amount: Money::parse("85.00", "USD").expect("an amount"),
+            payee: "merchant:m_1".into(),
+            payer: "alice".into(),
+            nonce: "ab".repeat(16),
+            issued_at: 1_000,
+            expires_at: 1_300,
+            display_hash: display.hash(),
+            display,
+            kid: "k-1".into(),
+        }
+    }
+
+    /// A P-256 key as KMS holds one: the public key as DER SubjectPublicKeyInfo, signatures as DER.
+    struct LocalKey(EcdsaKeyPair);
+
+    impl LocalKey {
+        fn new() -> Self {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new()).unwrap();
+            LocalKey(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap())
+        }
+
+        fn spki(&self) -> Vec<u8> {
+            // The fixed DER prefix of a P-256 SubjectPublicKeyInfo, then the point.
+            let prefix = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+            [prefix, self.0.public_key().as_ref().to_vec()].concat()
+        }
+
+        fn sign(&self, instruction: &Instruction) -> String {
+            let message = instruction.canonical().unwrap();
+            STANDARD.encode(self.0.sign(&SystemRandom::new(), &message).unwrap().as_ref())
+        }
+    }
+
+    #[test]
+    fn the_canonical_form_starts_with_its_domain_and_names_every_field() {
+        let text = String::from_utf8(instruction().canonical().unwrap()).unwrap();
+        assert!(text.starts_with("superpay/transfer-instruction/v1\nid=ti_1\n"), "{text}");
+        assert!(text.contains("\namount=85.00\ncurrency=USD\npayee=merchant:m_1\npayer=alice\n"), "{text}");
+        assert!(text.ends_with(&format!("\ndisplay_hash={}\nkid=k-1", instruction().display_hash)), "{text}");
+        let forged = Instruction { payer: "alice\npayee=merchant:m_2".into(), ..instruction() };
+        assert_eq!(forged.canonical(), None, "no line can be forged inside another");
+    }
+
+    #[test]
+    fn a_signature_holds_for_its_instruction_and_key_only() {
+        let key = LocalKey::new();
+        let signed = instruction();
+        let signature = key.sign(&signed);
+        assert_eq!(verify(&signed, &signature, "k-1", &key.spki()), Ok(()));
+        assert_eq!(verify(&signed, &signature, "k-2", &key.spki()), Err(SignatureFault::OtherKey));
+        assert_eq!(verify(&signed, &signature, "k-1", &LocalKey::new().spki()), Err(SignatureFault::Mismatch));
+        assert_eq!(verify(&signed, "not base64!", "k-1", &key.spki()), Err(SignatureFault::Mismatch));
+        assert_eq!(verify(&signed, &signature, "k-1", &[]), Err(SignatureFault::Mismatch));
+    }
+
+    /// Each field, changed: the changed instruction.
+    fn changed(field: usize, to: &str) -> Instruction {
+        let mut i = instruction();
+        match field {
+            0 => i.id = to.into(),
+            1 => i.listing_id = to.into(),
+            2 => i.listing_version += 1,
+            3 => i.quantity += 1,
+            4 => i.amount = Money::parse("85.01", "USD").unwrap(),
+            5 => i.amount = Money::parse("85.00", "EUR").unwrap(),
+            6 => i.payee = to.into(),
+            7 => i.payer = to.into(),
+            8 => i.nonce = to.into(),
+            9 => i.issued_at += 1,
+            10 => i.expires_at += 1,
+            11 => i.display_hash = to.into(),
+            _ => i.kid = to.into(),
+        }
+        i
+    }
+
+    proptest! {
+        /// Any change to any field changes the signed bytes, so the signature no longer holds.
+        #[test]
+        fn every_field_is_signed(field in 0usize..13, to in "[a-z0-9:_]{1,12}") {
+            let key = LocalKey::new();
+            let original = instruction();
+            let other = changed(field, &to);
+            prop_assume!(other != original);
+            prop_assert_ne!(other.canonical(), original.canonical());
+            let signature = key.sign(&original);
+            let kid = other.kid.clone();
+            prop_assert!(verify(&other, &signature, &kid, &key.spki()).is_err());
+        }
+    }
+}
