@@ -36,5 +36,6 @@ pub mod purchase;
 pub mod queues;
 pub mod reconcile;
 pub mod signed;
+pub mod text;
 
 pub use problem::Problem;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The design's layers, lowest first: (name, modules, whether its modules may use one another).
 const LAYERS: &[(&str, &[&str], bool)] = &[
-    ("1 foundation", &["clock", "ids", "money", "problem", "dynamo", "aws", "http", "auth", "logging"], true),
+    ("1 foundation", &["clock", "ids", "money", "problem", "dynamo", "aws", "http", "auth", "logging", "text"], true),
     (
         "2 house",
         &[

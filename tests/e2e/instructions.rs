@@ -219,8 +219,8 @@ async fn the_platform_prices_and_signs_an_instruction_from_its_own_copy_and_any_
     assert_eq!(shown["payee"], format!("merchant:{}", shop.id));
     assert_eq!(shown["payer"], user.as_str());
     assert_eq!(shown["expires_at"].as_i64().unwrap() - shown["issued_at"].as_i64().unwrap(), 300);
-    let text = "Pay 160.00 USD to Sea Shop for 2 x Sea view room, one night.";
-    assert_eq!(shown["display"]["text"], text);
+    let text = format!("Pay 160.00 USD to Sea Shop ({}) for 2 x Sea view room, one night.", shop.id);
+    assert_eq!(shown["display"]["text"], text.as_str());
     assert_eq!(shown["display_hash"], superpay::crypto::sha256_hex(text.as_bytes()));
     let kid = env.stack.keys.get("InstructionSigningKey").expect("the signing key");
     assert_eq!(shown["kid"], kid.as_str());
@@ -238,6 +238,10 @@ async fn the_platform_prices_and_signs_an_instruction_from_its_own_copy_and_any_
         Instruction { payee: "merchant:m_other".into(), ..instruction.clone() },
         Instruction { payer: "mallory".into(), ..instruction.clone() },
         Instruction { display_hash: superpay::crypto::sha256_hex(b"Pay 1.60 USD"), ..instruction.clone() },
+        Instruction {
+            display: superpay::instruction::signed::Display { text: "Pay 1.60 USD to Sea Shop.".into() },
+            ..instruction.clone()
+        },
     ] {
         assert!(verify(&tampered, signature, kid, &public_key).is_err(), "{tampered:?}");
     }
@@ -258,4 +262,11 @@ async fn the_platform_prices_and_signs_an_instruction_from_its_own_copy_and_any_
     }
     let (status, problem) = instruct(&user, &json!({"listing_id": id, "quantity": 1}), None).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("idempotency_key_missing")));
+
+    // A suspended merchant's listings are not offered.
+    let (status, _) =
+        env.admin_post(&format!("/merchants/{}/status", shop.id), &json!({"status": "suspended"}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, problem) = instruct(&user, &json!({"listing_id": id, "quantity": 1}), Some(&unique("key"))).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("merchant_inactive")), "{problem}");
 }

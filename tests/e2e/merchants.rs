@@ -123,6 +123,10 @@ async fn suspension_is_audited_and_bad_registrations_are_refused() {
         (json!({"name": "x", "product_server_url": "https://x.example", "currency": "ZZZ"}), "unknown_currency"),
         (json!({"name": "", "product_server_url": "https://x.example", "currency": "USD"}), "invalid_merchant_name"),
         (
+            json!({"name": "Shop\u{202e}", "product_server_url": "https://x.example", "currency": "USD"}),
+            "invalid_merchant_name",
+        ),
+        (
             json!({"name": "x", "product_server_url": "https://x.example", "currency": "USD", "extra": 1}),
             "malformed_json",
         ),

@@ -84,7 +84,10 @@ impl ListingJson {
     /// The version `merchant_id`, whose account holds `currency`, publishes, and its terms.
     pub fn validate(self, merchant_id: &str, currency: Currency) -> Result<(u64, Terms), Problem> {
         let title = self.title.trim();
-        if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS || !title.chars().all(shows_as_itself) {
+        if title.is_empty()
+            || title.chars().count() > MAX_TITLE_CHARS
+            || !title.chars().all(crate::text::shows_as_itself)
+        {
             return Err(Problem::new(
                 catalogue::INVALID_LISTING_TITLE,
                 format!(
@@ -117,53 +120,6 @@ impl ListingJson {
         }
         Ok((self.listing_version, Terms { title: title.to_owned(), price, two_phase: self.two_phase }))
     }
-}
-
-/// Whether `c` shows as itself: not a control character, nor a format character (invisible, or
-/// reordering the text around it: "Room\u{202e}00.1" must not read as a price it is not), a line or
-/// paragraph separator, a private-use character, a variation selector or a filler that renders as
-/// blank. A title is what the user confirms. (Unassigned code points are not known here.)
-fn shows_as_itself(c: char) -> bool {
-    !c.is_control()
-        && !matches!(
-            c,
-            // Format characters (Unicode category Cf).
-            '\u{ad}'
-                | '\u{600}'..='\u{605}'
-                | '\u{61c}'
-                | '\u{6dd}'
-                | '\u{70f}'
-                | '\u{890}'..='\u{891}'
-                | '\u{8e2}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}'
-                | '\u{2060}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-                | '\u{110bd}'
-                | '\u{110cd}'
-                | '\u{13430}'..='\u{1343f}'
-                | '\u{1bca0}'..='\u{1bca3}'
-                | '\u{1d173}'..='\u{1d17a}'
-                | '\u{e0000}'..='\u{e007f}'
-                // Line and paragraph separators (Zl, Zp).
-                | '\u{2028}'..='\u{2029}'
-                // Private use (Co).
-                | '\u{e000}'..='\u{f8ff}'
-                | '\u{f0000}'..='\u{10ffff}'
-                // Invisible marks and blank fillers: the grapheme joiner, variation selectors,
-                // Mongolian selectors, Hangul fillers, the braille blank.
-                | '\u{34f}'
-                | '\u{17b4}'..='\u{17b5}'
-                | '\u{180b}'..='\u{180f}'
-                | '\u{fe00}'..='\u{fe0f}'
-                | '\u{e0100}'..='\u{e01ef}'
-                | '\u{115f}'..='\u{1160}'
-                | '\u{3164}'
-                | '\u{ffa0}'
-                | '\u{2800}'
-        )
 }
 
 /// What a publication does to a side's copy.

@@ -20,8 +20,10 @@ use crate::http::{json_body, json_response};
 use crate::idempotency::store::IdempotencyStore;
 use crate::ids;
 use crate::merchant::store::MerchantStore;
+use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::Money;
 use crate::problem::catalogue;
+use crate::text::shows_as_itself;
 
 /// The most of one listing an instruction may be for.
 pub const MAX_QUANTITY: u32 = 1000;
@@ -77,9 +79,19 @@ impl InstructionsApi {
                     .merchants
                     .get(&listing.merchant_id)
                     .await?
-                    .map_or_else(|| listing.merchant_id.clone(), |m| m.name);
+                    .ok_or_else(|| unknown_merchant(&listing.merchant_id))?;
+                if provider.status != MerchantStatus::Active {
+                    return Err(inactive_merchant(&provider.id));
+                }
+                // What the user confirms: the payee by name and by id (two shops may share a name),
+                // in text that shows as itself (names from before names were checked lose what
+                // would not).
+                let name: String = provider.name.chars().filter(|c| shows_as_itself(*c)).collect();
                 let display = Display {
-                    text: format!("Pay {amount} to {provider} for {} x {}.", input.quantity, listing.terms.title),
+                    text: format!(
+                        "Pay {amount} to {name} ({}) for {} x {}.",
+                        provider.id, input.quantity, listing.terms.title
+                    ),
                 };
                 let instruction = Instruction {
                     id: format!("ti_{}", &claim.scope.derived_id("instruction")[..20]),

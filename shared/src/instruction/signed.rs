@@ -8,6 +8,9 @@
 //! code, a request). A value holding a control character has no canonical form: no line can be
 //! forged inside another. The platform signs the canonical form with a KMS ECC P-256 key only it may
 //! use (ECDSA SHA-256, ASN.1 DER); whoever holds the public key verifies without calling KMS.
+//! ECDSA signatures are malleable (another valid signature of the same bytes can be made from one),
+//! so a signature is never a key of anything: what is spent once is the instruction's `id` and
+//! `nonce`.
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use aws_sdk_kms::primitives::Blob;
@@ -101,6 +104,8 @@ pub enum SignatureFault {
     NotCanonical,
     #[error("the signature does not match the instruction")]
     Mismatch,
+    #[error("the text to show is not the text whose hash was signed")]
+    DisplayChanged,
 }
 
 /// Checks `signature` (base64 of ASN.1 DER) over `instruction` with the P-256 public key
@@ -109,11 +114,14 @@ pub fn verify(instruction: &Instruction, signature: &str, kid: &str, public_key:
     if instruction.kid != kid {
         return Err(SignatureFault::OtherKey);
     }
+    // The hash is signed; the text the client shows must be the one hashed.
+    if instruction.display.hash() != instruction.display_hash {
+        return Err(SignatureFault::DisplayChanged);
+    }
     let message = instruction.canonical().ok_or(SignatureFault::NotCanonical)?;
     let signature = STANDARD.decode(signature).map_err(|_| SignatureFault::Mismatch)?;
-    // A P-256 SubjectPublicKeyInfo ends with the 65-byte uncompressed point.
-    let point = public_key.len().checked_sub(65).map(|start| &public_key[start..]).ok_or(SignatureFault::Mismatch)?;
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, point)
+    // aws-lc-rs reads the SubjectPublicKeyInfo and checks that the key is on P-256.
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public_key)
         .verify(&message, &signature)
         .map_err(|_| SignatureFault::Mismatch)
 }
@@ -222,6 +230,9 @@ pub(crate) mod tests {
         assert_eq!(verify(&signed, &signature, "k-1", &LocalKey::new().spki()), Err(SignatureFault::Mismatch));
         assert_eq!(verify(&signed, "not base64!", "k-1", &key.spki()), Err(SignatureFault::Mismatch));
         assert_eq!(verify(&signed, &signature, "k-1", &[]), Err(SignatureFault::Mismatch));
+        // Another text shown under the signed hash.
+        let shown = Instruction { display: Display { text: "Pay 1.00 USD to Sea Shop.".into() }, ..signed.clone() };
+        assert_eq!(verify(&shown, &signature, "k-1", &key.spki()), Err(SignatureFault::DisplayChanged));
     }
 
     /// Each field, changed: the changed instruction.

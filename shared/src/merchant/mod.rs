@@ -111,8 +111,12 @@ impl Registration {
     /// `allow_http`: whether a plain http product server is accepted (the local stack only).
     pub fn parse(json: RegistrationJson, allow_http: bool) -> Result<Self, Problem> {
         let name = json.name.trim();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(Problem::new(catalogue::INVALID_MERCHANT_NAME, "name must be 1 to 100 characters"));
+        // A user confirms payments to this name: it must show as itself.
+        if name.is_empty() || name.chars().count() > 100 || !crate::text::is_plain(name) {
+            return Err(Problem::new(
+                catalogue::INVALID_MERCHANT_NAME,
+                "name must be 1 to 100 characters, without control, invisible or direction-changing characters",
+            ));
         }
         let url = partner_url(&json.product_server_url, allow_http).ok_or_else(|| {
             Problem::new(
@@ -150,6 +154,7 @@ mod tests {
         assert_eq!((ok.name.as_str(), ok.product_server_url.as_str()), ("Tea Shop", "https://tea.example/hooks"));
         for (name, url, currency, code) in [
             ("", "https://x.example", "USD", "invalid_merchant_name"),
+            ("Sea Shop\u{202e}", "https://x.example", "USD", "invalid_merchant_name"),
             ("x", "ftp://x.example", "USD", "invalid_product_server_url"),
             ("x", "https://", "USD", "invalid_product_server_url"),
             ("x", "http://x.example", "USD", "invalid_product_server_url"),

@@ -106,7 +106,7 @@ catalogue! {
     INVALID_PRODUCT_ID = "invalid_product_id", 400, "Invalid product id",
         "A purchase's product_id is not 1 to 100 printable characters.";
     INVALID_QUANTITY = "invalid_quantity", 400, "Invalid quantity",
-        "A purchase's quantity is not from 1 to 1000.";
+        "A purchase's or an instruction's quantity is not from 1 to 1000.";
     ORDER_ID_MISMATCH = "order_id_mismatch", 400, "Order id mismatch",
         "A merchant's body names another order than its path.";
     INVALID_REASON = "invalid_reason", 400, "Invalid reason",
@@ -118,7 +118,7 @@ catalogue! {
     INVALID_LISTING_VERSION = "invalid_listing_version", 400, "Invalid listing version",
         "A publication's listing_version is not 1 to 2^53 - 1.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
-        "A merchant's name is not 1 to 100 characters.";
+        "A merchant's name is not 1 to 100 characters, or holds a character that does not show as itself (as for a listing's title).";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
         "A merchant's product_server_url is not an absolute https URL.";
     INVALID_STATUS = "invalid_status", 400, "Invalid status",
