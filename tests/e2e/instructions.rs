@@ -64,7 +64,7 @@ async fn a_listing_is_published_to_each_side_separately_and_its_version_goes_up_
     let env = Env::get();
     let shop = merchant().await;
     let signer = transfer_signer(&shop).await;
-    let id = unique("room");
+    let id = format!("{}.{}", shop.id, unique("room"));
 
     let (status, created) = publish("platform", &shop, &id, &room(1, "80.00")).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -123,7 +123,7 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
     let env = Env::get();
     let (shop, other) = (merchant().await, merchant().await);
     let (shop_signer, other_signer) = (transfer_signer(&shop).await, transfer_signer(&other).await);
-    let id = unique("room");
+    let id = format!("{}.{}", shop.id, unique("room"));
     assert_eq!(publish("transfer", &shop_signer, &id, &room(1, "80.00")).await.0, StatusCode::CREATED);
 
     let mut payee = room(2, "80.00");
@@ -132,7 +132,7 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
     unknown_field["payee"] = json!("wallet:someone");
     let cases = [
         (&shop_signer, id.as_str(), payee, StatusCode::FORBIDDEN, "payee_not_own_account"),
-        (&other_signer, id.as_str(), room(2, "1.00"), StatusCode::CONFLICT, "listing_id_taken"),
+        (&other_signer, id.as_str(), room(2, "1.00"), StatusCode::FORBIDDEN, "listing_id_not_own"),
         (
             &shop_signer,
             id.as_str(),
@@ -190,7 +190,7 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
         refused,
         [
             ("payee_not_own_account".to_owned(), shop_signer.key_id.clone()),
-            ("listing_id_taken".to_owned(), other_signer.key_id.clone()),
+            ("listing_id_not_own".to_owned(), other_signer.key_id.clone()),
             ("merchant_inactive".to_owned(), shop_signer.key_id.clone()),
         ]
     );
@@ -207,7 +207,7 @@ async fn instruct(user: &str, body: &Value, key: Option<&str>) -> (StatusCode, V
 async fn the_platform_prices_and_signs_an_instruction_from_its_own_copy_and_any_change_voids_it() {
     let env = Env::get();
     let shop = crate::purchases::merchant_named("Sea Shop").await;
-    let id = unique("room");
+    let id = format!("{}.{}", shop.id, unique("room"));
     assert_eq!(publish("platform", &shop, &id, &room(1, "80.00")).await.0, StatusCode::CREATED);
     let (user, key) = (unique("payer"), unique("key"));
 

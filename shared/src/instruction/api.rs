@@ -10,8 +10,9 @@
 //! transfer side only a transfer signer's (a merchant terminal of kind `transfer`), whose key only
 //! it can unwrap, so a platform taken over cannot publish to the transfer side as the merchant.
 //! Every change is audited with the side it was made on, in the transaction that makes it, under
-//! the signed request's key id and nonce; a refused one that tried to pay another account or take
-//! another merchant's listing, or came from a suspended merchant, is audited too.
+//! the signed request's key id and nonce; a refused one that tried to pay another account or name
+//! another merchant's listing id (an id starts with its merchant's id and a dot), or came from a
+//! suspended merchant, is audited too.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -117,11 +118,11 @@ impl ListingsApi {
         let request_id = format!("{}#{}", signature.key_id, signature.nonce);
         let resource = format!("listing/{}/{id}", self.side.name());
         let outcome = self.judge_and_write(request, id, &merchant, &resource, &request_id, now).await;
-        // A signed publication that tries to pay another account or take another merchant's
+        // A signed publication that tries to pay another account or name another merchant's
         // listing, or comes from a suspended merchant, is a security event: kept with the listing's
         // history.
         if let Err(refused) = &outcome
-            && [catalogue::PAYEE_NOT_OWN_ACCOUNT, catalogue::LISTING_ID_TAKEN, catalogue::MERCHANT_INACTIVE]
+            && [catalogue::PAYEE_NOT_OWN_ACCOUNT, catalogue::LISTING_ID_NOT_OWN, catalogue::MERCHANT_INACTIVE]
                 .iter()
                 .any(|code| code.code() == refused.code)
         {

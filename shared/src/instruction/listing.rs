@@ -152,11 +152,15 @@ pub fn publish(
     (version, terms): (u64, Terms),
     now: i64,
 ) -> Result<Publication, Problem> {
+    // A listing's id names its merchant: no merchant can take, or squat, another's ids.
+    if id.strip_prefix(merchant_id).and_then(|rest| rest.strip_prefix('.')).is_none_or(str::is_empty) {
+        return Err(Problem::new(
+            catalogue::LISTING_ID_NOT_OWN,
+            format!("merchant {merchant_id}'s listing ids start with \"{merchant_id}.\", and {id:?} does not"),
+        ));
+    }
     let current_version = current.map_or(0, |c| c.version);
     match current {
-        Some(current) if current.merchant_id != merchant_id => {
-            Err(Problem::new(catalogue::LISTING_ID_TAKEN, format!("listing {id:?} is another merchant's")))
-        }
         Some(current) if version == current.version && terms == current.terms => {
             Ok(Publication::Unchanged(current.clone()))
         }
@@ -315,19 +319,19 @@ mod tests {
 
     #[test]
     fn only_the_next_version_changes_a_listing_and_the_same_one_again_is_a_retry() {
-        let created = publish(None, "l_1", "m_1", (1, terms("80.00")), 10).unwrap();
+        let created = publish(None, "m_1.l_1", "m_1", (1, terms("80.00")), 10).unwrap();
         let Publication::Created(v1) = &created else { panic!("{created:?}") };
         assert_eq!((v1.version, v1.payee().as_str()), (1, "merchant:m_1"));
         assert_eq!(
-            publish(Some(v1), "l_1", "m_1", (1, terms("80.00")), 20).unwrap(),
+            publish(Some(v1), "m_1.l_1", "m_1", (1, terms("80.00")), 20).unwrap(),
             Publication::Unchanged(v1.clone())
         );
-        let Publication::Updated(v2) = publish(Some(v1), "l_1", "m_1", (2, terms("85.00")), 20).unwrap() else {
+        let Publication::Updated(v2) = publish(Some(v1), "m_1.l_1", "m_1", (2, terms("85.00")), 20).unwrap() else {
             panic!()
         };
         assert_eq!((v2.version, v2.terms.price, v2.updated_at), (2, usd("85.00"), 20));
         let mismatch = |current: Option<&Listing>, version: u64, price: &str| {
-            let refused = publish(current, "l_1", "m_1", (version, terms(price)), 30).unwrap_err();
+            let refused = publish(current, "m_1.l_1", "m_1", (version, terms(price)), 30).unwrap_err();
             (refused.code, refused.extensions["current_version"].clone())
         };
         // A late retry of version 1's terms, other terms at the current version, a skipped version.
@@ -335,10 +339,15 @@ mod tests {
         assert_eq!(mismatch(Some(&v2), 2, "90.00"), ("listing_version_mismatch", serde_json::json!(2)));
         assert_eq!(mismatch(Some(&v2), 4, "90.00"), ("listing_version_mismatch", serde_json::json!(2)));
         assert_eq!(mismatch(None, 0, "90.00"), ("listing_version_mismatch", serde_json::json!(0)));
-        let Publication::Created(late) = publish(None, "l_1", "m_1", (2, terms("85.00")), 40).unwrap() else {
+        let Publication::Created(late) = publish(None, "m_1.l_1", "m_1", (2, terms("85.00")), 40).unwrap() else {
             panic!()
         };
         assert_eq!(late.version, 2, "a side's first copy takes the provider's number");
-        assert_eq!(publish(Some(&v2), "l_1", "m_2", (3, terms("1.00")), 30).unwrap_err().code, "listing_id_taken");
+        for (id, merchant) in
+            [("m_1.l_1", "m_2"), ("m_1.l_1", "m_1.l"), ("m_12.l_1", "m_1"), ("m_1.", "m_1"), ("m_1", "m_1")]
+        {
+            let refused = publish(Some(&v2), id, merchant, (3, terms("1.00")), 30).unwrap_err();
+            assert_eq!(refused.code, "listing_id_not_own", "{id} by {merchant}");
+        }
     }
 }

@@ -160,6 +160,8 @@ catalogue! {
         "An admin suspended the till terminal presenting an offline payment.";
     PAYEE_NOT_OWN_ACCOUNT = "payee_not_own_account", 403, "Payee not the publisher's account",
         "A listing names a payee account other than its publishing merchant's own.";
+    LISTING_ID_NOT_OWN = "listing_id_not_own", 403, "Listing id not the merchant's",
+        "A listing's id does not start with its publishing merchant's id and a dot (`m_9f2c....sea-view`).";
     // 404
     UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
         "The function was invoked for a route it does not serve.";
@@ -191,8 +193,6 @@ catalogue! {
         "The merchant was already registered with this Idempotency-Key.";
     TERMINAL_EXISTS = "terminal_exists", 409, "Terminal exists",
         "The terminal was already registered with this Idempotency-Key.";
-    LISTING_ID_TAKEN = "listing_id_taken", 409, "Listing id taken",
-        "The listing id is another merchant's.";
     LISTING_CONFLICT = "listing_conflict", 409, "Listing conflict",
         "Other publications changed the listing while this one was judged, three times over; send it again.";
     LISTING_VERSION_MISMATCH = "listing_version_mismatch", 409, "Listing version mismatch",
