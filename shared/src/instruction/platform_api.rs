@@ -15,7 +15,6 @@ use super::signed::{Display, Instruction, InstructionSigner, MAX_LIFETIME_SECOND
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
-use crate::crypto::random_hex;
 use crate::http::{json_body, json_response};
 use crate::idempotency::store::IdempotencyStore;
 use crate::ids;
@@ -101,7 +100,9 @@ impl InstructionsApi {
                     amount,
                     payee: listing.payee().as_str().to_owned(),
                     payer: payer.clone(),
-                    nonce: random_hex::<16>(),
+                    // Derived like the id: one key names one instruction, even one signed again
+                    // after the key's record expired (the transfer side spends the nonce once).
+                    nonce: claim.scope.derived_id("nonce"),
                     issued_at: now,
                     expires_at: now + MAX_LIFETIME_SECONDS,
                     display_hash: display.hash(),
