@@ -8,7 +8,10 @@ use superpay::instruction::platform_api::InstructionsApi;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
-    let (listings, instructions) = (ListingsApi::from_env(Side::Platform).await?, InstructionsApi::from_env().await?);
+    // One SDK config for both route tables: loaded once at cold start.
+    let config = superpay::aws::sdk_config().await;
+    let (listings, instructions) =
+        (ListingsApi::from_env(Side::Platform, &config)?, InstructionsApi::from_env(&config)?);
     let (listings, instructions) = (&listings, &instructions);
     superpay::http::run(|request| async move {
         match superpay::http::route_key(&request) {

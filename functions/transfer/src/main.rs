@@ -6,6 +6,6 @@ use superpay::instruction::api::{ListingsApi, Side};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
-    let api = ListingsApi::from_env(Side::Transfer).await?;
+    let api = ListingsApi::from_env(Side::Transfer, &superpay::aws::sdk_config().await)?;
     superpay::http::run(|request| api.handle(request)).await
 }

@@ -68,11 +68,10 @@ pub struct ListingsApi {
 }
 
 impl ListingsApi {
-    /// `side`'s routes over its own table (`LISTINGS_TABLE`).
-    pub async fn from_env(side: Side) -> Result<Self, MissingEnv> {
-        let config = aws::sdk_config().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
+    /// `side`'s routes over its own table (`LISTINGS_TABLE`), on the function's SDK config.
+    pub fn from_env(side: Side, config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        let keys = KeyService::new(aws_sdk_kms::Client::new(config), aws::env("PARTY_KEYS_KEY_ID")?);
         let transfer_signers = match side {
             Side::Platform => None,
             Side::Transfer => Some(TerminalDirectory::new(

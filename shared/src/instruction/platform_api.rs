@@ -42,14 +42,14 @@ pub struct InstructionsApi {
 }
 
 impl InstructionsApi {
-    pub async fn from_env() -> Result<Self, MissingEnv> {
-        let config = aws::sdk_config().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+    /// On the function's SDK config (loaded once at cold start, shared with the listing routes).
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(config);
         Ok(InstructionsApi {
             listings: ListingStore::new(dynamodb.clone(), aws::env("LISTINGS_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
-            signer: InstructionSigner::new(aws_sdk_kms::Client::new(&config), aws::env("INSTRUCTION_SIGNING_KEY_ID")?),
+            signer: InstructionSigner::new(aws_sdk_kms::Client::new(config), aws::env("INSTRUCTION_SIGNING_KEY_ID")?),
         })
     }
 
