@@ -35,6 +35,7 @@ pub mod problem;
 pub mod purchase;
 pub mod queues;
 pub mod reconcile;
+pub mod security;
 pub mod signed;
 pub mod text;
 

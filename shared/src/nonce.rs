@@ -8,10 +8,13 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure};
 
 use crate::crypto::{SIGNATURE_TOLERANCE_SECONDS, SignatureError};
-use crate::dynamo::{Item, StoreError, n, s};
+use crate::dynamo::{Item, StoreError, Write, n, s};
+
+/// Rule: a nonce spent in a transaction (`NonceStore::spend_item`) was not spent before.
+pub const NONCE_UNSPENT: &str = "nonce.unspent";
 
 #[derive(Clone, Debug)]
 pub struct NonceStore {
@@ -22,6 +25,18 @@ pub struct NonceStore {
 impl NonceStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         NonceStore { client, table: table.into() }
+    }
+
+    /// The spending of `nonce` of what `key_id` signed, as a transaction item, to commit with what
+    /// the nonce authorises; kept until `keep_until`, after which what carried it is refused anyway.
+    pub fn spend_item(&self, key_id: &str, nonce: &str, keep_until: i64) -> Result<Write, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("id", s(format!("{key_id}#{nonce}")))
+            .item("expires_at", n(keep_until))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(Write::put(NONCE_UNSPENT, put))
     }
 
     /// Takes `nonce` for `key_id`, or says it was already taken.

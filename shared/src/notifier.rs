@@ -6,6 +6,7 @@
 //! - `order.*`: `crate::purchase::notices`
 //! - `miniapp.outcome`: `crate::miniapp::notices`
 //! - `offline.*`: `crate::offline::notices`
+//! - `transfer.completed`: `crate::instruction::notices`
 //!
 //! A message is handled once: its outbox item is deleted when its capability is done with it.
 //!
@@ -21,6 +22,7 @@ use crate::aws::{self, MissingEnv};
 use crate::batch::{Backoff, Batch, Failure, QueueMessage};
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
+use crate::instruction::notices::OperationNotices;
 use crate::keys::KeyService;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
@@ -34,6 +36,7 @@ pub struct Notifier {
     orders: OrderNotices,
     miniapps: OutcomeNotices,
     offline: OfflineNotices,
+    operations: OperationNotices,
     outbox: Outbox,
     batch: Batch,
     sweep_grace_seconds: i64,
@@ -60,6 +63,12 @@ impl Notifier {
         Ok(Notifier {
             orders: OrderNotices::from_env(&dynamodb, merchants.clone(), conversations.clone(), outbox.clone())?,
             miniapps: OutcomeNotices::from_env(&dynamodb, keys, conversations.clone(), outbox.clone())?,
+            operations: OperationNotices::from_env(
+                &dynamodb,
+                merchants.clone(),
+                conversations.clone(),
+                outbox.clone(),
+            )?,
             offline: OfflineNotices::from_env(&dynamodb, merchants, conversations)?,
             batch: Batch::from_env(
                 outbox.clone(),
@@ -95,6 +104,9 @@ impl Notifier {
             NotificationMessage::OfflineExpired { id, payment_id } => self.offline.expired(id, payment_id).await?,
             NotificationMessage::OfflineWaitingForFunds { user, message, at, .. } => {
                 self.offline.waiting_for_funds(user, message, *at).await?
+            }
+            NotificationMessage::TransferCompleted { id, operation_id } => {
+                self.operations.completed(id, operation_id).await?
             }
         }
         Ok(self.outbox.done(message.id()).await?)

@@ -38,6 +38,10 @@ pub enum NotificationMessage {
     /// one place the link's token is kept, until the notifier posts it.
     #[serde(rename = "offline.waiting_for_funds")]
     OfflineWaitingForFunds { id: String, user: String, message: NewMessage, at: i64 },
+    /// Tell the provider (signed webhook) and the payer (conversation) that a signed transfer
+    /// instruction was carried out.
+    #[serde(rename = "transfer.completed")]
+    TransferCompleted { id: String, operation_id: String },
 }
 
 impl QueueMessage for NotificationMessage {
@@ -54,7 +58,8 @@ impl QueueMessage for NotificationMessage {
             | NotificationMessage::OrderRefunded { id, .. }
             | NotificationMessage::MiniAppOutcome { id, .. }
             | NotificationMessage::OfflineExpired { id, .. }
-            | NotificationMessage::OfflineWaitingForFunds { id, .. } => id,
+            | NotificationMessage::OfflineWaitingForFunds { id, .. }
+            | NotificationMessage::TransferCompleted { id, .. } => id,
         }
     }
 }
@@ -147,6 +152,7 @@ mod tests {
         r#"{"kind":"miniapp.outcome","id":"r_1/outcome","request_id":"r_1"}"#,
         r#"{"kind":"offline.expired","id":"p_1/expired","payment_id":"p_1"}"#,
         r#"{"kind":"offline.waiting_for_funds","id":"p_1/waiting/k","user":"alice","message":{"id":"p_1/waiting/k","kind":"offline.waiting_for_funds","text":"A payment is waiting","data":{"link":"https://x/topup/t"}},"at":1700000000}"#,
+        r#"{"kind":"transfer.completed","id":"ti_1/completed","operation_id":"ti_1"}"#,
     ];
     const SETTLEMENTS: &[&str] = &[
         r#"{"kind":"offline.settle","id":"p_1/settle","payment_id":"p_1"}"#,
@@ -156,7 +162,15 @@ mod tests {
 
     #[test]
     fn todays_notification_bodies_parse_and_are_written_the_same() {
-        let ids = ["o_1/settled", "o_1/expire", "o_1/refund/k", "r_1/outcome", "p_1/expired", "p_1/waiting/k"];
+        let ids = [
+            "o_1/settled",
+            "o_1/expire",
+            "o_1/refund/k",
+            "r_1/outcome",
+            "p_1/expired",
+            "p_1/waiting/k",
+            "ti_1/completed",
+        ];
         for (body, id) in NOTIFICATIONS.iter().zip(ids) {
             let message = NotificationMessage::parse(body).unwrap_or_else(|e| panic!("{body}: {e}"));
             assert_eq!(message.id(), id);

@@ -53,6 +53,12 @@ pub fn is_plain(text: &str) -> bool {
     text.chars().all(shows_as_itself)
 }
 
+/// The first `chars` characters of `text`: enough of what a caller sent to recognise it, in a
+/// refusal or an audit entry, never a whole oversized body.
+pub fn head(text: &str, chars: usize) -> String {
+    text.chars().take(chars).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

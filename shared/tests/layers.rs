@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "batch",
             "queues",
             "audit",
+            "security",
             "admin",
             "conversation",
         ],

@@ -170,4 +170,17 @@ async fn transfer_instruction_events_answer_as_documented() {
     }
     let instruct = invoke("TransferPlatformFunction", "transfer-platform/instruct-unknown-listing.json").await;
     assert_eq!(instruct["statusCode"], 404, "{instruct}");
+    let operation = invoke("TransferFunction", "transfer/get-operation-unknown.json").await;
+    assert_eq!(operation["statusCode"], 404, "{operation}");
+    // Signed by a key that is not the platform's: refused (and, replayed under its key, refused
+    // the same way), a security event of demo-user's.
+    for _ in 0..2 {
+        let operate = invoke("TransferFunction", "transfer/operate-other-key.json").await;
+        assert_eq!(operate["statusCode"], 403, "{operate}");
+        let body: Value = serde_json::from_str(operate["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["code"], "instruction_signature_invalid");
+    }
+    // A notice whose outbox item is gone was handled already: nothing fails.
+    let batch = invoke("NotifierFunction", "notifier/transfer-completed.json").await;
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
 }

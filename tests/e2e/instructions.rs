@@ -12,7 +12,7 @@ use crate::purchases::{TestMerchant, merchant};
 
 /// A publication of listing `id` on `side` (`platform` or `transfer`), signed with `signer`'s key
 /// (a merchant's own, or its transfer signer's).
-async fn publish(side: &str, signer: &TestMerchant, id: &str, body: &Value) -> (StatusCode, Value) {
+pub async fn publish(side: &str, signer: &TestMerchant, id: &str, body: &Value) -> (StatusCode, Value) {
     let env = Env::get();
     let (path, body) = (format!("/{side}/listings/{id}"), body.to_string());
     let request = env.signed_as("PUT", env.http().put(env.url(&path)), &signer.master, &signer.key_id, &path, &body);
@@ -46,7 +46,7 @@ pub async fn transfer_signer(shop: &TestMerchant) -> TestMerchant {
     terminal(shop, Some("transfer")).await.1
 }
 
-fn room(version: u64, price: &str) -> Value {
+pub fn room(version: u64, price: &str) -> Value {
     json!({"listing_version": version, "title": "Sea view room, one night", "price": {"amount": price, "currency": "USD"}})
 }
 
@@ -197,7 +197,7 @@ async fn publications_that_name_another_payee_or_listing_or_come_unsigned_are_re
 }
 
 /// `user` asks the platform for an instruction (`POST /platform/instructions`) with `key`.
-async fn instruct(user: &str, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
+pub async fn instruct(user: &str, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
     let env = Env::get();
     env.post_json(&env.token(user, &[]), "/platform/instructions", Some(body), key).await
 }

@@ -14,6 +14,7 @@ mod merchants;
 mod miniapps;
 mod notifications;
 mod offline;
+mod operations;
 mod purchases;
 mod reconcile;
 mod refunds;

@@ -32,13 +32,13 @@ where
     panic!("{what} did not happen within {seconds} s");
 }
 
-async fn webhooks(order: &str) -> Value {
+pub async fn webhooks(order: &str) -> Value {
     let env = Env::get();
     let url = format!("{}/_sim/webhooks/{order}", env.stack.merchant_simulator_url);
     env.http().get(url).send().await.unwrap().json().await.unwrap()
 }
 
-async fn messages(user: &str, merchant: &str) -> Value {
+pub async fn messages(user: &str, merchant: &str) -> Value {
     let env = Env::get();
     let url = env.url(&format!("/conversations/merchant:{merchant}/messages"));
     env.http().get(url).bearer_auth(env.token(user, &[])).send().await.unwrap().json().await.unwrap()

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::StatusCode;
 use superpay::clock::now_epoch_seconds;
+use superpay::instruction::operation::{Operation, OperationStore, check_operations};
 use superpay::miniapp::check_requests;
 use superpay::miniapp::store::RequestStore;
 use superpay::offline::device::{DeviceStore, check_devices};
@@ -20,17 +21,25 @@ use superpay_e2e::{Env, unique};
 
 use crate::purchases::{buy, funded_user, merchant, purchase};
 
-/// Every violation among `users`' orders and the accounts their money moved through (their own,
-/// their orders' holds, their merchants'), read from the tables.
+/// Every violation among `users`' orders and transfer operations and the accounts their money
+/// moved through (their own, their orders' holds, their merchants'), read from the tables.
 pub async fn violations(users: &[&str]) -> Vec<Violation> {
     let env = Env::get();
     let store = OrderStore::new(env.dynamodb().await, env.table("OrdersTable"));
     let orders: Vec<Order> =
         store.all().await.unwrap().into_iter().filter(|o| users.contains(&o.user.as_str())).collect();
+    let operations: Vec<Operation> = OperationStore::new(env.dynamodb().await, env.table("TransferOperationsTable"))
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| users.contains(&o.payer.as_str()))
+        .collect();
     let owners: HashSet<String> = users
         .iter()
         .map(|u| u.to_string())
         .chain(orders.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
+        .chain(operations.iter().map(|o| o.merchant_id.clone()))
         .collect();
     let in_scope = |account: &superpay::ledger::AccountId| {
         account.as_str().split_once(':').is_some_and(|(_, owner)| owners.contains(owner))
@@ -39,6 +48,7 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
     assert!(books.transfers.len() >= 2 * orders.len(), "the orders' transfers were read");
     let mut found = check(&books);
     found.extend(check_orders(&orders, &books, now_epoch_seconds(), 60));
+    found.extend(check_operations(&operations, &books));
     found
 }
 
@@ -60,6 +70,7 @@ pub async fn violations_everywhere() -> Vec<Violation> {
             .unwrap();
     let topups = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable")).all().await.unwrap();
     let devices = DeviceStore::new(dynamodb.clone(), env.table("DevicesTable")).all().await.unwrap();
+    let operations = OperationStore::new(dynamodb.clone(), env.table("TransferOperationsTable")).all().await.unwrap();
     let outbox = Outbox::new(dynamodb, env.stack.sqs().await, env.table("OutboxTable")).items().await.unwrap();
     let mut found = check(&books);
     found.extend(check_orders(&orders, &books, now, 60));
@@ -67,6 +78,7 @@ pub async fn violations_everywhere() -> Vec<Violation> {
     found.extend(check_payments(&payments, &topups, &books, now, 60));
     found.extend(check_topups(&topups, &books, now, 60));
     found.extend(check_devices(&devices, &payments));
+    found.extend(check_operations(&operations, &books));
     found.extend(check_outbox(&outbox, now, 60));
     found
 }

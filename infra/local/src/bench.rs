@@ -249,6 +249,26 @@ pub async fn count_operations(stack: &Stack) -> Result<Vec<Counted>, String> {
         })
         .await?,
     );
+    // Each run asks the platform for a fresh instruction (not counted: another function), then
+    // sends it: the transfer side's calls, which must hold no KMS call once its process has the key.
+    let instruction = json!({"listing_id": "m_demo.sea-view", "quantity": 1});
+    counted.push(
+        count(
+            stack,
+            "a signed transfer instruction carried out: `POST /transfer/operations`",
+            "TransferFunction",
+            Some("NotifierFunction"),
+            || {
+                let (client, instruction) = (&client, instruction.clone());
+                async move {
+                    let mut body = client.call("POST", "/platform/instructions", user, Some(instruction)).await?;
+                    body["confirmation"] = json!({"display_hash": body["instruction"]["display_hash"]});
+                    client.call("POST", "/transfer/operations", user, Some(body)).await.map(|_| ())
+                }
+            },
+        )
+        .await?,
+    );
     counted.push(
         count(stack, "a config fetch: `GET /config/payment-ui`", "ConfigFunction", None, || {
             let client = &client;

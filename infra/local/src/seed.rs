@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 use superpay::config::store::ConfigStore;
 use superpay::config::{GroupName, GroupVersion, Parameters};
+use superpay::instruction::listing::{Listing, ListingStore, Terms};
 use superpay::keys::KeyService;
 use superpay::ledger::store::LedgerStore;
 use superpay::ledger::{AccountId, Transfer};
@@ -38,6 +39,16 @@ struct Seed {
     /// Offline reserves, funded like wallets.
     reserves: Vec<WalletSeed>,
     miniapps: Vec<MiniAppSeed>,
+    /// Published at version 1 to both sides of signed transfer instructions.
+    listings: Vec<ListingSeed>,
+}
+
+#[derive(Deserialize)]
+struct ListingSeed {
+    id: String,
+    merchant: String,
+    title: String,
+    price: superpay::money::MoneyInput,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +122,9 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
     for terminal in seed.terminals {
         seed_terminal(stack, terminal, state).await?;
     }
+    for listing in seed.listings {
+        seed_listing(stack, listing).await?;
+    }
     let ledger = LedgerStore::new(stack.info.dynamodb().await, table_of(stack, "LedgerTable")?);
     let reserves = seed.reserves.into_iter().map(|r| (r, AccountId::reserve as fn(&str) -> AccountId));
     for (wallet, account) in
@@ -149,6 +163,22 @@ async fn replace(stack: &Stack, table: &str, id: &str, create: superpay::dynamo:
         .await
         .map_err(|e| e.to_string())?;
     superpay::dynamo::transact(&dynamodb, vec![create]).await.map_err(|e| e.to_string())
+}
+
+/// The listing on both sides, as its merchant's first publication to each would make it.
+async fn seed_listing(stack: &Stack, seed: ListingSeed) -> Result<(), String> {
+    let listing = Listing {
+        id: seed.id,
+        merchant_id: seed.merchant,
+        terms: Terms { title: seed.title, price: seed.price.validate().map_err(|e| e.to_string())?, two_phase: false },
+        version: 1,
+        updated_at: superpay::clock::now_epoch_seconds(),
+    };
+    for table in ["PlatformListingsTable", "TransferListingsTable"] {
+        let store = ListingStore::new(stack.info.dynamodb().await, table_of(stack, table)?);
+        replace(stack, table, &listing.id, store.put_item(&listing, None).map_err(|e| e.to_string())?).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the token secret (`superpay::keys::TokenSecret`) an earlier run wrapped with a KMS key

@@ -8,8 +8,9 @@
 //!   signs with the wrong key, `other…` names another order; anything else confirms.
 //! - `POST <any path>/webhooks` takes our signed notifications, each signed by the key of the
 //!   merchant that sold the order (the one it received the order under, or the order's own
-//!   `merchant_id` if it never received it); for an order whose product id starts with `flaky` it
-//!   fails the first delivery (HTTP 500) to exercise our retries.
+//!   `merchant_id` if it never received it; for news of an offline payment or a transfer operation,
+//!   its `merchant_id`); for an order whose product id starts with `flaky` it fails the first
+//!   delivery (HTTP 500) to exercise our retries.
 //! - `POST /bank/debits {"reference", "account", "amount"}` is a payer's bank, started with the key
 //!   the stack shares with it (`BANK_KEY_ID`, `BANK_KEY`: base64). It checks our signature and
 //!   single-use nonce and answers a signed `DebitAnswer` by how the account's id starts: `broke…`
@@ -18,8 +19,8 @@
 //!   `lagging…` approves at once (the money is taken) but, for `BANK_LAG` after a reference is
 //!   first asked about, answers only after 7 s, past our timeout: the debit whose answer was lost.
 //!   `GET /_sim/bank/{account}` lists an account's debits (reference, amount, status).
-//! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{order_id}` the
-//!   notifications it accepted, and how many deliveries it refused.
+//! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{id}` the
+//!   notifications about an order, payment or operation it accepted, and how many deliveries it refused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,27 +84,29 @@ async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Res
         Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
     };
     let Ok(event) = serde_json::from_slice::<Value>(body) else { return refuse(StatusCode::BAD_REQUEST, "not JSON") };
-    // News about an order or an offline payment: only its own merchant's key may sign it.
-    let (order_id, signed_by_seller) = if let Some(payment) = event["payment"].as_object() {
-        let merchant = payment.get("merchant_id").and_then(Value::as_str).unwrap_or_default();
-        (
-            payment.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-            signature.key_id.starts_with(&format!("{merchant}.")),
-        )
-    } else {
-        let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
-        let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
-        let seller = match sold_by {
-            Some(key_id) => key_id == json!(signature.key_id),
-            // An order it never received (the purchase died before forwarding it, and the order
-            // expired): news of it is checked against the merchant it names, as a payment's is.
-            None => {
-                let merchant = event["order"]["merchant_id"].as_str().unwrap_or_default();
-                !merchant.is_empty() && signature.key_id.starts_with(&format!("{merchant}."))
-            }
+    // News about an order, an offline payment or a transfer operation: only its own merchant's key
+    // may sign it.
+    let (order_id, signed_by_seller) =
+        if let Some(payment) = event["payment"].as_object().or_else(|| event["operation"].as_object()) {
+            let merchant = payment.get("merchant_id").and_then(Value::as_str).unwrap_or_default();
+            (
+                payment.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                signature.key_id.starts_with(&format!("{merchant}.")),
+            )
+        } else {
+            let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
+            let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
+            let seller = match sold_by {
+                Some(key_id) => key_id == json!(signature.key_id),
+                // An order it never received (the purchase died before forwarding it, and the order
+                // expired): news of it is checked against the merchant it names, as a payment's is.
+                None => {
+                    let merchant = event["order"]["merchant_id"].as_str().unwrap_or_default();
+                    !merchant.is_empty() && signature.key_id.starts_with(&format!("{merchant}."))
+                }
+            };
+            (order_id, seller)
         };
-        (order_id, seller)
-    };
     if !signed_by_seller {
         return refuse(StatusCode::UNAUTHORIZED, "signed by a key other than the seller's");
     }

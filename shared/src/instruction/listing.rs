@@ -112,7 +112,7 @@ impl ListingJson {
         let own = AccountId::merchant(merchant_id);
         if let Some(named) = self.payee_account.filter(|named| named != own.as_str()) {
             // Quoted in part: the refusal is audited, and a body may be large.
-            let quoted: String = named.chars().take(80).collect();
+            let quoted = crate::text::head(&named, 80);
             return Err(Problem::new(
                 catalogue::PAYEE_NOT_OWN_ACCOUNT,
                 format!("a listing pays its publisher's own account {own}, not {quoted:?}"),

@@ -11,8 +11,15 @@
 //! - `signed`: the transfer instruction, its canonical form, its signature (KMS ECC P-256) and its
 //!   verification with the public key alone.
 //! - `platform_api`: the platform's route that prices and signs an instruction.
+//! - `operation`: the transfer side's judgement of a presented instruction against its own copy,
+//!   and the store of the operations it carried out.
+//! - `operations_api`: the transfer side's route that carries an instruction out.
+//! - `notices`: what the notifier tells the provider and the payer of a carried-out operation.
 
 pub mod api;
 pub mod listing;
+pub mod notices;
+pub mod operation;
+pub mod operations_api;
 pub mod platform_api;
 pub mod signed;

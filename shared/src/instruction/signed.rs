@@ -190,21 +190,21 @@ pub(crate) mod tests {
     }
 
     /// A P-256 key as KMS holds one: the public key as DER SubjectPublicKeyInfo, signatures as DER.
-    struct LocalKey(EcdsaKeyPair);
+    pub(crate) struct LocalKey(EcdsaKeyPair);
 
     impl LocalKey {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new()).unwrap();
             LocalKey(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref()).unwrap())
         }
 
-        fn spki(&self) -> Vec<u8> {
+        pub(crate) fn spki(&self) -> Vec<u8> {
             // The fixed DER prefix of a P-256 SubjectPublicKeyInfo, then the point.
             let prefix = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
             [prefix, self.0.public_key().as_ref().to_vec()].concat()
         }
 
-        fn sign(&self, instruction: &Instruction) -> String {
+        pub(crate) fn sign(&self, instruction: &Instruction) -> String {
             let message = instruction.canonical().unwrap();
             STANDARD.encode(self.0.sign(&SystemRandom::new(), &message).unwrap().as_ref())
         }

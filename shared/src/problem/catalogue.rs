@@ -162,6 +162,12 @@ catalogue! {
         "A listing names a payee account other than its publishing merchant's own.";
     LISTING_ID_NOT_OWN = "listing_id_not_own", 403, "Listing id not the merchant's",
         "A listing's id does not start with its publishing merchant's id and a dot (`m_9f2c....sea-view`).";
+    INSTRUCTION_SIGNATURE_INVALID = "instruction_signature_invalid", 403, "Instruction signature invalid",
+        "A transfer instruction is not signed by the platform's key as it stands (another key, a changed field, a display text that is not the one hashed); recorded as a security event.";
+    INSTRUCTION_NOT_FOR_CALLER = "instruction_not_for_caller", 403, "Instruction for another payer",
+        "A transfer instruction names another payer than the signed-in user; recorded as a security event.";
+    INSTRUCTION_TERMS_MISMATCH = "instruction_terms_mismatch", 403, "Instruction terms differ",
+        "A transfer instruction's amount, currency, payee or quantity is not the transfer side's own listing at that version; `fields` names them; recorded as a security event.";
     // 404
     UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
         "The function was invoked for a route it does not serve.";
@@ -183,6 +189,8 @@ catalogue! {
         "No offline payment of this terminal has this id.";
     UNKNOWN_LISTING = "unknown_listing", 404, "Unknown listing",
         "No listing has this id on this side.";
+    UNKNOWN_OPERATION = "unknown_operation", 404, "Unknown operation",
+        "No operation has this id for the signed-in user.";
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
@@ -197,6 +205,10 @@ catalogue! {
         "Other publications changed the listing while this one was judged, three times over; send it again.";
     LISTING_VERSION_MISMATCH = "listing_version_mismatch", 409, "Listing version mismatch",
         "A publication's listing_version is not the next one (nor the current one with the same terms, nor at least 1 for a side's first copy); `current_version` says which is current.";
+    INSTRUCTION_LISTING_VERSION = "instruction_listing_version", 409, "Instruction for another listing version",
+        "The transfer side's listing is at another version than the instruction's (its terms changed since); `current_version` says which; ask the platform for a new instruction.";
+    INSTRUCTION_ALREADY_USED = "instruction_already_used", 409, "Instruction already used",
+        "The transfer instruction, or another carrying its nonce, was already carried out by another request; nothing moved.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
@@ -260,6 +272,14 @@ catalogue! {
         "The offline code is older than the offline window.";
     OFFLINE_CODE_FROM_FUTURE = "offline_code_from_future", 422, "Offline code from the future",
         "The offline code's time is ahead of our clock.";
+    INSTRUCTION_MALFORMED = "instruction_malformed", 422, "Instruction malformed",
+        "A signed transfer instruction's id, listing_id or nonce breaks the id rule; recorded as a security event.";
+    INSTRUCTION_LIFETIME_INVALID = "instruction_lifetime_invalid", 422, "Instruction lifetime invalid",
+        "A transfer instruction is issued ahead of our clock or lives longer than 300 s; recorded as a security event.";
+    INSTRUCTION_EXPIRED = "instruction_expired", 422, "Instruction expired",
+        "The transfer instruction's expiry has passed; ask the platform for a new one.";
+    CONFIRMATION_MISMATCH = "confirmation_mismatch", 422, "Confirmation of another text",
+        "The user's confirmation names another display_hash than the instruction's; recorded as a security event.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",
         "A publish has neither If-Match nor If-None-Match.";
     // 5xx: ours, not the caller's; nothing changed and a retry with the same key is safe.
