@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod conversation;
 pub mod crypto;
+pub mod device_keys;
 pub mod dynamo;
 pub mod http;
 pub mod idempotency;

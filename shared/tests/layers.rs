@@ -27,15 +27,16 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "batch",
             "queues",
             "audit",
+            "config",
             "security",
             "admin",
             "conversation",
         ],
         true,
     ),
-    ("3 parties", &["merchant"], true),
+    ("3 parties", &["merchant", "device_keys"], true),
     // A capability uses layers 1 to 3 and no other capability.
-    ("4 capabilities", &["config", "purchase", "miniapp", "offline", "instruction"], false),
+    ("4 capabilities", &["purchase", "miniapp", "offline", "instruction"], false),
     ("5 consumers", &["notifier"], true),
 ];
 

@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 
 use super::payment::{Payment, PaymentState};
 use crate::Problem;
+use crate::device_keys::{DeviceKey, device_of_key, key_from_item};
 use crate::dynamo::{Item, StoreError, TransactError, Write, get_decimal, get_n, get_s, n, s, scan_all, transact};
 use crate::money::{Currency, Money};
 use crate::problem::catalogue;
@@ -114,11 +115,6 @@ impl From<OfflineRefusal> for Problem {
             }
         }
     }
-}
-
-/// The device a key id (`<device id>.k<n>`) belongs to.
-pub fn device_of_key(key_id: &str) -> Option<&str> {
-    key_id.split_once('.').map(|(id, _)| id)
 }
 
 /// What must hold of each device (`crate::reconcile`): its `outstanding` is what its counted
@@ -325,11 +321,12 @@ impl DeviceStore {
 fn device_from_item(item: &Item) -> Result<Device, StoreError> {
     let corrupt = |what: &str| StoreError::new(format!("stored device is corrupt: {what}"));
     let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
+    let DeviceKey { id, user, key_id, public_key, revoked_at } = key_from_item(item)?;
     Ok(Device {
-        id: get_s(item, "id")?.to_owned(),
-        user: get_s(item, "user")?.to_owned(),
-        key_id: get_s(item, "key_id")?.to_owned(),
-        public_key: get_s(item, "public_key")?.to_owned(),
+        id,
+        user,
+        key_id,
+        public_key,
         offline_limit: Money::new(get_decimal(item, "offline_limit")?, currency)
             .map_err(|_| corrupt("offline_limit"))?,
         // Devices enrolled before payments were counted have none outstanding.
@@ -338,7 +335,7 @@ fn device_from_item(item: &Item) -> Result<Device, StoreError> {
             None => Decimal::ZERO,
         },
         enrolled_at: get_n(item, "enrolled_at")?,
-        revoked_at: if item.contains_key("revoked_at") { Some(get_n(item, "revoked_at")?) } else { None },
+        revoked_at,
     })
 }
 
@@ -416,8 +413,6 @@ mod tests {
         assert_eq!(device_from_item(&item).expect("a device"), device(usd(5000), Decimal::ZERO));
         item.insert("outstanding".to_owned(), n("12.5"));
         assert_eq!(device_from_item(&item).expect("a device").outstanding.to_string(), "12.50");
-        assert_eq!(device_of_key("d_1.k1"), Some("d_1"));
-        assert_eq!(device_of_key("d_1"), None);
     }
 
     #[derive(Debug, Clone, Copy, PartialEq)]
