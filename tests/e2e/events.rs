@@ -172,6 +172,11 @@ async fn transfer_instruction_events_answer_as_documented() {
     assert_eq!(instruct["statusCode"], 404, "{instruct}");
     let operation = invoke("TransferFunction", "transfer/get-operation-unknown.json").await;
     assert_eq!(operation["statusCode"], 404, "{operation}");
+    let unfreeze = invoke("TransferFunction", "transfer/unfreeze-unknown.json").await;
+    assert_eq!(unfreeze["statusCode"], 404, "{unfreeze}");
+    // The seed's own threshold for demo-user, set again: no change in what it needs.
+    let thresholds = invoke("TransferFunction", "transfer/set-thresholds.json").await;
+    assert_eq!(thresholds["statusCode"], 200, "{thresholds}");
     // Signed by a key that is not the platform's: refused (and, replayed under its key, refused
     // the same way), a security event of demo-user's.
     for _ in 0..2 {

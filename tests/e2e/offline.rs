@@ -34,6 +34,18 @@ impl Phone {
         Phone { user, key_id: device["key_id"].as_str().expect("an enrolled device's key id").to_owned(), key }
     }
 
+    /// The enrolled device's id (its key id's owner).
+    pub fn device_id(&self) -> &str {
+        superpay::device_keys::device_of_key(&self.key_id).expect("an enrolled key id")
+    }
+
+    /// Its co-signature of a transfer instruction (`confirmation.device`).
+    pub fn cosign(&self, instruction: &superpay::instruction::signed::Instruction) -> Value {
+        let message = superpay::instruction::operation::device_message(instruction).expect("a canonical instruction");
+        let signature = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, self.key.sign(&message));
+        json!({"key_id": self.key_id, "signature": signature})
+    }
+
     /// Its code number `counter`, made now.
     pub fn code(&self, counter: u64) -> String {
         code(self, counter, superpay::clock::now_epoch_seconds())
@@ -223,7 +235,7 @@ async fn a_revoked_phones_codes_are_refused_and_payments_before_still_settle() {
     let env = Env::get();
     let till = till().await;
     let phone = enrolled_phone("30.00").await;
-    let device = phone.key_id.split_once('.').unwrap().0.to_owned();
+    let device = phone.device_id().to_owned();
     let (status, before) = present_code(&till, &phone, "5.00", 1).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{before}");
 

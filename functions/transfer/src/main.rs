@@ -1,20 +1,27 @@
 //! Signed transfer instructions (capability 8), the transfer side (its own copy of the listings,
 //! published by merchants' transfer signers; the operations that carry users' instructions out):
-//! see `superpay::instruction::api` and `superpay::instruction::operations_api` for the routes.
+//! see `superpay::instruction::api`, `superpay::instruction::operations_api` and
+//! `superpay::instruction::admin` for the routes.
 
+use superpay::instruction::admin::TransferAdminApi;
 use superpay::instruction::api::{ListingsApi, Side};
 use superpay::instruction::operations_api::OperationsApi;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
-    // One SDK config for both route tables: loaded once at cold start.
+    // One SDK config for the three route tables: loaded once at cold start.
     let config = superpay::aws::sdk_config().await;
-    let (listings, operations) = (ListingsApi::from_env(Side::Transfer, &config)?, OperationsApi::from_env(&config)?);
-    let (listings, operations) = (&listings, &operations);
+    let (listings, operations, admin) = (
+        ListingsApi::from_env(Side::Transfer, &config)?,
+        OperationsApi::from_env(&config)?,
+        TransferAdminApi::from_env(&config)?,
+    );
+    let (listings, operations, admin) = (&listings, &operations, &admin);
     superpay::http::run(|request| async move {
         match superpay::http::route_key(&request) {
             "POST /transfer/operations" | "GET /transfer/operations/{id}" => operations.handle(request).await,
+            "PUT /transfer/thresholds/{user}" | "POST /transfer/listings/{id}/unfreeze" => admin.handle(request).await,
             _ => listings.handle(request).await,
         }
     })

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 use superpay::config::store::ConfigStore;
 use superpay::config::{GroupName, GroupVersion, Parameters};
-use superpay::instruction::listing::{Listing, ListingStore, Terms};
+use superpay::instruction::listing::{Freeze, Listing, ListingStore, Terms};
 use superpay::keys::KeyService;
 use superpay::ledger::store::LedgerStore;
 use superpay::ledger::{AccountId, Transfer};
@@ -173,6 +173,7 @@ async fn seed_listing(stack: &Stack, seed: ListingSeed) -> Result<(), String> {
         terms: Terms { title: seed.title, price: seed.price.validate().map_err(|e| e.to_string())?, two_phase: false },
         version: 1,
         updated_at: superpay::clock::now_epoch_seconds(),
+        freeze: Freeze::default(),
     };
     for table in ["PlatformListingsTable", "TransferListingsTable"] {
         let store = ListingStore::new(stack.info.dynamodb().await, table_of(stack, table)?);

@@ -4,7 +4,7 @@
 //! merchant's own account, never a field a publication can set to someone else's.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, Update};
 use serde::Deserialize;
 
 use crate::Problem;
@@ -13,8 +13,15 @@ use crate::ledger::AccountId;
 use crate::money::{Currency, Money, MoneyInput};
 use crate::problem::catalogue;
 
-/// Rule: the copy is still the version the publication was judged against.
+/// Rule: the copy is still the version (and freeze) the publication was judged against.
 pub const LISTING_UNCHANGED: &str = "listing.unchanged_since_read";
+/// Rule: the copy is at the version an operation was judged on, and not frozen.
+pub const LISTING_AS_JUDGED: &str = "listing.as_judged";
+/// Rule: the copy may be frozen for a divergence at its version: not frozen, and that version not
+/// cleared by an admin.
+pub const LISTING_FREEZABLE: &str = "listing.freezable";
+/// Rule: the copy is frozen (an admin's unfreeze).
+pub const LISTING_FROZEN: &str = "listing.frozen";
 
 /// The highest `listing_version`: the largest integer every JSON client reads exactly (2^53 - 1), so
 /// the next version is always one more.
@@ -41,9 +48,26 @@ pub struct Listing {
     /// Goes up by one on every change of the terms; an instruction names the version it priced.
     pub version: u64,
     pub updated_at: i64,
+    /// The transfer side's divergence freeze (never set on the platform's copy).
+    pub freeze: Freeze,
+}
+
+/// Whether the transfer side froze its copy because the platform's disagreed at one version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freeze {
+    /// When it was frozen; `None` when it is not.
+    pub frozen_at: Option<i64>,
+    /// An admin unfroze it at this version: divergences at it (or before) no longer freeze it (a
+    /// buggy platform cannot freeze a listing for good), though they are still refused.
+    pub cleared_through: u64,
 }
 
 impl Listing {
+    /// Whether a divergence at `version` freezes this copy now.
+    pub fn freezes_at(&self, version: u64) -> bool {
+        self.freeze.frozen_at.is_none() && version > self.freeze.cleared_through
+    }
+
     /// Where the money goes: the provider's own merchant account.
     pub fn payee(&self) -> AccountId {
         AccountId::merchant(&self.merchant_id)
@@ -59,6 +83,7 @@ impl Listing {
             "payee_account": self.payee().as_str(),
             "listing_version": self.version,
             "updated_at": self.updated_at,
+            "frozen": self.freeze.frozen_at.is_some(),
         })
     }
 }
@@ -174,6 +199,7 @@ pub fn publish(
             terms,
             version,
             updated_at: now,
+            freeze: Freeze::default(),
         })),
         _ => Err(Problem::new(
             catalogue::LISTING_VERSION_MISMATCH,
@@ -221,13 +247,63 @@ impl ListingStore {
             .item("two_phase", AttributeValue::Bool(listing.terms.two_phase))
             .item("listing_version", n(listing.version))
             .item("updated_at", n(listing.updated_at));
-        put = match before {
-            None => put.condition_expression("attribute_not_exists(id)"),
-            Some(version) => {
-                put.condition_expression("listing_version = :before").expression_attribute_values(":before", n(version))
-            }
+        if let Some(at) = listing.freeze.frozen_at {
+            put = put.item("frozen_at", n(at));
+        }
+        if listing.freeze.cleared_through > 0 {
+            put = put.item("cleared_through", n(listing.freeze.cleared_through));
+        }
+        // The freeze is carried over as read: a freeze or unfreeze that lands meanwhile makes the
+        // publication judge again rather than be undone by it.
+        put = match (before, listing.freeze.frozen_at) {
+            (None, _) => put.condition_expression("attribute_not_exists(id)"),
+            (Some(version), None) => put
+                .condition_expression("listing_version = :before AND attribute_not_exists(frozen_at)")
+                .expression_attribute_values(":before", n(version)),
+            (Some(version), Some(at)) => put
+                .condition_expression("listing_version = :before AND frozen_at = :frozen")
+                .expression_attribute_values(":before", n(version))
+                .expression_attribute_values(":frozen", n(at)),
         };
         Ok(Write::put(LISTING_UNCHANGED, put.build()?))
+    }
+
+    /// The check that the copy is still at `version` and not frozen, for an operation's transaction.
+    pub fn as_judged_check(&self, id: &str, version: u64) -> Result<Write, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .condition_expression("listing_version = :version AND attribute_not_exists(frozen_at)")
+            .expression_attribute_values(":version", n(version))
+            .build()?;
+        Ok(Write::check(LISTING_AS_JUDGED, check))
+    }
+
+    /// Freezes the copy for a divergence at `version`, if it may be (`Listing::freezes_at`).
+    pub fn freeze_item(&self, id: &str, version: u64, at: i64) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET frozen_at = :at")
+            .condition_expression(
+                "attribute_exists(id) AND attribute_not_exists(frozen_at) AND \
+                 (attribute_not_exists(cleared_through) OR cleared_through < :version)",
+            )
+            .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":version", n(version))
+            .build()?;
+        Ok(Write::update(LISTING_FREEZABLE, update))
+    }
+
+    /// Unfreezes the copy: divergences at its current version no longer freeze it.
+    pub fn unfreeze_item(&self, id: &str) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("REMOVE frozen_at SET cleared_through = listing_version")
+            .condition_expression("attribute_exists(frozen_at)")
+            .build()?;
+        Ok(Write::update(LISTING_FROZEN, update))
     }
 }
 
@@ -244,6 +320,10 @@ fn listing_from_item(item: &Item) -> Result<Listing, StoreError> {
         },
         version: get_n(item, "listing_version")?,
         updated_at: get_n(item, "updated_at")?,
+        freeze: Freeze {
+            frozen_at: if item.contains_key("frozen_at") { Some(get_n(item, "frozen_at")?) } else { None },
+            cleared_through: if item.contains_key("cleared_through") { get_n(item, "cleared_through")? } else { 0 },
+        },
     })
 }
 

@@ -15,7 +15,10 @@
 //!   and the store of the operations it carried out.
 //! - `operations_api`: the transfer side's route that carries an instruction out.
 //! - `notices`: what the notifier tells the provider and the payer of a carried-out operation.
+//! - `threshold`: above which amount the payer's own device must co-sign an operation.
+//! - `admin`: the transfer side's admin routes (thresholds per account, unfreezing a listing).
 
+pub mod admin;
 pub mod api;
 pub mod listing;
 pub mod notices;
@@ -23,3 +26,4 @@ pub mod operation;
 pub mod operations_api;
 pub mod platform_api;
 pub mod signed;
+pub mod threshold;

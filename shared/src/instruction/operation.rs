@@ -12,14 +12,17 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::Put;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::listing::Listing;
 use super::platform_api::MAX_QUANTITY;
-use super::signed::{Instruction, MAX_LIFETIME_SECONDS, SignatureFault, verify};
+use super::signed::{Display, Instruction, MAX_LIFETIME_SECONDS, SignatureFault, verify};
 use crate::Problem;
+use crate::device_keys::DeviceKey;
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
 use crate::ids;
 use crate::ledger::{AccountId, Books, LedgerError, Transfer};
@@ -35,11 +38,51 @@ pub const OPERATION_NEW: &str = "operation.new";
 /// ahead of ours); no more, or an instruction could live longer than `MAX_LIFETIME_SECONDS`.
 pub const CLOCK_SKEW_SECONDS: i64 = 30;
 
-/// What the user confirmed: the hash of the text their client showed them.
+/// The first line of what a device co-signs: no offline code can start so (its payload starts
+/// with a key id, which holds no `/`), nor can an instruction the platform signs.
+pub const DEVICE_DOMAIN: &str = "superpay/transfer-confirmation/v1";
+
+/// What the user confirmed: the hash of the text their client showed them and, above their
+/// threshold, their device's signature of the whole instruction.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Confirmation {
     pub display_hash: String,
+    #[serde(default)]
+    pub device: Option<DeviceSignature>,
+}
+
+/// A signature by one of the payer's enrolled devices over `device_message(instruction)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceSignature {
+    pub key_id: String,
+    /// Base64 of the 64-byte P-256 signature (r then s), as the device signs offline codes.
+    pub signature: String,
+}
+
+/// The bytes a device co-signs: `DEVICE_DOMAIN`, a newline, then the instruction's canonical form
+/// (which holds the display hash). `None` when the instruction has no canonical form.
+pub fn device_message(instruction: &Instruction) -> Option<Vec<u8>> {
+    let canonical = instruction.canonical()?;
+    Some([DEVICE_DOMAIN.as_bytes(), b"\n", &canonical].concat())
+}
+
+/// What the judgement reads beside the presented instruction.
+pub struct Facts<'a> {
+    /// The platform's key id and public key (DER SubjectPublicKeyInfo).
+    pub kid: &'a str,
+    pub public_key: &'a [u8],
+    /// The signed-in user.
+    pub caller: &'a str,
+    /// This side's copy of the listing (`None`: unknown here), and its merchant's name.
+    pub listed: Option<&'a Listing>,
+    pub provider_name: &'a str,
+    /// The payer's threshold in the instruction's currency: above it, their device co-signs.
+    pub threshold: Decimal,
+    /// The device the confirmation's device signature names, if it names one that exists.
+    pub device: Option<&'a DeviceKey>,
+    pub now: i64,
 }
 
 /// The body of `POST /transfer/operations`.
@@ -81,11 +124,29 @@ pub enum Refusal {
     },
     /// At the same version, the instruction's terms are not this side's copy's.
     Terms(Vec<Difference>),
+    /// The transfer side froze the listing (a divergence at one version).
+    Frozen,
+    /// Above the payer's threshold, and no device signature.
+    DeviceRequired {
+        threshold: Decimal,
+    },
+    /// The device signature is not by one of the payer's enrolled, unrevoked devices over it.
+    DeviceSignature,
+    /// Another instruction with this one's id or nonce was carried out: only a faulty platform signs
+    /// two such.
+    Reused,
 }
 
 impl Refusal {
     pub fn is_security_event(&self) -> bool {
-        !matches!(self, Refusal::Expired | Refusal::UnknownListing | Refusal::Version { .. })
+        !matches!(
+            self,
+            Refusal::Expired
+                | Refusal::UnknownListing
+                | Refusal::Version { .. }
+                | Refusal::Frozen
+                | Refusal::DeviceRequired { .. }
+        )
     }
 
     /// The audit log's and the user's record of what differed.
@@ -106,6 +167,10 @@ impl Refusal {
                     .map(|d| json!({"field": d.field, "instructed": head(&d.instructed, 80), "listed": d.listed}))
                     .collect::<Vec<_>>(),
             }),
+            Refusal::Frozen => json!({"reason": "frozen"}),
+            Refusal::DeviceRequired { threshold } => json!({"reason": "device_required", "threshold": threshold}),
+            Refusal::DeviceSignature => json!({"reason": "device"}),
+            Refusal::Reused => json!({"reason": "reused"}),
         }
     }
 
@@ -162,23 +227,46 @@ impl Refusal {
                 ),
             )
             .with("fields", differences.iter().map(|d| d.field).collect::<Vec<_>>()),
+            Refusal::Frozen => Problem::new(
+                catalogue::LISTING_FROZEN,
+                format!(
+                    "listing {:?} is frozen: the platform's copy disagreed with this side's; nothing moved",
+                    instruction.listing_id
+                ),
+            ),
+            Refusal::DeviceRequired { threshold } => Problem::new(
+                catalogue::DEVICE_SIGNATURE_REQUIRED,
+                format!(
+                    "{} is above your threshold of {threshold} {}: confirm on your enrolled device \
+                     (confirmation.device); nothing moved",
+                    instruction.amount,
+                    instruction.amount.currency()
+                ),
+            )
+            .with("threshold", threshold.to_string()),
+            Refusal::Reused => Problem::new(
+                catalogue::INSTRUCTION_ALREADY_USED,
+                format!(
+                    "another instruction with the id {:?} or its nonce was carried out; nothing moved for this one",
+                    instruction.id
+                ),
+            ),
+            Refusal::DeviceSignature => Problem::new(
+                catalogue::DEVICE_SIGNATURE_INVALID,
+                "the device signature is not by one of your enrolled, unrevoked devices over this instruction; \
+                 nothing moved",
+            ),
         }
     }
 }
 
-/// Whether the transfer side carries out `presented` for `caller` at `now`, with the platform's
-/// public key `public_key` (named `kid`) and this side's copy of the listing (`None`: unknown here).
-/// The signature first: nothing an unsigned instruction says is read before it holds.
-pub fn judge(
-    presented: &Presented,
-    kid: &str,
-    public_key: &[u8],
-    caller: &str,
-    listed: Option<&Listing>,
-    now: i64,
-) -> Result<(), Refusal> {
+/// Whether the transfer side carries out `presented` on `facts`. The platform's signature first:
+/// nothing an unsigned instruction says is read before it holds; the device's last, once the
+/// instruction is one this side would carry out.
+pub fn judge(presented: &Presented, facts: &Facts) -> Result<(), Refusal> {
     let instruction = &presented.instruction;
-    verify(instruction, &presented.signature, kid, public_key).map_err(Refusal::Signature)?;
+    let (caller, now) = (facts.caller, facts.now);
+    verify(instruction, &presented.signature, facts.kid, facts.public_key).map_err(Refusal::Signature)?;
     if ![&instruction.id, &instruction.listing_id, &instruction.nonce].into_iter().all(|id| ids::is_valid(id)) {
         return Err(Refusal::Malformed);
     }
@@ -196,19 +284,39 @@ pub fn judge(
     if presented.confirmation.display_hash != instruction.display_hash {
         return Err(Refusal::NotConfirmed);
     }
-    let listed = listed.ok_or(Refusal::UnknownListing)?;
+    let listed = facts.listed.ok_or(Refusal::UnknownListing)?;
     if listed.version != instruction.listing_version {
         return Err(Refusal::Version { current: listed.version });
     }
-    let differences = differences(instruction, listed);
+    let differences = differences(instruction, listed, facts.provider_name);
     if !differences.is_empty() {
         return Err(Refusal::Terms(differences));
+    }
+    if listed.freeze.frozen_at.is_some() {
+        return Err(Refusal::Frozen);
+    }
+    // A device signature is checked whenever one is sent: a wrong one is never ignored.
+    match &presented.confirmation.device {
+        Some(signed) => {
+            let signature = STANDARD.decode(&signed.signature).map_err(|_| Refusal::DeviceSignature)?;
+            let message = device_message(instruction).ok_or(Refusal::DeviceSignature)?;
+            let device =
+                facts.device.filter(|d| d.key_id == signed.key_id && d.user == caller && d.revoked_at.is_none());
+            if !device.is_some_and(|d| d.signed(&message, &signature)) {
+                return Err(Refusal::DeviceSignature);
+            }
+        }
+        None if instruction.amount.amount() > facts.threshold => {
+            return Err(Refusal::DeviceRequired { threshold: facts.threshold });
+        }
+        None => {}
     }
     Ok(())
 }
 
-/// Each term of `instruction` that `listed` (at the same version) does not have.
-fn differences(instruction: &Instruction, listed: &Listing) -> Vec<Difference> {
+/// Each term of `instruction` that `listed` (at the same version, its merchant named
+/// `provider_name`) does not have, the text the user confirmed among them: it must say what moves.
+fn differences(instruction: &Instruction, listed: &Listing, provider_name: &str) -> Vec<Difference> {
     let price = listed.terms.price;
     let mut found = vec![];
     let mut differ = |field, instructed: String, listed: String| {
@@ -222,10 +330,14 @@ fn differences(instruction: &Instruction, listed: &Listing) -> Vec<Difference> {
         instruction.quantity.to_string(),
         if quantity_ok { instruction.quantity.to_string() } else { format!("1 to {MAX_QUANTITY}") },
     );
-    let due = price.amount() * Decimal::from(instruction.quantity);
-    differ("amount", instruction.amount.amount().to_string(), price.currency().rescale(due).to_string());
+    let due = price.currency().rescale(price.amount() * Decimal::from(instruction.quantity));
+    differ("amount", instruction.amount.amount().to_string(), due.to_string());
     differ("currency", instruction.amount.currency().code().to_owned(), price.currency().code().to_owned());
     differ("payee", instruction.payee.clone(), listed.payee().as_str().to_owned());
+    if let Ok(due) = Money::new(due, price.currency()) {
+        let shown = Display::of(due, provider_name, &listed.merchant_id, instruction.quantity, &listed.terms.title);
+        differ("display", instruction.display.text.clone(), shown.text);
+    }
     found
 }
 
@@ -291,6 +403,20 @@ impl Operation {
 
     pub fn payee(&self) -> AccountId {
         AccountId::merchant(&self.merchant_id)
+    }
+
+    /// Whether `other` carries out the same instruction (its id, nonce, payer and terms).
+    pub fn same_instruction(&self, other: &Operation) -> bool {
+        (&self.id, &self.nonce, &self.payer, &self.listing_id, self.listing_version, self.quantity, self.amount)
+            == (
+                &other.id,
+                &other.nonce,
+                &other.payer,
+                &other.listing_id,
+                other.listing_version,
+                other.quantity,
+                other.amount,
+            )
     }
 
     /// The money it moves, payer's wallet -> provider's account, under an id derived from the
@@ -432,11 +558,13 @@ fn operation_from_item(item: &Item) -> Result<Operation, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
     use proptest::prelude::*;
 
-    use super::super::listing::Terms;
+    use super::super::listing::{Freeze, Terms};
+    use super::super::signed::SignatureFault;
     use super::super::signed::tests::{LocalKey, instruction};
-    use super::super::signed::{Display, SignatureFault};
     use super::*;
 
     const NOW: i64 = 1_100;
@@ -453,6 +581,7 @@ mod tests {
             },
             version: 2,
             updated_at: 0,
+            freeze: Default::default(),
         }
     }
 
@@ -460,13 +589,47 @@ mod tests {
     fn presented(key: &LocalKey, instruction: Instruction) -> Presented {
         Presented {
             signature: key.sign(&instruction),
-            confirmation: Confirmation { display_hash: instruction.display_hash.clone() },
+            confirmation: Confirmation { display_hash: instruction.display_hash.clone(), device: None },
             instruction,
         }
     }
 
+    /// Under a threshold the tests' amounts never reach, without a device.
     fn judged(key: &LocalKey, presented: &Presented, caller: &str, listed: Option<&Listing>) -> Result<(), Refusal> {
-        judge(presented, "k-1", &key.spki(), caller, listed, NOW)
+        let public_key = key.spki();
+        let facts = Facts {
+            kid: "k-1",
+            public_key: &public_key,
+            caller,
+            listed,
+            provider_name: "Sea Shop",
+            threshold: Decimal::new(1_000_000, 0),
+            device: None,
+            now: NOW,
+        };
+        judge(presented, &facts)
+    }
+
+    /// A phone's enrolled key, as `crate::device_keys` holds it, and its private half.
+    fn enrolled(user: &str) -> (DeviceKey, EcdsaKeyPair) {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let key = DeviceKey {
+            id: "d_1".into(),
+            user: user.into(),
+            key_id: "d_1.k1".into(),
+            public_key: STANDARD.encode(pair.public_key().as_ref()),
+            revoked_at: None,
+        };
+        (key, pair)
+    }
+
+    /// `presented`, co-signed by `pair` (as key `d_1.k1`) over `message`.
+    fn cosigned(mut presented: Presented, pair: &EcdsaKeyPair, message: &[u8]) -> Presented {
+        let signature = pair.sign(&SystemRandom::new(), message).unwrap();
+        presented.confirmation.device =
+            Some(DeviceSignature { key_id: "d_1.k1".into(), signature: STANDARD.encode(signature.as_ref()) });
+        presented
     }
 
     #[test]
@@ -528,21 +691,95 @@ mod tests {
         let Refusal::Terms(differences) = refused(presented(&key, instruction()), "alice", Some(&cheaper)) else {
             panic!()
         };
-        assert_eq!(
-            differences,
-            [
-                Difference { field: "amount", instructed: "85.00".into(), listed: "80.00".into() },
-                Difference { field: "currency", instructed: "USD".into(), listed: "EUR".into() },
-            ]
-        );
+        let fields = |differences: &[Difference]| differences.iter().map(|d| d.field).collect::<Vec<_>>();
+        assert_eq!(fields(&differences), ["amount", "currency", "display"]);
+        assert_eq!(differences[0], Difference { field: "amount", instructed: "85.00".into(), listed: "80.00".into() });
+        assert_eq!(differences[2].listed, "Pay 80.00 EUR to Sea Shop (m_1) for 1 x Sea view room.");
         let elsewhere = Listing { merchant_id: "m_2".into(), ..listed() };
         let Refusal::Terms(differences) = refused(presented(&key, instruction()), "alice", Some(&elsewhere)) else {
             panic!()
         };
+        assert_eq!(fields(&differences), ["payee", "display"]);
         assert_eq!(
-            differences,
-            [Difference { field: "payee", instructed: "merchant:m_1".into(), listed: "merchant:m_2".into() }]
+            differences[0],
+            Difference { field: "payee", instructed: "merchant:m_1".into(), listed: "merchant:m_2".into() }
         );
+        // The terms this side would move, shown as other terms (ten rooms shown as one; another
+        // shop's name): the text the user confirmed must say what moves.
+        let mut ten = Instruction { quantity: 10, amount: Money::parse("850.00", "USD").unwrap(), ..instruction() };
+        ten.display_hash = ten.display.hash();
+        let Refusal::Terms(differences) = refused(presented(&key, ten), "alice", Some(&listing)) else { panic!() };
+        assert_eq!(fields(&differences), ["display"]);
+        let mut renamed = instruction();
+        renamed.display = Display::of(renamed.amount, "Tea Shop", "m_1", 1, "Sea view room");
+        renamed.display_hash = renamed.display.hash();
+        let Refusal::Terms(differences) = refused(presented(&key, renamed), "alice", Some(&listing)) else { panic!() };
+        assert_eq!(fields(&differences), ["display"]);
+    }
+
+    #[test]
+    fn above_the_threshold_only_the_payers_own_live_device_can_confirm() {
+        let key = LocalKey::new();
+        let public_key = key.spki();
+        let (phone, pair) = enrolled("alice");
+        let listing = listed();
+        let judged = |presented: &Presented, threshold: i64, device: Option<&DeviceKey>| {
+            let facts = Facts {
+                kid: "k-1",
+                public_key: &public_key,
+                caller: "alice",
+                listed: Some(&listing),
+                provider_name: "Sea Shop",
+                threshold: Decimal::new(threshold, 2),
+                device,
+                now: NOW,
+            };
+            judge(presented, &facts)
+        };
+        let plain = presented(&key, instruction());
+        let message = device_message(&plain.instruction).unwrap();
+        assert!(message.starts_with(b"superpay/transfer-confirmation/v1\nsuperpay/transfer-instruction/v1\n"));
+        // 85.00 is at the threshold: no device needed; above it, one is.
+        assert_eq!(judged(&plain, 8_500, None), Ok(()));
+        assert_eq!(judged(&plain, 8_499, None), Err(Refusal::DeviceRequired { threshold: Decimal::new(8_499, 2) }));
+        let signed = cosigned(plain.clone(), &pair, &message);
+        assert_eq!(judged(&signed, 0, Some(&phone)), Ok(()));
+        // Whenever a device signature is sent it must hold, even below the threshold.
+        let refused = |presented: &Presented, device: Option<&DeviceKey>| judged(presented, 8_500, device);
+        assert_eq!(refused(&signed, None), Err(Refusal::DeviceSignature), "an unknown device");
+        let (bobs, _) = enrolled("bob");
+        assert_eq!(
+            refused(&signed, Some(&DeviceKey { public_key: phone.public_key.clone(), ..bobs })),
+            Err(Refusal::DeviceSignature),
+            "another payer's device"
+        );
+        let revoked = DeviceKey { revoked_at: Some(NOW - 1), ..phone.clone() };
+        assert_eq!(refused(&signed, Some(&revoked)), Err(Refusal::DeviceSignature), "a revoked device");
+        let (other_phone, other_pair) = enrolled("alice");
+        assert_eq!(
+            refused(&cosigned(plain.clone(), &other_pair, &message), Some(&phone)),
+            Err(Refusal::DeviceSignature)
+        );
+        assert_eq!(refused(&signed, Some(&other_phone)), Err(Refusal::DeviceSignature), "another key of the payer's");
+        // The canonical instruction alone (as if it were something else the key signs) is not it.
+        let undomained = cosigned(plain.clone(), &pair, &plain.instruction.canonical().unwrap());
+        assert_eq!(refused(&undomained, Some(&phone)), Err(Refusal::DeviceSignature));
+        let mut garbled = signed.clone();
+        garbled.confirmation.device.as_mut().unwrap().signature = "not base64!".into();
+        assert_eq!(refused(&garbled, Some(&phone)), Err(Refusal::DeviceSignature));
+        // A frozen listing is refused before any device is asked.
+        let frozen = Listing { freeze: Freeze { frozen_at: Some(NOW), cleared_through: 0 }, ..listed() };
+        let facts = Facts {
+            kid: "k-1",
+            public_key: &public_key,
+            caller: "alice",
+            listed: Some(&frozen),
+            provider_name: "Sea Shop",
+            threshold: Decimal::ZERO,
+            device: None,
+            now: NOW,
+        };
+        assert_eq!(judge(&plain, &facts), Err(Refusal::Frozen));
     }
 
     #[test]
@@ -554,9 +791,16 @@ mod tests {
             Refusal::NotPayer,
             Refusal::NotConfirmed,
             Refusal::Terms(vec![]),
+            Refusal::DeviceSignature,
         ];
         assert!(events.iter().all(Refusal::is_security_event));
-        let ordinary = [Refusal::Expired, Refusal::UnknownListing, Refusal::Version { current: 3 }];
+        let ordinary = [
+            Refusal::Expired,
+            Refusal::UnknownListing,
+            Refusal::Version { current: 3 },
+            Refusal::Frozen,
+            Refusal::DeviceRequired { threshold: Decimal::ONE },
+        ];
         assert!(!ordinary.iter().any(Refusal::is_security_event));
         let long = Difference { field: "payee", instructed: "x".repeat(10_000), listed: "merchant:m_1".into() };
         let detail = Refusal::Terms(vec![long]).detail().to_string();
@@ -588,20 +832,32 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever a platform signs, the money moves only on this side's terms: the amount is the
-        /// price times a quantity of 1 to MAX_QUANTITY, in the listing's currency, to its payee.
+        /// Whatever a platform signs (shown consistently), the money moves only on this side's
+        /// terms: the amount is the price times a quantity of 1 to MAX_QUANTITY, in the listing's
+        /// currency, to its payee. Half the cases price the amount right, so both outcomes are met.
         #[test]
         fn only_this_sides_terms_move_money(
             cents in 1u64..=20_000,
+            priced in any::<bool>(),
             quantity in 0u32..=1_001,
             euro in any::<bool>(),
             other_payee in any::<bool>(),
         ) {
             let key = LocalKey::new();
             let currency = if euro { "EUR" } else { "USD" };
-            let amount = Money::new(Decimal::new(cents as i64, 2), currency.parse().unwrap()).unwrap();
+            let cents = if priced { 8_500 * i64::from(quantity.max(1)) } else { cents as i64 };
+            let amount = Money::new(Decimal::new(cents, 2), currency.parse().unwrap()).unwrap();
             let payee = if other_payee { "merchant:m_2" } else { "merchant:m_1" };
-            let signed = Instruction { amount, quantity, payee: payee.into(), ..instruction() };
+            let merchant = payee.strip_prefix("merchant:").unwrap();
+            let display = Display::of(amount, "Sea Shop", merchant, quantity, "Sea view room");
+            let signed = Instruction {
+                amount,
+                quantity,
+                payee: payee.into(),
+                display_hash: display.hash(),
+                display,
+                ..instruction()
+            };
             let judged = judged(&key, &presented(&key, signed), "alice", Some(&listed()));
             let due = Decimal::new(8_500, 2) * Decimal::from(quantity);
             let agrees = !euro && !other_payee && (1..=MAX_QUANTITY).contains(&quantity) && amount.amount() == due;

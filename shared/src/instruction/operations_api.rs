@@ -6,21 +6,35 @@
 //!   provider's and payer's notice in ONE transaction; 201 the operation
 //! - `GET /transfer/operations/{id}`  the caller's own operation
 //!
-//! The platform's public key is fetched from KMS once per process: no verification calls KMS.
+//! The platform's public key is fetched from KMS once per process: no verification calls KMS. The
+//! device co-signature thresholds (`super::threshold`) are the config group's, read at most every
+//! `THRESHOLDS_MAX_AGE_SECONDS`, and the payer's own override, read with each operation.
 //! A refusal only a faulty or compromised platform (or a client sending what its user did not
 //! confirm) can cause is a security event: an audit entry naming what differed and an entry in the
-//! user's security events, written before the refusal is answered.
+//! user's security events, written before the refusal is answered. When the platform's terms
+//! differ from this side's at the same version, the listing is also frozen here (and an alarm
+//! raised) until an admin unfreezes it (`super::admin`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use tokio::sync::OnceCell;
 
-use super::listing::ListingStore;
-use super::operation::{CLOCK_SKEW_SECONDS, OPERATION_NEW, Operation, OperationStore, Presented, Refusal, judge};
+use super::listing::{LISTING_AS_JUDGED, LISTING_FREEZABLE, Listing, ListingStore};
+use super::operation::{
+    CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, OperationStore, Presented, Refusal, judge,
+};
+use super::signed::verify;
+use super::threshold::{GROUP, ThresholdStore, Thresholds};
 use crate::Problem;
 use crate::audit::AuditEntry;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
+use crate::config::GroupName;
+use crate::config::store::ConfigStore;
+use crate::device_keys::DeviceKeyStore;
 use crate::dynamo::{StoreError, transact};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
@@ -35,9 +49,17 @@ use crate::problem::catalogue;
 use crate::queues::NotificationMessage;
 use crate::security::SecurityEvent;
 
+/// How stale the config group's thresholds may be: a change applies within this.
+pub const THRESHOLDS_MAX_AGE_SECONDS: u64 = 30;
+
 pub struct OperationsApi {
     dynamodb: aws_sdk_dynamodb::Client,
     listings: ListingStore,
+    devices: DeviceKeyStore,
+    config: ConfigStore,
+    overrides: ThresholdStore,
+    /// The group's thresholds and when they were read.
+    thresholds: Mutex<Option<(Instant, Thresholds)>>,
     operations: OperationStore,
     merchants: MerchantStore,
     ledger: LedgerStore,
@@ -63,6 +85,10 @@ impl OperationsApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(config);
         Ok(OperationsApi {
             listings: ListingStore::new(dynamodb.clone(), aws::env("LISTINGS_TABLE")?),
+            devices: DeviceKeyStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
+            config: ConfigStore::new(dynamodb.clone(), aws::env("CONFIG_TABLE")?),
+            overrides: ThresholdStore::new(dynamodb.clone(), aws::env("THRESHOLDS_TABLE")?),
+            thresholds: Mutex::new(None),
             operations: OperationStore::new(dynamodb.clone(), aws::env("OPERATIONS_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
@@ -116,6 +142,35 @@ impl OperationsApi {
         Ok(key)
     }
 
+    /// The config group's thresholds, read again once `THRESHOLDS_MAX_AGE_SECONDS` old. A group
+    /// that is missing or malformed gives none: every amount needs the device.
+    async fn group_thresholds(&self) -> Result<Thresholds, StoreError> {
+        let max_age = Duration::from_secs(THRESHOLDS_MAX_AGE_SECONDS);
+        if let Ok(cached) = self.thresholds.lock()
+            && let Some((read_at, thresholds)) = cached.as_ref()
+            && read_at.elapsed() < max_age
+        {
+            return Ok(thresholds.clone());
+        }
+        let group = GroupName::parse(GROUP).map_err(|e| StoreError::new(e.to_string()))?;
+        let latest = self.config.latest(&group).await?;
+        let thresholds = match latest.as_ref().map(|v| Thresholds::from_group(&v.parameters.as_value())) {
+            Some(Some(thresholds)) => thresholds,
+            found => {
+                tracing::error!(
+                    group = GROUP,
+                    present = found.is_some(),
+                    "no valid thresholds: every amount needs the device"
+                );
+                Thresholds::default()
+            }
+        };
+        if let Ok(mut cached) = self.thresholds.lock() {
+            *cached = Some((Instant::now(), thresholds.clone()));
+        }
+        Ok(thresholds)
+    }
+
     async fn operate(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let presented = json_body::<Presented>(request)?;
         let payer = caller.subject.as_str();
@@ -123,20 +178,51 @@ impl OperationsApi {
             .run_request(request, payer, &[], |claim, now| async move {
                 let instruction = &presented.instruction;
                 let public_key = self.public_key().await?;
-                // An id that breaks the rule is never read with; the judgement refuses it.
-                let listed = match ids::is_valid(&instruction.listing_id) {
-                    true => self.listings.get(&instruction.listing_id).await?,
-                    false => None,
+                // Nothing an unsigned instruction names is read: the judgement refuses it first.
+                let signed = verify(instruction, &presented.signature, &self.kid, public_key).is_ok();
+                let listing_id = Some(instruction.listing_id.as_str()).filter(|id| signed && ids::is_valid(id));
+                let device_key = presented.confirmation.device.as_ref().map(|d| d.key_id.as_str());
+                let (listed, group, own, device) = tokio::try_join!(
+                    async {
+                        Ok(match listing_id {
+                            Some(id) => self.listings.get(id).await?,
+                            None => None,
+                        })
+                    },
+                    self.group_thresholds(),
+                    self.overrides.get(payer),
+                    async {
+                        match device_key.filter(|key| signed && ids::is_valid(key)) {
+                            Some(key) => self.devices.by_key_id(key).await,
+                            None => Ok(None),
+                        }
+                    },
+                )?;
+                let provider = match &listed {
+                    Some(listing) => Some(
+                        self.merchants
+                            .get(&listing.merchant_id)
+                            .await?
+                            .ok_or_else(|| unknown_merchant(&listing.merchant_id))?,
+                    ),
+                    None => None,
                 };
-                if let Err(refusal) = judge(&presented, &self.kid, public_key, payer, listed.as_ref(), now) {
-                    return Err(self.refuse(&claim, payer, &presented, &refusal, now).await);
+                let facts = Facts {
+                    kid: &self.kid,
+                    public_key,
+                    caller: payer,
+                    listed: listed.as_ref(),
+                    provider_name: provider.as_ref().map_or("", |p| p.name.as_str()),
+                    threshold: group.of(instruction.amount.currency(), own.as_ref()),
+                    device: device.as_ref(),
+                    now,
+                };
+                if let Err(refusal) = judge(&presented, &facts) {
+                    return Err(self.refuse(&claim, payer, &presented, listed.as_ref(), &refusal, now).await);
                 }
-                let listed = listed.ok_or_else(|| Problem::internal("a judged listing vanished"))?;
-                let provider = self
-                    .merchants
-                    .get(&listed.merchant_id)
-                    .await?
-                    .ok_or_else(|| unknown_merchant(&listed.merchant_id))?;
+                let (Some(listed), Some(provider)) = (listed, provider) else {
+                    return Err(Problem::internal("a judged listing vanished"));
+                };
                 if provider.status != MerchantStatus::Active {
                     return Err(inactive_merchant(&provider.id));
                 }
@@ -161,6 +247,8 @@ impl OperationsApi {
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                     // A suspension that lands after the check above stops the payment here.
                     self.merchants.active_check(&provider.id)?,
+                    // So does a new version or a freeze of the listing.
+                    self.listings.as_judged_check(&listed.id, listed.version)?,
                 ];
                 match self.ledger.apply(&transfer, with, now).await {
                     Ok(Applied::Now) => {
@@ -168,9 +256,10 @@ impl OperationsApi {
                         Ok(response)
                     }
                     Ok(Applied::Already) | Err(TransferError::Rejected(OPERATION_NEW | NONCE_UNSPENT)) => {
-                        self.carried_out(&claim, &operation, now).await
+                        self.carried_out(&claim, &presented, &operation, now).await
                     }
                     Err(TransferError::Rejected(MERCHANT_ACTIVE)) => Err(inactive_merchant(&provider.id)),
+                    Err(TransferError::Rejected(LISTING_AS_JUDGED)) => Err(self.changed(&presented).await),
                     Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
                     Err(e) => Err(Problem::from(e)),
                 }
@@ -178,30 +267,51 @@ impl OperationsApi {
             .await
     }
 
-    /// The answer when the instruction, or its nonce, was already spent: the operation, if this
-    /// very request spent it (its record lost or expired); refused otherwise.
-    async fn carried_out(&self, claim: &Claim, attempt: &Operation, now: i64) -> Result<Response<Body>, Problem> {
-        match self.operations.get(&attempt.id).await? {
-            Some(done) if done.request == attempt.request => {
-                let response = json_response(StatusCode::CREATED, &done.view());
-                self.idempotency.complete(claim, &StoredResponse::from_response(&response), now).await?;
-                Ok(response)
-            }
-            _ => Err(Problem::new(
-                catalogue::INSTRUCTION_ALREADY_USED,
-                format!(
-                    "instruction {:?} (or another carrying its nonce) was already carried out; nothing moved",
-                    attempt.id
-                ),
-            )),
-        }
+    /// Why the listing no longer is as the operation was judged on: frozen, or at another version.
+    async fn changed(&self, presented: &Presented) -> Problem {
+        let instruction = &presented.instruction;
+        let refusal = match self.listings.get(&instruction.listing_id).await {
+            Ok(Some(listing)) if listing.freeze.frozen_at.is_some() => Refusal::Frozen,
+            Ok(Some(listing)) => Refusal::Version { current: listing.version },
+            Ok(None) => Refusal::UnknownListing,
+            Err(e) => return e.into(),
+        };
+        refusal.problem(instruction)
+    }
+
+    /// The answer when the instruction, or its nonce, was already spent: the operation if this
+    /// instruction was carried out (201 for this very request, its answer lost; 200 for an earlier
+    /// one: a client that lost its key is told it paid, not invited to pay again). Another
+    /// instruction with its id or nonce is a faulty platform's: refused and recorded.
+    async fn carried_out(
+        &self,
+        claim: &Claim,
+        presented: &Presented,
+        attempt: &Operation,
+        now: i64,
+    ) -> Result<Response<Body>, Problem> {
+        let response = match self.operations.get(&attempt.id).await? {
+            Some(done) if done.request == attempt.request => json_response(StatusCode::CREATED, &done.view()),
+            Some(done) if done.same_instruction(attempt) => json_response(StatusCode::OK, &done.view()),
+            _ => return Err(self.refuse(claim, &attempt.payer, presented, None, &Refusal::Reused, now).await),
+        };
+        self.idempotency.complete(claim, &StoredResponse::from_response(&response), now).await?;
+        Ok(response)
     }
 
     /// `refusal`'s answer, after recording it if it is a security event: in the audit log under the
     /// listing it names, and in the caller's security events (and the named payer's, when a signed
     /// instruction of theirs was presented by someone else). If that record cannot be written the
     /// answer is a failure of ours, so the client retries and the event is not lost.
-    async fn refuse(&self, claim: &Claim, caller: &str, presented: &Presented, refusal: &Refusal, now: i64) -> Problem {
+    async fn refuse(
+        &self,
+        claim: &Claim,
+        caller: &str,
+        presented: &Presented,
+        listed: Option<&Listing>,
+        refusal: &Refusal,
+        now: i64,
+    ) -> Problem {
         let instruction = &presented.instruction;
         let problem = refusal.problem(instruction);
         if !refusal.is_security_event() {
@@ -209,34 +319,66 @@ impl OperationsApi {
         }
         let mut detail = refusal.detail();
         detail["code"] = problem.code.into();
-        detail["instruction_id"] = crate::text::head(&instruction.id, 80).into();
-        detail["listing_id"] = crate::text::head(&instruction.listing_id, 80).into();
-        let resource = match ids::is_valid(&instruction.listing_id) {
+        // Only ids are quoted, and kept under a listing's history only once the platform's
+        // signature holds: an unsigned body names whatever its sender likes.
+        let signed = !matches!(refusal, Refusal::Signature(_));
+        for (field, value) in [("instruction_id", &instruction.id), ("listing_id", &instruction.listing_id)] {
+            if ids::is_valid(value) {
+                detail[field] = value.as_str().into();
+            }
+        }
+        let resource = match signed && ids::is_valid(&instruction.listing_id) {
             true => format!("listing/transfer/{}", instruction.listing_id),
-            false => "listing/transfer".to_owned(),
+            false => format!("transfer-caller/{caller}"),
         };
         // Derived from the request: its retry writes the same events again, not new ones.
         let source = claim.scope.derived_id("refusal");
-        let mut users = vec![caller];
-        if *refusal == Refusal::NotPayer && ids::is_valid(&instruction.payer) {
-            users.push(&instruction.payer);
-        }
+        // The payer a signed instruction names, when someone else presented it: one event per
+        // presenter and instruction, however often it is presented.
+        let payers_event = (*refusal == Refusal::NotPayer && ids::is_valid(&instruction.payer))
+            .then(|| (instruction.payer.as_str(), format!("transfer-presented/{caller}/{}", instruction.id)));
+        let events = std::iter::once((caller, format!("transfer-refused/{source}"))).chain(payers_event);
+        // The platform's terms differ from this side's at the same version: its copy diverged (or
+        // it lies). The listing is frozen here with the record, unless an admin cleared that version.
+        let freeze = match (refusal, listed) {
+            (Refusal::Terms(_), Some(listing)) if listing.freezes_at(listing.version) => Some(listing),
+            _ => None,
+        };
         let written = async {
-            let mut writes = vec![
+            let mut records = vec![
                 AuditEntry::now(resource, "operation.refused", caller, detail.clone())
                     .put_item(&self.audit_table, &source)?,
             ];
-            for user in users {
+            for (user, id) in events {
                 let event = SecurityEvent {
                     user: user.to_owned(),
-                    id: format!("transfer-refused/{source}"),
+                    id,
                     kind: "transfer.refused",
                     at: now,
                     detail: detail.clone(),
                 };
-                writes.push(event.put_item(&self.security_events_table)?);
+                records.push(event.put_item(&self.security_events_table)?);
             }
-            transact(&self.dynamodb, writes).await.map_err(|e| StoreError::new(e.to_string()))
+            if let Some(listing) = freeze {
+                let mut with_freeze = records.clone();
+                with_freeze.push(self.listings.freeze_item(&listing.id, listing.version, now)?);
+                match transact(&self.dynamodb, with_freeze).await {
+                    Ok(()) => {
+                        // The alarm's metric filter (template.yaml `ListingFrozenAlarm`) counts this line.
+                        tracing::error!(
+                            alarm = "listing_frozen",
+                            listing = %listing.id,
+                            version = listing.version,
+                            "the platform's copy of a listing disagrees with this side's: frozen until an admin unfreezes it"
+                        );
+                        return Ok(());
+                    }
+                    // Frozen meanwhile by another refusal, or cleared: the records alone.
+                    Err(e) if e.broke(LISTING_FREEZABLE) => {}
+                    Err(e) => return Err(StoreError::new(e.to_string())),
+                }
+            }
+            transact(&self.dynamodb, records).await.map_err(|e| StoreError::new(e.to_string()))
         };
         match written.await {
             Ok(()) => problem,

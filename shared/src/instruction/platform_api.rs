@@ -22,7 +22,6 @@ use crate::merchant::store::MerchantStore;
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::money::Money;
 use crate::problem::catalogue;
-use crate::text::shows_as_itself;
 
 /// The most of one listing an instruction may be for.
 pub const MAX_QUANTITY: u32 = 1000;
@@ -82,16 +81,7 @@ impl InstructionsApi {
                 if provider.status != MerchantStatus::Active {
                     return Err(inactive_merchant(&provider.id));
                 }
-                // What the user confirms: the payee by name and by id (two shops may share a name),
-                // in text that shows as itself (names from before names were checked lose what
-                // would not).
-                let name: String = provider.name.chars().filter(|c| shows_as_itself(*c)).collect();
-                let display = Display {
-                    text: format!(
-                        "Pay {amount} to {name} ({}) for {} x {}.",
-                        provider.id, input.quantity, listing.terms.title
-                    ),
-                };
+                let display = Display::of(amount, &provider.name, &provider.id, input.quantity, &listing.terms.title);
                 let instruction = Instruction {
                     id: format!("ti_{}", &claim.scope.derived_id("instruction")[..20]),
                     listing_id: listing.id.clone(),

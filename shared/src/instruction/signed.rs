@@ -37,6 +37,15 @@ pub struct Display {
 }
 
 impl Display {
+    /// What the user confirms paying `amount` to merchant `merchant_id`, named `name`, for
+    /// `quantity` x `title`: the payee by name and by id (two shops may share a name), in text that
+    /// shows as itself (names from before names were checked lose what would not). Both sides
+    /// write it alike: the transfer side moves money only on the text its own terms give.
+    pub fn of(amount: Money, name: &str, merchant_id: &str, quantity: u32, title: &str) -> Self {
+        let name: String = name.chars().filter(|c| crate::text::shows_as_itself(*c)).collect();
+        Display { text: format!("Pay {amount} to {name} ({merchant_id}) for {quantity} x {title}.") }
+    }
+
     pub fn hash(&self) -> String {
         sha256_hex(self.text.as_bytes())
     }
@@ -171,7 +180,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn instruction() -> Instruction {
-        let display = Display { text: "Pay 85.00 USD to Sea Shop for 1 x Sea view room.".into() };
+        let display = Display::of(Money::parse("85.00", "USD").unwrap(), "Sea Shop", "m_1", 1, "Sea view room");
         Instruction {
             id: "ti_1".into(),
             listing_id: "sea-view".into(),

@@ -58,6 +58,12 @@ impl DeviceKey {
         &self.pkcs8
     }
 
+    /// Its signature of `message` (64 bytes, r then s): what its own software asks it to sign, an
+    /// offline code's payload or a transfer's co-signature (`crate::device_keys`).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(&SystemRandom::new(), message).expect("signing works").as_ref().to_vec()
+    }
+
     /// The public key to enroll: the uncompressed SEC1 point, base64.
     pub fn public_key(&self) -> String {
         STANDARD.encode(self.pair.public_key().as_ref())
@@ -116,8 +122,8 @@ impl OfflineCode {
     /// The code a device shows as a QR code.
     pub fn sign(&self, device: &DeviceKey) -> String {
         let payload = self.payload();
-        let signature = device.pair.sign(&SystemRandom::new(), payload.as_bytes()).expect("signing works");
-        format!("{CODE_VERSION}.{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(signature.as_ref()))
+        let signature = device.sign(payload.as_bytes());
+        format!("{CODE_VERSION}.{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(signature))
     }
 
     /// Reads a code without trusting it: the key id says which device's public key to check it with.

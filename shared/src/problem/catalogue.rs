@@ -117,6 +117,8 @@ catalogue! {
         "A listing's price is not in the currency its merchant's account holds.";
     INVALID_LISTING_VERSION = "invalid_listing_version", 400, "Invalid listing version",
         "A publication's listing_version is not 1 to 2^53 - 1.";
+    INVALID_THRESHOLD = "invalid_threshold", 400, "Invalid threshold",
+        "A device co-signature threshold is not a decimal string from 0 to the currency's per-payment limit, in its minor units.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
         "A merchant's name is not 1 to 100 characters, or holds a character that does not show as itself (as for a listing's title).";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
@@ -168,6 +170,10 @@ catalogue! {
         "A transfer instruction names another payer than the signed-in user; recorded as a security event.";
     INSTRUCTION_TERMS_MISMATCH = "instruction_terms_mismatch", 403, "Instruction terms differ",
         "A transfer instruction's amount, currency, payee or quantity is not the transfer side's own listing at that version; `fields` names them; recorded as a security event.";
+    DEVICE_SIGNATURE_REQUIRED = "device_signature_required", 403, "Device signature required",
+        "The transfer is above the payer's device co-signature threshold (`threshold`) and its confirmation carries no device signature; nothing moved.";
+    DEVICE_SIGNATURE_INVALID = "device_signature_invalid", 403, "Device signature invalid",
+        "The confirmation's device signature is not by one of the payer's enrolled, unrevoked devices over the instruction; recorded as a security event.";
     // 404
     UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
         "The function was invoked for a route it does not serve.";
@@ -209,6 +215,8 @@ catalogue! {
         "The transfer side's listing is at another version than the instruction's (its terms changed since); `current_version` says which; ask the platform for a new instruction.";
     INSTRUCTION_ALREADY_USED = "instruction_already_used", 409, "Instruction already used",
         "The transfer instruction, or another carrying its nonce, was already carried out by another request; nothing moved.";
+    LISTING_NOT_FROZEN = "listing_not_frozen", 409, "Listing not frozen",
+        "An unfreeze names a listing that is not frozen.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
@@ -251,7 +259,7 @@ catalogue! {
     // Answers 409 in one case (`ALTERNATES`).
     MINIAPP_REVOKED = "miniapp_revoked", 410, "Mini-app revoked",
         "The mini-app was revoked: it can no longer be opened or used.";
-    // 412, 413, 422, 428
+    // 412, 413, 422, 423, 428
     VERSION_CONFLICT = "version_conflict", 412, "Version conflict",
         "A publish's If-Match names a version that is no longer current; `current_version` says which is.";
     GROUP_EXISTS = "group_exists", 412, "Group exists",
@@ -280,6 +288,8 @@ catalogue! {
         "The transfer instruction's expiry has passed; ask the platform for a new one.";
     CONFIRMATION_MISMATCH = "confirmation_mismatch", 422, "Confirmation of another text",
         "The user's confirmation names another display_hash than the instruction's; recorded as a security event.";
+    LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",
+        "The transfer side froze the listing: the platform's copy disagreed with its own at one version; an admin unfreezes it.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",
         "A publish has neither If-Match nor If-None-Match.";
     // 5xx: ours, not the caller's; nothing changed and a retry with the same key is safe.

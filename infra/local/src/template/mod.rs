@@ -11,8 +11,8 @@
 //! - `AWS::DynamoDB::Table` with key schema, GSIs and TTL;
 //! - `AWS::SQS::Queue` with visibility timeout, redrive policy and FIFO;
 //! - `AWS::KMS::Key` (symmetric, HMAC, ECC signing keys);
-//! - `AWS::Logs::LogGroup` and `AWS::CloudWatch::Alarm`: deploy-only, read and not emulated (the
-//!   functions' logs go to `.superpay/logs/`).
+//! - `AWS::Logs::LogGroup`, `AWS::Logs::MetricFilter` and `AWS::CloudWatch::Alarm`: deploy-only,
+//!   read and not emulated (the functions' logs go to `.superpay/logs/`).
 //!
 //! Properties that only matter once deployed (point-in-time recovery, encryption, log groups and
 //! retention, reserved concurrency, tags: the deploy-only list of each type) are read and ignored;
@@ -104,7 +104,7 @@ impl Template {
                 "AWS::SQS::Queue" => template.queues.push(queue::read(id, &properties, &resolver)?),
                 "AWS::KMS::Key" => template.keys.push(key::read(id, resource)?),
                 "AWS::Logs::LogGroup" => check_properties(id, &properties, &[], &["RetentionInDays", "Tags"])?,
-                "AWS::CloudWatch::Alarm" => {}
+                "AWS::Logs::MetricFilter" | "AWS::CloudWatch::Alarm" => {}
                 other => {
                     return Err(TemplateError::Unsupported(format!("resource {id} of type {other}"), SUPPORTED_TYPES));
                 }
@@ -116,7 +116,7 @@ impl Template {
 }
 
 const SUPPORTED_TYPES: &str = "AWS::Serverless::Function, AWS::Serverless::HttpApi, AWS::DynamoDB::Table, AWS::SQS::Queue, \
-     AWS::KMS::Key, AWS::Logs::LogGroup, AWS::CloudWatch::Alarm";
+     AWS::KMS::Key, AWS::Logs::LogGroup, AWS::Logs::MetricFilter, AWS::CloudWatch::Alarm";
 
 #[cfg(test)]
 mod tests {
