@@ -6,7 +6,7 @@
 //! - `order.*`: `crate::purchase::notices`
 //! - `miniapp.outcome`: `crate::miniapp::notices`
 //! - `offline.*`: `crate::offline::notices`
-//! - `transfer.completed`: `crate::instruction::notices`
+//! - `transfer.*`: `crate::instruction::notices`
 //!
 //! A message is handled once: its outbox item is deleted when its capability is done with it.
 //!
@@ -105,8 +105,12 @@ impl Notifier {
             NotificationMessage::OfflineWaitingForFunds { user, message, at, .. } => {
                 self.offline.waiting_for_funds(user, message, *at).await?
             }
-            NotificationMessage::TransferCompleted { id, operation_id } => {
-                self.operations.completed(id, operation_id).await?
+            NotificationMessage::TransferChanged { id, operation_id, state } => {
+                self.operations.changed(id, operation_id, state).await?
+            }
+            NotificationMessage::TransferRelease { operation_id, .. } => self.operations.release(operation_id).await?,
+            NotificationMessage::TransferRefunded { id, operation_id, amount } => {
+                self.operations.refunded(id, operation_id, amount).await?
             }
         }
         Ok(self.outbox.done(message.id()).await?)

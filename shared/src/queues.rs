@@ -39,9 +39,15 @@ pub enum NotificationMessage {
     #[serde(rename = "offline.waiting_for_funds")]
     OfflineWaitingForFunds { id: String, user: String, message: NewMessage, at: i64 },
     /// Tell the provider (signed webhook) and the payer (conversation) that a signed transfer
-    /// instruction was carried out.
-    #[serde(rename = "transfer.completed")]
-    TransferCompleted { id: String, operation_id: String },
+    /// instruction's operation reached `state` (completed, held, posted, voided, released).
+    #[serde(rename = "transfer.changed")]
+    TransferChanged { id: String, operation_id: String, state: String },
+    /// Release a two-phase operation's hold if nobody settled it by its expiry.
+    #[serde(rename = "transfer.release")]
+    TransferRelease { id: String, operation_id: String },
+    /// Tell the payer (conversation) that the provider refunded part or all of an operation.
+    #[serde(rename = "transfer.refunded")]
+    TransferRefunded { id: String, operation_id: String, amount: Money },
 }
 
 impl QueueMessage for NotificationMessage {
@@ -59,7 +65,9 @@ impl QueueMessage for NotificationMessage {
             | NotificationMessage::MiniAppOutcome { id, .. }
             | NotificationMessage::OfflineExpired { id, .. }
             | NotificationMessage::OfflineWaitingForFunds { id, .. }
-            | NotificationMessage::TransferCompleted { id, .. } => id,
+            | NotificationMessage::TransferChanged { id, .. }
+            | NotificationMessage::TransferRelease { id, .. }
+            | NotificationMessage::TransferRefunded { id, .. } => id,
         }
     }
 }
@@ -152,7 +160,9 @@ mod tests {
         r#"{"kind":"miniapp.outcome","id":"r_1/outcome","request_id":"r_1"}"#,
         r#"{"kind":"offline.expired","id":"p_1/expired","payment_id":"p_1"}"#,
         r#"{"kind":"offline.waiting_for_funds","id":"p_1/waiting/k","user":"alice","message":{"id":"p_1/waiting/k","kind":"offline.waiting_for_funds","text":"A payment is waiting","data":{"link":"https://x/topup/t"}},"at":1700000000}"#,
-        r#"{"kind":"transfer.completed","id":"ti_1/completed","operation_id":"ti_1"}"#,
+        r#"{"kind":"transfer.changed","id":"ti_1/completed","operation_id":"ti_1","state":"completed"}"#,
+        r#"{"kind":"transfer.release","id":"ti_1/release","operation_id":"ti_1"}"#,
+        r#"{"kind":"transfer.refunded","id":"ti_1/refund/k","operation_id":"ti_1","amount":{"amount":"2.50","currency":"USD"}}"#,
     ];
     const SETTLEMENTS: &[&str] = &[
         r#"{"kind":"offline.settle","id":"p_1/settle","payment_id":"p_1"}"#,
@@ -170,6 +180,8 @@ mod tests {
             "p_1/expired",
             "p_1/waiting/k",
             "ti_1/completed",
+            "ti_1/release",
+            "ti_1/refund/k",
         ];
         for (body, id) in NOTIFICATIONS.iter().zip(ids) {
             let message = NotificationMessage::parse(body).unwrap_or_else(|e| panic!("{body}: {e}"));

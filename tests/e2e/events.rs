@@ -185,7 +185,11 @@ async fn transfer_instruction_events_answer_as_documented() {
         let body: Value = serde_json::from_str(operate["body"].as_str().unwrap()).unwrap();
         assert_eq!(body["code"], "instruction_signature_invalid");
     }
-    // A notice whose outbox item is gone was handled already: nothing fails.
-    let batch = invoke("NotifierFunction", "notifier/transfer-completed.json").await;
-    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
+    let post = invoke("TransferFunction", "transfer/post-unsigned.json").await;
+    assert_eq!(post["statusCode"], 401, "{post}");
+    // Notices whose outbox items are gone were handled already: nothing fails.
+    for file in ["notifier/transfer-changed.json", "notifier/transfer-release.json"] {
+        let batch = invoke("NotifierFunction", file).await;
+        assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{file}: {batch}");
+    }
 }

@@ -20,4 +20,5 @@ mod reconcile;
 mod refunds;
 mod runner;
 mod topup;
+mod two_phase;
 mod validation;

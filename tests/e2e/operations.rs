@@ -29,7 +29,7 @@ async fn listed_shop(price: &str) -> (TestMerchant, String) {
 }
 
 /// What `user` got from the platform for `quantity` of listing `id`: the instruction and its signature.
-async fn instruction_for(user: &str, id: &str, quantity: u32) -> (Instruction, String) {
+pub async fn instruction_for(user: &str, id: &str, quantity: u32) -> (Instruction, String) {
     let (status, answer) = instruct(user, &json!({"listing_id": id, "quantity": quantity}), Some(&unique("key"))).await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let instruction = serde_json::from_value(answer["instruction"].clone()).expect("an instruction");
@@ -37,12 +37,12 @@ async fn instruction_for(user: &str, id: &str, quantity: u32) -> (Instruction, S
 }
 
 /// The body a client sends: the instruction, its signature, and the user's confirmation of its text.
-fn presented(instruction: &Instruction, signature: &str) -> Value {
+pub fn presented(instruction: &Instruction, signature: &str) -> Value {
     json!({"instruction": instruction, "signature": signature,
            "confirmation": {"display_hash": instruction.display_hash}})
 }
 
-async fn operate(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+pub async fn operate(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
     env.post_json(&env.token(user, &[]), "/transfer/operations", Some(body), Some(key)).await
 }
@@ -82,7 +82,7 @@ fn forged(id: &str, payer: &str, amount: &str, payee: &str) -> Instruction {
 }
 
 /// `user`'s security events, newest last by time.
-async fn security_events(user: &str) -> Vec<Value> {
+pub async fn security_events(user: &str) -> Vec<Value> {
     let items = Env::get().partition("SecurityEventsTable", "user", user).await;
     let mut events: Vec<Value> = items
         .iter()

@@ -22,7 +22,8 @@ use superpay_e2e::{Env, unique};
 use crate::purchases::{buy, funded_user, merchant, purchase};
 
 /// Every violation among `users`' orders and transfer operations and the accounts their money
-/// moved through (their own, their orders' holds, their merchants'), read from the tables.
+/// moved through (their own, their orders' and operations' holds, their merchants'), read from the
+/// tables.
 pub async fn violations(users: &[&str]) -> Vec<Violation> {
     let env = Env::get();
     let store = OrderStore::new(env.dynamodb().await, env.table("OrdersTable"));
@@ -39,7 +40,7 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
         .iter()
         .map(|u| u.to_string())
         .chain(orders.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
-        .chain(operations.iter().map(|o| o.merchant_id.clone()))
+        .chain(operations.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
         .collect();
     let in_scope = |account: &superpay::ledger::AccountId| {
         account.as_str().split_once(':').is_some_and(|(_, owner)| owners.contains(owner))

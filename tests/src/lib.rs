@@ -140,7 +140,18 @@ impl Env {
         let from = superpay::ledger::AccountId::funding(owner);
         let fund = superpay::ledger::Transfer::between(unique("fund"), money, from, account, "test.fund", "e2e".into())
             .expect("a transfer between two accounts");
-        self.ledger().await.apply(&fund, vec![], 0).await.expect("the funding applies");
+        // The fault run restarts DynamoDB now and then: a setup's write waits for it to be back.
+        let ledger = self.ledger().await;
+        for attempt in 1.. {
+            match ledger.apply(&fund, vec![], 0).await {
+                Ok(_) => return,
+                Err(e) if attempt < 30 => {
+                    eprintln!("funding {owner} failed ({e}); trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the funding applies: {e}"),
+            }
+        }
     }
 
     /// Deletes the record of `key` (sent by `caller` to `route`, e.g. `POST /offline/payments`), as

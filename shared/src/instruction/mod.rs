@@ -14,7 +14,11 @@
 //! - `operation`: the transfer side's judgement of a presented instruction against its own copy,
 //!   and the store of the operations it carried out.
 //! - `operations_api`: the transfer side's route that carries an instruction out.
-//! - `notices`: what the notifier tells the provider and the payer of a carried-out operation.
+//! - `service`: what moves an operation's money after it was carried out: a two-phase hold's one
+//!   settlement, the provider's refunds.
+//! - `provider_api`: the provider's signed routes on its operations (post, void, refunds).
+//! - `notices`: what the notifier does with operations' messages: tells the provider and the payer
+//!   how an operation stands or was refunded, releases a hold at its expiry.
 //! - `threshold`: above which amount the payer's own device must co-sign an operation.
 //! - `admin`: the transfer side's admin routes (thresholds per account, unfreezing a listing).
 
@@ -25,5 +29,7 @@ pub mod notices;
 pub mod operation;
 pub mod operations_api;
 pub mod platform_api;
+pub mod provider_api;
+pub mod service;
 pub mod signed;
 pub mod threshold;

@@ -1,25 +1,31 @@
-//! What the notifier (`crate::notifier`) does with the notifications queue's `transfer.completed`:
-//! the message in the payer's conversation with the provider, then a signed webhook to the
-//! provider's product server (`<url>/webhooks`), recorded on the outbox item so a redelivery does
-//! not tell the provider twice.
+//! What the notifier (`crate::notifier`) does with the notifications queue's operation messages:
+//!
+//! - `transfer.changed`: the message in the payer's conversation with the provider about the
+//!   operation's new state (completed, held, posted, voided, released), then a signed webhook to
+//!   the provider's product server (`<url>/webhooks`, kind `transfer.<state>`), recorded on the
+//!   outbox item so a redelivery does not tell the provider twice.
+//! - `transfer.release`: releases a two-phase hold nobody settled by its expiry (once: it shares
+//!   its settlement with a post or void).
+//! - `transfer.refunded`: the message in the payer's conversation with the provider.
 
 use std::sync::Arc;
 
-use super::operation::OperationStore;
-use crate::aws::{self, MissingEnv};
+use super::operation::{Operation, OperationState, Settlement};
+use super::service::{Moved, OperationService};
+use crate::aws::MissingEnv;
 use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
+use crate::money::Money;
 use crate::outbox::Outbox;
 
 pub struct OperationNotices {
-    operations: OperationStore,
+    service: OperationService,
     merchants: Arc<MerchantDirectory>,
     conversations: ConversationStore,
-    outbox: Outbox,
     relay: MerchantClient,
 }
 
@@ -31,38 +37,69 @@ impl OperationNotices {
         outbox: Outbox,
     ) -> Result<Self, MissingEnv> {
         Ok(OperationNotices {
-            operations: OperationStore::new(dynamodb.clone(), aws::env("OPERATIONS_TABLE")?),
+            service: OperationService::from_env(dynamodb, outbox)?,
             merchants,
             conversations,
-            outbox,
             relay: MerchantClient::new(),
         })
     }
 
     /// The operation is read from the table, never taken from the message.
-    pub async fn completed(&self, id: &str, operation_id: &str) -> Result<(), Failure> {
-        let operation = self
-            .operations
-            .get(operation_id)
-            .await?
-            .ok_or_else(|| Failure::poison(format!("unknown operation {operation_id:?}")))?;
-        let provider = self.merchants.get(&operation.merchant_id).await.map_err(|p| p.to_string())?;
-        // The payer first: a product server that is down must not keep the payer uninformed.
+    async fn operation(&self, id: &str) -> Result<Operation, Failure> {
+        self.service.operations.get(id).await?.ok_or_else(|| Failure::poison(format!("unknown operation {id:?}")))
+    }
+
+    /// The payer first: a product server that is down must not keep the payer uninformed.
+    pub async fn changed(&self, id: &str, operation_id: &str, state: &str) -> Result<(), Failure> {
+        let current = self.operation(operation_id).await?;
+        // Told as it stood in that state (a hold's notice may come after its settlement).
+        let told = match state {
+            "held" => Operation { state: OperationState::Held, paid: rust_decimal::Decimal::ZERO, ..current.clone() },
+            _ => current.clone(),
+        };
+        let provider = self.merchants.get(&current.merchant_id).await.map_err(|p| p.to_string())?;
         let message = NewMessage {
             id: id.to_owned(),
-            kind: "transfer.completed".into(),
-            text: operation.message_text(&provider.name),
-            data: operation.view(),
+            kind: format!("transfer.{state}"),
+            text: told.message_text(&provider.name),
+            data: told.view(),
         };
         self.conversations
-            .post(&operation.payer, &Counterparty::merchant(&provider.id), &message, operation.created_at)
+            .post(&current.payer, &Counterparty::merchant(&provider.id), &message, now_epoch_seconds())
             .await?;
-        if !self.outbox.step_done(id, "webhook").await? {
+        if !self.service.outbox.step_done(id, "webhook").await? {
             let keys = self.merchants.keys(&provider).await.map_err(|p| p.to_string())?;
-            let body = serde_json::json!({"event_id": id, "kind": "transfer.completed", "operation": operation.view()});
+            let body =
+                serde_json::json!({"event_id": id, "kind": format!("transfer.{state}"), "operation": current.view()});
             self.relay.webhook(&provider, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await?;
-            self.outbox.mark(id, "webhook").await?;
+            self.service.outbox.mark(id, "webhook").await?;
         }
+        Ok(())
+    }
+
+    /// Releases the hold if it still stands at its expiry; one settled meanwhile is left as it is.
+    pub async fn release(&self, operation_id: &str) -> Result<(), Failure> {
+        let operation = self.operation(operation_id).await?;
+        let now = now_epoch_seconds();
+        match operation.hold_expires_at {
+            Some(expires_at) if operation.state == OperationState::Held && now < expires_at => {
+                Err(format!("operation {operation_id}'s hold stands until {expires_at}").into())
+            }
+            _ => match self.service.settle(&operation, Settlement::Release, vec![], now).await {
+                Ok(Moved::Now(_) | Moved::Before(_)) => Ok(()),
+                Err(problem) => Err(problem.to_string().into()),
+            },
+        }
+    }
+
+    pub async fn refunded(&self, id: &str, operation_id: &str, amount: &Money) -> Result<(), Failure> {
+        let operation = self.operation(operation_id).await?;
+        let provider = self.merchants.get(&operation.merchant_id).await.map_err(|p| p.to_string())?;
+        let text = format!("{} refunded {amount} for {} x {}.", provider.name, operation.quantity, operation.title);
+        let message = NewMessage { id: id.to_owned(), kind: "transfer.refunded".into(), text, data: operation.view() };
+        self.conversations
+            .post(&operation.payer, &Counterparty::merchant(&provider.id), &message, now_epoch_seconds())
+            .await?;
         Ok(())
     }
 }

@@ -8,10 +8,15 @@
 //! A carried-out operation is kept (`TransferOperationsTable`, partition `id`, the instruction's
 //! id) and written once, in the transaction that moves its money; the instruction's nonce is spent
 //! in the same transaction, so neither the same instruction nor another one carrying its nonce
-//! pays twice.
+//! pays twice. A two-phase listing's operation holds the amount instead; the provider then posts
+//! at most the held amount (the rest goes back) or voids it, or the hold times out and goes back:
+//! the three share one settlement transfer id, so a hold is settled exactly once. A provider
+//! refunds what reached it, never more.
+
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::Put;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rust_decimal::Decimal;
@@ -25,7 +30,7 @@ use crate::Problem;
 use crate::device_keys::DeviceKey;
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
 use crate::ids;
-use crate::ledger::{AccountId, Books, LedgerError, Transfer};
+use crate::ledger::{AccountId, Books, LedgerError, Leg, Transfer};
 use crate::money::{Currency, Money};
 use crate::problem::catalogue;
 use crate::reconcile::Violation;
@@ -33,6 +38,10 @@ use crate::text::head;
 
 /// Rule: an instruction is carried out once.
 pub const OPERATION_NEW: &str = "operation.new";
+/// Rule: a two-phase operation's hold still stands (it is settled once).
+pub const OPERATION_HELD: &str = "operation.held";
+/// Rule: the operation's refunds are still those a refund was judged against.
+pub const OPERATION_REFUNDS_AS_READ: &str = "operation.refunds_as_read";
 
 /// How far ahead of our clock an instruction's `issued_at` may be (the platform's clock may run
 /// ahead of ours); no more, or an instruction could live longer than `MAX_LIFETIME_SECONDS`.
@@ -346,17 +355,74 @@ fn differences(instruction: &Instruction, listed: &Listing, provider_name: &str)
 pub enum OperationState {
     /// The money moved to the provider.
     Completed,
+    /// Two-phase: the amount is held until the provider posts (part of) it or voids it, or its
+    /// hold times out.
+    Held,
+    /// The provider took `paid` of the hold; the rest went back to the payer.
+    Posted,
+    /// The provider voided the hold: all of it went back.
+    Voided,
+    /// Nobody settled the hold by its expiry: all of it went back.
+    Released,
 }
 
 impl OperationState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             OperationState::Completed => "completed",
+            OperationState::Held => "held",
+            OperationState::Posted => "posted",
+            OperationState::Voided => "voided",
+            OperationState::Released => "released",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        (text == "completed").then_some(OperationState::Completed)
+        [Self::Completed, Self::Held, Self::Posted, Self::Voided, Self::Released]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// How a provider (or the hold's timeout) ends a two-phase operation's hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Take this much of the hold (at most all of it); the rest goes back.
+    Post(Money),
+    Void,
+    /// The hold's timeout.
+    Release,
+}
+
+/// Why a settlement or a refund cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettleRefusal {
+    #[error("operation {id} is {state}, not held")]
+    NotHeld { id: String, state: &'static str },
+    #[error("{posted} is more than the {held} held")]
+    OverHold { posted: Money, held: Money },
+    #[error("the operation is in {held}, not {asked}")]
+    Currency { held: Currency, asked: Currency },
+    #[error("operation {id} is {state}: nothing was paid to refund")]
+    NotPaid { id: String, state: &'static str },
+    #[error("{asked} is more than the {refundable} still refundable")]
+    OverPaid { asked: Decimal, refundable: Decimal },
+}
+
+impl From<SettleRefusal> for Problem {
+    fn from(refusal: SettleRefusal) -> Self {
+        let detail = format!("{refusal}; nothing moved");
+        match refusal {
+            SettleRefusal::NotHeld { .. } => Problem::new(catalogue::OPERATION_NOT_HELD, detail),
+            SettleRefusal::OverHold { held, .. } => {
+                Problem::new(catalogue::POST_EXCEEDS_HOLD, detail).with("held", held.amount().to_string())
+            }
+            SettleRefusal::Currency { .. } => Problem::new(catalogue::CURRENCY_MISMATCH, detail),
+            SettleRefusal::NotPaid { .. } => Problem::new(catalogue::OPERATION_NOT_PAID, detail),
+            SettleRefusal::OverPaid { refundable, .. } => {
+                Problem::new(catalogue::REFUND_EXCEEDS_PAID, detail).with("refundable", refundable.to_string())
+            }
+        }
     }
 }
 
@@ -379,12 +445,22 @@ pub struct Operation {
     /// told apart from another request carrying the same instruction.
     pub request: String,
     pub state: OperationState,
+    /// Its listing was two-phase: the amount was held first.
+    pub two_phase: bool,
+    /// Two-phase: when an unsettled hold goes back to the payer.
+    pub hold_expires_at: Option<i64>,
+    /// What reached the provider (the amount; what it posted of a hold; nothing yet, or ever).
+    pub paid: Decimal,
+    /// What the provider refunded of `paid`.
+    pub refunded: Decimal,
     pub created_at: i64,
 }
 
 impl Operation {
-    /// The operation `instruction` becomes, judged on `listed`, for `request`.
-    pub fn of(instruction: &Instruction, listed: &Listing, request: String, now: i64) -> Self {
+    /// The operation `instruction` becomes, judged on `listed`, for `request`: held for
+    /// `hold_seconds` if the listing is two-phase, else completed.
+    pub fn of(instruction: &Instruction, listed: &Listing, request: String, now: i64, hold_seconds: i64) -> Self {
+        let two_phase = listed.terms.two_phase;
         Operation {
             id: instruction.id.clone(),
             payer: instruction.payer.clone(),
@@ -396,13 +472,25 @@ impl Operation {
             amount: instruction.amount,
             nonce: instruction.nonce.clone(),
             request,
-            state: OperationState::Completed,
+            state: if two_phase { OperationState::Held } else { OperationState::Completed },
+            two_phase,
+            hold_expires_at: two_phase.then_some(now + hold_seconds),
+            paid: if two_phase { Decimal::ZERO } else { instruction.amount.amount() },
+            refunded: Decimal::ZERO,
             created_at: now,
         }
     }
 
     pub fn payee(&self) -> AccountId {
         AccountId::merchant(&self.merchant_id)
+    }
+
+    fn hold_account(&self) -> AccountId {
+        AccountId::hold(&self.id)
+    }
+
+    fn cause(&self) -> String {
+        format!("instruction/{}", self.id)
     }
 
     /// Whether `other` carries out the same instruction (its id, nonce, payer and terms).
@@ -419,22 +507,83 @@ impl Operation {
             )
     }
 
-    /// The money it moves, payer's wallet -> provider's account, under an id derived from the
-    /// instruction's: one instruction never pays twice.
-    pub fn transfer(&self) -> Result<Transfer, LedgerError> {
-        Transfer::between(
-            format!("{}/transfer", self.id),
-            self.amount,
-            AccountId::wallet(&self.payer),
+    /// The money it moves when carried out, from the payer's wallet to the provider's account (or,
+    /// two-phase, to its hold), under an id derived from the instruction's: one instruction never
+    /// pays twice.
+    pub fn opening(&self) -> Result<Transfer, LedgerError> {
+        let (id, to, kind) = match self.two_phase {
+            false => (format!("{}/transfer", self.id), self.payee(), "instruction.transfer"),
+            true => (format!("{}/hold", self.id), self.hold_account(), "instruction.hold"),
+        };
+        Transfer::between(id, self.amount, AccountId::wallet(&self.payer), to, kind, self.cause())
+    }
+
+    /// The hold's one settlement (a post, a void or the timeout's release share its id, so only one
+    /// ever moves money) and the operation after it.
+    pub fn settle(&self, settlement: Settlement) -> Result<(Transfer, Operation), SettleRefusal> {
+        if self.state != OperationState::Held {
+            return Err(SettleRefusal::NotHeld { id: self.id.clone(), state: self.state.as_str() });
+        }
+        let (state, kind, paid) = match settlement {
+            Settlement::Post(posted) if posted.currency() != self.amount.currency() => {
+                return Err(SettleRefusal::Currency { held: self.amount.currency(), asked: posted.currency() });
+            }
+            Settlement::Post(posted) if posted.amount() > self.amount.amount() => {
+                return Err(SettleRefusal::OverHold { posted, held: self.amount });
+            }
+            Settlement::Post(posted) => (OperationState::Posted, "instruction.post", posted.amount()),
+            Settlement::Void => (OperationState::Voided, "instruction.void", Decimal::ZERO),
+            Settlement::Release => (OperationState::Released, "instruction.release", Decimal::ZERO),
+        };
+        let back = self.amount.amount() - paid;
+        let legs = [
+            (self.hold_account(), -self.amount.amount()),
+            (self.payee(), paid),
+            (AccountId::wallet(&self.payer), back),
+        ];
+        let transfer = Transfer {
+            id: format!("{}/settle", self.id),
+            currency: self.amount.currency(),
+            legs: legs
+                .into_iter()
+                .filter(|(_, amount)| !amount.is_zero())
+                .map(|(account, amount)| Leg { account, amount })
+                .collect(),
+            kind,
+            cause: self.cause(),
+        };
+        Ok((transfer, Operation { state, paid, ..self.clone() }))
+    }
+
+    /// `amount` of what reached the provider, back to the payer, as refund `refund_id`; and the
+    /// operation after it.
+    pub fn refund(&self, amount: Money, refund_id: &str) -> Result<(Transfer, Operation), SettleRefusal> {
+        if !matches!(self.state, OperationState::Completed | OperationState::Posted) || self.paid.is_zero() {
+            return Err(SettleRefusal::NotPaid { id: self.id.clone(), state: self.state.as_str() });
+        }
+        if amount.currency() != self.amount.currency() {
+            return Err(SettleRefusal::Currency { held: self.amount.currency(), asked: amount.currency() });
+        }
+        let refundable = self.paid - self.refunded;
+        if amount.amount() > refundable {
+            return Err(SettleRefusal::OverPaid { asked: amount.amount(), refundable });
+        }
+        let transfer = Transfer::between(
+            format!("{}/refund/{refund_id}", self.id),
+            amount,
             self.payee(),
-            "instruction.transfer",
-            format!("instruction/{}", self.id),
+            AccountId::wallet(&self.payer),
+            "instruction.refund",
+            self.cause(),
         )
+        .map_err(|_| SettleRefusal::NotPaid { id: self.id.clone(), state: self.state.as_str() })?;
+        Ok((transfer, Operation { refunded: self.refunded + amount.amount(), ..self.clone() }))
     }
 
     /// What the payer reads and the provider's webhook carries (never the nonce or the request).
     pub fn view(&self) -> serde_json::Value {
-        json!({
+        let currency = self.amount.currency();
+        let mut view = json!({
             "id": self.id,
             "state": self.state.as_str(),
             "payer": self.payer,
@@ -445,13 +594,40 @@ impl Operation {
             "title": self.title,
             "quantity": self.quantity,
             "amount": self.amount,
+            "paid": currency.rescale(self.paid).to_string(),
+            "refunded": currency.rescale(self.refunded).to_string(),
+            "two_phase": self.two_phase,
             "created_at": self.created_at,
-        })
+        });
+        if let Some(at) = self.hold_expires_at {
+            view["hold_expires_at"] = at.into();
+        }
+        view
     }
 
-    /// The message in the payer's conversation with the provider, named `provider_name`.
+    /// The message in the payer's conversation with the provider, named `provider_name`, about the
+    /// operation as it stands.
     pub fn message_text(&self, provider_name: &str) -> String {
-        format!("Paid {} to {provider_name} for {} x {}.", self.amount, self.quantity, self.title)
+        let currency = self.amount.currency();
+        let (what, back) =
+            (format!("{} x {}", self.quantity, self.title), currency.rescale(self.amount.amount() - self.paid));
+        match self.state {
+            OperationState::Completed => format!("Paid {} to {provider_name} for {what}.", self.amount),
+            OperationState::Held => format!("Holding {} for {provider_name} for {what}.", self.amount),
+            OperationState::Posted if back.is_zero() => {
+                format!("Paid {} to {provider_name} for {what}.", self.amount)
+            }
+            OperationState::Posted => format!(
+                "Paid {} {currency} to {provider_name} for {what}; {back} {currency} is back in your wallet.",
+                currency.rescale(self.paid)
+            ),
+            OperationState::Voided => {
+                format!("{provider_name} cancelled {what}; {} is back in your wallet.", self.amount)
+            }
+            OperationState::Released => {
+                format!("{provider_name} did not confirm {what} in time; {} is back in your wallet.", self.amount)
+            }
+        }
     }
 }
 
@@ -480,7 +656,7 @@ impl OperationStore {
 
     /// The operation's record, written once.
     pub fn create_item(&self, operation: &Operation) -> Result<Write, StoreError> {
-        let put = Put::builder()
+        let mut put = Put::builder()
             .table_name(&self.table)
             .item("id", s(&operation.id))
             .item("payer", s(&operation.payer))
@@ -494,40 +670,103 @@ impl OperationStore {
             .item("nonce", s(&operation.nonce))
             .item("request", s(&operation.request))
             .item("state", s(operation.state.as_str()))
+            .item("two_phase", AttributeValue::Bool(operation.two_phase))
+            .item("paid", n(operation.paid))
+            .item("refunded", n(operation.refunded))
             .item("created_at", n(operation.created_at))
-            .condition_expression("attribute_not_exists(id)")
+            .condition_expression("attribute_not_exists(id)");
+        if let Some(at) = operation.hold_expires_at {
+            put = put.item("hold_expires_at", n(at));
+        }
+        Ok(Write::put(OPERATION_NEW, put.build()?))
+    }
+
+    /// The hold's settlement as `after` records it, only while the hold still stands.
+    pub fn settle_item(&self, after: &Operation) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(&after.id))
+            .update_expression("SET #state = :state, paid = :paid")
+            .condition_expression("#state = :held")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":state", s(after.state.as_str()))
+            .expression_attribute_values(":paid", n(after.paid))
+            .expression_attribute_values(":held", s(OperationState::Held.as_str()))
             .build()?;
-        Ok(Write::put(OPERATION_NEW, put))
+        Ok(Write::update(OPERATION_HELD, update))
+    }
+
+    /// A refund as `after` records it, only while the refunds so far are those `before` read.
+    pub fn refund_item(&self, before: &Operation, after: &Operation) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(&after.id))
+            .update_expression("SET refunded = :after")
+            .condition_expression("refunded = :before")
+            .expression_attribute_values(":after", n(after.refunded))
+            .expression_attribute_values(":before", n(before.refunded))
+            .build()?;
+        Ok(Write::update(OPERATION_REFUNDS_AS_READ, update))
     }
 }
 
-/// What must hold of operations and the money they moved (`crate::reconcile`): each completed
-/// operation moved exactly its amount once, from its payer's wallet to its provider's account; and
-/// no instruction's money moved without its operation recorded (they are written in one
-/// transaction). `operations` are all those whose transfers `books` holds.
+/// What must hold of operations and the money they moved (`crate::reconcile`): each operation
+/// moved exactly what its state says, whole (its opening transfer; a settled hold's one settlement,
+/// splitting the amount between provider and payer as `paid` says), its refunds add up to
+/// `refunded`, never beyond `paid`; and no instruction's money moved without its operation recorded
+/// (they are written in one transaction). `operations` are all those whose transfers `books` holds.
 pub fn check_operations(operations: &[Operation], books: &Books) -> Vec<Violation> {
     let transfers = books.transfers_by_id();
     let mut violations = Vec::new();
+    let mut refunded: HashMap<&str, Decimal> = HashMap::new();
+    for refund in books.transfers.iter().filter(|t| t.kind == "instruction.refund") {
+        *refunded.entry(refund.cause.as_str()).or_default() += refund.amount();
+    }
     for operation in operations {
-        let expected = match operation.transfer() {
-            Ok(transfer) => crate::ledger::TransferRecord::of(&transfer),
-            Err(e) => {
-                violations.push(Violation::record(format!("operation {}", operation.id), e.to_string()));
-                continue;
-            }
-        };
-        match transfers.get(expected.id.as_str()) {
-            Some(moved) if **moved == expected => {}
-            Some(moved) => violations.push(Violation::record(
-                format!("operation {}", operation.id),
-                format!("is {} but moved {moved}", operation.amount),
+        let mut problem =
+            |text: String| violations.push(Violation::record(format!("operation {}", operation.id), text));
+        let settlement = match operation.state {
+            OperationState::Posted => Some(Settlement::Post(
+                Money::new(operation.paid, operation.amount.currency()).unwrap_or(operation.amount),
             )),
-            None => violations
-                .push(Violation::record(format!("operation {}", operation.id), "is completed but moved nothing")),
+            OperationState::Voided => Some(Settlement::Void),
+            OperationState::Released => Some(Settlement::Release),
+            OperationState::Completed | OperationState::Held => None,
+        };
+        let held = Operation { state: OperationState::Held, paid: Decimal::ZERO, ..operation.clone() };
+        let mut expected = vec![operation.opening().map_err(|e| e.to_string())];
+        if let Some(settlement) = settlement {
+            expected.push(held.settle(settlement).map(|(t, _)| t).map_err(|e| e.to_string()));
+        }
+        for transfer in expected {
+            let transfer = match transfer {
+                Ok(transfer) => crate::ledger::TransferRecord::of(&transfer),
+                Err(e) => {
+                    problem(e);
+                    continue;
+                }
+            };
+            match transfers.get(transfer.id.as_str()) {
+                Some(moved) if **moved == transfer => {}
+                Some(moved) => problem(format!("is {} but moved {moved}", operation.state.as_str())),
+                None => problem(format!("is {} but its {} moved nothing", operation.state.as_str(), transfer.kind)),
+            }
+        }
+        if operation.state == OperationState::Held
+            && let Some(settled) = transfers.get(format!("{}/settle", operation.id).as_str())
+        {
+            problem(format!("is held but its hold was settled: {settled}"));
+        }
+        let refunds = refunded.get(operation.cause().as_str()).copied().unwrap_or_default();
+        if refunds != operation.refunded || operation.refunded > operation.paid {
+            problem(format!(
+                "refunded {} of {} paid, but its refunds moved {refunds}",
+                operation.refunded, operation.paid
+            ));
         }
     }
     let recorded: std::collections::HashSet<&str> = operations.iter().map(|o| o.id.as_str()).collect();
-    for moved in books.transfers.iter().filter(|t| t.kind == "instruction.transfer") {
+    for moved in books.transfers.iter().filter(|t| t.kind.starts_with("instruction.")) {
         let operation = moved.cause.strip_prefix("instruction/").unwrap_or(&moved.cause);
         if !recorded.contains(operation) {
             violations
@@ -552,6 +791,14 @@ fn operation_from_item(item: &Item) -> Result<Operation, StoreError> {
         nonce: get_s(item, "nonce")?.to_owned(),
         request: get_s(item, "request")?.to_owned(),
         state: OperationState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
+        two_phase: matches!(item.get("two_phase"), Some(AttributeValue::Bool(true))),
+        hold_expires_at: if item.contains_key("hold_expires_at") {
+            Some(get_n(item, "hold_expires_at")?)
+        } else {
+            None
+        },
+        paid: currency.rescale(get_decimal(item, "paid")?),
+        refunded: currency.rescale(get_decimal(item, "refunded")?),
         created_at: get_n(item, "created_at")?,
     })
 }
@@ -566,6 +813,7 @@ mod tests {
     use super::super::signed::SignatureFault;
     use super::super::signed::tests::{LocalKey, instruction};
     use super::*;
+    use crate::ledger::TransferRecord;
 
     const NOW: i64 = 1_100;
 
@@ -811,13 +1059,9 @@ mod tests {
     fn an_operation_moved_exactly_its_amount_once_and_no_money_moved_without_one() {
         let key = LocalKey::new();
         let judged = presented(&key, instruction());
-        let operation = Operation::of(&judged.instruction, &listed(), "r_1".into(), NOW);
-        let moved = crate::ledger::TransferRecord::of(&operation.transfer().unwrap());
-        let books = |transfers: Vec<crate::ledger::TransferRecord>| Books { transfers, ..Books::default() };
+        let operation = Operation::of(&judged.instruction, &listed(), "r_1".into(), NOW, 60);
+        let moved = TransferRecord::of(&operation.opening().unwrap());
         assert_eq!(check_operations(std::slice::from_ref(&operation), &books(vec![moved.clone()])), vec![]);
-        let found = |operations: &[Operation], transfers| {
-            check_operations(operations, &books(transfers)).iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")
-        };
         assert!(found(std::slice::from_ref(&operation), vec![]).contains("moved nothing"));
         let mut short = moved.clone();
         short.legs =
@@ -831,7 +1075,114 @@ mod tests {
         assert!(found(&[], vec![moved]).contains("no recorded operation"));
     }
 
+    fn books(transfers: Vec<TransferRecord>) -> Books {
+        Books { transfers, ..Books::default() }
+    }
+
+    /// The checker's findings, in one line.
+    fn found(operations: &[Operation], transfers: Vec<TransferRecord>) -> String {
+        check_operations(operations, &books(transfers)).iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")
+    }
+
+    fn usd(cents: i64) -> Money {
+        Money::new(Decimal::new(cents, 2), "USD".parse().unwrap()).unwrap()
+    }
+
+    /// A two-phase operation of 85.00 USD, held.
+    fn held() -> Operation {
+        let two_phase = Listing { terms: Terms { two_phase: true, ..listed().terms }, ..listed() };
+        Operation::of(&instruction(), &two_phase, "r_1".into(), NOW, 60)
+    }
+
+    #[test]
+    fn a_hold_is_settled_once_posting_at_most_what_it_holds() {
+        let hold = held();
+        assert_eq!(
+            (hold.state, hold.paid, hold.hold_expires_at),
+            (OperationState::Held, Decimal::ZERO, Some(NOW + 60))
+        );
+        assert_eq!(hold.opening().unwrap().accounts(), [AccountId::wallet("alice"), AccountId::hold("ti_1")]);
+        let (post, posted) = hold.settle(Settlement::Post(usd(6_000))).unwrap();
+        assert_eq!(post.id, "ti_1/settle");
+        assert_eq!(
+            post.legs.iter().map(|l| (l.account.as_str(), l.amount)).collect::<Vec<_>>(),
+            [
+                ("hold:ti_1", Decimal::new(-8_500, 2)),
+                ("merchant:m_1", Decimal::new(6_000, 2)),
+                ("wallet:alice", Decimal::new(2_500, 2))
+            ]
+        );
+        assert_eq!((posted.state, posted.paid), (OperationState::Posted, Decimal::new(6_000, 2)));
+        let (whole, _) = hold.settle(Settlement::Post(usd(8_500))).unwrap();
+        assert_eq!(whole.legs.len(), 2, "nothing goes back");
+        // A void and the timeout's release give it all back, under the same id as a post.
+        for (settlement, state) in
+            [(Settlement::Void, OperationState::Voided), (Settlement::Release, OperationState::Released)]
+        {
+            let (back, after) = hold.settle(settlement).unwrap();
+            assert_eq!((back.id.as_str(), back.legs.len(), after.state), ("ti_1/settle", 2, state));
+            assert_eq!(back.legs[1], Leg { account: AccountId::wallet("alice"), amount: Decimal::new(8_500, 2) });
+        }
+        assert!(matches!(hold.settle(Settlement::Post(usd(8_501))), Err(SettleRefusal::OverHold { .. })));
+        let euros = Money::new(Decimal::ONE, "EUR".parse().unwrap()).unwrap();
+        assert!(matches!(hold.settle(Settlement::Post(euros)), Err(SettleRefusal::Currency { .. })));
+        for settled in [posted.clone(), Operation { state: OperationState::Completed, ..hold.clone() }] {
+            assert!(matches!(settled.settle(Settlement::Void), Err(SettleRefusal::NotHeld { .. })));
+        }
+        // The checker: a posted hold moved its opening and its one settlement, split as posted.
+        let opening = TransferRecord::of(&hold.opening().unwrap());
+        let settled = TransferRecord::of(&post);
+        assert_eq!(found(std::slice::from_ref(&posted), vec![opening.clone(), settled.clone()]), "");
+        assert!(found(std::slice::from_ref(&posted), vec![opening.clone()]).contains("instruction.post moved nothing"));
+        assert!(
+            found(std::slice::from_ref(&hold), vec![opening.clone(), settled.clone()])
+                .contains("is held but its hold was settled")
+        );
+        let claimed = Operation { paid: Decimal::new(8_500, 2), ..posted.clone() };
+        assert!(found(&[claimed], vec![opening, settled]).contains("is posted but moved"));
+    }
+
+    #[test]
+    fn a_provider_refunds_what_reached_it_never_more() {
+        let key = LocalKey::new();
+        let paid = Operation::of(&presented(&key, instruction()).instruction, &listed(), "r_1".into(), NOW, 60);
+        let (refund, after) = paid.refund(usd(5_000), "k1").unwrap();
+        assert_eq!((refund.id.as_str(), after.refunded), ("ti_1/refund/k1", Decimal::new(5_000, 2)));
+        assert_eq!(refund.accounts(), [AccountId::merchant("m_1"), AccountId::wallet("alice")]);
+        assert!(matches!(after.refund(usd(3_501), "k2"), Err(SettleRefusal::OverPaid { .. })));
+        assert!(after.refund(usd(3_500), "k2").is_ok());
+        let (_, posted) = held().settle(Settlement::Post(usd(1_000))).unwrap();
+        assert!(matches!(posted.refund(usd(1_001), "k"), Err(SettleRefusal::OverPaid { .. })));
+        for unpaid in [held(), held().settle(Settlement::Void).unwrap().1] {
+            assert!(matches!(unpaid.refund(usd(1), "k"), Err(SettleRefusal::NotPaid { .. })));
+        }
+        // The checker: refunds moved add up to what the operation says was refunded.
+        let opening = TransferRecord::of(&paid.opening().unwrap());
+        assert_eq!(found(std::slice::from_ref(&after), vec![opening.clone(), TransferRecord::of(&refund)]), "");
+        assert!(
+            found(std::slice::from_ref(&after), vec![opening])
+                .contains("refunded 50.00 of 85.00 paid, but its refunds moved 0")
+        );
+    }
+
     proptest! {
+        /// A post of any amount either settles the hold, balanced, the provider taking the post
+        /// and the payer the rest, or is refused and moves nothing.
+        #[test]
+        fn a_post_splits_the_hold_or_is_refused(cents in 1i64..=20_000) {
+            let hold = held();
+            match hold.settle(Settlement::Post(usd(cents))) {
+                Ok((transfer, after)) => {
+                    prop_assert!(cents <= 8_500);
+                    prop_assert_eq!(transfer.legs.iter().map(|l| l.amount).sum::<Decimal>(), Decimal::ZERO);
+                    prop_assert_eq!(after.paid, Decimal::new(cents, 2));
+                    let back = transfer.legs.iter().find(|l| l.account == AccountId::wallet("alice")).map(|l| l.amount);
+                    prop_assert_eq!(back.unwrap_or_default(), Decimal::new(8_500 - cents, 2));
+                }
+                Err(refusal) => prop_assert!(cents > 8_500, "{:?}", refusal),
+            }
+        }
+
         /// Whatever a platform signs (shown consistently), the money moves only on this side's
         /// terms: the amount is the price times a quantity of 1 to MAX_QUANTITY, in the listing's
         /// currency, to its payee. Half the cases price the amount right, so both outcomes are met.

@@ -23,9 +23,8 @@ use lambda_http::{Body, Request, Response};
 use tokio::sync::OnceCell;
 
 use super::listing::{LISTING_AS_JUDGED, LISTING_FREEZABLE, Listing, ListingStore};
-use super::operation::{
-    CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, OperationStore, Presented, Refusal, judge,
-};
+use super::operation::{CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, Presented, Refusal, judge};
+use super::service::OperationService;
 use super::signed::verify;
 use super::threshold::{GROUP, ThresholdStore, Thresholds};
 use crate::Problem;
@@ -36,17 +35,16 @@ use crate::config::GroupName;
 use crate::config::store::ConfigStore;
 use crate::device_keys::DeviceKeyStore;
 use crate::dynamo::{StoreError, transact};
-use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::http::{json_body, json_response, route_key};
 use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight};
 use crate::ids;
-use crate::ledger::store::{Applied, LedgerStore, TransferError};
+use crate::ledger::store::{Applied, TransferError};
 use crate::merchant::store::{MERCHANT_ACTIVE, MerchantStore};
 use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::nonce::{NONCE_UNSPENT, NonceStore};
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
-use crate::queues::NotificationMessage;
 use crate::security::SecurityEvent;
 
 /// How stale the config group's thresholds may be: a change applies within this.
@@ -60,23 +58,18 @@ pub struct OperationsApi {
     overrides: ThresholdStore,
     /// The group's thresholds and when they were read.
     thresholds: Mutex<Option<(Instant, Thresholds)>>,
-    operations: OperationStore,
+    service: OperationService,
     merchants: MerchantStore,
-    ledger: LedgerStore,
     nonces: NonceStore,
     idempotency: IdempotencyStore,
-    outbox: Outbox,
-    queue_url: String,
+    /// How long a two-phase operation's hold stands (template `TransferHoldSeconds`).
+    hold_seconds: i64,
     audit_table: String,
     security_events_table: String,
     kms: aws_sdk_kms::Client,
     /// The platform's signing key: the only `kid` instructions may name.
     kid: String,
     public_key: OnceCell<Vec<u8>>,
-}
-
-fn unknown_operation(id: &str) -> Problem {
-    Problem::new(catalogue::UNKNOWN_OPERATION, format!("no operation {id:?} of yours"))
 }
 
 impl OperationsApi {
@@ -89,13 +82,16 @@ impl OperationsApi {
             config: ConfigStore::new(dynamodb.clone(), aws::env("CONFIG_TABLE")?),
             overrides: ThresholdStore::new(dynamodb.clone(), aws::env("THRESHOLDS_TABLE")?),
             thresholds: Mutex::new(None),
-            operations: OperationStore::new(dynamodb.clone(), aws::env("OPERATIONS_TABLE")?),
+            service: OperationService::from_env(
+                &dynamodb,
+                Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
+            )?,
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
-            queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            hold_seconds: aws::env("TRANSFER_HOLD_SECONDS")?
+                .parse()
+                .map_err(|_| MissingEnv("TRANSFER_HOLD_SECONDS (a number of seconds)".into()))?,
             audit_table: aws::env("AUDIT_TABLE")?,
             security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             kms: aws_sdk_kms::Client::new(config),
@@ -110,13 +106,7 @@ impl OperationsApi {
         match route_key(&request) {
             "POST /transfer/operations" => self.operate(&request, &caller).await,
             "GET /transfer/operations/{id}" => {
-                let id = ids::check("id", path_parameter(&request, "id")?)?;
-                let operation = self
-                    .operations
-                    .get(id)
-                    .await?
-                    .filter(|o| o.payer == caller.subject)
-                    .ok_or_else(|| unknown_operation(id))?;
+                let operation = self.service.named(&request, |o| o.payer == caller.subject).await?;
                 Ok(json_response(StatusCode::OK, &operation.view()))
             }
             other => Err(Problem::new(
@@ -226,33 +216,33 @@ impl OperationsApi {
                 if provider.status != MerchantStatus::Active {
                     return Err(inactive_merchant(&provider.id));
                 }
-                let operation = Operation::of(instruction, &listed, claim.scope.derived_id("operation"), now);
-                let transfer = operation.transfer().map_err(Problem::internal)?;
-                let notice = NotificationMessage::TransferCompleted {
-                    id: format!("{}/completed", operation.id),
-                    operation_id: operation.id.clone(),
-                }
-                .outbox(&self.queue_url, 0)
-                .map_err(Problem::internal)?;
+                let request_id = claim.scope.derived_id("operation");
+                let operation = Operation::of(instruction, &listed, request_id, now, self.hold_seconds);
+                let transfer = operation.opening().map_err(Problem::internal)?;
+                let notice = self.service.changed_notice(&operation)?;
                 let response = json_response(StatusCode::CREATED, &operation.view());
-                let with = vec![
-                    self.operations.create_item(&operation)?,
+                let mut with = vec![
+                    self.service.operations.create_item(&operation)?,
                     // Kept a little past the instruction's life: then it is refused as expired.
                     self.nonces.spend_item(
                         &format!("instruction:{}", instruction.kid),
                         &instruction.nonce,
                         instruction.expires_at + CLOCK_SKEW_SECONDS,
                     )?,
-                    self.outbox.put_item(&notice, now)?,
+                    self.service.outbox.put_item(&notice, now)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                     // A suspension that lands after the check above stops the payment here.
                     self.merchants.active_check(&provider.id)?,
                     // So does a new version or a freeze of the listing.
                     self.listings.as_judged_check(&listed.id, listed.version)?,
                 ];
-                match self.ledger.apply(&transfer, with, now).await {
+                // A hold not settled by its expiry goes back: the sweeper sends the check when due.
+                if let Some(expires_at) = operation.hold_expires_at {
+                    with.push(self.service.outbox.put_item_due(&self.service.release_notice(&operation)?, expires_at)?);
+                }
+                match self.service.ledger.apply(&transfer, with, now).await {
                     Ok(Applied::Now) => {
-                        self.outbox.send(&notice).await;
+                        self.service.outbox.send(&notice).await;
                         Ok(response)
                     }
                     Ok(Applied::Already) | Err(TransferError::Rejected(OPERATION_NEW | NONCE_UNSPENT)) => {
@@ -290,7 +280,7 @@ impl OperationsApi {
         attempt: &Operation,
         now: i64,
     ) -> Result<Response<Body>, Problem> {
-        let response = match self.operations.get(&attempt.id).await? {
+        let response = match self.service.operations.get(&attempt.id).await? {
             Some(done) if done.request == attempt.request => json_response(StatusCode::CREATED, &done.view()),
             Some(done) if done.same_instruction(attempt) => json_response(StatusCode::OK, &done.view()),
             _ => return Err(self.refuse(claim, &attempt.payer, presented, None, &Refusal::Reused, now).await),

@@ -140,6 +140,15 @@ pub fn inactive_merchant(id: &str) -> Problem {
     Problem::new(catalogue::MERCHANT_INACTIVE, format!("merchant {id:?} is suspended"))
 }
 
+/// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
+/// (It may still decline an order or void a hold, which returns the user's money.)
+pub fn suspended_refund(id: &str) -> Problem {
+    Problem::alternate(
+        catalogue::MERCHANT_INACTIVE,
+        format!("merchant {id:?} is suspended: it may not refund; nothing was moved"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

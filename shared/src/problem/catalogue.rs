@@ -72,7 +72,7 @@ catalogue! {
     CURRENCY_NOT_ACCEPTED = "currency_not_accepted", 400, "Currency not accepted",
         "The merchant (or a mini-app's owner) sells in another currency than the amount's.";
     CURRENCY_MISMATCH = "currency_mismatch", 400, "Refund in another currency",
-        "A refund's amount is not in the currency the order was paid in.";
+        "A refund's (or a post's) amount is not in the currency the order or operation was paid in.";
     INVALID_CURSOR = "invalid_cursor", 400, "Invalid cursor",
         "A page's `before` is not a sequence number.";
     INVALID_COUNTERPARTY = "invalid_counterparty", 400, "Invalid counterparty",
@@ -217,6 +217,12 @@ catalogue! {
         "The transfer instruction, or another carrying its nonce, was already carried out by another request; nothing moved.";
     LISTING_NOT_FROZEN = "listing_not_frozen", 409, "Listing not frozen",
         "An unfreeze names a listing that is not frozen.";
+    OPERATION_NOT_HELD = "operation_not_held", 409, "Operation not held",
+        "A post or void names an operation whose hold is already settled (posted, voided or released) or that never held.";
+    POST_EXCEEDS_HOLD = "post_exceeds_hold", 409, "Post exceeds hold",
+        "A post is more than the operation holds; `held` says how much it does.";
+    OPERATION_NOT_PAID = "operation_not_paid", 409, "Operation not paid",
+        "A refund names an operation that paid the provider nothing (held, voided or released).";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
@@ -234,7 +240,7 @@ catalogue! {
     ORDER_NOT_PAID = "order_not_paid", 409, "Order not paid",
         "A refund names an order that is not paid.";
     REFUND_EXCEEDS_PAID = "refund_exceeds_paid", 409, "Refund exceeds paid",
-        "A refund is more than is still refundable on the order; `refundable` says how much is.";
+        "A refund is more than is still refundable on the order or operation; `refundable` says how much is.";
     MERCHANT_INSUFFICIENT_FUNDS = "merchant_insufficient_funds", 409, "Merchant account short",
         "The merchant's account does not hold the refund.";
     WALLET_CURRENCY_MISMATCH = "wallet_currency_mismatch", 409, "Wallet in another currency",

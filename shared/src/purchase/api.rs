@@ -10,7 +10,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::relay::{MerchantReply, OrderDetails, forward};
-use super::service::{PurchaseService, Refund, suspended_refund, unknown_order};
+use super::service::{PurchaseService, Refund, unknown_order};
 use super::store::OrderStore;
 use super::{Decision, Order, OrderState, PurchaseRequest};
 use crate::Problem;
@@ -25,7 +25,7 @@ use crate::ledger::store::LedgerStore;
 use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
-use crate::merchant::{Merchant, MerchantStatus};
+use crate::merchant::{Merchant, MerchantStatus, suspended_refund};
 use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;

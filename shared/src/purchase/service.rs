@@ -13,6 +13,7 @@ use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::ledger::{AccountId, Transfer};
 use crate::merchant::store::MERCHANT_ACTIVE;
+use crate::merchant::suspended_refund;
 use crate::money::Money;
 use crate::outbox::{Outbox, OutboxMessage};
 use crate::problem::catalogue;
@@ -228,15 +229,6 @@ impl PurchaseService {
             Err(e) => Err(Problem::from(e)),
         }
     }
-}
-
-/// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
-/// (It may still decline an order, which returns the user's money.)
-pub fn suspended_refund(id: &str) -> Problem {
-    Problem::alternate(
-        catalogue::MERCHANT_INACTIVE,
-        format!("merchant {id:?} is suspended: it may not refund; nothing was moved"),
-    )
 }
 
 /// A refund whose transfer exists: this request's retry if it asked for what moved.

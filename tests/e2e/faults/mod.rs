@@ -5,7 +5,8 @@
 //! from a few merchants (paid, declined, decided later by the merchant, expired) and merchants
 //! refund part of some paid orders (`purchases`); users pay in mini-apps (`miniapps`); terminals
 //! take offline payments, some of which wait for a top-up from the payer's bank, which approves,
-//! declines or answers late (`offline`). A client whose call fails retries with the same
+//! declines or answers late (`offline`); users pay through signed transfer instructions, some
+//! holds posted, voided or left to expire, some payments refunded (`transfers`). A client whose call fails retries with the same
 //! Idempotency-Key, as a real one would, then gives up (a client whose request's process was killed
 //! finds its key in progress until the key's lock expires, and usually gives up so). Once quiet, the
 //! invariant checker finds nothing lost or doubled anywhere in the tables, and every answer a client
@@ -15,6 +16,7 @@
 mod miniapps;
 mod offline;
 mod purchases;
+mod transfers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use superpay::instruction::operation::{OperationState, OperationStore};
 use superpay::offline::payment::{PaymentState, PaymentStore};
 use superpay::offline::topup::TopUpStore;
 use superpay::outbox::Outbox;
@@ -142,10 +145,12 @@ enum Client {
     Spree(purchases::Spree),
     MiniApp(miniapps::Client),
     Offline(offline::Client),
+    Transfer(transfers::Client),
 }
 
 /// Waits until nothing is in flight: no order awaiting its merchant, no offline payment pending or
-/// waiting for funds, no top-up debit unsettled, every outbox message delivered or dead.
+/// waiting for funds, no top-up debit unsettled, no transfer hold standing, every outbox message
+/// delivered or dead.
 async fn quiet() {
     let env = Env::get();
     let dynamodb = env.dynamodb().await;
@@ -153,6 +158,7 @@ async fn quiet() {
     let payments =
         PaymentStore::new(dynamodb.clone(), env.table("OfflinePaymentsTable"), env.table("OfflineCodesTable"));
     let topups = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable"));
+    let operations = OperationStore::new(dynamodb.clone(), env.table("TransferOperationsTable"));
     let outbox = Outbox::new(dynamodb, env.stack.sqs().await, env.table("OutboxTable"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -165,14 +171,15 @@ async fn quiet() {
             .filter(|p| matches!(p.state, PaymentState::Pending | PaymentState::WaitingForFunds))
             .count();
         let debits = topups.all().await.unwrap().iter().filter(|t| t.debit_started_at.is_some()).count();
+        let holds = operations.all().await.unwrap().iter().filter(|o| o.state == OperationState::Held).count();
         let messages = outbox.items().await.unwrap().iter().filter(|i| i.dead_reason.is_none()).count();
-        if orders + payments + debits + messages == 0 {
+        if orders + payments + debits + holds + messages == 0 {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "not quiet after 120 s: {orders} orders awaiting, {payments} offline payments unsettled, \
-             {debits} top-up debits unsettled, {messages} messages undelivered"
+             {debits} top-up debits unsettled, {holds} transfer holds standing, {messages} messages undelivered"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -187,12 +194,13 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
     let env = Env::get();
     let started = Instant::now();
     let purchases: usize = std::env::var("SUPERPAY_FAULT_PURCHASES").ok().and_then(|n| n.parse().ok()).unwrap_or(150);
-    let (shops, apps, tills) = tokio::join!(purchases::shops(), miniapps::apps(), offline::tills());
-    let (shops, apps, tills) = (Arc::new(shops), Arc::new(apps), Arc::new(tills));
+    let (shops, apps, tills, providers) =
+        tokio::join!(purchases::shops(), miniapps::apps(), offline::tills(), transfers::providers());
+    let (shops, apps, tills, providers) = (Arc::new(shops), Arc::new(apps), Arc::new(tills), Arc::new(providers));
 
     // Many clients at once, of every kind interleaved, a bounded number in flight (the stack runs
-    // two instances a function): for every 60 purchases, 6 sprees, 20 mini-app charges and 15
-    // offline payments.
+    // two instances a function): for every 60 purchases, 6 sprees, 20 mini-app charges, 15
+    // offline payments and 20 transfers.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(24));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..purchases {
@@ -222,14 +230,23 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
                 Client::Offline(offline::client(&tills[i % tills.len()], i / 4).await)
             });
         }
+        if i % 3 == 1 {
+            let (providers, turn) = (providers.clone(), in_flight.clone());
+            clients.spawn(async move {
+                let _turn = turn.acquire_owned().await;
+                Client::Transfer(transfers::client(&providers[i % providers.len()], i / 3).await)
+            });
+        }
     }
-    let (mut bought, mut sprees, mut charged, mut paid) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bought, mut sprees, mut charged, mut paid, mut transferred) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for client in clients.join_all().await {
         match client {
             Client::Purchase(c) => bought.push(c),
             Client::Spree(c) => sprees.push(c),
             Client::MiniApp(c) => charged.push(c),
             Client::Offline(c) => paid.push(c),
+            Client::Transfer(c) => transferred.push(c),
         }
     }
     let busy = started.elapsed();
@@ -246,18 +263,21 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
     purchases::judge_sprees(&sprees, &mut outcomes).await;
     miniapps::judge(&charged, &mut outcomes).await;
     offline::judge(&paid, &mut outcomes).await;
+    transfers::judge(&transferred, &mut outcomes).await;
 
     let tries: u32 = bought.iter().map(|c| c.attempts.tries).sum::<u32>()
         + sprees.iter().map(|c| c.attempts.tries).sum::<u32>()
         + charged.iter().map(|c| c.attempts.tries).sum::<u32>()
-        + paid.iter().map(|c| c.attempts.tries).sum::<u32>();
+        + paid.iter().map(|c| c.attempts.tries).sum::<u32>()
+        + transferred.iter().map(|c| c.attempts.tries).sum::<u32>();
     eprintln!(
-        "{} purchases, {} sprees (4 purchases and 3 refunds at once), {} mini-app charges, {} offline payments by as \
-         many users in {:.0} s ({tries} calls with the clients' retries), quiet after {:.0} s:",
+        "{} purchases, {} sprees (4 purchases and 3 refunds at once), {} mini-app charges, {} offline payments, {} \
+         transfers by as many users in {:.0} s ({tries} calls with the clients' retries), quiet after {:.0} s:",
         bought.len(),
         sprees.len(),
         charged.len(),
         paid.len(),
+        transferred.len(),
         busy.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
