@@ -42,6 +42,8 @@ const COLD_PROBES: &[(&str, &str)] = &[
     ("OfflinePaymentsFunction", "offline-payments/get-unsigned.json"),
     ("SettlementFunction", "settlement/job.json"),
     ("TopUpFunction", "topup/page-unknown.json"),
+    ("TransferPlatformFunction", "transfer-platform/get-unknown.json"),
+    ("TransferFunction", "transfer/get-unknown.json"),
 ];
 
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";
@@ -249,9 +251,24 @@ pub async fn count_operations(stack: &Stack) -> Result<Vec<Counted>, String> {
         })
         .await?,
     );
+    // The platform prices and signs an instruction: one KMS Sign each, by design (only KMS holds
+    // the key).
+    let instruction = json!({"listing_id": "m_demo.sea-view", "quantity": 1});
+    counted.push(
+        count(
+            stack,
+            "a signed transfer instruction: `POST /platform/instructions`",
+            "TransferPlatformFunction",
+            None,
+            || {
+                let (client, instruction) = (&client, instruction.clone());
+                async move { client.call("POST", "/platform/instructions", user, Some(instruction)).await.map(|_| ()) }
+            },
+        )
+        .await?,
+    );
     // Each run asks the platform for a fresh instruction (not counted: another function), then
     // sends it: the transfer side's calls, which must hold no KMS call once its process has the key.
-    let instruction = json!({"listing_id": "m_demo.sea-view", "quantity": 1});
     counted.push(
         count(
             stack,
