@@ -9,10 +9,11 @@
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::ConditionCheck;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::dynamo::{Item, StoreError, get_n, get_s, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, s};
 
 /// A device's key as enrolled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +25,13 @@ pub struct DeviceKey {
     pub key_id: String,
     /// P-256, uncompressed SEC1, base64.
     pub public_key: String,
+    pub enrolled_at: i64,
     /// When its owner revoked it (a lost phone): its signatures count for nothing after that.
     pub revoked_at: Option<i64>,
 }
+
+/// Rule: the device is still enrolled under this key and not revoked.
+pub const DEVICE_LIVE: &str = "device.live";
 
 impl DeviceKey {
     /// Whether `signature` (64 bytes, r then s, as the device signs) is this key's over `message`.
@@ -48,6 +53,7 @@ pub fn key_from_item(item: &Item) -> Result<DeviceKey, StoreError> {
         user: get_s(item, "user")?.to_owned(),
         key_id: get_s(item, "key_id")?.to_owned(),
         public_key: get_s(item, "public_key")?.to_owned(),
+        enrolled_at: get_n(item, "enrolled_at")?,
         revoked_at: if item.contains_key("revoked_at") { Some(get_n(item, "revoked_at")?) } else { None },
     })
 }
@@ -62,6 +68,18 @@ pub struct DeviceKeyStore {
 impl DeviceKeyStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DeviceKeyStore { client, table: table.into() }
+    }
+
+    /// The check, for a transaction that relies on `device`'s signature, that it is still enrolled
+    /// under that key and not revoked (a revocation that lands meanwhile stops it).
+    pub fn live_check(&self, device: &DeviceKey) -> Result<Write, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("id", s(&device.id))
+            .condition_expression("key_id = :key AND attribute_not_exists(revoked_at)")
+            .expression_attribute_values(":key", s(&device.key_id))
+            .build()?;
+        Ok(Write::check(DEVICE_LIVE, check))
     }
 
     /// The device whose current key `key_id` is, if any.

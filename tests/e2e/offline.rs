@@ -41,8 +41,14 @@ impl Phone {
 
     /// Its co-signature of a transfer instruction (`confirmation.device`).
     pub fn cosign(&self, instruction: &superpay::instruction::signed::Instruction) -> Value {
-        let message = superpay::instruction::operation::device_message(instruction).expect("a canonical instruction");
-        let signature = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, self.key.sign(&message));
+        self.signature_of(
+            &superpay::instruction::operation::device_message(instruction).expect("a canonical instruction"),
+        )
+    }
+
+    /// Its signature of any `message`, as `confirmation.device` carries one.
+    pub fn signature_of(&self, message: &[u8]) -> Value {
+        let signature = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, self.key.sign(message));
         json!({"key_id": self.key_id, "signature": signature})
     }
 

@@ -65,7 +65,7 @@ fn forged(id: &str, payer: &str, amount: &str, payee: &str) -> Instruction {
     let merchant = payee.strip_prefix("merchant:").unwrap_or(payee);
     let display = Display::of(amount, "Sea Shop", merchant, 1, "Sea view room, one night");
     Instruction {
-        id: unique("ti"),
+        id: instruction_id(),
         listing_id: id.into(),
         listing_version: 1,
         quantity: 1,
@@ -79,6 +79,11 @@ fn forged(id: &str, payer: &str, amount: &str, payee: &str) -> Instruction {
         display,
         kid: kid(),
     }
+}
+
+/// An instruction id as the platform makes them (`ti_...`), fresh.
+fn instruction_id() -> String {
+    unique("ti").replacen("ti-", "ti_", 1)
 }
 
 /// `user`'s security events, newest last by time.
@@ -128,7 +133,7 @@ async fn a_confirmed_instruction_moves_the_money_once_from_its_payer_to_the_prov
     );
     // Another instruction carrying the spent nonce (only a faulty platform signs one): refused,
     // and a security event.
-    let reused = Instruction { id: unique("ti"), ..instruction.clone() };
+    let reused = Instruction { id: instruction_id(), ..instruction.clone() };
     let (status, problem) =
         operate(&user, &presented(&reused, &signed_by_platform(&reused).await), &unique("key")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("instruction_already_used")));
@@ -358,18 +363,28 @@ async fn above_the_threshold_the_payers_own_device_must_co_sign() {
     let (status, problem) = operate(&user, &presented(&instruction, &signature), &unique("key")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("device_signature_required")));
     assert_eq!(problem["threshold"], "200.00");
-    // Another payer's device, a device co-signing other bytes (the instruction without the
-    // domain line): refused, and security events.
+    // A device enrolled a moment ago (as a stolen token could enroll one) may not co-sign yet (2 s
+    // locally, a day deployed); its enrollment is among its owner's security events.
+    let mut cosigned = presented(&instruction, &signature);
+    cosigned["confirmation"]["device"] = phone.cosign(&instruction);
+    let (status, problem) = operate(&user, &cosigned, &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("device_too_new")), "{problem}");
+    let enrolled = security_events(&user).await;
+    assert_eq!(enrolled.iter().map(|e| e["kind"].clone()).collect::<Vec<_>>(), ["device.enrolled"]);
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    // Another payer's device; the payer's device over the instruction's canonical form without the
+    // domain line (bytes it might sign for something else): refused, and security events.
     let other = crate::offline::enrolled_phone_of("other", "10.00").await;
     let mut by_other = presented(&instruction, &signature);
     by_other["confirmation"]["device"] = other.cosign(&instruction);
     let mut undomained = presented(&instruction, &signature);
-    undomained["confirmation"]["device"] = phone.cosign(&Instruction { nonce: unique("nonce"), ..instruction.clone() });
+    undomained["confirmation"]["device"] = phone.signature_of(&instruction.canonical().expect("canonical"));
     for body in [by_other, undomained] {
         let (status, problem) = operate(&user, &body, &unique("key")).await;
         assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("device_signature_invalid")));
     }
-    assert_eq!(security_events(&user).await.len(), 2);
+    let refused = security_events(&user).await.into_iter().filter(|e| e["kind"] == "transfer.refused").count();
+    assert_eq!(refused, 2);
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(60_000, 2), "nothing moved");
 
     let mut cosigned = presented(&instruction, &signature);
@@ -390,6 +405,12 @@ async fn above_the_threshold_the_payers_own_device_must_co_sign() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    let by_user = env
+        .http()
+        .put(env.url(&path))
+        .bearer_auth(env.token(&user, &[]))
+        .json(&json!({"device_signature_above": {"USD": "9999.00"}}));
+    assert_eq!(by_user.send().await.unwrap().status(), StatusCode::FORBIDDEN, "only an admin sets thresholds");
     let (_, cheap) = listed_shop("80.00").await;
     let (instruction, signature) = instruction_for(&user, &cheap, 1).await;
     let (status, problem) = operate(&user, &presented(&instruction, &signature), &unique("key")).await;
@@ -441,4 +462,9 @@ async fn a_stale_expired_or_unaffordable_instruction_is_refused_and_can_be_asked
     let (status, done) = operate(&user, &presented(&dear, &dear_signature), &unique("key")).await;
     assert_eq!((status, done["amount"]["amount"].as_str()), (StatusCode::CREATED, Some("180.00")), "{done}");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::ZERO);
+    // Its client lost the answer and its key, and sends it again after the price changed: it is
+    // told it paid (200, the operation), not that the instruction is stale.
+    assert_eq!(publish("transfer", &signer, &id, &room(3, "95.00")).await.0, StatusCode::OK);
+    let (status, again) = operate(&user, &presented(&dear, &dear_signature), &unique("key")).await;
+    assert_eq!((status, again), (StatusCode::OK, done));
 }

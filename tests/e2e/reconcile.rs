@@ -49,7 +49,7 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
     assert!(books.transfers.len() >= 2 * orders.len(), "the orders' transfers were read");
     let mut found = check(&books);
     found.extend(check_orders(&orders, &books, now_epoch_seconds(), 60));
-    found.extend(check_operations(&operations, &books));
+    found.extend(check_operations(&operations, &books, now_epoch_seconds(), 60));
     found
 }
 
@@ -79,7 +79,7 @@ pub async fn violations_everywhere() -> Vec<Violation> {
     found.extend(check_payments(&payments, &topups, &books, now, 60));
     found.extend(check_topups(&topups, &books, now, 60));
     found.extend(check_devices(&devices, &payments));
-    found.extend(check_operations(&operations, &books));
+    found.extend(check_operations(&operations, &books, now_epoch_seconds(), 60));
     found.extend(check_outbox(&outbox, now, 60));
     found
 }

@@ -65,8 +65,12 @@ impl TransferAdminApi {
                 let detail = json!({"listing_version": listing.version, "frozen_at": listing.freeze.frozen_at});
                 let entry =
                     AuditEntry::now(format!("listing/transfer/{id}"), "listing.unfreeze", &admin.subject, detail);
-                if commit_audited(&self.dynamodb, &self.audit_table, entry, self.listings.unfreeze_item(id)?).await? {
-                    return Err(Problem::new(catalogue::LISTING_NOT_FROZEN, format!("listing {id:?} is not frozen")));
+                let unfreeze = self.listings.unfreeze_item(id, listing.version)?;
+                if commit_audited(&self.dynamodb, &self.audit_table, entry, unfreeze).await? {
+                    return Err(Problem::new(
+                        catalogue::LISTING_NOT_FROZEN,
+                        format!("listing {id:?} is not frozen (or changed since it was read: look again)"),
+                    ));
                 }
                 let listing = self.listings.get(id).await?.ok_or_else(|| unknown_listing(id))?;
                 Ok(json_response(StatusCode::OK, &listing.view()))

@@ -286,7 +286,7 @@ impl ListingStore {
             .key("id", s(id))
             .update_expression("SET frozen_at = :at")
             .condition_expression(
-                "attribute_exists(id) AND attribute_not_exists(frozen_at) AND \
+                "listing_version = :version AND attribute_not_exists(frozen_at) AND \
                  (attribute_not_exists(cleared_through) OR cleared_through < :version)",
             )
             .expression_attribute_values(":at", n(at))
@@ -295,13 +295,15 @@ impl ListingStore {
         Ok(Write::update(LISTING_FREEZABLE, update))
     }
 
-    /// Unfreezes the copy: divergences at its current version no longer freeze it.
-    pub fn unfreeze_item(&self, id: &str) -> Result<Write, StoreError> {
+    /// Unfreezes the copy the admin read at `version`: divergences at it no longer freeze it (a
+    /// version published since stays frozen until it too is looked at).
+    pub fn unfreeze_item(&self, id: &str, version: u64) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
-            .update_expression("REMOVE frozen_at SET cleared_through = listing_version")
-            .condition_expression("attribute_exists(frozen_at)")
+            .update_expression("REMOVE frozen_at SET cleared_through = :version")
+            .condition_expression("attribute_exists(frozen_at) AND listing_version = :version")
+            .expression_attribute_values(":version", n(version))
             .build()?;
         Ok(Write::update(LISTING_FROZEN, update))
     }

@@ -70,7 +70,7 @@ impl OperationNotices {
         if !self.service.outbox.step_done(id, "webhook").await? {
             let keys = self.merchants.keys(&provider).await.map_err(|p| p.to_string())?;
             let body =
-                serde_json::json!({"event_id": id, "kind": format!("transfer.{state}"), "operation": current.view()});
+                serde_json::json!({"event_id": id, "kind": format!("transfer.{state}"), "operation": told.view()});
             self.relay.webhook(&provider, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await?;
             self.service.outbox.mark(id, "webhook").await?;
         }

@@ -30,7 +30,7 @@ use crate::Problem;
 use crate::device_keys::DeviceKey;
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s, scan_all};
 use crate::ids;
-use crate::ledger::{AccountId, Books, LedgerError, Leg, Transfer};
+use crate::ledger::{AccountId, Books, LedgerError, Leg, Transfer, TransferRecord};
 use crate::money::{Currency, Money};
 use crate::problem::catalogue;
 use crate::reconcile::Violation;
@@ -91,6 +91,8 @@ pub struct Facts<'a> {
     pub threshold: Decimal,
     /// The device the confirmation's device signature names, if it names one that exists.
     pub device: Option<&'a DeviceKey>,
+    /// How long after its enrollment a device may co-sign (a stolen token can enroll one).
+    pub device_cosign_delay: i64,
     pub now: i64,
 }
 
@@ -141,6 +143,10 @@ pub enum Refusal {
     },
     /// The device signature is not by one of the payer's enrolled, unrevoked devices over it.
     DeviceSignature,
+    /// The device was enrolled too recently to co-sign.
+    DeviceTooNew {
+        usable_at: i64,
+    },
     /// Another instruction with this one's id or nonce was carried out: only a faulty platform signs
     /// two such.
     Reused,
@@ -155,6 +161,7 @@ impl Refusal {
                 | Refusal::Version { .. }
                 | Refusal::Frozen
                 | Refusal::DeviceRequired { .. }
+                | Refusal::DeviceTooNew { .. }
         )
     }
 
@@ -179,6 +186,7 @@ impl Refusal {
             Refusal::Frozen => json!({"reason": "frozen"}),
             Refusal::DeviceRequired { threshold } => json!({"reason": "device_required", "threshold": threshold}),
             Refusal::DeviceSignature => json!({"reason": "device"}),
+            Refusal::DeviceTooNew { usable_at } => json!({"reason": "device_too_new", "usable_at": usable_at}),
             Refusal::Reused => json!({"reason": "reused"}),
         }
     }
@@ -253,6 +261,13 @@ impl Refusal {
                 ),
             )
             .with("threshold", threshold.to_string()),
+            Refusal::DeviceTooNew { usable_at } => Problem::new(
+                catalogue::DEVICE_TOO_NEW,
+                format!(
+                    "the device was enrolled too recently to confirm transfers; it may from {usable_at}; nothing moved"
+                ),
+            )
+            .with("usable_at", *usable_at),
             Refusal::Reused => Problem::new(
                 catalogue::INSTRUCTION_ALREADY_USED,
                 format!(
@@ -276,7 +291,11 @@ pub fn judge(presented: &Presented, facts: &Facts) -> Result<(), Refusal> {
     let instruction = &presented.instruction;
     let (caller, now) = (facts.caller, facts.now);
     verify(instruction, &presented.signature, facts.kid, facts.public_key).map_err(Refusal::Signature)?;
-    if ![&instruction.id, &instruction.listing_id, &instruction.nonce].into_iter().all(|id| ids::is_valid(id)) {
+    // The platform's ids start `ti_`: an operation's ledger ids (`<id>/hold`, `hold:<id>`) can
+    // never be another capability's (`o_...`, `p_...`).
+    let ours = instruction.id.starts_with("ti_");
+    if !ours || ![&instruction.id, &instruction.listing_id, &instruction.nonce].into_iter().all(|id| ids::is_valid(id))
+    {
         return Err(Refusal::Malformed);
     }
     if instruction.issued_at > now + CLOCK_SKEW_SECONDS
@@ -311,8 +330,12 @@ pub fn judge(presented: &Presented, facts: &Facts) -> Result<(), Refusal> {
             let message = device_message(instruction).ok_or(Refusal::DeviceSignature)?;
             let device =
                 facts.device.filter(|d| d.key_id == signed.key_id && d.user == caller && d.revoked_at.is_none());
-            if !device.is_some_and(|d| d.signed(&message, &signature)) {
+            let Some(device) = device.filter(|d| d.signed(&message, &signature)) else {
                 return Err(Refusal::DeviceSignature);
+            };
+            let usable_at = device.enrolled_at + facts.device_cosign_delay;
+            if now < usable_at {
+                return Err(Refusal::DeviceTooNew { usable_at });
             }
         }
         None if instruction.amount.amount() > facts.threshold => {
@@ -401,6 +424,8 @@ pub enum SettleRefusal {
     NotHeld { id: String, state: &'static str },
     #[error("{posted} is more than the {held} held")]
     OverHold { posted: Money, held: Money },
+    #[error("operation {id}'s hold expired at {expired_at}: it goes back to the payer")]
+    HoldExpired { id: String, expired_at: i64 },
     #[error("the operation is in {held}, not {asked}")]
     Currency { held: Currency, asked: Currency },
     #[error("operation {id} is {state}: nothing was paid to refund")]
@@ -417,6 +442,7 @@ impl From<SettleRefusal> for Problem {
             SettleRefusal::OverHold { held, .. } => {
                 Problem::new(catalogue::POST_EXCEEDS_HOLD, detail).with("held", held.amount().to_string())
             }
+            SettleRefusal::HoldExpired { .. } => Problem::new(catalogue::HOLD_EXPIRED, detail),
             SettleRefusal::Currency { .. } => Problem::new(catalogue::CURRENCY_MISMATCH, detail),
             SettleRefusal::NotPaid { .. } => Problem::new(catalogue::OPERATION_NOT_PAID, detail),
             SettleRefusal::OverPaid { refundable, .. } => {
@@ -518,11 +544,17 @@ impl Operation {
         Transfer::between(id, self.amount, AccountId::wallet(&self.payer), to, kind, self.cause())
     }
 
-    /// The hold's one settlement (a post, a void or the timeout's release share its id, so only one
-    /// ever moves money) and the operation after it.
-    pub fn settle(&self, settlement: Settlement) -> Result<(Transfer, Operation), SettleRefusal> {
+    /// The hold's one settlement at `now` (a post, a void or the timeout's release share its id, so
+    /// only one ever moves money) and the operation after it. A provider posts only before the hold
+    /// expires: after, the money is the payer's again.
+    pub fn settle(&self, settlement: Settlement, now: i64) -> Result<(Transfer, Operation), SettleRefusal> {
         if self.state != OperationState::Held {
             return Err(SettleRefusal::NotHeld { id: self.id.clone(), state: self.state.as_str() });
+        }
+        if let (Settlement::Post(_), Some(expired_at)) = (settlement, self.hold_expires_at)
+            && now > expired_at
+        {
+            return Err(SettleRefusal::HoldExpired { id: self.id.clone(), expired_at });
         }
         let (state, kind, paid) = match settlement {
             Settlement::Post(posted) if posted.currency() != self.amount.currency() => {
@@ -681,19 +713,24 @@ impl OperationStore {
         Ok(Write::put(OPERATION_NEW, put.build()?))
     }
 
-    /// The hold's settlement as `after` records it, only while the hold still stands.
-    pub fn settle_item(&self, after: &Operation) -> Result<Write, StoreError> {
-        let update = Update::builder()
+    /// The hold's settlement as `after` records it at `now`, only while the hold still stands (and,
+    /// for a post, has not expired).
+    pub fn settle_item(&self, after: &Operation, now: i64) -> Result<Write, StoreError> {
+        let mut update = Update::builder()
             .table_name(&self.table)
             .key("id", s(&after.id))
             .update_expression("SET #state = :state, paid = :paid")
-            .condition_expression("#state = :held")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":state", s(after.state.as_str()))
             .expression_attribute_values(":paid", n(after.paid))
-            .expression_attribute_values(":held", s(OperationState::Held.as_str()))
-            .build()?;
-        Ok(Write::update(OPERATION_HELD, update))
+            .expression_attribute_values(":held", s(OperationState::Held.as_str()));
+        update = match after.state {
+            OperationState::Posted => update
+                .condition_expression("#state = :held AND hold_expires_at >= :now")
+                .expression_attribute_values(":now", n(now)),
+            _ => update.condition_expression("#state = :held"),
+        };
+        Ok(Write::update(OPERATION_HELD, update.build()?))
     }
 
     /// A refund as `after` records it, only while the refunds so far are those `before` read.
@@ -712,23 +749,41 @@ impl OperationStore {
 
 /// What must hold of operations and the money they moved (`crate::reconcile`): each operation
 /// moved exactly what its state says, whole (its opening transfer; a settled hold's one settlement,
-/// splitting the amount between provider and payer as `paid` says), its refunds add up to
-/// `refunded`, never beyond `paid`; and no instruction's money moved without its operation recorded
-/// (they are written in one transaction). `operations` are all those whose transfers `books` holds.
-pub fn check_operations(operations: &[Operation], books: &Books) -> Vec<Violation> {
+/// splitting the amount between provider and payer as `paid` says), `paid` is what its state
+/// allows (the amount once completed, nothing held or given back, at most the hold once posted),
+/// no hold stands `slack` seconds past its expiry at `now`, each refund moved money from the
+/// provider back to the payer in the operation's currency and they add up to `refunded`, never
+/// beyond `paid`; and no instruction's money moved without its operation recorded (they are
+/// written in one transaction). `operations` are all those whose transfers `books` holds.
+pub fn check_operations(operations: &[Operation], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
     let transfers = books.transfers_by_id();
     let mut violations = Vec::new();
-    let mut refunded: HashMap<&str, Decimal> = HashMap::new();
+    let mut refunds: HashMap<&str, Vec<&TransferRecord>> = HashMap::new();
     for refund in books.transfers.iter().filter(|t| t.kind == "instruction.refund") {
-        *refunded.entry(refund.cause.as_str()).or_default() += refund.amount();
+        refunds.entry(refund.cause.as_str()).or_default().push(refund);
     }
     for operation in operations {
         let mut problem =
             |text: String| violations.push(Violation::record(format!("operation {}", operation.id), text));
+        let (amount, paid) = (operation.amount.amount(), operation.paid);
+        let paid_allowed = match operation.state {
+            OperationState::Completed => paid == amount,
+            OperationState::Held | OperationState::Voided | OperationState::Released => paid.is_zero(),
+            OperationState::Posted => paid > Decimal::ZERO && paid <= amount,
+        };
+        if !paid_allowed {
+            problem(format!("is {} but says {paid} of {amount} was paid", operation.state.as_str()));
+        }
+        if operation.state == OperationState::Held
+            && operation.hold_expires_at.is_some_and(|expires_at| now > expires_at + slack)
+        {
+            problem(format!(
+                "is still held {} s past its hold's expiry",
+                now - operation.hold_expires_at.unwrap_or(now)
+            ));
+        }
         let settlement = match operation.state {
-            OperationState::Posted => Some(Settlement::Post(
-                Money::new(operation.paid, operation.amount.currency()).unwrap_or(operation.amount),
-            )),
+            OperationState::Posted => Money::new(paid, operation.amount.currency()).ok().map(Settlement::Post),
             OperationState::Voided => Some(Settlement::Void),
             OperationState::Released => Some(Settlement::Release),
             OperationState::Completed | OperationState::Held => None,
@@ -736,11 +791,11 @@ pub fn check_operations(operations: &[Operation], books: &Books) -> Vec<Violatio
         let held = Operation { state: OperationState::Held, paid: Decimal::ZERO, ..operation.clone() };
         let mut expected = vec![operation.opening().map_err(|e| e.to_string())];
         if let Some(settlement) = settlement {
-            expected.push(held.settle(settlement).map(|(t, _)| t).map_err(|e| e.to_string()));
+            expected.push(held.settle(settlement, operation.created_at).map(|(t, _)| t).map_err(|e| e.to_string()));
         }
         for transfer in expected {
             let transfer = match transfer {
-                Ok(transfer) => crate::ledger::TransferRecord::of(&transfer),
+                Ok(transfer) => TransferRecord::of(&transfer),
                 Err(e) => {
                     problem(e);
                     continue;
@@ -757,12 +812,18 @@ pub fn check_operations(operations: &[Operation], books: &Books) -> Vec<Violatio
         {
             problem(format!("is held but its hold was settled: {settled}"));
         }
-        let refunds = refunded.get(operation.cause().as_str()).copied().unwrap_or_default();
-        if refunds != operation.refunded || operation.refunded > operation.paid {
-            problem(format!(
-                "refunded {} of {} paid, but its refunds moved {refunds}",
-                operation.refunded, operation.paid
-            ));
+        let theirs = refunds.get(operation.cause().as_str()).cloned().unwrap_or_default();
+        let back = [(operation.payee(), false), (AccountId::wallet(&operation.payer), true)];
+        for refund in &theirs {
+            let shape: Vec<(AccountId, bool)> =
+                refund.legs.iter().map(|(a, x)| (a.clone(), *x > Decimal::ZERO)).collect();
+            if shape != back || refund.currency != operation.amount.currency() {
+                problem(format!("has a refund that is not from its provider back to its payer: {refund}"));
+            }
+        }
+        let refunded: Decimal = theirs.iter().map(|r| r.amount()).sum();
+        if refunded != operation.refunded || operation.refunded > paid {
+            problem(format!("refunded {} of {paid} paid, but its refunds moved {refunded}", operation.refunded));
         }
     }
     let recorded: std::collections::HashSet<&str> = operations.iter().map(|o| o.id.as_str()).collect();
@@ -853,6 +914,7 @@ mod tests {
             provider_name: "Sea Shop",
             threshold: Decimal::new(1_000_000, 0),
             device: None,
+            device_cosign_delay: 60,
             now: NOW,
         };
         judge(presented, &facts)
@@ -867,6 +929,7 @@ mod tests {
             user: user.into(),
             key_id: "d_1.k1".into(),
             public_key: STANDARD.encode(pair.public_key().as_ref()),
+            enrolled_at: NOW - 60,
             revoked_at: None,
         };
         (key, pair)
@@ -980,6 +1043,7 @@ mod tests {
                 provider_name: "Sea Shop",
                 threshold: Decimal::new(threshold, 2),
                 device,
+                device_cosign_delay: 60,
                 now: NOW,
             };
             judge(presented, &facts)
@@ -1001,6 +1065,9 @@ mod tests {
             Err(Refusal::DeviceSignature),
             "another payer's device"
         );
+        // Enrolled a minute ago is old enough; a second ago (a stolen token's fresh device) is not.
+        let fresh = DeviceKey { enrolled_at: NOW - 1, ..phone.clone() };
+        assert_eq!(refused(&signed, Some(&fresh)), Err(Refusal::DeviceTooNew { usable_at: NOW + 59 }));
         let revoked = DeviceKey { revoked_at: Some(NOW - 1), ..phone.clone() };
         assert_eq!(refused(&signed, Some(&revoked)), Err(Refusal::DeviceSignature), "a revoked device");
         let (other_phone, other_pair) = enrolled("alice");
@@ -1025,6 +1092,7 @@ mod tests {
             provider_name: "Sea Shop",
             threshold: Decimal::ZERO,
             device: None,
+            device_cosign_delay: 60,
             now: NOW,
         };
         assert_eq!(judge(&plain, &facts), Err(Refusal::Frozen));
@@ -1048,6 +1116,7 @@ mod tests {
             Refusal::Version { current: 3 },
             Refusal::Frozen,
             Refusal::DeviceRequired { threshold: Decimal::ONE },
+            Refusal::DeviceTooNew { usable_at: NOW },
         ];
         assert!(!ordinary.iter().any(Refusal::is_security_event));
         let long = Difference { field: "payee", instructed: "x".repeat(10_000), listed: "merchant:m_1".into() };
@@ -1061,7 +1130,7 @@ mod tests {
         let judged = presented(&key, instruction());
         let operation = Operation::of(&judged.instruction, &listed(), "r_1".into(), NOW, 60);
         let moved = TransferRecord::of(&operation.opening().unwrap());
-        assert_eq!(check_operations(std::slice::from_ref(&operation), &books(vec![moved.clone()])), vec![]);
+        assert_eq!(check_operations(std::slice::from_ref(&operation), &books(vec![moved.clone()]), NOW, 60), vec![]);
         assert!(found(std::slice::from_ref(&operation), vec![]).contains("moved nothing"));
         let mut short = moved.clone();
         short.legs =
@@ -1081,7 +1150,11 @@ mod tests {
 
     /// The checker's findings, in one line.
     fn found(operations: &[Operation], transfers: Vec<TransferRecord>) -> String {
-        check_operations(operations, &books(transfers)).iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")
+        check_operations(operations, &books(transfers), NOW, 60)
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn usd(cents: i64) -> Money {
@@ -1102,7 +1175,7 @@ mod tests {
             (OperationState::Held, Decimal::ZERO, Some(NOW + 60))
         );
         assert_eq!(hold.opening().unwrap().accounts(), [AccountId::wallet("alice"), AccountId::hold("ti_1")]);
-        let (post, posted) = hold.settle(Settlement::Post(usd(6_000))).unwrap();
+        let (post, posted) = hold.settle(Settlement::Post(usd(6_000)), NOW).unwrap();
         assert_eq!(post.id, "ti_1/settle");
         assert_eq!(
             post.legs.iter().map(|l| (l.account.as_str(), l.amount)).collect::<Vec<_>>(),
@@ -1113,21 +1186,21 @@ mod tests {
             ]
         );
         assert_eq!((posted.state, posted.paid), (OperationState::Posted, Decimal::new(6_000, 2)));
-        let (whole, _) = hold.settle(Settlement::Post(usd(8_500))).unwrap();
+        let (whole, _) = hold.settle(Settlement::Post(usd(8_500)), NOW).unwrap();
         assert_eq!(whole.legs.len(), 2, "nothing goes back");
         // A void and the timeout's release give it all back, under the same id as a post.
         for (settlement, state) in
             [(Settlement::Void, OperationState::Voided), (Settlement::Release, OperationState::Released)]
         {
-            let (back, after) = hold.settle(settlement).unwrap();
+            let (back, after) = hold.settle(settlement, NOW).unwrap();
             assert_eq!((back.id.as_str(), back.legs.len(), after.state), ("ti_1/settle", 2, state));
             assert_eq!(back.legs[1], Leg { account: AccountId::wallet("alice"), amount: Decimal::new(8_500, 2) });
         }
-        assert!(matches!(hold.settle(Settlement::Post(usd(8_501))), Err(SettleRefusal::OverHold { .. })));
+        assert!(matches!(hold.settle(Settlement::Post(usd(8_501)), NOW), Err(SettleRefusal::OverHold { .. })));
         let euros = Money::new(Decimal::ONE, "EUR".parse().unwrap()).unwrap();
-        assert!(matches!(hold.settle(Settlement::Post(euros)), Err(SettleRefusal::Currency { .. })));
+        assert!(matches!(hold.settle(Settlement::Post(euros), NOW), Err(SettleRefusal::Currency { .. })));
         for settled in [posted.clone(), Operation { state: OperationState::Completed, ..hold.clone() }] {
-            assert!(matches!(settled.settle(Settlement::Void), Err(SettleRefusal::NotHeld { .. })));
+            assert!(matches!(settled.settle(Settlement::Void, NOW), Err(SettleRefusal::NotHeld { .. })));
         }
         // The checker: a posted hold moved its opening and its one settlement, split as posted.
         let opening = TransferRecord::of(&hold.opening().unwrap());
@@ -1139,7 +1212,15 @@ mod tests {
                 .contains("is held but its hold was settled")
         );
         let claimed = Operation { paid: Decimal::new(8_500, 2), ..posted.clone() };
-        assert!(found(&[claimed], vec![opening, settled]).contains("is posted but moved"));
+        assert!(found(&[claimed], vec![opening.clone(), settled]).contains("is posted but moved"));
+        let paid_while_held = Operation { paid: Decimal::ONE, ..hold.clone() };
+        assert!(found(&[paid_while_held], vec![opening.clone()]).contains("says 1 of 85.00 was paid"));
+        let forgotten = Operation { hold_expires_at: Some(NOW - 61), ..hold.clone() };
+        assert!(found(&[forgotten], vec![opening.clone()]).contains("still held 61 s past its hold's expiry"));
+        // After its expiry a hold may only go back.
+        let late = Operation { hold_expires_at: Some(NOW - 1), ..hold.clone() };
+        assert!(matches!(late.settle(Settlement::Post(usd(100)), NOW), Err(SettleRefusal::HoldExpired { .. })));
+        assert!(late.settle(Settlement::Release, NOW).is_ok() && late.settle(Settlement::Void, NOW).is_ok());
     }
 
     #[test]
@@ -1151,17 +1232,23 @@ mod tests {
         assert_eq!(refund.accounts(), [AccountId::merchant("m_1"), AccountId::wallet("alice")]);
         assert!(matches!(after.refund(usd(3_501), "k2"), Err(SettleRefusal::OverPaid { .. })));
         assert!(after.refund(usd(3_500), "k2").is_ok());
-        let (_, posted) = held().settle(Settlement::Post(usd(1_000))).unwrap();
+        let (_, posted) = held().settle(Settlement::Post(usd(1_000)), NOW).unwrap();
         assert!(matches!(posted.refund(usd(1_001), "k"), Err(SettleRefusal::OverPaid { .. })));
-        for unpaid in [held(), held().settle(Settlement::Void).unwrap().1] {
+        for unpaid in [held(), held().settle(Settlement::Void, NOW).unwrap().1] {
             assert!(matches!(unpaid.refund(usd(1), "k"), Err(SettleRefusal::NotPaid { .. })));
         }
         // The checker: refunds moved add up to what the operation says was refunded.
         let opening = TransferRecord::of(&paid.opening().unwrap());
         assert_eq!(found(std::slice::from_ref(&after), vec![opening.clone(), TransferRecord::of(&refund)]), "");
         assert!(
-            found(std::slice::from_ref(&after), vec![opening])
+            found(std::slice::from_ref(&after), vec![opening.clone()])
                 .contains("refunded 50.00 of 85.00 paid, but its refunds moved 0")
+        );
+        let mut to_someone_else = TransferRecord::of(&refund);
+        to_someone_else.legs[1].0 = AccountId::wallet("mallory");
+        assert!(
+            found(std::slice::from_ref(&after), vec![opening, to_someone_else])
+                .contains("not from its provider back to its payer")
         );
     }
 
@@ -1171,7 +1258,7 @@ mod tests {
         #[test]
         fn a_post_splits_the_hold_or_is_refused(cents in 1i64..=20_000) {
             let hold = held();
-            match hold.settle(Settlement::Post(usd(cents))) {
+            match hold.settle(Settlement::Post(usd(cents)), NOW) {
                 Ok((transfer, after)) => {
                     prop_assert!(cents <= 8_500);
                     prop_assert_eq!(transfer.legs.iter().map(|l| l.amount).sum::<Decimal>(), Decimal::ZERO);

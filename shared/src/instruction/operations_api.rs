@@ -33,7 +33,7 @@ use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::config::GroupName;
 use crate::config::store::ConfigStore;
-use crate::device_keys::DeviceKeyStore;
+use crate::device_keys::{DEVICE_LIVE, DeviceKeyStore};
 use crate::dynamo::{StoreError, transact};
 use crate::http::{json_body, json_response, route_key};
 use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
@@ -46,6 +46,11 @@ use crate::nonce::{NONCE_UNSPENT, NonceStore};
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
 use crate::security::SecurityEvent;
+
+/// A number of seconds from the function's environment.
+fn seconds(name: &str) -> Result<i64, MissingEnv> {
+    aws::env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number of seconds)")))
+}
 
 /// How stale the config group's thresholds may be: a change applies within this.
 pub const THRESHOLDS_MAX_AGE_SECONDS: u64 = 30;
@@ -64,6 +69,8 @@ pub struct OperationsApi {
     idempotency: IdempotencyStore,
     /// How long a two-phase operation's hold stands (template `TransferHoldSeconds`).
     hold_seconds: i64,
+    /// How long after its enrollment a device may co-sign (template `DeviceCosignDelaySeconds`).
+    device_cosign_delay: i64,
     audit_table: String,
     security_events_table: String,
     kms: aws_sdk_kms::Client,
@@ -89,9 +96,8 @@ impl OperationsApi {
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            hold_seconds: aws::env("TRANSFER_HOLD_SECONDS")?
-                .parse()
-                .map_err(|_| MissingEnv("TRANSFER_HOLD_SECONDS (a number of seconds)".into()))?,
+            hold_seconds: seconds("TRANSFER_HOLD_SECONDS")?,
+            device_cosign_delay: seconds("DEVICE_COSIGN_DELAY_SECONDS")?,
             audit_table: aws::env("AUDIT_TABLE")?,
             security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             kms: aws_sdk_kms::Client::new(config),
@@ -205,9 +211,21 @@ impl OperationsApi {
                     provider_name: provider.as_ref().map_or("", |p| p.name.as_str()),
                     threshold: group.of(instruction.amount.currency(), own.as_ref()),
                     device: device.as_ref(),
+                    device_cosign_delay: self.device_cosign_delay,
                     now,
                 };
                 if let Err(refusal) = judge(&presented, &facts) {
+                    // An honest client that lost its answer and sends again later (expired, the
+                    // listing changed since) is told it paid, not invited to pay again.
+                    if !refusal.is_security_event()
+                        && let Some(done) = self.service.operations.get(&instruction.id).await?
+                        && done.payer == payer
+                        && done.nonce == instruction.nonce
+                    {
+                        let response = json_response(StatusCode::OK, &done.view());
+                        self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                        return Ok(response);
+                    }
                     return Err(self.refuse(&claim, payer, &presented, listed.as_ref(), &refusal, now).await);
                 }
                 let (Some(listed), Some(provider)) = (listed, provider) else {
@@ -236,6 +254,10 @@ impl OperationsApi {
                     // So does a new version or a freeze of the listing.
                     self.listings.as_judged_check(&listed.id, listed.version)?,
                 ];
+                // A revocation of the co-signing device that lands meanwhile stops it too.
+                if let Some(device) = device.as_ref().filter(|_| presented.confirmation.device.is_some()) {
+                    with.push(self.devices.live_check(device)?);
+                }
                 // A hold not settled by its expiry goes back: the sweeper sends the check when due.
                 if let Some(expires_at) = operation.hold_expires_at {
                     with.push(self.service.outbox.put_item_due(&self.service.release_notice(&operation)?, expires_at)?);
@@ -250,6 +272,7 @@ impl OperationsApi {
                     }
                     Err(TransferError::Rejected(MERCHANT_ACTIVE)) => Err(inactive_merchant(&provider.id)),
                     Err(TransferError::Rejected(LISTING_AS_JUDGED)) => Err(self.changed(&presented).await),
+                    Err(TransferError::Rejected(DEVICE_LIVE)) => Err(Refusal::DeviceSignature.problem(instruction)),
                     Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
                     Err(e) => Err(Problem::from(e)),
                 }

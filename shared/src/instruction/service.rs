@@ -3,7 +3,6 @@
 //! the provider's refunds, each with the operation's new state and its notice in ONE transaction.
 
 use lambda_http::Request;
-use rust_decimal::Decimal;
 
 use super::operation::{
     OPERATION_HELD, OPERATION_REFUNDS_AS_READ, Operation, OperationState, OperationStore, SettleRefusal, Settlement,
@@ -97,13 +96,13 @@ impl OperationService {
         with: Vec<Write>,
         now: i64,
     ) -> Result<Moved, Problem> {
-        let (transfer, after) = match operation.settle(settlement) {
+        let (transfer, after) = match operation.settle(settlement, now) {
             Ok(settled) => settled,
             Err(SettleRefusal::NotHeld { .. }) => return Ok(Moved::Before(operation.clone())),
             Err(refusal) => return Err(refusal.into()),
         };
         let notice = self.changed_notice(&after)?;
-        let mut writes = vec![self.operations.settle_item(&after)?, self.outbox.put_item(&notice, now)?];
+        let mut writes = vec![self.operations.settle_item(&after, now)?, self.outbox.put_item(&notice, now)?];
         writes.extend(with);
         match self.ledger.apply(&transfer, writes, now).await {
             Ok(Applied::Now) => {
@@ -112,7 +111,15 @@ impl OperationService {
             }
             // Settled meanwhile (this settlement's own earlier attempt, or another one first).
             Ok(Applied::Already) | Err(TransferError::Rejected(OPERATION_HELD)) => {
-                Ok(Moved::Before(self.current(&operation.id).await?))
+                let current = self.current(&operation.id).await?;
+                // Still held: the post came after the hold's expiry (checked by the write itself).
+                if let (OperationState::Held, Settlement::Post(_)) = (current.state, settlement) {
+                    return Err(current
+                        .settle(settlement, now)
+                        .err()
+                        .map_or_else(|| Problem::internal("a post refused while its hold stood"), Problem::from));
+                }
+                Ok(Moved::Before(current))
             }
             // Suspended after the route's check: nothing reaches it.
             Err(TransferError::Rejected(MERCHANT_ACTIVE)) => Err(inactive_merchant(&operation.merchant_id)),
@@ -172,12 +179,13 @@ impl OperationService {
                 Err(e) => return Err(e.into()),
             }
         }
-        let current = self.current(id).await?;
-        Err(SettleRefusal::OverPaid {
-            asked: amount.amount(),
-            refundable: (current.paid - current.refunded).max(Decimal::ZERO),
-        }
-        .into())
+        // Other refunds kept changing it: nothing moved, and a retry (with the same key) is safe.
+        Err(Problem::new(
+            catalogue::LEDGER_BUSY,
+            format!(
+                "other refunds of operation {id} kept changing it; nothing moved: retry with the same Idempotency-Key"
+            ),
+        ))
     }
 }
 

@@ -22,10 +22,12 @@ use crate::ledger::AccountId;
 use crate::ledger::store::LedgerStore;
 use crate::money::MoneyInput;
 use crate::problem::catalogue;
+use crate::security::SecurityEvent;
 
 pub struct DevicesApi {
     dynamodb: aws_sdk_dynamodb::Client,
     devices: DeviceStore,
+    security_events_table: String,
     ledger: LedgerStore,
     idempotency: IdempotencyStore,
 }
@@ -46,6 +48,7 @@ impl DevicesApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
         Ok(DevicesApi {
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
+            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             dynamodb,
@@ -141,9 +144,19 @@ impl DevicesApi {
                     revoked_at: None,
                 };
                 let response = json_response(StatusCode::CREATED, &device.view());
+                // A new key that speaks for the account is something its owner must see (a stolen
+                // token could enroll one).
+                let enrolled = SecurityEvent {
+                    user: device.user.clone(),
+                    id: format!("device-enrolled/{}", device.id),
+                    kind: "device.enrolled",
+                    at: now,
+                    detail: serde_json::json!({"device_id": device.id, "key_id": device.key_id}),
+                };
                 let items = vec![
                     self.devices.create_item(&device)?,
                     self.devices.enroll_item(&device.user, device.offline_limit.currency())?,
+                    enrolled.put_item(&self.security_events_table)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
                 match transact(&self.dynamodb, items).await {

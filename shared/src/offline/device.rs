@@ -321,7 +321,7 @@ impl DeviceStore {
 fn device_from_item(item: &Item) -> Result<Device, StoreError> {
     let corrupt = |what: &str| StoreError::new(format!("stored device is corrupt: {what}"));
     let currency: Currency = get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?;
-    let DeviceKey { id, user, key_id, public_key, revoked_at } = key_from_item(item)?;
+    let DeviceKey { id, user, key_id, public_key, enrolled_at, revoked_at } = key_from_item(item)?;
     Ok(Device {
         id,
         user,
@@ -334,7 +334,7 @@ fn device_from_item(item: &Item) -> Result<Device, StoreError> {
             Some(_) => currency.rescale(get_decimal(item, "outstanding")?),
             None => Decimal::ZERO,
         },
-        enrolled_at: get_n(item, "enrolled_at")?,
+        enrolled_at,
         revoked_at,
     })
 }

@@ -174,6 +174,8 @@ catalogue! {
         "The transfer is above the payer's device co-signature threshold (`threshold`) and its confirmation carries no device signature; nothing moved.";
     DEVICE_SIGNATURE_INVALID = "device_signature_invalid", 403, "Device signature invalid",
         "The confirmation's device signature is not by one of the payer's enrolled, unrevoked devices over the instruction; recorded as a security event.";
+    DEVICE_TOO_NEW = "device_too_new", 403, "Device too new",
+        "The co-signing device was enrolled too recently to confirm transfers (a stolen token could enroll one); `usable_at` says from when it may.";
     // 404
     UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
         "The function was invoked for a route it does not serve.";
@@ -216,11 +218,13 @@ catalogue! {
     INSTRUCTION_ALREADY_USED = "instruction_already_used", 409, "Instruction already used",
         "The transfer instruction, or another carrying its nonce, was already carried out by another request; nothing moved.";
     LISTING_NOT_FROZEN = "listing_not_frozen", 409, "Listing not frozen",
-        "An unfreeze names a listing that is not frozen.";
+        "An unfreeze names a listing that is not frozen, or was published again since it was read.";
     OPERATION_NOT_HELD = "operation_not_held", 409, "Operation not held",
         "A post or void names an operation whose hold is already settled (posted, voided or released) or that never held.";
     POST_EXCEEDS_HOLD = "post_exceeds_hold", 409, "Post exceeds hold",
         "A post is more than the operation holds; `held` says how much it does.";
+    HOLD_EXPIRED = "hold_expired", 409, "Hold expired",
+        "A post came after the operation's hold expired: the hold goes back to the payer.";
     OPERATION_NOT_PAID = "operation_not_paid", 409, "Operation not paid",
         "A refund names an operation that paid the provider nothing (held, voided or released).";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
