@@ -112,12 +112,18 @@ fn expand(master: &Key, label: &[u8]) -> Key {
 pub enum TokenPurpose {
     /// The user as one mini-app's server knows them (`crate::miniapp::app_user`).
     MiniAppPseudonym,
+    /// The fingerprint of a request whose body carries a secret (`IdempotencyStore::run_request_keyed`).
+    RequestFingerprint,
+    /// One user's card or account number, to find it added twice without keeping it in the clear.
+    InstrumentNumber,
 }
 
 impl TokenPurpose {
     fn label(self) -> &'static [u8] {
         match self {
             TokenPurpose::MiniAppPseudonym => b"superpay/v1/token/miniapp-pseudonym",
+            TokenPurpose::RequestFingerprint => b"superpay/v1/token/request-fingerprint",
+            TokenPurpose::InstrumentNumber => b"superpay/v1/token/instrument-number",
         }
     }
 }

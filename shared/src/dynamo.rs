@@ -201,6 +201,35 @@ pub async fn scan_all(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<
     }
 }
 
+/// Every item of one partition (`key` = `value`), read consistently page by page: for a partition
+/// that stays small (one user's instruments).
+pub async fn partition_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    value: &str,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", key)
+            .expression_attribute_values(":v", s(value))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        start = page.last_evaluated_key.clone();
+        items.extend(page.items.unwrap_or_default());
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
 /// One page of partition `pk`'s items keyed `<prefix><sequence, 20 digits>`, newest first: `limit`
 /// of them before sequence `before` (exclusive; `None`: from the newest). Postings and messages.
 pub async fn newest_before(

@@ -20,6 +20,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod instruction;
+pub mod instrument;
 pub mod keys;
 pub mod ledger;
 pub mod logging;

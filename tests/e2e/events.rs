@@ -161,6 +161,16 @@ async fn miniapp_events_answer_as_documented() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn instrument_events_answer_as_documented() {
+    assert_eq!(invoke("InstrumentsFunction", "instruments/list.json").await["statusCode"], 200);
+    assert_eq!(invoke("InstrumentsFunction", "instruments/get-unknown.json").await["statusCode"], 404);
+    let refused = invoke("InstrumentsFunction", "instruments/add-with-security-code.json").await;
+    assert_eq!(refused["statusCode"], 400, "{refused}");
+    assert!(refused["body"].as_str().unwrap().contains("security_code_not_accepted"));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn transfer_instruction_events_answer_as_documented() {
     for (function, folder) in [("TransferPlatformFunction", "transfer-platform"), ("TransferFunction", "transfer")] {
         let unknown = invoke(function, &format!("{folder}/get-unknown.json")).await;

@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod iam;
 mod instructions;
+mod instruments;
 mod ledger;
 mod merchants;
 mod miniapps;

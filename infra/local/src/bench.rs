@@ -44,6 +44,7 @@ const COLD_PROBES: &[(&str, &str)] = &[
     ("TopUpFunction", "topup/page-unknown.json"),
     ("TransferPlatformFunction", "transfer-platform/get-unknown.json"),
     ("TransferFunction", "transfer/get-unknown.json"),
+    ("InstrumentsFunction", "instruments/list.json"),
 ];
 
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";

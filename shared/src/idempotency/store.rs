@@ -19,6 +19,7 @@ use super::{
 };
 use crate::Problem;
 use crate::clock::now_epoch_seconds;
+use crate::crypto::{Key, TokenPurpose, keyed_token};
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::http::{body_bytes, header, route_key};
 
@@ -224,7 +225,41 @@ impl IdempotencyStore {
             parts.push(header(request, name)?.unwrap_or_default().as_bytes());
         }
         parts.push(body_bytes(request));
-        let print = fingerprint(&parts);
+        self.run_fingerprinted(request, caller, key, fingerprint(&parts), work).await
+    }
+
+    /// `run_request` for a request whose body carries a secret (a card number): its fingerprint is
+    /// keyed (an HMAC under a key derived from `secret`), so no record can be searched for a number
+    /// by hashing guesses of it.
+    pub async fn run_request_keyed<F, Fut>(
+        &self,
+        request: &Request,
+        caller: &str,
+        secret: &Key,
+        work: F,
+    ) -> Result<Response<Body>, Problem>
+    where
+        F: FnOnce(Claim, i64) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Problem>>,
+    {
+        let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
+        let body = String::from_utf8_lossy(body_bytes(request));
+        let print = keyed_token(secret, TokenPurpose::RequestFingerprint, &[request.uri().path(), &body]);
+        self.run_fingerprinted(request, caller, key, print, work).await
+    }
+
+    async fn run_fingerprinted<F, Fut>(
+        &self,
+        request: &Request,
+        caller: &str,
+        key: IdempotencyKey,
+        print: String,
+        work: F,
+    ) -> Result<Response<Body>, Problem>
+    where
+        F: FnOnce(Claim, i64) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Problem>>,
+    {
         let scope = Scope { caller: caller.to_owned(), route: route_key(request).to_owned(), key };
         let now = now_epoch_seconds();
         self.run(scope, print, now, |claim| work(claim, now)).await

@@ -119,6 +119,18 @@ catalogue! {
         "A publication's listing_version is not 1 to 2^53 - 1.";
     INVALID_THRESHOLD = "invalid_threshold", 400, "Invalid threshold",
         "A device co-signature threshold is not a decimal string from 0 to the currency's per-payment limit, in its minor units.";
+    INVALID_CARD_NUMBER = "invalid_card_number", 400, "Invalid card number",
+        "A card number is not 12 to 19 digits, not a length its network issues, or fails its check digit; the number is never repeated.";
+    CARD_BRAND_NOT_ACCEPTED = "card_brand_not_accepted", 400, "Card network not accepted",
+        "A card number's leading digits name no network we accept (Visa, Mastercard, Amex, Discover, JCB, UnionPay, Diners).";
+    INVALID_IBAN = "invalid_iban", 400, "Invalid IBAN",
+        "A bank account's IBAN is not 15 to 34 letters and digits with a country code and valid check digits.";
+    INVALID_EXPIRY = "invalid_expiry", 400, "Invalid expiry",
+        "A card's expiry_month is not 1 to 12, or its expiry_year not four digits at most 20 years ahead.";
+    INVALID_HOLDER = "invalid_holder", 400, "Invalid holder",
+        "An instrument's holder is not 1 to 100 characters that show as themselves.";
+    SECURITY_CODE_NOT_ACCEPTED = "security_code_not_accepted", 400, "Security code not accepted",
+        "A card was sent with its security code (cvv, cvc, csc, ...): it is never accepted or stored; send the card without it.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
         "A merchant's name is not 1 to 100 characters, or holds a character that does not show as itself (as for a listing's title).";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
@@ -199,6 +211,8 @@ catalogue! {
         "No listing has this id on this side.";
     UNKNOWN_OPERATION = "unknown_operation", 404, "Unknown operation",
         "No operation has this id for the signed-in user.";
+    UNKNOWN_INSTRUMENT = "unknown_instrument", 404, "Unknown instrument",
+        "No instrument has this id for the signed-in user (or it was removed).";
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
@@ -227,6 +241,10 @@ catalogue! {
         "A post came after the operation's hold expired: the hold goes back to the payer.";
     OPERATION_NOT_PAID = "operation_not_paid", 409, "Operation not paid",
         "A refund names an operation that paid the provider nothing (held, voided or released).";
+    INSTRUMENT_EXISTS = "instrument_exists", 409, "Instrument exists",
+        "The user already keeps an instrument with this number; `instrument_id` names it.";
+    TOO_MANY_INSTRUMENTS = "too_many_instruments", 409, "Too many instruments",
+        "The user keeps 20 instruments already: remove one first.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
@@ -298,6 +316,8 @@ catalogue! {
         "The transfer instruction's expiry has passed; ask the platform for a new one.";
     CONFIRMATION_MISMATCH = "confirmation_mismatch", 422, "Confirmation of another text",
         "The user's confirmation names another display_hash than the instruction's; recorded as a security event.";
+    CARD_EXPIRED = "card_expired", 422, "Card expired",
+        "The card's expiry month has passed.";
     LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",
         "The transfer side froze the listing: the platform's copy disagreed with its own at one version; an admin unfreezes it.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",

@@ -1,0 +1,147 @@
+//! The instruments function's routes (template.yaml `InstrumentsFunction`), for signed-in users:
+//!
+//! - `POST /instruments`         with an Idempotency-Key: a card `{"kind": "card", "number",
+//!   "expiry_month", "expiry_year", "holder"}` or a bank account `{"kind": "bank_account", "iban",
+//!   "holder"}`; 201 the instrument (never its number). The request's idempotency fingerprint is
+//!   keyed, and the body is judged before the key's run, so no record holds the number or a
+//!   refusal quoting it.
+//! - `GET /instruments`          the caller's instruments
+//! - `GET /instruments/{id}`     one of them
+//! - `DELETE /instruments/{id}`  removes it: its sealed number and key are dropped for good
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+
+use super::store::{INSTRUMENT_PRESENT, InstrumentStore};
+use super::{Instrument, NewInstrument};
+use crate::Problem;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::crypto::{TokenPurpose, keyed_token, seal};
+use crate::dynamo::transact;
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::StoredResponse;
+use crate::idempotency::in_flight;
+use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::ids;
+use crate::keys::{KeyService, TokenSecret};
+use crate::problem::catalogue;
+
+/// The most instruments one user keeps at once.
+pub const MAX_INSTRUMENTS: usize = 20;
+
+pub struct InstrumentsApi {
+    dynamodb: aws_sdk_dynamodb::Client,
+    instruments: InstrumentStore,
+    idempotency: IdempotencyStore,
+    /// Makes each instrument's data key under `InstrumentsKey` (never unwraps one here).
+    numbers: KeyService,
+    /// Keys request fingerprints and number tokens.
+    token_secret: TokenSecret,
+}
+
+fn unknown_instrument(id: &str) -> Problem {
+    Problem::new(catalogue::UNKNOWN_INSTRUMENT, format!("no instrument {id:?} of yours"))
+}
+
+impl InstrumentsApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let kms = aws_sdk_kms::Client::new(&config);
+        Ok(InstrumentsApi {
+            instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
+            numbers: KeyService::new(kms.clone(), aws::env("INSTRUMENTS_KEY_ID")?),
+            token_secret: TokenSecret::new(
+                dynamodb.clone(),
+                aws::env("SERVER_SECRETS_TABLE")?,
+                KeyService::new(kms, aws::env("PARTY_KEYS_KEY_ID")?),
+            ),
+            dynamodb,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        let user = caller.subject.as_str();
+        match route_key(&request) {
+            "POST /instruments" => self.add(&request, user).await,
+            "GET /instruments" => {
+                let kept = self.instruments.of_user(user).await?;
+                let views: Vec<Value> =
+                    kept.iter().filter(|s| s.removed_at.is_none()).map(|s| s.instrument.view()).collect();
+                Ok(json_response(StatusCode::OK, &json!({ "instruments": views })))
+            }
+            "GET /instruments/{id}" => {
+                let id = ids::check("id", path_parameter(&request, "id")?)?;
+                let instrument = self.instruments.get(user, id).await?.ok_or_else(|| unknown_instrument(id))?;
+                Ok(json_response(StatusCode::OK, &instrument.view()))
+            }
+            "DELETE /instruments/{id}" => {
+                let id = ids::check("id", path_parameter(&request, "id")?)?;
+                let now = now_epoch_seconds();
+                match transact(&self.dynamodb, vec![self.instruments.remove_item(user, id, now)?]).await {
+                    Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
+                    Err(e) if e.broke(INSTRUMENT_PRESENT) => Err(unknown_instrument(id)),
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            }
+            other => {
+                Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the instruments function has no route {other:?}")))
+            }
+        }
+    }
+
+    async fn add(&self, request: &Request, user: &str) -> Result<Response<Body>, Problem> {
+        // Judged before the key's run: a refusal is never recorded, and none quotes the number.
+        let body = json_body::<Value>(request)?;
+        let added = NewInstrument::parse(&body, now_epoch_seconds())?;
+        let secret = self.token_secret.get().await?;
+        let number_token = keyed_token(secret, TokenPurpose::InstrumentNumber, &[user, added.number.expose()]);
+        self.idempotency
+            .run_request_keyed(request, user, secret, |claim, now| async move {
+                let kept = self.instruments.of_user(user).await?;
+                let live: Vec<_> = kept.iter().filter(|s| s.removed_at.is_none()).collect();
+                if let Some(same) = live.iter().find(|s| s.number_token == number_token) {
+                    return Err(Problem::new(
+                        catalogue::INSTRUMENT_EXISTS,
+                        format!("this number is already instrument {}", same.instrument.id),
+                    )
+                    .with("instrument_id", same.instrument.id.clone()));
+                }
+                if live.len() >= MAX_INSTRUMENTS {
+                    return Err(Problem::new(
+                        catalogue::TOO_MANY_INSTRUMENTS,
+                        format!("you keep {MAX_INSTRUMENTS} instruments already: remove one first"),
+                    ));
+                }
+                let id = format!("in_{}", &claim.scope.derived_id("instrument")[..20]);
+                let instrument = Instrument {
+                    id: id.clone(),
+                    user: user.to_owned(),
+                    details: added.details,
+                    last4: added.last4,
+                    holder: added.holder,
+                    created_at: now,
+                };
+                // Its own data key, bound to it by KMS's encryption context; the number bound to
+                // its owner and id by the seal's associated data.
+                let key = self.numbers.generate(&format!("instrument/{id}")).await?;
+                let sealed = seal(&key.key, added.number.expose().as_bytes(), format!("{user}/{id}").as_bytes());
+                let response = json_response(StatusCode::CREATED, &instrument.view());
+                let items = vec![
+                    self.instruments.create_item(&instrument, &number_token, &sealed, key.ciphertext)?,
+                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                ];
+                match transact(&self.dynamodb, items).await {
+                    Ok(()) => Ok(response),
+                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            })
+            .await
+    }
+}

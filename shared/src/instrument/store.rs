@@ -1,0 +1,126 @@
+//! The instruments (`InstrumentsTable`, partition `user`, sort `id`). Each item keeps what may be
+//! shown (kind, brand or country, last four, expiry, holder), the number sealed under the
+//! instrument's own data key (`sealed`, AES-256-GCM, bound to the user and the id), that key as KMS
+//! wrapped it (`wrapped_key`, encryption context `owner=instrument/<id>`), and a keyed token of the
+//! number (`number_token`) that finds the same number added twice. Removing an instrument drops
+//! the sealed number and its wrapped key for good; the rest stays as its record.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
+
+use super::{Brand, Details, Expiry, Instrument};
+use crate::crypto::Sealed;
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, partition_all, s};
+
+/// Rule: an instrument is added once.
+pub const INSTRUMENT_NEW: &str = "instrument.new";
+/// Rule: the instrument is there and not removed yet.
+pub const INSTRUMENT_PRESENT: &str = "instrument.present";
+
+/// An instrument as stored beside what it shows: its number's keyed token.
+pub struct Stored {
+    pub instrument: Instrument,
+    pub number_token: String,
+    pub removed_at: Option<i64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct InstrumentStore {
+    client: Client,
+    table: String,
+}
+
+impl InstrumentStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        InstrumentStore { client, table: table.into() }
+    }
+
+    /// Every instrument of `user`'s, removed ones too.
+    pub async fn of_user(&self, user: &str) -> Result<Vec<Stored>, StoreError> {
+        partition_all(&self.client, &self.table, "user", user).await?.iter().map(stored_from_item).collect()
+    }
+
+    /// `user`'s instrument `id`, unless removed.
+    pub async fn get(&self, user: &str, id: &str) -> Result<Option<Instrument>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let stored = output.item().map(stored_from_item).transpose()?;
+        Ok(stored.filter(|s| s.removed_at.is_none()).map(|s| s.instrument))
+    }
+
+    /// The new instrument, its sealed number and that key as KMS wrapped it, written once.
+    pub fn create_item(
+        &self,
+        instrument: &Instrument,
+        number_token: &str,
+        sealed: &Sealed,
+        wrapped_key: Vec<u8>,
+    ) -> Result<Write, StoreError> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .item("user", s(&instrument.user))
+            .item("id", s(&instrument.id))
+            .item("last4", s(&instrument.last4))
+            .item("holder", s(&instrument.holder))
+            .item("created_at", n(instrument.created_at))
+            .item("number_token", s(number_token))
+            .item("sealed_nonce", s(&sealed.nonce))
+            .item("sealed", s(&sealed.ciphertext))
+            .item("wrapped_key", AttributeValue::B(Blob::new(wrapped_key)))
+            .condition_expression("attribute_not_exists(id)");
+        put = match &instrument.details {
+            Details::Card { brand, expiry } => put
+                .item("kind", s("card"))
+                .item("brand", s(brand.as_str()))
+                .item("expiry_month", n(expiry.month))
+                .item("expiry_year", n(expiry.year)),
+            Details::BankAccount { country } => put.item("kind", s("bank_account")).item("country", s(country)),
+        };
+        Ok(Write::put(INSTRUMENT_NEW, put.build()?))
+    }
+
+    /// Removes `user`'s instrument `id` at `at`: its sealed number and wrapped key are dropped.
+    pub fn remove_item(&self, user: &str, id: &str, at: i64) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(id))
+            .update_expression("SET removed_at = :at REMOVE sealed, sealed_nonce, wrapped_key, number_token")
+            .condition_expression("attribute_exists(id) AND attribute_not_exists(removed_at)")
+            .expression_attribute_values(":at", n(at))
+            .build()?;
+        Ok(Write::update(INSTRUMENT_PRESENT, update))
+    }
+}
+
+fn stored_from_item(item: &Item) -> Result<Stored, StoreError> {
+    let corrupt = |what: &str| StoreError::new(format!("a stored instrument is corrupt: {what}"));
+    let details = match get_s(item, "kind")? {
+        "card" => Details::Card {
+            brand: Brand::parse(get_s(item, "brand")?).ok_or_else(|| corrupt("brand"))?,
+            expiry: Expiry { month: get_n(item, "expiry_month")?, year: get_n(item, "expiry_year")? },
+        },
+        "bank_account" => Details::BankAccount { country: get_s(item, "country")?.to_owned() },
+        _ => return Err(corrupt("kind")),
+    };
+    Ok(Stored {
+        instrument: Instrument {
+            id: get_s(item, "id")?.to_owned(),
+            user: get_s(item, "user")?.to_owned(),
+            details,
+            last4: get_s(item, "last4")?.to_owned(),
+            holder: get_s(item, "holder")?.to_owned(),
+            created_at: get_n(item, "created_at")?,
+        },
+        number_token: item.get("number_token").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
+        removed_at: if item.contains_key("removed_at") { Some(get_n(item, "removed_at")?) } else { None },
+    })
+}
