@@ -167,6 +167,8 @@ async fn instrument_events_answer_as_documented() {
     let refused = invoke("InstrumentsFunction", "instruments/add-with-security-code.json").await;
     assert_eq!(refused["statusCode"], 400, "{refused}");
     assert!(refused["body"].as_str().unwrap().contains("security_code_not_accepted"));
+    assert_eq!(invoke("MerchantsFunction", "partners/get-unknown.json").await["statusCode"], 404);
+    assert_eq!(invoke("MerchantsFunction", "partners/suspend-unknown.json").await["statusCode"], 404);
 }
 
 #[tokio::test]

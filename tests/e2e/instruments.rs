@@ -129,3 +129,72 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     }
     assert!(read > 0, "the instruments function's log was read");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_partner_platform_is_registered_by_an_admin_with_a_key_shown_once_and_rotated_audited() {
+    let env = Env::get();
+    let shop = crate::purchases::merchant().await;
+    let url = format!("{}/p/{}", env.stack.merchant_simulator_url, unique("b"));
+    let body = json!({"name": "Platform B", "callback_url": url, "merchant_id": shop.id});
+    let key = unique("key");
+
+    let (status, registered) = env.admin_post("/partners", &body, Some(&key)).await;
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    let id = registered["id"].as_str().expect("an id").to_owned();
+    assert!(id.starts_with("pp_"), "{id}");
+    assert_eq!(
+        (registered["merchant_id"].as_str(), registered["currency"].as_str()),
+        (Some(shop.id.as_str()), Some("USD"))
+    );
+    assert!(registered["secret"].as_str().is_some_and(|s| !s.is_empty()), "the key, shown once: {registered}");
+    // Shown once: a replay of the registration and a read both leave it out.
+    let (status, replayed) = env.admin_post("/partners", &body, Some(&key)).await;
+    assert_eq!((status, replayed["secret"].is_null()), (StatusCode::CREATED, true), "{replayed}");
+    let read = env.get_json(&format!("/partners/{id}"), &env.admin_token()).await;
+    assert_eq!((read["status"].as_str(), read.get("secret")), (Some("active"), None), "{read}");
+
+    let keys = format!("/partners/{id}/keys");
+    let (status, rotated) = env.admin_post(&keys, &json!({}), Some(&unique("key"))).await;
+    assert_eq!(
+        (status, rotated["previous_key_id"].as_str()),
+        (StatusCode::CREATED, Some(format!("{id}.k1").as_str())),
+        "{rotated}"
+    );
+    let (status, _) = env.admin_post(&format!("{keys}/end-grace"), &json!({}), Some(&unique("key"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, suspended) =
+        env.admin_post(&format!("/partners/{id}/status"), &json!({"status": "suspended"}), None).await;
+    assert_eq!((status, suspended["status"].as_str()), (StatusCode::OK, Some("suspended")), "{suspended}");
+    let audit = env.partition("AuditTable", "resource", &format!("partner/{id}")).await;
+    let actions: Vec<&str> = audit.iter().filter_map(|e| e.get("action")?.as_s().ok().map(String::as_str)).collect();
+    for action in ["partner.register", "partner.rotate_key", "partner.end_key_grace", "partner.status"] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+
+    // Refused: an unknown or suspended merchant's account, a name or URL that will not do, a
+    // non-admin, an unknown partner.
+    let (status, problem) = env
+        .admin_post(
+            "/partners",
+            &json!({"name": "B", "callback_url": "https://b.example", "merchant_id": "m_nobody"}),
+            Some(&unique("key")),
+        )
+        .await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_merchant")));
+    for (body, code) in [
+        (
+            json!({"name": "B\u{202e}", "callback_url": "https://b.example", "merchant_id": shop.id}),
+            "invalid_partner_name",
+        ),
+        (json!({"name": "B", "callback_url": "ftp://b.example", "merchant_id": shop.id}), "invalid_callback_url"),
+    ] {
+        let (status, problem) = env.admin_post("/partners", &body, Some(&unique("key"))).await;
+        assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some(code)), "{body}");
+    }
+    let (status, _) = env.post_json(&env.user_token(), "/partners", Some(&body), Some(&unique("key"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(env.get_json("/partners/pp_nobody", &env.admin_token()).await["code"], "unknown_partner");
+    let (status, problem) = env.admin_post("/partners/pp_nobody/status", &json!({"status": "active"}), None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_partner")));
+}

@@ -8,8 +8,12 @@
 //!   passed, a holder's name, an IBAN's check digits; what a user may see of an instrument.
 //! - `store`: the instruments (`InstrumentsTable`, partition `user`, sort `id`).
 //! - `api`: the user's routes.
+//! - `partner`, `partner_admin`: the partner platforms users link instruments to, and their admin
+//!   routes (registered, suspended, keys rotated: audited).
 
 pub mod api;
+pub mod partner;
+pub mod partner_admin;
 pub mod store;
 
 use serde::Deserialize;

@@ -131,6 +131,10 @@ catalogue! {
         "An instrument's holder is not 1 to 100 characters that show as themselves.";
     SECURITY_CODE_NOT_ACCEPTED = "security_code_not_accepted", 400, "Security code not accepted",
         "A card was sent with its security code (cvv, cvc, csc, ...): it is never accepted or stored; send the card without it.";
+    INVALID_PARTNER_NAME = "invalid_partner_name", 400, "Invalid partner name",
+        "A partner platform's name is not 1 to 100 characters that show as themselves.";
+    INVALID_CALLBACK_URL = "invalid_callback_url", 400, "Invalid callback URL",
+        "A partner platform's callback_url is not an absolute https URL.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
         "A merchant's name is not 1 to 100 characters, or holds a character that does not show as itself (as for a listing's title).";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
@@ -213,6 +217,8 @@ catalogue! {
         "No operation has this id for the signed-in user.";
     UNKNOWN_INSTRUMENT = "unknown_instrument", 404, "Unknown instrument",
         "No instrument has this id for the signed-in user (or it was removed).";
+    UNKNOWN_PARTNER = "unknown_partner", 404, "Unknown partner",
+        "No partner platform has this id.";
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
@@ -245,6 +251,8 @@ catalogue! {
         "The user already keeps an instrument with this number; `instrument_id` names it.";
     TOO_MANY_INSTRUMENTS = "too_many_instruments", 409, "Too many instruments",
         "The user keeps 20 instruments already: remove one first.";
+    PARTNER_EXISTS = "partner_exists", 409, "Partner exists",
+        "The partner platform was already registered with this Idempotency-Key.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
         "The mini-app was already registered with this Idempotency-Key.";
     ROTATION_IN_PROGRESS = "rotation_in_progress", 409, "Rotation in progress",
