@@ -106,7 +106,9 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     let (status, again) = add(&user, &card(VISA), &unique("key")).await;
     assert_eq!(status, StatusCode::CREATED, "a removed card may be added again: {again}");
 
-    // No test number in the clear in any table item (idempotency records included) or log line.
+    // No test number in the clear in any table item (idempotency records included), log line, or
+    // queue message body (every one any function sent is in the logs' `queue-messages.log`,
+    // written by its proxy as it passed).
     let dynamodb = env.dynamodb().await;
     for table in env.stack.tables.values() {
         for item in superpay::dynamo::scan_all(&dynamodb, table).await.unwrap() {

@@ -8,6 +8,8 @@
 //! a batch's keys), which is what DynamoDB bills. Given a fault plan (`crate::faults`), it also
 //! injects the plan's faults into the calls it lets through, restarts DynamoDB at the plan's
 //! calls, and counts each fault and logs it to `faults.log` (function, operation, the fault).
+//! Every queue message a function sends is written to `queue-messages.log` as it passes, so that
+//! tests can show what never goes on a queue (a card number).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -72,11 +74,14 @@ fn items(body: &[u8]) -> u64 {
     1
 }
 
+/// Where the bodies of the queue messages functions send are written, one call per line.
+pub const QUEUE_MESSAGES_LOG: &str = "queue-messages.log";
+
 /// What every function's proxy shares with the stack: where it logs, what it counts, the faults
 /// it injects.
 #[derive(Clone)]
 pub struct Shared {
-    /// The stack's log folder: `access-denied.log` is written there.
+    /// The stack's log folder: `access-denied.log` and `queue-messages.log` are written there.
     pub logs: PathBuf,
     pub calls: AwsCalls,
     pub faults: Option<Faults>,
@@ -200,6 +205,14 @@ async fn forward(
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
     if let Some(refusal) = refusal(&proxy, &target, &body) {
         return refusal;
+    }
+    if target.starts_with("AmazonSQS.SendMessage") {
+        let line = serde_json::json!({ "function": proxy.function, "call": String::from_utf8_lossy(&body) });
+        if let Ok(mut log) =
+            std::fs::OpenOptions::new().create(true).append(true).open(proxy.shared.logs.join(QUEUE_MESSAGES_LOG))
+        {
+            let _ = writeln!(log, "{line}");
+        }
     }
     let dynamodb = target.starts_with("DynamoDB_");
     let items = if dynamodb { items(&body) } else { 0 };
