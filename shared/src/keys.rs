@@ -184,6 +184,10 @@ impl PreviousKey {
 pub const TOKEN_SECRET_OWNER: &str = "platform/token-secret";
 /// The token secret's item in `ServerSecretsTable` (partition `id`).
 pub const TOKEN_SECRET_ID: &str = "token-secret";
+/// The instruments' own token secret (capability 9), wrapped under `InstrumentsKey`: what keys a
+/// card number's token and fingerprint is held by no function that talks to third parties.
+pub const INSTRUMENT_SECRET_OWNER: &str = "instrument/token-secret";
+pub const INSTRUMENT_SECRET_ID: &str = "instrument-token-secret";
 
 /// The server's secret that keyed tokens are derived under (`crate::crypto::keyed_token`): a KMS
 /// data key like a party's, its ciphertext kept in `ServerSecretsTable`. It is made once, by the
@@ -194,12 +198,30 @@ pub struct TokenSecret {
     dynamodb: aws_sdk_dynamodb::Client,
     table: String,
     keys: KeyService,
+    /// Its item's id and its KMS owner.
+    id: &'static str,
+    owner: &'static str,
     secret: tokio::sync::OnceCell<Key>,
 }
 
 impl TokenSecret {
     pub fn new(dynamodb: aws_sdk_dynamodb::Client, table: impl Into<String>, keys: KeyService) -> Self {
-        TokenSecret { dynamodb, table: table.into(), keys, secret: tokio::sync::OnceCell::new() }
+        Self::named(dynamodb, table, keys, TOKEN_SECRET_ID, TOKEN_SECRET_OWNER)
+    }
+
+    /// The instruments' own secret (`INSTRUMENT_SECRET_ID`), under `keys` (of `InstrumentsKey`).
+    pub fn instruments(dynamodb: aws_sdk_dynamodb::Client, table: impl Into<String>, keys: KeyService) -> Self {
+        Self::named(dynamodb, table, keys, INSTRUMENT_SECRET_ID, INSTRUMENT_SECRET_OWNER)
+    }
+
+    fn named(
+        dynamodb: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        keys: KeyService,
+        id: &'static str,
+        owner: &'static str,
+    ) -> Self {
+        TokenSecret { dynamodb, table: table.into(), keys, id, owner, secret: tokio::sync::OnceCell::new() }
     }
 
     pub async fn get(&self) -> Result<&Key, StoreError> {
@@ -208,14 +230,14 @@ impl TokenSecret {
 
     async fn load_or_make(&self) -> Result<Key, StoreError> {
         if let Some(ciphertext) = self.stored().await? {
-            return self.keys.decrypt(TOKEN_SECRET_OWNER, &ciphertext).await;
+            return self.keys.decrypt(self.owner, &ciphertext).await;
         }
-        let made = self.keys.generate(TOKEN_SECRET_OWNER).await?;
+        let made = self.keys.generate(self.owner).await?;
         let put = self
             .dynamodb
             .put_item()
             .table_name(&self.table)
-            .item("id", s(TOKEN_SECRET_ID))
+            .item("id", s(self.id))
             .item("ciphertext", AttributeValue::B(Blob::new(made.ciphertext)))
             .item("created_at", n(crate::clock::now_epoch_seconds()))
             .condition_expression("attribute_not_exists(id)")
@@ -226,21 +248,15 @@ impl TokenSecret {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 let ciphertext =
                     self.stored().await?.ok_or_else(|| StoreError::new("the token secret vanished after its put"))?;
-                self.keys.decrypt(TOKEN_SECRET_OWNER, &ciphertext).await
+                self.keys.decrypt(self.owner, &ciphertext).await
             }
             Err(e) => Err(e.into()),
         }
     }
 
     async fn stored(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let output = self
-            .dynamodb
-            .get_item()
-            .table_name(&self.table)
-            .key("id", s(TOKEN_SECRET_ID))
-            .consistent_read(true)
-            .send()
-            .await?;
+        let output =
+            self.dynamodb.get_item().table_name(&self.table).key("id", s(self.id)).consistent_read(true).send().await?;
         match output.item().map(|item| item.get("ciphertext")) {
             None => Ok(None),
             Some(Some(AttributeValue::B(blob))) => Ok(Some(blob.as_ref().to_vec())),

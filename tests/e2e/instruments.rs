@@ -10,6 +10,17 @@ use superpay_e2e::{Env, unique};
 const VISA: &str = "4111111111111111";
 const MASTERCARD: &str = "5555555555554444";
 const IBAN: &str = "DE89370400440532013000";
+/// Every number the test sends, as sent and as kept: none may be stored or logged in the clear.
+const SENT: [&str; 8] = [
+    VISA,
+    MASTERCARD,
+    IBAN,
+    "DE89 3704 0044 0532 0130 00",
+    "4111 1111 1111 1111",
+    "4012888888881881",
+    "9012888888881881",
+    "DE88370400440532013000",
+];
 
 fn card(number: &str) -> Value {
     json!({"kind": "card", "number": number, "expiry_month": 12, "expiry_year": 2030, "holder": "Ada Lovelace"})
@@ -56,8 +67,14 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
         (StatusCode::CREATED, Some("DE"), Some("3000")),
         "{iban}"
     );
-    let (status, master) = add(&user, &card(MASTERCARD), &unique("key")).await;
-    assert_eq!((status, master["brand"].as_str()), (StatusCode::CREATED, Some("mastercard")));
+    // The same new number twice at once, under two keys: one instrument.
+    let (one, other, keys) = (card(MASTERCARD), card("5555 5555 5555 4444"), [unique("key"), unique("key")]);
+    let (first, second) = tokio::join!(add(&user, &one, &keys[0]), add(&user, &other, &keys[1]));
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT], "{first:?} {second:?}");
+    let master = if first.0 == StatusCode::CREATED { first.1 } else { second.1 };
+    assert_eq!(master["brand"], "mastercard");
 
     // Bad inputs: refused, nothing stored, the number never repeated.
     let mut with_code = card("4012888888881881");
@@ -113,7 +130,7 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     for table in env.stack.tables.values() {
         for item in superpay::dynamo::scan_all(&dynamodb, table).await.unwrap() {
             let text = format!("{item:?}");
-            for number in [VISA, MASTERCARD, IBAN, "4012888888881881"] {
+            for number in SENT {
                 assert!(!text.contains(number), "{number} in the clear in {table}: {text}");
             }
         }
@@ -122,7 +139,7 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     for entry in std::fs::read_dir(&env.stack.logs).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for number in [VISA, MASTERCARD, IBAN, "4012888888881881"] {
+        for number in SENT {
             assert!(!text.contains(number), "{number} in the clear in {}", path.display());
         }
         if path.ends_with("InstrumentsFunction.log") {

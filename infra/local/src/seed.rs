@@ -183,18 +183,21 @@ async fn seed_listing(stack: &Stack, seed: ListingSeed) -> Result<(), String> {
 }
 
 /// Deletes the token secret (`superpay::keys::TokenSecret`) an earlier run wrapped with a KMS key
-/// moto no longer has; mini-app pseudonyms change at each local start, as party keys do.
+/// moto no longer has; mini-app pseudonyms change at each local start, as party keys do (and so
+/// does the instruments' own secret).
 async fn forget_token_secret(stack: &Stack) -> Result<(), String> {
-    stack
-        .info
-        .dynamodb()
-        .await
-        .delete_item()
-        .table_name(table_of(stack, "ServerSecretsTable")?)
-        .key("id", AttributeValue::S(superpay::keys::TOKEN_SECRET_ID.to_owned()))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    for id in [superpay::keys::TOKEN_SECRET_ID, superpay::keys::INSTRUMENT_SECRET_ID] {
+        stack
+            .info
+            .dynamodb()
+            .await
+            .delete_item()
+            .table_name(table_of(stack, "ServerSecretsTable")?)
+            .key("id", AttributeValue::S(id.to_owned()))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 

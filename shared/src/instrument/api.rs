@@ -13,7 +13,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::store::{INSTRUMENT_PRESENT, InstrumentStore};
+use super::store::{INSTRUMENT_NEW, INSTRUMENT_PRESENT, InstrumentStore, MAX_INSTRUMENTS, NUMBER_NEW, ROOM_LEFT};
 use super::{Instrument, NewInstrument};
 use crate::Problem;
 use crate::auth::Caller;
@@ -23,14 +23,11 @@ use crate::crypto::{TokenPurpose, keyed_token, seal};
 use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
-use crate::idempotency::in_flight;
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::idempotency::{in_flight, key_reused};
 use crate::ids;
 use crate::keys::{KeyService, TokenSecret};
 use crate::problem::catalogue;
-
-/// The most instruments one user keeps at once.
-pub const MAX_INSTRUMENTS: usize = 20;
 
 pub struct InstrumentsApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -38,12 +35,14 @@ pub struct InstrumentsApi {
     idempotency: IdempotencyStore,
     /// Makes each instrument's data key under `InstrumentsKey` (never unwraps one here).
     numbers: KeyService,
-    /// Keys request fingerprints and number tokens.
+    /// The instruments' own secret (under `InstrumentsKey`, no other function's): keys request
+    /// fingerprints and number tokens.
     token_secret: TokenSecret,
 }
 
-fn unknown_instrument(id: &str) -> Problem {
-    Problem::new(catalogue::UNKNOWN_INSTRUMENT, format!("no instrument {id:?} of yours"))
+/// The refusal never quotes the id: a card number typed as one must not reach a log.
+fn unknown_instrument() -> Problem {
+    Problem::new(catalogue::UNKNOWN_INSTRUMENT, "no such instrument of yours")
 }
 
 impl InstrumentsApi {
@@ -55,10 +54,10 @@ impl InstrumentsApi {
             instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             numbers: KeyService::new(kms.clone(), aws::env("INSTRUMENTS_KEY_ID")?),
-            token_secret: TokenSecret::new(
+            token_secret: TokenSecret::instruments(
                 dynamodb.clone(),
                 aws::env("SERVER_SECRETS_TABLE")?,
-                KeyService::new(kms, aws::env("PARTY_KEYS_KEY_ID")?),
+                KeyService::new(kms, aws::env("INSTRUMENTS_KEY_ID")?),
             ),
             dynamodb,
         })
@@ -77,15 +76,19 @@ impl InstrumentsApi {
             }
             "GET /instruments/{id}" => {
                 let id = ids::check("id", path_parameter(&request, "id")?)?;
-                let instrument = self.instruments.get(user, id).await?.ok_or_else(|| unknown_instrument(id))?;
+                let instrument = self.instruments.get(user, id).await?.ok_or_else(unknown_instrument)?;
                 Ok(json_response(StatusCode::OK, &instrument.view()))
             }
             "DELETE /instruments/{id}" => {
                 let id = ids::check("id", path_parameter(&request, "id")?)?;
+                let stored = self.instruments.stored(user, id).await?.filter(|s| s.removed_at.is_none());
+                let stored = stored.ok_or_else(unknown_instrument)?;
                 let now = now_epoch_seconds();
-                match transact(&self.dynamodb, vec![self.instruments.remove_item(user, id, now)?]).await {
+                let mut writes = vec![self.instruments.remove_item(user, id, now)?];
+                writes.extend(self.instruments.released_items(user, &stored.number_token)?);
+                match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
-                    Err(e) if e.broke(INSTRUMENT_PRESENT) => Err(unknown_instrument(id)),
+                    Err(e) if e.broke(INSTRUMENT_PRESENT) => Err(unknown_instrument()),
                     Err(e) => Err(Problem::internal(e)),
                 }
             }
@@ -103,21 +106,6 @@ impl InstrumentsApi {
         let number_token = keyed_token(secret, TokenPurpose::InstrumentNumber, &[user, added.number.expose()]);
         self.idempotency
             .run_request_keyed(request, user, secret, |claim, now| async move {
-                let kept = self.instruments.of_user(user).await?;
-                let live: Vec<_> = kept.iter().filter(|s| s.removed_at.is_none()).collect();
-                if let Some(same) = live.iter().find(|s| s.number_token == number_token) {
-                    return Err(Problem::new(
-                        catalogue::INSTRUMENT_EXISTS,
-                        format!("this number is already instrument {}", same.instrument.id),
-                    )
-                    .with("instrument_id", same.instrument.id.clone()));
-                }
-                if live.len() >= MAX_INSTRUMENTS {
-                    return Err(Problem::new(
-                        catalogue::TOO_MANY_INSTRUMENTS,
-                        format!("you keep {MAX_INSTRUMENTS} instruments already: remove one first"),
-                    ));
-                }
                 let id = format!("in_{}", &claim.scope.derived_id("instrument")[..20]);
                 let instrument = Instrument {
                     id: id.clone(),
@@ -132,13 +120,36 @@ impl InstrumentsApi {
                 let key = self.numbers.generate(&format!("instrument/{id}")).await?;
                 let sealed = seal(&key.key, added.number.expose().as_bytes(), format!("{user}/{id}").as_bytes());
                 let response = json_response(StatusCode::CREATED, &instrument.view());
-                let items = vec![
+                let mut items = vec![
                     self.instruments.create_item(&instrument, &number_token, &sealed, key.ciphertext)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
+                // The number kept once and the count kept, exactly, whatever runs at once.
+                items.extend(self.instruments.kept_items(user, &id, &number_token)?);
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => Ok(response),
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                    // This key's earlier add (its record expired since), if it was for this number.
+                    Err(e) if e.broke(INSTRUMENT_NEW) => match self.instruments.stored(user, &id).await? {
+                        Some(done) if done.number_token == number_token => {
+                            let response = json_response(StatusCode::CREATED, &done.instrument.view());
+                            self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                            Ok(response)
+                        }
+                        _ => Err(key_reused()),
+                    },
+                    Err(e) if e.broke(NUMBER_NEW) => {
+                        let same = self.instruments.with_number(user, &number_token).await?.unwrap_or_default();
+                        Err(Problem::new(
+                            catalogue::INSTRUMENT_EXISTS,
+                            format!("this number is already instrument {same}"),
+                        )
+                        .with("instrument_id", same))
+                    }
+                    Err(e) if e.broke(ROOM_LEFT) => Err(Problem::new(
+                        catalogue::TOO_MANY_INSTRUMENTS,
+                        format!("you keep {MAX_INSTRUMENTS} instruments already: remove one first"),
+                    )),
                     Err(e) => Err(Problem::internal(e)),
                 }
             })

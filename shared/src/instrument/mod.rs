@@ -224,10 +224,12 @@ pub fn year_month(epoch_seconds: i64) -> (i32, u32) {
 
 fn holder(name: &str) -> Result<String, Problem> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_HOLDER_CHARS || !crate::text::is_plain(name) {
+    // A name is shown and kept in the clear: a card number typed into it must not be.
+    let digits = name.chars().filter(char::is_ascii_digit).count();
+    if name.is_empty() || name.chars().count() > MAX_HOLDER_CHARS || !crate::text::is_plain(name) || digits >= 6 {
         return Err(Problem::new(
             catalogue::INVALID_HOLDER,
-            format!("holder must be 1 to {MAX_HOLDER_CHARS} characters that show as themselves"),
+            format!("holder must be 1 to {MAX_HOLDER_CHARS} characters that show as themselves, not a number"),
         ));
     }
     Ok(name.to_owned())
@@ -423,9 +425,11 @@ mod tests {
         let refused = NewInstrument::parse(&numeric, NOW).unwrap_err();
         assert_eq!(refused.code, "malformed_json");
         assert!(!refused.detail.contains("4111"), "{}", refused.detail);
-        let mut hidden = card.clone();
-        hidden["holder"] = "Ada\u{202e}".into();
-        assert_eq!(NewInstrument::parse(&hidden, NOW).unwrap_err().code, "invalid_holder");
+        for holder in ["Ada\u{202e}", "4111 1111 1111 1111", "Ada 411111"] {
+            let mut named = card.clone();
+            named["holder"] = holder.into();
+            assert_eq!(NewInstrument::parse(&named, NOW).unwrap_err().code, "invalid_holder", "{holder}");
+        }
         let account = json!({"kind": "bank_account", "iban": "DE89370400440532013000", "holder": "Ada Lovelace"});
         let view = Instrument {
             id: "in_1".into(),

@@ -2,12 +2,15 @@
 //! shown (kind, brand or country, last four, expiry, holder), the number sealed under the
 //! instrument's own data key (`sealed`, AES-256-GCM, bound to the user and the id), that key as KMS
 //! wrapped it (`wrapped_key`, encryption context `owner=instrument/<id>`), and a keyed token of the
-//! number (`number_token`) that finds the same number added twice. Removing an instrument drops
-//! the sealed number and its wrapped key for good; the rest stays as its record.
+//! number (`number_token`). Beside a user's instruments, two items of their own keep the rules
+//! exact under concurrency: a marker per number kept (`#number/<token>`: the same number is added
+//! once) and a count (`#count`: at most `MAX_INSTRUMENTS`), each written in the transaction that
+//! adds or removes an instrument. Removing one drops its sealed number and wrapped key from the
+//! table (point-in-time backups keep them for their 35 days); the rest stays as its record.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, Update};
 
 use super::{Brand, Details, Expiry, Instrument};
 use crate::crypto::Sealed;
@@ -17,6 +20,21 @@ use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, partition_all, s};
 pub const INSTRUMENT_NEW: &str = "instrument.new";
 /// Rule: the instrument is there and not removed yet.
 pub const INSTRUMENT_PRESENT: &str = "instrument.present";
+/// Rule: the user keeps no instrument with this number.
+pub const NUMBER_NEW: &str = "instrument.number_new";
+/// Rule: the user keeps fewer than `MAX_INSTRUMENTS`.
+pub const ROOM_LEFT: &str = "instrument.room_left";
+
+/// The most instruments one user keeps at once.
+pub const MAX_INSTRUMENTS: u32 = 20;
+
+/// The instruments' own items' ids start so; the marker and the count's do not.
+const INSTRUMENT_ID_PREFIX: &str = "in_";
+const COUNT_ID: &str = "#count";
+
+fn marker_id(number_token: &str) -> String {
+    format!("#number/{number_token}")
+}
 
 /// An instrument as stored beside what it shows: its number's keyed token.
 pub struct Stored {
@@ -38,11 +56,16 @@ impl InstrumentStore {
 
     /// Every instrument of `user`'s, removed ones too.
     pub async fn of_user(&self, user: &str) -> Result<Vec<Stored>, StoreError> {
-        partition_all(&self.client, &self.table, "user", user).await?.iter().map(stored_from_item).collect()
+        let items = partition_all(&self.client, &self.table, "user", user).await?;
+        let theirs = items.iter().filter(|item| get_s(item, "id").is_ok_and(|id| id.starts_with(INSTRUMENT_ID_PREFIX)));
+        theirs.map(stored_from_item).collect()
     }
 
-    /// `user`'s instrument `id`, unless removed.
-    pub async fn get(&self, user: &str, id: &str) -> Result<Option<Instrument>, StoreError> {
+    /// `user`'s instrument `id` as stored (removed or not), with its number's token.
+    pub async fn stored(&self, user: &str, id: &str) -> Result<Option<Stored>, StoreError> {
+        if !id.starts_with(INSTRUMENT_ID_PREFIX) {
+            return Ok(None);
+        }
         let output = self
             .client
             .get_item()
@@ -52,8 +75,64 @@ impl InstrumentStore {
             .consistent_read(true)
             .send()
             .await?;
-        let stored = output.item().map(stored_from_item).transpose()?;
-        Ok(stored.filter(|s| s.removed_at.is_none()).map(|s| s.instrument))
+        output.item().map(stored_from_item).transpose()
+    }
+
+    /// The instrument `user` keeps with the number `number_token` names, if any.
+    pub async fn with_number(&self, user: &str, number_token: &str) -> Result<Option<String>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(marker_id(number_token)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        Ok(output.item().and_then(|item| get_s(item, "instrument").ok().map(str::to_owned)))
+    }
+
+    /// The marker that keeps the number once, and one more in the count, with an add.
+    pub fn kept_items(&self, user: &str, id: &str, number_token: &str) -> Result<[Write; 2], StoreError> {
+        let marker = Put::builder()
+            .table_name(&self.table)
+            .item("user", s(user))
+            .item("id", s(marker_id(number_token)))
+            .item("instrument", s(id))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(COUNT_ID))
+            .update_expression("ADD kept :one")
+            .condition_expression("attribute_not_exists(kept) OR kept < :max")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(MAX_INSTRUMENTS))
+            .build()?;
+        Ok([Write::put(NUMBER_NEW, marker), Write::update(ROOM_LEFT, count)])
+    }
+
+    /// The marker dropped and one less in the count, with a removal.
+    pub fn released_items(&self, user: &str, number_token: &str) -> Result<[Write; 2], StoreError> {
+        let marker = Delete::builder()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(marker_id(number_token)))
+            .build()?;
+        let count = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(COUNT_ID))
+            .update_expression("ADD kept :minus_one")
+            .expression_attribute_values(":minus_one", n(-1))
+            .build()?;
+        Ok([Write::delete("instrument.marker", marker), Write::update("instrument.count", count)])
+    }
+
+    /// `user`'s instrument `id`, unless removed.
+    pub async fn get(&self, user: &str, id: &str) -> Result<Option<Instrument>, StoreError> {
+        Ok(self.stored(user, id).await?.filter(|s| s.removed_at.is_none()).map(|s| s.instrument))
     }
 
     /// The new instrument, its sealed number and that key as KMS wrapped it, written once.
