@@ -122,6 +122,13 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     assert!(!removed.contains_key("sealed") && !removed.contains_key("wrapped_key"), "{removed:?}");
     let (status, again) = add(&user, &card(VISA), &unique("key")).await;
     assert_eq!(status, StatusCode::CREATED, "a removed card may be added again: {again}");
+    // Each add and removal is one of the owner's security events, naming the card by brand and
+    // last four only.
+    let events = env.partition("SecurityEventsTable", "user", &user).await;
+    let kinds = |kind: &str| {
+        events.iter().filter(|e| e.get("kind").and_then(|k| k.as_s().ok()).map(String::as_str) == Some(kind)).count()
+    };
+    assert_eq!((kinds("instrument.added"), kinds("instrument.removed")), (4, 1), "{events:?}");
 
     // No test number in the clear in any table item (idempotency records included), log line, or
     // queue message body (every one any function sent is in the logs' `queue-messages.log`,

@@ -20,7 +20,7 @@ use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::crypto::{TokenPurpose, keyed_token, seal};
-use crate::dynamo::transact;
+use crate::dynamo::{StoreError, Write, transact};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
@@ -28,6 +28,7 @@ use crate::idempotency::{in_flight, key_reused};
 use crate::ids;
 use crate::keys::{KeyService, TokenSecret};
 use crate::problem::catalogue;
+use crate::security::SecurityEvent;
 
 pub struct InstrumentsApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -35,6 +36,7 @@ pub struct InstrumentsApi {
     idempotency: IdempotencyStore,
     /// Makes each instrument's data key under `InstrumentsKey` (never unwraps one here).
     numbers: KeyService,
+    security_events_table: String,
     /// The instruments' own secret (under `InstrumentsKey`, no other function's): keys request
     /// fingerprints and number tokens.
     token_secret: TokenSecret,
@@ -52,6 +54,7 @@ impl InstrumentsApi {
         let kms = aws_sdk_kms::Client::new(&config);
         Ok(InstrumentsApi {
             instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
+            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             numbers: KeyService::new(kms.clone(), aws::env("INSTRUMENTS_KEY_ID")?),
             token_secret: TokenSecret::instruments(
@@ -84,7 +87,10 @@ impl InstrumentsApi {
                 let stored = self.instruments.stored(user, id).await?.filter(|s| s.removed_at.is_none());
                 let stored = stored.ok_or_else(unknown_instrument)?;
                 let now = now_epoch_seconds();
-                let mut writes = vec![self.instruments.remove_item(user, id, now)?];
+                let mut writes = vec![
+                    self.instruments.remove_item(user, id, now)?,
+                    self.security_event("instrument.removed", &stored.instrument, now)?,
+                ];
                 writes.extend(self.instruments.released_items(user, &stored.number_token)?);
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
@@ -96,6 +102,17 @@ impl InstrumentsApi {
                 Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the instruments function has no route {other:?}")))
             }
         }
+    }
+
+    /// The owner's security event of `kind` about `instrument` (its brand and last four only).
+    fn security_event(&self, kind: &'static str, instrument: &Instrument, at: i64) -> Result<Write, StoreError> {
+        let mut detail = instrument.view();
+        if let Some(view) = detail.as_object_mut() {
+            view.retain(|field, _| ["id", "kind", "brand", "country", "last4"].contains(&field.as_str()));
+        }
+        let event =
+            SecurityEvent { user: instrument.user.clone(), id: format!("{kind}/{}", instrument.id), kind, at, detail };
+        event.put_item(&self.security_events_table)
     }
 
     async fn add(&self, request: &Request, user: &str) -> Result<Response<Body>, Problem> {
@@ -123,6 +140,9 @@ impl InstrumentsApi {
                 let mut items = vec![
                     self.instruments.create_item(&instrument, &number_token, &sealed, key.ciphertext)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                    // A card added to an account is something its owner must see (a stolen token
+                    // could add one).
+                    self.security_event("instrument.added", &instrument, now)?,
                 ];
                 // The number kept once and the count kept, exactly, whatever runs at once.
                 items.extend(self.instruments.kept_items(user, &id, &number_token)?);
