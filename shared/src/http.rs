@@ -81,9 +81,13 @@ pub fn absolute_url(text: &str) -> Option<&str> {
 }
 
 /// A partner's URL: `absolute_url`, and https unless plain http is allowed (template parameter
-/// `AllowPlainHttpPartners`, true only for the local stack's simulators).
+/// `AllowPlainHttpPartners`, true only for the local stack's simulators). We append paths to it
+/// (`<url>/webhooks`) and show it in views and audit entries, so it holds no credentials
+/// (`user:pass@`), query or fragment.
 pub fn partner_url(text: &str, allow_http: bool) -> Option<&str> {
-    absolute_url(text).filter(|url| allow_http || url.starts_with("https://"))
+    let url = absolute_url(text).filter(|url| allow_http || url.starts_with("https://"))?;
+    let authority = url.split("://").nth(1).unwrap_or_default().split('/').next().unwrap_or_default();
+    (!authority.contains('@') && !url.contains(['?', '#'])).then_some(url)
 }
 
 /// A path parameter; `admit` has checked it against the id rule before the handler ran.
@@ -140,6 +144,22 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partner_url_is_https_without_credentials_query_or_fragment() {
+        assert_eq!(partner_url("https://b.example/superpay", false), Some("https://b.example/superpay"));
+        assert_eq!(partner_url("http://127.0.0.1:3002/b", true), Some("http://127.0.0.1:3002/b"));
+        for refused in [
+            "http://b.example",
+            "https://user:pass@b.example/superpay",
+            "https://b.example/superpay?token=x",
+            "https://b.example/superpay#frag",
+            "ftp://b.example",
+        ] {
+            assert_eq!(partner_url(refused, false), None, "{refused}");
+        }
+        assert_eq!(partner_url("https://b.example/a@b", false), Some("https://b.example/a@b"), "an @ in the path");
+    }
 
     fn request(body: &str) -> Request {
         let mut request = Request::new(Body::Text(body.to_owned()));

@@ -96,7 +96,7 @@ catalogue! {
     INVALID_INTERFACE = "invalid_interface", 400, "Invalid interface",
         "A mini-app's interface descriptor breaks a rule (title, entry page, actions, permissions).";
     INVALID_SERVER_URL = "invalid_server_url", 400, "Invalid server URL",
-        "A mini-app's server_url is not an absolute https URL.";
+        "A mini-app's server_url is not an absolute https URL without credentials, query or fragment.";
     INVALID_MINIAPP_ID = "invalid_miniapp_id", 400, "Invalid mini-app id",
         "A mini-app id holds a `:`, which the id rule allows but a mini-app id cannot.";
     INVALID_PARAMS = "invalid_params", 400, "Invalid params",
@@ -134,11 +134,11 @@ catalogue! {
     INVALID_PARTNER_NAME = "invalid_partner_name", 400, "Invalid partner name",
         "A partner platform's name is not 1 to 100 characters that show as themselves.";
     INVALID_CALLBACK_URL = "invalid_callback_url", 400, "Invalid callback URL",
-        "A partner platform's callback_url is not an absolute https URL.";
+        "A partner platform's callback_url is not an absolute https URL without credentials, query or fragment.";
     INVALID_MERCHANT_NAME = "invalid_merchant_name", 400, "Invalid merchant name",
         "A merchant's name is not 1 to 100 characters, or holds a character that does not show as itself (as for a listing's title).";
     INVALID_PRODUCT_SERVER_URL = "invalid_product_server_url", 400, "Invalid product server URL",
-        "A merchant's product_server_url is not an absolute https URL.";
+        "A merchant's product_server_url is not an absolute https URL without credentials, query or fragment.";
     INVALID_STATUS = "invalid_status", 400, "Invalid status",
         "A status change names a status the party cannot take.";
     INVALID_GRACE_SECONDS = "invalid_grace_seconds", 400, "Invalid grace",
