@@ -84,6 +84,13 @@ pub fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     }
 }
 
+pub fn get_b(item: &Item, name: &str) -> Result<Vec<u8>, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::B(v)) => Ok(v.as_ref().to_vec()),
+        _ => Err(StoreError::new(format!("item attribute {name} is missing or not binary"))),
+    }
+}
+
 pub fn get_decimal(item: &Item, name: &str) -> Result<rust_decimal::Decimal, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(v)) => {

@@ -51,7 +51,7 @@ pub fn room(version: u64, price: &str) -> Value {
 }
 
 /// `side`'s copy of listing `id`, as a signed-in user reads it.
-async fn copy(side: &str, id: &str) -> (StatusCode, Value) {
+pub async fn copy(side: &str, id: &str) -> (StatusCode, Value) {
     let env = Env::get();
     let response =
         env.http().get(env.url(&format!("/{side}/listings/{id}"))).bearer_auth(env.user_token()).send().await.unwrap();

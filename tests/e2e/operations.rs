@@ -14,7 +14,7 @@ use superpay::ledger::AccountId;
 use superpay::money::Money;
 use superpay_e2e::{Env, unique};
 
-use crate::instructions::{instruct, publish, room, transfer_signer};
+use crate::instructions::{copy, instruct, publish, room, transfer_signer};
 use crate::notifications::{eventually, messages, webhooks};
 use crate::purchases::{TestMerchant, balance, funded_user, merchant_named};
 
@@ -315,7 +315,7 @@ async fn a_platform_copy_altered_behind_the_providers_back_cannot_change_what_mo
 
     // The two copies disagree at one version: the transfer side froze its own, and refuses even
     // an instruction on its own terms until an admin unfreezes it.
-    let (_, listing) = copy_of(&id).await;
+    let (_, listing) = copy("transfer", &id).await;
     assert_eq!(listing["frozen"], true);
     let payee = format!("merchant:{}", shop.id);
     let honest = forged(&id, &user, "80.00", &payee);
@@ -333,20 +333,12 @@ async fn a_platform_copy_altered_behind_the_providers_back_cannot_change_what_mo
     let (instruction, signature) = instruction_for(&user, &id, 1).await;
     let (status, _) = operate(&user, &presented(&instruction, &signature), &unique("key")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(copy_of(&id).await.1["frozen"], false);
+    assert_eq!(copy("transfer", &id).await.1["frozen"], false);
     let (status, done) = operate(&user, &presented(&honest, &signed_by_platform(&honest).await), &unique("key")).await;
     assert_eq!(status, StatusCode::CREATED, "{done}");
     let audited = env.partition("AuditTable", "resource", &format!("listing/transfer/{id}")).await;
     let actions: Vec<&str> = audited.iter().filter_map(|e| e.get("action")?.as_s().ok().map(String::as_str)).collect();
     assert!(actions.contains(&"listing.unfreeze"), "{actions:?}");
-}
-
-/// The transfer side's copy of listing `id`.
-async fn copy_of(id: &str) -> (StatusCode, Value) {
-    let env = Env::get();
-    let path = format!("/transfer/listings/{id}");
-    let response = env.http().get(env.url(&path)).bearer_auth(env.user_token()).send().await.unwrap();
-    (response.status(), response.json().await.unwrap_or_default())
 }
 
 #[tokio::test]

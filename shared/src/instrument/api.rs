@@ -51,17 +51,17 @@ impl InstrumentsApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
         let config = aws::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let kms = aws_sdk_kms::Client::new(&config);
+        let numbers = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("INSTRUMENTS_KEY_ID")?);
         Ok(InstrumentsApi {
             instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
             security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            numbers: KeyService::new(kms.clone(), aws::env("INSTRUMENTS_KEY_ID")?),
             token_secret: TokenSecret::instruments(
                 dynamodb.clone(),
                 aws::env("SERVER_SECRETS_TABLE")?,
-                KeyService::new(kms, aws::env("INSTRUMENTS_KEY_ID")?),
+                numbers.clone(),
             ),
+            numbers,
             dynamodb,
         })
     }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Problem;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_b, get_n, get_s, n, s};
 use crate::http::partner_url;
 use crate::keys::{PreviousKey, StoredKey};
 use crate::merchant::MerchantStatus;
@@ -193,10 +193,7 @@ fn partner_from_item(item: &Item) -> Result<Partner, StoreError> {
         currency: get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?,
         status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
         key_id: get_s(item, "key_id")?.to_owned(),
-        key_ciphertext: match item.get("key_ciphertext") {
-            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
-            _ => return Err(corrupt("key_ciphertext")),
-        },
+        key_ciphertext: get_b(item, "key_ciphertext")?,
         previous_key: PreviousKey::from_item(item)?,
         created_at: get_n(item, "created_at")?,
     })

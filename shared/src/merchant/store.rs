@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put};
 
 use super::{Merchant, MerchantStatus};
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_b, get_n, get_s, n, s};
 use crate::keys::PreviousKey;
 
 /// Rule: the merchant is active (not suspended).
@@ -78,10 +78,7 @@ fn merchant_from_item(item: &Item) -> Result<Merchant, StoreError> {
         currency: get_s(item, "currency")?.parse().map_err(|_| corrupt("currency"))?,
         status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
         key_id: get_s(item, "key_id")?.to_owned(),
-        key_ciphertext: match item.get("key_ciphertext") {
-            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
-            _ => return Err(corrupt("key_ciphertext")),
-        },
+        key_ciphertext: get_b(item, "key_ciphertext")?,
         previous_key: PreviousKey::from_item(item)?,
         created_at: get_n(item, "created_at")?,
     })

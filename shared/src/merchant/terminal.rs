@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::MerchantStatus;
 use crate::Problem;
 use crate::crypto::SignatureError;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_b, get_n, get_s, n, s};
 use crate::keys::{KeyRing, KeyService, PreviousKey, StoredKey};
 use crate::nonce::NonceStore;
 use crate::party_keys::KeyedParty;
@@ -223,10 +223,7 @@ fn terminal_from_item(item: &Item) -> Result<Terminal, StoreError> {
             Some(_) => return Err(corrupt("kind")),
         },
         key_id: get_s(item, "key_id")?.to_owned(),
-        key_ciphertext: match item.get("key_ciphertext") {
-            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
-            _ => return Err(corrupt("key_ciphertext")),
-        },
+        key_ciphertext: get_b(item, "key_ciphertext")?,
         previous_key: PreviousKey::from_item(item)?,
         status: MerchantStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
         created_at: get_n(item, "created_at")?,

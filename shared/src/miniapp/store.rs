@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
 use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
 use crate::clock::now_epoch_seconds;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s, scan_all};
+use crate::dynamo::{Item, StoreError, Write, get_b, get_n, get_s, n, s, scan_all};
 use crate::keys::{KeyRing, KeyService, PartyKeys, PreviousKey};
 use crate::party_keys::KeyedParty;
 
@@ -95,10 +95,7 @@ fn app_from_item(item: &Item) -> Result<MiniApp, StoreError> {
         server_url: get_s(item, "server_url")?.to_owned(),
         status: MiniAppStatus::parse(get_s(item, "status")?).ok_or_else(|| corrupt("status"))?,
         key_id: get_s(item, "key_id")?.to_owned(),
-        key_ciphertext: match item.get("key_ciphertext") {
-            Some(AttributeValue::B(blob)) => blob.as_ref().to_vec(),
-            _ => return Err(corrupt("key_ciphertext")),
-        },
+        key_ciphertext: get_b(item, "key_ciphertext")?,
         previous_key: PreviousKey::from_item(item)?,
         interface: from_json(item, "interface")?,
         created_at: get_n(item, "created_at")?,
