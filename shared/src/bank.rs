@@ -1,19 +1,25 @@
-//! The bank port: asks a payer's bank for money (a direct debit) to fund their offline reserve.
+//! The bank port: asks a user's bank for money (a debit: to fund an offline reserve, or a cash-in
+//! to the wallet) or to pay money out to a bank account (a cash-out), and for a payout's status.
 //!
 //! The bank is a signed partner like every other (`crate::outbound`: no redirects, public addresses
-//! only, answers up to 64 KB): we `POST {BANK_URL}/debits` a `DebitRequest` signed with the bank's
-//! key, and the bank answers 200 with a `DebitAnswer` signed with the same key over method
-//! `RESPONSE` and the request's path and nonce. A debit is idempotent by its reference. An answer
-//! that is not signed so, cannot be read or is about another debit is an unknown outcome
-//! (`Unavailable`: the payer sends the form again, which asks for the same reference), never an
-//! approval. `BANK_URL` must be https unless plain http partners are allowed (the local stack).
+//! only, answers up to 64 KB): we `POST {BANK_URL}/debits` or `/payouts` a `BankRequest`, or
+//! `/payouts/status` a `StatusRequest`, signed with the bank's key, and the bank answers 200 with a
+//! `BankReply` signed with the same key over method `RESPONSE` and the request's path and nonce.
+//! A debit and a payout are each idempotent by their reference: asking again answers the first
+//! outcome. A payout's status is final once asked: a reference the bank never received is answered
+//! declined and stays so, so a payout that arrives after its status was asked is declined too (our
+//! hold is released on that answer, and the money must not also leave). An answer that is not
+//! signed so, cannot be read or is about another reference is an unknown outcome (`Unavailable`:
+//! asked again later with the same reference), never an approval. `BANK_URL` must be https unless
+//! plain http partners are allowed (the local stack).
 //!
 //! The bank's key is a 256-bit secret we share with the bank, named by template parameter
 //! `BankKeyId`. It is kept as template parameter `BankKeyCiphertext`: base64 KMS ciphertext under
 //! `PartyKeysKey`, encryption context `owner=bank` (`BANK_KEY_OWNER`), the envelope of every party
 //! key (`crate::keys`), so the clear key is in no parameter, log or file; each process unwraps it
-//! once, on its first debit. Locally the stack makes a fresh one at each start and gives it to the
-//! simulated bank (`infra/merchant-sim`, `/bank/debits`), which declines accounts starting with `broke`.
+//! once, on its first call. Locally the stack makes a fresh one at each start and gives it to the
+//! simulated bank (`infra/merchant-sim`, `/bank/...`), which declines accounts starting with `broke`
+//! or ending in `0002`.
 
 use aws_config::SdkConfig;
 use base64::Engine;
@@ -42,26 +48,35 @@ pub enum BankAnswer {
     Unavailable(String),
 }
 
+/// A debit (money from `account` to us) or a payout (from us to `account`). `account` is the
+/// bank's name for it: a user id for a reserve's top-up, a card number or an IBAN for an
+/// instrument (never logged: this type has no `Debug`).
 #[derive(Serialize, Deserialize)]
-pub struct DebitRequest {
+pub struct BankRequest {
     pub reference: String,
     pub account: String,
     pub amount: Money,
 }
 
-/// The bank's signed answer to a `DebitRequest`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DebitAnswer {
-    /// The request's reference: an answer about another debit is not an answer.
+/// What became of a payout: asked by its reference alone.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusRequest {
     pub reference: String,
-    pub status: DebitStatus,
+}
+
+/// The bank's signed answer about one reference (a payout `approved` has been paid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankReply {
+    /// The request's reference: an answer about another reference is not an answer.
+    pub reference: String,
+    pub status: ReplyStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DebitStatus {
+pub enum ReplyStatus {
     Approved,
     Declined,
 }
@@ -70,7 +85,7 @@ pub struct Bank {
     /// Without a trailing slash.
     url: String,
     /// `None` until the deployment sets `BankKeyCiphertext` (it needs the stack's `PartyKeysKey`
-    /// first, README "Deploying"): every debit is then `Unavailable`, and nothing is charged.
+    /// first, README "Deploying"): every call is then `Unavailable`, and nothing moves.
     key: Option<BankKey>,
     partner: PartnerClient,
 }
@@ -82,7 +97,7 @@ struct BankKey {
 }
 
 impl Bank {
-    /// The bank of template.yaml's `TopUpFunction`; refuses to start on a plain http `BANK_URL`
+    /// The bank of template.yaml's `BankUrl` and `BankKeyCiphertext`; refuses to start on a plain http `BANK_URL`
     /// where plain http partners are not allowed, or on a key that is not base64.
     pub fn from_env(config: &SdkConfig) -> Result<Self, MissingEnv> {
         let allow_http = aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true";
@@ -99,7 +114,7 @@ impl Bank {
         let key = match ciphertext.trim() {
             "" => {
                 tracing::error!(
-                    "BankKeyCiphertext is not set: every top-up will answer that the bank could not be asked"
+                    "BankKeyCiphertext is not set: every call to the bank will answer that it could not be asked"
                 );
                 None
             }
@@ -118,7 +133,25 @@ impl Bank {
         Ok(Bank { url, key, partner: PartnerClient::new(AddressPolicy { allow_loopback: allow_http }) })
     }
 
+    /// Takes `amount` from `account` (approved: the money is ours).
     pub async fn debit(&self, reference: &str, account: &str, amount: Money) -> BankAnswer {
+        let request = BankRequest { reference: reference.to_owned(), account: account.to_owned(), amount };
+        self.call("debits", reference, &serde_json::to_vec(&request).unwrap_or_default()).await
+    }
+
+    /// Pays `amount` out to `account` (approved: paid).
+    pub async fn payout(&self, reference: &str, account: &str, amount: Money) -> BankAnswer {
+        let request = BankRequest { reference: reference.to_owned(), account: account.to_owned(), amount };
+        self.call("payouts", reference, &serde_json::to_vec(&request).unwrap_or_default()).await
+    }
+
+    /// What became of payout `reference`, for good (see the module comment).
+    pub async fn payout_status(&self, reference: &str) -> BankAnswer {
+        let request = StatusRequest { reference: reference.to_owned() };
+        self.call("payouts/status", reference, &serde_json::to_vec(&request).unwrap_or_default()).await
+    }
+
+    async fn call(&self, path: &str, reference: &str, body: &[u8]) -> BankAnswer {
         let Some(key) = &self.key else {
             return BankAnswer::Unavailable(
                 "the bank's key is not configured (template parameter BankKeyCiphertext)".into(),
@@ -128,33 +161,38 @@ impl Bank {
             Ok(keys) => keys,
             Err(e) => return BankAnswer::Unavailable(format!("the bank's key could not be unwrapped: {e}")),
         };
-        let request = DebitRequest { reference: reference.to_owned(), account: account.to_owned(), amount };
-        ask(&self.partner, &self.url, &keys, &request, now_epoch_seconds()).await
+        ask(&self.partner, &format!("{}/{path}", self.url), &keys, reference, body, now_epoch_seconds()).await
     }
 }
 
-/// Asks the bank at `url` for the debit, signed with `keys`: what its verified answer says.
-async fn ask(partner: &PartnerClient, url: &str, keys: &PartyKeys, request: &DebitRequest, now: i64) -> BankAnswer {
-    let body = serde_json::to_vec(request).unwrap_or_default();
-    judge(&request.reference, partner.exchange(&format!("{url}/debits"), keys, body, now).await)
+/// Asks the bank at `url` about `reference`, signed with `keys`: what its verified answer says.
+async fn ask(
+    partner: &PartnerClient,
+    url: &str,
+    keys: &PartyKeys,
+    reference: &str,
+    body: &[u8],
+    now: i64,
+) -> BankAnswer {
+    judge(reference, partner.exchange(url, keys, body.to_vec(), now).await)
 }
 
-/// What the bank's answer to debit `reference` means: only a verified, readable answer about this
-/// debit approves or declines it; anything else leaves its outcome unknown.
+/// What the bank's answer about `reference` means: only a verified, readable answer about this
+/// reference approves or declines it; anything else leaves its outcome unknown.
 pub fn judge(reference: &str, answer: Result<Vec<u8>, CallError>) -> BankAnswer {
     let answer = match answer {
         Ok(answer) => answer,
         Err(e) => return BankAnswer::Unavailable(format!("the bank: {e}")),
     };
-    match serde_json::from_slice::<DebitAnswer>(&answer) {
+    match serde_json::from_slice::<BankReply>(&answer) {
         Ok(answer) if answer.reference != reference => {
-            BankAnswer::Unavailable(format!("the bank answered about debit {:?}", answer.reference))
+            BankAnswer::Unavailable(format!("the bank answered about {:?}", answer.reference))
         }
-        Ok(DebitAnswer { status: DebitStatus::Approved, .. }) => BankAnswer::Approved,
-        Ok(DebitAnswer { status: DebitStatus::Declined, reason, .. }) => BankAnswer::Declined(
+        Ok(BankReply { status: ReplyStatus::Approved, .. }) => BankAnswer::Approved,
+        Ok(BankReply { status: ReplyStatus::Declined, reason, .. }) => BankAnswer::Declined(
             reason.map_or_else(|| "declined by the bank".into(), |r| r.chars().take(MAX_REASON_CHARS).collect()),
         ),
-        Err(e) => BankAnswer::Unavailable(format!("the bank's answer is not a debit answer: {e}")),
+        Err(e) => BankAnswer::Unavailable(format!("the bank's answer is not a bank reply: {e}")),
     }
 }
 
@@ -173,25 +211,25 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
-    fn answer(reference: &str, status: DebitStatus, reason: Option<&str>) -> Vec<u8> {
-        let answer = DebitAnswer { reference: reference.into(), status, reason: reason.map(Into::into) };
+    fn answer(reference: &str, status: ReplyStatus, reason: Option<&str>) -> Vec<u8> {
+        let answer = BankReply { reference: reference.into(), status, reason: reason.map(Into::into) };
         serde_json::to_vec(&answer).expect("JSON")
     }
 
     #[test]
     fn only_a_verified_answer_about_this_debit_decides_it() {
-        let approved = answer("t_1", DebitStatus::Approved, None);
+        let approved = answer("t_1", ReplyStatus::Approved, None);
         assert_eq!(judge("t_1", Ok(approved.clone())), BankAnswer::Approved);
         assert_eq!(
-            judge("t_1", Ok(answer("t_1", DebitStatus::Declined, Some("insufficient funds")))),
+            judge("t_1", Ok(answer("t_1", ReplyStatus::Declined, Some("insufficient funds")))),
             BankAnswer::Declined("insufficient funds".into())
         );
         assert_eq!(
-            judge("t_1", Ok(answer("t_1", DebitStatus::Declined, None))),
+            judge("t_1", Ok(answer("t_1", ReplyStatus::Declined, None))),
             BankAnswer::Declined("declined by the bank".into())
         );
         let long = "x".repeat(1000);
-        let BankAnswer::Declined(reason) = judge("t_1", Ok(answer("t_1", DebitStatus::Declined, Some(&long)))) else {
+        let BankAnswer::Declined(reason) = judge("t_1", Ok(answer("t_1", ReplyStatus::Declined, Some(&long)))) else {
             panic!("a decline")
         };
         assert_eq!(reason.len(), MAX_REASON_CHARS);
@@ -227,13 +265,13 @@ mod tests {
         if ours.key_id != keys.key_id || ours.check(&keys.signing, "POST", "/bank/debits", body, NOW).is_err() {
             return StatusCode::UNAUTHORIZED.into_response();
         }
-        let request: DebitRequest = serde_json::from_slice(body).expect("a debit request");
+        let request: BankRequest = serde_json::from_slice(body).expect("a debit request");
         let rule = request.account.split('-').next().unwrap_or_default();
         let huge = "x".repeat(MAX_ANSWER_BYTES);
         let (status, reason) = match rule {
-            "declined" => (DebitStatus::Declined, Some("insufficient funds")),
-            "huge" => (DebitStatus::Declined, Some(huge.as_str())),
-            _ => (DebitStatus::Approved, None),
+            "declined" => (ReplyStatus::Declined, Some("insufficient funds")),
+            "huge" => (ReplyStatus::Declined, Some(huge.as_str())),
+            _ => (ReplyStatus::Approved, None),
         };
         let body = answer(&request.reference, status, reason);
         let (signing, nonce) = match rule {
@@ -257,12 +295,14 @@ mod tests {
     }
 
     async fn debit(url: &str, keys: &PartyKeys, account: &str) -> BankAnswer {
-        let request = DebitRequest {
+        let request = BankRequest {
             reference: format!("t_{account}"),
             account: account.into(),
             amount: Money::parse("7.00", "USD").expect("an amount"),
         };
-        ask(&PartnerClient::new(AddressPolicy { allow_loopback: true }), url, keys, &request, NOW).await
+        let body = serde_json::to_vec(&request).expect("JSON");
+        let client = PartnerClient::new(AddressPolicy { allow_loopback: true });
+        ask(&client, &format!("{url}/debits"), keys, &request.reference, &body, NOW).await
     }
 
     #[tokio::test]

@@ -193,6 +193,19 @@ fn sequence_range(prefix: &str, before: Option<u64>) -> Option<(String, String)>
     Some((prefix.to_owned(), format!("{prefix}{high:020}")))
 }
 
+/// The item of `table` keyed `key` (its key attributes, strings), read consistently.
+pub async fn get_item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &[(&str, &str)],
+) -> Result<Option<Item>, StoreError> {
+    let mut request = client.get_item().table_name(table).consistent_read(true);
+    for (name, value) in key {
+        request = request.key(*name, s(*value));
+    }
+    Ok(request.send().await?.item)
+}
+
 /// Every item of `table`, by consistent scans page by page: for checks over a whole table (a
 /// quiet one: a scan is not a snapshot), never for a request.
 pub async fn scan_all(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<Vec<Item>, StoreError> {

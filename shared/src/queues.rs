@@ -132,6 +132,37 @@ impl SettlementMessage {
     }
 }
 
+/// What the cash queue carries (consumer: `crate::instrument::cash::checks`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum CashMessage {
+    /// Settle the outcome of `user`'s cash movement `movement` that its request did not settle:
+    /// ask the bank again (a cash-in's debit, by its reference) or for its status (a cash-out's payout).
+    #[serde(rename = "cash.check")]
+    Check { id: String, user: String, movement: String },
+}
+
+impl QueueMessage for CashMessage {
+    const WHAT: &'static str = "cash message";
+
+    fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+
+    fn id(&self) -> &str {
+        match self {
+            CashMessage::Check { id, .. } => id,
+        }
+    }
+}
+
+impl CashMessage {
+    /// The message on its way to `queue_url`, under its own id.
+    pub fn outbox(&self, queue_url: &str, delay_seconds: i32) -> Result<OutboxMessage, serde_json::Error> {
+        outbox_message(self.id(), self, queue_url, delay_seconds)
+    }
+}
+
 fn outbox_message(
     id: &str,
     message: &impl Serialize,
@@ -211,6 +242,18 @@ mod tests {
             SettlementMessage::parse(SETTLEMENTS[2]).unwrap(),
             SettlementMessage::DebitCheck { id: "topup-debit/k/0".into(), topup: "k".into() }
         );
+    }
+
+    #[test]
+    fn cash_checks_are_written_and_read_back_the_same() {
+        let body = r#"{"kind":"cash.check","id":"cash-in/ci_1/check","user":"alice","movement":"ci_1"}"#;
+        let message = CashMessage::parse(body).unwrap();
+        assert_eq!(
+            message,
+            CashMessage::Check { id: "cash-in/ci_1/check".into(), user: "alice".into(), movement: "ci_1".into() }
+        );
+        assert_eq!(serde_json::to_string(&message).unwrap(), body);
+        assert!(CashMessage::parse(r#"{"kind":"cash.check","id":"x"}"#).unwrap_err().to_string().contains("user"));
     }
 
     #[test]

@@ -108,6 +108,9 @@ fn once_per_cause(kind: &str) -> Option<&'static str> {
         "purchase.capture" | "purchase.release" => Some("purchase.settlement"),
         "miniapp.charge" => Some("miniapp.charge"),
         "offline.settle" => Some("offline.settle"),
+        "cash.in" => Some("cash.in"),
+        "cash.out_hold" => Some("cash.out_hold"),
+        "cash.out" | "cash.out_release" => Some("cash.out_settlement"),
         _ => None,
     }
 }

@@ -173,6 +173,21 @@ async fn instrument_events_answer_as_documented() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn cash_events_answer_as_documented() {
+    assert_eq!(invoke("CashFunction", "cash/get-unknown.json").await["statusCode"], 404);
+    let unknown = invoke("CashFunction", "cash/cash-in-unknown-instrument.json").await;
+    assert_eq!(unknown["statusCode"], 404, "{unknown}");
+    assert!(unknown["body"].as_str().unwrap().contains("unknown_instrument"));
+    let over = invoke("CashFunction", "cash/cash-out-over-limit.json").await;
+    assert_eq!(over["statusCode"], 400, "{over}");
+    assert!(over["body"].as_str().unwrap().contains("amount_over_limit"));
+    // A check whose outbox item is gone was handled already: nothing fails.
+    let batch = invoke("CashChecksFunction", "cash-checks/check-handled.json").await;
+    assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn transfer_instruction_events_answer_as_documented() {
     for (function, folder) in [("TransferPlatformFunction", "transfer-platform"), ("TransferFunction", "transfer")] {
         let unknown = invoke(function, &format!("{folder}/get-unknown.json")).await;

@@ -131,13 +131,20 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     assert_eq!((kinds("instrument.added"), kinds("instrument.removed")), (4, 1), "{events:?}");
 
     // No test number in the clear in any table item (idempotency records included), log line, or
-    // queue message body (every one any function sent is in the logs' `queue-messages.log`,
-    // written by its proxy as it passed).
+    // queue message body.
+    assert_never_in_the_clear(&SENT, "InstrumentsFunction.log").await;
+}
+
+/// No `numbers` in the clear in any table item (idempotency records included), log line, or queue
+/// message body (every one any function sent is in the logs' `queue-messages.log`, written by its
+/// proxy as it passed); and `log` (a function's log file) was among those read, not empty.
+pub async fn assert_never_in_the_clear(numbers: &[&str], log: &str) {
+    let env = Env::get();
     let dynamodb = env.dynamodb().await;
     for table in env.stack.tables.values() {
         for item in superpay::dynamo::scan_all(&dynamodb, table).await.unwrap() {
             let text = format!("{item:?}");
-            for number in SENT {
+            for number in numbers {
                 assert!(!text.contains(number), "{number} in the clear in {table}: {text}");
             }
         }
@@ -146,14 +153,14 @@ async fn cards_and_accounts_are_kept_by_brand_and_last_four_and_their_numbers_ne
     for entry in std::fs::read_dir(&env.stack.logs).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for number in SENT {
+        for number in numbers {
             assert!(!text.contains(number), "{number} in the clear in {}", path.display());
         }
-        if path.ends_with("InstrumentsFunction.log") {
+        if path.ends_with(log) {
             read = text.lines().count();
         }
     }
-    assert!(read > 0, "the instruments function's log was read");
+    assert!(read > 0, "{log} was read");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod adapters;
 mod browser;
+mod cash;
 mod config;
 mod devices;
 mod events;

@@ -8,6 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::StatusCode;
 use superpay::clock::now_epoch_seconds;
 use superpay::instruction::operation::{Operation, OperationStore, check_operations};
+use superpay::instrument::cash::store::CashStore;
+use superpay::instrument::cash::{Movement, check_cash};
 use superpay::miniapp::check_requests;
 use superpay::miniapp::store::RequestStore;
 use superpay::offline::device::{DeviceStore, check_devices};
@@ -21,9 +23,9 @@ use superpay_e2e::{Env, unique};
 
 use crate::purchases::{buy, funded_user, merchant, purchase};
 
-/// Every violation among `users`' orders and transfer operations and the accounts their money
-/// moved through (their own, their orders' and operations' holds, their merchants'), read from the
-/// tables.
+/// Every violation among `users`' orders, transfer operations and cash movements and the accounts
+/// their money moved through (their own, their orders', operations' and cash-outs' holds, their
+/// merchants'), read from the tables.
 pub async fn violations(users: &[&str]) -> Vec<Violation> {
     let env = Env::get();
     let store = OrderStore::new(env.dynamodb().await, env.table("OrdersTable"));
@@ -36,11 +38,19 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
         .into_iter()
         .filter(|o| users.contains(&o.payer.as_str()))
         .collect();
+    let movements: Vec<Movement> = CashStore::new(env.dynamodb().await, env.table("CashTable"))
+        .all()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| users.contains(&m.user.as_str()))
+        .collect();
     let owners: HashSet<String> = users
         .iter()
         .map(|u| u.to_string())
         .chain(orders.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
         .chain(operations.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
+        .chain(movements.iter().flat_map(|m| [m.id.clone(), m.instrument_id.clone()]))
         .collect();
     let in_scope = |account: &superpay::ledger::AccountId| {
         account.as_str().split_once(':').is_some_and(|(_, owner)| owners.contains(owner))
@@ -50,11 +60,13 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
     let mut found = check(&books);
     found.extend(check_orders(&orders, &books, now_epoch_seconds(), 60));
     found.extend(check_operations(&operations, &books, now_epoch_seconds(), 60));
+    found.extend(check_cash(&movements, &books, now_epoch_seconds(), 60));
     found
 }
 
 /// Every violation anywhere in the tables: the books of every account, and every capability's
-/// records (orders, mini-app requests, offline payments and their top-ups, devices, the outbox)
+/// records (orders, mini-app requests, offline payments and their top-ups, devices, transfer
+/// operations, cash movements, the outbox)
 /// against them. For a stack that runs nothing else (the fault run's): a test elsewhere may be
 /// mid-flight.
 pub async fn violations_everywhere() -> Vec<Violation> {
@@ -72,6 +84,7 @@ pub async fn violations_everywhere() -> Vec<Violation> {
     let topups = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable")).all().await.unwrap();
     let devices = DeviceStore::new(dynamodb.clone(), env.table("DevicesTable")).all().await.unwrap();
     let operations = OperationStore::new(dynamodb.clone(), env.table("TransferOperationsTable")).all().await.unwrap();
+    let movements = CashStore::new(dynamodb.clone(), env.table("CashTable")).all().await.unwrap();
     let outbox = Outbox::new(dynamodb, env.stack.sqs().await, env.table("OutboxTable")).items().await.unwrap();
     let mut found = check(&books);
     found.extend(check_orders(&orders, &books, now, 60));
@@ -80,6 +93,7 @@ pub async fn violations_everywhere() -> Vec<Violation> {
     found.extend(check_topups(&topups, &books, now, 60));
     found.extend(check_devices(&devices, &payments));
     found.extend(check_operations(&operations, &books, now_epoch_seconds(), 60));
+    found.extend(check_cash(&movements, &books, now, 60));
     found.extend(check_outbox(&outbox, now, 60));
     found
 }

@@ -102,15 +102,15 @@ async fn a_bank_decline_shows_a_clear_page_and_moves_nothing() {
     // The link is open again; the next try is another debit (the bank answers a reference once).
     let again = client.post(&link).form(&[("amount", "4.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
     assert_eq!(again.status(), StatusCode::PAYMENT_REQUIRED);
-    let debits = bank_debits(&phone.user).await;
+    let debits = bank_movements(&phone.user).await;
     assert_eq!(debits.len(), 2, "{debits:?}");
     assert!(debits.iter().all(|d| d["status"] == "declined" && d["amount"]["amount"] == "4.00"), "{debits:?}");
     assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::new(100, 2));
     assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::ZERO);
 }
 
-/// The debits the simulated bank took or refused for `account`.
-pub async fn bank_debits(account: &str) -> Vec<serde_json::Value> {
+/// The debits and payouts the simulated bank made or refused for `account`.
+pub async fn bank_movements(account: &str) -> Vec<serde_json::Value> {
     let env = Env::get();
     let url = format!("{}/_sim/bank/{account}", env.stack.merchant_simulator_url);
     env.http().get(url).send().await.unwrap().json().await.unwrap()
@@ -145,7 +145,7 @@ async fn a_debit_whose_answer_was_lost_is_credited_once_even_after_its_link_expi
     assert_eq!(balance(AccountId::merchant(&till.merchant)).await, Decimal::new(1000, 2));
     assert_eq!(balance(AccountId::reserve(&phone.user)).await, Decimal::ZERO);
     assert_eq!(balance(AccountId::funding(&phone.user)).await, Decimal::new(-1000, 2), "3.00 seeded + 7.00 topped up");
-    let debits = bank_debits(&phone.user).await;
+    let debits = bank_movements(&phone.user).await;
     assert_eq!(debits.len(), 1, "one debit, however often it was asked about: {debits:?}");
     assert_eq!(client.get(&link).send().await.unwrap().status(), StatusCode::GONE, "the link is spent");
 }

@@ -11,14 +11,19 @@
 //!   `merchant_id` if it never received it; for news of an offline payment or a transfer operation,
 //!   its `merchant_id`); for an order whose product id starts with `flaky` it fails the first
 //!   delivery (HTTP 500) to exercise our retries.
-//! - `POST /bank/debits {"reference", "account", "amount"}` is a payer's bank, started with the key
-//!   the stack shares with it (`BANK_KEY_ID`, `BANK_KEY`: base64). It checks our signature and
-//!   single-use nonce and answers a signed `DebitAnswer` by how the account's id starts: `broke…`
-//!   declines, anything else approves, and a reference is answered the same way twice. `badsig…`
-//!   signs its approval with the wrong key, `unsigned…` does not sign it, `moved…` redirects (307).
-//!   `lagging…` approves at once (the money is taken) but, for `BANK_LAG` after a reference is
-//!   first asked about, answers only after 7 s, past our timeout: the debit whose answer was lost.
-//!   `GET /_sim/bank/{account}` lists an account's debits (reference, amount, status).
+//! - `/bank/...` is a user's bank, started with the key the stack shares with it (`BANK_KEY_ID`,
+//!   `BANK_KEY`: base64): `POST /bank/debits` and `POST /bank/payouts` `{"reference", "account",
+//!   "amount"}` take money from an account or pay it out to one, `POST /bank/payouts/status
+//!   {"reference"}` answers what became of a payout. It checks our signature and single-use nonce
+//!   and answers a signed `BankReply` by the account (a user id's first word, or a card number's or
+//!   an all-digit IBAN's last four digits): `broke…` or `…0002` declines, anything else approves, and a
+//!   reference is answered the same way twice. `badsig…` signs its approval with the wrong key,
+//!   `unsigned…` does not sign it, `moved…` redirects (307). `lagging…` or `…0259` approves at once
+//!   (the money moved) but, for `BANK_LAG` after a reference is first asked about, answers only
+//!   after 7 s, past our timeout: the answer that was lost. `…0404` loses the first request of a
+//!   reference (a 503, nothing recorded): the request that never arrived. A payout's status is
+//!   final: a reference it never received is declined for good, so that payout can no longer be paid.
+//!   `GET /_sim/bank/{account}` lists an account's debits and payouts (reference, kind, amount, status).
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{id}` the
 //!   notifications about an order, payment or operation it accepted, and how many deliveries it refused.
 
@@ -33,7 +38,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use superpay::bank::{DebitAnswer, DebitRequest, DebitStatus};
+use superpay::bank::{BankReply, BankRequest, ReplyStatus, StatusRequest};
 use superpay::crypto::Key;
 use superpay::money::Money;
 use superpay::purchase::relay::{MerchantAnswer, OrderEnvelope, open_order};
@@ -47,15 +52,20 @@ struct Sim {
     bank: PartnerKeys,
     orders: Mutex<HashMap<String, Value>>,
     webhooks: Mutex<HashMap<String, Value>>,
-    /// Each reference's account, amount, answer, and when it was first asked about.
-    debits: Mutex<HashMap<String, Debit>>,
+    /// Each reference's debit or payout: account, amount, answer, and when it was first asked about.
+    movements: Mutex<HashMap<String, Movement>>,
+    /// The references whose first request a `…0404` account lost.
+    lost: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone)]
-struct Debit {
-    account: String,
-    amount: Money,
-    answer: DebitAnswer,
+struct Movement {
+    /// `debit` or `payout`.
+    kind: &'static str,
+    /// `None`: a payout it never received, closed by a status request.
+    account: Option<String>,
+    amount: Option<Money>,
+    answer: BankReply,
     first_asked: std::time::Instant,
 }
 
@@ -164,63 +174,139 @@ async fn product_server(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMa
     signed_answer(&keys, &signing_key, &path, &signature.nonce, answer)
 }
 
-async fn bank_debits_of(State(sim): State<Arc<Sim>>, Path(account): Path<String>) -> Response {
-    let Ok(debits) = sim.debits.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
-    let list: Vec<Value> = debits
+async fn bank_movements_of(State(sim): State<Arc<Sim>>, Path(account): Path<String>) -> Response {
+    let Ok(movements) = sim.movements.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
+    let list: Vec<Value> = movements
         .iter()
-        .filter(|(_, d)| d.account == account)
-        .map(|(reference, d)| json!({ "reference": reference, "amount": d.amount, "status": d.answer.status }))
+        .filter(|(_, m)| m.account.as_deref() == Some(account.as_str()))
+        .map(|(reference, m)| {
+            json!({ "reference": reference, "kind": m.kind, "amount": m.amount, "status": m.answer.status })
+        })
         .collect();
     axum::Json(list).into_response()
 }
 
+/// The rule an account's bank follows (see the module comment). The last four digits decide only
+/// for a number (a card's digits, an IBAN's digits after its country), never for a user id.
+fn bank_rule(account: &str) -> &'static str {
+    let by_word = ["broke", "badsig", "unsigned", "moved", "lagging"].into_iter().find(|r| account.starts_with(r));
+    let number = account.len() >= 12 && account.bytes().skip(2).all(|b| b.is_ascii_digit());
+    let by_digits = [("0002", "broke"), ("0259", "lagging"), ("0404", "lost")]
+        .into_iter()
+        .find(|(last4, _)| number && account.ends_with(last4))
+        .map(|(_, rule)| rule);
+    by_word.or(by_digits).unwrap_or_default()
+}
+
 async fn bank_debit(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let (answer, late) = answer_debit(&sim, uri.path(), &headers, &body);
+    bank_movement(&sim, "debit", uri.path(), &headers, &body).await
+}
+
+async fn bank_payout(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    bank_movement(&sim, "payout", uri.path(), &headers, &body).await
+}
+
+async fn bank_movement(sim: &Sim, kind: &'static str, path: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+    let (answer, late) = answer_movement(sim, kind, path, headers, body);
     if late {
         tokio::time::sleep(Duration::from_secs(7)).await;
     }
     answer
 }
 
-/// The bank's answer to a debit, and whether it comes too late (a `lagging…` account).
-fn answer_debit(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> (Response, bool) {
+/// The bank's answer to a debit or a payout, and whether it comes too late (a lagging account).
+fn answer_movement(sim: &Sim, kind: &'static str, path: &str, headers: &HeaderMap, body: &[u8]) -> (Response, bool) {
     let (signature, keys) = match sim.bank.verify(path, headers, body) {
         Ok(verified) => verified,
         Err(why) => return (refuse(StatusCode::UNAUTHORIZED, &why), false),
     };
-    let Ok(request) = serde_json::from_slice::<DebitRequest>(body) else {
-        return (refuse(StatusCode::BAD_REQUEST, "not a debit request"), false);
+    let Ok(request) = serde_json::from_slice::<BankRequest>(body) else {
+        return (refuse(StatusCode::BAD_REQUEST, "not a bank request"), false);
     };
-    let rule = ["broke", "badsig", "unsigned", "moved", "lagging"].into_iter().find(|r| request.account.starts_with(r));
-    let answer = match rule.unwrap_or_default() {
-        "broke" => DebitAnswer {
+    let rule = bank_rule(&request.account);
+    let Ok(mut movements) = sim.movements.lock() else {
+        return (refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock"), false);
+    };
+    if rule == "lost"
+        && !movements.contains_key(&request.reference)
+        && sim.lost.lock().is_ok_and(|mut l| l.insert(request.reference.clone()))
+    {
+        return (refuse(StatusCode::SERVICE_UNAVAILABLE, "lost on its way"), false);
+    }
+    let answer = match rule {
+        "broke" => BankReply {
             reference: request.reference.clone(),
-            status: DebitStatus::Declined,
-            reason: Some("insufficient funds at the bank".into()),
+            status: ReplyStatus::Declined,
+            reason: Some(
+                if kind == "debit" { "insufficient funds at the bank" } else { "the account is closed" }.into(),
+            ),
         },
-        _ => DebitAnswer { reference: request.reference.clone(), status: DebitStatus::Approved, reason: None },
+        _ => BankReply { reference: request.reference.clone(), status: ReplyStatus::Approved, reason: None },
     };
-    let new = Debit {
-        account: request.account.clone(),
-        amount: request.amount,
+    let new = Movement {
+        kind,
+        account: Some(request.account.clone()),
+        amount: Some(request.amount),
         answer,
         first_asked: std::time::Instant::now(),
     };
-    let recorded = sim.debits.lock().map(|mut debits| debits.entry(request.reference).or_insert(new).clone());
-    let Ok(debit) = recorded else { return (refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock"), false) };
-    // A bank answers a reference once; the same reference for another debit is a client's bug.
-    if debit.amount != request.amount || debit.account != request.account {
-        return (refuse(StatusCode::CONFLICT, "this reference was used for another debit"), false);
+    let movement = movements.entry(request.reference.clone()).or_insert(new).clone();
+    drop(movements);
+    // A payout whose status was asked before it arrived stays declined; the same reference for
+    // another movement is a client's bug.
+    let closed = movement.account.is_none() && kind == "payout";
+    if !closed
+        && (movement.kind != kind
+            || movement.amount != Some(request.amount)
+            || movement.account.as_deref() != Some(request.account.as_str()))
+    {
+        return (refuse(StatusCode::CONFLICT, "this reference was used for another movement"), false);
     }
-    let late = rule == Some("lagging") && debit.first_asked.elapsed() < BANK_LAG;
-    let answer = serde_json::to_vec(&debit.answer).unwrap_or_default();
-    let response = match rule.unwrap_or_default() {
+    let late = rule == "lagging" && movement.first_asked.elapsed() < BANK_LAG;
+    let answer = serde_json::to_vec(&movement.answer).unwrap_or_default();
+    let response = match rule {
         "badsig" => signed_answer(&keys, &Key::random(), path, &signature.nonce, answer),
         "unsigned" => (StatusCode::OK, answer).into_response(),
         "moved" => (StatusCode::TEMPORARY_REDIRECT, [("location", path.to_owned())]).into_response(),
         _ => signed_answer(&keys, &keys.signing, path, &signature.nonce, answer),
     };
     (response, late)
+}
+
+/// What became of a payout, for good: one it never received is declined, and stays so.
+async fn bank_payout_status(State(sim): State<Arc<Sim>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path();
+    let (signature, keys) = match sim.bank.verify(path, &headers, &body) {
+        Ok(verified) => verified,
+        Err(why) => return refuse(StatusCode::UNAUTHORIZED, &why),
+    };
+    let Ok(request) = serde_json::from_slice::<StatusRequest>(&body) else {
+        return refuse(StatusCode::BAD_REQUEST, "not a status request");
+    };
+    let Ok(mut movements) = sim.movements.lock() else { return refuse(StatusCode::INTERNAL_SERVER_ERROR, "lock") };
+    let closed = Movement {
+        kind: "payout",
+        account: None,
+        amount: None,
+        answer: BankReply {
+            reference: request.reference.clone(),
+            status: ReplyStatus::Declined,
+            reason: Some("no such payout was received".into()),
+        },
+        first_asked: std::time::Instant::now(),
+    };
+    let movement = movements.entry(request.reference.clone()).or_insert(closed).clone();
+    drop(movements);
+    if movement.kind != "payout" {
+        return refuse(StatusCode::CONFLICT, "this reference is not a payout");
+    }
+    signed_answer(
+        &keys,
+        &keys.signing,
+        path,
+        &signature.nonce,
+        serde_json::to_vec(&movement.answer).unwrap_or_default(),
+    )
 }
 
 #[tokio::main]
@@ -238,7 +324,9 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
         .route("/bank/debits", post(bank_debit))
-        .route("/_sim/bank/{account}", get(bank_debits_of))
+        .route("/bank/payouts", post(bank_payout))
+        .route("/bank/payouts/status", post(bank_payout_status))
+        .route("/_sim/bank/{account}", get(bank_movements_of))
         .route("/_sim/orders/{order_id}", get(received))
         .route("/_sim/webhooks/{order_id}", get(webhooks_seen))
         .fallback(post(product_server))

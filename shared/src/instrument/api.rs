@@ -14,7 +14,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
 use super::store::{INSTRUMENT_NEW, INSTRUMENT_PRESENT, InstrumentStore, MAX_INSTRUMENTS, NUMBER_NEW, ROOM_LEFT};
-use super::{Instrument, NewInstrument};
+use super::{Instrument, NewInstrument, number_binding, number_key_owner};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -94,7 +94,14 @@ impl InstrumentsApi {
                 writes.extend(self.instruments.released_items(user, &stored.number_token)?);
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
-                    Err(e) if e.broke(INSTRUMENT_PRESENT) => Err(unknown_instrument()),
+                    Err(e) if e.broke(INSTRUMENT_PRESENT) => match self.instruments.stored(user, id).await? {
+                        Some(now) if now.removed_at.is_none() && now.in_use > 0 => Err(Problem::new(
+                            catalogue::INSTRUMENT_IN_USE,
+                            "a cash movement with this instrument is still owed its outcome by the bank; remove it once \
+                             that movement is completed or declined",
+                        )),
+                        _ => Err(unknown_instrument()),
+                    },
                     Err(e) => Err(Problem::internal(e)),
                 }
             }
@@ -134,8 +141,8 @@ impl InstrumentsApi {
                 };
                 // Its own data key, bound to it by KMS's encryption context; the number bound to
                 // its owner and id by the seal's associated data.
-                let key = self.numbers.generate(&format!("instrument/{id}")).await?;
-                let sealed = seal(&key.key, added.number.expose().as_bytes(), format!("{user}/{id}").as_bytes());
+                let key = self.numbers.generate(&number_key_owner(&id)).await?;
+                let sealed = seal(&key.key, added.number.expose().as_bytes(), number_binding(user, &id).as_bytes());
                 let response = json_response(StatusCode::CREATED, &instrument.view());
                 let mut items = vec![
                     self.instruments.create_item(&instrument, &number_token, &sealed, key.ciphertext)?,

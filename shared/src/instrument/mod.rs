@@ -10,8 +10,11 @@
 //! - `api`: the user's routes.
 //! - `partner`, `partner_admin`: the partner platforms users link instruments to, and their admin
 //!   routes (registered, suspended, keys rotated: audited).
+//! - `cash`: money into the wallet from an instrument, and out of it to a bank account, through
+//!   the bank port.
 
 pub mod api;
+pub mod cash;
 pub mod partner;
 pub mod partner_admin;
 pub mod store;
@@ -313,7 +316,25 @@ pub struct Instrument {
     pub created_at: i64,
 }
 
+/// The KMS owner (encryption context) of instrument `id`'s number's data key.
+pub fn number_key_owner(id: &str) -> String {
+    format!("instrument/{id}")
+}
+
+/// What a sealed number is bound to (the seal's associated data): its owner and its instrument.
+pub fn number_binding(user: &str, id: &str) -> String {
+    format!("{user}/{id}")
+}
+
 impl Instrument {
+    /// How it shows in a record that outlives it: `visa 1111`, `DE 3000`.
+    pub fn label(&self) -> String {
+        match &self.details {
+            Details::Card { brand, .. } => format!("{} {}", brand.as_str(), self.last4),
+            Details::BankAccount { country } => format!("{country} {}", self.last4),
+        }
+    }
+
     pub fn view(&self) -> Value {
         let mut view = json!({
             "id": self.id,

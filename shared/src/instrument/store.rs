@@ -14,11 +14,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, Update};
 
 use super::{Brand, Details, Expiry, Instrument};
 use crate::crypto::Sealed;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, partition_all, s};
+use crate::dynamo::{Item, StoreError, Write, get_b, get_item, get_n, get_s, n, partition_all, s};
 
 /// Rule: an instrument is added once.
 pub const INSTRUMENT_NEW: &str = "instrument.new";
-/// Rule: the instrument is there and not removed yet.
+/// Rule: the instrument is there and not removed yet (and, to remove it, no movement with it is owed
+/// its outcome).
 pub const INSTRUMENT_PRESENT: &str = "instrument.present";
 /// Rule: the user keeps no instrument with this number.
 pub const NUMBER_NEW: &str = "instrument.number_new";
@@ -41,6 +42,8 @@ pub struct Stored {
     pub instrument: Instrument,
     pub number_token: String,
     pub removed_at: Option<i64>,
+    /// How many movements with it are owed their outcome by the bank.
+    pub in_use: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -61,35 +64,60 @@ impl InstrumentStore {
         theirs.map(stored_from_item).collect()
     }
 
-    /// `user`'s instrument `id` as stored (removed or not), with its number's token.
-    pub async fn stored(&self, user: &str, id: &str) -> Result<Option<Stored>, StoreError> {
+    async fn item(&self, user: &str, id: &str) -> Result<Option<Item>, StoreError> {
         if !id.starts_with(INSTRUMENT_ID_PREFIX) {
             return Ok(None);
         }
-        let output = self
-            .client
-            .get_item()
+        get_item(&self.client, &self.table, &[("user", user), ("id", id)]).await
+    }
+
+    /// `user`'s instrument `id` as stored (removed or not), with its number's token.
+    pub async fn stored(&self, user: &str, id: &str) -> Result<Option<Stored>, StoreError> {
+        self.item(user, id).await?.as_ref().map(stored_from_item).transpose()
+    }
+
+    /// `user`'s instrument `id`'s sealed number and its data key as KMS wrapped it (owner
+    /// `super::number_key_owner`), unless it was removed.
+    pub async fn sealed_number(&self, user: &str, id: &str) -> Result<Option<(Sealed, Vec<u8>)>, StoreError> {
+        let Some(item) = self.item(user, id).await? else { return Ok(None) };
+        if item.contains_key("removed_at") {
+            return Ok(None);
+        }
+        let sealed =
+            Sealed { nonce: get_s(&item, "sealed_nonce")?.to_owned(), ciphertext: get_s(&item, "sealed")?.to_owned() };
+        Ok(Some((sealed, get_b(&item, "wrapped_key")?)))
+    }
+
+    /// One more movement with `user`'s instrument `id` whose outcome the bank owes: only while it is
+    /// kept. It cannot be removed until that outcome is had (its number is needed to ask again).
+    pub fn in_use_item(&self, user: &str, id: &str) -> Result<Write, StoreError> {
+        let update = Update::builder()
             .table_name(&self.table)
             .key("user", s(user))
             .key("id", s(id))
-            .consistent_read(true)
-            .send()
-            .await?;
-        output.item().map(stored_from_item).transpose()
+            .update_expression("ADD in_use :one")
+            .condition_expression("attribute_exists(id) AND attribute_not_exists(removed_at)")
+            .expression_attribute_values(":one", n(1))
+            .build()?;
+        Ok(Write::update(INSTRUMENT_PRESENT, update))
+    }
+
+    /// One less, with the outcome that settles a movement.
+    pub fn done_using_item(&self, user: &str, id: &str) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .key("id", s(id))
+            .update_expression("ADD in_use :minus_one")
+            .expression_attribute_values(":minus_one", n(-1))
+            .build()?;
+        Ok(Write::update("instrument.in_use", update))
     }
 
     /// The instrument `user` keeps with the number `number_token` names, if any.
     pub async fn with_number(&self, user: &str, number_token: &str) -> Result<Option<String>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("user", s(user))
-            .key("id", s(marker_id(number_token)))
-            .consistent_read(true)
-            .send()
-            .await?;
-        Ok(output.item().and_then(|item| get_s(item, "instrument").ok().map(str::to_owned)))
+        let marker = get_item(&self.client, &self.table, &[("user", user), ("id", &marker_id(number_token))]).await?;
+        Ok(marker.and_then(|item| get_s(&item, "instrument").ok().map(str::to_owned)))
     }
 
     /// The marker that keeps the number once, and one more in the count, with an add.
@@ -166,15 +194,20 @@ impl InstrumentStore {
         Ok(Write::put(INSTRUMENT_NEW, put.build()?))
     }
 
-    /// Removes `user`'s instrument `id` at `at`: its sealed number and wrapped key are dropped.
+    /// Removes `user`'s instrument `id` at `at`, unless a movement with it is still owed its outcome:
+    /// its sealed number and wrapped key are dropped.
     pub fn remove_item(&self, user: &str, id: &str, at: i64) -> Result<Write, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("user", s(user))
             .key("id", s(id))
             .update_expression("SET removed_at = :at REMOVE sealed, sealed_nonce, wrapped_key, number_token")
-            .condition_expression("attribute_exists(id) AND attribute_not_exists(removed_at)")
+            .condition_expression(
+                "attribute_exists(id) AND attribute_not_exists(removed_at) \
+                 AND (attribute_not_exists(in_use) OR in_use = :none)",
+            )
             .expression_attribute_values(":at", n(at))
+            .expression_attribute_values(":none", n(0))
             .build()?;
         Ok(Write::update(INSTRUMENT_PRESENT, update))
     }
@@ -201,5 +234,6 @@ fn stored_from_item(item: &Item) -> Result<Stored, StoreError> {
         },
         number_token: item.get("number_token").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default(),
         removed_at: if item.contains_key("removed_at") { Some(get_n(item, "removed_at")?) } else { None },
+        in_use: if item.contains_key("in_use") { get_n(item, "in_use")? } else { 0 },
     })
 }

@@ -77,6 +77,11 @@ impl TransferRecord {
     }
 }
 
+/// A transfer a check found, or `none`.
+pub fn shown(transfer: Option<&TransferRecord>) -> String {
+    transfer.map_or_else(|| "none".into(), ToString::to_string)
+}
+
 /// Most items one TransactWriteItems may hold (DynamoDB's limit).
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 

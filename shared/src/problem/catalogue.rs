@@ -219,6 +219,8 @@ catalogue! {
         "No instrument has this id for the signed-in user (or it was removed).";
     UNKNOWN_PARTNER = "unknown_partner", 404, "Unknown partner",
         "No partner platform has this id.";
+    UNKNOWN_CASH_MOVEMENT = "unknown_cash_movement", 404, "Unknown cash movement",
+        "No cash-in or cash-out of the signed-in user has this id.";
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
@@ -251,6 +253,8 @@ catalogue! {
         "The user already keeps an instrument with this number; `instrument_id` names it.";
     TOO_MANY_INSTRUMENTS = "too_many_instruments", 409, "Too many instruments",
         "The user keeps 20 instruments already: remove one first.";
+    INSTRUMENT_IN_USE = "instrument_in_use", 409, "Instrument in use",
+        "A removal names an instrument whose cash movement the bank still owes an outcome: remove it once that movement is completed or declined.";
     PARTNER_EXISTS = "partner_exists", 409, "Partner exists",
         "The partner platform was already registered with this Idempotency-Key.";
     MINIAPP_EXISTS = "miniapp_exists", 409, "Mini-app exists",
@@ -325,7 +329,11 @@ catalogue! {
     CONFIRMATION_MISMATCH = "confirmation_mismatch", 422, "Confirmation of another text",
         "The user's confirmation names another display_hash than the instruction's; recorded as a security event.";
     CARD_EXPIRED = "card_expired", 422, "Card expired",
-        "The card's expiry month has passed.";
+        "The card's expiry month has passed (when it is added, or used for a cash-in).";
+    INSTRUMENT_CANNOT_RECEIVE = "instrument_cannot_receive", 422, "Instrument cannot receive",
+        "A cash-out names a card: money is paid out to a bank account only.";
+    CASH_LIMIT_EXCEEDED = "cash_limit_exceeded", 422, "Cash limit exceeded",
+        "A cash-in or cash-out is over what one movement may move, or over what (or how many) the user's movements in that direction and currency may add up to per rolling 24 hours; `limit` names the limit, `used` what the last 24 hours took of it.";
     LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",
         "The transfer side froze the listing: the platform's copy disagreed with its own at one version; an admin unfreezes it.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",

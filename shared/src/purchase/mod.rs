@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
-use crate::ledger::{AccountId, Books, Transfer, TransferRecord};
+use crate::ledger::{AccountId, Books, Transfer, TransferRecord, shown};
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
 use crate::reconcile::Violation;
@@ -309,10 +309,6 @@ pub fn at_expiry(order: &Order, now: i64) -> AtExpiry {
 }
 
 /// A transfer as a finding names it.
-fn shown(transfer: Option<&TransferRecord>) -> String {
-    transfer.map_or_else(|| "none".into(), ToString::to_string)
-}
-
 /// What must hold of each order and the money it moved (`crate::reconcile`; `books` holds at least
 /// the orders' hold accounts, and `orders` every order whose money they show): its hold took its
 /// amount from its user's wallet; a paid order's hold was captured whole to its merchant, a declined

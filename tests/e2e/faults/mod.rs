@@ -6,13 +6,16 @@
 //! refund part of some paid orders (`purchases`); users pay in mini-apps (`miniapps`); terminals
 //! take offline payments, some of which wait for a top-up from the payer's bank, which approves,
 //! declines or answers late (`offline`); users pay through signed transfer instructions, some
-//! holds posted, voided or left to expire, some payments refunded (`transfers`). A client whose call fails retries with the same
+//! holds posted, voided or left to expire, some payments refunded (`transfers`); users move money
+//! into their wallet from a card and out to a bank account, their bank approving, declining,
+//! answering late or losing a request (`cash`). A client whose call fails retries with the same
 //! Idempotency-Key, as a real one would, then gives up (a client whose request's process was killed
 //! finds its key in progress until the key's lock expires, and usually gives up so). Once quiet, the
 //! invariant checker finds nothing lost or doubled anywhere in the tables, and every answer a client
 //! got still holds.
 //! On a stack without faults these tests skip themselves.
 
+mod cash;
 mod miniapps;
 mod offline;
 mod purchases;
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use superpay::instruction::operation::{OperationState, OperationStore};
+use superpay::instrument::cash::CashState;
+use superpay::instrument::cash::store::CashStore;
 use superpay::offline::payment::{PaymentState, PaymentStore};
 use superpay::offline::topup::TopUpStore;
 use superpay::outbox::Outbox;
@@ -146,11 +151,12 @@ enum Client {
     MiniApp(miniapps::Client),
     Offline(offline::Client),
     Transfer(transfers::Client),
+    Cash(cash::Client),
 }
 
 /// Waits until nothing is in flight: no order awaiting its merchant, no offline payment pending or
-/// waiting for funds, no top-up debit unsettled, no transfer hold standing, every outbox message
-/// delivered or dead.
+/// waiting for funds, no top-up debit unsettled, no transfer hold standing, no cash movement
+/// pending, every outbox message delivered or dead.
 async fn quiet() {
     let env = Env::get();
     let dynamodb = env.dynamodb().await;
@@ -159,6 +165,7 @@ async fn quiet() {
         PaymentStore::new(dynamodb.clone(), env.table("OfflinePaymentsTable"), env.table("OfflineCodesTable"));
     let topups = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable"));
     let operations = OperationStore::new(dynamodb.clone(), env.table("TransferOperationsTable"));
+    let movements = CashStore::new(dynamodb.clone(), env.table("CashTable"));
     let outbox = Outbox::new(dynamodb, env.stack.sqs().await, env.table("OutboxTable"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -172,14 +179,16 @@ async fn quiet() {
             .count();
         let debits = topups.all().await.unwrap().iter().filter(|t| t.debit_started_at.is_some()).count();
         let holds = operations.all().await.unwrap().iter().filter(|o| o.state == OperationState::Held).count();
+        let cash = movements.all().await.unwrap().iter().filter(|m| m.state == CashState::Pending).count();
         let messages = outbox.items().await.unwrap().iter().filter(|i| i.dead_reason.is_none()).count();
-        if orders + payments + debits + holds + messages == 0 {
+        if orders + payments + debits + holds + cash + messages == 0 {
             return;
         }
         assert!(
             Instant::now() < deadline,
             "not quiet after 120 s: {orders} orders awaiting, {payments} offline payments unsettled, \
-             {debits} top-up debits unsettled, {holds} transfer holds standing, {messages} messages undelivered"
+             {debits} top-up debits unsettled, {holds} transfer holds standing, {cash} cash movements pending, \
+             {messages} messages undelivered"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -200,7 +209,7 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
 
     // Many clients at once, of every kind interleaved, a bounded number in flight (the stack runs
     // two instances a function): for every 60 purchases, 6 sprees, 20 mini-app charges, 15
-    // offline payments and 20 transfers.
+    // offline payments, 20 transfers and 12 users' cash-ins and cash-outs.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(24));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..purchases {
@@ -237,9 +246,16 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
                 Client::Transfer(transfers::client(&providers[i % providers.len()], i / 3).await)
             });
         }
+        if i % 5 == 2 {
+            let turn = in_flight.clone();
+            clients.spawn(async move {
+                let _turn = turn.acquire_owned().await;
+                Client::Cash(cash::client(i / 5).await)
+            });
+        }
     }
-    let (mut bought, mut sprees, mut charged, mut paid, mut transferred) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bought, mut sprees, mut charged, mut paid, mut transferred, mut cashed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for client in clients.join_all().await {
         match client {
             Client::Purchase(c) => bought.push(c),
@@ -247,6 +263,7 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
             Client::MiniApp(c) => charged.push(c),
             Client::Offline(c) => paid.push(c),
             Client::Transfer(c) => transferred.push(c),
+            Client::Cash(c) => cashed.push(c),
         }
     }
     let busy = started.elapsed();
@@ -264,20 +281,24 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
     miniapps::judge(&charged, &mut outcomes).await;
     offline::judge(&paid, &mut outcomes).await;
     transfers::judge(&transferred, &mut outcomes).await;
+    cash::judge(&cashed, &mut outcomes).await;
 
     let tries: u32 = bought.iter().map(|c| c.attempts.tries).sum::<u32>()
         + sprees.iter().map(|c| c.attempts.tries).sum::<u32>()
         + charged.iter().map(|c| c.attempts.tries).sum::<u32>()
         + paid.iter().map(|c| c.attempts.tries).sum::<u32>()
-        + transferred.iter().map(|c| c.attempts.tries).sum::<u32>();
+        + transferred.iter().map(|c| c.attempts.tries).sum::<u32>()
+        + cashed.iter().map(|c| c.attempts.tries).sum::<u32>();
     eprintln!(
         "{} purchases, {} sprees (4 purchases and 3 refunds at once), {} mini-app charges, {} offline payments, {} \
-         transfers by as many users in {:.0} s ({tries} calls with the clients' retries), quiet after {:.0} s:",
+         transfers, {} users' cash-ins and cash-outs by as many users in {:.0} s ({tries} calls with the clients' \
+         retries), quiet after {:.0} s:",
         bought.len(),
         sprees.len(),
         charged.len(),
         paid.len(),
         transferred.len(),
+        cashed.len(),
         busy.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );

@@ -17,7 +17,7 @@ use superpay_e2e::{Env, unique};
 use super::{Attempts, Outcomes, created_by_admin, merchant_under_faults};
 use crate::offline::{Phone, Till, presented};
 use crate::purchases::balance;
-use crate::topup::{bank_debits, browser, csrf_of};
+use crate::topup::{bank_movements, browser, csrf_of};
 
 /// What one payer did and was told.
 #[derive(Debug, Default)]
@@ -133,7 +133,7 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
     for client in clients {
         let theirs = by_user.get(client.user.as_str()).cloned().unwrap_or_default();
         assert!(theirs.len() <= 1, "{} has {} payments from one code: {theirs:?}", client.user, theirs.len());
-        let approved: Decimal = bank_debits(&client.user)
+        let approved: Decimal = bank_movements(&client.user)
             .await
             .iter()
             .filter(|d| d["status"] == "approved")

@@ -1,0 +1,129 @@
+//! Cash-ins and cash-outs under faults: a user adds a card and a bank account and moves money in
+//! from one and out to the other. Their bank (the simulator, by the numbers' last four digits)
+//! approves, declines (`0002`), answers too late (`0259`) or loses the first request (`0404`); the
+//! checks settle what the requests could not.
+
+use std::collections::HashMap;
+
+use reqwest::StatusCode;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use superpay::instrument::cash::store::CashStore;
+use superpay::instrument::cash::{CashState, Movement};
+use superpay::ledger::AccountId;
+use superpay_e2e::{Env, unique};
+
+use super::{Attempts, Outcomes};
+use crate::purchases::balance;
+use crate::topup::bank_movements;
+
+/// Each client's bank: a card and a bank account whose last four digits tell the simulated bank
+/// how to answer.
+const BANKS: [(&str, &str, &str); 4] = [
+    ("approves", "4242424242424242", "DE23370400440532017777"),
+    ("declines", "4000000000000002", "DE40370400440532010002"),
+    ("answers late", "4000000000000259", "DE85370400440532010259"),
+    ("loses the first request", "4000000000040404", "DE50370400440532010404"),
+];
+
+const WALLET: &str = "50.00";
+const CASH_IN: &str = "10.00";
+const CASH_OUT: &str = "15.00";
+
+/// What one user did and was told.
+#[derive(Debug, Default)]
+pub struct Client {
+    user: String,
+    bank: usize,
+    pub attempts: Attempts,
+    /// The cash-in's and the cash-out's answers, when they came.
+    cash_in: Option<(StatusCode, Value)>,
+    cash_out: Option<(StatusCode, Value)>,
+}
+
+/// `POST path` with `body` as `user`, tried as a client would with one Idempotency-Key.
+async fn post(attempts: &mut Attempts, user: &str, path: &str, body: &Value) -> Option<(StatusCode, Value)> {
+    let env = Env::get();
+    let (token, key) = (env.token(user, &[]), unique("key"));
+    let call = || env.http().post(env.url(path)).bearer_auth(&token).header("idempotency-key", &key).json(body).send();
+    attempts.call(call).await
+}
+
+pub async fn client(i: usize) -> Client {
+    let env = Env::get();
+    let bank = i % BANKS.len();
+    let (_, card, iban) = BANKS[bank];
+    let user = unique("casher");
+    let mut client = Client { user: user.clone(), bank, ..Client::default() };
+    env.fund(&user, AccountId::wallet(&user), WALLET).await;
+    let card = json!({"kind": "card", "number": card, "expiry_month": 12, "expiry_year": 2030, "holder": "A B"});
+    let iban = json!({"kind": "bank_account", "iban": iban, "holder": "A B"});
+    let mut ids = Vec::new();
+    for instrument in [card, iban] {
+        let Some((status, added)) = post(&mut client.attempts, &user, "/instruments", &instrument).await else {
+            return client;
+        };
+        assert_eq!(status, StatusCode::CREATED, "{user} adding an instrument: {added}");
+        ids.push(added["id"].as_str().expect("an id").to_owned());
+    }
+    let movement = |instrument: &str, amount: &str| json!({"instrument_id": instrument, "amount": {"amount": amount, "currency": "USD"}});
+    client.cash_in = post(&mut client.attempts, &user, "/wallet/cash-ins", &movement(&ids[0], CASH_IN)).await;
+    client.cash_out = post(&mut client.attempts, &user, "/wallet/cash-outs", &movement(&ids[1], CASH_OUT)).await;
+    client
+}
+
+/// Whether the bank's own record says it moved the money of `movement`.
+async fn bank_moved(number: &str, movement: &Movement) -> bool {
+    let asked = bank_movements(number).await;
+    let ours: Vec<&Value> = asked.iter().filter(|m| m["reference"] == movement.reference()).collect();
+    assert!(ours.len() <= 1, "the bank moved {} twice: {ours:?}", movement.id);
+    ours.first().is_some_and(|m| m["status"] == "approved")
+}
+
+/// Every answer holds: a movement a client was told of exists and ended as it was told (a pending
+/// one, as its bank decided); each ended as the bank's own record says it moved money; and each
+/// wallet holds what it was funded with, plus the cash-ins the bank approved, less the payouts it made.
+pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
+    let env = Env::get();
+    let movements = CashStore::new(env.dynamodb().await, env.table("CashTable")).all().await.unwrap();
+    let by_user: HashMap<&str, Vec<&Movement>> = movements.iter().fold(HashMap::new(), |mut by, m| {
+        by.entry(m.user.as_str()).or_default().push(m);
+        by
+    });
+    for client in clients {
+        let (name, card, iban) = BANKS[client.bank];
+        let theirs = by_user.get(client.user.as_str()).cloned().unwrap_or_default();
+        let mut wallet: Decimal = WALLET.parse().expect("an amount");
+        for movement in &theirs {
+            let number = if movement.id.starts_with("ci_") { card } else { iban };
+            let moved = bank_moved(number, movement).await;
+            assert_eq!(movement.state == CashState::Completed, moved, "{client:?}: {movement:?}");
+            if moved {
+                wallet +=
+                    if movement.id.starts_with("ci_") { movement.amount.amount() } else { -movement.amount.amount() };
+            }
+        }
+        assert_eq!(balance(AccountId::wallet(&client.user)).await, wallet, "{client:?}: {theirs:?}");
+        for (told, prefix) in [(&client.cash_in, "ci_"), (&client.cash_out, "co_")] {
+            let outcome = match told {
+                Some((status, body)) if status.is_success() => {
+                    let id = body["id"].as_str().expect("a movement id");
+                    assert!(id.starts_with(prefix), "{body}");
+                    let movement =
+                        theirs.iter().find(|m| m.id == id).unwrap_or_else(|| panic!("{client:?}: {id} is missing"));
+                    if *status == StatusCode::CREATED {
+                        assert_eq!(
+                            body["state"],
+                            movement.state.as_str(),
+                            "{client:?}: told {body}, ended {movement:?}"
+                        );
+                    }
+                    format!("{} answered {status}, ended {}", body["direction"], movement.state.as_str())
+                }
+                Some((status, body)) => format!("refused {status} {}", body["code"]),
+                None => client.attempts.gave_up(),
+            };
+            *outcomes.entry(format!("cash with a bank that {name}: {outcome}")).or_default() += 1;
+        }
+    }
+}
