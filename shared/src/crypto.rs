@@ -74,6 +74,8 @@ impl Key {
 pub enum Purpose {
     RequestSigning,
     OrderEncryption,
+    /// A partner platform's link codes (`crate::instrument::link`).
+    LinkCode,
 }
 
 impl Purpose {
@@ -81,6 +83,7 @@ impl Purpose {
         match self {
             Purpose::RequestSigning => b"superpay/v1/request-signing",
             Purpose::OrderEncryption => b"superpay/v1/order-encryption",
+            Purpose::LinkCode => b"superpay/v1/link-code",
         }
     }
 }

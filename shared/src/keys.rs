@@ -76,6 +76,8 @@ pub struct PartyKeys {
     pub key_id: String,
     pub signing: Key,
     pub encryption: Key,
+    /// What a partner platform signs its link codes with.
+    pub link_codes: Key,
 }
 
 impl PartyKeys {
@@ -84,6 +86,7 @@ impl PartyKeys {
             key_id: key_id.to_owned(),
             signing: derive(master, Purpose::RequestSigning),
             encryption: derive(master, Purpose::OrderEncryption),
+            link_codes: derive(master, Purpose::LinkCode),
         }
     }
 }

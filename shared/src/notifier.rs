@@ -7,6 +7,7 @@
 //! - `miniapp.outcome`: `crate::miniapp::notices`
 //! - `offline.*`: `crate::offline::notices`
 //! - `transfer.*`: `crate::instruction::notices`
+//! - `link.changed`: `crate::instrument::link::notices`
 //!
 //! A message is handled once: its outbox item is deleted when its capability is done with it.
 //!
@@ -23,6 +24,7 @@ use crate::batch::{Backoff, Batch, Failure, QueueMessage};
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::instruction::notices::OperationNotices;
+use crate::instrument::link::notices::LinkNotices;
 use crate::keys::KeyService;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
@@ -37,6 +39,7 @@ pub struct Notifier {
     miniapps: OutcomeNotices,
     offline: OfflineNotices,
     operations: OperationNotices,
+    links: LinkNotices,
     outbox: Outbox,
     batch: Batch,
     sweep_grace_seconds: i64,
@@ -62,7 +65,8 @@ impl Notifier {
         let conversations = ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?);
         Ok(Notifier {
             orders: OrderNotices::from_env(&dynamodb, merchants.clone(), conversations.clone(), outbox.clone())?,
-            miniapps: OutcomeNotices::from_env(&dynamodb, keys, conversations.clone(), outbox.clone())?,
+            miniapps: OutcomeNotices::from_env(&dynamodb, keys.clone(), conversations.clone(), outbox.clone())?,
+            links: LinkNotices::from_env(&dynamodb, keys)?,
             operations: OperationNotices::from_env(
                 &dynamodb,
                 merchants.clone(),
@@ -111,6 +115,9 @@ impl Notifier {
             NotificationMessage::TransferRelease { operation_id, .. } => self.operations.release(operation_id).await?,
             NotificationMessage::TransferRefunded { id, operation_id, amount } => {
                 self.operations.refunded(id, operation_id, amount).await?
+            }
+            NotificationMessage::LinkChanged { id, user, link_id, event } => {
+                self.links.changed(id, user, link_id, event).await?
             }
         }
         Ok(self.outbox.done(message.id()).await?)

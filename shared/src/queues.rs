@@ -48,6 +48,10 @@ pub enum NotificationMessage {
     /// Tell the payer (conversation) that the provider refunded part or all of an operation.
     #[serde(rename = "transfer.refunded")]
     TransferRefunded { id: String, operation_id: String, amount: Money },
+    /// Tell the partner (signed webhook) that `user`'s link `link_id` was made or ended (`event`:
+    /// `link.created`, `link.ended`), with what it may now see of it.
+    #[serde(rename = "link.changed")]
+    LinkChanged { id: String, user: String, link_id: String, event: String },
 }
 
 impl QueueMessage for NotificationMessage {
@@ -67,7 +71,8 @@ impl QueueMessage for NotificationMessage {
             | NotificationMessage::OfflineWaitingForFunds { id, .. }
             | NotificationMessage::TransferChanged { id, .. }
             | NotificationMessage::TransferRelease { id, .. }
-            | NotificationMessage::TransferRefunded { id, .. } => id,
+            | NotificationMessage::TransferRefunded { id, .. }
+            | NotificationMessage::LinkChanged { id, .. } => id,
         }
     }
 }

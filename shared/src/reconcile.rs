@@ -111,6 +111,7 @@ fn once_per_cause(kind: &str) -> Option<&'static str> {
         "cash.in" => Some("cash.in"),
         "cash.out_hold" => Some("cash.out_hold"),
         "cash.out" | "cash.out_release" => Some("cash.out_settlement"),
+        "link.charge" => Some("link.charge"),
         _ => None,
     }
 }

@@ -177,7 +177,7 @@ async fn a_cash_out_holds_pays_out_and_captures_or_gives_the_hold_back() {
     let id = paid["id"].as_str().expect("an id");
     assert_eq!(balance(AccountId::wallet(&user)).await, usd("70.00"));
     assert_eq!(balance(AccountId::hold(id)).await, Decimal::ZERO, "the hold was captured whole");
-    assert_eq!(balance(AccountId::funding(&iban)).await, usd("30.00"), "paid out to the account");
+    assert_eq!(balance(AccountId::funding(&format!("{iban}/USD"))).await, usd("30.00"), "paid out to the account");
 
     // Declined (the account is closed): the hold goes back.
     let closed = instrument(&user, DECLINED_IBAN).await;

@@ -173,6 +173,18 @@ async fn instrument_events_answer_as_documented() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn link_events_answer_as_documented() {
+    let list = invoke("LinksFunction", "links/list.json").await;
+    assert_eq!(list["statusCode"], 200, "{list}");
+    assert_eq!(invoke("LinksFunction", "links/get-unknown.json").await["statusCode"], 404);
+    let bad = invoke("LinksFunction", "links/link-bad-code.json").await;
+    assert_eq!(bad["statusCode"], 400, "{bad}");
+    assert!(bad["body"].as_str().unwrap().contains("link_code_invalid"));
+    assert_eq!(invoke("LinksFunction", "links/charge-unsigned.json").await["statusCode"], 401);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn cash_events_answer_as_documented() {
     assert_eq!(invoke("CashFunction", "cash/get-unknown.json").await["statusCode"], 404);
     let unknown = invoke("CashFunction", "cash/cash-in-unknown-instrument.json").await;

@@ -12,6 +12,7 @@ mod iam;
 mod instructions;
 mod instruments;
 mod ledger;
+mod links;
 mod merchants;
 mod miniapps;
 mod notifications;

@@ -23,9 +23,15 @@ use superpay_e2e::{Env, unique};
 
 use crate::purchases::{buy, funded_user, merchant, purchase};
 
-/// Every violation among `users`' orders, transfer operations and cash movements and the accounts
-/// their money moved through (their own, their orders', operations' and cash-outs' holds, their
-/// merchants'), read from the tables.
+/// Whom an account is named for (`wallet:alice` -> `alice`).
+fn owner(account: &superpay::ledger::AccountId) -> String {
+    account.as_str().split_once(':').map_or_else(String::new, |(_, owner)| owner.to_owned())
+}
+
+/// Every violation among `users`' orders, transfer operations and cash movements (partners'
+/// charges included) and the accounts their money moved through (their own, their instruments',
+/// their orders', operations' and cash-outs' holds, their merchants' and their partners'), read
+/// from the tables.
 pub async fn violations(users: &[&str]) -> Vec<Violation> {
     let env = Env::get();
     let store = OrderStore::new(env.dynamodb().await, env.table("OrdersTable"));
@@ -50,11 +56,10 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
         .map(|u| u.to_string())
         .chain(orders.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
         .chain(operations.iter().flat_map(|o| [o.id.clone(), o.merchant_id.clone()]))
-        .chain(movements.iter().flat_map(|m| [m.id.clone(), m.instrument_id.clone()]))
+        .chain(movements.iter().flat_map(|m| [m.id.clone(), owner(&m.funding())]))
+        .chain(movements.iter().filter_map(|m| m.charge.as_ref().map(|c| c.merchant.clone())))
         .collect();
-    let in_scope = |account: &superpay::ledger::AccountId| {
-        account.as_str().split_once(':').is_some_and(|(_, owner)| owners.contains(owner))
-    };
+    let in_scope = |account: &superpay::ledger::AccountId| owners.contains(&owner(account));
     let books = env.ledger().await.books(in_scope).await.unwrap();
     assert!(books.transfers.len() >= 2 * orders.len(), "the orders' transfers were read");
     let mut found = check(&books);

@@ -105,6 +105,12 @@ impl Env {
         signature.headers().into_iter().fold(request, |request, (name, value)| request.header(name, value))
     }
 
+    /// `GET path` of the merchant simulator (what it saw: `/_sim/...`), read as JSON.
+    pub async fn simulator(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.stack.merchant_simulator_url);
+        self.http().get(url).send().await.expect("the simulator answers").json().await.expect("JSON")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.stack.api_url)
     }

@@ -36,6 +36,11 @@ impl PartnerKeys {
         true
     }
 
+    /// The keys granted under `key_id`.
+    pub fn get(&self, key_id: &str) -> Option<Arc<PartyKeys>> {
+        self.keys.lock().ok().and_then(|k| k.get(key_id).cloned())
+    }
+
     /// Our signature on a request to this server: the partner's keys, or why it is refused.
     pub fn verify(&self, path: &str, headers: &HeaderMap, body: &[u8]) -> Result<(Signature, Arc<PartyKeys>), String> {
         let signature = Signature::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()))

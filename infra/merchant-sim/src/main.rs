@@ -24,6 +24,11 @@
 //!   reference (a 503, nothing recorded): the request that never arrived. A payout's status is
 //!   final: a reference it never received is declined for good, so that payout can no longer be paid.
 //!   `GET /_sim/bank/{account}` lists an account's debits and payouts (reference, kind, amount, status).
+//! - It also plays a partner platform ("platform B" of capability 9): `POST /_sim/merchants` takes a
+//!   partner's key as well (`pp_….k1`); `POST /_sim/codes {"key_id", "partner_user", "user",
+//!   "ttl"?}` answers `{"code"}`, a link code for that user of B's signed with that key (for `user`
+//!   of ours); B's webhooks (`<any path>/webhooks`, a `link` event signed by the partner's own key)
+//!   are kept by link id.
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{id}` the
 //!   notifications about an order, payment or operation it accepted, and how many deliveries it refused.
 
@@ -76,6 +81,30 @@ async fn add_merchant(State(sim): State<Arc<Sim>>, body: axum::Json<KeyGrant>) -
     if sim.keys.grant(&body) { StatusCode::NO_CONTENT } else { StatusCode::BAD_REQUEST }
 }
 
+#[derive(serde::Deserialize)]
+struct CodeRequest {
+    key_id: String,
+    partner_user: String,
+    user: String,
+    #[serde(default)]
+    ttl: Option<i64>,
+}
+
+/// A link code B issues for its user, signed with B's link-code key.
+async fn link_code(State(sim): State<Arc<Sim>>, body: axum::Json<CodeRequest>) -> Response {
+    let Some(keys) = sim.keys.get(&body.key_id) else { return refuse(StatusCode::NOT_FOUND, "no such key") };
+    let now = superpay::clock::now_epoch_seconds();
+    let payload = json!({
+        "key_id": body.key_id,
+        "partner_user": body.partner_user,
+        "user": body.user,
+        "nonce": superpay::crypto::random_hex::<16>(),
+        "issued_at": now,
+        "expires_at": now + body.ttl.unwrap_or(120),
+    });
+    axum::Json(json!({ "code": superpay::instrument::link::issue(&payload, &keys.link_codes) })).into_response()
+}
+
 async fn received(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> Response {
     match sim.orders.lock().ok().and_then(|o| o.get(&order_id).cloned()) {
         Some(order) => axum::Json(order).into_response(),
@@ -96,27 +125,32 @@ async fn webhook(sim: &Sim, path: &str, headers: &HeaderMap, body: &[u8]) -> Res
     let Ok(event) = serde_json::from_slice::<Value>(body) else { return refuse(StatusCode::BAD_REQUEST, "not JSON") };
     // News about an order, an offline payment or a transfer operation: only its own merchant's key
     // may sign it.
-    let (order_id, signed_by_seller) =
-        if let Some(payment) = event["payment"].as_object().or_else(|| event["operation"].as_object()) {
-            let merchant = payment.get("merchant_id").and_then(Value::as_str).unwrap_or_default();
-            (
-                payment.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                signature.key_id.starts_with(&format!("{merchant}.")),
-            )
-        } else {
-            let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
-            let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
-            let seller = match sold_by {
-                Some(key_id) => key_id == json!(signature.key_id),
-                // An order it never received (the purchase died before forwarding it, and the order
-                // expired): news of it is checked against the merchant it names, as a payment's is.
-                None => {
-                    let merchant = event["order"]["merchant_id"].as_str().unwrap_or_default();
-                    !merchant.is_empty() && signature.key_id.starts_with(&format!("{merchant}."))
-                }
-            };
-            (order_id, seller)
+    let (order_id, signed_by_seller) = if let Some(link) = event["link"].as_object() {
+        let partner = link.get("partner_id").and_then(Value::as_str).unwrap_or_default();
+        (
+            link.get("link_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            !partner.is_empty() && signature.key_id.starts_with(&format!("{partner}.")),
+        )
+    } else if let Some(payment) = event["payment"].as_object().or_else(|| event["operation"].as_object()) {
+        let merchant = payment.get("merchant_id").and_then(Value::as_str).unwrap_or_default();
+        (
+            payment.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+            signature.key_id.starts_with(&format!("{merchant}.")),
+        )
+    } else {
+        let order_id = event["order"]["id"].as_str().unwrap_or_default().to_owned();
+        let sold_by = sim.orders.lock().ok().and_then(|o| o.get(&order_id).map(|seen| seen["key_id"].clone()));
+        let seller = match sold_by {
+            Some(key_id) => key_id == json!(signature.key_id),
+            // An order it never received (the purchase died before forwarding it, and the order
+            // expired): news of it is checked against the merchant it names, as a payment's is.
+            None => {
+                let merchant = event["order"]["merchant_id"].as_str().unwrap_or_default();
+                !merchant.is_empty() && signature.key_id.starts_with(&format!("{merchant}."))
+            }
         };
+        (order_id, seller)
+    };
     if !signed_by_seller {
         return refuse(StatusCode::UNAUTHORIZED, "signed by a key other than the seller's");
     }
@@ -323,6 +357,7 @@ async fn main() -> std::io::Result<()> {
     }
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
+        .route("/_sim/codes", post(link_code))
         .route("/bank/debits", post(bank_debit))
         .route("/bank/payouts", post(bank_payout))
         .route("/bank/payouts/status", post(bank_payout_status))

@@ -11,10 +11,13 @@
 //! - `partner`, `partner_admin`: the partner platforms users link instruments to, and their admin
 //!   routes (registered, suspended, keys rotated: audited).
 //! - `cash`: money into the wallet from an instrument, and out of it to a bank account, through
-//!   the bank port.
+//!   the bank port (and a partner's charges of a linked instrument).
+//! - `link`: identity linking: a partner identity linked to a user's instruments with a grant, the
+//!   partner's reads and charges within it.
 
 pub mod api;
 pub mod cash;
+pub mod link;
 pub mod partner;
 pub mod partner_admin;
 pub mod store;
@@ -253,6 +256,24 @@ pub enum Details {
     BankAccount { country: String },
 }
 
+impl Details {
+    /// Adds what may be shown of it to `view`: its kind, a card's brand and expiry, an account's country.
+    pub fn show(&self, view: &mut Value) {
+        match self {
+            Details::Card { brand, expiry } => {
+                view["kind"] = "card".into();
+                view["brand"] = brand.as_str().into();
+                view["expiry_month"] = expiry.month.into();
+                view["expiry_year"] = expiry.year.into();
+            }
+            Details::BankAccount { country } => {
+                view["kind"] = "bank_account".into();
+                view["country"] = country.as_str().into();
+            }
+        }
+    }
+}
+
 /// A new instrument, checked: what is kept in the clear, and the number to seal.
 #[derive(Debug)]
 pub struct NewInstrument {
@@ -342,18 +363,7 @@ impl Instrument {
             "holder": self.holder,
             "created_at": self.created_at,
         });
-        match &self.details {
-            Details::Card { brand, expiry } => {
-                view["kind"] = "card".into();
-                view["brand"] = brand.as_str().into();
-                view["expiry_month"] = expiry.month.into();
-                view["expiry_year"] = expiry.year.into();
-            }
-            Details::BankAccount { country } => {
-                view["kind"] = "bank_account".into();
-                view["country"] = country.as_str().into();
-            }
-        }
+        self.details.show(&mut view);
         view
     }
 }

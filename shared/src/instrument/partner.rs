@@ -19,6 +19,9 @@ use crate::money::Currency;
 use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 
+/// Rule: the partner is active.
+pub const PARTNER_ACTIVE: &str = "partner.active";
+
 /// The most characters a partner's name may have.
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -139,6 +142,12 @@ pub struct PartnerStore {
 impl PartnerStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         PartnerStore { client, table: table.into() }
+    }
+
+    /// A condition for another transaction: the partner is still active (a suspension that lands
+    /// between a charge's checks and its commit stops it there).
+    pub fn active_check(&self, id: &str) -> Result<Write, StoreError> {
+        Ok(Write::check(PARTNER_ACTIVE, crate::merchant::store::active_condition(&self.table, id)?))
     }
 
     pub fn table(&self) -> &str {

@@ -70,7 +70,7 @@ catalogue! {
     UNKNOWN_CURRENCY = "unknown_currency", 400, "Unknown currency",
         "A currency is not one of the accepted ISO 4217 codes.";
     CURRENCY_NOT_ACCEPTED = "currency_not_accepted", 400, "Currency not accepted",
-        "The merchant (or a mini-app's owner) sells in another currency than the amount's.";
+        "The merchant (or a mini-app's owner, or a partner platform) sells in another currency than the amount's.";
     CURRENCY_MISMATCH = "currency_mismatch", 400, "Refund in another currency",
         "A refund's (or a post's) amount is not in the currency the order or operation was paid in.";
     INVALID_CURSOR = "invalid_cursor", 400, "Invalid cursor",
@@ -127,6 +127,10 @@ catalogue! {
         "A bank account's IBAN is not 15 to 34 letters and digits with a country code and valid check digits.";
     INVALID_EXPIRY = "invalid_expiry", 400, "Invalid expiry",
         "A card's expiry_month is not 1 to 12, or its expiry_year not four digits at most 20 years ahead.";
+    LINK_CODE_INVALID = "link_code_invalid", 400, "Invalid link code",
+        "The link code is not one (not `<payload>.<signature>`, not its fields), or is not signed by the partner key it names.";
+    INVALID_GRANT = "invalid_grant", 400, "Invalid grant",
+        "A link's grant allows neither `read` nor `charge`, names caps in another currency than the partner's or beyond the limits, or names 0 or more than 10 instruments, or one twice.";
     INVALID_HOLDER = "invalid_holder", 400, "Invalid holder",
         "An instrument's holder is not 1 to 100 characters that show as themselves.";
     SECURITY_CODE_NOT_ACCEPTED = "security_code_not_accepted", 400, "Security code not accepted",
@@ -172,6 +176,10 @@ catalogue! {
         "A mini-app request approves an amount but the app lacks the wallet.charge permission.";
     MINIAPP_SUSPENDED = "miniapp_suspended", 403, "Mini-app suspended",
         "The platform suspended the mini-app: it cannot be opened or used.";
+    LINK_CODE_NOT_YOURS = "link_code_not_yours", 403, "Link code not yours",
+        "The link code was issued for another user than the signed-in one.";
+    CHARGE_NOT_GRANTED = "charge_not_granted", 403, "Charge not granted",
+        "The user's link allows the partner to read its instruments, not to charge them.";
     DEVICE_REVOKED = "device_revoked", 403, "Device revoked",
         "The payer revoked the device whose offline code is presented.";
     TERMINAL_INACTIVE = "terminal_inactive", 403, "Terminal suspended",
@@ -221,6 +229,12 @@ catalogue! {
         "No partner platform has this id.";
     UNKNOWN_CASH_MOVEMENT = "unknown_cash_movement", 404, "Unknown cash movement",
         "No cash-in or cash-out of the signed-in user has this id.";
+    UNKNOWN_LINK = "unknown_link", 404, "Unknown link",
+        "No link of the signed-in user has this id, or (to a partner) no user of the partner's is linked now.";
+    UNKNOWN_TOKEN = "unknown_token", 404, "Unknown token",
+        "No instrument linked to the calling partner has this token (another partner's token names nothing).";
+    UNKNOWN_CHARGE = "unknown_charge", 404, "Unknown charge",
+        "No charge of the calling partner has this id.";
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
@@ -253,6 +267,12 @@ catalogue! {
         "The user already keeps an instrument with this number; `instrument_id` names it.";
     TOO_MANY_INSTRUMENTS = "too_many_instruments", 409, "Too many instruments",
         "The user keeps 20 instruments already: remove one first.";
+    LINK_CODE_USED = "link_code_used", 409, "Link code used",
+        "The link code was used already: the partner issues a new one.";
+    PARTNER_IDENTITY_LINKED = "partner_identity_linked", 409, "Partner account linked",
+        "The account on the partner that the code names is linked already (one partner account links to one user): it is unlinked first.";
+    PARTNER_INACTIVE = "partner_inactive", 409, "Partner suspended",
+        "The partner platform is suspended: it cannot be linked or charge.";
     INSTRUMENT_IN_USE = "instrument_in_use", 409, "Instrument in use",
         "A removal names an instrument whose cash movement the bank still owes an outcome: remove it once that movement is completed or declined.";
     PARTNER_EXISTS = "partner_exists", 409, "Partner exists",
@@ -296,6 +316,12 @@ catalogue! {
     ROLLBACK_NOT_EARLIER = "rollback_not_earlier", 409, "Rollback not earlier",
         "A rollback names a version that is not earlier than the current one.";
     // 410
+    LINK_CODE_EXPIRED = "link_code_expired", 410, "Link code expired",
+        "The link code is past its expiry, was issued for longer than 300 s, or says it was issued in the future.";
+    LINK_ENDED = "link_ended", 410, "Link ended",
+        "The link was ended by the user or the partner: nothing may be read or charged under it.";
+    INSTRUMENT_REMOVED = "instrument_removed", 410, "Instrument removed",
+        "The user removed the linked instrument the token names.";
     // Answers 409 in one case (`ALTERNATES`).
     MINIAPP_REVOKED = "miniapp_revoked", 410, "Mini-app revoked",
         "The mini-app was revoked: it can no longer be opened or used.";
@@ -332,6 +358,8 @@ catalogue! {
         "The card's expiry month has passed (when it is added, or used for a cash-in).";
     INSTRUMENT_CANNOT_RECEIVE = "instrument_cannot_receive", 422, "Instrument cannot receive",
         "A cash-out names a card: money is paid out to a bank account only.";
+    LINK_CAP_EXCEEDED = "link_cap_exceeded", 422, "Link cap exceeded",
+        "A partner's charge is over the link's per-charge cap, or over what its charges may add up to (or number) per rolling 24 hours; `limit` names the cap, `used` what the last 24 hours took of it.";
     CASH_LIMIT_EXCEEDED = "cash_limit_exceeded", 422, "Cash limit exceeded",
         "A cash-in or cash-out is over what one movement may move, or over what (or how many) the user's movements in that direction and currency may add up to per rolling 24 hours; `limit` names the limit, `used` what the last 24 hours took of it.";
     LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",

@@ -114,8 +114,9 @@ impl CashApi {
             decided_at: None,
             reason: None,
             asked: false,
+            charge: None,
         };
-        self.service.start(&wanted, now).await
+        self.service.start(&wanted, &self.service.cash_allowance(&wanted), now).await
     }
 
     async fn create(&self, request: &Request, user: &str, direction: Direction) -> Result<Response<Body>, Problem> {
@@ -137,7 +138,7 @@ impl CashApi {
                 }
                 let movement = if recorded.state == CashState::Pending {
                     match self.service.settle(&recorded, Asker::Request, now).await {
-                        Ok(Settled::Decided(movement)) => movement,
+                        Ok(Settled::Decided(movement)) => *movement,
                         Ok(Settled::Unknown(_)) => recorded,
                         Err(e) => {
                             tracing::error!(movement = %recorded.id, error = %e, "the movement stays owed to its check");

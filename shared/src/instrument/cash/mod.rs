@@ -1,6 +1,8 @@
-//! Money in and out of the wallet through the bank port (capability 9): a cash-in debits one of the
-//! user's instruments (a card or a bank account) and credits their wallet; a cash-out holds wallet
-//! money, pays it out to one of their bank accounts, then captures the hold or releases it.
+//! Money moved through the bank port with a user's instruments (capability 9): a cash-in debits one
+//! of the user's instruments (a card or a bank account) and credits their wallet; a cash-out holds
+//! wallet money, pays it out to one of their bank accounts, then captures the hold or releases it;
+//! a partner's charge (`crate::instrument::link`) debits a linked instrument as a cash-in does and
+//! pays the partner's merchant account.
 //!
 //! - this module: the rules, pure: a movement and its states, its ledger transfers, the limits
 //!   (per movement, and per rolling 24 hours in each direction and currency), and what must hold of
@@ -13,11 +15,11 @@
 //! A movement's life: `pending` (recorded, with its check in the outbox, BEFORE the bank is asked:
 //! from then on its outcome is owed) -> `completed` or `declined`, exactly once (a conditional write
 //! on the state, in the transaction of the money it moves). A cash-in's credit is one transfer
-//! (`funding:<instrument>` -> `wallet:<user>`: the outside money is the card's or the account's);
-//! a cash-out's hold (`wallet:<user>` -> `hold:<id>`) is in its start's transaction, and its capture
-//! (to `funding:<instrument>`) and its release (back) share one transfer id, so at most one of them
-//! applies. An instrument's funding account is its own, in the wallet's currency (a user's cash
-//! movements are all in it), so no other use of outside money can make a settlement not fit.
+//! (`funding:<instrument>/<currency>` -> `wallet:<user>`: the outside money is the card's or the
+//! account's); a cash-out's hold (`wallet:<user>` -> `hold:<id>`) is in its start's transaction,
+//! and its capture (to the funding account) and its release (back) share one transfer id, so at
+//! most one of them applies. A funding account is the instrument's own in one currency, so no other
+//! use of outside money can make a settlement not fit it.
 
 pub mod api;
 pub mod checks;
@@ -52,38 +54,74 @@ pub fn window_limit(currency: Currency) -> Decimal {
     currency.rescale(currency.limit() / Decimal::from(4))
 }
 
+/// What a window admits: per movement, per rolling 24 hours, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub per_movement: Decimal,
+    pub per_window: Decimal,
+    pub count: usize,
+}
+
+impl Caps {
+    /// A user's own cash-ins or cash-outs in `currency`.
+    pub fn cash(currency: Currency) -> Self {
+        Caps {
+            per_movement: movement_limit(currency),
+            per_window: window_limit(currency),
+            count: MAX_MOVEMENTS_PER_WINDOW,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// From an instrument into the wallet.
     In,
     /// From the wallet out to a bank account.
     Out,
+    /// From a linked instrument to the partner that charges it.
+    Charge,
 }
 
 impl Direction {
+    const ALL: [Direction; 3] = [Direction::In, Direction::Out, Direction::Charge];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::In => "in",
             Direction::Out => "out",
+            Direction::Charge => "charge",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Direction::In, Direction::Out].into_iter().find(|d| d.as_str() == text)
+        Self::ALL.into_iter().find(|d| d.as_str() == text)
     }
 
-    /// A movement's id starts so: `ci_` a cash-in, `co_` a cash-out.
+    /// A movement's id starts so: `ci_` a cash-in, `co_` a cash-out, `ch_` a partner's charge.
     pub fn id_prefix(self) -> &'static str {
         match self {
             Direction::In => "ci_",
             Direction::Out => "co_",
+            Direction::Charge => "ch_",
         }
     }
 
     /// The direction of a movement id, by its prefix.
     pub fn of_id(id: &str) -> Option<Self> {
-        [Direction::In, Direction::Out].into_iter().find(|d| id.starts_with(d.id_prefix()))
+        Self::ALL.into_iter().find(|d| id.starts_with(d.id_prefix()))
     }
+}
+
+/// Whom a partner's charge pays, and under which consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeOf {
+    pub partner: String,
+    pub link: String,
+    /// The partner's merchant account, paid the charge.
+    pub merchant: String,
+    /// The token the partner charged: all it knows the instrument by.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +163,12 @@ pub struct Movement {
     pub decided_at: Option<i64>,
     /// The bank's reason, for a declined movement.
     pub reason: Option<String>,
-    /// A cash-out whose payout was (about to be) sent to the bank: what became of it is asked by
-    /// its status from then on. One never sent is sent by its check.
+    /// A cash-out or a charge (about to be) sent to the bank: a cash-out's outcome is asked by its
+    /// status from then on (one never sent is sent by its check); a charge never sent is not sent
+    /// by its check.
     pub asked: bool,
+    /// A partner's charge: whom it pays (`None` for the user's own cash-ins and cash-outs).
+    pub charge: Option<ChargeOf>,
 }
 
 impl Movement {
@@ -141,21 +182,23 @@ impl Movement {
         match self.direction {
             Direction::In => format!("cash-in/{}", self.id),
             Direction::Out => format!("cash-out/{}", self.id),
+            Direction::Charge => format!("charge/{}", self.id),
         }
     }
 
-    /// The transfer id of a cash-in's credit, or of a cash-out's capture or release (one id: at most
-    /// one of them applies).
+    /// The transfer id of a cash-in's credit or a charge's payment, or of a cash-out's capture or
+    /// release (one id: at most one of them applies).
     pub fn settlement_id(&self) -> String {
         match self.direction {
-            Direction::In => self.cause(),
+            Direction::In | Direction::Charge => self.cause(),
             Direction::Out => format!("{}/settle", self.cause()),
         }
     }
 
-    /// The outside money a movement comes from or goes to: its instrument's.
+    /// The outside money a movement comes from or goes to: its instrument's, in its currency (an
+    /// account holds one currency; an instrument may be charged in another than the wallet's).
     pub fn funding(&self) -> AccountId {
-        AccountId::funding(&self.instrument_id)
+        AccountId::funding(&format!("{}/{}", self.instrument_id, self.amount.currency()))
     }
 
     /// The transfer id of a cash-out's hold.
@@ -183,16 +226,15 @@ impl Movement {
         self.transfer(self.hold_id(), AccountId::wallet(&self.user), AccountId::hold(&self.id), "cash.out_hold")
     }
 
-    /// The transfer the bank's approval makes: a cash-in's credit, a cash-out's capture.
+    /// The transfer the bank's approval makes: a cash-in's credit, a charge's payment to the
+    /// partner's merchant account, a cash-out's capture.
     pub fn on_approval(&self) -> Result<Transfer, LedgerError> {
-        match self.direction {
-            Direction::In => {
-                self.transfer(self.settlement_id(), self.funding(), AccountId::wallet(&self.user), "cash.in")
-            }
-            Direction::Out => {
-                self.transfer(self.settlement_id(), AccountId::hold(&self.id), self.funding(), "cash.out")
-            }
-        }
+        let (from, to, kind) = match (self.direction, &self.charge) {
+            (Direction::Charge, Some(charge)) => (self.funding(), AccountId::merchant(&charge.merchant), "link.charge"),
+            (Direction::Out, _) => (AccountId::hold(&self.id), self.funding(), "cash.out"),
+            _ => (self.funding(), AccountId::wallet(&self.user), "cash.in"),
+        };
+        self.transfer(self.settlement_id(), from, to, kind)
     }
 
     /// A declined cash-out's release of its hold (a declined cash-in moves nothing).
@@ -222,6 +264,21 @@ impl Movement {
         if let Some(reason) = &self.reason {
             view["reason"] = reason.as_str().into();
         }
+        if let Some(charge) = &self.charge {
+            view["partner_id"] = charge.partner.as_str().into();
+            view["link_id"] = charge.link.as_str().into();
+        }
+        view
+    }
+
+    /// What a partner sees of its charge: the token it charged, never the instrument's id or label.
+    pub fn partner_view(&self) -> Value {
+        let mut view = self.view();
+        if let (Some(fields), Some(charge)) = (view.as_object_mut(), &self.charge) {
+            fields.remove("instrument_id");
+            fields.remove("instrument");
+            fields.insert("token".into(), charge.token.as_str().into());
+        }
         view
     }
 }
@@ -248,24 +305,27 @@ pub enum LimitRefusal {
 }
 
 impl Window {
-    /// The window with `amount` added at `now`, its entries older than the window dropped; or why
-    /// it may not be added.
-    pub fn admit(&self, amount: Money, now: i64) -> Result<Window, LimitRefusal> {
-        let currency = amount.currency();
-        if amount.amount() > movement_limit(currency) {
-            return Err(LimitRefusal::Movement { limit: movement_limit(currency) });
+    /// The window with `amount` added at `now` within `caps`, its entries older than the window
+    /// dropped; or why it may not be added.
+    pub fn admit(&self, amount: Money, now: i64, caps: Caps) -> Result<Window, LimitRefusal> {
+        if amount.amount() > caps.per_movement {
+            return Err(LimitRefusal::Movement { limit: caps.per_movement });
         }
-        let mut entries: Vec<(i64, Decimal)> =
-            self.entries.iter().copied().filter(|(at, _)| *at > now - WINDOW_SECONDS).collect();
-        if entries.len() >= MAX_MOVEMENTS_PER_WINDOW {
-            return Err(LimitRefusal::Count { limit: MAX_MOVEMENTS_PER_WINDOW });
+        let mut entries = self.recent(now);
+        if entries.len() >= caps.count {
+            return Err(LimitRefusal::Count { limit: caps.count });
         }
         let used: Decimal = entries.iter().map(|(_, a)| *a).sum();
-        if used + amount.amount() > window_limit(currency) {
-            return Err(LimitRefusal::Window { limit: window_limit(currency), used });
+        if used + amount.amount() > caps.per_window {
+            return Err(LimitRefusal::Window { limit: caps.per_window, used });
         }
         entries.push((now, amount.amount()));
         Ok(Window { version: self.version + 1, entries })
+    }
+
+    /// The entries of the 24 hours before `now`.
+    pub fn recent(&self, now: i64) -> Vec<(i64, Decimal)> {
+        self.entries.iter().copied().filter(|(at, _)| *at > now - WINDOW_SECONDS).collect()
     }
 }
 
@@ -309,7 +369,8 @@ pub fn check_cash(movements: &[Movement], books: &Books, now: i64, slack: i64) -
         }
     }
     let recorded: HashSet<String> = movements.iter().map(Movement::cause).collect();
-    for transfer in books.transfers.iter().filter(|t| t.kind.starts_with("cash.") && !recorded.contains(&t.cause)) {
+    let ours = |kind: &str| kind.starts_with("cash.") || kind == "link.charge";
+    for transfer in books.transfers.iter().filter(|t| ours(&t.kind) && !recorded.contains(&t.cause)) {
         violations.push(Violation::record(format!("transfer {}", transfer.id), "moved cash for no recorded movement"));
     }
     violations

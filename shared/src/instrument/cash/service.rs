@@ -23,12 +23,12 @@
 use aws_sdk_dynamodb::Client;
 
 use super::store::{CASH_NEW, CASH_PENDING, CashStore, WALLET_CURRENCY, WINDOW_CURRENT};
-use super::{CashState, Direction, LimitRefusal, Movement};
+use super::{Caps, CashState, Direction, LimitRefusal, Movement, Window};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
 use crate::bank::{Bank, BankAnswer};
 use crate::crypto::{Secret, open};
-use crate::dynamo::{StoreError, TransactError, transact};
+use crate::dynamo::{StoreError, TransactError, Write, transact};
 use crate::instrument::store::{INSTRUMENT_PRESENT, InstrumentStore};
 use crate::instrument::{number_binding, number_key_owner};
 use crate::keys::KeyService;
@@ -48,7 +48,7 @@ const WINDOW_ATTEMPTS: u32 = 8;
 #[derive(Debug)]
 pub enum Settled {
     /// Completed or declined: the movement as it now stands.
-    Decided(Movement),
+    Decided(Box<Movement>),
     /// No verified answer (or the outcome did not commit yet): it stays pending.
     Unknown(String),
 }
@@ -70,6 +70,48 @@ pub struct CashService {
     pub outbox: Outbox,
     bank: Bank,
     queue: String,
+}
+
+/// Where a movement's rolling window is kept and what it admits: the user's own for cash-ins and
+/// cash-outs, a link's consent for a partner's charge.
+pub trait Allowance {
+    /// The window as it stands and its caps; a refusal if the movement may not be made at all now.
+    fn window(&self) -> impl std::future::Future<Output = Result<(Window, Caps), Problem>> + Send;
+
+    /// `admitted` written over `read`, only if nobody changed it since (rule `WINDOW_CURRENT`), with
+    /// whatever else the allowance keeps of the movement.
+    fn writes(&self, read: &Window, admitted: &Window) -> Result<Vec<Write>, StoreError>;
+
+    /// Why the window refused the movement.
+    fn refusal(&self, refusal: LimitRefusal) -> Problem;
+
+    /// The refusal a failed rule of `writes` means, if it is one of the allowance's own.
+    fn broke(&self, _rules: &[&'static str]) -> Option<Problem> {
+        None
+    }
+}
+
+/// A user's own window in one direction and currency (`CashTable`).
+pub struct CashAllowance<'a> {
+    store: &'a CashStore,
+    movement: &'a Movement,
+}
+
+impl Allowance for CashAllowance<'_> {
+    async fn window(&self) -> Result<(Window, Caps), Problem> {
+        let (user, direction, currency) =
+            (&self.movement.user, self.movement.direction, self.movement.amount.currency());
+        Ok((self.store.window(user, direction, currency).await?, Caps::cash(currency)))
+    }
+
+    fn writes(&self, read: &Window, admitted: &Window) -> Result<Vec<Write>, StoreError> {
+        let m = self.movement;
+        Ok(vec![self.store.window_item(&m.user, m.direction, m.amount.currency(), read, admitted)?])
+    }
+
+    fn refusal(&self, refusal: LimitRefusal) -> Problem {
+        limit_problem(refusal, self.movement)
+    }
 }
 
 fn limit_problem(refusal: LimitRefusal, movement: &Movement) -> Problem {
@@ -126,23 +168,33 @@ impl CashService {
             .map_err(|e| StoreError::caused("the cash check could not be written", e))
     }
 
-    /// Records `wanted` (pending) with its check, its window and (a cash-out) its hold, before the
-    /// bank is asked; answers the movement as recorded (an earlier request's, for a retry).
-    pub async fn start(&self, wanted: &Movement, now: i64) -> Result<Movement, Problem> {
+    /// The user's own window for `movement` (a cash-in or a cash-out).
+    pub fn cash_allowance<'a>(&'a self, movement: &'a Movement) -> CashAllowance<'a> {
+        CashAllowance { store: &self.movements, movement }
+    }
+
+    /// Records `wanted` (pending) with its check, its place in `allowance` and (a cash-out) its hold,
+    /// before the bank is asked; answers the movement as recorded (an earlier request's, for a retry).
+    pub async fn start(&self, wanted: &Movement, allowance: &impl Allowance, now: i64) -> Result<Movement, Problem> {
         let (user, currency) = (wanted.user.as_str(), wanted.amount.currency());
         for _ in 0..WINDOW_ATTEMPTS {
             if let Some(recorded) = self.movements.get(user, &wanted.id).await? {
                 return Ok(recorded);
             }
-            let read = self.movements.window(user, wanted.direction, currency).await?;
-            let admitted = read.admit(wanted.amount, now).map_err(|refusal| limit_problem(refusal, wanted))?;
+            let (read, caps) = allowance.window().await?;
+            let admitted = read.admit(wanted.amount, now, caps).map_err(|refusal| allowance.refusal(refusal))?;
             let mut with = vec![
                 self.movements.create_item(wanted)?,
-                self.movements.window_item(user, wanted.direction, currency, &read, &admitted)?,
                 self.instruments.in_use_item(user, &wanted.instrument_id)?,
                 self.outbox.put_item(&self.check(wanted, 0)?, now)?,
             ];
+            with.extend(allowance.writes(&read, &admitted)?);
             let rules = match wanted.direction {
+                Direction::Charge => match transact(&self.dynamodb, with).await {
+                    Ok(()) => return Ok(wanted.clone()),
+                    Err(TransactError::ConditionFailed(rules)) => rules,
+                    Err(TransactError::Store(e)) => return Err(e.into()),
+                },
                 Direction::In => {
                     // A wallet holds one currency: the credit the bank's approval makes must fit it.
                     let wallet = AccountId::wallet(user);
@@ -183,7 +235,11 @@ impl CashService {
                 _ if rules.contains(&INSTRUMENT_PRESENT) => return Err(unknown_instrument()),
                 // Another movement changed the window, or pinned the wallet's currency: read again.
                 _ if rules.contains(&WINDOW_CURRENT) || rules.contains(&WALLET_CURRENCY) => continue,
-                _ => return Err(Problem::internal(format!("the cash movement's start was refused by {rules:?}"))),
+                _ => {
+                    return Err(allowance.broke(&rules).unwrap_or_else(|| {
+                        Problem::internal(format!("the cash movement's start was refused by {rules:?}"))
+                    }));
+                }
             }
         }
         Err(Problem::new(
@@ -196,7 +252,17 @@ impl CashService {
     pub async fn settle(&self, movement: &Movement, asker: Asker, now: i64) -> Result<Settled, StoreError> {
         let reference = movement.reference();
         let answer = match movement.direction {
+            // A partner's charge the bank was never asked about is not sent by a check: its consent
+            // may have ended since (the partner retries with its key, which looks again).
+            Direction::Charge if asker == Asker::Check && !movement.asked => {
+                BankAnswer::Declined("the charge never reached the bank".into())
+            }
             Direction::In => self.bank.debit(&reference, self.number(movement).await?.expose(), movement.amount).await,
+            Direction::Charge => {
+                let number = self.number(movement).await?;
+                self.movements.mark_asked(movement, now).await?;
+                self.bank.debit(&reference, number.expose(), movement.amount).await
+            }
             // Sent before (or being sent by the request meanwhile): only its status is asked now.
             Direction::Out if asker == Asker::Check && movement.asked => self.bank.payout_status(&reference).await,
             Direction::Out => {
@@ -212,7 +278,7 @@ impl CashService {
             }
             BankAnswer::Declined(reason) => {
                 let release = match movement.direction {
-                    Direction::In => None,
+                    Direction::In | Direction::Charge => None,
                     Direction::Out => Some(movement.release().map_err(invalid)?),
                 };
                 self.decide(movement, CashState::Declined, Some(&reason), release, now).await
@@ -225,6 +291,11 @@ impl CashService {
                 Ok(Settled::Unknown(reason))
             }
         }
+    }
+
+    /// Declines pending `movement` without asking the bank (a charge never sent whose consent ended).
+    pub async fn decline_unsent(&self, movement: &Movement, reason: &str, now: i64) -> Result<Settled, StoreError> {
+        self.decide(movement, CashState::Declined, Some(reason), None, now).await
     }
 
     /// The instrument's number, unsealed for the bank (never logged: `Secret`).
@@ -270,7 +341,14 @@ impl CashService {
             tracing::error!(movement = %movement.id, %reason, "the bank answered; the outcome did not commit yet");
             return Ok(Settled::Unknown(reason));
         }
-        let now = self.movements.get(&movement.user, &movement.id).await?;
-        now.map(Settled::Decided).ok_or_else(|| StoreError::new(format!("cash movement {} is gone", movement.id)))
+        match self.movements.get(&movement.user, &movement.id).await? {
+            // Its settlement's transfer exists but its decision is not recorded: never silently.
+            Some(still) if still.state == CashState::Pending => {
+                tracing::error!(movement = %movement.id, "the settlement's transfer exists, the movement is still pending");
+                Ok(Settled::Unknown("the settlement's transfer exists but its decision did not commit".into()))
+            }
+            Some(decided) => Ok(Settled::Decided(Box::new(decided))),
+            None => Err(StoreError::new(format!("cash movement {} is gone", movement.id))),
+        }
     }
 }

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 use rust_decimal::Decimal;
 
-use super::{CashState, Direction, Movement, Window};
+use super::{CashState, ChargeOf, Direction, Movement, Window};
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_item, get_n, get_s, n, s, scan_all};
 use crate::money::{Currency, Money};
 
@@ -128,10 +128,16 @@ impl CashStore {
             .item("amount", n(movement.amount.amount()))
             .item("currency", s(movement.amount.currency().code()))
             .item("state", s(movement.state.as_str()))
-            .item("created_at", n(movement.created_at))
-            .condition_expression("attribute_not_exists(id)")
-            .build()?;
-        Ok(Write::put(CASH_NEW, put))
+            .item("created_at", n(movement.created_at));
+        let put = match &movement.charge {
+            Some(charge) => put
+                .item("partner", s(&charge.partner))
+                .item("link", s(&charge.link))
+                .item("merchant", s(&charge.merchant))
+                .item("token", s(&charge.token)),
+            None => put,
+        };
+        Ok(Write::put(CASH_NEW, put.condition_expression("attribute_not_exists(id)").build()?))
     }
 
     /// Marks a pending cash-out's payout as sent to the bank (before it is): from then on its
@@ -198,5 +204,14 @@ fn movement_from_item(item: &Item) -> Result<Movement, StoreError> {
         decided_at: if item.contains_key("decided_at") { Some(get_n(item, "decided_at")?) } else { None },
         reason: item.get("reason").and_then(|v| v.as_s().ok()).cloned(),
         asked: item.contains_key("asked"),
+        charge: match item.get("link") {
+            Some(_) => Some(ChargeOf {
+                partner: get_s(item, "partner")?.to_owned(),
+                link: get_s(item, "link")?.to_owned(),
+                merchant: get_s(item, "merchant")?.to_owned(),
+                token: get_s(item, "token")?.to_owned(),
+            }),
+            None => None,
+        },
     })
 }

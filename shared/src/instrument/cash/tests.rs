@@ -5,6 +5,10 @@ use crate::ledger::plan;
 
 const NOW: i64 = 1_800_000_000;
 
+fn cash() -> Caps {
+    Caps::cash("USD".parse().unwrap())
+}
+
 fn usd(amount: &str) -> Money {
     Money::parse(amount, "USD").expect("an amount")
 }
@@ -22,6 +26,7 @@ fn movement(id: &str, direction: Direction, amount: &str, state: CashState) -> M
         decided_at: None,
         reason: None,
         asked: false,
+        charge: None,
     }
 }
 
@@ -29,25 +34,25 @@ fn movement(id: &str, direction: Direction, amount: &str, state: CashState) -> M
 fn a_movement_is_refused_over_its_own_limit_the_window_s_total_or_its_count() {
     let usd_limit = movement_limit("USD".parse::<Currency>().unwrap());
     assert_eq!(usd_limit, Decimal::new(10_000, 0));
-    assert_eq!(Window::default().admit(usd("10000.01"), NOW), Err(LimitRefusal::Movement { limit: usd_limit }));
+    assert_eq!(Window::default().admit(usd("10000.01"), NOW, cash()), Err(LimitRefusal::Movement { limit: usd_limit }));
     let mut window = Window::default();
     for _ in 0..2 {
-        window = window.admit(usd("10000"), NOW).expect("within the window");
+        window = window.admit(usd("10000"), NOW, cash()).expect("within the window");
     }
     assert_eq!((window.version, window.entries.len()), (2, 2));
     assert_eq!(
-        window.admit(usd("5000.01"), NOW + 1),
+        window.admit(usd("5000.01"), NOW + 1, cash()),
         Err(LimitRefusal::Window { limit: Decimal::new(25_000, 0), used: Decimal::new(20_000, 0) })
     );
-    assert!(window.admit(usd("5000"), NOW + 1).is_ok(), "exactly the limit passes");
+    assert!(window.admit(usd("5000"), NOW + 1, cash()).is_ok(), "exactly the limit passes");
     // A day later the old movements no longer count, and are dropped.
-    let later = window.admit(usd("10000"), NOW + WINDOW_SECONDS).expect("a new day");
+    let later = window.admit(usd("10000"), NOW + WINDOW_SECONDS, cash()).expect("a new day");
     assert_eq!(later.entries, vec![(NOW + WINDOW_SECONDS, Decimal::new(10_000, 0))]);
     let mut small = Window::default();
     for i in 0..MAX_MOVEMENTS_PER_WINDOW {
-        small = small.admit(usd("1"), NOW + i as i64).expect("under the count");
+        small = small.admit(usd("1"), NOW + i as i64, cash()).expect("under the count");
     }
-    assert_eq!(small.admit(usd("1"), NOW + 100), Err(LimitRefusal::Count { limit: MAX_MOVEMENTS_PER_WINDOW }));
+    assert_eq!(small.admit(usd("1"), NOW + 100, cash()), Err(LimitRefusal::Count { limit: MAX_MOVEMENTS_PER_WINDOW }));
 }
 
 proptest! {
@@ -60,7 +65,7 @@ proptest! {
         for (gap, cents) in asks {
             at += gap;
             let amount = Money::new(Decimal::new(cents, 2), "USD".parse::<Currency>().unwrap()).unwrap();
-            if let Ok(admitted) = window.admit(amount, at) {
+            if let Ok(admitted) = window.admit(amount, at, cash()) {
                 window = admitted;
             }
             let recent: Vec<_> = window.entries.iter().filter(|(t, _)| *t > at - WINDOW_SECONDS).collect();
@@ -83,7 +88,10 @@ fn ids_say_their_direction_and_name_their_transfers() {
     // A capture and a release are one settlement: one transfer id, at most one applies.
     assert_eq!(out.on_approval().unwrap().id, out.release().unwrap().id);
     let cash_in = movement("ci_1", Direction::In, "5.00", CashState::Pending);
-    assert_eq!(cash_in.on_approval().unwrap().accounts(), vec![AccountId::funding("in_1"), AccountId::wallet("alice")]);
+    assert_eq!(
+        cash_in.on_approval().unwrap().accounts(),
+        vec![AccountId::funding("in_1/USD"), AccountId::wallet("alice")]
+    );
     assert_eq!(cash_in.view()["state"], "pending");
 }
 

@@ -1,0 +1,293 @@
+//! The links function's routes for signed-in users (template.yaml `LinksFunction`):
+//!
+//! - `POST /links`          with an Idempotency-Key, `{"code", "instrument_ids", "grant": {"read",
+//!   "charge": {"per_charge", "per_day"}}}`: links the B identity the code names to the caller's
+//!   chosen instruments with that grant; 201 the link. B is told by signed webhook (`link.created`).
+//! - `GET /links`           the caller's record of every consent: what it allows, its use, its end
+//! - `GET /links/{id}`      one of them
+//! - `DELETE /links/{id}`   ends it at once (reads and charges refused from then on); B is told
+//!   (`link.ended`).
+//!
+//! The partner's own signed routes are `super::partner_api`'s; this function serves both.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::store::{IDENTITY_FREE, LINK_ACTIVE, LINK_NEW, LinkStore};
+use super::{CodeError, partner_api::PartnerApi};
+use super::{Grant, GrantJson, Link, LinkCode, LinkState, Linked, MAX_LINKED_INSTRUMENTS, new_token};
+use crate::Problem;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::dynamo::{StoreError, TransactError, Write, transact};
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::StoredResponse;
+use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::ids;
+use crate::instrument::partner::{Partner, PartnerStore};
+use crate::instrument::store::InstrumentStore;
+use crate::keys::{KeyRing, KeyService};
+use crate::merchant::MerchantStatus;
+use crate::nonce::{NONCE_UNSPENT, NonceStore};
+use crate::outbox::Outbox;
+use crate::party_keys::KeyedParty;
+use crate::problem::catalogue;
+use crate::queues::NotificationMessage;
+use crate::security::SecurityEvent;
+
+/// What the user's and the partner's routes share.
+pub struct Links {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub links: LinkStore,
+    pub partners: PartnerStore,
+    pub instruments: InstrumentStore,
+    pub ring: Arc<KeyRing>,
+    pub nonces: NonceStore,
+    pub outbox: Outbox,
+    pub idempotency: IdempotencyStore,
+    security_events_table: String,
+    notifications_queue: String,
+}
+
+impl Links {
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        Ok(Links {
+            links: LinkStore::new(dynamodb.clone(), aws::env("LINKS_TABLE")?),
+            partners: PartnerStore::new(dynamodb.clone(), aws::env("PARTNERS_TABLE")?),
+            instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
+            ring: Arc::new(KeyRing::new(KeyService::new(
+                aws_sdk_kms::Client::new(config),
+                aws::env("PARTY_KEYS_KEY_ID")?,
+            ))),
+            nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
+            outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
+            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
+            notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            dynamodb,
+        })
+    }
+
+    /// The partner's webhook about `link` (`link.created`, `link.ended`), through the outbox.
+    pub fn notice(&self, link: &Link, event: &str) -> Result<(NotificationMessage, Write), StoreError> {
+        let message = NotificationMessage::LinkChanged {
+            id: format!("{}/{event}", link.id),
+            user: link.user.clone(),
+            link_id: link.id.clone(),
+            event: event.to_owned(),
+        };
+        let outbox = message
+            .outbox(&self.notifications_queue, 0)
+            .map_err(|e| StoreError::caused("the link's notice could not be written", e))?;
+        let item = self.outbox.put_item(&outbox, crate::clock::now_epoch_seconds())?;
+        Ok((message, item))
+    }
+
+    /// The user's security event `kind` about `link` (its partner and B identity only).
+    pub fn security_event(&self, link: &Link, kind: &'static str, at: i64) -> Result<Write, StoreError> {
+        let detail = json!({"link_id": link.id, "partner_id": link.partner, "partner_user": link.partner_user});
+        SecurityEvent { user: link.user.clone(), id: format!("{kind}/{}", link.id), kind, at, detail }
+            .put_item(&self.security_events_table)
+    }
+
+    /// Ends `link` at `now` by `by` (`user` or `partner`), B told through the outbox; answers the
+    /// link as it now stands (one ended meanwhile, as it ended).
+    pub async fn end(&self, link: &Link, by: &str, now: i64) -> Result<Link, Problem> {
+        let (message, notice) = self.notice(link, "link.ended")?;
+        let mut writes = self.links.end_items(link, by, now)?.to_vec();
+        writes.push(notice);
+        writes.push(self.security_event(link, "link.ended", now)?);
+        match transact(&self.dynamodb, writes).await {
+            Ok(()) => {
+                if let Ok(outbox) = message.outbox(&self.notifications_queue, 0) {
+                    self.outbox.send(&outbox).await;
+                }
+            }
+            Err(e) if e.broke(LINK_ACTIVE) => {}
+            Err(e) => return Err(Problem::internal(e)),
+        }
+        Ok(self.links.get(&link.user, &link.id).await?.unwrap_or_else(|| link.clone()))
+    }
+
+    /// How the user sees `link`: the partner's name, each instrument by its label.
+    pub async fn user_view(&self, link: &Link, now: i64) -> Result<Value, Problem> {
+        let partner = self.partners.get(&link.partner).await?;
+        let kept = self.instruments.of_user(&link.user).await?;
+        let labels: Vec<(String, Value)> = link
+            .instruments
+            .iter()
+            .map(|l| {
+                let shown = kept.iter().find(|k| k.instrument.id == l.instrument_id).map_or_else(
+                    || json!({"id": l.instrument_id, "status": "removed"}),
+                    |k| {
+                        let status = if k.removed_at.is_some() { "removed" } else { "active" };
+                        json!({"id": l.instrument_id, "instrument": k.instrument.label(), "status": status})
+                    },
+                );
+                (l.instrument_id.clone(), shown)
+            })
+            .collect();
+        Ok(link.view(partner.as_ref().map_or("", |p| p.name.as_str()), &labels, now))
+    }
+
+    /// The partner a link code's key id names and that key's link-code key, or the code is forged.
+    async fn code_signer(&self, code: &LinkCode) -> Result<(Partner, crate::crypto::Key), Problem> {
+        let partner = self.partners.get(code.partner()).await?.ok_or(CodeError::Forged)?;
+        let (owner, stored, now) = (partner.kms_owner(), partner.stored_key(), crate::clock::now_epoch_seconds());
+        let keys = self.ring.named_keys(&code.key_id, &owner, &stored, now).await?.ok_or(CodeError::Forged)?;
+        Ok((partner, keys.link_codes.clone()))
+    }
+}
+
+pub struct LinksApi {
+    links: Links,
+    partner: PartnerApi,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    code: String,
+    instrument_ids: Vec<String>,
+    grant: GrantJson,
+}
+
+fn unknown_link(id: &str) -> Problem {
+    Problem::new(catalogue::UNKNOWN_LINK, format!("no link {id:?} of yours"))
+}
+
+impl LinksApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let config = aws::sdk_config().await;
+        Ok(LinksApi { links: Links::from_env(&config)?, partner: PartnerApi::from_env(&config)? })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        if route_key(&request).contains(" /partner/") {
+            return self.partner.handle(&self.links, &request).await;
+        }
+        let caller = Caller::from_request(&request)?;
+        let user = caller.subject.as_str();
+        let now = crate::clock::now_epoch_seconds();
+        match route_key(&request) {
+            "POST /links" => self.create(&request, user).await,
+            "GET /links" => {
+                let mut views = Vec::new();
+                for link in self.links.links.of_user(user).await? {
+                    views.push(self.links.user_view(&link, now).await?);
+                }
+                Ok(json_response(StatusCode::OK, &json!({ "links": views })))
+            }
+            "GET /links/{id}" => {
+                let id = ids::check("id", path_parameter(&request, "id")?)?;
+                let link = self.links.links.get(user, id).await?.ok_or_else(|| unknown_link(id))?;
+                Ok(json_response(StatusCode::OK, &self.links.user_view(&link, now).await?))
+            }
+            "DELETE /links/{id}" => {
+                let id = ids::check("id", path_parameter(&request, "id")?)?;
+                let link = self.links.links.get(user, id).await?.ok_or_else(|| unknown_link(id))?;
+                let ended = self.links.end(&link, "user", now).await?;
+                Ok(json_response(StatusCode::OK, &self.links.user_view(&ended, now).await?))
+            }
+            other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the links function has no route {other:?}"))),
+        }
+    }
+
+    async fn create(&self, request: &Request, user: &str) -> Result<Response<Body>, Problem> {
+        let body = json_body::<LinkRequest>(request)?;
+        let (code, payload, signature) = LinkCode::parse(&body.code)?;
+        if body.instrument_ids.is_empty() || body.instrument_ids.len() > MAX_LINKED_INSTRUMENTS {
+            return Err(Problem::new(
+                catalogue::INVALID_GRANT,
+                format!("a link holds 1 to {MAX_LINKED_INSTRUMENTS} instruments"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for id in &body.instrument_ids {
+            ids::check("instrument_ids", id)?;
+            if !seen.insert(id.as_str()) {
+                return Err(Problem::new(catalogue::INVALID_GRANT, "an instrument is named twice"));
+            }
+        }
+        let links = &self.links;
+        links
+            .idempotency
+            .run_request(request, user, &[], |claim, now| async move {
+                let id = format!("lk_{}", &claim.scope.derived_id("link")[..20]);
+                if let Some(link) = links.links.get(user, &id).await? {
+                    let same_instruments =
+                        link.instruments.iter().map(|l| &l.instrument_id).eq(body.instrument_ids.iter());
+                    if link.partner != code.partner() || link.partner_user != code.partner_user || !same_instruments {
+                        // The key made another link once (its record has expired since).
+                        return Err(crate::idempotency::key_reused());
+                    }
+                    let response = json_response(StatusCode::CREATED, &links.user_view(&link, now).await?);
+                    links.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                    return Ok(response);
+                }
+                // The signature first: nothing in an unsigned code is believed.
+                let (partner, key) = links.code_signer(&code).await?;
+                code.judge(payload, signature, &key, user, now)?;
+                if partner.status != MerchantStatus::Active {
+                    return Err(Problem::new(
+                        catalogue::PARTNER_INACTIVE,
+                        format!("partner {} is suspended: it cannot be linked", partner.id),
+                    ));
+                }
+                let grant = Grant::parse(body.grant, partner.currency)?;
+                let mut instruments = Vec::new();
+                for instrument_id in &body.instrument_ids {
+                    links.instruments.get(user, instrument_id).await?.ok_or_else(|| {
+                        Problem::new(catalogue::UNKNOWN_INSTRUMENT, "instrument_ids names no instrument of yours")
+                    })?;
+                    instruments.push(Linked { instrument_id: instrument_id.clone(), token: new_token() });
+                }
+                let link = Link {
+                    id,
+                    user: user.to_owned(),
+                    partner: partner.id.clone(),
+                    partner_user: code.partner_user.clone(),
+                    instruments,
+                    grant,
+                    state: LinkState::Active,
+                    created_at: now,
+                    ended: None,
+                    window: Default::default(),
+                };
+                let response = json_response(StatusCode::CREATED, &links.user_view(&link, now).await?);
+                let (message, notice) = links.notice(&link, "link.created")?;
+                let mut writes = links.links.create_items(&link)?;
+                writes.push(links.nonces.spend_item(&code.key_id, &format!("link/{}", code.nonce), code.expires_at)?);
+                writes.push(notice);
+                writes.push(links.security_event(&link, "link.created", now)?);
+                writes.push(links.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?);
+                match transact(&links.dynamodb, writes).await {
+                    Ok(()) => {
+                        if let Ok(outbox) = message.outbox(&links.notifications_queue, 0) {
+                            links.outbox.send(&outbox).await;
+                        }
+                        Ok(response)
+                    }
+                    Err(e) if e.broke(NONCE_UNSPENT) => Err(CodeError::Used.into()),
+                    Err(e) if e.broke(IDENTITY_FREE) => Err(Problem::new(
+                        catalogue::PARTNER_IDENTITY_LINKED,
+                        "this account on the partner is linked already (to you or to another user): it is unlinked first",
+                    )),
+                    Err(e) if e.broke(LINK_NEW) || e.broke(CLAIM_HELD) => {
+                        Err(Problem::internal("the link was made meanwhile by another attempt; retry with the same key"))
+                    }
+                    Err(TransactError::ConditionFailed(rules)) => {
+                        Err(Problem::internal(format!("the link was refused by {rules:?}")))
+                    }
+                    Err(TransactError::Store(e)) => Err(e.into()),
+                }
+            })
+            .await
+    }
+}

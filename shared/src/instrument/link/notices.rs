@@ -1,0 +1,63 @@
+//! What the notifier (`crate::notifier`) does with `link.changed`: a signed webhook to the partner
+//! (`<callback_url>/webhooks`, kind `link.created` or `link.ended`) with the link as the partner may
+//! see it (`super::partner_link_view`): its grant and state and, while active, each instrument's
+//! token, with display data if `read` is granted.
+//! Signed with the partner's key (its previous one while that is honoured).
+
+use serde_json::json;
+
+use super::partner_link_view;
+use super::store::LinkStore;
+use crate::aws::{self, MissingEnv};
+use crate::batch::Failure;
+use crate::clock::now_epoch_seconds;
+use crate::instrument::partner::PartnerStore;
+use crate::instrument::store::InstrumentStore;
+use crate::keys::{KeyRing, KeyService};
+use crate::outbound::{AddressPolicy, PartnerClient};
+use crate::party_keys::KeyedParty;
+
+pub struct LinkNotices {
+    links: LinkStore,
+    partners: PartnerStore,
+    instruments: InstrumentStore,
+    ring: KeyRing,
+    client: PartnerClient,
+}
+
+impl LinkNotices {
+    pub fn from_env(dynamodb: &aws_sdk_dynamodb::Client, keys: KeyService) -> Result<Self, MissingEnv> {
+        let allow_http = aws::env("ALLOW_PLAIN_HTTP_PARTNERS")? == "true";
+        Ok(LinkNotices {
+            links: LinkStore::new(dynamodb.clone(), aws::env("LINKS_TABLE")?),
+            partners: PartnerStore::new(dynamodb.clone(), aws::env("PARTNERS_TABLE")?),
+            instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
+            ring: KeyRing::new(keys),
+            client: PartnerClient::new(AddressPolicy { allow_loopback: allow_http }),
+        })
+    }
+
+    /// Tells the partner about `user`'s link `link_id` as it stands now (read from the table, never
+    /// taken from the message); a link that is gone is poison.
+    pub async fn changed(&self, id: &str, user: &str, link_id: &str, event: &str) -> Result<(), Failure> {
+        let link =
+            self.links.get(user, link_id).await?.ok_or_else(|| Failure::poison(format!("unknown link {link_id:?}")))?;
+        let partner = self
+            .partners
+            .get(&link.partner)
+            .await?
+            .ok_or_else(|| Failure::poison(format!("link {link_id} names an unknown partner")))?;
+        let mut instruments = Vec::new();
+        for linked in &link.instruments {
+            instruments.push(self.instruments.get(&link.user, &linked.instrument_id).await?);
+        }
+        let view = partner_link_view(&link, &instruments);
+        let keys = self.ring.signing_keys(&partner.kms_owner(), &partner.stored_key(), now_epoch_seconds()).await?;
+        let body = json!({"event_id": id, "kind": event, "link": view});
+        let url = format!("{}/webhooks", partner.callback_url);
+        self.client
+            .deliver(&url, &keys, body.to_string().into_bytes(), now_epoch_seconds())
+            .await
+            .map_err(|e| Failure::Retry(format!("the partner's server: {e}")))
+    }
+}

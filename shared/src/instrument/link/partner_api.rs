@@ -1,0 +1,277 @@
+//! The partner's signed routes (served by `LinksFunction`; signed as merchants sign theirs, with
+//! the partner's key: docs/api/merchants.md, "Signed calls"):
+//!
+//! - `GET /partner/users/{partner_user}/link`     the link of that user of the partner's: its grant
+//!   and, if `read` is granted, its instruments (token and display data only)
+//! - `DELETE /partner/users/{partner_user}/link`  ends it at once; the user sees it ended by the partner
+//! - `POST /partner/charges`                      with an Idempotency-Key, `{"token", "amount"}`:
+//!   debits the linked instrument the token names through the bank and pays the partner's
+//!   merchant account, within the link's caps (exact under concurrency); 201 `completed` or
+//!   `declined`, 202 `pending` (its check settles it: GET it)
+//! - `GET /partner/charges/{id}`                  one of the partner's charges
+//!
+//! A token is its partner's only: another partner's token names nothing here.
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::Links;
+use super::store::CHARGE_INDEX_NEW;
+use super::{Link, LinkState, partner_link_view};
+use crate::Problem;
+use crate::aws::MissingEnv;
+use crate::clock::now_epoch_seconds;
+use crate::crypto::SignatureError;
+use crate::dynamo::{StoreError, Write};
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::StoredResponse;
+use crate::idempotency::key_reused;
+use crate::ids;
+use crate::instrument::cash::service::{Allowance, Asker, CashService, Settled};
+use crate::instrument::cash::{Caps, CashState, ChargeOf, Direction, LimitRefusal, Movement, Window};
+use crate::instrument::partner::{PARTNER_ACTIVE, Partner};
+use crate::instrument::{Details, Expiry, year_month};
+use crate::merchant::MerchantStatus;
+use crate::money::MoneyInput;
+use crate::party_keys::KeyedParty;
+use crate::problem::catalogue;
+use crate::signed;
+
+pub struct PartnerApi {
+    cash: CashService,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChargeRequest {
+    token: String,
+    amount: MoneyInput,
+}
+
+fn unknown_user(partner_user: &str) -> Problem {
+    Problem::new(catalogue::UNKNOWN_LINK, format!("no user {partner_user:?} of yours is linked"))
+}
+
+fn inactive(partner: &Partner) -> Problem {
+    Problem::new(catalogue::PARTNER_INACTIVE, format!("partner {} is suspended: it may only end its links", partner.id))
+}
+
+fn unknown_token() -> Problem {
+    Problem::new(catalogue::UNKNOWN_TOKEN, "no instrument of a user linked to you has this token")
+}
+
+fn link_ended(link: &Link) -> Problem {
+    let by = link.ended.as_ref().map_or("", |(_, by)| by.as_str());
+    Problem::new(catalogue::LINK_ENDED, format!("the link was ended by the {by}: nothing may be read or charged"))
+}
+
+/// A charge's place in its link's window: the link's caps, on the link's own item (only while it
+/// is active), the charge's index item (its partner finds it by id), and the partner still active.
+struct LinkAllowance<'a> {
+    links: &'a Links,
+    user: &'a str,
+    link: &'a str,
+    charge: &'a Movement,
+}
+
+impl Allowance for LinkAllowance<'_> {
+    async fn window(&self) -> Result<(Window, Caps), Problem> {
+        let link = self.links.links.get(self.user, self.link).await?.ok_or_else(unknown_token)?;
+        if link.state != LinkState::Active {
+            return Err(link_ended(&link));
+        }
+        let caps = link.grant.caps().ok_or_else(|| {
+            Problem::new(catalogue::CHARGE_NOT_GRANTED, "the user did not allow you to charge this link")
+        })?;
+        Ok((link.window, caps))
+    }
+
+    fn writes(&self, read: &Window, admitted: &Window) -> Result<Vec<Write>, StoreError> {
+        let charge = self.charge.charge.as_ref().ok_or_else(|| StoreError::new("a charge names its partner"))?;
+        Ok(vec![
+            self.links.links.window_item(self.user, self.link, read, admitted)?,
+            self.links.links.charge_index_item(&charge.partner, &self.charge.id, self.user)?,
+            self.links.partners.active_check(&charge.partner)?,
+        ])
+    }
+
+    fn broke(&self, rules: &[&'static str]) -> Option<Problem> {
+        match () {
+            _ if rules.contains(&PARTNER_ACTIVE) => Some(Problem::new(
+                catalogue::PARTNER_INACTIVE,
+                "the partner was suspended while the charge was made: nothing was charged",
+            )),
+            // Another user's charge has this id: the key named it once.
+            _ if rules.contains(&CHARGE_INDEX_NEW) => Some(key_reused()),
+            _ => None,
+        }
+    }
+
+    fn refusal(&self, refusal: LimitRefusal) -> Problem {
+        let (detail, limit, used) = match refusal {
+            LimitRefusal::Movement { limit } => (format!("one charge is at most {limit}"), "per_charge", None),
+            LimitRefusal::Window { limit, used } => (
+                format!("charges add up to at most {limit} per rolling 24 hours; {used} was charged"),
+                "per_day",
+                Some(used),
+            ),
+            LimitRefusal::Count { limit } => (format!("at most {limit} charges per rolling 24 hours"), "count", None),
+        };
+        let problem = Problem::new(catalogue::LINK_CAP_EXCEEDED, detail).with("limit", limit);
+        match used {
+            Some(used) => problem.with("used", used.to_string()),
+            None => problem,
+        }
+    }
+}
+
+impl PartnerApi {
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, MissingEnv> {
+        Ok(PartnerApi { cash: CashService::from_env(config)? })
+    }
+
+    pub async fn handle(&self, links: &Links, request: &Request) -> Result<Response<Body>, Problem> {
+        let now = now_epoch_seconds();
+        let partner = signer(links, request, now).await?;
+        // A suspended partner may still end its links, nothing else.
+        if partner.status != MerchantStatus::Active && route_key(request) != "DELETE /partner/users/{partner_user}/link"
+        {
+            return Err(inactive(&partner));
+        }
+        match route_key(request) {
+            "GET /partner/users/{partner_user}/link" => {
+                let link = self.link_of(links, request, &partner).await?;
+                let mut instruments = Vec::new();
+                for linked in &link.instruments {
+                    instruments.push(links.instruments.get(&link.user, &linked.instrument_id).await?);
+                }
+                Ok(json_response(StatusCode::OK, &partner_link_view(&link, &instruments)))
+            }
+            "DELETE /partner/users/{partner_user}/link" => {
+                let link = self.link_of(links, request, &partner).await?;
+                let ended = links.end(&link, "partner", now).await?;
+                Ok(json_response(StatusCode::OK, &json!({"link_id": ended.id, "state": ended.state.as_str()})))
+            }
+            "POST /partner/charges" => self.charge(links, request, &partner).await,
+            "GET /partner/charges/{id}" => {
+                let id = ids::check("id", path_parameter(request, "id")?)?;
+                let unknown = || Problem::new(catalogue::UNKNOWN_CHARGE, format!("no charge {id:?} of yours"));
+                let user = links.links.charge_user(&partner.id, id).await?.ok_or_else(unknown)?;
+                let charge = self.cash.movements.get(&user, id).await?.ok_or_else(unknown)?;
+                Ok(json_response(StatusCode::OK, &charge.partner_view()))
+            }
+            other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the links function has no route {other:?}"))),
+        }
+    }
+
+    /// The active link of the partner's user the path names.
+    async fn link_of(&self, links: &Links, request: &Request, partner: &Partner) -> Result<Link, Problem> {
+        let partner_user = ids::check("partner_user", path_parameter(request, "partner_user")?)?;
+        links.links.of_identity(&partner.id, partner_user).await?.ok_or_else(|| unknown_user(partner_user))
+    }
+
+    async fn charge(&self, links: &Links, request: &Request, partner: &Partner) -> Result<Response<Body>, Problem> {
+        let body = json_body::<ChargeRequest>(request)?;
+        let token = ids::check("token", &body.token)?;
+        let amount = body.amount.validate()?;
+        let caller = format!("partner/{}", partner.id);
+        links
+            .idempotency
+            .run_request(request, &caller, &[], |claim, now| async move {
+                let of = links.links.token(&partner.id, token).await?.ok_or_else(unknown_token)?;
+                let id = format!("ch_{}", &claim.scope.derived_id("charge")[..20]);
+                // The key named a charge of another user's once (its record has expired since).
+                if links.links.charge_user(&partner.id, &id).await?.is_some_and(|user| user != of.user) {
+                    return Err(key_reused());
+                }
+                let link = links.links.get(&of.user, &of.link).await?.ok_or_else(unknown_token)?;
+                let recorded = match self.cash.movements.get(&of.user, &id).await? {
+                    Some(recorded) => recorded,
+                    None => {
+                        if link.state != LinkState::Active {
+                            return Err(link_ended(&link));
+                        }
+                        if amount.currency() != partner.currency {
+                            return Err(Problem::new(
+                                catalogue::CURRENCY_NOT_ACCEPTED,
+                                format!("you charge in {}, not {}", partner.currency, amount.currency()),
+                            ));
+                        }
+                        let instrument = links.instruments.get(&of.user, &of.instrument).await?.ok_or_else(|| {
+                            Problem::new(catalogue::INSTRUMENT_REMOVED, "the user removed this instrument")
+                        })?;
+                        if let Details::Card { expiry, .. } = &instrument.details {
+                            Expiry::check(expiry.month, expiry.year, year_month(now))?;
+                        }
+                        let wanted = Movement {
+                            id,
+                            user: of.user.clone(),
+                            direction: Direction::Charge,
+                            instrument_id: instrument.id.clone(),
+                            instrument_label: instrument.label(),
+                            amount,
+                            state: CashState::Pending,
+                            created_at: now,
+                            decided_at: None,
+                            reason: None,
+                            asked: false,
+                            charge: Some(ChargeOf {
+                                partner: partner.id.clone(),
+                                link: of.link.clone(),
+                                merchant: partner.merchant_id.clone(),
+                                token: token.to_owned(),
+                            }),
+                        };
+                        let allowance = LinkAllowance { links, user: &of.user, link: &of.link, charge: &wanted };
+                        self.cash.start(&wanted, &allowance, now).await?
+                    }
+                };
+                if recorded.instrument_id != of.instrument || recorded.amount != amount {
+                    return Err(key_reused());
+                }
+                // Never sent to the bank (an earlier request died first) and its consent ended since:
+                // it is not sent now.
+                let ended = link.state != LinkState::Active
+                    || links.links.get(&of.user, &of.link).await?.is_some_and(|l| l.state != LinkState::Active);
+                let settled = match recorded.state {
+                    CashState::Pending if !recorded.asked && ended => Some(
+                        self.cash
+                            .decline_unsent(&recorded, "the link ended before the charge reached the bank", now)
+                            .await,
+                    ),
+                    CashState::Pending => Some(self.cash.settle(&recorded, Asker::Request, now).await),
+                    _ => None,
+                };
+                let charge = match settled {
+                    None | Some(Ok(Settled::Unknown(_))) => recorded,
+                    Some(Ok(Settled::Decided(charge))) => *charge,
+                    Some(Err(e)) => {
+                        tracing::error!(charge = %recorded.id, error = %e, "the charge stays owed to its check");
+                        recorded
+                    }
+                };
+                let status =
+                    if charge.state == CashState::Pending { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+                let response = json_response(status, &charge.partner_view());
+                links.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                Ok(response)
+            })
+            .await
+    }
+}
+
+/// The partner who signed `request` (signature, time window, single-use nonce), whatever its status.
+async fn signer(links: &Links, request: &Request, now: i64) -> Result<Partner, Problem> {
+    let signature = signed::signature(request)?;
+    let partner_id = signature.key_id.split_once('.').map(|(p, _)| p).ok_or(SignatureError::UnknownKey)?;
+    let partner = links.partners.get(partner_id).await?.ok_or(SignatureError::UnknownKey)?;
+    let keys = links
+        .ring
+        .named_keys(&signature.key_id, &partner.kms_owner(), &partner.stored_key(), now)
+        .await?
+        .ok_or(SignatureError::UnknownKey)?;
+    signed::check(request, &signature, &keys.signing, &links.nonces, now).await?;
+    Ok(partner)
+}
