@@ -112,6 +112,8 @@ fn once_per_cause(kind: &str) -> Option<&'static str> {
         "cash.out_hold" => Some("cash.out_hold"),
         "cash.out" | "cash.out_release" => Some("cash.out_settlement"),
         "link.charge" => Some("link.charge"),
+        "link.refund_hold" => Some("link.refund_hold"),
+        "link.refund" | "link.refund_release" => Some("link.refund_settlement"),
         _ => None,
     }
 }

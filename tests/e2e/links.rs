@@ -153,6 +153,32 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
     assert_eq!(statuses, [StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY], "{one:?} {two:?}");
     assert_eq!(balance(AccountId::merchant(&shop)).await, Decimal::new(6000, 2));
 
+    // B pays part of its first charge back to the card, never beyond it (also when two race), then
+    // voids the rest; the money leaves B's account to the card's funding account.
+    let first = charged["id"].as_str().unwrap();
+    let refunds = format!("/partner/charges/{first}/refunds");
+    let (status, refunded) =
+        call(&b, "POST", &refunds, Some(&json!({"amount": usd("10.00")})), Some(&unique("key"))).await;
+    assert_eq!((status, refunded["state"].as_str()), (StatusCode::CREATED, Some("completed")), "{refunded}");
+    assert!(refunded["id"].as_str().is_some_and(|id| id.starts_with("rf_")) && refunded.get("instrument_id").is_none());
+    let body = json!({"amount": usd("15.00")});
+    let keys = [unique("key"), unique("key")];
+    let (one, two) = tokio::join!(
+        call(&b, "POST", &refunds, Some(&body), Some(&keys[0])),
+        call(&b, "POST", &refunds, Some(&body), Some(&keys[1]))
+    );
+    let mut statuses = [one.0, two.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT], "20 left, two of 15: {one:?} {two:?}");
+    let void = format!("/partner/charges/{first}/void");
+    let (status, voided) = call(&b, "POST", &void, None, Some(&unique("key"))).await;
+    assert_eq!((status, voided["amount"].as_str()), (StatusCode::CREATED, Some("5.00")), "{voided}");
+    let (status, problem) = call(&b, "POST", &void, None, Some(&unique("key"))).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("refund_exceeds_charge")));
+    assert_eq!(balance(AccountId::merchant(&shop)).await, Decimal::new(3000, 2), "60 charged, 30 paid back");
+    let (status, seen) = call(&b, "GET", &format!("/partner/charges/{first}"), None, None).await;
+    assert_eq!((status, seen["refunded"].as_str()), (StatusCode::OK, Some("30.00")), "{seen}");
+
     // Another partner cannot use B's token; a partner cannot read a user it has not linked.
     let (c, _) = partner().await;
     let (status, problem) = charge(&c, &token, "1.00").await;
@@ -175,7 +201,7 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
     let (status, _) = call(&b, "GET", &format!("/partner/users/{b_user}/link"), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(webhooks(&link_id, 2).await[1]["link"]["state"], "unlinked");
-    assert_eq!(balance(AccountId::merchant(&shop)).await, Decimal::new(6000, 2));
+    assert_eq!(balance(AccountId::merchant(&shop)).await, Decimal::new(3000, 2));
     let found = crate::reconcile::violations(&[&user]).await;
     assert!(found.is_empty(), "{}", found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
 }

@@ -293,6 +293,10 @@ catalogue! {
         "An order's expiry check ran before the order expired.";
     ORDER_NOT_PAID = "order_not_paid", 409, "Order not paid",
         "A refund names an order that is not paid.";
+    REFUND_EXCEEDS_CHARGE = "refund_exceeds_charge", 409, "Refund exceeds charge",
+        "A partner's refund (or void) would pay back more than its charge less what its refunds took back already, or nothing is left to pay back.";
+    CHARGE_NOT_COMPLETED = "charge_not_completed", 409, "Charge not completed",
+        "A partner refunds or voids a charge that is pending or was declined: only a completed charge is paid back.";
     REFUND_EXCEEDS_PAID = "refund_exceeds_paid", 409, "Refund exceeds paid",
         "A refund is more than is still refundable on the order or operation; `refundable` says how much is.";
     MERCHANT_INSUFFICIENT_FUNDS = "merchant_insufficient_funds", 409, "Merchant account short",

@@ -30,6 +30,7 @@ const WALLET: &str = "50.00";
 const CASH_IN: &str = "10.00";
 const CASH_OUT: &str = "15.00";
 const CHARGE: &str = "4.00";
+const REFUND: &str = "1.50";
 
 /// The partner platform the users link their cards to (paid into a merchant of its own, whose id it
 /// carries here), its key given to the simulator, which plays it.
@@ -58,8 +59,9 @@ pub struct Client {
     /// The cash-in's and the cash-out's answers, when they came.
     cash_in: Option<(StatusCode, Value)>,
     cash_out: Option<(StatusCode, Value)>,
-    /// The partner's charge of the linked card, when it was answered.
+    /// The partner's charge of the linked card, and its refund of part of it, when answered.
     charge: Option<(StatusCode, Value)>,
+    refund: Option<(StatusCode, Value)>,
 }
 
 /// `POST path` with `body` as `user`, tried as a client would with one Idempotency-Key.
@@ -135,6 +137,13 @@ pub async fn client(partner: &TestMerchant, i: usize) -> Client {
     let token = link["instruments"][0]["token"].as_str().expect("a token").to_owned();
     let body = json!({"token": token, "amount": {"amount": CHARGE, "currency": "USD"}});
     client.charge = signed(&mut client.attempts, partner, "POST", "/partner/charges", &body).await;
+    // B pays part of a completed charge back.
+    let completed = client.charge.as_ref().filter(|(_, c)| c["state"] == "completed").map(|(_, c)| c["id"].clone());
+    if let Some(id) = completed.as_ref().and_then(Value::as_str) {
+        let path = format!("/partner/charges/{id}/refunds");
+        let body = json!({"amount": {"amount": REFUND, "currency": "USD"}});
+        client.refund = signed(&mut client.attempts, partner, "POST", &path, &body).await;
+    }
     client
 }
 
@@ -169,11 +178,20 @@ pub async fn judge(clients: &[Client], partner: &TestMerchant, outcomes: &mut Ou
                 "ci_" if moved => wallet += movement.amount.amount(),
                 "co_" if moved => wallet -= movement.amount.amount(),
                 "ch_" if moved => charged += movement.amount.amount(),
+                "rf_" if moved => charged -= movement.amount.amount(),
                 _ => {}
             }
         }
         assert_eq!(balance(AccountId::wallet(&client.user)).await, wallet, "{client:?}: {theirs:?}");
-        for (told, prefix) in [(&client.cash_in, "ci_"), (&client.cash_out, "co_"), (&client.charge, "ch_")] {
+        let told =
+            [(&client.cash_in, "ci_"), (&client.cash_out, "co_"), (&client.charge, "ch_"), (&client.refund, "rf_")];
+        for (told, prefix) in told {
+            if prefix == "rf_"
+                && told.is_none()
+                && client.charge.as_ref().is_none_or(|(_, c)| c["state"] != "completed")
+            {
+                continue;
+            }
             let outcome = match told {
                 Some((status, body)) if status.is_success() => {
                     let id = body["id"].as_str().expect("a movement id");
@@ -195,6 +213,6 @@ pub async fn judge(clients: &[Client], partner: &TestMerchant, outcomes: &mut Ou
             *outcomes.entry(format!("cash with a bank that {name}: {outcome}")).or_default() += 1;
         }
     }
-    // The partner's account holds exactly the charges the bank approved.
+    // The partner's account holds exactly the charges the bank approved, less the refunds it paid.
     assert_eq!(balance(AccountId::merchant(&partner.id)).await, charged, "the partner was paid what the bank took");
 }

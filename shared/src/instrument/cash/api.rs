@@ -12,6 +12,7 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::service::{Asker, CashService, Settled};
@@ -115,6 +116,8 @@ impl CashApi {
             reason: None,
             asked: false,
             charge: None,
+            refund_of: None,
+            refunded: Decimal::ZERO,
         };
         self.service.start(&wanted, &self.service.cash_allowance(&wanted), now).await
     }

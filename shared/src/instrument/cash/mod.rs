@@ -81,29 +81,39 @@ pub enum Direction {
     Out,
     /// From a linked instrument to the partner that charges it.
     Charge,
+    /// A partner's charge paid back, from its merchant account to the instrument.
+    Refund,
 }
 
 impl Direction {
-    const ALL: [Direction; 3] = [Direction::In, Direction::Out, Direction::Charge];
+    const ALL: [Direction; 4] = [Direction::In, Direction::Out, Direction::Charge, Direction::Refund];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::In => "in",
             Direction::Out => "out",
             Direction::Charge => "charge",
+            Direction::Refund => "refund",
         }
+    }
+
+    /// Whether the bank is asked to pay the instrument (a payout), after a hold; else to debit it.
+    pub fn pays_out(self) -> bool {
+        matches!(self, Direction::Out | Direction::Refund)
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.as_str() == text)
     }
 
-    /// A movement's id starts so: `ci_` a cash-in, `co_` a cash-out, `ch_` a partner's charge.
+    /// A movement's id starts so: `ci_` a cash-in, `co_` a cash-out, `ch_` a partner's charge,
+    /// `rf_` its refund.
     pub fn id_prefix(self) -> &'static str {
         match self {
             Direction::In => "ci_",
             Direction::Out => "co_",
             Direction::Charge => "ch_",
+            Direction::Refund => "rf_",
         }
     }
 
@@ -167,8 +177,13 @@ pub struct Movement {
     /// status from then on (one never sent is sent by its check); a charge never sent is not sent
     /// by its check.
     pub asked: bool,
-    /// A partner's charge: whom it pays (`None` for the user's own cash-ins and cash-outs).
+    /// A partner's charge or refund: whom it pays or who pays it back (`None` for the user's own
+    /// cash-ins and cash-outs).
     pub charge: Option<ChargeOf>,
+    /// A refund: the charge it pays back.
+    pub refund_of: Option<String>,
+    /// A charge: how much of it its refunds (pending or paid) took back.
+    pub refunded: Decimal,
 }
 
 impl Movement {
@@ -183,6 +198,7 @@ impl Movement {
             Direction::In => format!("cash-in/{}", self.id),
             Direction::Out => format!("cash-out/{}", self.id),
             Direction::Charge => format!("charge/{}", self.id),
+            Direction::Refund => format!("refund/{}", self.id),
         }
     }
 
@@ -191,7 +207,7 @@ impl Movement {
     pub fn settlement_id(&self) -> String {
         match self.direction {
             Direction::In | Direction::Charge => self.cause(),
-            Direction::Out => format!("{}/settle", self.cause()),
+            Direction::Out | Direction::Refund => format!("{}/settle", self.cause()),
         }
     }
 
@@ -221,9 +237,20 @@ impl Movement {
         Transfer::between(id, self.amount, from, to, kind, self.cause())
     }
 
-    /// A cash-out's hold: the wallet's money set aside for the payout.
+    /// Where a payout's money is held from and a declined one's goes back: a cash-out's wallet, a
+    /// refund's partner's merchant account.
+    fn payer(&self) -> AccountId {
+        match (self.direction, &self.charge) {
+            (Direction::Refund, Some(charge)) => AccountId::merchant(&charge.merchant),
+            _ => AccountId::wallet(&self.user),
+        }
+    }
+
+    /// A payout's hold: the money set aside for it (a cash-out's from the wallet, a refund's from
+    /// the partner's merchant account).
     pub fn hold(&self) -> Result<Transfer, LedgerError> {
-        self.transfer(self.hold_id(), AccountId::wallet(&self.user), AccountId::hold(&self.id), "cash.out_hold")
+        let kind = if self.direction == Direction::Refund { "link.refund_hold" } else { "cash.out_hold" };
+        self.transfer(self.hold_id(), self.payer(), AccountId::hold(&self.id), kind)
     }
 
     /// The transfer the bank's approval makes: a cash-in's credit, a charge's payment to the
@@ -232,19 +259,16 @@ impl Movement {
         let (from, to, kind) = match (self.direction, &self.charge) {
             (Direction::Charge, Some(charge)) => (self.funding(), AccountId::merchant(&charge.merchant), "link.charge"),
             (Direction::Out, _) => (AccountId::hold(&self.id), self.funding(), "cash.out"),
+            (Direction::Refund, _) => (AccountId::hold(&self.id), self.funding(), "link.refund"),
             _ => (self.funding(), AccountId::wallet(&self.user), "cash.in"),
         };
         self.transfer(self.settlement_id(), from, to, kind)
     }
 
-    /// A declined cash-out's release of its hold (a declined cash-in moves nothing).
+    /// A declined payout's release of its hold (a declined cash-in or charge moves nothing).
     pub fn release(&self) -> Result<Transfer, LedgerError> {
-        self.transfer(
-            self.settlement_id(),
-            AccountId::hold(&self.id),
-            AccountId::wallet(&self.user),
-            "cash.out_release",
-        )
+        let kind = if self.direction == Direction::Refund { "link.refund_release" } else { "cash.out_release" };
+        self.transfer(self.settlement_id(), AccountId::hold(&self.id), self.payer(), kind)
     }
 
     pub fn view(&self) -> Value {
@@ -267,6 +291,12 @@ impl Movement {
         if let Some(charge) = &self.charge {
             view["partner_id"] = charge.partner.as_str().into();
             view["link_id"] = charge.link.as_str().into();
+        }
+        if self.direction == Direction::Charge {
+            view["refunded"] = self.amount.currency().rescale(self.refunded).to_string().into();
+        }
+        if let Some(charge) = &self.refund_of {
+            view["refund_of"] = charge.as_str().into();
         }
         view
     }
@@ -330,13 +360,15 @@ impl Window {
 }
 
 /// What must hold of cash movements and the money they moved (`crate::reconcile`; `books` holds at
-/// least the cash-outs' hold accounts, and `movements` every movement whose money they show): a
-/// cash-in credited its user's wallet from its instrument's funding account exactly its amount if
-/// and only if it completed; a cash-out held exactly its amount from the wallet, and its hold was
-/// captured whole to its instrument's funding account if it completed, released whole to the wallet if declined, neither while
-/// pending (its hold account holds the amount until then, nothing after); no movement stays pending
-/// more than `slack` seconds after it started; and no cash transfer was made for a movement that is
-/// not recorded.
+/// least the payouts' hold accounts, and `movements` every movement whose money they show): a
+/// cash-in (a charge) credited its user's wallet (its partner's merchant account) from its
+/// instrument's funding account exactly its amount if and only if it completed; a payout (a
+/// cash-out, a refund) held exactly its amount from the wallet (the partner's account), and its
+/// hold was captured whole to the instrument's funding account if it completed, released whole if
+/// declined, neither while pending (its hold account holds the amount until then, nothing after); a
+/// charge's `refunded` is what its refunds not declined add up to, never more than the charge, and
+/// only a completed charge has any; no movement stays pending more than `slack` seconds after it
+/// started; and no cash transfer was made for a movement that is not recorded.
 pub fn check_cash(movements: &[Movement], books: &Books, now: i64, slack: i64) -> Vec<Violation> {
     let transfers = books.transfers_by_id();
     let balances: HashMap<&AccountId, Decimal> = books.accounts.iter().map(|a| (&a.id, a.balance)).collect();
@@ -344,10 +376,10 @@ pub fn check_cash(movements: &[Movement], books: &Books, now: i64, slack: i64) -
     for movement in movements {
         let mut problem = |text: String| violations.push(Violation::record(format!("cash {}", movement.id), text));
         let record = |transfer: Result<Transfer, LedgerError>| transfer.ok().map(|t| TransferRecord::of(&t));
-        if movement.direction == Direction::Out {
+        if movement.direction.pays_out() {
             let hold = transfers.get(movement.hold_id().as_str()).copied();
             if hold != record(movement.hold()).as_ref() {
-                problem(format!("has no hold of its amount from its user's wallet (its hold: {})", shown(hold)));
+                problem(format!("has no hold of its amount from its payer (its hold: {})", shown(hold)));
             }
             let held = balances.get(&AccountId::hold(&movement.id)).copied().unwrap_or_default();
             let holds_now = if movement.state == CashState::Pending { movement.amount.amount() } else { Decimal::ZERO };
@@ -357,7 +389,7 @@ pub fn check_cash(movements: &[Movement], books: &Books, now: i64, slack: i64) -
         }
         let expected = match (movement.state, movement.direction) {
             (CashState::Completed, _) => record(movement.on_approval()),
-            (CashState::Declined, Direction::Out) => record(movement.release()),
+            (CashState::Declined, Direction::Out | Direction::Refund) => record(movement.release()),
             _ => None,
         };
         let settled = transfers.get(movement.settlement_id().as_str()).copied();
@@ -367,9 +399,24 @@ pub fn check_cash(movements: &[Movement], books: &Books, now: i64, slack: i64) -
         if movement.state == CashState::Pending && now > movement.created_at + slack {
             problem(format!("is still pending {} s after it started", now - movement.created_at));
         }
+        if movement.direction == Direction::Charge {
+            let refunds: Decimal = movements
+                .iter()
+                .filter(|r| r.refund_of.as_deref() == Some(movement.id.as_str()) && r.state != CashState::Declined)
+                .map(|r| r.amount.amount())
+                .sum();
+            let most = if movement.state == CashState::Completed { movement.amount.amount() } else { Decimal::ZERO };
+            if movement.refunded != refunds || refunds > most {
+                problem(format!(
+                    "is {} with {} refunded but its refunds add up to {refunds}",
+                    movement.state.as_str(),
+                    movement.refunded
+                ));
+            }
+        }
     }
     let recorded: HashSet<String> = movements.iter().map(Movement::cause).collect();
-    let ours = |kind: &str| kind.starts_with("cash.") || kind == "link.charge";
+    let ours = |kind: &str| kind.starts_with("cash.") || kind.starts_with("link.");
     for transfer in books.transfers.iter().filter(|t| ours(&t.kind) && !recorded.contains(&t.cause)) {
         violations.push(Violation::record(format!("transfer {}", transfer.id), "moved cash for no recorded movement"));
     }

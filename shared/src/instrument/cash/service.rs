@@ -221,7 +221,7 @@ impl CashService {
                         Err(TransactError::Store(e)) => return Err(e.into()),
                     }
                 }
-                Direction::Out => {
+                Direction::Out | Direction::Refund => {
                     match self.ledger.apply(&wanted.hold().map_err(TransferError::from)?, with, now).await {
                         Ok(_) => return Ok(wanted.clone()),
                         Err(TransferError::Rejected(rule)) => vec![rule],
@@ -264,8 +264,10 @@ impl CashService {
                 self.bank.debit(&reference, number.expose(), movement.amount).await
             }
             // Sent before (or being sent by the request meanwhile): only its status is asked now.
-            Direction::Out if asker == Asker::Check && movement.asked => self.bank.payout_status(&reference).await,
-            Direction::Out => {
+            Direction::Out | Direction::Refund if asker == Asker::Check && movement.asked => {
+                self.bank.payout_status(&reference).await
+            }
+            Direction::Out | Direction::Refund => {
                 let number = self.number(movement).await?;
                 self.movements.mark_asked(movement, now).await?;
                 self.bank.payout(&reference, number.expose(), movement.amount).await
@@ -279,7 +281,7 @@ impl CashService {
             BankAnswer::Declined(reason) => {
                 let release = match movement.direction {
                     Direction::In | Direction::Charge => None,
-                    Direction::Out => Some(movement.release().map_err(invalid)?),
+                    Direction::Out | Direction::Refund => Some(movement.release().map_err(invalid)?),
                 };
                 self.decide(movement, CashState::Declined, Some(&reason), release, now).await
             }
@@ -320,11 +322,14 @@ impl CashService {
         transfer: Option<Transfer>,
         now: i64,
     ) -> Result<Settled, StoreError> {
-        let with = vec![
+        let mut with = vec![
             self.movements.decided_item(movement, state, reason, now)?,
             self.instruments.done_using_item(&movement.user, &movement.instrument_id)?,
             self.outbox.done_item(&movement.check_id())?,
         ];
+        if state == CashState::Declined && movement.direction == Direction::Refund {
+            with.push(self.movements.refund_returned_item(movement)?);
+        }
         let committed = match transfer {
             Some(transfer) => match self.ledger.apply(&transfer, with, now).await {
                 // Already: moved before, with this same decision in its transaction.

@@ -17,6 +17,8 @@ pub const CASH_NEW: &str = "cash.new";
 pub const CASH_PENDING: &str = "cash.pending";
 /// Rule: the window is as it was read (no other movement was added to it meanwhile).
 pub const WINDOW_CURRENT: &str = "cash.window_current";
+/// Rule: the charge is completed and its refunds, with this one, stay within it.
+pub const CHARGE_REFUNDABLE: &str = "cash.charge_refundable";
 /// Rule: the user's cash-ins are in one currency, the wallet's (pinned by the first).
 pub const WALLET_CURRENCY: &str = "cash.wallet_currency";
 
@@ -137,6 +139,10 @@ impl CashStore {
                 .item("token", s(&charge.token)),
             None => put,
         };
+        let put = match &movement.refund_of {
+            Some(charge) => put.item("refund_of", s(charge)),
+            None => put,
+        };
         Ok(Write::put(CASH_NEW, put.condition_expression("attribute_not_exists(id)").build()?))
     }
 
@@ -160,6 +166,35 @@ impl CashStore {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
             other => other.map(|_| ()).map_err(StoreError::from),
         }
+    }
+
+    /// `amount` more of `charge` refunded: only a completed charge, and never beyond it.
+    pub fn refund_item(&self, charge: &Movement, amount: Money) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(&charge.user))
+            .key("id", s(&charge.id))
+            .update_expression("ADD refunded :amount")
+            .condition_expression("#state = :completed AND (attribute_not_exists(refunded) OR refunded <= :most)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":completed", s(CashState::Completed.as_str()))
+            .expression_attribute_values(":amount", n(amount.amount()))
+            .expression_attribute_values(":most", n(charge.amount.amount() - amount.amount()))
+            .build()?;
+        Ok(Write::update(CHARGE_REFUNDABLE, update))
+    }
+
+    /// A declined refund's amount back to what `refund`'s charge may still refund.
+    pub fn refund_returned_item(&self, refund: &Movement) -> Result<Write, StoreError> {
+        let charge = refund.refund_of.as_deref().ok_or_else(|| StoreError::new("a refund names its charge"))?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(&refund.user))
+            .key("id", s(charge))
+            .update_expression("ADD refunded :back")
+            .expression_attribute_values(":back", n(-refund.amount.amount()))
+            .build()?;
+        Ok(Write::update("cash.refund_returned", update))
     }
 
     /// The movement's outcome, decided at `now`: only while it is pending.
@@ -204,6 +239,8 @@ fn movement_from_item(item: &Item) -> Result<Movement, StoreError> {
         decided_at: if item.contains_key("decided_at") { Some(get_n(item, "decided_at")?) } else { None },
         reason: item.get("reason").and_then(|v| v.as_s().ok()).cloned(),
         asked: item.contains_key("asked"),
+        refund_of: item.get("refund_of").and_then(|v| v.as_s().ok()).cloned(),
+        refunded: if item.contains_key("refunded") { get_decimal(item, "refunded")? } else { Decimal::ZERO },
         charge: match item.get("link") {
             Some(_) => Some(ChargeOf {
                 partner: get_s(item, "partner")?.to_owned(),

@@ -27,6 +27,8 @@ fn movement(id: &str, direction: Direction, amount: &str, state: CashState) -> M
         reason: None,
         asked: false,
         charge: None,
+        refund_of: None,
+        refunded: Decimal::ZERO,
     }
 }
 
@@ -175,4 +177,52 @@ fn a_movement_that_lies_about_its_money_is_found() {
     assert!(found[0].to_string().contains("no recorded movement"), "{found:?}");
     let unheld = find(std::slice::from_ref(&paid), &[funded("10.00")]);
     assert!(unheld.iter().any(|v| v.to_string().contains("no hold")), "{unheld:?}");
+}
+
+#[test]
+fn a_charge_s_refunds_stay_within_it_and_its_refunded_says_what_they_took_back() {
+    let of = ChargeOf { partner: "pp_b".into(), link: "lk_1".into(), merchant: "m_b".into(), token: "pt_1".into() };
+    let charge = Movement {
+        direction: Direction::Charge,
+        charge: Some(of.clone()),
+        refunded: Decimal::new(10, 0),
+        ..movement("ch_1", Direction::Charge, "30.00", CashState::Completed)
+    };
+    let refund = |id: &str, amount: &str, state| Movement {
+        direction: Direction::Refund,
+        charge: Some(of.clone()),
+        refund_of: Some("ch_1".into()),
+        ..movement(id, Direction::Refund, amount, state)
+    };
+    let (paid, declined) =
+        (refund("rf_1", "10.00", CashState::Completed), refund("rf_2", "15.00", CashState::Declined));
+    assert_eq!(charge.on_approval().unwrap().accounts()[1], AccountId::merchant("m_b"));
+    assert_eq!(paid.hold().unwrap().accounts(), vec![AccountId::merchant("m_b"), AccountId::hold("rf_1")]);
+    let sales = Transfer::between(
+        "sales".into(),
+        usd("100.00"),
+        AccountId::funding("shop"),
+        AccountId::merchant("m_b"),
+        "test.fund",
+        "sales".into(),
+    );
+    let transfers = vec![
+        sales.unwrap(),
+        charge.on_approval().unwrap(),
+        paid.hold().unwrap(),
+        paid.on_approval().unwrap(),
+        declined.hold().unwrap(),
+        declined.release().unwrap(),
+    ];
+    let movements = [charge.clone(), paid.clone(), declined.clone()];
+    assert_eq!(check_cash(&movements, &books(&transfers), NOW, 60), vec![]);
+    // A charge whose `refunded` disagrees with its refunds, or refunds beyond it, is found.
+    let lying = Movement { refunded: Decimal::new(20, 0), ..charge.clone() };
+    assert_eq!(check_cash(&[lying, paid.clone(), declined.clone()], &books(&transfers), NOW, 60).len(), 1);
+    let beyond = refund("rf_3", "25.00", CashState::Completed);
+    let mut more = transfers.clone();
+    more.extend([beyond.hold().unwrap(), beyond.on_approval().unwrap()]);
+    let over = Movement { refunded: Decimal::new(35, 0), ..charge };
+    let found = check_cash(&[over, paid, declined, beyond], &books(&more), NOW, 60);
+    assert!(found.iter().any(|v| v.to_string().contains("refunds add up to 35")), "{found:?}");
 }

@@ -8,12 +8,19 @@
 //!   debits the linked instrument the token names through the bank and pays the partner's
 //!   merchant account, within the link's caps (exact under concurrency); 201 `completed` or
 //!   `declined`, 202 `pending` (its check settles it: GET it)
-//! - `GET /partner/charges/{id}`                  one of the partner's charges
+//! - `POST /partner/charges/{id}/refunds`         with an Idempotency-Key, `{"amount"}`: pays part or all
+//!   of a completed charge back to its instrument (a payout through the bank, held from the
+//!   partner's merchant account first), never beyond what was charged, exactly under concurrency;
+//!   201 `completed` or `declined` (the hold back in the account), 202 `pending`
+//! - `POST /partner/charges/{id}/void`            with an Idempotency-Key: refunds all of it that is
+//!   still refundable
+//! - `GET /partner/charges/{id}`                  one of the partner's charges or refunds
 //!
 //! A token is its partner's only: another partner's token names nothing here.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -30,6 +37,7 @@ use crate::idempotency::StoredResponse;
 use crate::idempotency::key_reused;
 use crate::ids;
 use crate::instrument::cash::service::{Allowance, Asker, CashService, Settled};
+use crate::instrument::cash::store::CHARGE_REFUNDABLE;
 use crate::instrument::cash::{Caps, CashState, ChargeOf, Direction, LimitRefusal, Movement, Window};
 use crate::instrument::partner::{PARTNER_ACTIVE, Partner};
 use crate::instrument::{Details, Expiry, year_month};
@@ -65,6 +73,59 @@ fn unknown_token() -> Problem {
 fn link_ended(link: &Link) -> Problem {
     let by = link.ended.as_ref().map_or("", |(_, by)| by.as_str());
     Problem::new(catalogue::LINK_ENDED, format!("the link was ended by the {by}: nothing may be read or charged"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundRequest {
+    amount: MoneyInput,
+}
+
+/// A refund's place: within what its charge may still pay back (the charge's `refunded`, written
+/// conditionally in the refund's transaction), and its index item (its partner finds it by id).
+struct RefundAllowance<'a> {
+    links: &'a Links,
+    cash: &'a CashService,
+    charge: &'a Movement,
+    refund: &'a Movement,
+}
+
+impl Allowance for RefundAllowance<'_> {
+    async fn window(&self) -> Result<(Window, Caps), Problem> {
+        // No window: a refund is bounded by its charge alone.
+        let caps = Caps { per_movement: self.charge.amount.amount(), per_window: Decimal::MAX, count: usize::MAX };
+        Ok((Window::default(), caps))
+    }
+
+    fn writes(&self, _read: &Window, _admitted: &Window) -> Result<Vec<Write>, StoreError> {
+        let partner = self.charge.charge.as_ref().map_or("", |c| c.partner.as_str());
+        Ok(vec![
+            self.cash.movements.refund_item(self.charge, self.refund.amount)?,
+            self.links.links.charge_index_item(partner, &self.refund.id, &self.refund.user)?,
+        ])
+    }
+
+    fn refusal(&self, _refusal: LimitRefusal) -> Problem {
+        beyond_charge(self.charge)
+    }
+
+    fn broke(&self, rules: &[&'static str]) -> Option<Problem> {
+        match () {
+            _ if rules.contains(&CHARGE_REFUNDABLE) => Some(beyond_charge(self.charge)),
+            _ if rules.contains(&CHARGE_INDEX_NEW) => Some(key_reused()),
+            _ => None,
+        }
+    }
+}
+
+fn beyond_charge(charge: &Movement) -> Problem {
+    Problem::new(
+        catalogue::REFUND_EXCEEDS_CHARGE,
+        format!(
+            "charge {} of {} cannot pay back that much: refunds may not exceed what was charged",
+            charge.id, charge.amount
+        ),
+    )
 }
 
 /// A charge's place in its link's window: the link's caps, on the link's own item (only while it
@@ -155,6 +216,11 @@ impl PartnerApi {
                 Ok(json_response(StatusCode::OK, &json!({"link_id": ended.id, "state": ended.state.as_str()})))
             }
             "POST /partner/charges" => self.charge(links, request, &partner).await,
+            "POST /partner/charges/{id}/refunds" => {
+                let RefundRequest { amount } = json_body(request)?;
+                self.refund(links, request, &partner, Some(amount.validate()?)).await
+            }
+            "POST /partner/charges/{id}/void" => self.refund(links, request, &partner, None).await,
             "GET /partner/charges/{id}" => {
                 let id = ids::check("id", path_parameter(request, "id")?)?;
                 let unknown = || Problem::new(catalogue::UNKNOWN_CHARGE, format!("no charge {id:?} of yours"));
@@ -217,6 +283,8 @@ impl PartnerApi {
                             decided_at: None,
                             reason: None,
                             asked: false,
+                            refund_of: None,
+                            refunded: Decimal::ZERO,
                             charge: Some(ChargeOf {
                                 partner: partner.id.clone(),
                                 link: of.link.clone(),
@@ -255,6 +323,103 @@ impl PartnerApi {
                 let status =
                     if charge.state == CashState::Pending { StatusCode::ACCEPTED } else { StatusCode::CREATED };
                 let response = json_response(status, &charge.partner_view());
+                links.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                Ok(response)
+            })
+            .await
+    }
+}
+
+impl PartnerApi {
+    /// Pays `amount` of the partner's completed charge the path names back to its instrument (`None`:
+    /// all that is still refundable, a void).
+    async fn refund(
+        &self,
+        links: &Links,
+        request: &Request,
+        partner: &Partner,
+        amount: Option<crate::money::Money>,
+    ) -> Result<Response<Body>, Problem> {
+        let charge_id = ids::check("id", path_parameter(request, "id")?)?;
+        let unknown = || Problem::new(catalogue::UNKNOWN_CHARGE, format!("no charge {charge_id:?} of yours"));
+        let caller = format!("partner/{}", partner.id);
+        links
+            .idempotency
+            .run_request(request, &caller, &[], |claim, now| async move {
+                let user = links.links.charge_user(&partner.id, charge_id).await?.ok_or_else(unknown)?;
+                let charge =
+                    self.cash.movements.get(&user, charge_id).await?.filter(|c| c.direction == Direction::Charge);
+                let charge = charge.ok_or_else(unknown)?;
+                let id = format!("rf_{}", &claim.scope.derived_id("refund")[..20]);
+                let recorded = match self.cash.movements.get(&user, &id).await? {
+                    Some(recorded) => recorded,
+                    None => {
+                        if charge.state != CashState::Completed {
+                            return Err(Problem::new(
+                                catalogue::CHARGE_NOT_COMPLETED,
+                                format!(
+                                    "charge {} is {}: only a completed charge is refunded",
+                                    charge.id,
+                                    charge.state.as_str()
+                                ),
+                            ));
+                        }
+                        let left = charge.amount.amount() - charge.refunded;
+                        let amount = match amount {
+                            Some(amount) => amount,
+                            None => crate::money::Money::new(left, charge.amount.currency())
+                                .map_err(|_| beyond_charge(&charge))?,
+                        };
+                        if amount.currency() != charge.amount.currency() {
+                            return Err(Problem::new(
+                                catalogue::CURRENCY_NOT_ACCEPTED,
+                                format!("the charge is in {}, not {}", charge.amount.currency(), amount.currency()),
+                            ));
+                        }
+                        let instrument =
+                            links.instruments.get(&user, &charge.instrument_id).await?.ok_or_else(|| {
+                                Problem::new(
+                                    catalogue::INSTRUMENT_REMOVED,
+                                    "the user removed the charged instrument: it cannot be paid back through the bank",
+                                )
+                            })?;
+                        let wanted = Movement {
+                            id,
+                            user: user.clone(),
+                            direction: Direction::Refund,
+                            instrument_id: instrument.id.clone(),
+                            instrument_label: instrument.label(),
+                            amount,
+                            state: CashState::Pending,
+                            created_at: now,
+                            decided_at: None,
+                            reason: None,
+                            asked: false,
+                            charge: charge.charge.clone(),
+                            refund_of: Some(charge.id.clone()),
+                            refunded: Decimal::ZERO,
+                        };
+                        let allowance = RefundAllowance { links, cash: &self.cash, charge: &charge, refund: &wanted };
+                        self.cash.start(&wanted, &allowance, now).await?
+                    }
+                };
+                if recorded.refund_of.as_deref() != Some(charge_id) || amount.is_some_and(|a| a != recorded.amount) {
+                    return Err(key_reused());
+                }
+                let refund = match recorded.state {
+                    CashState::Pending => match self.cash.settle(&recorded, Asker::Request, now).await {
+                        Ok(Settled::Decided(refund)) => *refund,
+                        Ok(Settled::Unknown(_)) => recorded,
+                        Err(e) => {
+                            tracing::error!(refund = %recorded.id, error = %e, "the refund stays owed to its check");
+                            recorded
+                        }
+                    },
+                    _ => recorded,
+                };
+                let status =
+                    if refund.state == CashState::Pending { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+                let response = json_response(status, &refund.partner_view());
                 links.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
                 Ok(response)
             })
