@@ -7,7 +7,7 @@
 //! - `miniapp.outcome`: `crate::miniapp::notices`
 //! - `offline.*`: `crate::offline::notices`
 //! - `transfer.*`: `crate::instruction::notices`
-//! - `link.changed`: `crate::instrument::link::notices`
+//! - `link.changed`, `instrument.updated`: `crate::instrument::link::notices`
 //!
 //! A message is handled once: its outbox item is deleted when its capability is done with it.
 //!
@@ -118,6 +118,9 @@ impl Notifier {
             }
             NotificationMessage::LinkChanged { id, user, link_id, event } => {
                 self.links.changed(id, user, link_id, event).await?
+            }
+            NotificationMessage::InstrumentUpdated { id, user, link_id, instrument_id } => {
+                self.links.updated(id, user, link_id, instrument_id).await?
             }
         }
         Ok(self.outbox.done(message.id()).await?)

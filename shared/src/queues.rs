@@ -52,6 +52,10 @@ pub enum NotificationMessage {
     /// `link.created`, `link.ended`), with what it may now see of it.
     #[serde(rename = "link.changed")]
     LinkChanged { id: String, user: String, link_id: String, event: String },
+    /// Tell the partner (signed webhook) that `user`'s instrument `instrument_id`, linked to it by
+    /// `link_id`, changed (replaced, or its card's expiry passed): the same token, its new display data.
+    #[serde(rename = "instrument.updated")]
+    InstrumentUpdated { id: String, user: String, link_id: String, instrument_id: String },
 }
 
 impl QueueMessage for NotificationMessage {
@@ -72,7 +76,8 @@ impl QueueMessage for NotificationMessage {
             | NotificationMessage::TransferChanged { id, .. }
             | NotificationMessage::TransferRelease { id, .. }
             | NotificationMessage::TransferRefunded { id, .. }
-            | NotificationMessage::LinkChanged { id, .. } => id,
+            | NotificationMessage::LinkChanged { id, .. }
+            | NotificationMessage::InstrumentUpdated { id, .. } => id,
         }
     }
 }

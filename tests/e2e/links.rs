@@ -191,6 +191,37 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
     let mine = &listed["links"][0];
     assert_eq!((mine["use"]["charges_24h"].as_u64(), mine["use"]["asked_24h"].as_str()), (Some(2), Some("60.00")));
 
+    // The card is replaced (reissued, a new number and expiry): B is told under the same token.
+    let replacement =
+        json!({"kind": "card", "number": "4000056655665556", "expiry_month": 6, "expiry_year": 2032, "holder": "Ada"});
+    let url = env.url(&format!("/instruments/{visa}"));
+    let replaced = env
+        .http()
+        .put(url)
+        .bearer_auth(env.token(&user, &[]))
+        .header("idempotency-key", unique("key"))
+        .json(&replacement)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let replaced: Value = replaced.json().await.unwrap();
+    assert_eq!(
+        (replaced["id"].as_str(), replaced["last4"].as_str()),
+        (Some(visa.as_str()), Some("5556")),
+        "{replaced}"
+    );
+    let told = webhooks(&link_id, 2).await;
+    assert_eq!(
+        (told[1]["kind"].as_str(), told[1]["instrument"]["token"].as_str()),
+        (Some("instrument.updated"), Some(token.as_str()))
+    );
+    assert_eq!(
+        (told[1]["instrument"]["last4"].as_str(), told[1]["instrument"]["expiry_year"].as_u64()),
+        (Some("5556"), Some(2032))
+    );
+    assert!(!told[1].to_string().contains("4000056655665556"));
+
     // Unlinked by the user: at once, reads and charges are refused, and B is told.
     let url = env.url(&format!("/links/{link_id}"));
     let ended: Value =
@@ -200,7 +231,7 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
     assert_eq!((status, problem["code"].as_str()), (StatusCode::GONE, Some("link_ended")));
     let (status, _) = call(&b, "GET", &format!("/partner/users/{b_user}/link"), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(webhooks(&link_id, 2).await[1]["link"]["state"], "unlinked");
+    assert_eq!(webhooks(&link_id, 3).await[2]["link"]["state"], "unlinked");
     assert_eq!(balance(AccountId::merchant(&shop)).await, Decimal::new(3000, 2));
     let found = crate::reconcile::violations(&[&user]).await;
     assert!(found.is_empty(), "{}", found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));

@@ -321,8 +321,14 @@ impl Stack {
             .generate(BANK_KEY_OWNER)
             .await
             .map_err(|e| StackError::Other(format!("the bank's key: {e}")))?;
-        let bank_environment =
-            [("BANK_KEY_ID", BANK_KEY_ID.to_owned()), ("BANK_KEY", bank_key.key.to_base64().expose().clone())];
+        // Bound first: the merchant simulator, playing a partner platform, calls the API.
+        let gateway_listener = bind(options.gateway_port).await?;
+        info.api_url = format!("http://{}", gateway_listener.local_addr()?);
+        let bank_environment = [
+            ("BANK_KEY_ID", BANK_KEY_ID.to_owned()),
+            ("BANK_KEY", bank_key.key.to_base64().expose().clone()),
+            ("SUPERPAY_API_URL", info.api_url.clone()),
+        ];
         let mut simulators = vec![];
         for (binary, port, what, url, environment) in [
             (
@@ -346,8 +352,6 @@ impl Stack {
             simulators.push(emulators::start_simulator(&binary, port, &log, what, environment).await?);
             *url = format!("http://127.0.0.1:{port}");
         }
-        let gateway_listener = bind(options.gateway_port).await?;
-        info.api_url = format!("http://{}", gateway_listener.local_addr()?);
 
         // Locally the bank is the simulator's and links point at this stack's HTTP API.
         let mut parameters = options.parameters.clone();

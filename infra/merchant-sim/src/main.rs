@@ -28,7 +28,9 @@
 //!   partner's key as well (`pp_….k1`); `POST /_sim/codes {"key_id", "partner_user", "user",
 //!   "ttl"?}` answers `{"code"}`, a link code for that user of B's signed with that key (for `user`
 //!   of ours); B's webhooks (`<any path>/webhooks`, a `link` event signed by the partner's own key)
-//!   are kept by link id.
+//!   are kept by link id. `POST /_sim/partner-calls {"key_id", "method", "path", "body"?,
+//!   "idempotency_key"?}` makes a call of B's to the API (`SUPERPAY_API_URL`), signed with that key,
+//!   and answers `{"status", "body"}`: a walk in curl plays B without signing in shell.
 //! - `GET /_sim/orders/{order_id}` shows what it received (and how often it was forwarded); `GET /_sim/webhooks/{id}` the
 //!   notifications about an order, payment or operation it accepted, and how many deliveries it refused.
 
@@ -103,6 +105,54 @@ async fn link_code(State(sim): State<Arc<Sim>>, body: axum::Json<CodeRequest>) -
         "expires_at": now + body.ttl.unwrap_or(120),
     });
     axum::Json(json!({ "code": superpay::instrument::link::issue(&payload, &keys.link_codes) })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PartnerCall {
+    key_id: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// One of B's calls to the API, signed with B's key as B would sign it.
+async fn partner_call(State(sim): State<Arc<Sim>>, call: axum::Json<PartnerCall>) -> Response {
+    let Some(keys) = sim.keys.get(&call.key_id) else { return refuse(StatusCode::NOT_FOUND, "no such key") };
+    let Ok(api) = std::env::var("SUPERPAY_API_URL") else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "SUPERPAY_API_URL is not set");
+    };
+    let Ok(method) = call.method.parse::<reqwest::Method>() else { return refuse(StatusCode::BAD_REQUEST, "method") };
+    let body = call.body.as_ref().map(Value::to_string).unwrap_or_default();
+    let now = superpay::clock::now_epoch_seconds();
+    let signature = superpay::crypto::Signature::create(
+        &call.key_id,
+        &keys.signing,
+        method.as_str(),
+        &call.path,
+        body.as_bytes(),
+        now,
+    );
+    let mut request = reqwest::Client::new().request(method, format!("{api}{}", call.path)).body(body);
+    if call.body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    for (name, value) in signature.headers() {
+        request = request.header(name, value);
+    }
+    if let Some(key) = &call.idempotency_key {
+        request = request.header("idempotency-key", key);
+    }
+    match request.send().await {
+        Ok(answer) => {
+            let status = answer.status().as_u16();
+            let body: Value = answer.json().await.unwrap_or(Value::Null);
+            axum::Json(json!({"status": status, "body": body})).into_response()
+        }
+        Err(e) => refuse(StatusCode::BAD_GATEWAY, &e.to_string()),
+    }
 }
 
 async fn received(State(sim): State<Arc<Sim>>, Path(order_id): Path<String>) -> Response {
@@ -358,6 +408,7 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new()
         .route("/_sim/merchants", post(add_merchant))
         .route("/_sim/codes", post(link_code))
+        .route("/_sim/partner-calls", post(partner_call))
         .route("/bank/debits", post(bank_debit))
         .route("/bank/payouts", post(bank_payout))
         .route("/bank/payouts/status", post(bank_payout_status))

@@ -7,6 +7,9 @@
 //!   refusal quoting it.
 //! - `GET /instruments`          the caller's instruments
 //! - `GET /instruments/{id}`     one of them
+//! - `PUT /instruments/{id}`     with an Idempotency-Key, a body as the add's of the same kind: replaces
+//!   its number (a renewed or reissued card) under the same id, so every partner it is linked to
+//!   keeps its token and is told (`instrument.updated`)
 //! - `DELETE /instruments/{id}`  removes it: its sealed number and key are dropped for good
 
 use lambda_http::http::StatusCode;
@@ -26,7 +29,10 @@ use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::idempotency::{in_flight, key_reused};
 use crate::ids;
+use crate::instrument::link::store::LinkStore;
+use crate::instrument::link::{LinkState, expiry_notice, update_notice};
 use crate::keys::{KeyService, TokenSecret};
+use crate::outbox::Outbox;
 use crate::problem::catalogue;
 use crate::security::SecurityEvent;
 
@@ -40,6 +46,10 @@ pub struct InstrumentsApi {
     /// The instruments' own secret (under `InstrumentsKey`, no other function's): keys request
     /// fingerprints and number tokens.
     token_secret: TokenSecret,
+    /// The links an instrument is in, whose partners a replacement is told to.
+    links: LinkStore,
+    outbox: Outbox,
+    notifications_queue: String,
 }
 
 /// The refusal never quotes the id: a card number typed as one must not reach a log.
@@ -62,6 +72,9 @@ impl InstrumentsApi {
                 numbers.clone(),
             ),
             numbers,
+            links: LinkStore::new(dynamodb.clone(), aws::env("LINKS_TABLE")?),
+            outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
+            notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             dynamodb,
         })
     }
@@ -71,6 +84,7 @@ impl InstrumentsApi {
         let user = caller.subject.as_str();
         match route_key(&request) {
             "POST /instruments" => self.add(&request, user).await,
+            "PUT /instruments/{id}" => self.replace(&request, user).await,
             "GET /instruments" => {
                 let kept = self.instruments.of_user(user).await?;
                 let views: Vec<Value> =
@@ -120,6 +134,81 @@ impl InstrumentsApi {
         let event =
             SecurityEvent { user: instrument.user.clone(), id: format!("{kind}/{}", instrument.id), kind, at, detail };
         event.put_item(&self.security_events_table)
+    }
+
+    async fn replace(&self, request: &Request, user: &str) -> Result<Response<Body>, Problem> {
+        let id = ids::check("id", path_parameter(request, "id")?)?;
+        // Judged before the key's run, as an add is: no refusal quoting the number is recorded.
+        let body = json_body::<Value>(request)?;
+        let new = NewInstrument::parse(&body, now_epoch_seconds())?;
+        let secret = self.token_secret.get().await?;
+        let number_token = keyed_token(secret, TokenPurpose::InstrumentNumber, &[user, new.number.expose()]);
+        self.idempotency
+            .run_request_keyed(request, user, secret, |claim, now| async move {
+                let kept = self.instruments.stored(user, id).await?.filter(|s| s.removed_at.is_none());
+                let kept = kept.ok_or_else(unknown_instrument)?;
+                if std::mem::discriminant(&kept.instrument.details) != std::mem::discriminant(&new.details) {
+                    return Err(Problem::new(
+                        catalogue::REPLACEMENT_KIND_MISMATCH,
+                        "a card is replaced by a card, a bank account by a bank account",
+                    ));
+                }
+                let instrument = Instrument {
+                    id: id.to_owned(),
+                    user: user.to_owned(),
+                    details: new.details,
+                    last4: new.last4,
+                    holder: new.holder,
+                    created_at: kept.instrument.created_at,
+                };
+                let key = self.numbers.generate(&number_key_owner(id)).await?;
+                let sealed = seal(&key.key, new.number.expose().as_bytes(), number_binding(user, id).as_bytes());
+                let response = json_response(StatusCode::OK, &instrument.view());
+                let mut items = vec![
+                    self.instruments.replace_item(&instrument, &number_token, &sealed, key.ciphertext)?,
+                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                    self.security_event("instrument.replaced", &instrument, now)?,
+                ];
+                if kept.number_token != number_token {
+                    items.extend(self.instruments.swapped_items(user, id, &kept.number_token, &number_token)?);
+                }
+                // Every partner it is linked to is told under the same token; a new expiry is told when it comes.
+                let mut notices = Vec::new();
+                let why = format!("replaced/{}", &claim.scope.derived_id("replace")[..12]);
+                for link in self.links.of_user(user).await?.iter().filter(|l| l.state == LinkState::Active) {
+                    if link.instrument_of_id(id) {
+                        let notice = update_notice(link, id, &why).outbox(&self.notifications_queue, 0).map_err(Problem::internal)?;
+                        items.push(self.outbox.put_item(&notice, now)?);
+                        notices.push(notice);
+                        let expiry = expiry_notice(link, &instrument);
+                        if let Some((expiry, due_at)) = expiry.filter(|_| instrument.details != kept.instrument.details) {
+                            let expiry = expiry.outbox(&self.notifications_queue, 0).map_err(Problem::internal)?;
+                            items.push(self.outbox.put_item_due(&expiry, due_at)?);
+                        }
+                    }
+                }
+                match transact(&self.dynamodb, items).await {
+                    Ok(()) => {
+                        for notice in &notices {
+                            self.outbox.send(notice).await;
+                        }
+                        Ok(response)
+                    }
+                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                    Err(e) if e.broke(INSTRUMENT_PRESENT) => Err(Problem::new(
+                        catalogue::INSTRUMENT_IN_USE,
+                        "a cash movement with this instrument is still owed its outcome by the bank (or it was removed); \
+                         replace it once that movement is completed or declined",
+                    )),
+                    Err(e) if e.broke(NUMBER_NEW) => {
+                        let same = self.instruments.with_number(user, &number_token).await?.unwrap_or_default();
+                        Err(Problem::new(catalogue::INSTRUMENT_EXISTS, format!("this number is already instrument {same}"))
+                            .with("instrument_id", same))
+                    }
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            })
+            .await
     }
 
     async fn add(&self, request: &Request, user: &str) -> Result<Response<Body>, Problem> {

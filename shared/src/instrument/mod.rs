@@ -228,6 +228,21 @@ pub fn year_month(epoch_seconds: i64) -> (i32, u32) {
     (year as i32, month as u32)
 }
 
+impl Expiry {
+    /// When the card expires: the first second (UTC) after the last day of its expiry month.
+    pub fn ends_at(&self) -> i64 {
+        let (year, month) = if self.month == 12 { (self.year + 1, 1) } else { (self.year, self.month + 1) };
+        // Days-from-civil (Howard Hinnant's algorithm), the inverse of `year_month`'s.
+        let y = i64::from(year) - i64::from(month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (i64::from(month) + 9) % 12;
+        let doy = (153 * mp + 2) / 5;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        (era * 146_097 + doe - 719_468) * 86_400
+    }
+}
+
 fn holder(name: &str) -> Result<String, Problem> {
     let name = name.trim();
     // A name is shown and kept in the clear: a card number typed into it must not be.

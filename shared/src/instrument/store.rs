@@ -194,6 +194,52 @@ impl InstrumentStore {
         Ok(Write::put(INSTRUMENT_NEW, put.build()?))
     }
 
+    /// Replaces `instrument` (its user and id kept) with a new number, sealed under a new data key,
+    /// and what it shows: only while it is kept and no movement with it is owed its outcome.
+    pub fn replace_item(
+        &self,
+        instrument: &Instrument,
+        number_token: &str,
+        sealed: &Sealed,
+        wrapped_key: Vec<u8>,
+    ) -> Result<Write, StoreError> {
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("user", s(&instrument.user))
+            .key("id", s(&instrument.id))
+            .condition_expression(
+                "attribute_exists(id) AND attribute_not_exists(removed_at) \
+                 AND (attribute_not_exists(in_use) OR in_use = :none)",
+            )
+            .expression_attribute_values(":none", n(0))
+            .expression_attribute_values(":last4", s(&instrument.last4))
+            .expression_attribute_values(":holder", s(&instrument.holder))
+            .expression_attribute_values(":token", s(number_token))
+            .expression_attribute_values(":nonce", s(&sealed.nonce))
+            .expression_attribute_values(":sealed", s(&sealed.ciphertext))
+            .expression_attribute_values(":key", AttributeValue::B(Blob::new(wrapped_key)));
+        let common = "SET last4 = :last4, holder = :holder, number_token = :token, sealed_nonce = :nonce, \
+                      sealed = :sealed, wrapped_key = :key";
+        update = match &instrument.details {
+            Details::Card { brand, expiry } => update
+                .update_expression(format!("{common}, brand = :brand, expiry_month = :month, expiry_year = :year"))
+                .expression_attribute_values(":brand", s(brand.as_str()))
+                .expression_attribute_values(":month", n(expiry.month))
+                .expression_attribute_values(":year", n(expiry.year)),
+            Details::BankAccount { country } => update
+                .update_expression(format!("{common}, country = :country"))
+                .expression_attribute_values(":country", s(country)),
+        };
+        Ok(Write::update(INSTRUMENT_PRESENT, update.build()?))
+    }
+
+    /// The marker of a replaced number dropped and the new one's kept (the count unchanged).
+    pub fn swapped_items(&self, user: &str, id: &str, old: &str, new: &str) -> Result<[Write; 2], StoreError> {
+        let [marker, _] = self.kept_items(user, id, new)?;
+        let [released, _] = self.released_items(user, old)?;
+        Ok([marker, released])
+    }
+
     /// Removes `user`'s instrument `id` at `at`, unless a movement with it is still owed its outcome:
     /// its sealed number and wrapped key are dropped.
     pub fn remove_item(&self, user: &str, id: &str, at: i64) -> Result<Write, StoreError> {

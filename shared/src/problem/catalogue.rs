@@ -364,6 +364,8 @@ catalogue! {
         "A cash-out names a card: money is paid out to a bank account only.";
     LINK_CAP_EXCEEDED = "link_cap_exceeded", 422, "Link cap exceeded",
         "A partner's charge is over the link's per-charge cap, or over what its charges may add up to (or number) per rolling 24 hours; `limit` names the cap, `used` what the last 24 hours took of it.";
+    REPLACEMENT_KIND_MISMATCH = "replacement_kind_mismatch", 422, "Replacement of another kind",
+        "An instrument is replaced by one of another kind: a card is replaced by a card, a bank account by a bank account.";
     CASH_LIMIT_EXCEEDED = "cash_limit_exceeded", 422, "Cash limit exceeded",
         "A cash-in or cash-out is over what one movement may move, or over what (or how many) the user's movements in that direction and currency may add up to per rolling 24 hours; `limit` names the limit, `used` what the last 24 hours took of it.";
     LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",

@@ -162,7 +162,7 @@ enum Client {
 
 /// Waits until nothing is in flight: no order awaiting its merchant, no offline payment pending or
 /// waiting for funds, no top-up debit unsettled, no transfer hold standing, no cash movement
-/// pending, every outbox message delivered or dead.
+/// pending, every outbox message due by now delivered or dead.
 async fn quiet() {
     let env = Env::get();
     let dynamodb = env.dynamodb().await;
@@ -186,7 +186,10 @@ async fn quiet() {
         let debits = topups.all().await.unwrap().iter().filter(|t| t.debit_started_at.is_some()).count();
         let holds = operations.all().await.unwrap().iter().filter(|o| o.state == OperationState::Held).count();
         let cash = movements.all().await.unwrap().iter().filter(|m| m.state == CashState::Pending).count();
-        let messages = outbox.items().await.unwrap().iter().filter(|i| i.dead_reason.is_none()).count();
+        // A message due later (a linked card's expiry notice) is not in flight.
+        let now = superpay::clock::now_epoch_seconds();
+        let messages =
+            outbox.items().await.unwrap().iter().filter(|i| i.dead_reason.is_none() && i.due_at <= now).count();
         if orders + payments + debits + holds + cash + messages == 0 {
             return;
         }

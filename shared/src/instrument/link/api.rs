@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::store::{IDENTITY_FREE, LINK_ACTIVE, LINK_NEW, LinkStore};
 use super::{CodeError, partner_api::PartnerApi};
-use super::{Grant, GrantJson, Link, LinkCode, LinkState, Linked, MAX_LINKED_INSTRUMENTS, new_token};
+use super::{Grant, GrantJson, Link, LinkCode, LinkState, Linked, MAX_LINKED_INSTRUMENTS, expiry_notice, new_token};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -29,6 +29,7 @@ use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::ids;
+use crate::instrument::Instrument;
 use crate::instrument::partner::{Partner, PartnerStore};
 use crate::instrument::store::InstrumentStore;
 use crate::keys::{KeyRing, KeyService};
@@ -87,6 +88,16 @@ impl Links {
             .map_err(|e| StoreError::caused("the link's notice could not be written", e))?;
         let item = self.outbox.put_item(&outbox, crate::clock::now_epoch_seconds())?;
         Ok((message, item))
+    }
+
+    /// The outbox item that tells `link`'s partner when `instrument`'s card expires, due then (the
+    /// sweeper sends it); none for a bank account.
+    pub fn expiry_item(&self, link: &Link, instrument: &Instrument) -> Result<Option<Write>, StoreError> {
+        let Some((message, due_at)) = expiry_notice(link, instrument) else { return Ok(None) };
+        let outbox = message
+            .outbox(&self.notifications_queue, 0)
+            .map_err(|e| StoreError::caused("the expiry notice could not be written", e))?;
+        Ok(Some(self.outbox.put_item_due(&outbox, due_at)?))
     }
 
     /// The user's security event `kind` about `link` (its partner and B identity only).
@@ -242,10 +253,11 @@ impl LinksApi {
                 }
                 let grant = Grant::parse(body.grant, partner.currency)?;
                 let mut instruments = Vec::new();
+                let mut kept = Vec::new();
                 for instrument_id in &body.instrument_ids {
-                    links.instruments.get(user, instrument_id).await?.ok_or_else(|| {
+                    kept.push(links.instruments.get(user, instrument_id).await?.ok_or_else(|| {
                         Problem::new(catalogue::UNKNOWN_INSTRUMENT, "instrument_ids names no instrument of yours")
-                    })?;
+                    })?);
                     instruments.push(Linked { instrument_id: instrument_id.clone(), token: new_token() });
                 }
                 let link = Link {
@@ -266,6 +278,10 @@ impl LinksApi {
                 writes.push(links.nonces.spend_item(&code.key_id, &format!("link/{}", code.nonce), code.expires_at)?);
                 writes.push(notice);
                 writes.push(links.security_event(&link, "link.created", now)?);
+                // Each card's expiry reaches the partner when it comes (the outbox keeps it till then).
+                for instrument in &kept {
+                    writes.extend(links.expiry_item(&link, instrument)?);
+                }
                 writes.push(links.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?);
                 match transact(&links.dynamodb, writes).await {
                     Ok(()) => {

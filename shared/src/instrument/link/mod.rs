@@ -22,11 +22,12 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Instrument;
 use super::cash::{Caps, Window, movement_limit, window_limit};
+use super::{Details, Instrument};
 use crate::crypto::{Key, sign, verify};
 use crate::money::{Currency, Money, MoneyInput};
 use crate::problem::{Code, catalogue};
+use crate::queues::NotificationMessage;
 use crate::{Problem, ids};
 
 /// The longest a link code lives: it is a bearer of the user's B identity until it is used.
@@ -281,6 +282,19 @@ pub struct Link {
 }
 
 impl Link {
+    /// How its partner sees one of its instruments: the token, and display data if `read` is granted.
+    pub fn shown(&self, token: &str, instrument: Option<&Instrument>, now: i64) -> Value {
+        match self.grant.read {
+            true => partner_view(token, instrument, now),
+            false => json!({"token": token}),
+        }
+    }
+
+    /// Whether it holds instrument `id`.
+    pub fn instrument_of_id(&self, id: &str) -> bool {
+        self.instruments.iter().any(|l| l.instrument_id == id)
+    }
+
     /// The linked instrument a token names.
     pub fn instrument_of(&self, token: &str) -> Option<&str> {
         self.instruments.iter().find(|l| l.token == token).map(|l| l.instrument_id.as_str())
@@ -290,6 +304,7 @@ impl Link {
     pub fn view(&self, partner_name: &str, labels: &[(String, Value)], now: i64) -> Value {
         let recent = self.window.recent(now);
         let charged: Decimal = recent.iter().map(|(_, amount)| *amount).sum();
+        let charged = self.grant.charge.map_or(charged, |caps| caps.per_day.currency().rescale(charged));
         let mut view = json!({
             "id": self.id,
             "partner_id": self.partner,
@@ -311,8 +326,8 @@ impl Link {
 
 /// What a partner sees of its link: its grant and state and, while it is active, each instrument's
 /// token (what it charges) with, if `read` is granted, its display data (`instruments`: each
-/// linked instrument as it stands, `None` once removed).
-pub fn partner_link_view(link: &Link, instruments: &[Option<Instrument>]) -> Value {
+/// linked instrument as it stands, `None` once removed) as of `now`.
+pub fn partner_link_view(link: &Link, instruments: &[Option<Instrument>], now: i64) -> Value {
     let mut view = json!({
         "link_id": link.id,
         "partner_id": link.partner,
@@ -325,23 +340,41 @@ pub fn partner_link_view(link: &Link, instruments: &[Option<Instrument>]) -> Val
             .instruments
             .iter()
             .zip(instruments)
-            .map(|(linked, instrument)| match link.grant.read {
-                true => partner_view(&linked.token, instrument.as_ref()),
-                false => json!({"token": linked.token}),
-            })
+            .map(|(linked, instrument)| link.shown(&linked.token, instrument.as_ref(), now))
             .collect();
         view["instruments"] = shown.into();
     }
     view
 }
 
-/// What a partner sees of a linked instrument: its token and display data, never its number, id or
-/// holder; a removed instrument shows as such.
-pub fn partner_view(token: &str, instrument: Option<&Instrument>) -> Value {
+/// What a partner sees of a linked instrument at `now`: its token and display data, never its
+/// number, id or holder; a removed instrument, or a card past its expiry, shows as such.
+pub fn partner_view(token: &str, instrument: Option<&Instrument>, now: i64) -> Value {
     let Some(instrument) = instrument else { return json!({"token": token, "status": "removed"}) };
-    let mut view = json!({"token": token, "status": "active", "last4": instrument.last4});
+    let expired = matches!(&instrument.details, Details::Card { expiry, .. } if now >= expiry.ends_at());
+    let status = if expired { "expired" } else { "active" };
+    let mut view = json!({"token": token, "status": status, "last4": instrument.last4});
     instrument.details.show(&mut view);
     view
+}
+
+/// The partner's webhook that `link`'s instrument `instrument_id` changed (`why`: `replaced`, or
+/// `expiry/<yyyy-mm>` for a card's expiry, which is due then).
+pub fn update_notice(link: &Link, instrument_id: &str, why: &str) -> NotificationMessage {
+    NotificationMessage::InstrumentUpdated {
+        id: format!("{}/updated/{instrument_id}/{why}", link.id),
+        user: link.user.clone(),
+        link_id: link.id.clone(),
+        instrument_id: instrument_id.to_owned(),
+    }
+}
+
+/// The notice `link`'s partner gets when `instrument`'s card expires, and when it is due; `None`
+/// for a bank account.
+pub fn expiry_notice(link: &Link, instrument: &Instrument) -> Option<(NotificationMessage, i64)> {
+    let Details::Card { expiry, .. } = &instrument.details else { return None };
+    let why = format!("expiry/{}-{:02}", expiry.year, expiry.month);
+    Some((update_notice(link, &instrument.id, &why), expiry.ends_at()))
 }
 
 /// A fresh token for one instrument of one link.

@@ -4,14 +4,14 @@
 //! token, with display data if `read` is granted.
 //! Signed with the partner's key (its previous one while that is honoured).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::partner_link_view;
 use super::store::LinkStore;
+use super::{LinkState, partner_link_view};
 use crate::aws::{self, MissingEnv};
 use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
-use crate::instrument::partner::PartnerStore;
+use crate::instrument::partner::{Partner, PartnerStore};
 use crate::instrument::store::InstrumentStore;
 use crate::keys::{KeyRing, KeyService};
 use crate::outbound::{AddressPolicy, PartnerClient};
@@ -51,9 +51,36 @@ impl LinkNotices {
         for linked in &link.instruments {
             instruments.push(self.instruments.get(&link.user, &linked.instrument_id).await?);
         }
-        let view = partner_link_view(&link, &instruments);
-        let keys = self.ring.signing_keys(&partner.kms_owner(), &partner.stored_key(), now_epoch_seconds()).await?;
+        let view = partner_link_view(&link, &instruments, now_epoch_seconds());
         let body = json!({"event_id": id, "kind": event, "link": view});
+        self.deliver(&partner, &body).await
+    }
+
+    /// Tells the partner of `user`'s active link `link_id` how instrument `instrument_id` stands now
+    /// (`instrument.updated`, under its token); nothing once the link ended.
+    pub async fn updated(&self, id: &str, user: &str, link_id: &str, instrument_id: &str) -> Result<(), Failure> {
+        let Some(link) = self.links.get(user, link_id).await?.filter(|l| l.state == LinkState::Active) else {
+            return Ok(());
+        };
+        let Some(linked) = link.instruments.iter().find(|l| l.instrument_id == instrument_id) else { return Ok(()) };
+        let partner = self
+            .partners
+            .get(&link.partner)
+            .await?
+            .ok_or_else(|| Failure::poison(format!("link {link_id} names an unknown partner")))?;
+        let instrument = self.instruments.get(user, instrument_id).await?;
+        let body = json!({
+            "event_id": id,
+            "kind": "instrument.updated",
+            "link": {"link_id": link.id, "partner_id": link.partner, "partner_user": link.partner_user},
+            "instrument": link.shown(&linked.token, instrument.as_ref(), now_epoch_seconds()),
+        });
+        self.deliver(&partner, &body).await
+    }
+
+    /// A signed webhook to the partner (`<callback_url>/webhooks`), with its key.
+    async fn deliver(&self, partner: &Partner, body: &Value) -> Result<(), Failure> {
+        let keys = self.ring.signing_keys(&partner.kms_owner(), &partner.stored_key(), now_epoch_seconds()).await?;
         let url = format!("{}/webhooks", partner.callback_url);
         self.client
             .deliver(&url, &keys, body.to_string().into_bytes(), now_epoch_seconds())

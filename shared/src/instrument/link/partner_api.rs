@@ -208,7 +208,7 @@ impl PartnerApi {
                 for linked in &link.instruments {
                     instruments.push(links.instruments.get(&link.user, &linked.instrument_id).await?);
                 }
-                Ok(json_response(StatusCode::OK, &partner_link_view(&link, &instruments)))
+                Ok(json_response(StatusCode::OK, &partner_link_view(&link, &instruments, now)))
             }
             "DELETE /partner/users/{partner_user}/link" => {
                 let link = self.link_of(links, request, &partner).await?;

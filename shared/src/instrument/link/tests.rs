@@ -96,12 +96,53 @@ fn a_partner_sees_a_token_and_display_data_never_the_number_id_or_holder() {
         holder: "Ada Lovelace".into(),
         created_at: NOW,
     };
-    let view = partner_view("pt_x", Some(&card));
+    let view = partner_view("pt_x", Some(&card), NOW);
     assert_eq!(
         view,
         json!({"token": "pt_x", "status": "active", "last4": "4242", "kind": "card", "brand": "visa",
                             "expiry_month": 12, "expiry_year": 2030})
     );
-    assert_eq!(partner_view("pt_x", None), json!({"token": "pt_x", "status": "removed"}));
+    assert_eq!(partner_view("pt_x", None, NOW), json!({"token": "pt_x", "status": "removed"}));
     assert!(new_token().starts_with("pt_") && new_token() != new_token());
+}
+
+#[test]
+fn a_card_expires_after_its_month_and_its_partner_is_told_then_under_the_same_token() {
+    use crate::instrument::Expiry;
+    // 2030-12 ends at 2031-01-01T00:00:00Z; February of a leap year has 29 days.
+    assert_eq!(Expiry { month: 12, year: 2030 }.ends_at(), 1_924_992_000);
+    assert_eq!(Expiry { month: 2, year: 2028 }.ends_at(), 1_835_481_600);
+    assert_eq!(crate::instrument::year_month(Expiry { month: 2, year: 2028 }.ends_at() - 1), (2028, 2));
+    let card = Instrument {
+        id: "in_1".into(),
+        user: "alice".into(),
+        details: crate::instrument::Details::Card {
+            brand: crate::instrument::Brand::Visa,
+            expiry: Expiry { month: 12, year: 2030 },
+        },
+        last4: "4242".into(),
+        holder: "Ada".into(),
+        created_at: NOW,
+    };
+    assert_eq!(partner_view("pt_x", Some(&card), 1_924_991_999)["status"], "active");
+    assert_eq!(partner_view("pt_x", Some(&card), 1_924_992_000)["status"], "expired");
+    let link = Link {
+        id: "lk_1".into(),
+        user: "alice".into(),
+        partner: "pp_b".into(),
+        partner_user: "b-7".into(),
+        instruments: vec![Linked { instrument_id: "in_1".into(), token: "pt_x".into() }],
+        grant: Grant { read: false, charge: None },
+        state: LinkState::Active,
+        created_at: NOW,
+        ended: None,
+        window: Window::default(),
+    };
+    let (notice, due_at) = expiry_notice(&link, &card).expect("a card expires");
+    assert_eq!(due_at, 1_924_992_000);
+    assert_eq!(crate::batch::QueueMessage::id(&notice), "lk_1/updated/in_1/expiry/2030-12");
+    // Without `read`, the partner sees the token only; a bank account never expires.
+    assert_eq!(link.shown("pt_x", Some(&card), NOW), json!({"token": "pt_x"}));
+    let account = Instrument { details: crate::instrument::Details::BankAccount { country: "DE".into() }, ..card };
+    assert!(expiry_notice(&link, &account).is_none());
 }
