@@ -220,7 +220,11 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
         (told[1]["instrument"]["last4"].as_str(), told[1]["instrument"]["expiry_year"].as_u64()),
         (Some("5556"), Some(2032))
     );
-    assert!(!told[1].to_string().contains("4000056655665556"));
+    assert!(!told[1].to_string().contains("4000056655665556") && !told[1].to_string().contains(&visa));
+    // A charge of the card replaced since is never paid back to the new number.
+    let (status, problem) =
+        call(&b, "POST", &refunds, Some(&json!({"amount": usd("1.00")})), Some(&unique("key"))).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::GONE, Some("instrument_removed")), "{problem}");
 
     // Unlinked by the user: at once, reads and charges are refused, and B is told.
     let url = env.url(&format!("/links/{link_id}"));

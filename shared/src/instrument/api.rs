@@ -103,9 +103,9 @@ impl InstrumentsApi {
                 let now = now_epoch_seconds();
                 let mut writes = vec![
                     self.instruments.remove_item(user, id, now)?,
-                    self.security_event("instrument.removed", &stored.instrument, now)?,
+                    self.security_event("instrument.removed", "", &stored.instrument, now)?,
                 ];
-                writes.extend(self.instruments.released_items(user, &stored.number_token)?);
+                writes.extend(self.instruments.released_items(user, id, &stored.number_token)?);
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
                     Err(e) if e.broke(INSTRUMENT_PRESENT) => match self.instruments.stored(user, id).await? {
@@ -125,14 +125,26 @@ impl InstrumentsApi {
         }
     }
 
-    /// The owner's security event of `kind` about `instrument` (its brand and last four only).
-    fn security_event(&self, kind: &'static str, instrument: &Instrument, at: i64) -> Result<Write, StoreError> {
+    /// The owner's security event of `kind` about `instrument` (its brand and last four only), under
+    /// `<kind>/<instrument id><suffix>` (a replacement's suffix keeps each of a card's replacements).
+    fn security_event(
+        &self,
+        kind: &'static str,
+        suffix: &str,
+        instrument: &Instrument,
+        at: i64,
+    ) -> Result<Write, StoreError> {
         let mut detail = instrument.view();
         if let Some(view) = detail.as_object_mut() {
             view.retain(|field, _| ["id", "kind", "brand", "country", "last4"].contains(&field.as_str()));
         }
-        let event =
-            SecurityEvent { user: instrument.user.clone(), id: format!("{kind}/{}", instrument.id), kind, at, detail };
+        let event = SecurityEvent {
+            user: instrument.user.clone(),
+            id: format!("{kind}/{}{suffix}", instrument.id),
+            kind,
+            at,
+            detail,
+        };
         event.put_item(&self.security_events_table)
     }
 
@@ -163,24 +175,24 @@ impl InstrumentsApi {
                 };
                 let key = self.numbers.generate(&number_key_owner(id)).await?;
                 let sealed = seal(&key.key, new.number.expose().as_bytes(), number_binding(user, id).as_bytes());
+                let why = format!("replaced/{}", &claim.scope.derived_id("replace")[..12]);
                 let response = json_response(StatusCode::OK, &instrument.view());
                 let mut items = vec![
-                    self.instruments.replace_item(&instrument, &number_token, &sealed, key.ciphertext)?,
+                    self.instruments.replace_item(&instrument, &kept.number_token, &number_token, &sealed, key.ciphertext)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
-                    self.security_event("instrument.replaced", &instrument, now)?,
+                    self.security_event("instrument.replaced", &format!("/{}", &why[9..]), &instrument, now)?,
                 ];
                 if kept.number_token != number_token {
                     items.extend(self.instruments.swapped_items(user, id, &kept.number_token, &number_token)?);
                 }
                 // Every partner it is linked to is told under the same token; a new expiry is told when it comes.
                 let mut notices = Vec::new();
-                let why = format!("replaced/{}", &claim.scope.derived_id("replace")[..12]);
                 for link in self.links.of_user(user).await?.iter().filter(|l| l.state == LinkState::Active) {
                     if link.instrument_of_id(id) {
                         let notice = update_notice(link, id, &why).outbox(&self.notifications_queue, 0).map_err(Problem::internal)?;
                         items.push(self.outbox.put_item(&notice, now)?);
                         notices.push(notice);
-                        let expiry = expiry_notice(link, &instrument);
+                        let expiry = expiry_notice(link, &instrument, &why);
                         if let Some((expiry, due_at)) = expiry.filter(|_| instrument.details != kept.instrument.details) {
                             let expiry = expiry.outbox(&self.notifications_queue, 0).map_err(Problem::internal)?;
                             items.push(self.outbox.put_item_due(&expiry, due_at)?);
@@ -197,8 +209,8 @@ impl InstrumentsApi {
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
                     Err(e) if e.broke(INSTRUMENT_PRESENT) => Err(Problem::new(
                         catalogue::INSTRUMENT_IN_USE,
-                        "a cash movement with this instrument is still owed its outcome by the bank (or it was removed); \
-                         replace it once that movement is completed or declined",
+                        "a cash movement with this instrument is still owed its outcome by the bank (or it was removed, or \
+                         replaced meanwhile); replace it once that movement is completed or declined",
                     )),
                     Err(e) if e.broke(NUMBER_NEW) => {
                         let same = self.instruments.with_number(user, &number_token).await?.unwrap_or_default();
@@ -238,7 +250,7 @@ impl InstrumentsApi {
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                     // A card added to an account is something its owner must see (a stolen token
                     // could add one).
-                    self.security_event("instrument.added", &instrument, now)?,
+                    self.security_event("instrument.added", "", &instrument, now)?,
                 ];
                 // The number kept once and the count kept, exactly, whatever runs at once.
                 items.extend(self.instruments.kept_items(user, &id, &number_token)?);

@@ -141,12 +141,14 @@ impl InstrumentStore {
         Ok([Write::put(NUMBER_NEW, marker), Write::update(ROOM_LEFT, count)])
     }
 
-    /// The marker dropped and one less in the count, with a removal.
-    pub fn released_items(&self, user: &str, number_token: &str) -> Result<[Write; 2], StoreError> {
+    /// The marker dropped (only instrument `id`'s) and one less in the count, with a removal.
+    pub fn released_items(&self, user: &str, id: &str, number_token: &str) -> Result<[Write; 2], StoreError> {
         let marker = Delete::builder()
             .table_name(&self.table)
             .key("user", s(user))
             .key("id", s(marker_id(number_token)))
+            .condition_expression("attribute_not_exists(id) OR instrument = :id")
+            .expression_attribute_values(":id", s(id))
             .build()?;
         let count = Update::builder()
             .table_name(&self.table)
@@ -196,9 +198,11 @@ impl InstrumentStore {
 
     /// Replaces `instrument` (its user and id kept) with a new number, sealed under a new data key,
     /// and what it shows: only while it is kept and no movement with it is owed its outcome.
+    /// `old` is the number token as read: a replacement racing another fails.
     pub fn replace_item(
         &self,
         instrument: &Instrument,
+        old: &str,
         number_token: &str,
         sealed: &Sealed,
         wrapped_key: Vec<u8>,
@@ -209,9 +213,10 @@ impl InstrumentStore {
             .key("id", s(&instrument.id))
             .condition_expression(
                 "attribute_exists(id) AND attribute_not_exists(removed_at) \
-                 AND (attribute_not_exists(in_use) OR in_use = :none)",
+                 AND (attribute_not_exists(in_use) OR in_use = :none) AND number_token = :old",
             )
             .expression_attribute_values(":none", n(0))
+            .expression_attribute_values(":old", s(old))
             .expression_attribute_values(":last4", s(&instrument.last4))
             .expression_attribute_values(":holder", s(&instrument.holder))
             .expression_attribute_values(":token", s(number_token))
@@ -236,7 +241,7 @@ impl InstrumentStore {
     /// The marker of a replaced number dropped and the new one's kept (the count unchanged).
     pub fn swapped_items(&self, user: &str, id: &str, old: &str, new: &str) -> Result<[Write; 2], StoreError> {
         let [marker, _] = self.kept_items(user, id, new)?;
-        let [released, _] = self.released_items(user, old)?;
+        let [released, _] = self.released_items(user, id, old)?;
         Ok([marker, released])
     }
 

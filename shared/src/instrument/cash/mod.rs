@@ -132,6 +132,9 @@ pub struct ChargeOf {
     pub merchant: String,
     /// The token the partner charged: all it knows the instrument by.
     pub token: String,
+    /// The keyed token of the number charged (`crate::instrument::store`): a refund goes back to
+    /// that number only, not to one the instrument was replaced by since.
+    pub number_token: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,10 +29,11 @@ use crate::aws::{self, MissingEnv};
 use crate::bank::{Bank, BankAnswer};
 use crate::crypto::{Secret, open};
 use crate::dynamo::{StoreError, TransactError, Write, transact};
+use crate::idempotency::key_reused;
 use crate::instrument::store::{INSTRUMENT_PRESENT, InstrumentStore};
 use crate::instrument::{number_binding, number_key_owner};
 use crate::keys::KeyService;
-use crate::ledger::store::{LedgerStore, TransferError};
+use crate::ledger::store::{Applied, LedgerStore, TransferError};
 use crate::ledger::{AccountId, LedgerError, Transfer};
 use crate::outbox::{Outbox, OutboxMessage};
 use crate::problem::catalogue;
@@ -223,23 +224,27 @@ impl CashService {
                 }
                 Direction::Out | Direction::Refund => {
                     match self.ledger.apply(&wanted.hold().map_err(TransferError::from)?, with, now).await {
-                        Ok(_) => return Ok(wanted.clone()),
+                        Ok(Applied::Now) => return Ok(wanted.clone()),
+                        // Its hold exists: this movement's own (an answer lost), or one a key named
+                        // once for another (its record expired since): never a start.
+                        Ok(Applied::Already) => {
+                            return self.movements.get(user, &wanted.id).await?.ok_or_else(key_reused);
+                        }
                         Err(TransferError::Rejected(rule)) => vec![rule],
                         Err(e) => return Err(e.into()),
                     }
                 }
             };
+            if let Some(refusal) = allowance.broke(&rules) {
+                return Err(refusal);
+            }
             match () {
                 // Recorded meanwhile (this request's own commit whose answer was lost, or a retry's).
                 _ if rules.contains(&CASH_NEW) => continue,
                 _ if rules.contains(&INSTRUMENT_PRESENT) => return Err(unknown_instrument()),
                 // Another movement changed the window, or pinned the wallet's currency: read again.
                 _ if rules.contains(&WINDOW_CURRENT) || rules.contains(&WALLET_CURRENCY) => continue,
-                _ => {
-                    return Err(allowance.broke(&rules).unwrap_or_else(|| {
-                        Problem::internal(format!("the cash movement's start was refused by {rules:?}"))
-                    }));
-                }
+                _ => return Err(Problem::internal(format!("the cash movement's start was refused by {rules:?}"))),
             }
         }
         Err(Problem::new(

@@ -136,7 +136,8 @@ impl CashStore {
                 .item("partner", s(&charge.partner))
                 .item("link", s(&charge.link))
                 .item("merchant", s(&charge.merchant))
-                .item("token", s(&charge.token)),
+                .item("token", s(&charge.token))
+                .item("number_token", s(&charge.number_token)),
             None => put,
         };
         let put = match &movement.refund_of {
@@ -247,6 +248,7 @@ fn movement_from_item(item: &Item) -> Result<Movement, StoreError> {
                 link: get_s(item, "link")?.to_owned(),
                 merchant: get_s(item, "merchant")?.to_owned(),
                 token: get_s(item, "token")?.to_owned(),
+                number_token: get_s(item, "number_token")?.to_owned(),
             }),
             None => None,
         },

@@ -181,7 +181,13 @@ fn a_movement_that_lies_about_its_money_is_found() {
 
 #[test]
 fn a_charge_s_refunds_stay_within_it_and_its_refunded_says_what_they_took_back() {
-    let of = ChargeOf { partner: "pp_b".into(), link: "lk_1".into(), merchant: "m_b".into(), token: "pt_1".into() };
+    let of = ChargeOf {
+        partner: "pp_b".into(),
+        link: "lk_1".into(),
+        merchant: "m_b".into(),
+        token: "pt_1".into(),
+        number_token: "nt".into(),
+    };
     let charge = Movement {
         direction: Direction::Charge,
         charge: Some(of.clone()),

@@ -93,7 +93,7 @@ impl Links {
     /// The outbox item that tells `link`'s partner when `instrument`'s card expires, due then (the
     /// sweeper sends it); none for a bank account.
     pub fn expiry_item(&self, link: &Link, instrument: &Instrument) -> Result<Option<Write>, StoreError> {
-        let Some((message, due_at)) = expiry_notice(link, instrument) else { return Ok(None) };
+        let Some((message, due_at)) = expiry_notice(link, instrument, "linked") else { return Ok(None) };
         let outbox = message
             .outbox(&self.notifications_queue, 0)
             .map_err(|e| StoreError::caused("the expiry notice could not be written", e))?;

@@ -369,11 +369,11 @@ pub fn update_notice(link: &Link, instrument_id: &str, why: &str) -> Notificatio
     }
 }
 
-/// The notice `link`'s partner gets when `instrument`'s card expires, and when it is due; `None`
-/// for a bank account.
-pub fn expiry_notice(link: &Link, instrument: &Instrument) -> Option<(NotificationMessage, i64)> {
+/// The notice `link`'s partner gets when `instrument`'s card expires, and when it is due (`made_by`:
+/// what scheduled it, the link or a replacement, so two never share an id); `None` for a bank account.
+pub fn expiry_notice(link: &Link, instrument: &Instrument, made_by: &str) -> Option<(NotificationMessage, i64)> {
     let Details::Card { expiry, .. } = &instrument.details else { return None };
-    let why = format!("expiry/{}-{:02}", expiry.year, expiry.month);
+    let why = format!("expiry/{}-{:02}/{made_by}", expiry.year, expiry.month);
     Some((update_notice(link, &instrument.id, &why), expiry.ends_at()))
 }
 

@@ -69,8 +69,9 @@ impl LinkNotices {
             .await?
             .ok_or_else(|| Failure::poison(format!("link {link_id} names an unknown partner")))?;
         let instrument = self.instruments.get(user, instrument_id).await?;
+        // Opaque: the notice's own id names our instrument.
         let body = json!({
-            "event_id": id,
+            "event_id": crate::crypto::sha256_hex(id.as_bytes())[..32].to_owned(),
             "kind": "instrument.updated",
             "link": {"link_id": link.id, "partner_id": link.partner, "partner_user": link.partner_user},
             "instrument": link.shown(&linked.token, instrument.as_ref(), now_epoch_seconds()),

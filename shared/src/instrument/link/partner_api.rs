@@ -40,6 +40,7 @@ use crate::instrument::cash::service::{Allowance, Asker, CashService, Settled};
 use crate::instrument::cash::store::CHARGE_REFUNDABLE;
 use crate::instrument::cash::{Caps, CashState, ChargeOf, Direction, LimitRefusal, Movement, Window};
 use crate::instrument::partner::{PARTNER_ACTIVE, Partner};
+use crate::instrument::store::INSTRUMENT_PRESENT;
 use crate::instrument::{Details, Expiry, year_month};
 use crate::merchant::MerchantStatus;
 use crate::money::MoneyInput;
@@ -112,6 +113,10 @@ impl Allowance for RefundAllowance<'_> {
     fn broke(&self, rules: &[&'static str]) -> Option<Problem> {
         match () {
             _ if rules.contains(&CHARGE_REFUNDABLE) => Some(beyond_charge(self.charge)),
+            _ if rules.contains(&INSTRUMENT_PRESENT) => Some(Problem::new(
+                catalogue::INSTRUMENT_REMOVED,
+                "the user removed the charged instrument meanwhile: nothing was paid back",
+            )),
             _ if rules.contains(&CHARGE_INDEX_NEW) => Some(key_reused()),
             _ => None,
         }
@@ -265,9 +270,15 @@ impl PartnerApi {
                                 format!("you charge in {}, not {}", partner.currency, amount.currency()),
                             ));
                         }
-                        let instrument = links.instruments.get(&of.user, &of.instrument).await?.ok_or_else(|| {
+                        let kept = links
+                            .instruments
+                            .stored(&of.user, &of.instrument)
+                            .await?
+                            .filter(|s| s.removed_at.is_none());
+                        let kept = kept.ok_or_else(|| {
                             Problem::new(catalogue::INSTRUMENT_REMOVED, "the user removed this instrument")
                         })?;
+                        let instrument = kept.instrument;
                         if let Details::Card { expiry, .. } = &instrument.details {
                             Expiry::check(expiry.month, expiry.year, year_month(now))?;
                         }
@@ -290,6 +301,7 @@ impl PartnerApi {
                                 link: of.link.clone(),
                                 merchant: partner.merchant_id.clone(),
                                 token: token.to_owned(),
+                                number_token: kept.number_token,
                             }),
                         };
                         let allowance = LinkAllowance { links, user: &of.user, link: &of.link, charge: &wanted };
@@ -350,7 +362,11 @@ impl PartnerApi {
                 let charge =
                     self.cash.movements.get(&user, charge_id).await?.filter(|c| c.direction == Direction::Charge);
                 let charge = charge.ok_or_else(unknown)?;
-                let id = format!("rf_{}", &claim.scope.derived_id("refund")[..20]);
+                // Derived from the key and the charge: one key names one refund of one charge.
+                let id = format!("rf_{}", &claim.scope.derived_id(&format!("refund/{charge_id}"))[..20]);
+                if links.links.charge_user(&partner.id, &id).await?.is_some_and(|indexed| indexed != user) {
+                    return Err(key_reused());
+                }
                 let recorded = match self.cash.movements.get(&user, &id).await? {
                     Some(recorded) => recorded,
                     None => {
@@ -376,13 +392,22 @@ impl PartnerApi {
                                 format!("the charge is in {}, not {}", charge.amount.currency(), amount.currency()),
                             ));
                         }
-                        let instrument =
-                            links.instruments.get(&user, &charge.instrument_id).await?.ok_or_else(|| {
-                                Problem::new(
-                                    catalogue::INSTRUMENT_REMOVED,
-                                    "the user removed the charged instrument: it cannot be paid back through the bank",
-                                )
-                            })?;
+                        let kept = links.instruments.stored(&user, &charge.instrument_id).await?;
+                        let kept = kept.filter(|s| s.removed_at.is_none()).ok_or_else(|| {
+                            Problem::new(
+                                catalogue::INSTRUMENT_REMOVED,
+                                "the user removed the charged instrument: it cannot be paid back through the bank",
+                            )
+                        })?;
+                        // Paid back to the number charged only, never to one the card was replaced by.
+                        let charged_number = charge.charge.as_ref().map(|c| c.number_token.as_str());
+                        if charged_number != Some(kept.number_token.as_str()) {
+                            return Err(Problem::new(
+                                catalogue::INSTRUMENT_REMOVED,
+                                "the charged card was replaced since: the bank cannot pay the charged number back from here",
+                            ));
+                        }
+                        let instrument = kept.instrument;
                         let wanted = Movement {
                             id,
                             user: user.clone(),
@@ -400,7 +425,14 @@ impl PartnerApi {
                             refunded: Decimal::ZERO,
                         };
                         let allowance = RefundAllowance { links, cash: &self.cash, charge: &charge, refund: &wanted };
-                        self.cash.start(&wanted, &allowance, now).await?
+                        self.cash.start(&wanted, &allowance, now).await.map_err(|problem| match problem.code {
+                            // The hold comes from the partner's account, not a wallet.
+                            "insufficient_funds" => Problem::new(
+                                catalogue::MERCHANT_INSUFFICIENT_FUNDS,
+                                "your merchant account does not hold the refund",
+                            ),
+                            _ => problem,
+                        })?
                     }
                 };
                 if recorded.refund_of.as_deref() != Some(charge_id) || amount.is_some_and(|a| a != recorded.amount) {

@@ -138,11 +138,11 @@ fn a_card_expires_after_its_month_and_its_partner_is_told_then_under_the_same_to
         ended: None,
         window: Window::default(),
     };
-    let (notice, due_at) = expiry_notice(&link, &card).expect("a card expires");
+    let (notice, due_at) = expiry_notice(&link, &card, "linked").expect("a card expires");
     assert_eq!(due_at, 1_924_992_000);
-    assert_eq!(crate::batch::QueueMessage::id(&notice), "lk_1/updated/in_1/expiry/2030-12");
+    assert_eq!(crate::batch::QueueMessage::id(&notice), "lk_1/updated/in_1/expiry/2030-12/linked");
     // Without `read`, the partner sees the token only; a bank account never expires.
     assert_eq!(link.shown("pt_x", Some(&card), NOW), json!({"token": "pt_x"}));
     let account = Instrument { details: crate::instrument::Details::BankAccount { country: "DE".into() }, ..card };
-    assert!(expiry_notice(&link, &account).is_none());
+    assert!(expiry_notice(&link, &account, "linked").is_none());
 }
