@@ -37,6 +37,7 @@ pub mod problem;
 pub mod purchase;
 pub mod queues;
 pub mod reconcile;
+pub mod rules;
 pub mod security;
 pub mod signed;
 pub mod text;

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "security",
             "admin",
             "conversation",
+            "rules",
         ],
         true,
     ),
