@@ -12,7 +12,6 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::service::{Asker, CashService, Settled};
@@ -103,22 +102,7 @@ impl CashApi {
             }
             _ => {}
         }
-        let wanted = Movement {
-            id,
-            user: user.to_owned(),
-            direction,
-            instrument_id: instrument.id.clone(),
-            instrument_label: instrument.label(),
-            amount,
-            state: CashState::Pending,
-            created_at: now,
-            decided_at: None,
-            reason: None,
-            asked: false,
-            charge: None,
-            refund_of: None,
-            refunded: Decimal::ZERO,
-        };
+        let wanted = Movement::pending(id, user, direction, &instrument, amount, now);
         self.service.start(&wanted, &self.service.cash_allowance(&wanted), now).await
     }
 

@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use crate::instrument::Instrument;
 use crate::ledger::{AccountId, Books, LedgerError, Transfer, TransferRecord, shown};
 use crate::money::{Currency, Money};
 use crate::reconcile::Violation;
@@ -190,6 +191,34 @@ pub struct Movement {
 }
 
 impl Movement {
+    /// A new movement of `amount` with `user`'s `instrument`, pending from `now` (a charge or a
+    /// refund sets whom it pays or pays back).
+    pub fn pending(
+        id: String,
+        user: &str,
+        direction: Direction,
+        instrument: &Instrument,
+        amount: Money,
+        now: i64,
+    ) -> Self {
+        Movement {
+            id,
+            user: user.to_owned(),
+            direction,
+            instrument_id: instrument.id.clone(),
+            instrument_label: instrument.label(),
+            amount,
+            state: CashState::Pending,
+            created_at: now,
+            decided_at: None,
+            reason: None,
+            asked: false,
+            charge: None,
+            refund_of: None,
+            refunded: Decimal::ZERO,
+        }
+    }
+
     /// The bank's reference: the bank moves a reference once, so asking again is safe.
     pub fn reference(&self) -> String {
         self.cause()

@@ -31,7 +31,7 @@ use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::ids;
 use crate::instrument::Instrument;
 use crate::instrument::partner::{Partner, PartnerStore};
-use crate::instrument::store::InstrumentStore;
+use crate::instrument::store::{InstrumentStore, Stored};
 use crate::keys::{KeyRing, KeyService};
 use crate::merchant::MerchantStatus;
 use crate::nonce::{NONCE_UNSPENT, NonceStore};
@@ -128,8 +128,13 @@ impl Links {
 
     /// How the user sees `link`: the partner's name, each instrument by its label.
     pub async fn user_view(&self, link: &Link, now: i64) -> Result<Value, Problem> {
-        let partner = self.partners.get(&link.partner).await?;
         let kept = self.instruments.of_user(&link.user).await?;
+        self.user_view_with(link, &kept, now).await
+    }
+
+    /// The same, with the user's instruments as read (one read for all their links).
+    async fn user_view_with(&self, link: &Link, kept: &[Stored], now: i64) -> Result<Value, Problem> {
+        let partner = self.partners.get(&link.partner).await?;
         let labels: Vec<(String, Value)> = link
             .instruments
             .iter()
@@ -189,9 +194,10 @@ impl LinksApi {
         match route_key(&request) {
             "POST /links" => self.create(&request, user).await,
             "GET /links" => {
+                let kept = self.links.instruments.of_user(user).await?;
                 let mut views = Vec::new();
                 for link in self.links.links.of_user(user).await? {
-                    views.push(self.links.user_view(&link, now).await?);
+                    views.push(self.links.user_view_with(&link, &kept, now).await?);
                 }
                 Ok(json_response(StatusCode::OK, &json!({ "links": views })))
             }

@@ -283,19 +283,6 @@ impl PartnerApi {
                             Expiry::check(expiry.month, expiry.year, year_month(now))?;
                         }
                         let wanted = Movement {
-                            id,
-                            user: of.user.clone(),
-                            direction: Direction::Charge,
-                            instrument_id: instrument.id.clone(),
-                            instrument_label: instrument.label(),
-                            amount,
-                            state: CashState::Pending,
-                            created_at: now,
-                            decided_at: None,
-                            reason: None,
-                            asked: false,
-                            refund_of: None,
-                            refunded: Decimal::ZERO,
                             charge: Some(ChargeOf {
                                 partner: partner.id.clone(),
                                 link: of.link.clone(),
@@ -303,6 +290,7 @@ impl PartnerApi {
                                 token: token.to_owned(),
                                 number_token: kept.number_token,
                             }),
+                            ..Movement::pending(id, &of.user, Direction::Charge, &instrument, amount, now)
                         };
                         let allowance = LinkAllowance { links, user: &of.user, link: &of.link, charge: &wanted };
                         self.cash.start(&wanted, &allowance, now).await?
@@ -313,10 +301,13 @@ impl PartnerApi {
                 }
                 // Never sent to the bank (an earlier request died first) and its consent ended since:
                 // it is not sent now.
-                let ended = link.state != LinkState::Active
-                    || links.links.get(&of.user, &of.link).await?.is_some_and(|l| l.state != LinkState::Active);
+                // (Read again only for such a charge: the link may have ended since it was read.)
+                let unsent_after_end = recorded.state == CashState::Pending
+                    && !recorded.asked
+                    && (link.state != LinkState::Active
+                        || links.links.get(&of.user, &of.link).await?.is_some_and(|l| l.state != LinkState::Active));
                 let settled = match recorded.state {
-                    CashState::Pending if !recorded.asked && ended => Some(
+                    CashState::Pending if unsent_after_end => Some(
                         self.cash
                             .decline_unsent(&recorded, "the link ended before the charge reached the bank", now)
                             .await,
@@ -409,20 +400,9 @@ impl PartnerApi {
                         }
                         let instrument = kept.instrument;
                         let wanted = Movement {
-                            id,
-                            user: user.clone(),
-                            direction: Direction::Refund,
-                            instrument_id: instrument.id.clone(),
-                            instrument_label: instrument.label(),
-                            amount,
-                            state: CashState::Pending,
-                            created_at: now,
-                            decided_at: None,
-                            reason: None,
-                            asked: false,
                             charge: charge.charge.clone(),
                             refund_of: Some(charge.id.clone()),
-                            refunded: Decimal::ZERO,
+                            ..Movement::pending(id, &user, Direction::Refund, &instrument, amount, now)
                         };
                         let allowance = RefundAllowance { links, cash: &self.cash, charge: &charge, refund: &wanted };
                         self.cash.start(&wanted, &allowance, now).await.map_err(|problem| match problem.code {
