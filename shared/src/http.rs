@@ -8,19 +8,47 @@ use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::auth::Caller;
 use crate::problem::catalogue;
 use crate::{Problem, ids};
 
+/// What was asked, as the finishing step of `run` sees it (the request itself went to the handler).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Asked {
+    /// The route as template.yaml declares it.
+    pub route: String,
+    /// The JWT's subject, on a user's or admin's route.
+    pub user: Option<String>,
+    /// The `Superpay-Flow` header: where in its flow the client says it is (`<flow>/<step>`).
+    pub flow: Option<String>,
+    /// Whether it carried an Idempotency-Key (it creates something or moves money).
+    pub idempotent: bool,
+}
+
+impl Asked {
+    pub fn of(request: &Request) -> Self {
+        let text = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Asked {
+            route: route_key(request).to_owned(),
+            user: Caller::from_request(request).ok().map(|c| c.subject),
+            flow: text("superpay-flow"),
+            idempotent: request.headers().contains_key("idempotency-key"),
+        }
+    }
+}
+
 /// Runs an HTTP function: each request that passes `admit` goes to `handler`; a `Problem` becomes
-/// problem+json.
-pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+/// problem+json; then `finish` sees every answer, with what was asked, before it leaves.
+pub async fn run<F, Fut, G, GFut>(handler: F, finish: G) -> Result<(), lambda_http::Error>
 where
     F: Fn(Request) -> Fut + Sync,
     Fut: Future<Output = Result<Response<Body>, Problem>> + Send,
+    G: Fn(Asked, Response<Body>) -> GFut + Sync,
+    GFut: Future<Output = Response<Body>> + Send,
 {
-    let handler = &handler;
+    let (handler, finish) = (&handler, &finish);
     lambda_http::run(service_fn(move |request: Request| async move {
-        let route = route_key(&request).to_owned();
+        let asked = Asked::of(&request);
         let outcome = match admit(&request) {
             Ok(()) => handler(request).await,
             Err(refused) => Err(refused),
@@ -29,12 +57,12 @@ where
             Ok(response) => response,
             Err(problem) => {
                 if !problem.is_server_error() {
-                    tracing::info!(route, status = problem.status().as_u16(), code = problem.code, detail = %problem.detail, "refused");
+                    tracing::info!(route = asked.route, status = problem.status().as_u16(), code = problem.code, detail = %problem.detail, "refused");
                 }
                 problem.to_response()
             }
         };
-        Ok::<_, std::convert::Infallible>(response)
+        Ok::<_, std::convert::Infallible>(finish(asked, response).await)
     }))
     .await
 }

@@ -16,6 +16,7 @@ pub mod conversation;
 pub mod crypto;
 pub mod device_keys;
 pub mod dynamo;
+pub mod flows;
 pub mod http;
 pub mod idempotency;
 pub mod ids;

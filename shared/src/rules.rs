@@ -165,6 +165,24 @@ impl<A> RuleSet<A> {
         }
         (&self.default, None)
     }
+
+    /// Every answer some user may get for `facts`, in order, with the rule that gives it (`None`:
+    /// the default): the matching rules up to the first rolled out to everyone, then the default
+    /// if none was. What a check of the whole set (a flow table's cycles) must consider.
+    pub fn candidates(&self, facts: &BTreeMap<&str, &str>) -> Vec<(&A, Option<usize>)> {
+        let values: Vec<Option<&str>> = self.facts.iter().map(|f| facts.get(f.as_str()).copied()).collect();
+        let mut found = Vec::new();
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.rollout > 0 && rule.when.iter().zip(&values).all(|(p, v)| p.matches(*v)) {
+                found.push((&rule.then, Some(index)));
+                if rule.rollout == 100 {
+                    return found;
+                }
+            }
+        }
+        found.push((&self.default, None));
+        found
+    }
 }
 
 /// A user's stable bucket, 0 to 99, for a set keyed by `salt`.
@@ -290,6 +308,12 @@ mod tests {
             prop_assert_eq!(index, naive);
             prop_assert_eq!(answer, &naive.map_or("default".to_owned(), |i| format!("r{i}")));
             prop_assert_eq!(set.decide(&given, &user), (answer, index));
+            // What a whole-set check considers includes every user's answer, and ends at the
+            // first rule everyone gets (or the default).
+            let candidates = set.candidates(&given);
+            prop_assert!(candidates.contains(&(answer, index)), "{:?} not among {:?}", index, candidates);
+            let full = specs.iter().position(|(f, s, r)| (f == "*" || *f == flow) && (s == "*" || *s == step) && *r == 100);
+            prop_assert_eq!(candidates.last().map(|c| c.1), Some(full));
             for (i, (f, s, _)) in specs.iter().enumerate() {
                 let own = |p: &String| if p == "*" { "c".to_owned() } else { p.clone() };
                 let earlier_full = specs[..i].iter().any(|(ef, es, er)| {

@@ -32,6 +32,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "admin",
             "conversation",
             "rules",
+            "flows",
         ],
         true,
     ),

@@ -103,8 +103,8 @@ async fn a_cash_in_credits_the_wallet_once_and_a_refused_or_declined_one_moves_n
     let declined_card = instrument(&user, DECLINED_CARD).await;
     let (status, declined) = cash(&user, "/wallet/cash-ins", body(&declined_card, "10.00", "USD"), unique("key")).await;
     assert_eq!(
-        (status, declined["state"].as_str(), declined["reason"].as_str()),
-        (StatusCode::CREATED, Some("declined"), Some("insufficient funds at the bank")),
+        (status, declined["state"].as_str(), declined["reason"].as_str(), declined["decline_code"].as_str()),
+        (StatusCode::CREATED, Some("declined"), Some("insufficient funds at the bank"), Some("bank_declined")),
         "{declined}"
     );
     assert_eq!(balance(AccountId::wallet(&user)).await, usd("25.00"));
@@ -183,8 +183,8 @@ async fn a_cash_out_holds_pays_out_and_captures_or_gives_the_hold_back() {
     let closed = instrument(&user, DECLINED_IBAN).await;
     let (status, declined) = cash(&user, "/wallet/cash-outs", body(&closed, "20.00", "USD"), unique("key")).await;
     assert_eq!(
-        (status, declined["state"].as_str(), declined["reason"].as_str()),
-        (StatusCode::CREATED, Some("declined"), Some("the account is closed")),
+        (status, declined["state"].as_str(), declined["reason"].as_str(), declined["decline_code"].as_str()),
+        (StatusCode::CREATED, Some("declined"), Some("the account is closed"), Some("bank_declined")),
         "{declined}"
     );
     assert_eq!(balance(AccountId::wallet(&user)).await, usd("70.00"));

@@ -232,3 +232,19 @@ async fn transfer_instruction_events_answer_as_documented() {
         assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{file}: {batch}");
     }
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn flow_events_answer_as_documented() {
+    let body = |answer: &Value| -> Value { serde_json::from_str(answer["body"].as_str().unwrap()).unwrap() };
+    // A mini-app server's timeout: a retry (the bench may have spent the sample instance's three).
+    let next = invoke("FlowsFunction", "flows/next.json").await;
+    assert_eq!(next["statusCode"], 200, "{next}");
+    let answer = body(&next);
+    assert!(["retry", "switch_flow"].contains(&answer["action"].as_str().unwrap()), "{answer}");
+    assert_eq!(answer["at"], "miniapp/request");
+    let run = invoke("FlowsFunction", "flows/dry-run.json").await;
+    assert_eq!(run["statusCode"], 200, "{run}");
+    let path: Vec<Value> = body(&run)["path"].as_array().unwrap().iter().map(|h| h["to"].clone()).collect();
+    assert_eq!(path, ["top-up/amount", "payment-method/choose"]);
+}

@@ -8,6 +8,7 @@ mod config;
 mod devices;
 mod events;
 mod faults;
+mod flows;
 mod iam;
 mod instructions;
 mod instruments;

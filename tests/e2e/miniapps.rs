@@ -12,8 +12,8 @@ use superpay_e2e::{Env, unique};
 use crate::notifications::eventually;
 use crate::purchases::{TestMerchant, balance, funded_user, merchant};
 
-struct TestApp {
-    id: String,
+pub struct TestApp {
+    pub id: String,
     owner: TestMerchant,
     entry_page: String,
 }
@@ -55,7 +55,7 @@ async fn app_with(permissions: &[&str]) -> TestApp {
     TestApp { id: created["id"].as_str().unwrap().into(), owner, entry_page }
 }
 
-async fn app() -> TestApp {
+pub async fn app() -> TestApp {
     app_with(&["wallet.charge", "profile.basic"]).await
 }
 
@@ -72,7 +72,7 @@ async fn verify(user: &str, app: &str) -> (StatusCode, Value) {
     user_post(user, &format!("/miniapps/{app}/verify"), None, &unique("key")).await
 }
 
-async fn session(user: &str, app: &str) -> String {
+pub async fn session(user: &str, app: &str) -> String {
     let (status, verified) = verify(user, app).await;
     assert_eq!(status, StatusCode::CREATED, "{verified}");
     verified["session"]["id"].as_str().unwrap().to_owned()
@@ -87,7 +87,7 @@ pub fn buy(session: &str, item: &str, approved: Option<&str>) -> Value {
     })
 }
 
-async fn request(user: &str, app: &str, body: &Value, key: &str) -> (StatusCode, Value) {
+pub async fn request(user: &str, app: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     user_post(user, &format!("/miniapps/{app}/requests"), Some(body), key).await
 }
 

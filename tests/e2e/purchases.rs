@@ -155,7 +155,10 @@ async fn a_decline_releases_the_hold() {
     let shop = merchant().await;
     let user = funded_user("20.00").await;
     let (status, order) = buy(&user, &purchase(&shop, "decline-me", "15.00"), &unique("key")).await;
-    assert_eq!((status, order["state"].as_str()), (StatusCode::CREATED, Some("declined")));
+    assert_eq!(
+        (status, order["state"].as_str(), order["decline_code"].as_str()),
+        (StatusCode::CREATED, Some("declined"), Some("merchant_declined"))
+    );
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2));
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::ZERO);
     assert_eq!(balance(AccountId::hold(order["id"].as_str().unwrap())).await, Decimal::ZERO);

@@ -1,10 +1,11 @@
-//! Config diffing (capability 3): see `superpay::config::api` for the routes.
+//! Config: see `superpay::config::api` for the routes. The groups that hold rules are validated by
+//! their own modules at publish.
 
 use superpay::config::api::ConfigApi;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
-    let api = ConfigApi::from_env().await?;
-    superpay::http::run(|request| api.handle(request)).await
+    let api = ConfigApi::from_env().await?.validating(superpay::flows::GROUP, superpay::flows::validate_group);
+    superpay::flows::control::serve(|request| api.handle(request)).await
 }

@@ -7,5 +7,5 @@ use superpay::instrument::link::api::LinksApi;
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
     let api = LinksApi::from_env().await?;
-    superpay::http::run(|request| api.handle(request)).await
+    superpay::flows::control::serve(|request| api.handle(request)).await
 }

@@ -18,7 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let miniapps = MiniAppAdmin::from_env(admin.clone())?;
     let partners = PartnerAdmin::from_env(admin)?;
     let (merchants, miniapps, partners) = (&merchants, &miniapps, &partners);
-    superpay::http::run(|request| async move {
+    superpay::flows::control::serve(|request| async move {
         let admin = Caller::from_request(&request)?.require_admin()?;
         if let Some(answer) = merchants.route(&request, &admin).await {
             return answer;

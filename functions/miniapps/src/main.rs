@@ -6,5 +6,5 @@ use superpay::miniapp::api::MiniAppsApi;
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
     let api = MiniAppsApi::from_env().await?;
-    superpay::http::run(|request| api.handle(request)).await
+    superpay::flows::control::serve(|request| api.handle(request)).await
 }

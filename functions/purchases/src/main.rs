@@ -6,5 +6,5 @@ use superpay::purchase::api::PurchasesApi;
 async fn main() -> Result<(), lambda_http::Error> {
     superpay::logging::init();
     let api = PurchasesApi::from_env().await?;
-    superpay::http::run(|request| api.handle(request)).await
+    superpay::flows::control::serve(|request| api.handle(request)).await
 }

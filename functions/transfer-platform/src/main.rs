@@ -13,7 +13,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let (listings, instructions) =
         (ListingsApi::from_env(Side::Platform, &config)?, InstructionsApi::from_env(&config)?);
     let (listings, instructions) = (&listings, &instructions);
-    superpay::http::run(|request| async move {
+    superpay::flows::control::serve(|request| async move {
         match superpay::http::route_key(&request) {
             "POST /platform/instructions" => instructions.handle(request).await,
             _ => listings.handle(request).await,

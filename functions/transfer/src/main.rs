@@ -20,7 +20,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         TransferAdminApi::from_env(&config)?,
     );
     let (listings, operations, provider, admin) = (&listings, &operations, &provider, &admin);
-    superpay::http::run(|request| async move {
+    superpay::flows::control::serve(|request| async move {
         match superpay::http::route_key(&request) {
             "POST /transfer/operations" | "GET /transfer/operations/{id}" => operations.handle(request).await,
             "POST /transfer/operations/{id}/post"

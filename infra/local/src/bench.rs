@@ -45,6 +45,7 @@ const COLD_PROBES: &[(&str, &str)] = &[
     ("TransferPlatformFunction", "transfer-platform/get-unknown.json"),
     ("TransferFunction", "transfer/get-unknown.json"),
     ("InstrumentsFunction", "instruments/list.json"),
+    ("FlowsFunction", "flows/dry-run.json"),
 ];
 
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";

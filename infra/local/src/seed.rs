@@ -1,4 +1,5 @@
-//! Seed data for local use (`infra/seed.json`): the demo users, the demo config groups, a demo
+//! Seed data for local use (`infra/seed.json`): the demo users, the demo config groups (and the house
+//! error-flow table), a demo
 //! merchant whose product server is the simulator with a till terminal, and the demo user's funded
 //! wallet and offline reserve, and a demo mini-app of that merchant whose server is the mini-app simulator.
 //! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
@@ -98,7 +99,11 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
     let table =
         stack.info.tables.get(&seed.config.table).ok_or(format!("no table {} in template.yaml", seed.config.table))?;
     let store = ConfigStore::new(stack.info.dynamodb().await, table);
-    for (name, parameters) in seed.config.groups {
+    // The house error-flow table, published as version 1 so clients can fetch it like any group.
+    let house =
+        serde_json::from_str(superpay::flows::HOUSE_TABLE).map_err(|e| format!("the house error-flow table: {e}"))?;
+    let groups = seed.config.groups.into_iter().chain([(superpay::flows::GROUP.to_owned(), house)]);
+    for (name, parameters) in groups {
         let group = GroupName::parse(&name).map_err(|e| e.to_string())?;
         if store.latest(&group).await.map_err(|e| e.to_string())?.is_some() {
             continue;

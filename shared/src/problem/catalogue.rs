@@ -29,6 +29,13 @@ impl Code {
         self.when
     }
 
+    /// Whether sending the same request again may help: only for a failure of ours or a partner's
+    /// (5xx). A 4xx is a decision (a decline, a refusal, a bad request) the same request gets again,
+    /// so the error-flow table may never answer it with a retry: "do not try again" stays so.
+    pub fn may_retry(&self) -> bool {
+        self.status >= 500
+    }
+
     /// The status of the one case that answers otherwise, and when (see `Problem::alternate`).
     pub fn alternate(&self) -> Option<(u16, &'static str)> {
         ALTERNATES.iter().find(|(code, ..)| code.code == self.code).map(|&(_, status, when)| (status, when))
@@ -151,6 +158,10 @@ catalogue! {
         "A device's public_key is not a base64 uncompressed P-256 point.";
     OFFLINE_LIMIT_TOO_HIGH = "offline_limit_too_high", 400, "Offline limit too high",
         "A device's offline limit is over the ceiling for its currency.";
+    INVALID_FLOW_STEP = "invalid_flow_step", 400, "Invalid flow step",
+        "A flow position (`at`, `start`) is not `<flow>/<step>` of a flow the error-flow table names.";
+    INVALID_ERROR_CODE = "invalid_error_code", 400, "Invalid error code",
+        "An error code sent to the flows routes is not 1 to 64 of a-z, 0-9 and `_`.";
     // 401: the caller is not who it must be.
     UNAUTHENTICATED = "unauthenticated", 401, "Unauthenticated",
         "A user's route ran without an authenticated user (no JWT authorizer on the route).";
@@ -165,6 +176,8 @@ catalogue! {
     // 402
     INSUFFICIENT_FUNDS = "insufficient_funds", 402, "Insufficient funds",
         "The wallet does not hold the amount; nothing moved.";
+    BANK_DECLINED = "bank_declined", 402, "Declined by the bank",
+        "Not a problem answer: a cash movement or partner charge the bank declined says so in its `decline_code`; the same instrument must not be tried again for it.";
     // 403: the caller is known but may not do this.
     FORBIDDEN = "forbidden", 403, "Admin scope required",
         "An admin route ran for a caller without the superpay/admin scope.";
@@ -283,6 +296,8 @@ catalogue! {
         "A key is rotated while its previous key's grace runs, or it changed meanwhile.";
     NO_ROTATION_IN_GRACE = "no_rotation_in_grace", 409, "No rotation in grace",
         "A grace is ended where no previous key is honoured.";
+    MERCHANT_DECLINED = "merchant_declined", 409, "Declined by the merchant",
+        "Not a problem answer: an order its merchant declined says so in its `decline_code`; the same order must not be tried again.";
     ORDER_ALREADY_DECIDED = "order_already_decided", 409, "Order already decided",
         "The merchant's other decision on the order is recorded and is being carried out.";
     ORDER_ALREADY_SETTLED = "order_already_settled", 409, "Order already settled",
@@ -370,6 +385,12 @@ catalogue! {
         "A cash-in or cash-out is over what one movement may move, or over what (or how many) the user's movements in that direction and currency may add up to per rolling 24 hours; `limit` names the limit, `used` what the last 24 hours took of it.";
     LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",
         "The transfer side froze the listing: the platform's copy disagreed with its own at one version; an admin unfreezes it.";
+    FLOW_TABLE_INVALID = "flow_table_invalid", 422, "Error-flow table invalid",
+        "An error-flow table is refused at publish (or dry run): its shape, a rule that can never match, a name it does not define, or a retry of a code that may not be retried; `detail` says which.";
+    FLOW_TABLE_CYCLE = "flow_table_cycle", 422, "Error-flow table loops",
+        "An error-flow table's switches lead from a step back to itself, so a lasting error would switch flows forever; `cycle` names the path.";
+    FLOW_TARGET_UNKNOWN = "flow_target_unknown", 422, "Error-flow target unknown",
+        "An error-flow table switches to (or maps a route to) a flow or step it does not define.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",
         "A publish has neither If-Match nor If-None-Match.";
     // 5xx: ours, not the caller's; nothing changed and a retry with the same key is safe.
@@ -407,7 +428,9 @@ pub fn document() -> String {
          <!-- Generated from shared/src/problem/catalogue.rs: do not edit. After changing the catalogue, \
          regenerate with `UPDATE_ERRORS_DOC=1 cargo test -p superpay-shared errors_doc`. -->\n\n\
          Every problem+json answer (see [conventions](conventions.md)) carries one of these codes, with this \
-         status and title. Clients branch on `code`; `detail` says what happened in words.\n\n\
+         status and title, and `flow_control`: what the client does next, from the \
+         [error-flow table](flows.md). Clients branch on `code`; `detail` says what happened in words. Only a \
+         5xx may be retried as it is: a 4xx is a decision the same request gets again.\n\n\
          | code | status | title | when |\n|---|---|---|---|\n",
     );
     for c in ALL {

@@ -119,6 +119,8 @@ impl Order {
             // In the currency's scale whatever the arithmetic left ("0.00", not "0").
             "refundable": self.amount.currency().rescale(self.refundable).to_string(),
             "decision": decision.map(Decision::as_str),
+            // The merchant's refusal, as a code the error-flow table answers: never retried.
+            "decline_code": (self.state == OrderState::Declined).then_some(catalogue::MERCHANT_DECLINED.code()),
         })
     }
 }

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use crate::instrument::Instrument;
 use crate::ledger::{AccountId, Books, LedgerError, Transfer, TransferRecord, shown};
 use crate::money::{Currency, Money};
+use crate::problem::catalogue;
 use crate::reconcile::Violation;
 
 /// The rolling window the per-day limits count over.
@@ -319,6 +320,11 @@ impl Movement {
         }
         if let Some(reason) = &self.reason {
             view["reason"] = reason.as_str().into();
+        }
+        // The bank's own decline (a cash-in is always sent; the others once marked asked), as a
+        // code the error-flow table answers: never retried.
+        if self.state == CashState::Declined && (self.direction == Direction::In || self.asked) {
+            view["decline_code"] = catalogue::BANK_DECLINED.code().into();
         }
         if let Some(charge) = &self.charge {
             view["partner_id"] = charge.partner.as_str().into();
