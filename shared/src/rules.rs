@@ -7,7 +7,7 @@
 //!   stable per user and per set's salt, so the same user gets the same answer on every device.
 //! - A set is validated when it is read (and so when its config group is published): its facts are
 //!   named once, each rule names only those, a rollout is 0 to 100, and no rule is unreachable: a
-//!   rule every one of whose matches an earlier, fully rolled-out rule also matches is refused (so
+//!   rule every one of whose matches an earlier rule rolled out at least as far also matches is refused (so
 //!   wildcards come only after the specific rules they would shadow), and the default comes last by
 //!   construction.
 //!
@@ -86,7 +86,7 @@ pub enum RulesError {
     #[error("rule {rule}'s rollout is {rollout}: a percentage is 0 to 100")]
     Rollout { rule: usize, rollout: u32 },
     #[error(
-        "rule {rule} can never match: rule {by} before it matches everything it does (put specific rules before wildcards)"
+        "rule {rule} can never match: rule {by} before it matches everything it does, for as many users (put specific rules before wildcards)"
     )]
     Shadowed { rule: usize, by: usize },
 }
@@ -140,11 +140,13 @@ impl<A: DeserializeOwned> RuleSet<A> {
 }
 
 impl<A> RuleSet<A> {
-    /// Refuses a rule that an earlier rule, rolled out to everyone, always answers first.
+    /// Refuses a rule that an earlier rule always answers first: one that matches everything it
+    /// does, for every user it is rolled out to (buckets below a rollout get it, so a rollout
+    /// covers every smaller one).
     fn check_reachable(&self) -> Result<(), RulesError> {
         for (rule, later) in self.rules.iter().enumerate() {
             let by = self.rules[..rule].iter().position(|earlier| {
-                earlier.rollout == 100 && earlier.when.iter().zip(&later.when).all(|(e, l)| e.covers(l))
+                earlier.rollout >= later.rollout && earlier.when.iter().zip(&later.when).all(|(e, l)| e.covers(l))
             });
             if let Some(by) = by {
                 return Err(RulesError::Shadowed { rule, by });
@@ -317,7 +319,7 @@ mod tests {
             for (i, (f, s, _)) in specs.iter().enumerate() {
                 let own = |p: &String| if p == "*" { "c".to_owned() } else { p.clone() };
                 let earlier_full = specs[..i].iter().any(|(ef, es, er)| {
-                    *er == 100 && (ef == "*" || *ef == own(f)) && (es == "*" || *es == own(s))
+                    er >= &specs[i].2 && (ef == "*" || *ef == own(f)) && (es == "*" || *es == own(s))
                 });
                 prop_assert!(!earlier_full, "rule {} is shadowed but was kept", i);
             }

@@ -155,6 +155,11 @@ async fn a_merchant_timeout_is_retried_with_backoff_then_switches_flow() {
         [(Some("retry"), Some(1)), (Some("retry"), Some(2)), (Some("retry"), Some(3)), (Some("switch_flow"), None)]
     );
     for (attempt, answer) in answers[..3].iter().enumerate() {
+        // The server cannot see the request: reuse its key, and read its status first after a 504.
+        assert_eq!(
+            (answer["reuse_idempotency_key"].as_bool(), answer["read_status_first"].as_bool()),
+            (Some(true), Some(true))
+        );
         let cap = 1000 * 2u64.pow(attempt as u32);
         assert!(answer["delay_ms"].as_u64().is_some_and(|d| d <= cap), "attempt {}: {answer}", attempt + 1);
     }
@@ -222,9 +227,11 @@ async fn a_retry_cap_holds_across_two_devices_of_one_user() {
     let items = Env::get().partition("FlowInstancesTable", "user", &user).await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["attempts"].as_n().unwrap(), "5");
-    // The same instance id of another user is theirs, and another step of it counts apart.
+    // The same instance id of another user is theirs; another step of it, or another error with
+    // its own policy, counts apart.
     assert_eq!(next(&unique("flow-user"), &instance, "purchase/pay", "ledger_busy").await.1["attempt"], 1);
     assert_eq!(next(&user, &instance, "top-up/amount", "ledger_busy").await.1["attempt"], 1);
+    assert_eq!(next(&user, &instance, "purchase/pay", "internal").await.1["attempt"], 1);
 }
 
 #[tokio::test]

@@ -85,6 +85,8 @@ pub struct Shared {
     pub logs: PathBuf,
     pub calls: AwsCalls,
     pub faults: Option<Faults>,
+    /// Each table's partition key attribute, by table name: what `dynamodb:LeadingKeys` reads.
+    pub partition_keys: Arc<BTreeMap<String, String>>,
 }
 
 /// The faults every proxy injects, and what they need.
@@ -303,7 +305,7 @@ fn refusal(proxy: &Proxy, target: &str, body: &[u8]) -> Option<Response> {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         (status, [("content-type", "application/x-amz-json-1.0")], body).into_response()
     };
-    match iam::needs(target, body) {
+    match iam::needs(target, body, &proxy.shared.partition_keys) {
         Err(reason) => {
             let body = serde_json::json!({ "__type": "AccessDeniedException", "message": reason }).to_string();
             Some(refuse(target, "(not understood locally)", 400, body))

@@ -8,7 +8,9 @@
 //!   not SAM policy templates (`DynamoDBCrudPolicy: ...`) nor managed policy names;
 //! - statements with `Effect: Allow`, `Action`, `Resource` (a string or a list; `*` and `?`
 //!   wildcards, actions case-insensitive) and an optional `Condition` of `StringEquals` or
-//!   `StringLike` on `kms:EncryptionContext:<key>`; no `Deny`, `NotAction`, `NotResource`;
+//!   `StringLike` on `kms:EncryptionContext:<key>`, or `ForAllValues:StringEquals` on
+//!   `dynamodb:LeadingKeys` in a statement of `dynamodb:Query` alone (a query names one partition
+//!   key, read from its key condition); no `Deny`, `NotAction`, `NotResource`;
 //! - what SAM adds on its own: a function with an `SQS` event gets the managed policy
 //!   AWSLambdaSQSQueueExecutionRole (`sqs:ReceiveMessage`, `sqs:DeleteMessage`,
 //!   `sqs:GetQueueAttributes` on `*`).
@@ -32,7 +34,8 @@ use serde_yaml::Value;
 use crate::template::{ACCOUNT, REGION, TemplateError};
 
 const SUBSET: &str = "inline policy statements: Effect Allow, Action, Resource, Condition StringEquals/StringLike \
-     on kms:EncryptionContext:* (see infra/local/src/iam.rs)";
+     on kms:EncryptionContext:*, ForAllValues:StringEquals on dynamodb:LeadingKeys for dynamodb:Query alone \
+     (see infra/local/src/iam.rs)";
 
 /// A function's permissions: what its role's policies allow.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -50,9 +53,14 @@ struct Statement {
 #[derive(Debug, Clone, PartialEq)]
 struct Condition {
     like: bool,
+    /// `ForAllValues:`: every value the request has for the key is among `values` (none is, too).
+    for_all: bool,
     key: String,
     values: Vec<String>,
 }
+
+/// The condition key of the partition key values a DynamoDB call names.
+const LEADING_KEYS: &str = "dynamodb:LeadingKeys";
 
 /// One permission a call needs: an action on a resource, with the request's condition keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,20 +152,27 @@ impl Statement {
         let mut conditions = Vec::new();
         for (operator, tests) in statement.get("Condition").and_then(Value::as_mapping).into_iter().flatten() {
             let operator = operator.as_str().unwrap_or_default();
-            let like = match operator {
-                "StringEquals" => false,
-                "StringLike" => true,
+            let (like, for_all) = match operator {
+                "StringEquals" => (false, false),
+                "StringLike" => (true, false),
+                "ForAllValues:StringEquals" => (false, true),
                 other => {
                     return Err(TemplateError::Unsupported(format!("{what}.Condition operator {other}"), SUBSET));
                 }
             };
             for (key, values) in tests.as_mapping().into_iter().flatten() {
                 let key = key.as_str().unwrap_or_default();
-                if !key.starts_with("kms:EncryptionContext:") {
-                    return Err(TemplateError::Unsupported(format!("{what}.Condition key {key}"), SUBSET));
+                let understood = if for_all {
+                    // AWS counts a call with no leading key as allowed: only a query always has one.
+                    key == LEADING_KEYS && field("Action")?.iter().all(|a| a.eq_ignore_ascii_case("dynamodb:Query"))
+                } else {
+                    key.starts_with("kms:EncryptionContext:")
+                };
+                if !understood {
+                    return Err(TemplateError::Unsupported(format!("{what}.Condition {operator} {key}"), SUBSET));
                 }
                 let values = strings(values, &format!("{what}.Condition.{operator}.{key}"))?;
-                conditions.push(Condition { like, key: key.to_owned(), values });
+                conditions.push(Condition { like, for_all, key: key.to_owned(), values });
             }
         }
         Ok(Statement { actions: field("Action")?, resources: field("Resource")?, conditions })
@@ -171,10 +186,15 @@ impl Statement {
 }
 
 impl Condition {
-    /// Condition keys are case-insensitive; an absent key never satisfies StringEquals/StringLike.
+    /// Condition keys are case-insensitive; an absent key never satisfies StringEquals/StringLike,
+    /// and always satisfies ForAllValues (as on AWS).
     fn holds(&self, context: &BTreeMap<String, String>) -> bool {
         let value = context.iter().find(|(k, _)| k.eq_ignore_ascii_case(&self.key)).map(|(_, v)| v);
-        value.is_some_and(|v| self.values.iter().any(|p| if self.like { matches(p, v) } else { p == v }))
+        let allowed = |v: &String| self.values.iter().any(|p| if self.like { matches(p, v) } else { p == v });
+        match value {
+            None => self.for_all,
+            Some(v) => allowed(v),
+        }
     }
 }
 
@@ -205,9 +225,30 @@ fn table_arn(name: &str) -> String {
     if name.starts_with("arn:") { name.to_owned() } else { format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}") }
 }
 
-/// The permissions one AWS call needs: its `X-Amz-Target` and JSON body. An error says why the
-/// call is outside what the local stack can check; the proxy refuses such calls.
-pub fn needs(target: &str, body: &[u8]) -> Result<Vec<Need>, String> {
+/// The partition key value a query of a table (not an index) names, from its key condition: the
+/// `<name> = :value` clause on the table's partition key (`partition_keys`: table name to
+/// attribute). An empty value when it cannot be read, which no policy names.
+fn leading_key(query: &Json, partition_keys: &BTreeMap<String, String>) -> Option<String> {
+    let table = query["TableName"].as_str()?;
+    if query.get("IndexName").is_some() {
+        return None;
+    }
+    let key = partition_keys.get(table)?;
+    let condition = query["KeyConditionExpression"].as_str().unwrap_or_default();
+    let value = condition.split(" AND ").chain(condition.split(" and ")).find_map(|clause| {
+        let (name, value) = clause.split_once('=')?;
+        let (name, value) = (name.trim(), value.trim());
+        let name = if name.starts_with('#') { query["ExpressionAttributeNames"][name].as_str()? } else { name };
+        let value = &query["ExpressionAttributeValues"][value];
+        (name == key).then(|| value["S"].as_str().or(value["N"].as_str()).map(str::to_owned)).flatten()
+    });
+    Some(value.unwrap_or_default())
+}
+
+/// The permissions one AWS call needs: its `X-Amz-Target` and JSON body (and the tables' partition
+/// keys, by table name). An error says why the call is outside what the local stack can check; the
+/// proxy refuses such calls.
+pub fn needs(target: &str, body: &[u8], partition_keys: &BTreeMap<String, String>) -> Result<Vec<Need>, String> {
     let json: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
     let text = |v: &Json| v.as_str().map(str::to_owned);
     if let Some(operation) = target.strip_prefix("DynamoDB_20120810.") {
@@ -242,7 +283,13 @@ pub fn needs(target: &str, body: &[u8]) -> Result<Vec<Need>, String> {
                     (Some(table), None) => table_arn(&table),
                     (None, _) => "*".to_owned(),
                 };
-                vec![Need::new(action(operation), resource)]
+                let mut need = Need::new(action(operation), resource);
+                if operation == "Query"
+                    && let Some(key) = leading_key(&json, partition_keys)
+                {
+                    need.context.insert(LEADING_KEYS.to_owned(), key);
+                }
+                vec![need]
             }
         });
     }
@@ -345,6 +392,34 @@ mod tests {
     }
 
     #[test]
+    fn a_query_is_held_to_its_leading_keys() {
+        let table = "arn:aws:dynamodb:us-east-1:123456789012:table/s-Config";
+        let p = policy(&format!(
+            "- Statement:\n  - Effect: Allow\n    Action: [dynamodb:Query]\n    Resource: {table}\n    Condition:\n      ForAllValues:StringEquals:\n        dynamodb:LeadingKeys: [error-flows]"
+        ))
+        .unwrap();
+        let keys = BTreeMap::from([("s-Config".to_owned(), "group".to_owned())]);
+        let query = |group: &str, expression: &str| {
+            let body = serde_json::json!({
+                "TableName": "s-Config", "KeyConditionExpression": expression,
+                "ExpressionAttributeNames": {"#group": "group"}, "ExpressionAttributeValues": {":group": {"S": group}},
+            });
+            needs("DynamoDB_20120810.Query", body.to_string().as_bytes(), &keys).unwrap().remove(0)
+        };
+        assert!(p.allows(&query("error-flows", "#group = :group")));
+        assert!(!p.allows(&query("payment-ui", "#group = :group")));
+        assert!(!p.allows(&query("error-flows", "#group > :group")), "a key condition it cannot read names nothing");
+        assert!(!p.allows(&need("dynamodb:GetItem", table)));
+        // On AWS a call with no leading key passes ForAllValues: only a query, which always has one, may carry it.
+        for statement in ["Action: [dynamodb:Query, dynamodb:GetItem]", "Action: [dynamodb:Scan]"] {
+            let refused = policy(&format!(
+                "- Statement:\n  - Effect: Allow\n    {statement}\n    Resource: {table}\n    Condition:\n      ForAllValues:StringEquals:\n        dynamodb:LeadingKeys: [error-flows]"
+            ));
+            assert!(matches!(refused, Err(TemplateError::Unsupported(..))), "{statement}");
+        }
+    }
+
+    #[test]
     fn sqs_event_sources_get_what_sam_attaches() {
         let p = Policy::read("F", None, true).unwrap();
         assert!(p.allows(&need("sqs:DeleteMessage", "arn:aws:sqs:us-east-1:123456789012:q")));
@@ -377,7 +452,7 @@ mod tests {
         let body = br#"{"TransactItems":[
             {"Put":{"TableName":"s-Ledger"}},{"Update":{"TableName":"s-Ledger"}},
             {"ConditionCheck":{"TableName":"s-Devices"}},{"Delete":{"TableName":"s-Outbox"}}]}"#;
-        let actions: Vec<_> = needs("DynamoDB_20120810.TransactWriteItems", body)
+        let actions: Vec<_> = needs("DynamoDB_20120810.TransactWriteItems", body, &BTreeMap::new())
             .unwrap()
             .into_iter()
             .map(|n| format!("{} {}", n.action, n.resource.rsplit('/').next().unwrap_or_default()))
@@ -391,17 +466,29 @@ mod tests {
                 "dynamodb:DeleteItem s-Outbox"
             ]
         );
-        let query = needs("DynamoDB_20120810.Query", br#"{"TableName":"s-Ledger","IndexName":"byUser"}"#).unwrap();
+        let query =
+            needs("DynamoDB_20120810.Query", br#"{"TableName":"s-Ledger","IndexName":"byUser"}"#, &BTreeMap::new())
+                .unwrap();
         assert_eq!(query[0].resource, format!("{TABLE}/index/byUser"));
-        let batch = needs("DynamoDB_20120810.BatchGetItem", br#"{"RequestItems":{"s-Ledger":{"Keys":[]}}}"#).unwrap();
+        let batch =
+            needs("DynamoDB_20120810.BatchGetItem", br#"{"RequestItems":{"s-Ledger":{"Keys":[]}}}"#, &BTreeMap::new())
+                .unwrap();
         assert_eq!(batch, vec![need("dynamodb:BatchGetItem", TABLE)]);
-        let send = needs("AmazonSQS.SendMessageBatch", br#"{"QueueUrl":"http://127.0.0.1:5000/123456789012/s-Q"}"#);
+        let send = needs(
+            "AmazonSQS.SendMessageBatch",
+            br#"{"QueueUrl":"http://127.0.0.1:5000/123456789012/s-Q"}"#,
+            &BTreeMap::new(),
+        );
         assert_eq!(send.unwrap(), vec![need("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:s-Q")]);
-        let decrypt =
-            needs("TrentService.Decrypt", br#"{"KeyId":"k-1","EncryptionContext":{"party":"merchant/m_1"}}"#).unwrap();
+        let decrypt = needs(
+            "TrentService.Decrypt",
+            br#"{"KeyId":"k-1","EncryptionContext":{"party":"merchant/m_1"}}"#,
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(decrypt[0].resource, KEY);
         assert_eq!(decrypt[0].context["kms:EncryptionContext:party"], "merchant/m_1");
-        assert!(needs("TrentService.Decrypt", b"{}").is_err(), "the key must be named");
-        assert!(needs("AmazonS3.PutObject", b"{}").is_err());
+        assert!(needs("TrentService.Decrypt", b"{}", &BTreeMap::new()).is_err(), "the key must be named");
+        assert!(needs("AmazonS3.PutObject", b"{}", &BTreeMap::new()).is_err());
     }
 }

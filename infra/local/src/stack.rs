@@ -390,6 +390,16 @@ impl Stack {
                 .faults
                 .zip(restart_dynamodb)
                 .map(|(plan, restart)| Faults::new(plan, faults.clone(), restart, consumed_queues)),
+            partition_keys: std::sync::Arc::new(
+                template
+                    .tables
+                    .iter()
+                    .filter_map(|table| {
+                        let (key, _) = table.key_schema.iter().find(|(_, kind)| kind == "HASH")?;
+                        Some((table.name.clone(), key.clone()))
+                    })
+                    .collect(),
+            ),
         };
         let mut hosts = Vec::new();
         for function in &template.functions {

@@ -124,8 +124,9 @@ impl ConfigApi {
         caller.require_admin()?;
         let precondition = Precondition::parse(header(request, "if-match")?, header(request, "if-none-match")?)?;
         let parameters = Parameters::parse(json_body::<Value>(request)?)?;
-        self.validate(&group, &parameters)?;
         self.idempotently(request, caller, move |claim, now| async move {
+            // Inside the key's run: a replay answers what was decided, even if the rules changed since.
+            self.validate(&group, &parameters)?;
             let current = self.store.latest(&group).await?;
             let version = next_version(&group, current.map(|c| c.version), precondition)?;
             let change = Change {

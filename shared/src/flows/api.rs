@@ -13,11 +13,12 @@ use serde_json::{Value, json};
 
 use super::control::FlowControl;
 use super::store::AttemptStore;
-use super::{FlowTable, Kind, Step, is_error_code};
+use super::{FlowTable, Kind, Step, advise, is_error_code};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
+use crate::config::Parameters;
 use crate::crypto::random_hex;
 use crate::http::{json_body, json_response, route_key};
 use crate::ids;
@@ -86,7 +87,7 @@ impl FlowsApi {
             (Kind::Retry, Some(policy)) => {
                 let taken = self
                     .attempts
-                    .take(&caller.subject, instance, &at, policy.max_attempts, now_epoch_seconds())
+                    .take(&caller.subject, instance, &at, &request.error_code, policy.max_attempts, now_epoch_seconds())
                     .await?;
                 match taken {
                     Some(attempt) => {
@@ -105,6 +106,9 @@ impl FlowsApi {
             }
             _ => table.answer(Some(&at), action, rule),
         };
+        // The server cannot see the failed request: a money-moving one carried a key, and reusing
+        // it is harmless for any other.
+        advise(&mut answer, catalogue::find(&request.error_code).map_or(0, |c| c.status()), true);
         answer["instance"] = instance.into();
         answer["error_code"] = request.error_code.into();
         Ok(json_response(StatusCode::OK, &answer))
@@ -113,7 +117,7 @@ impl FlowsApi {
     async fn dry_run(&self, request: DryRunRequest) -> Result<Response<Body>, Problem> {
         if request.errors.len() > MAX_DRY_RUN_ERRORS {
             return Err(Problem::new(
-                catalogue::MALFORMED_JSON,
+                catalogue::DRY_RUN_TOO_LONG,
                 format!("a dry run replays at most {MAX_DRY_RUN_ERRORS} errors; this one has {}", request.errors.len()),
             ));
         }
@@ -122,7 +126,11 @@ impl FlowsApi {
         }
         let user = request.user.as_deref().map(|u| ids::check("user", u)).transpose()?.unwrap_or_default();
         let table = match &request.table {
-            Some(proposed) => std::sync::Arc::new(FlowTable::parse(proposed, 0)?),
+            // Judged as a publish would be: a group's parameters first, then the table.
+            Some(proposed) => {
+                let parameters = Parameters::parse(proposed.clone())?;
+                std::sync::Arc::new(FlowTable::parse(&parameters.as_value(), 0)?)
+            }
             None => self.control.table().await,
         };
         let start = step_of(&table, "start", &request.start)?;

@@ -3,12 +3,14 @@
 //! (replayed ones too) on its way out.
 //!
 //! The table is read on the first problem of a process, not at cold start, and kept at most
-//! `FLOW_TABLE_MAX_AGE_SECONDS`; a read that fails, finds no published table, or finds one that no
-//! longer verifies (the catalogue changed since) gives the house table for that long instead:
-//! never a 500, and a success path never reads it at all.
+//! `FLOW_TABLE_MAX_AGE_SECONDS` (verified once per version); a read that fails or takes over
+//! `READ_TIMEOUT`, finds no published table, or finds one that no longer verifies (the catalogue
+//! changed since) gives the house table for that long instead: never a 500, and a success path
+//! never reads it at all.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::{Body, Request, Response};
@@ -42,9 +44,13 @@ where
     http::run(handler, |asked, response| control.finish(asked, response)).await
 }
 
+/// How long a problem answer waits for the table before the house table answers instead.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// The table as a function holds it: read when first needed, kept for a bounded time.
 pub struct FlowControl {
     table_name: String,
+    group: GroupName,
     store: OnceCell<ConfigStore>,
     max_age_ms: i64,
     cached: Mutex<Option<(i64, Arc<FlowTable>)>>,
@@ -53,11 +59,16 @@ pub struct FlowControl {
 impl FlowControl {
     pub fn from_env() -> Result<Self, MissingEnv> {
         let max_age = aws::env("FLOW_TABLE_MAX_AGE_SECONDS")?;
-        let max_age: i64 = max_age.parse().map_err(|_| MissingEnv("FLOW_TABLE_MAX_AGE_SECONDS".into()))?;
+        let max_age_ms = max_age
+            .parse::<i64>()
+            .ok()
+            .and_then(|seconds| seconds.checked_mul(1000))
+            .ok_or_else(|| MissingEnv("FLOW_TABLE_MAX_AGE_SECONDS".into()))?;
         Ok(FlowControl {
             table_name: aws::env("CONFIG_TABLE")?,
+            group: GroupName::parse(GROUP).expect("error-flows is a group name (flows::tests)"),
             store: OnceCell::new(),
-            max_age_ms: max_age * 1000,
+            max_age_ms,
             cached: Mutex::new(None),
         })
     }
@@ -66,33 +77,48 @@ impl FlowControl {
     pub async fn table(&self) -> Arc<FlowTable> {
         let now = now_epoch_millis();
         let held = self.cached.lock().ok().and_then(|c| c.clone());
-        if let Some((_, table)) = held.filter(|(read_at, _)| now - read_at < self.max_age_ms) {
-            return table;
-        }
-        let table = Arc::new(self.read().await);
+        let table = match held {
+            Some((read_at, table)) if now - read_at < self.max_age_ms => return table,
+            Some((_, table)) => self.read(Some(table)).await,
+            None => self.read(None).await,
+        };
         if let Ok(mut cached) = self.cached.lock() {
             *cached = Some((now, table.clone()));
         }
         table
     }
 
-    async fn read(&self) -> FlowTable {
-        let store = self
-            .store
-            .get_or_init(|| async {
-                ConfigStore::new(aws_sdk_dynamodb::Client::new(&aws::sdk_config().await), &self.table_name)
-            })
-            .await;
-        let Ok(group) = GroupName::parse(GROUP) else { return FlowTable::house() };
-        match store.latest(&group).await {
-            Ok(Some(published)) => FlowTable::parse(&published.parameters.as_value(), published.version)
-                .unwrap_or_else(|e| {
-                    tracing::error!(version = published.version, error = %e, "the published error-flow table no longer verifies; answering with the house table");
-                    FlowTable::house()
-                }),
-            Ok(None) => FlowTable::house(),
-            Err(e) => {
+    /// The latest published table, or the house table; `held` is reused while it is the latest,
+    /// so a table is verified once per version, not at every refresh.
+    async fn read(&self, held: Option<Arc<FlowTable>>) -> Arc<FlowTable> {
+        let latest = async {
+            let client = || async { aws_sdk_dynamodb::Client::new(&aws::sdk_config().await) };
+            let store = self.store.get_or_init(|| async { ConfigStore::new(client().await, &self.table_name) }).await;
+            store.latest(&self.group).await
+        };
+        match tokio::time::timeout(READ_TIMEOUT, latest).await {
+            Ok(Ok(Some(published))) => {
+                if let Some(held) = held.filter(|h| h.version > 0 && h.version == published.version) {
+                    return held;
+                }
+                match FlowTable::parse(&published.parameters.as_value(), published.version) {
+                    Ok(table) => Arc::new(table),
+                    Err(e) => {
+                        tracing::error!(version = published.version, error = %e, "the published error-flow table no longer verifies; answering with the house table");
+                        FlowTable::house()
+                    }
+                }
+            }
+            Ok(Ok(None)) => FlowTable::house(),
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "the error-flow table could not be read; answering with the house table");
+                FlowTable::house()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = READ_TIMEOUT.as_millis() as u64,
+                    "the error-flow table took too long to read; answering with the house table"
+                );
                 FlowTable::house()
             }
         }

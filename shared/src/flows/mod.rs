@@ -26,6 +26,7 @@ pub mod control;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -46,6 +47,9 @@ const FACTS: [&str; 3] = ["flow", "step", "error_code"];
 pub const MAX_ATTEMPTS: u32 = 10;
 /// The longest wait a retry policy may ask for, in milliseconds.
 pub const MAX_DELAY_MS: u64 = 300_000;
+/// The most steps a table's flows have in all: a client's screens, not a catalogue; it bounds the
+/// work of verifying a table (steps x named codes x rules).
+pub const MAX_STEPS: usize = 128;
 
 /// What the client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +59,9 @@ pub enum Kind {
     Retry,
     /// Leave this flow for another flow's step (`to`).
     SwitchFlow,
-    /// The outcome is not known yet: wait for it and read its status; do not send the request again.
+    /// The outcome is not known yet: wait, then learn it by reading its status, or by sending the
+    /// same request with the same Idempotency-Key (which answers the first one's outcome); never
+    /// with a new key.
     Await,
     /// Stop the flow and tell the user.
     Abort,
@@ -67,7 +73,9 @@ pub enum Jitter {
     /// Wait a random time from 0 to the computed delay (AWS's "full jitter"): devices that failed
     /// together do not come back together.
     Full,
-    None,
+    /// Wait exactly the computed delay.
+    #[serde(rename = "none")]
+    Off,
 }
 
 /// How a retry waits: attempt n (from 1) waits `interval_ms x backoff_rate^(n-1)`, at most
@@ -89,8 +97,8 @@ impl RetryPolicy {
         let grown = self.interval_ms as f64 * self.backoff_rate.powi(exponent);
         let delay = if grown.is_finite() { (grown as u64).min(self.max_delay_ms) } else { self.max_delay_ms };
         match self.jitter {
-            Jitter::None => delay,
-            Jitter::Full => delay * u64::from(random) / u64::from(u16::MAX),
+            Jitter::Off => delay,
+            Jitter::Full => delay.saturating_mul(u64::from(random)) / u64::from(u16::MAX),
         }
     }
 
@@ -243,9 +251,9 @@ pub enum FlowTableError {
     #[error("{at} switches to {target}, which is not a step of the table's flows")]
     UnknownTarget { at: String, target: String },
     #[error(
-        "{code} at {at} would be retried ({by}), but a {status} is a decision the same request gets again: switch, await or abort instead"
+        "{code} at {at} would be retried ({by}), but it is a decision the same request gets again (only a 5xx, listing_conflict or idempotency_request_in_progress may be retried): switch, await or abort instead"
     )]
-    RetryNotAllowed { code: String, at: String, by: String, status: u16 },
+    RetryNotAllowed { code: String, at: String, by: String },
     #[error("a lasting error would switch flows forever: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
 }
@@ -268,12 +276,13 @@ pub fn validate_group(parameters: &Value) -> Result<(), Problem> {
 }
 
 impl FlowTable {
-    /// The house table (version 0), verified by its tests.
-    pub fn house() -> FlowTable {
-        serde_json::from_str(HOUSE_TABLE)
-            .ok()
-            .and_then(|json| FlowTable::parse(&json, 0).ok())
-            .expect("the house table is valid (flows::tests)")
+    /// The house table (version 0), verified once per process; its tests verify it first.
+    pub fn house() -> Arc<FlowTable> {
+        static HOUSE: LazyLock<Arc<FlowTable>> = LazyLock::new(|| {
+            let json = serde_json::from_str(HOUSE_TABLE).unwrap_or(Value::Null);
+            Arc::new(FlowTable::parse(&json, 0).expect("the house table is valid (flows::tests)"))
+        });
+        HOUSE.clone()
     }
 
     /// A table from its JSON, verified whole.
@@ -282,8 +291,9 @@ impl FlowTable {
             serde_json::from_value(json.clone()).map_err(|e| FlowTableError::Shape(e.to_string()))?;
         let rules = RuleSet::parse(&json!({"facts": FACTS, "rules": table.rules, "default": table.default}), GROUP)?;
         let invalid = |text: String| Err(FlowTableError::Invalid(text));
-        if table.flows.is_empty() {
-            return invalid("`flows` names no flow".into());
+        let steps = table.flows.values().map(Vec::len).sum::<usize>();
+        if table.flows.is_empty() || steps > MAX_STEPS {
+            return invalid(format!("`flows` has {steps} steps in all: a table has 1 to {MAX_STEPS}"));
         }
         for (flow, steps) in &table.flows {
             let mut seen = BTreeSet::new();
@@ -361,30 +371,46 @@ impl FlowTable {
         Ok(())
     }
 
-    /// Over every step (and an unknown position) and every catalogued code (and an unknown one),
-    /// every answer any user may get: never a retry of a code that may not be retried, and no chain
-    /// of switches from a step back to itself.
+    /// Over every step (and an unknown position) and every code (and an unknown one), every
+    /// answer any user may get: never a retry of a code that may not be retried, and no chain of
+    /// switches from a step back to itself. Codes no rule names are answered alike but for whether
+    /// they may be retried, so one of them stands for those that may and the unknown code for the
+    /// rest: the work is steps x named codes x rules, not the whole catalogue's.
     fn check_every_position(&self) -> Result<(), FlowTableError> {
         let steps: Vec<Step> = self.steps().collect();
-        let codes: Vec<Option<&'static catalogue::Code>> =
-            catalogue::ALL.iter().copied().map(Some).chain(std::iter::once(None)).collect();
-        // The switches out of each step, with the code that takes them.
-        let mut edges: BTreeMap<&Step, Vec<(Step, &str)>> = BTreeMap::new();
+        let named: BTreeSet<&str> = self
+            .rules
+            .rules
+            .iter()
+            .filter_map(|rule| match &rule.when[2] {
+                Pattern::Exact(code) => Some(code.as_str()),
+                Pattern::Any => None,
+            })
+            .collect();
+        let unnamed_retryable = catalogue::ALL.iter().copied().find(|c| c.may_retry() && !named.contains(c.code()));
+        let codes: Vec<Option<&'static catalogue::Code>> = named
+            .iter()
+            .filter_map(|code| catalogue::find(code))
+            .chain(unnamed_retryable)
+            .map(Some)
+            .chain(std::iter::once(None))
+            .collect();
+        // The switches out of each step: each target once, with the first code that takes it.
+        let mut edges: Edges = BTreeMap::new();
         for at in steps.iter().map(Some).chain(std::iter::once(None)) {
             for code in &codes {
-                let name = code.map_or("(an unknown code)", |c| c.code());
+                let name = code.map_or("any code no rule names", |c| c.code());
                 for (action, rule) in self.rules.candidates(&facts(at, code.map(|c| c.code()))) {
                     if action.action == Kind::Retry && !code.is_some_and(|c| c.may_retry()) {
                         return Err(FlowTableError::RetryNotAllowed {
                             code: name.to_owned(),
                             at: at.map_or("an unknown step".to_owned(), Step::to_string),
                             by: rule.map_or("the default".to_owned(), |i| format!("rule {i}")),
-                            status: code.map_or(0, |c| c.status()),
                         });
                     }
                     if let Some(at) = at {
                         for target in action.targets().filter_map(Step::parse) {
-                            edges.entry(at).or_default().push((target, name));
+                            edges.entry(at).or_default().entry(target).or_insert(name);
                         }
                     }
                 }
@@ -424,16 +450,7 @@ impl FlowTable {
     pub fn flow_control(&self, at: Option<&Step>, code: &str, status: u16, user: &str, idempotent: bool) -> Value {
         let (action, rule) = self.decide(at, code, user);
         let mut control = self.answer(at, action, rule);
-        if action.action == Kind::Retry {
-            if idempotent {
-                // A new key would be a new request: the money could move twice.
-                control["reuse_idempotency_key"] = true.into();
-            }
-            if status == 502 || status == 504 {
-                // A partner may have acted before the answer was lost: its outcome first.
-                control["read_status_first"] = true.into();
-            }
-        }
+        advise(&mut control, status, idempotent);
         control
     }
 
@@ -478,6 +495,20 @@ impl FlowTable {
     }
 }
 
+/// What an answer that sends the request again (`retry`, `await`) must say of it: `idempotent`,
+/// that it carried an Idempotency-Key (a new key would be a new request: the money could move
+/// twice); after a 502 or 504 (`status`), that its outcome comes first (a partner may have acted
+/// before its answer was lost).
+pub fn advise(answer: &mut Value, status: u16, idempotent: bool) {
+    let sends_again = ["retry", "await"].contains(&answer["action"].as_str().unwrap_or_default());
+    if sends_again && idempotent {
+        answer["reuse_idempotency_key"] = true.into();
+    }
+    if sends_again && (status == 502 || status == 504) {
+        answer["read_status_first"] = true.into();
+    }
+}
+
 fn facts<'a>(at: Option<&'a Step>, code: Option<&'a str>) -> BTreeMap<&'a str, &'a str> {
     let mut facts = BTreeMap::new();
     if let Some(at) = at {
@@ -490,8 +521,11 @@ fn facts<'a>(at: Option<&'a Step>, code: Option<&'a str>) -> BTreeMap<&'a str, &
     facts
 }
 
+/// Each step's switches: each target, and the code that takes it.
+type Edges<'a> = BTreeMap<&'a Step, BTreeMap<Step, &'static str>>;
+
 /// A chain of switches from a step back to itself, as `step -(code)-> step ...`, if any.
-fn find_cycle(steps: &[Step], edges: &BTreeMap<&Step, Vec<(Step, &str)>>) -> Option<Vec<String>> {
+fn find_cycle(steps: &[Step], edges: &Edges) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -500,9 +534,9 @@ fn find_cycle(steps: &[Step], edges: &BTreeMap<&Step, Vec<(Step, &str)>>) -> Opt
     }
     fn visit<'a>(
         at: &'a Step,
-        edges: &'a BTreeMap<&Step, Vec<(Step, &str)>>,
+        edges: &'a Edges,
         marks: &mut BTreeMap<&'a Step, Mark>,
-        path: &mut Vec<(&'a Step, &'a str)>,
+        path: &mut Vec<(&'a Step, &'static str)>,
     ) -> Option<Vec<String>> {
         marks.insert(at, Mark::OnPath);
         for (next, code) in edges.get(at).into_iter().flatten() {
@@ -542,6 +576,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::config::GroupName;
 
     fn step(text: &str) -> Step {
         Step::parse(text).unwrap()
@@ -652,6 +687,12 @@ mod tests {
                 "another retry",
             ),
             (json!([{"when": {"device": "x"}, "then": switch("b/y")}]), "not among `facts`"),
+            // Half the users get the wildcard: the specific rule for a third of them never answers.
+            (
+                json!([{"when": {"flow": "a"}, "rollout": 50, "then": switch("b/y")},
+                    {"when": {"flow": "a", "error_code": "internal"}, "rollout": 30, "then": switch("b/y")}]),
+                "can never match",
+            ),
         ];
         for (rules, says) in cases {
             let refused = table(rules.clone()).err().unwrap_or_else(|| panic!("{rules} was accepted"));
@@ -670,6 +711,9 @@ mod tests {
             Problem::from(table(json!([{"when": {}, "then": switch("q/q")}])).unwrap_err()).code,
             "flow_target_unknown"
         );
+        let many: Vec<String> = (0..=MAX_STEPS).map(|i| format!("s{i}")).collect();
+        let too_many = json!({"flows": {"a": many}, "default": {"action": "abort", "message_key": "m"}});
+        assert!(FlowTable::parse(&too_many, 1).unwrap_err().to_string().contains("1 to 128"));
         for shape in [
             json!({"flows": {}, "default": {"action": "abort", "message_key": "m"}}),
             json!({"flows": {"a": ["x"]}}),
@@ -677,6 +721,26 @@ mod tests {
         ] {
             assert!(FlowTable::parse(&shape, 1).is_err(), "{shape}");
         }
+    }
+
+    #[test]
+    fn only_failures_and_the_two_conflicts_that_pass_may_be_retried() {
+        for code in
+            ["internal", "miniapp_server_timeout", "ledger_busy", "listing_conflict", "idempotency_request_in_progress"]
+        {
+            assert!(table(json!([{"when": {"error_code": code}, "then": retry(2)}])).is_ok(), "{code}");
+        }
+        for code in
+            ["bank_declined", "merchant_declined", "insufficient_funds", "card_expired", "order_already_settled"]
+        {
+            let refused = table(json!([{"when": {"error_code": code}, "then": retry(2)}])).unwrap_err();
+            assert!(matches!(&refused, FlowTableError::RetryNotAllowed { code: c, .. } if c == code), "{refused}");
+        }
+        // A wildcard retry reaches every code no rule names, the 4xx among them.
+        let wildcard =
+            table(json!([{"when": {"error_code": "internal"}, "then": retry(2)}, {"when": {}, "then": retry(2)}]));
+        assert!(matches!(wildcard, Err(FlowTableError::RetryNotAllowed { .. })), "{wildcard:?}");
+        assert!(GroupName::parse(GROUP).is_ok(), "the table's group is a group name");
     }
 
     #[test]
@@ -707,6 +771,13 @@ mod tests {
             (json!(true), json!(true))
         );
         assert_eq!((control["table_version"].clone(), control["at"].clone()), (json!(0), json!("miniapp/request")));
+        let waiting =
+            house.flow_control(Some(&step("purchase/pay")), "idempotency_request_in_progress", 409, "u", true);
+        assert_eq!(
+            (waiting["action"].clone(), waiting["after_retries"]["action"].clone()),
+            (json!("retry"), json!("await"))
+        );
+        assert_eq!(waiting["reuse_idempotency_key"], true);
         let internal = house.flow_control(Some(&at), "internal", 500, "u", false);
         assert_eq!(
             (internal["action"].clone(), internal.get("reuse_idempotency_key"), internal.get("read_status_first")),
@@ -765,7 +836,7 @@ mod tests {
             interval_ms: 100,
             backoff_rate: 3.0,
             max_delay_ms: 1000,
-            jitter: Jitter::None,
+            jitter: Jitter::Off,
         };
         let delays: Vec<u64> = (1..=5).map(|n| policy.delay_ms(n, 0)).collect();
         assert_eq!(delays, vec![100, 300, 900, 1000, 1000]);

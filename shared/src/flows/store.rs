@@ -1,6 +1,7 @@
 //! Attempts per flow instance (`FlowInstancesTable`): partition `user`, sort `key`
-//! (`<instance>/<flow>/<step>`), so an instance id names nothing of another user's. Each item counts
-//! the retries given at one step of one instance and lives `INSTANCE_TTL_SECONDS` from its first.
+//! (`<instance>/<flow>/<step>/<error code>`), so an instance id names nothing of another user's.
+//! Each item counts the retries given for one error at one step of one instance (each code has
+//! its own policy, so its own cap) and lives `INSTANCE_TTL_SECONDS` from its first.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValue;
@@ -23,28 +24,30 @@ impl AttemptStore {
         AttemptStore { client, table: table.into() }
     }
 
-    /// Takes the next of `max` attempts at `at` of `user`'s `instance`: its number (from 1), or
-    /// `None` when all are spent. One conditional write per take, so devices racing for the last
-    /// attempt cannot both get it.
+    /// Takes the next of `max` attempts at `code` at step `at` of `user`'s `instance`: its number
+    /// (from 1), or `None` when all are spent. One conditional write per take, so devices racing
+    /// for the last attempt cannot both get it.
     pub async fn take(
         &self,
         user: &str,
         instance: &str,
         at: &Step,
+        code: &str,
         max: u32,
         now: i64,
     ) -> Result<Option<u32>, StoreError> {
-        let key = format!("{instance}/{at}");
-        // Twice at most: a count past its lifetime (TTL deletes late) is restarted, and a racing
-        // restart sends the loser back to count after it.
-        for _ in 0..2 {
+        let key = format!("{instance}/{at}/{code}");
+        let mut restarted = false;
+        loop {
             let counted = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .key("user", s(user))
                 .key("key", s(&key))
-                .update_expression("SET attempts = if_not_exists(attempts, :zero) + :one, expires_at = if_not_exists(expires_at, :expires)")
+                .update_expression(
+                    "SET attempts = if_not_exists(attempts, :zero) + :one, expires_at = if_not_exists(expires_at, :expires)",
+                )
                 .condition_expression("attribute_not_exists(attempts) OR (attempts < :max AND expires_at > :now)")
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1))
@@ -55,11 +58,20 @@ impl AttemptStore {
                 .send()
                 .await;
             match counted {
-                Ok(out) => return out.attributes().map(|a| get_n(a, "attempts")).transpose().map(|n| n.or(Some(1))),
+                Ok(out) => {
+                    let attributes =
+                        out.attributes().ok_or_else(|| StoreError::new("an attempt's count came back without it"))?;
+                    return get_n(attributes, "attempts").map(Some);
+                }
                 Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
                 Err(e) => return Err(e.into()),
             }
-            let restarted = self
+            if restarted {
+                return Ok(None);
+            }
+            // Spent, or past its lifetime (TTL deletes late): a count past it starts again. If
+            // another device restarted it first, count once more after it.
+            let restart = self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -72,12 +84,13 @@ impl AttemptStore {
                 .expression_attribute_values(":expires", n(now + INSTANCE_TTL_SECONDS))
                 .send()
                 .await;
-            match restarted {
+            match restart {
                 Ok(_) => return Ok(Some(1)),
-                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                    restarted = true
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(None)
     }
 }

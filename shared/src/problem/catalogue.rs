@@ -29,11 +29,12 @@ impl Code {
         self.when
     }
 
-    /// Whether sending the same request again may help: only for a failure of ours or a partner's
-    /// (5xx). A 4xx is a decision (a decline, a refusal, a bad request) the same request gets again,
-    /// so the error-flow table may never answer it with a retry: "do not try again" stays so.
+    /// Whether sending the same request again may help: for a failure of ours or a partner's
+    /// (5xx), and for the two conflicts that pass (`RETRYABLE_CONFLICTS`). Any other 4xx is a
+    /// decision (a decline, a refusal, a bad request) the same request gets again, so the error-flow
+    /// table may never answer it with a retry: "do not try again" stays so.
     pub fn may_retry(&self) -> bool {
-        self.status >= 500
+        self.status >= 500 || RETRYABLE_CONFLICTS.iter().any(|c| c.code == self.code)
     }
 
     /// The status of the one case that answers otherwise, and when (see `Problem::alternate`).
@@ -162,6 +163,8 @@ catalogue! {
         "A flow position (`at`, `start`) is not `<flow>/<step>` of a flow the error-flow table names.";
     INVALID_ERROR_CODE = "invalid_error_code", 400, "Invalid error code",
         "An error code sent to the flows routes is not 1 to 64 of a-z, 0-9 and `_`.";
+    DRY_RUN_TOO_LONG = "dry_run_too_long", 400, "Dry run too long",
+        "A dry run of the error-flow table names more than 100 errors.";
     // 401: the caller is not who it must be.
     UNAUTHENTICATED = "unauthenticated", 401, "Unauthenticated",
         "A user's route ran without an authenticated user (no JWT authorizer on the route).";
@@ -410,6 +413,10 @@ catalogue! {
         "The mini-app's server did not answer in time; nothing moved.";
 }
 
+/// The 4xx that pass: the first request with the key is still running (sent again with the same
+/// key, it answers that request's outcome), or other publications kept changing a listing.
+const RETRYABLE_CONFLICTS: &[&Code] = &[IDEMPOTENCY_REQUEST_IN_PROGRESS, LISTING_CONFLICT];
+
 /// The codes that answer with another status in one case: that status, and when (`Code::alternate`).
 const ALTERNATES: &[(&Code, u16, &str)] = &[
     (MERCHANT_INACTIVE, 403, "On a suspended merchant's refund: it moves no money out of its account."),
@@ -430,7 +437,8 @@ pub fn document() -> String {
          Every problem+json answer (see [conventions](conventions.md)) carries one of these codes, with this \
          status and title, and `flow_control`: what the client does next, from the \
          [error-flow table](flows.md). Clients branch on `code`; `detail` says what happened in words. Only a \
-         5xx may be retried as it is: a 4xx is a decision the same request gets again.\n\n\
+         5xx (or `idempotency_request_in_progress`, `listing_conflict`) may be retried as it is: any other 4xx is a \
+         decision the same request gets again.\n\n\
          | code | status | title | when |\n|---|---|---|---|\n",
     );
     for c in ALL {
