@@ -612,6 +612,19 @@ mod tests {
     }
 
     #[test]
+    fn every_catalogued_code_resolves_at_every_step_of_the_house_table() {
+        let house = FlowTable::house();
+        for at in house.steps().map(Some).chain([None]) {
+            for code in catalogue::ALL {
+                let (action, _) = house.decide(at.as_ref(), code.code(), "u");
+                let control = house.flow_control(at.as_ref(), code.code(), code.status(), "u", true);
+                assert_eq!(control["action"], json!(action.action), "{} at {at:?}", code.code());
+                assert!(action.action != Kind::Retry || code.may_retry(), "{} retried at {at:?}", code.code());
+            }
+        }
+    }
+
+    #[test]
     fn the_house_table_maps_every_route_of_the_template_a_client_calls() {
         let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
         let house = FlowTable::house();
