@@ -4,9 +4,12 @@
 
 use aws_config::BehaviorVersion;
 
-/// Loads region, credentials and endpoints once; build every client of a function from this.
+/// Region, credentials and endpoints, loaded once per process; build every client of a function
+/// from this. Clients of one config share its HTTP connections, so a client made after init (the
+/// error-flow table's) reuses what init's clients opened.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    static CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
+    CONFIG.get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load()).await.clone()
 }
 
 /// A required environment variable (table names, queue URLs) with an error that names it.

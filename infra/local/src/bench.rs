@@ -45,6 +45,9 @@ const COLD_PROBES: &[(&str, &str)] = &[
     ("TransferPlatformFunction", "transfer-platform/get-unknown.json"),
     ("TransferFunction", "transfer/get-unknown.json"),
     ("InstrumentsFunction", "instruments/list.json"),
+    ("CashFunction", "cash/get-unknown.json"),
+    ("CashChecksFunction", "cash-checks/check-handled.json"),
+    ("LinksFunction", "links/list.json"),
     ("FlowsFunction", "flows/dry-run.json"),
 ];
 

@@ -163,7 +163,8 @@ impl Statement {
             for (key, values) in tests.as_mapping().into_iter().flatten() {
                 let key = key.as_str().unwrap_or_default();
                 let understood = if for_all {
-                    // AWS counts a call with no leading key as allowed: only a query always has one.
+                    // On AWS a call with no leading key (a Scan) passes ForAllValues; this proxy reads
+                    // the leading key of queries alone, so only a query's statement may carry it.
                     key == LEADING_KEYS && field("Action")?.iter().all(|a| a.eq_ignore_ascii_case("dynamodb:Query"))
                 } else {
                     key.starts_with("kms:EncryptionContext:")
@@ -225,24 +226,24 @@ fn table_arn(name: &str) -> String {
     if name.starts_with("arn:") { name.to_owned() } else { format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}") }
 }
 
-/// The partition key value a query of a table (not an index) names, from its key condition: the
-/// `<name> = :value` clause on the table's partition key (`partition_keys`: table name to
-/// attribute). An empty value when it cannot be read, which no policy names.
-fn leading_key(query: &Json, partition_keys: &BTreeMap<String, String>) -> Option<String> {
-    let table = query["TableName"].as_str()?;
-    if query.get("IndexName").is_some() {
-        return None;
-    }
-    let key = partition_keys.get(table)?;
-    let condition = query["KeyConditionExpression"].as_str().unwrap_or_default();
-    let value = condition.split(" AND ").chain(condition.split(" and ")).find_map(|clause| {
-        let (name, value) = clause.split_once('=')?;
-        let (name, value) = (name.trim(), value.trim());
-        let name = if name.starts_with('#') { query["ExpressionAttributeNames"][name].as_str()? } else { name };
-        let value = &query["ExpressionAttributeValues"][value];
-        (name == key).then(|| value["S"].as_str().or(value["N"].as_str()).map(str::to_owned)).flatten()
+/// The partition key value a query names, from its key condition: the `<name> = :value` clause
+/// on its table's partition key (`partition_keys`: table name to attribute). Empty, which no
+/// policy names, when it cannot be read: a query of an index, of an unknown table, or a key
+/// condition of another form (`OR`, a function, a comparison).
+fn leading_key(query: &Json, partition_keys: &BTreeMap<String, String>) -> String {
+    let table = query["TableName"].as_str().unwrap_or_default();
+    let table = table.rsplit('/').next().unwrap_or(table);
+    let key = partition_keys.get(table).filter(|_| query.get("IndexName").is_none());
+    let condition = query["KeyConditionExpression"].as_str().unwrap_or_default().replace(['(', ')'], " ");
+    let words: Vec<&str> = condition.split_whitespace().collect();
+    let value = words.split(|w| w.eq_ignore_ascii_case("and")).find_map(|clause| {
+        let (name, value) = clause.concat().split_once('=').map(|(n, v)| (n.to_owned(), v.to_owned()))?;
+        let name =
+            if name.starts_with('#') { query["ExpressionAttributeNames"][&name].as_str()?.to_owned() } else { name };
+        let value = &query["ExpressionAttributeValues"][&value];
+        (Some(&name) == key).then(|| value["S"].as_str().or(value["N"].as_str()).map(str::to_owned)).flatten()
     });
-    Some(value.unwrap_or_default())
+    value.unwrap_or_default()
 }
 
 /// The permissions one AWS call needs: its `X-Amz-Target` and JSON body (and the tables' partition
@@ -284,10 +285,8 @@ pub fn needs(target: &str, body: &[u8], partition_keys: &BTreeMap<String, String
                     (None, _) => "*".to_owned(),
                 };
                 let mut need = Need::new(action(operation), resource);
-                if operation == "Query"
-                    && let Some(key) = leading_key(&json, partition_keys)
-                {
-                    need.context.insert(LEADING_KEYS.to_owned(), key);
+                if operation == "Query" {
+                    need.context.insert(LEADING_KEYS.to_owned(), leading_key(&json, partition_keys));
                 }
                 vec![need]
             }
@@ -409,6 +408,9 @@ mod tests {
         assert!(p.allows(&query("error-flows", "#group = :group")));
         assert!(!p.allows(&query("payment-ui", "#group = :group")));
         assert!(!p.allows(&query("error-flows", "#group > :group")), "a key condition it cannot read names nothing");
+        assert!(!p.allows(&query("error-flows", "begins_with(#group, :group)")));
+        assert!(p.allows(&query("error-flows", "(#group = :group)")), "as AWS reads it");
+        assert!(!p.allows(&query("payment-ui", "(#group = :group) AND #version > :group")));
         assert!(!p.allows(&need("dynamodb:GetItem", table)));
         // On AWS a call with no leading key passes ForAllValues: only a query, which always has one, may carry it.
         for statement in ["Action: [dynamodb:Query, dynamodb:GetItem]", "Action: [dynamodb:Scan]"] {

@@ -2,11 +2,12 @@
 //! the table's answer for the problem's code at the client's step to each problem answer
 //! (replayed ones too) on its way out.
 //!
-//! The table is read on the first problem of a process, not at cold start, and kept at most
-//! `FLOW_TABLE_MAX_AGE_SECONDS` (verified once per version); a read that fails or takes over
-//! `READ_TIMEOUT`, finds no published table, or finds one that no longer verifies (the catalogue
-//! changed since) gives the house table for that long instead: never a 500, and a success path
-//! never reads it at all.
+//! The table is read on the first problem of a process, not at cold start, and read again after
+//! `FLOW_TABLE_MAX_AGE_SECONDS`; each published version is verified once. No published table, or one
+//! that no longer verifies (the catalogue changed since), gives the house table. A read that fails
+//! or takes over `READ_TIMEOUT` keeps the verified table held (for at most `STALE_FACTOR` ages;
+//! then the house table) and is tried again a second later: never a 500, and a success path never
+//! reads the table at all.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -44,8 +45,13 @@ where
     http::run(handler, |asked, response| control.finish(asked, response)).await
 }
 
-/// How long a problem answer waits for the table before the house table answers instead.
+/// How long a problem answer waits for the table's read before answering from what it holds.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// After a failed read, how soon the next problem tries again.
+const RETRY_AFTER_MS: i64 = 1_000;
+/// How many times `FlowTableMaxAgeSeconds` a verified table keeps answering while reads fail;
+/// past that, the house table answers: staleness stays bounded.
+const STALE_FACTOR: i64 = 10;
 
 /// The table as a function holds it: read when first needed, kept for a bounded time.
 pub struct FlowControl {
@@ -53,7 +59,20 @@ pub struct FlowControl {
     group: GroupName,
     store: OnceCell<ConfigStore>,
     max_age_ms: i64,
-    cached: Mutex<Option<(i64, Arc<FlowTable>)>>,
+    held: Mutex<Option<Held>>,
+}
+
+/// What a process holds: the table it answers with, from which published version, since when.
+#[derive(Clone)]
+struct Held {
+    table: Arc<FlowTable>,
+    /// The published version read (0: none), even when it no longer verifies and `table` is the
+    /// house table: a version is verified once.
+    version: u64,
+    /// When it was last read successfully.
+    verified_at: i64,
+    /// When to read again.
+    refresh_at: i64,
 }
 
 impl FlowControl {
@@ -69,58 +88,63 @@ impl FlowControl {
             group: GroupName::parse(GROUP).expect("error-flows is a group name (flows::tests)"),
             store: OnceCell::new(),
             max_age_ms,
-            cached: Mutex::new(None),
+            held: Mutex::new(None),
         })
     }
 
     /// The table, from this process's copy while it is young enough.
     pub async fn table(&self) -> Arc<FlowTable> {
         let now = now_epoch_millis();
-        let held = self.cached.lock().ok().and_then(|c| c.clone());
-        let table = match held {
-            Some((read_at, table)) if now - read_at < self.max_age_ms => return table,
-            Some((_, table)) => self.read(Some(table)).await,
-            None => self.read(None).await,
-        };
-        if let Ok(mut cached) = self.cached.lock() {
-            *cached = Some((now, table.clone()));
+        let held = self.held.lock().ok().and_then(|h| h.clone());
+        if let Some(held) = held.as_ref().filter(|h| now < h.refresh_at) {
+            return held.table.clone();
+        }
+        let fresh = self.read(held, now).await;
+        let table = fresh.table.clone();
+        if let Ok(mut held) = self.held.lock() {
+            *held = Some(fresh);
         }
         table
     }
 
-    /// The latest published table, or the house table; `held` is reused while it is the latest,
-    /// so a table is verified once per version, not at every refresh.
-    async fn read(&self, held: Option<Arc<FlowTable>>) -> Arc<FlowTable> {
+    /// Reads the latest version: the table it holds if that is still the latest, else the new one
+    /// verified. A read that fails or is slow keeps a verified table up to `STALE_FACTOR` ages,
+    /// then the house table answers; either way it is tried again soon, not at every problem.
+    async fn read(&self, held: Option<Held>, now: i64) -> Held {
         let latest = async {
-            let client = || async { aws_sdk_dynamodb::Client::new(&aws::sdk_config().await) };
-            let store = self.store.get_or_init(|| async { ConfigStore::new(client().await, &self.table_name) }).await;
+            let store = self
+                .store
+                .get_or_init(|| async {
+                    ConfigStore::new(aws_sdk_dynamodb::Client::new(&aws::sdk_config().await), &self.table_name)
+                })
+                .await;
             store.latest(&self.group).await
         };
-        match tokio::time::timeout(READ_TIMEOUT, latest).await {
+        let fresh = |table, version| Held { table, version, verified_at: now, refresh_at: now + self.max_age_ms };
+        let failed = match tokio::time::timeout(READ_TIMEOUT, latest).await {
             Ok(Ok(Some(published))) => {
-                if let Some(held) = held.filter(|h| h.version > 0 && h.version == published.version) {
-                    return held;
+                if let Some(held) = held.filter(|h| h.version == published.version) {
+                    return fresh(held.table, held.version);
                 }
-                match FlowTable::parse(&published.parameters.as_value(), published.version) {
-                    Ok(table) => Arc::new(table),
-                    Err(e) => {
+                let table = FlowTable::parse(&published.parameters.as_value(), published.version)
+                    .map(Arc::new)
+                    .unwrap_or_else(|e| {
                         tracing::error!(version = published.version, error = %e, "the published error-flow table no longer verifies; answering with the house table");
                         FlowTable::house()
-                    }
-                }
+                    });
+                return fresh(table, published.version);
             }
-            Ok(Ok(None)) => FlowTable::house(),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the error-flow table could not be read; answering with the house table");
-                FlowTable::house()
-            }
-            Err(_) => {
-                tracing::warn!(
-                    timeout_ms = READ_TIMEOUT.as_millis() as u64,
-                    "the error-flow table took too long to read; answering with the house table"
-                );
-                FlowTable::house()
-            }
+            Ok(Ok(None)) => return fresh(FlowTable::house(), 0),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", READ_TIMEOUT.as_millis()),
+        };
+        let kept = held.filter(|h| now - h.verified_at < STALE_FACTOR * self.max_age_ms);
+        tracing::warn!(error = %failed, kept_version = kept.as_ref().map(|h| h.version), "the error-flow table could not be read");
+        let retry = now + RETRY_AFTER_MS.min(self.max_age_ms);
+        match kept {
+            Some(held) => Held { refresh_at: retry, ..held },
+            // The house table is verified by its build; keeping it longer changes nothing.
+            None => Held { table: FlowTable::house(), version: 0, verified_at: now, refresh_at: retry },
         }
     }
 

@@ -397,10 +397,12 @@ impl FlowTable {
             .collect();
         // The switches out of each step: each target once, with the first code that takes it.
         let mut edges: Edges = BTreeMap::new();
+        let mut reached = BTreeSet::new();
         for at in steps.iter().map(Some).chain(std::iter::once(None)) {
             for code in &codes {
                 let name = code.map_or("any code no rule names", |c| c.code());
                 for (action, rule) in self.rules.candidates(&facts(at, code.map(|c| c.code()))) {
+                    reached.insert(rule);
                     if action.action == Kind::Retry && !code.is_some_and(|c| c.may_retry()) {
                         return Err(FlowTableError::RetryNotAllowed {
                             code: name.to_owned(),
@@ -415,6 +417,14 @@ impl FlowTable {
                     }
                 }
             }
+        }
+        // A rule no step of the table reaches, though rolled out: its flow has no such step.
+        let unreached =
+            self.rules.rules.iter().enumerate().find(|(i, r)| r.rollout > 0 && !reached.contains(&Some(*i)));
+        if let Some((index, _)) = unreached {
+            return Err(FlowTableError::Invalid(format!(
+                "rule {index} can never match: no step of the table's flows, with any code, reaches it past the rules before it"
+            )));
         }
         find_cycle(&steps, &edges).map_or(Ok(()), |cycle| Err(FlowTableError::Cycle(cycle)))
     }
@@ -465,26 +475,32 @@ impl FlowTable {
 
     /// Replays `errors` from `start` as a client following the table would, `user` deciding the
     /// rollouts: each error's answer, until the flow ends (abort, await) or the errors run out.
+    /// Attempts are counted as `POST /flows/next` counts them: per step and code, for the whole run.
     pub fn replay(&self, start: Option<Step>, errors: &[String], user: &str) -> Vec<Value> {
         let mut path = Vec::new();
-        let (mut at, mut attempts) = (start, 0u32);
+        let mut at = start;
+        let mut attempts: BTreeMap<(Option<Step>, &str), u32> = BTreeMap::new();
         for code in errors {
             let (action, rule) = self.decide(at.as_ref(), code, user);
             let mut hop = json!({"error_code": code, "at": at.as_ref().map(Step::to_string), "rule": rule});
             let taken = match &action.retry {
-                Some(policy) if attempts < policy.max_attempts => {
-                    attempts += 1;
-                    hop["attempt"] = attempts.into();
-                    hop["delay_ms"] = policy.delay_ms(attempts, u16::MAX).into();
-                    action.clone()
+                Some(policy) => {
+                    let count = attempts.entry((at.clone(), code.as_str())).or_default();
+                    if *count < policy.max_attempts {
+                        *count += 1;
+                        hop["attempt"] = (*count).into();
+                        hop["delay_ms"] = policy.delay_ms(*count, u16::MAX).into();
+                        action.clone()
+                    } else {
+                        action.exhausted()
+                    }
                 }
-                Some(_) => action.exhausted(),
                 None => action.clone(),
             };
             hop["action"] = json!(taken.action);
             if let Some(to) = &taken.to {
                 hop["to"] = to.as_str().into();
-                (at, attempts) = (Step::parse(to), 0);
+                at = Step::parse(to);
             }
             path.push(hop);
             if matches!(taken.action, Kind::Abort | Kind::Await) {
@@ -700,6 +716,11 @@ mod tests {
                 "another retry",
             ),
             (json!([{"when": {"device": "x"}, "then": switch("b/y")}]), "not among `facts`"),
+            // Step x is only a's: after a rule for all of a, a rule for x answers nothing.
+            (
+                json!([{"when": {"flow": "a"}, "then": switch("b/y")}, {"when": {"step": "x"}, "then": switch("b/y")}]),
+                "no step",
+            ),
             // Half the users get the wildcard: the specific rule for a third of them never answers.
             (
                 json!([{"when": {"flow": "a"}, "rollout": 50, "then": switch("b/y")},
@@ -840,6 +861,12 @@ mod tests {
             ]
         );
         assert_eq!(path[4]["at"], "support/contact");
+        // Each code has its own count at a step, as the server keeps them: five busy ledgers do not
+        // spend an internal error's two retries.
+        let errors: Vec<String> = ["ledger_busy"; 5].iter().chain(&["internal"]).map(|c| c.to_string()).collect();
+        let path = house.replay(Some(step("purchase/pay")), &errors, "u");
+        let attempts: Vec<Option<u64>> = path.iter().map(|h| h["attempt"].as_u64()).collect();
+        assert_eq!(attempts, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(1)]);
     }
 
     #[test]

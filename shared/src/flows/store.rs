@@ -25,8 +25,8 @@ impl AttemptStore {
     }
 
     /// Takes the next of `max` attempts at `code` at step `at` of `user`'s `instance`: its number
-    /// (from 1), or `None` when all are spent. One conditional write per take, so devices racing
-    /// for the last attempt cannot both get it.
+    /// (from 1), or `None` when all are spent. Each write is conditional on the count it changes
+    /// (three calls at most), so devices racing for the last attempt cannot both get it.
     pub async fn take(
         &self,
         user: &str,
@@ -48,7 +48,9 @@ impl AttemptStore {
                 .update_expression(
                     "SET attempts = if_not_exists(attempts, :zero) + :one, expires_at = if_not_exists(expires_at, :expires)",
                 )
-                .condition_expression("attribute_not_exists(attempts) OR (attempts < :max AND expires_at > :now)")
+                .condition_expression(
+                    "(attribute_not_exists(attempts) AND attribute_not_exists(expires_at)) OR (attempts < :max AND expires_at > :now)",
+                )
                 .expression_attribute_values(":zero", n(0))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":max", n(max))
@@ -78,7 +80,10 @@ impl AttemptStore {
                 .key("user", s(user))
                 .key("key", s(&key))
                 .update_expression("SET attempts = :one, expires_at = :expires")
-                .condition_expression("expires_at <= :now")
+                // Past its lifetime, or not a whole count (never written so; but never stuck).
+                .condition_expression(
+                    "attribute_not_exists(expires_at) OR attribute_not_exists(attempts) OR expires_at <= :now",
+                )
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":now", n(now))
                 .expression_attribute_values(":expires", n(now + INSTANCE_TTL_SECONDS))
