@@ -33,6 +33,17 @@ impl ConfigStore {
 
     /// The latest version.
     pub async fn latest(&self, group: &GroupName) -> Result<Option<GroupVersion>, StoreError> {
+        // Consistent: a client that just saw version N must never be told N is from the future.
+        self.latest_read(group, true).await
+    }
+
+    /// The latest version as an eventually consistent read (half the cost) shows it: for a reader
+    /// that refreshes its copy anyway (the error-flow table's).
+    pub async fn latest_eventually(&self, group: &GroupName) -> Result<Option<GroupVersion>, StoreError> {
+        self.latest_read(group, false).await
+    }
+
+    async fn latest_read(&self, group: &GroupName, consistent: bool) -> Result<Option<GroupVersion>, StoreError> {
         let page = self
             .client
             .query()
@@ -42,8 +53,7 @@ impl ConfigStore {
             .expression_attribute_values(":group", s(group.as_str()))
             .scan_index_forward(false)
             .limit(1)
-            // Consistent: a client that just saw version N must never be told N is from the future.
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await?;
         page.items().first().map(version_from_item).transpose()

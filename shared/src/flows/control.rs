@@ -118,7 +118,7 @@ impl FlowControl {
                     ConfigStore::new(aws_sdk_dynamodb::Client::new(&aws::sdk_config().await), &self.table_name)
                 })
                 .await;
-            store.latest(&self.group).await
+            store.latest_eventually(&self.group).await
         };
         let fresh = |table, version| Held { table, version, verified_at: now, refresh_at: now + self.max_age_ms };
         let failed = match tokio::time::timeout(READ_TIMEOUT, latest).await {
