@@ -34,6 +34,7 @@ pub mod offline;
 pub mod outbound;
 pub mod outbox;
 pub mod party_keys;
+pub mod payment_session;
 pub mod problem;
 pub mod purchase;
 pub mod queues;

@@ -38,7 +38,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     ),
     ("3 parties", &["merchant", "device_keys"], true),
     // A capability uses layers 1 to 3 and no other capability.
-    ("4 capabilities", &["purchase", "miniapp", "offline", "instruction", "instrument"], false),
+    ("4 capabilities", &["purchase", "miniapp", "offline", "instruction", "instrument", "payment_session"], false),
     ("5 consumers", &["notifier"], true),
 ];
 

@@ -327,3 +327,20 @@ async fn function_logs_are_json_lines_with_the_request_id_and_no_secrets() {
     let signature = token.rsplit('.').next().unwrap();
     assert!(!log.contains(signature), "no bearer token is ever logged");
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_payment_sessions_policy_is_validated_at_publish() {
+    let env = Env::get();
+    let current = env.get_json("/config/payment-sessions", &env.user_token()).await;
+    let version = current["version"].as_u64().expect("the seed publishes the house policy");
+    let mut policy = current["parameters"].clone();
+    policy["rules"] = json!([{"when": {"app": "instaled"}, "then": {"process": "simulated_only"}}]);
+    let (status, refused) = problem(
+        publish("payment-sessions", &policy.to_string(), ("if-match", &format!("\"{version}\"")), &unique("key")).await,
+    )
+    .await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("payment_policy_invalid")));
+    assert!(refused["detail"].as_str().unwrap().contains("app is never \"instaled\""), "{refused}");
+    assert_eq!(stored_versions("payment-sessions").await.len() as u64, version, "nothing was published");
+}

@@ -1,5 +1,5 @@
 //! Seed data for local use (`infra/seed.json`): the demo users, the demo config groups (and the house
-//! error-flow table), a demo
+//! error-flow table and payment-sessions policy), a demo
 //! merchant whose product server is the simulator with a till terminal, and the demo user's funded
 //! wallet and offline reserve, and a demo mini-app of that merchant whose server is the mini-app simulator.
 //! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
@@ -99,10 +99,14 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
     let table =
         stack.info.tables.get(&seed.config.table).ok_or(format!("no table {} in template.yaml", seed.config.table))?;
     let store = ConfigStore::new(stack.info.dynamodb().await, table);
-    // The house error-flow table, published as version 1 so clients can fetch it like any group.
-    let house =
-        serde_json::from_str(superpay::flows::HOUSE_TABLE).map_err(|e| format!("the house error-flow table: {e}"))?;
-    let groups = seed.config.groups.into_iter().chain([(superpay::flows::GROUP.to_owned(), house)]);
+    // The house error-flow table and payment-sessions policy, published as version 1 so clients
+    // and admins find them like any group.
+    let house = |text: &str| serde_json::from_str(text).map_err(|e| format!("a house config group: {e}"));
+    let houses = [
+        (superpay::flows::GROUP.to_owned(), house(superpay::flows::HOUSE_TABLE)?),
+        (superpay::payment_session::policy::GROUP.to_owned(), house(superpay::payment_session::policy::HOUSE_POLICY)?),
+    ];
+    let groups = seed.config.groups.into_iter().chain(houses);
     for (name, parameters) in groups {
         let group = GroupName::parse(&name).map_err(|e| e.to_string())?;
         if store.latest(&group).await.map_err(|e| e.to_string())?.is_some() {

@@ -163,6 +163,8 @@ catalogue! {
         "A flow position (`at`, `start`) is not `<flow>/<step>` of a flow the error-flow table names.";
     INVALID_ERROR_CODE = "invalid_error_code", 400, "Invalid error code",
         "An error code sent to the flows routes is not 1 to 64 of a-z, 0-9 and `_`.";
+    INVALID_CLIENT_FACTS = "invalid_client_facts", 400, "Invalid client facts",
+        "A payment session's client facts name a platform, network or preference it does not know, or an installed payment app without its major.minor.patch version.";
     DRY_RUN_TOO_LONG = "dry_run_too_long", 400, "Dry run too long",
         "A dry run of the error-flow table names more than 100 errors.";
     // 401: the caller is not who it must be.
@@ -392,6 +394,8 @@ catalogue! {
         "An error-flow table is refused at publish (or dry run): its shape, a rule that can never match, a name it does not define, or a retry of a code that may not be retried; `detail` says which.";
     FLOW_TABLE_CYCLE = "flow_table_cycle", 422, "Error-flow table loops",
         "An error-flow table's switches lead from a step back to itself, so a lasting error would switch flows forever; `cycle` names the path.";
+    PAYMENT_POLICY_INVALID = "payment_policy_invalid", 422, "Payment policy invalid",
+        "A payment-sessions policy is refused at publish: its shape, a rule that can never match, a fact value that never occurs, or a launch deadline out of bounds; `detail` says which.";
     FLOW_TARGET_UNKNOWN = "flow_target_unknown", 422, "Error-flow target unknown",
         "An error-flow table switches to (or maps a route to) a flow or step it does not define.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",
