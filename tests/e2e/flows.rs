@@ -366,3 +366,25 @@ async fn a_rollback_of_the_table_restores_the_old_decisions() {
     let restored = eventually("purchase/status", "merchant_declined", "errors.merchant_declined").await;
     assert_eq!((restored["action"].as_str(), restored["table_version"].as_u64()), (Some("abort"), Some(version + 2)));
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_payment_app_that_fails_to_launch_falls_back_along_the_loading_processes() {
+    let user = unique("flow-user");
+    let instance = unique("fi");
+    let mut at = "payment/foreground_app".to_owned();
+    let mut path = vec![at.clone()];
+    for _ in 0..3 {
+        let (status, answer) = next(&user, &instance, &at, "payment_app_launch_failed").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        match answer["to"].as_str() {
+            Some(to) => at = to.to_owned(),
+            None => {
+                assert_eq!(answer["action"], "abort", "{answer}");
+                break;
+            }
+        }
+        path.push(at.clone());
+    }
+    assert_eq!(path, ["payment/foreground_app", "payment/simulated_sheet", "payment/simulated_only"]);
+}

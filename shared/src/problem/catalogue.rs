@@ -349,7 +349,7 @@ catalogue! {
     // Answers 409 in one case (`ALTERNATES`).
     MINIAPP_REVOKED = "miniapp_revoked", 410, "Mini-app revoked",
         "The mini-app was revoked: it can no longer be opened or used.";
-    // 412, 413, 422, 423, 428
+    // 412, 413, 422, 423, 424, 428
     VERSION_CONFLICT = "version_conflict", 412, "Version conflict",
         "A publish's If-Match names a version that is no longer current; `current_version` says which is.";
     GROUP_EXISTS = "group_exists", 412, "Group exists",
@@ -398,6 +398,8 @@ catalogue! {
         "A payment-sessions policy is refused at publish: its shape, a rule that can never match, a fact value that never occurs, or a launch deadline out of bounds; `detail` says which.";
     FLOW_TARGET_UNKNOWN = "flow_target_unknown", 422, "Error-flow target unknown",
         "An error-flow table switches to (or maps a route to) a flow or step it does not define.";
+    PAYMENT_APP_LAUNCH_FAILED = "payment_app_launch_failed", 424, "Payment app did not launch",
+        "Not a problem answer: what a client reports when the payment app would not start (or did not come up by the session's launch deadline); the error-flow table answers it with the next loading process.";
     PRECONDITION_REQUIRED = "precondition_required", 428, "Precondition required",
         "A publish has neither If-Match nor If-None-Match.";
     // 5xx: ours, not the caller's; nothing changed and a retry with the same key is safe.
