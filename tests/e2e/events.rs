@@ -248,3 +248,16 @@ async fn flow_events_answer_as_documented() {
     let path: Vec<Value> = body(&run)["path"].as_array().unwrap().iter().map(|h| h["to"].clone()).collect();
     assert_eq!(path, ["top-up/amount", "payment-method/choose"]);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn payment_session_events_answer_as_documented() {
+    let created = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
+    assert_eq!(created["statusCode"], 201, "{created}");
+    let session: Value = serde_json::from_str(created["body"].as_str().unwrap()).unwrap();
+    assert_eq!(session["loading_process"], "foreground_app", "{session}");
+    // Sent again: the same Idempotency-Key answers the same session.
+    let again = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
+    assert_eq!(serde_json::from_str::<Value>(again["body"].as_str().unwrap()).unwrap()["id"], session["id"]);
+    assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/get-unknown.json").await["statusCode"], 404);
+}

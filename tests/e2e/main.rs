@@ -19,6 +19,7 @@ mod miniapps;
 mod notifications;
 mod offline;
 mod operations;
+mod payment_sessions;
 mod purchases;
 mod reconcile;
 mod refunds;

@@ -2,7 +2,8 @@
 //! error-flow table and payment-sessions policy), a demo
 //! merchant whose product server is the simulator with a till terminal, and the demo user's funded
 //! wallet and offline reserve, and a demo mini-app of that merchant whose server is the mini-app simulator.
-//! Config groups and wallets are only created when missing. The demo merchant gets a fresh key at
+//! Wallets are only created when missing, config groups too, or republished when a kept stack's
+//! copy is still the seed's and the seed changed. The demo merchant gets a fresh key at
 //! every start, since moto forgets KMS keys between runs (README); for the same reason the server's
 //! token secret is forgotten, and the first function that needs it makes a fresh one.
 
@@ -109,17 +110,21 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
     let groups = seed.config.groups.into_iter().chain(houses);
     for (name, parameters) in groups {
         let group = GroupName::parse(&name).map_err(|e| e.to_string())?;
-        if store.latest(&group).await.map_err(|e| e.to_string())?.is_some() {
-            continue;
-        }
-        let first = GroupVersion {
+        let parameters = Parameters::parse(parameters).map_err(|e| format!("seed group {name}: {e}"))?;
+        // A stack kept between runs gets the seed's newer parameters, unless an admin published since.
+        let version = match store.latest(&group).await.map_err(|e| e.to_string())? {
+            None => 1,
+            Some(latest) if latest.published_by == "seed" && latest.parameters != parameters => latest.version + 1,
+            Some(_) => continue,
+        };
+        let next = GroupVersion {
             group,
-            version: 1,
-            parameters: Parameters::parse(parameters).map_err(|e| format!("seed group {name}: {e}"))?,
+            version,
+            parameters,
             published_at: superpay::clock::now_epoch_seconds(),
             published_by: "seed".into(),
         };
-        store.publish(&first, None, vec![]).await.map_err(|e| e.to_string())?;
+        store.publish(&next, superpay::config::pruned_by(version), vec![]).await.map_err(|e| e.to_string())?;
     }
     forget_token_secret(stack).await?;
     for merchant in seed.merchants {

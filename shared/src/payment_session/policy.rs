@@ -160,6 +160,8 @@ pub struct Decision {
     pub launch_deadline_ms: u64,
     /// The rule's index, `None` for the default or a forced process.
     pub rule: Option<usize>,
+    /// The policy's published version (0: the house policy).
+    pub policy_version: u64,
     pub reason: String,
 }
 
@@ -245,6 +247,7 @@ impl Policy {
                 process,
                 launch_deadline_ms: self.launch_deadline_ms,
                 rule: None,
+                policy_version: self.version,
                 reason: format!("forced for this user by an admin: {}", process.as_str()),
             });
         }
@@ -255,6 +258,7 @@ impl Policy {
             process: choice.process,
             launch_deadline_ms: choice.launch_deadline_ms.unwrap_or(self.launch_deadline_ms),
             rule,
+            policy_version: self.version,
             reason: format!("{by} of payment-sessions version {} ({})", self.version, said.join(", ")),
         })
     }

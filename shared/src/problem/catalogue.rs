@@ -251,6 +251,8 @@ catalogue! {
         "No link of the signed-in user has this id, or (to a partner) no user of the partner's is linked now.";
     UNKNOWN_TOKEN = "unknown_token", 404, "Unknown token",
         "No instrument linked to the calling partner has this token (another partner's token names nothing).";
+    UNKNOWN_PAYMENT_SESSION = "unknown_payment_session", 404, "Unknown payment session",
+        "No payment session of the caller's has this id.";
     UNKNOWN_CHARGE = "unknown_charge", 404, "Unknown charge",
         "No charge of the calling partner has this id.";
     // 409: the request conflicts with the resource's current state.

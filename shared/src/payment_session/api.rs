@@ -1,0 +1,156 @@
+//! The payment sessions function's routes (template.yaml `PaymentSessionsFunction`):
+//!
+//! - `POST /payment-sessions`       with an Idempotency-Key, `{"pay": {"kind": "purchase", ...},
+//!   "client": {...}}`: decides how the client loads the payment UI; 201 the session. No money
+//!   moves.
+//! - `GET  /payment-sessions/{id}`  the caller's own session
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use super::PaymentSession;
+use super::policy::{ClientFacts, GROUP, HOUSE_POLICY, Policy};
+use super::store::{PaymentSessionStore, SESSION_NEW};
+use crate::Problem;
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::config::GroupName;
+use crate::config::store::ConfigStore;
+use crate::dynamo::transact;
+use crate::flows::control::FlowControl;
+use crate::http::{json_body, json_response, path_parameter, route_key};
+use crate::idempotency::StoredResponse;
+use crate::idempotency::store::IdempotencyStore;
+use crate::merchant::store::MerchantStore;
+use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
+use crate::problem::catalogue;
+use crate::purchase::PurchaseRequest;
+
+pub struct PaymentSessionsApi {
+    control: FlowControl,
+    sessions: PaymentSessionStore,
+    merchants: MerchantStore,
+    config: ConfigStore,
+    idempotency: IdempotencyStore,
+    dynamodb: aws_sdk_dynamodb::Client,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRequest {
+    pay: PayRequest,
+    client: ClientFacts,
+}
+
+/// What is to be paid. Mini-app charges and transfer instructions are to come.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum PayRequest {
+    Purchase { merchant_id: String, product_id: String, quantity: u32, amount: crate::money::MoneyInput },
+}
+
+impl PaymentSessionsApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
+        Ok(PaymentSessionsApi {
+            control: FlowControl::from_env()?,
+            sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
+            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            config: ConfigStore::new(dynamodb.clone(), aws::env("CONFIG_TABLE")?),
+            idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
+            dynamodb,
+        })
+    }
+
+    /// The error-flow table this function answers with (the chain comes from it too).
+    pub fn control(&self) -> &FlowControl {
+        &self.control
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        match route_key(&request) {
+            "POST /payment-sessions" => self.create(&request, &caller).await,
+            "GET /payment-sessions/{id}" => {
+                let id = path_parameter(&request, "id")?;
+                let session = self.sessions.get(id).await?.filter(|s| s.user == caller.subject);
+                let session = session.ok_or_else(|| {
+                    Problem::new(catalogue::UNKNOWN_PAYMENT_SESSION, format!("you have no payment session {id:?}"))
+                })?;
+                Ok(json_response(StatusCode::OK, &session.view()))
+            }
+            other => Err(Problem::new(
+                catalogue::UNKNOWN_ROUTE,
+                format!("the payment sessions function has no route {other:?}"),
+            )),
+        }
+    }
+
+    /// The policy in force: read for each session, so a new version decides the next one.
+    async fn policy(&self) -> Result<Policy, Problem> {
+        let group = GroupName::parse(GROUP)?;
+        match self.config.latest_eventually(&group).await? {
+            Some(published) => Ok(Policy::parse(&published.parameters.as_value(), published.version)?),
+            None => {
+                let house = serde_json::from_str(HOUSE_POLICY).map_err(Problem::internal)?;
+                Ok(Policy::parse(&house, 0)?)
+            }
+        }
+    }
+
+    async fn create(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let CreateRequest { pay, client } = json_body(request)?;
+        let PayRequest::Purchase { merchant_id, product_id, quantity, amount } = pay;
+        let purchase = PurchaseRequest { merchant_id, product_id, quantity, amount }.validate()?;
+        self.idempotency
+            .run_request(request, &caller.subject, &[], move |claim, now| async move {
+                // Judged inside the key's run: a replay answers what was decided then.
+                let merchant = self.merchants.get(&purchase.merchant_id).await?;
+                let merchant = merchant.ok_or_else(|| unknown_merchant(&purchase.merchant_id))?;
+                if merchant.status != MerchantStatus::Active {
+                    return Err(inactive_merchant(&merchant.id));
+                }
+                if purchase.amount.currency() != merchant.currency {
+                    return Err(Problem::new(
+                        catalogue::CURRENCY_NOT_ACCEPTED,
+                        format!(
+                            "merchant {} sells in {}, not {}",
+                            merchant.id,
+                            merchant.currency,
+                            purchase.amount.currency()
+                        ),
+                    ));
+                }
+                let policy = self.policy().await?;
+                let decision = policy.decide(&client, &claim.scope.caller, None)?;
+                let table = self.control.table().await;
+                let id = format!("ps_{}", claim.scope.derived_id("payment-session"));
+                let session = PaymentSession::for_purchase(
+                    id,
+                    &claim.scope.caller,
+                    &purchase,
+                    &merchant.name,
+                    &decision,
+                    &table,
+                    now,
+                );
+                let response = json_response(StatusCode::CREATED, &session.view());
+                let writes = vec![
+                    self.sessions.create_item(&session)?,
+                    self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
+                ];
+                match transact(&self.dynamodb, writes).await {
+                    Ok(()) => Ok(response),
+                    // Made by this key before its record expired: the session as it stands.
+                    Err(e) if e.broke(SESSION_NEW) => {
+                        let made = self.sessions.get(&session.id).await?.filter(|s| s.user == session.user);
+                        made.map(|s| json_response(StatusCode::CREATED, &s.view()))
+                            .ok_or_else(|| Problem::internal("a payment session's id is taken by another"))
+                    }
+                    Err(e) => Err(Problem::internal(e)),
+                }
+            })
+            .await
+    }
+}
