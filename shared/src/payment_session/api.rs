@@ -111,17 +111,7 @@ impl PaymentSessionsApi {
                 if merchant.status != MerchantStatus::Active {
                     return Err(inactive_merchant(&merchant.id));
                 }
-                if purchase.amount.currency() != merchant.currency {
-                    return Err(Problem::new(
-                        catalogue::CURRENCY_NOT_ACCEPTED,
-                        format!(
-                            "merchant {} sells in {}, not {}",
-                            merchant.id,
-                            merchant.currency,
-                            purchase.amount.currency()
-                        ),
-                    ));
-                }
+                purchase.check_currency(&merchant)?;
                 let policy = self.policy().await?;
                 let decision = policy.decide(&client, &claim.scope.caller, None)?;
                 let table = self.control.table().await;

@@ -123,17 +123,7 @@ impl PurchasesApi {
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Judged inside the key's run: a retry after the merchant changed is answered as before.
                 let merchant = self.merchants.active(&purchase.merchant_id).await?;
-                if purchase.amount.currency() != merchant.currency {
-                    return Err(Problem::new(
-                        catalogue::CURRENCY_NOT_ACCEPTED,
-                        format!(
-                            "merchant {} sells in {}, not {}",
-                            merchant.id,
-                            merchant.currency,
-                            purchase.amount.currency()
-                        ),
-                    ));
-                }
+                purchase.check_currency(&merchant)?;
                 let wanted = Order {
                     // Derived from the key: a retry, even after its record expired, is this order.
                     id: format!("o_{}", &claim.scope.derived_id("order")[..20]),

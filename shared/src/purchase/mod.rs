@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::ledger::{AccountId, Books, Transfer, TransferRecord, shown};
+use crate::merchant::Merchant;
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
 use crate::reconcile::Violation;
@@ -161,6 +162,19 @@ impl PurchaseRequest {
             product_id: self.product_id,
             quantity: self.quantity,
         })
+    }
+}
+
+impl ValidPurchase {
+    /// Refuses an amount in another currency than `merchant` sells in.
+    pub fn check_currency(&self, merchant: &Merchant) -> Result<(), Problem> {
+        if self.amount.currency() == merchant.currency {
+            return Ok(());
+        }
+        Err(Problem::new(
+            catalogue::CURRENCY_NOT_ACCEPTED,
+            format!("merchant {} sells in {}, not {}", merchant.id, merchant.currency, self.amount.currency()),
+        ))
     }
 }
 
