@@ -72,6 +72,13 @@ async fn a_session_decides_the_loading_process_fixes_what_is_paid_and_moves_noth
     assert!(launch.ends_with(session["id"].as_str().unwrap()), "{launch}");
     assert!(session["processes"]["simulated_sheet"]["interface"].is_object());
     assert_eq!(start(&user, &body, &key).await.1["id"], session["id"], "the same key, the same session");
+    // Past the key's record (24 hours), the key still names that session, and no other payment.
+    env.forget_idempotency_key(&user, "POST /payment-sessions", &key).await;
+    assert_eq!(start(&user, &body, &key).await.1["id"], session["id"]);
+    env.forget_idempotency_key(&user, "POST /payment-sessions", &key).await;
+    let other = json!({"pay": purchase(&shop, "9.50"), "client": client(true, "wifi")});
+    let (status, reused) = start(&user, &other, &key).await;
+    assert_eq!((status, reused["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
     // On cellular the house policy shows the sheet while the app loads, with a longer deadline.
     let (_, cellular) =
         start(&user, &json!({"pay": purchase(&shop, "9.00"), "client": client(true, "cellular")}), &unique("key"))
@@ -84,7 +91,7 @@ async fn a_session_decides_the_loading_process_fixes_what_is_paid_and_moves_noth
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
-async fn a_session_that_cannot_be_paid_is_refused_before_anything_is_recorded() {
+async fn a_session_that_cannot_be_paid_is_refused_with_a_clear_answer() {
     let shop = merchant().await;
     let user = funded_user("5.00").await;
     let mut bad_facts = client(true, "5g");

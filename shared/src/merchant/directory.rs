@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::store::MerchantStore;
-use super::{Merchant, MerchantStatus, inactive_merchant, unknown_merchant};
+use super::{Merchant, require_active, unknown_merchant};
 use crate::Problem;
 use crate::clock::now_epoch_seconds;
 use crate::crypto::SignatureError;
@@ -34,11 +34,7 @@ impl MerchantDirectory {
 
     /// The merchant, if it exists and is active.
     pub async fn active(&self, id: &str) -> Result<Merchant, Problem> {
-        let merchant = self.store.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
-        if merchant.status != MerchantStatus::Active {
-            return Err(inactive_merchant(id));
-        }
-        Ok(merchant)
+        require_active(self.store.get(id).await?, id)
     }
 
     /// The keys we sign our calls to `merchant` with (its previous key while honoured).

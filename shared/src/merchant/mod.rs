@@ -140,6 +140,15 @@ pub fn inactive_merchant(id: &str) -> Problem {
     Problem::new(catalogue::MERCHANT_INACTIVE, format!("merchant {id:?} is suspended"))
 }
 
+/// The merchant `id` as read, if it exists and is active.
+pub fn require_active(found: Option<Merchant>, id: &str) -> Result<Merchant, Problem> {
+    let merchant = found.ok_or_else(|| unknown_merchant(id))?;
+    if merchant.status != MerchantStatus::Active {
+        return Err(inactive_merchant(id));
+    }
+    Ok(merchant)
+}
+
 /// A suspended merchant moves no money out of its account: its key may be in the wrong hands.
 /// (It may still decline an order or void a hold, which returns the user's money.)
 pub fn suspended_refund(id: &str) -> Problem {

@@ -20,10 +20,10 @@ use crate::config::store::ConfigStore;
 use crate::dynamo::transact;
 use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::StoredResponse;
-use crate::idempotency::store::IdempotencyStore;
+use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::idempotency::{StoredResponse, in_flight, key_reused};
+use crate::merchant::require_active;
 use crate::merchant::store::MerchantStore;
-use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::problem::catalogue;
 use crate::purchase::PurchaseRequest;
 
@@ -87,15 +87,21 @@ impl PaymentSessionsApi {
         }
     }
 
-    /// The policy in force: read for each session, so a new version decides the next one.
+    /// The policy in force: read for each session, so a new version decides the next one. One
+    /// that no longer verifies (published before it was checked, or checked less strictly) is
+    /// ours to fix, not the user's: the house policy decides meanwhile.
     async fn policy(&self) -> Result<Policy, Problem> {
         let group = GroupName::parse(GROUP)?;
+        let house = || -> Result<Policy, Problem> {
+            let json = serde_json::from_str(HOUSE_POLICY).map_err(Problem::internal)?;
+            Policy::parse(&json, 0).map_err(Problem::internal)
+        };
         match self.config.latest_eventually(&group).await? {
-            Some(published) => Ok(Policy::parse(&published.parameters.as_value(), published.version)?),
-            None => {
-                let house = serde_json::from_str(HOUSE_POLICY).map_err(Problem::internal)?;
-                Ok(Policy::parse(&house, 0)?)
-            }
+            Some(published) => Policy::parse(&published.parameters.as_value(), published.version).or_else(|e| {
+                tracing::error!(version = published.version, error = %e, "the published payment-sessions policy does not verify; deciding by the house policy");
+                house()
+            }),
+            None => house(),
         }
     }
 
@@ -106,14 +112,10 @@ impl PaymentSessionsApi {
         self.idempotency
             .run_request(request, &caller.subject, &[], move |claim, now| async move {
                 // Judged inside the key's run: a replay answers what was decided then.
-                let merchant = self.merchants.get(&purchase.merchant_id).await?;
-                let merchant = merchant.ok_or_else(|| unknown_merchant(&purchase.merchant_id))?;
-                if merchant.status != MerchantStatus::Active {
-                    return Err(inactive_merchant(&merchant.id));
-                }
+                let merchant = require_active(self.merchants.get(&purchase.merchant_id).await?, &purchase.merchant_id)?;
                 purchase.check_currency(&merchant)?;
                 let policy = self.policy().await?;
-                let decision = policy.decide(&client, &claim.scope.caller, None)?;
+                let decision = policy.decide(&client, &claim.scope.caller)?;
                 let table = self.control.table().await;
                 let id = format!("ps_{}", claim.scope.derived_id("payment-session"));
                 let session = PaymentSession::for_purchase(
@@ -132,11 +134,19 @@ impl PaymentSessionsApi {
                 ];
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(response),
-                    // Made by this key before its record expired: the session as it stands.
+                    Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                    // Made by this key before its record expired: that session if this is the same
+                    // payment, else the key is another request's.
                     Err(e) if e.broke(SESSION_NEW) => {
                         let made = self.sessions.get(&session.id).await?.filter(|s| s.user == session.user);
-                        made.map(|s| json_response(StatusCode::CREATED, &s.view()))
-                            .ok_or_else(|| Problem::internal("a payment session's id is taken by another"))
+                        let made =
+                            made.ok_or_else(|| Problem::internal("a payment session's id is taken by another"))?;
+                        if made.pay != session.pay {
+                            return Err(key_reused());
+                        }
+                        let response = json_response(StatusCode::CREATED, &made.view());
+                        self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                        Ok(response)
                     }
                     Err(e) => Err(Problem::internal(e)),
                 }

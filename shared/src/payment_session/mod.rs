@@ -16,13 +16,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::flows::{FlowTable, Kind};
+use crate::problem::catalogue;
 use crate::purchase::ValidPurchase;
 use policy::{Decision, Process};
 
 /// How long an open session waits to be confirmed.
 pub const SESSION_TTL_SECONDS: i64 = 900;
-/// What a client reports when the payment app did not come up (the chain's error code).
-const LAUNCH_FAILED: &str = "payment_app_launch_failed";
 
 /// A payment session as stored and shown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +57,7 @@ impl PaymentSession {
         table: &FlowTable,
         now: i64,
     ) -> PaymentSession {
+        let fallback_chain = fallback_chain(table, decision.process, user);
         PaymentSession {
             id,
             user: user.to_owned(),
@@ -73,7 +73,7 @@ impl PaymentSession {
             loading_process: decision.process,
             reason: decision.reason.clone(),
             policy_version: decision.policy_version,
-            fallback_chain: fallback_chain(table, decision.process),
+            fallback_chain,
             launch_deadline_ms: decision.launch_deadline_ms,
             created_at: now,
             expires_at: now + SESSION_TTL_SECONDS,
@@ -119,12 +119,23 @@ impl PaymentSession {
 }
 
 /// The processes a client falls back to, in order, when `process` does not launch: what the
-/// error-flow table's `payment` flow switches to on `payment_app_launch_failed`.
-pub fn fallback_chain(table: &FlowTable, process: Process) -> Vec<Process> {
-    let start = table.step(&format!("payment/{}", process.as_str()));
-    let failures = vec![LAUNCH_FAILED.to_owned(); 3];
+/// error-flow table's `payment` flow switches `user` to on `payment_app_launch_failed`, as
+/// `POST /flows/next` would, until it stops switching. A table without the flow's steps (published
+/// before they existed) gives the house table's chain.
+pub fn fallback_chain(table: &FlowTable, process: Process, user: &str) -> Vec<Process> {
+    let at = format!("payment/{}", process.as_str());
+    let Some(start) = table.step(&at) else {
+        tracing::warn!(
+            table_version = table.version,
+            step = at,
+            "the error-flow table has no payment flow; the house table's chain answers"
+        );
+        return fallback_chain(&FlowTable::house(), process, user);
+    };
+    // Enough failures to walk every step, with each retry the table may give on the way.
+    let failures = vec![catalogue::PAYMENT_APP_LAUNCH_FAILED.code().to_owned(); 64];
     table
-        .replay(start, &failures, "")
+        .replay(Some(start), &failures, user)
         .iter()
         .filter(|hop| hop["action"] == json!(Kind::SwitchFlow))
         .filter_map(|hop| hop["to"].as_str()?.strip_prefix("payment/"))
@@ -139,8 +150,19 @@ mod tests {
     #[test]
     fn the_house_chain_falls_back_to_the_simulated_processes_in_order() {
         let house = FlowTable::house();
-        assert_eq!(fallback_chain(&house, Process::ForegroundApp), [Process::SimulatedSheet, Process::SimulatedOnly]);
-        assert_eq!(fallback_chain(&house, Process::SimulatedSheet), [Process::SimulatedOnly]);
-        assert!(fallback_chain(&house, Process::SimulatedOnly).is_empty());
+        assert_eq!(
+            fallback_chain(&house, Process::ForegroundApp, "u"),
+            [Process::SimulatedSheet, Process::SimulatedOnly]
+        );
+        assert_eq!(fallback_chain(&house, Process::SimulatedSheet, "u"), [Process::SimulatedOnly]);
+        assert!(fallback_chain(&house, Process::SimulatedOnly, "u").is_empty());
+        // A table from before the payment flow: the house chain.
+        let old =
+            FlowTable::parse(&json!({"flows": {"a": ["x"]}, "default": {"action": "abort", "message_key": "m"}}), 3)
+                .unwrap();
+        assert_eq!(
+            fallback_chain(&old, Process::ForegroundApp, "u"),
+            [Process::SimulatedSheet, Process::SimulatedOnly]
+        );
     }
 }

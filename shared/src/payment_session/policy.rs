@@ -158,7 +158,7 @@ pub fn validate_group(parameters: &Value) -> Result<(), Problem> {
 pub struct Decision {
     pub process: Process,
     pub launch_deadline_ms: u64,
-    /// The rule's index, `None` for the default or a forced process.
+    /// The rule's index, `None` for the default.
     pub rule: Option<usize>,
     /// The policy's published version (0: the house policy).
     pub policy_version: u64,
@@ -239,18 +239,9 @@ impl Policy {
         ]))
     }
 
-    /// The process for `client` (or `forced`, an admin's choice for this user), and why.
-    pub fn decide(&self, client: &ClientFacts, user: &str, forced: Option<Process>) -> Result<Decision, PolicyError> {
+    /// The process for `client` and `user` (rollouts), and why.
+    pub fn decide(&self, client: &ClientFacts, user: &str) -> Result<Decision, PolicyError> {
         let facts = self.facts(client)?;
-        if let Some(process) = forced {
-            return Ok(Decision {
-                process,
-                launch_deadline_ms: self.launch_deadline_ms,
-                rule: None,
-                policy_version: self.version,
-                reason: format!("forced for this user by an admin: {}", process.as_str()),
-            });
-        }
         let (choice, rule) = self.rules.decide(&facts.iter().map(|(k, v)| (*k, *v)).collect(), user);
         let said: Vec<String> = facts.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let by = rule.map_or("the default".to_owned(), |i| format!("rule {i}"));
@@ -287,22 +278,19 @@ mod tests {
     #[test]
     fn the_house_policy_loads_the_app_when_it_can_and_simulates_when_it_cannot() {
         let house = house();
-        let decide = |c: &ClientFacts| house.decide(c, "u", None).unwrap().process;
+        let decide = |c: &ClientFacts| house.decide(c, "u").unwrap().process;
         assert_eq!(decide(&client(true, Some("9.1.0"), "wifi", 2048)), Process::ForegroundApp);
         assert_eq!(decide(&client(false, None, "wifi", 2048)), Process::SimulatedOnly);
         assert_eq!(decide(&client(true, Some("1.0.0"), "wifi", 2048)), Process::SimulatedOnly, "outdated");
         assert_eq!(decide(&client(true, Some("9.1.0"), "wifi", 128)), Process::SimulatedOnly, "low memory");
-        let cellular = house.decide(&client(true, Some("9.1.0"), "cellular", 2048), "u", None).unwrap();
+        let cellular = house.decide(&client(true, Some("9.1.0"), "cellular", 2048), "u").unwrap();
         assert_eq!((cellular.process, cellular.launch_deadline_ms), (Process::SimulatedSheet, 12000));
-        let decision = house.decide(&client(false, None, "wifi", 2048), "u", None).unwrap();
+        let decision = house.decide(&client(false, None, "wifi", 2048), "u").unwrap();
         assert!(
             decision.reason.contains("app=missing") && decision.reason.starts_with("rule 0"),
             "{}",
             decision.reason
         );
-        let forced = house.decide(&client(false, None, "wifi", 2048), "u", Some(Process::ForegroundApp)).unwrap();
-        assert_eq!((forced.process, forced.rule), (Process::ForegroundApp, None));
-        assert!(forced.reason.contains("forced"));
     }
 
     #[test]
@@ -331,7 +319,7 @@ mod tests {
         assert_eq!(Problem::from(Policy::parse(&json!({}), 1).unwrap_err()).code, "payment_policy_invalid");
 
         let house = house();
-        let refused = |c: ClientFacts| Problem::from(house.decide(&c, "u", None).unwrap_err());
+        let refused = |c: ClientFacts| Problem::from(house.decide(&c, "u").unwrap_err());
         assert_eq!(refused(client(true, None, "wifi", 1)).code, "invalid_client_facts");
         assert!(refused(client(true, Some("v9"), "wifi", 1)).detail.contains("major.minor.patch"));
         assert!(refused(client(true, Some("9.0.0"), "5g", 1)).detail.contains("network \"5g\""));
@@ -369,8 +357,8 @@ mod tests {
                 "rules": [{"when": {"app": "missing"}, "then": {"process": "simulated_only"}},
                           {"when": {}, "rollout": share, "then": {"process": "simulated_sheet", "launch_deadline_ms": 3000}}],
                 "default": {"process": "foreground_app"}}), 4).unwrap();
-            let first = policy.decide(&client, &user, None).unwrap();
-            prop_assert_eq!(&policy.decide(&client, &user, None).unwrap(), &first);
+            let first = policy.decide(&client, &user).unwrap();
+            prop_assert_eq!(&policy.decide(&client, &user).unwrap(), &first);
             let in_rollout = u32::from(crate::rules::bucket(GROUP, &user)) < share;
             let expected = if !client.payment_app.installed {
                 Process::SimulatedOnly
@@ -381,7 +369,7 @@ mod tests {
             };
             prop_assert_eq!(first.process, expected);
             prop_assert_eq!(first.launch_deadline_ms, if expected == Process::SimulatedSheet { 3000 } else { 8000 });
-            prop_assert!(house().decide(&client, &user, None).is_ok());
+            prop_assert!(house().decide(&client, &user).is_ok());
         }
     }
 }
