@@ -136,3 +136,38 @@ async fn a_session_that_cannot_be_paid_is_refused_with_a_clear_answer() {
     let (status, _) = start(&user, &json!({"pay": purchase(&shop, "1.00"), "client": bad_facts}), &unique("key")).await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_new_policy_version_decides_the_next_session() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("5.00").await;
+    let web = json!({"platform": "web", "payment_app": {"installed": true, "version": "9.1.0"}, "network": "wifi", "free_memory_mb": 2048});
+    let body = json!({"pay": purchase(&shop, "1.00"), "client": web});
+    let current = env.get_json("/config/payment-sessions", &env.user_token()).await;
+    let version = current["version"].as_u64().expect("the seed publishes the house policy");
+    let mut policy = current["parameters"].clone();
+    // On the web the payment app cannot be invoked: everything in simulated interfaces (a rule no
+    // other test's clients meet). Published only if an earlier run did not.
+    let rule = json!({"when": {"platform": "web"}, "then": {"process": "simulated_only"}});
+    if !policy["rules"].as_array().unwrap().contains(&rule) {
+        let (_, before) = start(&user, &body, &unique("key")).await;
+        assert_eq!(before["loading_process"], "foreground_app", "{before}");
+        policy["rules"].as_array_mut().unwrap().insert(0, rule);
+        let response = env
+            .http()
+            .post(env.url("/config/payment-sessions/versions"))
+            .bearer_auth(env.admin_token())
+            .header("if-match", format!("\"{version}\""))
+            .header("idempotency-key", unique("key"))
+            .json(&policy)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let (_, after) = start(&user, &body, &unique("key")).await;
+    assert_eq!(after["loading_process"], "simulated_only", "{after}");
+    assert!(after["reason"].as_str().unwrap().starts_with("rule 0 of payment-sessions version"), "{after}");
+}
