@@ -19,6 +19,13 @@ async fn publish(group: &str, body: &str, precondition: (&str, &str), key: &str)
         .expect("the API answers")
 }
 
+/// Publishes `parameters` over `version` of `group` as the admin: the status and the JSON answer.
+pub async fn publish_over(group: &str, parameters: &Value, version: u64) -> (StatusCode, Value) {
+    let response =
+        publish(group, &parameters.to_string(), ("if-match", &format!("\"{version}\"")), &unique("key")).await;
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
 async fn fetch(group: &str, query: &str, if_none_match: Option<&str>) -> reqwest::Response {
     let env = Env::get();
     let mut request = env.http().get(env.url(&format!("/config/{group}{query}"))).bearer_auth(env.user_token());

@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use superpay_e2e::{Env, unique};
 
+use crate::config::publish_over;
 use crate::miniapps;
 use crate::purchases::{buy, funded_user, merchant, purchase};
 
@@ -24,18 +25,7 @@ async fn current_table() -> (u64, Value) {
 }
 
 async fn publish(table: &Value, version: u64) -> (StatusCode, Value) {
-    let env = Env::get();
-    let response = env
-        .http()
-        .post(env.url("/config/error-flows/versions"))
-        .bearer_auth(env.admin_token())
-        .header("if-match", format!("\"{version}\""))
-        .header("idempotency-key", unique("key"))
-        .json(table)
-        .send()
-        .await
-        .expect("the API answers");
-    (response.status(), response.json().await.unwrap_or_default())
+    publish_over("error-flows", table, version).await
 }
 
 /// Asks until the answer for `code` at `at` has `message_key` (each function re-reads the table

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
+use crate::config::publish_over;
 use crate::purchases::{TestMerchant, balance, funded_user, merchant, merchant_named};
 
 fn client(installed: bool, network: &str) -> Value {
@@ -155,17 +156,8 @@ async fn a_new_policy_version_decides_the_next_session() {
         let (_, before) = start(&user, &body, &unique("key")).await;
         assert_eq!(before["loading_process"], "foreground_app", "{before}");
         policy["rules"].as_array_mut().unwrap().insert(0, rule);
-        let response = env
-            .http()
-            .post(env.url("/config/payment-sessions/versions"))
-            .bearer_auth(env.admin_token())
-            .header("if-match", format!("\"{version}\""))
-            .header("idempotency-key", unique("key"))
-            .json(&policy)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED);
+        let (status, published) = publish_over("payment-sessions", &policy, version).await;
+        assert_eq!(status, StatusCode::CREATED, "{published}");
     }
     let (_, after) = start(&user, &body, &unique("key")).await;
     assert_eq!(after["loading_process"], "simulated_only", "{after}");

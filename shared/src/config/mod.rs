@@ -5,6 +5,7 @@
 //! The rules here are pure; `store` persists versions and `api` maps HTTP to these rules.
 
 pub mod api;
+pub mod held;
 pub mod merge_patch;
 pub mod store;
 

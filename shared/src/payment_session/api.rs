@@ -10,13 +10,13 @@ use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
 use super::PaymentSession;
-use super::policy::{ClientFacts, GROUP, HOUSE_POLICY, Policy};
+use super::policy::{ClientFacts, GROUP, Policy};
 use super::store::{PaymentSessionStore, SESSION_NEW};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::config::GroupName;
-use crate::config::store::ConfigStore;
+use crate::config::held::HeldGroup;
 use crate::dynamo::transact;
 use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
@@ -31,7 +31,7 @@ pub struct PaymentSessionsApi {
     control: FlowControl,
     sessions: PaymentSessionStore,
     merchants: MerchantStore,
-    config: ConfigStore,
+    policy: HeldGroup<Policy>,
     idempotency: IdempotencyStore,
     dynamodb: aws_sdk_dynamodb::Client,
 }
@@ -57,7 +57,15 @@ impl PaymentSessionsApi {
             control: FlowControl::from_env()?,
             sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
-            config: ConfigStore::new(dynamodb.clone(), aws::env("CONFIG_TABLE")?),
+            // Read for each session, so a new version decides the next one; parsed once per version.
+            // One that no longer verifies is ours to fix, not the user's: the house policy decides.
+            policy: HeldGroup::new(
+                aws::env("CONFIG_TABLE")?,
+                GroupName::parse(GROUP).expect("payment-sessions is a group name (policy::tests)"),
+                0,
+                |json, version| Policy::parse(json, version).map_err(|e| e.to_string()),
+                Policy::house,
+            ),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             dynamodb,
         })
@@ -87,24 +95,6 @@ impl PaymentSessionsApi {
         }
     }
 
-    /// The policy in force: read for each session, so a new version decides the next one. One
-    /// that no longer verifies (published before it was checked, or checked less strictly) is
-    /// ours to fix, not the user's: the house policy decides meanwhile.
-    async fn policy(&self) -> Result<Policy, Problem> {
-        let group = GroupName::parse(GROUP)?;
-        let house = || -> Result<Policy, Problem> {
-            let json = serde_json::from_str(HOUSE_POLICY).map_err(Problem::internal)?;
-            Policy::parse(&json, 0).map_err(Problem::internal)
-        };
-        match self.config.latest_eventually(&group).await? {
-            Some(published) => Policy::parse(&published.parameters.as_value(), published.version).or_else(|e| {
-                tracing::error!(version = published.version, error = %e, "the published payment-sessions policy does not verify; deciding by the house policy");
-                house()
-            }),
-            None => house(),
-        }
-    }
-
     async fn create(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let CreateRequest { pay, client } = json_body(request)?;
         let PayRequest::Purchase { merchant_id, product_id, quantity, amount } = pay;
@@ -114,7 +104,7 @@ impl PaymentSessionsApi {
                 // Judged inside the key's run: a replay answers what was decided then.
                 let merchant = require_active(self.merchants.get(&purchase.merchant_id).await?, &purchase.merchant_id)?;
                 purchase.check_currency(&merchant)?;
-                let policy = self.policy().await?;
+                let policy = self.policy.get().await;
                 let decision = policy.decide(&client, &claim.scope.caller)?;
                 let table = self.control.table().await;
                 let id = format!("ps_{}", claim.scope.derived_id("payment-session"));

@@ -16,6 +16,7 @@
 //! `preference` (`app`, `in_app`, `none`).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -166,6 +167,15 @@ pub struct Decision {
 }
 
 impl Policy {
+    /// The house policy (version 0), verified once per process; its tests verify it first.
+    pub fn house() -> Arc<Policy> {
+        static HOUSE: LazyLock<Arc<Policy>> = LazyLock::new(|| {
+            let json = serde_json::from_str(HOUSE_POLICY).unwrap_or(Value::Null);
+            Arc::new(Policy::parse(&json, 0).expect("the house policy is valid (policy::tests)"))
+        });
+        HOUSE.clone()
+    }
+
     /// A policy from its JSON, verified whole.
     pub fn parse(json: &Value, version: u64) -> Result<Policy, PolicyError> {
         let invalid = |text: String| PolicyError::Invalid(text);
@@ -261,8 +271,8 @@ mod tests {
 
     use super::*;
 
-    fn house() -> Policy {
-        Policy::parse(&serde_json::from_str(HOUSE_POLICY).unwrap(), 0).unwrap()
+    fn house() -> Arc<Policy> {
+        Policy::house()
     }
 
     fn client(installed: bool, version: Option<&str>, network: &str, memory: u32) -> ClientFacts {
@@ -327,6 +337,7 @@ mod tests {
             assert_eq!(Version::parse(bad), None, "{bad}");
         }
         assert!(Version::parse("10.0.0") > Version::parse("9.9.9"));
+        assert!(crate::config::GroupName::parse(GROUP).is_ok(), "the policy's group is a group name");
     }
 
     fn clients() -> impl Strategy<Value = ClientFacts> {
