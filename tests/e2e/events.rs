@@ -260,4 +260,14 @@ async fn payment_session_events_answer_as_documented() {
     let again = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
     assert_eq!(serde_json::from_str::<Value>(again["body"].as_str().unwrap()).unwrap()["id"], session["id"]);
     assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/get-unknown.json").await["statusCode"], 404);
+    // The session's id derives from demo-user and the create event's key, so the next events name it.
+    let next = invoke("PaymentSessionsFunction", "payment-sessions/report-launch-failed.json").await;
+    assert_eq!(next["statusCode"], 200, "{next}");
+    let next: Value = serde_json::from_str(next["body"].as_str().unwrap()).unwrap();
+    assert_eq!((&next["session"]["id"], next["next"]["process"].as_str()), (&session["id"], Some("simulated_sheet")));
+    assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/set-pin.json").await["statusCode"], 201);
+    let confirmed = invoke("PaymentSessionsFunction", "payment-sessions/confirm.json").await;
+    assert_eq!(confirmed["statusCode"], 200, "{confirmed}");
+    let paid: Value = serde_json::from_str(confirmed["body"].as_str().unwrap()).unwrap();
+    assert_eq!(paid["state"], "paid", "{paid}");
 }

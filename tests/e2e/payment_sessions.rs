@@ -1,6 +1,7 @@
 //! Capability 1, payment sessions, through the local HTTP API: the server decides how the client
 //! loads the payment UI from the policy (config group payment-sessions), fixes what is paid, gives
-//! the fallback chain of the error-flow table, and moves no money.
+//! the fallback chain of the error-flow table and moves no money until the session is confirmed
+//! with the user's payment PIN; then it pays once, whichever processes confirm.
 
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
@@ -9,7 +10,8 @@ use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
 use crate::config::publish_over;
-use crate::purchases::{TestMerchant, balance, funded_user, merchant, merchant_named};
+use crate::notifications::{eventually, messages};
+use crate::purchases::{TestMerchant, balance, funded_user, merchant, merchant_named, suspend};
 
 fn client(installed: bool, network: &str) -> Value {
     json!({"platform": "android", "payment_app": {"installed": installed, "version": installed.then_some("9.1.0")},
@@ -25,6 +27,46 @@ async fn start(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {
     let env = Env::get();
     env.post_json(&env.token(user, &[]), "/payment-sessions", Some(body), Some(key)).await
 }
+
+/// A session of `user` paying `amount` to `shop`, with the payment app installed and current (so
+/// it loads `foreground_app` and falls back to both simulated processes): its id.
+async fn open_session(user: &str, shop: &TestMerchant, amount: &str) -> String {
+    let (status, session) =
+        start(user, &json!({"pay": purchase(shop, amount), "client": client(true, "wifi")}), &unique("key")).await;
+    assert_eq!(
+        (status, session["loading_process"].as_str()),
+        (StatusCode::CREATED, Some("foreground_app")),
+        "{session}"
+    );
+    session["id"].as_str().unwrap().to_owned()
+}
+
+async fn set_pin(user: &str, body: &Value) -> (StatusCode, Value) {
+    let env = Env::get();
+    let response = env
+        .http()
+        .put(env.url("/payment-pin"))
+        .bearer_auth(env.token(user, &[]))
+        .json(body)
+        .send()
+        .await
+        .expect("the API answers");
+    (response.status(), response.json().await.unwrap_or_default())
+}
+
+async fn confirm(user: &str, id: &str, process: &str, pin: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let body = json!({"process": process, "pin": pin});
+    env.post_json(&env.token(user, &[]), &format!("/payment-sessions/{id}/confirm"), Some(&body), None).await
+}
+
+async fn report(user: &str, id: &str, event: &str, process: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    let body = json!({"event": event, "process": process});
+    env.post_json(&env.token(user, &[]), &format!("/payment-sessions/{id}/events"), Some(&body), None).await
+}
+
+const PIN: &str = "482913";
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
@@ -162,4 +204,167 @@ async fn a_new_policy_version_decides_the_next_session() {
     let (_, after) = start(&user, &body, &unique("key")).await;
     assert_eq!(after["loading_process"], "simulated_only", "{after}");
     assert!(after["reason"].as_str().unwrap().starts_with("rule 0 of payment-sessions version"), "{after}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_failed_launch_falls_back_along_the_chain_and_a_cancel_moves_nothing() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("20.00").await;
+    let id = open_session(&user, &shop, "9.00").await;
+
+    // The app did not start: the sheet, with its interface; then the sheet's app did not come up
+    // in time: simulated interfaces alone; and when they fail too, the chain ends.
+    let (status, answer) = report(&user, &id, "launch_failed", "foreground_app").await;
+    assert_eq!((status, answer["next"]["process"].as_str()), (StatusCode::OK, Some("simulated_sheet")), "{answer}");
+    assert!(answer["next"]["needs"]["interface"]["screens"].is_array(), "{answer}");
+    assert_eq!(answer["flow_control"]["to"], "payment/simulated_sheet");
+    let (_, answer) = report(&user, &id, "timeout", "simulated_sheet").await;
+    assert_eq!(answer["next"]["process"], "simulated_only", "{answer}");
+    let (_, answer) = report(&user, &id, "launch_failed", "simulated_only").await;
+    assert_eq!((answer["next"].is_null(), answer["flow_control"]["action"].as_str()), (true, Some("abort")));
+    // Back from the app without paying: the same process may be tried again.
+    let (_, answer) = report(&user, &id, "app_returned", "foreground_app").await;
+    assert_eq!(
+        (answer["next"]["process"].as_str(), answer["session"]["state"].as_str()),
+        (Some("foreground_app"), Some("open"))
+    );
+
+    // Bad reports are refused with clear answers.
+    let (status, problem) = report(&user, &id, "exploded", "foreground_app").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_json")), "{problem}");
+    let (status, problem) = report(&user, &id, "timeout", "carrier_pigeon").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_payment_process")));
+    let (status, problem) = report("someone-else", &id, "timeout", "foreground_app").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_payment_session")));
+    // A session without the app offers only simulated interfaces.
+    let (_, only) =
+        start(&user, &json!({"pay": purchase(&shop, "1.00"), "client": client(false, "wifi")}), &unique("key")).await;
+    let (status, problem) = report(&user, only["id"].as_str().unwrap(), "launch_failed", "foreground_app").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_process_not_offered")));
+
+    // The user gives up: cancelled, for good, and nothing moved.
+    let (_, answer) = report(&user, &id, "cancelled", "simulated_only").await;
+    assert_eq!((answer["session"]["state"].as_str(), answer["next"].is_null()), (Some("cancelled"), true), "{answer}");
+    let (_, again) = report(&user, &id, "cancelled", "foreground_app").await;
+    assert_eq!(again["session"]["state"], "cancelled", "a cancel is answered again");
+    assert_eq!(set_pin(&user, &json!({"pin": PIN})).await.0, StatusCode::CREATED);
+    let (status, problem) = confirm(&user, &id, "simulated_only", PIN).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")), "{problem}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2));
+    let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
+    assert_eq!((session["state"].as_str(), session["order"].is_null()), (Some("cancelled"), true), "{session}");
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_session_confirmed_on_every_process_at_once_pays_once() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let user = funded_user("20.00").await;
+    assert_eq!(set_pin(&user, &json!({"pin": PIN})).await, (StatusCode::CREATED, json!({"payment_pin": "set"})));
+    let id = open_session(&user, &shop, "9.00").await;
+
+    // The payment app came up late while the sheet and the simulated screens were confirming.
+    let confirms = ["foreground_app", "simulated_sheet", "simulated_only", "simulated_sheet"]
+        .map(|process| confirm(&user, &id, process, PIN));
+    let answers = futures_util::future::join_all(confirms).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{answer}");
+        // The one that made the payment saw the merchant confirm; another may have read it first.
+        assert!(["paid", "processing"].contains(&answer["state"].as_str().unwrap()), "{answer}");
+    }
+    assert!(answers.iter().any(|(_, a)| a["state"] == "paid"), "{answers:?}");
+    let orders: std::collections::BTreeSet<_> = answers.iter().map(|(_, a)| a["order"]["id"].as_str()).collect();
+    assert_eq!(orders.len(), 1, "one order: {orders:?}");
+    let order = orders.first().unwrap().unwrap();
+    let seen = env.simulator(&format!("/_sim/orders/{order}")).await;
+    assert_eq!(seen["forwarded"], 1, "the merchant was sent the order once: {seen}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1100, 2), "paid once");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(900, 2));
+
+    // GET is the truth; confirming again or cancelling changes nothing.
+    let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
+    assert_eq!((session["state"].as_str(), &session["confirmed"]["order_id"]), (Some("paid"), &session["order"]["id"]));
+    assert_eq!(confirm(&user, &id, "simulated_only", PIN).await.1["state"], "paid");
+    let (status, problem) = report(&user, &id, "cancelled", "foreground_app").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1100, 2));
+    // The user who never got back to the app reads the outcome in the conversation.
+    let page = eventually(10, "the conversation message", || async {
+        let page = messages(&user, &shop.id).await;
+        (page["messages"].as_array().map(Vec::len) == Some(1)).then_some(page)
+    })
+    .await;
+    assert_eq!(page["messages"][0]["kind"], "purchase.paid");
+
+    // A merchant suspended after the session began is not paid.
+    let id = open_session(&user, &shop, "1.00").await;
+    suspend(&shop).await;
+    let (status, problem) = confirm(&user, &id, "foreground_app", PIN).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("merchant_inactive")), "{problem}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1100, 2));
+
+    // Without the money, nothing moves and the session stays open for a top-up.
+    let id = open_session(&user, &merchant().await, "50.00").await;
+    let (status, problem) = confirm(&user, &id, "foreground_app", PIN).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::PAYMENT_REQUIRED, Some("insufficient_funds")));
+    assert_eq!(problem["flow_control"]["to"], "top-up/amount", "{problem}");
+    let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
+    assert_eq!(session["state"], "open");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1100, 2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_payment_pin_is_set_changed_and_locked_after_five_wrong_tries_until_its_time_passes() {
+    let shop = merchant().await;
+    let user = funded_user("20.00").await;
+    let id = open_session(&user, &shop, "2.00").await;
+
+    // No PIN yet: the flow sends the user to set one.
+    let (status, problem) = confirm(&user, &id, "foreground_app", PIN).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_pin_not_set")));
+    assert_eq!(problem["flow_control"]["to"], "payment-pin/set", "{problem}");
+    for (body, status, code) in [
+        (json!({"pin": "12345"}), StatusCode::BAD_REQUEST, "invalid_payment_pin"),
+        // A number is refused without being quoted back (nor logged).
+        (json!({"pin": 482913}), StatusCode::BAD_REQUEST, "invalid_payment_pin"),
+        (json!({"pin": "123456"}), StatusCode::UNPROCESSABLE_ENTITY, "weak_payment_pin"),
+        (json!({"pin": "777777"}), StatusCode::UNPROCESSABLE_ENTITY, "weak_payment_pin"),
+    ] {
+        let (got, problem) = set_pin(&user, &body).await;
+        assert_eq!((got, problem["code"].as_str()), (status, Some(code)), "{body}");
+    }
+    assert_eq!(set_pin(&user, &json!({"pin": "135790"})).await.0, StatusCode::CREATED);
+    let (status, problem) = set_pin(&user, &json!({"pin": PIN})).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_pin_already_set")));
+    let (status, problem) = set_pin(&user, &json!({"pin": PIN, "old_pin": "000001"})).await;
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["tries_left"].as_u64()),
+        (StatusCode::FORBIDDEN, Some("payment_pin_wrong"), Some(4))
+    );
+    assert_eq!(
+        set_pin(&user, &json!({"pin": PIN, "old_pin": "135790"})).await,
+        (StatusCode::OK, json!({"payment_pin": "changed"}))
+    );
+    // The right PIN started the count again: five wrong tries, raced, take one try each.
+    let wrong = (0..8).map(|_| confirm(&user, &id, "foreground_app", "135790"));
+    let answers = futures_util::future::join_all(wrong).await;
+    let codes: Vec<_> = answers.iter().map(|(_, p)| p["code"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(codes.iter().filter(|c| *c == "payment_pin_wrong").count(), 5, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "payment_pin_locked").count(), 3, "{codes:?}");
+    // Locked: even the right PIN waits (locally PaymentPinLockoutSeconds is 3), and nothing moved.
+    let (status, problem) = confirm(&user, &id, "foreground_app", PIN).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::LOCKED, Some("payment_pin_locked")), "{problem}");
+    assert!(problem["locked_until"].as_i64().is_some(), "{problem}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2));
+    let paid = eventually(8, "the lockout's end", || async {
+        let (status, answer) = confirm(&user, &id, "foreground_app", PIN).await;
+        (status == StatusCode::OK).then_some(answer)
+    })
+    .await;
+    assert_eq!(paid["state"], "paid", "{paid}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1800, 2));
 }

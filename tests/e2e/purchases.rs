@@ -72,6 +72,14 @@ pub async fn funded_user(amount: &str) -> String {
     user
 }
 
+/// The admin suspends `merchant`.
+pub async fn suspend(merchant: &TestMerchant) {
+    let env = Env::get();
+    let path = format!("/merchants/{}/status", merchant.id);
+    let response = env.http().post(env.url(&path)).bearer_auth(env.admin_token()).json(&json!({"status": "suspended"}));
+    assert!(response.send().await.unwrap().status().is_success());
+}
+
 pub async fn balance(account: AccountId) -> Decimal {
     Env::get().ledger().await.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
 }
@@ -301,13 +309,7 @@ async fn bad_purchases_are_refused_and_move_nothing() {
     assert_eq!(missing_key.json::<Value>().await.unwrap()["code"], "idempotency_key_missing");
 
     // A suspended merchant sells nothing.
-    env.http()
-        .post(env.url(&format!("/merchants/{}/status", shop.id)))
-        .bearer_auth(env.admin_token())
-        .json(&json!({"status": "suspended"}))
-        .send()
-        .await
-        .unwrap();
+    suspend(&shop).await;
     assert_eq!(buy(&user, &purchase(&shop, "t", "1.00"), &unique("key")).await.1["code"], "merchant_inactive");
 
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(900, 2), "only the one good purchase moved money");
@@ -335,8 +337,7 @@ async fn a_suspended_merchant_cannot_capture_but_replays_and_releases_still_work
         env.signed(env.http().post(env.url(&path)), &shop.master, &shop.key_id, &path, &mismatch).send().await.unwrap();
     assert_eq!(response.json::<Value>().await.unwrap()["code"], "order_id_mismatch");
 
-    let suspend = env.http().post(env.url(&format!("/merchants/{}/status", shop.id))).bearer_auth(env.admin_token());
-    suspend.json(&json!({"status": "suspended"})).send().await.unwrap();
+    suspend(&shop).await;
     // A retry of the paid purchase is answered as the first time, merchant suspended or not.
     let (status, replay) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &paid_key).await;
     assert_eq!((status, replay["id"].clone()), (StatusCode::CREATED, paid["id"].clone()));

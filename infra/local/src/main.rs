@@ -131,8 +131,10 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
             let mut parameters = local_parameters(root)?;
             // The tests let top-up links expire in 15 s to run the expiry paths; a person walking
             // the offline payments example (docs/api/offline.md) gets 5 minutes.
+            // A locked payment PIN opens after 3 s in the tests, after 5 minutes for a person.
             if persist {
                 parameters.insert("TopUpTtlSeconds".into(), "300".into());
+                parameters.insert("PaymentPinLockoutSeconds".into(), "300".into());
             }
             parameters
         },

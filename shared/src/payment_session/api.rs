@@ -3,18 +3,28 @@
 //! - `POST /payment-sessions`       with an Idempotency-Key, `{"pay": {"kind": "purchase", ...},
 //!   "client": {...}}`: decides how the client loads the payment UI; 201 the session. No money
 //!   moves.
-//! - `GET  /payment-sessions/{id}`  the caller's own session
+//! - `GET  /payment-sessions/{id}`  the caller's own session, its state the truth of its outcome
+//! - `POST /payment-sessions/{id}/confirm`  `{"process": ..., "pin": "......"}`: pays, once
+//!   whichever process confirms
+//! - `POST /payment-sessions/{id}/events`   `{"event": ..., "process": ...}`: the next step
+//! - `PUT  /payment-pin`            `{"pin": "......", "old_pin": "......"}` sets or changes the
+//!   caller's payment PIN
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::PaymentSession;
-use super::policy::{ClientFacts, GROUP, Policy};
-use super::store::{PaymentSessionStore, SESSION_NEW};
+use serde_json::{Value, json};
+
+use super::pin::Pin;
+use super::pin::store::{PinStore, Set};
+use super::policy::{ClientFacts, GROUP, Policy, Process};
+use super::store::{Cancel, PaymentSessionStore, SESSION_NEW, SESSION_OPEN};
+use super::{Event, PaymentSession, Stage};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
 use crate::config::GroupName;
 use crate::config::held::HeldGroup;
 use crate::dynamo::transact;
@@ -22,18 +32,63 @@ use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight, key_reused};
-use crate::merchant::require_active;
-use crate::merchant::store::MerchantStore;
+use crate::ledger::store::TransferError;
+use crate::merchant::inactive_merchant;
+use crate::merchant::store::MERCHANT_ACTIVE;
 use crate::problem::catalogue;
-use crate::purchase::PurchaseRequest;
+use crate::purchase::checkout::Checkout;
+use crate::purchase::{Order, OrderState, PurchaseRequest};
+
+/// How long an order made by a confirmation may wait for its merchant before another confirmation
+/// sends it again (the one that made it may have died before sending it).
+const FORWARD_AGAIN_AFTER_SECONDS: i64 = 5;
 
 pub struct PaymentSessionsApi {
     control: FlowControl,
     sessions: PaymentSessionStore,
-    merchants: MerchantStore,
+    /// A confirmed session's payment is a purchase, made as the purchases route makes one.
+    checkout: Checkout,
+    order_ttl_seconds: i64,
+    pins: PinStore,
     policy: HeldGroup<Policy>,
     idempotency: IdempotencyStore,
     dynamodb: aws_sdk_dynamodb::Client,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmRequest {
+    process: String,
+    /// Raw, so that no refusal can quote it (`Pin::parse`).
+    pin: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    event: Event,
+    process: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinRequest {
+    pin: Value,
+    #[serde(default)]
+    old_pin: Option<Value>,
+}
+
+fn process(text: &str) -> Result<Process, Problem> {
+    serde_json::from_value(json!(text)).map_err(|_| {
+        Problem::new(
+            catalogue::INVALID_PAYMENT_PROCESS,
+            format!("process {text:?} is not foreground_app, simulated_sheet or simulated_only"),
+        )
+    })
+}
+
+fn seconds(name: &str) -> Result<i64, MissingEnv> {
+    aws::env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number of seconds)")))
 }
 
 #[derive(Deserialize)]
@@ -52,11 +107,21 @@ enum PayRequest {
 
 impl PaymentSessionsApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
-        let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
+        let config = aws::sdk_config().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         Ok(PaymentSessionsApi {
             control: FlowControl::from_env()?,
             sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
-            merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            checkout: Checkout::from_env(&config, &dynamodb)?,
+            order_ttl_seconds: seconds("ORDER_TTL_SECONDS")?,
+            pins: PinStore::new(
+                dynamodb.clone(),
+                aws::env("PAYMENT_PINS_TABLE")?,
+                aws::env("SECURITY_EVENTS_TABLE")?,
+                aws_sdk_kms::Client::new(&config),
+                aws::env("PAYMENT_PIN_KEY_ID")?,
+                seconds("PAYMENT_PIN_LOCKOUT_SECONDS")?,
+            ),
             // Read for each session, so a new version decides the next one; parsed once per version.
             // One that no longer verifies is ours to fix, not the user's: the house policy decides.
             policy: HeldGroup::new(
@@ -81,12 +146,22 @@ impl PaymentSessionsApi {
         match route_key(&request) {
             "POST /payment-sessions" => self.create(&request, &caller).await,
             "GET /payment-sessions/{id}" => {
-                let id = path_parameter(&request, "id")?;
-                let session = self.sessions.get(id).await?.filter(|s| s.user == caller.subject);
-                let session = session.ok_or_else(|| {
-                    Problem::new(catalogue::UNKNOWN_PAYMENT_SESSION, format!("you have no payment session {id:?}"))
-                })?;
-                Ok(json_response(StatusCode::OK, &session.view()))
+                let session = self.own_session(&request, &caller).await?;
+                Ok(json_response(StatusCode::OK, &self.view(&session, now_epoch_seconds()).await?))
+            }
+            "POST /payment-sessions/{id}/confirm" => self.confirm(&request, &caller).await,
+            "POST /payment-sessions/{id}/events" => self.event(&request, &caller).await,
+            "PUT /payment-pin" => {
+                let PinRequest { pin, old_pin } = json_body(&request)?;
+                let new = Pin::parse_new("pin", &pin)?;
+                let old = old_pin.map(|old| Pin::parse("old_pin", &old)).transpose()?;
+                // Nothing is stored or logged of either PIN; the set is a security event of the user's.
+                let set = self.pins.set(&caller.subject, old.as_ref(), &new, now_epoch_seconds()).await?;
+                let (status, done) = match set {
+                    Set::First => (StatusCode::CREATED, "set"),
+                    Set::Changed => (StatusCode::OK, "changed"),
+                };
+                Ok(json_response(status, &json!({"payment_pin": done})))
             }
             other => Err(Problem::new(
                 catalogue::UNKNOWN_ROUTE,
@@ -102,7 +177,7 @@ impl PaymentSessionsApi {
         self.idempotency
             .run_request(request, &caller.subject, &[], move |claim, now| async move {
                 // Judged inside the key's run: a replay answers what was decided then.
-                let merchant = require_active(self.merchants.get(&purchase.merchant_id).await?, &purchase.merchant_id)?;
+                let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
                 purchase.check_currency(&merchant)?;
                 let policy = self.policy.get().await;
                 let decision = policy.decide(&client, &claim.scope.caller)?;
@@ -117,7 +192,7 @@ impl PaymentSessionsApi {
                     &table,
                     now,
                 );
-                let response = json_response(StatusCode::CREATED, &session.view());
+                let response = json_response(StatusCode::CREATED, &session.view(None, now));
                 let writes = vec![
                     self.sessions.create_item(&session)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
@@ -134,7 +209,7 @@ impl PaymentSessionsApi {
                         if made.pay != session.pay {
                             return Err(key_reused());
                         }
-                        let response = json_response(StatusCode::CREATED, &made.view());
+                        let response = json_response(StatusCode::CREATED, &made.view(None, now));
                         self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
                         Ok(response)
                     }
@@ -142,5 +217,122 @@ impl PaymentSessionsApi {
                 }
             })
             .await
+    }
+
+    /// The caller's session named by the path; another user's is as unknown as a missing one.
+    async fn own_session(&self, request: &Request, caller: &Caller) -> Result<PaymentSession, Problem> {
+        let id = path_parameter(request, "id")?;
+        let session = self.sessions.get(id).await?.filter(|s| s.user == caller.subject);
+        session.ok_or_else(|| {
+            Problem::new(catalogue::UNKNOWN_PAYMENT_SESSION, format!("you have no payment session {id:?}"))
+        })
+    }
+
+    async fn order(&self, session: &PaymentSession) -> Result<Option<Order>, Problem> {
+        match &session.stage {
+            Stage::Confirmed { order_id, .. } => Ok(self.checkout.service.orders.get(order_id).await?),
+            _ => Ok(None),
+        }
+    }
+
+    /// The session with its payment as it stands.
+    async fn view(&self, session: &PaymentSession, now: i64) -> Result<serde_json::Value, Problem> {
+        Ok(session.view(self.order(session).await?.as_ref(), now))
+    }
+
+    /// Confirms the session with the user's PIN from `process`, paying once whichever process
+    /// confirms: the order (and its hold) and the session's confirmation commit in one transaction,
+    /// the order's id derived from the session's, while the merchant is active. A confirmed session
+    /// answers as it stands.
+    async fn confirm(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let ConfirmRequest { process: by, pin } = json_body(request)?;
+        let by = process(&by)?;
+        let pin = Pin::parse("pin", &pin)?;
+        let session = self.own_session(request, caller).await?;
+        if let Stage::Confirmed { .. } = session.stage {
+            return self.as_it_stands(&session, now_epoch_seconds()).await;
+        }
+        session.check_open(now_epoch_seconds())?;
+        session.check_offers(by)?;
+        self.pins.check(&caller.subject, &pin, now_epoch_seconds()).await?;
+        let super::Pay::Purchase { merchant_id, .. } = &session.pay;
+        // Judged again at confirmation, and held by the transaction: a suspended merchant is not paid.
+        let merchant = self.checkout.merchants.active(merchant_id).await?;
+        // The time of the commit, after the PIN's work: the session's expiry is judged by it.
+        let now = now_epoch_seconds();
+        let wanted = session.order(self.order_ttl_seconds, now);
+        let with =
+            vec![self.sessions.confirm_item(&session, by, now)?, self.checkout.merchants.active_check(merchant_id)?];
+        match self.checkout.create(&wanted, with, now).await {
+            // This confirmation made the payment: it sends the order to the merchant.
+            Ok((order, true)) => {
+                let order = self.checkout.forward(&merchant, order, now).await;
+                let session =
+                    PaymentSession { stage: Stage::Confirmed { order_id: order.id.clone(), by, at: now }, ..session };
+                return Ok(json_response(StatusCode::OK, &session.view(Some(&order), now)));
+            }
+            // Another confirmation made it.
+            Ok((_, false)) => {}
+            Err(TransferError::Rejected(MERCHANT_ACTIVE)) => return Err(inactive_merchant(merchant_id)),
+            // Cancelled or expired meanwhile: nothing moved (the session says which).
+            Err(TransferError::Rejected(SESSION_OPEN)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let session = self.sessions.get(&session.id).await?.ok_or_else(|| Problem::internal("a session vanished"))?;
+        match session.stage {
+            Stage::Confirmed { .. } => self.as_it_stands(&session, now).await,
+            _ => Err(session.check_open(now).err().unwrap_or_else(|| Problem::internal("an open session refused"))),
+        }
+    }
+
+    /// A confirmed session's answer to a confirmation that did not make its payment: as it stands.
+    /// An order still waiting for its merchant well after it was made (the confirmation that made
+    /// it died before sending it) is sent again, to an active merchant: the merchant sees one
+    /// order id, and its decision is applied once.
+    async fn as_it_stands(&self, session: &PaymentSession, now: i64) -> Result<Response<Body>, Problem> {
+        let mut order = self.order(session).await?;
+        if let Some(waiting) = order.take() {
+            let stale = waiting.state == OrderState::AwaitingMerchant
+                && now - waiting.created_at >= FORWARD_AGAIN_AFTER_SECONDS;
+            order = Some(match self.checkout.merchants.active(&waiting.merchant_id).await {
+                Ok(merchant) if stale => self.checkout.forward(&merchant, waiting, now).await,
+                _ => waiting,
+            });
+        }
+        Ok(json_response(StatusCode::OK, &session.view(order.as_ref(), now)))
+    }
+
+    /// A client's report on loading the payment UI: the next process (the error-flow table's
+    /// `payment` flow decides it), or the session as it now stands.
+    async fn event(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let EventRequest { event, process: at } = json_body(request)?;
+        let at = process(&at)?;
+        let mut session = self.own_session(request, caller).await?;
+        session.check_offers(at)?;
+        let now = now_epoch_seconds();
+        // Nothing more may load for an open session past its expiry.
+        if matches!(event, Event::LaunchFailed | Event::Timeout) && session.stage == Stage::Open {
+            session.check_open(now)?;
+        }
+        if event == Event::Cancelled {
+            match self.sessions.cancel(&session.id, now).await? {
+                Cancel::Cancelled => session.stage = Stage::Cancelled { at: now },
+                Cancel::NotOpen(current) => {
+                    session = *current;
+                    if let Stage::Confirmed { .. } = session.stage {
+                        session.check_open(now)?;
+                    }
+                }
+            }
+        }
+        let table = self.control.table().await;
+        let (next, flow_control) = match session.stage {
+            Stage::Open => session.next_after(event, at, &table),
+            // Confirmed or cancelled: nothing more to load; the session's state is the outcome.
+            _ => (None, serde_json::Value::Null),
+        };
+        let next = next.map(|process| json!({"process": process, "needs": session.process_view(process)}));
+        let view = self.view(&session, now).await?;
+        Ok(json_response(StatusCode::OK, &json!({"next": next, "flow_control": flow_control, "session": view})))
     }
 }

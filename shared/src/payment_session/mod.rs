@@ -3,32 +3,40 @@
 //! simulated interfaces alone), before any money moves. A session fixes what is paid (amount and
 //! payee from the server, so a simulated sheet cannot disagree with what is charged), the process,
 //! why (`policy`), its fallback chain (the error-flow table's `payment` flow) and a launch
-//! deadline. Confirming it, which moves the money once whichever process confirms, comes next.
+//! deadline. Confirming it, with the user's payment PIN (`pin`), moves the money once whichever
+//! process confirms: a purchase's order id derives from the session's id, so its hold (the one
+//! transfer) can be made once, and it commits in one transaction with the session's confirmation.
 //!
 //! Sessions pay for what other capabilities sell (a purchase now; mini-app charges and transfer
 //! instructions to come), so this module sits above them (layer 5).
 
 pub mod api;
+pub mod pin;
 pub mod policy;
 pub mod store;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::Problem;
+use crate::crypto::sha256_hex;
 use crate::flows::{FlowTable, Kind};
+use crate::money::Money;
 use crate::problem::catalogue;
-use crate::purchase::ValidPurchase;
+use crate::purchase::{Order, OrderState, ValidPurchase};
 use policy::{Decision, Process};
 
 /// How long an open session waits to be confirmed.
 pub const SESSION_TTL_SECONDS: i64 = 900;
 
-/// A payment session as stored and shown.
+/// A payment session as stored and shown. What is fixed at creation is stored as JSON; its stage
+/// is stored beside it, as attributes the confirmation and the cancel are conditional on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PaymentSession {
     pub id: String,
     pub user: String,
-    pub state: String,
+    #[serde(skip)]
+    pub stage: Stage,
     pub pay: Pay,
     pub loading_process: Process,
     pub reason: String,
@@ -43,7 +51,49 @@ pub struct PaymentSession {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Pay {
-    Purchase { merchant_id: String, payee: String, product_id: String, quantity: u32, amount: String, currency: String },
+    Purchase { merchant_id: String, payee: String, product_id: String, quantity: u32, amount: Money },
+}
+
+/// Where a session is, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Stage {
+    #[default]
+    Open,
+    /// Confirmed by `by` at `at`: the money moved (or is moving) under `order_id`.
+    Confirmed { order_id: String, by: Process, at: i64 },
+    /// Cancelled by its user before it was confirmed: nothing moved.
+    Cancelled { at: i64 },
+}
+
+/// A session's state as its user sees it: the stage, and once confirmed its payment's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting to be confirmed.
+    Open,
+    /// Confirmed; the merchant has not decided yet (the money is held).
+    Processing,
+    Paid,
+    /// The merchant declined: the money is back in the wallet.
+    Declined,
+    /// Never confirmed in time (nothing moved), or confirmed and never decided by the merchant
+    /// (the money is back in the wallet).
+    Expired,
+    Cancelled,
+}
+
+/// What a client reports about the loading of a session's payment UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// The payment app did not start.
+    LaunchFailed,
+    /// The payment app did not come up by the launch deadline.
+    Timeout,
+    /// The user is back from the payment app.
+    AppReturned,
+    /// The user gave up the payment.
+    Cancelled,
 }
 
 impl PaymentSession {
@@ -61,14 +111,13 @@ impl PaymentSession {
         PaymentSession {
             id,
             user: user.to_owned(),
-            state: "open".into(),
+            stage: Stage::Open,
             pay: Pay::Purchase {
                 merchant_id: purchase.merchant_id.clone(),
                 payee: payee.to_owned(),
                 product_id: purchase.product_id.clone(),
                 quantity: purchase.quantity,
-                amount: purchase.amount.amount().to_string(),
-                currency: purchase.amount.currency().code().to_owned(),
+                amount: purchase.amount,
             },
             loading_process: decision.process,
             reason: decision.reason.clone(),
@@ -80,12 +129,99 @@ impl PaymentSession {
         }
     }
 
-    /// The session as its user sees it: with what each process of its chain needs, the launch
-    /// link for those that load the app and the simulated interface for those that show one.
-    pub fn view(&self) -> Value {
+    /// The processes this session offers: its own, then its fallback chain.
+    pub fn offers(&self, process: Process) -> bool {
+        self.loading_process == process || self.fallback_chain.contains(&process)
+    }
+
+    /// The one order a confirmation of this session makes: its id derives from the session's, so
+    /// however many processes confirm, its hold (`<order id>/hold`) moves the money once.
+    pub fn order(&self, order_ttl_seconds: i64, now: i64) -> Order {
+        let Pay::Purchase { merchant_id, product_id, quantity, amount, .. } = &self.pay;
+        Order {
+            id: session_order_id(&self.id),
+            user: self.user.clone(),
+            merchant_id: merchant_id.clone(),
+            product_id: product_id.clone(),
+            quantity: *quantity,
+            amount: *amount,
+            state: OrderState::AwaitingMerchant,
+            created_at: now,
+            expires_at: now + order_ttl_seconds,
+            refundable: rust_decimal::Decimal::ZERO,
+            decision: None,
+        }
+    }
+
+    /// The session's state at `now`, `order` being its payment once confirmed.
+    pub fn state(&self, order: Option<&Order>, now: i64) -> State {
+        match (&self.stage, order) {
+            (Stage::Open, _) if now >= self.expires_at => State::Expired,
+            (Stage::Open, _) => State::Open,
+            (Stage::Cancelled { .. }, _) => State::Cancelled,
+            // Confirmed in the transaction that created the order: read before it, it is on its way.
+            (Stage::Confirmed { .. }, None) => State::Processing,
+            (Stage::Confirmed { .. }, Some(order)) => match order.state {
+                OrderState::AwaitingMerchant => State::Processing,
+                OrderState::Paid => State::Paid,
+                OrderState::Declined => State::Declined,
+                OrderState::Expired => State::Expired,
+            },
+        }
+    }
+
+    /// Whether it may still be confirmed or cancelled at `now`: the refusal if not.
+    pub fn check_open(&self, now: i64) -> Result<(), Problem> {
+        match self.stage {
+            Stage::Cancelled { .. } => Err(Problem::new(
+                catalogue::PAYMENT_SESSION_CLOSED,
+                format!("payment session {} was cancelled; nothing moved", self.id),
+            )),
+            Stage::Confirmed { .. } => Err(Problem::new(
+                catalogue::PAYMENT_SESSION_CLOSED,
+                format!("payment session {} is confirmed: its payment stands (GET it for the outcome)", self.id),
+            )),
+            Stage::Open if now >= self.expires_at => Err(Problem::new(
+                catalogue::PAYMENT_SESSION_EXPIRED,
+                format!("payment session {} expired unconfirmed at {}; start a new one", self.id, self.expires_at),
+            )),
+            Stage::Open => Ok(()),
+        }
+    }
+
+    /// Refuses `process` unless the session offers it.
+    pub fn check_offers(&self, process: Process) -> Result<(), Problem> {
+        if self.offers(process) {
+            return Ok(());
+        }
+        Err(Problem::new(
+            catalogue::PAYMENT_PROCESS_NOT_OFFERED,
+            format!(
+                "payment session {} loads by {} then {:?}: not by {}",
+                self.id,
+                self.loading_process.as_str(),
+                self.fallback_chain.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+                process.as_str()
+            ),
+        ))
+    }
+
+    /// The session as its user sees it at `now`: its state (with its payment's order once
+    /// confirmed), and what each process of its chain needs, the launch link for those that load
+    /// the app and the simulated interface for those that show one.
+    pub fn view(&self, order: Option<&Order>, now: i64) -> Value {
         let mut view = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
         if let Some(object) = view.as_object_mut() {
             object.remove("user");
+        }
+        view["state"] = json!(self.state(order, now));
+        match &self.stage {
+            Stage::Confirmed { order_id, by, at } => {
+                view["confirmed"] = json!({"by": by, "at": at, "order_id": order_id});
+                view["order"] = order.map(Order::view).unwrap_or(Value::Null);
+            }
+            Stage::Cancelled { at } => view["cancelled_at"] = json!(at),
+            Stage::Open => {}
         }
         let processes: serde_json::Map<String, Value> = std::iter::once(self.loading_process)
             .chain(self.fallback_chain.iter().copied())
@@ -93,6 +229,29 @@ impl PaymentSession {
             .collect();
         view["processes"] = Value::Object(processes);
         view
+    }
+
+    /// What the client does after `event` at `process`: the next process to load (with what it
+    /// needs) and the error-flow table's answer, or `None` for the next when there is none.
+    pub fn next_after(&self, event: Event, process: Process, table: &FlowTable) -> (Option<Process>, Value) {
+        match event {
+            Event::LaunchFailed | Event::Timeout => {
+                let at = table.step(&format!("payment/{}", process.as_str()));
+                let code = catalogue::PAYMENT_APP_LAUNCH_FAILED.code();
+                let (action, rule) = table.decide(at.as_ref(), code, &self.user);
+                let answer = table.answer(at.as_ref(), action, rule);
+                // Only a process this session offers: the table may have changed since it began.
+                let next = (answer["action"] == json!(Kind::SwitchFlow))
+                    .then(|| answer["to"].as_str()?.strip_prefix("payment/"))
+                    .flatten()
+                    .and_then(|step| serde_json::from_value(json!(step)).ok())
+                    .filter(|next| self.offers(*next));
+                (next, answer)
+            }
+            // Back from the app, the session says how it went; an open one may be tried again.
+            Event::AppReturned => (matches!(self.stage, Stage::Open).then_some(process), Value::Null),
+            Event::Cancelled => (None, Value::Null),
+        }
     }
 
     fn process_view(&self, process: Process) -> Value {
@@ -107,15 +266,20 @@ impl PaymentSession {
 
     /// The simulated interface: its screens in order, the amount and payee fixed by the server.
     fn interface(&self) -> Value {
-        let Pay::Purchase { payee, product_id, quantity, amount, currency, .. } = &self.pay;
+        let Pay::Purchase { payee, product_id, quantity, amount, .. } = &self.pay;
         json!({"screens": [
             {"id": "review", "fields": [
                 {"name": "payee", "value": payee},
                 {"name": "item", "value": format!("{product_id} x {quantity}")},
-                {"name": "amount", "value": amount, "currency": currency}]},
+                {"name": "amount", "value": amount.amount().to_string(), "currency": amount.currency().code()}]},
             {"id": "pin", "fields": [{"name": "pin", "input": "digits", "length": 6}]},
             {"id": "result", "fields": []}]})
     }
+}
+
+/// The order a confirmation of session `id` makes (`o_` and 20 hex digits, like every order id).
+pub fn session_order_id(id: &str) -> String {
+    format!("o_{}", &sha256_hex(format!("{id}/order").as_bytes())[..20])
 }
 
 /// The processes a client falls back to, in order, when `process` does not launch: what the
@@ -146,6 +310,82 @@ pub fn fallback_chain(table: &FlowTable, process: Process, user: &str) -> Vec<Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::purchase::PurchaseRequest;
+
+    fn session(now: i64) -> PaymentSession {
+        let purchase = PurchaseRequest {
+            merchant_id: "m_1".into(),
+            product_id: "tea".into(),
+            quantity: 2,
+            amount: serde_json::from_value(json!({"amount": "9.00", "currency": "USD"})).unwrap(),
+        }
+        .validate()
+        .unwrap();
+        let decision = Decision {
+            process: Process::ForegroundApp,
+            launch_deadline_ms: 8000,
+            rule: None,
+            policy_version: 1,
+            reason: "the default".into(),
+        };
+        PaymentSession::for_purchase("ps_1".into(), "u", &purchase, "Tea", &decision, &FlowTable::house(), now)
+    }
+
+    #[test]
+    fn a_session_pays_under_one_order_whatever_confirms_it_and_reports_its_outcome() {
+        let open = session(100);
+        let order = open.order(600, 150);
+        assert_eq!(order.id, open.order(600, 999).id, "the order's id is the session's, not the time's");
+        assert_eq!((order.id.len(), order.id.starts_with("o_")), (22, true));
+        assert_ne!(order.id, session_order_id("ps_2"));
+        assert_eq!((order.amount.amount().to_string(), order.quantity, order.user.as_str()), ("9.00".into(), 2, "u"));
+
+        assert_eq!(open.state(None, 100), State::Open);
+        assert_eq!(open.state(None, 100 + SESSION_TTL_SECONDS), State::Expired);
+        assert_eq!(open.check_open(100 + SESSION_TTL_SECONDS).unwrap_err().code, "payment_session_expired");
+        let confirmed = PaymentSession {
+            stage: Stage::Confirmed { order_id: order.id.clone(), by: Process::SimulatedOnly, at: 150 },
+            ..open.clone()
+        };
+        assert_eq!(confirmed.state(None, 150), State::Processing);
+        for (state, shown) in [
+            (OrderState::AwaitingMerchant, State::Processing),
+            (OrderState::Paid, State::Paid),
+            (OrderState::Declined, State::Declined),
+            (OrderState::Expired, State::Expired),
+        ] {
+            let order = Order { state, ..order.clone() };
+            // Past the session's own expiry too: a confirmed session is its payment's outcome.
+            assert_eq!(confirmed.state(Some(&order), 100 + 2 * SESSION_TTL_SECONDS), shown);
+        }
+        assert_eq!(confirmed.check_open(150).unwrap_err().code, "payment_session_closed");
+        let cancelled = PaymentSession { stage: Stage::Cancelled { at: 120 }, ..open.clone() };
+        assert_eq!(
+            (cancelled.state(None, 130), cancelled.check_open(130).unwrap_err().code),
+            (State::Cancelled, "payment_session_closed")
+        );
+        let view = confirmed.view(Some(&order), 150);
+        assert_eq!(
+            (view["state"].as_str(), view["confirmed"]["by"].as_str()),
+            (Some("processing"), Some("simulated_only"))
+        );
+        assert!(view.get("user").is_none());
+    }
+
+    #[test]
+    fn events_walk_the_house_chain_and_refuse_processes_not_offered() {
+        let open = session(100);
+        let house = FlowTable::house();
+        let next = |event, at| open.next_after(event, at, &house).0;
+        assert_eq!(next(Event::LaunchFailed, Process::ForegroundApp), Some(Process::SimulatedSheet));
+        assert_eq!(next(Event::Timeout, Process::SimulatedSheet), Some(Process::SimulatedOnly));
+        assert_eq!(next(Event::LaunchFailed, Process::SimulatedOnly), None);
+        assert_eq!(next(Event::AppReturned, Process::ForegroundApp), Some(Process::ForegroundApp));
+        assert_eq!(next(Event::Cancelled, Process::ForegroundApp), None);
+        let only = PaymentSession { loading_process: Process::SimulatedOnly, fallback_chain: vec![], ..open.clone() };
+        assert_eq!(only.check_offers(Process::ForegroundApp).unwrap_err().code, "payment_process_not_offered");
+        assert!(open.check_offers(Process::SimulatedOnly).is_ok());
+    }
 
     #[test]
     fn the_house_chain_falls_back_to_the_simulated_processes_in_order() {

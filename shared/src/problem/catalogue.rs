@@ -165,6 +165,10 @@ catalogue! {
         "An error code sent to the flows routes is not 1 to 64 of a-z, 0-9 and `_`.";
     INVALID_CLIENT_FACTS = "invalid_client_facts", 400, "Invalid client facts",
         "A payment session's client facts name a platform, network or preference it does not know, or an installed payment app without its major.minor.patch version.";
+    INVALID_PAYMENT_PIN = "invalid_payment_pin", 400, "Invalid payment PIN",
+        "A payment PIN (`pin`, `old_pin`) is not exactly six digits.";
+    INVALID_PAYMENT_PROCESS = "invalid_payment_process", 400, "Invalid payment process",
+        "A payment session's `process` is not `foreground_app`, `simulated_sheet` or `simulated_only`.";
     DRY_RUN_TOO_LONG = "dry_run_too_long", 400, "Dry run too long",
         "A dry run of the error-flow table names more than 100 errors.";
     // 401: the caller is not who it must be.
@@ -218,6 +222,8 @@ catalogue! {
         "The confirmation's device signature is not by one of the payer's enrolled, unrevoked devices over the instruction; recorded as a security event.";
     DEVICE_TOO_NEW = "device_too_new", 403, "Device too new",
         "The co-signing device was enrolled too recently to confirm transfers (a stolen token could enroll one); `usable_at` says from when it may.";
+    PAYMENT_PIN_WRONG = "payment_pin_wrong", 403, "Payment PIN wrong",
+        "The payment PIN is not the one set; `tries_left` says how many wrong tries remain before it locks.";
     // 404
     UNKNOWN_ROUTE = "unknown_route", 404, "Unknown route",
         "The function was invoked for a route it does not serve.";
@@ -341,6 +347,16 @@ catalogue! {
         "The offline code was already used.";
     ROLLBACK_NOT_EARLIER = "rollback_not_earlier", 409, "Rollback not earlier",
         "A rollback names a version that is not earlier than the current one.";
+    PAYMENT_PIN_NOT_SET = "payment_pin_not_set", 409, "Payment PIN not set",
+        "A payment is confirmed (or a PIN changed) before the user set a payment PIN.";
+    PAYMENT_PIN_ALREADY_SET = "payment_pin_already_set", 409, "Payment PIN already set",
+        "A payment PIN is set without `old_pin` while one is set.";
+    PAYMENT_SESSION_EXPIRED = "payment_session_expired", 409, "Payment session expired",
+        "The payment session is past its `expires_at` unconfirmed: start a new one; nothing moved.";
+    PAYMENT_SESSION_CLOSED = "payment_session_closed", 409, "Payment session closed",
+        "The payment session was cancelled (nothing moved), or a cancel came after it was confirmed (the payment stands).";
+    PAYMENT_PROCESS_NOT_OFFERED = "payment_process_not_offered", 409, "Payment process not offered",
+        "A payment session is confirmed (or an event reported) from a loading process that is neither its own nor in its fallback chain.";
     // 410
     LINK_CODE_EXPIRED = "link_code_expired", 410, "Link code expired",
         "The link code is past its expiry, was issued for longer than 300 s, or says it was issued in the future.";
@@ -392,12 +408,16 @@ catalogue! {
         "A cash-in or cash-out is over what one movement may move, or over what (or how many) the user's movements in that direction and currency may add up to per rolling 24 hours; `limit` names the limit, `used` what the last 24 hours took of it.";
     LISTING_FROZEN = "listing_frozen", 423, "Listing frozen",
         "The transfer side froze the listing: the platform's copy disagreed with its own at one version; an admin unfreezes it.";
+    PAYMENT_PIN_LOCKED = "payment_pin_locked", 423, "Payment PIN locked",
+        "The payment PIN took five wrong tries in a row: it is locked until `locked_until` (epoch seconds; the template's `PaymentPinLockoutSeconds` after the fifth).";
     FLOW_TABLE_INVALID = "flow_table_invalid", 422, "Error-flow table invalid",
         "An error-flow table is refused at publish (or dry run): its shape, a rule that can never match, a name it does not define, or a retry of a code that may not be retried; `detail` says which.";
     FLOW_TABLE_CYCLE = "flow_table_cycle", 422, "Error-flow table loops",
         "An error-flow table's switches lead from a step back to itself, so a lasting error would switch flows forever; `cycle` names the path.";
     PAYMENT_POLICY_INVALID = "payment_policy_invalid", 422, "Payment policy invalid",
         "A payment-sessions policy is refused at publish: its shape, a rule that can never match, a fact value that never occurs, or a launch deadline out of bounds; `detail` says which.";
+    WEAK_PAYMENT_PIN = "weak_payment_pin", 422, "Payment PIN too easy",
+        "A new payment PIN is one digit repeated or a run of digits up or down (`123456`): the first guesses of anyone.";
     FLOW_TARGET_UNKNOWN = "flow_target_unknown", 422, "Error-flow target unknown",
         "An error-flow table switches to (or maps a route to) a flow or step it does not define.";
     PAYMENT_APP_LAUNCH_FAILED = "payment_app_launch_failed", 424, "Payment app did not launch",

@@ -9,9 +9,8 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
 
-use super::relay::{MerchantReply, OrderDetails, forward};
-use super::service::{PurchaseService, Refund, unknown_order};
-use super::store::OrderStore;
+use super::checkout::Checkout;
+use super::service::{Refund, unknown_order};
 use super::{Decision, Order, OrderState, PurchaseRequest};
 use crate::Problem;
 use crate::auth::Caller;
@@ -20,25 +19,17 @@ use crate::clock::now_epoch_seconds;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::{Decision as IdempotencyDecision, StoredResponse};
-use crate::keys::KeyService;
-use crate::ledger::store::LedgerStore;
-use crate::merchant::client::MerchantClient;
-use crate::merchant::directory::MerchantDirectory;
-use crate::merchant::store::MerchantStore;
-use crate::merchant::{Merchant, MerchantStatus, suspended_refund};
+use crate::merchant::{MerchantStatus, suspended_refund};
 use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
-use crate::outbox::Outbox;
 use crate::problem::catalogue;
 
 pub struct PurchasesApi {
-    service: PurchaseService,
+    checkout: Checkout,
     /// How long a merchant has to decide before the hold is released (template `OrderTtlSeconds`).
     order_ttl_seconds: i64,
-    merchants: MerchantDirectory,
     nonces: NonceStore,
     idempotency: IdempotencyStore,
-    relay: MerchantClient,
 }
 
 /// A merchant's later decision: `MerchantAnswer`'s shape (`order_id` is optional; when sent it
@@ -75,21 +66,13 @@ impl PurchasesApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
         let config = aws::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let keys = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("PARTY_KEYS_KEY_ID")?);
         Ok(PurchasesApi {
-            service: PurchaseService {
-                orders: OrderStore::new(dynamodb.clone(), aws::env("ORDERS_TABLE")?),
-                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
-                outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(&config), aws::env("OUTBOX_TABLE")?),
-                queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
-            },
+            checkout: Checkout::from_env(&config, &dynamodb)?,
             order_ttl_seconds: aws::env("ORDER_TTL_SECONDS")?
                 .parse()
                 .map_err(|_| MissingEnv("ORDER_TTL_SECONDS (a number of seconds)".into()))?,
-            merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
-            relay: MerchantClient::new(),
         })
     }
 
@@ -101,6 +84,7 @@ impl PurchasesApi {
                 let id = path_parameter(&request, "id")?;
                 // Someone else's order is as unknown as a missing one.
                 let order = self
+                    .checkout
                     .service
                     .orders
                     .get(id)
@@ -122,7 +106,7 @@ impl PurchasesApi {
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Judged inside the key's run: a retry after the merchant changed is answered as before.
-                let merchant = self.merchants.active(&purchase.merchant_id).await?;
+                let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
                 purchase.check_currency(&merchant)?;
                 let wanted = Order {
                     // Derived from the key: a retry, even after its record expired, is this order.
@@ -138,7 +122,7 @@ impl PurchasesApi {
                     refundable: rust_decimal::Decimal::ZERO,
                     decision: None,
                 };
-                let mut order = self.service.create(&wanted, now).await?;
+                let (mut order, _) = self.checkout.create(&wanted, Vec::new(), now).await?;
                 let same_purchase = order.merchant_id == wanted.merchant_id
                     && order.product_id == wanted.product_id
                     && order.quantity == wanted.quantity
@@ -149,9 +133,7 @@ impl PurchasesApi {
                         .problem()
                         .unwrap_or_else(|| Problem::internal("mismatch")));
                 }
-                if order.state == OrderState::AwaitingMerchant {
-                    order = self.forward(&merchant, order, now).await;
-                }
+                order = self.checkout.forward(&merchant, order, now).await;
                 let status = if order.state == OrderState::AwaitingMerchant {
                     StatusCode::ACCEPTED
                 } else {
@@ -164,49 +146,12 @@ impl PurchasesApi {
             .await
     }
 
-    /// Sends the order to the product server and settles it if the merchant decided at once. The
-    /// money is held by now, so whatever goes wrong here the answer is the order as it stands
-    /// (with the merchant's decision recorded on it if its settlement failed).
-    async fn forward(&self, merchant: &Merchant, order: Order, now: i64) -> Order {
-        let keys = match self.merchants.keys(merchant).await {
-            Ok(keys) => keys,
-            Err(problem) => {
-                tracing::error!(order = %order.id, %problem, "cannot unwrap the merchant's key; the order waits");
-                return order;
-            }
-        };
-        let details = OrderDetails {
-            order_id: order.id.clone(),
-            user: order.user.clone(),
-            product_id: order.product_id.clone(),
-            quantity: order.quantity,
-            amount: order.amount,
-            expires_at: order.expires_at,
-            callback_path: format!("/merchant/orders/{}/decision", order.id),
-        };
-        let decision = match forward(&self.relay, merchant, &keys, &details, now).await {
-            MerchantReply::Decided(decision) => decision,
-            MerchantReply::Pending => return order,
-            MerchantReply::NoAnswer(reason) => {
-                tracing::warn!(order = %order.id, merchant = %merchant.id, %reason, "no usable answer from the product server; the order waits");
-                return order;
-            }
-        };
-        match self.service.settle(order.clone(), Some(decision), now).await {
-            Ok(settled) => settled,
-            Err(problem) => {
-                tracing::warn!(order = %order.id, %problem, "the merchant's answer could not settle the order");
-                self.service.orders.get(&order.id).await.ok().flatten().unwrap_or(order)
-            }
-        }
-    }
-
     /// A merchant's signed decision on one of its orders: 200 with the order settled by it, or 202
     /// with the order still `awaiting_merchant` and the decision recorded on it when its
     /// transaction failed (a retry of the call, or the order's expiry check, carries it out).
     async fn decision(&self, request: &Request) -> Result<Response<Body>, Problem> {
         let now = now_epoch_seconds();
-        let merchant = self.merchants.signer(request, &self.nonces, now).await?;
+        let merchant = self.checkout.merchants.signer(request, &self.nonces, now).await?;
         let id = path_parameter(request, "id")?;
         let DecisionBody { decision, order_id } = json_body(request)?;
         check_order_id(id, order_id.as_deref())?;
@@ -216,20 +161,21 @@ impl PurchasesApi {
         }
         // Another merchant's order is as unknown as a missing one.
         let order = self
+            .checkout
             .service
             .orders
             .get(id)
             .await?
             .filter(|o| o.merchant_id == merchant.id)
             .ok_or_else(|| unknown_order(id))?;
-        let order = self.service.settle(order, Some(decision), now).await?;
+        let order = self.checkout.service.settle(order, Some(decision), now).await?;
         let status = if order.state == OrderState::AwaitingMerchant { StatusCode::ACCEPTED } else { StatusCode::OK };
         Ok(json_response(status, &order.view()))
     }
 
     /// A merchant's signed refund of one of its paid orders; its Idempotency-Key names the refund.
     async fn refund(&self, request: &Request) -> Result<Response<Body>, Problem> {
-        let merchant = self.merchants.signer(request, &self.nonces, now_epoch_seconds()).await?;
+        let merchant = self.checkout.merchants.signer(request, &self.nonces, now_epoch_seconds()).await?;
         let id = path_parameter(request, "id")?;
         let RefundBody { amount, reason, order_id } = json_body(request)?;
         check_order_id(id, order_id.as_deref())?;
@@ -246,7 +192,7 @@ impl PurchasesApi {
                     return Err(suspended_refund(&merchant.id));
                 }
                 let order =
-                    self.service.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
+                    self.checkout.service.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
                 let refund_id = claim.scope.derived_id("refund")[..16].to_owned();
                 let respond = |order: &Order| {
                     json_response(
@@ -257,8 +203,8 @@ impl PurchasesApi {
                 let finish = |after: &Order| -> Result<_, Problem> {
                     Ok(self.idempotency.complete_item(&claim, &StoredResponse::from_response(&respond(after)), now)?)
                 };
-                let active = self.merchants.active_check(&merchant.id)?;
-                match self.service.refund(&order, amount, &refund_id, now, active, finish).await? {
+                let active = self.checkout.merchants.active_check(&merchant.id)?;
+                match self.checkout.service.refund(&order, amount, &refund_id, now, active, finish).await? {
                     // Recorded with the money, in the same transaction.
                     Refund::Done(after) => Ok(respond(&after)),
                     Refund::Already(current) => {

@@ -10,6 +10,7 @@
 //! merchant may have shipped.
 
 pub mod api;
+pub mod checkout;
 pub mod notices;
 pub mod relay;
 pub mod service;

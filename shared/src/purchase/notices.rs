@@ -12,14 +12,12 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::service::PurchaseService;
-use super::store::OrderStore;
 use super::{AtExpiry, Order, OrderState, at_expiry};
-use crate::aws::{self, MissingEnv};
+use crate::aws::MissingEnv;
 use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
-use crate::ledger::store::LedgerStore;
 use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::money::Money;
@@ -62,12 +60,7 @@ impl OrderNotices {
         outbox: Outbox,
     ) -> Result<Self, MissingEnv> {
         Ok(OrderNotices {
-            service: PurchaseService {
-                orders: OrderStore::new(dynamodb.clone(), aws::env("ORDERS_TABLE")?),
-                ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
-                outbox,
-                queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
-            },
+            service: PurchaseService::from_env(dynamodb, outbox)?,
             merchants,
             conversations,
             relay: MerchantClient::new(),

@@ -38,6 +38,15 @@ pub fn unknown_order(id: &str) -> Problem {
 }
 
 impl PurchaseService {
+    pub fn from_env(dynamodb: &aws_sdk_dynamodb::Client, outbox: Outbox) -> Result<Self, crate::aws::MissingEnv> {
+        Ok(PurchaseService {
+            orders: OrderStore::new(dynamodb.clone(), crate::aws::env("ORDERS_TABLE")?),
+            ledger: LedgerStore::new(dynamodb.clone(), crate::aws::env("LEDGER_TABLE")?),
+            outbox,
+            queue_url: crate::aws::env("NOTIFICATIONS_QUEUE_URL")?,
+        })
+    }
+
     fn message(&self, event: &NotificationMessage, delay_seconds: i64) -> Result<OutboxMessage, StoreError> {
         event
             .outbox(&self.queue_url, delay_seconds.clamp(0, MAX_DELAY_SECONDS) as i32)
@@ -53,24 +62,26 @@ impl PurchaseService {
         )
     }
 
-    /// Holds the amount and records the order, with its expiry check on the way.
-    pub async fn create(&self, order: &Order, now: i64) -> Result<Order, Problem> {
+    /// Holds the amount and records the order (with `with`, in the same transaction), with its
+    /// expiry check on the way: the order as it stands, and whether this call created it.
+    pub async fn create(&self, order: &Order, with: Vec<Write>, now: i64) -> Result<(Order, bool), TransferError> {
         let expire = self.expire_message(order, order.expires_at - now + 1)?;
-        let hold = order.hold().map_err(Problem::internal)?;
-        let with = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
-        match self.ledger.apply(&hold, with, now).await {
+        let hold = order.hold()?;
+        let mut writes = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
+        writes.extend(with);
+        match self.ledger.apply(&hold, writes, now).await {
             // Only the call that committed the message sends it (a crash is the sweeper's case).
             // The order is as this call wrote it: no need to read it back.
             Ok(Applied::Now) => {
                 self.outbox.send(&expire).await;
-                return Ok(order.clone());
+                return Ok((order.clone(), true));
             }
             Ok(Applied::Already) => {}
             // An earlier attempt created the order (and its expiry check).
             Err(TransferError::Rejected(ORDER_NEW)) => {}
-            Err(e) => return Err(Problem::from(e)),
+            Err(e) => return Err(e),
         }
-        Ok(self.orders.get(&order.id).await?.unwrap_or_else(|| order.clone()))
+        Ok((self.orders.get(&order.id).await?.unwrap_or_else(|| order.clone()), false))
     }
 
     /// Settles `order` by `decision` (`None`: expiry). A settlement that already happened (a retry,

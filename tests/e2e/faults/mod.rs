@@ -9,7 +9,8 @@
 //! holds posted, voided or left to expire, some payments refunded (`transfers`); users move money
 //! into their wallet from a card and out to a bank account, their bank approving, declining,
 //! answering late or losing a request, and a partner platform charges a card they linked to it
-//! (`cash`). A client whose call fails retries with the same
+//! (`cash`); users confirm a payment session from two loading processes at once, some cancelling
+//! it meanwhile (`sessions`). A client whose call fails retries with the same
 //! Idempotency-Key, as a real one would, then gives up (a client whose request's process was killed
 //! finds its key in progress until the key's lock expires, and usually gives up so). Once quiet, the
 //! invariant checker finds nothing lost or doubled anywhere in the tables, and every answer a client
@@ -20,6 +21,7 @@ mod cash;
 mod miniapps;
 mod offline;
 mod purchases;
+mod sessions;
 mod transfers;
 
 use std::collections::BTreeMap;
@@ -158,6 +160,7 @@ enum Client {
     Offline(offline::Client),
     Transfer(transfers::Client),
     Cash(cash::Client),
+    Session(sessions::Client),
 }
 
 /// Waits until nothing is in flight: no order awaiting its merchant, no offline payment pending or
@@ -219,7 +222,7 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
 
     // Many clients at once, of every kind interleaved, a bounded number in flight (the stack runs
     // two instances a function): for every 60 purchases, 6 sprees, 20 mini-app charges, 15
-    // offline payments, 20 transfers and 12 users' cash-ins and cash-outs.
+    // offline payments, 20 transfers, 12 users' cash-ins and cash-outs and 12 payment sessions.
     let in_flight = Arc::new(tokio::sync::Semaphore::new(24));
     let mut clients = tokio::task::JoinSet::new();
     for i in 0..purchases {
@@ -263,9 +266,16 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
                 Client::Cash(cash::client(&partner, i / 5).await)
             });
         }
+        if i % 5 == 4 {
+            let (shops, turn) = (shops.clone(), in_flight.clone());
+            clients.spawn(async move {
+                let _turn = turn.acquire_owned().await;
+                Client::Session(sessions::client(&shops[i % shops.len()], i / 5).await)
+            });
+        }
     }
-    let (mut bought, mut sprees, mut charged, mut paid, mut transferred, mut cashed) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bought, mut sprees, mut charged, mut paid, mut transferred, mut cashed, mut sessions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for client in clients.join_all().await {
         match client {
             Client::Purchase(c) => bought.push(c),
@@ -274,6 +284,7 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
             Client::Offline(c) => paid.push(c),
             Client::Transfer(c) => transferred.push(c),
             Client::Cash(c) => cashed.push(c),
+            Client::Session(c) => sessions.push(c),
         }
     }
     let busy = started.elapsed();
@@ -292,16 +303,18 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
     offline::judge(&paid, &mut outcomes).await;
     transfers::judge(&transferred, &mut outcomes).await;
     cash::judge(&cashed, &partner, &mut outcomes).await;
+    sessions::judge(&sessions, &mut outcomes).await;
 
     let tries: u32 = bought.iter().map(|c| c.attempts.tries).sum::<u32>()
         + sprees.iter().map(|c| c.attempts.tries).sum::<u32>()
         + charged.iter().map(|c| c.attempts.tries).sum::<u32>()
         + paid.iter().map(|c| c.attempts.tries).sum::<u32>()
         + transferred.iter().map(|c| c.attempts.tries).sum::<u32>()
-        + cashed.iter().map(|c| c.attempts.tries).sum::<u32>();
+        + cashed.iter().map(|c| c.attempts.tries).sum::<u32>()
+        + sessions.iter().map(|c| c.attempts.tries).sum::<u32>();
     eprintln!(
         "{} purchases, {} sprees (4 purchases and 3 refunds at once), {} mini-app charges, {} offline payments, {} \
-         transfers, {} users' cash-ins and cash-outs by as many users in {:.0} s ({tries} calls with the clients' \
+         transfers, {} users' cash-ins and cash-outs, {} payment sessions by as many users in {:.0} s ({tries} calls with the clients' \
          retries), quiet after {:.0} s:",
         bought.len(),
         sprees.len(),
@@ -309,6 +322,7 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
         paid.len(),
         transferred.len(),
         cashed.len(),
+        sessions.len(),
         busy.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
