@@ -270,4 +270,6 @@ async fn payment_session_events_answer_as_documented() {
     assert_eq!(confirmed["statusCode"], 200, "{confirmed}");
     let paid: Value = serde_json::from_str(confirmed["body"].as_str().unwrap()).unwrap();
     assert_eq!(paid["state"], "paid", "{paid}");
+    let forced = invoke("PaymentSessionsFunction", "payment-sessions/force.json").await;
+    assert_eq!(forced["statusCode"], 200, "{forced}");
 }

@@ -368,3 +368,92 @@ async fn the_payment_pin_is_set_changed_and_locked_after_five_wrong_tries_until_
     assert_eq!(paid["state"], "paid", "{paid}");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1800, 2));
 }
+
+/// A client on iOS with a payment app version no other test uses, so its launches are its own.
+fn client_of_its_own() -> Value {
+    let minor = u32::from_str_radix(&unique("v")[2..8], 16).unwrap_or(7) % 100_000;
+    json!({"platform": "ios", "payment_app": {"installed": true, "version": format!("9.{minor}.0")},
+           "network": "wifi", "free_memory_mb": 4096})
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_circuit_breaker_demotes_a_failing_process_and_tries_it_again_when_its_window_passes() {
+    let shop = merchant().await;
+    let user = funded_user("20.00").await;
+    let body = json!({"pay": purchase(&shop, "1.00"), "client": client_of_its_own()});
+    let session = || async { start(&user, &body, &unique("key")).await.1 };
+
+    // Four sessions on this app version fail to launch the app (locally PaymentBreakerMinSamples
+    // is 4 and the window 2 s); one session's reports count once, however often it sends them.
+    let first = session().await;
+    for _ in 0..3 {
+        report(&user, first["id"].as_str().unwrap(), "launch_failed", "foreground_app").await;
+    }
+    assert_eq!(session().await["loading_process"], "foreground_app", "one session's reports counted once");
+    let failing = futures_util::future::join_all((0..3).map(|_| session())).await;
+    let reports = failing.iter().map(|s| report(&user, s["id"].as_str().unwrap(), "timeout", "foreground_app"));
+    futures_util::future::join_all(reports).await;
+
+    // The next session starts at the sheet, and says why.
+    let demoted = session().await;
+    assert_eq!(
+        (demoted["loading_process"].as_str(), demoted["fallback_chain"].clone()),
+        (Some("simulated_sheet"), json!(["simulated_only"])),
+        "{demoted}"
+    );
+    let reason = demoted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("foreground_app demoted by the circuit breaker (4 of 4 launches failed on ios 9."),
+        "{reason}"
+    );
+
+    // No launches meanwhile: two windows on, the app is tried again, and a launch that works counts.
+    let again = eventually(10, "the breaker's recovery", || async {
+        let next = session().await;
+        (next["loading_process"] == "foreground_app").then_some(next)
+    })
+    .await;
+    assert!(!again["reason"].as_str().unwrap().contains("demoted"), "{again}");
+    let (status, _) = report(&user, again["id"].as_str().unwrap(), "app_returned", "foreground_app").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn an_admin_forces_a_process_for_one_user_audited_until_it_ends() {
+    let env = Env::get();
+    let shop = merchant().await;
+    let (user, other) = (funded_user("5.00").await, funded_user("5.00").await);
+    let body = json!({"pay": purchase(&shop, "1.00"), "client": client(true, "wifi")});
+    let path = format!("/payment-forces/{user}");
+    let force = |token: String, body: Value| {
+        let path = path.clone();
+        async move {
+            let response = env.http().put(env.url(&path)).bearer_auth(token).json(&body).send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, _) = force(env.token(&user, &[]), json!({"process": "simulated_only"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only an admin forces");
+    let (status, problem) = force(env.admin_token(), json!({"process": "simulated_only", "minutes": 0})).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_force_duration")));
+    let (status, forced) = force(env.admin_token(), json!({"process": "simulated_only", "minutes": 5})).await;
+    assert_eq!((status, forced["forced"]["process"].as_str()), (StatusCode::OK, Some("simulated_only")), "{forced}");
+
+    let (_, session) = start(&user, &body, &unique("key")).await;
+    assert_eq!(session["loading_process"], "simulated_only", "{session}");
+    assert!(session["reason"].as_str().unwrap().starts_with("forced to simulated_only for this user by an admin"));
+    let (_, theirs) = start(&other, &body, &unique("key")).await;
+    assert_eq!(theirs["loading_process"], "foreground_app", "another user is not forced");
+    let audit = env.partition("AuditTable", "resource", &format!("payment-force/{user}")).await;
+    assert_eq!(audit.len(), 1, "the force is audited: {audit:?}");
+
+    let end = || env.http().delete(env.url(&path)).bearer_auth(env.admin_token()).send();
+    assert_eq!(end().await.unwrap().status(), StatusCode::OK);
+    let (_, session) = start(&user, &body, &unique("key")).await;
+    assert_eq!(session["loading_process"], "foreground_app", "{session}");
+    let ended: Value = end().await.unwrap().json().await.unwrap();
+    assert_eq!(ended["code"], "unknown_payment_force");
+    assert_eq!(env.partition("AuditTable", "resource", &format!("payment-force/{user}")).await.len(), 2);
+}

@@ -16,12 +16,14 @@ use serde::Deserialize;
 
 use serde_json::{Value, json};
 
+use super::breaker::{self, Outcome};
 use super::pin::Pin;
 use super::pin::store::{PinStore, Set};
-use super::policy::{ClientFacts, GROUP, Policy, Process};
-use super::store::{Cancel, PaymentSessionStore, SESSION_NEW, SESSION_OPEN};
-use super::{Event, PaymentSession, Stage};
+use super::policy::{ClientFacts, Decision, GROUP, Policy, Process};
+use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_NEW, SESSION_OPEN};
+use super::{Event, PaymentSession, SessionClient, Stage, fallback_chain};
 use crate::Problem;
+use crate::audit::{AuditEntry, commit_audited};
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
@@ -50,6 +52,8 @@ pub struct PaymentSessionsApi {
     checkout: Checkout,
     order_ttl_seconds: i64,
     pins: PinStore,
+    breaker: BreakerStore,
+    audit_table: String,
     policy: HeldGroup<Policy>,
     idempotency: IdempotencyStore,
     dynamodb: aws_sdk_dynamodb::Client,
@@ -69,6 +73,18 @@ struct EventRequest {
     event: Event,
     process: String,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceRequest {
+    process: String,
+    /// How long it holds; an hour when left out.
+    #[serde(default)]
+    minutes: Option<u32>,
+}
+
+/// The longest an admin's force holds: a week.
+const MAX_FORCE_MINUTES: u32 = 7 * 24 * 60;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,6 +138,17 @@ impl PaymentSessionsApi {
                 aws::env("PAYMENT_PIN_KEY_ID")?,
                 seconds("PAYMENT_PIN_LOCKOUT_SECONDS")?,
             ),
+            breaker: BreakerStore::new(
+                dynamodb.clone(),
+                aws::env("PAYMENT_BREAKER_TABLE")?,
+                breaker::Settings {
+                    window_seconds: seconds("PAYMENT_BREAKER_WINDOW_SECONDS")?.max(1),
+                    min_samples: aws::env("PAYMENT_BREAKER_MIN_SAMPLES")?
+                        .parse()
+                        .map_err(|_| MissingEnv("PAYMENT_BREAKER_MIN_SAMPLES (a number)".into()))?,
+                },
+            ),
+            audit_table: aws::env("AUDIT_TABLE")?,
             // Read for each session, so a new version decides the next one; parsed once per version.
             // One that no longer verifies is ours to fix, not the user's: the house policy decides.
             policy: HeldGroup::new(
@@ -150,6 +177,7 @@ impl PaymentSessionsApi {
                 Ok(json_response(StatusCode::OK, &self.view(&session, now_epoch_seconds()).await?))
             }
             "POST /payment-sessions/{id}/confirm" => self.confirm(&request, &caller).await,
+            "PUT /payment-forces/{user}" | "DELETE /payment-forces/{user}" => self.force(&request, &caller).await,
             "POST /payment-sessions/{id}/events" => self.event(&request, &caller).await,
             "PUT /payment-pin" => {
                 let PinRequest { pin, old_pin } = json_body(&request)?;
@@ -179,19 +207,26 @@ impl PaymentSessionsApi {
                 // Judged inside the key's run: a replay answers what was decided then.
                 let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
                 purchase.check_currency(&merchant)?;
-                let policy = self.policy.get().await;
-                let decision = policy.decide(&client, &claim.scope.caller)?;
-                let table = self.control.table().await;
+                let user = &claim.scope.caller;
+                let (policy, table, force) =
+                    tokio::join!(self.policy.get(), self.control.table(), self.sessions.force(user));
+                // The facts are judged even when an admin forced the process.
+                let mut decision = policy.decide(&client, user)?;
+                let on = SessionClient { platform: client.platform.clone(), app_version: client.payment_app.version };
+                let chain = match force?.filter(|force| force.until > now) {
+                    Some(force) => {
+                        // A force is for testing a process: the breaker does not move it.
+                        decision = policy.forced(force.process, force.until);
+                        fallback_chain(&table, force.process, user)
+                    }
+                    None => {
+                        let chain = fallback_chain(&table, decision.process, user);
+                        self.around_demoted(&mut decision, chain, &on, now).await
+                    }
+                };
                 let id = format!("ps_{}", claim.scope.derived_id("payment-session"));
-                let session = PaymentSession::for_purchase(
-                    id,
-                    &claim.scope.caller,
-                    &purchase,
-                    &merchant.name,
-                    &decision,
-                    &table,
-                    now,
-                );
+                let session =
+                    PaymentSession::for_purchase(id, user, &purchase, &merchant.name, &decision, chain, on, now);
                 let response = json_response(StatusCode::CREATED, &session.view(None, now));
                 let writes = vec![
                     self.sessions.create_item(&session)?,
@@ -217,6 +252,89 @@ impl PaymentSessionsApi {
                 }
             })
             .await
+    }
+
+    /// The chain after `decision`'s process with the processes the circuit breaker demoted left out
+    /// (the decision moved to the first kept, its reason saying why). Counters that cannot be read
+    /// demote nothing: the breaker must never stop a payment.
+    async fn around_demoted(
+        &self,
+        decision: &mut Decision,
+        chain: Vec<Process>,
+        on: &SessionClient,
+        now: i64,
+    ) -> Vec<Process> {
+        let key = |process| breaker::key(process, &on.platform, on.app_version.as_deref());
+        let measured: Vec<String> = std::iter::once(decision.process)
+            .chain(chain.iter().copied())
+            .filter(|p| breaker::MEASURED.contains(p))
+            .map(key)
+            .collect();
+        let counts = match self.breaker.counts(&measured, now).await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %e, "the circuit breaker's counters could not be read; nothing is demoted");
+                return chain;
+            }
+        };
+        let counts_of = |process| counts.get(&key(process)).copied().unwrap_or_default();
+        let settings = &self.breaker.settings;
+        let (kept, why) =
+            breaker::choose(decision.process, &chain, counts_of, settings, &on.platform, on.app_version.as_deref());
+        if let Some(why) = why {
+            decision.reason = format!("{}; {why}", decision.reason);
+            decision.process = kept[0];
+        }
+        kept[1..].to_vec()
+    }
+
+    /// Counts a launch's outcome for the circuit breaker; a failure to count is logged, never the
+    /// user's problem.
+    async fn measure(&self, session: &PaymentSession, process: Process, outcome: Outcome) {
+        if !breaker::MEASURED.contains(&process) {
+            return;
+        }
+        // One outcome per session and process: a client repeating a report cannot demote a process.
+        let counted = match self.sessions.first_measure(&session.id, process).await {
+            Ok(false) => return,
+            Ok(true) => self.breaker.record(&session.breaker_key(process), outcome, now_epoch_seconds()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = counted {
+            tracing::warn!(error = %e, session = %session.id, "a launch's outcome could not be counted");
+        }
+    }
+
+    /// `PUT /payment-forces/{user}` and `DELETE`: an admin forces a process for one user's next
+    /// sessions (testing), or ends it; audited with the change.
+    async fn force(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let admin = caller.clone().require_admin()?;
+        let user = crate::ids::check("user", path_parameter(request, "user")?)?;
+        let resource = format!("payment-force/{user}");
+        if request.method() == lambda_http::http::Method::DELETE {
+            let entry = AuditEntry::now(resource, "payment_force.end", &admin.subject, json!({}));
+            if commit_audited(&self.dynamodb, &self.audit_table, entry, self.sessions.unforce_item(user)?).await? {
+                return Err(Problem::new(
+                    catalogue::UNKNOWN_PAYMENT_FORCE,
+                    format!("no process is forced for {user:?}"),
+                ));
+            }
+            return Ok(json_response(StatusCode::OK, &json!({"user": user, "forced": null})));
+        }
+        let ForceRequest { process: forced, minutes } = json_body(request)?;
+        let forced = process(&forced)?;
+        let minutes = minutes.unwrap_or(60);
+        if !(1..=MAX_FORCE_MINUTES).contains(&minutes) {
+            return Err(Problem::new(
+                catalogue::INVALID_FORCE_DURATION,
+                format!("minutes must be 1 to {MAX_FORCE_MINUTES} (a week)"),
+            ));
+        }
+        let force = Force { process: forced, until: now_epoch_seconds() + i64::from(minutes) * 60 };
+        let view = json!({"user": user, "forced": {"process": forced, "until": force.until}});
+        let entry = AuditEntry::now(resource, "payment_force.set", &admin.subject, view["forced"].clone());
+        commit_audited(&self.dynamodb, &self.audit_table, entry, self.sessions.force_item(user, &force)?).await?;
+        Ok(json_response(StatusCode::OK, &view))
     }
 
     /// The caller's session named by the path; another user's is as unknown as a missing one.
@@ -266,6 +384,7 @@ impl PaymentSessionsApi {
         match self.checkout.create(&wanted, with, now).await {
             // This confirmation made the payment: it sends the order to the merchant.
             Ok((order, true)) => {
+                self.measure(&session, by, Outcome::Success).await;
                 let order = self.checkout.forward(&merchant, order, now).await;
                 let session =
                     PaymentSession { stage: Stage::Confirmed { order_id: order.id.clone(), by, at: now }, ..session };
@@ -324,6 +443,11 @@ impl PaymentSessionsApi {
                     }
                 }
             }
+        }
+        match event {
+            Event::LaunchFailed | Event::Timeout => self.measure(&session, at, Outcome::Failure).await,
+            Event::AppReturned => self.measure(&session, at, Outcome::Success).await,
+            Event::Cancelled => {}
         }
         let table = self.control.table().await;
         let (next, flow_control) = match session.stage {

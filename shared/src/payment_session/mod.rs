@@ -11,6 +11,7 @@
 //! instructions to come), so this module sits above them (layer 5).
 
 pub mod api;
+pub mod breaker;
 pub mod pin;
 pub mod policy;
 pub mod store;
@@ -43,8 +44,18 @@ pub struct PaymentSession {
     pub policy_version: u64,
     pub fallback_chain: Vec<Process>,
     pub launch_deadline_ms: u64,
+    /// Whose launches this session's outcomes count for (the circuit breaker's key).
+    #[serde(default)]
+    pub client: SessionClient,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+/// The client facts a session keeps: its platform and payment app version.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SessionClient {
+    pub platform: String,
+    pub app_version: Option<String>,
 }
 
 /// What a session pays for, as the server fixed it.
@@ -97,17 +108,19 @@ pub enum Event {
 }
 
 impl PaymentSession {
-    /// A new open session for `purchase` (its merchant named `payee`), decided by `decision`.
+    /// A new open session for `purchase` (its merchant named `payee`), loading by
+    /// `decision.process` and falling back along `fallback_chain`.
+    #[allow(clippy::too_many_arguments)]
     pub fn for_purchase(
         id: String,
         user: &str,
         purchase: &ValidPurchase,
         payee: &str,
         decision: &Decision,
-        table: &FlowTable,
+        fallback_chain: Vec<Process>,
+        client: SessionClient,
         now: i64,
     ) -> PaymentSession {
-        let fallback_chain = fallback_chain(table, decision.process, user);
         PaymentSession {
             id,
             user: user.to_owned(),
@@ -124,9 +137,15 @@ impl PaymentSession {
             policy_version: decision.policy_version,
             fallback_chain,
             launch_deadline_ms: decision.launch_deadline_ms,
+            client,
             created_at: now,
             expires_at: now + SESSION_TTL_SECONDS,
         }
+    }
+
+    /// The circuit breaker's key for `process` on this session's client.
+    pub fn breaker_key(&self, process: Process) -> String {
+        breaker::key(process, &self.client.platform, self.client.app_version.as_deref())
     }
 
     /// The processes this session offers: its own, then its fallback chain.
@@ -240,12 +259,9 @@ impl PaymentSession {
                 let code = catalogue::PAYMENT_APP_LAUNCH_FAILED.code();
                 let (action, rule) = table.decide(at.as_ref(), code, &self.user);
                 let answer = table.answer(at.as_ref(), action, rule);
-                // Only a process this session offers: the table may have changed since it began.
-                let next = (answer["action"] == json!(Kind::SwitchFlow))
-                    .then(|| answer["to"].as_str()?.strip_prefix("payment/"))
-                    .flatten()
-                    .and_then(|step| serde_json::from_value(json!(step)).ok())
-                    .filter(|next| self.offers(*next));
+                // The first process the table's switches reach that this session offers: one the
+                // circuit breaker demoted is not offered, and the table may have changed since.
+                let next = fallback_chain(table, process, &self.user).into_iter().find(|next| self.offers(*next));
                 (next, answer)
             }
             // Back from the app, the session says how it went; an open one may be tried again.
@@ -328,7 +344,9 @@ mod tests {
             policy_version: 1,
             reason: "the default".into(),
         };
-        PaymentSession::for_purchase("ps_1".into(), "u", &purchase, "Tea", &decision, &FlowTable::house(), now)
+        let chain = fallback_chain(&FlowTable::house(), decision.process, "u");
+        let client = SessionClient { platform: "android".into(), app_version: Some("9.1.0".into()) };
+        PaymentSession::for_purchase("ps_1".into(), "u", &purchase, "Tea", &decision, chain, client, now)
     }
 
     #[test]
@@ -385,6 +403,11 @@ mod tests {
         let only = PaymentSession { loading_process: Process::SimulatedOnly, fallback_chain: vec![], ..open.clone() };
         assert_eq!(only.check_offers(Process::ForegroundApp).unwrap_err().code, "payment_process_not_offered");
         assert!(open.check_offers(Process::SimulatedOnly).is_ok());
+        // The sheet demoted by the breaker: a failed app launch falls back past it.
+        let demoted = PaymentSession { fallback_chain: vec![Process::SimulatedOnly], ..open.clone() };
+        let (next, answer) = demoted.next_after(Event::LaunchFailed, Process::ForegroundApp, &house);
+        assert_eq!((next, answer["to"].as_str()), (Some(Process::SimulatedOnly), Some("payment/simulated_sheet")));
+        assert_eq!(open.breaker_key(Process::ForegroundApp), "foreground_app/android/9.1.0");
     }
 
     #[test]

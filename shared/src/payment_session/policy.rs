@@ -250,6 +250,18 @@ impl Policy {
     }
 
     /// The process for `client` and `user` (rollouts), and why.
+    /// The decision when an admin forced `process` for the user until `until`: the policy's
+    /// launch deadline, the reason saying so.
+    pub fn forced(&self, process: Process, until: i64) -> Decision {
+        Decision {
+            process,
+            launch_deadline_ms: self.launch_deadline_ms,
+            rule: None,
+            policy_version: self.version,
+            reason: format!("forced to {} for this user by an admin until {until} (epoch seconds)", process.as_str()),
+        }
+    }
+
     pub fn decide(&self, client: &ClientFacts, user: &str) -> Result<Decision, PolicyError> {
         let facts = self.facts(client)?;
         let (choice, rule) = self.rules.decide(&facts.iter().map(|(k, v)| (*k, *v)).collect(), user);

@@ -3,17 +3,30 @@
 //! `expires_at`, and its stage (`stage`: `open`, `confirmed` with `order_id`, `confirmed_by` and
 //! `confirmed_at`, or `cancelled` with `cancelled_at`).
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, Update};
+use std::collections::HashMap;
 
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, Update};
+
+use super::breaker::{Counts, Outcome, Settings, windows};
 use super::policy::Process;
 use super::{PaymentSession, Stage};
+use crate::crypto::random_hex;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 
 /// Rule: a session is created once; its id derives from the request's Idempotency-Key.
 pub const SESSION_NEW: &str = "payment_session.new";
 /// Rule: a session is confirmed (or cancelled) only while open and before it expires, and once.
 pub const SESSION_OPEN: &str = "payment_session.open";
+/// Rule: an admin's force is ended only where one is.
+pub const FORCE_SET: &str = "payment_session.force";
+
+/// A process an admin forced for one user's sessions (testing), until a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Force {
+    pub process: Process,
+    pub until: i64,
+}
 
 #[derive(Clone, Debug)]
 pub struct PaymentSessionStore {
@@ -94,6 +107,67 @@ impl PaymentSessionStore {
         }
     }
 
+    /// Marks that session `id`'s launch of `process` was counted by the circuit breaker: true the
+    /// first time only, so one session's reports count once however often they are sent.
+    pub async fn first_measure(&self, id: &str, process: Process) -> Result<bool, StoreError> {
+        let marked = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("ADD measured :process")
+            .condition_expression("attribute_exists(id) AND NOT contains(measured, :name)")
+            .expression_attribute_values(":process", AttributeValue::Ss(vec![process.as_str().to_owned()]))
+            .expression_attribute_values(":name", s(process.as_str()))
+            .send()
+            .await;
+        match marked {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The process an admin forced for `user`, and until when (an item `force#<user>`, whose `#`
+    /// no session id can hold).
+    pub async fn force(&self, user: &str) -> Result<Option<Force>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(format!("force#{user}")))
+            .consistent_read(true)
+            .send()
+            .await?;
+        out.item()
+            .map(|item| {
+                let process = serde_json::from_value(serde_json::json!(get_s(item, "process")?))
+                    .map_err(|e| StoreError::caused(format!("the force of {user} is corrupt"), e))?;
+                Ok(Force { process, until: get_n(item, "until")? })
+            })
+            .transpose()
+    }
+
+    /// The write that forces `process` for `user` until `until`.
+    pub fn force_item(&self, user: &str, force: &Force) -> Result<Write, StoreError> {
+        let item = Item::from([
+            ("id".to_owned(), s(format!("force#{user}"))),
+            ("process".to_owned(), s(force.process.as_str())),
+            ("until".to_owned(), n(force.until)),
+        ]);
+        Ok(Write::put(FORCE_SET, Put::builder().table_name(&self.table).set_item(Some(item)).build()?))
+    }
+
+    /// The write that ends `user`'s force, if there is one.
+    pub fn unforce_item(&self, user: &str) -> Result<Write, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("id", s(format!("force#{user}")))
+            .condition_expression("attribute_exists(id)")
+            .build()?;
+        Ok(Write::delete(FORCE_SET, delete))
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<PaymentSession>, StoreError> {
         let out = self.client.get_item().table_name(&self.table).key("id", s(id)).consistent_read(true).send().await?;
         out.item().map(|item| session_from(id, item)).transpose()
@@ -116,4 +190,73 @@ fn session_from(id: &str, item: &Item) -> Result<PaymentSession, StoreError> {
         other => return Err(corrupt(format!("stage {other:?}"))),
     };
     Ok(session)
+}
+
+/// How many items each counter of the circuit breaker is spread over: every launch's outcome is a
+/// write, and one item takes about 1,000 writes a second; a verdict reads them all at once.
+pub const BREAKER_SHARDS: u32 = 8;
+
+/// The circuit breaker's counters (`PaymentBreakerTable`, key `id`:
+/// `<process>/<platform>/<app version>#<window>#<shard>`, with `failures`, `successes` and
+/// `expires_at`, two windows after its own, for the TTL).
+#[derive(Clone, Debug)]
+pub struct BreakerStore {
+    client: Client,
+    table: String,
+    pub settings: Settings,
+}
+
+impl BreakerStore {
+    pub fn new(client: Client, table: impl Into<String>, settings: Settings) -> Self {
+        BreakerStore { client, table: table.into(), settings }
+    }
+
+    /// Counts one launch's `outcome` under `key`, on a shard of the current window chosen at random.
+    pub async fn record(&self, key: &str, outcome: Outcome, now: i64) -> Result<(), StoreError> {
+        let [window, _] = windows(now, &self.settings);
+        let shard = u32::from_str_radix(&random_hex::<1>(), 16).unwrap_or(0) % BREAKER_SHARDS;
+        let counter = match outcome {
+            Outcome::Failure => "failures",
+            Outcome::Success => "successes",
+        };
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(format!("{key}#{window}#{shard}")))
+            .update_expression(format!("ADD {counter} :one SET expires_at = :expires"))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expires", n((window + 3) * self.settings.window_seconds))
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// What the counters of each of `keys` hold over the current window and the one before (every
+    /// shard, read at once).
+    pub async fn counts(&self, keys: &[String], now: i64) -> Result<HashMap<String, Counts>, StoreError> {
+        let mut ids = KeysAndAttributes::builder();
+        for key in keys {
+            for window in windows(now, &self.settings) {
+                for shard in 0..BREAKER_SHARDS {
+                    ids = ids.keys(HashMap::from([("id".to_owned(), s(format!("{key}#{window}#{shard}")))]));
+                }
+            }
+        }
+        let mut found: HashMap<String, Counts> = HashMap::new();
+        let mut request = Some(HashMap::from([(self.table.clone(), ids.build()?)]));
+        while let Some(items) = request.take().filter(|r| !r.is_empty()) {
+            let output = self.client.batch_get_item().set_request_items(Some(items)).send().await?;
+            for item in output.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                let id = get_s(item, "id")?;
+                let key = id.split('#').next().unwrap_or_default().to_owned();
+                // A shard that counted only failures has no `successes`, and the other way round.
+                let count = |name| if item.contains_key(name) { get_n::<u64>(item, name) } else { Ok(0) };
+                let counts = Counts { failures: count("failures")?, successes: count("successes")? };
+                let total = found.entry(key).or_default();
+                *total = *total + counts;
+            }
+            request = output.unprocessed_keys().cloned();
+        }
+        Ok(found)
+    }
 }

@@ -169,6 +169,8 @@ catalogue! {
         "A payment PIN (`pin`, `old_pin`) is not exactly six digits.";
     INVALID_PAYMENT_PROCESS = "invalid_payment_process", 400, "Invalid payment process",
         "A payment session's `process` is not `foreground_app`, `simulated_sheet` or `simulated_only`.";
+    INVALID_FORCE_DURATION = "invalid_force_duration", 400, "Invalid force duration",
+        "An admin's force of a loading process asks for `minutes` outside 1 to 10,080 (a week).";
     DRY_RUN_TOO_LONG = "dry_run_too_long", 400, "Dry run too long",
         "A dry run of the error-flow table names more than 100 errors.";
     // 401: the caller is not who it must be.
@@ -259,6 +261,8 @@ catalogue! {
         "No instrument linked to the calling partner has this token (another partner's token names nothing).";
     UNKNOWN_PAYMENT_SESSION = "unknown_payment_session", 404, "Unknown payment session",
         "No payment session of the caller's has this id.";
+    UNKNOWN_PAYMENT_FORCE = "unknown_payment_force", 404, "No forced process",
+        "An admin ends the force of a loading process for a user who has none.";
     UNKNOWN_CHARGE = "unknown_charge", 404, "Unknown charge",
         "No charge of the calling partner has this id.";
     // 409: the request conflicts with the resource's current state.
