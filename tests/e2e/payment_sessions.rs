@@ -254,7 +254,7 @@ async fn a_failed_launch_falls_back_along_the_chain_and_a_cancel_moves_nothing()
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")), "{problem}");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2));
     let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
-    assert_eq!((session["state"].as_str(), session["order"].is_null()), (Some("cancelled"), true), "{session}");
+    assert_eq!((session["state"].as_str(), session["payment"].is_null()), (Some("cancelled"), true), "{session}");
 }
 
 #[tokio::test]
@@ -276,7 +276,7 @@ async fn a_session_confirmed_on_every_process_at_once_pays_once() {
         assert!(["paid", "processing"].contains(&answer["state"].as_str().unwrap()), "{answer}");
     }
     assert!(answers.iter().any(|(_, a)| a["state"] == "paid"), "{answers:?}");
-    let orders: std::collections::BTreeSet<_> = answers.iter().map(|(_, a)| a["order"]["id"].as_str()).collect();
+    let orders: std::collections::BTreeSet<_> = answers.iter().map(|(_, a)| a["payment"]["id"].as_str()).collect();
     assert_eq!(orders.len(), 1, "one order: {orders:?}");
     let order = orders.first().unwrap().unwrap();
     let seen = env.simulator(&format!("/_sim/orders/{order}")).await;
@@ -286,7 +286,10 @@ async fn a_session_confirmed_on_every_process_at_once_pays_once() {
 
     // GET is the truth; confirming again or cancelling changes nothing.
     let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
-    assert_eq!((session["state"].as_str(), &session["confirmed"]["order_id"]), (Some("paid"), &session["order"]["id"]));
+    assert_eq!(
+        (session["state"].as_str(), &session["confirmed"]["payment_id"]),
+        (Some("paid"), &session["payment"]["id"])
+    );
     assert_eq!(confirm(&user, &id, "simulated_only", PIN).await.1["state"], "paid");
     let (status, problem) = report(&user, &id, "cancelled", "foreground_app").await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")));
@@ -456,4 +459,58 @@ async fn an_admin_forces_a_process_for_one_user_audited_until_it_ends() {
     let ended: Value = end().await.unwrap().json().await.unwrap();
     assert_eq!(ended["code"], "unknown_payment_force");
     assert_eq!(env.partition("AuditTable", "resource", &format!("payment-force/{user}")).await.len(), 2);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_mini_app_charge_session_relays_once_whichever_processes_confirm() {
+    let env = Env::get();
+    let app = crate::miniapps::app().await;
+    let user = funded_user("20.00").await;
+    assert_eq!(set_pin(&user, &json!({"pin": PIN})).await.0, StatusCode::CREATED);
+    let verified = crate::miniapps::session(&user, &app.id).await;
+    let charge = |item: &str, amount: &str| {
+        json!({"pay": {"kind": "miniapp_charge", "app_id": app.id, "session_id": verified, "action": "buy",
+                       "params": {"item": item}, "amount": {"amount": amount, "currency": "USD"}},
+               "client": client(true, "wifi")})
+    };
+    let (status, session) = start(&user, &charge("jasmine-tea", "4.50"), &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let review = &session["processes"]["simulated_sheet"]["interface"]["screens"][0]["fields"];
+    assert_eq!((review[0]["value"].as_str(), review[2]["value"].as_str()), (Some("Tea Corner"), Some("4.50")));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2), "nothing moves before confirming");
+
+    // The sheet and the late app confirm at once: the app's server is asked once, charged once.
+    let id = session["id"].as_str().unwrap();
+    let confirms =
+        ["foreground_app", "simulated_sheet", "simulated_only"].map(|process| confirm(&user, id, process, PIN));
+    let answers = futures_util::future::join_all(confirms).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{answer}");
+        assert!(["paid", "processing"].contains(&answer["state"].as_str().unwrap()), "{answer}");
+    }
+    let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
+    assert_eq!((session["state"].as_str(), session["payment"]["outcome"].as_str()), (Some("paid"), Some("charged")));
+    let request = session["payment"]["id"].as_str().unwrap();
+    let url = format!("{}/_sim/requests/{request}", env.stack.miniapp_simulator_url);
+    let seen: Value = env.http().get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["received"], 1, "the app's server was asked once: {seen}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1550, 2));
+
+    // A price the server does not ask: refused, nothing moved, the session failed for good.
+    let (_, mismatch) = start(&user, &charge("jasmine-tea", "4.00"), &unique("key")).await;
+    let (status, failed) = confirm(&user, mismatch["id"].as_str().unwrap(), "simulated_only", PIN).await;
+    assert_eq!(
+        (status, failed["state"].as_str(), failed["payment"]["reason"].as_str()),
+        (StatusCode::OK, Some("failed"), Some("amount_mismatch")),
+        "{failed}"
+    );
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1550, 2));
+    // Someone else's mini-app session pays nothing for them.
+    let (status, problem) = start(&funded_user("5.00").await, &charge("jasmine-tea", "4.50"), &unique("key")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("miniapp_session_invalid")),
+        "{problem}"
+    );
 }

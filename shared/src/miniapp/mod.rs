@@ -20,6 +20,7 @@ pub mod notices;
 pub mod registry;
 pub mod relay;
 pub mod request;
+pub mod service;
 pub mod session;
 pub mod store;
 

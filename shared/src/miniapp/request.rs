@@ -43,24 +43,29 @@ pub const MAX_PARAMS_BYTES: usize = 4096;
 
 impl RequestJson {
     pub fn validate(self) -> Result<UserRequest, Problem> {
-        crate::ids::check("session_id", &self.session_id)?;
-        let params = self.params.unwrap_or_else(|| json!({}));
+        UserRequest::new(self.session_id, self.action, self.params, self.approved_amount)
+    }
+}
+
+impl UserRequest {
+    /// A request as a client sends it, validated (a payment session's mini-app charge too).
+    pub fn new(
+        session_id: String,
+        action: String,
+        params: Option<Value>,
+        approved: Option<MoneyInput>,
+    ) -> Result<UserRequest, Problem> {
+        crate::ids::check("session_id", &session_id)?;
+        let params = params.unwrap_or_else(|| json!({}));
         if !params.is_object() {
             return Err(RequestError::ParamsNotObject.into());
         }
         if params.to_string().len() > MAX_PARAMS_BYTES {
             return Err(RequestError::ParamsTooLarge.into());
         }
-        Ok(UserRequest {
-            session_id: self.session_id,
-            action: self.action,
-            params,
-            approved: self.approved_amount.map(MoneyInput::validate).transpose()?,
-        })
+        Ok(UserRequest { session_id, action, params, approved: approved.map(MoneyInput::validate).transpose()? })
     }
-}
 
-impl UserRequest {
     /// What the app allows: a listed action, and `wallet.charge` before any approved amount.
     pub fn check_against(&self, interface: &Interface) -> Result<(), RequestError> {
         if interface.action(&self.action).is_none() {

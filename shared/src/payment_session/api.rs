@@ -21,7 +21,7 @@ use super::pin::Pin;
 use super::pin::store::{PinStore, Set};
 use super::policy::{ClientFacts, Decision, GROUP, Policy, Process};
 use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_NEW, SESSION_OPEN};
-use super::{Event, PaymentSession, SessionClient, Stage, fallback_chain};
+use super::{Event, Pay, Payment, PaymentSession, SessionClient, Stage, fallback_chain};
 use crate::Problem;
 use crate::audit::{AuditEntry, commit_audited};
 use crate::auth::Caller;
@@ -37,9 +37,12 @@ use crate::idempotency::{StoredResponse, in_flight, key_reused};
 use crate::ledger::store::TransferError;
 use crate::merchant::inactive_merchant;
 use crate::merchant::store::MERCHANT_ACTIVE;
+use crate::miniapp::UserRequest;
+use crate::miniapp::service::RequestService;
+use crate::money::{Money, MoneyInput};
 use crate::problem::catalogue;
 use crate::purchase::checkout::Checkout;
-use crate::purchase::{Order, OrderState, PurchaseRequest};
+use crate::purchase::{OrderState, PurchaseRequest, ValidPurchase};
 
 /// How long an order made by a confirmation may wait for its merchant before another confirmation
 /// sends it again (the one that made it may have died before sending it).
@@ -48,8 +51,10 @@ const FORWARD_AGAIN_AFTER_SECONDS: i64 = 5;
 pub struct PaymentSessionsApi {
     control: FlowControl,
     sessions: PaymentSessionStore,
-    /// A confirmed session's payment is a purchase, made as the purchases route makes one.
+    /// A confirmed session's payment is a purchase, made as the purchases route makes one, or a
+    /// mini-app charge, relayed as the mini-apps route relays one.
     checkout: Checkout,
+    requests: RequestService,
     order_ttl_seconds: i64,
     pins: PinStore,
     breaker: BreakerStore,
@@ -114,11 +119,31 @@ struct CreateRequest {
     client: ClientFacts,
 }
 
-/// What is to be paid. Mini-app charges and transfer instructions are to come.
+/// What is to be paid. Transfer instructions are to come.
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum PayRequest {
-    Purchase { merchant_id: String, product_id: String, quantity: u32, amount: crate::money::MoneyInput },
+    Purchase {
+        merchant_id: String,
+        product_id: String,
+        quantity: u32,
+        amount: MoneyInput,
+    },
+    /// A charge in a mini-app's interface: the app, the mini-app session of the user's
+    /// verification, the interface's action and its params, and the amount the user approves.
+    MiniappCharge {
+        app_id: String,
+        session_id: String,
+        action: String,
+        params: Option<Value>,
+        amount: MoneyInput,
+    },
+}
+
+/// What is to be paid, validated.
+enum Paying {
+    Purchase(ValidPurchase),
+    MiniappCharge { app_id: String, request: UserRequest, amount: Money },
 }
 
 impl PaymentSessionsApi {
@@ -129,6 +154,7 @@ impl PaymentSessionsApi {
             control: FlowControl::from_env()?,
             sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
             checkout: Checkout::from_env(&config, &dynamodb)?,
+            requests: RequestService::from_env(&config, &dynamodb)?,
             order_ttl_seconds: seconds("ORDER_TTL_SECONDS")?,
             pins: PinStore::new(
                 dynamodb.clone(),
@@ -200,14 +226,32 @@ impl PaymentSessionsApi {
 
     async fn create(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let CreateRequest { pay, client } = json_body(request)?;
-        let PayRequest::Purchase { merchant_id, product_id, quantity, amount } = pay;
-        let purchase = PurchaseRequest { merchant_id, product_id, quantity, amount }.validate()?;
+        let pay = match pay {
+            PayRequest::Purchase { merchant_id, product_id, quantity, amount } => {
+                Paying::Purchase(PurchaseRequest { merchant_id, product_id, quantity, amount }.validate()?)
+            }
+            PayRequest::MiniappCharge { app_id, session_id, action, params, amount } => {
+                let app_id = crate::ids::check("app_id", &app_id)?.to_owned();
+                let request = UserRequest::new(session_id, action, params, Some(amount))?;
+                let amount = request.approved.ok_or_else(|| Problem::internal("a charge without its amount"))?;
+                Paying::MiniappCharge { app_id, request, amount }
+            }
+        };
         self.idempotency
             .run_request(request, &caller.subject, &[], move |claim, now| async move {
-                // Judged inside the key's run: a replay answers what was decided then.
-                let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
-                purchase.check_currency(&merchant)?;
                 let user = &claim.scope.caller;
+                // Judged inside the key's run: a replay answers what was decided then.
+                let pay = match pay {
+                    Paying::Purchase(purchase) => {
+                        let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
+                        purchase.check_currency(&merchant)?;
+                        Pay::purchase(&purchase, &merchant.name)
+                    }
+                    Paying::MiniappCharge { app_id, request, amount } => {
+                        let app = self.requests.check(user, &app_id, &request, now).await?;
+                        Pay::miniapp_charge(&app_id, &app.interface.title, request, amount)
+                    }
+                };
                 let (policy, table, force) =
                     tokio::join!(self.policy.get(), self.control.table(), self.sessions.force(user));
                 // The facts are judged even when an admin forced the process.
@@ -225,8 +269,7 @@ impl PaymentSessionsApi {
                     }
                 };
                 let id = format!("ps_{}", claim.scope.derived_id("payment-session"));
-                let session =
-                    PaymentSession::for_purchase(id, user, &purchase, &merchant.name, &decision, chain, on, now);
+                let session = PaymentSession::new(id, user, pay, &decision, chain, on, now);
                 let response = json_response(StatusCode::CREATED, &session.view(None, now));
                 let writes = vec![
                     self.sessions.create_item(&session)?,
@@ -346,22 +389,23 @@ impl PaymentSessionsApi {
         })
     }
 
-    async fn order(&self, session: &PaymentSession) -> Result<Option<Order>, Problem> {
-        match &session.stage {
-            Stage::Confirmed { order_id, .. } => Ok(self.checkout.service.orders.get(order_id).await?),
-            _ => Ok(None),
-        }
+    /// A confirmed session's payment, as its capability recorded it (none yet: on its way).
+    async fn payment(&self, session: &PaymentSession) -> Result<Option<Payment>, Problem> {
+        let Stage::Confirmed { payment_id, .. } = &session.stage else { return Ok(None) };
+        Ok(match session.pay {
+            Pay::Purchase { .. } => self.checkout.service.orders.get(payment_id).await?.map(Payment::Order),
+            Pay::MiniappCharge { .. } => self.requests.requests.get(payment_id).await?.map(Payment::Request),
+        })
     }
 
     /// The session with its payment as it stands.
     async fn view(&self, session: &PaymentSession, now: i64) -> Result<serde_json::Value, Problem> {
-        Ok(session.view(self.order(session).await?.as_ref(), now))
+        Ok(session.view(self.payment(session).await?.as_ref(), now))
     }
 
     /// Confirms the session with the user's PIN from `process`, paying once whichever process
-    /// confirms: the order (and its hold) and the session's confirmation commit in one transaction,
-    /// the order's id derived from the session's, while the merchant is active. A confirmed session
-    /// answers as it stands.
+    /// confirms, under the payment id derived from the session's. A confirmed session answers as it
+    /// stands.
     async fn confirm(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let ConfirmRequest { process: by, pin } = json_body(request)?;
         let by = process(&by)?;
@@ -373,31 +417,73 @@ impl PaymentSessionsApi {
         session.check_open(now_epoch_seconds())?;
         session.check_offers(by)?;
         self.pins.check(&caller.subject, &pin, now_epoch_seconds()).await?;
-        let super::Pay::Purchase { merchant_id, .. } = &session.pay;
-        // Judged again at confirmation, and held by the transaction: a suspended merchant is not paid.
-        let merchant = self.checkout.merchants.active(merchant_id).await?;
+        match session.pay {
+            Pay::Purchase { .. } => self.buy(session, by).await,
+            Pay::MiniappCharge { .. } => self.charge(session, by).await,
+        }
+    }
+
+    /// A purchase's confirmation: the order (and its hold) and the session's confirmation commit
+    /// in one transaction, while the merchant is active; the confirmation that made the order
+    /// sends it to the merchant.
+    async fn buy(&self, session: PaymentSession, by: Process) -> Result<Response<Body>, Problem> {
         // The time of the commit, after the PIN's work: the session's expiry is judged by it.
         let now = now_epoch_seconds();
-        let wanted = session.order(self.order_ttl_seconds, now);
+        let wanted = session.order(self.order_ttl_seconds, now).ok_or_else(|| Problem::internal("not a purchase"))?;
+        // Judged again at confirmation, and held by the transaction: a suspended merchant is not paid.
+        let merchant = self.checkout.merchants.active(&wanted.merchant_id).await?;
         let with =
-            vec![self.sessions.confirm_item(&session, by, now)?, self.checkout.merchants.active_check(merchant_id)?];
+            vec![self.sessions.confirm_item(&session, by, now)?, self.checkout.merchants.active_check(&merchant.id)?];
         match self.checkout.create(&wanted, with, now).await {
-            // This confirmation made the payment: it sends the order to the merchant.
             Ok((order, true)) => {
                 self.measure(&session, by, Outcome::Success).await;
                 let order = self.checkout.forward(&merchant, order, now).await;
                 let session =
-                    PaymentSession { stage: Stage::Confirmed { order_id: order.id.clone(), by, at: now }, ..session };
-                return Ok(json_response(StatusCode::OK, &session.view(Some(&order), now)));
+                    PaymentSession { stage: Stage::Confirmed { payment_id: order.id.clone(), by, at: now }, ..session };
+                return Ok(json_response(StatusCode::OK, &session.view(Some(&Payment::Order(order)), now)));
             }
             // Another confirmation made it.
             Ok((_, false)) => {}
-            Err(TransferError::Rejected(MERCHANT_ACTIVE)) => return Err(inactive_merchant(merchant_id)),
+            Err(TransferError::Rejected(MERCHANT_ACTIVE)) => return Err(inactive_merchant(&merchant.id)),
             // Cancelled or expired meanwhile: nothing moved (the session says which).
             Err(TransferError::Rejected(SESSION_OPEN)) => {}
             Err(e) => return Err(e.into()),
         }
-        let session = self.sessions.get(&session.id).await?.ok_or_else(|| Problem::internal("a session vanished"))?;
+        self.as_it_is_now(&session.id, now).await
+    }
+
+    /// A mini-app charge's confirmation: the session is claimed first (so a cancel cannot follow
+    /// the app's server being asked), then the request is relayed under the session's payment id
+    /// and recorded with its charge; the outcome is posted in the user's conversation with the
+    /// app. A request that could not be recorded opens the session again.
+    async fn charge(&self, session: PaymentSession, by: Process) -> Result<Response<Body>, Problem> {
+        let (app_id, input) = session.miniapp_request().ok_or_else(|| Problem::internal("not a mini-app charge"))?;
+        let now = now_epoch_seconds();
+        // Checked before the claim: a mini-app session expired since is the user's to renew.
+        self.requests.check(&session.user, app_id, &input, now).await?;
+        if !self.sessions.claim(&session, by, now).await? {
+            return self.as_it_is_now(&session.id, now).await;
+        }
+        let relayed = match self.requests.relay(&session.payment_id(), &session.user, app_id, input, now).await {
+            Ok(relayed) => relayed,
+            Err(problem) => {
+                if let Err(e) = self.sessions.reopen(&session.id, by, now).await {
+                    tracing::error!(error = %e, session = %session.id, "a claimed session could not be opened again");
+                }
+                return Err(problem);
+            }
+        };
+        self.measure(&session, by, Outcome::Success).await;
+        let (relayed, app) = relayed;
+        self.requests.post_outcome(&relayed, app.as_ref()).await?;
+        let session =
+            PaymentSession { stage: Stage::Confirmed { payment_id: relayed.id.clone(), by, at: now }, ..session };
+        Ok(json_response(StatusCode::OK, &session.view(Some(&Payment::Request(relayed)), now)))
+    }
+
+    /// The answer to a confirmation another one beat (or a cancel): the session as it now is.
+    async fn as_it_is_now(&self, id: &str, now: i64) -> Result<Response<Body>, Problem> {
+        let session = self.sessions.get(id).await?.ok_or_else(|| Problem::internal("a session vanished"))?;
         match session.stage {
             Stage::Confirmed { .. } => self.as_it_stands(&session, now).await,
             _ => Err(session.check_open(now).err().unwrap_or_else(|| Problem::internal("an open session refused"))),
@@ -405,20 +491,40 @@ impl PaymentSessionsApi {
     }
 
     /// A confirmed session's answer to a confirmation that did not make its payment: as it stands.
-    /// An order still waiting for its merchant well after it was made (the confirmation that made
-    /// it died before sending it) is sent again, to an active merchant: the merchant sees one
-    /// order id, and its decision is applied once.
+    /// A payment well overdue (the confirmation that made it died first) is carried on: an order
+    /// still waiting for its merchant is sent again, to an active merchant (the merchant sees one
+    /// order id, and its decision is applied once); a mini-app request never recorded is relayed
+    /// under its id, while the session lasts.
     async fn as_it_stands(&self, session: &PaymentSession, now: i64) -> Result<Response<Body>, Problem> {
-        let mut order = self.order(session).await?;
-        if let Some(waiting) = order.take() {
-            let stale = waiting.state == OrderState::AwaitingMerchant
-                && now - waiting.created_at >= FORWARD_AGAIN_AFTER_SECONDS;
-            order = Some(match self.checkout.merchants.active(&waiting.merchant_id).await {
-                Ok(merchant) if stale => self.checkout.forward(&merchant, waiting, now).await,
-                _ => waiting,
-            });
-        }
-        Ok(json_response(StatusCode::OK, &session.view(order.as_ref(), now)))
+        let Stage::Confirmed { at, .. } = session.stage else { return Err(Problem::internal("not confirmed")) };
+        let overdue = |since: i64| now - since >= FORWARD_AGAIN_AFTER_SECONDS;
+        let payment = match self.payment(session).await? {
+            Some(Payment::Order(waiting))
+                if waiting.state == OrderState::AwaitingMerchant && overdue(waiting.created_at) =>
+            {
+                match self.checkout.merchants.active(&waiting.merchant_id).await {
+                    Ok(merchant) => Some(Payment::Order(self.checkout.forward(&merchant, waiting, now).await)),
+                    Err(_) => Some(Payment::Order(waiting)),
+                }
+            }
+            None if overdue(at) && now < session.expires_at => match session.miniapp_request() {
+                Some((app_id, input)) => {
+                    match self.requests.relay(&session.payment_id(), &session.user, app_id, input, now).await {
+                        Ok((relayed, app)) => {
+                            self.requests.post_outcome(&relayed, app.as_ref()).await?;
+                            Some(Payment::Request(relayed))
+                        }
+                        Err(problem) => {
+                            tracing::warn!(session = %session.id, %problem, "an overdue mini-app request could not be relayed");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            },
+            payment => payment,
+        };
+        Ok(json_response(StatusCode::OK, &session.view(payment.as_ref(), now)))
     }
 
     /// A client's report on loading the payment UI: the next process (the error-flow table's

@@ -2,12 +2,12 @@
 //! payment UI (the payment app in the foreground, a simulated sheet while it loads behind, or
 //! simulated interfaces alone), before any money moves. A session fixes what is paid (amount and
 //! payee from the server, so a simulated sheet cannot disagree with what is charged), the process,
-//! why (`policy`), its fallback chain (the error-flow table's `payment` flow) and a launch
-//! deadline. Confirming it, with the user's payment PIN (`pin`), moves the money once whichever
-//! process confirms: a purchase's order id derives from the session's id, so its hold (the one
-//! transfer) can be made once, and it commits in one transaction with the session's confirmation.
+//! why (`policy`, then the circuit breaker, `breaker`), its fallback chain (the error-flow table's
+//! `payment` flow) and a launch deadline. Confirming it, with the user's payment PIN (`pin`), moves
+//! the money once whichever process confirms: its payment's id (a purchase's order, a mini-app's
+//! request) derives from the session's, so its one transfer can be made once.
 //!
-//! Sessions pay for what other capabilities sell (a purchase now; mini-app charges and transfer
+//! Sessions pay for what other capabilities sell (purchases and mini-app charges; transfer
 //! instructions to come), so this module sits above them (layer 5).
 
 pub mod api;
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use crate::Problem;
 use crate::crypto::sha256_hex;
 use crate::flows::{FlowTable, Kind};
+use crate::miniapp::{RelayedRequest, UserRequest};
 use crate::money::Money;
 use crate::problem::catalogue;
 use crate::purchase::{Order, OrderState, ValidPurchase};
@@ -62,7 +63,89 @@ pub struct SessionClient {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Pay {
-    Purchase { merchant_id: String, payee: String, product_id: String, quantity: u32, amount: Money },
+    Purchase {
+        merchant_id: String,
+        payee: String,
+        product_id: String,
+        quantity: u32,
+        amount: Money,
+    },
+    /// A charge the user approves in a mini-app's interface (`session_id`: the mini-app session
+    /// of its verification), relayed to the app's server when confirmed.
+    MiniappCharge {
+        app_id: String,
+        payee: String,
+        session_id: String,
+        action: String,
+        params: Value,
+        amount: Money,
+    },
+}
+
+impl Pay {
+    pub fn purchase(purchase: &ValidPurchase, payee: &str) -> Pay {
+        Pay::Purchase {
+            merchant_id: purchase.merchant_id.clone(),
+            payee: payee.to_owned(),
+            product_id: purchase.product_id.clone(),
+            quantity: purchase.quantity,
+            amount: purchase.amount,
+        }
+    }
+
+    /// `request` of app `app_id` (titled `payee`), which approves `amount`.
+    pub fn miniapp_charge(app_id: &str, payee: &str, request: UserRequest, amount: Money) -> Pay {
+        Pay::MiniappCharge {
+            app_id: app_id.to_owned(),
+            payee: payee.to_owned(),
+            session_id: request.session_id,
+            action: request.action,
+            params: request.params,
+            amount,
+        }
+    }
+
+    fn payee_and_amount(&self) -> (&str, &Money) {
+        match self {
+            Pay::Purchase { payee, amount, .. } | Pay::MiniappCharge { payee, amount, .. } => (payee, amount),
+        }
+    }
+}
+
+/// A confirmed session's payment, as the capability that made it recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payment {
+    Order(Order),
+    Request(RelayedRequest),
+}
+
+impl Payment {
+    fn view(&self) -> Value {
+        match self {
+            Payment::Order(order) => order.view(),
+            Payment::Request(request) => json!({
+                "id": request.id,
+                "app_id": request.app_id,
+                "outcome": request.summary(),
+                "reason": request.outcome.refusal().map(|code| code.code()),
+                "charged": request.outcome.charged(),
+                "deliver": request.deliver(),
+            }),
+        }
+    }
+
+    fn state(&self) -> State {
+        match self {
+            Payment::Order(order) => match order.state {
+                OrderState::AwaitingMerchant => State::Processing,
+                OrderState::Paid => State::Paid,
+                OrderState::Declined => State::Declined,
+                OrderState::Expired => State::Expired,
+            },
+            Payment::Request(request) if request.outcome.refusal().is_none() => State::Paid,
+            Payment::Request(_) => State::Failed,
+        }
+    }
 }
 
 /// Where a session is, as stored.
@@ -70,8 +153,8 @@ pub enum Pay {
 pub enum Stage {
     #[default]
     Open,
-    /// Confirmed by `by` at `at`: the money moved (or is moving) under `order_id`.
-    Confirmed { order_id: String, by: Process, at: i64 },
+    /// Confirmed by `by` at `at`: the money moved (or is moving) under `payment_id`.
+    Confirmed { payment_id: String, by: Process, at: i64 },
     /// Cancelled by its user before it was confirmed: nothing moved.
     Cancelled { at: i64 },
 }
@@ -87,6 +170,9 @@ pub enum State {
     Paid,
     /// The merchant declined: the money is back in the wallet.
     Declined,
+    /// A mini-app charge that did not go through (its server refused or failed, the wallet was
+    /// short): nothing moved; `payment.reason` says why.
+    Failed,
     /// Never confirmed in time (nothing moved), or confirmed and never decided by the merchant
     /// (the money is back in the wallet).
     Expired,
@@ -108,14 +194,12 @@ pub enum Event {
 }
 
 impl PaymentSession {
-    /// A new open session for `purchase` (its merchant named `payee`), loading by
-    /// `decision.process` and falling back along `fallback_chain`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn for_purchase(
+    /// A new open session paying `pay`, loading by `decision.process` and falling back along
+    /// `fallback_chain`.
+    pub fn new(
         id: String,
         user: &str,
-        purchase: &ValidPurchase,
-        payee: &str,
+        pay: Pay,
         decision: &Decision,
         fallback_chain: Vec<Process>,
         client: SessionClient,
@@ -125,13 +209,7 @@ impl PaymentSession {
             id,
             user: user.to_owned(),
             stage: Stage::Open,
-            pay: Pay::Purchase {
-                merchant_id: purchase.merchant_id.clone(),
-                payee: payee.to_owned(),
-                product_id: purchase.product_id.clone(),
-                quantity: purchase.quantity,
-                amount: purchase.amount,
-            },
+            pay,
             loading_process: decision.process,
             reason: decision.reason.clone(),
             policy_version: decision.policy_version,
@@ -153,12 +231,21 @@ impl PaymentSession {
         self.loading_process == process || self.fallback_chain.contains(&process)
     }
 
-    /// The one order a confirmation of this session makes: its id derives from the session's, so
-    /// however many processes confirm, its hold (`<order id>/hold`) moves the money once.
-    pub fn order(&self, order_ttl_seconds: i64, now: i64) -> Order {
-        let Pay::Purchase { merchant_id, product_id, quantity, amount, .. } = &self.pay;
-        Order {
-            id: session_order_id(&self.id),
+    /// The id of the one payment a confirmation makes (an order's, a mini-app request's): derived
+    /// from the session's, so however many processes confirm, the money moves once.
+    pub fn payment_id(&self) -> String {
+        let (prefix, what) = match self.pay {
+            Pay::Purchase { .. } => ("o", "order"),
+            Pay::MiniappCharge { .. } => ("r", "miniapp-request"),
+        };
+        format!("{prefix}_{}", &sha256_hex(format!("{}/{what}", self.id).as_bytes())[..20])
+    }
+
+    /// The one order a purchase's confirmation makes, its hold (`<order id>/hold`) the transfer.
+    pub fn order(&self, order_ttl_seconds: i64, now: i64) -> Option<Order> {
+        let Pay::Purchase { merchant_id, product_id, quantity, amount, .. } = &self.pay else { return None };
+        Some(Order {
+            id: self.payment_id(),
             user: self.user.clone(),
             merchant_id: merchant_id.clone(),
             product_id: product_id.clone(),
@@ -169,23 +256,32 @@ impl PaymentSession {
             expires_at: now + order_ttl_seconds,
             refundable: rust_decimal::Decimal::ZERO,
             decision: None,
-        }
+        })
     }
 
-    /// The session's state at `now`, `order` being its payment once confirmed.
-    pub fn state(&self, order: Option<&Order>, now: i64) -> State {
-        match (&self.stage, order) {
+    /// The request a mini-app charge's confirmation relays to its app, the amount approved.
+    pub fn miniapp_request(&self) -> Option<(&str, UserRequest)> {
+        let Pay::MiniappCharge { app_id, session_id, action, params, amount, .. } = &self.pay else { return None };
+        let request = UserRequest {
+            session_id: session_id.clone(),
+            action: action.clone(),
+            params: params.clone(),
+            approved: Some(*amount),
+        };
+        Some((app_id, request))
+    }
+
+    /// The session's state at `now`, `payment` being its payment once confirmed.
+    pub fn state(&self, payment: Option<&Payment>, now: i64) -> State {
+        match (&self.stage, payment) {
             (Stage::Open, _) if now >= self.expires_at => State::Expired,
             (Stage::Open, _) => State::Open,
             (Stage::Cancelled { .. }, _) => State::Cancelled,
-            // Confirmed in the transaction that created the order: read before it, it is on its way.
+            // A purchase's order commits with the confirmation, so it is on its way; a mini-app's
+            // request is relayed after it, and none made by the session's expiry never will be.
+            (Stage::Confirmed { .. }, None) if now >= self.expires_at => State::Expired,
             (Stage::Confirmed { .. }, None) => State::Processing,
-            (Stage::Confirmed { .. }, Some(order)) => match order.state {
-                OrderState::AwaitingMerchant => State::Processing,
-                OrderState::Paid => State::Paid,
-                OrderState::Declined => State::Declined,
-                OrderState::Expired => State::Expired,
-            },
+            (Stage::Confirmed { .. }, Some(payment)) => payment.state(),
         }
     }
 
@@ -228,16 +324,16 @@ impl PaymentSession {
     /// The session as its user sees it at `now`: its state (with its payment's order once
     /// confirmed), and what each process of its chain needs, the launch link for those that load
     /// the app and the simulated interface for those that show one.
-    pub fn view(&self, order: Option<&Order>, now: i64) -> Value {
+    pub fn view(&self, payment: Option<&Payment>, now: i64) -> Value {
         let mut view = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
         if let Some(object) = view.as_object_mut() {
             object.remove("user");
         }
-        view["state"] = json!(self.state(order, now));
+        view["state"] = json!(self.state(payment, now));
         match &self.stage {
-            Stage::Confirmed { order_id, by, at } => {
-                view["confirmed"] = json!({"by": by, "at": at, "order_id": order_id});
-                view["order"] = order.map(Order::view).unwrap_or(Value::Null);
+            Stage::Confirmed { payment_id, by, at } => {
+                view["confirmed"] = json!({"by": by, "at": at, "payment_id": payment_id});
+                view["payment"] = payment.map(Payment::view).unwrap_or(Value::Null);
             }
             Stage::Cancelled { at } => view["cancelled_at"] = json!(at),
             Stage::Open => {}
@@ -282,20 +378,19 @@ impl PaymentSession {
 
     /// The simulated interface: its screens in order, the amount and payee fixed by the server.
     fn interface(&self) -> Value {
-        let Pay::Purchase { payee, product_id, quantity, amount, .. } = &self.pay;
+        let (payee, amount) = self.pay.payee_and_amount();
+        let item = match &self.pay {
+            Pay::Purchase { product_id, quantity, .. } => format!("{product_id} x {quantity}"),
+            Pay::MiniappCharge { action, .. } => action.clone(),
+        };
         json!({"screens": [
             {"id": "review", "fields": [
                 {"name": "payee", "value": payee},
-                {"name": "item", "value": format!("{product_id} x {quantity}")},
+                {"name": "item", "value": item},
                 {"name": "amount", "value": amount.amount().to_string(), "currency": amount.currency().code()}]},
             {"id": "pin", "fields": [{"name": "pin", "input": "digits", "length": 6}]},
             {"id": "result", "fields": []}]})
     }
-}
-
-/// The order a confirmation of session `id` makes (`o_` and 20 hex digits, like every order id).
-pub fn session_order_id(id: &str) -> String {
-    format!("o_{}", &sha256_hex(format!("{id}/order").as_bytes())[..20])
 }
 
 /// The processes a client falls back to, in order, when `process` does not launch: what the
@@ -346,35 +441,37 @@ mod tests {
         };
         let chain = fallback_chain(&FlowTable::house(), decision.process, "u");
         let client = SessionClient { platform: "android".into(), app_version: Some("9.1.0".into()) };
-        PaymentSession::for_purchase("ps_1".into(), "u", &purchase, "Tea", &decision, chain, client, now)
+        PaymentSession::new("ps_1".into(), "u", Pay::purchase(&purchase, "Tea"), &decision, chain, client, now)
     }
 
     #[test]
     fn a_session_pays_under_one_order_whatever_confirms_it_and_reports_its_outcome() {
         let open = session(100);
-        let order = open.order(600, 150);
-        assert_eq!(order.id, open.order(600, 999).id, "the order's id is the session's, not the time's");
+        let order = open.order(600, 150).unwrap();
+        assert_eq!(order.id, open.order(600, 999).unwrap().id, "the order's id is the session's, not the time's");
         assert_eq!((order.id.len(), order.id.starts_with("o_")), (22, true));
-        assert_ne!(order.id, session_order_id("ps_2"));
+        let other = PaymentSession { id: "ps_2".into(), ..open.clone() };
+        assert_ne!(order.id, other.payment_id());
         assert_eq!((order.amount.amount().to_string(), order.quantity, order.user.as_str()), ("9.00".into(), 2, "u"));
 
         assert_eq!(open.state(None, 100), State::Open);
         assert_eq!(open.state(None, 100 + SESSION_TTL_SECONDS), State::Expired);
         assert_eq!(open.check_open(100 + SESSION_TTL_SECONDS).unwrap_err().code, "payment_session_expired");
         let confirmed = PaymentSession {
-            stage: Stage::Confirmed { order_id: order.id.clone(), by: Process::SimulatedOnly, at: 150 },
+            stage: Stage::Confirmed { payment_id: order.id.clone(), by: Process::SimulatedOnly, at: 150 },
             ..open.clone()
         };
         assert_eq!(confirmed.state(None, 150), State::Processing);
+        assert_eq!(confirmed.state(None, 100 + SESSION_TTL_SECONDS), State::Expired, "never made, never will be");
         for (state, shown) in [
             (OrderState::AwaitingMerchant, State::Processing),
             (OrderState::Paid, State::Paid),
             (OrderState::Declined, State::Declined),
             (OrderState::Expired, State::Expired),
         ] {
-            let order = Order { state, ..order.clone() };
+            let payment = Payment::Order(Order { state, ..order.clone() });
             // Past the session's own expiry too: a confirmed session is its payment's outcome.
-            assert_eq!(confirmed.state(Some(&order), 100 + 2 * SESSION_TTL_SECONDS), shown);
+            assert_eq!(confirmed.state(Some(&payment), 100 + 2 * SESSION_TTL_SECONDS), shown);
         }
         assert_eq!(confirmed.check_open(150).unwrap_err().code, "payment_session_closed");
         let cancelled = PaymentSession { stage: Stage::Cancelled { at: 120 }, ..open.clone() };
@@ -382,7 +479,7 @@ mod tests {
             (cancelled.state(None, 130), cancelled.check_open(130).unwrap_err().code),
             (State::Cancelled, "payment_session_closed")
         );
-        let view = confirmed.view(Some(&order), 150);
+        let view = confirmed.view(Some(&Payment::Order(order.clone())), 150);
         assert_eq!(
             (view["state"].as_str(), view["confirmed"]["by"].as_str()),
             (Some("processing"), Some("simulated_only"))

@@ -1,6 +1,6 @@
 //! Payment sessions in DynamoDB (`PaymentSessionsTable`, key `id`): what the session fixed at
 //! creation as JSON text (`session`), beside the attributes its conditions need: `user`,
-//! `expires_at`, and its stage (`stage`: `open`, `confirmed` with `order_id`, `confirmed_by` and
+//! `expires_at`, and its stage (`stage`: `open`, `confirmed` with `payment_id`, `confirmed_by` and
 //! `confirmed_at`, or `cancelled` with `cancelled_at`).
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use super::breaker::{Counts, Outcome, Settings, windows};
 use super::policy::Process;
 use super::{PaymentSession, Stage};
 use crate::crypto::random_hex;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s, transact};
 
 /// Rule: a session is created once; its id derives from the request's Idempotency-Key.
 pub const SESSION_NEW: &str = "payment_session.new";
@@ -72,15 +72,48 @@ impl PaymentSessionStore {
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(&session.id))
-            .update_expression("SET stage = :confirmed, order_id = :order, confirmed_by = :by, confirmed_at = :now")
+            .update_expression("SET stage = :confirmed, payment_id = :payment, confirmed_by = :by, confirmed_at = :now")
             .condition_expression("stage = :open AND expires_at > :now")
             .expression_attribute_values(":confirmed", s("confirmed"))
             .expression_attribute_values(":open", s("open"))
-            .expression_attribute_values(":order", s(super::session_order_id(&session.id)))
+            .expression_attribute_values(":payment", s(session.payment_id()))
             .expression_attribute_values(":by", s(by.as_str()))
             .expression_attribute_values(":now", n(now))
             .build()?;
         Ok(Write::update(SESSION_OPEN, update))
+    }
+
+    /// Confirms `session` by `by` on its own (a mini-app charge's, claimed before its request is
+    /// relayed): false when it was no longer open.
+    pub async fn claim(&self, session: &PaymentSession, by: Process, now: i64) -> Result<bool, StoreError> {
+        match transact(&self.client, vec![self.confirm_item(session, by, now)?]).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.broke(SESSION_OPEN) => Ok(false),
+            Err(e) => Err(StoreError::caused("a session could not be claimed", e)),
+        }
+    }
+
+    /// Opens again session `id` that `by` claimed at `at` and could not pay (its request was never
+    /// recorded), so another confirmation may try.
+    pub async fn reopen(&self, id: &str, by: Process, at: i64) -> Result<(), StoreError> {
+        let reopened = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET stage = :open REMOVE payment_id, confirmed_by, confirmed_at")
+            .condition_expression("stage = :confirmed AND confirmed_by = :by AND confirmed_at = :at")
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":confirmed", s("confirmed"))
+            .expression_attribute_values(":by", s(by.as_str()))
+            .expression_attribute_values(":at", n(at))
+            .send()
+            .await;
+        match reopened {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Cancels `id` if it is still open (expired or not: nothing can move after either).
@@ -181,7 +214,7 @@ fn session_from(id: &str, item: &Item) -> Result<PaymentSession, StoreError> {
     session.stage = match get_s(item, "stage")? {
         "open" => Stage::Open,
         "confirmed" => Stage::Confirmed {
-            order_id: get_s(item, "order_id")?.to_owned(),
+            payment_id: get_s(item, "payment_id")?.to_owned(),
             by: serde_json::from_value(serde_json::json!(get_s(item, "confirmed_by")?))
                 .map_err(|e| corrupt(e.to_string()))?,
             at: get_n(item, "confirmed_at")?,

@@ -267,10 +267,10 @@ async fn concurrent_payments_under_faults_lose_and_double_nothing() {
             });
         }
         if i % 5 == 4 {
-            let (shops, turn) = (shops.clone(), in_flight.clone());
+            let (shops, apps, turn) = (shops.clone(), apps.clone(), in_flight.clone());
             clients.spawn(async move {
                 let _turn = turn.acquire_owned().await;
-                Client::Session(sessions::client(&shops[i % shops.len()], i / 5).await)
+                Client::Session(sessions::client(&shops[i % shops.len()], &apps[i % apps.len()], i / 5).await)
             });
         }
     }
