@@ -120,7 +120,7 @@ impl MiniAppsApi {
     ) -> Result<Response<Body>, Problem> {
         // Derived from the key and the app: a retry, even after its record expired, is this request.
         let request_id = format!("r_{}", &claim.scope.derived_id(&format!("miniapp-request/{app_id}"))[..20]);
-        let (relayed, app) = self.requests.relay(&request_id, user, app_id, input, now).await?;
+        let (relayed, app) = self.requests.relay(&request_id, user, app_id, input, Vec::new(), now).await?;
         self.answer(&claim, relayed, app.as_ref(), now).await
     }
 

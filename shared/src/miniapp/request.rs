@@ -159,6 +159,9 @@ pub enum Outcome {
         fault: ServerFault,
         detail: String,
     },
+    /// Relayed for a payment session that was cancelled (or expired) before the request was
+    /// recorded: nothing is charged, and the server is told so.
+    Withdrawn,
 }
 
 /// The charge, if the server asked for exactly what the user approved.
@@ -189,6 +192,7 @@ impl Outcome {
             Outcome::AmountMismatch { .. } => Some(catalogue::AMOUNT_MISMATCH),
             Outcome::InsufficientFunds { .. } => Some(catalogue::INSUFFICIENT_FUNDS),
             Outcome::WalletCurrencyMismatch { .. } => Some(catalogue::WALLET_CURRENCY_MISMATCH),
+            Outcome::Withdrawn => Some(catalogue::PAYMENT_SESSION_CLOSED),
             Outcome::ServerFailed { fault: ServerFault::Timeout, .. } => Some(catalogue::MINIAPP_SERVER_TIMEOUT),
             Outcome::ServerFailed { fault: ServerFault::Unreachable, .. } => {
                 Some(catalogue::MINIAPP_SERVER_UNREACHABLE)
@@ -219,6 +223,9 @@ impl Outcome {
             }
             Outcome::InsufficientFunds { amount } => {
                 format!("Your wallet does not have {amount} available for {title}; nothing was charged.")
+            }
+            Outcome::Withdrawn => {
+                format!("The payment to {title} was cancelled before it was made; nothing was charged.")
             }
             Outcome::WalletCurrencyMismatch { held } => {
                 format!("Your wallet holds {held}, not the currency {title} charges in; nothing was charged.")

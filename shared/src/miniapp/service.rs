@@ -11,7 +11,7 @@ use crate::Problem;
 use crate::aws::{self, MissingEnv};
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, Message, NewMessage};
-use crate::dynamo::transact;
+use crate::dynamo::{Write, transact};
 use crate::keys::{KeyService, TokenSecret};
 use crate::ledger::LedgerError;
 use crate::ledger::store::{Applied, LedgerStore, TransferError};
@@ -111,14 +111,16 @@ impl RequestService {
         Ok(app)
     }
 
-    /// Relays `input` of `user` to app `app_id` as request `request_id` and records how it ended:
-    /// the request as recorded (an earlier attempt's, if any), with its app when it still exists.
+    /// Relays `input` of `user` to app `app_id` as request `request_id` and records how it ended
+    /// (with `with`, see `commit`): the request as recorded (an earlier attempt's, if any), with
+    /// its app when it still exists.
     pub async fn relay(
         &self,
         request_id: &str,
         user: &str,
         app_id: &str,
         input: UserRequest,
+        with: Vec<Write>,
         now: i64,
     ) -> Result<(RelayedRequest, Option<MiniApp>), Problem> {
         // Independent reads, made together: an earlier attempt's record, the session, the app.
@@ -155,45 +157,68 @@ impl RequestService {
             outcome: judge(input.approved, reply),
             created_at: now,
         };
-        let relayed = self.commit(relayed, &app, now).await?;
+        let relayed = self.commit(relayed, &app, with, now).await?;
         Ok((relayed, Some(app)))
     }
 
-    /// Records how the request ended, with its charge (if any) and the outbox notice for the app's
-    /// server, in ONE transaction. Answers the request as recorded (an earlier attempt's, if any).
-    async fn commit(&self, mut relayed: RelayedRequest, app: &MiniApp, now: i64) -> Result<RelayedRequest, Problem> {
+    /// Records how the request ended, with its charge (if any), the outbox notice for the app's
+    /// server and `with` (a payment session's confirmation), in ONE transaction. Answers the
+    /// request as recorded (an earlier attempt's, if any). If a write of `with` is refused (the
+    /// session was cancelled meanwhile), the request is recorded `withdrawn` without it: nothing
+    /// is charged, and the server, which was asked, is told.
+    async fn commit(
+        &self,
+        mut relayed: RelayedRequest,
+        app: &MiniApp,
+        mut with: Vec<Write>,
+        now: i64,
+    ) -> Result<RelayedRequest, Problem> {
+        let theirs: Vec<&'static str> = with.iter().map(|w| w.rule).collect();
         let event = NotificationMessage::MiniAppOutcome { id: relayed.outcome_id(), request_id: relayed.id.clone() };
         let notice = event.outbox(&self.queue_url, 0).map_err(Problem::internal)?;
-        if let Some(charge) = relayed.charge(&app.owner_merchant_id).map_err(Problem::internal)? {
-            let with = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
-            match self.ledger.apply(&charge, with, now).await {
-                Ok(Applied::Now) => {
+        loop {
+            if let Some(charge) = relayed.charge(&app.owner_merchant_id).map_err(Problem::internal)? {
+                let mut items = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
+                items.extend(with.iter().cloned());
+                match self.ledger.apply(&charge, items, now).await {
+                    Ok(Applied::Now) => {
+                        self.outbox.send(&notice).await;
+                        return Ok(relayed);
+                    }
+                    Ok(Applied::Already) | Err(TransferError::Rejected(REQUEST_NEW)) => {
+                        return self.recorded(&relayed.id).await;
+                    }
+                    Err(TransferError::Rejected(rule)) if theirs.contains(&rule) => {
+                        relayed.outcome = Outcome::Withdrawn;
+                        with.clear();
+                        continue;
+                    }
+                    // Refused by the ledger: recorded like any refusal, and the server is told.
+                    Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. })) => {
+                        let amount =
+                            relayed.outcome.charged().ok_or_else(|| Problem::internal("a charge without amount"))?;
+                        relayed.outcome = Outcome::InsufficientFunds { amount };
+                    }
+                    Err(TransferError::Ledger(LedgerError::CurrencyMismatch { held, .. })) => {
+                        relayed.outcome = Outcome::WalletCurrencyMismatch { held: held.code().to_owned() };
+                    }
+                    Err(e) => return Err(Problem::from(e)),
+                }
+            }
+            let mut items = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
+            items.extend(with.iter().cloned());
+            match transact(&self.dynamodb, items).await {
+                Ok(()) => {
                     self.outbox.send(&notice).await;
                     return Ok(relayed);
                 }
-                Ok(Applied::Already) | Err(TransferError::Rejected(REQUEST_NEW)) => {
-                    return self.recorded(&relayed.id).await;
+                Err(e) if e.broke(REQUEST_NEW) => return self.recorded(&relayed.id).await,
+                Err(e) if !with.is_empty() && theirs.iter().any(|rule| e.broke(rule)) => {
+                    relayed.outcome = Outcome::Withdrawn;
+                    with.clear();
                 }
-                // Refused by the ledger: recorded like any refusal, and the server is told.
-                Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. })) => {
-                    let amount =
-                        relayed.outcome.charged().ok_or_else(|| Problem::internal("a charge without amount"))?;
-                    relayed.outcome = Outcome::InsufficientFunds { amount };
-                }
-                Err(TransferError::Ledger(LedgerError::CurrencyMismatch { held, .. })) => {
-                    relayed.outcome = Outcome::WalletCurrencyMismatch { held: held.code().to_owned() };
-                }
-                Err(e) => return Err(Problem::from(e)),
+                Err(e) => return Err(Problem::internal(e)),
             }
-        }
-        let items = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
-        match transact(&self.dynamodb, items).await {
-            Ok(()) => {
-                self.outbox.send(&notice).await;
-                Ok(relayed)
-            }
-            Err(e) if e.broke(REQUEST_NEW) => self.recorded(&relayed.id).await,
-            Err(e) => Err(Problem::internal(e)),
         }
     }
 

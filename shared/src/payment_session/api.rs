@@ -256,7 +256,9 @@ impl PaymentSessionsApi {
                     tokio::join!(self.policy.get(), self.control.table(), self.sessions.force(user));
                 // The facts are judged even when an admin forced the process.
                 let mut decision = policy.decide(&client, user)?;
-                let on = SessionClient { platform: client.platform.clone(), app_version: client.payment_app.version };
+                // The version counts only for an installed app (the policy checked it then).
+                let app_version = client.payment_app.version.filter(|_| client.payment_app.installed);
+                let on = SessionClient { platform: client.platform.clone(), app_version };
                 let chain = match force?.filter(|force| force.until > now) {
                     Some(force) => {
                         // A force is for testing a process: the breaker does not move it.
@@ -337,13 +339,9 @@ impl PaymentSessionsApi {
         if !breaker::MEASURED.contains(&process) {
             return;
         }
-        // One outcome per session and process: a client repeating a report cannot demote a process.
-        let counted = match self.sessions.first_measure(&session.id, process).await {
-            Ok(false) => return,
-            Ok(true) => self.breaker.record(&session.breaker_key(process), outcome, now_epoch_seconds()).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = counted {
+        // One outcome per user, process and window: one user cannot demote a process for everyone.
+        let key = session.breaker_key(process);
+        if let Err(e) = self.breaker.record(&key, &session.user, outcome, now_epoch_seconds()).await {
             tracing::warn!(error = %e, session = %session.id, "a launch's outcome could not be counted");
         }
     }
@@ -452,33 +450,27 @@ impl PaymentSessionsApi {
         self.as_it_is_now(&session.id, now).await
     }
 
-    /// A mini-app charge's confirmation: the session is claimed first (so a cancel cannot follow
-    /// the app's server being asked), then the request is relayed under the session's payment id
-    /// and recorded with its charge; the outcome is posted in the user's conversation with the
-    /// app. A request that could not be recorded opens the session again.
+    /// A mini-app charge's confirmation: the request is relayed to the app's server under the
+    /// session's payment id, then recorded with its charge and the session's confirmation in one
+    /// transaction, as the mini-apps route records one; a session cancelled or expired meanwhile
+    /// records it withdrawn (nothing charged, the server told). Its outcome is posted in the
+    /// user's conversation with the app.
     async fn charge(&self, session: PaymentSession, by: Process) -> Result<Response<Body>, Problem> {
         let (app_id, input) = session.miniapp_request().ok_or_else(|| Problem::internal("not a mini-app charge"))?;
         let now = now_epoch_seconds();
-        // Checked before the claim: a mini-app session expired since is the user's to renew.
-        self.requests.check(&session.user, app_id, &input, now).await?;
-        if !self.sessions.claim(&session, by, now).await? {
-            return self.as_it_is_now(&session.id, now).await;
-        }
-        let relayed = match self.requests.relay(&session.payment_id(), &session.user, app_id, input, now).await {
-            Ok(relayed) => relayed,
-            Err(problem) => {
-                if let Err(e) = self.sessions.reopen(&session.id, by, now).await {
-                    tracing::error!(error = %e, session = %session.id, "a claimed session could not be opened again");
-                }
-                return Err(problem);
-            }
-        };
-        self.measure(&session, by, Outcome::Success).await;
-        let (relayed, app) = relayed;
+        let confirm = vec![self.sessions.confirm_item(&session, by, now)?];
+        let (relayed, app) =
+            self.requests.relay(&session.payment_id(), &session.user, app_id, input, confirm, now).await?;
         self.requests.post_outcome(&relayed, app.as_ref()).await?;
-        let session =
-            PaymentSession { stage: Stage::Confirmed { payment_id: relayed.id.clone(), by, at: now }, ..session };
-        Ok(json_response(StatusCode::OK, &session.view(Some(&Payment::Request(relayed)), now)))
+        let session = self.sessions.get(&session.id).await?.ok_or_else(|| Problem::internal("a session vanished"))?;
+        match session.stage {
+            Stage::Confirmed { by: confirmed_by, at, .. } if confirmed_by == by && at == now => {
+                self.measure(&session, by, Outcome::Success).await;
+                Ok(json_response(StatusCode::OK, &session.view(Some(&Payment::Request(relayed)), now)))
+            }
+            Stage::Confirmed { .. } => self.as_it_stands(&session, now).await,
+            _ => Err(session.check_open(now).err().unwrap_or_else(|| Problem::internal("an open session refused"))),
+        }
     }
 
     /// The answer to a confirmation another one beat (or a cancel): the session as it now is.
@@ -491,37 +483,27 @@ impl PaymentSessionsApi {
     }
 
     /// A confirmed session's answer to a confirmation that did not make its payment: as it stands.
-    /// A payment well overdue (the confirmation that made it died first) is carried on: an order
-    /// still waiting for its merchant is sent again, to an active merchant (the merchant sees one
-    /// order id, and its decision is applied once); a mini-app request never recorded is relayed
-    /// under its id, while the session lasts.
+    /// An order still waiting for its merchant well after it was made (the confirmation that made
+    /// it died before sending it) is sent again, to an active merchant: the merchant sees one order
+    /// id, and its decision is applied once.
     async fn as_it_stands(&self, session: &PaymentSession, now: i64) -> Result<Response<Body>, Problem> {
-        let Stage::Confirmed { at, .. } = session.stage else { return Err(Problem::internal("not confirmed")) };
-        let overdue = |since: i64| now - since >= FORWARD_AGAIN_AFTER_SECONDS;
         let payment = match self.payment(session).await? {
             Some(Payment::Order(waiting))
-                if waiting.state == OrderState::AwaitingMerchant && overdue(waiting.created_at) =>
+                if waiting.state == OrderState::AwaitingMerchant
+                    && now - waiting.created_at >= FORWARD_AGAIN_AFTER_SECONDS =>
             {
                 match self.checkout.merchants.active(&waiting.merchant_id).await {
                     Ok(merchant) => Some(Payment::Order(self.checkout.forward(&merchant, waiting, now).await)),
                     Err(_) => Some(Payment::Order(waiting)),
                 }
             }
-            None if overdue(at) && now < session.expires_at => match session.miniapp_request() {
-                Some((app_id, input)) => {
-                    match self.requests.relay(&session.payment_id(), &session.user, app_id, input, now).await {
-                        Ok((relayed, app)) => {
-                            self.requests.post_outcome(&relayed, app.as_ref()).await?;
-                            Some(Payment::Request(relayed))
-                        }
-                        Err(problem) => {
-                            tracing::warn!(session = %session.id, %problem, "an overdue mini-app request could not be relayed");
-                            None
-                        }
-                    }
-                }
-                None => None,
-            },
+            // Its outcome's message is posted once; a confirmation that died before posting it is
+            // carried on here.
+            Some(Payment::Request(relayed)) => {
+                let app = self.requests.apps.store.get(&relayed.app_id).await?;
+                self.requests.post_outcome(&relayed, app.as_ref()).await?;
+                Some(Payment::Request(relayed))
+            }
             payment => payment,
         };
         Ok(json_response(StatusCode::OK, &session.view(payment.as_ref(), now)))

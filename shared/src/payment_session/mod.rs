@@ -277,9 +277,7 @@ impl PaymentSession {
             (Stage::Open, _) if now >= self.expires_at => State::Expired,
             (Stage::Open, _) => State::Open,
             (Stage::Cancelled { .. }, _) => State::Cancelled,
-            // A purchase's order commits with the confirmation, so it is on its way; a mini-app's
-            // request is relayed after it, and none made by the session's expiry never will be.
-            (Stage::Confirmed { .. }, None) if now >= self.expires_at => State::Expired,
+            // The payment commits with the confirmation: read before it, it is on its way.
             (Stage::Confirmed { .. }, None) => State::Processing,
             (Stage::Confirmed { .. }, Some(payment)) => payment.state(),
         }
@@ -462,7 +460,6 @@ mod tests {
             ..open.clone()
         };
         assert_eq!(confirmed.state(None, 150), State::Processing);
-        assert_eq!(confirmed.state(None, 100 + SESSION_TTL_SECONDS), State::Expired, "never made, never will be");
         for (state, shown) in [
             (OrderState::AwaitingMerchant, State::Processing),
             (OrderState::Paid, State::Paid),

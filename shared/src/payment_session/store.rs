@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, Update};
+use aws_sdk_dynamodb::types::{Delete, KeysAndAttributes, Put, Update};
 
 use super::breaker::{Counts, Outcome, Settings, windows};
 use super::policy::Process;
 use super::{PaymentSession, Stage};
 use crate::crypto::random_hex;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s, transact};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 
 /// Rule: a session is created once; its id derives from the request's Idempotency-Key.
 pub const SESSION_NEW: &str = "payment_session.new";
@@ -83,39 +83,6 @@ impl PaymentSessionStore {
         Ok(Write::update(SESSION_OPEN, update))
     }
 
-    /// Confirms `session` by `by` on its own (a mini-app charge's, claimed before its request is
-    /// relayed): false when it was no longer open.
-    pub async fn claim(&self, session: &PaymentSession, by: Process, now: i64) -> Result<bool, StoreError> {
-        match transact(&self.client, vec![self.confirm_item(session, by, now)?]).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.broke(SESSION_OPEN) => Ok(false),
-            Err(e) => Err(StoreError::caused("a session could not be claimed", e)),
-        }
-    }
-
-    /// Opens again session `id` that `by` claimed at `at` and could not pay (its request was never
-    /// recorded), so another confirmation may try.
-    pub async fn reopen(&self, id: &str, by: Process, at: i64) -> Result<(), StoreError> {
-        let reopened = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", s(id))
-            .update_expression("SET stage = :open REMOVE payment_id, confirmed_by, confirmed_at")
-            .condition_expression("stage = :confirmed AND confirmed_by = :by AND confirmed_at = :at")
-            .expression_attribute_values(":open", s("open"))
-            .expression_attribute_values(":confirmed", s("confirmed"))
-            .expression_attribute_values(":by", s(by.as_str()))
-            .expression_attribute_values(":at", n(at))
-            .send()
-            .await;
-        match reopened {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Cancels `id` if it is still open (expired or not: nothing can move after either).
     pub async fn cancel(&self, id: &str, now: i64) -> Result<Cancel, StoreError> {
         let cancelled = self
@@ -136,27 +103,6 @@ impl PaymentSessionStore {
                 let session = self.get(id).await?.ok_or_else(|| StoreError::new("a cancelled session vanished"))?;
                 Ok(Cancel::NotOpen(Box::new(session)))
             }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Marks that session `id`'s launch of `process` was counted by the circuit breaker: true the
-    /// first time only, so one session's reports count once however often they are sent.
-    pub async fn first_measure(&self, id: &str, process: Process) -> Result<bool, StoreError> {
-        let marked = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", s(id))
-            .update_expression("ADD measured :process")
-            .condition_expression("attribute_exists(id) AND NOT contains(measured, :name)")
-            .expression_attribute_values(":process", AttributeValue::Ss(vec![process.as_str().to_owned()]))
-            .expression_attribute_values(":name", s(process.as_str()))
-            .send()
-            .await;
-        match marked {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -214,7 +160,8 @@ fn session_from(id: &str, item: &Item) -> Result<PaymentSession, StoreError> {
     session.stage = match get_s(item, "stage")? {
         "open" => Stage::Open,
         "confirmed" => Stage::Confirmed {
-            payment_id: get_s(item, "payment_id")?.to_owned(),
+            // `order_id` in sessions confirmed before mini-app charges.
+            payment_id: get_s(item, "payment_id").or_else(|_| get_s(item, "order_id"))?.to_owned(),
             by: serde_json::from_value(serde_json::json!(get_s(item, "confirmed_by")?))
                 .map_err(|e| corrupt(e.to_string()))?,
             at: get_n(item, "confirmed_at")?,
@@ -231,7 +178,8 @@ pub const BREAKER_SHARDS: u32 = 8;
 
 /// The circuit breaker's counters (`PaymentBreakerTable`, key `id`:
 /// `<process>/<platform>/<app version>#<window>#<shard>`, with `failures`, `successes` and
-/// `expires_at`, two windows after its own, for the TTL).
+/// `expires_at`, three windows on, for the TTL), and a marker per user who counted in a window
+/// (`user#<key>#<window>#<user>`).
 #[derive(Clone, Debug)]
 pub struct BreakerStore {
     client: Client,
@@ -244,9 +192,26 @@ impl BreakerStore {
         BreakerStore { client, table: table.into(), settings }
     }
 
-    /// Counts one launch's `outcome` under `key`, on a shard of the current window chosen at random.
-    pub async fn record(&self, key: &str, outcome: Outcome, now: i64) -> Result<(), StoreError> {
+    /// Counts one launch's `outcome` under `key` for `user`, on a shard of the current window
+    /// chosen at random: the user's first outcome under `key` in the window only (a marker item,
+    /// put if absent), so one user, however many sessions they start, counts once per window.
+    pub async fn record(&self, key: &str, user: &str, outcome: Outcome, now: i64) -> Result<(), StoreError> {
         let [window, _] = windows(now, &self.settings);
+        let expires = n((window + 3) * self.settings.window_seconds);
+        let marked = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("id", s(format!("user#{key}#{window}#{user}")))
+            .item("expires_at", expires.clone())
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match marked {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
         let shard = u32::from_str_radix(&random_hex::<1>(), 16).unwrap_or(0) % BREAKER_SHARDS;
         let counter = match outcome {
             Outcome::Failure => "failures",
@@ -258,7 +223,7 @@ impl BreakerStore {
             .key("id", s(format!("{key}#{window}#{shard}")))
             .update_expression(format!("ADD {counter} :one SET expires_at = :expires"))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":expires", n((window + 3) * self.settings.window_seconds))
+            .expression_attribute_values(":expires", expires)
             .send()
             .await?;
         Ok(())

@@ -1,12 +1,13 @@
 //! Payment sessions under faults: a user sets a payment PIN, starts a session for a purchase (or,
 //! one user in three, a charge in a mini-app they verified) and confirms it from two loading
-//! processes at once (the payment app came up late while the sheet confirmed), and every third user
+//! processes at once (the payment app came up late while the sheet confirmed), and every fourth user
 //! cancels at the same moment. Whatever the faults, the session pays at most once, under the one
 //! payment its id derives, and every answer holds.
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use superpay::ledger::AccountId;
+use superpay::miniapp::Outcome;
 use superpay::miniapp::store::RequestStore;
 use superpay::purchase::store::OrderStore;
 use superpay_e2e::{Env, unique};
@@ -93,7 +94,7 @@ pub async fn client(shop: &TestMerchant, app: &str, i: usize) -> Client {
     };
     let cancel = async {
         let mut attempts = Attempts::default();
-        if !i.is_multiple_of(3) {
+        if !i.is_multiple_of(4) {
             return (attempts, None);
         }
         let body = json!({"event": "cancelled", "process": "foreground_app"});
@@ -111,7 +112,7 @@ pub async fn client(shop: &TestMerchant, app: &str, i: usize) -> Client {
         client.confirms.push(told.unwrap_or_else(|| attempts.gave_up()));
     }
     client.attempts.tries += cancelling.tries;
-    client.cancel = cancelled.map(Some).unwrap_or_else(|| (i.is_multiple_of(3)).then(|| cancelling.gave_up()));
+    client.cancel = cancelled.map(Some).unwrap_or_else(|| i.is_multiple_of(4).then(|| cancelling.gave_up()));
     client
 }
 
@@ -131,18 +132,23 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
         })
         .chain(requests.iter().map(|r| {
             let charged = r.outcome.charged().map(|m| m.amount());
-            (
-                r.user.clone(),
-                if charged.is_some() { "paid" } else { "failed" },
-                r.id.clone(),
-                charged.unwrap_or_default(),
-            )
+            let state = match (&r.outcome, charged) {
+                // Relayed while the session was cancelled: recorded so, and never the session's.
+                (Outcome::Withdrawn, _) => "withdrawn",
+                (_, Some(_)) => "paid",
+                (_, None) => "failed",
+            };
+            (r.user.clone(), state, r.id.clone(), charged.unwrap_or_default())
         }))
         .collect();
     for client in clients {
         let theirs: Vec<_> = payments.iter().filter(|p| p.0 == client.user).collect();
         assert!(theirs.len() <= 1, "{client:?}: {theirs:?}");
-        let order = theirs.first().map(|p| Paid { state: p.1, id: &p.2, amount: p.3 });
+        let withdrawn = theirs.first().is_some_and(|p| p.1 == "withdrawn");
+        if withdrawn {
+            assert!(client.cancel.is_some(), "{client:?}: withdrawn without a cancel: {theirs:?}");
+        }
+        let order = theirs.first().filter(|p| p.1 != "withdrawn").map(|p| Paid { state: p.1, id: &p.2, amount: p.3 });
         // The session is the truth: confirmed under its one payment, or not confirmed and none.
         if let Some(id) = &client.session {
             // Read as a client would: the stack still injects faults.
