@@ -49,6 +49,7 @@ const COLD_PROBES: &[(&str, &str)] = &[
     ("CashChecksFunction", "cash-checks/check-handled.json"),
     ("LinksFunction", "links/list.json"),
     ("FlowsFunction", "flows/dry-run.json"),
+    ("PaymentSessionsFunction", "payment-sessions/get-unknown.json"),
 ];
 
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";
