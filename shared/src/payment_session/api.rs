@@ -267,7 +267,7 @@ impl PaymentSessionsApi {
                     }
                     None => {
                         let chain = fallback_chain(&table, decision.process, user);
-                        self.around_demoted(&mut decision, chain, &on, now).await
+                        self.around_demoted(&mut decision, chain, &on, &policy, now).await
                     }
                 };
                 let id = format!("ps_{}", claim.scope.derived_id("payment-session"));
@@ -307,6 +307,7 @@ impl PaymentSessionsApi {
         decision: &mut Decision,
         chain: Vec<Process>,
         on: &SessionClient,
+        policy: &Policy,
         now: i64,
     ) -> Vec<Process> {
         let key = |process| breaker::key(process, &on.platform, on.app_version.as_deref());
@@ -329,6 +330,8 @@ impl PaymentSessionsApi {
         if let Some(why) = why {
             decision.reason = format!("{}; {why}", decision.reason);
             decision.process = kept[0];
+            // The chosen rule's deadline was for the demoted process: the policy's own applies.
+            decision.launch_deadline_ms = policy.launch_deadline_ms();
         }
         kept[1..].to_vec()
     }

@@ -250,6 +250,11 @@ impl Policy {
     }
 
     /// The process for `client` and `user` (rollouts), and why.
+    /// How long a client waits for the payment app unless a rule says otherwise.
+    pub fn launch_deadline_ms(&self) -> u64 {
+        self.launch_deadline_ms
+    }
+
     /// The decision when an admin forced `process` for the user until `until`: the policy's
     /// launch deadline, the reason saying so.
     pub fn forced(&self, process: Process, until: i64) -> Decision {

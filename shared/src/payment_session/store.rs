@@ -133,6 +133,8 @@ impl PaymentSessionStore {
             ("id".to_owned(), s(format!("force#{user}"))),
             ("process".to_owned(), s(force.process.as_str())),
             ("until".to_owned(), n(force.until)),
+            // Gone a day after it ends (the table's TTL; sessions never carry it).
+            ("gone_at".to_owned(), n(force.until + 86_400)),
         ]);
         Ok(Write::put(FORCE_SET, Put::builder().table_name(&self.table).set_item(Some(item)).build()?))
     }
