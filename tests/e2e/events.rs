@@ -272,4 +272,7 @@ async fn payment_session_events_answer_as_documented() {
     assert_eq!(paid["state"], "paid", "{paid}");
     let forced = invoke("PaymentSessionsFunction", "payment-sessions/force.json").await;
     assert_eq!(forced["statusCode"], 200, "{forced}");
+    // demo-user's PIN (set above) reset by an admin.
+    let reset = invoke("PaymentSessionsFunction", "payment-sessions/reset-pin.json").await;
+    assert_eq!(reset["statusCode"], 200, "{reset}");
 }

@@ -370,6 +370,28 @@ async fn the_payment_pin_is_set_changed_and_locked_after_five_wrong_tries_until_
     .await;
     assert_eq!(paid["state"], "paid", "{paid}");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1800, 2));
+
+    // Forgotten: support resets it (admins only, audited), and the user sets a new one.
+    let env = Env::get();
+    let reset = |token: String| {
+        let url = env.url(&format!("/payment-pins/{user}"));
+        async move {
+            let response = env.http().delete(url).bearer_auth(token).send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(reset(env.token(&user, &[])).await.0, StatusCode::FORBIDDEN, "only an admin resets");
+    assert_eq!(reset(env.admin_token()).await, (StatusCode::OK, json!({"user": user, "payment_pin": "reset"})));
+    let (status, problem) = reset(env.admin_token()).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_pin_not_set")));
+    assert_eq!(env.partition("AuditTable", "resource", &format!("payment-pin/{user}")).await.len(), 1);
+    let events = env.partition("SecurityEventsTable", "user", &user).await;
+    let kinds: Vec<_> = events.iter().filter_map(|e| e.get("kind").and_then(|k| k.as_s().ok())).collect();
+    assert!(
+        kinds.contains(&&"payment_pin.reset".to_owned()) && kinds.contains(&&"payment_pin.changed".to_owned()),
+        "{kinds:?}"
+    );
+    assert_eq!(set_pin(&user, &json!({"pin": "135790"})).await.0, StatusCode::CREATED);
 }
 
 /// A client on iOS with a payment app version no other test uses, so its launches are its own.

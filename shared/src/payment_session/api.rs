@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::breaker::{self, Outcome};
 use super::pin::Pin;
-use super::pin::store::{PinStore, Set};
+use super::pin::store::{PIN_SET, PinStore, Set, not_set};
 use super::policy::{ClientFacts, Decision, GROUP, Policy, Process};
 use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_NEW, SESSION_OPEN};
 use super::{Event, Pay, Payment, PaymentSession, SessionClient, Stage, fallback_chain};
@@ -204,6 +204,7 @@ impl PaymentSessionsApi {
             }
             "POST /payment-sessions/{id}/confirm" => self.confirm(&request, &caller).await,
             "PUT /payment-forces/{user}" | "DELETE /payment-forces/{user}" => self.force(&request, &caller).await,
+            "DELETE /payment-pins/{user}" => self.reset_pin(&request, &caller).await,
             "POST /payment-sessions/{id}/events" => self.event(&request, &caller).await,
             "PUT /payment-pin" => {
                 let PinRequest { pin, old_pin } = json_body(&request)?;
@@ -379,6 +380,23 @@ impl PaymentSessionsApi {
         let entry = AuditEntry::now(resource, "payment_force.set", &admin.subject, view["forced"].clone());
         commit_audited(&self.dynamodb, &self.audit_table, entry, self.sessions.force_item(user, &force)?).await?;
         Ok(json_response(StatusCode::OK, &view))
+    }
+
+    /// `DELETE /payment-pins/{user}`: an admin resets a user's forgotten PIN (after checking who
+    /// asks, outside superpay), audited and recorded as the user's security event in the same
+    /// transaction; the user then sets a new one with `PUT /payment-pin`, no old PIN needed.
+    async fn reset_pin(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let admin = caller.clone().require_admin()?;
+        let user = crate::ids::check("user", path_parameter(request, "user")?)?;
+        let now = now_epoch_seconds();
+        let entry = AuditEntry::now(format!("payment-pin/{user}"), "payment_pin.reset", &admin.subject, json!({}));
+        let mut writes = self.pins.reset_items(user, now)?;
+        writes.push(entry.put_item(&self.audit_table, &uuid::Uuid::new_v4().to_string())?);
+        match transact(&self.dynamodb, writes).await {
+            Ok(()) => Ok(json_response(StatusCode::OK, &json!({"user": user, "payment_pin": "reset"}))),
+            Err(e) if e.broke(PIN_SET) => Err(not_set()),
+            Err(e) => Err(Problem::internal(e)),
+        }
     }
 
     /// The caller's session named by the path; another user's is as unknown as a missing one.

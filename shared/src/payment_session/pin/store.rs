@@ -6,7 +6,7 @@
 //! records a security event for the user in the same transaction.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, Update};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue, Update};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::MacAlgorithmSpec;
 use serde_json::json;
@@ -20,6 +20,8 @@ use crate::security::SecurityEvent;
 
 /// Rule: a first PIN is set only where none is.
 pub const PIN_NEW: &str = "payment_pin.new";
+/// Rule: a PIN is reset only where one is.
+pub const PIN_SET: &str = "payment_pin.set";
 /// Rule: a PIN is changed only from the one its old PIN matched.
 pub const PIN_UNCHANGED: &str = "payment_pin.unchanged";
 
@@ -251,6 +253,26 @@ impl PinStore {
             )),
             Err(e) => Err(Problem::internal(e)),
         }
+    }
+}
+
+impl PinStore {
+    /// The writes that remove `user`'s PIN (only if one is set) and record that for the user, for
+    /// an admin's reset of a forgotten PIN: the user then sets a new one as the first time.
+    pub fn reset_items(&self, user: &str, now: i64) -> Result<Vec<Write>, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .condition_expression("attribute_exists(pin_hash)")
+            .build()?;
+        let event = SecurityEvent {
+            user: user.to_owned(),
+            id: format!("payment-pin-reset/{now}"),
+            kind: "payment_pin.reset",
+            at: now,
+            detail: json!({}),
+        };
+        Ok(vec![Write::delete(PIN_SET, delete), event.put_item(&self.security_table)?])
     }
 }
 
