@@ -361,9 +361,24 @@ async fn the_payment_pin_is_set_changed_and_locked_after_five_wrong_tries_until_
     // Locked: even the right PIN waits (locally PaymentPinLockoutSeconds is 3), and nothing moved.
     let (status, problem) = confirm(&user, &id, "foreground_app", PIN).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::LOCKED, Some("payment_pin_locked")), "{problem}");
-    assert!(problem["locked_until"].as_i64().is_some(), "{problem}");
+    let first = problem["locked_until"].as_i64().unwrap();
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(2000, 2));
-    let paid = eventually(8, "the lockout's end", || async {
+    // Waited out, five more wrong tries lock it again for twice as long (6 s).
+    eventually(8, "the lockout's end", || async {
+        let (status, _) = confirm(&user, &id, "foreground_app", "135790").await;
+        (status == StatusCode::FORBIDDEN).then_some(())
+    })
+    .await;
+    for left in (0..4).rev() {
+        let (_, problem) = confirm(&user, &id, "foreground_app", "135790").await;
+        assert_eq!(problem["tries_left"], left, "{problem}");
+    }
+    let (status, problem) = confirm(&user, &id, "foreground_app", PIN).await;
+    assert_eq!(status, StatusCode::LOCKED, "{problem}");
+    let second = problem["locked_until"].as_i64().unwrap();
+    let now = superpay::clock::now_epoch_seconds();
+    assert!(second - now >= 4 && second > first, "a second lockout of 6 s: until {second}, now {now}");
+    let paid = eventually(10, "the second lockout's end", || async {
         let (status, answer) = confirm(&user, &id, "foreground_app", PIN).await;
         (status == StatusCode::OK).then_some(answer)
     })

@@ -96,10 +96,22 @@ pub fn matches(peppered: &[u8], stored: &str) -> bool {
     pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, peppered, &expected).is_ok()
 }
 
-/// When a PIN with `tries` wrong tries, the last at `last_try_at`, opens again (`None`: it is not
-/// locked at `now`). The store's conditions are this rule written for DynamoDB.
-pub fn locked_until(tries: u32, last_try_at: i64, lockout_seconds: i64, now: i64) -> Option<i64> {
-    let until = last_try_at + lockout_seconds;
+/// The longest a lockout lasts.
+pub const MAX_LOCKOUT_SECONDS: i64 = 86_400;
+
+/// How long a lockout lasts after `earlier` lockouts in a row (since the last right PIN): `base`
+/// (template `PaymentPinLockoutSeconds`), doubled at each, at most a day; so a guesser who waits
+/// out every lockout gets ever fewer tries a day, not 480 forever.
+pub fn lockout_seconds(base: i64, earlier: u32) -> i64 {
+    base.saturating_mul(1_i64 << earlier.min(30)).min(MAX_LOCKOUT_SECONDS.max(base))
+}
+
+/// When a PIN with `tries` wrong tries, the last at `last_try_at`, locked until `until` by its
+/// fifth (when that was recorded), opens again (`None`: it is not locked at `now`). At least
+/// `base` after the last try, whatever was recorded. The store's conditions are this rule written
+/// for DynamoDB.
+pub fn locked_until(tries: u32, last_try_at: i64, until: Option<i64>, base: i64, now: i64) -> Option<i64> {
+    let until = (last_try_at + base).max(until.unwrap_or(i64::MIN));
     (tries >= MAX_TRIES && now < until).then_some(until)
 }
 
@@ -160,10 +172,21 @@ mod tests {
 
     #[test]
     fn the_lockout_starts_at_the_fifth_wrong_try_and_ends_after_its_time() {
-        assert_eq!(locked_until(4, 100, 900, 101), None);
-        assert_eq!(locked_until(5, 100, 900, 101), Some(1000));
-        assert_eq!(locked_until(5, 100, 900, 999), Some(1000));
-        assert_eq!(locked_until(5, 100, 900, 1000), None);
+        assert_eq!(locked_until(4, 100, None, 900, 101), None);
+        assert_eq!(locked_until(5, 100, None, 900, 101), Some(1000));
+        assert_eq!(locked_until(5, 100, None, 900, 999), Some(1000));
+        assert_eq!(locked_until(5, 100, None, 900, 1000), None);
+        // A longer lockout recorded by the fifth try holds; an old one does not shorten it.
+        assert_eq!(locked_until(5, 100, Some(1900), 900, 1000), Some(1900));
+        assert_eq!(locked_until(5, 100, Some(50), 900, 101), Some(1000));
+    }
+
+    #[test]
+    fn each_lockout_in_a_row_lasts_twice_the_one_before_up_to_a_day() {
+        assert_eq!((0..4).map(|n| lockout_seconds(900, n)).collect::<Vec<_>>(), [900, 1800, 3600, 7200]);
+        assert_eq!(lockout_seconds(900, 7), MAX_LOCKOUT_SECONDS);
+        assert_eq!(lockout_seconds(900, u32::MAX), MAX_LOCKOUT_SECONDS);
+        assert_eq!(lockout_seconds(3, 1), 6);
     }
 
     #[test]

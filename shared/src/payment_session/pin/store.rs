@@ -11,7 +11,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::MacAlgorithmSpec;
 use serde_json::json;
 
-use super::{MAX_TRIES, Pin, hash, locked, locked_until, matches, wrong};
+use super::{MAX_TRIES, Pin, hash, locked, locked_until, lockout_seconds, matches, wrong};
 use crate::Problem;
 use crate::crypto::random_hex;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s, transact};
@@ -96,15 +96,19 @@ impl PinStore {
             }
         };
         if !matches(&peppered, &stored) {
+            if tries >= MAX_TRIES {
+                self.lock(user, &item, now).await;
+            }
             return Err(wrong(tries));
         }
-        // Right: the count starts again, unless wrong tries were counted meanwhile (those stand).
+        // Right: the count and the lockouts start again, unless wrong tries were counted meanwhile
+        // (those stand).
         let reset = self
             .dynamodb
             .update_item()
             .table_name(&self.table)
             .key("user", s(user))
-            .update_expression("SET tries = :zero")
+            .update_expression("SET tries = :zero, lockouts = :zero REMOVE locked_until")
             .condition_expression("pin_hash = :hash AND tries = :seen")
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":hash", s(&stored))
@@ -115,6 +119,30 @@ impl PinStore {
             Ok(_) => Ok(stored),
             Err(e) if conditional_failed(&e) => Ok(stored),
             Err(e) => Err(StoreError::from(e).into()),
+        }
+    }
+
+    /// Records the lockout the fifth wrong try in a row (`item`, as it left it) began: its end, by
+    /// how many came before it, and one more lockout. If it cannot be written, the lockout is the
+    /// base one (the store's conditions hold it from the last try regardless).
+    async fn lock(&self, user: &str, item: &Item, now: i64) {
+        let earlier = if item.contains_key("lockouts") { get_n(item, "lockouts").unwrap_or(0) } else { 0 };
+        let until = now + lockout_seconds(self.lockout_seconds, earlier);
+        let locked = self
+            .dynamodb
+            .update_item()
+            .table_name(&self.table)
+            .key("user", s(user))
+            .update_expression("SET locked_until = :until, lockouts = :lockouts")
+            .condition_expression("tries >= :max AND last_try_at = :at")
+            .expression_attribute_values(":until", n(until))
+            .expression_attribute_values(":lockouts", n(earlier + 1))
+            .expression_attribute_values(":max", n(MAX_TRIES))
+            .expression_attribute_values(":at", n(now))
+            .send()
+            .await;
+        if let Err(e) = locked.map_err(StoreError::from) {
+            tracing::warn!(error = %e, "a lockout's end could not be recorded; the base lockout holds");
         }
     }
 
@@ -163,7 +191,10 @@ impl PinStore {
             .table_name(&self.table)
             .key("user", s(user))
             .update_expression("SET tries = :one, last_try_at = :now")
-            .condition_expression("attribute_exists(pin_hash) AND tries >= :max AND last_try_at <= :opened")
+            .condition_expression(
+                "attribute_exists(pin_hash) AND tries >= :max AND last_try_at <= :opened \
+                 AND (attribute_not_exists(locked_until) OR locked_until <= :now)",
+            )
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":max", n(MAX_TRIES))
@@ -177,7 +208,9 @@ impl PinStore {
             Err(e) => return Err(StoreError::from(e).into()),
         }
         let item = self.get(user).await?.ok_or_else(not_set)?;
-        let until = locked_until(get_n(&item, "tries")?, get_n(&item, "last_try_at")?, self.lockout_seconds, now);
+        let recorded = if item.contains_key("locked_until") { Some(get_n(&item, "locked_until")?) } else { None };
+        let until =
+            locked_until(get_n(&item, "tries")?, get_n(&item, "last_try_at")?, recorded, self.lockout_seconds, now);
         // Not locked by now: the lockout ended between the writes; a try again takes it.
         Err(locked(until.unwrap_or(now)))
     }
