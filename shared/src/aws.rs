@@ -17,6 +17,11 @@ pub fn env(name: &str) -> Result<String, MissingEnv> {
     std::env::var(name).map_err(|_| MissingEnv(name.to_owned()))
 }
 
+/// A number of seconds from the function's environment (a TTL, a lockout, a window).
+pub fn seconds(name: &str) -> Result<i64, MissingEnv> {
+    env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number of seconds)")))
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("environment variable {0} is not set or not valid; template.yaml sets it for every function that needs it")]
 pub struct MissingEnv(pub String);

@@ -109,6 +109,11 @@ pub fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreEr
     }
 }
 
+/// A number attribute the item may lack: `None` then.
+pub fn get_n_opt<T: std::str::FromStr>(item: &Item, name: &str) -> Result<Option<T>, StoreError> {
+    if item.contains_key(name) { get_n(item, name).map(Some) } else { Ok(None) }
+}
+
 /// One write of a transaction, named for the rule its condition states (`"order.still_pending"`),
 /// so a cancelled transaction reports which rules failed by name, not by a position that shifts
 /// whenever an item is added.

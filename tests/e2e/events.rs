@@ -18,13 +18,18 @@ async fn invoke(function: &str, file: &str) -> Value {
     response.json().await.expect("a JSON result")
 }
 
+/// The JSON body of a function's answer to an HTTP event.
+fn body(answer: &Value) -> Value {
+    serde_json::from_str(answer["body"].as_str().expect("an HTTP answer's body")).expect("a JSON body")
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn config_events_answer_as_documented() {
     // The test stack starts empty but for infra/seed.json, so these are the answers on a fresh stack.
     let fetch = invoke("ConfigFunction", "config/fetch.json").await;
     assert_eq!(fetch["statusCode"], 200);
-    let body: Value = serde_json::from_str(fetch["body"].as_str().unwrap()).unwrap();
+    let body = body(&fetch);
     assert_eq!((body["group"].as_str(), body["version"].as_u64()), (Some("payment-ui"), Some(1)));
     assert_eq!(invoke("ConfigFunction", "config/fetch-up-to-date.json").await["statusCode"], 304);
     assert_eq!(invoke("ConfigFunction", "config/fetch-bad-version.json").await["statusCode"], 400);
@@ -52,7 +57,7 @@ async fn purchase_events_answer_as_documented() {
     // infra/seed.json funds demo-user and registers m_demo, whose product server (the simulator) confirms.
     let create = invoke("PurchasesFunction", "purchases/create.json").await;
     assert_eq!(create["statusCode"], 201, "{create}");
-    let order: Value = serde_json::from_str(create["body"].as_str().unwrap()).unwrap();
+    let order = body(&create);
     assert_eq!(order["state"], "paid");
     assert_eq!(invoke("PurchasesFunction", "purchases/get-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("PurchasesFunction", "purchases/decision-unsigned.json").await["statusCode"], 401);
@@ -76,7 +81,7 @@ async fn wallet_and_refund_events_answer_as_documented() {
     // demo-user's wallet is funded by infra/seed.json.
     let wallet = invoke("WalletFunction", "wallet/get.json").await;
     assert_eq!(wallet["statusCode"], 200, "{wallet}");
-    let body: Value = serde_json::from_str(wallet["body"].as_str().unwrap()).unwrap();
+    let body = body(&wallet);
     assert_eq!(body["currency"], "USD");
     assert_eq!(invoke("WalletFunction", "wallet/postings.json").await["statusCode"], 200);
     assert_eq!(invoke("PurchasesFunction", "purchases/refund-unsigned.json").await["statusCode"], 401);
@@ -123,7 +128,7 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     ] {
         let ended = invoke("MerchantsFunction", file).await;
         assert_eq!(ended["statusCode"], 409, "{file}: {ended}");
-        let body: Value = serde_json::from_str(ended["body"].as_str().unwrap()).unwrap();
+        let body = body(&ended);
         assert_eq!(body["code"], "no_rotation_in_grace", "{file}");
     }
     assert_eq!(invoke("MerchantsFunction", "merchants/terminal-status-unknown.json").await["statusCode"], 404);
@@ -147,7 +152,7 @@ async fn miniapp_events_answer_as_documented() {
     assert_eq!(verify["statusCode"], 201, "{verify}");
     let unknown = invoke("MiniAppsFunction", "miniapps/verify-unknown.json").await;
     assert_eq!(unknown["statusCode"], 404, "{unknown}");
-    let body: Value = serde_json::from_str(unknown["body"].as_str().unwrap()).unwrap();
+    let body = body(&unknown);
     assert_eq!(body["message"]["kind"], "miniapp.unavailable");
     // The sample's session was never issued.
     let request = invoke("MiniAppsFunction", "miniapps/request-without-session.json").await;
@@ -221,7 +226,7 @@ async fn transfer_instruction_events_answer_as_documented() {
     for _ in 0..2 {
         let operate = invoke("TransferFunction", "transfer/operate-other-key.json").await;
         assert_eq!(operate["statusCode"], 403, "{operate}");
-        let body: Value = serde_json::from_str(operate["body"].as_str().unwrap()).unwrap();
+        let body = body(&operate);
         assert_eq!(body["code"], "instruction_signature_invalid");
     }
     let post = invoke("TransferFunction", "transfer/post-unsigned.json").await;
@@ -236,7 +241,6 @@ async fn transfer_instruction_events_answer_as_documented() {
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn flow_events_answer_as_documented() {
-    let body = |answer: &Value| -> Value { serde_json::from_str(answer["body"].as_str().unwrap()).unwrap() };
     // A mini-app server's timeout: a retry (the bench may have spent the sample instance's three).
     let next = invoke("FlowsFunction", "flows/next.json").await;
     assert_eq!(next["statusCode"], 200, "{next}");
@@ -254,21 +258,21 @@ async fn flow_events_answer_as_documented() {
 async fn payment_session_events_answer_as_documented() {
     let created = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
     assert_eq!(created["statusCode"], 201, "{created}");
-    let session: Value = serde_json::from_str(created["body"].as_str().unwrap()).unwrap();
+    let session = body(&created);
     assert_eq!(session["loading_process"], "foreground_app", "{session}");
     // Sent again: the same Idempotency-Key answers the same session.
     let again = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
-    assert_eq!(serde_json::from_str::<Value>(again["body"].as_str().unwrap()).unwrap()["id"], session["id"]);
+    assert_eq!(body(&again)["id"], session["id"]);
     assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/get-unknown.json").await["statusCode"], 404);
     // The session's id derives from demo-user and the create event's key, so the next events name it.
     let next = invoke("PaymentSessionsFunction", "payment-sessions/report-launch-failed.json").await;
     assert_eq!(next["statusCode"], 200, "{next}");
-    let next: Value = serde_json::from_str(next["body"].as_str().unwrap()).unwrap();
+    let next = body(&next);
     assert_eq!((&next["session"]["id"], next["next"]["process"].as_str()), (&session["id"], Some("simulated_sheet")));
     assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/set-pin.json").await["statusCode"], 201);
     let confirmed = invoke("PaymentSessionsFunction", "payment-sessions/confirm.json").await;
     assert_eq!(confirmed["statusCode"], 200, "{confirmed}");
-    let paid: Value = serde_json::from_str(confirmed["body"].as_str().unwrap()).unwrap();
+    let paid = body(&confirmed);
     assert_eq!(paid["state"], "paid", "{paid}");
     let forced = invoke("PaymentSessionsFunction", "payment-sessions/force.json").await;
     assert_eq!(forced["statusCode"], 200, "{forced}");

@@ -47,11 +47,6 @@ use crate::outbox::Outbox;
 use crate::problem::catalogue;
 use crate::security::SecurityEvent;
 
-/// A number of seconds from the function's environment.
-fn seconds(name: &str) -> Result<i64, MissingEnv> {
-    aws::env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number of seconds)")))
-}
-
 /// How stale the config group's thresholds may be: a change applies within this.
 pub const THRESHOLDS_MAX_AGE_SECONDS: u64 = 30;
 
@@ -96,8 +91,8 @@ impl OperationsApi {
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            hold_seconds: seconds("TRANSFER_HOLD_SECONDS")?,
-            device_cosign_delay: seconds("DEVICE_COSIGN_DELAY_SECONDS")?,
+            hold_seconds: aws::seconds("TRANSFER_HOLD_SECONDS")?,
+            device_cosign_delay: aws::seconds("DEVICE_COSIGN_DELAY_SECONDS")?,
             audit_table: aws::env("AUDIT_TABLE")?,
             security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             kms: aws_sdk_kms::Client::new(config),

@@ -38,9 +38,7 @@ impl MiniAppsApi {
         Ok(MiniAppsApi {
             requests: RequestService::from_env(&config, &dynamodb)?,
             idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
-            session_ttl_seconds: aws::env("MINIAPP_SESSION_TTL_SECONDS")?
-                .parse()
-                .map_err(|_| MissingEnv("MINIAPP_SESSION_TTL_SECONDS (a number of seconds)".into()))?,
+            session_ttl_seconds: aws::seconds("MINIAPP_SESSION_TTL_SECONDS")?,
         })
     }
 

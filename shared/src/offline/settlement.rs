@@ -102,9 +102,7 @@ impl Settlement {
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             debits,
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
-            topup_ttl_seconds: aws::env("TOPUP_TTL_SECONDS")?
-                .parse()
-                .map_err(|_| MissingEnv("TOPUP_TTL_SECONDS (a number of seconds)".into()))?,
+            topup_ttl_seconds: aws::seconds("TOPUP_TTL_SECONDS")?,
             public_base_url: aws::env("PUBLIC_BASE_URL")?.trim_end_matches('/').to_owned(),
         })
     }

@@ -108,10 +108,6 @@ fn process(text: &str) -> Result<Process, Problem> {
     })
 }
 
-fn seconds(name: &str) -> Result<i64, MissingEnv> {
-    aws::env(name)?.parse().map_err(|_| MissingEnv(format!("{name} (a number of seconds)")))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
@@ -155,20 +151,20 @@ impl PaymentSessionsApi {
             sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
             checkout: Checkout::from_env(&config, &dynamodb)?,
             requests: RequestService::from_env(&config, &dynamodb)?,
-            order_ttl_seconds: seconds("ORDER_TTL_SECONDS")?,
+            order_ttl_seconds: aws::seconds("ORDER_TTL_SECONDS")?,
             pins: PinStore::new(
                 dynamodb.clone(),
                 aws::env("PAYMENT_PINS_TABLE")?,
                 aws::env("SECURITY_EVENTS_TABLE")?,
                 aws_sdk_kms::Client::new(&config),
                 aws::env("PAYMENT_PIN_KEY_ID")?,
-                seconds("PAYMENT_PIN_LOCKOUT_SECONDS")?,
+                aws::seconds("PAYMENT_PIN_LOCKOUT_SECONDS")?,
             ),
             breaker: BreakerStore::new(
                 dynamodb.clone(),
                 aws::env("PAYMENT_BREAKER_TABLE")?,
                 breaker::Settings {
-                    window_seconds: seconds("PAYMENT_BREAKER_WINDOW_SECONDS")?.max(1),
+                    window_seconds: aws::seconds("PAYMENT_BREAKER_WINDOW_SECONDS")?.max(1),
                     min_samples: aws::env("PAYMENT_BREAKER_MIN_SAMPLES")?
                         .parse()
                         .map_err(|_| MissingEnv("PAYMENT_BREAKER_MIN_SAMPLES (a number)".into()))?,
@@ -242,19 +238,23 @@ impl PaymentSessionsApi {
             .run_request(request, &caller.subject, &[], move |claim, now| async move {
                 let user = &claim.scope.caller;
                 // Judged inside the key's run: a replay answers what was decided then.
-                let pay = match pay {
-                    Paying::Purchase(purchase) => {
-                        let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
-                        purchase.check_currency(&merchant)?;
-                        Pay::purchase(&purchase, &merchant.name)
-                    }
-                    Paying::MiniappCharge { app_id, request, amount } => {
-                        let app = self.requests.check(user, &app_id, &request, now).await?;
-                        Pay::miniapp_charge(&app_id, &app.interface.title, request, amount)
+                let pay = async {
+                    match pay {
+                        Paying::Purchase(purchase) => {
+                            let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
+                            purchase.check_currency(&merchant)?;
+                            Ok::<_, Problem>(Pay::purchase(&purchase, &merchant.name))
+                        }
+                        Paying::MiniappCharge { app_id, request, amount } => {
+                            let app = self.requests.check(user, &app_id, &request, now).await?;
+                            Ok(Pay::miniapp_charge(&app_id, &app.interface.title, request, amount))
+                        }
                     }
                 };
-                let (policy, table, force) =
-                    tokio::join!(self.policy.get(), self.control.table(), self.sessions.force(user));
+                // Independent reads, made together.
+                let (pay, policy, table, force) =
+                    tokio::join!(pay, self.policy.get(), self.control.table(), self.sessions.force(user));
+                let pay = pay?;
                 // The facts are judged even when an admin forced the process.
                 let mut decision = policy.decide(&client, user)?;
                 // The version counts only for an installed app (the policy checked it then).
@@ -453,7 +453,7 @@ impl PaymentSessionsApi {
         let merchant = self.checkout.merchants.active(&wanted.merchant_id).await?;
         let with =
             vec![self.sessions.confirm_item(&session, by, now)?, self.checkout.merchants.active_check(&merchant.id)?];
-        match self.checkout.create(&wanted, with, now).await {
+        match self.checkout.service.create(&wanted, with, now).await {
             Ok((order, true)) => {
                 self.measure(&session, by, Outcome::Success).await;
                 let order = self.checkout.forward(&merchant, order, now).await;

@@ -12,7 +12,7 @@ use super::breaker::{Counts, Outcome, Settings, windows};
 use super::policy::Process;
 use super::{PaymentSession, Stage};
 use crate::crypto::random_hex;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_n_opt, get_s, n, s};
 
 /// Rule: a session is created once; its id derives from the request's Idempotency-Key.
 pub const SESSION_NEW: &str = "payment_session.new";
@@ -250,7 +250,7 @@ impl BreakerStore {
                 let id = get_s(item, "id")?;
                 let key = id.split('#').next().unwrap_or_default().to_owned();
                 // A shard that counted only failures has no `successes`, and the other way round.
-                let count = |name| if item.contains_key(name) { get_n::<u64>(item, name) } else { Ok(0) };
+                let count = |name| get_n_opt::<u64>(item, name).map(Option::unwrap_or_default);
                 let counts = Counts { failures: count("failures")?, successes: count("successes")? };
                 let total = found.entry(key).or_default();
                 *total = *total + counts;

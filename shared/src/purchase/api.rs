@@ -68,9 +68,7 @@ impl PurchasesApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         Ok(PurchasesApi {
             checkout: Checkout::from_env(&config, &dynamodb)?,
-            order_ttl_seconds: aws::env("ORDER_TTL_SECONDS")?
-                .parse()
-                .map_err(|_| MissingEnv("ORDER_TTL_SECONDS (a number of seconds)".into()))?,
+            order_ttl_seconds: aws::seconds("ORDER_TTL_SECONDS")?,
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb, aws::env("IDEMPOTENCY_TABLE")?),
         })
@@ -122,7 +120,7 @@ impl PurchasesApi {
                     refundable: rust_decimal::Decimal::ZERO,
                     decision: None,
                 };
-                let (mut order, _) = self.checkout.create(&wanted, Vec::new(), now).await?;
+                let (mut order, _) = self.checkout.service.create(&wanted, Vec::new(), now).await?;
                 let same_purchase = order.merchant_id == wanted.merchant_id
                     && order.product_id == wanted.product_id
                     && order.quantity == wanted.quantity

@@ -1,4 +1,4 @@
-//! Buying: an order created with its hold, then forwarded to the merchant's product server and
+//! Buying: an order created with its hold (`PurchaseService::create`), then forwarded to the merchant's product server and
 //! settled at once if the merchant decides at once. The purchases route buys through it, and so do
 //! payment sessions (`crate::payment_session`), whose confirmation is a purchase.
 
@@ -6,9 +6,7 @@ use super::relay::{MerchantReply, OrderDetails, forward};
 use super::service::PurchaseService;
 use super::{Order, OrderState};
 use crate::aws::{self, MissingEnv};
-use crate::dynamo::Write;
 use crate::keys::KeyService;
-use crate::ledger::store::TransferError;
 use crate::merchant::Merchant;
 use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
@@ -30,12 +28,6 @@ impl Checkout {
             merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
             relay: MerchantClient::new(),
         })
-    }
-
-    /// Creates `wanted` with its hold (and `with`, in the same transaction) unless it exists: the
-    /// order as it stands, and whether this call created it.
-    pub async fn create(&self, wanted: &Order, with: Vec<Write>, now: i64) -> Result<(Order, bool), TransferError> {
-        self.service.create(wanted, with, now).await
     }
 
     /// Sends an awaiting order to the product server and settles it if the merchant decided at

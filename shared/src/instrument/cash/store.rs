@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 use rust_decimal::Decimal;
 
 use super::{CashState, ChargeOf, Direction, Movement, Window};
-use crate::dynamo::{Item, StoreError, Write, get_decimal, get_item, get_n, get_s, n, s, scan_all};
+use crate::dynamo::{Item, StoreError, Write, get_decimal, get_item, get_n, get_n_opt, get_s, n, s, scan_all};
 use crate::money::{Currency, Money};
 
 /// Rule: a movement is recorded once.
@@ -237,7 +237,7 @@ fn movement_from_item(item: &Item) -> Result<Movement, StoreError> {
         amount: Money::new(get_decimal(item, "amount")?, currency).map_err(|_| corrupt("amount"))?,
         state: CashState::parse(get_s(item, "state")?).ok_or_else(|| corrupt("state"))?,
         created_at: get_n(item, "created_at")?,
-        decided_at: if item.contains_key("decided_at") { Some(get_n(item, "decided_at")?) } else { None },
+        decided_at: get_n_opt(item, "decided_at")?,
         reason: item.get("reason").and_then(|v| v.as_s().ok()).cloned(),
         asked: item.contains_key("asked"),
         refund_of: item.get("refund_of").and_then(|v| v.as_s().ok()).cloned(),

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::{MAX_TRIES, Pin, hash, locked, locked_until, lockout_seconds, matches, wrong};
 use crate::Problem;
 use crate::crypto::random_hex;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s, transact};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_n_opt, get_s, n, s, transact};
 use crate::problem::catalogue;
 use crate::security::SecurityEvent;
 
@@ -42,10 +42,6 @@ pub struct PinStore {
 pub enum Set {
     First,
     Changed,
-}
-
-fn conditional_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
-    e.code() == Some("ConditionalCheckFailedException")
 }
 
 impl PinStore {
@@ -117,7 +113,7 @@ impl PinStore {
             .await;
         match reset {
             Ok(_) => Ok(stored),
-            Err(e) if conditional_failed(&e) => Ok(stored),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(stored),
             Err(e) => Err(StoreError::from(e).into()),
         }
     }
@@ -126,7 +122,7 @@ impl PinStore {
     /// how many came before it, and one more lockout. If it cannot be written, the lockout is the
     /// base one (the store's conditions hold it from the last try regardless).
     async fn lock(&self, user: &str, item: &Item, now: i64) {
-        let earlier = if item.contains_key("lockouts") { get_n(item, "lockouts").unwrap_or(0) } else { 0 };
+        let earlier = get_n_opt(item, "lockouts").ok().flatten().unwrap_or(0);
         let until = now + lockout_seconds(self.lockout_seconds, earlier);
         let locked = self
             .dynamodb
@@ -181,7 +177,7 @@ impl PinStore {
             .await;
         match next {
             Ok(out) => return out.attributes.ok_or_else(|| Problem::internal("a try came back without its item")),
-            Err(e) if conditional_failed(&e) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(StoreError::from(e).into()),
         }
         // Locked, unless its lockout has passed: then the count starts again at this try.
@@ -204,11 +200,11 @@ impl PinStore {
             .await;
         match reopen {
             Ok(out) => return out.attributes.ok_or_else(|| Problem::internal("a try came back without its item")),
-            Err(e) if conditional_failed(&e) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(StoreError::from(e).into()),
         }
         let item = self.get(user).await?.ok_or_else(not_set)?;
-        let recorded = if item.contains_key("locked_until") { Some(get_n(&item, "locked_until")?) } else { None };
+        let recorded = get_n_opt(&item, "locked_until")?;
         let until =
             locked_until(get_n(&item, "tries")?, get_n(&item, "last_try_at")?, recorded, self.lockout_seconds, now);
         // Not locked by now: the lockout ended between the writes; a try again takes it.
