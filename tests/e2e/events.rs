@@ -1,7 +1,7 @@
 //! The sample events in `events/` (for `sam local invoke` where Docker exists) run against the real
 //! function binaries through the local stack's Lambda Invoke API, and answer as documented.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use superpay_e2e::Env;
 
 async fn invoke(function: &str, file: &str) -> Value {
@@ -264,6 +264,12 @@ async fn payment_session_events_answer_as_documented() {
     let again = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
     assert_eq!(body(&again)["id"], session["id"]);
     assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/get-unknown.json").await["statusCode"], 404);
+    // A transfer instruction the platform never signed opens no session.
+    let unsigned = invoke("PaymentSessionsFunction", "payment-sessions/create-transfer-unsigned.json").await;
+    assert_eq!(
+        (&unsigned["statusCode"], &body(&unsigned)["code"]),
+        (&json!(403), &json!("instruction_signature_invalid"))
+    );
     // The session's id derives from demo-user and the create event's key, so the next events name it.
     let next = invoke("PaymentSessionsFunction", "payment-sessions/report-launch-failed.json").await;
     assert_eq!(next["statusCode"], 200, "{next}");

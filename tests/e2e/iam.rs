@@ -86,11 +86,15 @@ async fn a_call_the_policy_does_not_grant_is_refused_as_aws_refuses_it_and_logge
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
-async fn neither_transfer_server_may_write_the_other_sides_listings() {
+async fn neither_transfer_server_may_write_the_other_sides_listings_nor_sessions_the_operations() {
     let env = Env::get();
-    for (function, theirs) in
-        [("TransferPlatformFunction", "TransferListingsTable"), ("TransferFunction", "PlatformListingsTable")]
-    {
+    // A transfer instruction's session and its operation read each other, and write only their own.
+    for (function, theirs) in [
+        ("TransferPlatformFunction", "TransferListingsTable"),
+        ("TransferFunction", "PlatformListingsTable"),
+        ("PaymentSessionsFunction", "TransferOperationsTable"),
+        ("TransferFunction", "PaymentSessionsTable"),
+    ] {
         let id = unique("forged");
         let put = dynamodb_as(function)
             .await
@@ -99,7 +103,7 @@ async fn neither_transfer_server_may_write_the_other_sides_listings() {
             .item("id", AttributeValue::S(id.clone()))
             .send()
             .await
-            .expect_err("the other side's copy is not this function's to write");
+            .expect_err("the other side's table is not this function's to write");
         assert_eq!(put.code(), Some("AccessDeniedException"), "{function}: {put:?}");
         assert!(env.partition(theirs, "id", &id).await.is_empty(), "nothing was written");
     }

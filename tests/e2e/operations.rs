@@ -19,7 +19,7 @@ use crate::notifications::{eventually, messages, webhooks};
 use crate::purchases::{TestMerchant, balance, funded_user, merchant_named};
 
 /// A shop with listing `<shop>.<room>` published to both sides at version 1 for `price`.
-async fn listed_shop(price: &str) -> (TestMerchant, String) {
+pub async fn listed_shop(price: &str) -> (TestMerchant, String) {
     let shop = merchant_named("Sea Shop").await;
     let signer = transfer_signer(&shop).await;
     let id = format!("{}.{}", shop.id, unique("room"));

@@ -11,6 +11,7 @@ use superpay_e2e::{Env, unique};
 
 use crate::config::publish_over;
 use crate::notifications::{eventually, messages};
+use crate::operations::{instruction_for, listed_shop, operate, presented};
 use crate::purchases::{TestMerchant, balance, funded_user, merchant, merchant_named, suspend};
 
 fn client(installed: bool, network: &str) -> Value {
@@ -591,4 +592,99 @@ async fn a_mini_app_charge_session_relays_once_whichever_processes_confirm() {
         (StatusCode::FORBIDDEN, Some("miniapp_session_invalid")),
         "{problem}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_transfer_side_pays_it_once() {
+    let env = Env::get();
+    let (shop, listing) = listed_shop("30.00").await;
+    let user = funded_user("100.00").await;
+    assert_eq!(set_pin(&user, &json!({"pin": PIN})).await.0, StatusCode::CREATED);
+    let (instruction, signature) = instruction_for(&user, &listing, 2).await;
+    let pay = json!({"kind": "transfer_instruction", "instruction": instruction, "signature": signature});
+    let body = json!({"pay": pay, "client": client(true, "wifi")});
+
+    // The session fixes what the platform signed: the sheet shows the instruction's own text.
+    let (status, session) = start(&user, &body, &unique("key")).await;
+    assert_eq!((status, session["state"].as_str()), (StatusCode::CREATED, Some("open")), "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    let review = &session["processes"]["simulated_sheet"]["interface"]["screens"][0]["fields"];
+    assert_eq!(review[0]["value"], format!("merchant:{}", shop.id));
+    assert_eq!(review[1]["value"], instruction.display.text);
+    assert_eq!((review[2]["value"].as_str(), review[2]["currency"].as_str()), (Some("60.00"), Some("USD")));
+    assert!(session["expires_at"].as_i64() <= Some(instruction.expires_at), "no longer than the instruction");
+    // One session per instruction: another key answers the same one.
+    let (status, again) = start(&user, &body, &unique("key")).await;
+    assert_eq!((status, again["id"].as_str()), (StatusCode::CREATED, Some(id.as_str())), "{again}");
+    // Someone else's instruction, or one altered after it was signed, opens nothing.
+    let (status, problem) = start(&funded_user("1.00").await, &body, &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("instruction_not_for_caller")));
+    let mut altered = body.clone();
+    altered["pay"]["instruction"]["amount"]["amount"] = json!("0.60");
+    let (status, problem) = start(&user, &altered, &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("instruction_signature_invalid")));
+
+    // The transfer side carries it out only with the session's consent.
+    let (status, problem) = operate(&user, &presented(&instruction, &signature), &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_not_confirmed")));
+    assert_eq!(problem["payment_session"], id, "{problem}");
+    let (status, problem) = confirm(&user, &id, "simulated_sheet", "000000").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("payment_pin_wrong")));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(10_000, 2), "nothing moved");
+
+    // Confirmed on two processes at once: one consent, and still no money moved by it.
+    let answers =
+        futures_util::future::join_all(["simulated_sheet", "simulated_only"].map(|p| confirm(&user, &id, p, PIN)))
+            .await;
+    for (status, answer) in &answers {
+        assert_eq!((*status, answer["state"].as_str()), (StatusCode::OK, Some("processing")), "{answer}");
+        assert_eq!(answer["confirmed"]["payment_id"], instruction.id.as_str());
+        assert_eq!(answer["present"]["body"], presented(&instruction, &signature), "what the client sends");
+    }
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(10_000, 2));
+
+    // Presented twice at once under two keys: the transfer side moves the money once.
+    let present = &answers[0].1["present"];
+    assert_eq!(present["path"], "/transfer/operations");
+    let keys = [unique("key"), unique("key")];
+    let sent = futures_util::future::join_all(keys.iter().map(|key| operate(&user, &present["body"], key))).await;
+    let mut statuses: Vec<_> = sent.iter().map(|(status, _)| *status).collect();
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED], "{sent:?}");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(4_000, 2));
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(6_000, 2));
+
+    // GET is the truth: paid, by the transfer side's operation; a cancel now changes nothing.
+    let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
+    assert_eq!((session["state"].as_str(), session["payment"]["state"].as_str()), (Some("paid"), Some("completed")));
+    assert_eq!((session["payment"]["id"].as_str(), &session["present"]), (Some(instruction.id.as_str()), &Value::Null));
+    let (status, problem) = report(&user, &id, "cancelled", "simulated_sheet").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")));
+    // The transfer side's message tells the user who never got back to the app.
+    let message = eventually(10, "the message", || async {
+        messages(&user, &shop.id).await["messages"].as_array().and_then(|m| m.first().cloned())
+    })
+    .await;
+    assert_eq!(message["kind"], "transfer.completed");
+
+    // A cancelled session's instruction is not carried out around it.
+    let (cancelled, signature) = instruction_for(&user, &listing, 1).await;
+    let pay = json!({"kind": "transfer_instruction", "instruction": cancelled, "signature": signature});
+    let (status, session) = start(&user, &json!({"pay": pay, "client": client(true, "wifi")}), &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(report(&user, id, "cancelled", "foreground_app").await.1["session"]["state"], "cancelled");
+    let (status, problem) = operate(&user, &presented(&cancelled, &signature), &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_not_confirmed")));
+    assert!(problem["detail"].as_str().unwrap().contains("cancelled"), "{problem}");
+
+    // An instruction carried out without a session gets none afterwards.
+    let (direct, signature) = instruction_for(&user, &listing, 1).await;
+    assert_eq!(operate(&user, &presented(&direct, &signature), &unique("key")).await.0, StatusCode::CREATED);
+    let pay = json!({"kind": "transfer_instruction", "instruction": direct, "signature": signature});
+    let (status, problem) = start(&user, &json!({"pay": pay, "client": client(true, "wifi")}), &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("instruction_already_used")));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1_000, 2), "60.00 and 30.00 moved, once each");
+    assert_eq!(crate::reconcile::violations(&[&user]).await, vec![]);
 }

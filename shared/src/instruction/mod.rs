@@ -20,10 +20,13 @@
 //! - `notices`: what the notifier does with operations' messages: tells the provider and the payer
 //!   how an operation stands or was refunded, releases a hold at its expiry.
 //! - `threshold`: above which amount the payer's own device must co-sign an operation.
+//! - `consent`: an instruction paid through a payment session (capability 1) waits for the
+//!   session's confirmation; this side reads the session, never writes it.
 //! - `admin`: the transfer side's admin routes (thresholds per account, unfreezing a listing).
 
 pub mod admin;
 pub mod api;
+pub mod consent;
 pub mod listing;
 pub mod notices;
 pub mod operation;

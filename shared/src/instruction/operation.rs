@@ -290,25 +290,7 @@ impl Refusal {
 pub fn judge(presented: &Presented, facts: &Facts) -> Result<(), Refusal> {
     let instruction = &presented.instruction;
     let (caller, now) = (facts.caller, facts.now);
-    verify(instruction, &presented.signature, facts.kid, facts.public_key).map_err(Refusal::Signature)?;
-    // The platform's ids start `ti_`: an operation's ledger ids (`<id>/hold`, `hold:<id>`) can
-    // never be another capability's (`o_...`, `p_...`).
-    let ours = instruction.id.starts_with("ti_");
-    if !ours || ![&instruction.id, &instruction.listing_id, &instruction.nonce].into_iter().all(|id| ids::is_valid(id))
-    {
-        return Err(Refusal::Malformed);
-    }
-    if instruction.issued_at > now + CLOCK_SKEW_SECONDS
-        || instruction.expires_at.saturating_sub(instruction.issued_at) > MAX_LIFETIME_SECONDS
-    {
-        return Err(Refusal::Lifetime);
-    }
-    if now > instruction.expires_at {
-        return Err(Refusal::Expired);
-    }
-    if instruction.payer != caller {
-        return Err(Refusal::NotPayer);
-    }
+    judge_signed(instruction, &presented.signature, (facts.kid, facts.public_key), caller, now)?;
     if presented.confirmation.display_hash != instruction.display_hash {
         return Err(Refusal::NotConfirmed);
     }
@@ -342,6 +324,38 @@ pub fn judge(presented: &Presented, facts: &Facts) -> Result<(), Refusal> {
             return Err(Refusal::DeviceRequired { threshold: facts.threshold });
         }
         None => {}
+    }
+    Ok(())
+}
+
+/// What is judged of an instruction before anything of the listing: the platform's signature
+/// (under `kid`, whose public key is `public_key`), its ids, its lifetime and expiry at `now`, and that it is `caller`'s to pay. A
+/// payment session for an instruction is opened only past this.
+pub fn judge_signed(
+    instruction: &Instruction,
+    signature: &str,
+    (kid, public_key): (&str, &[u8]),
+    caller: &str,
+    now: i64,
+) -> Result<(), Refusal> {
+    verify(instruction, signature, kid, public_key).map_err(Refusal::Signature)?;
+    // The platform's ids start `ti_`: an operation's ledger ids (`<id>/hold`, `hold:<id>`) can
+    // never be another capability's (`o_...`, `p_...`).
+    let ours = instruction.id.starts_with("ti_");
+    if !ours || ![&instruction.id, &instruction.listing_id, &instruction.nonce].into_iter().all(|id| ids::is_valid(id))
+    {
+        return Err(Refusal::Malformed);
+    }
+    if instruction.issued_at > now + CLOCK_SKEW_SECONDS
+        || instruction.expires_at.saturating_sub(instruction.issued_at) > MAX_LIFETIME_SECONDS
+    {
+        return Err(Refusal::Lifetime);
+    }
+    if now > instruction.expires_at {
+        return Err(Refusal::Expired);
+    }
+    if instruction.payer != caller {
+        return Err(Refusal::NotPayer);
     }
     Ok(())
 }
@@ -684,6 +698,16 @@ impl OperationStore {
     /// Every operation (a scan: for the invariant checker, not for a request's path).
     pub async fn all(&self) -> Result<Vec<Operation>, StoreError> {
         scan_all(&self.client, &self.table).await?.iter().map(operation_from_item).collect()
+    }
+
+    /// The check that no operation `id` was carried out.
+    pub fn absent_check(&self, id: &str) -> Result<Write, StoreError> {
+        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(Write::check(OPERATION_NEW, check))
     }
 
     /// The operation's record, written once.

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use tokio::sync::OnceCell;
 
+use super::consent::{SESSION_CONSENTS, SessionConsents};
 use super::listing::{LISTING_AS_JUDGED, LISTING_FREEZABLE, Listing, ListingStore};
 use super::operation::{CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, Presented, Refusal, judge};
 use super::service::OperationService;
-use super::signed::verify;
+use super::signed::{PlatformKey, verify};
 use super::threshold::{GROUP, ThresholdStore, Thresholds};
 use crate::Problem;
 use crate::audit::AuditEntry;
@@ -59,6 +59,8 @@ pub struct OperationsApi {
     /// The group's thresholds and when they were read.
     thresholds: Mutex<Option<(Instant, Thresholds)>>,
     service: OperationService,
+    /// Payment sessions, read-only: an instruction with one waits for its confirmation.
+    consents: SessionConsents,
     merchants: MerchantStore,
     nonces: NonceStore,
     idempotency: IdempotencyStore,
@@ -68,10 +70,8 @@ pub struct OperationsApi {
     device_cosign_delay: i64,
     audit_table: String,
     security_events_table: String,
-    kms: aws_sdk_kms::Client,
-    /// The platform's signing key: the only `kid` instructions may name.
-    kid: String,
-    public_key: OnceCell<Vec<u8>>,
+    /// The platform's key: the only `kid` instructions may name.
+    platform: PlatformKey,
 }
 
 impl OperationsApi {
@@ -88,6 +88,7 @@ impl OperationsApi {
                 &dynamodb,
                 Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
             )?,
+            consents: SessionConsents::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
@@ -95,9 +96,7 @@ impl OperationsApi {
             device_cosign_delay: aws::seconds("DEVICE_COSIGN_DELAY_SECONDS")?,
             audit_table: aws::env("AUDIT_TABLE")?,
             security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
-            kms: aws_sdk_kms::Client::new(config),
-            kid: aws::env("INSTRUCTION_SIGNING_KEY_ID")?,
-            public_key: OnceCell::new(),
+            platform: PlatformKey::new(aws_sdk_kms::Client::new(config), aws::env("INSTRUCTION_SIGNING_KEY_ID")?),
             dynamodb,
         })
     }
@@ -115,22 +114,6 @@ impl OperationsApi {
                 format!("the transfer function has no operation route {other:?}"),
             )),
         }
-    }
-
-    /// The platform's public key (DER SubjectPublicKeyInfo), from KMS on this process's first use.
-    async fn public_key(&self) -> Result<&[u8], StoreError> {
-        let key =
-            self.public_key
-                .get_or_try_init(|| async {
-                    let output =
-                        self.kms.get_public_key().key_id(&self.kid).send().await.map_err(|e| {
-                            StoreError::caused("KMS could not give the instruction key's public key", e)
-                        })?;
-                    let key = output.public_key().ok_or_else(|| StoreError::new("KMS answered no public key"))?;
-                    Ok::<_, StoreError>(key.as_ref().to_vec())
-                })
-                .await?;
-        Ok(key)
     }
 
     /// The config group's thresholds, read again once `THRESHOLDS_MAX_AGE_SECONDS` old. A group
@@ -168,9 +151,9 @@ impl OperationsApi {
         self.idempotency
             .run_request(request, payer, &[], |claim, now| async move {
                 let instruction = &presented.instruction;
-                let public_key = self.public_key().await?;
+                let public_key = self.platform.public_key().await?;
                 // Nothing an unsigned instruction names is read: the judgement refuses it first.
-                let signed = verify(instruction, &presented.signature, &self.kid, public_key).is_ok();
+                let signed = verify(instruction, &presented.signature, self.platform.kid(), public_key).is_ok();
                 let listing_id = Some(instruction.listing_id.as_str()).filter(|id| signed && ids::is_valid(id));
                 let device_key = presented.confirmation.device.as_ref().map(|d| d.key_id.as_str());
                 let (listed, group, own, device) = tokio::try_join!(
@@ -199,7 +182,7 @@ impl OperationsApi {
                     None => None,
                 };
                 let facts = Facts {
-                    kid: &self.kid,
+                    kid: self.platform.kid(),
                     public_key,
                     caller: payer,
                     listed: listed.as_ref(),
@@ -248,6 +231,8 @@ impl OperationsApi {
                     self.merchants.active_check(&provider.id)?,
                     // So does a new version or a freeze of the listing.
                     self.listings.as_judged_check(&listed.id, listed.version)?,
+                    // Paid through a payment session, it waits for the session's confirmation.
+                    self.consents.check_item(instruction)?,
                 ];
                 // A revocation of the co-signing device that lands meanwhile stops it too.
                 if let Some(device) = device.as_ref().filter(|_| presented.confirmation.device.is_some()) {
@@ -267,6 +252,7 @@ impl OperationsApi {
                     }
                     Err(TransferError::Rejected(MERCHANT_ACTIVE)) => Err(inactive_merchant(&provider.id)),
                     Err(TransferError::Rejected(LISTING_AS_JUDGED)) => Err(self.changed(&presented).await),
+                    Err(TransferError::Rejected(SESSION_CONSENTS)) => Err(self.consents.refusal(instruction).await),
                     Err(TransferError::Rejected(DEVICE_LIVE)) => Err(Refusal::DeviceSignature.problem(instruction)),
                     Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
                     Err(e) => Err(Problem::from(e)),

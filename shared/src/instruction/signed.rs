@@ -171,6 +171,41 @@ impl InstructionSigner {
     }
 }
 
+/// The platform's public key (DER SubjectPublicKeyInfo), fetched from KMS on a process's first use
+/// (`kms:GetPublicKey`): whoever holds it verifies instructions without calling KMS, and cannot sign.
+#[derive(Debug)]
+pub struct PlatformKey {
+    kms: aws_sdk_kms::Client,
+    kid: String,
+    public_key: tokio::sync::OnceCell<Vec<u8>>,
+}
+
+impl PlatformKey {
+    /// Key `kid`: the only one instructions may name.
+    pub fn new(kms: aws_sdk_kms::Client, kid: impl Into<String>) -> Self {
+        PlatformKey { kms, kid: kid.into(), public_key: tokio::sync::OnceCell::new() }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    pub async fn public_key(&self) -> Result<&[u8], StoreError> {
+        let key =
+            self.public_key
+                .get_or_try_init(|| async {
+                    let output =
+                        self.kms.get_public_key().key_id(&self.kid).send().await.map_err(|e| {
+                            StoreError::caused("KMS could not give the instruction key's public key", e)
+                        })?;
+                    let key = output.public_key().ok_or_else(|| StoreError::new("KMS answered no public key"))?;
+                    Ok::<_, StoreError>(key.as_ref().to_vec())
+                })
+                .await?;
+        Ok(key)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use aws_lc_rs::rand::SystemRandom;

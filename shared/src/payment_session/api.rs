@@ -1,11 +1,12 @@
 //! The payment sessions function's routes (template.yaml `PaymentSessionsFunction`):
 //!
-//! - `POST /payment-sessions`       with an Idempotency-Key, `{"pay": {"kind": "purchase", ...},
-//!   "client": {...}}`: decides how the client loads the payment UI; 201 the session. No money
-//!   moves.
+//! - `POST /payment-sessions`       with an Idempotency-Key, `{"pay": {"kind": "purchase" |
+//!   "miniapp_charge" | "transfer_instruction", ...}, "client": {...}}`: decides how the client
+//!   loads the payment UI; 201 the session. No money moves.
 //! - `GET  /payment-sessions/{id}`  the caller's own session, its state the truth of its outcome
 //! - `POST /payment-sessions/{id}/confirm`  `{"process": ..., "pin": "......"}`: pays, once
-//!   whichever process confirms
+//!   whichever process confirms (a transfer instruction's: records the consent the transfer side
+//!   pays on)
 //! - `POST /payment-sessions/{id}/events`   `{"event": ..., "process": ...}`: the next step
 //! - `PUT  /payment-pin`            `{"pin": "......", "old_pin": "......"}` sets or changes the
 //!   caller's payment PIN
@@ -34,6 +35,9 @@ use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight, key_reused};
+use crate::instruction::consent;
+use crate::instruction::operation::{OPERATION_NEW, OperationStore, judge_signed};
+use crate::instruction::signed::{Instruction, PlatformKey};
 use crate::ledger::store::TransferError;
 use crate::merchant::inactive_merchant;
 use crate::merchant::store::MERCHANT_ACTIVE;
@@ -55,6 +59,10 @@ pub struct PaymentSessionsApi {
     /// mini-app charge, relayed as the mini-apps route relays one.
     checkout: Checkout,
     requests: RequestService,
+    /// A transfer instruction's payment is the transfer side's operation, read here, never written;
+    /// its signature is checked with the platform's public key.
+    operations: OperationStore,
+    platform: PlatformKey,
     order_ttl_seconds: i64,
     pins: PinStore,
     breaker: BreakerStore,
@@ -99,6 +107,17 @@ struct PinRequest {
     old_pin: Option<Value>,
 }
 
+/// The refusal of a session for an instruction carried out without one.
+fn carried_out(instruction_id: &str) -> Problem {
+    Problem::new(
+        catalogue::INSTRUCTION_ALREADY_USED,
+        format!(
+            "instruction {instruction_id} was carried out already (GET /transfer/operations/{instruction_id}); \
+             nothing is left to pay"
+        ),
+    )
+}
+
 fn process(text: &str) -> Result<Process, Problem> {
     serde_json::from_value(json!(text)).map_err(|_| {
         Problem::new(
@@ -115,7 +134,7 @@ struct CreateRequest {
     client: ClientFacts,
 }
 
-/// What is to be paid. Transfer instructions are to come.
+/// What is to be paid.
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum PayRequest {
@@ -134,12 +153,18 @@ enum PayRequest {
         params: Option<Value>,
         amount: MoneyInput,
     },
+    /// A transfer instruction as the platform answered it (`POST /platform/instructions`).
+    TransferInstruction {
+        instruction: Instruction,
+        signature: String,
+    },
 }
 
 /// What is to be paid, validated.
 enum Paying {
     Purchase(ValidPurchase),
     MiniappCharge { app_id: String, request: UserRequest, amount: Money },
+    TransferInstruction { instruction: Box<Instruction>, signature: String },
 }
 
 impl PaymentSessionsApi {
@@ -151,6 +176,8 @@ impl PaymentSessionsApi {
             sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
             checkout: Checkout::from_env(&config, &dynamodb)?,
             requests: RequestService::from_env(&config, &dynamodb)?,
+            operations: OperationStore::new(dynamodb.clone(), aws::env("OPERATIONS_TABLE")?),
+            platform: PlatformKey::new(aws_sdk_kms::Client::new(&config), aws::env("INSTRUCTION_SIGNING_KEY_ID")?),
             order_ttl_seconds: aws::seconds("ORDER_TTL_SECONDS")?,
             pins: PinStore::new(
                 dynamodb.clone(),
@@ -233,6 +260,9 @@ impl PaymentSessionsApi {
                 let amount = request.approved.ok_or_else(|| Problem::internal("a charge without its amount"))?;
                 Paying::MiniappCharge { app_id, request, amount }
             }
+            PayRequest::TransferInstruction { instruction, signature } => {
+                Paying::TransferInstruction { instruction: Box::new(instruction), signature }
+            }
         };
         self.idempotency
             .run_request(request, &caller.subject, &[], move |claim, now| async move {
@@ -248,6 +278,13 @@ impl PaymentSessionsApi {
                         Paying::MiniappCharge { app_id, request, amount } => {
                             let app = self.requests.check(user, &app_id, &request, now).await?;
                             Ok(Pay::miniapp_charge(&app_id, &app.interface.title, request, amount))
+                        }
+                        Paying::TransferInstruction { instruction, signature } => {
+                            // What the transfer side judges before the listing; the listing is its own.
+                            let key = (self.platform.kid(), self.platform.public_key().await?);
+                            judge_signed(&instruction, &signature, key, user, now)
+                                .map_err(|refusal| refusal.problem(&instruction))?;
+                            Ok(Pay::TransferInstruction { instruction: *instruction, signature })
                         }
                     }
                 };
@@ -271,16 +308,25 @@ impl PaymentSessionsApi {
                         self.around_demoted(&mut decision, chain, &on, &policy, now).await
                     }
                 };
-                let id = format!("ps_{}", claim.scope.derived_id("payment-session"));
+                // An instruction's session is found from the instruction (the transfer side's check).
+                let id = match &pay {
+                    Pay::TransferInstruction { instruction, .. } => consent::session_id(&instruction.id),
+                    _ => format!("ps_{}", claim.scope.derived_id("payment-session")),
+                };
                 let session = PaymentSession::new(id, user, pay, &decision, chain, on, now);
                 let response = json_response(StatusCode::CREATED, &session.view(None, now));
-                let writes = vec![
+                let mut writes = vec![
                     self.sessions.create_item(&session)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
+                // An instruction carried out without a session gets none: its operation stands.
+                if let Some(instruction) = session.instruction() {
+                    writes.push(self.operations.absent_check(&instruction.id)?);
+                }
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(response),
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
+                    Err(e) if e.broke(OPERATION_NEW) => Err(carried_out(&session.payment_id())),
                     // Made by this key before its record expired: that session if this is the same
                     // payment, else the key is another request's.
                     Err(e) if e.broke(SESSION_NEW) => {
@@ -290,7 +336,7 @@ impl PaymentSessionsApi {
                         if made.pay != session.pay {
                             return Err(key_reused());
                         }
-                        let response = json_response(StatusCode::CREATED, &made.view(None, now));
+                        let response = json_response(StatusCode::CREATED, &self.view(&made, now).await?);
                         self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
                         Ok(response)
                     }
@@ -414,6 +460,7 @@ impl PaymentSessionsApi {
         Ok(match session.pay {
             Pay::Purchase { .. } => self.checkout.service.orders.get(payment_id).await?.map(Payment::Order),
             Pay::MiniappCharge { .. } => self.requests.requests.get(payment_id).await?.map(Payment::Request),
+            Pay::TransferInstruction { .. } => self.operations.get(payment_id).await?.map(Payment::Operation),
         })
     }
 
@@ -439,6 +486,25 @@ impl PaymentSessionsApi {
         match session.pay {
             Pay::Purchase { .. } => self.buy(session, by).await,
             Pay::MiniappCharge { .. } => self.charge(session, by).await,
+            Pay::TransferInstruction { .. } => self.consent(session, by).await,
+        }
+    }
+
+    /// A transfer instruction's confirmation: the user's consent, recorded on the session while
+    /// it is open. The transfer side carries the instruction out when the client presents it (the
+    /// answer's `present`), and only then: no money moves here.
+    async fn consent(&self, session: PaymentSession, by: Process) -> Result<Response<Body>, Problem> {
+        let now = now_epoch_seconds();
+        match transact(&self.dynamodb, vec![self.sessions.confirm_item(&session, by, now)?]).await {
+            Ok(()) => {
+                self.measure(&session, by, Outcome::Success).await;
+                let payment_id = session.payment_id();
+                let session = PaymentSession { stage: Stage::Confirmed { payment_id, by, at: now }, ..session };
+                Ok(json_response(StatusCode::OK, &self.view(&session, now).await?))
+            }
+            // Confirmed, cancelled or expired meanwhile: the session says which.
+            Err(e) if e.broke(SESSION_OPEN) => self.as_it_is_now(&session.id, now).await,
+            Err(e) => Err(Problem::internal(e)),
         }
     }
 

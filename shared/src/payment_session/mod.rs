@@ -1,14 +1,17 @@
-//! Payment sessions (capability 1, in progress): the server decides how the purchase app loads the
+//! Payment sessions (capability 1): the server decides how the purchase app loads the
 //! payment UI (the payment app in the foreground, a simulated sheet while it loads behind, or
 //! simulated interfaces alone), before any money moves. A session fixes what is paid (amount and
 //! payee from the server, so a simulated sheet cannot disagree with what is charged), the process,
 //! why (`policy`, then the circuit breaker, `breaker`), its fallback chain (the error-flow table's
 //! `payment` flow) and a launch deadline. Confirming it, with the user's payment PIN (`pin`), moves
 //! the money once whichever process confirms: its payment's id (a purchase's order, a mini-app's
-//! request) derives from the session's, so its one transfer can be made once.
+//! request) derives from the session's, so its one transfer can be made once. A transfer
+//! instruction's session is the other way round: its id derives from the instruction's, its
+//! confirmation is the user's consent, and the transfer side moves the money under the
+//! instruction's id, once, only with that consent (`instruction::consent`).
 //!
-//! Sessions pay for what other capabilities sell (purchases and mini-app charges; transfer
-//! instructions to come), so this module sits above them (layer 5).
+//! Sessions pay for what other capabilities sell (purchases, mini-app charges, transfer
+//! instructions), so this module sits above them (layer 5).
 
 pub mod api;
 pub mod breaker;
@@ -22,6 +25,8 @@ use serde_json::{Value, json};
 use crate::Problem;
 use crate::crypto::sha256_hex;
 use crate::flows::{FlowTable, Kind};
+use crate::instruction::operation::{Operation, OperationState};
+use crate::instruction::signed::Instruction;
 use crate::miniapp::{RelayedRequest, UserRequest};
 use crate::money::Money;
 use crate::problem::catalogue;
@@ -80,6 +85,12 @@ pub enum Pay {
         params: Value,
         amount: Money,
     },
+    /// A transfer instruction the platform signed for the user (capability 8), with its signature:
+    /// the transfer side carries it out once the session is confirmed.
+    TransferInstruction {
+        instruction: Instruction,
+        signature: String,
+    },
 }
 
 impl Pay {
@@ -108,6 +119,7 @@ impl Pay {
     fn payee_and_amount(&self) -> (&str, &Money) {
         match self {
             Pay::Purchase { payee, amount, .. } | Pay::MiniappCharge { payee, amount, .. } => (payee, amount),
+            Pay::TransferInstruction { instruction, .. } => (&instruction.payee, &instruction.amount),
         }
     }
 }
@@ -117,6 +129,8 @@ impl Pay {
 pub enum Payment {
     Order(Order),
     Request(RelayedRequest),
+    /// The transfer side's operation of a transfer instruction.
+    Operation(Operation),
 }
 
 impl Payment {
@@ -131,6 +145,7 @@ impl Payment {
                 "charged": request.outcome.charged(),
                 "deliver": request.deliver(),
             }),
+            Payment::Operation(operation) => operation.view(),
         }
     }
 
@@ -144,6 +159,12 @@ impl Payment {
             },
             Payment::Request(request) if request.outcome.refusal().is_none() => State::Paid,
             Payment::Request(_) => State::Failed,
+            Payment::Operation(operation) => match operation.state {
+                OperationState::Completed | OperationState::Posted => State::Paid,
+                OperationState::Held => State::Processing,
+                OperationState::Voided => State::Declined,
+                OperationState::Released => State::Expired,
+            },
         }
     }
 }
@@ -165,7 +186,8 @@ pub enum Stage {
 pub enum State {
     /// Waiting to be confirmed.
     Open,
-    /// Confirmed; the merchant has not decided yet (the money is held).
+    /// Confirmed; the merchant has not decided yet (the money is held), or a transfer
+    /// instruction's consent is recorded and the transfer side has not carried it out yet.
     Processing,
     Paid,
     /// The merchant declined: the money is back in the wallet.
@@ -205,6 +227,10 @@ impl PaymentSession {
         client: SessionClient,
         now: i64,
     ) -> PaymentSession {
+        let pay_expires = match &pay {
+            Pay::TransferInstruction { instruction, .. } => Some(instruction.expires_at),
+            _ => None,
+        };
         PaymentSession {
             id,
             user: user.to_owned(),
@@ -217,7 +243,11 @@ impl PaymentSession {
             launch_deadline_ms: decision.launch_deadline_ms,
             client,
             created_at: now,
-            expires_at: now + SESSION_TTL_SECONDS,
+            // No later than what it pays for: an expired instruction is carried out by no one.
+            expires_at: match &pay_expires {
+                Some(at) => (*at).min(now + SESSION_TTL_SECONDS),
+                None => now + SESSION_TTL_SECONDS,
+            },
         }
     }
 
@@ -232,11 +262,13 @@ impl PaymentSession {
     }
 
     /// The id of the one payment a confirmation makes (an order's, a mini-app request's): derived
-    /// from the session's, so however many processes confirm, the money moves once.
+    /// from the session's, so however many processes confirm, the money moves once. A transfer
+    /// instruction's is the instruction's own (its session's id derives from it).
     pub fn payment_id(&self) -> String {
-        let (prefix, what) = match self.pay {
+        let (prefix, what) = match &self.pay {
             Pay::Purchase { .. } => ("o", "order"),
             Pay::MiniappCharge { .. } => ("r", "miniapp-request"),
+            Pay::TransferInstruction { instruction, .. } => return instruction.id.clone(),
         };
         format!("{prefix}_{}", &sha256_hex(format!("{}/{what}", self.id).as_bytes())[..20])
     }
@@ -271,13 +303,24 @@ impl PaymentSession {
         Some((app_id, request))
     }
 
+    /// The transfer instruction this session pays, if it pays one.
+    pub fn instruction(&self) -> Option<&Instruction> {
+        match &self.pay {
+            Pay::TransferInstruction { instruction, .. } => Some(instruction),
+            _ => None,
+        }
+    }
+
     /// The session's state at `now`, `payment` being its payment once confirmed.
     pub fn state(&self, payment: Option<&Payment>, now: i64) -> State {
         match (&self.stage, payment) {
             (Stage::Open, _) if now >= self.expires_at => State::Expired,
             (Stage::Open, _) => State::Open,
             (Stage::Cancelled { .. }, _) => State::Cancelled,
-            // The payment commits with the confirmation: read before it, it is on its way.
+            // An instruction's consent the transfer side never got before the instruction expired.
+            (Stage::Confirmed { .. }, None) if self.instruction().is_some_and(|i| now > i.expires_at) => State::Expired,
+            // The payment commits with the confirmation: read before it, it is on its way (an
+            // instruction's, when its client presents it to the transfer side).
             (Stage::Confirmed { .. }, None) => State::Processing,
             (Stage::Confirmed { .. }, Some(payment)) => payment.state(),
         }
@@ -332,6 +375,16 @@ impl PaymentSession {
             Stage::Confirmed { payment_id, by, at } => {
                 view["confirmed"] = json!({"by": by, "at": at, "payment_id": payment_id});
                 view["payment"] = payment.map(Payment::view).unwrap_or(Value::Null);
+                // Consented, not carried out, and still in time to be.
+                let waiting = payment.is_none() && self.state(None, now) == State::Processing;
+                if let (Pay::TransferInstruction { instruction, signature }, true) = (&self.pay, waiting) {
+                    view["present"] = json!({
+                        "method": "POST",
+                        "path": "/transfer/operations",
+                        "body": {"instruction": instruction, "signature": signature,
+                                 "confirmation": {"display_hash": instruction.display_hash}},
+                    });
+                }
             }
             Stage::Cancelled { at } => view["cancelled_at"] = json!(at),
             Stage::Open => {}
@@ -380,6 +433,7 @@ impl PaymentSession {
         let item = match &self.pay {
             Pay::Purchase { product_id, quantity, .. } => format!("{product_id} x {quantity}"),
             Pay::MiniappCharge { action, .. } => action.clone(),
+            Pay::TransferInstruction { instruction, .. } => instruction.display.text.clone(),
         };
         json!({"screens": [
             {"id": "review", "fields": [
@@ -482,6 +536,74 @@ mod tests {
             (Some("processing"), Some("simulated_only"))
         );
         assert!(view.get("user").is_none());
+    }
+
+    #[test]
+    fn a_transfer_instructions_session_pays_under_its_id_no_longer_than_it_lives() {
+        let instruction = crate::instruction::signed::tests::instruction();
+        let pay = Pay::TransferInstruction { instruction: instruction.clone(), signature: "c2ln".into() };
+        let open = PaymentSession { pay, expires_at: instruction.expires_at, ..session(1_000) };
+        let made = PaymentSession::new(
+            "ps_1".into(),
+            "alice",
+            open.pay.clone(),
+            &Decision {
+                process: Process::SimulatedOnly,
+                launch_deadline_ms: 0,
+                rule: None,
+                policy_version: 1,
+                reason: "r".into(),
+            },
+            vec![],
+            SessionClient::default(),
+            1_000,
+        );
+        assert_eq!(made.expires_at, instruction.expires_at, "the instruction's 300 s, not the session's 900 s");
+        assert_eq!(open.payment_id(), instruction.id);
+        assert_eq!(open.interface()["screens"][0]["fields"][1]["value"], instruction.display.text.as_str());
+
+        let by = Process::SimulatedOnly;
+        let confirmed =
+            PaymentSession { stage: Stage::Confirmed { payment_id: instruction.id.clone(), by, at: 1_100 }, ..open };
+        // Consented, not carried out yet: the client is told what to present to the transfer side.
+        let view = confirmed.view(None, 1_100);
+        assert_eq!(view["state"], "processing");
+        assert_eq!(view["present"]["path"], "/transfer/operations");
+        assert_eq!(view["present"]["body"]["confirmation"]["display_hash"], instruction.display_hash.as_str());
+        assert_eq!(view["present"]["body"]["signature"], "c2ln");
+        // Never presented before the instruction expired: nothing moved, nothing left to present.
+        let view = confirmed.view(None, instruction.expires_at + 1);
+        assert_eq!((view["state"].as_str(), &view["present"]), (Some("expired"), &Value::Null));
+        let operation = Operation {
+            id: instruction.id.clone(),
+            payer: "alice".into(),
+            merchant_id: "m_1".into(),
+            listing_id: instruction.listing_id.clone(),
+            listing_version: 2,
+            title: "Sea view room".into(),
+            quantity: 1,
+            amount: instruction.amount,
+            nonce: instruction.nonce.clone(),
+            request: "r".into(),
+            state: OperationState::Completed,
+            two_phase: false,
+            hold_expires_at: None,
+            paid: instruction.amount.amount(),
+            refunded: rust_decimal::Decimal::ZERO,
+            created_at: 1_100,
+        };
+        for (state, shown) in [
+            (OperationState::Completed, State::Paid),
+            (OperationState::Held, State::Processing),
+            (OperationState::Posted, State::Paid),
+            (OperationState::Voided, State::Declined),
+            (OperationState::Released, State::Expired),
+        ] {
+            let payment = Payment::Operation(Operation { state, ..operation.clone() });
+            // Carried out: its outcome, whatever the instruction's expiry.
+            assert_eq!(confirmed.state(Some(&payment), instruction.expires_at + 10), shown, "{state:?}");
+            assert_eq!(confirmed.view(Some(&payment), 1_100)["present"], Value::Null);
+        }
     }
 
     #[test]

@@ -1,0 +1,95 @@
+//! A transfer instruction paid through a payment session (capability 1) is carried out only with
+//! the session's consent. The session is opened and confirmed (with the user's payment PIN) by
+//! `PaymentSessionsFunction`, and the money is moved by this side alone, as for any instruction:
+//! this side reads the session, never writes it, and the session's function never writes this
+//! side's tables.
+//!
+//! The session of an instruction has an id derived from the instruction's (`session_id`), so this
+//! side finds it without being told: an operation checks, in its own transaction, that the
+//! instruction has no session or that its session is confirmed, by its payer, for it. A user who
+//! cancelled a session, or never confirmed it, cannot have its instruction carried out around it.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::ConditionCheck;
+
+use super::signed::Instruction;
+use crate::Problem;
+use crate::crypto::sha256_hex;
+use crate::dynamo::{StoreError, Write, get_s, s};
+use crate::problem::catalogue;
+
+/// Rule: an instruction with a payment session is carried out only once the session is confirmed.
+pub const SESSION_CONSENTS: &str = "instruction.session_consents";
+
+/// The id of the payment session of instruction `instruction_id` (`ps_` and 32 hex digits, as
+/// every session's).
+pub fn session_id(instruction_id: &str) -> String {
+    format!("ps_{}", &sha256_hex(format!("transfer-instruction/{instruction_id}").as_bytes())[..32])
+}
+
+/// The payment sessions' table (`PaymentSessionsTable`), read-only: a session's `stage`, `user`
+/// and `payment_id` attributes, as `payment_session::store` writes them.
+#[derive(Clone, Debug)]
+pub struct SessionConsents {
+    client: Client,
+    table: String,
+}
+
+impl SessionConsents {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        SessionConsents { client, table: table.into() }
+    }
+
+    /// The check that `instruction` has no payment session, or one confirmed by its payer for it.
+    pub fn check_item(&self, instruction: &Instruction) -> Result<Write, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("id", s(session_id(&instruction.id)))
+            .condition_expression(
+                "attribute_not_exists(id) OR (stage = :confirmed AND #user = :payer AND payment_id = :instruction)",
+            )
+            .expression_attribute_names("#user", "user")
+            .expression_attribute_values(":confirmed", s("confirmed"))
+            .expression_attribute_values(":payer", s(&instruction.payer))
+            .expression_attribute_values(":instruction", s(&instruction.id))
+            .build()?;
+        Ok(Write::check(SESSION_CONSENTS, check))
+    }
+
+    /// The refusal of `instruction` when its session did not consent: what the session is at.
+    pub async fn refusal(&self, instruction: &Instruction) -> Problem {
+        let id = session_id(&instruction.id);
+        let read = self.client.get_item().table_name(&self.table).key("id", s(&id)).consistent_read(true).send().await;
+        let stage = match read {
+            Ok(out) => out.item().and_then(|item| get_s(item, "stage").ok().map(str::to_owned)),
+            Err(e) => return StoreError::from(e).into(),
+        };
+        let why = match stage.as_deref() {
+            Some("open") => format!(
+                "confirm it first (POST /payment-sessions/{id}/confirm, with your payment PIN), then send the \
+                 instruction again"
+            ),
+            Some("cancelled") => "it was cancelled".to_owned(),
+            // Confirmed for another payment than this (only a session made another way could be).
+            _ => "it is not confirmed for this instruction".to_owned(),
+        };
+        Problem::new(
+            catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
+            format!("instruction {} is paid through payment session {id}: {why}; nothing moved", instruction.id),
+        )
+        .with("payment_session", id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instruction_has_one_session_id_of_the_sessions_shape() {
+        let id = session_id("ti_1");
+        assert_eq!(id, session_id("ti_1"));
+        assert_ne!(id, session_id("ti_2"));
+        assert!(id.starts_with("ps_") && id.len() == 35 && crate::ids::is_valid(&id), "{id}");
+    }
+}
