@@ -174,12 +174,43 @@ pub fn failed_rules<R>(error: &SdkError<TransactWriteItemsError, R>, writes: &[W
     (!failed.is_empty()).then_some(failed)
 }
 
-/// Commits `writes` in one transaction, reporting which rules failed when it is cancelled.
+/// DynamoDB cancels a transaction that races another on one of its items with a
+/// `TransactionConflict` reason, and one that meets a throttled item with `ThrottlingError`:
+/// nothing was written, and trying again is safe.
+pub fn conflicted<R>(error: &SdkError<TransactWriteItemsError, R>) -> bool {
+    match error.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
+            .cancellation_reasons()
+            .iter()
+            .any(|r| matches!(r.code(), Some("TransactionConflict" | "ThrottlingError"))),
+        _ => false,
+    }
+}
+
+/// A short, jittered wait before trying again, growing with the attempts.
+pub async fn backoff(attempt: u32) {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+    tokio::time::sleep(std::time::Duration::from_millis(2 + jitter * u64::from(attempt + 1).min(5))).await;
+}
+
+/// How often `transact` tries a transaction that conflicted with another.
+const CONFLICT_TRIES: u32 = 5;
+
+/// Commits `writes` in one transaction, reporting which rules failed when it is cancelled. One
+/// cancelled by a conflict with another transaction on its items (two confirmations at once) is
+/// tried again, a few times: nothing of it was written.
 pub async fn transact(client: &aws_sdk_dynamodb::Client, writes: Vec<Write>) -> Result<(), TransactError> {
-    let items = writes.iter().map(|w| w.item.clone()).collect();
-    let error = match client.transact_write_items().set_transact_items(Some(items)).send().await {
-        Ok(_) => return Ok(()),
-        Err(e) => e,
+    let items: Vec<_> = writes.iter().map(|w| w.item.clone()).collect();
+    let mut attempt = 0;
+    let error = loop {
+        match client.transact_write_items().set_transact_items(Some(items.clone())).send().await {
+            Ok(_) => return Ok(()),
+            Err(e) if conflicted(&e) && failed_rules(&e, &writes).is_none() && attempt + 1 < CONFLICT_TRIES => {
+                backoff(attempt).await;
+                attempt += 1;
+            }
+            Err(e) => break e,
+        }
     };
     match failed_rules(&error, &writes) {
         Some(rules) => Err(TransactError::ConditionFailed(rules)),

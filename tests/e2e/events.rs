@@ -264,7 +264,7 @@ async fn payment_session_events_answer_as_documented() {
     let again = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
     assert_eq!(body(&again)["id"], session["id"]);
     assert_eq!(invoke("PaymentSessionsFunction", "payment-sessions/get-unknown.json").await["statusCode"], 404);
-    // A transfer instruction the platform never signed opens no session.
+    // A transfer instruction not signed by the platform's key opens no session.
     let unsigned = invoke("PaymentSessionsFunction", "payment-sessions/create-transfer-unsigned.json").await;
     assert_eq!(
         (&unsigned["statusCode"], &body(&unsigned)["code"]),

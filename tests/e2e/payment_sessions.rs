@@ -11,7 +11,7 @@ use superpay_e2e::{Env, unique};
 
 use crate::config::publish_over;
 use crate::notifications::{eventually, messages};
-use crate::operations::{instruction_for, listed_shop, operate, presented};
+use crate::operations::{instruction_for, listed_shop, operate, presented, security_events};
 use crate::purchases::{TestMerchant, balance, funded_user, merchant, merchant_named, suspend};
 
 fn client(installed: bool, network: &str) -> Value {
@@ -617,9 +617,17 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
     // One session per instruction: another key answers the same one.
     let (status, again) = start(&user, &body, &unique("key")).await;
     assert_eq!((status, again["id"].as_str()), (StatusCode::CREATED, Some(id.as_str())), "{again}");
-    // Someone else's instruction, or one altered after it was signed, opens nothing.
-    let (status, problem) = start(&funded_user("1.00").await, &body, &unique("key")).await;
+    // Someone else's instruction, or one altered after it was signed, opens nothing; the first is a
+    // security event of both users', as on the transfer side.
+    let other = funded_user("1.00").await;
+    let (status, problem) = start(&other, &body, &unique("key")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("instruction_not_for_caller")));
+    for who in [&other, &user] {
+        let events = security_events(who).await;
+        let refused: Vec<_> = events.iter().filter(|e| e["kind"] == "payment_session.refused").collect();
+        let said: Vec<_> = refused.iter().map(|e| (e["reason"].clone(), e["instruction_id"].clone())).collect();
+        assert_eq!(said, [(json!("payer"), json!(instruction.id))], "{who}: {events:?}");
+    }
     let mut altered = body.clone();
     altered["pay"]["instruction"]["amount"]["amount"] = json!("0.60");
     let (status, problem) = start(&user, &altered, &unique("key")).await;
@@ -628,7 +636,7 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
     // The transfer side carries it out only with the session's consent.
     let (status, problem) = operate(&user, &presented(&instruction, &signature), &unique("key")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_not_confirmed")));
-    assert_eq!(problem["payment_session"], id, "{problem}");
+    assert_eq!((&problem["payment_session"], &problem["flow_control"]["to"]), (&json!(id), &json!("payment/confirm")));
     let (status, problem) = confirm(&user, &id, "simulated_sheet", "000000").await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("payment_pin_wrong")));
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(10_000, 2), "nothing moved");
@@ -676,8 +684,18 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
     let id = session["id"].as_str().unwrap();
     assert_eq!(report(&user, id, "cancelled", "foreground_app").await.1["session"]["state"], "cancelled");
     let (status, problem) = operate(&user, &presented(&cancelled, &signature), &unique("key")).await;
-    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_not_confirmed")));
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")));
     assert!(problem["detail"].as_str().unwrap().contains("cancelled"), "{problem}");
+
+    // A consent is withdrawn by a cancel while nothing moved; the instruction is then not carried out.
+    let (withdrawn, signature) = instruction_for(&user, &listing, 1).await;
+    let pay = json!({"kind": "transfer_instruction", "instruction": withdrawn, "signature": signature});
+    let (_, session) = start(&user, &json!({"pay": pay, "client": client(true, "wifi")}), &unique("key")).await;
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(confirm(&user, id, "foreground_app", PIN).await.1["state"], "processing");
+    assert_eq!(report(&user, id, "cancelled", "foreground_app").await.1["session"]["state"], "cancelled");
+    let (status, problem) = operate(&user, &presented(&withdrawn, &signature), &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")));
 
     // An instruction carried out without a session gets none afterwards.
     let (direct, signature) = instruction_for(&user, &listing, 1).await;

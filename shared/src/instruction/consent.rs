@@ -14,12 +14,21 @@ use aws_sdk_dynamodb::types::ConditionCheck;
 
 use super::signed::Instruction;
 use crate::Problem;
+use crate::clock::now_epoch_seconds;
 use crate::crypto::sha256_hex;
-use crate::dynamo::{StoreError, Write, get_s, s};
+use crate::dynamo::{StoreError, Write, get_n_opt, get_s, s};
 use crate::problem::catalogue;
 
 /// Rule: an instruction with a payment session is carried out only once the session is confirmed.
 pub const SESSION_CONSENTS: &str = "instruction.session_consents";
+
+/// What a session's consent is for: the SHA-256 of the instruction's canonical form, so a consent
+/// given for one instruction is never spent on another that carries its id (a platform signing an id
+/// again after its key's record expired). Empty for an instruction without a canonical form, which
+/// no session holds.
+pub fn digest(instruction: &Instruction) -> String {
+    instruction.canonical().map(|bytes| sha256_hex(&bytes)).unwrap_or_default()
+}
 
 /// The id of the payment session of instruction `instruction_id` (`ps_` and 32 hex digits, as
 /// every session's).
@@ -27,8 +36,9 @@ pub fn session_id(instruction_id: &str) -> String {
     format!("ps_{}", &sha256_hex(format!("transfer-instruction/{instruction_id}").as_bytes())[..32])
 }
 
-/// The payment sessions' table (`PaymentSessionsTable`), read-only: a session's `stage`, `user`
-/// and `payment_id` attributes, as `payment_session::store` writes them.
+/// The payment sessions' table (`PaymentSessionsTable`), read-only: a session's `stage`, `user`,
+/// `payment_id`, `instruction_digest` and `expires_at` attributes, as `payment_session::store`
+/// writes them.
 #[derive(Clone, Debug)]
 pub struct SessionConsents {
     client: Client,
@@ -40,18 +50,21 @@ impl SessionConsents {
         SessionConsents { client, table: table.into() }
     }
 
-    /// The check that `instruction` has no payment session, or one confirmed by its payer for it.
+    /// The check that `instruction` has no payment session, or one confirmed by its payer for it
+    /// (this very instruction: its digest).
     pub fn check_item(&self, instruction: &Instruction) -> Result<Write, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .key("id", s(session_id(&instruction.id)))
             .condition_expression(
-                "attribute_not_exists(id) OR (stage = :confirmed AND #user = :payer AND payment_id = :instruction)",
+                "attribute_not_exists(id) OR (stage = :confirmed AND #user = :payer AND payment_id = :instruction \
+                 AND instruction_digest = :digest)",
             )
             .expression_attribute_names("#user", "user")
             .expression_attribute_values(":confirmed", s("confirmed"))
             .expression_attribute_values(":payer", s(&instruction.payer))
             .expression_attribute_values(":instruction", s(&instruction.id))
+            .expression_attribute_values(":digest", s(digest(instruction)))
             .build()?;
         Ok(Write::check(SESSION_CONSENTS, check))
     }
@@ -59,22 +72,37 @@ impl SessionConsents {
     /// The refusal of `instruction` when its session did not consent: what the session is at.
     pub async fn refusal(&self, instruction: &Instruction) -> Problem {
         let id = session_id(&instruction.id);
-        let read = self.client.get_item().table_name(&self.table).key("id", s(&id)).consistent_read(true).send().await;
-        let stage = match read {
-            Ok(out) => out.item().and_then(|item| get_s(item, "stage").ok().map(str::to_owned)),
+        let read = self.client.get_item().table_name(&self.table).key("id", s(&id));
+        // What the answer needs, nothing of what the session pays for.
+        let read = read.projection_expression("stage, expires_at").consistent_read(true).send().await;
+        let (stage, expires_at) = match read {
+            Ok(out) => match out.item() {
+                Some(item) => {
+                    (get_s(item, "stage").ok().map(str::to_owned), get_n_opt::<i64>(item, "expires_at").ok().flatten())
+                }
+                None => (None, None),
+            },
             Err(e) => return StoreError::from(e).into(),
         };
-        let why = match stage.as_deref() {
-            Some("open") => format!(
-                "confirm it first (POST /payment-sessions/{id}/confirm, with your payment PIN), then send the \
-                 instruction again"
+        let expired = expires_at.is_some_and(|at| now_epoch_seconds() >= at);
+        let (code, why) = match stage.as_deref() {
+            Some("open") if expired => (catalogue::PAYMENT_SESSION_EXPIRED, "it expired unconfirmed".to_owned()),
+            Some("open") => (
+                catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
+                format!(
+                    "confirm it first (POST /payment-sessions/{id}/confirm, with your payment PIN), then send the \
+                     instruction again with a new Idempotency-Key"
+                ),
             ),
-            Some("cancelled") => "it was cancelled".to_owned(),
-            // Confirmed for another payment than this (only a session made another way could be).
-            _ => "it is not confirmed for this instruction".to_owned(),
+            Some("cancelled") => (catalogue::PAYMENT_SESSION_CLOSED, "it was cancelled".to_owned()),
+            // Confirmed meanwhile (send it again), or for another instruction carrying this id.
+            _ => (
+                catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
+                "it was not confirmed for this instruction when this was judged".to_owned(),
+            ),
         };
         Problem::new(
-            catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
+            code,
             format!("instruction {} is paid through payment session {id}: {why}; nothing moved", instruction.id),
         )
         .with("payment_session", id)

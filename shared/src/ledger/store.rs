@@ -9,16 +9,17 @@
 //! already applied is reported as such and moves nothing.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
 
 use rust_decimal::Decimal;
 
 use super::{Account, AccountId, AccountUpdate, Books, LedgerError, Posting, Transfer, TransferRecord, plan};
-use crate::dynamo::{Item, StoreError, Write, failed_rules, get_decimal, get_n, get_s, n, newest_before, s, scan_all};
+use crate::dynamo::{
+    Item, StoreError, Write, backoff, conflicted, failed_rules, get_decimal, get_n, get_s, n, newest_before, s,
+    scan_all,
+};
 use crate::money::Money;
 
 /// The rule of the transfer record: this transfer id was never applied.
@@ -113,7 +114,7 @@ impl LedgerStore {
             let Some(failed) = failed_rules(&error, &writes) else {
                 // Not cancelled by a condition: a conflict with another transaction is worth
                 // another plan, anything else is the caller's to see.
-                if worth_another_plan(&error) {
+                if conflicted(&error) {
                     backoff(attempt).await;
                     continue;
                 }
@@ -258,25 +259,6 @@ impl LedgerStore {
             .condition_expression("attribute_not_exists(pk)")
             .build()?;
         Ok(Write::put("ledger.posting_new", put))
-    }
-}
-
-/// A short, jittered wait before planning again, growing with the attempts.
-async fn backoff(attempt: u32) {
-    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
-    tokio::time::sleep(Duration::from_millis(2 + jitter * u64::from(attempt + 1).min(5))).await;
-}
-
-/// DynamoDB cancels a transaction that races another on one of its items with a
-/// `TransactionConflict` reason, and one that meets a throttled item with `ThrottlingError`:
-/// nothing was written, and planning again is safe.
-fn worth_another_plan<R>(error: &aws_sdk_dynamodb::error::SdkError<TransactWriteItemsError, R>) -> bool {
-    match error.as_service_error() {
-        Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancelled
-            .cancellation_reasons()
-            .iter()
-            .any(|r| matches!(r.code(), Some("TransactionConflict" | "ThrottlingError"))),
-        _ => false,
     }
 }
 

@@ -21,7 +21,7 @@ use super::breaker::{self, Outcome};
 use super::pin::Pin;
 use super::pin::store::{PIN_SET, PinStore, Set, not_set};
 use super::policy::{ClientFacts, Decision, GROUP, Policy, Process};
-use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_NEW, SESSION_OPEN};
+use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_CANCELLABLE, SESSION_NEW, SESSION_OPEN};
 use super::{Event, Pay, Payment, PaymentSession, SessionClient, Stage, fallback_chain};
 use crate::Problem;
 use crate::audit::{AuditEntry, commit_audited};
@@ -30,13 +30,13 @@ use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::config::GroupName;
 use crate::config::held::HeldGroup;
-use crate::dynamo::transact;
+use crate::dynamo::{StoreError, transact};
 use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::store::{CLAIM_HELD, IdempotencyStore};
+use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
 use crate::idempotency::{StoredResponse, in_flight, key_reused};
 use crate::instruction::consent;
-use crate::instruction::operation::{OPERATION_NEW, OperationStore, judge_signed};
+use crate::instruction::operation::{OPERATION_NEW, OperationStore, Refusal, judge_signed};
 use crate::instruction::signed::{Instruction, PlatformKey};
 use crate::ledger::store::TransferError;
 use crate::merchant::inactive_merchant;
@@ -47,6 +47,7 @@ use crate::money::{Money, MoneyInput};
 use crate::problem::catalogue;
 use crate::purchase::checkout::Checkout;
 use crate::purchase::{OrderState, PurchaseRequest, ValidPurchase};
+use crate::security::SecurityEvent;
 
 /// How long an order made by a confirmation may wait for its merchant before another confirmation
 /// sends it again (the one that made it may have died before sending it).
@@ -67,6 +68,7 @@ pub struct PaymentSessionsApi {
     pins: PinStore,
     breaker: BreakerStore,
     audit_table: String,
+    security_events_table: String,
     policy: HeldGroup<Policy>,
     idempotency: IdempotencyStore,
     dynamodb: aws_sdk_dynamodb::Client,
@@ -107,13 +109,14 @@ struct PinRequest {
     old_pin: Option<Value>,
 }
 
-/// The refusal of a session for an instruction carried out without one.
-fn carried_out(instruction_id: &str) -> Problem {
+/// The refusal of a session for an instruction whose id is spent: carried out without a session,
+/// or taken by another instruction's session (only a platform signing an id twice makes one).
+fn carried_out(instruction_id: &str, what: &str) -> Problem {
     Problem::new(
         catalogue::INSTRUCTION_ALREADY_USED,
         format!(
-            "instruction {instruction_id} was carried out already (GET /transfer/operations/{instruction_id}); \
-             nothing is left to pay"
+            "instruction {instruction_id} {what} (GET /transfer/operations/{instruction_id}); no session is made: \
+             ask the platform for a new instruction, with a new Idempotency-Key, if something is left to pay"
         ),
     )
 }
@@ -198,6 +201,7 @@ impl PaymentSessionsApi {
                 },
             ),
             audit_table: aws::env("AUDIT_TABLE")?,
+            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
             // Read for each session, so a new version decides the next one; parsed once per version.
             // One that no longer verifies is ours to fix, not the user's: the house policy decides.
             policy: HeldGroup::new(
@@ -282,8 +286,9 @@ impl PaymentSessionsApi {
                         Paying::TransferInstruction { instruction, signature } => {
                             // What the transfer side judges before the listing; the listing is its own.
                             let key = (self.platform.kid(), self.platform.public_key().await?);
-                            judge_signed(&instruction, &signature, key, user, now)
-                                .map_err(|refusal| refusal.problem(&instruction))?;
+                            if let Err(refusal) = judge_signed(&instruction, &signature, key, user, now) {
+                                return Err(self.refuse(&claim, &instruction, &refusal, now).await);
+                            }
                             Ok(Pay::TransferInstruction { instruction: *instruction, signature })
                         }
                     }
@@ -326,24 +331,76 @@ impl PaymentSessionsApi {
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(response),
                     Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
-                    Err(e) if e.broke(OPERATION_NEW) => Err(carried_out(&session.payment_id())),
-                    // Made by this key before its record expired: that session if this is the same
-                    // payment, else the key is another request's.
+                    // Made by this key before its record expired (or, for an instruction, by any
+                    // key): that session if this is the same payment, else the key is another
+                    // request's, or the instruction's id another instruction's.
                     Err(e) if e.broke(SESSION_NEW) => {
                         let made = self.sessions.get(&session.id).await?.filter(|s| s.user == session.user);
                         let made =
                             made.ok_or_else(|| Problem::internal("a payment session's id is taken by another"))?;
-                        if made.pay != session.pay {
-                            return Err(key_reused());
+                        match (made.instruction(), session.instruction()) {
+                            // A signature is never compared: the same instruction may carry another.
+                            (Some(made), Some(asked)) if made != asked => {
+                                return Err(carried_out(&asked.id, "has a payment session for other terms"));
+                            }
+                            (Some(_), Some(_)) => {}
+                            _ if made.pay != session.pay => return Err(key_reused()),
+                            _ => {}
                         }
                         let response = json_response(StatusCode::CREATED, &self.view(&made, now).await?);
                         self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
                         Ok(response)
                     }
+                    Err(e) if e.broke(OPERATION_NEW) => {
+                        Err(carried_out(&session.payment_id(), "was carried out already, without a session"))
+                    }
                     Err(e) => Err(Problem::internal(e)),
                 }
             })
             .await
+    }
+
+    /// `refusal`'s answer to a session asked for an instruction, after recording it as the
+    /// transfer side records its own when it is a security event: in the caller's security events
+    /// (and the named payer's, when someone else presented their instruction). If that record
+    /// cannot be written the answer is a failure of ours, so the client retries and it is not lost.
+    async fn refuse(&self, claim: &Claim, instruction: &Instruction, refusal: &Refusal, now: i64) -> Problem {
+        let problem = refusal.problem(instruction);
+        if !refusal.is_security_event() {
+            return problem;
+        }
+        let caller = claim.scope.caller.as_str();
+        let mut detail = refusal.detail();
+        detail["code"] = problem.code.into();
+        // Only an id is quoted: an unsigned body names whatever its sender likes.
+        if crate::ids::is_valid(&instruction.id) {
+            detail["instruction_id"] = instruction.id.as_str().into();
+        }
+        let mut events = vec![(caller, format!("payment-session-refused/{}", claim.scope.derived_id("refusal")))];
+        if *refusal == Refusal::NotPayer && crate::ids::is_valid(&instruction.payer) {
+            events.push((instruction.payer.as_str(), format!("payment-session-presented/{caller}/{}", instruction.id)));
+        }
+        let records = events.into_iter().map(|(user, id)| {
+            let event = SecurityEvent {
+                user: user.to_owned(),
+                id,
+                kind: "payment_session.refused",
+                at: now,
+                detail: detail.clone(),
+            };
+            event.put_item(&self.security_events_table)
+        });
+        let written = async {
+            let records = records.collect::<Result<Vec<_>, StoreError>>()?;
+            transact(&self.dynamodb, records).await.map_err(|e| StoreError::new(e.to_string()))
+        };
+        match written.await {
+            Ok(()) => problem,
+            Err(error) => {
+                tracing::error!(%error, code = problem.code, "a refused payment session could not be recorded");
+                Problem::internal(error)
+            }
+        }
     }
 
     /// The chain after `decision`'s process with the processes the circuit breaker demoted left out
@@ -448,7 +505,12 @@ impl PaymentSessionsApi {
     /// The caller's session named by the path; another user's is as unknown as a missing one.
     async fn own_session(&self, request: &Request, caller: &Caller) -> Result<PaymentSession, Problem> {
         let id = path_parameter(request, "id")?;
-        let session = self.sessions.get(id).await?.filter(|s| s.user == caller.subject);
+        // Only sessions' ids: the table also keeps admins' forces (`force#<user>`).
+        let ours = id.starts_with("ps_") && crate::ids::is_valid(id);
+        let session = match ours {
+            true => self.sessions.get(id).await?.filter(|s| s.user == caller.subject),
+            false => None,
+        };
         session.ok_or_else(|| {
             Problem::new(catalogue::UNKNOWN_PAYMENT_SESSION, format!("you have no payment session {id:?}"))
         })
@@ -596,6 +658,21 @@ impl PaymentSessionsApi {
         Ok(json_response(StatusCode::OK, &session.view(payment.as_ref(), now)))
     }
 
+    /// Cancels a transfer instruction's session `id`: while it is open, or confirmed while its
+    /// instruction `instruction_id` is not carried out (the consent withdrawn: the transfer side's
+    /// check of it then fails). Once carried out, the payment stands.
+    async fn withdraw(&self, id: &str, instruction_id: &str, now: i64) -> Result<Cancel, Problem> {
+        let writes = vec![self.sessions.withdraw_item(id, now)?, self.operations.absent_check(instruction_id)?];
+        match transact(&self.dynamodb, writes).await {
+            Ok(()) => Ok(Cancel::Cancelled),
+            Err(e) if e.broke(SESSION_CANCELLABLE) || e.broke(OPERATION_NEW) => {
+                let session = self.sessions.get(id).await?.ok_or_else(|| Problem::internal("a session vanished"))?;
+                Ok(Cancel::NotOpen(Box::new(session)))
+            }
+            Err(e) => Err(Problem::internal(e)),
+        }
+    }
+
     /// A client's report on loading the payment UI: the next process (the error-flow table's
     /// `payment` flow decides it), or the session as it now stands.
     async fn event(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
@@ -609,7 +686,11 @@ impl PaymentSessionsApi {
             session.check_open(now)?;
         }
         if event == Event::Cancelled {
-            match self.sessions.cancel(&session.id, now).await? {
+            let cancelled = match session.instruction() {
+                Some(instruction) => self.withdraw(&session.id, &instruction.id, now).await?,
+                None => self.sessions.cancel(&session.id, now).await?,
+            };
+            match cancelled {
                 Cancel::Cancelled => session.stage = Stage::Cancelled { at: now },
                 Cancel::NotOpen(current) => {
                     session = *current;

@@ -36,6 +36,11 @@ use policy::{Decision, Process};
 /// How long an open session waits to be confirmed.
 pub const SESSION_TTL_SECONDS: i64 = 900;
 
+/// How long past its instruction's expiry a transfer instruction's consent may still be carried
+/// out: the transfer side judges the expiry when a request starts, and commits within its
+/// function's timeout (10 s, template.yaml), retrying a busy ledger.
+pub const CONSENT_GRACE_SECONDS: i64 = 60;
+
 /// A payment session as stored and shown. What is fixed at creation is stored as JSON; its stage
 /// is stored beside it, as attributes the confirmation and the cancel are conditional on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,8 +322,13 @@ impl PaymentSession {
             (Stage::Open, _) if now >= self.expires_at => State::Expired,
             (Stage::Open, _) => State::Open,
             (Stage::Cancelled { .. }, _) => State::Cancelled,
-            // An instruction's consent the transfer side never got before the instruction expired.
-            (Stage::Confirmed { .. }, None) if self.instruction().is_some_and(|i| now > i.expires_at) => State::Expired,
+            // An instruction's consent the transfer side never carried out before the instruction
+            // expired, and no longer can: one judged just in time may commit a little later.
+            (Stage::Confirmed { .. }, None)
+                if self.instruction().is_some_and(|i| now > i.expires_at + CONSENT_GRACE_SECONDS) =>
+            {
+                State::Expired
+            }
             // The payment commits with the confirmation: read before it, it is on its way (an
             // instruction's, when its client presents it to the transfer side).
             (Stage::Confirmed { .. }, None) => State::Processing,
@@ -375,9 +385,10 @@ impl PaymentSession {
             Stage::Confirmed { payment_id, by, at } => {
                 view["confirmed"] = json!({"by": by, "at": at, "payment_id": payment_id});
                 view["payment"] = payment.map(Payment::view).unwrap_or(Value::Null);
-                // Consented, not carried out, and still in time to be.
-                let waiting = payment.is_none() && self.state(None, now) == State::Processing;
-                if let (Pay::TransferInstruction { instruction, signature }, true) = (&self.pay, waiting) {
+                // Consented, not carried out, and still in time to be presented.
+                if let (Pay::TransferInstruction { instruction, signature }, None) = (&self.pay, payment)
+                    && now <= instruction.expires_at
+                {
                     view["present"] = json!({
                         "method": "POST",
                         "path": "/transfer/operations",
@@ -571,8 +582,11 @@ mod tests {
         assert_eq!(view["present"]["path"], "/transfer/operations");
         assert_eq!(view["present"]["body"]["confirmation"]["display_hash"], instruction.display_hash.as_str());
         assert_eq!(view["present"]["body"]["signature"], "c2ln");
-        // Never presented before the instruction expired: nothing moved, nothing left to present.
-        let view = confirmed.view(None, instruction.expires_at + 1);
+        // Never presented before the instruction expired: nothing moved, nothing left to present
+        // (once one judged just in time would have committed).
+        let late = confirmed.view(None, instruction.expires_at + CONSENT_GRACE_SECONDS);
+        assert_eq!((late["state"].as_str(), &late["present"]), (Some("processing"), &Value::Null));
+        let view = confirmed.view(None, instruction.expires_at + CONSENT_GRACE_SECONDS + 1);
         assert_eq!((view["state"].as_str(), &view["present"]), (Some("expired"), &Value::Null));
         let operation = Operation {
             id: instruction.id.clone(),

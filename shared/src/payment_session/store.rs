@@ -1,7 +1,9 @@
 //! Payment sessions in DynamoDB (`PaymentSessionsTable`, key `id`): what the session fixed at
 //! creation as JSON text (`session`), beside the attributes its conditions need: `user`,
 //! `expires_at`, and its stage (`stage`: `open`, `confirmed` with `payment_id`, `confirmed_by` and
-//! `confirmed_at`, or `cancelled` with `cancelled_at`).
+//! `confirmed_at`, or `cancelled` with `cancelled_at`); a transfer instruction's session also
+//! `instruction_digest`, which the transfer side's check of its consent reads
+//! (`instruction::consent`).
 
 use std::collections::HashMap;
 
@@ -13,11 +15,15 @@ use super::policy::Process;
 use super::{PaymentSession, Stage};
 use crate::crypto::random_hex;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_n_opt, get_s, n, s};
+use crate::instruction::consent;
 
 /// Rule: a session is created once; its id derives from the request's Idempotency-Key.
 pub const SESSION_NEW: &str = "payment_session.new";
 /// Rule: a session is confirmed (or cancelled) only while open and before it expires, and once.
 pub const SESSION_OPEN: &str = "payment_session.open";
+/// Rule: a transfer instruction's session is cancelled while open, or confirmed and not carried
+/// out (its consent withdrawn).
+pub const SESSION_CANCELLABLE: &str = "payment_session.cancellable";
 /// Rule: an admin's force is ended only where one is.
 pub const FORCE_SET: &str = "payment_session.force";
 
@@ -51,13 +57,16 @@ impl PaymentSessionStore {
     pub fn create_item(&self, session: &PaymentSession) -> Result<Write, StoreError> {
         let text = serde_json::to_string(session)
             .map_err(|e| StoreError::caused("a session could not be written as JSON", e))?;
-        let item = Item::from([
+        let mut item = Item::from([
             ("id".to_owned(), s(&session.id)),
             ("user".to_owned(), s(&session.user)),
             ("stage".to_owned(), s("open")),
             ("expires_at".to_owned(), n(session.expires_at)),
             ("session".to_owned(), s(text)),
         ]);
+        if let Some(instruction) = session.instruction() {
+            item.insert("instruction_digest".to_owned(), s(consent::digest(instruction)));
+        }
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -105,6 +114,22 @@ impl PaymentSessionStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The write that cancels a transfer instruction's session `id` while it is open, or confirmed:
+    /// with the check that its operation is absent, a consent is withdrawn only while nothing moved.
+    pub fn withdraw_item(&self, id: &str, now: i64) -> Result<Write, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET stage = :cancelled, cancelled_at = :now")
+            .condition_expression("stage IN (:open, :confirmed)")
+            .expression_attribute_values(":cancelled", s("cancelled"))
+            .expression_attribute_values(":open", s("open"))
+            .expression_attribute_values(":confirmed", s("confirmed"))
+            .expression_attribute_values(":now", n(now))
+            .build()?;
+        Ok(Write::update(SESSION_CANCELLABLE, update))
     }
 
     /// The process an admin forced for `user`, and until when (an item `force#<user>`, whose `#`

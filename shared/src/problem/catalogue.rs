@@ -360,7 +360,7 @@ catalogue! {
     PAYMENT_SESSION_CLOSED = "payment_session_closed", 409, "Payment session closed",
         "The payment session was cancelled (nothing moved), or a cancel came after it was confirmed (the payment stands).";
     PAYMENT_SESSION_NOT_CONFIRMED = "payment_session_not_confirmed", 409, "Payment session not confirmed",
-        "A transfer instruction paid through a payment session is presented to the transfer side before the session records the user's confirmation (or after it was cancelled or expired).";
+        "A transfer instruction paid through a payment session is presented to the transfer side before the session records the user's confirmation of it.";
     PAYMENT_PROCESS_NOT_OFFERED = "payment_process_not_offered", 409, "Payment process not offered",
         "A payment session is confirmed (or an event reported) from a loading process that is neither its own nor in its fallback chain.";
     // 410

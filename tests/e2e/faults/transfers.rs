@@ -1,7 +1,11 @@
 //! Signed transfer instructions under faults: a user asks the platform for an instruction and
 //! sends it to the transfer side, a few twice at once under two keys; on a two-phase listing the
 //! provider (signed by its transfer signer) posts part of the hold, voids it, or leaves it to time
-//! out; and for some completed ones refunds part.
+//! out; and for some completed ones refunds part. One client in four pays through a payment
+//! session (capability 1): it confirms the session with its PIN from two loading processes at once,
+//! every other one of those cancelling at the same moment (which withdraws a consent given while
+//! nothing moved), and sends the instruction to the transfer side whatever it was told: only a
+//! session confirmed and not cancelled has its instruction carried out.
 
 use std::collections::HashMap;
 
@@ -39,6 +43,15 @@ pub struct Client {
     /// What the provider did after (`post`, `void`, `refund`, or nothing: a hold left to expire),
     /// and whether it was answered 2xx.
     followed: Option<(&'static str, bool)>,
+    /// Paid through a payment session: its id, and what its confirmations and cancel were told.
+    session: Option<(String, Vec<String>)>,
+}
+
+const PIN: &str = "482913";
+
+/// The state a session's answer says, or its refusal's code.
+fn said(answer: &Value) -> String {
+    answer["state"].as_str().or(answer["code"].as_str()).unwrap_or_default().to_owned()
 }
 
 /// A signed call of `signer`'s (signed afresh on every try: each signature's nonce is spent).
@@ -128,6 +141,10 @@ pub async fn client(provider: &Provider, i: usize) -> Client {
         return client;
     };
     assert_eq!(status, StatusCode::CREATED, "{user} asking for an instruction: {instruction}");
+    if i % 4 == 3 {
+        let Some(session) = consent(&mut client, &instruction, i).await else { return client };
+        client.session = Some(session);
+    }
     instruction["confirmation"] = json!({"display_hash": instruction["instruction"]["display_hash"]});
     // Every fifth client's app sends it twice at once, under two keys: one operation either way.
     let sends = if i.is_multiple_of(5) { 2 } else { 1 };
@@ -141,7 +158,13 @@ pub async fn client(provider: &Provider, i: usize) -> Client {
     for (attempts, answered) in futures_util::future::join_all(sent).await {
         client.attempts.tries += attempts.tries;
         client.attempts.failed = attempts.failed.or(client.attempts.failed.take());
-        if let Some((status, refusal)) = answered.as_ref().filter(|(status, _)| !status.is_success()) {
+        // A session that was cancelled (or whose confirmations all gave up) keeps it from moving.
+        let waits = |refusal: &Value| {
+            let code = refusal["code"].as_str().unwrap_or_default();
+            let refusals = ["payment_session_not_confirmed", "payment_session_closed", "payment_session_expired"];
+            client.session.is_some() && refusals.contains(&code)
+        };
+        if let Some((status, refusal)) = answered.as_ref().filter(|(status, r)| !status.is_success() && !waits(r)) {
             panic!("{user} sending its instruction: {status} {refusal}");
         }
         answers.push(answered);
@@ -178,6 +201,55 @@ pub async fn client(provider: &Provider, i: usize) -> Client {
     client
 }
 
+/// The payment session of `client`'s `instruction` (as the platform answered it), confirmed with
+/// the PIN from two processes at once, every other one cancelled at the same moment: its id and
+/// what each was told; `None` when the session could not be made.
+async fn consent(client: &mut Client, instruction: &Value, i: usize) -> Option<(String, Vec<String>)> {
+    let env = Env::get();
+    let token = env.token(&client.user, &[]);
+    let set = || env.http().put(env.url("/payment-pin")).bearer_auth(&token).json(&json!({"pin": PIN})).send();
+    let (_, answer) = client.attempts.call(set).await?;
+    assert!(["", "payment_pin_already_set"].contains(&answer["code"].as_str().unwrap_or_default()), "{answer}");
+    let body = json!({
+        "pay": {"kind": "transfer_instruction", "instruction": instruction["instruction"],
+                "signature": instruction["signature"]},
+        "client": {"platform": "ios", "payment_app": {"installed": true, "version": "9.0.0"}, "network": "wifi",
+                   "free_memory_mb": 4096}});
+    let key = unique("key");
+    let start = || {
+        let request = env.http().post(env.url("/payment-sessions")).bearer_auth(&token);
+        request.header("idempotency-key", &key).json(&body).send()
+    };
+    let (status, session) = client.attempts.call(start).await?;
+    assert_eq!(status, StatusCode::CREATED, "{}: {session}", client.user);
+    let id = session["id"].as_str().expect("a session id").to_owned();
+    let post = |path: String, body: Value| env.http().post(env.url(&path)).bearer_auth(&token).json(&body).send();
+    let call = |path: String, body: Value, cancel: bool| async move {
+        let mut attempts = Attempts::default();
+        let told = attempts.call(|| post(path.clone(), body.clone())).await;
+        // A cancel answers the session as it then is, or its refusal.
+        let told = told.map(|(_, answer)| said(answer.get("session").filter(|_| cancel).unwrap_or(&answer)));
+        told.filter(|t| !t.is_empty()).unwrap_or_else(|| attempts.gave_up())
+    };
+    let confirm =
+        |process: &str| call(format!("/payment-sessions/{id}/confirm"), json!({"process": process, "pin": PIN}), false);
+    let cancel = async {
+        match i % 8 == 7 {
+            true => Some(
+                call(
+                    format!("/payment-sessions/{id}/events"),
+                    json!({"event": "cancelled", "process": "foreground_app"}),
+                    true,
+                )
+                .await,
+            ),
+            false => None,
+        }
+    };
+    let (by_app, by_sheet, cancelled) = tokio::join!(confirm("foreground_app"), confirm("simulated_sheet"), cancel);
+    Some((id, [by_app, by_sheet].into_iter().chain(cancelled).collect()))
+}
+
 /// Every answer holds: each user has at most one operation, in the state they or their provider
 /// were last told (a hold left alone has been released since), and their wallet lost exactly
 /// what reached the provider less its refunds.
@@ -194,6 +266,26 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
         assert!(theirs.len() <= 1, "{} has {} operations from one instruction: {theirs:?}", client.user, theirs.len());
         let kept = theirs.first().map_or(Decimal::ZERO, |o| o.paid - o.refunded);
         assert_eq!(balance(AccountId::wallet(&client.user)).await, FUNDS - kept, "{client:?}: {theirs:?}");
+        if let Some((session, told)) = &client.session {
+            // The session is the truth of it: confirmed for this instruction, or no operation.
+            let (url, token) = (env.url(&format!("/payment-sessions/{session}")), env.token(&client.user, &[]));
+            let read = Attempts::default().call(|| env.http().get(&url).bearer_auth(&token).send()).await;
+            let (_, read) = read.unwrap_or_else(|| panic!("{client:?}: the session could not be read"));
+            let confirmed = read["confirmed"]["payment_id"].as_str();
+            match theirs.first() {
+                Some(operation) => {
+                    assert_eq!(confirmed, Some(operation.id.as_str()), "{client:?}: {read}");
+                    assert_eq!(read["payment"]["state"].as_str(), Some(operation.state.as_str()), "{read}");
+                }
+                // Confirmed and not carried out only if the client gave up presenting it.
+                None => assert!(confirmed.is_none() || client.told.is_none(), "{client:?}: {read}"),
+            }
+            if told.contains(&"cancelled".to_owned()) {
+                assert!(theirs.is_empty(), "{client:?}: cancelled, yet {theirs:?}");
+            }
+            let ended = read["state"].as_str().unwrap_or_default();
+            *outcomes.entry(format!("transfer session: told {told:?}, now {ended}")).or_default() += 1;
+        }
         let Some((id, told)) = &client.told else {
             *outcomes.entry(format!("transfer: {}", client.attempts.gave_up())).or_default() += 1;
             continue;
