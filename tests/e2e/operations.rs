@@ -53,7 +53,7 @@ fn kid() -> String {
 }
 
 /// `instruction` signed with the platform's own KMS key, as a compromised platform would sign it.
-async fn signed_by_platform(instruction: &Instruction) -> String {
+pub async fn signed_by_platform(instruction: &Instruction) -> String {
     InstructionSigner::new(Env::get().stack.kms().await, kid()).sign(instruction).await.expect("KMS signs")
 }
 

@@ -6,12 +6,14 @@
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use superpay::instruction::signed::{Display, Instruction};
 use superpay::ledger::AccountId;
+use superpay::money::Money;
 use superpay_e2e::{Env, unique};
 
 use crate::config::publish_over;
 use crate::notifications::{eventually, messages};
-use crate::operations::{instruction_for, listed_shop, operate, presented, security_events};
+use crate::operations::{instruction_for, listed_shop, operate, presented, security_events, signed_by_platform};
 use crate::purchases::{TestMerchant, balance, funded_user, merchant, merchant_named, suspend};
 
 fn client(installed: bool, network: &str) -> Value {
@@ -599,7 +601,7 @@ async fn a_mini_app_charge_session_relays_once_whichever_processes_confirm() {
 async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_transfer_side_pays_it_once() {
     let env = Env::get();
     let (shop, listing) = listed_shop("30.00").await;
-    let user = funded_user("100.00").await;
+    let user = funded_user("130.00").await;
     assert_eq!(set_pin(&user, &json!({"pin": PIN})).await.0, StatusCode::CREATED);
     let (instruction, signature) = instruction_for(&user, &listing, 2).await;
     let pay = json!({"kind": "transfer_instruction", "instruction": instruction, "signature": signature});
@@ -639,7 +641,7 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
     assert_eq!((&problem["payment_session"], &problem["flow_control"]["to"]), (&json!(id), &json!("payment/confirm")));
     let (status, problem) = confirm(&user, &id, "simulated_sheet", "000000").await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::FORBIDDEN, Some("payment_pin_wrong")));
-    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(10_000, 2), "nothing moved");
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(13_000, 2), "nothing moved");
 
     // Confirmed on two processes at once: one consent, and still no money moved by it.
     let answers =
@@ -650,7 +652,7 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
         assert_eq!(answer["confirmed"]["payment_id"], instruction.id.as_str());
         assert_eq!(answer["present"]["body"], presented(&instruction, &signature), "what the client sends");
     }
-    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(10_000, 2));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(13_000, 2));
 
     // Presented twice at once under two keys: the transfer side moves the money once.
     let present = &answers[0].1["present"];
@@ -660,7 +662,7 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
     let mut statuses: Vec<_> = sent.iter().map(|(status, _)| *status).collect();
     statuses.sort();
     assert_eq!(statuses, [StatusCode::OK, StatusCode::CREATED], "{sent:?}");
-    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(4_000, 2));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(7_000, 2));
     assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(6_000, 2));
 
     // GET is the truth: paid, by the transfer side's operation; a cancel now changes nothing.
@@ -697,12 +699,47 @@ async fn a_transfer_instruction_session_records_the_pin_checked_consent_and_the_
     let (status, problem) = operate(&user, &presented(&withdrawn, &signature), &unique("key")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")));
 
+    // A platform that signs one id twice, with other terms, cannot spend the first one's consent.
+    let (first, signature) = instruction_for(&user, &listing, 1).await;
+    let pay = json!({"kind": "transfer_instruction", "instruction": first, "signature": signature});
+    let (_, session) = start(&user, &json!({"pay": pay, "client": client(true, "wifi")}), &unique("key")).await;
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(confirm(&user, id, "foreground_app", PIN).await.1["state"], "processing");
+    let text = first.display.text.replace("Pay 30.00 USD", "Pay 60.00 USD").replace(" 1 x ", " 2 x ");
+    let display = Display { text };
+    let amount = Money::parse("60.00", "USD").unwrap();
+    let second = Instruction {
+        quantity: 2,
+        amount,
+        display_hash: display.hash(),
+        display,
+        nonce: unique("nonce"),
+        ..first.clone()
+    };
+    let resigned = signed_by_platform(&second).await;
+    let (status, problem) = operate(&user, &presented(&second, &resigned), &unique("key")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::CONFLICT, Some("instruction_already_used")),
+        "{problem}"
+    );
+    let pay = json!({"kind": "transfer_instruction", "instruction": second, "signature": resigned});
+    let (status, problem) = start(&user, &json!({"pay": pay, "client": client(true, "wifi")}), &unique("key")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("instruction_already_used")));
+    let reused = security_events(&user).await.into_iter().filter(|e| e["reason"] == "reused").count();
+    assert_eq!(reused, 2, "both refusals are the user's security events");
+    assert_eq!(operate(&user, &presented(&first, &signature), &unique("key")).await.0, StatusCode::CREATED);
+
     // An instruction carried out without a session gets none afterwards.
     let (direct, signature) = instruction_for(&user, &listing, 1).await;
     assert_eq!(operate(&user, &presented(&direct, &signature), &unique("key")).await.0, StatusCode::CREATED);
     let pay = json!({"kind": "transfer_instruction", "instruction": direct, "signature": signature});
     let (status, problem) = start(&user, &json!({"pay": pay, "client": client(true, "wifi")}), &unique("key")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("instruction_already_used")));
-    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1_000, 2), "60.00 and 30.00 moved, once each");
+    assert_eq!(
+        balance(AccountId::wallet(&user)).await,
+        Decimal::new(1_000, 2),
+        "60.00, 30.00 and 30.00 moved, once each"
+    );
     assert_eq!(crate::reconcile::violations(&[&user]).await, vec![]);
 }

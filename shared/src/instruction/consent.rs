@@ -69,44 +69,55 @@ impl SessionConsents {
         Ok(Write::check(SESSION_CONSENTS, check))
     }
 
-    /// The refusal of `instruction` when its session did not consent: what the session is at.
-    pub async fn refusal(&self, instruction: &Instruction) -> Problem {
+    /// Why `instruction`'s session did not consent to it, as the session now is.
+    pub async fn withheld(&self, instruction: &Instruction) -> Result<Withheld, StoreError> {
         let id = session_id(&instruction.id);
         let read = self.client.get_item().table_name(&self.table).key("id", s(&id));
         // What the answer needs, nothing of what the session pays for.
-        let read = read.projection_expression("stage, expires_at").consistent_read(true).send().await;
-        let (stage, expires_at) = match read {
-            Ok(out) => match out.item() {
-                Some(item) => {
-                    (get_s(item, "stage").ok().map(str::to_owned), get_n_opt::<i64>(item, "expires_at").ok().flatten())
-                }
-                None => (None, None),
-            },
-            Err(e) => return StoreError::from(e).into(),
+        let read = read.projection_expression("stage, expires_at, instruction_digest").consistent_read(true);
+        let out = read.send().await?;
+        let Some(item) = out.item() else {
+            // Gone since the check: sessions are never deleted, so only a failure of ours.
+            return Err(StoreError::new(format!("payment session {id} failed the consent check and is missing")));
         };
-        let expired = expires_at.is_some_and(|at| now_epoch_seconds() >= at);
-        let (code, why) = match stage.as_deref() {
-            Some("open") if expired => (catalogue::PAYMENT_SESSION_EXPIRED, "it expired unconfirmed".to_owned()),
-            Some("open") => (
+        if get_s(item, "instruction_digest").ok() != Some(digest(instruction).as_str()) {
+            return Ok(Withheld::OtherInstruction);
+        }
+        let expired = get_n_opt::<i64>(item, "expires_at")?.is_some_and(|at| now_epoch_seconds() >= at);
+        let (code, why) = match get_s(item, "stage")? {
+            "open" if expired => (catalogue::PAYMENT_SESSION_EXPIRED, "it expired unconfirmed".to_owned()),
+            "open" => (
                 catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
                 format!(
                     "confirm it first (POST /payment-sessions/{id}/confirm, with your payment PIN), then send the \
                      instruction again with a new Idempotency-Key"
                 ),
             ),
-            Some("cancelled") => (catalogue::PAYMENT_SESSION_CLOSED, "it was cancelled".to_owned()),
-            // Confirmed meanwhile (send it again), or for another instruction carrying this id.
+            "cancelled" => (catalogue::PAYMENT_SESSION_CLOSED, "it was cancelled".to_owned()),
+            // Confirmed between the check and this read: sent again, it is carried out.
             _ => (
                 catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
-                "it was not confirmed for this instruction when this was judged".to_owned(),
+                "it was confirmed only after this was judged: send the instruction again with a new \
+                 Idempotency-Key"
+                    .to_owned(),
             ),
         };
-        Problem::new(
+        let problem = Problem::new(
             code,
             format!("instruction {} is paid through payment session {id}: {why}; nothing moved", instruction.id),
-        )
-        .with("payment_session", id)
+        );
+        Ok(Withheld::Session(problem.with("payment_session", id)))
     }
+}
+
+/// Why a payment session did not consent to an instruction.
+#[derive(Debug)]
+pub enum Withheld {
+    /// The session is not confirmed, was cancelled or expired: the user's answer.
+    Session(Problem),
+    /// The session is for another instruction carrying this id: only a platform signing one id
+    /// twice makes one, so it is refused as a reused instruction is.
+    OtherInstruction,
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
-use super::consent::{SESSION_CONSENTS, SessionConsents};
+use super::consent::{SESSION_CONSENTS, SessionConsents, Withheld};
 use super::listing::{LISTING_AS_JUDGED, LISTING_FREEZABLE, Listing, ListingStore};
 use super::operation::{CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, Presented, Refusal, judge};
 use super::service::OperationService;
@@ -252,7 +252,14 @@ impl OperationsApi {
                     }
                     Err(TransferError::Rejected(MERCHANT_ACTIVE)) => Err(inactive_merchant(&provider.id)),
                     Err(TransferError::Rejected(LISTING_AS_JUDGED)) => Err(self.changed(&presented).await),
-                    Err(TransferError::Rejected(SESSION_CONSENTS)) => Err(self.consents.refusal(instruction).await),
+                    Err(TransferError::Rejected(SESSION_CONSENTS)) => {
+                        match self.consents.withheld(instruction).await? {
+                            Withheld::Session(problem) => Err(problem),
+                            Withheld::OtherInstruction => {
+                                Err(self.refuse(&claim, payer, &presented, None, &Refusal::Reused, now).await)
+                            }
+                        }
+                    }
                     Err(TransferError::Rejected(DEVICE_LIVE)) => Err(Refusal::DeviceSignature.problem(instruction)),
                     Err(TransferError::Rejected(CLAIM_HELD)) => Err(in_flight()),
                     Err(e) => Err(Problem::from(e)),

@@ -109,14 +109,13 @@ struct PinRequest {
     old_pin: Option<Value>,
 }
 
-/// The refusal of a session for an instruction whose id is spent: carried out without a session,
-/// or taken by another instruction's session (only a platform signing an id twice makes one).
-fn carried_out(instruction_id: &str, what: &str) -> Problem {
+/// The refusal of a session for an instruction carried out without one.
+fn carried_out(instruction_id: &str) -> Problem {
     Problem::new(
         catalogue::INSTRUCTION_ALREADY_USED,
         format!(
-            "instruction {instruction_id} {what} (GET /transfer/operations/{instruction_id}); no session is made: \
-             ask the platform for a new instruction, with a new Idempotency-Key, if something is left to pay"
+            "instruction {instruction_id} was carried out already, without a session \
+             (GET /transfer/operations/{instruction_id}); no session is made for it"
         ),
     )
 }
@@ -340,8 +339,10 @@ impl PaymentSessionsApi {
                             made.ok_or_else(|| Problem::internal("a payment session's id is taken by another"))?;
                         match (made.instruction(), session.instruction()) {
                             // A signature is never compared: the same instruction may carry another.
+                            // Only a platform signing one id twice makes one: refused as a reused
+                            // instruction is, and recorded.
                             (Some(made), Some(asked)) if made != asked => {
-                                return Err(carried_out(&asked.id, "has a payment session for other terms"));
+                                return Err(self.refuse(&claim, asked, &Refusal::Reused, now).await);
                             }
                             (Some(_), Some(_)) => {}
                             _ if made.pay != session.pay => return Err(key_reused()),
@@ -351,9 +352,7 @@ impl PaymentSessionsApi {
                         self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
                         Ok(response)
                     }
-                    Err(e) if e.broke(OPERATION_NEW) => {
-                        Err(carried_out(&session.payment_id(), "was carried out already, without a session"))
-                    }
+                    Err(e) if e.broke(OPERATION_NEW) => Err(carried_out(&session.payment_id())),
                     Err(e) => Err(Problem::internal(e)),
                 }
             })

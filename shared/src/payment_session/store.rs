@@ -14,7 +14,7 @@ use super::breaker::{Counts, Outcome, Settings, windows};
 use super::policy::Process;
 use super::{PaymentSession, Stage};
 use crate::crypto::random_hex;
-use crate::dynamo::{Item, StoreError, Write, get_n, get_n_opt, get_s, n, s};
+use crate::dynamo::{Item, StoreError, Write, get_n, get_n_opt, get_s, n, s, transact};
 use crate::instruction::consent;
 
 /// Rule: a session is created once; its id derives from the request's Idempotency-Key.
@@ -92,11 +92,10 @@ impl PaymentSessionStore {
         Ok(Write::update(SESSION_OPEN, update))
     }
 
-    /// Cancels `id` if it is still open (expired or not: nothing can move after either).
+    /// Cancels `id` if it is still open (expired or not: nothing can move after either). A
+    /// transaction of one write, so a conflict with a confirmation's transaction is tried again.
     pub async fn cancel(&self, id: &str, now: i64) -> Result<Cancel, StoreError> {
-        let cancelled = self
-            .client
-            .update_item()
+        let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
             .update_expression("SET stage = :cancelled, cancelled_at = :now")
@@ -104,15 +103,14 @@ impl PaymentSessionStore {
             .expression_attribute_values(":cancelled", s("cancelled"))
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":now", n(now))
-            .send()
-            .await;
-        match cancelled {
-            Ok(_) => Ok(Cancel::Cancelled),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            .build()?;
+        match transact(&self.client, vec![Write::update(SESSION_OPEN, update)]).await {
+            Ok(()) => Ok(Cancel::Cancelled),
+            Err(e) if e.broke(SESSION_OPEN) => {
                 let session = self.get(id).await?.ok_or_else(|| StoreError::new("a cancelled session vanished"))?;
                 Ok(Cancel::NotOpen(Box::new(session)))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(StoreError::new(e.to_string())),
         }
     }
 

@@ -358,7 +358,7 @@ catalogue! {
     PAYMENT_SESSION_EXPIRED = "payment_session_expired", 409, "Payment session expired",
         "The payment session is past its `expires_at` unconfirmed: start a new one; nothing moved.";
     PAYMENT_SESSION_CLOSED = "payment_session_closed", 409, "Payment session closed",
-        "The payment session was cancelled (nothing moved), or a cancel came after it was confirmed (the payment stands).";
+        "The payment session was cancelled (nothing moved; also the transfer side's answer to its instruction), or a cancel came after its payment was made (the payment stands).";
     PAYMENT_SESSION_NOT_CONFIRMED = "payment_session_not_confirmed", 409, "Payment session not confirmed",
         "A transfer instruction paid through a payment session is presented to the transfer side before the session records the user's confirmation of it.";
     PAYMENT_PROCESS_NOT_OFFERED = "payment_process_not_offered", 409, "Payment process not offered",
