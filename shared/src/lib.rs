@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod device_keys;
 pub mod dynamo;
 pub mod flows;
+pub mod home;
 pub mod http;
 pub mod idempotency;
 pub mod ids;

@@ -10,6 +10,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     let api = ConfigApi::from_env()
         .await?
         .validating(superpay::flows::GROUP, superpay::flows::validate_group)
-        .validating(policy::GROUP, policy::validate_group);
+        .validating(policy::GROUP, policy::validate_group)
+        .validating(superpay::home::announcements::GROUP, superpay::home::announcements::validate_group);
     superpay::flows::control::serve(|request| api.handle(request)).await
 }

@@ -420,6 +420,8 @@ catalogue! {
         "An error-flow table is refused at publish (or dry run): its shape, a rule that can never match, a name it does not define, or a retry of a code that may not be retried; `detail` says which.";
     FLOW_TABLE_CYCLE = "flow_table_cycle", 422, "Error-flow table loops",
         "An error-flow table's switches lead from a step back to itself, so a lasting error would switch flows forever; `cycle` names the path.";
+    HOME_ANNOUNCEMENTS_INVALID = "home_announcements_invalid", 422, "Home announcements invalid",
+        "A home-announcements group is refused at publish: its shape, an announcement whose id, title, body or url breaks its rule, or a rule that names one not published or can never match; `detail` says which.";
     PAYMENT_POLICY_INVALID = "payment_policy_invalid", 422, "Payment policy invalid",
         "A payment-sessions policy is refused at publish: its shape, a rule that can never match, a fact value that never occurs, or a launch deadline out of bounds; `detail` says which.";
     WEAK_PAYMENT_PIN = "weak_payment_pin", 422, "Payment PIN too easy",

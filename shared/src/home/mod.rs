@@ -1,0 +1,315 @@
+//! The home interface (capability 5, in progress): the one element a user must see first
+//! (`primary`), the others in named placements, and what is personal around them. Its candidates
+//! come from live state (money at risk, security events, time-bound items), from announcements
+//! (`announcements`, a config group the one rules module evaluates) and a default balance card;
+//! this module ranks them. Pure: the shell brings the candidates and what the user dismissed.
+//!
+//! The order is total and documented (`Element::rank_key`): class first (money at risk, security,
+//! time-bound, announcement, default), then the nearest deadline, then the most recent, then the
+//! id. So money at risk and security are never outranked by an announcement. An element's id
+//! derives from its source (`topup:<payment>`), so a source gives one element however often it is
+//! read; the server drops what expired and what the user dismissed (never a critical element).
+
+pub mod announcements;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::crypto::sha256_hex;
+
+/// How many elements one placement shows.
+pub const PLACEMENT_LIMIT: usize = 5;
+/// The bounds of `refresh_after_seconds`: a client polls no more often than the first (a rate
+/// limit on its refreshes), and no less often than the second.
+pub const REFRESH_SECONDS: (i64, i64) = (15, 300);
+
+/// Why an element matters, in the order the home ranks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Money the user may lose or is waiting for: an offline payment waiting for funds, a hold
+    /// awaiting a merchant, a payment that failed or expired.
+    MoneyAtRisk,
+    /// Something about the account's safety: a new device, a new partner link, a refused transfer.
+    Security,
+    /// Something with a date: a hold that will be released, a reminder.
+    TimeBound,
+    /// What the operators announce (config group `home-announcements`).
+    Announcement,
+    /// The balance card, shown when nothing else is.
+    Default,
+}
+
+impl Class {
+    /// The placement an element of this class goes to when it is not the primary one.
+    pub fn placement(self) -> &'static str {
+        match self {
+            Class::MoneyAtRisk | Class::Security => "alerts",
+            Class::TimeBound => "reminders",
+            Class::Announcement => "announcements",
+            Class::Default => "balance",
+        }
+    }
+}
+
+/// What the client can do with an element: open a link, or call a route of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+}
+
+impl Action {
+    /// Open `url` (a top-up link, an announcement's page).
+    pub fn open(id: &str, url: impl Into<String>) -> Self {
+        Action { id: id.to_owned(), url: Some(url.into()), method: None, path: None }
+    }
+
+    /// Call `method path` of the API with the user's token.
+    pub fn call(id: &str, method: &str, path: impl Into<String>) -> Self {
+        Action { id: id.to_owned(), url: None, method: Some(method.to_owned()), path: Some(path.into()) }
+    }
+}
+
+/// One thing the home may show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Element {
+    /// Derived from its source (`<source kind>:<source id>`): one element per source.
+    pub id: String,
+    /// What it is (`offline.waiting_for_funds`, `security.device_enrolled`, ...).
+    pub kind: String,
+    #[serde(rename = "priority_class")]
+    pub class: Class,
+    /// Why it is shown, in words.
+    pub reason: String,
+    pub data: Value,
+    pub actions: Vec<Action>,
+    /// When the user must act by (an offline payment's top-up link's expiry), if ever.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deadline: Option<i64>,
+    /// When it stops being shown, if ever: the server drops it then.
+    pub expires_at: Option<i64>,
+    /// When its source last changed (recency).
+    pub at: i64,
+    /// Cannot be dismissed (money the user may lose).
+    pub critical: bool,
+    /// The rule that made it and the inputs it saw.
+    pub explain: Value,
+}
+
+impl Element {
+    /// Its place in the home's total order: class, then the nearest deadline (none last), then the
+    /// most recent, then the id (unique once deduplicated), so two elements never tie.
+    pub fn rank_key(&self) -> (Class, i64, std::cmp::Reverse<i64>, &str) {
+        (self.class, self.deadline.unwrap_or(i64::MAX), std::cmp::Reverse(self.at), &self.id)
+    }
+
+    fn live_at(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// What the home shows: the primary element and the others by placement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    pub primary: Element,
+    pub placements: BTreeMap<&'static str, Vec<Element>>,
+    pub refresh_after_seconds: i64,
+}
+
+/// Ranks `candidates` at `now` for a user who dismissed `dismissed`: drops the expired, keeps one
+/// element per id (the most recent), drops the dismissed unless critical, orders the rest totally;
+/// the first is the primary (`default` when nothing else is left), the others go to their
+/// placements, at most `PLACEMENT_LIMIT` each. The client is told to refresh when the next
+/// element expires or falls due, within `REFRESH_SECONDS`.
+pub fn rank(candidates: Vec<Element>, default: Element, dismissed: &BTreeSet<String>, now: i64) -> Ranked {
+    // One per id: the most recent; two read at the same moment are told apart by their content,
+    // so the answer never depends on the order the sources were read in.
+    let version = |e: &Element| (e.at, e.kind.clone(), serde_json::to_string(e).unwrap_or_default());
+    let mut by_id: BTreeMap<String, Element> = BTreeMap::new();
+    for element in candidates.into_iter().filter(|e| e.live_at(now)) {
+        match by_id.get(&element.id) {
+            Some(kept) if version(kept) >= version(&element) => {}
+            _ => {
+                by_id.insert(element.id.clone(), element);
+            }
+        }
+    }
+    let mut shown: Vec<Element> = by_id.into_values().filter(|e| e.critical || !dismissed.contains(&e.id)).collect();
+    shown.sort_by(|a, b| a.rank_key().cmp(&b.rank_key()));
+    let next = shown.iter().flat_map(|e| [e.expires_at, e.deadline]).flatten().filter(|at| *at > now).min();
+    let refresh_after_seconds =
+        next.map_or(REFRESH_SECONDS.1, |at| at - now).clamp(REFRESH_SECONDS.0, REFRESH_SECONDS.1);
+    let mut shown = shown.into_iter();
+    let primary = shown.next().unwrap_or(default);
+    let mut placements: BTreeMap<&'static str, Vec<Element>> = BTreeMap::new();
+    for element in shown {
+        let placed = placements.entry(element.class.placement()).or_default();
+        if placed.len() < PLACEMENT_LIMIT {
+            placed.push(element);
+        }
+    }
+    Ranked { primary, placements, refresh_after_seconds }
+}
+
+/// The entity tag of a home answer: a hash of its body, which already holds everything it varies
+/// on (the user's state, the announcement the request's platform and app version chose).
+pub fn etag(body: &Value) -> String {
+    format!("\"{}\"", &sha256_hex(body.to_string().as_bytes())[..32])
+}
+
+/// The balance card, the default element: shown first when nothing else is.
+pub fn balance_card(balance: Value, at: i64) -> Element {
+    Element {
+        id: "balance".into(),
+        kind: "balance".into(),
+        class: Class::Default,
+        reason: "nothing needs your attention: your balance".into(),
+        data: json!({"wallet": balance}),
+        actions: vec![Action::call("top_up", "POST", "/topups"), Action::call("history", "GET", "/wallet/postings")],
+        deadline: None,
+        expires_at: None,
+        at,
+        critical: true,
+        explain: json!({"rule": "default", "inputs": {}}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn element(id: &str, class: Class, deadline: Option<i64>, at: i64) -> Element {
+        Element {
+            id: id.into(),
+            kind: "test".into(),
+            class,
+            reason: "r".into(),
+            data: json!({}),
+            actions: vec![],
+            deadline,
+            expires_at: None,
+            at,
+            critical: class == Class::MoneyAtRisk,
+            explain: json!({}),
+        }
+    }
+
+    fn default() -> Element {
+        balance_card(json!({"amount": "1.00", "currency": "USD"}), 0)
+    }
+
+    /// Candidates with ids from a small set (so some repeat); an id's class is always the same,
+    /// as a source's is.
+    fn candidates() -> impl Strategy<Value = Vec<Element>> {
+        const CLASSES: [Class; 4] = [Class::MoneyAtRisk, Class::Security, Class::TimeBound, Class::Announcement];
+        prop::collection::vec(
+            (0u8..12, prop::option::of(100i64..200), 0i64..50, prop::option::of(0i64..300), any::<bool>()),
+            0..16,
+        )
+        .prop_map(|raw| {
+            raw.into_iter()
+                .map(|(id, deadline, at, expires_at, critical)| {
+                    (id, CLASSES[usize::from(id) % 4], deadline, at, expires_at, critical)
+                })
+                .map(|(id, class, deadline, at, expires_at, critical)| Element {
+                    expires_at,
+                    critical: critical || class == Class::MoneyAtRisk,
+                    ..element(&format!("e{id}"), class, deadline, at)
+                })
+                .collect()
+        })
+    }
+
+    fn order(ranked: &Ranked) -> Vec<&Element> {
+        let placed = ["alerts", "reminders", "announcements"].iter().flat_map(|p| ranked.placements.get(p)).flatten();
+        std::iter::once(&ranked.primary).chain(placed).collect()
+    }
+
+    proptest! {
+        /// The order is total and deterministic: any arrangement of the same candidates ranks
+        /// alike; money at risk comes first whenever there is any; no id twice, nothing expired,
+        /// nothing dismissed unless critical.
+        #[test]
+        fn the_ranking_is_a_total_order_with_money_at_risk_first(
+            elements in candidates(),
+            dismissed in prop::collection::btree_set((0u8..12).prop_map(|i| format!("e{i}")), 0..6),
+            now in 0i64..300,
+            seed in any::<u64>(),
+        ) {
+            let ranked = rank(elements.clone(), default(), &dismissed, now);
+            let mut shuffled = elements.clone();
+            let len = shuffled.len().max(1);
+            shuffled.rotate_left((seed as usize) % len);
+            shuffled.reverse();
+            prop_assert_eq!(&rank(shuffled, default(), &dismissed, now), &ranked);
+
+            let live: Vec<&Element> = elements.iter().filter(|e| e.expires_at.is_none_or(|at| now < at)).collect();
+            let money = live.iter().any(|e| e.class == Class::MoneyAtRisk);
+            prop_assert_eq!(ranked.primary.class == Class::MoneyAtRisk, money);
+            let shown = order(&ranked);
+            let ids: BTreeSet<&str> = shown.iter().map(|e| e.id.as_str()).collect();
+            prop_assert_eq!(ids.len(), shown.len(), "no duplicates");
+            for e in &shown {
+                prop_assert!(e.expires_at.is_none_or(|at| now < at), "expired {:?}", e);
+                prop_assert!(e.critical || !dismissed.contains(&e.id), "dismissed {:?}", e);
+            }
+            // Within each placement (and from the primary on), the order never goes back.
+            for placed in ranked.placements.values() {
+                prop_assert!(placed.windows(2).all(|w| w[0].rank_key() < w[1].rank_key()));
+                prop_assert!(placed.iter().all(|e| ranked.primary.rank_key() < e.rank_key()));
+                prop_assert!(placed.len() <= PLACEMENT_LIMIT);
+            }
+            prop_assert!((REFRESH_SECONDS.0..=REFRESH_SECONDS.1).contains(&ranked.refresh_after_seconds));
+        }
+    }
+
+    #[test]
+    fn an_announcement_never_outranks_money_or_security_and_the_balance_card_is_the_default() {
+        let urgent = Element { deadline: Some(1), ..element("announcement:sale", Class::Announcement, None, 99) };
+        let security = element("security:device", Class::Security, None, 1);
+        let ranked = rank(vec![urgent.clone(), security.clone()], default(), &BTreeSet::new(), 0);
+        assert_eq!(ranked.primary.id, "security:device");
+        assert_eq!(ranked.placements["announcements"], vec![urgent]);
+        // Dismissed, the security element gives way; nothing else left: the balance card.
+        let dismissed = BTreeSet::from(["security:device".to_owned()]);
+        let ranked = rank(vec![security], default(), &dismissed, 0);
+        assert_eq!((ranked.primary.id.as_str(), ranked.placements.len()), ("balance", 0));
+        // A critical element stays dismissed or not; the nearest deadline first, then the newest.
+        let a = element("topup:a", Class::MoneyAtRisk, Some(150), 1);
+        let b = element("topup:b", Class::MoneyAtRisk, Some(120), 0);
+        let c = element("topup:c", Class::MoneyAtRisk, None, 9);
+        let dismissed = BTreeSet::from(["topup:b".to_owned()]);
+        let ranked = rank(vec![a, b, c], default(), &dismissed, 0);
+        let alerts: Vec<&str> = ranked.placements["alerts"].iter().map(|e| e.id.as_str()).collect();
+        assert_eq!((ranked.primary.id.as_str(), alerts), ("topup:b", vec!["topup:a", "topup:c"]));
+        assert_eq!(ranked.refresh_after_seconds, 120, "when the first deadline falls due");
+    }
+
+    #[test]
+    fn one_element_per_source_the_latest_and_none_past_its_expiry() {
+        let old =
+            Element { kind: "order.awaiting_merchant".into(), ..element("order:o_1", Class::MoneyAtRisk, None, 1) };
+        let new = Element { kind: "order.declined".into(), ..element("order:o_1", Class::MoneyAtRisk, None, 5) };
+        let gone = Element { expires_at: Some(10), ..element("security:x", Class::Security, None, 2) };
+        let ranked = rank(vec![new.clone(), old, gone], default(), &BTreeSet::new(), 10);
+        assert_eq!((ranked.primary.kind.as_str(), ranked.placements.len()), ("order.declined", 0));
+    }
+
+    #[test]
+    fn the_etag_changes_with_the_body_only() {
+        let body = json!({"primary": {"id": "balance"}});
+        assert_eq!(etag(&body), etag(&body.clone()));
+        assert_ne!(etag(&body), etag(&json!({"primary": {"id": "topup:p_1"}})));
+        assert!(etag(&body).starts_with('"') && etag(&body).len() == 34);
+    }
+}
