@@ -50,6 +50,13 @@ impl Caller {
     }
 }
 
+/// A claim of the caller's token other than its subject (`name`), when the authorizer passed it.
+pub fn claim(request: &Request, name: &str) -> Option<String> {
+    let Some(RequestContext::ApiGatewayV2(context)) = request.request_context_ref() else { return None };
+    let jwt = context.authorizer.as_ref().and_then(|a| a.jwt.as_ref())?;
+    jwt.claims.get(name).filter(|value| !value.is_empty()).cloned()
+}
+
 /// A caller proven to hold the admin scope: only [`Caller::require_admin`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Administrator(Caller);

@@ -306,6 +306,8 @@ pub async fn newest_before(
         .expression_attribute_values(":high", s(high))
         .scan_index_forward(false)
         .limit(limit)
+        // A history read right after a payment shows it (the home's latest postings, too).
+        .consistent_read(true)
         .send()
         .await?;
     Ok(page.items.unwrap_or_default())

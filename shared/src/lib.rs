@@ -5,6 +5,7 @@
 //! `auth`, `*::api`) form the imperative shell that each Lambda function's `main.rs` wires up.
 
 pub mod admin;
+pub mod attention;
 pub mod audit;
 pub mod auth;
 pub mod aws;

@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "audit",
             "config",
             "security",
+            "attention",
             "admin",
             "conversation",
             "rules",

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use superpay::config::merge_patch;
 use superpay_e2e::{Env, unique};
 
-async fn publish(group: &str, body: &str, precondition: (&str, &str), key: &str) -> reqwest::Response {
+pub async fn publish(group: &str, body: &str, precondition: (&str, &str), key: &str) -> reqwest::Response {
     let env = Env::get();
     env.http()
         .post(env.url(&format!("/config/{group}/versions")))

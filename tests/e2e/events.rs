@@ -255,6 +255,19 @@ async fn flow_events_answer_as_documented() {
 
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
+async fn home_events_answer_as_documented() {
+    let got = invoke("HomeFunction", "home/get.json").await;
+    assert_eq!(got["statusCode"], 200, "{got}");
+    assert!(body(&got)["primary"]["id"].is_string(), "{got}");
+    let refused = invoke("HomeFunction", "home/dismiss-balance.json").await;
+    assert_eq!(
+        (&refused["statusCode"], &body(&refused)["code"]),
+        (&json!(409), &json!("home_element_not_dismissable"))
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
 async fn payment_session_events_answer_as_documented() {
     let created = invoke("PaymentSessionsFunction", "payment-sessions/create.json").await;
     assert_eq!(created["statusCode"], 201, "{created}");

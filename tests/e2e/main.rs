@@ -9,6 +9,7 @@ mod devices;
 mod events;
 mod faults;
 mod flows;
+mod home;
 mod iam;
 mod instructions;
 mod instruments;

@@ -50,6 +50,7 @@ const COLD_PROBES: &[(&str, &str)] = &[
     ("LinksFunction", "links/list.json"),
     ("FlowsFunction", "flows/dry-run.json"),
     ("PaymentSessionsFunction", "payment-sessions/get-unknown.json"),
+    ("HomeFunction", "home/get.json"),
 ];
 
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";

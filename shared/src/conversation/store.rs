@@ -144,6 +144,8 @@ impl ConversationStore {
             .key_condition_expression("pk = :pk AND begins_with(sk, :with)")
             .expression_attribute_values(":pk", s(format!("user#{user}")))
             .expression_attribute_values(":with", s("with#"))
+            // The unread counts as the last message left them (the home shows them).
+            .consistent_read(true)
             .send()
             .await?;
         page.items().iter().map(summary_from_item).collect()

@@ -1,14 +1,14 @@
 //! Announcements on the home (config group `home-announcements`): what the operators want some
 //! users to see, chosen by the one rules module over the client's platform and app version (sent as
 //! request headers, `X-Superpay-Platform` and `X-Superpay-App-Version`) and a stable percentage of
-//! users. First match wins; the default is usually none. An announcement never outranks money at
-//! risk or security (`super::Class`).
+//! users. First match wins; `"none"` (a rule's answer, or the default when it is left out, as a
+//! config group holds no null) shows none. An announcement never outranks money at risk or
+//! security (`super::Class`).
 //!
 //! ```json
 //! {"announcements": [{"id": "update-9-1", "title": "Update the app", "body": "9.1 fixes sign-in.",
 //!                     "url": "https://example.com/9.1", "expires_at": 1800000000}],
-//!  "rules": [{"when": {"platform": "ios", "app_version": "9.0.0"}, "rollout": 50, "then": "update-9-1"}],
-//!  "default": null}
+//!  "rules": [{"when": {"platform": "ios", "app_version": "9.0.0"}, "rollout": 50, "then": "update-9-1"}]}
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,6 +21,8 @@ use crate::rules::{RuleSet, RulesError};
 
 /// The config group that holds them.
 pub const GROUP: &str = "home-announcements";
+/// The answer that shows no announcement (no announcement may be called so).
+pub const NONE: &str = "none";
 /// What a title and a body may hold, in characters.
 const MAX_TITLE: usize = 80;
 const MAX_BODY: usize = 400;
@@ -45,6 +47,7 @@ pub struct Announcement {
 struct GroupJson {
     announcements: Vec<Announcement>,
     rules: Value,
+    #[serde(default)]
     default: Option<String>,
 }
 
@@ -53,7 +56,7 @@ struct GroupJson {
 pub struct Announcements {
     pub version: u64,
     by_id: BTreeMap<String, Announcement>,
-    rules: RuleSet<Option<String>>,
+    rules: RuleSet<String>,
 }
 
 /// Why a group is refused: what to fix.
@@ -81,8 +84,7 @@ pub fn facts<'a>(platform: Option<&'a str>, app_version: Option<&'a str>) -> BTr
 impl Announcements {
     /// None published: nobody sees one.
     pub fn none() -> Self {
-        Announcements::parse(&json!({"announcements": [], "rules": [], "default": null}), 0)
-            .expect("the empty group is valid (tests)")
+        Announcements::parse(&json!({"announcements": [], "rules": []}), 0).expect("the empty group is valid (tests)")
     }
 
     /// A group's parameters, verified whole: each announcement's id follows the id rule and is
@@ -94,8 +96,10 @@ impl Announcements {
         let mut by_id = BTreeMap::new();
         for announcement in group.announcements {
             let id = announcement.id.clone();
-            if !crate::ids::is_valid(&id) {
-                return Err(invalid(format!("announcement id {id:?} is not an id (letters, digits, - _ .)")));
+            if !crate::ids::is_valid(&id) || id == NONE {
+                return Err(invalid(format!(
+                    "announcement id {id:?} is not an id (letters, digits, - _ .; not \"none\")"
+                )));
             }
             let shows = |text: &str| text.chars().all(crate::text::shows_as_itself);
             if announcement.title.is_empty()
@@ -114,12 +118,13 @@ impl Announcements {
                 return Err(invalid(format!("announcement {id} is named twice")));
             }
         }
-        let rules: RuleSet<Option<String>> = RuleSet::parse(
-            &json!({"facts": ["platform", "app_version"], "rules": group.rules, "default": group.default}),
+        let default = group.default.unwrap_or_else(|| NONE.to_owned());
+        let rules: RuleSet<String> = RuleSet::parse(
+            &json!({"facts": ["platform", "app_version"], "rules": group.rules, "default": default}),
             GROUP,
         )?;
         let named = rules.rules.iter().map(|r| &r.then).chain(std::iter::once(&rules.default));
-        if let Some(unknown) = named.flatten().find(|id| !by_id.contains_key(*id)) {
+        if let Some(unknown) = named.filter(|id| *id != NONE).find(|id| !by_id.contains_key(*id)) {
             return Err(invalid(format!("a rule names announcement {unknown:?}, which is not published")));
         }
         Ok(Announcements { version, by_id, rules })
@@ -129,7 +134,7 @@ impl Announcements {
     /// rules give none, or it expired).
     pub fn for_user(&self, facts: &BTreeMap<&'static str, &str>, user: &str, now: i64) -> Option<Element> {
         let (chosen, rule) = self.rules.decide(facts, user);
-        let announcement = self.by_id.get(chosen.as_ref()?)?;
+        let announcement = self.by_id.get(chosen)?;
         if announcement.expires_at.is_some_and(|at| now >= at) {
             return None;
         }
@@ -171,8 +176,8 @@ mod tests {
                  "url": "https://example.com/9.1", "expires_at": 1000},
                 {"id": "welcome", "title": "Welcome", "body": ""}],
             "rules": [{"when": {"platform": "ios", "app_version": "9.0.0"}, "then": "update-9-1"},
-                      {"when": {"platform": "android"}, "rollout": 0, "then": "welcome"}],
-            "default": null})
+                      {"when": {"platform": "ios"}, "then": "none"},
+                      {"when": {"platform": "android"}, "rollout": 0, "then": "welcome"}]})
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! read; the server drops what expired and what the user dismissed (never a critical element).
 
 pub mod announcements;
+pub mod api;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
+pub use crate::attention::{Action, Class, Element};
 use crate::crypto::sha256_hex;
 
 /// How many elements one placement shows.
@@ -24,97 +26,6 @@ pub const PLACEMENT_LIMIT: usize = 5;
 /// The bounds of `refresh_after_seconds`: a client polls no more often than the first (a rate
 /// limit on its refreshes), and no less often than the second.
 pub const REFRESH_SECONDS: (i64, i64) = (15, 300);
-
-/// Why an element matters, in the order the home ranks them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Class {
-    /// Money the user may lose or is waiting for: an offline payment waiting for funds, a hold
-    /// awaiting a merchant, a payment that failed or expired.
-    MoneyAtRisk,
-    /// Something about the account's safety: a new device, a new partner link, a refused transfer.
-    Security,
-    /// Something with a date: a hold that will be released, a reminder.
-    TimeBound,
-    /// What the operators announce (config group `home-announcements`).
-    Announcement,
-    /// The balance card, shown when nothing else is.
-    Default,
-}
-
-impl Class {
-    /// The placement an element of this class goes to when it is not the primary one.
-    pub fn placement(self) -> &'static str {
-        match self {
-            Class::MoneyAtRisk | Class::Security => "alerts",
-            Class::TimeBound => "reminders",
-            Class::Announcement => "announcements",
-            Class::Default => "balance",
-        }
-    }
-}
-
-/// What the client can do with an element: open a link, or call a route of the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Action {
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub method: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub path: Option<String>,
-}
-
-impl Action {
-    /// Open `url` (a top-up link, an announcement's page).
-    pub fn open(id: &str, url: impl Into<String>) -> Self {
-        Action { id: id.to_owned(), url: Some(url.into()), method: None, path: None }
-    }
-
-    /// Call `method path` of the API with the user's token.
-    pub fn call(id: &str, method: &str, path: impl Into<String>) -> Self {
-        Action { id: id.to_owned(), url: None, method: Some(method.to_owned()), path: Some(path.into()) }
-    }
-}
-
-/// One thing the home may show.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Element {
-    /// Derived from its source (`<source kind>:<source id>`): one element per source.
-    pub id: String,
-    /// What it is (`offline.waiting_for_funds`, `security.device_enrolled`, ...).
-    pub kind: String,
-    #[serde(rename = "priority_class")]
-    pub class: Class,
-    /// Why it is shown, in words.
-    pub reason: String,
-    pub data: Value,
-    pub actions: Vec<Action>,
-    /// When the user must act by (an offline payment's top-up link's expiry), if ever.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub deadline: Option<i64>,
-    /// When it stops being shown, if ever: the server drops it then.
-    pub expires_at: Option<i64>,
-    /// When its source last changed (recency).
-    pub at: i64,
-    /// Cannot be dismissed (money the user may lose).
-    pub critical: bool,
-    /// The rule that made it and the inputs it saw.
-    pub explain: Value,
-}
-
-impl Element {
-    /// Its place in the home's total order: class, then the nearest deadline (none last), then the
-    /// most recent, then the id (unique once deduplicated), so two elements never tie.
-    pub fn rank_key(&self) -> (Class, i64, std::cmp::Reverse<i64>, &str) {
-        (self.class, self.deadline.unwrap_or(i64::MAX), std::cmp::Reverse(self.at), &self.id)
-    }
-
-    fn live_at(&self, now: i64) -> bool {
-        self.expires_at.is_none_or(|at| now < at)
-    }
-}
 
 /// What the home shows: the primary element and the others by placement.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,6 +14,9 @@ use super::debit::{DebitOutcome, TopUpDebits};
 use super::device::DeviceStore;
 use super::payment::{PAYMENT_UNSETTLED, PAYMENT_WAITING, Payment, PaymentState, PaymentStore};
 use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, at_expiry, key_of, new_token};
+use serde_json::json;
+
+use crate::attention::{Action, AttentionStore, Class, Element};
 use crate::aws::{self, MissingEnv};
 use crate::batch::{Batch, Failure};
 use crate::clock::now_epoch_seconds;
@@ -30,6 +33,8 @@ pub struct Settlement {
     payments: PaymentStore,
     devices: DeviceStore,
     merchants: MerchantStore,
+    /// The payer's home: a payment waiting for funds is their attention item until it settles.
+    attention: AttentionStore,
     /// The top-ups' debits, and through them the ledger, the outbox and the links.
     debits: TopUpDebits,
     batch: Batch,
@@ -100,6 +105,7 @@ impl Settlement {
             ),
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
+            attention: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
             debits,
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             topup_ttl_seconds: aws::seconds("TOPUP_TTL_SECONDS")?,
@@ -183,7 +189,11 @@ impl Settlement {
                         payment_id: payment.id.clone(),
                     };
                     let notice = event.outbox(&self.notifications_queue, 0)?;
-                    let mut items = vec![self.payments.expire_item(&payment.id)?, outbox.put_item(&notice, now)?];
+                    let mut items = vec![
+                        self.payments.expire_item(&payment.id)?,
+                        outbox.put_item(&notice, now)?,
+                        self.attention.put_item(&payment.user, &expired_element(&payment, now))?,
+                    ];
                     items.extend(self.devices.release_item(&payment)?);
                     // A link that is gone counts as expired; one paid or started at the last moment wins.
                     if let Some(topup) = &topup {
@@ -261,8 +271,10 @@ impl Settlement {
             at: now,
         };
         let notice = event.outbox(&self.notifications_queue, 0)?;
+        let waiting = waiting_element(payment, &merchant, due, &link, topup.link_expires_at, now);
         let items = vec![
             self.payments.waiting_item(&payment.id, &topup.key, payment.topup_token.as_deref())?,
+            self.attention.put_item(&payment.user, &waiting)?,
             self.debits.topups.create_item(&topup)?,
             // Due at the expiry itself, so the sweeper does not re-send it before then.
             outbox.put_item_due(&expire, topup.link_expires_at)?,
@@ -298,7 +310,11 @@ impl Settlement {
                 "offline.settle",
                 format!("offline-payment/{}", payment.id),
             )?;
-            let mut with = vec![self.payments.state_item(&payment.id, PaymentState::Settled)?];
+            let mut with = vec![
+                self.payments.state_item(&payment.id, PaymentState::Settled)?,
+                // Settled: nothing more for the payer to do.
+                self.attention.delete_item(&payment.user, &attention_id(&payment.id))?,
+            ];
             with.extend(self.devices.release_item(&payment)?);
             match self.debits.ledger.apply(&transfer, with, now).await {
                 // Settled by an earlier delivery (or expired): nothing to do.
@@ -310,5 +326,56 @@ impl Settlement {
             }
         }
         Ok(outbox.done(&job.id).await?)
+    }
+}
+
+/// The id of an offline payment's attention item on its payer's home.
+pub fn attention_id(payment_id: &str) -> String {
+    format!("offline:{payment_id}")
+}
+
+/// A payment waiting for `due` more: its payer's most urgent element until it settles or its link
+/// (`link`, until `link_expires_at`) expires. Critical: money the payer may lose.
+fn waiting_element(
+    payment: &Payment,
+    merchant: &str,
+    due: Money,
+    link: &str,
+    link_expires_at: i64,
+    now: i64,
+) -> Element {
+    Element {
+        id: attention_id(&payment.id),
+        kind: "offline.waiting_for_funds".into(),
+        class: Class::MoneyAtRisk,
+        reason: format!("a payment of {} to {merchant} is waiting for {due} more", payment.amount),
+        data: json!({"payment": payment.view(), "amount_due": due, "link": link}),
+        actions: vec![Action::open("top_up", link)],
+        deadline: Some(link_expires_at),
+        expires_at: Some(link_expires_at),
+        at: now,
+        critical: true,
+        explain: json!({"rule": "an offline payment is waiting for funds", "inputs": {"payment": payment.id, "state": "waiting_for_funds"}}),
+    }
+}
+
+/// How long an expired offline payment is shown to its payer.
+const EXPIRED_SHOWN_SECONDS: i64 = 7 * 86_400;
+
+/// A payment that expired unpaid (its merchant was not paid): shown to its payer for a week.
+fn expired_element(payment: &Payment, now: i64) -> Element {
+    Element {
+        id: attention_id(&payment.id),
+        kind: "offline.expired".into(),
+        class: Class::MoneyAtRisk,
+        reason: format!("a payment of {} expired unpaid", payment.amount),
+        data: json!({"payment": payment.view()}),
+        // What happened is in the payer's conversation with the platform too.
+        actions: vec![Action::call("messages", "GET", "/conversations/platform/messages")],
+        deadline: None,
+        expires_at: Some(now + EXPIRED_SHOWN_SECONDS),
+        at: now,
+        critical: false,
+        explain: json!({"rule": "an offline payment expired unpaid", "inputs": {"payment": payment.id, "state": "expired"}}),
     }
 }

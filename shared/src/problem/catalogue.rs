@@ -261,6 +261,8 @@ catalogue! {
         "No instrument linked to the calling partner has this token (another partner's token names nothing).";
     UNKNOWN_PAYMENT_SESSION = "unknown_payment_session", 404, "Unknown payment session",
         "No payment session of the caller's has this id.";
+    UNKNOWN_HOME_ELEMENT = "unknown_home_element", 404, "Unknown home element",
+        "The caller's home shows no element with this id (it may have been resolved or expired).";
     UNKNOWN_PAYMENT_FORCE = "unknown_payment_force", 404, "No forced process",
         "An admin ends the force of a loading process for a user who has none.";
     UNKNOWN_CHARGE = "unknown_charge", 404, "Unknown charge",
@@ -361,6 +363,8 @@ catalogue! {
         "The payment session was cancelled (nothing moved; also the transfer side's answer to its instruction), or a cancel came after its payment was made (the payment stands).";
     PAYMENT_SESSION_NOT_CONFIRMED = "payment_session_not_confirmed", 409, "Payment session not confirmed",
         "A transfer instruction paid through a payment session is presented to the transfer side before the session records the user's confirmation of it.";
+    HOME_ELEMENT_NOT_DISMISSABLE = "home_element_not_dismissable", 409, "Home element not dismissable",
+        "The element is critical (money the user may lose) or the balance card: it goes when what it is about is resolved.";
     PAYMENT_PROCESS_NOT_OFFERED = "payment_process_not_offered", 409, "Payment process not offered",
         "A payment session is confirmed (or an event reported) from a loading process that is neither its own nor in its fallback chain.";
     // 410

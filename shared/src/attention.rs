@@ -1,0 +1,202 @@
+//! Each user's attention items (`HomeTable`, key `user`, `id`): what a source needs its user for
+//! (an offline payment waiting for funds, a security event), each written by the source in the
+//! transaction that puts it in need of the user and deleted by the one that resolves it, so the
+//! home (capability 5, `crate::home`) reads them consistently and in one query whatever the user's
+//! history. An item is the element the home shows (`Element`), keyed by the element's id, with
+//! `gone_at` for the table's TTL when it has an end; a user's dismissal of an element is an item
+//! `dismissed#<element id>` in the same partition.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::dynamo::{Item, StoreError, Write, get_s, n, s};
+
+/// How long after its end an item stays for the TTL to take (the home drops it at `expires_at`).
+const GONE_AFTER_SECONDS: i64 = 86_400;
+/// How long a dismissal is kept: an element dismissed is not shown again for that long.
+pub const DISMISSAL_SECONDS: i64 = 90 * 86_400;
+/// The most items one read takes: a user's live attention items and dismissals are few (sources
+/// delete theirs when resolved, and everything else ends); past this the oldest are not read.
+pub const READ_LIMIT: i32 = 200;
+
+/// Why an element matters, in the order the home ranks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Money the user may lose or is waiting for: an offline payment waiting for funds, a hold
+    /// awaiting a merchant, a payment that failed or expired.
+    MoneyAtRisk,
+    /// Something about the account's safety: a new device, a new partner link, a refused transfer.
+    Security,
+    /// Something with a date: a hold that will be released, a reminder.
+    TimeBound,
+    /// What the operators announce (config group `home-announcements`).
+    Announcement,
+    /// The balance card, shown when nothing else is.
+    Default,
+}
+
+impl Class {
+    /// The placement an element of this class goes to when it is not the primary one.
+    pub fn placement(self) -> &'static str {
+        match self {
+            Class::MoneyAtRisk | Class::Security => "alerts",
+            Class::TimeBound => "reminders",
+            Class::Announcement => "announcements",
+            Class::Default => "balance",
+        }
+    }
+}
+
+/// What the client can do with an element: open a link, or call a route of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+}
+
+impl Action {
+    /// Open `url` (a top-up link, an announcement's page).
+    pub fn open(id: &str, url: impl Into<String>) -> Self {
+        Action { id: id.to_owned(), url: Some(url.into()), method: None, path: None }
+    }
+
+    /// Call `method path` of the API with the user's token.
+    pub fn call(id: &str, method: &str, path: impl Into<String>) -> Self {
+        Action { id: id.to_owned(), url: None, method: Some(method.to_owned()), path: Some(path.into()) }
+    }
+}
+
+/// One thing the home may show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Element {
+    /// Derived from its source (`<source kind>:<source id>`): one element per source.
+    pub id: String,
+    /// What it is (`offline.waiting_for_funds`, `security.device_enrolled`, ...).
+    pub kind: String,
+    #[serde(rename = "priority_class")]
+    pub class: Class,
+    /// Why it is shown, in words.
+    pub reason: String,
+    pub data: Value,
+    pub actions: Vec<Action>,
+    /// When the user must act by (an offline payment's top-up link's expiry), if ever.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deadline: Option<i64>,
+    /// When it stops being shown, if ever: the server drops it then.
+    pub expires_at: Option<i64>,
+    /// When its source last changed (recency).
+    pub at: i64,
+    /// Cannot be dismissed (money the user may lose).
+    pub critical: bool,
+    /// The rule that made it and the inputs it saw.
+    pub explain: Value,
+}
+
+impl Element {
+    /// Its place in the home's total order: class, then the nearest deadline (none last), then the
+    /// most recent, then the id (unique once deduplicated), so two elements never tie.
+    pub fn rank_key(&self) -> (Class, i64, std::cmp::Reverse<i64>, &str) {
+        (self.class, self.deadline.unwrap_or(i64::MAX), std::cmp::Reverse(self.at), &self.id)
+    }
+
+    pub fn live_at(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// Rule: a dismissal is written once (a second one is the same dismissal).
+pub const DISMISSAL_NEW: &str = "attention.dismissal_new";
+
+/// The attention items and dismissals of `HomeTable`.
+#[derive(Clone, Debug)]
+pub struct AttentionStore {
+    client: Client,
+    table: String,
+}
+
+/// A user's partition as read: the live items and what they dismissed.
+#[derive(Debug, Default)]
+pub struct Partition {
+    pub elements: Vec<Element>,
+    pub dismissed: BTreeSet<String>,
+}
+
+impl AttentionStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        AttentionStore { client, table: table.into() }
+    }
+
+    /// The write that puts (or replaces) `element` as `user`'s attention item.
+    pub fn put_item(&self, user: &str, element: &Element) -> Result<Write, StoreError> {
+        let text = serde_json::to_string(element)
+            .map_err(|e| StoreError::caused("an attention item could not be written as JSON", e))?;
+        let mut item = Item::from([
+            ("user".to_owned(), s(user)),
+            ("id".to_owned(), s(&element.id)),
+            ("element".to_owned(), s(text)),
+        ]);
+        if let Some(end) = element.expires_at {
+            item.insert("gone_at".to_owned(), n(end + GONE_AFTER_SECONDS));
+        }
+        Ok(Write::put("attention.put", Put::builder().table_name(&self.table).set_item(Some(item)).build()?))
+    }
+
+    /// The write that removes `user`'s attention item `id` (there or not).
+    pub fn delete_item(&self, user: &str, id: &str) -> Result<Write, StoreError> {
+        let delete = Delete::builder().table_name(&self.table).key("user", s(user)).key("id", s(id)).build()?;
+        Ok(Write::delete("attention.delete", delete))
+    }
+
+    /// The write that records `user`'s dismissal of element `id` at `now`, once.
+    pub fn dismissal_item(&self, user: &str, id: &str, now: i64) -> Result<Write, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("user", s(user))
+            .item("id", s(format!("dismissed#{id}")))
+            .item("at", n(now))
+            .item("gone_at", n(now + DISMISSAL_SECONDS))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(Write::put(DISMISSAL_NEW, put))
+    }
+
+    /// `user`'s partition, read consistently in one query (at most `READ_LIMIT` items).
+    pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#user = :user")
+            .expression_attribute_names("#user", "user")
+            .expression_attribute_values(":user", AttributeValue::S(user.to_owned()))
+            .consistent_read(true)
+            .limit(READ_LIMIT)
+            .send()
+            .await?;
+        let mut partition = Partition::default();
+        for item in out.items() {
+            let id = get_s(item, "id")?;
+            match id.strip_prefix("dismissed#") {
+                Some(dismissed) => {
+                    partition.dismissed.insert(dismissed.to_owned());
+                }
+                None => {
+                    let element = serde_json::from_str(get_s(item, "element")?)
+                        .map_err(|e| StoreError::caused(format!("attention item {id} of {user} is corrupt"), e))?;
+                    partition.elements.push(element);
+                }
+            }
+        }
+        Ok(partition)
+    }
+}

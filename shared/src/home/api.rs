@@ -1,0 +1,178 @@
+//! The home function's routes (template.yaml `HomeFunction`), for a signed-in user:
+//!
+//! - `GET  /home`  the primary element, the others by placement, and what is personal (display
+//!   name, wallet and reserve balances, the latest postings, conversations with unread messages);
+//!   `ETag`, 304 on `If-None-Match`, `refresh_after_seconds`. The platform and app version, as
+//!   headers (`X-Superpay-Platform`, `X-Superpay-App-Version`), choose the announcement.
+//! - `POST /home/elements/{id}/dismiss`  the user dismisses an element (idempotent; a critical one
+//!   is refused)
+//!
+//! Everything is read consistently and at once: the user's attention items (one query), the
+//! wallet and reserve (one batch), the latest postings and the conversations (one query each).
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use serde_json::{Value, json};
+
+use super::announcements::{self, Announcements, GROUP};
+use super::{balance_card, etag, rank};
+use crate::Problem;
+use crate::attention::{AttentionStore, DISMISSAL_NEW};
+use crate::auth::Caller;
+use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
+use crate::config::GroupName;
+use crate::config::held::HeldGroup;
+use crate::conversation::store::ConversationStore;
+use crate::dynamo::transact;
+use crate::http::{json_response, path_parameter, route_key};
+use crate::ledger::AccountId;
+use crate::ledger::store::LedgerStore;
+use crate::problem::catalogue;
+
+/// How many postings and conversations the home shows.
+const RECENT: usize = 5;
+/// The request headers that choose the announcement (so the answer varies with them).
+pub const PLATFORM_HEADER: &str = "x-superpay-platform";
+pub const APP_VERSION_HEADER: &str = "x-superpay-app-version";
+
+pub struct HomeApi {
+    attention: AttentionStore,
+    ledger: LedgerStore,
+    conversations: ConversationStore,
+    announcements: HeldGroup<Announcements>,
+    dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl HomeApi {
+    pub async fn from_env() -> Result<Self, MissingEnv> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
+        Ok(HomeApi {
+            attention: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
+            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
+            conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
+            // Read for each request (a new version shows at once), parsed once per version; one
+            // that no longer verifies shows no announcement.
+            announcements: HeldGroup::new(
+                aws::env("CONFIG_TABLE")?,
+                GroupName::parse(GROUP).expect("home-announcements is a group name (tests)"),
+                0,
+                |json, version| Announcements::parse(json, version).map_err(|e| e.to_string()),
+                || std::sync::Arc::new(Announcements::none()),
+            ),
+            dynamodb,
+        })
+    }
+
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {
+        let caller = Caller::from_request(&request)?;
+        match route_key(&request) {
+            "GET /home" => self.home(&request, &caller).await,
+            "POST /home/elements/{id}/dismiss" => self.dismiss(&request, &caller).await,
+            other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the home function has no route {other:?}"))),
+        }
+    }
+
+    async fn home(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let user = caller.subject.as_str();
+        let now = now_epoch_seconds();
+        let (wallet, reserve) = (AccountId::wallet(user), AccountId::reserve(user));
+        let accounts = [wallet.clone(), reserve.clone()];
+        let (partition, accounts, postings, conversations, announced) = tokio::join!(
+            self.attention.read(user),
+            self.ledger.accounts(&accounts),
+            self.ledger.postings(&wallet, None, RECENT as i32),
+            self.conversations.summaries(user),
+            self.announcements.get(),
+        );
+        let (partition, accounts, postings, conversations) = (partition?, accounts?, postings?, conversations?);
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+        let facts = announcements::facts(header(PLATFORM_HEADER), header(APP_VERSION_HEADER));
+        let balance = |id: &AccountId| match accounts.get(id) {
+            Some(account) => json!({"amount": account.currency.rescale(account.balance).to_string(),
+                                    "currency": account.currency.code()}),
+            // An account exists from its first credit; before that it is empty.
+            None => json!({"amount": "0", "currency": null}),
+        };
+        let mut candidates = partition.elements;
+        candidates.extend(announced.for_user(&facts, user, now));
+        let ranked = rank(candidates, balance_card(balance(&wallet), now), &partition.dismissed, now);
+        let show = |d: rust_decimal::Decimal| accounts.get(&wallet).map_or(d, |a| a.currency.rescale(d)).to_string();
+        let postings: Vec<Value> = postings
+            .iter()
+            .map(|p| json!({"sequence": p.sequence, "amount": show(p.amount), "kind": p.kind, "at": p.at}))
+            .collect();
+        let mut unread: Vec<_> = conversations.into_iter().filter(|c| c.unread > 0).collect();
+        unread.sort_by_key(|c| std::cmp::Reverse(c.last_at));
+        let unread: Vec<Value> = unread
+            .iter()
+            .take(RECENT)
+            .map(|c| json!({"counterparty": c.counterparty, "unread": c.unread, "last_text": c.last_text, "last_at": c.last_at}))
+            .collect();
+        let body = json!({
+            "primary": ranked.primary,
+            "placements": ranked.placements,
+            "personalized": {
+                "display_name": crate::auth::claim(request, "name"),
+                "wallet": balance(&wallet),
+                "reserve": balance(&reserve),
+                "recent_postings": postings,
+                "unread_conversations": unread,
+            },
+            "refresh_after_seconds": ranked.refresh_after_seconds,
+        });
+        let tag = etag(&body);
+        let seen = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+        let mut response =
+            match seen.is_some_and(|seen| seen.split(',').any(|t| t.trim().trim_start_matches("W/") == tag)) {
+                true => {
+                    Response::builder().status(StatusCode::NOT_MODIFIED).body(Body::Empty).map_err(Problem::internal)?
+                }
+                false => json_response(StatusCode::OK, &body),
+            };
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, HeaderValue::from_str(&tag).map_err(Problem::internal)?);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+        headers.insert(
+            header::VARY,
+            HeaderValue::from_static("Authorization, If-None-Match, X-Superpay-Platform, X-Superpay-App-Version"),
+        );
+        Ok(response)
+    }
+
+    /// The user dismisses element `id`: it is not shown again (for `DISMISSAL_SECONDS`). Dismissing
+    /// it again answers the same; a critical element (money the user may lose) is refused.
+    async fn dismiss(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let user = caller.subject.as_str();
+        let id = path_parameter(request, "id")?;
+        // Element ids are `<source>:<id>` in the id rule's characters.
+        let well_formed = id.len() <= 200 && id.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.".contains(c));
+        if !well_formed {
+            return Err(Problem::new(
+                catalogue::UNKNOWN_HOME_ELEMENT,
+                "an element id is <source>:<id>, at most 200 characters",
+            ));
+        }
+        let partition = self.attention.read(user).await?;
+        let known = partition.elements.iter().find(|e| e.id == id);
+        if known.is_some_and(|e| e.critical) || id == "balance" {
+            return Err(Problem::new(
+                catalogue::HOME_ELEMENT_NOT_DISMISSABLE,
+                format!("element {id:?} cannot be dismissed: it goes when what it is about is resolved"),
+            ));
+        }
+        let answer = json!({"id": id, "dismissed": true});
+        if partition.dismissed.contains(id) {
+            return Ok(json_response(StatusCode::OK, &answer));
+        }
+        // Announcements are not stored per user: any element id of the home may be dismissed.
+        if known.is_none() && !id.starts_with("announcement:") {
+            return Err(Problem::new(catalogue::UNKNOWN_HOME_ELEMENT, format!("your home has no element {id:?}")));
+        }
+        match transact(&self.dynamodb, vec![self.attention.dismissal_item(user, id, now_epoch_seconds())?]).await {
+            Ok(()) => Ok(json_response(StatusCode::OK, &answer)),
+            Err(e) if e.broke(DISMISSAL_NEW) => Ok(json_response(StatusCode::OK, &answer)),
+            Err(e) => Err(Problem::internal(e)),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Capability 5, the home, through the local HTTP API: what a source needs its user for is first
+//! (an offline payment waiting for funds, until the top-up settles it), announcements show on
+//! their platform only, dismissals hold, and the answer carries an ETag a client revalidates.
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use superpay_e2e::{Env, unique};
+
+use crate::config::{publish, publish_over};
+use crate::offline::{till, until_state};
+use crate::topup::{browser, csrf_of, topup_link, waiting_payment};
+
+/// `GET /home` as `user`, from `platform` if given, revalidating `etag` if given.
+async fn home(user: &str, platform: Option<&str>, etag: Option<&str>) -> (StatusCode, HeaderMap, Value) {
+    let env = Env::get();
+    let mut request = env.http().get(env.url("/home")).bearer_auth(env.token(user, &[]));
+    if let Some(platform) = platform {
+        request = request.header("x-superpay-platform", platform).header("x-superpay-app-version", "9.1.0");
+    }
+    if let Some(etag) = etag {
+        request = request.header("if-none-match", etag);
+    }
+    let response = request.send().await.expect("the API answers");
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, response.json().await.unwrap_or_default())
+}
+
+async fn dismiss(user: &str, id: &str) -> (StatusCode, Value) {
+    let env = Env::get();
+    env.post_json(&env.token(user, &[]), &format!("/home/elements/{id}/dismiss"), None, None).await
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
+    let till = till().await;
+    let (phone, payment) = waiting_payment(&till, "payer", "3.00", "10.00").await;
+    let user = phone.user.as_str();
+    let (status, headers, answer) = home(user, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let primary = &answer["primary"];
+    assert_eq!(primary["id"], format!("offline:{payment}"), "{answer}");
+    assert_eq!(
+        (primary["priority_class"].as_str(), primary["kind"].as_str()),
+        (Some("money_at_risk"), Some("offline.waiting_for_funds"))
+    );
+    assert_eq!(primary["data"]["amount_due"], json!({"amount": "7.00", "currency": "USD"}));
+    let link = topup_link(user).await;
+    assert_eq!(primary["actions"][0], json!({"id": "top_up", "url": link}));
+    assert_eq!((primary["critical"].as_bool(), primary["expires_at"].is_i64()), (Some(true), true));
+    assert_eq!(primary["explain"]["inputs"]["payment"], payment.as_str());
+    assert_eq!(answer["personalized"]["reserve"], json!({"amount": "3.00", "currency": "USD"}));
+    let refresh = answer["refresh_after_seconds"].as_i64().unwrap();
+    assert!((15..=300).contains(&refresh), "{refresh}");
+    let etag = headers["etag"].to_str().unwrap().to_owned();
+    assert!(headers["vary"].to_str().unwrap().contains("X-Superpay-Platform"), "{headers:?}");
+
+    // Nothing changed: 304. Money the user may lose cannot be dismissed.
+    assert_eq!(home(user, None, Some(&etag)).await.0, StatusCode::NOT_MODIFIED);
+    let (status, problem) = dismiss(user, &format!("offline:{payment}")).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("home_element_not_dismissable")));
+
+    // The top-up settles the payment: in the very next call the balance card is back.
+    let client = browser();
+    let csrf = csrf_of(&client.get(&link).send().await.unwrap().text().await.unwrap());
+    let paid = client.post(&link).form(&[("amount", "7.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(paid.status(), StatusCode::OK);
+    until_state(&till, &payment, "settled").await;
+    let (status, _, answer) = home(user, None, Some(&etag)).await;
+    assert_eq!((status, answer["primary"]["id"].as_str()), (StatusCode::OK, Some("balance")), "{answer}");
+    assert_eq!(answer["placements"], json!({}));
+    assert_eq!(answer["personalized"]["reserve"], json!({"amount": "0.00", "currency": "USD"}));
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn an_announcement_shows_on_its_platform_only_and_a_dismissal_holds() {
+    let env = Env::get();
+    let group = json!({
+        "announcements": [{"id": "tv-launch", "title": "superpay on your TV", "body": "Pay from the couch.",
+                           "url": "https://example.com/tv"}],
+        "rules": [{"when": {"platform": "e2e-tv"}, "then": "tv-launch"}]});
+    let current = env.get_json("/config/home-announcements", &env.user_token()).await;
+    let (status, published) = match current["version"].as_u64() {
+        Some(version) => publish_over("home-announcements", &group, version).await,
+        None => {
+            let response =
+                publish("home-announcements", &group.to_string(), ("if-none-match", "*"), &unique("key")).await;
+            (response.status(), response.json().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(status, StatusCode::CREATED, "{published}");
+    let mut unknown = group.clone();
+    unknown["default"] = json!("nothing");
+    let version = published["version"].as_u64().unwrap();
+    let (status, refused) = publish_over("home-announcements", &unknown, version).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("home_announcements_invalid"))
+    );
+
+    let user = unique("home-user");
+    let (_, tv_headers, on_tv) = home(&user, Some("e2e-tv"), None).await;
+    assert_eq!(on_tv["primary"]["id"], "announcement:tv-launch", "{on_tv}");
+    assert_eq!(on_tv["primary"]["explain"]["inputs"], json!({"app_version": "9.1.0", "platform": "e2e-tv"}));
+    let (_, phone_headers, on_phone) = home(&user, Some("android"), None).await;
+    assert_eq!((on_phone["primary"]["id"].as_str(), &on_phone["placements"]), (Some("balance"), &json!({})));
+    assert_ne!(tv_headers["etag"], phone_headers["etag"], "the ETag varies with the platform");
+
+    // Dismissed (twice: the same answer), it is gone on the next call; an unknown id is not.
+    for _ in 0..2 {
+        assert_eq!(
+            dismiss(&user, "announcement:tv-launch").await,
+            (StatusCode::OK, json!({"id": "announcement:tv-launch", "dismissed": true}))
+        );
+    }
+    assert_eq!(home(&user, Some("e2e-tv"), None).await.2["primary"]["id"], "balance");
+    let (status, problem) = dismiss(&user, "offline:p_nothing").await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_home_element")));
+    assert_eq!(dismiss(&user, "balance").await.0, StatusCode::CONFLICT);
+}
