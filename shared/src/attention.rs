@@ -2,9 +2,10 @@
 //! (an offline payment waiting for funds, a security event), each written by the source in the
 //! transaction that puts it in need of the user and deleted by the one that resolves it, so the
 //! home (capability 5, `crate::home`) reads them consistently and in one query whatever the user's
-//! history. An item is the element the home shows (`Element`), keyed by the element's id, with
+//! history. An item is the element the home shows (`Element`), keyed `element#<element id>`, with
 //! `gone_at` for the table's TTL when it has an end; a user's dismissal of an element is an item
-//! `dismissed#<element id>` in the same partition.
+//! `dismissed#<element id>` in the same partition. The two are read by two bounded queries, so no
+//! number of dismissals can crowd an element out of a read.
 
 use std::collections::BTreeSet;
 
@@ -19,8 +20,9 @@ use crate::dynamo::{Item, StoreError, Write, get_s, n, s};
 const GONE_AFTER_SECONDS: i64 = 86_400;
 /// How long a dismissal is kept: an element dismissed is not shown again for that long.
 pub const DISMISSAL_SECONDS: i64 = 90 * 86_400;
-/// The most items one read takes: a user's live attention items and dismissals are few (sources
-/// delete theirs when resolved, and everything else ends); past this the oldest are not read.
+/// The most items of each kind one read takes: a user's attention items are few (sources delete
+/// theirs when resolved, and everything else ends), and only elements that exist can be dismissed.
+/// A partition past it is logged (`alarm = home_partition_full`): the later keys are not read.
 pub const READ_LIMIT: i32 = 200;
 
 /// Why an element matters, in the order the home ranks them.
@@ -142,7 +144,7 @@ impl AttentionStore {
             .map_err(|e| StoreError::caused("an attention item could not be written as JSON", e))?;
         let mut item = Item::from([
             ("user".to_owned(), s(user)),
-            ("id".to_owned(), s(&element.id)),
+            ("id".to_owned(), s(format!("element#{}", element.id))),
             ("element".to_owned(), s(text)),
         ]);
         if let Some(end) = element.expires_at {
@@ -153,7 +155,8 @@ impl AttentionStore {
 
     /// The write that removes `user`'s attention item `id` (there or not).
     pub fn delete_item(&self, user: &str, id: &str) -> Result<Write, StoreError> {
-        let delete = Delete::builder().table_name(&self.table).key("user", s(user)).key("id", s(id)).build()?;
+        let key = s(format!("element#{id}"));
+        let delete = Delete::builder().table_name(&self.table).key("user", s(user)).key("id", key).build()?;
         Ok(Write::delete("attention.delete", delete))
     }
 
@@ -170,33 +173,52 @@ impl AttentionStore {
         Ok(Write::put(DISMISSAL_NEW, put))
     }
 
-    /// `user`'s partition, read consistently in one query (at most `READ_LIMIT` items).
+    /// `user`'s partition, read consistently: its elements and its dismissals, one bounded query
+    /// each, at once. An item that cannot be read is logged and left out, never the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
+        let (elements, dismissed) = tokio::try_join!(self.range(user, "element#"), self.range(user, "dismissed#"))?;
+        let mut partition = Partition::default();
+        for item in &elements {
+            let element = get_s(item, "element")
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_str::<Element>(text).map_err(|e| e.to_string()));
+            match element {
+                Ok(element) => partition.elements.push(element),
+                Err(error) => tracing::error!(
+                    %error, user, id = get_s(item, "id").unwrap_or_default(), "an attention item cannot be read; left out"
+                ),
+            }
+        }
+        for item in &dismissed {
+            if let Some(id) = get_s(item, "id").ok().and_then(|id| id.strip_prefix("dismissed#")) {
+                partition.dismissed.insert(id.to_owned());
+            }
+        }
+        Ok(partition)
+    }
+
+    /// `user`'s items whose key starts with `prefix`, at most `READ_LIMIT`.
+    async fn range(&self, user: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let out = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("#user = :user")
+            .key_condition_expression("#user = :user AND begins_with(id, :prefix)")
             .expression_attribute_names("#user", "user")
             .expression_attribute_values(":user", AttributeValue::S(user.to_owned()))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
             .consistent_read(true)
             .limit(READ_LIMIT)
             .send()
             .await?;
-        let mut partition = Partition::default();
-        for item in out.items() {
-            let id = get_s(item, "id")?;
-            match id.strip_prefix("dismissed#") {
-                Some(dismissed) => {
-                    partition.dismissed.insert(dismissed.to_owned());
-                }
-                None => {
-                    let element = serde_json::from_str(get_s(item, "element")?)
-                        .map_err(|e| StoreError::caused(format!("attention item {id} of {user} is corrupt"), e))?;
-                    partition.elements.push(element);
-                }
-            }
+        if out.last_evaluated_key().is_some() {
+            tracing::error!(
+                alarm = "home_partition_full",
+                user,
+                prefix,
+                "a home partition holds more than a read takes"
+            );
         }
-        Ok(partition)
+        Ok(out.items().to_vec())
     }
 }

@@ -48,7 +48,12 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     assert_eq!(primary["data"]["amount_due"], json!({"amount": "7.00", "currency": "USD"}));
     let link = topup_link(user).await;
     assert_eq!(primary["actions"][0], json!({"id": "top_up", "url": link}));
-    assert_eq!((primary["critical"].as_bool(), primary["expires_at"].is_i64()), (Some(true), true));
+    // Until the payment settles or expires: its link's expiry is a deadline, not an end.
+    assert_eq!((primary["critical"].as_bool(), primary["deadline"].is_i64()), (Some(true), true));
+    assert_eq!(
+        (&primary["expires_at"], &primary["data"]["payment"]["state"]),
+        (&Value::Null, &json!("waiting_for_funds"))
+    );
     assert_eq!(primary["explain"]["inputs"]["payment"], payment.as_str());
     assert_eq!(answer["personalized"]["reserve"], json!({"amount": "3.00", "currency": "USD"}));
     let refresh = answer["refresh_after_seconds"].as_i64().unwrap();
@@ -116,6 +121,7 @@ async fn an_announcement_shows_on_its_platform_only_and_a_dismissal_holds() {
         );
     }
     assert_eq!(home(&user, Some("e2e-tv"), None).await.2["primary"]["id"], "balance");
+    assert_eq!(dismiss(&user, "announcement:never-published").await.0, StatusCode::NOT_FOUND);
     let (status, problem) = dismiss(&user, "offline:p_nothing").await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_home_element")));
     assert_eq!(dismiss(&user, "balance").await.0, StatusCode::CONFLICT);

@@ -130,6 +130,11 @@ impl Announcements {
         Ok(Announcements { version, by_id, rules })
     }
 
+    /// Whether announcement `id` is published.
+    pub fn publishes(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
     /// The announcement for a request's `facts` and `user`, as a home element (none when the
     /// rules give none, or it expired).
     pub fn for_user(&self, facts: &BTreeMap<&'static str, &str>, user: &str, now: i64) -> Option<Element> {

@@ -96,7 +96,7 @@ impl HomeApi {
         };
         let mut candidates = partition.elements;
         candidates.extend(announced.for_user(&facts, user, now));
-        let ranked = rank(candidates, balance_card(balance(&wallet), now), &partition.dismissed, now);
+        let ranked = rank(candidates, balance_card(balance(&wallet)), &partition.dismissed, now);
         let show = |d: rust_decimal::Decimal| accounts.get(&wallet).map_or(d, |a| a.currency.rescale(d)).to_string();
         let postings: Vec<Value> = postings
             .iter()
@@ -109,7 +109,7 @@ impl HomeApi {
             .take(RECENT)
             .map(|c| json!({"counterparty": c.counterparty, "unread": c.unread, "last_text": c.last_text, "last_at": c.last_at}))
             .collect();
-        let body = json!({
+        let mut body = json!({
             "primary": ranked.primary,
             "placements": ranked.placements,
             "personalized": {
@@ -119,17 +119,19 @@ impl HomeApi {
                 "recent_postings": postings,
                 "unread_conversations": unread,
             },
-            "refresh_after_seconds": ranked.refresh_after_seconds,
         });
+        // Of what is shown, not of when to call again (that counts down by the second).
         let tag = etag(&body);
+        body["refresh_after_seconds"] = ranked.refresh_after_seconds.into();
         let seen = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-        let mut response =
-            match seen.is_some_and(|seen| seen.split(',').any(|t| t.trim().trim_start_matches("W/") == tag)) {
-                true => {
-                    Response::builder().status(StatusCode::NOT_MODIFIED).body(Body::Empty).map_err(Problem::internal)?
-                }
-                false => json_response(StatusCode::OK, &body),
-            };
+        let current =
+            |seen: &str| seen.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == tag);
+        let mut response = match seen.is_some_and(current) {
+            true => {
+                Response::builder().status(StatusCode::NOT_MODIFIED).body(Body::Empty).map_err(Problem::internal)?
+            }
+            false => json_response(StatusCode::OK, &body),
+        };
         let headers = response.headers_mut();
         headers.insert(header::ETAG, HeaderValue::from_str(&tag).map_err(Problem::internal)?);
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
@@ -165,8 +167,12 @@ impl HomeApi {
         if partition.dismissed.contains(id) {
             return Ok(json_response(StatusCode::OK, &answer));
         }
-        // Announcements are not stored per user: any element id of the home may be dismissed.
-        if known.is_none() && !id.starts_with("announcement:") {
+        // Announcements are not stored per user: one that is published may be dismissed.
+        let announced = match id.strip_prefix("announcement:") {
+            Some(announcement) => self.announcements.get().await.publishes(announcement),
+            None => false,
+        };
+        if known.is_none() && !announced {
             return Err(Problem::new(catalogue::UNKNOWN_HOME_ELEMENT, format!("your home has no element {id:?}")));
         }
         match transact(&self.dynamodb, vec![self.attention.dismissal_item(user, id, now_epoch_seconds())?]).await {

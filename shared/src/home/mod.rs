@@ -7,7 +7,7 @@
 //! The order is total and documented (`Element::rank_key`): class first (money at risk, security,
 //! time-bound, announcement, default), then the nearest deadline, then the most recent, then the
 //! id. So money at risk and security are never outranked by an announcement. An element's id
-//! derives from its source (`topup:<payment>`), so a source gives one element however often it is
+//! derives from its source (`offline:<payment>`), so a source gives one element however often it is
 //! read; the server drops what expired and what the user dismissed (never a critical element).
 
 pub mod announcements;
@@ -77,7 +77,7 @@ pub fn etag(body: &Value) -> String {
 }
 
 /// The balance card, the default element: shown first when nothing else is.
-pub fn balance_card(balance: Value, at: i64) -> Element {
+pub fn balance_card(balance: Value) -> Element {
     Element {
         id: "balance".into(),
         kind: "balance".into(),
@@ -87,7 +87,8 @@ pub fn balance_card(balance: Value, at: i64) -> Element {
         actions: vec![Action::call("top_up", "POST", "/topups"), Action::call("history", "GET", "/wallet/postings")],
         deadline: None,
         expires_at: None,
-        at,
+        // Last of its class, and the same at every call (an answer's ETag covers it).
+        at: 0,
         critical: true,
         explain: json!({"rule": "default", "inputs": {}}),
     }
@@ -116,7 +117,7 @@ mod tests {
     }
 
     fn default() -> Element {
-        balance_card(json!({"amount": "1.00", "currency": "USD"}), 0)
+        balance_card(json!({"amount": "1.00", "currency": "USD"}))
     }
 
     /// Candidates with ids from a small set (so some repeat); an id's class is always the same,

@@ -349,14 +349,23 @@ fn waiting_element(
         kind: "offline.waiting_for_funds".into(),
         class: Class::MoneyAtRisk,
         reason: format!("a payment of {} to {merchant} is waiting for {due} more", payment.amount),
-        data: json!({"payment": payment.view(), "amount_due": due, "link": link}),
+        data: json!({"payment": view_as(payment, "waiting_for_funds"), "amount_due": due, "link": link}),
         actions: vec![Action::open("top_up", link)],
         deadline: Some(link_expires_at),
-        expires_at: Some(link_expires_at),
+        // Shown until the payment settles or expires (those transactions remove or replace it):
+        // past the link's expiry a debit may still be on its way.
+        expires_at: None,
         at: now,
         critical: true,
         explain: json!({"rule": "an offline payment is waiting for funds", "inputs": {"payment": payment.id, "state": "waiting_for_funds"}}),
     }
+}
+
+/// `payment` as it is once the transaction writing its element commits (`state`).
+fn view_as(payment: &Payment, state: &str) -> serde_json::Value {
+    let mut view = payment.view();
+    view["state"] = state.into();
+    view
 }
 
 /// How long an expired offline payment is shown to its payer.
@@ -369,7 +378,7 @@ fn expired_element(payment: &Payment, now: i64) -> Element {
         kind: "offline.expired".into(),
         class: Class::MoneyAtRisk,
         reason: format!("a payment of {} expired unpaid", payment.amount),
-        data: json!({"payment": payment.view()}),
+        data: json!({"payment": view_as(payment, "expired")}),
         // What happened is in the payer's conversation with the platform too.
         actions: vec![Action::call("messages", "GET", "/conversations/platform/messages")],
         deadline: None,

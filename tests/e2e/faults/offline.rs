@@ -153,6 +153,21 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
         if let Some(state) = must_end(client) {
             assert_eq!(payment.state, state, "{client:?}");
         }
+        // The payer's home says what the payment needs, as its state does: the attention item is
+        // written and removed in the same transactions as the state.
+        let home = env.partition("HomeTable", "user", &client.user).await;
+        let kinds: Vec<String> = home
+            .iter()
+            .filter(|item| item["id"].as_s().is_ok_and(|k| *k == format!("element#offline:{id}")))
+            .map(|item| serde_json::from_str::<serde_json::Value>(item["element"].as_s().unwrap()).unwrap())
+            .map(|element| element["kind"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let expected: &[&str] = match payment.state {
+            PaymentState::WaitingForFunds => &["offline.waiting_for_funds"],
+            PaymentState::Expired => &["offline.expired"],
+            _ => &[],
+        };
+        assert_eq!(kinds, expected, "{client:?}: {:?}", payment.state);
         let prefix = client.user.split('-').next().unwrap_or_default();
         let form = client.topped_up.map_or_else(|| "no".into(), |s| s.as_u16().to_string());
         let outcome = format!(
