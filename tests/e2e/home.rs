@@ -56,6 +56,13 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     );
     assert_eq!(primary["explain"]["inputs"]["payment"], payment.as_str());
     assert_eq!(answer["personalized"]["reserve"], json!({"amount": "3.00", "currency": "USD"}));
+    // The phone's enrollment is a security event of the user's, below the money at risk.
+    let alerts = &answer["placements"]["alerts"];
+    assert_eq!(
+        (alerts[0]["kind"].as_str(), alerts[0]["priority_class"].as_str()),
+        (Some("security.device.enrolled"), Some("security"))
+    );
+    let enrolled = alerts[0]["id"].as_str().unwrap().to_owned();
     let refresh = answer["refresh_after_seconds"].as_i64().unwrap();
     assert!((15..=300).contains(&refresh), "{refresh}");
     let etag = headers["etag"].to_str().unwrap().to_owned();
@@ -73,9 +80,12 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     assert_eq!(paid.status(), StatusCode::OK);
     until_state(&till, &payment, "settled").await;
     let (status, _, answer) = home(user, None, Some(&etag)).await;
-    assert_eq!((status, answer["primary"]["id"].as_str()), (StatusCode::OK, Some("balance")), "{answer}");
+    assert_eq!((status, answer["primary"]["id"].as_str()), (StatusCode::OK, Some(enrolled.as_str())), "{answer}");
     assert_eq!(answer["placements"], json!({}));
     assert_eq!(answer["personalized"]["reserve"], json!({"amount": "0.00", "currency": "USD"}));
+    // A security event is the user's to dismiss; then nothing needs them: the balance card.
+    assert_eq!(dismiss(user, &enrolled).await.0, StatusCode::OK);
+    assert_eq!(home(user, None, None).await.2["primary"]["id"], "balance");
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::nonce::{NONCE_UNSPENT, NonceStore};
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityEvents};
 
 /// How stale the config group's thresholds may be: a change applies within this.
 pub const THRESHOLDS_MAX_AGE_SECONDS: u64 = 30;
@@ -69,7 +69,7 @@ pub struct OperationsApi {
     /// How long after its enrollment a device may co-sign (template `DeviceCosignDelaySeconds`).
     device_cosign_delay: i64,
     audit_table: String,
-    security_events_table: String,
+    security: SecurityEvents,
     /// The platform's key: the only `kid` instructions may name.
     platform: PlatformKey,
 }
@@ -95,7 +95,7 @@ impl OperationsApi {
             hold_seconds: aws::seconds("TRANSFER_HOLD_SECONDS")?,
             device_cosign_delay: aws::seconds("DEVICE_COSIGN_DELAY_SECONDS")?,
             audit_table: aws::env("AUDIT_TABLE")?,
-            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
+            security: SecurityEvents::from_env(&dynamodb)?,
             platform: PlatformKey::new(aws_sdk_kms::Client::new(config), aws::env("INSTRUCTION_SIGNING_KEY_ID")?),
             dynamodb,
         })
@@ -358,7 +358,7 @@ impl OperationsApi {
                     at: now,
                     detail: detail.clone(),
                 };
-                records.push(event.put_item(&self.security_events_table)?);
+                records.extend(self.security.items(&event)?);
             }
             if let Some(listing) = freeze {
                 let mut with_freeze = records.clone();

@@ -34,7 +34,7 @@ use crate::instrument::link::{LinkState, expiry_notice, update_notice};
 use crate::keys::{KeyService, TokenSecret};
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityEvents};
 
 pub struct InstrumentsApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -42,7 +42,7 @@ pub struct InstrumentsApi {
     idempotency: IdempotencyStore,
     /// Makes each instrument's data key under `InstrumentsKey` (never unwraps one here).
     numbers: KeyService,
-    security_events_table: String,
+    security: SecurityEvents,
     /// The instruments' own secret (under `InstrumentsKey`, no other function's): keys request
     /// fingerprints and number tokens.
     token_secret: TokenSecret,
@@ -64,7 +64,7 @@ impl InstrumentsApi {
         let numbers = KeyService::new(aws_sdk_kms::Client::new(&config), aws::env("INSTRUMENTS_KEY_ID")?);
         Ok(InstrumentsApi {
             instruments: InstrumentStore::new(dynamodb.clone(), aws::env("INSTRUMENTS_TABLE")?),
-            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
+            security: SecurityEvents::from_env(&dynamodb)?,
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             token_secret: TokenSecret::instruments(
                 dynamodb.clone(),
@@ -101,10 +101,8 @@ impl InstrumentsApi {
                 let stored = self.instruments.stored(user, id).await?.filter(|s| s.removed_at.is_none());
                 let stored = stored.ok_or_else(unknown_instrument)?;
                 let now = now_epoch_seconds();
-                let mut writes = vec![
-                    self.instruments.remove_item(user, id, now)?,
-                    self.security_event("instrument.removed", "", &stored.instrument, now)?,
-                ];
+                let mut writes = vec![self.instruments.remove_item(user, id, now)?];
+                writes.extend(self.security_event("instrument.removed", "", &stored.instrument, now)?);
                 writes.extend(self.instruments.released_items(user, id, &stored.number_token)?);
                 match transact(&self.dynamodb, writes).await {
                     Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
@@ -133,7 +131,7 @@ impl InstrumentsApi {
         suffix: &str,
         instrument: &Instrument,
         at: i64,
-    ) -> Result<Write, StoreError> {
+    ) -> Result<Vec<Write>, StoreError> {
         let mut detail = instrument.view();
         if let Some(view) = detail.as_object_mut() {
             view.retain(|field, _| ["id", "kind", "brand", "country", "last4"].contains(&field.as_str()));
@@ -145,7 +143,7 @@ impl InstrumentsApi {
             at,
             detail,
         };
-        event.put_item(&self.security_events_table)
+        self.security.items(&event)
     }
 
     async fn replace(&self, request: &Request, user: &str) -> Result<Response<Body>, Problem> {
@@ -180,8 +178,8 @@ impl InstrumentsApi {
                 let mut items = vec![
                     self.instruments.replace_item(&instrument, &kept.number_token, &number_token, &sealed, key.ciphertext)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
-                    self.security_event("instrument.replaced", &format!("/{}", &why[9..]), &instrument, now)?,
                 ];
+                items.extend(self.security_event("instrument.replaced", &format!("/{}", &why[9..]), &instrument, now)?);
                 if kept.number_token != number_token {
                     items.extend(self.instruments.swapped_items(user, id, &kept.number_token, &number_token)?);
                 }
@@ -248,10 +246,10 @@ impl InstrumentsApi {
                 let mut items = vec![
                     self.instruments.create_item(&instrument, &number_token, &sealed, key.ciphertext)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
-                    // A card added to an account is something its owner must see (a stolen token
-                    // could add one).
-                    self.security_event("instrument.added", "", &instrument, now)?,
                 ];
+                // A card added to an account is something its owner must see (a stolen token could
+                // add one).
+                items.extend(self.security_event("instrument.added", "", &instrument, now)?);
                 // The number kept once and the count kept, exactly, whatever runs at once.
                 items.extend(self.instruments.kept_items(user, &id, &number_token)?);
                 match transact(&self.dynamodb, items).await {

@@ -22,12 +22,12 @@ use crate::ledger::AccountId;
 use crate::ledger::store::LedgerStore;
 use crate::money::MoneyInput;
 use crate::problem::catalogue;
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityEvents};
 
 pub struct DevicesApi {
     dynamodb: aws_sdk_dynamodb::Client,
     devices: DeviceStore,
-    security_events_table: String,
+    security: SecurityEvents,
     ledger: LedgerStore,
     idempotency: IdempotencyStore,
 }
@@ -48,7 +48,7 @@ impl DevicesApi {
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws::sdk_config().await);
         Ok(DevicesApi {
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
-            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
+            security: SecurityEvents::from_env(&dynamodb)?,
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             dynamodb,
@@ -153,12 +153,12 @@ impl DevicesApi {
                     at: now,
                     detail: serde_json::json!({"device_id": device.id, "key_id": device.key_id}),
                 };
-                let items = vec![
+                let mut items = vec![
                     self.devices.create_item(&device)?,
                     self.devices.enroll_item(&device.user, device.offline_limit.currency())?,
-                    enrolled.put_item(&self.security_events_table)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
+                items.extend(self.security.items(&enrolled)?);
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => Ok(response),
                     // Another enrollment fixed another currency, or took the last room, meanwhile.

@@ -47,7 +47,7 @@ use crate::money::{Money, MoneyInput};
 use crate::problem::catalogue;
 use crate::purchase::checkout::Checkout;
 use crate::purchase::{OrderState, PurchaseRequest, ValidPurchase};
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityEvents};
 
 /// How long an order made by a confirmation may wait for its merchant before another confirmation
 /// sends it again (the one that made it may have died before sending it).
@@ -68,7 +68,7 @@ pub struct PaymentSessionsApi {
     pins: PinStore,
     breaker: BreakerStore,
     audit_table: String,
-    security_events_table: String,
+    security: SecurityEvents,
     policy: HeldGroup<Policy>,
     idempotency: IdempotencyStore,
     dynamodb: aws_sdk_dynamodb::Client,
@@ -184,7 +184,7 @@ impl PaymentSessionsApi {
             pins: PinStore::new(
                 dynamodb.clone(),
                 aws::env("PAYMENT_PINS_TABLE")?,
-                aws::env("SECURITY_EVENTS_TABLE")?,
+                SecurityEvents::from_env(&dynamodb)?,
                 aws_sdk_kms::Client::new(&config),
                 aws::env("PAYMENT_PIN_KEY_ID")?,
                 aws::seconds("PAYMENT_PIN_LOCKOUT_SECONDS")?,
@@ -200,7 +200,7 @@ impl PaymentSessionsApi {
                 },
             ),
             audit_table: aws::env("AUDIT_TABLE")?,
-            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
+            security: SecurityEvents::from_env(&dynamodb)?,
             // Read for each session, so a new version decides the next one; parsed once per version.
             // One that no longer verifies is ours to fix, not the user's: the house policy decides.
             policy: HeldGroup::new(
@@ -387,10 +387,10 @@ impl PaymentSessionsApi {
                 at: now,
                 detail: detail.clone(),
             };
-            event.put_item(&self.security_events_table)
+            self.security.items(&event)
         });
         let written = async {
-            let records = records.collect::<Result<Vec<_>, StoreError>>()?;
+            let records: Vec<_> = records.collect::<Result<Vec<_>, StoreError>>()?.into_iter().flatten().collect();
             transact(&self.dynamodb, records).await.map_err(|e| StoreError::new(e.to_string()))
         };
         match written.await {

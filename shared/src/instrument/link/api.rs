@@ -39,7 +39,7 @@ use crate::outbox::Outbox;
 use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 use crate::queues::NotificationMessage;
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityEvents};
 
 /// What the user's and the partner's routes share.
 pub struct Links {
@@ -51,7 +51,7 @@ pub struct Links {
     pub nonces: NonceStore,
     pub outbox: Outbox,
     pub idempotency: IdempotencyStore,
-    security_events_table: String,
+    security: SecurityEvents,
     notifications_queue: String,
 }
 
@@ -69,7 +69,7 @@ impl Links {
             nonces: NonceStore::new(dynamodb.clone(), aws::env("NONCE_TABLE")?),
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
-            security_events_table: aws::env("SECURITY_EVENTS_TABLE")?,
+            security: SecurityEvents::from_env(&dynamodb)?,
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             dynamodb,
         })
@@ -101,10 +101,15 @@ impl Links {
     }
 
     /// The user's security event `kind` about `link` (its partner and B identity only).
-    pub fn security_event(&self, link: &Link, kind: &'static str, at: i64) -> Result<Write, StoreError> {
+    pub fn security_event(&self, link: &Link, kind: &'static str, at: i64) -> Result<Vec<Write>, StoreError> {
         let detail = json!({"link_id": link.id, "partner_id": link.partner, "partner_user": link.partner_user});
-        SecurityEvent { user: link.user.clone(), id: format!("{kind}/{}", link.id), kind, at, detail }
-            .put_item(&self.security_events_table)
+        self.security.items(&SecurityEvent {
+            user: link.user.clone(),
+            id: format!("{kind}/{}", link.id),
+            kind,
+            at,
+            detail,
+        })
     }
 
     /// Ends `link` at `now` by `by` (`user` or `partner`), B told through the outbox; answers the
@@ -113,7 +118,7 @@ impl Links {
         let (message, notice) = self.notice(link, "link.ended")?;
         let mut writes = self.links.end_items(link, by, now)?.to_vec();
         writes.push(notice);
-        writes.push(self.security_event(link, "link.ended", now)?);
+        writes.extend(self.security_event(link, "link.ended", now)?);
         match transact(&self.dynamodb, writes).await {
             Ok(()) => {
                 if let Ok(outbox) = message.outbox(&self.notifications_queue, 0) {
@@ -283,7 +288,7 @@ impl LinksApi {
                 let mut writes = links.links.create_items(&link)?;
                 writes.push(links.nonces.spend_item(&code.key_id, &format!("link/{}", code.nonce), code.expires_at)?);
                 writes.push(notice);
-                writes.push(links.security_event(&link, "link.created", now)?);
+                writes.extend(links.security_event(&link, "link.created", now)?);
                 // Each card's expiry reaches the partner when it comes (the outbox keeps it till then).
                 for instrument in &kept {
                     writes.extend(links.expiry_item(&link, instrument)?);

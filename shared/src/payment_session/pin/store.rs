@@ -16,7 +16,7 @@ use crate::Problem;
 use crate::crypto::random_hex;
 use crate::dynamo::{Item, StoreError, Write, get_n, get_n_opt, get_s, n, s, transact};
 use crate::problem::catalogue;
-use crate::security::SecurityEvent;
+use crate::security::{SecurityEvent, SecurityEvents};
 
 /// Rule: a first PIN is set only where none is.
 pub const PIN_NEW: &str = "payment_pin.new";
@@ -29,7 +29,7 @@ pub struct PinStore {
     dynamodb: Client,
     table: String,
     /// Where setting or changing a PIN is recorded for its user (`SecurityEventsTable`).
-    security_table: String,
+    security: SecurityEvents,
     kms: aws_sdk_kms::Client,
     /// The HMAC key (template.yaml `PaymentPinKey`).
     mac_key: String,
@@ -48,19 +48,12 @@ impl PinStore {
     pub fn new(
         dynamodb: Client,
         table: impl Into<String>,
-        security_table: impl Into<String>,
+        security: SecurityEvents,
         kms: aws_sdk_kms::Client,
         mac_key: impl Into<String>,
         lockout_seconds: i64,
     ) -> Self {
-        PinStore {
-            dynamodb,
-            table: table.into(),
-            security_table: security_table.into(),
-            kms,
-            mac_key: mac_key.into(),
-            lockout_seconds,
-        }
+        PinStore { dynamodb, table: table.into(), security, kms, mac_key: mac_key.into(), lockout_seconds }
     }
 
     async fn pepper(&self, user: &str, pin: &Pin) -> Result<Vec<u8>, StoreError> {
@@ -272,7 +265,9 @@ impl PinStore {
             at: now,
             detail: json!({}),
         };
-        match transact(&self.dynamodb, vec![write, event.put_item(&self.security_table)?]).await {
+        let mut writes = vec![write];
+        writes.extend(self.security.items(&event)?);
+        match transact(&self.dynamodb, writes).await {
             Ok(()) => Ok(set),
             Err(e) if e.broke(PIN_NEW) => Err(already_set()),
             // Changed by another request since the check: the old PIN no longer is.
@@ -301,7 +296,9 @@ impl PinStore {
             at: now,
             detail: json!({}),
         };
-        Ok(vec![Write::delete(PIN_SET, delete), event.put_item(&self.security_table)?])
+        let mut writes = vec![Write::delete(PIN_SET, delete)];
+        writes.extend(self.security.items(&event)?);
+        Ok(writes)
     }
 }
 
