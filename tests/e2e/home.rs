@@ -9,6 +9,7 @@ use superpay_e2e::{Env, unique};
 
 use crate::config::{publish, publish_over};
 use crate::offline::{till, until_state};
+use crate::purchases::{buy, callback, funded_user, merchant, purchase};
 use crate::topup::{browser, csrf_of, topup_link, waiting_payment};
 
 /// `GET /home` as `user`, from `platform` if given, revalidating `etag` if given.
@@ -135,4 +136,44 @@ async fn an_announcement_shows_on_its_platform_only_and_a_dismissal_holds() {
     let (status, problem) = dismiss(&user, "offline:p_nothing").await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_home_element")));
     assert_eq!(dismiss(&user, "balance").await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_hold_awaiting_its_merchant_shows_until_settled_then_a_decline_says_the_money_is_back() {
+    let shop = merchant().await;
+    let user = funded_user("50.00").await;
+    let (status, order) = buy(&user, &purchase(&shop, "pending-tea", "30.00"), &unique("key")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{order}");
+    let id = order["id"].as_str().unwrap();
+    let (_, _, answer) = home(&user, None, None).await;
+    let primary = &answer["primary"];
+    assert_eq!(
+        (primary["id"].as_str(), primary["kind"].as_str()),
+        (Some(format!("order:{id}").as_str()), Some("purchase.awaiting_merchant"))
+    );
+    assert_eq!((primary["critical"].as_bool(), primary["deadline"].is_i64()), (Some(false), true));
+    assert_eq!(primary["actions"][0], json!({"id": "view", "method": "GET", "path": format!("/purchases/{id}")}));
+    assert_eq!(answer["personalized"]["wallet"]["amount"], "20.00", "the hold is out of the wallet");
+
+    // The merchant declines: in the next call the element says the money is back.
+    let identity = |s: &superpay::crypto::Signature| s.clone();
+    assert_eq!(callback(&shop, id, "decline", identity).await.0, StatusCode::OK);
+    let (_, _, answer) = home(&user, None, None).await;
+    assert_eq!(
+        (answer["primary"]["kind"].as_str(), answer["primary"]["expires_at"].is_i64()),
+        (Some("purchase.declined"), true)
+    );
+    assert_eq!(answer["personalized"]["wallet"]["amount"], "50.00");
+
+    // A confirmed order needs nothing of its buyer: its element goes with the settlement.
+    let (_, paid) = buy(&user, &purchase(&shop, "pending-tea", "5.00"), &unique("key")).await;
+    let paid = paid["id"].as_str().unwrap();
+    assert_eq!(callback(&shop, paid, "confirm", identity).await.0, StatusCode::OK);
+    let (_, _, answer) = home(&user, None, None).await;
+    let shown: Vec<&str> = std::iter::once(&answer["primary"])
+        .chain(answer["placements"]["alerts"].as_array().into_iter().flatten())
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(!shown.contains(&format!("order:{paid}").as_str()), "{answer}");
 }

@@ -94,7 +94,7 @@ pub fn purchase(merchant: &TestMerchant, product: &str, amount: &str) -> Value {
 }
 
 /// The merchant's signed decision on an order, as its product server would send it later.
-async fn callback(
+pub async fn callback(
     merchant: &TestMerchant,
     order: &str,
     decision: &str,

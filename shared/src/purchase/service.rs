@@ -5,7 +5,10 @@
 
 use super::store::{ORDER_NEW, ORDER_REFUNDABLE, OrderStore, Recording};
 use super::{Decision, Order, OrderState, Settlement, settle};
+use serde_json::json;
+
 use crate::Problem;
+use crate::attention::{Action, AttentionStore, Class, Element};
 use crate::dynamo::{StoreError, Write};
 use crate::idempotency::store::CLAIM_HELD;
 use crate::idempotency::{in_flight, key_reused};
@@ -31,6 +34,59 @@ pub struct PurchaseService {
     pub ledger: LedgerStore,
     pub outbox: Outbox,
     pub queue_url: String,
+    /// The buyer's home: a hold awaiting its merchant, then a declined or expired order, is their
+    /// attention item, written with the order's own changes.
+    attention: AttentionStore,
+}
+
+/// How long a declined or expired order is shown on its buyer's home.
+const ENDED_SHOWN_SECONDS: i64 = 3 * 86_400;
+
+/// The id of an order's element on its buyer's home.
+pub fn attention_id(order_id: &str) -> String {
+    format!("order:{order_id}")
+}
+
+/// What `order` (in its state) needs its buyer to see, if anything: a paid order needs nothing.
+fn element(order: &Order, now: i64) -> Option<Element> {
+    let (kind, reason, deadline, expires_at) = match order.state {
+        OrderState::AwaitingMerchant => (
+            "purchase.awaiting_merchant",
+            format!("{} is held until {} confirms your order", order.amount, order.merchant_id),
+            Some(order.expires_at),
+            // Until its settlement, which replaces or removes it.
+            None,
+        ),
+        OrderState::Declined => (
+            "purchase.declined",
+            format!("{} declined your order: {} is back in your wallet", order.merchant_id, order.amount),
+            None,
+            Some(now + ENDED_SHOWN_SECONDS),
+        ),
+        OrderState::Expired => (
+            "purchase.expired",
+            format!(
+                "{} did not confirm your order in time: {} is back in your wallet",
+                order.merchant_id, order.amount
+            ),
+            None,
+            Some(now + ENDED_SHOWN_SECONDS),
+        ),
+        OrderState::Paid => return None,
+    };
+    Some(Element {
+        id: attention_id(&order.id),
+        kind: kind.into(),
+        class: Class::MoneyAtRisk,
+        reason,
+        data: json!({"order": order.view()}),
+        actions: vec![Action::call("view", "GET", format!("/purchases/{}", order.id))],
+        deadline,
+        expires_at,
+        at: now,
+        critical: false,
+        explain: json!({"rule": "an order not paid yet, or not paid", "inputs": {"order": order.id, "state": order.state.as_str()}}),
+    })
 }
 
 pub fn unknown_order(id: &str) -> Problem {
@@ -44,6 +100,7 @@ impl PurchaseService {
             ledger: LedgerStore::new(dynamodb.clone(), crate::aws::env("LEDGER_TABLE")?),
             outbox,
             queue_url: crate::aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            attention: AttentionStore::new(dynamodb.clone(), crate::aws::env("HOME_TABLE")?),
         })
     }
 
@@ -67,7 +124,8 @@ impl PurchaseService {
     pub async fn create(&self, order: &Order, with: Vec<Write>, now: i64) -> Result<(Order, bool), TransferError> {
         let expire = self.expire_message(order, order.expires_at - now + 1)?;
         let hold = order.hold()?;
-        let mut writes = vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?];
+        let mut writes =
+            vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?, self.home_item(order, now)?];
         writes.extend(with);
         match self.ledger.apply(&hold, writes, now).await {
             // Only the call that committed the message sends it (a crash is the sweeper's case).
@@ -82,6 +140,14 @@ impl PurchaseService {
             Err(e) => return Err(e),
         }
         Ok((self.orders.get(&order.id).await?.unwrap_or_else(|| order.clone()), false))
+    }
+
+    /// The write that puts `order`'s element on its buyer's home, or removes it (paid).
+    fn home_item(&self, order: &Order, now: i64) -> Result<Write, StoreError> {
+        match element(order, now) {
+            Some(element) => self.attention.put_item(&order.user, &element),
+            None => self.attention.delete_item(&order.user, &attention_id(&order.id)),
+        }
     }
 
     /// Settles `order` by `decision` (`None`: expiry). A settlement that already happened (a retry,
@@ -99,7 +165,11 @@ impl PurchaseService {
             &NotificationMessage::OrderSettled { id: format!("{}/settled", order.id), order: settled.notice() },
             0,
         )?;
-        let with = vec![self.orders.settle_item(&order, to, now)?, self.outbox.put_item(&notice, now)?];
+        let with = vec![
+            self.orders.settle_item(&order, to, now)?,
+            self.outbox.put_item(&notice, now)?,
+            self.home_item(&settled, now)?,
+        ];
         match self.ledger.apply(&transfer, with, now).await {
             // Only the winner sends: a loser's notice would describe an outcome that did not happen.
             // The winner's order is as it wrote it: no need to read it back.

@@ -108,6 +108,17 @@ impl Attempts {
     }
 }
 
+/// The kinds of `user`'s home element `id` as stored (none, or one: an element per source).
+async fn home_kinds(user: &str, id: &str) -> Vec<String> {
+    let items = Env::get().partition("HomeTable", "user", user).await;
+    items
+        .iter()
+        .filter(|item| item["id"].as_s().is_ok_and(|key| *key == format!("element#{id}")))
+        .map(|item| serde_json::from_str::<Value>(item["element"].as_s().expect("its element")).expect("JSON"))
+        .map(|element| element["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// A merchant registered (retried with its key) and installed in the simulator.
 async fn merchant_under_faults() -> TestMerchant {
     let env = Env::get();

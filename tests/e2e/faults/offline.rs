@@ -14,7 +14,7 @@ use superpay::offline::DeviceKey;
 use superpay::offline::payment::{PaymentState, PaymentStore};
 use superpay_e2e::{Env, unique};
 
-use super::{Attempts, Outcomes, created_by_admin, merchant_under_faults};
+use super::{Attempts, Outcomes, created_by_admin, home_kinds, merchant_under_faults};
 use crate::offline::{Phone, Till, presented};
 use crate::purchases::balance;
 use crate::topup::{bank_movements, browser, csrf_of};
@@ -155,13 +155,7 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
         }
         // The payer's home says what the payment needs, as its state does: the attention item is
         // written and removed in the same transactions as the state.
-        let home = env.partition("HomeTable", "user", &client.user).await;
-        let kinds: Vec<String> = home
-            .iter()
-            .filter(|item| item["id"].as_s().is_ok_and(|k| *k == format!("element#offline:{id}")))
-            .map(|item| serde_json::from_str::<serde_json::Value>(item["element"].as_s().unwrap()).unwrap())
-            .map(|element| element["kind"].as_str().unwrap_or_default().to_owned())
-            .collect();
+        let kinds = home_kinds(&client.user, &format!("offline:{id}")).await;
         let expected: &[&str] = match payment.state {
             PaymentState::WaitingForFunds => &["offline.waiting_for_funds"],
             PaymentState::Expired => &["offline.expired"],

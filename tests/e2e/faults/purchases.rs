@@ -9,7 +9,7 @@ use superpay::ledger::AccountId;
 use superpay::purchase::store::OrderStore;
 use superpay_e2e::{Env, unique};
 
-use super::{Attempts, Outcomes, merchant_under_faults};
+use super::{Attempts, Outcomes, home_kinds, merchant_under_faults};
 use crate::purchases::{TestMerchant, balance, funded_user, purchase};
 
 /// An order's state as an answer told it, with the decision recorded on an awaiting one.
@@ -158,6 +158,14 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
             "{client:?} ended {}, may end {allowed:?}",
             order.state.as_str()
         );
+        // The buyer's home says what the order needs, as its state does (written together).
+        let expected: &[&str] = match order.state.as_str() {
+            "awaiting_merchant" => &["purchase.awaiting_merchant"],
+            "declined" => &["purchase.declined"],
+            "expired" => &["purchase.expired"],
+            _ => &[],
+        };
+        assert_eq!(home_kinds(&client.user, &format!("order:{id}")).await, expected, "{client:?}");
         let refused = client.refused.as_ref().map(|code| format!(" (decision refused: {code})")).unwrap_or_default();
         let refund = match client.refunded {
             Some(true) => ", refunded",
