@@ -45,8 +45,10 @@ impl SecurityEvent {
 }
 
 impl SecurityEvent {
-    /// The event as its user's home shows it, for a week: `security:<hash of the event's id>` (an
-    /// event written again is the same element), dismissable.
+    /// The event as its user's home shows it, for a week, undismissable (a stolen token must not
+    /// hide its own traces): `security:<hash of the event's id>`, so an event written again is the
+    /// same element; refusals of one kind are one element, the latest (`security:<kind>`), so no
+    /// number of refused requests, the user's or others', can bury the other events.
     pub fn element(&self) -> Element {
         let reason = match self.kind {
             "transfer.refused" => "a transfer instruction in your name was refused",
@@ -63,7 +65,10 @@ impl SecurityEvent {
             _ => "something changed in your account's security",
         };
         Element {
-            id: format!("security:{}", &sha256_hex(self.id.as_bytes())[..24]),
+            id: match self.kind.ends_with(".refused") {
+                true => format!("security:{}", self.kind),
+                false => format!("security:{}", &sha256_hex(self.id.as_bytes())[..24]),
+            },
             kind: format!("security.{}", self.kind),
             class: Class::Security,
             reason: format!("{reason}: if it was not you, contact support"),
@@ -73,7 +78,7 @@ impl SecurityEvent {
             deadline: None,
             expires_at: Some(self.at + SHOWN_SECONDS),
             at: self.at,
-            critical: false,
+            critical: true,
             explain: json!({"rule": "a security event of the account, shown for a week", "inputs": {"kind": self.kind}}),
         }
     }
@@ -116,15 +121,19 @@ mod tests {
             detail: json!({"device_id": "d_1"}),
         };
         let element = event.element();
-        assert_eq!(element.id, event.clone().element().id, "written again, the same element");
-        assert!(element.id.starts_with("security:") && element.id.len() == 33, "{}", element.id);
+        // Derived from the event's id: written again (a retried request), the same element.
+        assert_eq!(element.id, format!("security:{}", &sha256_hex(b"device-enrolled/d_1")[..24]));
         assert_eq!(
             (element.class, element.critical, element.expires_at),
-            (Class::Security, false, Some(100 + SHOWN_SECONDS))
+            (Class::Security, true, Some(100 + SHOWN_SECONDS))
         );
         assert_eq!(element.kind, "security.device.enrolled");
         assert!(element.reason.starts_with("a new device"), "{}", element.reason);
-        let other = SecurityEvent { id: "device-enrolled/d_2".into(), ..event }.element();
+        let other = SecurityEvent { id: "device-enrolled/d_2".into(), ..event.clone() }.element();
         assert_ne!(other.id, element.id);
+        // Every refusal of a kind is one element: refused requests cannot bury the other events.
+        let refused = |id: &str| SecurityEvent { id: id.into(), kind: "transfer.refused", ..event.clone() }.element();
+        assert_eq!(refused("transfer-refused/a").id, refused("transfer-presented/x/ti_1").id);
+        assert_eq!(refused("transfer-refused/a").id, "security:transfer.refused");
     }
 }

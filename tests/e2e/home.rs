@@ -84,9 +84,9 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     assert_eq!((status, answer["primary"]["id"].as_str()), (StatusCode::OK, Some(enrolled.as_str())), "{answer}");
     assert_eq!(answer["placements"], json!({}));
     assert_eq!(answer["personalized"]["reserve"], json!({"amount": "0.00", "currency": "USD"}));
-    // A security event is the user's to dismiss; then nothing needs them: the balance card.
-    assert_eq!(dismiss(user, &enrolled).await.0, StatusCode::OK);
-    assert_eq!(home(user, None, None).await.2["primary"]["id"], "balance");
+    // A security event is shown its week whatever the token says: a stolen one cannot hide it.
+    let (status, problem) = dismiss(user, &enrolled).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("home_element_not_dismissable")));
 }
 
 #[tokio::test]
@@ -152,7 +152,7 @@ async fn a_hold_awaiting_its_merchant_shows_until_settled_then_a_decline_says_th
         (primary["id"].as_str(), primary["kind"].as_str()),
         (Some(format!("order:{id}").as_str()), Some("purchase.awaiting_merchant"))
     );
-    assert_eq!((primary["critical"].as_bool(), primary["deadline"].is_i64()), (Some(false), true));
+    assert_eq!((primary["critical"].as_bool(), primary["deadline"].is_i64()), (Some(true), true));
     assert_eq!(primary["actions"][0], json!({"id": "view", "method": "GET", "path": format!("/purchases/{id}")}));
     assert_eq!(answer["personalized"]["wallet"]["amount"], "20.00", "the hold is out of the wallet");
 
@@ -169,6 +169,7 @@ async fn a_hold_awaiting_its_merchant_shows_until_settled_then_a_decline_says_th
     // A confirmed order needs nothing of its buyer: its element goes with the settlement.
     let (_, paid) = buy(&user, &purchase(&shop, "pending-tea", "5.00"), &unique("key")).await;
     let paid = paid["id"].as_str().unwrap();
+    assert_eq!(home(&user, None, None).await.2["primary"]["id"], format!("order:{paid}"), "held, it comes first");
     assert_eq!(callback(&shop, paid, "confirm", identity).await.0, StatusCode::OK);
     let (_, _, answer) = home(&user, None, None).await;
     let shown: Vec<&str> = std::iter::once(&answer["primary"])

@@ -84,7 +84,8 @@ fn element(order: &Order, now: i64) -> Option<Element> {
         deadline,
         expires_at,
         at: now,
-        critical: false,
+        // Held money stays in view until the merchant decides; what came of it may be dismissed.
+        critical: order.state == OrderState::AwaitingMerchant,
         explain: json!({"rule": "an order not paid yet, or not paid", "inputs": {"order": order.id, "state": order.state.as_str()}}),
     })
 }
