@@ -307,6 +307,14 @@ pub async fn count_operations(stack: &Stack) -> Result<Vec<Counted>, String> {
         })
         .await?,
     );
+    // After every operation above: the same reads whatever the user's history.
+    counted.push(
+        count(stack, "the home: `GET /home`", "HomeFunction", None, || {
+            let client = &client;
+            async move { client.call("GET", "/home", user, None).await.map(|_| ()) }
+        })
+        .await?,
+    );
     Ok(counted)
 }
 

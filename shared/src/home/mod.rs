@@ -84,7 +84,10 @@ pub fn balance_card(balance: Value) -> Element {
         class: Class::Default,
         reason: "nothing needs your attention: your balance".into(),
         data: json!({"wallet": balance}),
-        actions: vec![Action::call("top_up", "POST", "/topups"), Action::call("history", "GET", "/wallet/postings")],
+        actions: vec![
+            Action::call("top_up", "POST", "/wallet/cash-ins"),
+            Action::call("history", "GET", "/wallet/postings"),
+        ],
         deadline: None,
         expires_at: None,
         // Last of its class, and the same at every call (an answer's ETag covers it).
@@ -215,6 +218,28 @@ mod tests {
         let gone = Element { expires_at: Some(10), ..element("security:x", Class::Security, None, 2) };
         let ranked = rank(vec![new.clone(), old, gone], default(), &BTreeSet::new(), 10);
         assert_eq!((ranked.primary.kind.as_str(), ranked.placements.len()), ("order.declined", 0));
+    }
+
+    #[test]
+    fn every_action_the_home_offers_is_a_route_of_the_api() {
+        let table: Value = serde_json::from_str(include_str!("../flows/house-table.json")).unwrap();
+        let routes = table["routes"].as_object().unwrap();
+        let route = |method: &str, path: &str| {
+            // A concrete path matches its route's template segment by segment.
+            routes.keys().any(|key| {
+                let Some((m, template)) = key.split_once(' ') else { return false };
+                let (a, b): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+                m == method && a.len() == b.len() && a.iter().zip(&b).all(|(t, p)| t == p || t.starts_with('{'))
+            })
+        };
+        let actions = default().actions.into_iter().chain([
+            Action::call("view", "GET", "/purchases/o_1"),
+            Action::call("messages", "GET", "/conversations/platform/messages"),
+        ]);
+        for action in actions {
+            let (method, path) = (action.method.unwrap(), action.path.unwrap());
+            assert!(route(&method, &path), "{method} {path}");
+        }
     }
 
     #[test]
