@@ -38,6 +38,9 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     let till = till().await;
     let (phone, payment) = waiting_payment(&till, "payer", "3.00", "10.00").await;
     let user = phone.user.as_str();
+    // The payer's message with the link comes through the notifier: once it is there, nothing
+    // more changes until the top-up (its unread count is part of the home).
+    let link = topup_link(user).await;
     let (status, headers, answer) = home(user, None, None).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let primary = &answer["primary"];
@@ -47,7 +50,6 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
         (Some("money_at_risk"), Some("offline.waiting_for_funds"))
     );
     assert_eq!(primary["data"]["amount_due"], json!({"amount": "7.00", "currency": "USD"}));
-    let link = topup_link(user).await;
     assert_eq!(primary["actions"][0], json!({"id": "top_up", "url": link}));
     // Until the payment settles or expires: its link's expiry is a deadline, not an end.
     assert_eq!((primary["critical"].as_bool(), primary["deadline"].is_i64()), (Some(true), true));
