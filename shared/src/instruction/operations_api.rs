@@ -239,8 +239,10 @@ impl OperationsApi {
                     with.push(self.devices.live_check(device)?);
                 }
                 // A hold not settled by its expiry goes back: the sweeper sends the check when due.
+                // Until it is settled, it is its payer's attention item.
                 if let Some(expires_at) = operation.hold_expires_at {
                     with.push(self.service.outbox.put_item_due(&self.service.release_notice(&operation)?, expires_at)?);
+                    with.push(self.service.home_item(&operation, now)?);
                 }
                 match self.service.ledger.apply(&transfer, with, now).await {
                     Ok(Applied::Now) => {

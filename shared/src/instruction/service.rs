@@ -7,9 +7,12 @@ use lambda_http::Request;
 use super::operation::{
     OPERATION_HELD, OPERATION_REFUNDS_AS_READ, Operation, OperationState, OperationStore, SettleRefusal, Settlement,
 };
+use serde_json::json;
+
 use crate::Problem;
+use crate::attention::{Action, AttentionStore, Class, Element};
 use crate::aws::{self, MissingEnv};
-use crate::dynamo::Write;
+use crate::dynamo::{StoreError, Write};
 use crate::http::path_parameter;
 use crate::idempotency::store::CLAIM_HELD;
 use crate::ids;
@@ -30,7 +33,12 @@ pub struct OperationService {
     pub ledger: LedgerStore,
     pub outbox: Outbox,
     pub queue_url: String,
+    /// The payer's home: a held operation is their attention item until it is settled.
+    attention: AttentionStore,
 }
+
+/// How long a hold given back (voided, released) is shown on its payer's home.
+const ENDED_SHOWN_SECONDS: i64 = 3 * 86_400;
 
 /// How a settlement or refund went: this call moved the money, or it had moved before (a retry,
 /// or another settlement first); either way the operation as it now stands.
@@ -52,7 +60,53 @@ impl OperationService {
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             outbox,
             queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
+            attention: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
         })
+    }
+
+    /// The write that puts `operation`'s element on its payer's home (a hold awaiting its provider,
+    /// then what came of it), or removes it (the money reached the provider).
+    pub fn home_item(&self, operation: &Operation, now: i64) -> Result<Write, StoreError> {
+        let id = format!("transfer:{}", operation.id);
+        let (kind, reason, deadline, expires_at) = match operation.state {
+            OperationState::Held => (
+                "transfer.held",
+                format!("{} is held until {} settles it", operation.amount, operation.merchant_id),
+                operation.hold_expires_at,
+                // Until its settlement or release, which replaces or removes it.
+                None,
+            ),
+            OperationState::Voided => (
+                "transfer.voided",
+                format!("{} voided the hold: {} is back in your wallet", operation.merchant_id, operation.amount),
+                None,
+                Some(now + ENDED_SHOWN_SECONDS),
+            ),
+            OperationState::Released => (
+                "transfer.released",
+                format!("nobody settled the hold in time: {} is back in your wallet", operation.amount),
+                None,
+                Some(now + ENDED_SHOWN_SECONDS),
+            ),
+            OperationState::Completed | OperationState::Posted => {
+                return self.attention.delete_item(&operation.payer, &id);
+            }
+        };
+        let element = Element {
+            id,
+            kind: kind.into(),
+            class: Class::MoneyAtRisk,
+            reason,
+            data: json!({"operation": operation.view()}),
+            actions: vec![Action::call("view", "GET", format!("/transfer/operations/{}", operation.id))],
+            deadline,
+            expires_at,
+            at: now,
+            // Held money stays in view until it is settled; what came of it may be dismissed.
+            critical: operation.state == OperationState::Held,
+            explain: json!({"rule": "a transfer held, or given back", "inputs": {"operation": operation.id, "state": operation.state.as_str()}}),
+        };
+        self.attention.put_item(&operation.payer, &element)
     }
 
     /// The notice telling the provider and the payer that `operation` reached its state.
@@ -102,7 +156,11 @@ impl OperationService {
             Err(refusal) => return Err(refusal.into()),
         };
         let notice = self.changed_notice(&after)?;
-        let mut writes = vec![self.operations.settle_item(&after, now)?, self.outbox.put_item(&notice, now)?];
+        let mut writes = vec![
+            self.operations.settle_item(&after, now)?,
+            self.outbox.put_item(&notice, now)?,
+            self.home_item(&after, now)?,
+        ];
         writes.extend(with);
         match self.ledger.apply(&transfer, writes, now).await {
             Ok(Applied::Now) => {

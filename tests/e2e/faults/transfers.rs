@@ -17,7 +17,7 @@ use superpay::instruction::operation::{OperationState, OperationStore};
 use superpay::ledger::AccountId;
 use superpay_e2e::{Env, unique};
 
-use super::{Attempts, Outcomes, created_by_admin, merchant_under_faults};
+use super::{Attempts, Outcomes, created_by_admin, home_kinds, merchant_under_faults};
 use crate::purchases::{TestMerchant, balance, funded_user};
 
 /// What a user's wallet holds before.
@@ -293,6 +293,14 @@ pub async fn judge(clients: &[Client], outcomes: &mut Outcomes) {
         let operation = theirs.first().unwrap_or_else(|| panic!("{client:?}: the operation it was told of is missing"));
         assert_eq!(&operation.id, id, "{client:?}");
         let now = operation.state.as_str();
+        // The payer's home says what the operation holds, as its state does (written together).
+        let expected: &[&str] = match now {
+            "held" => &["transfer.held"],
+            "voided" => &["transfer.voided"],
+            "released" => &["transfer.released"],
+            _ => &[],
+        };
+        assert_eq!(home_kinds(&client.user, &format!("transfer:{id}")).await, expected, "{client:?}");
         match (told.as_str(), client.followed) {
             // Told held and nothing (answered) since: the provider's unanswered call may have
             // settled it, or it expired.
