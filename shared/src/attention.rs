@@ -116,6 +116,55 @@ impl Element {
     }
 }
 
+/// How long money given back (an order declined, a hold voided) stays on its user's home.
+pub const GIVEN_BACK_SHOWN_SECONDS: i64 = 3 * 86_400;
+
+/// Where the money of a user's payment stands, for their home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Held until a party decides, at the latest at this time.
+    Until(Option<i64>),
+    /// Given back: the payment will not be made.
+    GivenBack,
+}
+
+/// A payment whose money is held for, or was given back to, its user: the one rule of every such
+/// element. Held money is in view until it is decided (critical, its deadline the decision's, no
+/// end but the transaction that decides it); money given back is told for
+/// `GIVEN_BACK_SHOWN_SECONDS`, and may be dismissed.
+pub struct HeldMoney {
+    pub id: String,
+    pub kind: &'static str,
+    pub reason: String,
+    pub data: Value,
+    /// The route the user reads the payment at.
+    pub path: String,
+    pub held: Held,
+    pub explain: Value,
+}
+
+impl HeldMoney {
+    pub fn element(self, now: i64) -> Element {
+        let (deadline, expires_at, critical) = match self.held {
+            Held::Until(deadline) => (deadline, None, true),
+            Held::GivenBack => (None, Some(now + GIVEN_BACK_SHOWN_SECONDS), false),
+        };
+        Element {
+            id: self.id,
+            kind: self.kind.into(),
+            class: Class::MoneyAtRisk,
+            reason: self.reason,
+            data: self.data,
+            actions: vec![Action::call("view", "GET", self.path)],
+            deadline,
+            expires_at,
+            at: now,
+            critical,
+            explain: self.explain,
+        }
+    }
+}
+
 /// Rule: a dismissal is written once (a second one is the same dismissal).
 pub const DISMISSAL_NEW: &str = "attention.dismissal_new";
 

@@ -10,7 +10,7 @@ use super::operation::{
 use serde_json::json;
 
 use crate::Problem;
-use crate::attention::{Action, AttentionStore, Class, Element};
+use crate::attention::{AttentionStore, Held, HeldMoney};
 use crate::aws::{self, MissingEnv};
 use crate::dynamo::{StoreError, Write};
 use crate::http::path_parameter;
@@ -36,9 +36,6 @@ pub struct OperationService {
     /// The payer's home: a held operation is their attention item until it is settled.
     attention: AttentionStore,
 }
-
-/// How long a hold given back (voided, released) is shown on its payer's home.
-const ENDED_SHOWN_SECONDS: i64 = 3 * 86_400;
 
 /// How a settlement or refund went: this call moved the money, or it had moved before (a retry,
 /// or another settlement first); either way the operation as it now stands.
@@ -68,44 +65,36 @@ impl OperationService {
     /// then what came of it), or removes it (the money reached the provider).
     pub fn home_item(&self, operation: &Operation, now: i64) -> Result<Write, StoreError> {
         let id = format!("transfer:{}", operation.id);
-        let (kind, reason, deadline, expires_at) = match operation.state {
+        let (kind, reason, held) = match operation.state {
             OperationState::Held => (
                 "transfer.held",
                 format!("{} is held until {} settles it", operation.amount, operation.merchant_id),
-                operation.hold_expires_at,
-                // Until its settlement or release, which replaces or removes it.
-                None,
+                Held::Until(operation.hold_expires_at),
             ),
             OperationState::Voided => (
                 "transfer.voided",
                 format!("{} voided the hold: {} is back in your wallet", operation.merchant_id, operation.amount),
-                None,
-                Some(now + ENDED_SHOWN_SECONDS),
+                Held::GivenBack,
             ),
             OperationState::Released => (
                 "transfer.released",
                 format!("nobody settled the hold in time: {} is back in your wallet", operation.amount),
-                None,
-                Some(now + ENDED_SHOWN_SECONDS),
+                Held::GivenBack,
             ),
             OperationState::Completed | OperationState::Posted => {
                 return self.attention.delete_item(&operation.payer, &id);
             }
         };
-        let element = Element {
+        let element = HeldMoney {
             id,
-            kind: kind.into(),
-            class: Class::MoneyAtRisk,
+            kind,
             reason,
             data: json!({"operation": operation.view()}),
-            actions: vec![Action::call("view", "GET", format!("/transfer/operations/{}", operation.id))],
-            deadline,
-            expires_at,
-            at: now,
-            // Held money stays in view until it is settled; what came of it may be dismissed.
-            critical: operation.state == OperationState::Held,
+            path: format!("/transfer/operations/{}", operation.id),
+            held,
             explain: json!({"rule": "a transfer held, or given back", "inputs": {"operation": operation.id, "state": operation.state.as_str()}}),
-        };
+        }
+        .element(now);
         self.attention.put_item(&operation.payer, &element)
     }
 

@@ -173,6 +173,8 @@ impl PaymentSessionsApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
         let config = aws::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        // One writer of security events, for the PIN store and the session routes.
+        let security = SecurityEvents::from_env(&dynamodb)?;
         Ok(PaymentSessionsApi {
             control: FlowControl::from_env()?,
             sessions: PaymentSessionStore::new(dynamodb.clone(), aws::env("PAYMENT_SESSIONS_TABLE")?),
@@ -184,7 +186,7 @@ impl PaymentSessionsApi {
             pins: PinStore::new(
                 dynamodb.clone(),
                 aws::env("PAYMENT_PINS_TABLE")?,
-                SecurityEvents::from_env(&dynamodb)?,
+                security.clone(),
                 aws_sdk_kms::Client::new(&config),
                 aws::env("PAYMENT_PIN_KEY_ID")?,
                 aws::seconds("PAYMENT_PIN_LOCKOUT_SECONDS")?,
@@ -200,7 +202,7 @@ impl PaymentSessionsApi {
                 },
             ),
             audit_table: aws::env("AUDIT_TABLE")?,
-            security: SecurityEvents::from_env(&dynamodb)?,
+            security,
             // Read for each session, so a new version decides the next one; parsed once per version.
             // One that no longer verifies is ours to fix, not the user's: the house policy decides.
             policy: HeldGroup::new(

@@ -8,7 +8,7 @@ use super::{Decision, Order, OrderState, Settlement, settle};
 use serde_json::json;
 
 use crate::Problem;
-use crate::attention::{Action, AttentionStore, Class, Element};
+use crate::attention::{AttentionStore, Element, Held, HeldMoney};
 use crate::dynamo::{StoreError, Write};
 use crate::idempotency::store::CLAIM_HELD;
 use crate::idempotency::{in_flight, key_reused};
@@ -39,9 +39,6 @@ pub struct PurchaseService {
     attention: AttentionStore,
 }
 
-/// How long a declined or expired order is shown on its buyer's home.
-const ENDED_SHOWN_SECONDS: i64 = 3 * 86_400;
-
 /// The id of an order's element on its buyer's home.
 pub fn attention_id(order_id: &str) -> String {
     format!("order:{order_id}")
@@ -49,19 +46,16 @@ pub fn attention_id(order_id: &str) -> String {
 
 /// What `order` (in its state) needs its buyer to see, if anything: a paid order needs nothing.
 fn element(order: &Order, now: i64) -> Option<Element> {
-    let (kind, reason, deadline, expires_at) = match order.state {
+    let (kind, reason, held) = match order.state {
         OrderState::AwaitingMerchant => (
             "purchase.awaiting_merchant",
             format!("{} is held until {} confirms your order", order.amount, order.merchant_id),
-            Some(order.expires_at),
-            // Until its settlement, which replaces or removes it.
-            None,
+            Held::Until(Some(order.expires_at)),
         ),
         OrderState::Declined => (
             "purchase.declined",
             format!("{} declined your order: {} is back in your wallet", order.merchant_id, order.amount),
-            None,
-            Some(now + ENDED_SHOWN_SECONDS),
+            Held::GivenBack,
         ),
         OrderState::Expired => (
             "purchase.expired",
@@ -69,25 +63,20 @@ fn element(order: &Order, now: i64) -> Option<Element> {
                 "{} did not confirm your order in time: {} is back in your wallet",
                 order.merchant_id, order.amount
             ),
-            None,
-            Some(now + ENDED_SHOWN_SECONDS),
+            Held::GivenBack,
         ),
         OrderState::Paid => return None,
     };
-    Some(Element {
+    let held = HeldMoney {
         id: attention_id(&order.id),
-        kind: kind.into(),
-        class: Class::MoneyAtRisk,
+        kind,
         reason,
         data: json!({"order": order.view()}),
-        actions: vec![Action::call("view", "GET", format!("/purchases/{}", order.id))],
-        deadline,
-        expires_at,
-        at: now,
-        // Held money stays in view until the merchant decides; what came of it may be dismissed.
-        critical: order.state == OrderState::AwaitingMerchant,
+        path: format!("/purchases/{}", order.id),
+        held,
         explain: json!({"rule": "an order not paid yet, or not paid", "inputs": {"order": order.id, "state": order.state.as_str()}}),
-    })
+    };
+    Some(held.element(now))
 }
 
 pub fn unknown_order(id: &str) -> Problem {
