@@ -4,8 +4,10 @@
 //! home (capability 5, `crate::home`) reads them consistently and in one query whatever the user's
 //! history. An item is the element the home shows (`Element`), keyed `element#<element id>`, with
 //! `gone_at` for the table's TTL when it has an end; a user's dismissal of an element is an item
-//! `dismissed#<element id>` in the same partition. The two are read by two bounded queries, so no
-//! number of dismissals can crowd an element out of a read.
+//! `dismissed#<element id>` in the same partition. What the home lists as the user's own (a
+//! linked platform, a device that pays offline) is an item `personal#<kind>#<id>` (`Personal`),
+//! written with what it lists and deleted when that ends. Each of the three is read by its own
+//! bounded query, so no number of one can crowd the others out of a read.
 
 use std::collections::BTreeSet;
 
@@ -165,6 +167,36 @@ impl HeldMoney {
     }
 }
 
+/// What a `Personal` item lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonalKind {
+    /// A partner platform linked to the account (`LinksTable`).
+    Link,
+    /// A device enrolled to pay offline (`DevicesTable`).
+    Device,
+}
+
+impl PersonalKind {
+    fn key(self, id: &str) -> String {
+        let kind = match self {
+            PersonalKind::Link => "link",
+            PersonalKind::Device => "device",
+        };
+        format!("personal#{kind}#{id}")
+    }
+}
+
+/// Something of the user's the home lists (`personalized`): its source's id, when it began, and
+/// what the home shows of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Personal {
+    pub kind: PersonalKind,
+    pub id: String,
+    pub at: i64,
+    pub data: Value,
+}
+
 /// Rule: a dismissal is written once (a second one is the same dismissal).
 pub const DISMISSAL_NEW: &str = "attention.dismissal_new";
 
@@ -180,6 +212,7 @@ pub struct AttentionStore {
 pub struct Partition {
     pub elements: Vec<Element>,
     pub dismissed: BTreeSet<String>,
+    pub personal: Vec<Personal>,
 }
 
 impl AttentionStore {
@@ -209,6 +242,26 @@ impl AttentionStore {
         Ok(Write::delete("attention.delete", delete))
     }
 
+    /// The write that puts (or replaces) `personal` in `user`'s home.
+    pub fn put_personal(&self, user: &str, personal: &Personal) -> Result<Write, StoreError> {
+        let text = serde_json::to_string(personal)
+            .map_err(|e| StoreError::caused("a personal item could not be written as JSON", e))?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .item("user", s(user))
+            .item("id", s(personal.kind.key(&personal.id)))
+            .item("personal", s(text))
+            .build()?;
+        Ok(Write::put("attention.personal_put", put))
+    }
+
+    /// The write that removes `user`'s personal item `kind` `id` (there or not).
+    pub fn delete_personal(&self, user: &str, kind: PersonalKind, id: &str) -> Result<Write, StoreError> {
+        let delete =
+            Delete::builder().table_name(&self.table).key("user", s(user)).key("id", s(kind.key(id))).build()?;
+        Ok(Write::delete("attention.personal_delete", delete))
+    }
+
     /// The write that records `user`'s dismissal of element `id` at `now`, once.
     pub fn dismissal_item(&self, user: &str, id: &str, now: i64) -> Result<Write, StoreError> {
         let put = Put::builder()
@@ -222,22 +275,20 @@ impl AttentionStore {
         Ok(Write::put(DISMISSAL_NEW, put))
     }
 
-    /// `user`'s partition, read consistently: its elements and its dismissals, one bounded query
-    /// each, at once. An item that cannot be read is logged and left out, never the whole home.
+    /// `user`'s partition, read consistently: its elements, its dismissals and its personal items,
+    /// one bounded query each, at once. An item that cannot be read is logged and left out, never
+    /// the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
-        let (elements, dismissed) = tokio::try_join!(self.range(user, "element#"), self.range(user, "dismissed#"))?;
-        let mut partition = Partition::default();
-        for item in &elements {
-            let element = get_s(item, "element")
-                .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<Element>(text).map_err(|e| e.to_string()));
-            match element {
-                Ok(element) => partition.elements.push(element),
-                Err(error) => tracing::error!(
-                    %error, user, id = get_s(item, "id").unwrap_or_default(), "an attention item cannot be read; left out"
-                ),
-            }
-        }
+        let (elements, dismissed, personal) = tokio::try_join!(
+            self.range(user, "element#"),
+            self.range(user, "dismissed#"),
+            self.range(user, "personal#")
+        )?;
+        let mut partition = Partition {
+            elements: readable(user, &elements, "element"),
+            personal: readable(user, &personal, "personal"),
+            ..Partition::default()
+        };
         for item in &dismissed {
             if let Some(id) = get_s(item, "id").ok().and_then(|id| id.strip_prefix("dismissed#")) {
                 partition.dismissed.insert(id.to_owned());
@@ -270,4 +321,21 @@ impl AttentionStore {
         }
         Ok(out.items().to_vec())
     }
+}
+
+/// The JSON attribute `attribute` of each of `user`'s `items`, each that can be read.
+fn readable<T: serde::de::DeserializeOwned>(user: &str, items: &[Item], attribute: &str) -> Vec<T> {
+    let mut read = Vec::with_capacity(items.len());
+    for item in items {
+        let value = get_s(item, attribute)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<T>(text).map_err(|e| e.to_string()));
+        match value {
+            Ok(value) => read.push(value),
+            Err(error) => tracing::error!(
+                %error, user, id = get_s(item, "id").unwrap_or_default(), "an attention item cannot be read; left out"
+            ),
+        }
+    }
+    read
 }

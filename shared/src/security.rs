@@ -54,6 +54,7 @@ impl SecurityEvent {
             "transfer.refused" => "a transfer instruction in your name was refused",
             "payment_session.refused" => "a payment session in your name was refused",
             "device.enrolled" => "a new device can pay for you offline",
+            "device.revoked" => "a device can no longer pay for you offline",
             "link.created" => "a partner account was linked to yours",
             "link.ended" => "a partner account was unlinked",
             "instrument.added" => "a card or account was added",

@@ -128,6 +128,23 @@ async fn a_payers_offline_exposure_is_bounded_per_device_and_in_devices() {
     for _ in 0..2 {
         assert_eq!(env.post_json(&env.token(&user, &[]), &revoke, None, None).await.0, StatusCode::OK);
     }
+    // Someone else cannot revoke it, and leaves no trace on either home.
+    let other = unique("other");
+    let theirs = format!("/devices/{}/revoke", devices[1]);
+    assert_eq!(env.post_json(&env.token(&other, &[]), &theirs, None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(crate::home::shown(&other).await.0[0]["id"], "balance");
+    // The home lists the live devices; the revocation is a security event of the owner's, once.
+    let (elements, personal) = crate::home::shown(&user).await;
+    let mut listed: Vec<&str> =
+        personal["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
+    listed.sort_unstable();
+    let mut live: Vec<&str> = devices[1..].iter().map(String::as_str).collect();
+    live.sort_unstable();
+    assert_eq!(listed, live, "{personal}");
+    assert_eq!(personal["devices"][0]["offline_limit"], json!({"amount": "1000.00", "currency": "USD"}));
+    let revoked: Vec<&Value> = elements.iter().filter(|e| e["kind"] == "security.device.revoked").collect();
+    assert_eq!(revoked.len(), 1, "{elements:?}");
+    assert_eq!(revoked[0]["data"]["detail"]["device_id"], devices[0].as_str());
     assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.0, StatusCode::CREATED);
     assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.1["code"], "too_many_devices");
 }

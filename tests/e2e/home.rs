@@ -13,7 +13,7 @@ use crate::purchases::{buy, callback, funded_user, merchant, purchase};
 use crate::topup::{browser, csrf_of, topup_link, waiting_payment};
 
 /// `GET /home` as `user`, from `platform` if given, revalidating `etag` if given.
-async fn home(user: &str, platform: Option<&str>, etag: Option<&str>) -> (StatusCode, HeaderMap, Value) {
+pub async fn home(user: &str, platform: Option<&str>, etag: Option<&str>) -> (StatusCode, HeaderMap, Value) {
     let env = Env::get();
     let mut request = env.http().get(env.url("/home")).bearer_auth(env.token(user, &[]));
     if let Some(platform) = platform {
@@ -27,7 +27,24 @@ async fn home(user: &str, platform: Option<&str>, etag: Option<&str>) -> (Status
     (status, headers, response.json().await.unwrap_or_default())
 }
 
-async fn dismiss(user: &str, id: &str) -> (StatusCode, Value) {
+/// Every element `user`'s home shows now (the primary first, then each placement's), and what
+/// it lists as theirs (`personalized`).
+pub async fn shown(user: &str) -> (Vec<Value>, Value) {
+    let (status, _, mut answer) = home(user, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let placed = answer["placements"].as_object().cloned().unwrap_or_default();
+    let elements = std::iter::once(answer["primary"].take())
+        .chain(placed.into_values().flat_map(|p| p.as_array().cloned().unwrap_or_default()))
+        .collect();
+    (elements, answer["personalized"].take())
+}
+
+/// The element `id` among `elements`, if shown.
+pub fn element<'a>(elements: &'a [Value], id: &str) -> Option<&'a Value> {
+    elements.iter().find(|e| e["id"] == id)
+}
+
+pub async fn dismiss(user: &str, id: &str) -> (StatusCode, Value) {
     let env = Env::get();
     env.post_json(&env.token(user, &[]), &format!("/home/elements/{id}/dismiss"), None, None).await
 }
@@ -173,10 +190,6 @@ async fn a_hold_awaiting_its_merchant_shows_until_settled_then_a_decline_says_th
     let paid = paid["id"].as_str().unwrap();
     assert_eq!(home(&user, None, None).await.2["primary"]["id"], format!("order:{paid}"), "held, it comes first");
     assert_eq!(callback(&shop, paid, "confirm", identity).await.0, StatusCode::OK);
-    let (_, _, answer) = home(&user, None, None).await;
-    let shown: Vec<&str> = std::iter::once(&answer["primary"])
-        .chain(answer["placements"]["alerts"].as_array().into_iter().flatten())
-        .filter_map(|e| e["id"].as_str())
-        .collect();
-    assert!(!shown.contains(&format!("order:{paid}").as_str()), "{answer}");
+    let (elements, _) = shown(&user).await;
+    assert!(element(&elements, &format!("order:{paid}")).is_none(), "{elements:?}");
 }

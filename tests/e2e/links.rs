@@ -118,6 +118,12 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
     );
     assert_eq!(linked["instruments"][0]["instrument"], "visa 4242", "{linked}");
     assert!(!linked.to_string().contains("pt_"), "the user's view holds no token: {linked}");
+    // The user's home lists it while it is active.
+    assert_eq!(
+        crate::home::shown(&user).await.1["linked_platforms"],
+        json!([{"link_id": link_id, "partner_id": linked["partner_id"], "partner_name": "Platform B",
+                "grant": linked["grant"], "linked_at": linked["created_at"]}])
+    );
     // The code is single use: sent again (under another key), refused, nothing linked twice.
     let (status, problem) = link(&user, &the_code, &[&other_card], grant.clone()).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("link_code_used")), "{problem}");
@@ -236,6 +242,9 @@ async fn a_linked_partner_reads_and_charges_within_the_grant_until_the_user_unli
     let (status, _) = call(&b, "GET", &format!("/partner/users/{b_user}/link"), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(webhooks(&link_id, 3).await[2]["link"]["state"], "unlinked");
+    let (elements, personal) = crate::home::shown(&user).await;
+    assert_eq!(personal["linked_platforms"], json!([]));
+    assert!(elements.iter().any(|e| e["kind"] == "security.link.ended"), "{elements:?}");
     assert_eq!(balance(AccountId::merchant(&shop)).await, Decimal::new(3000, 2));
     let found = crate::reconcile::violations(&[&user]).await;
     assert!(found.is_empty(), "{}", found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));

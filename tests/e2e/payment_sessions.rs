@@ -216,6 +216,15 @@ async fn a_failed_launch_falls_back_along_the_chain_and_a_cancel_moves_nothing()
     let shop = merchant().await;
     let user = funded_user("20.00").await;
     let id = open_session(&user, &shop, "9.00").await;
+    // Open, it is on the user's home until it expires: a reminder to finish paying.
+    let (elements, _) = crate::home::shown(&user).await;
+    let open = crate::home::element(&elements, &format!("payment_session:{id}")).expect("the open session");
+    assert_eq!(
+        (open["priority_class"].as_str(), open["critical"].as_bool(), &open["deadline"]),
+        (Some("time_bound"), Some(false), &open["expires_at"]),
+        "{open}"
+    );
+    assert_eq!(open["data"]["amount"], json!({"amount": "9.00", "currency": "USD"}));
 
     // The app did not start: the sheet, with its interface; then the sheet's app did not come up
     // in time: simulated interfaces alone; and when they fail too, the chain ends.
@@ -252,6 +261,9 @@ async fn a_failed_launch_falls_back_along_the_chain_and_a_cancel_moves_nothing()
     assert_eq!((answer["session"]["state"].as_str(), answer["next"].is_null()), (Some("cancelled"), true), "{answer}");
     let (_, again) = report(&user, &id, "cancelled", "foreground_app").await;
     assert_eq!(again["session"]["state"], "cancelled", "a cancel is answered again");
+    let (elements, _) = crate::home::shown(&user).await;
+    assert!(crate::home::element(&elements, &format!("payment_session:{id}")).is_none(), "{elements:?}");
+    assert!(crate::home::element(&elements, &format!("payment_session:{}", only["id"].as_str().unwrap())).is_some());
     assert_eq!(set_pin(&user, &json!({"pin": PIN})).await.0, StatusCode::CREATED);
     let (status, problem) = confirm(&user, &id, "simulated_only", PIN).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("payment_session_closed")), "{problem}");
@@ -537,6 +549,8 @@ async fn a_mini_app_charge_session_relays_once_whichever_processes_confirm() {
     }
     let session = env.get_json(&format!("/payment-sessions/{id}"), &env.token(&user, &[])).await;
     assert_eq!((session["state"].as_str(), session["payment"]["outcome"].as_str()), (Some("paid"), Some("charged")));
+    let (elements, _) = crate::home::shown(&user).await;
+    assert!(crate::home::element(&elements, &format!("payment_session:{id}")).is_none(), "confirmed: {elements:?}");
     let request = session["payment"]["id"].as_str().unwrap();
     let url = format!("{}/_sim/requests/{request}", env.stack.miniapp_simulator_url);
     let seen = eventually(10, "the outcome told to the app's server", || async {
@@ -556,6 +570,19 @@ async fn a_mini_app_charge_session_relays_once_whichever_processes_confirm() {
         "{failed}"
     );
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1550, 2));
+    // The payment the user approved and did not make is on their home for a few days, and may
+    // be dismissed (nothing is held).
+    let failed_id = format!("miniapp_request:{}", failed["payment"]["id"].as_str().unwrap());
+    let (elements, _) = crate::home::shown(&user).await;
+    let shown = crate::home::element(&elements, &failed_id).expect("the failed payment");
+    assert_eq!(
+        (shown["kind"].as_str(), shown["priority_class"].as_str(), shown["critical"].as_bool()),
+        (Some("miniapp.payment_failed"), Some("money_at_risk"), Some(false)),
+        "{shown}"
+    );
+    assert_eq!(shown["data"]["reason"], "amount_mismatch");
+    assert_eq!(crate::home::dismiss(&user, &failed_id).await.0, StatusCode::OK);
+    assert!(crate::home::element(&crate::home::shown(&user).await.0, &failed_id).is_none());
     // Cancelled while the app's server is being asked (it answers too late, in 5 s): the request
     // is recorded withdrawn, nothing moves, the server is told, the session stays cancelled.
     let (_, slow) = start(&user, &charge("slow-jasmine-tea", "4.50"), &unique("key")).await;
@@ -586,6 +613,10 @@ async fn a_mini_app_charge_session_relays_once_whichever_processes_confirm() {
     let session = env.get_json(&format!("/payment-sessions/{slow}"), &env.token(&user, &[])).await;
     assert_eq!((session["state"].as_str(), session["payment"].is_null()), (Some("cancelled"), true), "{session}");
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1550, 2));
+    // The user withdrew it: nothing to tell them on their home.
+    let (elements, _) = crate::home::shown(&user).await;
+    assert!(crate::home::element(&elements, &format!("miniapp_request:{request}")).is_none(), "{elements:?}");
+    assert!(crate::home::element(&elements, &format!("payment_session:{slow}")).is_none(), "{elements:?}");
 
     // Someone else's mini-app session pays nothing for them.
     let (status, problem) = start(&funded_user("5.00").await, &charge("jasmine-tea", "4.50"), &unique("key")).await;

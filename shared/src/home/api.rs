@@ -1,21 +1,23 @@
 //! The home function's routes (template.yaml `HomeFunction`), for a signed-in user:
 //!
 //! - `GET  /home`  the primary element, the others by placement, and what is personal (display
-//!   name, wallet and reserve balances, the latest postings, conversations with unread messages);
+//!   name, wallet and reserve balances, the latest postings, conversations with unread messages,
+//!   linked platforms, devices that pay offline);
 //!   `ETag`, 304 on `If-None-Match`, `refresh_after_seconds`. The platform and app version, as
 //!   headers (`X-Superpay-Platform`, `X-Superpay-App-Version`), choose the announcement.
 //! - `POST /home/elements/{id}/dismiss`  the user dismisses an element (idempotent; a critical one
 //!   is refused)
 //!
-//! Everything is read consistently and at once: the user's attention items (one query), the
-//! wallet and reserve (one batch), the latest postings and the conversations (one query each).
+//! Everything is read consistently and at once: the user's attention items, dismissals and
+//! personal items (one query each), the wallet and reserve (one batch), the latest postings and
+//! the conversations (one query each).
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
 use super::announcements::{self, Announcements, GROUP};
-use super::{balance_card, etag, rank};
+use super::{PersonalKind, balance_card, etag, listed, rank};
 use crate::Problem;
 use crate::attention::{AttentionStore, DISMISSAL_NEW};
 use crate::auth::Caller;
@@ -118,6 +120,8 @@ impl HomeApi {
                 "reserve": balance(&reserve),
                 "recent_postings": postings,
                 "unread_conversations": unread,
+                "linked_platforms": listed(&partition.personal, PersonalKind::Link),
+                "devices": listed(&partition.personal, PersonalKind::Device),
             },
         });
         // Of what is shown, not of when to call again (that counts down by the second).

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-pub use crate::attention::{Action, Class, Element};
+pub use crate::attention::{Action, Class, Element, Personal, PersonalKind};
 use crate::crypto::sha256_hex;
 
 /// How many elements one placement shows.
@@ -70,6 +70,18 @@ pub fn rank(candidates: Vec<Element>, default: Element, dismissed: &BTreeSet<Str
     Ranked { primary, placements, refresh_after_seconds }
 }
 
+/// How many of a kind of personal items (linked platforms, devices) the home lists: the most
+/// recent; the whole list is the kind's own route's.
+pub const LISTED: usize = 10;
+
+/// What the home lists of `kind` among `personal`: the data of the most recent `LISTED`, newest
+/// first (ties by id, so the answer never depends on the order they were read in).
+pub fn listed(personal: &[Personal], kind: PersonalKind) -> Vec<Value> {
+    let mut of_kind: Vec<&Personal> = personal.iter().filter(|p| p.kind == kind).collect();
+    of_kind.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+    of_kind.into_iter().take(LISTED).map(|p| p.data.clone()).collect()
+}
+
 /// The entity tag of a home answer: a hash of its body, which already holds everything it varies
 /// on (the user's state, the announcement the request's platform and app version chose).
 pub fn etag(body: &Value) -> String {
@@ -102,6 +114,19 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn personal_items_are_listed_by_kind_newest_first_at_most_listed() {
+        let item = |kind, id: &str, at| Personal { kind, id: id.into(), at, data: json!({"id": id}) };
+        let mut personal: Vec<Personal> = (0..12).map(|i| item(PersonalKind::Link, &format!("l_{i:02}"), i)).collect();
+        personal.push(item(PersonalKind::Device, "d_1", 5));
+        personal.push(item(PersonalKind::Device, "d_0", 5));
+        let links = listed(&personal, PersonalKind::Link);
+        assert_eq!(links.len(), LISTED);
+        assert_eq!((links[0]["id"].as_str(), links[9]["id"].as_str()), (Some("l_11"), Some("l_02")));
+        personal.reverse();
+        assert_eq!(listed(&personal, PersonalKind::Device), vec![json!({"id": "d_1"}), json!({"id": "d_0"})]);
+    }
 
     fn element(id: &str, class: Class, deadline: Option<i64>, at: i64) -> Element {
         Element {

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::registry::{CHARGE_PERMISSION, Interface};
 use crate::Problem;
-use crate::conversation::NewMessage;
+use crate::attention::{Element, Held, HeldMoney};
+use crate::conversation::{Counterparty, NewMessage};
 use crate::ledger::{AccountId, Books, LedgerError, Transfer};
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
@@ -299,6 +300,29 @@ impl RelayedRequest {
         }
     }
 
+    /// A payment the user approved that was not made, as their home shows it for a few days (it
+    /// may be dismissed): `miniapp_request:<id>`, what went wrong in the words of the chat message,
+    /// the conversation to read it in. None for a request that paid or asked no payment, or that
+    /// the user's session withdrew (they cancelled it).
+    pub fn failed_payment_element(&self, title: &str, now: i64) -> Option<Element> {
+        let approved = self.approved?;
+        if self.outcome.refusal().is_none() || self.outcome == Outcome::Withdrawn {
+            return None;
+        }
+        let held = HeldMoney {
+            id: format!("miniapp_request:{}", self.id),
+            kind: "miniapp.payment_failed",
+            reason: self.outcome.text(title),
+            data: json!({"app_id": self.app_id, "request_id": self.id, "approved": approved,
+                         "reason": self.outcome.refusal().map(|code| code.code())}),
+            path: format!("/conversations/{}/messages", Counterparty::mini_app(&self.app_id).as_str()),
+            held: Held::GivenBack,
+            explain: json!({"rule": "a payment the user approved that was not made",
+                            "inputs": {"request": self.id, "outcome": self.summary()}}),
+        };
+        Some(held.element(now))
+    }
+
     /// `charged`, `completed` or `refused`.
     pub fn summary(&self) -> &'static str {
         match self.outcome.refusal() {
@@ -419,6 +443,35 @@ mod tests {
             (Some("refused"), Some("amount_mismatch"))
         );
         assert!(relayed.charge("m_1").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_payment_approved_and_not_made_is_told_on_the_home_unless_withdrawn() {
+        let relayed = |approved: Option<Money>, outcome: Outcome| RelayedRequest {
+            id: "r_1".into(),
+            app_id: "a_1".into(),
+            user: "alice".into(),
+            action: "buy".into(),
+            approved,
+            outcome,
+            created_at: 0,
+        };
+        let timeout = Outcome::ServerFailed { fault: ServerFault::Timeout, detail: "slow".into() };
+        let failed = relayed(Some(usd("4.5")), timeout.clone()).failed_payment_element("Tea Corner", 100).unwrap();
+        assert_eq!((failed.id.as_str(), failed.kind.as_str()), ("miniapp_request:r_1", "miniapp.payment_failed"));
+        assert_eq!((failed.class, failed.critical), (crate::attention::Class::MoneyAtRisk, false));
+        assert_eq!(failed.expires_at, Some(100 + crate::attention::GIVEN_BACK_SHOWN_SECONDS));
+        assert_eq!(
+            failed.reason,
+            "Tea Corner did not answer in time; nothing was charged. You can try again from the app."
+        );
+        assert_eq!(failed.data["reason"], "miniapp_server_timeout");
+        assert!(!failed.data.to_string().contains("slow"), "a server's detail stays in the logs");
+        assert_eq!(failed.actions[0].path.as_deref(), Some("/conversations/miniapp:a_1/messages"));
+        let charged = Outcome::Charged { amount: usd("4.5"), deliver: "tea".into() };
+        assert_eq!(relayed(Some(usd("4.5")), charged).failed_payment_element("T", 0), None);
+        assert_eq!(relayed(Some(usd("4.5")), Outcome::Withdrawn).failed_payment_element("T", 0), None);
+        assert_eq!(relayed(None, timeout).failed_payment_element("T", 0), None, "it paid nothing");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::relay::{MiniAppClient, ServerRequest};
 use super::store::{MiniAppDirectory, MiniAppStore, REQUEST_NEW, RequestStore, SessionStore};
 use super::{MiniApp, Outcome, RelayedRequest, SessionError, UserRequest, app_user, check_available, judge};
 use crate::Problem;
+use crate::attention::AttentionStore;
 use crate::aws::{self, MissingEnv};
 use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, Message, NewMessage};
@@ -29,6 +30,8 @@ pub struct RequestService {
     merchants: MerchantStore,
     ledger: LedgerStore,
     conversations: ConversationStore,
+    /// A payment the user approved that was not made shows on their home.
+    home: AttentionStore,
     outbox: Outbox,
     queue_url: String,
     /// Keys the user pseudonyms each app's server sees (`super::app_user`).
@@ -47,6 +50,7 @@ impl RequestService {
             merchants: MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?),
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             conversations: ConversationStore::new(dynamodb.clone(), aws::env("CONVERSATIONS_TABLE")?),
+            home: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
             queue_url: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             client: MiniAppClient::default(),
@@ -207,6 +211,9 @@ impl RequestService {
             }
             let mut items = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
             items.extend(with.iter().cloned());
+            if let Some(failed) = relayed.failed_payment_element(&app.interface.title, now) {
+                items.push(self.home.put_item(&relayed.user, &failed)?);
+            }
             match transact(&self.dynamodb, items).await {
                 Ok(()) => {
                     self.outbox.send(&notice).await;

@@ -12,6 +12,7 @@ use super::device::{Device, DeviceStore, MAX_DEVICES, OFFLINE_PROFILE};
 use super::offline_ceiling;
 use super::valid_public_key;
 use crate::Problem;
+use crate::attention::{AttentionStore, Personal, PersonalKind};
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::dynamo::{TransactError, transact};
@@ -28,6 +29,7 @@ pub struct DevicesApi {
     dynamodb: aws_sdk_dynamodb::Client,
     devices: DeviceStore,
     security: SecurityEvents,
+    home: AttentionStore,
     ledger: LedgerStore,
     idempotency: IdempotencyStore,
 }
@@ -49,6 +51,7 @@ impl DevicesApi {
         Ok(DevicesApi {
             devices: DeviceStore::new(dynamodb.clone(), aws::env("DEVICES_TABLE")?),
             security: SecurityEvents::from_env(&dynamodb)?,
+            home: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             dynamodb,
@@ -73,11 +76,19 @@ impl DevicesApi {
             // Revoking twice is revoking once: no Idempotency-Key needed, nothing is created.
             "POST /devices/{id}/revoke" => {
                 let id = path_parameter(&request, "id")?;
-                let device = self
-                    .devices
-                    .revoke(id, &caller.subject, crate::clock::now_epoch_seconds())
-                    .await?
-                    .ok_or_else(|| unknown_device(id))?;
+                let (user, now) = (caller.subject.as_str(), crate::clock::now_epoch_seconds());
+                // Its owner sees that a key that spoke for them no longer does (a stolen token
+                // could revoke the phone they pay with).
+                let revoked = SecurityEvent {
+                    user: user.to_owned(),
+                    id: format!("device-revoked/{id}"),
+                    kind: "device.revoked",
+                    at: now,
+                    detail: serde_json::json!({"device_id": id}),
+                };
+                let mut with = self.security.items(&revoked)?;
+                with.push(self.home.delete_personal(user, PersonalKind::Device, id)?);
+                let device = self.devices.revoke(id, user, now, with).await?.ok_or_else(|| unknown_device(id))?;
                 Ok(json_response(StatusCode::OK, &device.view()))
             }
             other => {
@@ -159,6 +170,14 @@ impl DevicesApi {
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
                 items.extend(self.security.items(&enrolled)?);
+                let listed = serde_json::json!({
+                    "device_id": device.id,
+                    "key_id": device.key_id,
+                    "offline_limit": device.offline_limit,
+                    "enrolled_at": device.enrolled_at,
+                });
+                let personal = Personal { kind: PersonalKind::Device, id: device.id.clone(), at: now, data: listed };
+                items.push(self.home.put_personal(&device.user, &personal)?);
                 match transact(&self.dynamodb, items).await {
                     Ok(()) => Ok(response),
                     // Another enrollment fixed another currency, or took the last room, meanwhile.

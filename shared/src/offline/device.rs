@@ -182,11 +182,12 @@ impl DeviceStore {
         Ok(self.get(id).await?.filter(|d| d.key_id == key_id))
     }
 
-    /// Revokes `user`'s device `id` (once: a second call keeps the first time). `None`: no such
-    /// device of theirs.
+    /// Revokes `user`'s device `id` (once: a second call keeps the first time), with `with` (its
+    /// security event, its home listing) in the same transaction, so they are written only by the
+    /// revocation. `None`: no such device of theirs.
     /// The device no longer counts among its owner's live devices (its profile's count goes down
     /// with its first revocation, in one transaction).
-    pub async fn revoke(&self, id: &str, user: &str, at: i64) -> Result<Option<Device>, StoreError> {
+    pub async fn revoke(&self, id: &str, user: &str, at: i64, with: Vec<Write>) -> Result<Option<Device>, StoreError> {
         let revoke = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
@@ -205,14 +206,16 @@ impl DeviceStore {
             .expression_attribute_values(":minus_one", n(-1))
             .expression_attribute_values(":zero", n(0))
             .build()?;
-        let writes =
-            vec![Write::update(DEVICE_REVOCABLE, revoke.clone()), Write::update("offline_profile.counted", uncount)];
+        let mut alone = vec![Write::update(DEVICE_REVOCABLE, revoke)];
+        alone.extend(with);
+        let mut writes = alone.clone();
+        writes.push(Write::update("offline_profile.counted", uncount));
         match transact(&self.client, writes).await {
             Ok(()) => {}
             Err(e) if e.broke(DEVICE_REVOCABLE) => {}
             Err(TransactError::ConditionFailed(_)) => {
                 // Not counted: revoke it alone.
-                match transact(&self.client, vec![Write::update(DEVICE_REVOCABLE, revoke)]).await {
+                match transact(&self.client, alone).await {
                     Ok(()) | Err(TransactError::ConditionFailed(_)) => {}
                     Err(TransactError::Store(e)) => return Err(e),
                 }

@@ -22,15 +22,16 @@ use super::pin::Pin;
 use super::pin::store::{PIN_SET, PinStore, Set, not_set};
 use super::policy::{ClientFacts, Decision, GROUP, Policy, Process};
 use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_CANCELLABLE, SESSION_NEW, SESSION_OPEN};
-use super::{Event, Pay, Payment, PaymentSession, SessionClient, Stage, fallback_chain};
+use super::{Event, Pay, Payment, PaymentSession, SessionClient, Stage, fallback_chain, home_element_id};
 use crate::Problem;
+use crate::attention::AttentionStore;
 use crate::audit::{AuditEntry, commit_audited};
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::clock::now_epoch_seconds;
 use crate::config::GroupName;
 use crate::config::held::HeldGroup;
-use crate::dynamo::{StoreError, transact};
+use crate::dynamo::{StoreError, Write, transact};
 use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
@@ -69,6 +70,8 @@ pub struct PaymentSessionsApi {
     breaker: BreakerStore,
     audit_table: String,
     security: SecurityEvents,
+    /// An open session is a time-bound element of its user's home.
+    home: AttentionStore,
     policy: HeldGroup<Policy>,
     idempotency: IdempotencyStore,
     dynamodb: aws_sdk_dynamodb::Client,
@@ -203,6 +206,7 @@ impl PaymentSessionsApi {
             ),
             audit_table: aws::env("AUDIT_TABLE")?,
             security,
+            home: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
             // Read for each session, so a new version decides the next one; parsed once per version.
             // One that no longer verifies is ours to fix, not the user's: the house policy decides.
             policy: HeldGroup::new(
@@ -323,6 +327,7 @@ impl PaymentSessionsApi {
                 let response = json_response(StatusCode::CREATED, &session.view(None, now));
                 let mut writes = vec![
                     self.sessions.create_item(&session)?,
+                    self.home.put_item(&session.user, &session.home_element())?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
                 // An instruction carried out without a session gets none: its operation stands.
@@ -558,7 +563,8 @@ impl PaymentSessionsApi {
     /// answer's `present`), and only then: no money moves here.
     async fn consent(&self, session: PaymentSession, by: Process) -> Result<Response<Body>, Problem> {
         let now = now_epoch_seconds();
-        match transact(&self.dynamodb, vec![self.sessions.confirm_item(&session, by, now)?]).await {
+        let writes = vec![self.sessions.confirm_item(&session, by, now)?, self.off_home(&session.user, &session.id)?];
+        match transact(&self.dynamodb, writes).await {
             Ok(()) => {
                 self.measure(&session, by, Outcome::Success).await;
                 let payment_id = session.payment_id();
@@ -580,8 +586,11 @@ impl PaymentSessionsApi {
         let wanted = session.order(self.order_ttl_seconds, now).ok_or_else(|| Problem::internal("not a purchase"))?;
         // Judged again at confirmation, and held by the transaction: a suspended merchant is not paid.
         let merchant = self.checkout.merchants.active(&wanted.merchant_id).await?;
-        let with =
-            vec![self.sessions.confirm_item(&session, by, now)?, self.checkout.merchants.active_check(&merchant.id)?];
+        let with = vec![
+            self.sessions.confirm_item(&session, by, now)?,
+            self.checkout.merchants.active_check(&merchant.id)?,
+            self.off_home(&session.user, &session.id)?,
+        ];
         match self.checkout.service.create(&wanted, with, now).await {
             Ok((order, true)) => {
                 self.measure(&session, by, Outcome::Success).await;
@@ -608,7 +617,7 @@ impl PaymentSessionsApi {
     async fn charge(&self, session: PaymentSession, by: Process) -> Result<Response<Body>, Problem> {
         let (app_id, input) = session.miniapp_request().ok_or_else(|| Problem::internal("not a mini-app charge"))?;
         let now = now_epoch_seconds();
-        let confirm = vec![self.sessions.confirm_item(&session, by, now)?];
+        let confirm = vec![self.sessions.confirm_item(&session, by, now)?, self.off_home(&session.user, &session.id)?];
         let (relayed, app) =
             self.requests.relay(&session.payment_id(), &session.user, app_id, input, confirm, now).await?;
         self.requests.post_outcome(&relayed, app.as_ref()).await?;
@@ -621,6 +630,12 @@ impl PaymentSessionsApi {
             Stage::Confirmed { .. } => self.as_it_stands(&session, now).await,
             _ => Err(session.check_open(now).err().unwrap_or_else(|| Problem::internal("an open session refused"))),
         }
+    }
+
+    /// The write that takes `user`'s session `id` off their home (confirmed or cancelled), with
+    /// the write that ends it being open.
+    fn off_home(&self, user: &str, id: &str) -> Result<Write, StoreError> {
+        self.home.delete_item(user, &home_element_id(id))
     }
 
     /// The answer to a confirmation another one beat (or a cancel): the session as it now is.
@@ -662,8 +677,12 @@ impl PaymentSessionsApi {
     /// Cancels a transfer instruction's session `id`: while it is open, or confirmed while its
     /// instruction `instruction_id` is not carried out (the consent withdrawn: the transfer side's
     /// check of it then fails). Once carried out, the payment stands.
-    async fn withdraw(&self, id: &str, instruction_id: &str, now: i64) -> Result<Cancel, Problem> {
-        let writes = vec![self.sessions.withdraw_item(id, now)?, self.operations.absent_check(instruction_id)?];
+    async fn withdraw(&self, id: &str, user: &str, instruction_id: &str, now: i64) -> Result<Cancel, Problem> {
+        let writes = vec![
+            self.sessions.withdraw_item(id, now)?,
+            self.operations.absent_check(instruction_id)?,
+            self.off_home(user, id)?,
+        ];
         match transact(&self.dynamodb, writes).await {
             Ok(()) => Ok(Cancel::Cancelled),
             Err(e) if e.broke(SESSION_CANCELLABLE) || e.broke(OPERATION_NEW) => {
@@ -688,8 +707,8 @@ impl PaymentSessionsApi {
         }
         if event == Event::Cancelled {
             let cancelled = match session.instruction() {
-                Some(instruction) => self.withdraw(&session.id, &instruction.id, now).await?,
-                None => self.sessions.cancel(&session.id, now).await?,
+                Some(instruction) => self.withdraw(&session.id, &session.user, &instruction.id, now).await?,
+                None => self.sessions.cancel(&session.id, now, self.off_home(&session.user, &session.id)?).await?,
             };
             match cancelled {
                 Cancel::Cancelled => session.stage = Stage::Cancelled { at: now },

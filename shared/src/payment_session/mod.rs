@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Problem;
+use crate::attention::{Action, Class, Element};
 use crate::crypto::sha256_hex;
 use crate::flows::{FlowTable, Kind};
 use crate::instruction::operation::{Operation, OperationState};
@@ -372,6 +373,30 @@ impl PaymentSession {
         ))
     }
 
+    /// While it is open, the session is a time-bound item on its user's home: the payment they
+    /// started, to confirm before it expires (its deadline and its end). Its confirmation or
+    /// cancel deletes it; past the expiry the home drops it. Not critical: nothing is held.
+    pub fn home_element(&self) -> Element {
+        let (payee, amount) = match &self.pay {
+            Pay::Purchase { payee, amount, .. } | Pay::MiniappCharge { payee, amount, .. } => (payee, amount),
+            Pay::TransferInstruction { instruction, .. } => (&instruction.payee, &instruction.amount),
+        };
+        Element {
+            id: home_element_id(&self.id),
+            kind: "payment_session.open".into(),
+            class: Class::TimeBound,
+            reason: format!("you started paying {amount} to {payee}: confirm it before it expires"),
+            data: json!({"session_id": self.id, "payee": payee, "amount": amount}),
+            actions: vec![Action::call("view", "GET", format!("/payment-sessions/{}", self.id))],
+            deadline: Some(self.expires_at),
+            expires_at: Some(self.expires_at),
+            at: self.created_at,
+            critical: false,
+            explain: json!({"rule": "a payment session open, until it expires",
+                            "inputs": {"session": self.id, "expires_at": self.expires_at}}),
+        }
+    }
+
     /// The session as its user sees it at `now`: its state (with its payment's order once
     /// confirmed), and what each process of its chain needs, the launch link for those that load
     /// the app and the simulated interface for those that show one.
@@ -460,6 +485,11 @@ impl PaymentSession {
 /// error-flow table's `payment` flow switches `user` to on `payment_app_launch_failed`, as
 /// `POST /flows/next` would, until it stops switching. A table without the flow's steps (published
 /// before they existed) gives the house table's chain.
+/// The id of session `session_id`'s home element.
+pub fn home_element_id(session_id: &str) -> String {
+    format!("payment_session:{session_id}")
+}
+
 pub fn fallback_chain(table: &FlowTable, process: Process, user: &str) -> Vec<Process> {
     let at = format!("payment/{}", process.as_str());
     let Some(start) = table.step(&at) else {
@@ -505,6 +535,18 @@ mod tests {
         let chain = fallback_chain(&FlowTable::house(), decision.process, "u");
         let client = SessionClient { platform: "android".into(), app_version: Some("9.1.0".into()) };
         PaymentSession::new("ps_1".into(), "u", Pay::purchase(&purchase, "Tea"), &decision, chain, client, now)
+    }
+
+    #[test]
+    fn an_open_session_is_a_time_bound_reminder_until_it_expires() {
+        let open = session(100).home_element();
+        assert_eq!(open.id, home_element_id("ps_1"));
+        assert_eq!((open.class, open.critical), (Class::TimeBound, false), "nothing is held: it may be dismissed");
+        let expires = session(100).expires_at;
+        assert_eq!((open.deadline, open.expires_at, open.at), (Some(expires), Some(expires), 100));
+        assert!(open.live_at(expires - 1) && !open.live_at(expires), "the server drops it at the session's expiry");
+        assert_eq!(open.data["amount"], json!({"amount": "9.00", "currency": "USD"}));
+        assert_eq!(open.actions, vec![Action::call("view", "GET", "/payment-sessions/ps_1")]);
     }
 
     #[test]

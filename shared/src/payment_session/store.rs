@@ -94,7 +94,7 @@ impl PaymentSessionStore {
 
     /// Cancels `id` if it is still open (expired or not: nothing can move after either). A
     /// transaction of one write, so a conflict with a confirmation's transaction is tried again.
-    pub async fn cancel(&self, id: &str, now: i64) -> Result<Cancel, StoreError> {
+    pub async fn cancel(&self, id: &str, now: i64, with: Write) -> Result<Cancel, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("id", s(id))
@@ -104,7 +104,7 @@ impl PaymentSessionStore {
             .expression_attribute_values(":open", s("open"))
             .expression_attribute_values(":now", n(now))
             .build()?;
-        match transact(&self.client, vec![Write::update(SESSION_OPEN, update)]).await {
+        match transact(&self.client, vec![Write::update(SESSION_OPEN, update), with]).await {
             Ok(()) => Ok(Cancel::Cancelled),
             Err(e) if e.broke(SESSION_OPEN) => {
                 let session = self.get(id).await?.ok_or_else(|| StoreError::new("a cancelled session vanished"))?;

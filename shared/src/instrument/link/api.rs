@@ -22,6 +22,7 @@ use super::store::{IDENTITY_FREE, LINK_ACTIVE, LINK_NEW, LinkStore};
 use super::{CodeError, partner_api::PartnerApi};
 use super::{Grant, GrantJson, Link, LinkCode, LinkState, Linked, MAX_LINKED_INSTRUMENTS, expiry_notice, new_token};
 use crate::Problem;
+use crate::attention::{AttentionStore, Personal, PersonalKind};
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::dynamo::{StoreError, TransactError, Write, transact};
@@ -52,6 +53,7 @@ pub struct Links {
     pub outbox: Outbox,
     pub idempotency: IdempotencyStore,
     security: SecurityEvents,
+    home: AttentionStore,
     notifications_queue: String,
 }
 
@@ -70,6 +72,7 @@ impl Links {
             outbox: Outbox::new(dynamodb.clone(), aws_sdk_sqs::Client::new(config), aws::env("OUTBOX_TABLE")?),
             idempotency: IdempotencyStore::new(dynamodb.clone(), aws::env("IDEMPOTENCY_TABLE")?),
             security: SecurityEvents::from_env(&dynamodb)?,
+            home: AttentionStore::new(dynamodb.clone(), aws::env("HOME_TABLE")?),
             notifications_queue: aws::env("NOTIFICATIONS_QUEUE_URL")?,
             dynamodb,
         })
@@ -112,6 +115,19 @@ impl Links {
         })
     }
 
+    /// `link` as its user's home lists it (a linked platform), written with the link.
+    fn personal_item(&self, link: &Link, partner_name: &str) -> Result<Write, StoreError> {
+        let data = json!({
+            "link_id": link.id,
+            "partner_id": link.partner,
+            "partner_name": partner_name,
+            "grant": link.grant.view(),
+            "linked_at": link.created_at,
+        });
+        let personal = Personal { kind: PersonalKind::Link, id: link.id.clone(), at: link.created_at, data };
+        self.home.put_personal(&link.user, &personal)
+    }
+
     /// Ends `link` at `now` by `by` (`user` or `partner`), B told through the outbox; answers the
     /// link as it now stands (one ended meanwhile, as it ended).
     pub async fn end(&self, link: &Link, by: &str, now: i64) -> Result<Link, Problem> {
@@ -119,6 +135,7 @@ impl Links {
         let mut writes = self.links.end_items(link, by, now)?.to_vec();
         writes.push(notice);
         writes.extend(self.security_event(link, "link.ended", now)?);
+        writes.push(self.home.delete_personal(&link.user, PersonalKind::Link, &link.id)?);
         match transact(&self.dynamodb, writes).await {
             Ok(()) => {
                 if let Ok(outbox) = message.outbox(&self.notifications_queue, 0) {
@@ -289,6 +306,7 @@ impl LinksApi {
                 writes.push(links.nonces.spend_item(&code.key_id, &format!("link/{}", code.nonce), code.expires_at)?);
                 writes.push(notice);
                 writes.extend(links.security_event(&link, "link.created", now)?);
+                writes.push(links.personal_item(&link, &partner.name)?);
                 // Each card's expiry reaches the partner when it comes (the outbox keeps it till then).
                 for instrument in &kept {
                     writes.extend(links.expiry_item(&link, instrument)?);
