@@ -3,11 +3,14 @@
 //! transaction that puts it in need of the user and deleted by the one that resolves it, so the
 //! home (capability 5, `crate::home`) reads them consistently and in one query whatever the user's
 //! history. An item is the element the home shows (`Element`), keyed `element#<element id>`, with
-//! `gone_at` for the table's TTL when it has an end; a user's dismissal of an element is an item
-//! `dismissed#<element id>` in the same partition. What the home lists as the user's own (a
-//! linked platform, a device that pays offline) is an item `personal#<kind>#<id>` (`Personal`),
-//! written with what it lists and deleted when that ends. Each of the three is read by its own
-//! bounded query, so no number of one can crowd the others out of a read.
+//! `gone_at` for the table's TTL when it has an end. An element of a source any request can make
+//! many of, moving no money (an open payment session, a mini-app payment that failed), is kept
+//! apart, keyed `many#<element id>` (`put_many_item`), so that no number of them, made by the user
+//! or by a stolen token, can crowd money or security out of a read. A user's dismissal of an
+//! element is an item `dismissed#<element id>` in the same partition. What the home lists as the
+//! user's own (a linked platform, a device that pays offline) is an item `personal#<kind>#<id>`
+//! (`Personal`), written with what it lists and deleted when that ends. Each of the four is read
+//! by its own bounded query, so no number of one can crowd the others out of a read.
 
 use std::collections::BTreeSet;
 
@@ -23,7 +26,8 @@ const GONE_AFTER_SECONDS: i64 = 86_400;
 /// How long a dismissal is kept: an element dismissed is not shown again for that long.
 pub const DISMISSAL_SECONDS: i64 = 90 * 86_400;
 /// The most items of each kind one read takes: a user's attention items are few (sources delete
-/// theirs when resolved, and everything else ends), and only elements that exist can be dismissed.
+/// theirs when resolved, everything else ends, and those a request can make many of are kept
+/// apart), and only elements that exist can be dismissed.
 /// A partition past it is logged (`alarm = home_partition_full`): the later keys are not read.
 pub const READ_LIMIT: i32 = 200;
 
@@ -48,7 +52,10 @@ impl Class {
     /// The placement an element of this class goes to when it is not the primary one.
     pub fn placement(self) -> &'static str {
         match self {
-            Class::MoneyAtRisk | Class::Security => "alerts",
+            Class::MoneyAtRisk => "alerts",
+            // Its own: no number of money elements (failed payments a stolen token can make) can
+            // push the account's security events out of view.
+            Class::Security => "security",
             Class::TimeBound => "reminders",
             Class::Announcement => "announcements",
             Class::Default => "balance",
@@ -222,11 +229,20 @@ impl AttentionStore {
 
     /// The write that puts (or replaces) `element` as `user`'s attention item.
     pub fn put_item(&self, user: &str, element: &Element) -> Result<Write, StoreError> {
+        self.put(user, "element#", element)
+    }
+
+    /// The same, for an element of a source any request can make many of (kept apart: see above).
+    pub fn put_many_item(&self, user: &str, element: &Element) -> Result<Write, StoreError> {
+        self.put(user, "many#", element)
+    }
+
+    fn put(&self, user: &str, prefix: &str, element: &Element) -> Result<Write, StoreError> {
         let text = serde_json::to_string(element)
             .map_err(|e| StoreError::caused("an attention item could not be written as JSON", e))?;
         let mut item = Item::from([
             ("user".to_owned(), s(user)),
-            ("id".to_owned(), s(format!("element#{}", element.id))),
+            ("id".to_owned(), s(format!("{prefix}{}", element.id))),
             ("element".to_owned(), s(text)),
         ]);
         if let Some(end) = element.expires_at {
@@ -237,8 +253,16 @@ impl AttentionStore {
 
     /// The write that removes `user`'s attention item `id` (there or not).
     pub fn delete_item(&self, user: &str, id: &str) -> Result<Write, StoreError> {
-        let key = s(format!("element#{id}"));
-        let delete = Delete::builder().table_name(&self.table).key("user", s(user)).key("id", key).build()?;
+        self.delete(user, format!("element#{id}"))
+    }
+
+    /// The same, for an element put by `put_many_item`.
+    pub fn delete_many_item(&self, user: &str, id: &str) -> Result<Write, StoreError> {
+        self.delete(user, format!("many#{id}"))
+    }
+
+    fn delete(&self, user: &str, key: String) -> Result<Write, StoreError> {
+        let delete = Delete::builder().table_name(&self.table).key("user", s(user)).key("id", s(key)).build()?;
         Ok(Write::delete("attention.delete", delete))
     }
 
@@ -257,9 +281,7 @@ impl AttentionStore {
 
     /// The write that removes `user`'s personal item `kind` `id` (there or not).
     pub fn delete_personal(&self, user: &str, kind: PersonalKind, id: &str) -> Result<Write, StoreError> {
-        let delete =
-            Delete::builder().table_name(&self.table).key("user", s(user)).key("id", s(kind.key(id))).build()?;
-        Ok(Write::delete("attention.personal_delete", delete))
+        self.delete(user, kind.key(id))
     }
 
     /// The write that records `user`'s dismissal of element `id` at `now`, once.
@@ -275,20 +297,20 @@ impl AttentionStore {
         Ok(Write::put(DISMISSAL_NEW, put))
     }
 
-    /// `user`'s partition, read consistently: its elements, its dismissals and its personal items,
-    /// one bounded query each, at once. An item that cannot be read is logged and left out, never
-    /// the whole home.
+    /// `user`'s partition, read consistently: its elements (those of sources that make many
+    /// apart), its dismissals and its personal items, one bounded query each, at once. An item
+    /// that cannot be read is logged and left out, never the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
-        let (elements, dismissed, personal) = tokio::try_join!(
+        let (elements, many, dismissed, personal) = tokio::try_join!(
             self.range(user, "element#"),
+            self.range(user, "many#"),
             self.range(user, "dismissed#"),
             self.range(user, "personal#")
         )?;
-        let mut partition = Partition {
-            elements: readable(user, &elements, "element"),
-            personal: readable(user, &personal, "personal"),
-            ..Partition::default()
-        };
+        let mut elements: Vec<Element> = readable(user, &elements, "element");
+        elements.extend(readable::<Element>(user, &many, "element"));
+        let mut partition =
+            Partition { elements, personal: readable(user, &personal, "personal"), ..Partition::default() };
         for item in &dismissed {
             if let Some(id) = get_s(item, "id").ok().and_then(|id| id.strip_prefix("dismissed#")) {
                 partition.dismissed.insert(id.to_owned());

@@ -133,7 +133,8 @@ async fn a_payers_offline_exposure_is_bounded_per_device_and_in_devices() {
     let theirs = format!("/devices/{}/revoke", devices[1]);
     assert_eq!(env.post_json(&env.token(&other, &[]), &theirs, None, None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(crate::home::shown(&other).await.0[0]["id"], "balance");
-    // The home lists the live devices; the revocation is a security event of the owner's, once.
+    // The home lists the live devices; the revocation is a security event of the owner's, of the
+    // first revocation (the second wrote nothing).
     let (elements, personal) = crate::home::shown(&user).await;
     let mut listed: Vec<&str> =
         personal["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
@@ -145,6 +146,11 @@ async fn a_payers_offline_exposure_is_bounded_per_device_and_in_devices() {
     let revoked: Vec<&Value> = elements.iter().filter(|e| e["kind"] == "security.device.revoked").collect();
     assert_eq!(revoked.len(), 1, "{elements:?}");
     assert_eq!(revoked[0]["data"]["detail"]["device_id"], devices[0].as_str());
+    let device = env.get_json(&format!("/devices/{}", devices[0]), &env.token(&user, &[])).await;
+    assert_eq!(revoked[0]["data"]["at"], device["revoked_at"], "{device}");
+    // An id that is no id is refused as such, not looked for.
+    let (status, problem) = env.post_json(&env.token(&user, &[]), "/devices/user%23me/revoke", None, None).await;
+    assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_id")), "{problem}");
     assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.0, StatusCode::CREATED);
     assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.1["code"], "too_many_devices");
 }

@@ -76,13 +76,15 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     );
     assert_eq!(primary["explain"]["inputs"]["payment"], payment.as_str());
     assert_eq!(answer["personalized"]["reserve"], json!({"amount": "3.00", "currency": "USD"}));
-    // The phone's enrollment is a security event of the user's, below the money at risk.
-    let alerts = &answer["placements"]["alerts"];
+    // The phone's enrollment is a security event of the user's, below the money at risk, in
+    // its own placement; the phone is listed as theirs.
+    let security = &answer["placements"]["security"];
     assert_eq!(
-        (alerts[0]["kind"].as_str(), alerts[0]["priority_class"].as_str()),
+        (security[0]["kind"].as_str(), security[0]["priority_class"].as_str()),
         (Some("security.device.enrolled"), Some("security"))
     );
-    let enrolled = alerts[0]["id"].as_str().unwrap().to_owned();
+    let enrolled = security[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(answer["personalized"]["devices"][0]["device_id"], phone.device_id());
     let refresh = answer["refresh_after_seconds"].as_i64().unwrap();
     assert!((15..=300).contains(&refresh), "{refresh}");
     let etag = headers["etag"].to_str().unwrap().to_owned();

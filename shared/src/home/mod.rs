@@ -1,4 +1,4 @@
-//! The home interface (capability 5, in progress): the one element a user must see first
+//! The home interface (capability 5): the one element a user must see first
 //! (`primary`), the others in named placements, and what is personal around them. Its candidates
 //! come from live state (money at risk, security events, time-bound items), from announcements
 //! (`announcements`, a config group the one rules module evaluates) and a default balance card;
@@ -116,6 +116,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_number_of_money_elements_pushes_a_security_event_out_of_view() {
+        let mut candidates: Vec<Element> =
+            (0..10).map(|i| element(&format!("miniapp_request:r_{i}"), Class::MoneyAtRisk, None, i)).collect();
+        candidates.push(element("security:x", Class::Security, None, 0));
+        let ranked = rank(candidates, balance_card(json!({})), &BTreeSet::new(), 100);
+        assert_eq!(ranked.placements["alerts"].len(), PLACEMENT_LIMIT);
+        assert_eq!(ranked.placements["security"].iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["security:x"]);
+    }
+
+    #[test]
     fn personal_items_are_listed_by_kind_newest_first_at_most_listed() {
         let item = |kind, id: &str, at| Personal { kind, id: id.into(), at, data: json!({"id": id}) };
         let mut personal: Vec<Personal> = (0..12).map(|i| item(PersonalKind::Link, &format!("l_{i:02}"), i)).collect();
@@ -171,7 +181,10 @@ mod tests {
     }
 
     fn order(ranked: &Ranked) -> Vec<&Element> {
-        let placed = ["alerts", "reminders", "announcements"].iter().flat_map(|p| ranked.placements.get(p)).flatten();
+        let placed = ["alerts", "security", "reminders", "announcements"]
+            .iter()
+            .flat_map(|p| ranked.placements.get(p))
+            .flatten();
         std::iter::once(&ranked.primary).chain(placed).collect()
     }
 

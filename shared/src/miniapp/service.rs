@@ -212,7 +212,7 @@ impl RequestService {
             let mut items = vec![self.requests.create_item(&relayed)?, self.outbox.put_item(&notice, now)?];
             items.extend(with.iter().cloned());
             if let Some(failed) = relayed.failed_payment_element(&app.interface.title, now) {
-                items.push(self.home.put_item(&relayed.user, &failed)?);
+                items.push(self.home.put_many_item(&relayed.user, &failed)?);
             }
             match transact(&self.dynamodb, items).await {
                 Ok(()) => {

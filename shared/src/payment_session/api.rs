@@ -327,7 +327,7 @@ impl PaymentSessionsApi {
                 let response = json_response(StatusCode::CREATED, &session.view(None, now));
                 let mut writes = vec![
                     self.sessions.create_item(&session)?,
-                    self.home.put_item(&session.user, &session.home_element())?,
+                    self.home.put_many_item(&session.user, &session.home_element())?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
                 ];
                 // An instruction carried out without a session gets none: its operation stands.
@@ -635,7 +635,7 @@ impl PaymentSessionsApi {
     /// The write that takes `user`'s session `id` off their home (confirmed or cancelled), with
     /// the write that ends it being open.
     fn off_home(&self, user: &str, id: &str) -> Result<Write, StoreError> {
-        self.home.delete_item(user, &home_element_id(id))
+        self.home.delete_many_item(user, &home_element_id(id))
     }
 
     /// The answer to a confirmation another one beat (or a cancel): the session as it now is.

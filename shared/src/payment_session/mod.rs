@@ -481,15 +481,15 @@ impl PaymentSession {
     }
 }
 
-/// The processes a client falls back to, in order, when `process` does not launch: what the
-/// error-flow table's `payment` flow switches `user` to on `payment_app_launch_failed`, as
-/// `POST /flows/next` would, until it stops switching. A table without the flow's steps (published
-/// before they existed) gives the house table's chain.
 /// The id of session `session_id`'s home element.
 pub fn home_element_id(session_id: &str) -> String {
     format!("payment_session:{session_id}")
 }
 
+/// The processes a client falls back to, in order, when `process` does not launch: what the
+/// error-flow table's `payment` flow switches `user` to on `payment_app_launch_failed`, as
+/// `POST /flows/next` would, until it stops switching. A table without the flow's steps (published
+/// before they existed) gives the house table's chain.
 pub fn fallback_chain(table: &FlowTable, process: Process, user: &str) -> Vec<Process> {
     let at = format!("payment/{}", process.as_str());
     let Some(start) = table.step(&at) else {
