@@ -95,7 +95,9 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     let (status, problem) = dismiss(user, &format!("offline:{payment}")).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::CONFLICT, Some("home_element_not_dismissable")));
 
-    // The top-up settles the payment: in the very next call the balance card is back.
+    // The top-up settles the payment: in the very next call nothing of money is at risk, and the
+    // balance card is the first of what needs nothing (after the phone's enrollment, shown its
+    // week: a security event outranks the card).
     let client = browser();
     let csrf = csrf_of(&client.get(&link).send().await.unwrap().text().await.unwrap());
     let paid = client.post(&link).form(&[("amount", "7.00"), ("csrf", csrf.as_str())]).send().await.unwrap();
@@ -103,7 +105,9 @@ async fn a_payment_waiting_for_funds_is_first_until_its_top_up_settles_it() {
     until_state(&till, &payment, "settled").await;
     let (status, _, answer) = home(user, None, Some(&etag)).await;
     assert_eq!((status, answer["primary"]["id"].as_str()), (StatusCode::OK, Some(enrolled.as_str())), "{answer}");
-    assert_eq!(answer["placements"], json!({}));
+    let placed: Vec<&String> = answer["placements"].as_object().unwrap().keys().collect();
+    assert_eq!(placed, ["balance"], "{answer}");
+    assert_eq!(answer["placements"]["balance"][0]["data"]["wallet"], answer["personalized"]["wallet"]);
     assert_eq!(answer["personalized"]["reserve"], json!({"amount": "0.00", "currency": "USD"}));
     // A security event is shown its week whatever the token says: a stolen one cannot hide it.
     let (status, problem) = dismiss(user, &enrolled).await;

@@ -35,17 +35,18 @@ pub struct Ranked {
     pub refresh_after_seconds: i64,
 }
 
-/// Ranks `candidates` at `now` for a user who dismissed `dismissed`: drops the expired, keeps one
-/// element per id (the most recent), drops the dismissed unless critical, orders the rest totally;
-/// the first is the primary (`default` when nothing else is left), the others go to their
-/// placements, at most `PLACEMENT_LIMIT` each. The client is told to refresh when the next
+/// Ranks `candidates` and `default` at `now` for a user who dismissed `dismissed`: drops the
+/// expired, keeps one element per id (the most recent), drops the dismissed unless critical,
+/// orders the rest totally; the first is the primary (`default`, last of all, when nothing else is
+/// left), the others go to their placements, at most `PLACEMENT_LIMIT` each (so the balance card
+/// is always shown: first, or in its own placement). The client is told to refresh when the next
 /// element expires or falls due, within `REFRESH_SECONDS`.
 pub fn rank(candidates: Vec<Element>, default: Element, dismissed: &BTreeSet<String>, now: i64) -> Ranked {
     // One per id: the most recent; two read at the same moment are told apart by their content,
     // so the answer never depends on the order the sources were read in.
     let version = |e: &Element| (e.at, e.kind.clone(), serde_json::to_string(e).unwrap_or_default());
     let mut by_id: BTreeMap<String, Element> = BTreeMap::new();
-    for element in candidates.into_iter().filter(|e| e.live_at(now)) {
+    for element in candidates.into_iter().chain([default.clone()]).filter(|e| e.live_at(now)) {
         match by_id.get(&element.id) {
             Some(kept) if version(kept) >= version(&element) => {}
             _ => {
@@ -181,7 +182,7 @@ mod tests {
     }
 
     fn order(ranked: &Ranked) -> Vec<&Element> {
-        let placed = ["alerts", "security", "reminders", "announcements"]
+        let placed = ["alerts", "security", "reminders", "announcements", "balance"]
             .iter()
             .flat_map(|p| ranked.placements.get(p))
             .flatten();
@@ -233,6 +234,7 @@ mod tests {
         let ranked = rank(vec![urgent.clone(), security.clone()], default(), &BTreeSet::new(), 0);
         assert_eq!(ranked.primary.id, "security:device");
         assert_eq!(ranked.placements["announcements"], vec![urgent]);
+        assert_eq!(ranked.placements["balance"], vec![default()], "outranked, the card is still shown");
         // Dismissed, the security element gives way; nothing else left: the balance card.
         let dismissed = BTreeSet::from(["security:device".to_owned()]);
         let ranked = rank(vec![security], default(), &dismissed, 0);
@@ -255,7 +257,8 @@ mod tests {
         let new = Element { kind: "order.declined".into(), ..element("order:o_1", Class::MoneyAtRisk, None, 5) };
         let gone = Element { expires_at: Some(10), ..element("security:x", Class::Security, None, 2) };
         let ranked = rank(vec![new.clone(), old, gone], default(), &BTreeSet::new(), 10);
-        assert_eq!((ranked.primary.kind.as_str(), ranked.placements.len()), ("order.declined", 0));
+        assert_eq!(ranked.primary.kind.as_str(), "order.declined");
+        assert_eq!(ranked.placements.keys().copied().collect::<Vec<_>>(), ["balance"], "the expired one is not shown");
     }
 
     #[test]
