@@ -148,7 +148,7 @@ async fn a_payers_offline_exposure_is_bounded_per_device_and_in_devices() {
     assert_eq!(revoked[0]["data"]["detail"]["device_id"], devices[0].as_str());
     let device = env.get_json(&format!("/devices/{}", devices[0]), &env.token(&user, &[])).await;
     assert_eq!(revoked[0]["data"]["at"], device["revoked_at"], "{device}");
-    // An id that is no id is refused as such, not looked for.
+    // An id that is no id is refused as such, before anything is read (the id rule).
     let (status, problem) = env.post_json(&env.token(&user, &[]), "/devices/user%23me/revoke", None, None).await;
     assert_eq!((status, problem["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_id")), "{problem}");
     assert_eq!(enroll(&user, &body("10.00"), &unique("key")).await.0, StatusCode::CREATED);

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Action, Class, Element};
-use crate::rules::{RuleSet, RulesError};
+use crate::rules::RuleSet;
 
 /// The config group that holds them.
 pub const GROUP: &str = "home-announcements";
@@ -64,8 +64,6 @@ pub struct Announcements {
 pub enum AnnouncementsError {
     #[error("the home-announcements group is refused: {0}")]
     Invalid(String),
-    #[error("the home-announcements group is refused: {0}")]
-    Rules(#[from] RulesError),
 }
 
 /// The facts a request gives: its platform and app version, as sent (unknown values match only
@@ -122,10 +120,19 @@ impl Announcements {
         let rules: RuleSet<String> = RuleSet::parse(
             &json!({"facts": ["platform", "app_version"], "rules": group.rules, "default": default}),
             GROUP,
-        )?;
-        let named = rules.rules.iter().map(|r| &r.then).chain(std::iter::once(&rules.default));
-        if let Some(unknown) = named.filter(|id| *id != NONE).find(|id| !by_id.contains_key(*id)) {
-            return Err(invalid(format!("a rule names announcement {unknown:?}, which is not published")));
+        )
+        // The admin writes `rules` and `default` only: say what those may hold.
+        .map_err(|e| {
+            invalid(format!(
+                "{e} (a rule's `when` may name `platform` and `app_version`; its `then`, and the default, is a published announcement's id or \"none\")"
+            ))
+        })?;
+        let unknown = |id: &&String| *id != NONE && !by_id.contains_key(*id);
+        if let Some(id) = rules.rules.iter().map(|r| &r.then).find(unknown) {
+            return Err(invalid(format!("a rule names announcement {id:?}, which is not published")));
+        }
+        if unknown(&&rules.default) {
+            return Err(invalid(format!("the default names announcement {:?}, which is not published", rules.default)));
         }
         Ok(Announcements { version, by_id, rules })
     }
@@ -210,7 +217,16 @@ mod tests {
         http["announcements"][0]["url"] = json!("http://example.com");
         let mut twice = group();
         twice["announcements"][1]["id"] = json!("update-9-1");
-        for (bad, says) in [(unknown, "not published"), (invisible, "visible"), (http, "https"), (twice, "twice")] {
+        let mut country = group();
+        country["rules"][0]["when"] = json!({"country": "us"});
+        let cases = [
+            (unknown, "the default names announcement \"nothing\", which is not published"),
+            (invisible, "visible"),
+            (http, "https"),
+            (twice, "twice"),
+            (country, "may name `platform` and `app_version`"),
+        ];
+        for (bad, says) in cases {
             let error = Announcements::parse(&bad, 1).unwrap_err().to_string();
             assert!(error.contains(says), "{error}");
             assert!(validate_group(&bad).is_err());

@@ -150,15 +150,8 @@ impl HomeApi {
     /// it again answers the same; a critical element (money the user may lose) is refused.
     async fn dismiss(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let user = caller.subject.as_str();
+        // Follows the id rule, as every path parameter does (`http::admit`).
         let id = path_parameter(request, "id")?;
-        // Element ids are `<source>:<id>` in the id rule's characters.
-        let well_formed = id.len() <= 200 && id.chars().all(|c| c.is_ascii_alphanumeric() || ":-_.".contains(c));
-        if !well_formed {
-            return Err(Problem::new(
-                catalogue::UNKNOWN_HOME_ELEMENT,
-                "an element id is <source>:<id>, at most 200 characters",
-            ));
-        }
         let partition = self.attention.read(user).await?;
         let known = partition.elements.iter().find(|e| e.id == id);
         if known.is_some_and(|e| e.critical) || id == "balance" {

@@ -95,7 +95,7 @@ pub fn balance_card(balance: Value) -> Element {
         id: "balance".into(),
         kind: "balance".into(),
         class: Class::Default,
-        reason: "nothing needs your attention: your balance".into(),
+        reason: "your wallet's balance".into(),
         data: json!({"wallet": balance}),
         actions: vec![
             Action::call("top_up", "POST", "/wallet/cash-ins"),
