@@ -10,6 +10,9 @@
 //!   stripped binary.
 //! - The AWS calls each operation makes (counted per function by `crate::aws_proxy`), the DynamoDB
 //!   items they touch, and what a million of them cost at us-east-1 list prices.
+//!
+//! The report is printed and kept in `.superpay/bench.md`; the cold starts are drawn as
+//! `docs/cold-starts.svg` (`crate::chart`), which the README shows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

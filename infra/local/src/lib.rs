@@ -2,6 +2,7 @@
 
 pub mod aws_proxy;
 pub mod bench;
+pub mod chart;
 pub mod checkov;
 pub mod emulators;
 pub mod faults;

@@ -10,7 +10,7 @@ use superpay_local::faults::FaultPlan;
 use superpay_local::seed;
 use superpay_local::stack::{ColdStart, Options, Stack};
 use superpay_local::template::Template;
-use superpay_local::{bench, checkov, emulators};
+use superpay_local::{bench, chart, checkov, emulators};
 
 const USAGE: &str = "usage:
   cargo stack up [--release]      run the whole stack locally (Ctrl-C stops it)
@@ -241,6 +241,19 @@ async fn run_bench(release: bool) -> Result<ExitCode, String> {
     let report = bench::report(&cold, &sizes, &counted);
     println!("{report}");
     std::fs::write(root.join(".superpay/bench.md"), &report).map_err(|e| e.to_string())?;
+    // The README shows it: committed with the run's numbers in docs/performance.md.
+    let measured: Vec<ColdStart> = cold.into_iter().map(|(c, _)| c).collect();
+    let title = format!(
+        "Cold starts, cargo stack bench ({} build, medians of {} processes)",
+        match release {
+            true => "release",
+            false => "debug",
+        },
+        bench::PROCESSES
+    );
+    let svg = chart::cold_starts_svg(&measured, &title);
+    std::fs::write(root.join("docs/cold-starts.svg"), svg).map_err(|e| e.to_string())?;
+    println!("the chart: docs/cold-starts.svg");
     Ok(ExitCode::SUCCESS)
 }
 
