@@ -33,6 +33,7 @@ pub const READ_LIMIT: i32 = 200;
 
 /// Why an element matters, in the order the home ranks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// Money the user may lose or is waiting for: an offline payment waiting for funds, a hold
@@ -65,6 +66,7 @@ impl Class {
 
 /// What the client can do with an element: open a link, or call a route of the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Action {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -89,6 +91,7 @@ impl Action {
 
 /// One thing the home may show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Element {
     /// Derived from its source (`<source kind>:<source id>`): one element per source.
     pub id: String,

@@ -33,6 +33,8 @@ pub mod money;
 pub mod nonce;
 pub mod notifier;
 pub mod offline;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod outbound;
 pub mod outbox;
 pub mod party_keys;

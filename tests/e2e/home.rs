@@ -44,6 +44,20 @@ pub fn element<'a>(elements: &'a [Value], id: &str) -> Option<&'a Value> {
     elements.iter().find(|e| e["id"] == id)
 }
 
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_stack_serves_the_committed_openapi_document_with_the_home_in_it() {
+    let env = Env::get();
+    let served: Value = env.http().get(env.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(served, committed);
+    assert_eq!(
+        served["paths"]["/home"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/HomeView"
+    );
+}
+
 pub async fn dismiss(user: &str, id: &str) -> (StatusCode, Value) {
     let env = Env::get();
     env.post_json(&env.token(user, &[]), &format!("/home/elements/{id}/dismiss"), None, None).await

@@ -33,6 +33,8 @@ pub struct Gateway {
     functions: HashMap<String, Arc<FunctionHost>>,
     authorizers: HashMap<String, JwtAuthorizer>,
     keys: Arc<DevKeys>,
+    /// The API's OpenAPI document, or why it could not be made.
+    openapi: Result<serde_json::Value, String>,
 }
 
 impl Gateway {
@@ -44,17 +46,29 @@ impl Gateway {
             }
         }
         let functions = hosts.iter().map(|h| (h.logical_id.clone(), h.clone())).collect();
-        Gateway { routes, functions, authorizers: template.authorizers.clone(), keys }
+        let openapi = crate::openapi::document(template);
+        Gateway { routes, functions, authorizers: template.authorizers.clone(), keys, openapi }
     }
 
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new().route("/.well-known/jwks.json", get(jwks)).fallback(handle).with_state(self)
+        Router::new()
+            .route("/.well-known/jwks.json", get(jwks))
+            .route("/openapi.json", get(openapi))
+            .fallback(handle)
+            .with_state(self)
     }
 
     /// Lambda's Invoke API, on its own port as `sam local start-lambda` serves it: it skips the
     /// authorizer (an event carries its own claims), so it must not share the HTTP API's port.
     pub fn lambda_router(self: Arc<Self>) -> Router {
         Router::new().route("/2015-03-31/functions/{name}/invocations", post(invoke)).with_state(self)
+    }
+}
+
+async fn openapi(State(gateway): State<Arc<Gateway>>) -> Response<Body> {
+    match &gateway.openapi {
+        Ok(document) => json(StatusCode::OK, document),
+        Err(why) => json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({"message": why})),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod faults;
 pub mod gateway;
 pub mod iam;
 pub mod jwt;
+pub mod openapi;
 pub mod process;
 pub mod resources;
 pub mod runtime_api;

@@ -14,10 +14,11 @@
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::announcements::{self, Announcements, GROUP};
-use super::{PersonalKind, balance_card, etag, listed, rank};
+use super::{PersonalKind, Ranked, balance_card, etag, listed, rank};
 use crate::Problem;
 use crate::attention::{AttentionStore, DISMISSAL_NEW};
 use crate::auth::Caller;
@@ -37,6 +38,91 @@ const RECENT: usize = 5;
 /// The request headers that choose the announcement (so the answer varies with them).
 pub const PLATFORM_HEADER: &str = "x-superpay-platform";
 pub const APP_VERSION_HEADER: &str = "x-superpay-app-version";
+
+/// `GET /home`'s answer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct HomeView {
+    #[serde(flatten)]
+    ranked: Ranked,
+    personalized: Personalized,
+}
+
+/// What is the user's own, around the elements.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Personalized {
+    /// The token's `name` claim, when the identity provider sends one.
+    display_name: Option<String>,
+    wallet: Balance,
+    reserve: Balance,
+    /// The wallet's latest postings, newest first.
+    recent_postings: Vec<RecentPosting>,
+    /// Conversations with unread messages, newest first.
+    unread_conversations: Vec<Unread>,
+    /// Active partner links, newest first (`GET /links` lists them all).
+    linked_platforms: Vec<Value>,
+    /// Devices that can pay offline, newest first.
+    devices: Vec<Value>,
+}
+
+/// An account's balance: `"0"` and no currency before its first credit.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Balance {
+    amount: String,
+    currency: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct RecentPosting {
+    sequence: u64,
+    amount: String,
+    kind: String,
+    at: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Unread {
+    counterparty: String,
+    unread: u64,
+    last_text: String,
+    last_at: i64,
+}
+
+/// `POST /home/elements/{id}/dismiss`'s answer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Dismissed {
+    id: String,
+    dismissed: bool,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "GET /home",
+            summary: "the primary element, the others by placement, and what is the user's own",
+            request: None,
+            answers: &[(200, Some(schema::<HomeView>)), (304, None)],
+            codes: &[],
+            headers: &[],
+        },
+        RouteDoc {
+            key: "POST /home/elements/{id}/dismiss",
+            summary: "dismiss an element: not shown again for 90 days (idempotent)",
+            request: None,
+            answers: &[(200, Some(schema::<Dismissed>))],
+            codes: &[catalogue::UNKNOWN_HOME_ELEMENT, catalogue::HOME_ELEMENT_NOT_DISMISSABLE],
+            headers: &[],
+        },
+    ]
+};
 
 pub struct HomeApi {
     attention: AttentionStore,
@@ -91,42 +177,51 @@ impl HomeApi {
         let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
         let facts = announcements::facts(header(PLATFORM_HEADER), header(APP_VERSION_HEADER));
         let balance = |id: &AccountId| match accounts.get(id) {
-            Some(account) => json!({"amount": account.currency.rescale(account.balance).to_string(),
-                                    "currency": account.currency.code()}),
+            Some(account) => Balance {
+                amount: account.currency.rescale(account.balance).to_string(),
+                currency: Some(account.currency.code()),
+            },
             // An account exists from its first credit; before that it is empty.
-            None => json!({"amount": "0", "currency": null}),
+            None => Balance { amount: "0".into(), currency: None },
         };
         let mut candidates = partition.elements;
         candidates.extend(announced.for_user(&facts, user, now));
-        let ranked = rank(candidates, balance_card(balance(&wallet)), &partition.dismissed, now);
+        let card = serde_json::to_value(balance(&wallet)).map_err(Problem::internal)?;
+        let ranked = rank(candidates, balance_card(card), &partition.dismissed, now);
         let show = |d: rust_decimal::Decimal| accounts.get(&wallet).map_or(d, |a| a.currency.rescale(d)).to_string();
-        let postings: Vec<Value> = postings
+        let recent_postings = postings
             .iter()
-            .map(|p| json!({"sequence": p.sequence, "amount": show(p.amount), "kind": p.kind, "at": p.at}))
+            .map(|p| RecentPosting { sequence: p.sequence, amount: show(p.amount), kind: p.kind.clone(), at: p.at })
             .collect();
         let mut unread: Vec<_> = conversations.into_iter().filter(|c| c.unread > 0).collect();
         unread.sort_by_key(|c| std::cmp::Reverse(c.last_at));
-        let unread: Vec<Value> = unread
+        let unread_conversations = unread
             .iter()
             .take(RECENT)
-            .map(|c| json!({"counterparty": c.counterparty, "unread": c.unread, "last_text": c.last_text, "last_at": c.last_at}))
+            .map(|c| Unread {
+                counterparty: c.counterparty.as_str().to_owned(),
+                unread: c.unread,
+                last_text: c.last_text.clone(),
+                last_at: c.last_at,
+            })
             .collect();
-        let mut body = json!({
-            "primary": ranked.primary,
-            "placements": ranked.placements,
-            "personalized": {
-                "display_name": crate::auth::claim(request, "name"),
-                "wallet": balance(&wallet),
-                "reserve": balance(&reserve),
-                "recent_postings": postings,
-                "unread_conversations": unread,
-                "linked_platforms": listed(&partition.personal, PersonalKind::Link),
-                "devices": listed(&partition.personal, PersonalKind::Device),
+        let view = HomeView {
+            ranked,
+            personalized: Personalized {
+                display_name: crate::auth::claim(request, "name"),
+                wallet: balance(&wallet),
+                reserve: balance(&reserve),
+                recent_postings,
+                unread_conversations,
+                linked_platforms: listed(&partition.personal, PersonalKind::Link),
+                devices: listed(&partition.personal, PersonalKind::Device),
             },
-        });
+        };
+        let mut body = serde_json::to_value(&view).map_err(Problem::internal)?;
         // Of what is shown, not of when to call again (that counts down by the second).
+        let refresh = body.as_object_mut().and_then(|fields| fields.remove("refresh_after_seconds"));
         let tag = etag(&body);
-        body["refresh_after_seconds"] = ranked.refresh_after_seconds.into();
+        body["refresh_after_seconds"] = refresh.unwrap_or_default();
         let seen = request.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
         let current =
             |seen: &str| seen.split(',').map(str::trim).any(|t| t == "*" || t.trim_start_matches("W/") == tag);
@@ -160,7 +255,7 @@ impl HomeApi {
                 format!("element {id:?} cannot be dismissed: it goes when what it is about is resolved"),
             ));
         }
-        let answer = json!({"id": id, "dismissed": true});
+        let answer = Dismissed { id: id.to_owned(), dismissed: true };
         if partition.dismissed.contains(id) {
             return Ok(json_response(StatusCode::OK, &answer));
         }

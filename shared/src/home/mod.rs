@@ -29,6 +29,7 @@ pub const REFRESH_SECONDS: (i64, i64) = (15, 300);
 
 /// What the home shows: the primary element and the others by placement.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Ranked {
     pub primary: Element,
     pub placements: BTreeMap<&'static str, Vec<Element>>,

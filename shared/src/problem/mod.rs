@@ -15,6 +15,7 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 /// A problem answer. `code` is stable across releases: clients branch on it, not on `detail`.
 /// Built only from a catalogued `Code`, so its status and title are the catalogue's.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Problem {
     #[serde(rename = "type")]
     kind: String,

@@ -119,9 +119,21 @@ const SUPPORTED_TYPES: &str = "AWS::Serverless::Function, AWS::Serverless::HttpA
      AWS::KMS::Key, AWS::Logs::LogGroup, AWS::Logs::MetricFilter, AWS::CloudWatch::Alarm";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::fixture::{Names, refused};
     use super::*;
+
+    /// The project's template, as the stack reads it.
+    pub(crate) fn project_template() -> Template {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap();
+        let mut parameters: HashMap<String, String> =
+            serde_json::from_str(include_str!("../../parameters.json")).expect("parameters.json");
+        // Filled in by the running stack (its own URLs).
+        for url in ["BankUrl", "PublicBaseUrl"] {
+            parameters.insert(url.into(), "http://127.0.0.1".into());
+        }
+        Template::parse(&text, "superpay", &parameters, &Names).unwrap()
+    }
 
     #[test]
     fn refuses_other_resource_types_and_log_group_properties_by_name() {
@@ -132,13 +144,7 @@ mod tests {
     #[test]
     fn the_project_template_is_in_the_subset() {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml")).unwrap();
-        let mut parameters: HashMap<String, String> =
-            serde_json::from_str(include_str!("../../parameters.json")).expect("parameters.json");
-        // Filled in by the running stack (its own URLs).
-        for url in ["BankUrl", "PublicBaseUrl"] {
-            parameters.insert(url.into(), "http://127.0.0.1".into());
-        }
-        let t = Template::parse(&text, "superpay", &parameters, &Names).unwrap();
+        let t = project_template();
         assert!(t.functions.iter().any(|f| f.binary == "config"));
         for f in &t.functions {
             // A live attempt must never lose its idempotency lock to a retry.

@@ -1,0 +1,45 @@
+//! The API's OpenAPI document (`superpay::openapi`) over the routes template.yaml declares: served
+//! by the local stack at `/openapi.json` and committed as `docs/openapi.json`, which a test keeps
+//! current (`UPDATE_OPENAPI=1` rewrites it).
+
+use serde_json::Value;
+use superpay::openapi::{NOT_YET_DOCUMENTED, TemplateRoute, route_docs};
+
+use crate::template::{RouteAuth, Template};
+
+/// The document of `template`'s routes.
+pub fn document(template: &Template) -> Result<Value, String> {
+    let routes: Vec<TemplateRoute> = template
+        .functions
+        .iter()
+        .flat_map(|f| &f.routes)
+        .map(|r| TemplateRoute {
+            method: r.method.clone(),
+            path: r.path.clone(),
+            scopes: match &r.auth {
+                RouteAuth::Open => None,
+                RouteAuth::Jwt { scopes, .. } => Some(scopes.clone()),
+            },
+        })
+        .collect();
+    superpay::openapi::document(&routes, &route_docs(), NOT_YET_DOCUMENTED, env!("CARGO_PKG_VERSION"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_or_listed_and_the_committed_document_is_current() {
+        let document = document(&crate::template::tests::project_template()).unwrap();
+        let text = serde_json::to_string_pretty(&document).unwrap() + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(committed == text, "docs/openapi.json is stale: UPDATE_OPENAPI=1 cargo test -p superpay-local openapi");
+        assert_eq!(document["openapi"], "3.1.0");
+        assert!(document["paths"]["/home"]["get"]["security"].is_array());
+    }
+}
