@@ -35,6 +35,13 @@ pub enum Header {
     Signed,
 }
 
+/// A query parameter (optional: a route never needs one).
+pub struct Param {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub schema: SchemaFn,
+}
+
 /// One route's documentation, kept beside the code that serves it.
 pub struct RouteDoc {
     /// As template.yaml declares it, e.g. `GET /home`.
@@ -42,6 +49,7 @@ pub struct RouteDoc {
     pub summary: &'static str,
     /// The JSON body it takes, if any.
     pub request: Option<SchemaFn>,
+    pub query: &'static [Param],
     /// Its answers that are not problems: status, and the JSON body if any.
     pub answers: &'static [(u16, Option<SchemaFn>)],
     /// The problems it answers besides those every route shares.
@@ -73,8 +81,6 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
     "DELETE /payment-forces/{user}",
     "DELETE /payment-pins/{user}",
     "GET /config/{group}",
-    "GET /conversations",
-    "GET /conversations/{counterparty}/messages",
     "GET /devices/{id}",
     "GET /instruments",
     "GET /instruments/{id}",
@@ -92,13 +98,10 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
     "GET /topup/{token}",
     "GET /transfer/listings/{id}",
     "GET /transfer/operations/{id}",
-    "GET /wallet",
     "GET /wallet/cash-ins/{id}",
     "GET /wallet/cash-outs/{id}",
-    "GET /wallet/postings",
     "POST /config/{group}/rollback",
     "POST /config/{group}/versions",
-    "POST /conversations/{counterparty}/read",
     "POST /devices",
     "POST /devices/{id}/revoke",
     "POST /flows/dry-run",
@@ -152,7 +155,10 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
 
 /// Every capability's route documentation.
 pub fn route_docs() -> Vec<&'static RouteDoc> {
-    crate::home::api::ROUTES.iter().collect()
+    [crate::home::api::ROUTES, crate::ledger::api::ROUTES, crate::conversation::api::ROUTES]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The request headers of a signed call (`crate::crypto`).
@@ -240,6 +246,10 @@ fn operation(
     codes.extend([catalogue::BODY_TOO_LARGE, catalogue::INTERNAL]);
     if !parameters.is_empty() {
         codes.push(catalogue::INVALID_ID);
+    }
+    for param in doc.query {
+        parameters.push(json!({"name": param.name, "in": "query", "required": false,
+                               "description": param.description, "schema": (param.schema)(requests)}));
     }
     if let Some(body) = doc.request {
         let body = body(requests);
@@ -353,6 +363,7 @@ mod tests {
         key: "POST /things/{id}/ask",
         summary: "ask a thing",
         request: Some(schema::<Ask>),
+        query: &[Param { name: "before", description: "a cursor", schema: schema::<u64> }],
         answers: &[(201, Some(schema::<Told>))],
         codes: &[catalogue::UNKNOWN_HOME_ELEMENT],
         headers: &[Header::IdempotencyKey],
@@ -390,7 +401,8 @@ mod tests {
         assert!(operation["responses"]["401"].is_object());
         let names: Vec<&str> =
             operation["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-        assert_eq!(names, ["id", "Idempotency-Key"]);
+        assert_eq!(names, ["id", "before", "Idempotency-Key"]);
+        assert_eq!(operation["parameters"][1]["schema"]["type"], "integer");
         assert!(document["components"]["schemas"]["Problem"].is_object());
     }
 

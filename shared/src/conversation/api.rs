@@ -6,11 +6,10 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
-use super::Counterparty;
 use super::store::ConversationStore;
+use super::{Counterparty, Message, Summary};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -23,11 +22,68 @@ pub struct ConversationsApi {
     store: ConversationStore,
 }
 
+/// `POST /conversations/{counterparty}/read`'s body: every message up to this sequence is read.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ReadUpTo {
     up_to: u64,
 }
+
+/// `GET /conversations`'s answer: every conversation of the user's, with its unread count.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct Conversations {
+    conversations: Vec<Summary>,
+}
+
+/// A page of one conversation's messages, newest first; `next_before` asks for the next page.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct MessagesPage {
+    counterparty: Counterparty,
+    messages: Vec<Message>,
+    next_before: Option<u64>,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Param, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "GET /conversations",
+            summary: "every conversation of the user's, with unread counts",
+            request: None,
+            query: &[],
+            answers: &[(200, Some(schema::<Conversations>))],
+            codes: &[],
+            headers: &[],
+        },
+        RouteDoc {
+            key: "GET /conversations/{counterparty}/messages",
+            summary: "one conversation's messages, newest first, 50 a page",
+            request: None,
+            query: &[Param {
+                name: "before",
+                description: "the page before this message sequence (the last page's next_before)",
+                schema: schema::<u64>,
+            }],
+            answers: &[(200, Some(schema::<MessagesPage>))],
+            codes: &[catalogue::INVALID_COUNTERPARTY, catalogue::INVALID_CURSOR],
+            headers: &[],
+        },
+        RouteDoc {
+            key: "POST /conversations/{counterparty}/read",
+            summary: "mark the messages up to a sequence read",
+            request: Some(schema::<ReadUpTo>),
+            query: &[],
+            answers: &[(200, Some(schema::<Summary>))],
+            codes: &[catalogue::INVALID_COUNTERPARTY, catalogue::BEYOND_LAST_MESSAGE],
+            headers: &[],
+        },
+    ]
+};
 
 impl ConversationsApi {
     pub async fn from_env() -> Result<Self, MissingEnv> {
@@ -40,7 +96,7 @@ impl ConversationsApi {
         let user = caller.subject.as_str();
         if route_key(&request) == "GET /conversations" {
             let conversations = self.store.summaries(user).await?;
-            return Ok(json_response(StatusCode::OK, &json!({ "conversations": conversations })));
+            return Ok(json_response(StatusCode::OK, &Conversations { conversations }));
         }
         let raw = path_parameter(&request, "counterparty")?;
         let with = Counterparty::parse(raw).ok_or_else(|| {
@@ -61,10 +117,7 @@ impl ConversationsApi {
                 let messages = self.store.messages(user, &with, before, PAGE).await?;
                 let next_before =
                     (messages.len() == PAGE as usize).then(|| messages.last().map(|m| m.sequence)).flatten();
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({ "counterparty": with, "messages": messages, "next_before": next_before }),
-                ))
+                Ok(json_response(StatusCode::OK, &MessagesPage { counterparty: with, messages, next_before }))
             }
             "POST /conversations/{counterparty}/read" => {
                 let ReadUpTo { up_to } = json_body(&request)?;

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 /// Who the user talks with: `merchant:<id>`, `miniapp:<id>` or `platform`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Counterparty(String);
 
 impl Counterparty {
@@ -60,6 +61,7 @@ impl NewMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Message {
     pub sequence: u64,
     pub id: String,
@@ -70,6 +72,7 @@ pub struct Message {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Summary {
     pub counterparty: Counterparty,
     pub last_sequence: u64,

@@ -8,7 +8,7 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde_json::json;
+use serde::Serialize;
 
 use super::AccountId;
 use super::LedgerError;
@@ -20,6 +20,71 @@ use crate::http::{json_response, query_parameter, route_key};
 use crate::problem::catalogue;
 
 const PAGE: i32 = 50;
+
+/// `GET /wallet`'s answer: the wallet before its first credit has no currency, and 0.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct WalletView {
+    account: String,
+    currency: Option<&'static str>,
+    balance: String,
+    /// The balance less what is held for purchases and transfers not yet settled.
+    available: String,
+    /// How many postings it has had.
+    postings: u64,
+}
+
+/// A page of the wallet's postings, newest first; `next_before` asks for the next page.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PostingsPage {
+    account: String,
+    postings: Vec<PostingView>,
+    next_before: Option<u64>,
+}
+
+/// A posting, its amounts in the wallet currency's decimals.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PostingView {
+    sequence: u64,
+    /// Signed: negative when money left the wallet.
+    amount: String,
+    balance_after: String,
+    transfer_id: String,
+    kind: String,
+    at: i64,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Param, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "GET /wallet",
+            summary: "the wallet's balance and available funds",
+            request: None,
+            query: &[],
+            answers: &[(200, Some(schema::<WalletView>))],
+            codes: &[],
+            headers: &[],
+        },
+        RouteDoc {
+            key: "GET /wallet/postings",
+            summary: "the wallet's postings, newest first, 50 a page",
+            request: None,
+            query: &[Param {
+                name: "before",
+                description: "the page before this posting sequence (the last page's next_before)",
+                schema: schema::<u64>,
+            }],
+            answers: &[(200, Some(schema::<PostingsPage>))],
+            codes: &[catalogue::INVALID_CURSOR],
+            headers: &[],
+        },
+    ]
+};
 
 /// A ledger refusal as a client should read it; a capability maps its own rules' refusals
 /// (`TransferError::Rejected`) before this.
@@ -61,17 +126,21 @@ impl WalletApi {
             "GET /wallet" => {
                 let account = self.ledger.account(&wallet).await?;
                 let body = match account {
-                    Some(a) => json!({
-                        "account": wallet.as_str(),
-                        "currency": a.currency.code(),
-                        "balance": a.balance.to_string(),
-                        "available": a.available().unwrap_or(a.balance).to_string(),
-                        "postings": a.sequence,
-                    }),
+                    Some(a) => WalletView {
+                        account: wallet.as_str().to_owned(),
+                        currency: Some(a.currency.code()),
+                        balance: a.balance.to_string(),
+                        available: a.available().unwrap_or(a.balance).to_string(),
+                        postings: a.sequence,
+                    },
                     // A wallet exists from its first credit; before that it is empty.
-                    None => {
-                        json!({ "account": wallet.as_str(), "currency": null, "balance": "0", "available": "0", "postings": 0 })
-                    }
+                    None => WalletView {
+                        account: wallet.as_str().to_owned(),
+                        currency: None,
+                        balance: "0".into(),
+                        available: "0".into(),
+                        postings: 0,
+                    },
                 };
                 Ok(json_response(StatusCode::OK, &body))
             }
@@ -89,23 +158,19 @@ impl WalletApi {
                 let show = |d: rust_decimal::Decimal| currency.map_or(d, |c| c.rescale(d)).to_string();
                 let next_before =
                     (postings.len() == PAGE as usize).then(|| postings.last().map(|p| p.sequence)).flatten();
-                let postings: Vec<_> = postings
+                let postings = postings
                     .iter()
-                    .map(|p| {
-                        json!({
-                            "sequence": p.sequence,
-                            "amount": show(p.amount),
-                            "balance_after": show(p.balance_after),
-                            "transfer_id": p.transfer_id,
-                            "kind": p.kind,
-                            "at": p.at,
-                        })
+                    .map(|p| PostingView {
+                        sequence: p.sequence,
+                        amount: show(p.amount),
+                        balance_after: show(p.balance_after),
+                        transfer_id: p.transfer_id.clone(),
+                        kind: p.kind.clone(),
+                        at: p.at,
                     })
                     .collect();
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({ "account": wallet.as_str(), "postings": postings, "next_before": next_before }),
-                ))
+                let page = PostingsPage { account: wallet.as_str().to_owned(), postings, next_before };
+                Ok(json_response(StatusCode::OK, &page))
             }
             other => Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the wallet function has no route {other:?}"))),
         }
