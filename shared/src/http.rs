@@ -151,6 +151,21 @@ pub fn body_bytes(request: &Request) -> &[u8] {
     }
 }
 
+/// A whole number in a request body (`#[serde(deserialize_with = "whole")]`) as JSON has it: `5`
+/// or `5.0`, which JSON does not tell apart, and neither does the OpenAPI document's `integer`;
+/// `5.5`, a negative number or one past `u64` is refused.
+pub fn whole<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    if let Some(whole) = number.as_u64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        // Below 2^64 (the first f64 past u64::MAX), so the conversion is exact.
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of at most {}", u64::MAX))),
+    }
+}
+
 /// Parses a JSON body; the message says what was wrong and where.
 pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, Problem> {
     let bytes = body_bytes(request);
@@ -172,6 +187,22 @@ pub fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Bod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_number_may_be_written_with_a_zero_fraction_and_nothing_else() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Body {
+            #[serde(deserialize_with = "whole")]
+            n: u64,
+        }
+        let read = |text: &str| serde_json::from_str::<Body>(text).map(|b| b.n).map_err(|e| e.to_string());
+        assert_eq!(read(r#"{"n": 233}"#), Ok(233));
+        assert_eq!(read(r#"{"n": 233.0}"#), Ok(233));
+        assert_eq!(read(r#"{"n": 18446744073709551615}"#), Ok(u64::MAX));
+        for refused in ["233.5", "-1", "-1.0", "1e20", "18446744073709551616", "\"5\""] {
+            assert!(read(&format!(r#"{{"n": {refused}}}"#)).is_err(), "{refused}");
+        }
+    }
 
     #[test]
     fn a_partner_url_is_https_without_credentials_query_or_fragment() {

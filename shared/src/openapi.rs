@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
@@ -35,7 +36,8 @@ pub enum Header {
     Signed,
 }
 
-/// A query parameter (optional: a route never needs one).
+/// A query parameter (optional: a route never needs one), or a path parameter whose values are
+/// narrower than the id rule.
 pub struct Param {
     pub name: &'static str,
     pub description: &'static str,
@@ -49,6 +51,8 @@ pub struct RouteDoc {
     pub summary: &'static str,
     /// The JSON body it takes, if any.
     pub request: Option<SchemaFn>,
+    /// Path parameters narrower than the id rule (the others are any id).
+    pub path: &'static [Param],
     pub query: &'static [Param],
     /// Its answers that are not problems: status, and the JSON body if any.
     pub answers: &'static [(u16, Option<SchemaFn>)],
@@ -224,6 +228,27 @@ pub fn document(
 
 fn components(settings: &mut SchemaSettings) {
     settings.definitions_path = "/components/schemas".into();
+    settings.transforms.push(Box::new(RecursiveTransform(bounded_integers as fn(&mut Schema))));
+}
+
+/// An integer's `format` is only a name to a validator: its bounds say what the Rust type holds,
+/// so a client (or schemathesis) knows `2^64` is no `u64`.
+fn bounded_integers(schema: &mut Schema) {
+    let (minimum, maximum) = match schema.get("format").and_then(Value::as_str) {
+        Some("uint8") => (json!(0), json!(u8::MAX)),
+        Some("uint16") => (json!(0), json!(u16::MAX)),
+        Some("uint32") => (json!(0), json!(u32::MAX)),
+        Some("uint64") => (json!(0), json!(u64::MAX)),
+        Some("int32") => (json!(i32::MIN), json!(i32::MAX)),
+        Some("int64") => (json!(i64::MIN), json!(i64::MAX)),
+        _ => return,
+    };
+    if schema.get("minimum").is_none() {
+        schema.insert("minimum".into(), minimum);
+    }
+    if schema.get("maximum").is_none() {
+        schema.insert("maximum".into(), maximum);
+    }
 }
 
 fn operation(
@@ -240,7 +265,11 @@ fn operation(
         .path
         .split('/')
         .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": id_schema()}))
+        .map(|name| {
+            let narrower = doc.path.iter().find(|p| p.name == name);
+            let schema = narrower.map_or_else(id_schema, |p| (p.schema)(requests).to_value());
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
         .collect();
     let mut codes: Vec<&'static Code> = doc.codes.to_vec();
     codes.extend([catalogue::BODY_TOO_LARGE, catalogue::INTERNAL]);
@@ -262,7 +291,7 @@ fn operation(
             Header::IdempotencyKey => {
                 parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": true,
                                        "description": "the request is done once per key (docs/api/conventions.md)",
-                                       "schema": {"type": "string", "minLength": 1, "maxLength": 128}}));
+                                       "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}}));
                 codes.extend([
                     catalogue::IDEMPOTENCY_KEY_MISSING,
                     catalogue::IDEMPOTENCY_KEY_INVALID,
@@ -324,6 +353,11 @@ fn operation(
     operation
 }
 
+/// A sequence number as a cursor (`before`): what a `u64` holds.
+pub fn sequence(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
+}
+
 /// The id rule (`crate::ids`) as a schema.
 fn id_schema() -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"})
@@ -357,13 +391,15 @@ mod tests {
     #[derive(serde::Serialize, schemars::JsonSchema)]
     struct Told {
         done: bool,
+        count: u32,
     }
 
     const DOC: RouteDoc = RouteDoc {
         key: "POST /things/{id}/ask",
         summary: "ask a thing",
         request: Some(schema::<Ask>),
-        query: &[Param { name: "before", description: "a cursor", schema: schema::<u64> }],
+        path: &[],
+        query: &[Param { name: "before", description: "a cursor", schema: sequence }],
         answers: &[(201, Some(schema::<Told>))],
         codes: &[catalogue::UNKNOWN_HOME_ELEMENT],
         headers: &[Header::IdempotencyKey],
@@ -384,6 +420,8 @@ mod tests {
             "#/components/schemas/Ask"
         );
         assert_eq!(document["components"]["schemas"]["Ask"]["additionalProperties"], false);
+        // Each integer carries its type's bounds.
+        assert_eq!(document["components"]["schemas"]["Told"]["properties"]["count"]["maximum"], u32::MAX);
         assert_eq!(
             operation["responses"]["201"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/Told"
@@ -402,7 +440,8 @@ mod tests {
         let names: Vec<&str> =
             operation["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["id", "before", "Idempotency-Key"]);
-        assert_eq!(operation["parameters"][1]["schema"]["type"], "integer");
+        assert_eq!(operation["parameters"][1]["schema"]["maximum"], u64::MAX);
+        assert_eq!(operation["parameters"][0]["schema"]["pattern"], "^[A-Za-z0-9_.:-]{1,128}$");
         assert!(document["components"]["schemas"]["Problem"].is_object());
     }
 

@@ -18,6 +18,8 @@ pub const BENCH_REQUIREMENTS: &[&str] = &["boto3==1.44.8", "awslambdaric==4.2.2"
 pub const LINT_REQUIREMENTS: &[&str] = &["cfn-lint==1.58.0", "aws-sam-cli==1.170.0"];
 /// The template's security checks, in a virtualenv of their own: checkov's dependencies clash with sam-cli's.
 pub const CHECKOV_REQUIREMENTS: &[&str] = &["checkov==3.3.30"];
+/// The API against its OpenAPI document (`cargo stack test`).
+pub const SCHEMATHESIS_REQUIREMENTS: &[&str] = &["schemathesis==4.32.5"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {

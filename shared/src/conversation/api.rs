@@ -27,6 +27,7 @@ pub struct ConversationsApi {
 #[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ReadUpTo {
+    #[serde(deserialize_with = "crate::http::whole")]
     up_to: u64,
 }
 
@@ -49,12 +50,22 @@ pub struct MessagesPage {
 /// The routes' documentation (`crate::openapi`).
 #[cfg(feature = "openapi")]
 pub const ROUTES: &[crate::openapi::RouteDoc] = {
-    use crate::openapi::{Param, RouteDoc, schema};
+    use crate::openapi::{Param, RouteDoc, schema, sequence};
+    // Within the id rule's 128 characters, as every path parameter.
+    fn counterparty(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(platform|merchant:[A-Za-z0-9_.-]{1,119}|miniapp:[A-Za-z0-9_.-]{1,120})$",
+        })
+    }
+    const COUNTERPARTY: &[Param] =
+        &[Param { name: "counterparty", description: "merchant:<id>, miniapp:<id> or platform", schema: counterparty }];
     &[
         RouteDoc {
             key: "GET /conversations",
             summary: "every conversation of the user's, with unread counts",
             request: None,
+            path: &[],
             query: &[],
             answers: &[(200, Some(schema::<Conversations>))],
             codes: &[],
@@ -64,10 +75,11 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             key: "GET /conversations/{counterparty}/messages",
             summary: "one conversation's messages, newest first, 50 a page",
             request: None,
+            path: COUNTERPARTY,
             query: &[Param {
                 name: "before",
                 description: "the page before this message sequence (the last page's next_before)",
-                schema: schema::<u64>,
+                schema: sequence,
             }],
             answers: &[(200, Some(schema::<MessagesPage>))],
             codes: &[catalogue::INVALID_COUNTERPARTY, catalogue::INVALID_CURSOR],
@@ -77,6 +89,7 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             key: "POST /conversations/{counterparty}/read",
             summary: "mark the messages up to a sequence read",
             request: Some(schema::<ReadUpTo>),
+            path: COUNTERPARTY,
             query: &[],
             answers: &[(200, Some(schema::<Summary>))],
             codes: &[catalogue::INVALID_COUNTERPARTY, catalogue::BEYOND_LAST_MESSAGE],

@@ -59,12 +59,13 @@ pub struct PostingView {
 /// The routes' documentation (`crate::openapi`).
 #[cfg(feature = "openapi")]
 pub const ROUTES: &[crate::openapi::RouteDoc] = {
-    use crate::openapi::{Param, RouteDoc, schema};
+    use crate::openapi::{Param, RouteDoc, schema, sequence};
     &[
         RouteDoc {
             key: "GET /wallet",
             summary: "the wallet's balance and available funds",
             request: None,
+            path: &[],
             query: &[],
             answers: &[(200, Some(schema::<WalletView>))],
             codes: &[],
@@ -74,10 +75,11 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             key: "GET /wallet/postings",
             summary: "the wallet's postings, newest first, 50 a page",
             request: None,
+            path: &[],
             query: &[Param {
                 name: "before",
                 description: "the page before this posting sequence (the last page's next_before)",
-                schema: schema::<u64>,
+                schema: sequence,
             }],
             answers: &[(200, Some(schema::<PostingsPage>))],
             codes: &[catalogue::INVALID_CURSOR],

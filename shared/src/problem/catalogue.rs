@@ -85,8 +85,6 @@ catalogue! {
         "A page's `before` is not a sequence number.";
     INVALID_COUNTERPARTY = "invalid_counterparty", 400, "Invalid counterparty",
         "A conversation's counterparty is not merchant:<id>, miniapp:<id> or platform.";
-    BEYOND_LAST_MESSAGE = "beyond_last_message", 400, "Beyond the last message",
-        "A conversation is marked read up to a message it does not have yet.";
     INVALID_GROUP_NAME = "invalid_group_name", 400, "Invalid group name",
         "A config group's name breaks the group name rule.";
     INVALID_VERSION = "invalid_version", 400, "Invalid version",
@@ -271,6 +269,8 @@ catalogue! {
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
     // Answers 403 in one case (`ALTERNATES`).
+    BEYOND_LAST_MESSAGE = "beyond_last_message", 409, "Beyond the last message",
+        "A conversation is marked read up to a message it does not have yet (a well-formed request the conversation's state refuses).";
     MERCHANT_INACTIVE = "merchant_inactive", 409, "Merchant suspended",
         "The merchant is suspended: no purchase, capture, offline payment or mini-app registration or charge.";
     MERCHANT_EXISTS = "merchant_exists", 409, "Merchant exists",
