@@ -42,7 +42,7 @@ async fn stored_versions(group: &str) -> Vec<u64> {
 }
 
 /// (action, actor) of each audit entry for `group`, oldest first.
-async fn audit(group: &str) -> Vec<(String, String)> {
+pub async fn audit(group: &str) -> Vec<(String, String)> {
     let items = Env::get().partition("AuditTable", "resource", &format!("config/{group}")).await;
     items.iter().map(|i| (i["action"].as_s().unwrap().clone(), i["actor"].as_s().unwrap().clone())).collect()
 }

@@ -133,7 +133,7 @@ async fn every_other_route_has_a_sample_event_that_answers_as_documented() {
     }
     assert_eq!(invoke("MerchantsFunction", "merchants/terminal-status-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("ConversationsFunction", "conversations/messages.json").await["statusCode"], 200);
-    assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 400);
+    assert_eq!(invoke("ConversationsFunction", "conversations/read-beyond.json").await["statusCode"], 409);
     assert_eq!(invoke("DevicesFunction", "devices/get-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("DevicesFunction", "devices/revoke-unknown.json").await["statusCode"], 404);
     assert_eq!(invoke("OfflinePaymentsFunction", "offline-payments/get-unsigned.json").await["statusCode"], 401);

@@ -20,6 +20,7 @@ mod miniapps;
 mod notifications;
 mod offline;
 mod operations;
+mod ops;
 mod payment_sessions;
 mod purchases;
 mod reconcile;
