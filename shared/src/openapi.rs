@@ -157,14 +157,6 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
     "PUT /transfer/thresholds/{user}",
 ];
 
-/// Every capability's route documentation.
-pub fn route_docs() -> Vec<&'static RouteDoc> {
-    [crate::home::api::ROUTES, crate::ledger::api::ROUTES, crate::conversation::api::ROUTES]
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
 /// The request headers of a signed call (`crate::crypto`).
 const SIGNATURE_HEADERS: [(&str, &str); 4] = [
     (crypto::HEADER_KEY_ID, "the id of the key that signed the request"),
@@ -184,6 +176,9 @@ pub fn document(
     version: &str,
 ) -> Result<Value, String> {
     let by_key: BTreeMap<&str, &RouteDoc> = docs.iter().map(|d| (d.key, *d)).collect();
+    if by_key.len() != docs.len() {
+        return Err("a route is documented twice".into());
+    }
     if let Some(stray) = docs.iter().find(|d| !routes.iter().any(|r| r.key() == d.key)) {
         return Err(format!("{} is documented but template.yaml does not declare it", stray.key));
     }
@@ -342,6 +337,13 @@ fn operation(
     }
     if let Some(scopes) = &route.scopes {
         operation.insert("security".into(), json!([{"jwt": scopes}]));
+        if !scopes.is_empty() {
+            responses.insert(
+                "403".into(),
+                json!({"description": "the token lacks the route's scope (the gateway's answer)",
+                       "content": {"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}}}),
+            );
+        }
         // The gateway's own answer, before the function runs.
         responses.insert(
             "401".into(),

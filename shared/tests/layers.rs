@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
             "conversation",
             "rules",
             "flows",
+            "openapi",
         ],
         true,
     ),

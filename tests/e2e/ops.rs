@@ -41,8 +41,16 @@ async fn an_operator_publishes_diffs_and_rolls_back_a_config_group() {
     assert!(diff.starts_with(&format!("{group}: from version 1 to 2")), "{diff}");
     assert!(diff.contains("\"banner\": \"hello again\"") && !diff.contains("retries"), "{diff}");
 
+    // Run again after it succeeded: nothing more is published.
+    let again = ops(&admin, &["config", "publish", &group, &second]).await.unwrap();
+    assert_eq!(again, format!("{group}: version 2 holds these parameters already; nothing published\n"));
     let rolled = ops(&admin, &["config", "rollback", &group, "1"]).await.unwrap();
     assert_eq!(rolled, format!("{group}: version 1's parameters published as version 3 (over version 2)\n"));
+    let again = ops(&admin, &["config", "rollback", &group, "1"]).await.unwrap();
+    assert_eq!(again, format!("{group}: version 3 holds version 1's parameters already; nothing published\n"));
+    // A group's name, never a path: refused before any call.
+    let refused = ops(&admin, &["config", "show", "../wallet"]).await.unwrap_err();
+    assert!(refused.contains("../wallet"), "{refused}");
     let shown: Value =
         serde_json::from_str(&ops(&admin, &["--json", "config", "show", &group]).await.unwrap()).unwrap();
     assert_eq!((&shown["version"], &shown["parameters"]), (&json!(3), &json!({"banner": "hello", "retries": 3})));
@@ -53,7 +61,7 @@ async fn an_operator_publishes_diffs_and_rolls_back_a_config_group() {
     // Help is an answer, not an error.
     assert!(ops(&admin, &["--help"]).await.unwrap().contains("Usage: cargo ops"));
     // A user's token is no operator's; a file that is not JSON is named.
-    let refused = ops(&env.user_token(), &["config", "rollback", &group, "1"]).await.unwrap_err();
+    let refused = ops(&env.user_token(), &["config", "rollback", &group, "2"]).await.unwrap_err();
     assert!(refused.contains("403"), "{refused}");
     let broken = std::env::temp_dir().join(format!("{group}-broken.json"));
     std::fs::write(&broken, "{not json").unwrap();

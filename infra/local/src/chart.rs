@@ -21,8 +21,10 @@ const TOP: f64 = 56.0;
 /// its value written at the cut.
 pub fn cold_starts_svg(cold: &[ColdStart], title: &str) -> String {
     let total = |c: &ColdStart| c.init_ms + c.first_invocation_ms;
-    let rust = cold.iter().find(|c| c.function == RUST_REFERENCE).map(total);
-    let scale_max = cold.iter().filter(|c| c.function != PYTHON_REFERENCE).map(total).fold(1.0, f64::max) * 1.15;
+    // A function never invoked has no cold start to draw.
+    let cold: Vec<&ColdStart> = cold.iter().filter(|c| total(c).is_finite()).collect();
+    let rust = cold.iter().find(|c| c.function == RUST_REFERENCE).map(|c| total(c));
+    let scale_max = cold.iter().filter(|c| c.function != PYTHON_REFERENCE).map(|c| total(c)).fold(1.0, f64::max) * 1.15;
     let x = |ms: f64| LABEL_WIDTH + PLOT_WIDTH * (ms / scale_max).min(1.0);
     let height = TOP + ROW * cold.len() as f64 + 40.0;
     let width = LABEL_WIDTH + PLOT_WIDTH + 110.0;
@@ -111,6 +113,7 @@ mod tests {
             cold(PYTHON_REFERENCE, 260.0, 8.0),
             cold("HomeFunction", 6.0, 18.0),
             cold("Wallet<&>", 5.0, 3.0),
+            cold("NeverInvoked", 5.0, f64::NAN),
         ];
         let svg = cold_starts_svg(&rows, "run 4");
         let w = widths(&svg);
@@ -123,5 +126,6 @@ mod tests {
         assert!(svg.contains(">15.0 ms</text>"), "the target is 1.25 x 12 ms: {svg}");
         assert!(svg.contains("Wallet&lt;&amp;&gt;") && !svg.contains("Wallet<&>"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(!svg.contains("NeverInvoked") && !svg.contains("NaN"), "{svg}");
     }
 }

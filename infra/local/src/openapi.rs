@@ -3,9 +3,17 @@
 //! current (`UPDATE_OPENAPI=1` rewrites it).
 
 use serde_json::Value;
-use superpay::openapi::{NOT_YET_DOCUMENTED, TemplateRoute, route_docs};
+use superpay::openapi::{NOT_YET_DOCUMENTED, RouteDoc, TemplateRoute};
 
 use crate::template::{RouteAuth, Template};
+
+/// Every capability's route documentation, each kept beside its routes.
+fn route_docs() -> Vec<&'static RouteDoc> {
+    [superpay::home::api::ROUTES, superpay::ledger::api::ROUTES, superpay::conversation::api::ROUTES]
+        .into_iter()
+        .flatten()
+        .collect()
+}
 
 /// The document of `template`'s routes.
 pub fn document(template: &Template) -> Result<Value, String> {

@@ -16,6 +16,7 @@ use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use superpay::config::GroupName;
 use superpay::crypto::sha256_hex;
 
 #[derive(Parser)]
@@ -26,10 +27,10 @@ use superpay::crypto::sha256_hex;
 )]
 struct Cli {
     /// The HTTP API's URL [default: the local stack's, from .superpay/stack.json]
-    #[arg(long, env = "SUPERPAY_API_URL")]
+    #[arg(long, global = true, env = "SUPERPAY_API_URL")]
     api: Option<String>,
     /// An admin token (scope superpay/admin) [default: .superpay/admin.token]
-    #[arg(long, env = "SUPERPAY_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "SUPERPAY_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print the API's answers as JSON, for scripts
     #[arg(long, global = true)]
@@ -78,6 +79,14 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<String, Strin
 }
 
 async fn config(api: &Api, command: ConfigCommand, json_out: bool) -> Result<String, String> {
+    let group = match &command {
+        ConfigCommand::Show { group }
+        | ConfigCommand::Diff { group, .. }
+        | ConfigCommand::Publish { group, .. }
+        | ConfigCommand::Rollback { group, .. } => group,
+    };
+    // It goes into the route's path: a name, never a path of its own.
+    GroupName::parse(group).map_err(|e| e.to_string())?;
     match command {
         ConfigCommand::Show { group } => {
             let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
@@ -113,6 +122,15 @@ async fn config(api: &Api, command: ConfigCommand, json_out: bool) -> Result<Str
                 false => {
                     let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
                     let version = current["version"].as_u64().ok_or("the group's answer has no version")?;
+                    // Run again after it succeeded (its answer lost): nothing more to publish.
+                    if current["parameters"] == parameters {
+                        return Ok(match json_out {
+                            true => pretty(&current),
+                            false => format!(
+                                "{group}: version {version} holds these parameters already; nothing published\n"
+                            ),
+                        });
+                    }
                     (("if-match", format!("\"{version}\"")), version)
                 }
             };
@@ -129,6 +147,16 @@ async fn config(api: &Api, command: ConfigCommand, json_out: bool) -> Result<Str
         ConfigCommand::Rollback { group, version } => {
             let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
             let at = current["version"].as_u64().ok_or("the group's answer has no version")?;
+            // Run again after it succeeded: version `version`'s parameters are current already.
+            let since = api.call(Method::GET, &format!("/config/{group}?version={version}"), &[], None).await?;
+            if version < at && since.get("patch").is_some_and(|patch| patch == &json!({})) {
+                return Ok(match json_out {
+                    true => pretty(&current),
+                    false => format!(
+                        "{group}: version {at} holds version {version}'s parameters already; nothing published\n"
+                    ),
+                });
+            }
             let key = format!("ops-rollback-{}", &sha256_hex(format!("{group}\n{at}\n{version}").as_bytes())[..40]);
             let headers = [("if-match", format!("\"{at}\"")), ("idempotency-key", key)];
             let body = json!({"version": version});
@@ -148,6 +176,10 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
 
+/// Where `cargo stack up` keeps the local stack's URL and tokens (the workspace's `.superpay/`,
+/// wherever the command runs from).
+const LOCAL_STATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.superpay");
+
 /// The HTTP API, called with the admin token.
 struct Api {
     url: String,
@@ -160,7 +192,7 @@ impl Api {
         let url = match url {
             Some(url) => url,
             None => {
-                let info = std::fs::read_to_string(".superpay/stack.json").map_err(
+                let info = std::fs::read_to_string(format!("{LOCAL_STATE}/stack.json")).map_err(
                     |_| "no --api and no local stack (.superpay/stack.json): start one with `cargo stack up`",
                 )?;
                 let info: Value = serde_json::from_str(&info).map_err(|e| format!(".superpay/stack.json: {e}"))?;
@@ -169,7 +201,7 @@ impl Api {
         };
         let token = match token {
             Some(token) => token,
-            None => std::fs::read_to_string(".superpay/admin.token")
+            None => std::fs::read_to_string(format!("{LOCAL_STATE}/admin.token"))
                 .map_err(|_| "no --token and no .superpay/admin.token: start the local stack with `cargo stack up`")?
                 .trim()
                 .to_owned(),
@@ -199,9 +231,16 @@ impl Api {
             false => format!("{method} {path}: {e}"),
         })?;
         let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.map_err(|e| format!("{method} {path}: {e}"))?;
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(answer);
+            return match answer.is_object() {
+                true => Ok(answer),
+                false => Err(format!(
+                    "{method} {path}: {} with an answer that is no JSON object: {text:.200}",
+                    status.as_u16()
+                )),
+            };
         }
         Err(match (status, answer["code"].as_str()) {
             (_, Some(code)) => {
@@ -210,7 +249,7 @@ impl Api {
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, None) => {
                 format!("{method} {path}: {} (the token is not an admin's, or expired)", status.as_u16())
             }
-            _ => format!("{method} {path}: {} {answer}", status.as_u16()),
+            _ => format!("{method} {path}: {} {text:.200}", status.as_u16()),
         })
     }
 }

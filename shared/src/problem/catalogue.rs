@@ -268,9 +268,9 @@ catalogue! {
     // 409: the request conflicts with the resource's current state.
     IDEMPOTENCY_REQUEST_IN_PROGRESS = "idempotency_request_in_progress", 409, "Request in progress",
         "A request with this Idempotency-Key is still running.";
-    // Answers 403 in one case (`ALTERNATES`).
     BEYOND_LAST_MESSAGE = "beyond_last_message", 409, "Beyond the last message",
         "A conversation is marked read up to a message it does not have yet (a well-formed request the conversation's state refuses).";
+    // Answers 403 in one case (`ALTERNATES`).
     MERCHANT_INACTIVE = "merchant_inactive", 409, "Merchant suspended",
         "The merchant is suspended: no purchase, capture, offline payment or mini-app registration or charge.";
     MERCHANT_EXISTS = "merchant_exists", 409, "Merchant exists",
