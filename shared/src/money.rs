@@ -214,6 +214,72 @@ impl MoneyInput {
     }
 }
 
+/// An amount's schema: one alternative per currency, its `amount` the grammar as a pattern within
+/// the currency's decimals and limit, so a client (or schemathesis) knows what is accepted.
+#[cfg(feature = "openapi")]
+impl schemars::JsonSchema for MoneyInput {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Money".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let currencies: Vec<serde_json::Value> = Currency::all()
+            .map(|c| {
+                serde_json::json!({
+                    "type": "object",
+                    "properties": {"amount": {"type": "string", "pattern": amount_pattern(c)}, "currency": {"const": c.code}},
+                    "required": ["amount", "currency"],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": "An amount: a decimal string, positive, with at most the currency's decimals and at most its limit (docs/api/conventions.md).",
+            "oneOf": currencies,
+        })
+    }
+}
+
+/// The answer's form is the request's.
+#[cfg(feature = "openapi")]
+impl schemars::JsonSchema for Money {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        MoneyInput::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        MoneyInput::json_schema(generator)
+    }
+}
+
+/// `Money::parse`'s grammar for `currency` as a pattern: digits with no leading zero, at most the
+/// currency's decimals, more than zero, at most its limit. Every limit is d x 10^k (`CURRENCIES`),
+/// so "below the limit" is fewer digits, or as many with a smaller first digit.
+#[cfg(feature = "openapi")]
+fn amount_pattern(currency: Currency) -> String {
+    let limit = currency.limit.to_string();
+    let (first, zeros) = (limit.as_bytes()[0] - b'0', limit.len() - 1);
+    let decimals = currency.minor_units as usize;
+    let mut below = vec![format!("[1-9][0-9]{{0,{}}}", zeros - 1)];
+    if first > 1 {
+        below.push(format!("[1-{}][0-9]{{{zeros}}}", first - 1));
+    }
+    let alternatives = match decimals {
+        0 => vec![format!("{}", below.join("|")), limit],
+        _ => {
+            let fraction = format!(r"(\.[0-9]{{1,{decimals}}})?");
+            let under_one: Vec<String> =
+                (0..decimals).map(|z| format!("0{{{z}}}[1-9][0-9]{{0,{}}}", decimals - 1 - z)).collect();
+            vec![
+                format!("({}){fraction}", below.join("|")),
+                format!(r"0\.({})", under_one.join("|")),
+                format!(r"{limit}(\.0{{1,{decimals}}})?"),
+            ]
+        }
+    };
+    format!("^({})$", alternatives.join("|"))
+}
+
 impl TryFrom<MoneyInput> for Money {
     type Error = MoneyError;
 
@@ -238,6 +304,23 @@ impl From<Money> for MoneyInput {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_amount_pattern_is_the_grammar_within_decimals_and_limit() {
+        let pattern = |code: &str| amount_pattern(code.parse().unwrap());
+        assert_eq!(
+            pattern("USD"),
+            r"^(([1-9][0-9]{0,4})(\.[0-9]{1,2})?|0\.(0{0}[1-9][0-9]{0,1}|0{1}[1-9][0-9]{0,0})|100000(\.0{1,2})?)$"
+        );
+        assert_eq!(pattern("JPY"), r"^([1-9][0-9]{0,6}|10000000)$");
+        assert!(pattern("BHD").starts_with(r"^(([1-9][0-9]{0,3}|[1-4][0-9]{4})(\.[0-9]{1,3})?|"), "{}", pattern("BHD"));
+        // The pattern's shape holds only for limits that are d x 10^k.
+        for currency in Currency::all() {
+            let limit = currency.limit.to_string();
+            assert!(limit[1..].bytes().all(|b| b == b'0'), "{} {limit}", currency.code);
+        }
+    }
 
     #[test]
     fn parses_and_keeps_the_currency_scale() {

@@ -9,10 +9,15 @@ use crate::template::{RouteAuth, Template};
 
 /// Every capability's route documentation, each kept beside its routes.
 fn route_docs() -> Vec<&'static RouteDoc> {
-    [superpay::home::api::ROUTES, superpay::ledger::api::ROUTES, superpay::conversation::api::ROUTES]
-        .into_iter()
-        .flatten()
-        .collect()
+    [
+        superpay::home::api::ROUTES,
+        superpay::ledger::api::ROUTES,
+        superpay::conversation::api::ROUTES,
+        superpay::offline::api::ROUTES,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The document of `template`'s routes.

@@ -34,12 +34,67 @@ pub struct DevicesApi {
     idempotency: IdempotencyStore,
 }
 
+/// `POST /devices`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct Enrollment {
+    /// P-256, the 65-byte uncompressed point, base64.
     public_key: String,
+    /// The most its unsettled offline payments may add up to.
     offline_limit: MoneyInput,
 }
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::device::DeviceView;
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /devices",
+            summary: "enroll a device's public key to pay offline, within an offline limit",
+            request: Some(schema::<Enrollment>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<DeviceView>))],
+            codes: &[
+                catalogue::INVALID_PUBLIC_KEY,
+                catalogue::OFFLINE_LIMIT_TOO_HIGH,
+                catalogue::OFFLINE_CURRENCY_MISMATCH,
+                catalogue::RESERVE_CURRENCY_MISMATCH,
+                catalogue::TOO_MANY_DEVICES,
+                catalogue::DEVICE_EXISTS,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+            ],
+            headers: &[Header::IdempotencyKey],
+        },
+        RouteDoc {
+            key: "GET /devices/{id}",
+            summary: "one of the caller's devices",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<DeviceView>))],
+            codes: &[catalogue::UNKNOWN_DEVICE],
+            headers: &[],
+        },
+        RouteDoc {
+            key: "POST /devices/{id}/revoke",
+            summary: "revoke a lost device: its codes are refused from now on (once however often)",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<DeviceView>))],
+            codes: &[catalogue::UNKNOWN_DEVICE],
+            headers: &[],
+        },
+    ]
+};
 
 fn unknown_device(id: &str) -> Problem {
     Problem::new(catalogue::UNKNOWN_DEVICE, format!("no device {id:?}"))

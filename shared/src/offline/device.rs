@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{Put, Update};
 use rust_decimal::Decimal;
+use serde::Serialize;
 
 use super::payment::{Payment, PaymentState};
 use crate::Problem;
@@ -34,6 +35,25 @@ pub const DEVICE_MAY_PAY: &str = "device.may_pay_offline";
 /// Rule: the device's unsettled amount still counts the payment that settles or expires.
 pub const DEVICE_COUNTS_PAYMENT: &str = "device.counts_payment";
 
+/// A device as its owner sees it (`/devices` routes).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct DeviceView {
+    pub id: String,
+    /// The account its codes pay from.
+    pub account: String,
+    pub key_id: String,
+    /// P-256, uncompressed SEC1, base64.
+    pub public_key: String,
+    pub offline_limit: Money,
+    /// What its codes may still pay before earlier ones settle or expire.
+    pub offline_available: String,
+    pub enrolled_at: i64,
+    /// `active` or `revoked`.
+    pub status: &'static str,
+    pub revoked_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     pub id: String,
@@ -53,18 +73,18 @@ pub struct Device {
 }
 
 impl Device {
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "account": self.user,
-            "key_id": self.key_id,
-            "public_key": self.public_key,
-            "offline_limit": self.offline_limit,
-            "offline_available": self.available_offline().to_string(),
-            "enrolled_at": self.enrolled_at,
-            "status": if self.revoked_at.is_some() { "revoked" } else { "active" },
-            "revoked_at": self.revoked_at,
-        })
+    pub fn view(&self) -> DeviceView {
+        DeviceView {
+            id: self.id.clone(),
+            account: self.user.clone(),
+            key_id: self.key_id.clone(),
+            public_key: self.public_key.clone(),
+            offline_limit: self.offline_limit,
+            offline_available: self.available_offline().to_string(),
+            enrolled_at: self.enrolled_at,
+            status: if self.revoked_at.is_some() { "revoked" } else { "active" },
+            revoked_at: self.revoked_at,
+        }
     }
 
     /// What its codes may still pay before earlier ones settle or expire.
