@@ -153,17 +153,18 @@ pub fn body_bytes(request: &Request) -> &[u8] {
 
 /// A whole number in a request body (`#[serde(deserialize_with = "whole")]`) as JSON has it: `5`
 /// or `5.0`, which JSON does not tell apart, and neither does the OpenAPI document's `integer`;
-/// `5.5`, a negative number or one past `u64` is refused.
-pub fn whole<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+/// `5.5`, a negative number or one past what the field holds is refused.
+pub fn whole<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
     let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
-    if let Some(whole) = number.as_u64() {
-        return Ok(whole);
-    }
-    match number.as_f64() {
+    let whole = match (number.as_u64(), number.as_f64()) {
+        (Some(whole), _) => Some(whole),
         // Below 2^64 (the first f64 past u64::MAX), so the conversion is exact.
-        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(f as u64),
-        _ => Err(serde::de::Error::custom(format!("{number} is not a whole number of at most {}", u64::MAX))),
-    }
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => Some(f as u64),
+        _ => None,
+    };
+    whole
+        .and_then(|whole| T::try_from(whole).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number this field holds")))
 }
 
 /// Parses a JSON body; the message says what was wrong and where.

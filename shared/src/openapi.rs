@@ -97,7 +97,6 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
     "GET /partners/{id}",
     "GET /payment-sessions/{id}",
     "GET /platform/listings/{id}",
-    "GET /purchases/{id}",
     "GET /topup/{token}",
     "GET /transfer/listings/{id}",
     "GET /transfer/operations/{id}",
@@ -137,7 +136,6 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
     "POST /payment-sessions/{id}/confirm",
     "POST /payment-sessions/{id}/events",
     "POST /platform/instructions",
-    "POST /purchases",
     "POST /topup/{token}",
     "POST /transfer/listings/{id}/unfreeze",
     "POST /transfer/operations",
@@ -360,6 +358,11 @@ pub fn sequence(_: &mut SchemaGenerator) -> Schema {
 /// The id rule (`crate::ids`) as a schema.
 fn id_schema() -> Value {
     json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"})
+}
+
+/// The same, for a field: `#[schemars(schema_with = "crate::openapi::id")]`.
+pub fn id(_: &mut SchemaGenerator) -> Schema {
+    Schema::try_from(id_schema()).unwrap_or_default()
 }
 
 /// `GET /home/elements/{id}` -> `get_home_elements_id`.

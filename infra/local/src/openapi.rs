@@ -14,6 +14,7 @@ fn route_docs() -> Vec<&'static RouteDoc> {
         superpay::ledger::api::ROUTES,
         superpay::conversation::api::ROUTES,
         superpay::offline::api::ROUTES,
+        superpay::purchase::api::ROUTES,
     ]
     .into_iter()
     .flatten()

@@ -142,7 +142,7 @@ pub enum Payment {
 impl Payment {
     fn view(&self) -> Value {
         match self {
-            Payment::Order(order) => order.view(),
+            Payment::Order(order) => json!(order.view()),
             Payment::Request(request) => json!({
                 "id": request.id,
                 "app_id": request.app_id,

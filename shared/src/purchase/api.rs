@@ -24,6 +24,50 @@ use crate::money::MoneyInput;
 use crate::nonce::NonceStore;
 use crate::problem::catalogue;
 
+/// The buyer's routes' documentation (`crate::openapi`); the merchant's signed ones are to come.
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::OrderView;
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /purchases",
+            summary: "buy from a merchant: the amount is held, the order sent to its product server; 201 decided, 202 awaiting it",
+            request: Some(schema::<PurchaseRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<OrderView>)), (202, Some(schema::<OrderView>))],
+            codes: &[
+                catalogue::INVALID_ID,
+                catalogue::INVALID_PRODUCT_ID,
+                catalogue::INVALID_QUANTITY,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::INSUFFICIENT_FUNDS,
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey],
+        },
+        RouteDoc {
+            key: "GET /purchases/{id}",
+            summary: "one of the caller's orders",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<OrderView>))],
+            codes: &[catalogue::UNKNOWN_ORDER],
+            headers: &[],
+        },
+    ]
+};
+
 pub struct PurchasesApi {
     checkout: Checkout,
     /// How long a merchant has to decide before the hold is released (template `OrderTtlSeconds`).

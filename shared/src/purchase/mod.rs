@@ -100,40 +100,70 @@ impl Order {
 
     /// What the merchant's webhook and the user's conversation are told: the order and its user.
     pub fn notice(&self) -> serde_json::Value {
-        let mut view = self.view();
+        let mut view = serde_json::json!(self.view());
         view["user"] = serde_json::json!(self.user);
         view
     }
 
     /// `decision` is the merchant's, once known: an order still `awaiting_merchant` with a decision
     /// is being settled by it.
-    pub fn view(&self) -> serde_json::Value {
+    pub fn view(&self) -> OrderView {
         let decision = if self.state == OrderState::AwaitingMerchant { self.decision } else { self.state.decision() };
-        serde_json::json!({
-            "id": self.id,
-            "merchant_id": self.merchant_id,
-            "product_id": self.product_id,
-            "quantity": self.quantity,
-            "amount": self.amount,
-            "state": self.state.as_str(),
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-            // In the currency's scale whatever the arithmetic left ("0.00", not "0").
-            "refundable": self.amount.currency().rescale(self.refundable).to_string(),
-            "decision": decision.map(Decision::as_str),
-            // The merchant's refusal, as a code the error-flow table answers: never retried.
-            "decline_code": (self.state == OrderState::Declined).then_some(catalogue::MERCHANT_DECLINED.code()),
-        })
+        OrderView {
+            id: self.id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            product_id: self.product_id.clone(),
+            quantity: self.quantity,
+            amount: self.amount,
+            state: self.state.as_str(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            refundable: self.amount.currency().rescale(self.refundable).to_string(),
+            decision: decision.map(Decision::as_str),
+            decline_code: (self.state == OrderState::Declined).then_some(catalogue::MERCHANT_DECLINED.code()),
+        }
     }
+}
+
+/// An order as its buyer (and its merchant) see it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OrderView {
+    pub id: String,
+    pub merchant_id: String,
+    pub product_id: String,
+    pub quantity: u32,
+    pub amount: Money,
+    /// `awaiting_merchant`, `paid`, `declined` or `expired`.
+    pub state: &'static str,
+    pub created_at: i64,
+    /// When an order still awaiting its merchant is given up and its money given back.
+    pub expires_at: i64,
+    /// What may still be refunded, in the currency's scale ("0.00", not "0").
+    pub refundable: String,
+    /// The merchant's decision (`confirm` or `decline`), once made or recorded.
+    pub decision: Option<&'static str>,
+    /// The merchant's refusal as a code the error-flow table answers: never retried.
+    pub decline_code: Option<&'static str>,
 }
 
 /// A client's purchase request.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     pub merchant_id: String,
+    /// 1 to 100 printable characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(length(min = 1, max = 100), regex(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"))
+    )]
     pub product_id: String,
+    #[serde(deserialize_with = "crate::http::whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = 1000)))]
     pub quantity: u32,
+    /// The price the client was shown: the merchant's product server must ask exactly this.
     pub amount: MoneyInput,
 }
 
@@ -148,7 +178,8 @@ pub struct ValidPurchase {
 impl PurchaseRequest {
     pub fn validate(self) -> Result<ValidPurchase, Problem> {
         crate::ids::check("merchant_id", &self.merchant_id)?;
-        if self.product_id.is_empty() || self.product_id.len() > 100 || self.product_id.chars().any(char::is_control) {
+        let characters = self.product_id.chars().count();
+        if !(1..=100).contains(&characters) || self.product_id.chars().any(char::is_control) {
             return Err(Problem::new(
                 catalogue::INVALID_PRODUCT_ID,
                 "product_id must be 1 to 100 printable characters",
@@ -561,11 +592,11 @@ mod tests {
 
     #[test]
     fn the_view_shows_the_merchants_decision_once_known() {
-        assert_eq!(order(OrderState::AwaitingMerchant).view()["decision"], serde_json::Value::Null);
-        assert_eq!(recorded(Decision::Confirm).view()["decision"], "confirm");
-        assert_eq!(order(OrderState::Paid).view()["decision"], "confirm");
-        assert_eq!(order(OrderState::Declined).view()["decision"], "decline");
-        assert_eq!(order(OrderState::Expired).view()["decision"], serde_json::Value::Null);
+        assert_eq!(order(OrderState::AwaitingMerchant).view().decision, None);
+        assert_eq!(recorded(Decision::Confirm).view().decision, Some("confirm"));
+        assert_eq!(order(OrderState::Paid).view().decision, Some("confirm"));
+        assert_eq!(order(OrderState::Declined).view().decision, Some("decline"));
+        assert_eq!(order(OrderState::Expired).view().decision, None);
     }
 
     fn any_decision() -> impl proptest::strategy::Strategy<Value = Option<Decision>> {

@@ -77,7 +77,7 @@ impl OrderNotices {
         let now = now_epoch_seconds();
         // The user first: a product server that is down must not keep the user uninformed.
         let (kind, text) = conversation_text(&order, &merchant.name);
-        let message = NewMessage { id: id.to_owned(), kind, text, data: order.view() };
+        let message = NewMessage { id: id.to_owned(), kind, text, data: serde_json::json!(order.view()) };
         self.conversations.post(&order.user, &Counterparty::merchant(&merchant.id), &message, now).await?;
         if !self.service.outbox.step_done(id, "webhook").await? {
             let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
