@@ -34,6 +34,12 @@ pub enum Header {
     IdempotencyKey,
     /// The four `x-superpay-*` signature headers (`crate::signed`).
     Signed,
+    /// `If-None-Match` (optional): 304 when it names the current `ETag`, which every answer
+    /// that is not a problem carries, with `Cache-Control` and `Vary`.
+    Revalidated,
+    /// `X-Superpay-Platform` and `X-Superpay-App-Version` (optional): the client's facts that
+    /// choose what is shown (`crate::home::announcements`).
+    ClientFacts,
 }
 
 /// A query parameter (optional: a route never needs one), or a path parameter whose values are
@@ -301,6 +307,15 @@ fn operation(
                     catalogue::SIGNATURE_REPLAYED,
                 ]);
             }
+            Header::Revalidated => parameters.push(json!({"name": "If-None-Match", "in": "header", "required": false,
+                                                          "description": "an ETag the client holds (or *)",
+                                                          "schema": {"type": "string"}})),
+            Header::ClientFacts => {
+                for name in ["X-Superpay-Platform", "X-Superpay-App-Version"] {
+                    parameters
+                        .push(json!({"name": name, "in": "header", "required": false, "schema": {"type": "string"}}));
+                }
+            }
         }
     }
     if !parameters.is_empty() {
@@ -311,6 +326,10 @@ fn operation(
         let mut answer = json!({"description": reason(*status)});
         if let Some(body) = body {
             answer["content"] = json!({"application/json": {"schema": body(answers)}});
+        }
+        if doc.headers.contains(&Header::Revalidated) {
+            let text = json!({"required": true, "schema": {"type": "string"}});
+            answer["headers"] = json!({"ETag": text, "Cache-Control": text, "Vary": text});
         }
         responses.insert(status.to_string(), answer);
     }

@@ -55,5 +55,9 @@ mod tests {
         assert!(committed == text, "docs/openapi.json is stale: UPDATE_OPENAPI=1 cargo test -p superpay-local openapi");
         assert_eq!(document["openapi"], "3.1.0");
         assert!(document["paths"]["/home"]["get"]["security"].is_array());
+        // The home is revalidated: its answers carry their ETag, its request the client's facts.
+        let home = &document["paths"]["/home"]["get"];
+        assert_eq!(home["responses"]["304"]["headers"]["ETag"]["required"], true);
+        assert_eq!(home["parameters"][1]["name"], "X-Superpay-Platform");
     }
 }

@@ -103,7 +103,7 @@ pub struct Dismissed {
 /// The routes' documentation (`crate::openapi`).
 #[cfg(feature = "openapi")]
 pub const ROUTES: &[crate::openapi::RouteDoc] = {
-    use crate::openapi::{RouteDoc, schema};
+    use crate::openapi::{Header, RouteDoc, schema};
     &[
         RouteDoc {
             key: "GET /home",
@@ -113,7 +113,7 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             query: &[],
             answers: &[(200, Some(schema::<HomeView>)), (304, None)],
             codes: &[],
-            headers: &[],
+            headers: &[Header::Revalidated, Header::ClientFacts],
         },
         RouteDoc {
             key: "POST /home/elements/{id}/dismiss",
