@@ -262,8 +262,8 @@ fn operation(
         .split('/')
         .filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'))
         .map(|name| {
-            let narrower = doc.path.iter().find(|p| p.name == name);
-            let schema = narrower.map_or_else(id_schema, |p| (p.schema)(requests).to_value());
+            let schema_of = doc.path.iter().find(|p| p.name == name).map_or(id as SchemaFn, |p| p.schema);
+            let schema = schema_of(requests).to_value();
             json!({"name": name, "in": "path", "required": true, "schema": schema})
         })
         .collect();
@@ -374,14 +374,10 @@ pub fn sequence(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
 }
 
-/// The id rule (`crate::ids`) as a schema.
-fn id_schema() -> Value {
-    json!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"})
-}
-
-/// The same, for a field: `#[schemars(schema_with = "crate::openapi::id")]`.
+/// The id rule (`crate::ids`) as a schema: every path parameter's unless narrower, and a field's
+/// with `#[schemars(schema_with = "crate::openapi::id")]`.
 pub fn id(_: &mut SchemaGenerator) -> Schema {
-    Schema::try_from(id_schema()).unwrap_or_default()
+    schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"})
 }
 
 /// `GET /home/elements/{id}` -> `get_home_elements_id`.

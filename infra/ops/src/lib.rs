@@ -89,11 +89,8 @@ async fn config(api: &Api, command: ConfigCommand, json_out: bool) -> Result<Str
     GroupName::parse(group).map_err(|e| e.to_string())?;
     match command {
         ConfigCommand::Show { group } => {
-            let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
-            Ok(match json_out {
-                true => pretty(&current),
-                false => format!("{group} version {}\n{}", current["version"], pretty(&current["parameters"])),
-            })
+            let (current, version) = current(api, &group).await?;
+            Ok(told(json_out, &current, || format!("{group} version {version}\n{}", pretty(&current["parameters"]))))
         }
         ConfigCommand::Diff { group, since } => {
             let answer = api.call(Method::GET, &format!("/config/{group}?version={since}"), &[], None).await?;
@@ -120,55 +117,66 @@ async fn config(api: &Api, command: ConfigCommand, json_out: bool) -> Result<Str
             let (precondition, base) = match create {
                 true => (("if-none-match", "*".to_owned()), 0),
                 false => {
-                    let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
-                    let version = current["version"].as_u64().ok_or("the group's answer has no version")?;
+                    let (current, version) = current(api, &group).await?;
                     // Run again after it succeeded (its answer lost): nothing more to publish.
                     if current["parameters"] == parameters {
-                        return Ok(match json_out {
-                            true => pretty(&current),
-                            false => format!(
-                                "{group}: version {version} holds these parameters already; nothing published\n"
-                            ),
-                        });
+                        return Ok(told(json_out, &current, || {
+                            format!("{group}: version {version} holds these parameters already; nothing published\n")
+                        }));
                     }
                     (("if-match", format!("\"{version}\"")), version)
                 }
             };
-            // The same publish over the same version is one request, however often it is retried.
-            let key = format!("ops-publish-{}", &sha256_hex(format!("{group}\n{base}\n{parameters}").as_bytes())[..40]);
-            let headers = [precondition, ("idempotency-key", key)];
+            let headers = [precondition, ("idempotency-key", idempotency_key("publish", &group, base, &parameters))];
             let published =
                 api.call(Method::POST, &format!("/config/{group}/versions"), &headers, Some(&parameters)).await?;
-            Ok(match json_out {
-                true => pretty(&published),
-                false => format!("{group}: published version {} (over version {base})\n", published["version"]),
-            })
+            Ok(told(json_out, &published, || {
+                format!("{group}: published version {} (over version {base})\n", published["version"])
+            }))
         }
         ConfigCommand::Rollback { group, version } => {
-            let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
-            let at = current["version"].as_u64().ok_or("the group's answer has no version")?;
+            let (current, at) = current(api, &group).await?;
             // Run again after it succeeded: version `version`'s parameters are current already.
             let since = api.call(Method::GET, &format!("/config/{group}?version={version}"), &[], None).await?;
             if version < at && since.get("patch").is_some_and(|patch| patch == &json!({})) {
-                return Ok(match json_out {
-                    true => pretty(&current),
-                    false => format!(
-                        "{group}: version {at} holds version {version}'s parameters already; nothing published\n"
-                    ),
-                });
+                return Ok(told(json_out, &current, || {
+                    format!("{group}: version {at} holds version {version}'s parameters already; nothing published\n")
+                }));
             }
-            let key = format!("ops-rollback-{}", &sha256_hex(format!("{group}\n{at}\n{version}").as_bytes())[..40]);
-            let headers = [("if-match", format!("\"{at}\"")), ("idempotency-key", key)];
             let body = json!({"version": version});
+            let headers = [
+                ("if-match", format!("\"{at}\"")),
+                ("idempotency-key", idempotency_key("rollback", &group, at, &body)),
+            ];
             let published = api.call(Method::POST, &format!("/config/{group}/rollback"), &headers, Some(&body)).await?;
-            Ok(match json_out {
-                true => pretty(&published),
-                false => format!(
+            Ok(told(json_out, &published, || {
+                format!(
                     "{group}: version {version}'s parameters published as version {} (over version {at})\n",
                     published["version"]
-                ),
-            })
+                )
+            }))
         }
+    }
+}
+
+/// `group`'s current answer and its version.
+async fn current(api: &Api, group: &str) -> Result<(Value, u64), String> {
+    let current = api.call(Method::GET, &format!("/config/{group}"), &[], None).await?;
+    let version = current["version"].as_u64().ok_or("the group's answer has no version")?;
+    Ok((current, version))
+}
+
+/// The key of `action` with `body` over `group`'s version `base`: the same command over the same
+/// version is one request, however often it is retried.
+fn idempotency_key(action: &str, group: &str, base: u64, body: &Value) -> String {
+    format!("ops-{action}-{}", &sha256_hex(format!("{group}\n{base}\n{body}").as_bytes())[..40])
+}
+
+/// `answer` as JSON for scripts, or `text` for people.
+fn told(json_out: bool, answer: &Value, text: impl FnOnce() -> String) -> String {
+    match json_out {
+        true => pretty(answer),
+        false => text(),
     }
 }
 

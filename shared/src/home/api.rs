@@ -190,7 +190,8 @@ impl HomeApi {
         };
         let mut candidates = partition.elements;
         candidates.extend(announced.for_user(&facts, user, now));
-        let card = serde_json::to_value(balance(&wallet)).map_err(Problem::internal)?;
+        let in_wallet = balance(&wallet);
+        let card = serde_json::to_value(&in_wallet).map_err(Problem::internal)?;
         let ranked = rank(candidates, balance_card(card), &partition.dismissed, now);
         let show = |d: rust_decimal::Decimal| accounts.get(&wallet).map_or(d, |a| a.currency.rescale(d)).to_string();
         let recent_postings = postings
@@ -213,7 +214,7 @@ impl HomeApi {
             ranked,
             personalized: Personalized {
                 display_name: crate::auth::claim(request, "name"),
-                wallet: balance(&wallet),
+                wallet: in_wallet,
                 reserve: balance(&reserve),
                 recent_postings,
                 unread_conversations,
