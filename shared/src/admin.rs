@@ -1,7 +1,10 @@
 //! What every admin route table needs (`crate::merchant::api`, `crate::miniapp::admin`): the
 //! idempotency store its registrations run under, the audit log its status changes are committed
 //! with, the admin of its parties' keys (`crate::party_keys`), the rule for partner URLs, and the
-//! reading of a status change's body. Built once per function, from its environment.
+//! reading of a status change's body. Built once per function, from its environment. With the
+//! `openapi` feature, also the schemas of the text rules its bodies follow.
+
+use std::marker::PhantomData;
 
 use lambda_http::Request;
 use serde::Deserialize;
@@ -29,10 +32,18 @@ pub struct Admin {
     pub allow_plain_http: bool,
 }
 
+/// A status change: the status the party is to have.
+// Generic over the statuses' type for its schema only: the status is read as text, so that another
+// is refused as `invalid_status`, not as malformed JSON.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "{S}Change"))]
 #[serde(deny_unknown_fields)]
-struct StatusChange {
+pub struct StatusChange<S> {
+    #[cfg_attr(feature = "openapi", schemars(with = "S"))]
     status: String,
+    #[serde(skip)]
+    asked: PhantomData<S>,
 }
 
 impl Admin {
@@ -71,6 +82,61 @@ pub fn requested_status<S>(
     parse: impl FnOnce(&str) -> Option<S>,
     expected: &str,
 ) -> Result<S, Problem> {
-    let StatusChange { status } = json_body(request)?;
+    let StatusChange::<S> { status, .. } = json_body(request)?;
     parse(&status).ok_or_else(|| Problem::new(catalogue::INVALID_STATUS, format!("status must be {expected}")))
+}
+
+/// The characters of the Basic Multilingual Plane that `holds`, as the inside of a pattern's
+/// character class (`\u0009-\u000d\u0020...`). None past that plane: ECMA-262 (without its `u`
+/// flag) and Python's `re` would each read such an escape their own way.
+#[cfg(feature = "openapi")]
+pub fn bmp_class(holds: impl Fn(char) -> bool) -> String {
+    let points: Vec<u32> = (0..=0xFFFF).filter(|&p| char::from_u32(p).is_some_and(&holds)).collect();
+    let mut class = String::new();
+    for (i, &point) in points.iter().enumerate() {
+        let starts = i == 0 || points[i - 1] + 1 != point;
+        let ends = points.get(i + 1) != Some(&(point + 1));
+        if starts {
+            class.push_str(&format!("\\u{point:04x}"));
+        } else if ends {
+            class.push_str(&format!("-\\u{point:04x}"));
+        }
+    }
+    class
+}
+
+/// The schema of a name that is `crate::text::is_plain` once trimmed, 1 to `MAX` characters (a
+/// merchant's, a partner's). Exact but for the characters past the Basic Multilingual Plane
+/// that do not show as themselves (`bmp_class`): the schema lets them through, the route refuses them.
+#[cfg(feature = "openapi")]
+pub fn plain_name<const MAX: usize>(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let space = bmp_class(char::is_whitespace);
+    let hidden = bmp_class(|c| !crate::text::shows_as_itself(c));
+    let inner = MAX - 2;
+    let pattern = format!("^[{space}]*[^{space}{hidden}]([^{hidden}]{{0,{inner}}}[^{space}{hidden}])?[{space}]*$");
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": pattern,
+        "description": format!("1 to {MAX} characters once trimmed, each showing as itself (no control, invisible or direction-changing character)"),
+    })
+}
+
+/// The schema of a partner's URL (`crate::http::partner_url`): absolute, with a host, without
+/// whitespace, credentials, query or fragment. Two rules are only said in words: plain http is
+/// accepted only where the deployment allows it (`AllowPlainHttpPartners`, the local stack), and
+/// the trimmed URL's 2048 bytes, which a pattern without lookahead (one that generators can
+/// follow) cannot count.
+#[cfg(feature = "openapi")]
+pub fn partner_url(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let space = bmp_class(char::is_whitespace);
+    // After the scheme, the authority (up to the first `/`) has no `@`; a URL whose rest starts
+    // with `://` has no host.
+    let authority = format!("([^{space}/?#@:][^{space}/?#@]*|:[^{space}/?#@]+)(/[^{space}?#]*)?");
+    let colon = format!(":(/([^{space}?#/][^{space}?#]*)?)?");
+    let pattern = format!("^[{space}]*https?://({authority}|{colon})[{space}]*$");
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": pattern,
+        "description": "an absolute https URL without credentials, query or fragment, at most 2048 bytes, e.g. https://shop.example/superpay (plain http only where the deployment allows it: the local stack)",
+    })
 }

@@ -167,6 +167,16 @@ pub fn whole<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(deserializer: D)
         .ok_or_else(|| serde::de::Error::custom(format!("{number} is not a whole number this field holds")))
 }
 
+/// `whole` for a field that may be null or left out (none).
+pub fn optional_whole<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(bound = "T: TryFrom<u64>")]
+    struct Whole<T>(#[serde(deserialize_with = "whole")] T);
+    Ok(<Option<Whole<T>> as serde::Deserialize>::deserialize(deserializer)?.map(|Whole(whole)| whole))
+}
+
 /// Parses a JSON body; the message says what was wrong and where.
 pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, Problem> {
     let bytes = body_bytes(request);

@@ -40,6 +40,9 @@ pub enum Header {
     /// `X-Superpay-Platform` and `X-Superpay-App-Version` (optional): the client's facts that
     /// choose what is shown (`crate::home::announcements`).
     ClientFacts,
+    /// `If-Match: "N"` (the version replaced) or `If-None-Match: *` (create): a compare-and-set
+    /// write, whose 201 carries the new version's `ETag` and its `Location`.
+    Precondition,
 }
 
 /// A query parameter (optional: a route never needs one), or a path parameter whose values are
@@ -65,6 +68,10 @@ pub struct RouteDoc {
     /// The problems it answers besides those every route shares.
     pub codes: &'static [&'static Code],
     pub headers: &'static [Header],
+    /// Its body when a browser's form posts it (application/x-www-form-urlencoded), not JSON.
+    pub form: Option<SchemaFn>,
+    /// The statuses it answers with an HTML page (a page a person opens, not a client's JSON).
+    pub pages: &'static [u16],
 }
 
 /// A route as template.yaml declares it: method, path, and the scopes its JWT must hold (`None`:
@@ -81,83 +88,6 @@ impl TemplateRoute {
     }
 }
 
-/// The routes not documented yet: their answers are still built ad hoc (`json!`), and each leaves
-/// this list when its types are named and its `RouteDoc` written. They are left out of the
-/// document; a route in neither list fails its generation.
-pub const NOT_YET_DOCUMENTED: &[&str] = &[
-    "DELETE /instruments/{id}",
-    "DELETE /links/{id}",
-    "DELETE /partner/users/{partner_user}/link",
-    "DELETE /payment-forces/{user}",
-    "DELETE /payment-pins/{user}",
-    "GET /config/{group}",
-    "GET /instruments",
-    "GET /instruments/{id}",
-    "GET /links",
-    "GET /links/{id}",
-    "GET /merchants/{id}",
-    "GET /miniapps/{id}",
-    "GET /offline/payments/{id}",
-    "GET /partner/charges/{id}",
-    "GET /partner/users/{partner_user}/link",
-    "GET /partners/{id}",
-    "GET /payment-sessions/{id}",
-    "GET /platform/listings/{id}",
-    "GET /topup/{token}",
-    "GET /transfer/listings/{id}",
-    "GET /transfer/operations/{id}",
-    "GET /wallet/cash-ins/{id}",
-    "GET /wallet/cash-outs/{id}",
-    "POST /config/{group}/rollback",
-    "POST /config/{group}/versions",
-    "POST /flows/dry-run",
-    "POST /flows/next",
-    "POST /instruments",
-    "POST /links",
-    "POST /merchant/orders/{id}/decision",
-    "POST /merchant/orders/{id}/refunds",
-    "POST /merchants",
-    "POST /merchants/{id}/keys",
-    "POST /merchants/{id}/keys/end-grace",
-    "POST /merchants/{id}/status",
-    "POST /merchants/{id}/terminals",
-    "POST /merchants/{id}/terminals/{terminal}/keys",
-    "POST /merchants/{id}/terminals/{terminal}/keys/end-grace",
-    "POST /merchants/{id}/terminals/{terminal}/status",
-    "POST /miniapps",
-    "POST /miniapps/{id}/keys",
-    "POST /miniapps/{id}/keys/end-grace",
-    "POST /miniapps/{id}/requests",
-    "POST /miniapps/{id}/status",
-    "POST /miniapps/{id}/verify",
-    "POST /offline/payments",
-    "POST /partner/charges",
-    "POST /partner/charges/{id}/refunds",
-    "POST /partner/charges/{id}/void",
-    "POST /partners",
-    "POST /partners/{id}/keys",
-    "POST /partners/{id}/keys/end-grace",
-    "POST /partners/{id}/status",
-    "POST /payment-sessions",
-    "POST /payment-sessions/{id}/confirm",
-    "POST /payment-sessions/{id}/events",
-    "POST /platform/instructions",
-    "POST /topup/{token}",
-    "POST /transfer/listings/{id}/unfreeze",
-    "POST /transfer/operations",
-    "POST /transfer/operations/{id}/post",
-    "POST /transfer/operations/{id}/refunds",
-    "POST /transfer/operations/{id}/void",
-    "POST /wallet/cash-ins",
-    "POST /wallet/cash-outs",
-    "PUT /instruments/{id}",
-    "PUT /payment-forces/{user}",
-    "PUT /payment-pin",
-    "PUT /platform/listings/{id}",
-    "PUT /transfer/listings/{id}",
-    "PUT /transfer/thresholds/{user}",
-];
-
 /// The request headers of a signed call (`crate::crypto`).
 const SIGNATURE_HEADERS: [(&str, &str); 4] = [
     (crypto::HEADER_KEY_ID, "the id of the key that signed the request"),
@@ -166,16 +96,10 @@ const SIGNATURE_HEADERS: [(&str, &str); 4] = [
     (crypto::HEADER_SIGNATURE, "the signature of the canonical request (docs/api/conventions.md)"),
 ];
 
-/// The OpenAPI document of `routes` (template.yaml's), each documented by its entry in `docs`
-/// unless it is `pending` (left out). Fails naming what is wrong: a route of the template in
-/// neither, one in both, documentation of a route the template does not declare, two schemas under
-/// one name.
-pub fn document(
-    routes: &[TemplateRoute],
-    docs: &[&RouteDoc],
-    pending: &[&str],
-    version: &str,
-) -> Result<Value, String> {
+/// The OpenAPI document of `routes` (template.yaml's), each documented by its entry in `docs`.
+/// Fails naming what is wrong: a route of the template not documented, documentation of a route
+/// the template does not declare, two schemas under one name.
+pub fn document(routes: &[TemplateRoute], docs: &[&RouteDoc], version: &str) -> Result<Value, String> {
     let by_key: BTreeMap<&str, &RouteDoc> = docs.iter().map(|d| (d.key, *d)).collect();
     if by_key.len() != docs.len() {
         return Err("a route is documented twice".into());
@@ -183,15 +107,12 @@ pub fn document(
     if let Some(stray) = docs.iter().find(|d| !routes.iter().any(|r| r.key() == d.key)) {
         return Err(format!("{} is documented but template.yaml does not declare it", stray.key));
     }
-    if let Some(both) = docs.iter().find(|d| pending.contains(&d.key)) {
-        return Err(format!("{} is documented: take it off the routes not documented yet", both.key));
-    }
     // Requests as clients send them, answers as the server writes them: a type may differ.
     let mut requests = SchemaSettings::draft2020_12().for_deserialize().with(components).into_generator();
     let mut answers = SchemaSettings::draft2020_12().for_serialize().with(components).into_generator();
     let problem = answers.subschema_for::<Problem>();
     let mut paths: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    for route in routes.iter().filter(|r| !pending.contains(&r.key().as_str())) {
+    for route in routes {
         let doc = by_key.get(route.key().as_str()).ok_or_else(|| format!("{} is not documented", route.key()))?;
         let operation = operation(route, doc, &mut requests, &mut answers, &problem);
         paths.entry(route.path.clone()).or_default().insert(route.method.to_lowercase(), Value::Object(operation));
@@ -282,6 +203,13 @@ fn operation(
             .insert("requestBody".into(), json!({"required": true, "content": {"application/json": {"schema": body}}}));
         codes.push(catalogue::MALFORMED_JSON);
     }
+    if let Some(form) = doc.form {
+        let form = form(requests);
+        operation.insert(
+            "requestBody".into(),
+            json!({"required": false, "content": {"application/x-www-form-urlencoded": {"schema": form}}}),
+        );
+    }
     for header in doc.headers {
         match header {
             Header::IdempotencyKey => {
@@ -310,6 +238,14 @@ fn operation(
             Header::Revalidated => parameters.push(json!({"name": "If-None-Match", "in": "header", "required": false,
                                                           "description": "an ETag the client holds (or *)",
                                                           "schema": {"type": "string"}})),
+            Header::Precondition => {
+                parameters.push(json!({"name": "If-Match", "in": "header", "required": false,
+                                       "description": "the version replaced, as its ETag: \"N\"",
+                                       "schema": {"type": "string", "pattern": "^\"[0-9]{1,19}\"$"}}));
+                parameters.push(json!({"name": "If-None-Match", "in": "header", "required": false,
+                                       "description": "* : create it (the one alternative to If-Match)",
+                                       "schema": {"type": "string", "pattern": "^\\*$"}}));
+            }
             Header::ClientFacts => {
                 for name in ["X-Superpay-Platform", "X-Superpay-App-Version"] {
                     parameters
@@ -327,9 +263,12 @@ fn operation(
         if let Some(body) = body {
             answer["content"] = json!({"application/json": {"schema": body(answers)}});
         }
+        let text = json!({"required": true, "schema": {"type": "string"}});
         if doc.headers.contains(&Header::Revalidated) {
-            let text = json!({"required": true, "schema": {"type": "string"}});
             answer["headers"] = json!({"ETag": text, "Cache-Control": text, "Vary": text});
+        }
+        if doc.headers.contains(&Header::Precondition) && *status == 201 {
+            answer["headers"] = json!({"ETag": text, "Location": text});
         }
         responses.insert(status.to_string(), answer);
     }
@@ -348,6 +287,13 @@ fn operation(
             status.to_string(),
             json!({"description": reason(status), "content": {crate::problem::CONTENT_TYPE: {"schema": schema}}}),
         );
+    }
+    for status in doc.pages {
+        // A status may be a page or a problem (a 400: the form again, or an invalid path id).
+        let answer = responses
+            .entry(status.to_string())
+            .or_insert_with(|| json!({"description": reason(*status), "content": {}}));
+        answer["content"]["text/html"] = json!({"schema": {"type": "string"}});
     }
     if let Some(scopes) = &route.scopes {
         operation.insert("security".into(), json!([{"jwt": scopes}]));
@@ -378,6 +324,13 @@ pub fn sequence(_: &mut SchemaGenerator) -> Schema {
 /// with `#[schemars(schema_with = "crate::openapi::id")]`.
 pub fn id(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"})
+}
+
+/// The id rule, or null: an id a body may leave out.
+pub fn optional_id(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = id(generator);
+    schema.insert("type".into(), json!(["string", "null"]));
+    schema
 }
 
 /// `GET /home/elements/{id}` -> `get_home_elements_id`.
@@ -420,6 +373,8 @@ mod tests {
         answers: &[(201, Some(schema::<Told>))],
         codes: &[catalogue::UNKNOWN_HOME_ELEMENT],
         headers: &[Header::IdempotencyKey],
+        form: None,
+        pages: &[],
     };
 
     fn route(method: &str, path: &str, scopes: Option<Vec<String>>) -> TemplateRoute {
@@ -429,7 +384,7 @@ mod tests {
     #[test]
     fn a_route_is_documented_with_its_types_its_codes_and_what_every_route_shares() {
         let routes = [route("POST", "/things/{id}/ask", Some(vec![]))];
-        let document = document(&routes, &[&DOC], &[], "1").unwrap();
+        let document = document(&routes, &[&DOC], "1").unwrap();
         let operation = &document["paths"]["/things/{id}/ask"]["post"];
         assert_eq!(operation["operationId"], "post_things_id_ask");
         assert_eq!(
@@ -463,19 +418,36 @@ mod tests {
     }
 
     #[test]
+    fn a_persons_page_is_html_beside_its_problems_and_a_form_is_urlencoded() {
+        const PAGE: RouteDoc = RouteDoc {
+            key: "POST /pages/{id}",
+            summary: "a page's form",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[],
+            codes: &[],
+            headers: &[],
+            form: Some(schema::<Ask>),
+            pages: &[200, 400],
+        };
+        let document = document(&[route("POST", "/pages/{id}", None)], &[&PAGE], "1").unwrap();
+        let operation = &document["paths"]["/pages/{id}"]["post"];
+        let form = &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+        assert_eq!(form["$ref"], "#/components/schemas/Ask");
+        assert_eq!(operation["responses"]["200"]["content"]["text/html"]["schema"]["type"], "string");
+        // The form again, or the path's invalid id: both a 400.
+        let bad = &operation["responses"]["400"]["content"];
+        assert!(bad["text/html"].is_object() && bad["application/problem+json"].is_object(), "{bad}");
+    }
+
+    #[test]
     fn a_route_missing_on_either_side_is_an_error() {
         let other = [route("GET", "/other", None)];
-        assert_eq!(document(&other, &[], &[], "1").unwrap_err(), "GET /other is not documented");
+        assert_eq!(document(&other, &[], "1").unwrap_err(), "GET /other is not documented");
         assert_eq!(
-            document(&other, &[&DOC], &[], "1").unwrap_err(),
+            document(&other, &[&DOC], "1").unwrap_err(),
             "POST /things/{id}/ask is documented but template.yaml does not declare it"
-        );
-        // Not documented yet: left out, until documented (then it must leave the list).
-        assert_eq!(document(&other, &[], &["GET /other"], "1").unwrap()["paths"], json!({}));
-        let both = [route("POST", "/things/{id}/ask", None)];
-        assert_eq!(
-            document(&both, &[&DOC], &["POST /things/{id}/ask"], "1").unwrap_err(),
-            "POST /things/{id}/ask is documented: take it off the routes not documented yet"
         );
     }
 }

@@ -14,8 +14,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Update};
 use lambda_http::http::{StatusCode, header as h};
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::audit::AuditEntry;
@@ -64,11 +63,44 @@ pub const GRACE_RUNNING: &str = "keys.grace_running";
 /// Rule: the party's key is still the one the rotation read, and no earlier rotation is in its grace.
 pub const NO_ROTATION_IN_GRACE: &str = "keys.no_rotation_in_grace";
 
+/// A rotation's body (none: the default grace).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "KeyRotation"))]
 #[serde(deny_unknown_fields)]
 struct RotationJson {
-    #[serde(default)]
+    /// How long the previous key stays honoured, in seconds: at most 7 days; absent or null, a day.
+    #[serde(default, deserialize_with = "crate::http::optional_whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = MAX_ROTATION_GRACE_SECONDS)))]
     grace_seconds: Option<i64>,
+}
+
+/// A party's keys after a rotation, or after its grace was ended.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct RotatedKey {
+    /// The party's id.
+    pub id: String,
+    /// The current key's id.
+    pub key_id: String,
+    pub previous_key_id: String,
+    /// Until when the previous key is honoured (Unix seconds): now, once its grace is ended.
+    pub previous_valid_until: i64,
+}
+
+/// What the party's answer says of a new key (a registration's, a rotation's): the secret, base64,
+/// in the first answer only; a replay of it carries `null` and a note instead.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "{V}WithSecret"))]
+pub struct WithSecret<V> {
+    #[serde(flatten)]
+    pub party: V,
+    /// The new key, base64; `null` in a replay (never kept in clear).
+    pub secret: Option<String>,
+    /// In a replay only: why `secret` is null.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_note: Option<&'static str>,
 }
 
 /// The grace a rotation request asks for (an empty body: the default).
@@ -182,12 +214,44 @@ pub fn end_grace_write(
     Ok(Write::update(GRACE_RUNNING, update))
 }
 
+/// The documentation (`crate::openapi`) of a route that rotates a party's key, but for its `key`
+/// and `codes`: the party's lookup's, `INVALID_GRACE_SECONDS` and `ROTATION_IN_PROGRESS`.
+#[cfg(feature = "openapi")]
+pub const ROTATION_DOC: crate::openapi::RouteDoc = crate::openapi::RouteDoc {
+    key: "",
+    summary: "rotate the party's key: the answer shows the new key once; the previous key stays honoured for the grace asked (a day unless said)",
+    request: Some(crate::openapi::schema::<RotationJson>),
+    path: &[],
+    query: &[],
+    answers: &[(201, Some(crate::openapi::schema::<WithSecret<RotatedKey>>))],
+    codes: &[],
+    headers: &[crate::openapi::Header::IdempotencyKey],
+    form: None,
+    pages: &[],
+};
+
+/// The documentation (`crate::openapi`) of a route that ends a rotation's grace, but for its `key`
+/// and `codes`: the party's lookup's and `NO_ROTATION_IN_GRACE`.
+#[cfg(feature = "openapi")]
+pub const END_GRACE_DOC: crate::openapi::RouteDoc = crate::openapi::RouteDoc {
+    key: "",
+    summary: "end the previous key's grace now: from then on only the current key is honoured",
+    request: None,
+    path: &[],
+    query: &[],
+    answers: &[(200, Some(crate::openapi::schema::<RotatedKey>))],
+    codes: &[],
+    headers: &[crate::openapi::Header::IdempotencyKey],
+    form: None,
+    pages: &[],
+};
+
 /// A new key about to be committed (a registration or a rotation), and how the audit log and the
 /// answer describe it.
-pub struct KeyIssue {
+pub struct KeyIssue<V> {
     pub resource: String,
     pub action: &'static str,
-    pub view: Value,
+    pub view: V,
     pub location: String,
     /// The problem when the write's condition fails (its id exists, its key changed meanwhile).
     pub conflict: (&'static Code, String),
@@ -272,12 +336,12 @@ impl PartyKeyAdmin {
                         let issued = KeyIssue {
                             resource: party.audit_resource(),
                             action: P::ROTATE_ACTION,
-                            view: json!({
-                                "id": party.id(),
-                                "key_id": plan.key_id,
-                                "previous_key_id": current.key_id,
-                                "previous_valid_until": plan.previous_until,
-                            }),
+                            view: RotatedKey {
+                                id: party.id().to_owned(),
+                                key_id: plan.key_id,
+                                previous_key_id: current.key_id.to_owned(),
+                                previous_valid_until: plan.previous_until,
+                            },
                             location: party.location(),
                             conflict: (
                                 catalogue::ROTATION_IN_PROGRESS,
@@ -288,15 +352,16 @@ impl PartyKeyAdmin {
                     }
                     None => {
                         let previous = grace_to_end(party.id(), &current, now)?;
-                        let ended = json!({
-                            "id": party.id(),
-                            "key_id": current.key_id,
-                            "previous_key_id": previous.key_id,
-                            "previous_valid_until": now,
-                        });
+                        let ended = RotatedKey {
+                            id: party.id().to_owned(),
+                            key_id: current.key_id.to_owned(),
+                            previous_key_id: previous.key_id.clone(),
+                            previous_valid_until: now,
+                        };
                         let response = crate::http::json_response(StatusCode::OK, &ended);
+                        let detail = serde_json::to_value(&ended).map_err(Problem::internal)?;
                         let audit =
-                            AuditEntry::now(party.audit_resource(), P::END_GRACE_ACTION, &claim.scope.caller, ended);
+                            AuditEntry::now(party.audit_resource(), P::END_GRACE_ACTION, &claim.scope.caller, detail);
                         let items = vec![
                             end_grace_write(table, &party, previous, now)?,
                             audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
@@ -317,35 +382,41 @@ impl PartyKeyAdmin {
 
     /// Commits the write that stores the new key (first), its audit entry, and an idempotency
     /// record that keeps the answer without the secret: a secret shown once is never kept in clear.
-    pub async fn commit_new_key(
+    pub async fn commit_new_key<V: Serialize>(
         &self,
         claim: &Claim,
         now: i64,
-        issued: KeyIssue,
+        issued: KeyIssue<V>,
         secret: &Key,
         write: Write,
     ) -> Result<Response<Body>, Problem> {
-        let mut shown = issued.view.clone();
-        shown["secret"] = json!(secret.to_base64().expose());
-        let mut kept = issued.view.clone();
-        kept["secret"] = Value::Null;
-        kept["secret_note"] = json!("the secret is shown only in the first answer; it is not stored in clear");
-        let respond = |body: &Value| {
+        let detail = serde_json::to_value(&issued.view).map_err(Problem::internal)?;
+        let mut answer = WithSecret {
+            party: issued.view,
+            secret: None,
+            secret_note: Some("the secret is shown only in the first answer; it is not stored in clear"),
+        };
+        let respond = |body: &WithSecret<V>| {
             let mut response = crate::http::json_response(StatusCode::CREATED, body);
             if let Ok(value) = h::HeaderValue::from_str(&issued.location) {
                 response.headers_mut().insert(h::LOCATION, value);
             }
             response
         };
-        let audit = AuditEntry::now(issued.resource.clone(), issued.action, &claim.scope.caller, issued.view.clone());
+        let audit = AuditEntry::now(issued.resource, issued.action, &claim.scope.caller, detail);
         let key_rule = write.rule;
         let items = vec![
             write,
             audit.put_item(&self.audit_table, &claim.scope.derived_id("audit"))?,
-            self.idempotency.complete_item(claim, &StoredResponse::from_response(&respond(&kept)), now)?,
+            self.idempotency.complete_item(claim, &StoredResponse::from_response(&respond(&answer)), now)?,
         ];
         match transact(&self.dynamodb, items).await {
-            Ok(()) => Ok(respond(&shown)),
+            Ok(()) => {
+                // The first answer, the only one that shows the secret.
+                answer.secret = Some(secret.to_base64().expose().clone());
+                answer.secret_note = None;
+                Ok(respond(&answer))
+            }
             Err(e) if e.broke(key_rule) => Err(Problem::new(issued.conflict.0, issued.conflict.1)),
             Err(e) if e.broke(CLAIM_HELD) => Err(in_flight()),
             Err(e) => Err(Problem::internal(e)),
@@ -356,6 +427,7 @@ impl PartyKeyAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn previous(until: i64) -> PreviousKey {
         PreviousKey { key_id: "m_1.k1".into(), ciphertext: vec![], until }
@@ -381,6 +453,38 @@ mod tests {
         for refused in [0, -1, MAX_ROTATION_GRACE_SECONDS + 1] {
             assert_eq!(grace_within_bounds(Some(refused)).unwrap_err().code, "invalid_grace_seconds", "{refused}");
         }
+    }
+
+    #[test]
+    fn a_grace_is_a_whole_number_of_seconds_as_json_writes_it() {
+        let read = |body: &str| serde_json::from_str::<RotationJson>(body).map(|r| r.grace_seconds).ok();
+        assert_eq!(read(r#"{"grace_seconds": 60}"#), Some(Some(60)));
+        assert_eq!(read(r#"{"grace_seconds": 60.0}"#), Some(Some(60)), "the document's integer");
+        assert_eq!(read(r#"{"grace_seconds": null}"#), Some(None));
+        assert_eq!(read("{}"), Some(None));
+        for refused in ["60.5", "\"60\"", "-1"] {
+            assert_eq!(read(&format!(r#"{{"grace_seconds": {refused}}}"#)), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_new_key_is_shown_in_the_first_answer_and_a_replay_says_why_not() {
+        let rotated = || RotatedKey {
+            id: "m_1".into(),
+            key_id: "m_1.k2".into(),
+            previous_key_id: "m_1.k1".into(),
+            previous_valid_until: 160,
+        };
+        let keys = json!({"id": "m_1", "key_id": "m_1.k2", "previous_key_id": "m_1.k1", "previous_valid_until": 160});
+        let mut shown = keys.clone();
+        shown["secret"] = json!("c2VjcmV0");
+        let first = WithSecret { party: rotated(), secret: Some("c2VjcmV0".into()), secret_note: None };
+        assert_eq!(serde_json::to_value(first).ok(), Some(shown));
+        let mut kept = keys;
+        kept["secret"] = json!(null);
+        kept["secret_note"] = json!("not stored");
+        let replay = WithSecret { party: rotated(), secret: None, secret_note: Some("not stored") };
+        assert_eq!(serde_json::to_value(replay).ok(), Some(kept));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use lambda_http::http::{StatusCode, header as h};
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::store::{ConfigStore, PublishError};
@@ -35,11 +35,122 @@ pub struct ConfigApi {
 /// module): a publish or rollback it refuses changes nothing.
 pub type Validator = fn(&Value) -> Result<(), Problem>;
 
+/// `POST /config/{group}/rollback`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct RollbackRequest {
+struct ConfigRollbackRequest {
+    /// The earlier version whose parameters are published again, as a new version.
+    #[serde(deserialize_with = "crate::http::whole")]
     version: u64,
 }
+
+/// A version just published (by a publish or a rollback).
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct PublishedVersion<'a> {
+    group: &'a GroupName,
+    version: u64,
+    /// Epoch seconds.
+    published_at: i64,
+}
+
+/// The routes' documentation (`crate::openapi`). A publish and a rollback name the version they
+/// replace with `If-Match: "N"` (or create the group with `If-None-Match: *`), and their answer
+/// carries the new version's `ETag` and `Location`: headers `Header` cannot say yet.
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, Param, RouteDoc, schema, sequence};
+    const GROUP: &[Param] = &[Param {
+        name: "group",
+        description: "1 to 64 of a-z, 0-9 and -, starting with a letter or digit",
+        schema: schema::<GroupName>,
+    }];
+    &[
+        RouteDoc {
+            key: "GET /config/{group}",
+            summary: "a group's latest version: whole, as a patch of the version the client holds, or that it holds it (304 to If-None-Match)",
+            request: None,
+            path: GROUP,
+            query: &[Param {
+                name: "version",
+                description: "the version the client holds (0: none); If-None-Match: \"N\" may say it instead",
+                schema: sequence,
+            }],
+            answers: &[(200, Some(schema::<FetchAnswer>)), (304, None)],
+            codes: &[
+                catalogue::INVALID_GROUP_NAME,
+                catalogue::MALFORMED_HEADER,
+                catalogue::INVALID_VERSION,
+                catalogue::CONFLICTING_VERSIONS,
+                catalogue::UNKNOWN_GROUP,
+                catalogue::VERSION_FROM_FUTURE,
+            ],
+            headers: &[Header::Revalidated],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /config/{group}/versions",
+            summary: "publish a group's parameters as its next version (If-Match: \"N\" names the version replaced, If-None-Match: * creates the group)",
+            request: Some(schema::<Parameters>),
+            path: GROUP,
+            query: &[],
+            answers: &[(201, Some(schema::<PublishedVersion>))],
+            // The last five: the groups the config function validates (its `main`).
+            codes: &[
+                catalogue::INVALID_GROUP_NAME,
+                catalogue::MALFORMED_HEADER,
+                catalogue::PRECONDITION_REQUIRED,
+                catalogue::INVALID_PRECONDITION,
+                catalogue::INVALID_VERSION,
+                catalogue::PARAMETERS_NOT_OBJECT,
+                catalogue::PARAMETERS_CONTAIN_NULL,
+                catalogue::PARAMETERS_TOO_LARGE,
+                catalogue::UNKNOWN_GROUP,
+                catalogue::GROUP_EXISTS,
+                catalogue::VERSION_CONFLICT,
+                catalogue::FLOW_TABLE_INVALID,
+                catalogue::FLOW_TABLE_CYCLE,
+                catalogue::FLOW_TARGET_UNKNOWN,
+                catalogue::PAYMENT_POLICY_INVALID,
+                catalogue::HOME_ANNOUNCEMENTS_INVALID,
+            ],
+            headers: &[Header::IdempotencyKey, Header::Precondition],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /config/{group}/rollback",
+            summary: "publish an earlier version's parameters again, as the group's next version (If-Match: \"N\" names the version replaced)",
+            request: Some(schema::<ConfigRollbackRequest>),
+            path: GROUP,
+            query: &[],
+            answers: &[(201, Some(schema::<PublishedVersion>))],
+            // The last five: the groups the config function validates (its `main`).
+            codes: &[
+                catalogue::INVALID_GROUP_NAME,
+                catalogue::MALFORMED_HEADER,
+                catalogue::PRECONDITION_REQUIRED,
+                catalogue::INVALID_PRECONDITION,
+                catalogue::INVALID_VERSION,
+                catalogue::UNKNOWN_GROUP,
+                catalogue::GROUP_EXISTS,
+                catalogue::VERSION_CONFLICT,
+                catalogue::ROLLBACK_NOT_EARLIER,
+                catalogue::VERSION_NOT_IN_HISTORY,
+                catalogue::FLOW_TABLE_INVALID,
+                catalogue::FLOW_TABLE_CYCLE,
+                catalogue::FLOW_TARGET_UNKNOWN,
+                catalogue::PAYMENT_POLICY_INVALID,
+                catalogue::HOME_ANNOUNCEMENTS_INVALID,
+            ],
+            headers: &[Header::IdempotencyKey, Header::Precondition],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 /// A version change about to be committed: what it is and how the audit log will describe it.
 struct Change {
@@ -104,14 +215,12 @@ impl ConfigApi {
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
                 (r, "private, no-cache")
             }
-            FetchAnswer::UpToDate { version } => (
-                json_response(StatusCode::OK, &json!({ "group": group, "version": version, "up_to_date": true })),
-                "private, no-cache",
-            ),
             // A patch is only meaningful to the client that holds its base: never cache it, or a
             // cache could later serve it as the whole document after a 304.
             FetchAnswer::Patch { .. } => (json_response(StatusCode::OK, &answer), "no-store"),
-            FetchAnswer::Full { .. } => (json_response(StatusCode::OK, &answer), "private, no-cache"),
+            FetchAnswer::UpToDate { .. } | FetchAnswer::Full { .. } => {
+                (json_response(StatusCode::OK, &answer), "private, no-cache")
+            }
         };
         let headers = response.headers_mut();
         headers.insert(h::ETAG, header_value(&etag(latest.version))?);
@@ -149,7 +258,7 @@ impl ConfigApi {
     async fn rollback(&self, request: &Request, caller: &Caller, group: GroupName) -> Result<Response<Body>, Problem> {
         caller.require_admin()?;
         let precondition = Precondition::parse(header(request, "if-match")?, header(request, "if-none-match")?)?;
-        let RollbackRequest { version: target } = json_body(request)?;
+        let ConfigRollbackRequest { version: target } = json_body(request)?;
         self.idempotently(request, caller, move |claim, now| async move {
             let current = self.store.latest(&group).await?.ok_or(ConfigError::UnknownGroup(group.clone()))?;
             let version = next_version(&group, Some(current.version), precondition)?;
@@ -188,10 +297,8 @@ impl ConfigApi {
     /// audit entry and the idempotency record with the response the client is about to get.
     async fn commit(&self, claim: &Claim, change: Change, now: i64) -> Result<Response<Body>, Problem> {
         let Change { new, precondition, action, detail } = change;
-        let mut response = json_response(
-            StatusCode::CREATED,
-            &json!({ "group": new.group, "version": new.version, "published_at": new.published_at }),
-        );
+        let published = PublishedVersion { group: &new.group, version: new.version, published_at: new.published_at };
+        let mut response = json_response(StatusCode::CREATED, &published);
         response.headers_mut().insert(h::ETAG, header_value(&etag(new.version))?);
         response.headers_mut().insert(h::LOCATION, header_value(&format!("/config/{}", new.group.as_str()))?);
         let audit = AuditEntry {

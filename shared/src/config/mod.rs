@@ -24,7 +24,8 @@ pub const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
 
 /// A group's name: 1 to 64 of `a-z`, `0-9` and `-`, starting with a letter or digit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupName(String);
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct GroupName(#[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,63}$")))] String);
 
 impl GroupName {
     pub fn parse(name: &str) -> Result<Self, ConfigError> {
@@ -63,6 +64,43 @@ impl Parameters {
     }
 }
 
+/// What `Parameters::parse` accepts, but for the size (JSON Schema cannot count a document's bytes).
+#[cfg(feature = "openapi")]
+impl schemars::JsonSchema for Parameters {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ConfigParameters".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let value = generator.subschema_for::<ParameterValue>();
+        schemars::json_schema!({
+            "description": format!("A JSON object holding no null anywhere, at most {MAX_PARAMETERS_BYTES} bytes as JSON."),
+            "type": "object",
+            "additionalProperties": value,
+        })
+    }
+}
+
+/// A value inside a group's parameters, for its schema only: any JSON but null, at any depth.
+#[cfg(feature = "openapi")]
+struct ParameterValue;
+
+#[cfg(feature = "openapi")]
+impl schemars::JsonSchema for ParameterValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ConfigValue".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let itself = generator.subschema_for::<Self>();
+        schemars::json_schema!({
+            "type": ["object", "array", "string", "number", "boolean"],
+            "items": itself,
+            "additionalProperties": itself,
+        })
+    }
+}
+
 /// The JSON Pointer (RFC 6901) of the first `null`, for an error message that shows where it is.
 fn find_null(map: &Map<String, Value>, prefix: String) -> Option<String> {
     fn walk(value: &Value, path: String) -> Option<String> {
@@ -86,12 +124,29 @@ pub struct GroupVersion {
     pub published_by: String,
 }
 
-/// What a client that holds `client_version` is told.
+/// What a client that holds `client_version` is told (`GET /config/{group}`'s 200 answer).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum FetchAnswer {
-    UpToDate { version: u64 },
-    Patch { group: GroupName, version: u64, base_version: u64, patch: Value },
+    /// The client holds the latest version (a request with If-None-Match is answered 304 instead).
+    UpToDate {
+        group: GroupName,
+        version: u64,
+        /// Always true: what tells this answer from the others.
+        #[cfg_attr(feature = "openapi", schemars(extend("const" = true)))]
+        up_to_date: bool,
+    },
+    /// The latest version as a JSON Merge Patch (RFC 7396) of the version it holds.
+    Patch {
+        group: GroupName,
+        version: u64,
+        /// The version the patch applies to: the one the client holds.
+        base_version: u64,
+        patch: Value,
+    },
+    /// The latest version whole: it holds none, or one no longer in the history, or a patch would
+    /// be no smaller.
     Full { group: GroupName, version: u64, parameters: Parameters },
 }
 
@@ -144,7 +199,7 @@ pub fn answer(
         return Err(ConfigError::FutureVersion { held, latest: latest.version });
     }
     if held == latest.version {
-        return Ok(FetchAnswer::UpToDate { version: held });
+        return Ok(FetchAnswer::UpToDate { group: latest.group.clone(), version: held, up_to_date: true });
     }
     let Some(base) = base.filter(|b| b.version == held) else { return Ok(full()) };
     let patch = merge_patch::diff(&base.parameters.as_value(), &latest.parameters.as_value());
@@ -331,7 +386,10 @@ mod tests {
     fn answers() {
         let v1 = version(1, json!({"theme": "light", "limit": "100.00", "banner": "x".repeat(40)}));
         let v2 = version(2, json!({"theme": "dark", "limit": "100.00", "banner": "x".repeat(40)}));
-        assert_eq!(answer(&v2, Some(2), None), Ok(FetchAnswer::UpToDate { version: 2 }));
+        assert_eq!(
+            answer(&v2, Some(2), None),
+            Ok(FetchAnswer::UpToDate { group: group("home"), version: 2, up_to_date: true })
+        );
         assert_eq!(answer(&v2, Some(3), None), Err(ConfigError::FutureVersion { held: 3, latest: 2 }));
         assert!(matches!(answer(&v2, None, None), Ok(FetchAnswer::Full { version: 2, .. })));
         assert_eq!(
@@ -349,6 +407,12 @@ mod tests {
         let small1 = version(1, json!({"a": 1}));
         let small2 = version(2, json!({"b": 2}));
         assert!(matches!(answer(&small2, Some(1), Some(&small1)), Ok(FetchAnswer::Full { .. })));
+    }
+
+    #[test]
+    fn an_up_to_date_answer_names_its_group_and_says_so() {
+        let answer = answer(&version(2, json!({"theme": "dark"})), Some(2), None).unwrap();
+        assert_eq!(serde_json::to_value(answer).unwrap(), json!({"group": "home", "version": 2, "up_to_date": true}));
     }
 
     #[test]

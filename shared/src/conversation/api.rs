@@ -70,6 +70,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<Conversations>))],
             codes: &[],
             headers: &[],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "GET /conversations/{counterparty}/messages",
@@ -84,6 +86,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<MessagesPage>))],
             codes: &[catalogue::INVALID_COUNTERPARTY, catalogue::INVALID_CURSOR],
             headers: &[],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "POST /conversations/{counterparty}/read",
@@ -94,6 +98,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<Summary>))],
             codes: &[catalogue::INVALID_COUNTERPARTY, catalogue::BEYOND_LAST_MESSAGE],
             headers: &[],
+            form: None,
+            pages: &[],
         },
     ]
 };

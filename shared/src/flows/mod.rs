@@ -53,6 +53,7 @@ pub const MAX_STEPS: usize = 128;
 
 /// What the client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "FlowActionKind"))]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Send the same request again, after a delay, up to the policy's attempts; then `after_retries`.
@@ -67,7 +68,9 @@ pub enum Kind {
     Abort,
 }
 
+/// How a retry's wait is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Jitter {
     /// Wait a random time from 0 to the computed delay (AWS's "full jitter"): devices that failed
@@ -81,6 +84,7 @@ pub enum Jitter {
 /// How a retry waits: attempt n (from 1) waits `interval_ms x backoff_rate^(n-1)`, at most
 /// `max_delay_ms`, jittered (Step Functions' Retry fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -121,6 +125,7 @@ impl RetryPolicy {
 
 /// A rule's answer (and the table's default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "FlowAction"))]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     pub action: Kind,
@@ -459,37 +464,58 @@ impl FlowTable {
     /// `idempotent`: the request carried an Idempotency-Key (it creates something or moves money).
     pub fn flow_control(&self, at: Option<&Step>, code: &str, status: u16, user: &str, idempotent: bool) -> Value {
         let (action, rule) = self.decide(at, code, user);
-        let mut control = self.answer(at, action, rule);
-        advise(&mut control, status, idempotent);
-        control
+        let control = self.decided(at, action, rule).advised(status, idempotent);
+        serde_json::to_value(control).unwrap_or_else(|_| json!({}))
+    }
+
+    /// `decided` as JSON.
+    pub fn answer(&self, at: Option<&Step>, action: &Action, rule: Option<usize>) -> Value {
+        serde_json::to_value(self.decided(at, action, rule)).unwrap_or_else(|_| json!({}))
     }
 
     /// An action as clients get it: where it was decided, by which rule of which version.
-    pub fn answer(&self, at: Option<&Step>, action: &Action, rule: Option<usize>) -> Value {
-        let mut answer = serde_json::to_value(action).unwrap_or_else(|_| json!({}));
-        answer["table_version"] = self.version.into();
-        answer["at"] = at.map(Step::to_string).into();
-        answer["rule"] = rule.into();
-        answer
+    pub fn decided(&self, at: Option<&Step>, action: &Action, rule: Option<usize>) -> FlowAnswer {
+        FlowAnswer {
+            action: action.clone(),
+            table_version: self.version,
+            at: at.map(Step::to_string),
+            rule,
+            reuse_idempotency_key: false,
+            read_status_first: false,
+        }
+    }
+
+    /// `hops` as JSON.
+    pub fn replay(&self, start: Option<Step>, errors: &[String], user: &str) -> Vec<Value> {
+        let hops = self.hops(start, errors, user);
+        hops.iter().map(|hop| serde_json::to_value(hop).unwrap_or_else(|_| json!({}))).collect()
     }
 
     /// Replays `errors` from `start` as a client following the table would, `user` deciding the
     /// rollouts: each error's answer, until the flow ends (abort, await) or the errors run out.
     /// Attempts are counted as `POST /flows/next` counts them: per step and code, for the whole run.
-    pub fn replay(&self, start: Option<Step>, errors: &[String], user: &str) -> Vec<Value> {
+    pub fn hops(&self, start: Option<Step>, errors: &[String], user: &str) -> Vec<FlowHop> {
         let mut path = Vec::new();
         let mut at = start;
         let mut attempts: BTreeMap<(Option<Step>, &str), u32> = BTreeMap::new();
         for code in errors {
             let (action, rule) = self.decide(at.as_ref(), code, user);
-            let mut hop = json!({"error_code": code, "at": at.as_ref().map(Step::to_string), "rule": rule});
+            let mut hop = FlowHop {
+                error_code: code.clone(),
+                at: at.as_ref().map(Step::to_string),
+                rule,
+                attempt: None,
+                delay_ms: None,
+                action: action.action,
+                to: None,
+            };
             let taken = match &action.retry {
                 Some(policy) => {
                     let count = attempts.entry((at.clone(), code.as_str())).or_default();
                     if *count < policy.max_attempts {
                         *count += 1;
-                        hop["attempt"] = (*count).into();
-                        hop["delay_ms"] = policy.delay_ms(*count, u16::MAX).into();
+                        hop.attempt = Some(*count);
+                        hop.delay_ms = Some(policy.delay_ms(*count, u16::MAX));
                         action.clone()
                     } else {
                         action.exhausted()
@@ -497,9 +523,9 @@ impl FlowTable {
                 }
                 None => action.clone(),
             };
-            hop["action"] = json!(taken.action);
+            hop.action = taken.action;
             if let Some(to) = &taken.to {
-                hop["to"] = to.as_str().into();
+                hop.to = Some(to.clone());
                 at = Step::parse(to);
             }
             path.push(hop);
@@ -511,18 +537,62 @@ impl FlowTable {
     }
 }
 
-/// What an answer that sends the request again (`retry`, `await`) must say of it: `idempotent`,
-/// that it carried an Idempotency-Key (a new key would be a new request: the money could move
-/// twice); after a 502 or 504 (`status`), that its outcome comes first (a partner may have acted
-/// before its answer was lost).
-pub fn advise(answer: &mut Value, status: u16, idempotent: bool) {
-    let sends_again = ["retry", "await"].contains(&answer["action"].as_str().unwrap_or_default());
-    if sends_again && idempotent {
-        answer["reuse_idempotency_key"] = true.into();
+/// An action as clients get it (a problem's `flow_control`, `POST /flows/next`): where it was
+/// decided, by which rule of which version of the table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct FlowAnswer {
+    #[serde(flatten)]
+    pub action: Action,
+    /// The table's published version (0: the house table).
+    pub table_version: u64,
+    /// The step it was decided at, `<flow>/<step>`; null when the client's step is not known.
+    pub at: Option<String>,
+    /// The index of the rule that decided it; null for the table's default.
+    pub rule: Option<usize>,
+    /// Send the request again with the same Idempotency-Key: a new key would be a new request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reuse_idempotency_key: bool,
+    /// Read the first request's outcome before sending it again: a partner may have acted before
+    /// its answer was lost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_status_first: bool,
+}
+
+impl FlowAnswer {
+    /// What an answer that sends the request again (`retry`, `await`) must say of it: `idempotent`,
+    /// that it carried an Idempotency-Key (a new key would be a new request: the money could move
+    /// twice); after a 502 or 504 (`status`), that its outcome comes first.
+    pub fn advised(self, status: u16, idempotent: bool) -> Self {
+        let sends_again = matches!(self.action.action, Kind::Retry | Kind::Await);
+        FlowAnswer {
+            reuse_idempotency_key: sends_again && idempotent,
+            read_status_first: sends_again && (status == 502 || status == 504),
+            ..self
+        }
     }
-    if sends_again && (status == 502 || status == 504) {
-        answer["read_status_first"] = true.into();
-    }
+}
+
+/// One error of a replay and the answer a client following the table takes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct FlowHop {
+    pub error_code: String,
+    /// The step the error came at, `<flow>/<step>`; null when it is not known.
+    pub at: Option<String>,
+    /// The index of the rule that answered; null for the table's default.
+    pub rule: Option<usize>,
+    /// A retry's number at this step for this code (from 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// A retry's wait, at its longest (jitter drawn at its top).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// What the client does: the rule's action, or what follows a retry whose attempts are spent.
+    pub action: Kind,
+    /// `switch_flow`'s target, `<flow>/<step>`: where the next error comes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
 fn facts<'a>(at: Option<&'a Step>, code: Option<&'a str>) -> BTreeMap<&'a str, &'a str> {

@@ -114,6 +114,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<HomeView>)), (304, None)],
             codes: &[],
             headers: &[Header::Revalidated, Header::ClientFacts],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "POST /home/elements/{id}/dismiss",
@@ -124,6 +126,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<Dismissed>))],
             codes: &[catalogue::UNKNOWN_HOME_ELEMENT, catalogue::HOME_ELEMENT_NOT_DISMISSABLE],
             headers: &[],
+            form: None,
+            pages: &[],
         },
     ]
 };

@@ -7,8 +7,11 @@
 //! - `POST /transfer/listings/{id}/unfreeze`  ends a divergence freeze: the listing's current
 //!   version no longer freezes it (its divergences are still refused); 200 the listing
 
+use std::collections::BTreeMap;
+
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use serde::Serialize;
 use serde_json::json;
 
 use super::listing::{ListingStore, unknown_listing};
@@ -20,6 +23,50 @@ use crate::aws::{self, MissingEnv};
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::ids;
 use crate::problem::catalogue;
+
+/// `PUT /transfer/thresholds/{user}`'s answer: the account's override as set.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct ThresholdOverride {
+    user: String,
+    /// Per currency code, the amount above which the account's transfers need its device's
+    /// co-signature; the config group's for the currencies it does not name.
+    device_signature_above: BTreeMap<&'static str, String>,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::listing::ListingView;
+    use super::threshold::ThresholdsJson;
+    use crate::openapi::{RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "PUT /transfer/thresholds/{user}",
+            summary: "set an account's own device co-signature thresholds, replacing the config group's for the currencies it names",
+            request: Some(schema::<ThresholdsJson>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<ThresholdOverride>))],
+            codes: &[catalogue::UNKNOWN_CURRENCY, catalogue::INVALID_THRESHOLD],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /transfer/listings/{id}/unfreeze",
+            summary: "end a listing's divergence freeze: its current version no longer freezes it (its divergences are still refused)",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<ListingView>))],
+            codes: &[catalogue::UNKNOWN_LISTING, catalogue::LISTING_NOT_FROZEN],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 pub struct TransferAdminApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -45,19 +92,16 @@ impl TransferAdminApi {
             "PUT /transfer/thresholds/{user}" => {
                 let user = ids::check("user", path_parameter(&request, "user")?)?;
                 let thresholds = json_body::<ThresholdsJson>(&request)?.validate()?;
-                let view = thresholds.view();
                 let entry = AuditEntry::now(
                     format!("transfer-threshold/{user}"),
                     "threshold.set",
                     &admin.subject,
-                    view.clone(),
+                    thresholds.view(),
                 );
                 let write = self.overrides.put_item(user, &thresholds)?;
                 commit_audited(&self.dynamodb, &self.audit_table, entry, write).await?;
-                Ok(json_response(
-                    StatusCode::OK,
-                    &json!({"user": user, "device_signature_above": view["device_signature_above"]}),
-                ))
+                let set = ThresholdOverride { user: user.to_owned(), device_signature_above: thresholds.amounts() };
+                Ok(json_response(StatusCode::OK, &set))
             }
             "POST /transfer/listings/{id}/unfreeze" => {
                 let id = ids::check("id", path_parameter(&request, "id")?)?;

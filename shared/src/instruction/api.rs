@@ -52,6 +52,94 @@ impl Side {
     }
 }
 
+/// The listing routes' documentation (`crate::openapi`), both sides'.
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::listing::{ListingJson, ListingView};
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "PUT /platform/listings/{id}",
+            summary: "a merchant (signed) publishes or changes a listing on the transfer platform; 201 created, 200 changed or unchanged (a retry)",
+            request: Some(schema::<ListingJson>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<ListingView>)), (200, Some(schema::<ListingView>))],
+            codes: &[
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::INVALID_LISTING_TITLE,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::LISTING_CURRENCY_MISMATCH,
+                catalogue::INVALID_LISTING_VERSION,
+                catalogue::PAYEE_NOT_OWN_ACCOUNT,
+                catalogue::LISTING_ID_NOT_OWN,
+                catalogue::LISTING_VERSION_MISMATCH,
+                catalogue::LISTING_CONFLICT,
+            ],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /platform/listings/{id}",
+            summary: "the transfer platform's copy of a listing",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<ListingView>))],
+            codes: &[catalogue::UNKNOWN_LISTING],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "PUT /transfer/listings/{id}",
+            summary: "a merchant's transfer signer (signed) publishes or changes a listing on the transfer side; 201 created, 200 changed or unchanged (a retry)",
+            request: Some(schema::<ListingJson>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<ListingView>)), (200, Some(schema::<ListingView>))],
+            codes: &[
+                // The signer's own, then its merchant's.
+                catalogue::TERMINAL_INACTIVE,
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::INVALID_LISTING_TITLE,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::LISTING_CURRENCY_MISMATCH,
+                catalogue::INVALID_LISTING_VERSION,
+                catalogue::PAYEE_NOT_OWN_ACCOUNT,
+                catalogue::LISTING_ID_NOT_OWN,
+                catalogue::LISTING_VERSION_MISMATCH,
+                catalogue::LISTING_CONFLICT,
+            ],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /transfer/listings/{id}",
+            summary: "the transfer side's copy of a listing",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<ListingView>))],
+            codes: &[catalogue::UNKNOWN_LISTING],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
+
 /// How often a publication is judged again when another one changed the copy meanwhile.
 const PUBLISH_ATTEMPTS: usize = 3;
 
@@ -160,7 +248,7 @@ impl ListingsApi {
                 Publication::Updated(listing) => (StatusCode::OK, "listing.update", listing),
                 Publication::Unchanged(listing) => return Ok(json_response(StatusCode::OK, &listing.view())),
             };
-            let entry = AuditEntry::now(resource.to_owned(), action, &merchant.id, listing.view());
+            let entry = AuditEntry::now(resource.to_owned(), action, &merchant.id, json!(listing.view()));
             let writes = vec![
                 self.listings.put_item(&listing, before)?,
                 entry.put_item(&self.audit_table, request_id)?,

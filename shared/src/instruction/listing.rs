@@ -5,7 +5,7 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, Update};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::dynamo::{Item, StoreError, Write, get_decimal, get_n, get_s, n, s};
@@ -73,30 +73,57 @@ impl Listing {
         AccountId::merchant(&self.merchant_id)
     }
 
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "merchant_id": self.merchant_id,
-            "title": self.terms.title,
-            "price": self.terms.price,
-            "two_phase": self.terms.two_phase,
-            "payee_account": self.payee().as_str(),
-            "listing_version": self.version,
-            "updated_at": self.updated_at,
-            "frozen": self.freeze.frozen_at.is_some(),
-        })
+    pub fn view(&self) -> ListingView {
+        ListingView {
+            id: self.id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            title: self.terms.title.clone(),
+            price: self.terms.price,
+            two_phase: self.terms.two_phase,
+            payee_account: self.payee().as_str().to_owned(),
+            listing_version: self.version,
+            updated_at: self.updated_at,
+            frozen: self.freeze.frozen_at.is_some(),
+        }
     }
+}
+
+/// A side's copy of a listing.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct ListingView {
+    id: String,
+    merchant_id: String,
+    title: String,
+    price: Money,
+    /// An operation holds the amount; the provider then posts (part of) it or voids it.
+    two_phase: bool,
+    /// Where the money goes: the publishing merchant's own account (`merchant:<id>`).
+    payee_account: String,
+    /// Goes up by one on every change of the terms; an instruction names the version it priced.
+    listing_version: u64,
+    updated_at: i64,
+    /// The transfer side froze its copy (the platform's disagreed at one version) until an admin
+    /// unfreezes it; never the platform's copy.
+    frozen: bool,
 }
 
 /// A publication's body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ListingJson {
     /// The version these terms are: one above this side's copy for a change, the copy's own for
     /// the same terms again, any (from 1) for this side's first copy. The provider numbers its own
     /// versions, so both sides' copies carry the same number for the same terms.
+    #[serde(deserialize_with = "crate::http::whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = MAX_VERSION)))]
     listing_version: u64,
+    /// 1 to 120 characters once trimmed, each showing as itself: no control, invisible or
+    /// direction-changing character.
+    #[cfg_attr(feature = "openapi", schemars(length(min = 1)))]
     title: String,
+    /// In the currency the merchant's account holds.
     price: MoneyInput,
     #[serde(default)]
     two_phase: bool,

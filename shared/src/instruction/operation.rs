@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::listing::Listing;
@@ -54,17 +54,22 @@ pub const DEVICE_DOMAIN: &str = "superpay/transfer-confirmation/v1";
 /// What the user confirmed: the hash of the text their client showed them and, above their
 /// threshold, their device's signature of the whole instruction.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "TransferConfirmation"))]
 #[serde(deny_unknown_fields)]
 pub struct Confirmation {
+    /// The SHA-256 (hex) of the text the user was shown: the instruction's.
     pub display_hash: String,
+    /// Above the payer's threshold: their device's co-signature (checked whenever sent).
     #[serde(default)]
     pub device: Option<DeviceSignature>,
 }
 
 /// A signature by one of the payer's enrolled devices over `device_message(instruction)`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DeviceSignature {
+    /// The device's key id, as it signs offline codes.
     pub key_id: String,
     /// Base64 of the 64-byte P-256 signature (r then s), as the device signs offline codes.
     pub signature: String,
@@ -98,6 +103,7 @@ pub struct Facts<'a> {
 
 /// The body of `POST /transfer/operations`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "PresentedInstruction"))]
 #[serde(deny_unknown_fields)]
 pub struct Presented {
     pub instruction: Instruction,
@@ -388,7 +394,9 @@ fn differences(instruction: &Instruction, listed: &Listing, provider_name: &str)
 }
 
 /// How a carried-out operation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
 pub enum OperationState {
     /// The money moved to the provider.
     Completed,
@@ -626,29 +634,9 @@ impl Operation {
         Ok((transfer, Operation { refunded: self.refunded + amount.amount(), ..self.clone() }))
     }
 
-    /// What the payer reads and the provider's webhook carries (never the nonce or the request).
+    /// Its view as the data a message, a webhook, a home element or a payment session carries.
     pub fn view(&self) -> serde_json::Value {
-        let currency = self.amount.currency();
-        let mut view = json!({
-            "id": self.id,
-            "state": self.state.as_str(),
-            "payer": self.payer,
-            "merchant_id": self.merchant_id,
-            "payee": self.payee().as_str(),
-            "listing_id": self.listing_id,
-            "listing_version": self.listing_version,
-            "title": self.title,
-            "quantity": self.quantity,
-            "amount": self.amount,
-            "paid": currency.rescale(self.paid).to_string(),
-            "refunded": currency.rescale(self.refunded).to_string(),
-            "two_phase": self.two_phase,
-            "created_at": self.created_at,
-        });
-        if let Some(at) = self.hold_expires_at {
-            view["hold_expires_at"] = at.into();
-        }
-        view
+        json!(OperationView::from(self))
     }
 
     /// The message in the payer's conversation with the provider, named `provider_name`, about the
@@ -673,6 +661,62 @@ impl Operation {
             OperationState::Released => {
                 format!("{provider_name} did not confirm {what} in time; {} is back in your wallet.", self.amount)
             }
+        }
+    }
+}
+
+/// An operation as its payer reads it and its provider's webhook carries it (never the nonce or
+/// the request).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OperationView {
+    /// The instruction's id.
+    id: String,
+    state: OperationState,
+    payer: String,
+    merchant_id: String,
+    /// The provider's account (`merchant:<id>`).
+    payee: String,
+    listing_id: String,
+    /// The version of this side's listing it was judged on.
+    listing_version: u64,
+    /// This side's title of the listing.
+    title: String,
+    quantity: u32,
+    amount: Money,
+    /// What reached the provider (the amount; what it posted of a hold; nothing yet, or ever), in
+    /// the currency's scale.
+    paid: String,
+    /// What the provider refunded of `paid`, in the currency's scale.
+    refunded: String,
+    /// Its listing was two-phase: the amount was held first.
+    two_phase: bool,
+    created_at: i64,
+    /// Two-phase: when an unsettled hold goes back to the payer (absent otherwise, never null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schemars(with = "i64"))]
+    hold_expires_at: Option<i64>,
+}
+
+impl From<&Operation> for OperationView {
+    fn from(operation: &Operation) -> Self {
+        let currency = operation.amount.currency();
+        OperationView {
+            id: operation.id.clone(),
+            state: operation.state,
+            payer: operation.payer.clone(),
+            merchant_id: operation.merchant_id.clone(),
+            payee: operation.payee().as_str().to_owned(),
+            listing_id: operation.listing_id.clone(),
+            listing_version: operation.listing_version,
+            title: operation.title.clone(),
+            quantity: operation.quantity,
+            amount: operation.amount,
+            paid: currency.rescale(operation.paid).to_string(),
+            refunded: currency.rescale(operation.refunded).to_string(),
+            two_phase: operation.two_phase,
+            created_at: operation.created_at,
+            hold_expires_at: operation.hold_expires_at,
         }
     }
 }
@@ -1189,6 +1233,28 @@ mod tests {
     fn held() -> Operation {
         let two_phase = Listing { terms: Terms { two_phase: true, ..listed().terms }, ..listed() };
         Operation::of(&instruction(), &two_phase, "r_1".into(), NOW, 60)
+    }
+
+    #[test]
+    fn the_view_names_the_state_as_it_is_stored_and_a_hold_expiry_only_for_a_hold() {
+        let paid = Operation::of(&instruction(), &listed(), "r_1".into(), NOW, 60);
+        assert_eq!(
+            paid.view(),
+            json!({"id": "ti_1", "state": "completed", "payer": "alice", "merchant_id": "m_1",
+                   "payee": "merchant:m_1", "listing_id": "sea-view", "listing_version": 2, "title": "Sea view room",
+                   "quantity": 1, "amount": {"amount": "85.00", "currency": "USD"}, "paid": "85.00",
+                   "refunded": "0.00", "two_phase": false, "created_at": NOW})
+        );
+        assert_eq!(held().view()["hold_expires_at"], NOW + 60);
+        for state in [
+            OperationState::Completed,
+            OperationState::Held,
+            OperationState::Posted,
+            OperationState::Voided,
+            OperationState::Released,
+        ] {
+            assert_eq!(Operation { state, ..held() }.view()["state"], state.as_str());
+        }
     }
 
     #[test]

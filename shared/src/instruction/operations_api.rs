@@ -23,7 +23,7 @@ use lambda_http::{Body, Request, Response};
 
 use super::consent::{SESSION_CONSENTS, SessionConsents, Withheld};
 use super::listing::{LISTING_AS_JUDGED, LISTING_FREEZABLE, Listing, ListingStore};
-use super::operation::{CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, Presented, Refusal, judge};
+use super::operation::{CLOCK_SKEW_SECONDS, Facts, OPERATION_NEW, Operation, OperationView, Presented, Refusal, judge};
 use super::service::OperationService;
 use super::signed::{PlatformKey, verify};
 use super::threshold::{GROUP, ThresholdStore, Thresholds};
@@ -49,6 +49,63 @@ use crate::security::{SecurityEvent, SecurityEvents};
 
 /// How stale the config group's thresholds may be: a change applies within this.
 pub const THRESHOLDS_MAX_AGE_SECONDS: u64 = 30;
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /transfer/operations",
+            summary: "carry out a platform-signed transfer instruction the user confirmed, on this side's own copy of its listing; 201 carried out now, 200 carried out before (the client is told it paid)",
+            request: Some(schema::<Presented>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<OperationView>)), (200, Some(schema::<OperationView>))],
+            codes: &[
+                // The judgement (`super::operation::judge`).
+                catalogue::INSTRUCTION_SIGNATURE_INVALID,
+                catalogue::INSTRUCTION_MALFORMED,
+                catalogue::INSTRUCTION_LIFETIME_INVALID,
+                catalogue::INSTRUCTION_EXPIRED,
+                catalogue::INSTRUCTION_NOT_FOR_CALLER,
+                catalogue::CONFIRMATION_MISMATCH,
+                catalogue::UNKNOWN_LISTING,
+                catalogue::INSTRUCTION_LISTING_VERSION,
+                catalogue::INSTRUCTION_TERMS_MISMATCH,
+                catalogue::LISTING_FROZEN,
+                catalogue::DEVICE_SIGNATURE_REQUIRED,
+                catalogue::DEVICE_SIGNATURE_INVALID,
+                catalogue::DEVICE_TOO_NEW,
+                catalogue::INSTRUCTION_ALREADY_USED,
+                // The provider, the payment session, the payer's wallet.
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::PAYMENT_SESSION_NOT_CONFIRMED,
+                catalogue::PAYMENT_SESSION_EXPIRED,
+                catalogue::PAYMENT_SESSION_CLOSED,
+                catalogue::INSUFFICIENT_FUNDS,
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /transfer/operations/{id}",
+            summary: "one of the caller's operations",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<OperationView>))],
+            codes: &[catalogue::UNKNOWN_OPERATION],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 pub struct OperationsApi {
     dynamodb: aws_sdk_dynamodb::Client,
@@ -107,7 +164,7 @@ impl OperationsApi {
             "POST /transfer/operations" => self.operate(&request, &caller).await,
             "GET /transfer/operations/{id}" => {
                 let operation = self.service.named(&request, |o| o.payer == caller.subject).await?;
-                Ok(json_response(StatusCode::OK, &operation.view()))
+                Ok(json_response(StatusCode::OK, &OperationView::from(&operation)))
             }
             other => Err(Problem::new(
                 catalogue::UNKNOWN_ROUTE,
@@ -200,7 +257,7 @@ impl OperationsApi {
                         && done.payer == payer
                         && done.nonce == instruction.nonce
                     {
-                        let response = json_response(StatusCode::OK, &done.view());
+                        let response = json_response(StatusCode::OK, &OperationView::from(&done));
                         self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
                         return Ok(response);
                     }
@@ -216,7 +273,7 @@ impl OperationsApi {
                 let operation = Operation::of(instruction, &listed, request_id, now, self.hold_seconds);
                 let transfer = operation.opening().map_err(Problem::internal)?;
                 let notice = self.service.changed_notice(&operation)?;
-                let response = json_response(StatusCode::CREATED, &operation.view());
+                let response = json_response(StatusCode::CREATED, &OperationView::from(&operation));
                 let mut with = vec![
                     self.service.operations.create_item(&operation)?,
                     // Kept a little past the instruction's life: then it is refused as expired.
@@ -294,8 +351,10 @@ impl OperationsApi {
         now: i64,
     ) -> Result<Response<Body>, Problem> {
         let response = match self.service.operations.get(&attempt.id).await? {
-            Some(done) if done.request == attempt.request => json_response(StatusCode::CREATED, &done.view()),
-            Some(done) if done.same_instruction(attempt) => json_response(StatusCode::OK, &done.view()),
+            Some(done) if done.request == attempt.request => {
+                json_response(StatusCode::CREATED, &OperationView::from(&done))
+            }
+            Some(done) if done.same_instruction(attempt) => json_response(StatusCode::OK, &OperationView::from(&done)),
             _ => return Err(self.refuse(claim, &attempt.payer, presented, None, &Refusal::Reused, now).await),
         };
         self.idempotency.complete(claim, &StoredResponse::from_response(&response), now).await?;

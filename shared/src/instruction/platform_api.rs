@@ -7,8 +7,7 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::listing::{ListingStore, unknown_listing};
 use super::signed::{Display, Instruction, InstructionSigner, MAX_LIFETIME_SECONDS};
@@ -26,12 +25,53 @@ use crate::problem::catalogue;
 /// The most of one listing an instruction may be for.
 pub const MAX_QUANTITY: u32 = 1000;
 
+/// `POST /platform/instructions`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct InstructionRequest {
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     listing_id: String,
+    #[serde(deserialize_with = "crate::http::whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = MAX_QUANTITY)))]
     quantity: u32,
 }
+
+/// `POST /platform/instructions`'s answer: what the client shows its user and, once they confirm,
+/// sends to the transfer side as it is.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct SignedInstruction {
+    instruction: Instruction,
+    /// The platform's signature of the instruction's canonical form (base64 of ASN.1 DER).
+    signature: String,
+}
+
+/// The route's documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[RouteDoc {
+        key: "POST /platform/instructions",
+        summary: "a transfer instruction for a quantity of a listing, priced from the platform's copy and signed",
+        request: Some(schema::<InstructionRequest>),
+        path: &[],
+        query: &[],
+        answers: &[(201, Some(schema::<SignedInstruction>))],
+        codes: &[
+            catalogue::INVALID_ID,
+            catalogue::INVALID_QUANTITY,
+            catalogue::UNKNOWN_LISTING,
+            // The price times the quantity is over the currency's limit.
+            catalogue::AMOUNT_OVER_LIMIT,
+            catalogue::UNKNOWN_MERCHANT,
+            catalogue::MERCHANT_INACTIVE,
+        ],
+        headers: &[Header::IdempotencyKey],
+        form: None,
+        pages: &[],
+    }]
+};
 
 pub struct InstructionsApi {
     listings: ListingStore,
@@ -100,8 +140,7 @@ impl InstructionsApi {
                     kid: self.signer.kid().to_owned(),
                 };
                 let signature = self.signer.sign(&instruction).await?;
-                let response =
-                    json_response(StatusCode::CREATED, &json!({"instruction": instruction, "signature": signature}));
+                let response = json_response(StatusCode::CREATED, &SignedInstruction { instruction, signature });
                 self.idempotency
                     .complete(&claim, &crate::idempotency::StoredResponse::from_response(&response), now)
                     .await?;

@@ -12,9 +12,9 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::operation::{Operation, Settlement};
+use super::operation::{Operation, OperationView, Settlement};
 use super::service::{Moved, OperationService, settled_as};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
@@ -26,16 +26,107 @@ use crate::keys::KeyService;
 use crate::merchant::store::MerchantStore;
 use crate::merchant::terminal::{TerminalDirectory, TerminalKind, TerminalStore};
 use crate::merchant::{MerchantStatus, inactive_merchant, suspended_refund};
-use crate::money::MoneyInput;
+use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::outbox::Outbox;
 use crate::problem::catalogue;
 
+/// The body of a post (at most the held amount) or a refund (at most what is still refundable).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct AmountBody {
+struct OperationAmount {
+    /// In the operation's currency.
     amount: MoneyInput,
 }
+
+/// A refund's answer: the refund, and the operation as it leaves it.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct OperationRefund {
+    /// Derived from the refund's Idempotency-Key: a retry is this refund.
+    refund_id: String,
+    amount: Money,
+    operation: OperationView,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /transfer/operations/{id}/post",
+            summary: "the provider (signed) takes at most the held amount of a two-phase operation; the rest goes back to the payer (a retry is answered as the first)",
+            request: Some(schema::<OperationAmount>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<OperationView>))],
+            codes: &[
+                catalogue::TERMINAL_INACTIVE,
+                catalogue::UNKNOWN_OPERATION,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::OPERATION_NOT_HELD,
+                catalogue::POST_EXCEEDS_HOLD,
+                catalogue::HOLD_EXPIRED,
+                catalogue::CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /transfer/operations/{id}/void",
+            summary: "the provider (signed) gives a two-phase operation's whole hold back to the payer (a retry is answered as the first)",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<OperationView>))],
+            codes: &[
+                catalogue::TERMINAL_INACTIVE,
+                catalogue::UNKNOWN_OPERATION,
+                catalogue::OPERATION_NOT_HELD,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /transfer/operations/{id}/refunds",
+            summary: "the provider (signed) pays back part or all of what reached it, never more",
+            request: Some(schema::<OperationAmount>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<OperationRefund>))],
+            codes: &[
+                catalogue::TERMINAL_INACTIVE,
+                catalogue::UNKNOWN_OPERATION,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                // 403: a suspended provider refunds nothing.
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::OPERATION_NOT_PAID,
+                catalogue::CURRENCY_MISMATCH,
+                catalogue::REFUND_EXCEEDS_PAID,
+                catalogue::MERCHANT_INSUFFICIENT_FUNDS,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::Signed, Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 pub struct ProviderApi {
     service: OperationService,
@@ -66,7 +157,7 @@ impl ProviderApi {
         let operation = self.service.named(&request, |o| o.merchant_id == signer.merchant_id).await?;
         match route_key(&request) {
             "POST /transfer/operations/{id}/post" => {
-                let AmountBody { amount } = json_body(&request)?;
+                let OperationAmount { amount } = json_body(&request)?;
                 self.settle(&operation, Settlement::Post(amount.validate()?)).await
             }
             "POST /transfer/operations/{id}/void" => self.settle(&operation, Settlement::Void).await,
@@ -90,9 +181,9 @@ impl ProviderApi {
             with.push(self.merchants.active_check(&operation.merchant_id)?);
         }
         match self.service.settle(operation, settlement, with, now_epoch_seconds()).await {
-            Ok(Moved::Now(after)) => Ok(json_response(StatusCode::OK, &after.view())),
+            Ok(Moved::Now(after)) => Ok(json_response(StatusCode::OK, &OperationView::from(&after))),
             Ok(Moved::Before(current)) if settled_as(&current, settlement) => {
-                Ok(json_response(StatusCode::OK, &current.view()))
+                Ok(json_response(StatusCode::OK, &OperationView::from(&current)))
             }
             Ok(Moved::Before(current)) => Err(Problem::new(
                 catalogue::OPERATION_NOT_HELD,
@@ -107,7 +198,7 @@ impl ProviderApi {
     }
 
     async fn refund(&self, request: &Request, operation: &Operation) -> Result<Response<Body>, Problem> {
-        let AmountBody { amount } = json_body(request)?;
+        let OperationAmount { amount } = json_body(request)?;
         let amount = amount.validate()?;
         let caller = format!("merchant:{}", operation.merchant_id);
         self.idempotency
@@ -120,10 +211,9 @@ impl ProviderApi {
                 }
                 let refund_id = claim.scope.derived_id("refund")[..16].to_owned();
                 let respond = |after: &Operation| {
-                    json_response(
-                        StatusCode::CREATED,
-                        &serde_json::json!({"refund_id": refund_id, "amount": amount, "operation": after.view()}),
-                    )
+                    let refund =
+                        OperationRefund { refund_id: refund_id.clone(), amount, operation: OperationView::from(after) };
+                    json_response(StatusCode::CREATED, &refund)
                 };
                 let finish = |after: &Operation| -> Result<_, Problem> {
                     Ok(self.idempotency.complete_item(&claim, &StoredResponse::from_response(&respond(after)), now)?)

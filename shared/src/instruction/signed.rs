@@ -31,8 +31,10 @@ pub const MAX_LIFETIME_SECONDS: i64 = 300;
 
 /// What the client must show the user before they confirm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "InstructionDisplay"))]
 #[serde(deny_unknown_fields)]
 pub struct Display {
+    /// Exactly this text is shown; its SHA-256 is the instruction's `display_hash`.
     pub text: String,
 }
 
@@ -51,12 +53,19 @@ impl Display {
     }
 }
 
+/// A transfer instruction as the platform signs it: the transfer side refuses one that is not
+/// signed as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Instruction {
+    /// `ti_...`: spent once, as is the nonce.
     pub id: String,
     pub listing_id: String,
+    /// The version of the listing it was priced at.
+    #[serde(deserialize_with = "crate::http::whole")]
     pub listing_version: u64,
+    #[serde(deserialize_with = "crate::http::whole")]
     pub quantity: u32,
     pub amount: Money,
     /// The account the money goes to (`merchant:<id>`).
@@ -64,9 +73,16 @@ pub struct Instruction {
     /// The user who may carry it out (their JWT subject).
     pub payer: String,
     pub nonce: String,
+    /// Unix seconds.
+    #[serde(deserialize_with = "crate::http::whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 0)))]
     pub issued_at: i64,
+    /// Unix seconds, at most `MAX_LIFETIME_SECONDS` (300) after `issued_at`.
+    #[serde(deserialize_with = "crate::http::whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 0)))]
     pub expires_at: i64,
     pub display: Display,
+    /// The SHA-256 (hex) of `display.text`.
     pub display_hash: String,
     /// Which key signed it.
     pub kid: String,

@@ -26,9 +26,32 @@ pub struct Thresholds(BTreeMap<&'static str, Decimal>);
 
 /// `{"device_signature_above": {"<currency>": "<amount>", ...}}`, as the group and an override hold it.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ThresholdsJson {
+    /// Per currency, the amount above which a transfer needs the payer's device co-signature: 0
+    /// (every amount), or an amount within the currency's decimals and limit.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "amounts_by_currency"))]
     device_signature_above: BTreeMap<String, String>,
+}
+
+/// The thresholds' schema: an accepted currency's code to its amount's grammar (the `Money`
+/// schema's pattern), or to zero. `Decimal` reads zero in more spellings than `0` and `0.00`
+/// (`00`, `+0`, `0_0`, `0.`), so zero is any string of those characters: one it does not read is
+/// `invalid_threshold`, never a malformed request.
+#[cfg(feature = "openapi")]
+fn amounts_by_currency(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use schemars::JsonSchema;
+    let money = crate::money::MoneyInput::json_schema(generator);
+    let alternatives = money.get("oneOf").and_then(Value::as_array).into_iter().flatten();
+    let properties: serde_json::Map<String, Value> = alternatives
+        .filter_map(|alternative| {
+            let currency = alternative.pointer("/properties/currency/const")?.as_str()?;
+            let amount = alternative.pointer("/properties/amount/pattern")?.as_str()?;
+            Some((currency.to_owned(), json!({"type": "string", "pattern": format!(r"^\+?[0_.]+$|{amount}")})))
+        })
+        .collect();
+    schemars::json_schema!({"type": "object", "properties": properties, "additionalProperties": false})
 }
 
 impl ThresholdsJson {
@@ -71,7 +94,12 @@ impl Thresholds {
     }
 
     pub fn view(&self) -> Value {
-        json!({"device_signature_above": self.0.iter().map(|(c, a)| (*c, a.to_string())).collect::<BTreeMap<_, _>>()})
+        json!({"device_signature_above": self.amounts()})
+    }
+
+    /// Per currency code, the threshold as a decimal string.
+    pub fn amounts(&self) -> BTreeMap<&'static str, String> {
+        self.0.iter().map(|(c, a)| (*c, a.to_string())).collect()
     }
 }
 
@@ -131,6 +159,22 @@ mod tests {
         assert_eq!(Thresholds::from_group(&json!({"device_signature_above": {"USD": 200}})), None);
         assert_eq!(Thresholds::from_group(&json!({"other": 1})), None);
         assert_eq!(Thresholds::from_group(&group.view()), Some(group));
+    }
+
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_schema_takes_each_currency_with_its_amounts_grammar_or_zero_in_any_spelling_read() {
+        let schema = amounts_by_currency(&mut schemars::SchemaGenerator::default());
+        assert_eq!(schema.get("additionalProperties"), Some(&json!(false)));
+        let pattern = |code: &str| schema.as_value()["properties"][code]["pattern"].as_str().map(str::to_owned);
+        let usd = pattern("USD").expect("USD is a currency");
+        assert!(usd.starts_with(r"^\+?[0_.]+$|^(([1-9][0-9]{0,4})(\.[0-9]{1,2})?|"), "{usd}");
+        assert!(pattern("JPY").is_some_and(|jpy| jpy.ends_with("|10000000)$")));
+        assert_eq!(pattern("XXX"), None);
+        // What the zero alternative is for: Decimal reads zero in these spellings too.
+        for zero in ["00", "+0", "0.", ".0", "0_0", "0._", "+.0"] {
+            assert!(thresholds(json!({"device_signature_above": {"USD": zero}})).is_ok(), "{zero}");
+        }
     }
 
     #[test]

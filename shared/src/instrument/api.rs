@@ -14,10 +14,11 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::store::{INSTRUMENT_NEW, INSTRUMENT_PRESENT, InstrumentStore, MAX_INSTRUMENTS, NUMBER_NEW, ROOM_LEFT};
-use super::{Instrument, NewInstrument, number_binding, number_key_owner};
+use super::{Instrument, InstrumentView, NewInstrument, number_binding, number_key_owner};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -51,6 +52,112 @@ pub struct InstrumentsApi {
     outbox: Outbox,
     notifications_queue: String,
 }
+
+/// `GET /instruments`'s answer: the caller's instruments not removed.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct InstrumentList {
+    instruments: Vec<InstrumentView>,
+}
+
+/// `DELETE /instruments/{id}`'s answer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct RemovedInstrument {
+    id: String,
+    removed_at: i64,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::InstrumentRequest;
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /instruments",
+            summary: "add a card or a bank account: its number is sealed, never shown again",
+            request: Some(schema::<InstrumentRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<InstrumentView>))],
+            codes: &[
+                catalogue::SECURITY_CODE_NOT_ACCEPTED,
+                catalogue::INVALID_CARD_NUMBER,
+                catalogue::CARD_BRAND_NOT_ACCEPTED,
+                catalogue::INVALID_EXPIRY,
+                catalogue::CARD_EXPIRED,
+                catalogue::INVALID_IBAN,
+                catalogue::INVALID_HOLDER,
+                catalogue::INSTRUMENT_EXISTS,
+                catalogue::TOO_MANY_INSTRUMENTS,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /instruments",
+            summary: "the caller's instruments",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<InstrumentList>))],
+            codes: &[],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /instruments/{id}",
+            summary: "one of the caller's instruments",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<InstrumentView>))],
+            codes: &[catalogue::UNKNOWN_INSTRUMENT],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "PUT /instruments/{id}",
+            summary: "replace an instrument's number (a renewed or reissued card) under the same id: its partners keep their token and are told",
+            request: Some(schema::<InstrumentRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<InstrumentView>))],
+            codes: &[
+                catalogue::SECURITY_CODE_NOT_ACCEPTED,
+                catalogue::INVALID_CARD_NUMBER,
+                catalogue::CARD_BRAND_NOT_ACCEPTED,
+                catalogue::INVALID_EXPIRY,
+                catalogue::CARD_EXPIRED,
+                catalogue::INVALID_IBAN,
+                catalogue::INVALID_HOLDER,
+                catalogue::UNKNOWN_INSTRUMENT,
+                catalogue::REPLACEMENT_KIND_MISMATCH,
+                catalogue::INSTRUMENT_IN_USE,
+                catalogue::INSTRUMENT_EXISTS,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "DELETE /instruments/{id}",
+            summary: "remove an instrument: its sealed number is dropped for good",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<RemovedInstrument>))],
+            codes: &[catalogue::UNKNOWN_INSTRUMENT, catalogue::INSTRUMENT_IN_USE],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 /// The refusal never quotes the id: a card number typed as one must not reach a log.
 fn unknown_instrument() -> Problem {
@@ -87,9 +194,8 @@ impl InstrumentsApi {
             "PUT /instruments/{id}" => self.replace(&request, user).await,
             "GET /instruments" => {
                 let kept = self.instruments.of_user(user).await?;
-                let views: Vec<Value> =
-                    kept.iter().filter(|s| s.removed_at.is_none()).map(|s| s.instrument.view()).collect();
-                Ok(json_response(StatusCode::OK, &json!({ "instruments": views })))
+                let instruments = kept.iter().filter(|s| s.removed_at.is_none()).map(|s| s.instrument.view()).collect();
+                Ok(json_response(StatusCode::OK, &InstrumentList { instruments }))
             }
             "GET /instruments/{id}" => {
                 let id = ids::check("id", path_parameter(&request, "id")?)?;
@@ -105,7 +211,9 @@ impl InstrumentsApi {
                 writes.extend(self.security_event("instrument.removed", "", &stored.instrument, now)?);
                 writes.extend(self.instruments.released_items(user, id, &stored.number_token)?);
                 match transact(&self.dynamodb, writes).await {
-                    Ok(()) => Ok(json_response(StatusCode::OK, &json!({"id": id, "removed_at": now}))),
+                    Ok(()) => {
+                        Ok(json_response(StatusCode::OK, &RemovedInstrument { id: id.to_owned(), removed_at: now }))
+                    }
                     Err(e) if e.broke(INSTRUMENT_PRESENT) => match self.instruments.stored(user, id).await? {
                         Some(now) if now.removed_at.is_none() && now.in_use > 0 => Err(Problem::new(
                             catalogue::INSTRUMENT_IN_USE,
@@ -132,7 +240,7 @@ impl InstrumentsApi {
         instrument: &Instrument,
         at: i64,
     ) -> Result<Vec<Write>, StoreError> {
-        let mut detail = instrument.view();
+        let mut detail = json!(instrument.view());
         if let Some(view) = detail.as_object_mut() {
             view.retain(|field, _| ["id", "kind", "brand", "country", "last4"].contains(&field.as_str()));
         }

@@ -22,8 +22,8 @@ pub mod partner;
 pub mod partner_admin;
 pub mod store;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::Problem;
 use crate::crypto::Secret;
@@ -256,12 +256,44 @@ fn holder(name: &str) -> Result<String, Problem> {
     Ok(name.to_owned())
 }
 
-/// What a user adds.
+/// What a user adds (`POST /instruments`), or replaces an instrument with (`PUT /instruments/{id}`).
+/// A card's security code is refused by name (`cvv`, `cvc`, `cvv2`, `cvc2`, `csc`,
+/// `security_code`), as is any other field.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum InstrumentJson {
-    Card { number: String, expiry_month: u32, expiry_year: i32, holder: String },
-    BankAccount { iban: String, holder: String },
+enum InstrumentRequest {
+    /// A bank card.
+    Card {
+        /// 13 to 19 digits, spaces or dashes between groups allowed; of a network we accept, with
+        /// its check digit right.
+        #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[ -]*([0-9][ -]*){13,19}$")))]
+        number: String,
+        #[serde(deserialize_with = "crate::http::whole")]
+        #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = 12)))]
+        expiry_month: u32,
+        /// Four digits; with the month, not passed (`card_expired`) and at most 20 years ahead.
+        #[serde(deserialize_with = "crate::http::whole")]
+        #[cfg_attr(feature = "openapi", schemars(range(min = 2000, max = 9999)))]
+        expiry_year: i32,
+        /// 1 to 100 characters that show as themselves (surrounding spaces aside), fewer than six
+        /// of them digits.
+        #[cfg_attr(feature = "openapi", schemars(length(min = 1, max = MAX_HOLDER_CHARS)))]
+        holder: String,
+    },
+    /// A bank account.
+    BankAccount {
+        /// 15 to 34 letters and digits (spaces allowed), a country code and check digits first.
+        #[cfg_attr(
+            feature = "openapi",
+            schemars(regex(pattern = r"^ *[A-Za-z] *[A-Za-z] *[0-9] *[0-9]( *[A-Za-z0-9]){11,30} *$"))
+        )]
+        iban: String,
+        /// 1 to 100 characters that show as themselves (surrounding spaces aside), fewer than six
+        /// of them digits.
+        #[cfg_attr(feature = "openapi", schemars(length(min = 1, max = MAX_HOLDER_CHARS)))]
+        holder: String,
+    },
 }
 
 /// What kind of instrument, with what only it has.
@@ -271,20 +303,30 @@ pub enum Details {
     BankAccount { country: String },
 }
 
+/// What may be shown of an instrument's kind and what only it has (never its number).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DetailsView {
+    Card {
+        /// `visa`, `mastercard`, `amex`, `discover`, `jcb`, `unionpay` or `diners`.
+        brand: &'static str,
+        expiry_month: u32,
+        expiry_year: i32,
+    },
+    BankAccount {
+        /// The IBAN's country code.
+        country: String,
+    },
+}
+
 impl Details {
-    /// Adds what may be shown of it to `view`: its kind, a card's brand and expiry, an account's country.
-    pub fn show(&self, view: &mut Value) {
+    pub fn view(&self) -> DetailsView {
         match self {
             Details::Card { brand, expiry } => {
-                view["kind"] = "card".into();
-                view["brand"] = brand.as_str().into();
-                view["expiry_month"] = expiry.month.into();
-                view["expiry_year"] = expiry.year.into();
+                DetailsView::Card { brand: brand.as_str(), expiry_month: expiry.month, expiry_year: expiry.year }
             }
-            Details::BankAccount { country } => {
-                view["kind"] = "bank_account".into();
-                view["country"] = country.as_str().into();
-            }
+            Details::BankAccount { country } => DetailsView::BankAccount { country: country.clone() },
         }
     }
 }
@@ -309,7 +351,7 @@ impl NewInstrument {
             ));
         }
         // serde's own messages may quote a value (a number sent as a JSON number): not these.
-        let json = serde_json::from_value::<InstrumentJson>(body.clone()).map_err(|_| {
+        let json = serde_json::from_value::<InstrumentRequest>(body.clone()).map_err(|_| {
             Problem::new(
                 catalogue::MALFORMED_JSON,
                 "an instrument is {\"kind\": \"card\", \"number\", \"expiry_month\", \"expiry_year\", \"holder\"} \
@@ -318,7 +360,7 @@ impl NewInstrument {
             )
         })?;
         match json {
-            InstrumentJson::Card { number, expiry_month, expiry_year, holder: name } => {
+            InstrumentRequest::Card { number, expiry_month, expiry_year, holder: name } => {
                 let card = CardNumber::parse(&number)?;
                 let expiry = Expiry::check(expiry_month, expiry_year, year_month(now))?;
                 Ok(NewInstrument {
@@ -328,7 +370,7 @@ impl NewInstrument {
                     number: card.digits,
                 })
             }
-            InstrumentJson::BankAccount { iban, holder: name } => {
+            InstrumentRequest::BankAccount { iban, holder: name } => {
                 let iban = Iban::parse(&iban)?;
                 Ok(NewInstrument {
                     details: Details::BankAccount { country: iban.country },
@@ -371,21 +413,34 @@ impl Instrument {
         }
     }
 
-    pub fn view(&self) -> Value {
-        let mut view = json!({
-            "id": self.id,
-            "last4": self.last4,
-            "holder": self.holder,
-            "created_at": self.created_at,
-        });
-        self.details.show(&mut view);
-        view
+    pub fn view(&self) -> InstrumentView {
+        InstrumentView {
+            id: self.id.clone(),
+            details: self.details.view(),
+            last4: self.last4.clone(),
+            holder: self.holder.clone(),
+            created_at: self.created_at,
+        }
     }
+}
+
+/// An instrument as its owner sees it: never its number.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct InstrumentView {
+    pub id: String,
+    #[serde(flatten)]
+    pub details: DetailsView,
+    /// The number's last four digits (a card's) or characters (an IBAN's).
+    pub last4: String,
+    pub holder: String,
+    pub created_at: i64,
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use serde_json::json;
 
     use super::*;
 
@@ -477,17 +532,45 @@ mod tests {
             assert_eq!(NewInstrument::parse(&named, NOW).unwrap_err().code, "invalid_holder", "{holder}");
         }
         let account = json!({"kind": "bank_account", "iban": "DE89370400440532013000", "holder": "Ada Lovelace"});
-        let view = Instrument {
+        let view = json!(
+            Instrument {
+                id: "in_1".into(),
+                user: "ada".into(),
+                details: NewInstrument::parse(&account, NOW).unwrap().details,
+                last4: "3000".into(),
+                holder: "Ada Lovelace".into(),
+                created_at: NOW,
+            }
+            .view()
+        );
+        assert_eq!(
+            view,
+            json!({"id": "in_1", "kind": "bank_account", "country": "DE", "last4": "3000", "holder": "Ada Lovelace",
+                   "created_at": NOW})
+        );
+    }
+
+    #[test]
+    fn a_card_shows_its_brand_and_expiry_and_its_month_and_year_may_end_in_point_zero() {
+        let card = json!({"kind": "card", "number": "4111111111111111", "expiry_month": 12.0, "expiry_year": 2030.0,
+                          "holder": "Ada Lovelace"});
+        let added = NewInstrument::parse(&card, NOW).unwrap();
+        let instrument = Instrument {
             id: "in_1".into(),
             user: "ada".into(),
-            details: NewInstrument::parse(&account, NOW).unwrap().details,
-            last4: "3000".into(),
-            holder: "Ada Lovelace".into(),
+            details: added.details,
+            last4: added.last4,
+            holder: added.holder,
             created_at: NOW,
-        }
-        .view();
-        assert_eq!(view["kind"], "bank_account");
-        assert!(!view.to_string().contains("DE89370400440532013000"));
+        };
+        assert_eq!(
+            json!(instrument.view()),
+            json!({"id": "in_1", "kind": "card", "brand": "visa", "expiry_month": 12, "expiry_year": 2030,
+                   "last4": "1111", "holder": "Ada Lovelace", "created_at": NOW})
+        );
+        let mut half = card.clone();
+        half["expiry_month"] = json!(12.5);
+        assert_eq!(NewInstrument::parse(&half, NOW).unwrap_err().code, "malformed_json");
     }
 
     proptest! {

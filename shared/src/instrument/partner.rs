@@ -7,8 +7,7 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::Problem;
 use crate::dynamo::{Item, StoreError, Write, get_b, get_n, get_s, n, s};
@@ -48,19 +47,36 @@ impl Partner {
         format!("partner/{id}")
     }
 
-    /// What an admin reads: never the key.
-    pub fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "callback_url": self.callback_url,
-            "merchant_id": self.merchant_id,
-            "currency": self.currency.code(),
-            "status": self.status.as_str(),
-            "key_id": self.key_id,
-            "created_at": self.created_at,
-        })
+    pub fn view(&self) -> PartnerView {
+        PartnerView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            callback_url: self.callback_url.clone(),
+            merchant_id: self.merchant_id.clone(),
+            currency: self.currency.code(),
+            status: self.status,
+            key_id: self.key_id.clone(),
+            created_at: self.created_at,
+        }
     }
+}
+
+/// What an admin reads of a partner platform: never its key.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PartnerView {
+    pub id: String,
+    pub name: String,
+    /// Where our webhooks go (`<callback_url>/webhooks`).
+    pub callback_url: String,
+    /// The merchant whose account the partner's charges are paid into.
+    pub merchant_id: String,
+    /// That merchant's currency (ISO 4217), the partner's charges'.
+    pub currency: &'static str,
+    pub status: MerchantStatus,
+    /// Names its current key in signatures.
+    pub key_id: String,
+    pub created_at: i64,
 }
 
 impl KeyedParty for Partner {
@@ -90,10 +106,17 @@ impl KeyedParty for Partner {
 
 /// A registration's body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "PartnerRegistration"))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationJson {
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::admin::plain_name::<MAX_NAME_CHARS>"))]
     name: String,
+    /// Where our webhooks go (`<callback_url>/webhooks`).
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::admin::partner_url"))]
     callback_url: String,
+    /// An active merchant, whose account the partner's charges are paid into.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     merchant_id: String,
 }
 

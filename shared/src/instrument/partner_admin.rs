@@ -24,6 +24,70 @@ use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::party_keys::{KeyChange, KeyIssue, KeyedParty, already_registered};
 use crate::problem::catalogue;
 
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::partner::{PartnerView, RegistrationJson};
+    use crate::admin::StatusChange;
+    use crate::openapi::{Header, RouteDoc, schema};
+    use crate::party_keys::{END_GRACE_DOC, ROTATION_DOC, WithSecret};
+    &[
+        RouteDoc {
+            key: "POST /partners",
+            summary: "register a partner platform paid into an active merchant's account: the answer shows its key once",
+            request: Some(schema::<RegistrationJson>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<WithSecret<PartnerView>>))],
+            codes: &[
+                catalogue::INVALID_PARTNER_NAME,
+                catalogue::INVALID_CALLBACK_URL,
+                catalogue::INVALID_ID,
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::PARTNER_EXISTS,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /partners/{id}",
+            summary: "a partner platform (never its key)",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PartnerView>))],
+            codes: &[catalogue::UNKNOWN_PARTNER],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /partners/{id}/status",
+            summary: "suspend a partner platform or make it active again",
+            request: Some(schema::<StatusChange<MerchantStatus>>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PartnerView>))],
+            codes: &[catalogue::INVALID_STATUS, catalogue::UNKNOWN_PARTNER],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /partners/{id}/keys",
+            codes: &[catalogue::UNKNOWN_PARTNER, catalogue::INVALID_GRACE_SECONDS, catalogue::ROTATION_IN_PROGRESS],
+            ..ROTATION_DOC
+        },
+        RouteDoc {
+            key: "POST /partners/{id}/keys/end-grace",
+            codes: &[catalogue::UNKNOWN_PARTNER, catalogue::NO_ROTATION_IN_GRACE],
+            ..END_GRACE_DOC
+        },
+    ]
+};
+
 pub struct PartnerAdmin {
     admin: Admin,
     partners: PartnerStore,

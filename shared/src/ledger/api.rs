@@ -70,6 +70,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<WalletView>))],
             codes: &[],
             headers: &[],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "GET /wallet/postings",
@@ -84,6 +86,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<PostingsPage>))],
             codes: &[catalogue::INVALID_CURSOR],
             headers: &[],
+            form: None,
+            pages: &[],
         },
     ]
 };

@@ -16,7 +16,7 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::store::MerchantStore;
 use super::terminal::{Terminal, TerminalKind, TerminalStore, unknown_terminal};
@@ -31,28 +31,114 @@ use crate::problem::catalogue;
 
 /// A terminal registration's body (none: a till).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "TerminalRegistration"))]
 #[serde(deny_unknown_fields)]
 struct TerminalJson {
     kind: TerminalKind,
 }
 
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::MerchantView;
+    use super::terminal::TerminalView;
+    use crate::admin::StatusChange;
+    use crate::openapi::{Header, RouteDoc, schema};
+    use crate::party_keys::{END_GRACE_DOC, ROTATION_DOC, WithSecret};
+    &[
+        RouteDoc {
+            key: "POST /merchants",
+            summary: "register a merchant: the answer shows its key once",
+            request: Some(schema::<RegistrationJson>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<WithSecret<MerchantView>>))],
+            codes: &[
+                catalogue::INVALID_MERCHANT_NAME,
+                catalogue::INVALID_PRODUCT_SERVER_URL,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::MERCHANT_EXISTS,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /merchants/{id}",
+            summary: "a merchant (never its key)",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<MerchantView>))],
+            codes: &[catalogue::UNKNOWN_MERCHANT],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/status",
+            summary: "suspend a merchant or make it active again",
+            request: Some(schema::<StatusChange<MerchantStatus>>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<MerchantView>))],
+            codes: &[catalogue::INVALID_STATUS, catalogue::UNKNOWN_MERCHANT],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/terminals",
+            summary: "register a merchant's terminal of a kind (no body: a till): the answer shows its key once",
+            request: Some(schema::<TerminalJson>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<WithSecret<TerminalView>>))],
+            codes: &[catalogue::UNKNOWN_MERCHANT, catalogue::TERMINAL_EXISTS],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/terminals/{terminal}/status",
+            summary: "suspend a merchant's terminal (a lost till) or make it active again",
+            request: Some(schema::<StatusChange<MerchantStatus>>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<TerminalView>))],
+            codes: &[catalogue::INVALID_STATUS, catalogue::UNKNOWN_TERMINAL],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/keys",
+            codes: &[catalogue::UNKNOWN_MERCHANT, catalogue::INVALID_GRACE_SECONDS, catalogue::ROTATION_IN_PROGRESS],
+            ..ROTATION_DOC
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/terminals/{terminal}/keys",
+            codes: &[catalogue::UNKNOWN_TERMINAL, catalogue::INVALID_GRACE_SECONDS, catalogue::ROTATION_IN_PROGRESS],
+            ..ROTATION_DOC
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/keys/end-grace",
+            codes: &[catalogue::UNKNOWN_MERCHANT, catalogue::NO_ROTATION_IN_GRACE],
+            ..END_GRACE_DOC
+        },
+        RouteDoc {
+            key: "POST /merchants/{id}/terminals/{terminal}/keys/end-grace",
+            codes: &[catalogue::UNKNOWN_TERMINAL, catalogue::NO_ROTATION_IN_GRACE],
+            ..END_GRACE_DOC
+        },
+    ]
+};
+
 pub struct MerchantsApi {
     admin: Admin,
     merchants: MerchantStore,
     terminals: TerminalStore,
-}
-
-/// What an admin sees of a merchant: everything but its key.
-fn view(merchant: &Merchant) -> Value {
-    json!({
-        "id": merchant.id,
-        "name": merchant.name,
-        "product_server_url": merchant.product_server_url,
-        "currency": merchant.currency.code(),
-        "status": merchant.status.as_str(),
-        "key_id": merchant.key_id,
-        "created_at": merchant.created_at,
-    })
 }
 
 /// A merchant's or terminal's new status, from the body.
@@ -74,7 +160,7 @@ impl MerchantsApi {
         let keys = &self.admin.keys;
         Some(match route_key(request) {
             "POST /merchants" => self.register(request, caller).await,
-            "GET /merchants/{id}" => self.merchant(request).await.map(|m| json_response(StatusCode::OK, &view(&m))),
+            "GET /merchants/{id}" => self.merchant(request).await.map(|m| json_response(StatusCode::OK, &m.view())),
             "POST /merchants/{id}/status" => self.set_status(request, caller).await,
             "POST /merchants/{id}/terminals" => self.register_terminal(request, caller).await,
             "POST /merchants/{id}/terminals/{terminal}/status" => self.set_terminal_status(request, caller).await,
@@ -130,7 +216,7 @@ impl MerchantsApi {
                 let issued = KeyIssue {
                     resource: merchant.audit_resource(),
                     action: "merchant.register",
-                    view: view(&merchant),
+                    view: merchant.view(),
                     location: merchant.location(),
                     conflict: already_registered(catalogue::MERCHANT_EXISTS, &merchant.id),
                 };
@@ -206,6 +292,6 @@ impl MerchantsApi {
             return Err(unknown_merchant(id));
         }
         let merchant = self.merchants.get(id).await?.ok_or_else(|| unknown_merchant(id))?;
-        Ok(json_response(StatusCode::OK, &view(&merchant)))
+        Ok(json_response(StatusCode::OK, &merchant.view()))
     }
 }

@@ -18,7 +18,10 @@ use crate::money::Currency;
 use crate::party_keys::KeyedParty;
 use crate::problem::catalogue;
 
+/// Whether the party may act (a merchant sell, a terminal sign, a partner charge): a suspended
+/// one may not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MerchantStatus {
     Active,
@@ -64,6 +67,34 @@ impl Merchant {
     pub fn key_owner(id: &str) -> String {
         format!("merchant/{id}")
     }
+
+    pub fn view(&self) -> MerchantView {
+        MerchantView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            product_server_url: self.product_server_url.clone(),
+            currency: self.currency.code(),
+            status: self.status,
+            key_id: self.key_id.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// What an admin sees of a merchant: everything but its key.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct MerchantView {
+    pub id: String,
+    pub name: String,
+    /// Where its product server takes our calls (`<product_server_url>/orders`, `/webhooks`).
+    pub product_server_url: String,
+    /// The ISO 4217 currency its settlement account holds.
+    pub currency: &'static str,
+    pub status: MerchantStatus,
+    /// Names its current key in signatures.
+    pub key_id: String,
+    pub created_at: i64,
 }
 
 impl KeyedParty for Merchant {
@@ -99,12 +130,33 @@ pub struct Registration {
     pub currency: Currency,
 }
 
+/// A registration's body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "MerchantRegistration"))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationJson {
+    /// What users see when they confirm a payment to it.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::admin::plain_name::<100>"))]
     name: String,
+    /// Where we send its orders and webhooks.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::admin::partner_url"))]
     product_server_url: String,
+    /// The currency its settlement account holds, hence the one it sells in.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "currency_code"))]
     currency: String,
+}
+
+/// The schema of a currency a client names: a code `Currency` accepts.
+#[cfg(feature = "openapi")]
+fn currency_code(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // `Currency` lists its codes to no one; an ISO 4217 code is three capital letters, so each is asked.
+    let letters = || (b'A'..=b'Z').map(char::from);
+    let codes: Vec<String> = letters()
+        .flat_map(|a| letters().flat_map(move |b| letters().map(move |c| format!("{a}{b}{c}"))))
+        .filter(|code| code.parse::<Currency>().is_ok())
+        .collect();
+    schemars::json_schema!({"type": "string", "enum": codes, "description": "an ISO 4217 code this deployment accepts"})
 }
 
 impl Registration {

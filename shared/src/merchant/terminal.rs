@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::MerchantStatus;
 use crate::Problem;
@@ -28,8 +28,10 @@ use crate::signed;
 /// Rule: the terminal is active (not suspended).
 pub const TERMINAL_ACTIVE: &str = "terminal.active";
 
-/// What a terminal signs for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// What a terminal signs for: a till presents payers' offline codes, a transfer signer the
+/// merchant's calls to the transfer side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TerminalKind {
     Till,
@@ -68,16 +70,29 @@ impl Terminal {
         }
     }
 
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "merchant_id": self.merchant_id,
-            "kind": self.kind.as_str(),
-            "key_id": self.key_id,
-            "status": self.status.as_str(),
-            "created_at": self.created_at,
-        })
+    pub fn view(&self) -> TerminalView {
+        TerminalView {
+            id: self.id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            kind: self.kind,
+            key_id: self.key_id.clone(),
+            status: self.status,
+            created_at: self.created_at,
+        }
     }
+}
+
+/// What an admin sees of a terminal: everything but its key.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct TerminalView {
+    pub id: String,
+    pub merchant_id: String,
+    pub kind: TerminalKind,
+    /// Names its current key in signatures.
+    pub key_id: String,
+    pub status: MerchantStatus,
+    pub created_at: i64,
 }
 
 /// A terminal's key actions are logged under its merchant.
@@ -256,6 +271,6 @@ mod tests {
         let signer = terminal_from_item(&item(Some("transfer"))).expect("a terminal");
         assert_eq!((signer.kind, signer.kms_owner().as_str()), (TerminalKind::Transfer, "transfer-signer/t_1"));
         assert!(terminal_from_item(&item(Some("kiosk"))).is_err(), "an unknown kind is corrupt, not a till");
-        assert_eq!(signer.view()["kind"], "transfer");
+        assert_eq!(serde_json::to_value(signer.view()).expect("a view")["kind"], "transfer");
     }
 }

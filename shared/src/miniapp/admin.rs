@@ -25,6 +25,70 @@ use crate::merchant::{MerchantStatus, inactive_merchant, unknown_merchant};
 use crate::party_keys::{KeyChange, KeyIssue, KeyedParty, already_registered};
 use crate::problem::catalogue;
 
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::registry::{MiniAppView, RegistrationJson};
+    use crate::admin::StatusChange;
+    use crate::openapi::{Header, RouteDoc, schema};
+    use crate::party_keys::{END_GRACE_DOC, ROTATION_DOC, WithSecret};
+    &[
+        RouteDoc {
+            key: "POST /miniapps",
+            summary: "register an active merchant's mini-app: the answer shows its key once",
+            request: Some(schema::<RegistrationJson>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<WithSecret<MiniAppView>>))],
+            codes: &[
+                catalogue::INVALID_SERVER_URL,
+                catalogue::INVALID_ID,
+                catalogue::INVALID_INTERFACE,
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::MINIAPP_EXISTS,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /miniapps/{id}",
+            summary: "a mini-app (never its key)",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<MiniAppView>))],
+            codes: &[catalogue::UNKNOWN_MINIAPP],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /miniapps/{id}/status",
+            summary: "suspend a mini-app, make it active again, or revoke it (final)",
+            request: Some(schema::<StatusChange<MiniAppStatus>>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<MiniAppView>))],
+            codes: &[catalogue::INVALID_STATUS, catalogue::UNKNOWN_MINIAPP, catalogue::MINIAPP_REVOKED],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /miniapps/{id}/keys",
+            codes: &[catalogue::UNKNOWN_MINIAPP, catalogue::INVALID_GRACE_SECONDS, catalogue::ROTATION_IN_PROGRESS],
+            ..ROTATION_DOC
+        },
+        RouteDoc {
+            key: "POST /miniapps/{id}/keys/end-grace",
+            codes: &[catalogue::UNKNOWN_MINIAPP, catalogue::NO_ROTATION_IN_GRACE],
+            ..END_GRACE_DOC
+        },
+    ]
+};
+
 pub struct MiniAppAdmin {
     admin: Admin,
     apps: MiniAppStore,

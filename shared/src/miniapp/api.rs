@@ -9,20 +9,139 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
+use serde::Serialize;
 use serde_json::json;
 
 use super::service::RequestService;
-use super::{CLOSE_INTERFACE, MiniApp, RelayedRequest, RequestJson, Session, UserRequest, check_available};
+use super::{CLOSE_INTERFACE, Interface, MiniApp, RelayedRequest, RequestJson, Session, UserRequest, check_available};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
-use crate::conversation::Counterparty;
+use crate::conversation::{Counterparty, Message};
 use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
 use crate::ids::MAX_ID_CHARS;
+use crate::money::Money;
 use crate::problem::catalogue;
+
+/// `POST /miniapps/{id}/verify`'s answer: the app may be opened, with this session.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct MiniAppVerificationView<'a> {
+    /// Always true: a refusal is a problem, with `verified: false` and the chat message.
+    #[cfg_attr(feature = "openapi", schemars(extend("const" = true)))]
+    verified: bool,
+    app: VerifiedMiniApp<'a>,
+    session: MiniAppSessionView<'a>,
+}
+
+/// The app as the client loads it.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct VerifiedMiniApp<'a> {
+    id: &'a str,
+    interface: &'a Interface,
+}
+
+/// The session a verification grants: the user's requests to the app name it until it expires.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct MiniAppSessionView<'a> {
+    id: &'a str,
+    /// Epoch seconds.
+    expires_at: i64,
+}
+
+/// `POST /miniapps/{id}/requests`'s answer to a request that went through (any other outcome is
+/// a problem carrying the same chat message and directive).
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct MiniAppRequestView<'a> {
+    /// Derived from the Idempotency-Key and the app: a retry names the same request.
+    request_id: &'a str,
+    app_id: &'a str,
+    /// `charged`, or `completed`: nothing was asked, nothing charged.
+    #[cfg_attr(feature = "openapi", schemars(extend("enum" = ["charged", "completed"])))]
+    outcome: &'static str,
+    /// What the user paid; null when nothing was charged.
+    charged: Option<Money>,
+    /// What the app's server will deliver.
+    deliver: Option<&'a str>,
+    /// The chat message reporting it, posted in the user's conversation with the app.
+    message: &'a Message,
+    /// Always `close_interface`: the client closes the app's interface.
+    #[cfg_attr(feature = "openapi", schemars(extend("const" = CLOSE_INTERFACE)))]
+    directive: &'static str,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, Param, RouteDoc, schema};
+    // The id rule less ':': the id also names the conversation `miniapp:<id>`.
+    fn miniapp_id(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"})
+    }
+    const ID: &[Param] = &[Param { name: "id", description: "the mini-app's id", schema: miniapp_id }];
+    &[
+        RouteDoc {
+            key: "POST /miniapps/{id}/verify",
+            summary: "verify a mini-app before opening it: its interface and a session to use it with (a refusal is also posted in the chat)",
+            request: None,
+            path: ID,
+            query: &[],
+            answers: &[(201, Some(schema::<MiniAppVerificationView>))],
+            codes: &[
+                catalogue::INVALID_MINIAPP_ID,
+                catalogue::UNKNOWN_MINIAPP,
+                catalogue::MINIAPP_SUSPENDED,
+                catalogue::MINIAPP_REVOKED,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /miniapps/{id}/requests",
+            summary: "relay a request made in a mini-app's interface to its server, charging exactly the amount the user approved and it asked; the outcome is also posted in the chat",
+            request: Some(schema::<RequestJson>),
+            path: ID,
+            query: &[],
+            answers: &[(201, Some(schema::<MiniAppRequestView>))],
+            codes: &[
+                catalogue::INVALID_MINIAPP_ID,
+                catalogue::INVALID_PARAMS,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::MINIAPP_SESSION_INVALID,
+                catalogue::MINIAPP_SESSION_EXPIRED,
+                catalogue::UNKNOWN_MINIAPP,
+                catalogue::MINIAPP_SUSPENDED,
+                catalogue::MINIAPP_REVOKED,
+                catalogue::UNKNOWN_ACTION,
+                catalogue::MINIAPP_MAY_NOT_CHARGE,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+                catalogue::AMOUNT_MISMATCH,
+                catalogue::INSUFFICIENT_FUNDS,
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+                catalogue::MINIAPP_SERVER_UNREACHABLE,
+                catalogue::MINIAPP_SERVER_INVALID_ANSWER,
+                catalogue::MINIAPP_SERVER_BAD_SIGNATURE,
+                catalogue::MINIAPP_SERVER_TIMEOUT,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 pub struct MiniAppsApi {
     requests: RequestService,
@@ -90,14 +209,12 @@ impl MiniAppsApi {
                     created_at: now,
                     expires_at: now + self.session_ttl_seconds,
                 };
-                let response = json_response(
-                    StatusCode::CREATED,
-                    &json!({
-                        "verified": true,
-                        "app": { "id": app.id, "interface": app.interface },
-                        "session": { "id": session.id, "expires_at": session.expires_at },
-                    }),
-                );
+                let verification = MiniAppVerificationView {
+                    verified: true,
+                    app: VerifiedMiniApp { id: &app.id, interface: &app.interface },
+                    session: MiniAppSessionView { id: &session.id, expires_at: session.expires_at },
+                };
+                let response = json_response(StatusCode::CREATED, &verification);
                 let items = vec![
                     self.requests.sessions.put_item(&session)?,
                     self.idempotency.complete_item(&claim, &StoredResponse::from_response(&response), now)?,
@@ -135,15 +252,15 @@ impl MiniAppsApi {
         let response = match relayed.outcome.refusal() {
             None => json_response(
                 StatusCode::CREATED,
-                &json!({
-                    "request_id": relayed.id,
-                    "app_id": relayed.app_id,
-                    "outcome": relayed.summary(),
-                    "charged": relayed.outcome.charged(),
-                    "deliver": relayed.deliver(),
-                    "message": message,
-                    "directive": CLOSE_INTERFACE,
-                }),
+                &MiniAppRequestView {
+                    request_id: &relayed.id,
+                    app_id: &relayed.app_id,
+                    outcome: relayed.summary(),
+                    charged: relayed.outcome.charged(),
+                    deliver: relayed.deliver(),
+                    message: &message,
+                    directive: CLOSE_INTERFACE,
+                },
             ),
             Some(code) => Problem::new(code, message.text.clone())
                 .with("request_id", relayed.id.clone())

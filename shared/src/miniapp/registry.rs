@@ -4,7 +4,7 @@
 //! posts).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::Problem;
 use crate::conversation::{Counterparty, NewMessage};
@@ -18,7 +18,9 @@ use crate::problem::{Code, catalogue};
 pub const PERMISSIONS: &[&str] = &["wallet.charge", "profile.basic", "location"];
 pub const CHARGE_PERMISSION: &str = "wallet.charge";
 
+/// Whether the app may be opened and used: a suspended one may not for now, a revoked one never again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MiniAppStatus {
     Active,
@@ -45,21 +47,52 @@ impl MiniAppStatus {
 
 /// An action the app's interface may offer (e.g. `buy`); relayed requests must name one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceAction {
+    #[cfg_attr(feature = "openapi", schemars(regex(pattern = r"^[a-z0-9_.-]{1,40}$")))]
     pub id: String,
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "label::<60>"))]
     pub title: String,
 }
 
 /// What the client loads to show the app inside the chat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Interface {
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "label::<60>"))]
     pub title: String,
     /// The page the client opens (hosted by the third party).
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::admin::partner_url"))]
     pub entry_page: String,
+    /// 1 to 20, each id once.
+    #[cfg_attr(feature = "openapi", schemars(length(min = 1, max = 20)))]
     pub actions: Vec<InterfaceAction>,
+    /// What the app asks of the user, shown when it opens; only `wallet.charge` lets it charge.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "permissions"))]
     pub permissions: Vec<String>,
+}
+
+/// The schema of `is_label`'s text of at most `MAX` characters: exact, as every whitespace and
+/// control character is in the Basic Multilingual Plane (`crate::admin::bmp_class`).
+#[cfg(feature = "openapi")]
+fn label<const MAX: usize>(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let space = crate::admin::bmp_class(char::is_whitespace);
+    let control = crate::admin::bmp_class(char::is_control);
+    let inner = MAX - 2;
+    let pattern = format!("^[^{space}{control}]([^{control}]{{0,{inner}}}[^{space}{control}])?$");
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": pattern,
+        "description": format!("1 to {MAX} characters, no control character, no space around"),
+    })
+}
+
+/// The schema of the permissions an interface asks for: `PERMISSIONS`, each once.
+#[cfg(feature = "openapi")]
+fn permissions(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"enum": PERMISSIONS}, "uniqueItems": true})
 }
 
 fn is_identifier(text: &str) -> bool {
@@ -156,18 +189,33 @@ impl MiniApp {
         format!("miniapp/{id}")
     }
 
-    /// What an admin sees: everything but its key.
-    pub fn view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "owner_merchant_id": self.owner_merchant_id,
-            "server_url": self.server_url,
-            "status": self.status.as_str(),
-            "key_id": self.key_id,
-            "interface": self.interface,
-            "created_at": self.created_at,
-        })
+    pub fn view(&self) -> MiniAppView {
+        MiniAppView {
+            id: self.id.clone(),
+            owner_merchant_id: self.owner_merchant_id.clone(),
+            server_url: self.server_url.clone(),
+            status: self.status,
+            key_id: self.key_id.clone(),
+            interface: self.interface.clone(),
+            created_at: self.created_at,
+        }
     }
+}
+
+/// What an admin sees of a mini-app: everything but its key.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct MiniAppView {
+    pub id: String,
+    /// The merchant whose account the app's charges are paid into.
+    pub owner_merchant_id: String,
+    /// Where relayed requests go (`<server_url>/requests`) and outcomes (`<server_url>/outcomes`).
+    pub server_url: String,
+    pub status: MiniAppStatus,
+    /// Names its current key in signatures.
+    pub key_id: String,
+    pub interface: Interface,
+    pub created_at: i64,
 }
 
 impl KeyedParty for MiniApp {
@@ -203,10 +251,17 @@ pub struct Registration {
     pub interface: Interface,
 }
 
+/// A registration's body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "MiniAppRegistration"))]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationJson {
+    /// An active merchant, whose account the app's charges are paid into.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     owner_merchant_id: String,
+    /// Where relayed requests go (`<server_url>/requests`) and outcomes (`<server_url>/outcomes`).
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::admin::partner_url"))]
     server_url: String,
     interface: Interface,
 }

@@ -20,11 +20,18 @@ pub const CLOSE_INTERFACE: &str = "close_interface";
 
 /// A request made in the app's interface, as the client sends it.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "MiniAppRequest"))]
 #[serde(deny_unknown_fields)]
 pub struct RequestJson {
+    /// The session the app's verification granted.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     session_id: String,
+    /// One of the actions the app's interface offers.
     action: String,
+    /// What the app's server gets with the action: an object of at most 4096 bytes as JSON
+    /// (absent or null: `{}`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schemars(with = "Option<serde_json::Map<String, Value>>"))]
     params: Option<Value>,
     /// The exact amount the user approved in the interface, or none for a request that pays nothing.
     #[serde(default)]

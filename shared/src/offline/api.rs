@@ -72,6 +72,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
                 catalogue::UNKNOWN_CURRENCY,
             ],
             headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "GET /devices/{id}",
@@ -82,6 +84,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<DeviceView>))],
             codes: &[catalogue::UNKNOWN_DEVICE],
             headers: &[],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "POST /devices/{id}/revoke",
@@ -92,6 +96,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<DeviceView>))],
             codes: &[catalogue::UNKNOWN_DEVICE],
             headers: &[],
+            form: None,
+            pages: &[],
         },
     ]
 };

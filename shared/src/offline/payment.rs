@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
+use serde::Serialize;
 
 use super::topup::TopUp;
 use super::{CLOCK_SKEW_SECONDS, OFFLINE_WINDOW_SECONDS, OfflineCode};
@@ -186,16 +187,33 @@ impl Payment {
             == (&other.device_key_id, other.counter, &other.terminal_id, other.amount)
     }
 
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "merchant_id": self.merchant_id,
-            "terminal_id": self.terminal_id,
-            "amount": self.amount,
-            "state": self.state.as_str(),
-            "created_at": self.created_at,
-        })
+    pub fn view(&self) -> OfflinePaymentView {
+        OfflinePaymentView {
+            id: self.id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            terminal_id: self.terminal_id.clone(),
+            amount: self.amount,
+            state: self.state.as_str(),
+            created_at: self.created_at,
+        }
     }
+}
+
+/// An offline payment as its merchant's terminal (and its payer) sees it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OfflinePaymentView {
+    pub id: String,
+    pub merchant_id: String,
+    /// The terminal that presented the payer's code.
+    pub terminal_id: String,
+    pub amount: Money,
+    /// `pending` (accepted, being settled), `settled`, `waiting_for_funds` (the payer's offline
+    /// reserve fell short: they were sent a top-up link) or `expired` (no top-up came in time:
+    /// nothing was paid).
+    pub state: &'static str,
+    /// When the terminal presented the code, Unix seconds.
+    pub created_at: i64,
 }
 
 #[derive(Clone, Debug)]

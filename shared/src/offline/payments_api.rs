@@ -45,12 +45,71 @@ pub struct OfflinePaymentsApi {
     settlement_queue: String,
 }
 
+/// `POST /offline/payments`'s body: a payer's offline code, presented for an amount.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct Presented {
+struct OfflinePaymentRequest {
+    /// In the merchant's currency, within the payer's device's offline limit.
     amount: MoneyInput,
+    /// The code the payer's device shows as a QR code: `SP1.<payload>.<signature>`, each part
+    /// base64url (`crate::offline`).
     code: String,
 }
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::payment::OfflinePaymentView;
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /offline/payments",
+            summary: "a merchant's terminal presents a payer's offline code: the code is spent and the payment accepted, to be settled from the payer's offline reserve",
+            request: Some(schema::<OfflinePaymentRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(202, Some(schema::<OfflinePaymentView>))],
+            codes: &[
+                // The signature's key id is not an id.
+                catalogue::INVALID_ID,
+                catalogue::TERMINAL_INACTIVE,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::OFFLINE_CODE_MALFORMED,
+                catalogue::OFFLINE_CODE_INVALID,
+                catalogue::OFFLINE_CODE_EXPIRED,
+                catalogue::OFFLINE_CODE_FROM_FUTURE,
+                catalogue::OFFLINE_CODE_REPLAYED,
+                catalogue::DEVICE_REVOKED,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+                catalogue::OVER_OFFLINE_LIMIT,
+                catalogue::OFFLINE_LIMIT_EXCEEDED,
+                catalogue::DEVICE_BUSY,
+            ],
+            headers: &[Header::Signed, Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /offline/payments/{id}",
+            summary: "one of the terminal's merchant's offline payments",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<OfflinePaymentView>))],
+            codes: &[catalogue::TERMINAL_INACTIVE, catalogue::UNKNOWN_PAYMENT],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 /// A code from a device its owner revoked (a lost phone): refused, nothing recorded.
 fn device_revoked() -> Problem {
@@ -130,7 +189,7 @@ impl OfflinePaymentsApi {
     }
 
     async fn present(&self, request: &Request, terminal: &Terminal) -> Result<Response<Body>, Problem> {
-        let Presented { amount, code } = json_body(request)?;
+        let OfflinePaymentRequest { amount, code } = json_body(request)?;
         let amount = amount.validate()?;
         let caller = format!("terminal:{}", terminal.id);
         self.idempotency

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 use super::debit::{DebitOutcome, TopUpDebits};
 use super::device::DeviceStore;
-use super::payment::{PAYMENT_UNSETTLED, PAYMENT_WAITING, Payment, PaymentState, PaymentStore};
+use super::payment::{OfflinePaymentView, PAYMENT_UNSETTLED, PAYMENT_WAITING, Payment, PaymentState, PaymentStore};
 use super::topup::{AtExpiry, TOPUP_NO_DEBIT, TopUp, at_expiry, key_of, new_token};
 use serde_json::json;
 
@@ -349,7 +349,7 @@ fn waiting_element(
         kind: "offline.waiting_for_funds".into(),
         class: Class::MoneyAtRisk,
         reason: format!("a payment of {} to {merchant} is waiting for {due} more", payment.amount),
-        data: json!({"payment": view_as(payment, "waiting_for_funds"), "amount_due": due, "link": link}),
+        data: json!({"payment": view_as(payment, PaymentState::WaitingForFunds), "amount_due": due, "link": link}),
         actions: vec![Action::open("top_up", link)],
         deadline: Some(link_expires_at),
         // Shown until the payment settles or expires (those transactions remove or replace it):
@@ -362,10 +362,8 @@ fn waiting_element(
 }
 
 /// `payment` as it is once the transaction writing its element commits (`state`).
-fn view_as(payment: &Payment, state: &str) -> serde_json::Value {
-    let mut view = payment.view();
-    view["state"] = state.into();
-    view
+fn view_as(payment: &Payment, state: PaymentState) -> OfflinePaymentView {
+    OfflinePaymentView { state: state.as_str(), ..payment.view() }
 }
 
 /// How long an expired offline payment is shown to its payer.
@@ -378,7 +376,7 @@ fn expired_element(payment: &Payment, now: i64) -> Element {
         kind: "offline.expired".into(),
         class: Class::MoneyAtRisk,
         reason: format!("a payment of {} expired unpaid", payment.amount),
-        data: json!({"payment": view_as(payment, "expired")}),
+        data: json!({"payment": view_as(payment, PaymentState::Expired)}),
         // What happened is in the payer's conversation with the platform too.
         actions: vec![Action::call("messages", "GET", "/conversations/platform/messages")],
         deadline: None,

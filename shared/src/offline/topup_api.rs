@@ -33,12 +33,59 @@ pub struct TopUpApi {
     debits: TopUpDebits,
 }
 
+/// `POST /topup/{token}`'s form (application/x-www-form-urlencoded).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 struct TopUpForm {
+    /// What to add, a decimal string in the link's currency: at least what is due, at most the
+    /// link's ceiling.
     #[serde(default)]
     amount: String,
+    /// The form's hidden field: equal to the `topup_csrf` cookie its page set.
     #[serde(default)]
     csrf: String,
+}
+
+/// The routes' documentation (`crate::openapi`): a person's pages, so every answer that is not a
+/// problem is an HTML page, and the form is posted as application/x-www-form-urlencoded
+/// (`TopUpForm`, with the `topup_csrf` cookie its page set).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Param, RouteDoc, schema};
+    const TOKEN: &[Param] =
+        &[Param { name: "token", description: "the link's token, as the payer's message carries it", schema: token }];
+    &[
+        RouteDoc {
+            key: "GET /topup/{token}",
+            summary: "a top-up link's page: the amount due and a form to add it from the payer's bank, or where the link stands (a debit awaited, used, expired, unknown)",
+            request: None,
+            path: TOKEN,
+            query: &[],
+            answers: &[],
+            codes: &[],
+            headers: &[],
+            form: None,
+            pages: &[200, 202, 404, 410],
+        },
+        RouteDoc {
+            key: "POST /topup/{token}",
+            summary: "the top-up form: starts the bank debit and shows its outcome (funds added, declined, awaited), or the form again with what was wrong",
+            request: None,
+            path: TOKEN,
+            query: &[],
+            answers: &[],
+            codes: &[],
+            headers: &[],
+            form: Some(schema::<TopUpForm>),
+            pages: &[200, 202, 400, 402, 403, 404, 410],
+        },
+    ]
+};
+
+/// A link's token as `TopUpStore::find` reads one (any other id opens no link).
+#[cfg(feature = "openapi")]
+fn token(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "pattern": "^[0-9A-Fa-f]{64}$"})
 }
 
 /// The CSRF cookie's value, if the request carries it.

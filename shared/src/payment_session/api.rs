@@ -10,11 +10,13 @@
 //! - `POST /payment-sessions/{id}/events`   `{"event": ..., "process": ...}`: the next step
 //! - `PUT  /payment-pin`            `{"pin": "......", "old_pin": "......"}` sets or changes the
 //!   caller's payment PIN
+//! - `PUT|DELETE /payment-forces/{user}`  (admin) `{"process": ..., "minutes": ...}`: forces a
+//!   process for a user's next sessions (testing), or ends it
+//! - `DELETE /payment-pins/{user}`  (admin) resets a user's forgotten PIN
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
-
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::breaker::{self, Outcome};
@@ -22,7 +24,10 @@ use super::pin::Pin;
 use super::pin::store::{PIN_SET, PinStore, Set, not_set};
 use super::policy::{ClientFacts, Decision, GROUP, Policy, Process};
 use super::store::{BreakerStore, Cancel, Force, PaymentSessionStore, SESSION_CANCELLABLE, SESSION_NEW, SESSION_OPEN};
-use super::{Event, Pay, Payment, PaymentSession, SessionClient, Stage, fallback_chain, home_element_id};
+use super::{
+    Event, Pay, Payment, PaymentSession, PaymentSessionView, ProcessView, SessionClient, Stage, fallback_chain,
+    home_element_id,
+};
 use crate::Problem;
 use crate::attention::AttentionStore;
 use crate::audit::{AuditEntry, commit_audited};
@@ -32,6 +37,7 @@ use crate::clock::now_epoch_seconds;
 use crate::config::GroupName;
 use crate::config::held::HeldGroup;
 use crate::dynamo::{StoreError, Write, transact};
+use crate::flows::FlowAnswer;
 use crate::flows::control::FlowControl;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::{CLAIM_HELD, Claim, IdempotencyStore};
@@ -77,40 +83,277 @@ pub struct PaymentSessionsApi {
     dynamodb: aws_sdk_dynamodb::Client,
 }
 
+/// `POST /payment-sessions/{id}/confirm`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ConfirmRequest {
+    /// The process the user confirms in: one the session offers.
+    #[cfg_attr(feature = "openapi", schemars(with = "Process"))]
     process: String,
-    /// Raw, so that no refusal can quote it (`Pin::parse`).
+    /// The user's payment PIN, six digits.
+    // Raw, so that no refusal can quote it (`Pin::parse`).
+    #[cfg_attr(feature = "openapi", schemars(with = "String", regex(pattern = r"^[0-9]{6}$")))]
     pin: Value,
 }
 
+/// `POST /payment-sessions/{id}/events`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct EventRequest {
     event: Event,
+    /// The process the event happened in: one the session offers.
+    #[cfg_attr(feature = "openapi", schemars(with = "Process"))]
     process: String,
 }
 
+/// `PUT /payment-forces/{user}`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct ForceRequest {
+    /// The process the user's next sessions load by.
+    #[cfg_attr(feature = "openapi", schemars(with = "Process"))]
     process: String,
-    /// How long it holds; an hour when left out.
-    #[serde(default)]
+    /// How long it holds, 1 to 10080 (a week); an hour when left out.
+    #[serde(default, deserialize_with = "crate::http::optional_whole")]
+    #[cfg_attr(feature = "openapi", schemars(range(min = 1, max = MAX_FORCE_MINUTES)))]
     minutes: Option<u32>,
 }
 
 /// The longest an admin's force holds: a week.
 const MAX_FORCE_MINUTES: u32 = 7 * 24 * 60;
 
+/// `PUT /payment-pin`'s body: the first PIN, or a new one with the one set.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct PinRequest {
+    /// Six digits, neither one digit repeated nor a run up or down (`123456`).
+    #[cfg_attr(feature = "openapi", schemars(with = "String", regex(pattern = r"^[0-9]{6}$")))]
     pin: Value,
+    /// The PIN set, to change it; left out (or null) the first time.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schemars(with = "Option<String>", regex(pattern = r"^[0-9]{6}$")))]
     old_pin: Option<Value>,
 }
+
+/// `PUT /payment-pin`'s answer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct PaymentPinSet {
+    /// `set` (the first PIN, 201) or `changed` (200).
+    payment_pin: &'static str,
+}
+
+/// `DELETE /payment-pins/{user}`'s answer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct PaymentPinReset {
+    user: String,
+    /// `reset`.
+    payment_pin: &'static str,
+}
+
+/// The answer of `PUT` and `DELETE /payment-forces/{user}`.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct PaymentForceView {
+    user: String,
+    /// The process forced for the user's sessions until when; null when none is.
+    forced: Option<Force>,
+}
+
+/// `POST /payment-sessions/{id}/events`'s answer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct SessionEventAnswer {
+    /// The process to load next, null when there is none (or the session is not open).
+    next: Option<NextProcess>,
+    /// The error-flow table's answer to a failed launch or a timeout (docs/api/flows.md), else null.
+    flow_control: Option<FlowAnswer>,
+    session: PaymentSessionView,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct NextProcess {
+    process: Process,
+    needs: ProcessView,
+}
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /payment-sessions",
+            summary: "start paying a purchase, a mini-app charge or a transfer instruction: the server decides how the client loads the payment UI and how it falls back; no money moves",
+            request: Some(schema::<CreateRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<PaymentSessionView>))],
+            codes: &[
+                catalogue::INVALID_ID,
+                catalogue::INVALID_PRODUCT_ID,
+                catalogue::INVALID_QUANTITY,
+                catalogue::INVALID_PARAMS,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::INVALID_CLIENT_FACTS,
+                // A purchase's merchant.
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+                // A mini-app charge's session, app, action and owner.
+                catalogue::MINIAPP_SESSION_INVALID,
+                catalogue::MINIAPP_SESSION_EXPIRED,
+                catalogue::UNKNOWN_MINIAPP,
+                catalogue::MINIAPP_SUSPENDED,
+                catalogue::MINIAPP_REVOKED,
+                catalogue::UNKNOWN_ACTION,
+                catalogue::MINIAPP_MAY_NOT_CHARGE,
+                // A transfer instruction's signature, terms and use.
+                catalogue::INSTRUCTION_SIGNATURE_INVALID,
+                catalogue::INSTRUCTION_MALFORMED,
+                catalogue::INSTRUCTION_LIFETIME_INVALID,
+                catalogue::INSTRUCTION_EXPIRED,
+                catalogue::INSTRUCTION_NOT_FOR_CALLER,
+                catalogue::INSTRUCTION_ALREADY_USED,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /payment-sessions/{id}",
+            summary: "one of the caller's payment sessions, its state the outcome of its payment",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PaymentSessionView>))],
+            codes: &[catalogue::UNKNOWN_PAYMENT_SESSION],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /payment-sessions/{id}/confirm",
+            summary: "confirm a session with the payment PIN in one of its processes: its payment is made once, whichever process confirms (a transfer instruction's consent recorded); a confirmed session answers as it stands",
+            request: Some(schema::<ConfirmRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PaymentSessionView>))],
+            codes: &[
+                catalogue::INVALID_PAYMENT_PROCESS,
+                catalogue::INVALID_PAYMENT_PIN,
+                catalogue::UNKNOWN_PAYMENT_SESSION,
+                catalogue::PAYMENT_SESSION_CLOSED,
+                catalogue::PAYMENT_SESSION_EXPIRED,
+                catalogue::PAYMENT_PROCESS_NOT_OFFERED,
+                catalogue::PAYMENT_PIN_NOT_SET,
+                catalogue::PAYMENT_PIN_WRONG,
+                catalogue::PAYMENT_PIN_LOCKED,
+                // A purchase's order.
+                catalogue::UNKNOWN_MERCHANT,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::INSUFFICIENT_FUNDS,
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+                // A mini-app charge, judged again before it is relayed.
+                catalogue::MINIAPP_SESSION_INVALID,
+                catalogue::MINIAPP_SESSION_EXPIRED,
+                catalogue::UNKNOWN_MINIAPP,
+                catalogue::MINIAPP_SUSPENDED,
+                catalogue::MINIAPP_REVOKED,
+                catalogue::UNKNOWN_ACTION,
+                catalogue::MINIAPP_MAY_NOT_CHARGE,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+            ],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /payment-sessions/{id}/events",
+            summary: "report how loading the payment UI went (launch failed, timed out, back from the app, cancelled): the process to load next, or the session as it now stands",
+            request: Some(schema::<EventRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<SessionEventAnswer>))],
+            codes: &[
+                catalogue::INVALID_PAYMENT_PROCESS,
+                catalogue::UNKNOWN_PAYMENT_SESSION,
+                catalogue::PAYMENT_PROCESS_NOT_OFFERED,
+                catalogue::PAYMENT_SESSION_EXPIRED,
+                catalogue::PAYMENT_SESSION_CLOSED,
+            ],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "PUT /payment-pin",
+            summary: "set the caller's payment PIN (201), or change it with the one set (200)",
+            request: Some(schema::<PinRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<PaymentPinSet>)), (200, Some(schema::<PaymentPinSet>))],
+            codes: &[
+                catalogue::INVALID_PAYMENT_PIN,
+                catalogue::WEAK_PAYMENT_PIN,
+                catalogue::PAYMENT_PIN_ALREADY_SET,
+                catalogue::PAYMENT_PIN_NOT_SET,
+                catalogue::PAYMENT_PIN_WRONG,
+                catalogue::PAYMENT_PIN_LOCKED,
+            ],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "PUT /payment-forces/{user}",
+            summary: "an admin forces a loading process for a user's next sessions (testing), for an hour or as long as asked, up to a week",
+            request: Some(schema::<ForceRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PaymentForceView>))],
+            codes: &[catalogue::INVALID_PAYMENT_PROCESS, catalogue::INVALID_FORCE_DURATION],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "DELETE /payment-forces/{user}",
+            summary: "an admin ends the process forced for a user",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PaymentForceView>))],
+            codes: &[catalogue::UNKNOWN_PAYMENT_FORCE],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "DELETE /payment-pins/{user}",
+            summary: "an admin resets a user's forgotten payment PIN: the user then sets a new one as the first time",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PaymentPinReset>))],
+            codes: &[catalogue::PAYMENT_PIN_NOT_SET],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 /// The refusal of a session for an instruction carried out without one.
 fn carried_out(instruction_id: &str) -> Problem {
@@ -132,7 +375,9 @@ fn process(text: &str) -> Result<Process, Problem> {
     })
 }
 
+/// `POST /payment-sessions`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct CreateRequest {
     pay: PayRequest,
@@ -141,28 +386,27 @@ struct CreateRequest {
 
 /// What is to be paid.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum PayRequest {
-    Purchase {
-        merchant_id: String,
-        product_id: String,
-        quantity: u32,
-        amount: MoneyInput,
-    },
+    /// A merchant's product, as `POST /purchases` buys one.
+    Purchase(PurchaseRequest),
     /// A charge in a mini-app's interface: the app, the mini-app session of the user's
     /// verification, the interface's action and its params, and the amount the user approves.
     MiniappCharge {
+        #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
         app_id: String,
+        #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
         session_id: String,
+        /// One of the actions the app's interface offers.
         action: String,
+        /// A JSON object of at most 4096 bytes (serialized); `{}` when left out or null.
+        #[cfg_attr(feature = "openapi", schemars(with = "Option<serde_json::Map<String, Value>>"))]
         params: Option<Value>,
         amount: MoneyInput,
     },
     /// A transfer instruction as the platform answered it (`POST /platform/instructions`).
-    TransferInstruction {
-        instruction: Instruction,
-        signature: String,
-    },
+    TransferInstruction { instruction: Instruction, signature: String },
 }
 
 /// What is to be paid, validated.
@@ -248,7 +492,7 @@ impl PaymentSessionsApi {
                     Set::First => (StatusCode::CREATED, "set"),
                     Set::Changed => (StatusCode::OK, "changed"),
                 };
-                Ok(json_response(status, &json!({"payment_pin": done})))
+                Ok(json_response(status, &PaymentPinSet { payment_pin: done }))
             }
             other => Err(Problem::new(
                 catalogue::UNKNOWN_ROUTE,
@@ -260,9 +504,7 @@ impl PaymentSessionsApi {
     async fn create(&self, request: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
         let CreateRequest { pay, client } = json_body(request)?;
         let pay = match pay {
-            PayRequest::Purchase { merchant_id, product_id, quantity, amount } => {
-                Paying::Purchase(PurchaseRequest { merchant_id, product_id, quantity, amount }.validate()?)
-            }
+            PayRequest::Purchase(purchase) => Paying::Purchase(purchase.validate()?),
             PayRequest::MiniappCharge { app_id, session_id, action, params, amount } => {
                 let app_id = crate::ids::check("app_id", &app_id)?.to_owned();
                 let request = UserRequest::new(session_id, action, params, Some(amount))?;
@@ -473,7 +715,7 @@ impl PaymentSessionsApi {
                     format!("no process is forced for {user:?}"),
                 ));
             }
-            return Ok(json_response(StatusCode::OK, &json!({"user": user, "forced": null})));
+            return Ok(json_response(StatusCode::OK, &PaymentForceView { user: user.to_owned(), forced: None }));
         }
         let ForceRequest { process: forced, minutes } = json_body(request)?;
         let forced = process(&forced)?;
@@ -485,10 +727,9 @@ impl PaymentSessionsApi {
             ));
         }
         let force = Force { process: forced, until: now_epoch_seconds() + i64::from(minutes) * 60 };
-        let view = json!({"user": user, "forced": {"process": forced, "until": force.until}});
-        let entry = AuditEntry::now(resource, "payment_force.set", &admin.subject, view["forced"].clone());
+        let entry = AuditEntry::now(resource, "payment_force.set", &admin.subject, json!(force));
         commit_audited(&self.dynamodb, &self.audit_table, entry, self.sessions.force_item(user, &force)?).await?;
-        Ok(json_response(StatusCode::OK, &view))
+        Ok(json_response(StatusCode::OK, &PaymentForceView { user: user.to_owned(), forced: Some(force) }))
     }
 
     /// `DELETE /payment-pins/{user}`: an admin resets a user's forgotten PIN (after checking who
@@ -502,7 +743,9 @@ impl PaymentSessionsApi {
         let mut writes = self.pins.reset_items(user, now)?;
         writes.push(entry.put_item(&self.audit_table, &uuid::Uuid::new_v4().to_string())?);
         match transact(&self.dynamodb, writes).await {
-            Ok(()) => Ok(json_response(StatusCode::OK, &json!({"user": user, "payment_pin": "reset"}))),
+            Ok(()) => {
+                Ok(json_response(StatusCode::OK, &PaymentPinReset { user: user.to_owned(), payment_pin: "reset" }))
+            }
             Err(e) if e.broke(PIN_SET) => Err(not_set()),
             Err(e) => Err(Problem::internal(e)),
         }
@@ -533,7 +776,7 @@ impl PaymentSessionsApi {
     }
 
     /// The session with its payment as it stands.
-    async fn view(&self, session: &PaymentSession, now: i64) -> Result<serde_json::Value, Problem> {
+    async fn view(&self, session: &PaymentSession, now: i64) -> Result<PaymentSessionView, Problem> {
         Ok(session.view(self.payment(session).await?.as_ref(), now))
     }
 
@@ -729,10 +972,39 @@ impl PaymentSessionsApi {
         let (next, flow_control) = match session.stage {
             Stage::Open => session.next_after(event, at, &table),
             // Confirmed or cancelled: nothing more to load; the session's state is the outcome.
-            _ => (None, serde_json::Value::Null),
+            _ => (None, None),
         };
-        let next = next.map(|process| json!({"process": process, "needs": session.process_view(process)}));
-        let view = self.view(&session, now).await?;
-        Ok(json_response(StatusCode::OK, &json!({"next": next, "flow_control": flow_control, "session": view})))
+        let next = next.map(|process| NextProcess { process, needs: session.process_view(process) });
+        let session = self.view(&session, now).await?;
+        Ok(json_response(StatusCode::OK, &SessionEventAnswer { next, flow_control, session }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forces_minutes_are_a_whole_number_and_an_hour_when_left_out_or_null() {
+        let minutes = |body: Value| serde_json::from_value::<ForceRequest>(body).map(|force| force.minutes).ok();
+        let with = |minutes: Value| json!({"process": "simulated_only", "minutes": minutes});
+        assert_eq!(minutes(json!({"process": "simulated_only"})), Some(None));
+        assert_eq!(minutes(with(Value::Null)), Some(None));
+        assert_eq!(minutes(with(json!(90))), Some(Some(90)));
+        assert_eq!(minutes(with(json!(90.0))), Some(Some(90)), "JSON does not tell 90 from 90.0");
+        for refused in [json!(1.5), json!(-1), json!("5"), json!(u64::from(u32::MAX) + 1)] {
+            assert_eq!(minutes(with(refused.clone())), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_purchase_to_pay_is_a_purchase_request_under_its_kind() {
+        let purchase = json!({"kind": "purchase", "merchant_id": "m_1", "product_id": "tea", "quantity": 2.0,
+                              "amount": {"amount": "9.00", "currency": "USD"}});
+        let pay = |body: &Value| serde_json::from_value::<PayRequest>(body.clone());
+        assert!(matches!(pay(&purchase), Ok(PayRequest::Purchase(asked)) if asked.quantity == 2));
+        let mut unknown = purchase;
+        unknown["payee"] = json!("Tea");
+        assert!(pay(&unknown).is_err(), "a field a purchase does not name");
     }
 }

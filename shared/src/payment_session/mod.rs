@@ -19,19 +19,21 @@ pub mod pin;
 pub mod policy;
 pub mod store;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Problem;
 use crate::attention::{Action, Class, Element};
 use crate::crypto::sha256_hex;
-use crate::flows::{FlowTable, Kind};
-use crate::instruction::operation::{Operation, OperationState};
+use crate::flows::{FlowAnswer, FlowTable, Kind};
+use crate::instruction::operation::{Operation, OperationState, OperationView};
 use crate::instruction::signed::Instruction;
 use crate::miniapp::{RelayedRequest, UserRequest};
 use crate::money::Money;
 use crate::problem::catalogue;
-use crate::purchase::{Order, OrderState, ValidPurchase};
+use crate::purchase::{Order, OrderState, OrderView, ValidPurchase};
 use policy::{Decision, Process};
 
 /// How long an open session waits to be confirmed.
@@ -65,13 +67,16 @@ pub struct PaymentSession {
 
 /// The client facts a session keeps: its platform and payment app version.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct SessionClient {
     pub platform: String,
+    /// The payment app's version, when it is installed.
     pub app_version: Option<String>,
 }
 
 /// What a session pays for, as the server fixed it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Pay {
     Purchase {
@@ -139,19 +144,48 @@ pub enum Payment {
     Operation(Operation),
 }
 
+/// A confirmed session's payment as its user sees it: what the capability that made it shows.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum PaymentView {
+    /// A purchase's order.
+    Order(OrderView),
+    /// A mini-app charge's request.
+    MiniappCharge(MiniappChargeView),
+    /// A transfer instruction's operation on the transfer side.
+    Operation(OperationView),
+}
+
+/// A mini-app charge relayed to its app's server, and how it ended.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct MiniappChargeView {
+    pub id: String,
+    pub app_id: String,
+    /// `charged` or `refused` (`completed` for a request that pays nothing).
+    pub outcome: &'static str,
+    /// Why it was refused, as a problem code; null when it went through.
+    pub reason: Option<&'static str>,
+    /// What was charged, when it was.
+    pub charged: Option<Money>,
+    /// What the app's server will deliver, when it went through.
+    pub deliver: Option<String>,
+}
+
 impl Payment {
-    fn view(&self) -> Value {
+    fn view(&self) -> PaymentView {
         match self {
-            Payment::Order(order) => json!(order.view()),
-            Payment::Request(request) => json!({
-                "id": request.id,
-                "app_id": request.app_id,
-                "outcome": request.summary(),
-                "reason": request.outcome.refusal().map(|code| code.code()),
-                "charged": request.outcome.charged(),
-                "deliver": request.deliver(),
+            Payment::Order(order) => PaymentView::Order(order.view()),
+            Payment::Request(request) => PaymentView::MiniappCharge(MiniappChargeView {
+                id: request.id.clone(),
+                app_id: request.app_id.clone(),
+                outcome: request.summary(),
+                reason: request.outcome.refusal().map(|code| code.code()),
+                charged: request.outcome.charged(),
+                deliver: request.deliver().map(str::to_owned),
             }),
-            Payment::Operation(operation) => operation.view(),
+            Payment::Operation(operation) => PaymentView::Operation(OperationView::from(operation)),
         }
     }
 
@@ -188,6 +222,8 @@ pub enum Stage {
 
 /// A session's state as its user sees it: the stage, and once confirmed its payment's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "PaymentSessionState"))]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Waiting to be confirmed.
@@ -209,6 +245,8 @@ pub enum State {
 
 /// What a client reports about the loading of a session's payment UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(rename = "PaymentSessionEvent"))]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The payment app did not start.
@@ -219,6 +257,137 @@ pub enum Event {
     AppReturned,
     /// The user gave up the payment.
     Cancelled,
+}
+
+/// A payment session as its user sees it: what it pays, how the client loads the payment UI and
+/// falls back, its state and, once confirmed, its payment.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PaymentSessionView {
+    pub id: String,
+    pub pay: Pay,
+    /// The process the client loads the payment UI by first.
+    pub loading_process: Process,
+    /// Why that process: the policy's rule and the facts it saw, the circuit breaker's demotion,
+    /// or an admin's force.
+    pub reason: String,
+    /// The version of the payment-sessions policy that decided (0: the house policy).
+    pub policy_version: u64,
+    /// The processes to fall back to, in order, when the one loading fails.
+    pub fallback_chain: Vec<Process>,
+    /// How long the client waits for the payment app to come up before it falls back.
+    pub launch_deadline_ms: u64,
+    pub client: SessionClient,
+    pub created_at: i64,
+    /// When an open session can no longer be confirmed.
+    pub expires_at: i64,
+    pub state: State,
+    /// Once confirmed: by which process, when, and its payment's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<SessionConfirmation>,
+    /// Once confirmed: its payment as it stands, null while it is on its way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schemars(with = "Option<PaymentView>"))]
+    pub payment: Option<Option<PaymentView>>,
+    /// A transfer instruction consented to and not carried out yet, while it lives: what the
+    /// client sends the transfer side to carry it out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present: Option<InstructionPresentation>,
+    /// When its user cancelled it: nothing moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<i64>,
+    /// What each process it offers needs (its own, then its fallback chain's), by process.
+    pub processes: BTreeMap<Process, ProcessView>,
+}
+
+/// A session's confirmation.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct SessionConfirmation {
+    /// The process that confirmed it.
+    pub by: Process,
+    pub at: i64,
+    /// The id its payment is made under: an order's, a mini-app request's, an instruction's.
+    pub payment_id: String,
+}
+
+/// The request that carries out a consented transfer instruction.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct InstructionPresentation {
+    /// `POST`.
+    pub method: &'static str,
+    /// `/transfer/operations`.
+    pub path: &'static str,
+    pub body: PresentationBody,
+}
+
+/// `POST /transfer/operations`'s body for a session's instruction.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PresentationBody {
+    pub instruction: Instruction,
+    pub signature: String,
+    pub confirmation: PresentationConfirmation,
+}
+
+/// The user's confirmation of the text the instruction shows.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PresentationConfirmation {
+    pub display_hash: String,
+}
+
+/// What a process needs: the launch of one that loads the payment app, the simulated interface of
+/// one that shows it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct ProcessView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launch: Option<AppLaunch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<SimulatedInterface>,
+}
+
+/// How the client launches the payment app for a session.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct AppLaunch {
+    /// The payment app's link to the session.
+    pub url: String,
+    /// How long to wait for the app to come up before falling back.
+    pub deadline_ms: u64,
+}
+
+/// The simulated payment interface: its screens in order (`review`, `pin`, `result`), the amount
+/// and payee fixed by the server.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct SimulatedInterface {
+    pub screens: Vec<SimulatedScreen>,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct SimulatedScreen {
+    pub id: &'static str,
+    pub fields: Vec<ScreenField>,
+}
+
+/// A field of a simulated screen: a value shown, or what the user enters.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum ScreenField {
+    /// A value shown (an amount with its currency).
+    Shown {
+        name: &'static str,
+        value: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        currency: Option<&'static str>,
+    },
+    /// What the user enters: `input` says what (`digits`), `length` how many.
+    Input { name: &'static str, input: &'static str, length: u32 },
 }
 
 impl PaymentSession {
@@ -397,87 +566,118 @@ impl PaymentSession {
         }
     }
 
-    /// The session as its user sees it at `now`: its state (with its payment's order once
-    /// confirmed), and what each process of its chain needs, the launch link for those that load
-    /// the app and the simulated interface for those that show one.
-    pub fn view(&self, payment: Option<&Payment>, now: i64) -> Value {
-        let mut view = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
-        if let Some(object) = view.as_object_mut() {
-            object.remove("user");
-        }
-        view["state"] = json!(self.state(payment, now));
-        match &self.stage {
+    /// The session as its user sees it at `now`: its state (with its payment once confirmed), and
+    /// what each process of its chain needs, the launch link for those that load the app and the
+    /// simulated interface for those that show one.
+    pub fn view(&self, payment: Option<&Payment>, now: i64) -> PaymentSessionView {
+        let (confirmed, cancelled_at) = match &self.stage {
             Stage::Confirmed { payment_id, by, at } => {
-                view["confirmed"] = json!({"by": by, "at": at, "payment_id": payment_id});
-                view["payment"] = payment.map(Payment::view).unwrap_or(Value::Null);
-                // Consented, not carried out, and still in time to be presented.
-                if let (Pay::TransferInstruction { instruction, signature }, None) = (&self.pay, payment)
-                    && now <= instruction.expires_at
-                {
-                    view["present"] = json!({
-                        "method": "POST",
-                        "path": "/transfer/operations",
-                        "body": {"instruction": instruction, "signature": signature,
-                                 "confirmation": {"display_hash": instruction.display_hash}},
-                    });
-                }
+                (Some(SessionConfirmation { by: *by, at: *at, payment_id: payment_id.clone() }), None)
             }
-            Stage::Cancelled { at } => view["cancelled_at"] = json!(at),
-            Stage::Open => {}
+            Stage::Cancelled { at } => (None, Some(*at)),
+            Stage::Open => (None, None),
+        };
+        // Consented, not carried out, and still in time to be presented.
+        let present = match (&self.pay, payment) {
+            (Pay::TransferInstruction { instruction, signature }, None)
+                if confirmed.is_some() && now <= instruction.expires_at =>
+            {
+                Some(InstructionPresentation {
+                    method: "POST",
+                    path: "/transfer/operations",
+                    body: PresentationBody {
+                        instruction: instruction.clone(),
+                        signature: signature.clone(),
+                        confirmation: PresentationConfirmation { display_hash: instruction.display_hash.clone() },
+                    },
+                })
+            }
+            _ => None,
+        };
+        PaymentSessionView {
+            id: self.id.clone(),
+            pay: self.pay.clone(),
+            loading_process: self.loading_process,
+            reason: self.reason.clone(),
+            policy_version: self.policy_version,
+            fallback_chain: self.fallback_chain.clone(),
+            launch_deadline_ms: self.launch_deadline_ms,
+            client: self.client.clone(),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            state: self.state(payment, now),
+            payment: confirmed.as_ref().map(|_| payment.map(Payment::view)),
+            confirmed,
+            present,
+            cancelled_at,
+            processes: std::iter::once(self.loading_process)
+                .chain(self.fallback_chain.iter().copied())
+                .map(|process| (process, self.process_view(process)))
+                .collect(),
         }
-        let processes: serde_json::Map<String, Value> = std::iter::once(self.loading_process)
-            .chain(self.fallback_chain.iter().copied())
-            .map(|process| (process.as_str().to_owned(), self.process_view(process)))
-            .collect();
-        view["processes"] = Value::Object(processes);
-        view
     }
 
-    /// What the client does after `event` at `process`: the next process to load (with what it
-    /// needs) and the error-flow table's answer, or `None` for the next when there is none.
-    pub fn next_after(&self, event: Event, process: Process, table: &FlowTable) -> (Option<Process>, Value) {
+    /// What the client does after `event` at `process`: the next process to load, `None` when there
+    /// is none, and the error-flow table's answer to a failed launch.
+    pub fn next_after(
+        &self,
+        event: Event,
+        process: Process,
+        table: &FlowTable,
+    ) -> (Option<Process>, Option<FlowAnswer>) {
         match event {
             Event::LaunchFailed | Event::Timeout => {
                 let at = table.step(&format!("payment/{}", process.as_str()));
                 let code = catalogue::PAYMENT_APP_LAUNCH_FAILED.code();
                 let (action, rule) = table.decide(at.as_ref(), code, &self.user);
-                let answer = table.answer(at.as_ref(), action, rule);
+                let answer = table.decided(at.as_ref(), action, rule);
                 // The first process the table's switches reach that this session offers: one the
                 // circuit breaker demoted is not offered, and the table may have changed since.
                 let next = fallback_chain(table, process, &self.user).into_iter().find(|next| self.offers(*next));
-                (next, answer)
+                (next, Some(answer))
             }
             // Back from the app, the session says how it went; an open one may be tried again.
-            Event::AppReturned => (matches!(self.stage, Stage::Open).then_some(process), Value::Null),
-            Event::Cancelled => (None, Value::Null),
+            Event::AppReturned => (matches!(self.stage, Stage::Open).then_some(process), None),
+            Event::Cancelled => (None, None),
         }
     }
 
-    fn process_view(&self, process: Process) -> Value {
+    fn process_view(&self, process: Process) -> ProcessView {
         let launch =
-            json!({"url": format!("superpay://pay?session={}", self.id), "deadline_ms": self.launch_deadline_ms});
+            || AppLaunch { url: format!("superpay://pay?session={}", self.id), deadline_ms: self.launch_deadline_ms };
         match process {
-            Process::ForegroundApp => json!({"launch": launch}),
-            Process::SimulatedSheet => json!({"launch": launch, "interface": self.interface()}),
-            Process::SimulatedOnly => json!({"interface": self.interface()}),
+            Process::ForegroundApp => ProcessView { launch: Some(launch()), interface: None },
+            Process::SimulatedSheet => ProcessView { launch: Some(launch()), interface: Some(self.interface()) },
+            Process::SimulatedOnly => ProcessView { launch: None, interface: Some(self.interface()) },
         }
     }
 
     /// The simulated interface: its screens in order, the amount and payee fixed by the server.
-    fn interface(&self) -> Value {
+    fn interface(&self) -> SimulatedInterface {
         let (payee, amount) = self.pay.payee_and_amount();
         let item = match &self.pay {
             Pay::Purchase { product_id, quantity, .. } => format!("{product_id} x {quantity}"),
             Pay::MiniappCharge { action, .. } => action.clone(),
             Pay::TransferInstruction { instruction, .. } => instruction.display.text.clone(),
         };
-        json!({"screens": [
-            {"id": "review", "fields": [
-                {"name": "payee", "value": payee},
-                {"name": "item", "value": item},
-                {"name": "amount", "value": amount.amount().to_string(), "currency": amount.currency().code()}]},
-            {"id": "pin", "fields": [{"name": "pin", "input": "digits", "length": 6}]},
-            {"id": "result", "fields": []}]})
+        let shown = |name, value, currency| ScreenField::Shown { name, value, currency };
+        SimulatedInterface {
+            screens: vec![
+                SimulatedScreen {
+                    id: "review",
+                    fields: vec![
+                        shown("payee", payee.to_owned(), None),
+                        shown("item", item, None),
+                        shown("amount", amount.amount().to_string(), Some(amount.currency().code())),
+                    ],
+                },
+                SimulatedScreen {
+                    id: "pin",
+                    fields: vec![ScreenField::Input { name: "pin", input: "digits", length: 6 }],
+                },
+                SimulatedScreen { id: "result", fields: vec![] },
+            ],
+        }
     }
 }
 
@@ -583,7 +783,7 @@ mod tests {
             (cancelled.state(None, 130), cancelled.check_open(130).unwrap_err().code),
             (State::Cancelled, "payment_session_closed")
         );
-        let view = confirmed.view(Some(&Payment::Order(order.clone())), 150);
+        let view = json!(confirmed.view(Some(&Payment::Order(order.clone())), 150));
         assert_eq!(
             (view["state"].as_str(), view["confirmed"]["by"].as_str()),
             (Some("processing"), Some("simulated_only"))
@@ -613,22 +813,22 @@ mod tests {
         );
         assert_eq!(made.expires_at, instruction.expires_at, "the instruction's 300 s, not the session's 900 s");
         assert_eq!(open.payment_id(), instruction.id);
-        assert_eq!(open.interface()["screens"][0]["fields"][1]["value"], instruction.display.text.as_str());
+        assert_eq!(json!(open.interface())["screens"][0]["fields"][1]["value"], instruction.display.text.as_str());
 
         let by = Process::SimulatedOnly;
         let confirmed =
             PaymentSession { stage: Stage::Confirmed { payment_id: instruction.id.clone(), by, at: 1_100 }, ..open };
         // Consented, not carried out yet: the client is told what to present to the transfer side.
-        let view = confirmed.view(None, 1_100);
+        let view = json!(confirmed.view(None, 1_100));
         assert_eq!(view["state"], "processing");
         assert_eq!(view["present"]["path"], "/transfer/operations");
         assert_eq!(view["present"]["body"]["confirmation"]["display_hash"], instruction.display_hash.as_str());
         assert_eq!(view["present"]["body"]["signature"], "c2ln");
         // Never presented before the instruction expired: nothing moved, nothing left to present
         // (once one judged just in time would have committed).
-        let late = confirmed.view(None, instruction.expires_at + CONSENT_GRACE_SECONDS);
+        let late = json!(confirmed.view(None, instruction.expires_at + CONSENT_GRACE_SECONDS));
         assert_eq!((late["state"].as_str(), &late["present"]), (Some("processing"), &Value::Null));
-        let view = confirmed.view(None, instruction.expires_at + CONSENT_GRACE_SECONDS + 1);
+        let view = json!(confirmed.view(None, instruction.expires_at + CONSENT_GRACE_SECONDS + 1));
         assert_eq!((view["state"].as_str(), &view["present"]), (Some("expired"), &Value::Null));
         let operation = Operation {
             id: instruction.id.clone(),
@@ -658,7 +858,7 @@ mod tests {
             let payment = Payment::Operation(Operation { state, ..operation.clone() });
             // Carried out: its outcome, whatever the instruction's expiry.
             assert_eq!(confirmed.state(Some(&payment), instruction.expires_at + 10), shown, "{state:?}");
-            assert_eq!(confirmed.view(Some(&payment), 1_100)["present"], Value::Null);
+            assert_eq!(json!(confirmed.view(Some(&payment), 1_100))["present"], Value::Null);
         }
     }
 
@@ -678,7 +878,10 @@ mod tests {
         // The sheet demoted by the breaker: a failed app launch falls back past it.
         let demoted = PaymentSession { fallback_chain: vec![Process::SimulatedOnly], ..open.clone() };
         let (next, answer) = demoted.next_after(Event::LaunchFailed, Process::ForegroundApp, &house);
-        assert_eq!((next, answer["to"].as_str()), (Some(Process::SimulatedOnly), Some("payment/simulated_sheet")));
+        assert_eq!(
+            (next, json!(answer)["to"].as_str()),
+            (Some(Process::SimulatedOnly), Some("payment/simulated_sheet"))
+        );
         assert_eq!(open.breaker_key(Process::ForegroundApp), "foreground_app/android/9.1.0");
     }
 

@@ -35,6 +35,7 @@ pub const MAX_LAUNCH_DEADLINE_MS: u64 = 60_000;
 
 /// The three ways the purchase app loads the payment UI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Process {
     /// (1) Invoke the payment app now, in the foreground.
@@ -57,23 +58,67 @@ impl Process {
 
 /// What the client reports about itself when it starts a payment.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClientFacts {
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "fact_schemas::platform"))]
     pub platform: String,
     pub payment_app: PaymentApp,
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "fact_schemas::network"))]
     pub network: String,
+    #[serde(deserialize_with = "crate::http::whole")]
     pub free_memory_mb: u32,
+    /// How the user prefers to pay; `none` when left out or null.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "fact_schemas::preference"))]
     pub preference: Option<String>,
 }
 
+/// The payment app on the device: an installed one names its version.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schemars(extend("anyOf" = [
+        {"properties": {"installed": {"const": false}}},
+        {"properties": {"version": {"type": "string", "pattern": VERSION_PATTERN}}, "required": ["version"]},
+    ]))
+)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentApp {
     pub installed: bool,
     /// `major.minor.patch`, when installed.
     #[serde(default)]
     pub version: Option<String>,
+}
+
+/// `Version::parse`'s grammar.
+#[cfg(feature = "openapi")]
+const VERSION_PATTERN: &str = r"^[0-9]{1,9}\.[0-9]{1,9}\.[0-9]{1,9}$";
+
+/// The client's facts as the policy takes them: each one of the values `FACTS` names.
+#[cfg(feature = "openapi")]
+mod fact_schemas {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    fn values(fact: &str) -> Vec<serde_json::Value> {
+        let values = super::FACTS.iter().find(|(name, _)| *name == fact).map(|(_, values)| *values);
+        values.unwrap_or_default().iter().map(|value| (*value).into()).collect()
+    }
+
+    pub fn platform(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "enum": values("platform")})
+    }
+
+    pub fn network(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "enum": values("network")})
+    }
+
+    pub fn preference(_: &mut SchemaGenerator) -> Schema {
+        let mut values = values("preference");
+        values.push(serde_json::Value::Null);
+        json_schema!({"enum": values})
+    }
 }
 
 /// The values each derived fact can take, in the rules' fact order.

@@ -28,9 +28,11 @@ pub const SESSION_CANCELLABLE: &str = "payment_session.cancellable";
 pub const FORCE_SET: &str = "payment_session.force";
 
 /// A process an admin forced for one user's sessions (testing), until a time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Force {
     pub process: Process,
+    /// When it ends, epoch seconds.
     pub until: i64,
 }
 

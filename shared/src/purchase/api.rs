@@ -7,11 +7,11 @@
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::checkout::Checkout;
 use super::service::{Refund, unknown_order};
-use super::{Decision, Order, OrderState, PurchaseRequest};
+use super::{Decision, Order, OrderState, OrderView, PurchaseRequest};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
@@ -20,14 +20,13 @@ use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::{Decision as IdempotencyDecision, StoredResponse};
 use crate::merchant::{MerchantStatus, suspended_refund};
-use crate::money::MoneyInput;
+use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::problem::catalogue;
 
-/// The buyer's routes' documentation (`crate::openapi`); the merchant's signed ones are to come.
+/// The routes' documentation (`crate::openapi`): the buyer's, and the merchant's signed ones.
 #[cfg(feature = "openapi")]
 pub const ROUTES: &[crate::openapi::RouteDoc] = {
-    use super::OrderView;
     use crate::openapi::{Header, RouteDoc, schema};
     &[
         RouteDoc {
@@ -54,6 +53,8 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
                 catalogue::LEDGER_BUSY,
             ],
             headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
         },
         RouteDoc {
             key: "GET /purchases/{id}",
@@ -64,6 +65,55 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
             answers: &[(200, Some(schema::<OrderView>))],
             codes: &[catalogue::UNKNOWN_ORDER],
             headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /merchant/orders/{id}/decision",
+            summary: "the merchant decides on one of its orders later: 200 settled by it, 202 still awaiting it with the decision recorded (it is carried out soon)",
+            request: Some(schema::<OrderDecisionRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<OrderView>)), (202, Some(schema::<OrderView>))],
+            codes: &[
+                catalogue::ORDER_ID_MISMATCH,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::UNKNOWN_ORDER,
+                catalogue::ORDER_ALREADY_DECIDED,
+                catalogue::ORDER_ALREADY_SETTLED,
+                catalogue::ORDER_EXPIRED,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /merchant/orders/{id}/refunds",
+            summary: "the merchant refunds one of its paid orders, in part or in full, to the buyer's wallet",
+            request: Some(schema::<OrderRefundRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<OrderRefundView>))],
+            codes: &[
+                catalogue::ORDER_ID_MISMATCH,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::INVALID_REASON,
+                catalogue::MERCHANT_INACTIVE,
+                catalogue::UNKNOWN_ORDER,
+                catalogue::ORDER_NOT_PAID,
+                catalogue::CURRENCY_MISMATCH,
+                catalogue::REFUND_EXCEEDS_PAID,
+                catalogue::MERCHANT_INSUFFICIENT_FUNDS,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::Signed, Header::IdempotencyKey],
+            form: None,
+            pages: &[],
         },
     ]
 };
@@ -76,24 +126,46 @@ pub struct PurchasesApi {
     idempotency: IdempotencyStore,
 }
 
-/// A merchant's later decision: `MerchantAnswer`'s shape (`order_id` is optional; when sent it
-/// must be the order of the path).
+/// A merchant's later decision on an order: its product server's answer (`MerchantAnswer`), less
+/// `pending`.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
+struct OrderDecisionRequest {
     decision: Decision,
+    /// When sent, the order of the path.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::optional_id"))]
     order_id: Option<String>,
 }
 
+/// A merchant's refund of a paid order.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct RefundBody {
+struct OrderRefundRequest {
+    /// In the order's currency, at most what is still refundable.
     amount: MoneyInput,
+    /// Why, in at most 200 characters; echoed in the answer.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schemars(length(max = 200)))]
     reason: Option<String>,
+    /// When sent, the order of the path.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::optional_id"))]
     order_id: Option<String>,
+}
+
+/// A refund of an order, and the order as it leaves it (a retry: as it is).
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+struct OrderRefundView<'a> {
+    /// Derived from the Idempotency-Key: a retry names the same refund.
+    refund_id: &'a str,
+    amount: Money,
+    /// As the merchant sent it.
+    reason: Option<&'a str>,
+    order: OrderView,
 }
 
 fn check_order_id(path: &str, body: Option<&str>) -> Result<(), Problem> {
@@ -195,7 +267,7 @@ impl PurchasesApi {
         let now = now_epoch_seconds();
         let merchant = self.checkout.merchants.signer(request, &self.nonces, now).await?;
         let id = path_parameter(request, "id")?;
-        let DecisionBody { decision, order_id } = json_body(request)?;
+        let OrderDecisionRequest { decision, order_id } = json_body(request)?;
         check_order_id(id, order_id.as_deref())?;
         // A suspended merchant may still decline (the user gets the money back), never capture.
         if decision == Decision::Confirm && merchant.status != MerchantStatus::Active {
@@ -219,7 +291,7 @@ impl PurchasesApi {
     async fn refund(&self, request: &Request) -> Result<Response<Body>, Problem> {
         let merchant = self.checkout.merchants.signer(request, &self.nonces, now_epoch_seconds()).await?;
         let id = path_parameter(request, "id")?;
-        let RefundBody { amount, reason, order_id } = json_body(request)?;
+        let OrderRefundRequest { amount, reason, order_id } = json_body(request)?;
         check_order_id(id, order_id.as_deref())?;
         let amount = amount.validate()?;
         if reason.as_ref().is_some_and(|r| r.chars().count() > 200) {
@@ -233,14 +305,23 @@ impl PurchasesApi {
                 if merchant.status != MerchantStatus::Active {
                     return Err(suspended_refund(&merchant.id));
                 }
-                let order =
-                    self.checkout.service.orders.get(id).await?.filter(|o| o.merchant_id == merchant.id).ok_or_else(|| unknown_order(id))?;
+                let order = self
+                    .checkout
+                    .service
+                    .orders
+                    .get(id)
+                    .await?
+                    .filter(|o| o.merchant_id == merchant.id)
+                    .ok_or_else(|| unknown_order(id))?;
                 let refund_id = claim.scope.derived_id("refund")[..16].to_owned();
                 let respond = |order: &Order| {
-                    json_response(
-                        StatusCode::CREATED,
-                        &serde_json::json!({ "refund_id": refund_id, "amount": amount, "reason": reason, "order": order.view() }),
-                    )
+                    let view = OrderRefundView {
+                        refund_id: &refund_id,
+                        amount,
+                        reason: reason.as_deref(),
+                        order: order.view(),
+                    };
+                    json_response(StatusCode::CREATED, &view)
                 };
                 let finish = |after: &Order| -> Result<_, Problem> {
                     Ok(self.idempotency.complete_item(&claim, &StoredResponse::from_response(&respond(after)), now)?)

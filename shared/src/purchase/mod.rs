@@ -212,6 +212,8 @@ impl ValidPurchase {
 
 /// What a merchant decided about an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+// Named apart from a payment session's `Decision` (`crate::payment_session::policy`).
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(rename = "OrderDecision"))]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Confirm,

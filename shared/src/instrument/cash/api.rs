@@ -33,12 +33,99 @@ pub struct CashApi {
     idempotency: IdempotencyStore,
 }
 
+/// `POST /wallet/cash-ins`' and `POST /wallet/cash-outs`' body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct CashRequest {
+    /// One of the caller's instruments: a card or a bank account to cash in from, a bank account
+    /// to cash out to.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     instrument_id: String,
     amount: MoneyInput,
 }
+
+/// The routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::MovementView;
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /wallet/cash-ins",
+            summary: "move money from one of the caller's cards or bank accounts into their wallet; 201 the bank decided (completed or declined), 202 pending its answer",
+            request: Some(schema::<CashRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<MovementView>)), (202, Some(schema::<MovementView>))],
+            codes: &[
+                catalogue::INVALID_ID,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::UNKNOWN_INSTRUMENT,
+                catalogue::CARD_EXPIRED,
+                catalogue::CASH_LIMIT_EXCEEDED,
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /wallet/cash-ins/{id}",
+            summary: "one of the caller's cash-ins",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<MovementView>))],
+            codes: &[catalogue::UNKNOWN_CASH_MOVEMENT],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /wallet/cash-outs",
+            summary: "pay wallet money out to one of the caller's bank accounts; 201 the bank decided (completed, or declined and the money back in the wallet), 202 pending its answer",
+            request: Some(schema::<CashRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<MovementView>)), (202, Some(schema::<MovementView>))],
+            codes: &[
+                catalogue::INVALID_ID,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::UNKNOWN_INSTRUMENT,
+                catalogue::INSTRUMENT_CANNOT_RECEIVE,
+                catalogue::CASH_LIMIT_EXCEEDED,
+                catalogue::INSUFFICIENT_FUNDS,
+                catalogue::WALLET_CURRENCY_MISMATCH,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /wallet/cash-outs/{id}",
+            summary: "one of the caller's cash-outs",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<MovementView>))],
+            codes: &[catalogue::UNKNOWN_CASH_MOVEMENT],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 fn unknown_movement(id: &str) -> Problem {
     Problem::new(catalogue::UNKNOWN_CASH_MOVEMENT, format!("no cash movement {id:?} of yours"))

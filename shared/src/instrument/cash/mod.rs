@@ -29,7 +29,7 @@ pub mod store;
 use std::collections::{HashMap, HashSet};
 
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::instrument::Instrument;
 use crate::ledger::{AccountId, Books, LedgerError, Transfer, TransferRecord, shown};
@@ -304,51 +304,107 @@ impl Movement {
         self.transfer(self.settlement_id(), AccountId::hold(&self.id), self.payer(), kind)
     }
 
-    pub fn view(&self) -> Value {
-        let mut view = json!({
-            "id": self.id,
-            "direction": self.direction.as_str(),
-            "instrument_id": self.instrument_id,
-            "instrument": self.instrument_label,
-            "amount": self.amount.amount().to_string(),
-            "currency": self.amount.currency().code(),
-            "state": self.state.as_str(),
-            "created_at": self.created_at,
-        });
-        if let Some(at) = self.decided_at {
-            view["decided_at"] = at.into();
+    /// A cash-in or a cash-out as its user sees it (a partner sees its charges by `partner_view`).
+    pub fn view(&self) -> MovementView {
+        MovementView {
+            instrument_id: self.instrument_id.clone(),
+            instrument: self.instrument_label.clone(),
+            facts: self.facts(),
         }
-        if let Some(reason) = &self.reason {
-            view["reason"] = reason.as_str().into();
-        }
-        // The bank's own decline (a cash-in is always sent; the others once marked asked), as a
-        // code the error-flow table answers: never retried.
-        if self.state == CashState::Declined && (self.direction == Direction::In || self.asked) {
-            view["decline_code"] = catalogue::BANK_DECLINED.code().into();
-        }
-        if let Some(charge) = &self.charge {
-            view["partner_id"] = charge.partner.as_str().into();
-            view["link_id"] = charge.link.as_str().into();
-        }
-        if self.direction == Direction::Charge {
-            view["refunded"] = self.amount.currency().rescale(self.refunded).to_string().into();
-        }
-        if let Some(charge) = &self.refund_of {
-            view["refund_of"] = charge.as_str().into();
-        }
-        view
     }
 
-    /// What a partner sees of its charge: the token it charged, never the instrument's id or label.
-    pub fn partner_view(&self) -> Value {
-        let mut view = self.view();
-        if let (Some(fields), Some(charge)) = (view.as_object_mut(), &self.charge) {
-            fields.remove("instrument_id");
-            fields.remove("instrument");
-            fields.insert("token".into(), charge.token.as_str().into());
+    /// What a partner sees of its charge or refund: the token it charged, never the instrument's id
+    /// or label.
+    pub fn partner_view(&self) -> PartnerChargeView {
+        // Only a partner's charges and refunds are shown to it, and each has its `charge`.
+        let (token, partner_id, link_id) = self
+            .charge
+            .as_ref()
+            .map(|charge| (charge.token.clone(), charge.partner.clone(), charge.link.clone()))
+            .unwrap_or_default();
+        PartnerChargeView {
+            token,
+            partner_id,
+            link_id,
+            refunded: (self.direction == Direction::Charge)
+                .then(|| self.amount.currency().rescale(self.refunded).to_string()),
+            refund_of: self.refund_of.clone(),
+            facts: self.facts(),
         }
-        view
     }
+
+    fn facts(&self) -> MovementFacts {
+        MovementFacts {
+            id: self.id.clone(),
+            direction: self.direction.as_str(),
+            amount: self.amount.amount().to_string(),
+            currency: self.amount.currency().code(),
+            state: self.state.as_str(),
+            created_at: self.created_at,
+            decided_at: self.decided_at,
+            reason: self.reason.clone(),
+            // The bank's own decline (a cash-in is always sent; the others once marked asked), as a
+            // code the error-flow table answers: never retried.
+            decline_code: (self.state == CashState::Declined && (self.direction == Direction::In || self.asked))
+                .then_some(catalogue::BANK_DECLINED.code()),
+        }
+    }
+}
+
+/// A cash-in or a cash-out as its user sees it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct MovementView {
+    pub instrument_id: String,
+    /// How the instrument shows (`visa 1111`, `DE 3000`), though it may be removed since.
+    pub instrument: String,
+    #[serde(flatten)]
+    pub facts: MovementFacts,
+}
+
+/// A partner's charge, or a refund of one, as the partner sees it: the token it charged, never the
+/// instrument's id or label.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PartnerChargeView {
+    pub token: String,
+    pub partner_id: String,
+    /// The link it was made under.
+    pub link_id: String,
+    /// A charge: how much of it its refunds (pending or paid) took back, in the currency's decimals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refunded: Option<String>,
+    /// A refund: the charge it pays back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_of: Option<String>,
+    #[serde(flatten)]
+    pub facts: MovementFacts,
+}
+
+/// What a movement's user, or its partner, sees of it alike.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct MovementFacts {
+    pub id: String,
+    /// `in` (a cash-in), `out` (a cash-out), `charge` (a partner's) or `refund` (of a charge).
+    pub direction: &'static str,
+    /// In the currency's decimals.
+    pub amount: String,
+    pub currency: &'static str,
+    /// `pending` (the bank's answer is owed: its check settles it; GET it again), `completed` or
+    /// `declined`.
+    pub state: &'static str,
+    pub created_at: i64,
+    /// When it was completed or declined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+    /// Why it was declined, in the bank's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `bank_declined` when the bank itself declined it: a code the error-flow table answers,
+    /// never retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_code: Option<&'static str>,
 }
 
 /// What one user started in one direction and currency over the last `WINDOW_SECONDS`: the

@@ -94,7 +94,32 @@ fn ids_say_their_direction_and_name_their_transfers() {
         cash_in.on_approval().unwrap().accounts(),
         vec![AccountId::funding("in_1/USD"), AccountId::wallet("alice")]
     );
-    assert_eq!(cash_in.view()["state"], "pending");
+}
+
+#[test]
+fn a_movement_shows_its_outcome_and_a_partner_sees_its_token_not_the_instrument() {
+    let mut cash_in = movement("ci_1", Direction::In, "5", CashState::Declined);
+    (cash_in.decided_at, cash_in.reason) = (Some(NOW + 1), Some("do not honor".into()));
+    assert_eq!(
+        serde_json::json!(cash_in.view()),
+        serde_json::json!({"id": "ci_1", "direction": "in", "instrument_id": "in_1", "instrument": "visa 1111",
+                           "amount": "5.00", "currency": "USD", "state": "declined", "created_at": NOW,
+                           "decided_at": NOW + 1, "reason": "do not honor", "decline_code": "bank_declined"})
+    );
+    let mut charge = movement("ch_1", Direction::Charge, "5", CashState::Pending);
+    charge.charge = Some(ChargeOf {
+        partner: "p_1".into(),
+        link: "l_1".into(),
+        merchant: "m_1".into(),
+        token: "pt_1".into(),
+        number_token: "n".into(),
+    });
+    assert_eq!(
+        serde_json::json!(charge.partner_view()),
+        serde_json::json!({"id": "ch_1", "direction": "charge", "token": "pt_1", "amount": "5.00", "currency": "USD",
+                           "state": "pending", "created_at": NOW, "partner_id": "p_1", "link_id": "l_1",
+                           "refunded": "0.00"})
+    );
 }
 
 /// The books after `transfers`, applied in order from nothing.

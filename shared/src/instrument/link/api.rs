@@ -15,12 +15,15 @@ use std::sync::Arc;
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::store::{IDENTITY_FREE, LINK_ACTIVE, LINK_NEW, LinkStore};
 use super::{CodeError, partner_api::PartnerApi};
-use super::{Grant, GrantJson, Link, LinkCode, LinkState, Linked, MAX_LINKED_INSTRUMENTS, expiry_notice, new_token};
+use super::{
+    Grant, GrantRequest, Link, LinkCode, LinkState, LinkView, Linked, LinkedInstrumentView, MAX_LINKED_INSTRUMENTS,
+    expiry_notice, new_token,
+};
 use crate::Problem;
 use crate::attention::{AttentionStore, Personal, PersonalKind};
 use crate::auth::Caller;
@@ -121,7 +124,7 @@ impl Links {
             "link_id": link.id,
             "partner_id": link.partner,
             "partner_name": partner_name,
-            "grant": link.grant.view(),
+            "grant": link.grant,
             "linked_at": link.created_at,
         });
         let personal = Personal { kind: PersonalKind::Link, id: link.id.clone(), at: link.created_at, data };
@@ -149,29 +152,27 @@ impl Links {
     }
 
     /// How the user sees `link`: the partner's name, each instrument by its label.
-    pub async fn user_view(&self, link: &Link, now: i64) -> Result<Value, Problem> {
+    pub async fn user_view(&self, link: &Link, now: i64) -> Result<LinkView, Problem> {
         let kept = self.instruments.of_user(&link.user).await?;
         self.user_view_with(link, &kept, now).await
     }
 
     /// The same, with the user's instruments as read (one read for all their links).
-    async fn user_view_with(&self, link: &Link, kept: &[Stored], now: i64) -> Result<Value, Problem> {
+    async fn user_view_with(&self, link: &Link, kept: &[Stored], now: i64) -> Result<LinkView, Problem> {
         let partner = self.partners.get(&link.partner).await?;
-        let labels: Vec<(String, Value)> = link
+        let instruments = link
             .instruments
             .iter()
             .map(|l| {
-                let shown = kept.iter().find(|k| k.instrument.id == l.instrument_id).map_or_else(
-                    || json!({"id": l.instrument_id, "status": "removed"}),
-                    |k| {
-                        let status = if k.removed_at.is_some() { "removed" } else { "active" };
-                        json!({"id": l.instrument_id, "instrument": k.instrument.label(), "status": status})
-                    },
-                );
-                (l.instrument_id.clone(), shown)
+                let kept = kept.iter().find(|k| k.instrument.id == l.instrument_id);
+                LinkedInstrumentView {
+                    id: l.instrument_id.clone(),
+                    instrument: kept.map(|k| k.instrument.label()),
+                    status: if kept.is_some_and(|k| k.removed_at.is_none()) { "active" } else { "removed" },
+                }
             })
             .collect();
-        Ok(link.view(partner.as_ref().map_or("", |p| p.name.as_str()), &labels, now))
+        Ok(link.view(partner.as_ref().map_or("", |p| p.name.as_str()), instruments, now))
     }
 
     /// The partner a link code's key id names and that key's link-code key, or the code is forged.
@@ -188,13 +189,108 @@ pub struct LinksApi {
     partner: PartnerApi,
 }
 
+/// `POST /links`'s body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 struct LinkRequest {
+    /// The link code the partner issued for the user: `<payload, base64url>.<signature, hex>`.
     code: String,
+    /// The instruments to link: 1 to 10, each once.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "instrument_ids"))]
     instrument_ids: Vec<String>,
-    grant: GrantJson,
+    grant: GrantRequest,
 }
+
+/// `instrument_ids`' schema: ids, 1 to `MAX_LINKED_INSTRUMENTS`, each once (`invalid_grant` otherwise).
+#[cfg(feature = "openapi")]
+fn instrument_ids(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": crate::openapi::id(generator),
+        "minItems": 1,
+        "maxItems": MAX_LINKED_INSTRUMENTS,
+        "uniqueItems": true,
+    })
+}
+
+/// `GET /links`' answer: every link of the user's, ended ones too.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct LinksView {
+    links: Vec<LinkView>,
+}
+
+/// The user's routes' documentation (`crate::openapi`); the partner's are `super::partner_api::ROUTES`.
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "POST /links",
+            summary: "link the partner identity a link code names to instruments of the caller's, with a grant; the partner is told",
+            request: Some(schema::<LinkRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<LinkView>))],
+            codes: &[
+                catalogue::LINK_CODE_INVALID,
+                catalogue::LINK_CODE_EXPIRED,
+                catalogue::LINK_CODE_NOT_YOURS,
+                catalogue::LINK_CODE_USED,
+                catalogue::INVALID_ID,
+                catalogue::INVALID_GRANT,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::PARTNER_INACTIVE,
+                catalogue::UNKNOWN_INSTRUMENT,
+                catalogue::PARTNER_IDENTITY_LINKED,
+            ],
+            headers: &[Header::IdempotencyKey],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /links",
+            summary: "every link of the caller's, ended ones too: what each allows, its use, its end",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<LinksView>))],
+            codes: &[],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /links/{id}",
+            summary: "one of the caller's links",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<LinkView>))],
+            codes: &[catalogue::UNKNOWN_LINK],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "DELETE /links/{id}",
+            summary: "end one of the caller's links at once (reads and charges refused from then on); the partner is told",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<LinkView>))],
+            codes: &[catalogue::UNKNOWN_LINK],
+            headers: &[],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 fn unknown_link(id: &str) -> Problem {
     Problem::new(catalogue::UNKNOWN_LINK, format!("no link {id:?} of yours"))
@@ -221,7 +317,7 @@ impl LinksApi {
                 for link in self.links.links.of_user(user).await? {
                     views.push(self.links.user_view_with(&link, &kept, now).await?);
                 }
-                Ok(json_response(StatusCode::OK, &json!({ "links": views })))
+                Ok(json_response(StatusCode::OK, &LinksView { links: views }))
             }
             "GET /links/{id}" => {
                 let id = ids::check("id", path_parameter(&request, "id")?)?;

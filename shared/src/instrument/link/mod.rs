@@ -19,11 +19,11 @@ pub mod store;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use rust_decimal::Decimal;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::cash::{Caps, Window, movement_limit, window_limit};
-use super::{Details, Instrument};
+use super::{Details, DetailsView, Instrument};
 use crate::crypto::{Key, sign, verify};
 use crate::money::{Currency, Money, MoneyInput};
 use crate::problem::{Code, catalogue};
@@ -162,38 +162,48 @@ impl LinkCode {
 }
 
 /// What B may do with a link's instruments.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Grant {
+    /// B may read the instruments' display data.
     pub read: bool,
-    /// `None`: B may not charge.
+    /// What B may charge; null: B may not charge.
     pub charge: Option<ChargeCaps>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What B may charge, in its currency: one charge, and its charges over a rolling 24 hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ChargeCaps {
     pub per_charge: Money,
     pub per_day: Money,
 }
 
+/// A grant as the user sends it: `read`, `charge`, or both (neither is refused as `invalid_grant`).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-pub struct GrantJson {
+pub struct GrantRequest {
+    /// B may read the instruments' display data.
     #[serde(default)]
     read: bool,
+    /// B may charge within these caps (`invalid_grant` unless in the partner's currency, per_charge
+    /// at most per_day, and within the currency's limits for a charge and for 24 hours).
     #[serde(default)]
-    charge: Option<ChargeCapsJson>,
+    charge: Option<CapsRequest>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct ChargeCapsJson {
+struct CapsRequest {
     per_charge: MoneyInput,
     per_day: MoneyInput,
 }
 
 impl Grant {
     /// A grant as the user sent it, for a partner that charges in `currency`.
-    pub fn parse(json: GrantJson, currency: Currency) -> Result<Self, Problem> {
+    pub fn parse(json: GrantRequest, currency: Currency) -> Result<Self, Problem> {
         let invalid = |detail: String| Problem::new(catalogue::INVALID_GRANT, detail);
         let charge = match json.charge {
             None => None,
@@ -227,16 +237,6 @@ impl Grant {
             per_window: c.per_day.amount(),
             count: MAX_CHARGES_PER_DAY,
         })
-    }
-
-    pub fn view(&self) -> Value {
-        let charge = self.charge.map(|c| {
-            json!({
-                "per_charge": {"amount": c.per_charge.amount().to_string(), "currency": c.per_charge.currency().code()},
-                "per_day": {"amount": c.per_day.amount().to_string(), "currency": c.per_day.currency().code()},
-            })
-        });
-        json!({ "read": self.read, "charge": charge })
     }
 }
 
@@ -283,10 +283,10 @@ pub struct Link {
 
 impl Link {
     /// How its partner sees one of its instruments: the token, and display data if `read` is granted.
-    pub fn shown(&self, token: &str, instrument: Option<&Instrument>, now: i64) -> Value {
+    pub fn shown(&self, token: &str, instrument: Option<&Instrument>, now: i64) -> PartnerInstrumentView {
         match self.grant.read {
             true => partner_view(token, instrument, now),
-            false => json!({"token": token}),
+            false => PartnerInstrumentView { token: token.to_owned(), status: None, last4: None, details: None },
         }
     }
 
@@ -301,61 +301,140 @@ impl Link {
     }
 
     /// What it allows and how it was used, for its user (`GET /links`): never the tokens.
-    pub fn view(&self, partner_name: &str, labels: &[(String, Value)], now: i64) -> Value {
+    pub fn view(&self, partner_name: &str, instruments: Vec<LinkedInstrumentView>, now: i64) -> LinkView {
         let recent = self.window.recent(now);
         let charged: Decimal = recent.iter().map(|(_, amount)| *amount).sum();
         let charged = self.grant.charge.map_or(charged, |caps| caps.per_day.currency().rescale(charged));
-        let mut view = json!({
-            "id": self.id,
-            "partner_id": self.partner,
-            "partner_name": partner_name,
-            "partner_user": self.partner_user,
-            "instruments": labels.iter().map(|(_, shown)| shown.clone()).collect::<Vec<_>>(),
-            "grant": self.grant.view(),
-            "state": self.state.as_str(),
-            "created_at": self.created_at,
-            "use": {"charges_24h": recent.len(), "asked_24h": charged.to_string()},
-        });
-        if let Some((at, by)) = &self.ended {
-            view["ended_at"] = (*at).into();
-            view["ended_by"] = by.as_str().into();
+        LinkView {
+            id: self.id.clone(),
+            partner_id: self.partner.clone(),
+            partner_name: partner_name.to_owned(),
+            partner_user: self.partner_user.clone(),
+            instruments,
+            grant: self.grant.clone(),
+            state: self.state.as_str(),
+            created_at: self.created_at,
+            usage: LinkUse { charges_24h: recent.len(), asked_24h: charged.to_string() },
+            ended_at: self.ended.as_ref().map(|(at, _)| *at),
+            ended_by: self.ended.as_ref().map(|(_, by)| by.clone()),
         }
-        view
     }
+}
+
+/// A link as its user sees it: what it allows and how it was used, never the tokens.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct LinkView {
+    id: String,
+    partner_id: String,
+    /// Empty once the partner is no longer known.
+    partner_name: String,
+    /// The user's id on the partner.
+    partner_user: String,
+    instruments: Vec<LinkedInstrumentView>,
+    grant: Grant,
+    /// `active` or `unlinked`.
+    state: &'static str,
+    created_at: i64,
+    #[serde(rename = "use")]
+    usage: LinkUse,
+    /// When it ended, once it has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<i64>,
+    /// Who ended it (`user` or `partner`), once it has ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_by: Option<String>,
+}
+
+/// A link's charges over the rolling 24 hours its caps count.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct LinkUse {
+    charges_24h: usize,
+    /// What they asked, together, in the caps' currency.
+    asked_24h: String,
+}
+
+/// A linked instrument as its user sees it: by its label while it is kept.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct LinkedInstrumentView {
+    pub id: String,
+    /// Its label (`visa 1111`, `DE 3000`); absent once it is gone altogether.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instrument: Option<String>,
+    /// `active` or `removed`.
+    pub status: &'static str,
 }
 
 /// What a partner sees of its link: its grant and state and, while it is active, each instrument's
 /// token (what it charges) with, if `read` is granted, its display data (`instruments`: each
 /// linked instrument as it stands, `None` once removed) as of `now`.
-pub fn partner_link_view(link: &Link, instruments: &[Option<Instrument>], now: i64) -> Value {
-    let mut view = json!({
-        "link_id": link.id,
-        "partner_id": link.partner,
-        "partner_user": link.partner_user,
-        "state": link.state.as_str(),
-        "grant": link.grant.view(),
-    });
-    if link.state == LinkState::Active {
-        let shown: Vec<Value> = link
-            .instruments
+pub fn partner_link_view(link: &Link, instruments: &[Option<Instrument>], now: i64) -> PartnerLinkView {
+    let shown = (link.state == LinkState::Active).then(|| {
+        link.instruments
             .iter()
             .zip(instruments)
             .map(|(linked, instrument)| link.shown(&linked.token, instrument.as_ref(), now))
-            .collect();
-        view["instruments"] = shown.into();
+            .collect()
+    });
+    PartnerLinkView {
+        link_id: link.id.clone(),
+        partner_id: link.partner.clone(),
+        partner_user: link.partner_user.clone(),
+        state: link.state.as_str(),
+        grant: link.grant.clone(),
+        instruments: shown,
     }
-    view
+}
+
+/// A link as its partner sees it.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PartnerLinkView {
+    link_id: String,
+    partner_id: String,
+    /// The user's id on the partner.
+    partner_user: String,
+    /// `active` or `unlinked`.
+    state: &'static str,
+    grant: Grant,
+    /// Each linked instrument, while the link is active.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instruments: Option<Vec<PartnerInstrumentView>>,
+}
+
+/// A linked instrument as its partner sees it: the token it charges and, if `read` is granted,
+/// display data; never its number, id or holder.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PartnerInstrumentView {
+    token: String,
+    /// `active`, `expired` (a card past its expiry) or `removed`; only if `read` is granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    /// Only if `read` is granted, while it is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last4: Option<String>,
+    /// Its kind and what only that kind shows; only if `read` is granted, while it is kept.
+    #[serde(flatten)]
+    details: Option<DetailsView>,
 }
 
 /// What a partner sees of a linked instrument at `now`: its token and display data, never its
 /// number, id or holder; a removed instrument, or a card past its expiry, shows as such.
-pub fn partner_view(token: &str, instrument: Option<&Instrument>, now: i64) -> Value {
-    let Some(instrument) = instrument else { return json!({"token": token, "status": "removed"}) };
+pub fn partner_view(token: &str, instrument: Option<&Instrument>, now: i64) -> PartnerInstrumentView {
+    let token = token.to_owned();
+    let Some(instrument) = instrument else {
+        return PartnerInstrumentView { token, status: Some("removed"), last4: None, details: None };
+    };
     let expired = matches!(&instrument.details, Details::Card { expiry, .. } if now >= expiry.ends_at());
-    let status = if expired { "expired" } else { "active" };
-    let mut view = json!({"token": token, "status": status, "last4": instrument.last4});
-    instrument.details.show(&mut view);
-    view
+    PartnerInstrumentView {
+        token,
+        status: Some(if expired { "expired" } else { "active" }),
+        last4: Some(instrument.last4.clone()),
+        details: Some(instrument.details.view()),
+    }
 }
 
 /// The partner's webhook that `link`'s instrument `instrument_id` changed (`why`: `replaced`, or

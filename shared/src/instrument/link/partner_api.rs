@@ -21,8 +21,7 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::api::Links;
 use super::store::CHARGE_INDEX_NEW;
@@ -52,12 +51,156 @@ pub struct PartnerApi {
     cash: CashService,
 }
 
+/// `POST /partner/charges`' body.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
-struct ChargeRequest {
+struct PartnerChargeRequest {
+    /// The linked instrument's token, as the link gave it.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "crate::openapi::id"))]
     token: String,
+    /// In the partner's currency, within the link's caps.
     amount: MoneyInput,
 }
+
+/// `POST /partner/charges/{id}/refunds`' body.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+struct PartnerRefundRequest {
+    /// In the charge's currency, at most what is still refundable.
+    amount: MoneyInput,
+}
+
+/// `DELETE /partner/users/{partner_user}/link`'s answer: the link as it ended.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct EndedLink {
+    link_id: String,
+    /// `unlinked`.
+    state: &'static str,
+}
+
+/// The partner's routes' documentation (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const ROUTES: &[crate::openapi::RouteDoc] = {
+    use super::PartnerLinkView;
+    use crate::instrument::cash::PartnerChargeView;
+    use crate::openapi::{Header, RouteDoc, schema};
+    &[
+        RouteDoc {
+            key: "GET /partner/users/{partner_user}/link",
+            summary: "the link of one of the partner's users: its grant and, if read is granted, its instruments' tokens and display data",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PartnerLinkView>))],
+            codes: &[catalogue::PARTNER_INACTIVE, catalogue::UNKNOWN_LINK],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "DELETE /partner/users/{partner_user}/link",
+            summary: "end the link of one of the partner's users at once (a suspended partner may too); the user sees it ended by the partner",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<EndedLink>))],
+            codes: &[catalogue::UNKNOWN_LINK],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /partner/charges",
+            summary: "charge the linked instrument a token names, within the link's caps, into the partner's merchant account; 201 completed or declined, 202 pending (GET it)",
+            request: Some(schema::<PartnerChargeRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<PartnerChargeView>)), (202, Some(schema::<PartnerChargeView>))],
+            codes: &[
+                catalogue::INVALID_ID,
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+                catalogue::PARTNER_INACTIVE,
+                catalogue::UNKNOWN_TOKEN,
+                catalogue::UNKNOWN_INSTRUMENT,
+                catalogue::LINK_ENDED,
+                catalogue::INSTRUMENT_REMOVED,
+                catalogue::CARD_EXPIRED,
+                catalogue::CHARGE_NOT_GRANTED,
+                catalogue::LINK_CAP_EXCEEDED,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey, Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "GET /partner/charges/{id}",
+            summary: "one of the partner's charges or refunds",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(200, Some(schema::<PartnerChargeView>))],
+            codes: &[catalogue::PARTNER_INACTIVE, catalogue::UNKNOWN_CHARGE],
+            headers: &[Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /partner/charges/{id}/refunds",
+            summary: "pay part or all of a completed charge back to its instrument, held from the partner's merchant account; 201 completed or declined, 202 pending",
+            request: Some(schema::<PartnerRefundRequest>),
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<PartnerChargeView>)), (202, Some(schema::<PartnerChargeView>))],
+            codes: &[
+                catalogue::AMOUNT_NOT_DECIMAL_STRING,
+                catalogue::AMOUNT_NOT_POSITIVE,
+                catalogue::AMOUNT_TOO_MANY_DECIMALS,
+                catalogue::AMOUNT_OVER_LIMIT,
+                catalogue::UNKNOWN_CURRENCY,
+                catalogue::CURRENCY_NOT_ACCEPTED,
+                catalogue::PARTNER_INACTIVE,
+                catalogue::UNKNOWN_CHARGE,
+                catalogue::CHARGE_NOT_COMPLETED,
+                catalogue::INSTRUMENT_REMOVED,
+                catalogue::REFUND_EXCEEDS_CHARGE,
+                catalogue::MERCHANT_INSUFFICIENT_FUNDS,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey, Header::Signed],
+            form: None,
+            pages: &[],
+        },
+        RouteDoc {
+            key: "POST /partner/charges/{id}/void",
+            summary: "pay back all of a completed charge that is still refundable, as a refund; 201 completed or declined, 202 pending",
+            request: None,
+            path: &[],
+            query: &[],
+            answers: &[(201, Some(schema::<PartnerChargeView>)), (202, Some(schema::<PartnerChargeView>))],
+            codes: &[
+                catalogue::PARTNER_INACTIVE,
+                catalogue::UNKNOWN_CHARGE,
+                catalogue::CHARGE_NOT_COMPLETED,
+                catalogue::INSTRUMENT_REMOVED,
+                catalogue::REFUND_EXCEEDS_CHARGE,
+                catalogue::MERCHANT_INSUFFICIENT_FUNDS,
+                catalogue::LEDGER_BUSY,
+            ],
+            headers: &[Header::IdempotencyKey, Header::Signed],
+            form: None,
+            pages: &[],
+        },
+    ]
+};
 
 fn unknown_user(partner_user: &str) -> Problem {
     Problem::new(catalogue::UNKNOWN_LINK, format!("no user {partner_user:?} of yours is linked"))
@@ -74,12 +217,6 @@ fn unknown_token() -> Problem {
 fn link_ended(link: &Link) -> Problem {
     let by = link.ended.as_ref().map_or("", |(_, by)| by.as_str());
     Problem::new(catalogue::LINK_ENDED, format!("the link was ended by the {by}: nothing may be read or charged"))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RefundRequest {
-    amount: MoneyInput,
 }
 
 /// A refund's place: within what its charge may still pay back (the charge's `refunded`, written
@@ -218,11 +355,11 @@ impl PartnerApi {
             "DELETE /partner/users/{partner_user}/link" => {
                 let link = self.link_of(links, request, &partner).await?;
                 let ended = links.end(&link, "partner", now).await?;
-                Ok(json_response(StatusCode::OK, &json!({"link_id": ended.id, "state": ended.state.as_str()})))
+                Ok(json_response(StatusCode::OK, &EndedLink { link_id: ended.id, state: ended.state.as_str() }))
             }
             "POST /partner/charges" => self.charge(links, request, &partner).await,
             "POST /partner/charges/{id}/refunds" => {
-                let RefundRequest { amount } = json_body(request)?;
+                let PartnerRefundRequest { amount } = json_body(request)?;
                 self.refund(links, request, &partner, Some(amount.validate()?)).await
             }
             "POST /partner/charges/{id}/void" => self.refund(links, request, &partner, None).await,
@@ -244,7 +381,7 @@ impl PartnerApi {
     }
 
     async fn charge(&self, links: &Links, request: &Request, partner: &Partner) -> Result<Response<Body>, Problem> {
-        let body = json_body::<ChargeRequest>(request)?;
+        let body = json_body::<PartnerChargeRequest>(request)?;
         let token = ids::check("token", &body.token)?;
         let amount = body.amount.validate()?;
         let caller = format!("partner/{}", partner.id);

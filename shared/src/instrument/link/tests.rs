@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::json;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -96,13 +97,13 @@ fn a_partner_sees_a_token_and_display_data_never_the_number_id_or_holder() {
         holder: "Ada Lovelace".into(),
         created_at: NOW,
     };
-    let view = partner_view("pt_x", Some(&card), NOW);
+    let view = json!(partner_view("pt_x", Some(&card), NOW));
     assert_eq!(
         view,
         json!({"token": "pt_x", "status": "active", "last4": "4242", "kind": "card", "brand": "visa",
                             "expiry_month": 12, "expiry_year": 2030})
     );
-    assert_eq!(partner_view("pt_x", None, NOW), json!({"token": "pt_x", "status": "removed"}));
+    assert_eq!(json!(partner_view("pt_x", None, NOW)), json!({"token": "pt_x", "status": "removed"}));
     assert!(new_token().starts_with("pt_") && new_token() != new_token());
 }
 
@@ -124,8 +125,8 @@ fn a_card_expires_after_its_month_and_its_partner_is_told_then_under_the_same_to
         holder: "Ada".into(),
         created_at: NOW,
     };
-    assert_eq!(partner_view("pt_x", Some(&card), 1_924_991_999)["status"], "active");
-    assert_eq!(partner_view("pt_x", Some(&card), 1_924_992_000)["status"], "expired");
+    assert_eq!(partner_view("pt_x", Some(&card), 1_924_991_999).status, Some("active"));
+    assert_eq!(partner_view("pt_x", Some(&card), 1_924_992_000).status, Some("expired"));
     let link = Link {
         id: "lk_1".into(),
         user: "alice".into(),
@@ -142,7 +143,48 @@ fn a_card_expires_after_its_month_and_its_partner_is_told_then_under_the_same_to
     assert_eq!(due_at, 1_924_992_000);
     assert_eq!(crate::batch::QueueMessage::id(&notice), "lk_1/updated/in_1/expiry/2030-12/linked");
     // Without `read`, the partner sees the token only; a bank account never expires.
-    assert_eq!(link.shown("pt_x", Some(&card), NOW), json!({"token": "pt_x"}));
+    assert_eq!(json!(link.shown("pt_x", Some(&card), NOW)), json!({"token": "pt_x"}));
     let account = Instrument { details: crate::instrument::Details::BankAccount { country: "DE".into() }, ..card };
     assert!(expiry_notice(&link, &account, "linked").is_none());
+}
+
+#[test]
+fn a_link_shows_its_grant_use_and_end_to_its_user_and_its_instruments_only_while_active_to_its_partner() {
+    let grant = grant(json!({"read": true, "charge": {"per_charge": usd("50"), "per_day": usd("200.5")}})).unwrap();
+    let mut link = Link {
+        id: "lk_1".into(),
+        user: "alice".into(),
+        partner: "pp_b".into(),
+        partner_user: "b-7".into(),
+        instruments: vec![Linked { instrument_id: "in_1".into(), token: "pt_x".into() }],
+        grant,
+        state: LinkState::Unlinked,
+        created_at: NOW - 100,
+        ended: Some((NOW, "partner".into())),
+        // One charge within the last 24 hours, one before.
+        window: Window {
+            version: 2,
+            entries: vec![(NOW - 90_000, Decimal::new(7, 0)), (NOW - 10, Decimal::new(125, 1))],
+        },
+    };
+    let removed = LinkedInstrumentView { id: "in_1".into(), instrument: None, status: "removed" };
+    assert_eq!(
+        json!(link.view("Platform B", vec![removed], NOW)),
+        json!({"id": "lk_1", "partner_id": "pp_b", "partner_name": "Platform B", "partner_user": "b-7",
+               "instruments": [{"id": "in_1", "status": "removed"}],
+               "grant": {"read": true, "charge": {"per_charge": usd("50.00"), "per_day": usd("200.50")}},
+               "state": "unlinked", "created_at": NOW - 100, "use": {"charges_24h": 1, "asked_24h": "12.50"},
+               "ended_at": NOW, "ended_by": "partner"})
+    );
+    assert_eq!(
+        json!(partner_link_view(&link, &[None], NOW)),
+        json!({"link_id": "lk_1", "partner_id": "pp_b", "partner_user": "b-7", "state": "unlinked",
+               "grant": {"read": true, "charge": {"per_charge": usd("50.00"), "per_day": usd("200.50")}}})
+    );
+    (link.state, link.ended, link.grant) = (LinkState::Active, None, Grant { read: true, charge: None });
+    assert_eq!(
+        json!(partner_link_view(&link, &[None], NOW)),
+        json!({"link_id": "lk_1", "partner_id": "pp_b", "partner_user": "b-7", "state": "active",
+               "grant": {"read": true, "charge": null}, "instruments": [{"token": "pt_x", "status": "removed"}]})
+    );
 }
