@@ -340,30 +340,32 @@ fn operation(
             by_status.entry(status).or_default().push(code.code());
         }
     }
+    // The gateway's own answers, before the function runs: `{"message": ...}`.
+    let gateway =
+        json!({"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}});
     for (status, mut codes) in by_status {
         codes.sort_unstable();
         codes.dedup();
         let schema = json!({"allOf": [problem, {"properties": {"code": {"enum": codes}}}]});
-        responses.insert(
-            status.to_string(),
-            json!({"description": reason(status), "content": {crate::problem::CONTENT_TYPE: {"schema": schema}}}),
-        );
+        let mut answer =
+            json!({"description": reason(status), "content": {crate::problem::CONTENT_TYPE: {"schema": schema}}});
+        if status == 413 {
+            answer["description"] =
+                "a body over 256 KiB (ours), or an event over Lambda's 6 MB quota (the gateway's)".into();
+            answer["content"]["application/json"] = gateway["application/json"].clone();
+        }
+        responses.insert(status.to_string(), answer);
     }
     if let Some(scopes) = &route.scopes {
         operation.insert("security".into(), json!([{"jwt": scopes}]));
         if !scopes.is_empty() {
             responses.insert(
                 "403".into(),
-                json!({"description": "the token lacks the route's scope (the gateway's answer)",
-                       "content": {"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}}}),
+                json!({"description": "the token lacks the route's scope (the gateway's answer)", "content": gateway}),
             );
         }
-        // The gateway's own answer, before the function runs.
-        responses.insert(
-            "401".into(),
-            json!({"description": "no valid token (the gateway's answer)",
-                   "content": {"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}}}),
-        );
+        responses
+            .insert("401".into(), json!({"description": "no valid token (the gateway's answer)", "content": gateway}));
     }
     operation.insert("responses".into(), Value::Object(responses));
     operation
@@ -452,6 +454,11 @@ mod tests {
             json!(["idempotency_key_invalid", "idempotency_key_missing", "invalid_id", "malformed_json"])
         );
         assert_eq!(codes("500"), json!(["internal"]));
+        // Ours, or the gateway's for an event over Lambda's quota.
+        assert_eq!(codes("413"), json!(["body_too_large"]));
+        assert!(
+            operation["responses"]["413"]["content"]["application/json"]["schema"]["properties"]["message"].is_object()
+        );
         assert_eq!(operation["security"], json!([{"jwt": []}]));
         assert!(operation["responses"]["401"].is_object());
         let names: Vec<&str> =
