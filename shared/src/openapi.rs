@@ -158,12 +158,17 @@ pub const NOT_YET_DOCUMENTED: &[&str] = &[
     "PUT /transfer/thresholds/{user}",
 ];
 
-/// The request headers of a signed call (`crate::crypto`).
-const SIGNATURE_HEADERS: [(&str, &str); 4] = [
-    (crypto::HEADER_KEY_ID, "the id of the key that signed the request"),
-    (crypto::HEADER_TIMESTAMP, "when it was signed, Unix seconds; within the allowed skew"),
-    (crypto::HEADER_NONCE, "single use"),
-    (crypto::HEADER_SIGNATURE, "the signature of the canonical request (docs/api/conventions.md)"),
+/// The request headers of a signed call (`crate::crypto`) and the patterns `Signature::from_headers`
+/// and the key id rule (`crate::ids::is_key_id`) hold them to.
+const SIGNATURE_HEADERS: [(&str, &str, &str); 4] = [
+    (
+        crypto::HEADER_KEY_ID,
+        "the id of the key that signed the request, <owner>.<key>",
+        r"^[A-Za-z0-9_:-]{1,126}\.[A-Za-z0-9_.:-]{1,126}$",
+    ),
+    (crypto::HEADER_TIMESTAMP, "when it was signed, Unix seconds; within the allowed skew", "^-?[0-9]{1,18}$"),
+    (crypto::HEADER_NONCE, "single use", "^[A-Za-z0-9-]{16,64}$"),
+    (crypto::HEADER_SIGNATURE, "the signature of the canonical request (docs/api/conventions.md)", "^.+$"),
 ];
 
 /// The OpenAPI document of `routes` (template.yaml's), each documented by its entry in `docs`
@@ -234,7 +239,8 @@ fn bounded_integers(schema: &mut Schema) {
         Some("uint8") => (json!(0), json!(u8::MAX)),
         Some("uint16") => (json!(0), json!(u16::MAX)),
         Some("uint32") => (json!(0), json!(u32::MAX)),
-        Some("uint64") => (json!(0), json!(u64::MAX)),
+        // `usize` is "uint": a 64-bit Lambda's.
+        Some("uint64" | "uint") => (json!(0), json!(u64::MAX)),
         Some("int32") => (json!(i32::MIN), json!(i32::MAX)),
         Some("int64") => (json!(i64::MIN), json!(i64::MAX)),
         _ => return,
@@ -296,11 +302,13 @@ fn operation(
                 ]);
             }
             Header::Signed => {
-                for (name, description) in SIGNATURE_HEADERS {
-                    parameters.push(json!({"name": name, "in": "header", "required": true,
-                                           "description": description, "schema": {"type": "string"}}));
+                for (name, description, pattern) in SIGNATURE_HEADERS {
+                    parameters.push(json!({"name": name, "in": "header", "required": true, "description": description,
+                                           "schema": {"type": "string", "pattern": pattern}}));
                 }
                 codes.extend([
+                    // A key id that is none.
+                    catalogue::INVALID_ID,
                     catalogue::SIGNATURE_MISSING,
                     catalogue::SIGNATURE_INVALID,
                     catalogue::SIGNATURE_STALE,
