@@ -286,6 +286,35 @@ pub async fn partition_all(
     }
 }
 
+/// Every item of partition `pk` (key `pk`, sort key `sk`) sorted after `after`, read consistently
+/// page by page: an account's postings beyond the sequence it was read at.
+pub async fn items_after(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    after: &str,
+) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":after", s(after))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        start = page.last_evaluated_key.clone();
+        items.extend(page.items.unwrap_or_default());
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
 /// One page of partition `pk`'s items keyed `<prefix><sequence, 20 digits>`, newest first: `limit`
 /// of them before sequence `before` (exclusive; `None`: from the newest). Postings and messages.
 pub async fn newest_before(

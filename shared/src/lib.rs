@@ -43,6 +43,7 @@ pub mod problem;
 pub mod purchase;
 pub mod queues;
 pub mod reconcile;
+pub mod reconciliation;
 pub mod rules;
 pub mod security;
 pub mod signed;

@@ -88,12 +88,17 @@ impl TemplateRoute {
     }
 }
 
-/// The request headers of a signed call (`crate::crypto`).
-const SIGNATURE_HEADERS: [(&str, &str); 4] = [
-    (crypto::HEADER_KEY_ID, "the id of the key that signed the request"),
-    (crypto::HEADER_TIMESTAMP, "when it was signed, Unix seconds; within the allowed skew"),
-    (crypto::HEADER_NONCE, "single use"),
-    (crypto::HEADER_SIGNATURE, "the signature of the canonical request (docs/api/conventions.md)"),
+/// The request headers of a signed call (`crate::crypto`) and the patterns `Signature::from_headers`
+/// and the key id rule (`crate::ids::is_key_id`) hold them to.
+const SIGNATURE_HEADERS: [(&str, &str, &str); 4] = [
+    (
+        crypto::HEADER_KEY_ID,
+        "the id of the key that signed the request, <owner>.<key>",
+        r"^[A-Za-z0-9_:-]{1,126}\.[A-Za-z0-9_.:-]{1,126}$",
+    ),
+    (crypto::HEADER_TIMESTAMP, "when it was signed, Unix seconds; within the allowed skew", "^-?[0-9]{1,18}$"),
+    (crypto::HEADER_NONCE, "single use", "^[A-Za-z0-9-]{16,64}$"),
+    (crypto::HEADER_SIGNATURE, "the signature of the canonical request (docs/api/conventions.md)", "^.+$"),
 ];
 
 /// The OpenAPI document of `routes` (template.yaml's), each documented by its entry in `docs`.
@@ -155,7 +160,8 @@ fn bounded_integers(schema: &mut Schema) {
         Some("uint8") => (json!(0), json!(u8::MAX)),
         Some("uint16") => (json!(0), json!(u16::MAX)),
         Some("uint32") => (json!(0), json!(u32::MAX)),
-        Some("uint64") => (json!(0), json!(u64::MAX)),
+        // `usize` is "uint": a 64-bit Lambda's.
+        Some("uint64" | "uint") => (json!(0), json!(u64::MAX)),
         Some("int32") => (json!(i32::MIN), json!(i32::MAX)),
         Some("int64") => (json!(i64::MIN), json!(i64::MAX)),
         _ => return,
@@ -224,11 +230,13 @@ fn operation(
                 ]);
             }
             Header::Signed => {
-                for (name, description) in SIGNATURE_HEADERS {
-                    parameters.push(json!({"name": name, "in": "header", "required": true,
-                                           "description": description, "schema": {"type": "string"}}));
+                for (name, description, pattern) in SIGNATURE_HEADERS {
+                    parameters.push(json!({"name": name, "in": "header", "required": true, "description": description,
+                                           "schema": {"type": "string", "pattern": pattern}}));
                 }
                 codes.extend([
+                    // A key id that is none.
+                    catalogue::INVALID_ID,
                     catalogue::SIGNATURE_MISSING,
                     catalogue::SIGNATURE_INVALID,
                     catalogue::SIGNATURE_STALE,
@@ -279,14 +287,21 @@ fn operation(
             by_status.entry(status).or_default().push(code.code());
         }
     }
+    // The gateway's own answers, before the function runs: `{"message": ...}`.
+    let gateway =
+        json!({"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}});
     for (status, mut codes) in by_status {
         codes.sort_unstable();
         codes.dedup();
         let schema = json!({"allOf": [problem, {"properties": {"code": {"enum": codes}}}]});
-        responses.insert(
-            status.to_string(),
-            json!({"description": reason(status), "content": {crate::problem::CONTENT_TYPE: {"schema": schema}}}),
-        );
+        let mut answer =
+            json!({"description": reason(status), "content": {crate::problem::CONTENT_TYPE: {"schema": schema}}});
+        if status == 413 {
+            answer["description"] =
+                "a body over 256 KiB (ours), or an event over Lambda's 6 MB quota (the gateway's)".into();
+            answer["content"]["application/json"] = gateway["application/json"].clone();
+        }
+        responses.insert(status.to_string(), answer);
     }
     for status in doc.pages {
         // A status may be a page or a problem (a 400: the form again, or an invalid path id).
@@ -300,16 +315,11 @@ fn operation(
         if !scopes.is_empty() {
             responses.insert(
                 "403".into(),
-                json!({"description": "the token lacks the route's scope (the gateway's answer)",
-                       "content": {"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}}}),
+                json!({"description": "the token lacks the route's scope (the gateway's answer)", "content": gateway}),
             );
         }
-        // The gateway's own answer, before the function runs.
-        responses.insert(
-            "401".into(),
-            json!({"description": "no valid token (the gateway's answer)",
-                   "content": {"application/json": {"schema": {"type": "object", "properties": {"message": {"type": "string"}}}}}}),
-        );
+        responses
+            .insert("401".into(), json!({"description": "no valid token (the gateway's answer)", "content": gateway}));
     }
     operation.insert("responses".into(), Value::Object(responses));
     operation
@@ -407,6 +417,11 @@ mod tests {
             json!(["idempotency_key_invalid", "idempotency_key_missing", "invalid_id", "malformed_json"])
         );
         assert_eq!(codes("500"), json!(["internal"]));
+        // Ours, or the gateway's for an event over Lambda's quota.
+        assert_eq!(codes("413"), json!(["body_too_large"]));
+        assert!(
+            operation["responses"]["413"]["content"]["application/json"]["schema"]["properties"]["message"].is_object()
+        );
         assert_eq!(operation["security"], json!([{"jwt": []}]));
         assert!(operation["responses"]["401"].is_object());
         let names: Vec<&str> =

@@ -41,7 +41,7 @@ const LAYERS: &[(&str, &[&str], bool)] = &[
     ("3 parties", &["merchant", "device_keys"], true),
     // A capability uses layers 1 to 3 and no other capability.
     ("4 capabilities", &["purchase", "miniapp", "offline", "instruction", "instrument"], false),
-    ("5 composers", &["notifier", "payment_session", "home"], true),
+    ("5 composers", &["notifier", "payment_session", "home", "reconciliation"], true),
 ];
 
 /// Temporary: edges the design names as departures still to be removed (issue 10). Each is allowed

@@ -1,14 +1,23 @@
 //! The operator CLI (`cargo ops`, `superpay_ops::run`) against the local stack, as an operator
 //! types it: a config group created from a file, published over the version read, diffed,
-//! rolled back; a non-admin token and a bad file refused with what to do.
+//! rolled back; a non-admin token and a bad file refused with what to do; the README's walk
+//! (a merchant registered, suspended and its key rotated, a dead-letter queue inspected and
+//! redriven, the reconciliation report on the live stack).
 
+use aws_sdk_dynamodb::types::AttributeValue;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use superpay_e2e::{Env, unique};
+
+use crate::notifications::eventually;
+use crate::purchases::{buy, funded_user, merchant, purchase};
 
 /// `cargo ops --api <stack> --token <token> <args>`.
 async fn ops(token: &str, args: &[&str]) -> Result<String, String> {
     let env = Env::get();
+    let stack = std::env::var("SUPERPAY_STACK").unwrap();
     let mut line = vec!["cargo-ops".to_owned(), "--api".into(), env.url(""), "--token".into(), token.to_owned()];
+    line.extend(["--local-stack".to_owned(), stack]);
     line.extend(args.iter().map(|a| a.to_string()));
     superpay_ops::run(line).await
 }
@@ -67,4 +76,104 @@ async fn an_operator_publishes_diffs_and_rolls_back_a_config_group() {
     std::fs::write(&broken, "{not json").unwrap();
     let refused = ops(&admin, &["config", "publish", &group, &broken.display().to_string()]).await.unwrap_err();
     assert!(refused.contains("is not JSON"), "{refused}");
+}
+
+/// `cargo ops --json <args>`, read.
+async fn ops_json(args: &[&str]) -> Value {
+    let mut line = vec!["--json"];
+    line.extend(args);
+    let out = ops(&Env::get().admin_token(), &line).await.unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_reconciles() {
+    let env = Env::get();
+    let admin = env.admin_token();
+    // A merchant: registered once however often the command runs, its secret shown the first time.
+    let url = format!("product_server_url={}/m/{}", env.stack.merchant_simulator_url, unique("ops-shop"));
+    let name = format!("name=Ops Tea {}", unique("n"));
+    let register = ["merchants", "register", &name, &url, "currency=USD"];
+    let registered = ops(&admin, &register).await.unwrap();
+    assert!(registered.starts_with("registered merchant m_"), "{registered}");
+    assert!(registered.contains("secret (shown this once"), "{registered}");
+    let again = ops(&admin, &register).await.unwrap();
+    assert!(again.ends_with("the secret was shown by the first run of this command only\n"), "{again}");
+    let id = registered.split_whitespace().nth(2).unwrap().to_owned();
+    assert_eq!(ops_json(&["merchants", "show", &id]).await["status"], "active");
+    let rotated = ops(&admin, &["merchants", "rotate", &id, "--grace-seconds", "60"]).await.unwrap();
+    assert!(rotated.starts_with(&format!("{id} now signs with {id}.k2; {id}.k1 is honoured until")), "{rotated}");
+    let ended = ops(&admin, &["merchants", "end-grace", &id]).await.unwrap();
+    assert_eq!(ended, format!("{id}: {id}.k1 is no longer honoured; {id}.k2 signs\n"));
+    let terminal = ops_json(&["terminals", "register", &id]).await;
+    assert_eq!((&terminal["merchant_id"], &terminal["kind"]), (&json!(id), &json!("till")));
+    assert_eq!(
+        ops(&admin, &["merchants", "status", &id, "suspended"]).await.unwrap(),
+        format!("merchant {id} is suspended\n")
+    );
+    let actions: Vec<String> = env
+        .partition("AuditTable", "resource", &format!("merchant/{id}"))
+        .await
+        .iter()
+        .map(|i| i["action"].as_s().unwrap().clone())
+        .collect();
+    assert_eq!(actions, ["merchant.register", "merchant.rotate_key", "merchant.end_key_grace", "merchant.status"]);
+    // An id goes into a path: refused before any call.
+    assert!(ops(&admin, &["merchants", "show", "../config"]).await.unwrap_err().contains("id"));
+
+    // The cash queue's dead letters (no other test's): a poison, dead-lettered with its reason, and
+    // a message whose cause was fixed (its outbox item handled meanwhile).
+    let sqs = env.stack.sqs().await;
+    let poison = format!("{{\"kind\":\"cash.check\",\"id\":\"{}\"}}", unique("ops-poison"));
+    sqs.send_message().queue_url(&env.stack.queues["CashQueue"]).message_body(&poison).send().await.unwrap();
+    let shown = eventually(20, "the poison's dead letter", || async {
+        let shown = ops_json(&["dlq", "show", "cash"]).await;
+        shown.as_array().unwrap().iter().find(|m| m["body"] == poison.as_str()).cloned()
+    })
+    .await;
+    assert!(shown["reason"].as_str().unwrap().starts_with("not a cash message: missing field `user`"), "{shown}");
+    assert_eq!((&shown["kind"], &shown["tries"]), (&json!("cash.check"), &json!("1")));
+    let fixed =
+        format!("{{\"kind\":\"cash.check\",\"id\":\"{}\",\"user\":\"u\",\"movement\":\"m\"}}", unique("ops-fixed"));
+    let dead_letters = &env.stack.queues["CashDeadLetterQueue"];
+    sqs.send_message().queue_url(dead_letters).message_body(&fixed).send().await.unwrap();
+    let counted = ops_json(&["dlq", "count"]).await;
+    assert_eq!(counted["CashDeadLetterQueue"]["source"], "CashQueue");
+    assert!(counted["CashDeadLetterQueue"]["messages"].as_u64() >= Some(2), "{counted}");
+    let redriven = ops_json(&["dlq", "redrive", "CashDeadLetterQueue"]).await;
+    assert_eq!((&redriven["to"], redriven["redriven"].as_array().map(Vec::len)), (&json!("CashQueue"), Some(2)));
+    let audited = env.partition("AuditTable", "resource", "queue/CashDeadLetterQueue").await;
+    assert!(audited.iter().any(|i| i["detail"].as_s().unwrap().contains(redriven["redriven"][0].as_str().unwrap())));
+    // The poison is back with its reason; the fixed one was handled and stays away.
+    let back = eventually(20, "the poison back", || async {
+        let shown = ops_json(&["dlq", "show", "cash"]).await;
+        shown.as_array().unwrap().iter().any(|m| m["body"] == poison.as_str()).then_some(shown)
+    })
+    .await;
+    assert!(!back.as_array().unwrap().iter().any(|m| m["body"] == fixed.as_str()), "{back}");
+
+    // The report on the live stack (other tests run meanwhile): an order whose record lies is found.
+    let (shop, payer) = (merchant().await, funded_user("20.00").await);
+    let (status, paid) = buy(&payer, &purchase(&shop, "green-tea", "12.50"), &unique("key")).await;
+    assert_eq!(status, StatusCode::CREATED, "{paid}");
+    let order = paid["id"].as_str().unwrap();
+    env.dynamodb()
+        .await
+        .update_item()
+        .table_name(env.table("OrdersTable"))
+        .key("id", AttributeValue::S(order.into()))
+        .update_expression("SET #state = :declined")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":declined", AttributeValue::S("declined".into()))
+        .send()
+        .await
+        .unwrap();
+    let report = ops_json(&["reconcile"]).await;
+    let lie = format!("order {order} is declined but its hold's settlement is purchase.capture");
+    let violations = report["violations"].as_array().unwrap();
+    assert!(violations.iter().any(|v| v.as_str().unwrap().starts_with(&lie)), "{report}");
+    assert!(report["accounts"].as_u64() > Some(0) && report["records"]["orders"].as_u64() > Some(0), "{report}");
+    let text = ops(&admin, &["reconcile"]).await.unwrap();
+    assert!(text.starts_with("read ") && text.contains(&lie), "{text}");
 }

@@ -10,15 +10,10 @@ use superpay::clock::now_epoch_seconds;
 use superpay::instruction::operation::{Operation, OperationStore, check_operations};
 use superpay::instrument::cash::store::CashStore;
 use superpay::instrument::cash::{Movement, check_cash};
-use superpay::miniapp::check_requests;
-use superpay::miniapp::store::RequestStore;
-use superpay::offline::device::{DeviceStore, check_devices};
-use superpay::offline::payment::{PaymentStore, check_payments};
-use superpay::offline::topup::{TopUpStore, check_topups};
-use superpay::outbox::{Outbox, check_outbox};
 use superpay::purchase::store::OrderStore;
 use superpay::purchase::{Order, check_orders};
 use superpay::reconcile::{Violation, check};
+use superpay::reconciliation::{Reading, reconcile};
 use superpay_e2e::{Env, unique};
 
 use crate::purchases::{buy, funded_user, merchant, purchase};
@@ -69,38 +64,15 @@ pub async fn violations(users: &[&str]) -> Vec<Violation> {
     found
 }
 
-/// Every violation anywhere in the tables: the books of every account, and every capability's
-/// records (orders, mini-app requests, offline payments and their top-ups, devices, transfer
-/// operations, cash movements, the outbox)
-/// against them. For a stack that runs nothing else (the fault run's): a test elsewhere may be
-/// mid-flight.
+/// Every violation anywhere in the tables (`superpay::reconciliation`), read quiet. For a stack
+/// that runs nothing else (the fault run's): a test elsewhere may be mid-flight.
 pub async fn violations_everywhere() -> Vec<Violation> {
     let env = Env::get();
-    let dynamodb = env.dynamodb().await;
-    let now = now_epoch_seconds();
-    let books = env.ledger().await.books(|_| true).await.unwrap();
-    let orders = OrderStore::new(dynamodb.clone(), env.table("OrdersTable")).all().await.unwrap();
-    let requests = RequestStore::new(dynamodb.clone(), env.table("MiniAppRequestsTable")).all().await.unwrap();
-    let payments =
-        PaymentStore::new(dynamodb.clone(), env.table("OfflinePaymentsTable"), env.table("OfflineCodesTable"))
-            .all()
-            .await
-            .unwrap();
-    let topups = TopUpStore::new(dynamodb.clone(), env.table("TopUpsTable")).all().await.unwrap();
-    let devices = DeviceStore::new(dynamodb.clone(), env.table("DevicesTable")).all().await.unwrap();
-    let operations = OperationStore::new(dynamodb.clone(), env.table("TransferOperationsTable")).all().await.unwrap();
-    let movements = CashStore::new(dynamodb.clone(), env.table("CashTable")).all().await.unwrap();
-    let outbox = Outbox::new(dynamodb, env.stack.sqs().await, env.table("OutboxTable")).items().await.unwrap();
-    let mut found = check(&books);
-    found.extend(check_orders(&orders, &books, now, 60));
-    found.extend(check_requests(&requests, &books));
-    found.extend(check_payments(&payments, &topups, &books, now, 60));
-    found.extend(check_topups(&topups, &books, now, 60));
-    found.extend(check_devices(&devices, &payments));
-    found.extend(check_operations(&operations, &books, now_epoch_seconds(), 60));
-    found.extend(check_cash(&movements, &books, now, 60));
-    found.extend(check_outbox(&outbox, now, 60));
-    found
+    let table = |logical: &str| env.table(logical).to_owned();
+    reconcile(&env.dynamodb().await, &env.stack.sqs().await, &table, Reading::Quiet, now_epoch_seconds(), 60)
+        .await
+        .unwrap()
+        .violations
 }
 
 #[tokio::test]

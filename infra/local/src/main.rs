@@ -435,23 +435,79 @@ const SCHEMATHESIS_SEED: &str = "11";
 /// invalid requests refused, and a valid one never refused as malformed (our own check,
 /// `infra/schemathesis/hooks.py`, in place of `positive_data_acceptance`: a payments API refuses
 /// valid-looking requests on purpose, each with its own code). The check of undeclared methods is
-/// left out: API Gateway itself answers them 404, not 405.
+/// left out: API Gateway itself answers them 404, not 405. The hooks call admin routes with an
+/// admin token and sign the signed ones as the parties registered here for the run.
 async fn schemathesis(root: &Path, stack: &Stack) -> Result<bool, String> {
     let bin = emulators::virtualenv(&root.join(".superpay/venv/schemathesis"), emulators::SCHEMATHESIS_REQUIREMENTS)
         .await
         .map_err(|e| e.to_string())?;
-    let token = stack.keys.mint(&stack.info.authorizer(), "schemathesis-user", &[], 3600).map_err(|e| e.to_string())?;
+    let authorizer = stack.info.authorizer();
+    let token = stack.keys.mint(&authorizer, "schemathesis-user", &[], 3600).map_err(|e| e.to_string())?;
+    let admin = stack
+        .keys
+        .mint(&authorizer, "schemathesis-admin", &[superpay::auth::ADMIN_SCOPE], 3600)
+        .map_err(|e| e.to_string())?;
+    let signers = signers(stack, &admin).await?;
     let api = &stack.info.api_url;
     let status = std::process::Command::new(bin.join("st"))
         .args(["run", &format!("{api}/openapi.json"), "--url", api])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", "all", "--exclude-checks", "unsupported_method,positive_data_acceptance"])
         .env("SCHEMATHESIS_HOOKS", root.join("infra/schemathesis/hooks.py"))
+        .env("SUPERPAY_ADMIN_TOKEN", &admin)
+        .env("SUPERPAY_SIGNERS", signers.to_string())
         .args(["--max-examples", SCHEMATHESIS_EXAMPLES, "--seed", SCHEMATHESIS_SEED, "--workers", "2"])
         .current_dir(root.join(".superpay"))
         .status()
         .map_err(|e| format!("schemathesis: {e}"))?;
     Ok(status.success())
+}
+
+/// The parties that sign calls, registered through the admin routes for schemathesis's run: a
+/// merchant, its till and transfer terminals, a partner of it; each one's key id and secret, by the
+/// name the hooks give its routes.
+async fn signers(stack: &Stack, admin: &str) -> Result<serde_json::Value, String> {
+    let http = reqwest::Client::new();
+    let register = |path: String, body: serde_json::Value| {
+        let request = http
+            .post(format!("{}{path}", stack.info.api_url))
+            .bearer_auth(admin)
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&body);
+        async move {
+            let answer: serde_json::Value = request
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| format!("registering schemathesis's signer at {path}: {e}"))?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(answer)
+        }
+    };
+    let simulator = &stack.info.merchant_simulator_url;
+    let merchant = register(
+        "/merchants".into(),
+        serde_json::json!({"name": "Schemathesis Shop", "product_server_url": format!("{simulator}/m/schemathesis"), "currency": "USD"}),
+    )
+    .await?;
+    let id = merchant["id"].as_str().ok_or("the merchant's registration has no id")?;
+    let till = register(format!("/merchants/{id}/terminals"), serde_json::json!({"kind": "till"})).await?;
+    let transfer = register(format!("/merchants/{id}/terminals"), serde_json::json!({"kind": "transfer"})).await?;
+    let partner = register(
+        "/partners".into(),
+        serde_json::json!({"name": "Schemathesis Platform", "callback_url": format!("{simulator}/partner/schemathesis"), "merchant_id": id}),
+    )
+    .await?;
+    let signer =
+        |answer: &serde_json::Value| serde_json::json!({"key_id": answer["key_id"], "secret": answer["secret"]});
+    Ok(serde_json::json!({
+        "merchant": signer(&merchant),
+        "till": signer(&till),
+        "transfer": signer(&transfer),
+        "partner": signer(&partner),
+    }))
 }
 
 async fn lint_template(root: &Path) -> Result<(), String> {

@@ -8,7 +8,7 @@
 //! accounts in between, the sequence condition fails and it plans again; a transfer that was
 //! already applied is reported as such and moves nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
@@ -17,8 +17,8 @@ use rust_decimal::Decimal;
 
 use super::{Account, AccountId, AccountUpdate, Books, LedgerError, Posting, Transfer, TransferRecord, plan};
 use crate::dynamo::{
-    Item, StoreError, Write, backoff, conflicted, failed_rules, get_decimal, get_n, get_s, n, newest_before, s,
-    scan_all,
+    Item, StoreError, Write, backoff, conflicted, failed_rules, get_decimal, get_n, get_s, items_after, n,
+    newest_before, s, scan_all,
 };
 use crate::money::Money;
 
@@ -184,6 +184,78 @@ impl LedgerStore {
             }
         }
         Ok(books)
+    }
+
+    /// The books as a live table gives them (`crate::reconcile::check_as_read`): every account at
+    /// the sequence its item was read at, with exactly its postings up to it, and every transfer;
+    /// and which transfers were in flight, a leg posted after its account was read. One scan (an
+    /// account's item sorts before its postings, so those up to its sequence are all read after
+    /// it), a consistent read of each transfer a posting names that the scan passed before it was
+    /// written, and for each leg missing then, one look at its account's later postings.
+    pub async fn books_as_read(&self) -> Result<(Books, HashSet<String>), StoreError> {
+        let mut books = Books::default();
+        let mut later: HashMap<AccountId, Vec<Posting>> = HashMap::new();
+        let mut postings = Vec::new();
+        for item in scan_all(&self.client, &self.table).await? {
+            let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
+            if pk.starts_with("transfer#") {
+                books.transfers.push(transfer_from_item(&item)?);
+            } else if sk == "account" {
+                books.accounts.push(account_from_item(&item)?);
+            } else {
+                postings.push(posting_from_item(&account_id_of(pk)?, &item)?);
+            }
+        }
+        let read_at: HashMap<AccountId, u64> = books.accounts.iter().map(|a| (a.id.clone(), a.sequence)).collect();
+        for posting in postings {
+            match read_at.get(&posting.account) {
+                Some(sequence) if posting.sequence <= *sequence => books.postings.push(posting),
+                _ => later.entry(posting.account.clone()).or_default().push(posting),
+            }
+        }
+        let known: HashSet<String> = books.transfers.iter().map(|t| t.id.clone()).collect();
+        let unknown: BTreeSet<&str> =
+            books.postings.iter().map(|p| p.transfer_id.as_str()).filter(|id| !known.contains(*id)).collect();
+        for id in unknown {
+            // Absent still: the posting names a transfer never recorded, as the check will say.
+            if let Some(item) = self.transfer_record_of(id).await? {
+                books.transfers.push(transfer_from_item(&item)?);
+            }
+        }
+        let posted: HashSet<(&str, &AccountId)> =
+            books.postings.iter().map(|p| (p.transfer_id.as_str(), &p.account)).collect();
+        let mut in_flight = HashSet::new();
+        let mut looked: HashSet<AccountId> = HashSet::new();
+        for transfer in &books.transfers {
+            let missing: Vec<&AccountId> = transfer
+                .legs
+                .iter()
+                .map(|(account, _)| account)
+                .filter(|a| !posted.contains(&(transfer.id.as_str(), *a)))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let mut all_later = true;
+            for account in missing {
+                let seen = |later: &HashMap<AccountId, Vec<Posting>>| {
+                    later.get(account).is_some_and(|p| p.iter().any(|p| p.transfer_id == transfer.id))
+                };
+                if !seen(&later) && looked.insert(account.clone()) {
+                    // Its postings now, beyond the sequence it was read at.
+                    let after = format!("posting#{:020}", read_at.get(account).copied().unwrap_or(0));
+                    let items = items_after(&self.client, &self.table, &format!("account#{account}"), &after).await?;
+                    let fresh =
+                        items.iter().map(|item| posting_from_item(account, item)).collect::<Result<Vec<_>, _>>()?;
+                    later.insert(account.clone(), fresh);
+                }
+                all_later &= seen(&later);
+            }
+            if all_later {
+                in_flight.insert(transfer.id.clone());
+            }
+        }
+        Ok((books, in_flight))
     }
 
     /// An account's postings, newest first: `limit` of them before sequence `before` (exclusive).

@@ -1,0 +1,251 @@
+//! `cargo ops merchants|miniapps|partners|terminals ...`: the parties that sign their calls, over
+//! their admin routes (each action audited there).
+//!
+//! A registration's or rotation's `secret` is shown once, in the first answer: the command prints it
+//! then. Run again, the same command is the same request (its `Idempotency-Key` derives from it;
+//! a rotation's also from the day), so a lost answer never registers twice or rotates twice; its
+//! replay says the secret is not shown again.
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use superpay::clock::now_epoch_seconds;
+
+use crate::Out;
+use crate::api::{Api, idempotency_key};
+
+/// One kind of party: its routes' root and its registration's fields.
+pub struct Party {
+    /// `merchants`: the routes are `/merchants`, `/merchants/{id}`, ...
+    root: &'static str,
+    /// What one is called in messages.
+    one: &'static str,
+}
+
+pub const MERCHANTS: Party = Party { root: "merchants", one: "merchant" };
+pub const MINIAPPS: Party = Party { root: "miniapps", one: "mini-app" };
+pub const PARTNERS: Party = Party { root: "partners", one: "partner" };
+
+#[derive(Subcommand)]
+pub enum PartyCommand {
+    /// Register one from FIELD=VALUE pairs (FIELD=@FILE reads a JSON value from FILE).
+    /// Merchants: name, product_server_url, currency. Mini-apps: owner_merchant_id, server_url,
+    /// interface. Partners: name, callback_url, merchant_id
+    Register {
+        #[arg(required = true, value_name = "FIELD=VALUE")]
+        fields: Vec<String>,
+    },
+    /// One as it is now (never its key)
+    Show { id: String },
+    /// Suspend (its signed calls refused) or reactivate one
+    Status {
+        id: String,
+        #[arg(value_parser = ["active", "suspended"])]
+        status: String,
+    },
+    /// Rotate its signing key; the previous one is still honoured during the grace
+    Rotate {
+        id: String,
+        #[command(flatten)]
+        grace: Grace,
+    },
+    /// End the previous key's grace now (it was leaked, or every caller has the new one)
+    EndGrace { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum TerminalCommand {
+    /// Register a terminal of MERCHANT: a till (offline payments) or a transfer signer
+    Register {
+        merchant: String,
+        #[arg(long, default_value = "till", value_parser = ["till", "transfer"])]
+        kind: String,
+    },
+    /// Suspend or reactivate a terminal
+    Status {
+        merchant: String,
+        terminal: String,
+        #[arg(value_parser = ["active", "suspended"])]
+        status: String,
+    },
+    /// Rotate a terminal's key
+    Rotate {
+        merchant: String,
+        terminal: String,
+        #[command(flatten)]
+        grace: Grace,
+    },
+    /// End a terminal's previous key's grace now
+    EndGrace { merchant: String, terminal: String },
+}
+
+#[derive(Args)]
+pub struct Grace {
+    /// How long the previous key is still honoured, in seconds [default: the API's]
+    #[arg(long)]
+    grace_seconds: Option<i64>,
+}
+
+impl Grace {
+    fn body(&self) -> Value {
+        match self.grace_seconds {
+            Some(seconds) => json!({"grace_seconds": seconds}),
+            None => json!({}),
+        }
+    }
+}
+
+pub async fn party(api: &Api, party: &Party, command: PartyCommand, out: Out) -> Result<String, String> {
+    let root = party.root;
+    match command {
+        PartyCommand::Register { fields } => {
+            let body = Value::Object(registration(&fields)?);
+            let answer = keyed(api, "register", &format!("/{root}"), &body, 0).await?;
+            Ok(out.told(&answer, || issued(&format!("registered {} {}", party.one, answer["id"]), &answer)))
+        }
+        PartyCommand::Show { id } => {
+            let answer = api.call(Method::GET, &format!("/{root}/{}", checked(&id)?), &[], None).await?;
+            Ok(out.told(&answer, || fields(&answer)))
+        }
+        PartyCommand::Status { id, status } => {
+            let path = format!("/{root}/{}/status", checked(&id)?);
+            let answer = api.call(Method::POST, &path, &[], Some(&json!({"status": status}))).await?;
+            Ok(out.told(&answer, || format!("{} {id} is {}\n", party.one, answer["status"].as_str().unwrap_or("?"))))
+        }
+        PartyCommand::Rotate { id, grace } => rotate(api, &format!("/{root}/{}", checked(&id)?), &grace, out).await,
+        PartyCommand::EndGrace { id } => end_grace(api, &format!("/{root}/{}", checked(&id)?), out).await,
+    }
+}
+
+pub async fn terminal(api: &Api, command: TerminalCommand, out: Out) -> Result<String, String> {
+    let path = |merchant: &str, terminal: &str| -> Result<String, String> {
+        Ok(format!("/merchants/{}/terminals/{}", checked(merchant)?, checked(terminal)?))
+    };
+    match command {
+        TerminalCommand::Register { merchant, kind } => {
+            let body = json!({"kind": kind});
+            let answer =
+                keyed(api, "register", &format!("/merchants/{}/terminals", checked(&merchant)?), &body, 0).await?;
+            Ok(out.told(&answer, || {
+                issued(&format!("registered {kind} terminal {} of {merchant}", answer["id"]), &answer)
+            }))
+        }
+        TerminalCommand::Status { merchant, terminal, status } => {
+            let status_path = format!("{}/status", path(&merchant, &terminal)?);
+            let answer = api.call(Method::POST, &status_path, &[], Some(&json!({"status": status}))).await?;
+            Ok(out.told(&answer, || format!("terminal {terminal} is {}\n", answer["status"].as_str().unwrap_or("?"))))
+        }
+        TerminalCommand::Rotate { merchant, terminal, grace } => {
+            rotate(api, &path(&merchant, &terminal)?, &grace, out).await
+        }
+        TerminalCommand::EndGrace { merchant, terminal } => end_grace(api, &path(&merchant, &terminal)?, out).await,
+    }
+}
+
+/// A rotation of the key of the party at `path`: once a day, however often the command runs.
+async fn rotate(api: &Api, path: &str, grace: &Grace, out: Out) -> Result<String, String> {
+    let day = (now_epoch_seconds() / 86_400) as u64;
+    let answer = keyed(api, "rotate", &format!("{path}/keys"), &grace.body(), day).await?;
+    Ok(out.told(&answer, || {
+        let heading = format!(
+            "{} now signs with {}; {} is honoured until {}",
+            answer["id"], answer["key_id"], answer["previous_key_id"], answer["previous_valid_until"]
+        );
+        issued(&heading, &answer)
+    }))
+}
+
+async fn end_grace(api: &Api, path: &str, out: Out) -> Result<String, String> {
+    let answer = keyed(api, "end-grace", &format!("{path}/keys/end-grace"), &json!({}), 0).await?;
+    Ok(out.told(&answer, || {
+        format!("{}: {} is no longer honoured; {} signs\n", answer["id"], answer["previous_key_id"], answer["key_id"])
+    }))
+}
+
+/// `POST path` with `body`, once per (`action`, `path`, `body`, `base`).
+async fn keyed(api: &Api, action: &str, path: &str, body: &Value, base: u64) -> Result<Value, String> {
+    let key = idempotency_key(action, path, base, body);
+    api.call(Method::POST, path, &[("idempotency-key", key)], Some(body)).await
+}
+
+/// What a registration or rotation issued: the answer's fields, the secret last and marked.
+fn issued(heading: &str, answer: &Value) -> String {
+    let mut text = format!("{heading}\n{}", fields(answer));
+    match answer["secret"].as_str() {
+        Some(secret) => text += &format!("\nsecret (shown this once; give it to the party, keep no copy):\n{secret}\n"),
+        None => text += "\nthe secret was shown by the first run of this command only\n",
+    }
+    text
+}
+
+/// An answer's fields, one per line, aligned (the secret left out).
+fn fields(answer: &Value) -> String {
+    let Some(object) = answer.as_object() else { return crate::pretty(answer) };
+    let rows: Vec<Vec<String>> = object
+        .iter()
+        .filter(|(name, _)| !name.starts_with("secret"))
+        .map(|(name, value)| {
+            let shown = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            vec![format!("{name}:"), shown]
+        })
+        .collect();
+    let text = crate::aligned(&["", ""], &rows);
+    // The header row is empty.
+    text.trim_start_matches('\n').to_owned()
+}
+
+/// A registration's body from `FIELD=VALUE` pairs; `FIELD=@FILE` reads FILE's JSON.
+fn registration(pairs: &[String]) -> Result<Map<String, Value>, String> {
+    let mut body = Map::new();
+    for pair in pairs {
+        let (field, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is no FIELD=VALUE"))?;
+        let value = match value.strip_prefix('@') {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+                serde_json::from_str(&text).map_err(|e| format!("{file} is not JSON: {e}"))?
+            }
+            None => Value::String(value.to_owned()),
+        };
+        if body.insert(field.to_owned(), value).is_some() {
+            return Err(format!("{field} is given twice"));
+        }
+    }
+    Ok(body)
+}
+
+/// An id goes into a route's path: an id, never a path of its own.
+fn checked(id: &str) -> Result<&str, String> {
+    superpay::ids::check("id", id).map_err(|problem| problem.detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_reads_pairs_and_json_files() {
+        let file = std::env::temp_dir().join("ops-interface.json");
+        std::fs::write(&file, r#"{"actions": []}"#).unwrap();
+        let pairs = ["server_url=http://x".to_owned(), format!("interface=@{}", file.display())];
+        assert_eq!(
+            Value::Object(registration(&pairs).unwrap()),
+            json!({"server_url": "http://x", "interface": {"actions": []}})
+        );
+        assert_eq!(registration(&["name".into()]).unwrap_err(), "\"name\" is no FIELD=VALUE");
+        assert_eq!(registration(&["a=1".into(), "a=2".into()]).unwrap_err(), "a is given twice");
+        assert!(checked("../merchants").is_err());
+    }
+
+    #[test]
+    fn an_issued_secret_is_shown_last_and_a_replay_says_it_is_gone() {
+        let first = json!({"id": "m_1", "key_id": "m_1.k1", "secret": "c2VjcmV0"});
+        let text = issued("registered merchant m_1", &first);
+        assert!(text.starts_with("registered merchant m_1\nid:      m_1\nkey_id:  m_1.k1\n"), "{text}");
+        assert!(text.ends_with("keep no copy):\nc2VjcmV0\n"), "{text}");
+        let replay = json!({"id": "m_1", "secret": null, "secret_note": "not stored"});
+        assert!(issued("registered merchant m_1", &replay).ends_with("first run of this command only\n"));
+    }
+}
