@@ -34,7 +34,9 @@ SIGNER_BY_PATH = [
     ("/merchant/", "merchant"),
     ("/offline/payments", "till"),
     ("/partner/", "partner"),
-    ("/platform/listings", "transfer"),
+    # The platform's own copy of a listing is published by its merchant; the transfer side's by the
+    # merchant's transfer signer.
+    ("/platform/listings", "merchant"),
     ("/transfer/listings", "transfer"),
     ("/transfer/operations", "transfer"),
 ]

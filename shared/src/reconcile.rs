@@ -72,6 +72,22 @@ impl Violation {
     pub fn record(record: impl fmt::Display, problem: impl Into<String>) -> Self {
         Violation::Record { record: record.to_string(), problem: problem.into() }
     }
+
+    /// What it is about, whatever it says of it: found again a moment later, a violation may read
+    /// otherwise (an age, a balance that moved meanwhile), its subject does not.
+    pub fn subject(&self) -> String {
+        match self {
+            Violation::NotConserved { currency, .. } => format!("conservation of {currency}"),
+            Violation::BelowFloor { account, .. } => format!("floor of {account}"),
+            Violation::PostingsDoNotRebuild { account, .. } => format!("postings of {account}"),
+            Violation::Unbalanced { transfer } => format!("legs of {transfer}"),
+            Violation::PostingsDiffer { transfer, .. } => format!("postings of transfer {transfer}"),
+            Violation::PostingWithoutTransfer { account, sequence, .. } => format!("posting {sequence} of {account}"),
+            Violation::MovedTwice { cause, kind, .. } => format!("{kind} of {cause}"),
+            Violation::RefundedMoreThanCaptured { cause, .. } => format!("refunds of {cause}"),
+            Violation::Record { record, .. } => record.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Violation {
@@ -315,6 +331,19 @@ mod tests {
         books.postings.remove(hold);
         let found = check_as_read(&books, &HashSet::from(["o/refund/1".to_owned()]));
         assert!(found.iter().any(|v| matches!(v, Violation::PostingsDiffer { transfer, .. } if transfer == "o/hold")));
+    }
+
+    #[test]
+    fn a_violation_found_again_later_has_the_same_subject_whatever_it_says() {
+        let (first, later) = (
+            Violation::record("order o_1", "still awaits the merchant 70 s after its expiry"),
+            Violation::record("order o_1", "still awaits the merchant 74 s after its expiry"),
+        );
+        assert_eq!(first.subject(), later.subject());
+        let wallet = AccountId::wallet("u");
+        let below = |balance| Violation::BelowFloor { account: wallet.clone(), balance };
+        assert_eq!(below(Decimal::NEGATIVE_ONE).subject(), below(-Decimal::TEN).subject());
+        assert_ne!(first.subject(), below(Decimal::NEGATIVE_ONE).subject());
     }
 
     #[test]

@@ -156,3 +156,62 @@ async fn refusals_move_nothing() {
     assert!(!state.contains_key(&merchant), "the merchant account was never written");
     assert!(!store.transfer_exists(&too_much.id).await.unwrap());
 }
+
+/// The books as a live read gives them (`LedgerStore::books_as_read`): a leg written without its
+/// balance (a posting beyond its account's sequence, its transfer recorded) is never taken for a
+/// transfer in flight, and a finished transfer reads whole.
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_live_read_never_excuses_a_leg_written_without_its_balance() {
+    use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+    let env = Env::get();
+    let run = unique("live");
+    let (bank, wallet) = (AccountId::funding(&format!("{run}-bank")), AccountId::wallet(&format!("{run}-u")));
+    let store = ledger().await;
+    let fund =
+        Transfer::between(format!("{run}-fund"), usd(1_000), bank.clone(), wallet.clone(), "test.fund", run.clone())
+            .unwrap();
+    assert_eq!(store.apply(&fund, vec![], 0).await.unwrap(), Applied::Now);
+    // A second transfer whose wallet leg was posted at sequence 2, the wallet's item left at 1.
+    let ghost = format!("{run}-ghost");
+    let legs = format!(r#"[{{"account":"{wallet}","amount":"5.00"}},{{"account":"{bank}","amount":"-5.00"}}]"#);
+    let dynamodb = env.dynamodb().await;
+    let table = env.table("LedgerTable");
+    let put = |item: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>| {
+        let request = dynamodb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
+        async move { request.send().await.unwrap() }
+    };
+    put(vec![
+        ("pk", S(format!("transfer#{ghost}"))),
+        ("sk", S("transfer".into())),
+        ("currency", S("USD".into())),
+        ("kind", S("test.fund".into())),
+        ("cause", S(run.clone())),
+        ("legs", S(legs)),
+        ("at", N("0".into())),
+    ])
+    .await;
+    put(vec![
+        ("pk", S(format!("account#{wallet}"))),
+        ("sk", S(format!("posting#{:020}", 2))),
+        ("amount", N("5.00".into())),
+        ("balance_after", N("15.00".into())),
+        ("transfer_id", S(ghost.clone())),
+        ("kind", S("test.fund".into())),
+        ("at", N("0".into())),
+    ])
+    .await;
+    let (books, in_flight) = store.books_as_read().await.unwrap();
+    assert!(!in_flight.contains(&ghost) && !in_flight.contains(&fund.id));
+    let found = superpay::reconcile::check_as_read(&books, &in_flight);
+    let about = |transfer: &str| {
+        found
+            .iter()
+            .any(|v| matches!(v, superpay::reconcile::Violation::PostingsDiffer { transfer: t, .. } if t == transfer))
+    };
+    assert!(about(&ghost), "{found:?}");
+    assert!(!about(&fund.id), "{found:?}");
+}

@@ -118,7 +118,10 @@ async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_
         .iter()
         .map(|i| i["action"].as_s().unwrap().clone())
         .collect();
-    assert_eq!(actions, ["merchant.register", "merchant.rotate_key", "merchant.end_key_grace", "merchant.status"]);
+    assert_eq!(
+        actions,
+        ["merchant.register", "merchant.rotate_key", "merchant.end_key_grace", "terminal.register", "merchant.status"]
+    );
     // An id goes into a path: refused before any call.
     assert!(ops(&admin, &["merchants", "show", "../config"]).await.unwrap_err().contains("id"));
 
@@ -128,7 +131,7 @@ async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_
     let poison = format!("{{\"kind\":\"cash.check\",\"id\":\"{}\"}}", unique("ops-poison"));
     sqs.send_message().queue_url(&env.stack.queues["CashQueue"]).message_body(&poison).send().await.unwrap();
     let shown = eventually(20, "the poison's dead letter", || async {
-        let shown = ops_json(&["dlq", "show", "cash"]).await;
+        let shown = ops_json(&["dlq", "show", "cash", "--bodies"]).await;
         shown.as_array().unwrap().iter().find(|m| m["body"] == poison.as_str()).cloned()
     })
     .await;
@@ -147,7 +150,7 @@ async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_
     assert!(audited.iter().any(|i| i["detail"].as_s().unwrap().contains(redriven["redriven"][0].as_str().unwrap())));
     // The poison is back with its reason; the fixed one was handled and stays away.
     let back = eventually(20, "the poison back", || async {
-        let shown = ops_json(&["dlq", "show", "cash"]).await;
+        let shown = ops_json(&["dlq", "show", "cash", "--bodies"]).await;
         shown.as_array().unwrap().iter().any(|m| m["body"] == poison.as_str()).then_some(shown)
     })
     .await;

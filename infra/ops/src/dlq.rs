@@ -3,7 +3,9 @@
 //! A dead letter is its message's body as it was, with what happened to it as attributes
 //! (`reason`, `kind`, `outbox_id`, `receive_count` or `sweeps`; `superpay::outbox`). A redrive
 //! sends the body back to its source queue, then deletes the dead letter: a crash between the two
-//! leaves a copy, which the consumer drops (its outbox item is handled once), never a loss.
+//! leaves a copy, which the consumer drops (its outbox item is handled once), never a loss. Each
+//! batch of ten is audited before it moves; a message dead-lettered again during the redrive (its
+//! cause not fixed) ends it.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +30,10 @@ pub enum DlqCommand {
         /// At most this many
         #[arg(long, default_value_t = 20)]
         max: usize,
+        /// Print each message's body too (with --json). A body may carry what only its payer
+        /// should see, such as a top-up link
+        #[arg(long)]
+        bodies: bool,
     },
     /// Send a dead-letter queue's messages back to their source queue, once the cause is fixed
     Redrive {
@@ -68,12 +74,12 @@ pub async fn dlq(aws: &Aws, command: DlqCommand, out: Out) -> Result<String, Str
                 aligned(&["QUEUE", "MESSAGES", "IN FLIGHT", "FROM"], &rows)
             }))
         }
-        DlqCommand::Show { queue, max } => {
+        DlqCommand::Show { queue, max, bodies } => {
             let (name, url) = find(aws, &queue)?;
             let messages = receive(aws, &url, max).await?;
             // Read, not taken: visible again at once.
             release(aws, &url, &messages).await?;
-            let shown: Vec<Value> = messages.iter().map(described).collect();
+            let shown: Vec<Value> = messages.iter().map(|m| described(m, bodies)).collect();
             Ok(out.told(&Value::Array(shown.clone()), || {
                 let rows: Vec<Vec<String>> = shown
                     .iter()
@@ -94,13 +100,25 @@ pub async fn dlq(aws: &Aws, command: DlqCommand, out: Out) -> Result<String, Str
             let source_name = source_of(&name);
             let source =
                 aws.queues.get(&source_name).ok_or_else(|| format!("{name} has no source queue {source_name}"))?;
+            // Checked before anything moves: no redrive goes unaudited.
+            aws.table("AuditTable")?;
+            let started_ms = superpay::clock::now_epoch_millis();
             let mut moved = Vec::new();
             let max = max.unwrap_or(usize::MAX);
             while moved.len() < max {
-                let batch = receive(aws, &url, (max - moved.len()).min(10)).await?;
+                let received = receive(aws, &url, (max - moved.len()).min(10)).await?;
+                // One dead-lettered again since the redrive began (its cause is not fixed) ends it:
+                // it stays, visible again, and the redrive does not go round in circles.
+                let (batch, again): (Vec<Message>, Vec<Message>) =
+                    received.into_iter().partition(|m| sent_at_ms(m).is_none_or(|sent| sent < started_ms));
+                release(aws, &url, &again).await?;
                 if batch.is_empty() {
                     break;
                 }
+                let ids: Vec<&str> = batch.iter().filter_map(Message::message_id).collect();
+                // The intent first: a crash after it leaves an entry naming messages perhaps not
+                // sent, never messages sent without one.
+                aws.audit(format!("queue/{name}"), "dlq.redrive", json!({"to": source_name, "messages": ids})).await?;
                 for message in &batch {
                     aws.sqs
                         .send_message()
@@ -113,10 +131,11 @@ pub async fn dlq(aws: &Aws, command: DlqCommand, out: Out) -> Result<String, Str
                         })?;
                 }
                 delete(aws, &url, &batch).await?;
-                let ids: Vec<&str> = batch.iter().filter_map(Message::message_id).collect();
-                aws.audit(format!("queue/{name}"), "dlq.redrive", json!({"to": source_name, "messages": ids})).await?;
                 moved.extend(ids.into_iter().map(str::to_owned));
                 out.progress(&format!("{name}: {} redriven to {source_name}", moved.len()));
+                if !again.is_empty() {
+                    break;
+                }
             }
             let answer = json!({"queue": name, "to": source_name, "redriven": moved});
             Ok(out.told(&answer, || format!("{name}: {} message(s) sent back to {source_name}\n", moved.len())))
@@ -217,22 +236,29 @@ async fn delete(aws: &Aws, url: &str, messages: &[Message]) -> Result<(), String
     }
 }
 
-/// A dead letter as the operator reads it.
-fn described(message: &Message) -> Value {
+/// When a message was sent to the queue, in milliseconds.
+fn sent_at_ms(message: &Message) -> Option<i64> {
+    message.attributes()?.get(&MessageSystemAttributeName::SentTimestamp)?.parse().ok()
+}
+
+/// A dead letter as the operator reads it; its body only when asked for.
+fn described(message: &Message, body: bool) -> Value {
     let attribute = |name: &str| {
         message.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_owned)
     };
     let tries = attribute("receive_count").or_else(|| attribute("sweeps").map(|n| format!("{n} sweeps")));
-    let sent = message.attributes().and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp)).cloned();
-    json!({
+    let mut shown = json!({
         "message_id": message.message_id(),
         "kind": attribute("kind"),
         "outbox_id": attribute("outbox_id"),
         "reason": attribute("reason"),
         "tries": tries,
-        "sent_at_ms": sent,
-        "body": message.body(),
-    })
+        "sent_at_ms": sent_at_ms(message),
+    });
+    if body {
+        shown["body"] = json!(message.body());
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -252,7 +278,8 @@ mod tests {
             .message_attributes("kind", text("settle"))
             .message_attributes("sweeps", text("5"))
             .build();
-        let shown = described(&message);
+        assert!(described(&message, false).get("body").is_none());
+        let shown = described(&message, true);
         assert_eq!(shown["reason"], "not a settlement message: missing field `id`");
         assert_eq!(
             (&shown["kind"], &shown["tries"], &shown["outbox_id"]),

@@ -91,25 +91,34 @@ enum Command {
 /// Runs the command line `args` (the program's name first): what to print, or why it failed.
 /// Progress of long work goes to stderr.
 pub async fn run(args: impl IntoIterator<Item = String>) -> Result<String, String> {
+    execute(args).await.map(|(text, _)| text)
+}
+
+/// `run`, and whether what it printed reports a problem found (the reconciliation's violations):
+/// the program then exits 1.
+pub async fn execute(args: impl IntoIterator<Item = String>) -> Result<(String, bool), String> {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // Asked for: printed as any answer is.
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => return Ok(e.to_string()),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            return Ok((e.to_string(), false));
+        }
         Err(e) => return Err(e.to_string()),
     };
     let local = LocalStack(cli.local_stack.unwrap_or_else(|| PathBuf::from(LOCAL_STATE).join("stack.json")));
     let out = Out { json: cli.json };
     let api = || Api::new(cli.api.clone(), cli.token.clone(), &local);
     let aws = || aws::Aws::connect(cli.stack.as_deref(), &local);
-    match cli.command {
+    let text = match cli.command {
         Command::Config(command) => config::config(&api()?, command, out).await,
         Command::Merchants(command) => parties::party(&api()?, &parties::MERCHANTS, command, out).await,
         Command::Miniapps(command) => parties::party(&api()?, &parties::MINIAPPS, command, out).await,
         Command::Partners(command) => parties::party(&api()?, &parties::PARTNERS, command, out).await,
         Command::Terminals(command) => parties::terminal(&api()?, command, out).await,
         Command::Dlq(command) => dlq::dlq(&aws().await?, command, out).await,
-        Command::Reconcile { slack } => reconcile::report(&aws().await?, slack, out).await,
-    }
+        Command::Reconcile { slack } => return reconcile::report(&aws().await?, slack, out).await,
+    };
+    text.map(|text| (text, false))
 }
 
 /// Where `cargo stack up` keeps the local stack's description and tokens (the workspace's

@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match superpay_ops::run(std::env::args()).await {
-        Ok(out) => {
+    match superpay_ops::execute(std::env::args()).await {
+        Ok((out, found)) => {
             print!("{out}");
-            ExitCode::SUCCESS
+            if found { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         Err(e) => {
             eprintln!("cargo ops: {e}");

@@ -2,14 +2,15 @@
 //! their admin routes (each action audited there).
 //!
 //! A registration's or rotation's `secret` is shown once, in the first answer: the command prints it
-//! then. Run again, the same command is the same request (its `Idempotency-Key` derives from it;
-//! a rotation's also from the day), so a lost answer never registers twice or rotates twice; its
-//! replay says the secret is not shown again.
+//! then. A party's registration run again is the same request (its `Idempotency-Key` derives from
+//! it), so a lost answer never registers it twice; the replay says the secret is not shown again.
+//! A terminal's registration, a rotation and an end of grace are each a request of their own: a
+//! merchant may have many terminals alike, and the API itself refuses a rotation while another's
+//! grace runs.
 
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use superpay::clock::now_epoch_seconds;
 
 use crate::Out;
 use crate::api::{Api, idempotency_key};
@@ -100,8 +101,8 @@ pub async fn party(api: &Api, party: &Party, command: PartyCommand, out: Out) ->
     match command {
         PartyCommand::Register { fields } => {
             let body = Value::Object(registration(&fields)?);
-            let answer = keyed(api, "register", &format!("/{root}"), &body, 0).await?;
-            Ok(out.told(&answer, || issued(&format!("registered {} {}", party.one, answer["id"]), &answer)))
+            let answer = keyed(api, "register", &format!("/{root}"), &body).await?;
+            Ok(out.told(&answer, || issued(&format!("registered {} {}", party.one, plain(&answer["id"])), &answer)))
         }
         PartyCommand::Show { id } => {
             let answer = api.call(Method::GET, &format!("/{root}/{}", checked(&id)?), &[], None).await?;
@@ -123,11 +124,11 @@ pub async fn terminal(api: &Api, command: TerminalCommand, out: Out) -> Result<S
     };
     match command {
         TerminalCommand::Register { merchant, kind } => {
-            let body = json!({"kind": kind});
-            let answer =
-                keyed(api, "register", &format!("/merchants/{}/terminals", checked(&merchant)?), &body, 0).await?;
+            // Each run registers one more terminal: a merchant may have many alike.
+            let path = format!("/merchants/{}/terminals", checked(&merchant)?);
+            let answer = once(api, &path, &json!({"kind": kind})).await?;
             Ok(out.told(&answer, || {
-                issued(&format!("registered {kind} terminal {} of {merchant}", answer["id"]), &answer)
+                issued(&format!("registered {kind} terminal {} of {merchant}", plain(&answer["id"])), &answer)
             }))
         }
         TerminalCommand::Status { merchant, terminal, status } => {
@@ -142,30 +143,53 @@ pub async fn terminal(api: &Api, command: TerminalCommand, out: Out) -> Result<S
     }
 }
 
-/// A rotation of the key of the party at `path`: once a day, however often the command runs.
+/// A rotation of the key of the party at `path`. Each run is a request of its own: the API
+/// refuses a second rotation while the first one's grace runs, and a leaked key must be rotatable
+/// again the same day, once its grace is ended.
 async fn rotate(api: &Api, path: &str, grace: &Grace, out: Out) -> Result<String, String> {
-    let day = (now_epoch_seconds() / 86_400) as u64;
-    let answer = keyed(api, "rotate", &format!("{path}/keys"), &grace.body(), day).await?;
+    let answer = once(api, &format!("{path}/keys"), &grace.body()).await?;
     Ok(out.told(&answer, || {
         let heading = format!(
             "{} now signs with {}; {} is honoured until {}",
-            answer["id"], answer["key_id"], answer["previous_key_id"], answer["previous_valid_until"]
+            plain(&answer["id"]),
+            plain(&answer["key_id"]),
+            plain(&answer["previous_key_id"]),
+            plain(&answer["previous_valid_until"])
         );
         issued(&heading, &answer)
     }))
 }
 
 async fn end_grace(api: &Api, path: &str, out: Out) -> Result<String, String> {
-    let answer = keyed(api, "end-grace", &format!("{path}/keys/end-grace"), &json!({}), 0).await?;
+    let answer = once(api, &format!("{path}/keys/end-grace"), &json!({})).await?;
     Ok(out.told(&answer, || {
-        format!("{}: {} is no longer honoured; {} signs\n", answer["id"], answer["previous_key_id"], answer["key_id"])
+        format!(
+            "{}: {} is no longer honoured; {} signs\n",
+            plain(&answer["id"]),
+            plain(&answer["previous_key_id"]),
+            plain(&answer["key_id"])
+        )
     }))
 }
 
-/// `POST path` with `body`, once per (`action`, `path`, `body`, `base`).
-async fn keyed(api: &Api, action: &str, path: &str, body: &Value, base: u64) -> Result<Value, String> {
-    let key = idempotency_key(action, path, base, body);
+/// `POST path` with `body`, once per (`action`, `path`, `body`).
+async fn keyed(api: &Api, action: &str, path: &str, body: &Value) -> Result<Value, String> {
+    let key = idempotency_key(action, path, 0, body);
     api.call(Method::POST, path, &[("idempotency-key", key)], Some(body)).await
+}
+
+/// `POST path` with `body` as a request of its own.
+async fn once(api: &Api, path: &str, body: &Value) -> Result<Value, String> {
+    let key = format!("ops-{}", uuid::Uuid::new_v4());
+    api.call(Method::POST, path, &[("idempotency-key", key)], Some(body)).await
+}
+
+/// A value as people read it: a string without its quotes.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// What a registration or rotation issued: the answer's fields, the secret last and marked.
@@ -184,13 +208,7 @@ fn fields(answer: &Value) -> String {
     let rows: Vec<Vec<String>> = object
         .iter()
         .filter(|(name, _)| !name.starts_with("secret"))
-        .map(|(name, value)| {
-            let shown = match value {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            vec![format!("{name}:"), shown]
-        })
+        .map(|(name, value)| vec![format!("{name}:"), plain(value)])
         .collect();
     let text = crate::aligned(&["", ""], &rows);
     // The header row is empty.
@@ -216,8 +234,12 @@ fn registration(pairs: &[String]) -> Result<Map<String, Value>, String> {
     Ok(body)
 }
 
-/// An id goes into a route's path: an id, never a path of its own.
+/// An id goes into a route's path: an id, never a path of its own (`..` follows the id rule, and
+/// would climb out of the route).
 fn checked(id: &str) -> Result<&str, String> {
+    if id.chars().all(|c| c == '.') {
+        return Err(format!("{id:?} is no id"));
+    }
     superpay::ids::check("id", id).map_err(|problem| problem.detail)
 }
 
@@ -237,6 +259,7 @@ mod tests {
         assert_eq!(registration(&["name".into()]).unwrap_err(), "\"name\" is no FIELD=VALUE");
         assert_eq!(registration(&["a=1".into(), "a=2".into()]).unwrap_err(), "a is given twice");
         assert!(checked("../merchants").is_err());
+        assert!(checked("..").is_err() && checked(".").is_err());
     }
 
     #[test]

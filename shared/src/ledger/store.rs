@@ -191,10 +191,11 @@ impl LedgerStore {
     /// and which transfers were in flight, a leg posted after its account was read. One scan (an
     /// account's item sorts before its postings, so those up to its sequence are all read after
     /// it), a consistent read of each transfer a posting names that the scan passed before it was
-    /// written, and for each leg missing then, one look at its account's later postings.
+    /// written, and for each leg missing then, one look at its account's later postings, taken only
+    /// up to the sequence its item has reached (a posting beyond it is a leg written without its
+    /// balance, not one in flight). Postings of an account with no item are kept, as orphans.
     pub async fn books_as_read(&self) -> Result<(Books, HashSet<String>), StoreError> {
         let mut books = Books::default();
-        let mut later: HashMap<AccountId, Vec<Posting>> = HashMap::new();
         let mut postings = Vec::new();
         for item in scan_all(&self.client, &self.table).await? {
             let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
@@ -207,10 +208,25 @@ impl LedgerStore {
             }
         }
         let read_at: HashMap<AccountId, u64> = books.accounts.iter().map(|a| (a.id.clone(), a.sequence)).collect();
+        // An account whose item the scan did not find: written after the scan passed it, or gone
+        // (its postings are then orphans, which the check finds).
+        let unseen: Vec<AccountId> = postings
+            .iter()
+            .map(|p| &p.account)
+            .filter(|a| !read_at.contains_key(*a))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut exist = HashSet::new();
+        for chunk in unseen.chunks(100) {
+            exist.extend(self.accounts(chunk).await?.into_keys());
+        }
         for posting in postings {
             match read_at.get(&posting.account) {
-                Some(sequence) if posting.sequence <= *sequence => books.postings.push(posting),
-                _ => later.entry(posting.account.clone()).or_default().push(posting),
+                Some(sequence) if posting.sequence > *sequence => {}
+                None if exist.contains(&posting.account) => {}
+                _ => books.postings.push(posting),
             }
         }
         let known: HashSet<String> = books.transfers.iter().map(|t| t.id.clone()).collect();
@@ -225,7 +241,9 @@ impl LedgerStore {
         let posted: HashSet<(&str, &AccountId)> =
             books.postings.iter().map(|p| (p.transfer_id.as_str(), &p.account)).collect();
         let mut in_flight = HashSet::new();
-        let mut looked: HashSet<AccountId> = HashSet::new();
+        // Each account's postings written since it was read, up to the sequence its item has
+        // reached now: one written beyond it (without its balance) is no transfer in flight.
+        let mut later: HashMap<AccountId, Vec<Posting>> = HashMap::new();
         for transfer in &books.transfers {
             let missing: Vec<&AccountId> = transfer
                 .legs
@@ -238,18 +256,18 @@ impl LedgerStore {
             }
             let mut all_later = true;
             for account in missing {
-                let seen = |later: &HashMap<AccountId, Vec<Posting>>| {
-                    later.get(account).is_some_and(|p| p.iter().any(|p| p.transfer_id == transfer.id))
-                };
-                if !seen(&later) && looked.insert(account.clone()) {
-                    // Its postings now, beyond the sequence it was read at.
+                if !later.contains_key(account) {
                     let after = format!("posting#{:020}", read_at.get(account).copied().unwrap_or(0));
                     let items = items_after(&self.client, &self.table, &format!("account#{account}"), &after).await?;
-                    let fresh =
-                        items.iter().map(|item| posting_from_item(account, item)).collect::<Result<Vec<_>, _>>()?;
+                    let reached = self.account(account).await?.map_or(0, |a| a.sequence);
+                    let fresh = items
+                        .iter()
+                        .map(|item| posting_from_item(account, item))
+                        .filter(|p| p.as_ref().map_or(true, |p| p.sequence <= reached))
+                        .collect::<Result<Vec<_>, _>>()?;
                     later.insert(account.clone(), fresh);
                 }
-                all_later &= seen(&later);
+                all_later &= later.get(account).is_some_and(|p| p.iter().any(|p| p.transfer_id == transfer.id));
             }
             if all_later {
                 in_flight.insert(transfer.id.clone());
