@@ -48,11 +48,40 @@ pub enum BankAnswer {
     Unavailable(String),
 }
 
+/// The signed calls this module makes (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = {
+    use crate::openapi::{WebhookDoc, schema};
+    &[
+        WebhookDoc {
+            name: "bank.debit",
+            summary: "to the bank, <BankUrl>/debits, signed with the bank's key: take the amount from the account (an offline reserve's top-up, a cash-in, a linked partner's charge); asking again with the same reference answers the first outcome, and an unknown outcome is asked again",
+            body: schema::<BankRequest>,
+            answer: Some(schema::<BankReply>),
+        },
+        WebhookDoc {
+            name: "bank.payout",
+            summary: "to the bank, <BankUrl>/payouts, signed with the bank's key: pay the amount out to the account (a cash-out, a partner's charge paid back), approved meaning paid; asking again with the same reference answers the first outcome, and an unknown outcome is asked as bank.payout_status",
+            body: schema::<BankRequest>,
+            answer: Some(schema::<BankReply>),
+        },
+        WebhookDoc {
+            name: "bank.payout_status",
+            summary: "to the bank, <BankUrl>/payouts/status, signed with the bank's key: what became of a payout whose answer we did not get; final once asked (a reference the bank never received is declined, and stays so)",
+            body: schema::<StatusRequest>,
+            answer: Some(schema::<BankReply>),
+        },
+    ]
+};
+
 /// A debit (money from `account` to us) or a payout (from us to `account`). `account` is the
 /// bank's name for it: a user id for a reserve's top-up, a card number or an IBAN for an
-/// instrument (never logged: this type has no `Debug`).
+/// instrument.
+// Never logged: this type has no `Debug`.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct BankRequest {
+    /// Ours, one per movement: the bank moves a reference once.
     pub reference: String,
     pub account: String,
     pub amount: Money,
@@ -60,21 +89,25 @@ pub struct BankRequest {
 
 /// What became of a payout: asked by its reference alone.
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct StatusRequest {
     pub reference: String,
 }
 
 /// The bank's signed answer about one reference (a payout `approved` has been paid).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct BankReply {
     /// The request's reference: an answer about another reference is not an answer.
     pub reference: String,
     pub status: ReplyStatus,
+    /// Why it was declined, shown to the payer (its first 200 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ReplyStatus {
     Approved,

@@ -264,8 +264,11 @@ impl From<SignatureError> for crate::Problem {
 
 /// An AES-256-GCM ciphertext with its nonce, as JSON carries it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Sealed {
+    /// Base64 (standard, padded): 12 bytes.
     pub nonce: String,
+    /// Base64 (standard, padded): the ciphertext, then its 16-byte tag.
     pub ciphertext: String,
 }
 

@@ -8,6 +8,9 @@
 //! here once: the problem of an invalid path id, an oversized body, malformed JSON, a reused or
 //! busy `Idempotency-Key`, a failure of ours; the gateway's 401 for a route behind the JWT
 //! authorizer; the four signature headers of a signed route.
+//!
+//! The signed calls we make to partners are the document's `webhooks`: each module that sends
+//! them lists their documentation (`WebhookDoc`) beside the code that writes their bodies.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +77,19 @@ pub struct RouteDoc {
     pub pages: &'static [u16],
 }
 
+/// One signed call we make to a partner's server, kept beside the code that sends it: a notice
+/// (a webhook proper: any 2xx will do) or a call whose signed answer we wait for.
+pub struct WebhookDoc {
+    /// The event it tells (its body's `kind`, e.g. `order.settled`), or what it asks (`bank.debit`).
+    pub name: &'static str,
+    /// To whom (the URL it is posted to), when, and with whose key it is signed.
+    pub summary: &'static str,
+    /// The JSON body we send.
+    pub body: SchemaFn,
+    /// The body of the signed answer we wait for (`None`: a notice, whose answer is not read).
+    pub answer: Option<SchemaFn>,
+}
+
 /// A route as template.yaml declares it: method, path, and the scopes its JWT must hold (`None`:
 /// no authorizer, the route authenticates itself or is public).
 pub struct TemplateRoute {
@@ -101,10 +117,25 @@ const SIGNATURE_HEADERS: [(&str, &str, &str); 4] = [
     (crypto::HEADER_SIGNATURE, "the signature of the canonical request (docs/api/conventions.md)", "^.+$"),
 ];
 
-/// The OpenAPI document of `routes` (template.yaml's), each documented by its entry in `docs`.
-/// Fails naming what is wrong: a route of the template not documented, documentation of a route
-/// the template does not declare, two schemas under one name.
-pub fn document(routes: &[TemplateRoute], docs: &[&RouteDoc], version: &str) -> Result<Value, String> {
+/// The signature headers as a signed request's parameters.
+fn signature_parameters() -> impl Iterator<Item = Value> {
+    SIGNATURE_HEADERS.into_iter().map(|(name, description, pattern)| {
+        json!({"name": name, "in": "header", "required": true, "description": description,
+               "schema": {"type": "string", "pattern": pattern}})
+    })
+}
+
+/// The OpenAPI document of `routes` (template.yaml's), each documented by its entry in `docs`, and
+/// of the signed calls we make (`webhooks`). Fails naming what is wrong: a route of the template
+/// not documented, documentation of a route the template does not declare, two webhooks under one
+/// name, a webhook whose body's `kind` does not name it or names one not documented, two schemas
+/// under one name.
+pub fn document(
+    routes: &[TemplateRoute],
+    docs: &[&RouteDoc],
+    webhooks: &[&WebhookDoc],
+    version: &str,
+) -> Result<Value, String> {
     let by_key: BTreeMap<&str, &RouteDoc> = docs.iter().map(|d| (d.key, *d)).collect();
     if by_key.len() != docs.len() {
         return Err("a route is documented twice".into());
@@ -122,6 +153,15 @@ pub fn document(routes: &[TemplateRoute], docs: &[&RouteDoc], version: &str) -> 
         let operation = operation(route, doc, &mut requests, &mut answers, &problem);
         paths.entry(route.path.clone()).or_default().insert(route.method.to_lowercase(), Value::Object(operation));
     }
+    // Bodies as we write them, answers as partners send them: the other way round from a route's.
+    let mut sent = BTreeMap::new();
+    for webhook in webhooks {
+        let operation = webhook_operation(webhook, &mut answers, &mut requests);
+        if sent.insert(webhook.name, operation).is_some() {
+            return Err(format!("two webhooks are named {}", webhook.name));
+        }
+    }
+    check_kinds(&sent, answers.definitions())?;
     let mut schemas = requests.take_definitions(true);
     for (name, answer) in answers.take_definitions(true) {
         match schemas.get(&name) {
@@ -141,6 +181,7 @@ pub fn document(routes: &[TemplateRoute], docs: &[&RouteDoc], version: &str) -> 
             "description": "A serverless payments backend for super-apps. Every problem answer is application/problem+json with a stable `code` (docs/api/errors.md) and the client's next flow (`flow_control`, docs/api/flows.md).",
         },
         "paths": paths,
+        "webhooks": sent,
         "components": {
             "schemas": schemas,
             "securitySchemes": {"jwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
@@ -230,10 +271,7 @@ fn operation(
                 ]);
             }
             Header::Signed => {
-                for (name, description, pattern) in SIGNATURE_HEADERS {
-                    parameters.push(json!({"name": name, "in": "header", "required": true, "description": description,
-                                           "schema": {"type": "string", "pattern": pattern}}));
-                }
+                parameters.extend(signature_parameters());
                 codes.extend([
                     // A key id that is none.
                     catalogue::INVALID_ID,
@@ -325,6 +363,58 @@ fn operation(
     operation
 }
 
+/// A webhook's `post` operation: its body, the four signature headers, and the answer we need.
+fn webhook_operation(webhook: &WebhookDoc, bodies: &mut SchemaGenerator, answers: &mut SchemaGenerator) -> Value {
+    let answer = match webhook.answer {
+        None => {
+            json!({"description": "received: any 2xx will do (its body is not read); anything else, or none, is sent again later"})
+        }
+        Some(answer) => json!({
+            "description": "the answer, signed with the same key over method RESPONSE and the request's path and nonce (docs/api/partners.md); any other is no answer",
+            "content": {"application/json": {"schema": answer(answers)}},
+        }),
+    };
+    json!({"post": {
+        "summary": webhook.summary,
+        "operationId": format!("webhook_{}", operation_id(webhook.name)),
+        "parameters": signature_parameters().collect::<Vec<_>>(),
+        "requestBody": {"required": true, "content": {"application/json": {"schema": (webhook.body)(bodies)}}},
+        "responses": {"2XX": answer},
+    }})
+}
+
+/// Each webhook whose body has a `kind` is named by one of its values, and each of its values names
+/// a webhook: the name cannot drift from what the code sends, nor a kind go undocumented.
+fn check_kinds(webhooks: &BTreeMap<&str, Value>, definitions: &Map<String, Value>) -> Result<(), String> {
+    for (name, operation) in webhooks {
+        let body = &operation["post"]["requestBody"]["content"]["application/json"]["schema"];
+        let Some(kind) = resolve(body, definitions).pointer("/properties/kind") else { continue };
+        let kind = resolve(kind, definitions);
+        let kinds: Vec<&Value> = match (kind.get("const"), kind.get("enum").and_then(Value::as_array)) {
+            (Some(one), _) => vec![one],
+            (None, Some(all)) => all.iter().collect(),
+            (None, None) => return Err(format!("webhook {name}'s body has a kind of no fixed value")),
+        };
+        if !kinds.iter().any(|k| *k == name) {
+            return Err(format!("webhook {name}'s body has kind {}", json!(kinds)));
+        }
+        if let Some(stray) = kinds.iter().find(|k| !k.as_str().is_some_and(|k| webhooks.contains_key(k))) {
+            return Err(format!("kind {stray} is sent but no webhook documents it"));
+        }
+    }
+    Ok(())
+}
+
+/// The definition a schema refers to (`$ref`), or the schema itself.
+fn resolve<'a>(schema: &'a Value, definitions: &'a Map<String, Value>) -> &'a Value {
+    schema
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .and_then(|name| definitions.get(name))
+        .unwrap_or(schema)
+}
+
 /// A sequence number as a cursor (`before`): what a `u64` holds.
 pub fn sequence(_: &mut SchemaGenerator) -> Schema {
     schemars::json_schema!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
@@ -343,7 +433,7 @@ pub fn optional_id(generator: &mut SchemaGenerator) -> Schema {
     schema
 }
 
-/// `GET /home/elements/{id}` -> `get_home_elements_id`.
+/// `GET /home/elements/{id}` -> `get_home_elements_id`, `order.settled` -> `order_settled`.
 fn operation_id(key: &str) -> String {
     let words = key.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
     words.map(str::to_lowercase).collect::<Vec<_>>().join("_")
@@ -394,7 +484,7 @@ mod tests {
     #[test]
     fn a_route_is_documented_with_its_types_its_codes_and_what_every_route_shares() {
         let routes = [route("POST", "/things/{id}/ask", Some(vec![]))];
-        let document = document(&routes, &[&DOC], "1").unwrap();
+        let document = document(&routes, &[&DOC], &[], "1").unwrap();
         let operation = &document["paths"]["/things/{id}/ask"]["post"];
         assert_eq!(operation["operationId"], "post_things_id_ask");
         assert_eq!(
@@ -446,7 +536,7 @@ mod tests {
             form: Some(schema::<Ask>),
             pages: &[200, 400],
         };
-        let document = document(&[route("POST", "/pages/{id}", None)], &[&PAGE], "1").unwrap();
+        let document = document(&[route("POST", "/pages/{id}", None)], &[&PAGE], &[], "1").unwrap();
         let operation = &document["paths"]["/pages/{id}"]["post"];
         let form = &operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
         assert_eq!(form["$ref"], "#/components/schemas/Ask");
@@ -459,10 +549,94 @@ mod tests {
     #[test]
     fn a_route_missing_on_either_side_is_an_error() {
         let other = [route("GET", "/other", None)];
-        assert_eq!(document(&other, &[], "1").unwrap_err(), "GET /other is not documented");
+        assert_eq!(document(&other, &[], &[], "1").unwrap_err(), "GET /other is not documented");
         assert_eq!(
-            document(&other, &[&DOC], "1").unwrap_err(),
+            document(&other, &[&DOC], &[], "1").unwrap_err(),
             "POST /things/{id}/ask is documented but template.yaml does not declare it"
         );
+    }
+
+    /// A notice's body: its kind is fixed, so its schema says it.
+    #[derive(serde::Serialize, schemars::JsonSchema)]
+    struct Happened {
+        event_id: String,
+        kind: HappenedKind,
+        told: Told,
+    }
+
+    #[derive(serde::Serialize, schemars::JsonSchema)]
+    #[schemars(inline)]
+    #[allow(dead_code)]
+    enum HappenedKind {
+        #[serde(rename = "thing.happened")]
+        Happened,
+    }
+
+    const HAPPENED: WebhookDoc =
+        WebhookDoc { name: "thing.happened", summary: "to <url>/webhooks", body: schema::<Happened>, answer: None };
+
+    #[test]
+    fn a_webhook_is_a_signed_post_of_its_body_named_by_its_kind() {
+        const ASKED: WebhookDoc = WebhookDoc {
+            name: "thing.ask",
+            summary: "to <url>/ask",
+            body: schema::<Told>,
+            answer: Some(schema::<Ask>),
+        };
+        let document = document(&[], &[], &[&HAPPENED, &ASKED], "1").unwrap();
+        let notice = &document["webhooks"]["thing.happened"]["post"];
+        assert_eq!(notice["operationId"], "webhook_thing_happened");
+        assert_eq!(
+            notice["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Happened"
+        );
+        let kind = &document["components"]["schemas"]["Happened"]["properties"]["kind"];
+        assert!(kind["const"] == "thing.happened" || kind["enum"] == json!(["thing.happened"]), "{kind}");
+        let headers: Vec<&str> =
+            notice["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(headers, SIGNATURE_HEADERS.map(|(name, ..)| name));
+        assert!(notice["parameters"].as_array().unwrap().iter().all(|p| p["in"] == "header" && p["required"] == true));
+        assert!(notice["responses"]["2XX"]["content"].is_null());
+        // The partner's answer is read as a request is, by its own type's schema.
+        let asked = &document["webhooks"]["thing.ask"]["post"]["responses"]["2XX"]["content"]["application/json"];
+        assert_eq!(asked["schema"]["$ref"], "#/components/schemas/Ask");
+        assert_eq!(document["components"]["schemas"]["Ask"]["additionalProperties"], false);
+    }
+
+    #[test]
+    fn a_webhook_named_twice_or_apart_from_its_kind_is_an_error() {
+        assert_eq!(
+            document(&[], &[], &[&HAPPENED, &HAPPENED], "1").unwrap_err(),
+            "two webhooks are named thing.happened"
+        );
+        let misnamed = WebhookDoc { name: "thing.other", ..HAPPENED };
+        assert_eq!(
+            document(&[], &[], &[&misnamed], "1").unwrap_err(),
+            r#"webhook thing.other's body has kind ["thing.happened"]"#
+        );
+        let made =
+            WebhookDoc { name: "thing.made", summary: "to <url>/webhooks", body: schema::<Changed>, answer: None };
+        assert_eq!(
+            document(&[], &[], &[&made], "1").unwrap_err(),
+            r#"kind "thing.ended" is sent but no webhook documents it"#
+        );
+        let ended = WebhookDoc { name: "thing.ended", ..made };
+        assert!(document(&[], &[], &[&made, &ended], "1").is_ok());
+    }
+
+    /// One body for two kinds.
+    #[derive(serde::Serialize, schemars::JsonSchema)]
+    struct Changed {
+        kind: ChangedKind,
+    }
+
+    #[derive(serde::Serialize, schemars::JsonSchema)]
+    #[schemars(inline)]
+    #[allow(dead_code)]
+    enum ChangedKind {
+        #[serde(rename = "thing.made")]
+        Made,
+        #[serde(rename = "thing.ended")]
+        Ended,
     }
 }

@@ -1,9 +1,10 @@
-//! The API's OpenAPI document (`superpay::openapi`) over the routes template.yaml declares: served
-//! by the local stack at `/openapi.json` and committed as `docs/openapi.json`, which a test keeps
-//! current (`UPDATE_OPENAPI=1` rewrites it).
+//! The API's OpenAPI document (`superpay::openapi`) over the routes template.yaml declares, with
+//! the signed calls we make to partners as its webhooks: served by the local stack at
+//! `/openapi.json` and committed as `docs/openapi.json`, which a test keeps current
+//! (`UPDATE_OPENAPI=1` rewrites it).
 
 use serde_json::Value;
-use superpay::openapi::{RouteDoc, TemplateRoute};
+use superpay::openapi::{RouteDoc, TemplateRoute, WebhookDoc};
 
 use crate::template::{RouteAuth, Template};
 
@@ -39,7 +40,23 @@ fn route_docs() -> Vec<&'static RouteDoc> {
     .collect()
 }
 
-/// The document of `template`'s routes.
+/// Every signed call we make to a partner, each kept beside the code that sends it.
+fn webhook_docs() -> Vec<&'static WebhookDoc> {
+    [
+        superpay::purchase::relay::WEBHOOKS,
+        superpay::purchase::notices::WEBHOOKS,
+        superpay::instruction::notices::WEBHOOKS,
+        superpay::offline::notices::WEBHOOKS,
+        superpay::instrument::link::notices::WEBHOOKS,
+        superpay::miniapp::relay::WEBHOOKS,
+        superpay::bank::WEBHOOKS,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The document of `template`'s routes and of our webhooks.
 pub fn document(template: &Template) -> Result<Value, String> {
     let routes: Vec<TemplateRoute> = template
         .functions
@@ -54,7 +71,7 @@ pub fn document(template: &Template) -> Result<Value, String> {
             },
         })
         .collect();
-    superpay::openapi::document(&routes, &route_docs(), env!("CARGO_PKG_VERSION"))
+    superpay::openapi::document(&routes, &route_docs(), &webhook_docs(), env!("CARGO_PKG_VERSION"))
 }
 
 #[cfg(test)]
@@ -77,5 +94,15 @@ mod tests {
         let home = &document["paths"]["/home"]["get"];
         assert_eq!(home["responses"]["304"]["headers"]["ETag"]["required"], true);
         assert_eq!(home["parameters"][1]["name"], "X-Superpay-Platform");
+        // A webhook is a signed post of the body the notifier writes.
+        let settled = &document["webhooks"]["order.settled"]["post"];
+        let headers: Vec<&str> =
+            settled["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(headers, ["x-superpay-key-id", "x-superpay-timestamp", "x-superpay-nonce", "x-superpay-signature"]);
+        let body = &settled["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+        assert_eq!(body, "#/components/schemas/OrderSettledWebhook");
+        let properties = &document["components"]["schemas"]["OrderSettledWebhook"]["properties"];
+        assert_eq!(properties["kind"]["enum"], serde_json::json!(["order.settled"]));
+        assert!(properties["order"]["$ref"].is_string() && properties["event_id"].is_object());
     }
 }

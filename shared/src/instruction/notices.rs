@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use super::operation::{Operation, OperationState, Settlement};
+use serde::{Deserialize, Serialize};
+
+use super::operation::{Operation, OperationState, OperationView, Settlement};
 use super::service::{Moved, OperationService};
 use crate::aws::MissingEnv;
 use crate::batch::Failure;
@@ -21,6 +23,63 @@ use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::money::Money;
 use crate::outbox::Outbox;
+
+/// The signed webhooks this module sends (`crate::openapi`): one kind per state.
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = {
+    use crate::openapi::{WebhookDoc, schema};
+    const fn told(name: &'static str, summary: &'static str) -> WebhookDoc {
+        WebhookDoc { name, summary, body: schema::<TransferWebhook>, answer: None }
+    }
+    &[
+        told(
+            "transfer.completed",
+            "to the provider's product server, <product_server_url>/webhooks, signed with the provider's key: an operation of a signed transfer instruction completed (the money moved to the provider); sent at least once, event_id naming it",
+        ),
+        told(
+            "transfer.held",
+            "to the provider's product server, <product_server_url>/webhooks, signed with the provider's key: a two-phase operation's amount is held until the provider posts or voids it, or its hold expires; sent at least once, event_id naming it",
+        ),
+        told(
+            "transfer.posted",
+            "to the provider's product server, <product_server_url>/webhooks, signed with the provider's key: the provider took `paid` of a hold, the rest went back to the payer; sent at least once, event_id naming it",
+        ),
+        told(
+            "transfer.voided",
+            "to the provider's product server, <product_server_url>/webhooks, signed with the provider's key: the provider voided a hold, all of it went back; sent at least once, event_id naming it",
+        ),
+        told(
+            "transfer.released",
+            "to the provider's product server, <product_server_url>/webhooks, signed with the provider's key: nobody settled a hold by its expiry, all of it went back; sent at least once, event_id naming it",
+        ),
+    ]
+};
+
+/// The provider's webhook about the state one of its operations reached (as it stood then).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct TransferWebhook {
+    /// The same on each delivery of this notice.
+    pub event_id: String,
+    pub kind: TransferKind,
+    pub operation: OperationView,
+}
+
+/// `transfer.<state>`: the state the operation reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(inline))]
+pub enum TransferKind {
+    #[serde(rename = "transfer.completed")]
+    Completed,
+    #[serde(rename = "transfer.held")]
+    Held,
+    #[serde(rename = "transfer.posted")]
+    Posted,
+    #[serde(rename = "transfer.voided")]
+    Voided,
+    #[serde(rename = "transfer.released")]
+    Released,
+}
 
 pub struct OperationNotices {
     service: OperationService,
@@ -51,10 +110,14 @@ impl OperationNotices {
 
     /// The payer first: a product server that is down must not keep the payer uninformed.
     pub async fn changed(&self, id: &str, operation_id: &str, state: &str) -> Result<(), Failure> {
+        let kind: TransferKind = serde_json::from_value(format!("transfer.{state}").into())
+            .map_err(|_| Failure::poison(format!("unknown operation state {state:?}")))?;
         let current = self.operation(operation_id).await?;
         // Told as it stood in that state (a hold's notice may come after its settlement).
-        let told = match state {
-            "held" => Operation { state: OperationState::Held, paid: rust_decimal::Decimal::ZERO, ..current.clone() },
+        let told = match kind {
+            TransferKind::Held => {
+                Operation { state: OperationState::Held, paid: rust_decimal::Decimal::ZERO, ..current.clone() }
+            }
             _ => current.clone(),
         };
         let provider = self.merchants.get(&current.merchant_id).await.map_err(|p| p.to_string())?;
@@ -69,9 +132,8 @@ impl OperationNotices {
             .await?;
         if !self.service.outbox.step_done(id, "webhook").await? {
             let keys = self.merchants.keys(&provider).await.map_err(|p| p.to_string())?;
-            let body =
-                serde_json::json!({"event_id": id, "kind": format!("transfer.{state}"), "operation": told.view()});
-            self.relay.webhook(&provider, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await?;
+            let body = TransferWebhook { event_id: id.to_owned(), kind, operation: OperationView::from(&told) };
+            self.relay.webhook(&provider, &keys, &body, now_epoch_seconds()).await?;
             self.service.outbox.mark(id, "webhook").await?;
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! signed answer we wait for (the purchase relay's order, `crate::purchase::relay`), and the
 //! webhooks that tell the merchant what happened (purchases, offline payments).
 
+use serde::Serialize;
+
 use super::Merchant;
 use crate::keys::PartyKeys;
 use crate::outbound::PartnerClient;
@@ -31,8 +33,15 @@ impl MerchantClient {
     }
 
     /// Delivers a signed webhook to `<product_server_url>/webhooks`; `Err` says why it must be retried.
-    pub async fn webhook(&self, merchant: &Merchant, keys: &PartyKeys, body: &[u8], now: i64) -> Result<(), String> {
+    pub async fn webhook(
+        &self,
+        merchant: &Merchant,
+        keys: &PartyKeys,
+        body: &impl Serialize,
+        now: i64,
+    ) -> Result<(), String> {
         let url = format!("{}/webhooks", merchant.product_server_url);
-        self.partner.deliver(&url, keys, body.to_vec(), now).await.map_err(|e| format!("the product server: {e}"))
+        let body = serde_json::to_vec(body).map_err(|e| format!("the webhook's body: {e}"))?;
+        self.partner.deliver(&url, keys, body, now).await.map_err(|e| format!("the product server: {e}"))
     }
 }

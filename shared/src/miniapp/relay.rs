@@ -12,20 +12,45 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::request::OutcomeNotice;
 use super::{MiniApp, ServerAnswer, ServerFault};
 use crate::keys::PartyKeys;
 use crate::money::Money;
 use crate::outbound::{CallError, PartnerClient};
 
+/// The signed calls this module makes (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = {
+    use crate::openapi::{WebhookDoc, schema};
+    &[
+        WebhookDoc {
+            name: "miniapp.request",
+            summary: "to the mini-app's server, <server_url>/requests, signed with the app's key: a user's request made in the app's interface, before anything is charged; the server answers what it will deliver and the amount it asks, signed, and must not deliver yet (a repeated request_id is the same request)",
+            body: schema::<ServerRequest>,
+            answer: Some(schema::<ServerAnswer>),
+        },
+        WebhookDoc {
+            name: "miniapp.outcome",
+            summary: "to the mini-app's server, <server_url>/outcomes, signed with the app's key: how a relayed request ended (deliver, or do not); sent at least once, event_id naming it",
+            body: schema::<OutcomeNotice>,
+            answer: None,
+        },
+    ]
+};
+
 /// What the app's server receives about a user's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct ServerRequest {
     pub request_id: String,
     pub app_id: String,
-    /// The user as this app knows them (`super::app_user`), never the platform's user id.
+    /// The user as this app knows them: a pseudonym of its own, never the platform's user id.
     pub user: String,
     pub action: String,
+    /// The user's `params`: an object of at most 4096 bytes as JSON.
+    #[cfg_attr(feature = "openapi", schemars(with = "serde_json::Map<String, Value>"))]
     pub params: Value,
+    /// The exact amount the user approved, or none for a request that pays nothing.
     pub approved_amount: Option<Money>,
 }
 
@@ -70,11 +95,15 @@ impl MiniAppClient {
     }
 
     /// Delivers the outcome notice; `Err` says why it must be retried.
-    pub async fn notify(&self, app: &MiniApp, keys: &PartyKeys, notice: &Value, now: i64) -> Result<(), String> {
+    pub async fn notify(
+        &self,
+        app: &MiniApp,
+        keys: &PartyKeys,
+        notice: &OutcomeNotice,
+        now: i64,
+    ) -> Result<(), String> {
         let url = format!("{}/outcomes", app.server_url);
-        self.partner
-            .deliver(&url, keys, notice.to_string().into_bytes(), now)
-            .await
-            .map_err(|e| format!("the mini-app's server: {e}"))
+        let body = serde_json::to_vec(notice).map_err(|e| format!("the outcome's body: {e}"))?;
+        self.partner.deliver(&url, keys, body, now).await.map_err(|e| format!("the mini-app's server: {e}"))
     }
 }

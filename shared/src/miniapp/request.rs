@@ -132,10 +132,19 @@ pub enum ServerFault {
 
 /// What the app's server said it will deliver, and for how much (none: it is free).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServerAnswer {
+    /// The request's: an answer about another request is no answer.
     pub request_id: String,
+    /// What it will deliver, shown in the chat: 1 to 200 printable characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schemars(length(min = 1, max = 200), regex(pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"))
+    )]
     pub deliver: String,
+    /// The amount it asks: exactly the one the user approved (none where none was), else the
+    /// request is refused.
     #[serde(default)]
     pub amount: Option<Money>,
 }
@@ -348,15 +357,30 @@ impl RelayedRequest {
     }
 
     /// What the app's server is told before it delivers: `charged`, `completed` or `refused`.
-    pub fn notice(&self) -> Value {
-        json!({
-            "event_id": self.outcome_id(),
-            "request_id": self.id,
-            "outcome": self.summary(),
-            "reason": self.outcome.refusal().map(|code| code.code()),
-            "amount": self.outcome.charged(),
-        })
+    pub fn notice(&self) -> OutcomeNotice {
+        OutcomeNotice {
+            event_id: self.outcome_id(),
+            request_id: self.id.clone(),
+            outcome: self.summary(),
+            reason: self.outcome.refusal().map(|code| code.code()),
+            amount: self.outcome.charged(),
+        }
     }
+}
+
+/// A relayed request's outcome, as the app's server is told it (`POST <server_url>/outcomes`).
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OutcomeNotice {
+    /// The same on each delivery of this notice: the server treats a repeated one as done.
+    pub event_id: String,
+    pub request_id: String,
+    /// `charged` or `completed`: deliver; `refused`: do not.
+    pub outcome: &'static str,
+    /// Why it was refused: an error code (docs/api/errors.md).
+    pub reason: Option<&'static str>,
+    /// What was charged, if it was.
+    pub amount: Option<Money>,
 }
 
 /// What must hold of relayed requests and the money they moved (`crate::reconcile`): a charged
@@ -437,7 +461,11 @@ mod tests {
             created_at: 0,
         };
         assert_eq!(relayed.message("Tea Corner").text, "Paid 4.50 USD to Tea Corner: 1 x jasmine tea.");
-        assert_eq!(relayed.notice()["outcome"], "charged");
+        assert_eq!(
+            json!(relayed.notice()),
+            json!({"event_id": "r_1/outcome", "request_id": "r_1", "outcome": "charged", "reason": null,
+                   "amount": usd("4.5")})
+        );
         let charge = relayed.charge("m_1").unwrap().unwrap();
         assert_eq!((charge.id.as_str(), charge.legs[1].account.as_str()), ("r_1/charge", "merchant:m_1"));
         relayed.outcome = Outcome::AmountMismatch { approved: Some(usd("4.5")), asked: Some(usd("5")) };
@@ -445,10 +473,7 @@ mod tests {
             relayed.message("Tea Corner").text,
             "Tea Corner asked for 5.00 USD but you approved 4.50 USD; nothing was charged."
         );
-        assert_eq!(
-            (relayed.notice()["outcome"].as_str(), relayed.notice()["reason"].as_str()),
-            (Some("refused"), Some("amount_mismatch"))
-        );
+        assert_eq!((relayed.notice().outcome, relayed.notice().reason), ("refused", Some("amount_mismatch")));
         assert!(relayed.charge("m_1").unwrap().is_none());
     }
 

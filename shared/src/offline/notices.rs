@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use super::payment::{PaymentState, PaymentStore};
+use serde::Serialize;
+
+use super::payment::{OfflinePaymentView, PaymentState, PaymentStore};
 use crate::aws::{self, MissingEnv};
 use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
@@ -13,6 +15,32 @@ use crate::conversation::store::ConversationStore;
 use crate::conversation::{Counterparty, NewMessage};
 use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
+
+/// The signed webhooks this module sends (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = &[crate::openapi::WebhookDoc {
+    name: "offline.expired",
+    summary: "to the merchant's product server, <product_server_url>/webhooks, signed with the merchant's key: an offline payment that waited for the payer's top-up expired, nothing was paid; sent at least once, event_id naming it",
+    body: crate::openapi::schema::<OfflineExpiredWebhook>,
+    answer: None,
+}];
+
+/// The merchant's webhook about an offline payment that expired.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OfflineExpiredWebhook {
+    /// The same on each delivery of this notice.
+    pub event_id: String,
+    pub kind: OfflineExpiredKind,
+    pub payment: OfflinePaymentView,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(inline))]
+pub enum OfflineExpiredKind {
+    #[serde(rename = "offline.expired")]
+    OfflineExpired,
+}
 
 pub struct OfflineNotices {
     payments: PaymentStore,
@@ -51,8 +79,12 @@ impl OfflineNotices {
         }
         let merchant = self.merchants.get(&payment.merchant_id).await.map_err(|p| p.to_string())?;
         let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
-        let body = serde_json::json!({ "event_id": id, "kind": "offline.expired", "payment": payment.view() });
-        Ok(self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now_epoch_seconds()).await?)
+        let body = OfflineExpiredWebhook {
+            event_id: id.to_owned(),
+            kind: OfflineExpiredKind::OfflineExpired,
+            payment: payment.view(),
+        };
+        Ok(self.relay.webhook(&merchant, &keys, &body, now_epoch_seconds()).await?)
     }
 
     /// The message carries the link: it is posted as the settlement function wrote it.

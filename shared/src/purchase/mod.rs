@@ -99,10 +99,8 @@ impl Order {
     }
 
     /// What the merchant's webhook and the user's conversation are told: the order and its user.
-    pub fn notice(&self) -> serde_json::Value {
-        let mut view = serde_json::json!(self.view());
-        view["user"] = serde_json::json!(self.user);
-        view
+    pub fn notice(&self) -> OrderNotice {
+        OrderNotice { order: self.view(), user: self.user.clone() }
     }
 
     /// `decision` is the merchant's, once known: an order still `awaiting_merchant` with a decision
@@ -145,6 +143,16 @@ pub struct OrderView {
     pub decision: Option<&'static str>,
     /// The merchant's refusal as a code the error-flow table answers: never retried.
     pub decline_code: Option<&'static str>,
+}
+
+/// An order as its merchant's webhook tells it: with its buyer.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OrderNotice {
+    #[serde(flatten)]
+    pub order: OrderView,
+    /// The buyer's account on this platform.
+    pub user: String,
 }
 
 /// A client's purchase request.

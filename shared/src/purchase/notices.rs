@@ -9,10 +9,11 @@
 
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::service::PurchaseService;
-use super::{AtExpiry, Order, OrderState, at_expiry};
+use super::{AtExpiry, Order, OrderNotice, OrderState, at_expiry};
 use crate::aws::MissingEnv;
 use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
@@ -22,6 +23,32 @@ use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
 use crate::money::Money;
 use crate::outbox::Outbox;
+
+/// The signed webhooks this module sends (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = &[crate::openapi::WebhookDoc {
+    name: "order.settled",
+    summary: "to the merchant's product server, <product_server_url>/webhooks, signed with the merchant's key: how one of its orders ended (paid, declined or expired); sent at least once, event_id naming it",
+    body: crate::openapi::schema::<OrderSettledWebhook>,
+    answer: None,
+}];
+
+/// The merchant's webhook about a settled order.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct OrderSettledWebhook {
+    /// The same on each delivery of this notice.
+    pub event_id: String,
+    pub kind: OrderSettledKind,
+    pub order: OrderNotice,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(inline))]
+pub enum OrderSettledKind {
+    #[serde(rename = "order.settled")]
+    OrderSettled,
+}
 
 pub struct OrderNotices {
     service: PurchaseService,
@@ -81,8 +108,12 @@ impl OrderNotices {
         self.conversations.post(&order.user, &Counterparty::merchant(&merchant.id), &message, now).await?;
         if !self.service.outbox.step_done(id, "webhook").await? {
             let keys = self.merchants.keys(&merchant).await.map_err(|p| p.to_string())?;
-            let body = serde_json::json!({ "event_id": id, "kind": "order.settled", "order": order.notice() });
-            self.relay.webhook(&merchant, &keys, body.to_string().as_bytes(), now).await?;
+            let body = OrderSettledWebhook {
+                event_id: id.to_owned(),
+                kind: OrderSettledKind::OrderSettled,
+                order: order.notice(),
+            };
+            self.relay.webhook(&merchant, &keys, &body, now).await?;
             self.service.outbox.mark(id, "webhook").await?;
         }
         Ok(())
@@ -135,9 +166,8 @@ mod tests {
     use super::*;
     use crate::money::Money;
 
-    #[test]
-    fn each_outcome_reads_clearly() {
-        let mut order = Order {
+    fn order() -> Order {
+        Order {
             id: "o_1".into(),
             user: "alice".into(),
             merchant_id: "m_1".into(),
@@ -149,7 +179,12 @@ mod tests {
             expires_at: 600,
             refundable: rust_decimal::Decimal::ZERO,
             decision: None,
-        };
+        }
+    }
+
+    #[test]
+    fn each_outcome_reads_clearly() {
+        let mut order = order();
         assert_eq!(conversation_text(&order, "Tea Shop").1, "Paid 12.50 USD to Tea Shop for 2 x green-tea.");
         order.state = OrderState::Expired;
         assert_eq!(
@@ -158,6 +193,23 @@ mod tests {
                 "purchase.expired".into(),
                 "Your order for green-tea at Tea Shop expired; 12.50 USD is back in your wallet.".into()
             )
+        );
+    }
+
+    #[test]
+    fn the_webhook_tells_the_order_with_its_buyer() {
+        let order = order();
+        let body = OrderSettledWebhook {
+            event_id: "o_1/settled".into(),
+            kind: OrderSettledKind::OrderSettled,
+            order: order.notice(),
+        };
+        assert_eq!(
+            serde_json::json!(body),
+            serde_json::json!({"event_id": "o_1/settled", "kind": "order.settled", "order": {
+                "id": "o_1", "merchant_id": "m_1", "product_id": "green-tea", "quantity": 2,
+                "amount": order.amount, "state": "paid", "created_at": 0, "expires_at": 600,
+                "refundable": "0.00", "decision": "confirm", "decline_code": null, "user": "alice"}})
         );
     }
 }

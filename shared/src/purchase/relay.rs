@@ -18,17 +18,42 @@ use crate::merchant::Merchant;
 use crate::merchant::client::MerchantClient;
 use crate::money::Money;
 
+/// The signed call this module makes (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = &[crate::openapi::WebhookDoc {
+    name: "order.placed",
+    summary: "to the merchant's product server, <product_server_url>/orders, signed with the merchant's key: a user's order, its details sealed with the merchant's order-encryption key, the amount already held; the server answers its decision, signed (pending, or no usable answer: the order waits for POST /merchant/orders/{id}/decision or its expiry)",
+    body: crate::openapi::schema::<OrderEnvelope>,
+    answer: Some(crate::openapi::schema::<MerchantAnswer>),
+}];
+
 /// What travels to the product server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct OrderEnvelope {
+    /// The merchant's key that signed the request and sealed the order.
     pub key_id: String,
     pub order_id: String,
+    /// When it was sealed, Unix seconds.
     pub timestamp: i64,
+    /// The order's details, sealed (AES-256-GCM) with the key HKDF derives from the merchant's
+    /// secret for `superpay/v1/order-encryption`, over the associated data
+    /// `superpay-order|<order_id>|<key_id>|<timestamp>`; `x-superpay-sealed` is what it opens to.
+    #[cfg_attr(feature = "openapi", schemars(schema_with = "sealed_details"))]
     pub sealed: Sealed,
+}
+
+/// `Sealed`, naming what it opens to: the product server cannot read a sealed order otherwise.
+#[cfg(feature = "openapi")]
+fn sealed_details(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let sealed = generator.subschema_for::<Sealed>();
+    let details = generator.subschema_for::<OrderDetails>();
+    schemars::json_schema!({"allOf": [sealed], "x-superpay-sealed": details})
 }
 
 /// What the product server reads inside the envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct OrderDetails {
     pub order_id: String,
     /// The buyer's account on this platform.
@@ -43,7 +68,9 @@ pub struct OrderDetails {
 
 /// The product server's answer, and the body of its later callback.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct MerchantAnswer {
+    /// The order's: an answer about another order is no answer.
     pub order_id: String,
     /// `confirm`, `decline` or `pending`.
     pub decision: String,

@@ -152,7 +152,7 @@ impl PurchaseService {
             settled.refundable = order.amount.amount();
         }
         let notice = self.message(
-            &NotificationMessage::OrderSettled { id: format!("{}/settled", order.id), order: settled.notice() },
+            &NotificationMessage::OrderSettled { id: format!("{}/settled", order.id), order: json!(settled.notice()) },
             0,
         )?;
         let with = vec![
@@ -264,8 +264,8 @@ impl PurchaseService {
         .map_err(Problem::internal)?;
         let mut after = order.clone();
         after.refundable -= amount.amount();
-        let notice =
-            self.message(&NotificationMessage::OrderRefunded { id: id.clone(), order: after.notice(), amount }, 0)?;
+        let notice = self
+            .message(&NotificationMessage::OrderRefunded { id: id.clone(), order: json!(after.notice()), amount }, 0)?;
         let with = vec![
             self.orders.refund_item(order, amount.amount())?,
             self.outbox.put_item(&notice, now)?,

@@ -4,10 +4,10 @@
 //! token, with display data if `read` is granted.
 //! Signed with the partner's key (its previous one while that is honoured).
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::store::LinkStore;
-use super::{LinkState, partner_link_view};
+use super::{LinkState, PartnerInstrumentView, PartnerLinkView, partner_link_view};
 use crate::aws::{self, MissingEnv};
 use crate::batch::Failure;
 use crate::clock::now_epoch_seconds;
@@ -16,6 +16,81 @@ use crate::instrument::store::InstrumentStore;
 use crate::keys::{KeyRing, KeyService};
 use crate::outbound::{AddressPolicy, PartnerClient};
 use crate::party_keys::KeyedParty;
+
+/// The signed webhooks this module sends (`crate::openapi`).
+#[cfg(feature = "openapi")]
+pub const WEBHOOKS: &[crate::openapi::WebhookDoc] = {
+    use crate::openapi::{WebhookDoc, schema};
+    &[
+        WebhookDoc {
+            name: "link.created",
+            summary: "to the partner's server, <callback_url>/webhooks, signed with the partner's key (its previous one while that is honoured): a user linked their identity on the partner to instruments, with each one's token; sent at least once, event_id naming it",
+            body: schema::<LinkWebhook>,
+            answer: None,
+        },
+        WebhookDoc {
+            name: "link.ended",
+            summary: "to the partner's server, <callback_url>/webhooks, signed with the partner's key (its previous one while that is honoured): the user or the partner ended a link, its tokens no longer charge; sent at least once, event_id naming it",
+            body: schema::<LinkWebhook>,
+            answer: None,
+        },
+        WebhookDoc {
+            name: "instrument.updated",
+            summary: "to the partner's server, <callback_url>/webhooks, signed with the partner's key (its previous one while that is honoured): an instrument of an active link changed (replaced, or its card's expiry passed), under the same token; sent at least once, event_id naming it",
+            body: schema::<InstrumentUpdatedWebhook>,
+            answer: None,
+        },
+    ]
+};
+
+/// The partner's webhook about a link made or ended.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct LinkWebhook {
+    /// The same on each delivery of this notice.
+    pub event_id: String,
+    pub kind: LinkEvent,
+    pub link: PartnerLinkView,
+}
+
+/// What happened to the link.
+// Read from the notifications queue's `link.changed` event, which names it so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(inline))]
+pub enum LinkEvent {
+    #[serde(rename = "link.created")]
+    Created,
+    #[serde(rename = "link.ended")]
+    Ended,
+}
+
+/// The partner's webhook about an instrument of one of its active links.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct InstrumentUpdatedWebhook {
+    /// The same on each delivery of this notice; opaque (the notice's own id names our instrument).
+    pub event_id: String,
+    pub kind: InstrumentUpdatedKind,
+    pub link: PartnerLinkRef,
+    pub instrument: PartnerInstrumentView,
+}
+
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema), schemars(inline))]
+pub enum InstrumentUpdatedKind {
+    #[serde(rename = "instrument.updated")]
+    InstrumentUpdated,
+}
+
+/// Which of the partner's links an instrument's notice is about.
+#[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+pub struct PartnerLinkRef {
+    pub link_id: String,
+    pub partner_id: String,
+    /// The user's id on the partner.
+    pub partner_user: String,
+}
 
 pub struct LinkNotices {
     links: LinkStore,
@@ -40,6 +115,8 @@ impl LinkNotices {
     /// Tells the partner about `user`'s link `link_id` as it stands now (read from the table, never
     /// taken from the message); a link that is gone is poison.
     pub async fn changed(&self, id: &str, user: &str, link_id: &str, event: &str) -> Result<(), Failure> {
+        let kind: LinkEvent = serde_json::from_value(event.into())
+            .map_err(|_| Failure::poison(format!("unknown link event {event:?}")))?;
         let link =
             self.links.get(user, link_id).await?.ok_or_else(|| Failure::poison(format!("unknown link {link_id:?}")))?;
         let partner = self
@@ -52,8 +129,7 @@ impl LinkNotices {
             instruments.push(self.instruments.get(&link.user, &linked.instrument_id).await?);
         }
         let view = partner_link_view(&link, &instruments, now_epoch_seconds());
-        let body = json!({"event_id": id, "kind": event, "link": view});
-        self.deliver(&partner, &body).await
+        self.deliver(&partner, &LinkWebhook { event_id: id.to_owned(), kind, link: view }).await
     }
 
     /// Tells the partner of `user`'s active link `link_id` how instrument `instrument_id` stands now
@@ -69,22 +145,23 @@ impl LinkNotices {
             .await?
             .ok_or_else(|| Failure::poison(format!("link {link_id} names an unknown partner")))?;
         let instrument = self.instruments.get(user, instrument_id).await?;
-        // Opaque: the notice's own id names our instrument.
-        let body = json!({
-            "event_id": crate::crypto::sha256_hex(id.as_bytes())[..32].to_owned(),
-            "kind": "instrument.updated",
-            "link": {"link_id": link.id, "partner_id": link.partner, "partner_user": link.partner_user},
-            "instrument": link.shown(&linked.token, instrument.as_ref(), now_epoch_seconds()),
-        });
+        let body = InstrumentUpdatedWebhook {
+            // Opaque: the notice's own id names our instrument.
+            event_id: crate::crypto::sha256_hex(id.as_bytes())[..32].to_owned(),
+            kind: InstrumentUpdatedKind::InstrumentUpdated,
+            instrument: link.shown(&linked.token, instrument.as_ref(), now_epoch_seconds()),
+            link: PartnerLinkRef { link_id: link.id, partner_id: link.partner, partner_user: link.partner_user },
+        };
         self.deliver(&partner, &body).await
     }
 
     /// A signed webhook to the partner (`<callback_url>/webhooks`), with its key.
-    async fn deliver(&self, partner: &Partner, body: &Value) -> Result<(), Failure> {
+    async fn deliver(&self, partner: &Partner, body: &impl Serialize) -> Result<(), Failure> {
+        let body = serde_json::to_vec(body).map_err(|e| format!("the webhook's body: {e}"))?;
         let keys = self.ring.signing_keys(&partner.kms_owner(), &partner.stored_key(), now_epoch_seconds()).await?;
         let url = format!("{}/webhooks", partner.callback_url);
         self.client
-            .deliver(&url, &keys, body.to_string().into_bytes(), now_epoch_seconds())
+            .deliver(&url, &keys, body, now_epoch_seconds())
             .await
             .map_err(|e| Failure::Retry(format!("the partner's server: {e}")))
     }
