@@ -27,9 +27,18 @@ pub struct Aws {
 impl Aws {
     /// The deployed `stack`'s resources with the default AWS credentials, or the local stack's.
     pub async fn connect(stack: Option<&str>, local: &LocalStack) -> Result<Self, String> {
-        let actor = format!("ops:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+        let login = std::env::var("USER").or_else(|_| std::env::var("LOGNAME"));
+        let actor = format!("ops:{}", login.unwrap_or_else(|_| "unknown".into()));
         let Some(stack) = stack else {
             let info = local.read()?;
+            // A stack stopped since it wrote its description: say so, not the SDK's dispatch error.
+            let address = info.dynamodb_endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+            if tokio::net::TcpStream::connect(&address).await.is_err() {
+                return Err(format!(
+                    "nothing answers at {} (is the stack running? `cargo stack up`)",
+                    info.dynamodb_endpoint
+                ));
+            }
             let credentials =
                 aws_sdk_dynamodb::config::Credentials::new("local", "local", None, None, "superpay-local");
             let config = aws_config::defaults(BehaviorVersion::latest())
@@ -118,6 +127,16 @@ fn logical_id<'a>(stack: &str, name: &'a str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stopped_local_stack_is_named_not_dumped() {
+        let file = std::env::temp_dir().join(format!("ops-stopped-{}.json", std::process::id()));
+        let info = serde_json::json!({"api_url": "http://127.0.0.1:1", "dynamodb_endpoint": "http://127.0.0.1:1",
+                                      "moto_endpoint": "http://127.0.0.1:1", "tables": {}, "queues": {}});
+        std::fs::write(&file, info.to_string()).unwrap();
+        let refused = Aws::connect(None, &LocalStack(file)).await.err().unwrap();
+        assert_eq!(refused, "nothing answers at http://127.0.0.1:1 (is the stack running? `cargo stack up`)");
+    }
 
     #[test]
     fn a_physical_name_gives_its_logical_id_in_its_own_stack_only() {

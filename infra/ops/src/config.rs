@@ -64,10 +64,22 @@ pub async fn config(api: &Api, command: ConfigCommand, out: Out) -> Result<Strin
             let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let parameters: Value =
                 serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+            // `--json config show`'s answer saved as is: the group would become that answer.
+            if parameters.as_object().is_some_and(|o| o.contains_key("parameters") && o.contains_key("version")) {
+                return Err(format!(
+                    "{} holds a group as `cargo ops --json config show` prints it; publish its parameters \
+                     alone (e.g. `jq .parameters`)",
+                    file.display()
+                ));
+            }
             let (precondition, base) = match create {
                 true => (("if-none-match", "*".to_owned()), 0),
                 false => {
-                    let (current, version) = current(api, &group).await?;
+                    let (current, version) =
+                        current(api, &group).await.map_err(|e| match e.contains("unknown_group") {
+                            true => format!("{e} (a new group: publish it with --create)"),
+                            false => e,
+                        })?;
                     // Run again after it succeeded (its answer lost): nothing more to publish.
                     if current["parameters"] == parameters {
                         return Ok(out.told(&current, || {
@@ -78,8 +90,13 @@ pub async fn config(api: &Api, command: ConfigCommand, out: Out) -> Result<Strin
                 }
             };
             let headers = [precondition, ("idempotency-key", idempotency_key("publish", &group, base, &parameters))];
-            let published =
-                api.call(Method::POST, &format!("/config/{group}/versions"), &headers, Some(&parameters)).await?;
+            let published = api
+                .call(Method::POST, &format!("/config/{group}/versions"), &headers, Some(&parameters))
+                .await
+                .map_err(|e| match e.contains("group_exists") {
+                    true => format!("{e} (it exists: publish without --create)"),
+                    false => e,
+                })?;
             Ok(out.told(&published, || {
                 format!("{group}: published version {} (over version {base})\n", published["version"])
             }))

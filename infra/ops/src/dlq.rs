@@ -30,8 +30,8 @@ pub enum DlqCommand {
         /// At most this many
         #[arg(long, default_value_t = 20)]
         max: usize,
-        /// Print each message's body too (with --json). A body may carry what only its payer
-        /// should see, such as a top-up link
+        /// Print each message's body too. A body may carry what only its payer should see, such
+        /// as a top-up link
         #[arg(long)]
         bodies: bool,
     },
@@ -88,8 +88,12 @@ pub async fn dlq(aws: &Aws, command: DlqCommand, out: Out) -> Result<String, Str
                         vec![cell("message_id"), cell("kind"), cell("outbox_id"), cell("tries"), cell("reason")]
                     })
                     .collect();
+                let bodies: String = shown
+                    .iter()
+                    .filter_map(|m| Some(format!("{}: {}\n", m["message_id"].as_str()?, m["body"].as_str()?)))
+                    .collect();
                 format!(
-                    "{name}: {} message(s) shown\n{}",
+                    "{name}: {} message(s) shown\n{}{bodies}",
                     rows.len(),
                     aligned(&["MESSAGE", "KIND", "OUTBOX ID", "TRIES", "REASON"], &rows)
                 )
@@ -241,17 +245,24 @@ fn sent_at_ms(message: &Message) -> Option<i64> {
     message.attributes()?.get(&MessageSystemAttributeName::SentTimestamp)?.parse().ok()
 }
 
-/// A dead letter as the operator reads it; its body only when asked for.
+/// A dead letter as the operator reads it; its body only when asked for. One SQS moved here itself
+/// (the queue's `maxReceiveCount` reached) carries no attributes: what its body says of itself
+/// stands in, and its reason says where the cause is.
 fn described(message: &Message, body: bool) -> Value {
     let attribute = |name: &str| {
         message.message_attributes().and_then(|a| a.get(name)).and_then(|v| v.string_value()).map(str::to_owned)
     };
+    let envelope: Value = message.body().and_then(|b| serde_json::from_str(b).ok()).unwrap_or_default();
+    let told = |field: &str| envelope[field].as_str().map(str::to_owned);
     let tries = attribute("receive_count").or_else(|| attribute("sweeps").map(|n| format!("{n} sweeps")));
+    let reason = attribute("reason").unwrap_or_else(|| {
+        "moved here by SQS after the queue's deliveries failed; the consumer's error is in its function's log".into()
+    });
     let mut shown = json!({
         "message_id": message.message_id(),
-        "kind": attribute("kind"),
-        "outbox_id": attribute("outbox_id"),
-        "reason": attribute("reason"),
+        "kind": attribute("kind").or_else(|| told("kind")),
+        "outbox_id": attribute("outbox_id").or_else(|| told("id")),
+        "reason": reason,
         "tries": tries,
         "sent_at_ms": sent_at_ms(message),
     });
@@ -279,6 +290,11 @@ mod tests {
             .message_attributes("sweeps", text("5"))
             .build();
         assert!(described(&message, false).get("body").is_none());
+        // Moved by SQS itself: no attributes, so its body speaks for it.
+        let moved = Message::builder().message_id("m-2").body(r#"{"kind":"order.settled","id":"o_1/settled"}"#).build();
+        let shown_moved = described(&moved, false);
+        assert_eq!((&shown_moved["kind"], &shown_moved["outbox_id"]), (&json!("order.settled"), &json!("o_1/settled")));
+        assert!(shown_moved["reason"].as_str().unwrap().contains("function's log"));
         let shown = described(&message, true);
         assert_eq!(shown["reason"], "not a settlement message: missing field `id`");
         assert_eq!(

@@ -3,7 +3,8 @@
 //!
 //! A registration's or rotation's `secret` is shown once, in the first answer: the command prints it
 //! then. A party's registration run again is the same request (its `Idempotency-Key` derives from
-//! it), so a lost answer never registers it twice; the replay says the secret is not shown again.
+//! it), so a lost answer never registers it twice; the replay says so and where to read the party
+//! as it is now (its own fields are as they were then).
 //! A terminal's registration, a rotation and an end of grace are each a request of their own: a
 //! merchant may have many terminals alike, and the API itself refuses a rotation while another's
 //! grace runs.
@@ -102,7 +103,16 @@ pub async fn party(api: &Api, party: &Party, command: PartyCommand, out: Out) ->
         PartyCommand::Register { fields } => {
             let body = Value::Object(registration(&fields)?);
             let answer = keyed(api, "register", &format!("/{root}"), &body).await?;
-            Ok(out.told(&answer, || issued(&format!("registered {} {}", party.one, plain(&answer["id"])), &answer)))
+            let id = plain(&answer["id"]);
+            Ok(out.told(&answer, || match answer["secret"].is_string() {
+                true => issued(&format!("registered {} {id}", party.one), &answer),
+                // A replay: its fields are as they were then, so none is shown as if current.
+                false => format!(
+                    "{} {id} was registered by an earlier run of this command, which showed its secret; \
+                     `cargo ops {root} show {id}` shows it as it is now\n",
+                    party.one
+                ),
+            }))
         }
         PartyCommand::Show { id } => {
             let answer = api.call(Method::GET, &format!("/{root}/{}", checked(&id)?), &[], None).await?;
@@ -194,12 +204,8 @@ fn plain(value: &Value) -> String {
 
 /// What a registration or rotation issued: the answer's fields, the secret last and marked.
 fn issued(heading: &str, answer: &Value) -> String {
-    let mut text = format!("{heading}\n{}", fields(answer));
-    match answer["secret"].as_str() {
-        Some(secret) => text += &format!("\nsecret (shown this once; give it to the party, keep no copy):\n{secret}\n"),
-        None => text += "\nthe secret was shown by the first run of this command only\n",
-    }
-    text
+    let secret = answer["secret"].as_str().unwrap_or_default();
+    format!("{heading}\n{}\nsecret (shown this once; give it to the party, keep no copy):\n{secret}\n", fields(answer))
 }
 
 /// An answer's fields, one per line, aligned (the secret left out).
@@ -263,12 +269,10 @@ mod tests {
     }
 
     #[test]
-    fn an_issued_secret_is_shown_last_and_a_replay_says_it_is_gone() {
+    fn an_issued_secret_is_shown_last() {
         let first = json!({"id": "m_1", "key_id": "m_1.k1", "secret": "c2VjcmV0"});
         let text = issued("registered merchant m_1", &first);
         assert!(text.starts_with("registered merchant m_1\nid:      m_1\nkey_id:  m_1.k1\n"), "{text}");
         assert!(text.ends_with("keep no copy):\nc2VjcmV0\n"), "{text}");
-        let replay = json!({"id": "m_1", "secret": null, "secret_note": "not stored"});
-        assert!(issued("registered merchant m_1", &replay).ends_with("first run of this command only\n"));
     }
 }
