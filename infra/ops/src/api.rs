@@ -15,16 +15,20 @@ pub struct Api {
 
 impl Api {
     pub fn new(url: Option<String>, token: Option<String>, local: &LocalStack) -> Result<Self, String> {
-        let url = match url {
-            Some(url) => url,
-            None => local.read()?.api_url,
-        };
-        let token = match token {
-            Some(token) => token,
-            None => std::fs::read_to_string(local.dir().join("admin.token"))
+        let token = match (token, &url) {
+            (Some(token), _) => token,
+            // The local stack's token goes to the local stack only, never to a URL named.
+            (None, Some(url)) => {
+                return Err(format!("no admin token for {url}: give it with SUPERPAY_ADMIN_TOKEN (or --token)"));
+            }
+            (None, None) => std::fs::read_to_string(local.dir().join("admin.token"))
                 .map_err(|_| "no --token and no .superpay/admin.token: start the local stack with `cargo stack up`")?
                 .trim()
                 .to_owned(),
+        };
+        let url = match url {
+            Some(url) => url,
+            None => local.read()?.api_url,
         };
         Ok(Api { url: url.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() })
     }
@@ -78,4 +82,17 @@ impl Api {
 /// version is one request, however often it is retried.
 pub fn idempotency_key(action: &str, resource: &str, base: u64, body: &Value) -> String {
     format!("ops-{action}-{}", &sha256_hex(format!("{resource}\n{base}\n{body}").as_bytes())[..40])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_token_never_goes_to_a_url_named() {
+        let local = LocalStack(std::env::temp_dir().join("ops-no-stack.json"));
+        let refused = Api::new(Some("https://api.example".into()), None, &local).err().unwrap();
+        assert_eq!(refused, "no admin token for https://api.example: give it with SUPERPAY_ADMIN_TOKEN (or --token)");
+        assert!(Api::new(Some("https://api.example".into()), Some("t".into()), &local).is_ok());
+    }
 }
