@@ -265,25 +265,13 @@ pub async fn partition_all(
     key: &str,
     value: &str,
 ) -> Result<Vec<Item>, StoreError> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("#k = :v")
-            .expression_attribute_names("#k", key)
-            .expression_attribute_values(":v", s(value))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        start = page.last_evaluated_key.clone();
-        items.extend(page.items.unwrap_or_default());
-        if start.is_none() {
-            return Ok(items);
-        }
-    }
+    let query = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("#k = :v")
+        .expression_attribute_names("#k", key)
+        .expression_attribute_values(":v", s(value));
+    every_page(query).await
 }
 
 /// Every item of partition `pk` (key `pk`, sort key `sk`) sorted after `after`, read consistently
@@ -294,19 +282,23 @@ pub async fn items_after(
     pk: &str,
     after: &str,
 ) -> Result<Vec<Item>, StoreError> {
+    let query = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND sk > :after")
+        .expression_attribute_values(":pk", s(pk))
+        .expression_attribute_values(":after", s(after));
+    every_page(query).await
+}
+
+/// Every item `query` finds, read consistently page by page.
+async fn every_page(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+) -> Result<Vec<Item>, StoreError> {
     let mut items = Vec::new();
     let mut start = None;
     loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk AND sk > :after")
-            .expression_attribute_values(":pk", s(pk))
-            .expression_attribute_values(":after", s(after))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
+        let page = query.clone().consistent_read(true).set_exclusive_start_key(start).send().await?;
         start = page.last_evaluated_key.clone();
         items.extend(page.items.unwrap_or_default());
         if start.is_none() {

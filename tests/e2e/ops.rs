@@ -4,7 +4,6 @@
 //! (a merchant registered, suspended and its key rotated, a dead-letter queue inspected and
 //! redriven, the reconciliation report on the live stack).
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use superpay_e2e::{Env, unique};
@@ -166,17 +165,7 @@ async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_
     let (status, paid) = buy(&payer, &purchase(&shop, "green-tea", "12.50"), &unique("key")).await;
     assert_eq!(status, StatusCode::CREATED, "{paid}");
     let order = paid["id"].as_str().unwrap();
-    env.dynamodb()
-        .await
-        .update_item()
-        .table_name(env.table("OrdersTable"))
-        .key("id", AttributeValue::S(order.into()))
-        .update_expression("SET #state = :declined")
-        .expression_attribute_names("#state", "state")
-        .expression_attribute_values(":declined", AttributeValue::S("declined".into()))
-        .send()
-        .await
-        .unwrap();
+    crate::reconcile::make_lie_declined(order).await;
     let report = ops_json(&["reconcile"]).await;
     let lie = format!("order {order} is declined but its hold's settlement is purchase.capture");
     let violations = report["violations"].as_array().unwrap();
