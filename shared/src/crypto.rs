@@ -148,6 +148,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(digest::digest(&digest::SHA256, bytes))
 }
 
+/// The first 8 bytes of `text`'s SHA-256: a spread that every process and version computes alike
+/// (std's hasher is seeded per process), for choosing a bucket or a shard.
+pub fn stable_hash(text: &str) -> u64 {
+    let digest = digest::digest(&digest::SHA256, text.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(head)
+}
+
 /// `N` random bytes from the system's source, hex: tokens and nonces nobody can guess.
 pub fn random_hex<const N: usize>() -> String {
     let mut bytes = [0u8; N];

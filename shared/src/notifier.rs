@@ -34,6 +34,9 @@ use crate::outbox::{DeadLetterQueues, Outbox};
 use crate::purchase::notices::OrderNotices;
 use crate::queues::NotificationMessage;
 
+/// How long one tick sweeps before leaving the rest to the next: the function's `Timeout` is 30 s.
+const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub struct Notifier {
     orders: OrderNotices,
     miniapps: OutcomeNotices,
@@ -95,8 +98,12 @@ impl Notifier {
             let response = self.batch.run(batch, |message| self.process(message)).await;
             return Ok(serde_json::to_value(response)?);
         }
-        let swept = self.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds, &self.dead_letters).await?;
-        Ok(serde_json::json!({ "swept": swept.sent, "dead": swept.dead }))
+        let swept =
+            self.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds, &self.dead_letters, SWEEP_BUDGET).await?;
+        if swept.cut_short {
+            tracing::warn!(sent = swept.sent, dead = swept.dead, "outbox sweep cut short; the next tick goes on");
+        }
+        Ok(serde_json::json!({ "swept": swept.sent, "dead": swept.dead, "cut_short": swept.cut_short }))
     }
 
     async fn process(&self, message: NotificationMessage) -> Result<(), Failure> {

@@ -15,16 +15,27 @@
 //! sweepers one moves it, and an item its consumer deleted meanwhile is never moved; the dead mark
 //! comes after the send, so a crash between them gives a second dead letter (which its consumer
 //! skips), never a dead item nobody sees.
+//!
+//! The sweeper reads only what is due: each live item carries `due_shard` (a stable hash of its id,
+//! one of `DUE_SHARDS`), and the table's index `DUE_INDEX` is keyed by that shard and the item's
+//! `due_at`, so a tick is one Query per shard for `due_at` before the cutoff, whatever waits
+//! behind it (a card's expiry notice years ahead). The shards spread the index's writes: every
+//! item written and deleted is an index write, and one partition key takes about 1,000 a second
+//! (docs/decisions.md, "The outbox sweeper's index"). A dead item drops its shard, and so leaves the
+//! index.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{Delete, Put};
+use aws_sdk_dynamodb::types::{Delete, Put, ReturnValue};
 use aws_sdk_sqs::types::MessageAttributeValue;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::dynamo::{StoreError, Write, get_n, get_s, n, s};
+use crate::crypto::stable_hash;
+use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
 use crate::reconcile::Violation;
 
 /// One message on its way to a queue.
@@ -64,6 +75,7 @@ impl Outbox {
             .item("body", s(&message.body))
             .item("delay_seconds", n(message.delay_seconds))
             .item("due_at", n(due_at))
+            .item("due_shard", n(due_shard(&message.id)))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
         Ok(Write::put("outbox.new", put))
@@ -155,49 +167,61 @@ impl Outbox {
 
     /// Sends again every message due more than `grace` seconds ago and not yet handled, and moves
     /// to the dead letters every one that is still unhandled after its last sweep (`sweep_step`).
-    pub async fn sweep(&self, now: i64, grace: i64, dead_letters: &DeadLetterQueues) -> Result<Swept, StoreError> {
+    /// It starts nothing once `budget` has passed (the function's timeout is near): what is left is
+    /// the next tick's, and `Swept::cut_short` says so.
+    pub async fn sweep(
+        &self,
+        now: i64,
+        grace: i64,
+        dead_letters: &DeadLetterQueues,
+        budget: Duration,
+    ) -> Result<Swept, StoreError> {
+        let stop_at = Instant::now() + budget;
+        let shards = futures_util::stream::iter(0..DUE_SHARDS)
+            .map(|shard| self.sweep_shard(shard, now, grace, dead_letters, stop_at))
+            .buffer_unordered(SHARDS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        // Every shard is swept even if one fails; the failure then fails the tick, so it shows.
+        let mut swept = Swept::default();
+        for shard in shards {
+            let done = shard?;
+            swept.sent += done.sent;
+            swept.dead += done.dead;
+            swept.cut_short |= done.cut_short;
+        }
+        Ok(swept)
+    }
+
+    /// One shard's due items, oldest first, page by page.
+    async fn sweep_shard(
+        &self,
+        shard: u32,
+        now: i64,
+        grace: i64,
+        dead_letters: &DeadLetterQueues,
+        stop_at: Instant,
+    ) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let mut start = None;
         loop {
             let page = self
                 .dynamodb
-                .scan()
+                .query()
                 .table_name(&self.table)
-                .filter_expression("due_at < :cutoff AND attribute_not_exists(dead_at)")
+                .index_name(DUE_INDEX)
+                .key_condition_expression("due_shard = :shard AND due_at < :cutoff")
+                .expression_attribute_values(":shard", n(shard))
                 .expression_attribute_values(":cutoff", n(now - grace))
-                .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await?;
             for item in page.items() {
-                let id = get_s(item, "id")?.to_owned();
-                let due_at: i64 = get_n(item, "due_at")?;
-                let sweeps: i64 = item.get("sweeps").map(|_| get_n(item, "sweeps")).transpose()?.unwrap_or(0);
-                let step = sweep_step(due_at, sweeps, now, grace);
-                let (next_due, counted) = match step {
-                    SweepStep::Wait => continue,
-                    SweepStep::Send { next_due, sweeps } => (next_due, sweeps),
-                    SweepStep::Kill { retry_at } => (retry_at, sweeps),
-                };
-                if !self.claim(&id, due_at, next_due, counted).await {
-                    continue;
+                if Instant::now() >= stop_at {
+                    swept.cut_short = true;
+                    return Ok(swept);
                 }
-                let message = OutboxMessage {
-                    id,
-                    queue_url: get_s(item, "queue_url")?.to_owned(),
-                    body: get_s(item, "body")?.to_owned(),
-                    // Already overdue: deliver now.
-                    delay_seconds: 0,
-                };
-                if let SweepStep::Kill { .. } = step {
-                    if self.dead_letter(&message, sweeps, next_due, dead_letters, now).await {
-                        swept.dead += 1;
-                    }
-                    continue;
-                }
-                tracing::info!(outbox_id = %message.id, sweeps = counted, "outbox sweeper sends an overdue message");
-                self.send(&message).await;
-                swept.sent += 1;
+                self.sweep_item(item, now, grace, dead_letters, &mut swept).await?;
             }
             start = page.last_evaluated_key().cloned();
             if start.is_none() {
@@ -206,9 +230,49 @@ impl Outbox {
         }
     }
 
+    /// Takes one due item's next step. The index is read eventually consistently, so the item may
+    /// have moved on since: the claim's condition is what decides.
+    async fn sweep_item(
+        &self,
+        item: &Item,
+        now: i64,
+        grace: i64,
+        dead_letters: &DeadLetterQueues,
+        swept: &mut Swept,
+    ) -> Result<(), StoreError> {
+        let id = get_s(item, "id")?;
+        let due_at: i64 = get_n(item, "due_at")?;
+        let sweeps: i64 = item.get("sweeps").map(|_| get_n(item, "sweeps")).transpose()?.unwrap_or(0);
+        let step = sweep_step(due_at, sweeps, now, grace);
+        let (next_due, counted) = match step {
+            SweepStep::Wait => return Ok(()),
+            SweepStep::Send { next_due, sweeps } => (next_due, sweeps),
+            SweepStep::Kill { retry_at } => (retry_at, sweeps),
+        };
+        let Some(claimed) = self.claim(id, due_at, next_due, counted).await else { return Ok(()) };
+        let message = OutboxMessage {
+            id: id.to_owned(),
+            queue_url: get_s(&claimed, "queue_url")?.to_owned(),
+            body: get_s(&claimed, "body")?.to_owned(),
+            // Already overdue: deliver now.
+            delay_seconds: 0,
+        };
+        if let SweepStep::Kill { .. } = step {
+            if self.dead_letter(&message, sweeps, next_due, dead_letters, now).await {
+                swept.dead += 1;
+            }
+            return Ok(());
+        }
+        tracing::info!(outbox_id = %message.id, sweeps = counted, "outbox sweeper sends an overdue message");
+        self.send(&message).await;
+        swept.sent += 1;
+        Ok(())
+    }
+
     /// Claims the item's next step: of two sweepers, only the one whose condition holds moves its
-    /// due time on and acts. An item its consumer deleted meanwhile fails the condition too.
-    async fn claim(&self, id: &str, due_at: i64, next_due: i64, sweeps: i64) -> bool {
+    /// due time on and acts. An item its consumer deleted meanwhile fails the condition too. The
+    /// claim answers the whole item, so its message is read by the write that claims it.
+    async fn claim(&self, id: &str, due_at: i64, next_due: i64, sweeps: i64) -> Option<Item> {
         self.dynamodb
             .update_item()
             .table_name(&self.table)
@@ -218,9 +282,11 @@ impl Outbox {
             .expression_attribute_values(":next", n(next_due))
             .expression_attribute_values(":sweeps", n(sweeps))
             .expression_attribute_values(":due", n(due_at))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
-            .is_ok()
+            .ok()
+            .and_then(|claimed| claimed.attributes)
     }
 
     /// Sends a claimed, exhausted message to its queue's dead-letter queue with its reason, then
@@ -291,7 +357,8 @@ impl Outbox {
             .update_item()
             .table_name(&self.table)
             .key("id", s(id))
-            .update_expression("SET dead_at = :now, dead_reason = :reason, expires_at = :expires")
+            // Out of the sweeper's index too: it reads only what is live.
+            .update_expression("SET dead_at = :now, dead_reason = :reason, expires_at = :expires REMOVE due_shard")
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":reason", s(reason))
             .expression_attribute_values(":expires", n(now + DEAD_ITEM_KEPT_SECONDS));
@@ -322,6 +389,24 @@ pub struct Swept {
     pub sent: usize,
     /// Exhausted messages moved to their queue's dead-letter queue.
     pub dead: usize,
+    /// The budget ran out with due items left: the next tick takes them.
+    pub cut_short: bool,
+}
+
+/// The sweeper's index on the outbox table: partition `due_shard`, sort `due_at` (template.yaml).
+pub const DUE_INDEX: &str = "ByDue";
+
+/// How many partitions the index spreads live items over: at about 1,000 index writes a second
+/// each, 64 take 64,000 a second (an item's put and delete are two), and a tick is 64 Queries.
+/// Changing it strands items written under the old count: it is fixed.
+pub const DUE_SHARDS: u32 = 64;
+
+/// How many shards one sweep queries at once.
+const SHARDS_AT_ONCE: usize = 16;
+
+/// The index shard of the item with this id.
+pub fn due_shard(id: &str) -> u32 {
+    (stable_hash(id) % u64::from(DUE_SHARDS)) as u32
 }
 
 /// What the sweeper does with a live outbox item.
@@ -517,6 +602,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_item_s_shard_is_fixed_by_its_id_and_the_shards_share_the_items() {
+        // Fixed across processes and releases: the writer and the sweeper must agree.
+        assert_eq!(due_shard("o_1/expire"), due_shard("o_1/expire"));
+        assert_eq!(due_shard("o_1/expire"), 28);
+        let mut per_shard = vec![0u32; DUE_SHARDS as usize];
+        for i in 0..64_000 {
+            per_shard[due_shard(&format!("o_{i}/settled")) as usize] += 1;
+        }
+        // 1,000 each if even; no shard is more than 15% off.
+        assert!(per_shard.iter().all(|&count| (850..=1150).contains(&count)), "{per_shard:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::crypto::sha256_hex;
+use crate::crypto::stable_hash;
 
 /// The most rules one set holds (a config group is at most 64 KiB anyway).
 pub const MAX_RULES: usize = 500;
@@ -193,9 +193,7 @@ impl<A> RuleSet<A> {
 
 /// A user's stable bucket, 0 to 99, for a set keyed by `salt`.
 pub fn bucket(salt: &str, user: &str) -> u8 {
-    let digest = sha256_hex(format!("{}\n{salt}\n{user}", salt.len()).as_bytes());
-    let head = u64::from_str_radix(&digest[..16], 16).unwrap_or_default();
-    (head % 100) as u8
+    (stable_hash(&format!("{}\n{salt}\n{user}", salt.len())) % 100) as u8
 }
 
 #[cfg(test)]

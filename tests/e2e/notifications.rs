@@ -80,6 +80,7 @@ pub async fn put_outbox_item(id: &str, queue: &str, body: &str, due_at: i64, swe
         .item("delay_seconds", AttributeValue::N("0".into()))
         .item("due_at", AttributeValue::N(due_at.to_string()))
         .item("sweeps", AttributeValue::N(sweeps.to_string()))
+        .item("due_shard", AttributeValue::N(superpay::outbox::due_shard(id).to_string()))
         .send()
         .await
         .unwrap();
@@ -428,4 +429,123 @@ async fn expiry_captures_a_recorded_confirm_and_releases_an_undecided_order() {
     let mut kinds: Vec<_> = page["messages"].as_array().unwrap().iter().map(|m| m["kind"].clone()).collect();
     kinds.sort_by_key(|k| k.to_string());
     assert_eq!(kinds, [json!("purchase.expired"), json!("purchase.paid")]);
+}
+
+/// A private copy of the stack's outbox table, as the template made it (key, attributes, the
+/// sweeper's index): the stack's own sweeper runs every 2 s on the shared one and would race a test.
+async fn private_outbox_table() -> String {
+    use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex};
+    let env = Env::get();
+    let dynamodb = env.dynamodb().await;
+    let described = dynamodb.describe_table().table_name(env.table("OutboxTable")).send().await.unwrap();
+    let stack_table = described.table().unwrap();
+    let name = unique("outbox-copy");
+    let indexes = stack_table.global_secondary_indexes().iter().map(|index| {
+        GlobalSecondaryIndex::builder()
+            .index_name(index.index_name().unwrap())
+            .set_key_schema(Some(index.key_schema().to_vec()))
+            .set_projection(index.projection().cloned())
+            .build()
+            .unwrap()
+    });
+    dynamodb
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(stack_table.key_schema().to_vec()))
+        .set_attribute_definitions(Some(stack_table.attribute_definitions().to_vec()))
+        .set_global_secondary_indexes(Some(indexes.collect()))
+        .send()
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn the_sweeper_queries_each_shard_for_what_is_due_and_acts_on_nothing_else() {
+    use superpay::outbox::{DUE_SHARDS, DeadLetterQueues, Outbox, OutboxMessage, due_shard};
+    let env = Env::get();
+    let (dynamodb, sqs) = (env.dynamodb().await, env.stack.sqs().await);
+    let table = private_outbox_table().await;
+    let queue = sqs.create_queue().queue_name(unique("sweep-probe")).send().await.unwrap().queue_url.unwrap();
+    let outbox = Outbox::new(dynamodb.clone(), sqs.clone(), &table);
+    let now = now_epoch_seconds();
+    let message = |id: String| OutboxMessage {
+        body: json!({"id": id}).to_string(),
+        id,
+        queue_url: queue.clone(),
+        delay_seconds: 0,
+    };
+
+    // Written as every commit writes them: 80 overdue, over most shards; 5 due in an hour; one
+    // overdue but dead (a consumer found it poison).
+    let due: Vec<String> = (0..80).map(|i| format!("{}/{i}", unique("o_due"))).collect();
+    let later: Vec<String> = (0..5).map(|i| format!("{}/{i}", unique("o_later"))).collect();
+    let dead = unique("o_dead");
+    let mut writes = Vec::new();
+    for id in due.iter().chain([&dead]) {
+        writes.push(outbox.put_item_due(&message(id.clone()), now - 600).unwrap());
+    }
+    for id in &later {
+        writes.push(outbox.put_item_due(&message(id.clone()), now + 3600).unwrap());
+    }
+    for chunk in writes.chunks(25) {
+        superpay::dynamo::transact(&dynamodb, chunk.to_vec()).await.unwrap();
+    }
+    let shards: std::collections::BTreeSet<u32> = due.iter().map(|id| due_shard(id)).collect();
+    assert!(shards.len() > DUE_SHARDS as usize / 2, "the items spread over the shards: {shards:?}");
+    outbox.poisoned(&dead, "poison", now).await.unwrap();
+
+    let item = |id: String| {
+        let (dynamodb, table) = (dynamodb.clone(), table.clone());
+        async move {
+            let got = dynamodb.get_item().table_name(table).key("id", AttributeValue::S(id)).consistent_read(true);
+            got.send().await.unwrap().item.unwrap()
+        }
+    };
+    let dead_before = item(dead.clone()).await;
+    assert!(!dead_before.contains_key("due_shard"), "a dead item leaves the index");
+    let dead_letters = DeadLetterQueues::default();
+    let budget = Duration::from_secs(20);
+
+    // The index is read eventually consistently: the emulator's is at once, as AWS's is within a second.
+    let swept = outbox.sweep(now, 120, &dead_letters, budget).await.unwrap();
+    assert_eq!((swept.sent, swept.dead, swept.cut_short), (80, 0, false));
+    let mut sent = Vec::new();
+    while sent.len() < 81 {
+        let page = sqs.receive_message().queue_url(&queue).max_number_of_messages(10).wait_time_seconds(1).send();
+        let page = page.await.unwrap().messages.unwrap_or_default();
+        if page.is_empty() {
+            break;
+        }
+        for m in page {
+            let body: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+            sent.push(body["id"].as_str().unwrap().to_owned());
+            sqs.delete_message().queue_url(&queue).receipt_handle(m.receipt_handle().unwrap()).send().await.unwrap();
+        }
+    }
+    sent.sort();
+    let mut expected = due.clone();
+    expected.sort();
+    assert_eq!(sent, expected, "exactly the overdue live messages were sent, each once");
+    for id in &due {
+        let swept_item = item(id.clone()).await;
+        assert_eq!((number(&swept_item, "sweeps"), number(&swept_item, "due_at")), (1, now + 120), "{id}");
+    }
+    for id in &later {
+        let waiting = item(id.clone()).await;
+        assert!(!waiting.contains_key("sweeps") && number(&waiting, "due_at") == now + 3600, "{id}: not touched");
+    }
+    assert_eq!(item(dead.clone()).await, dead_before, "a dead item is not swept");
+
+    // Claimed items are due again only after their wait: the same tick again sends nothing.
+    assert_eq!(outbox.sweep(now, 120, &dead_letters, budget).await.unwrap().sent, 0);
+    // A sweep whose budget is spent starts nothing and says so; the next tick takes them.
+    let cut = outbox.sweep(now + 4000, 120, &dead_letters, Duration::ZERO).await.unwrap();
+    assert_eq!((cut.sent, cut.cut_short), (0, true));
+    assert_eq!(outbox.sweep(now + 4000, 120, &dead_letters, budget).await.unwrap().sent, 80 + later.len());
+
+    dynamodb.delete_table().table_name(&table).send().await.unwrap();
+    sqs.delete_queue().queue_url(&queue).send().await.unwrap();
 }
