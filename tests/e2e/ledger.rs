@@ -157,6 +157,57 @@ async fn refusals_move_nothing() {
     assert!(!store.transfer_exists(&too_much.id).await.unwrap());
 }
 
+/// Accounts assumed rather than read (`apply_assuming`): a wrong assumption, either way, costs an
+/// attempt and never a wrong balance; an assumption that would refuse the transfer is checked
+/// against the accounts as they are.
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_wrong_assumption_about_an_account_is_caught_by_its_condition() {
+    use superpay::ledger::Account;
+    let run = unique("assume");
+    let store = ledger().await;
+    let (wallet, merchant) = (AccountId::wallet(&run), AccountId::merchant(&run));
+    let usd_of = |id: &AccountId, cents: i64, sequence: u64| Account {
+        id: id.clone(),
+        currency: "USD".parse().unwrap(),
+        balance: Decimal::new(cents, 2),
+        sequence,
+    };
+    let transfer = |name: &str, cents: i64, from: &AccountId, to: &AccountId| {
+        Transfer::between(format!("{run}-{name}"), usd(cents), from.clone(), to.clone(), "test", run.clone()).unwrap()
+    };
+    let funding = AccountId::funding(&run);
+    store.apply(&transfer("fund", 1_000, &funding, &wallet), vec![], 0).await.unwrap();
+    store.apply(&transfer("first", 100, &wallet, &merchant), vec![], 0).await.unwrap();
+
+    // The merchant's account assumed new, though it holds 1.00 at sequence 1: planned again, read.
+    let second = transfer("second", 200, &wallet, &merchant);
+    let assumed = [usd_of(&merchant, 0, 0)];
+    assert_eq!(store.apply_assuming(&second, vec![], 0, &assumed).await.unwrap(), Applied::Now);
+    // The wallet assumed empty (which would refuse the debit): read, and it has enough.
+    let third = transfer("third", 300, &wallet, &merchant);
+    assert_eq!(store.apply_assuming(&third, vec![], 0, &[usd_of(&wallet, 0, 1)]).await.unwrap(), Applied::Now);
+    // Assumed richer than it is: its condition refuses the commit, and the read refuses the debit.
+    let too_much = transfer("too-much", 500, &wallet, &merchant);
+    let rich = [usd_of(&wallet, 100_000, 3)];
+    assert!(matches!(
+        store.apply_assuming(&too_much, vec![], 0, &rich).await,
+        Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. }))
+    ));
+
+    // The right sequence with a wrong balance, on an account with no floor: caught by the balance
+    // condition, or the write would set a balance from the wrong one.
+    let top_up = transfer("top-up", 50, &funding, &wallet);
+    let off = [usd_of(&funding, -99_900, 1)];
+    assert_eq!(store.apply_assuming(&top_up, vec![], 0, &off).await.unwrap(), Applied::Now);
+
+    let state = store.accounts(&[wallet.clone(), merchant.clone(), funding.clone()]).await.unwrap();
+    assert_eq!((state[&wallet].balance, state[&wallet].sequence), (Decimal::new(450, 2), 5));
+    assert_eq!((state[&merchant].balance, state[&merchant].sequence), (Decimal::new(600, 2), 3));
+    assert_eq!((state[&funding].balance, state[&funding].sequence), (Decimal::new(-1_050, 2), 2));
+    assert!(!store.transfer_exists(&too_much.id).await.unwrap());
+}
+
 /// The books as a live read gives them (`LedgerStore::books_as_read`): a leg written without its
 /// balance (a posting beyond its account's sequence, its transfer recorded) is never taken for a
 /// transfer in flight, and a finished transfer reads whole.

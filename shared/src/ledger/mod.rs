@@ -249,6 +249,9 @@ pub struct AccountUpdate {
     pub account: AccountId,
     /// The sequence read; the write is conditional on it (0: the account does not exist yet).
     pub expected_sequence: u64,
+    /// The balance read; the write is conditional on it too, so an account a caller assumed
+    /// rather than read (`LedgerStore::apply_assuming`) is checked whole.
+    pub expected_balance: Decimal,
     pub balance: Decimal,
     pub available: Option<Decimal>,
     pub sequence: u64,
@@ -329,6 +332,7 @@ pub fn plan(
         let update = AccountUpdate {
             account: leg.account.clone(),
             expected_sequence: account.sequence,
+            expected_balance: account.balance,
             balance,
             available: leg.account.kind().floor().map(|floor| balance - floor),
             sequence,

@@ -91,10 +91,35 @@ impl LedgerStore {
     /// Applies `transfer` together with `with` (business items: order state, idempotency record,
     /// outbox messages) in one transaction, or not at all.
     pub async fn apply(&self, transfer: &Transfer, with: Vec<Write>, at: i64) -> Result<Applied, TransferError> {
+        self.apply_assuming(transfer, with, at, &[]).await
+    }
+
+    /// `apply`, taking the `assumed` accounts to be as given on its first attempt instead of
+    /// reading them (sequence 0: not there yet): accounts the caller's own writes leave in a known
+    /// state, such as an order's hold account. Their sequence conditions still guard the commit,
+    /// so a wrong assumption costs one more attempt, which reads everything.
+    pub async fn apply_assuming(
+        &self,
+        transfer: &Transfer,
+        with: Vec<Write>,
+        at: i64,
+        assumed: &[Account],
+    ) -> Result<Applied, TransferError> {
         for attempt in 0..ATTEMPTS {
-            let current = self.accounts(&transfer.accounts()).await?;
+            let assuming = attempt == 0 && !assumed.is_empty();
+            let current = if assuming {
+                let unknown: Vec<AccountId> =
+                    transfer.accounts().into_iter().filter(|id| assumed.iter().all(|a| &a.id != id)).collect();
+                let mut current = if unknown.is_empty() { HashMap::new() } else { self.accounts(&unknown).await? };
+                current.extend(assumed.iter().map(|a| (a.id.clone(), a.clone())));
+                current
+            } else {
+                self.accounts(&transfer.accounts()).await?
+            };
             let plan = match plan(transfer, &current, at) {
                 Ok(plan) => plan,
+                // The accounts as assumed do not allow it: see them as they are.
+                Err(_) if assuming => continue,
                 // A retry of a transfer that already moved the money may no longer fit the
                 // balances: it is still the same transfer, applied once.
                 Err(_) if self.transfer_exists(&transfer.id).await? => return Ok(Applied::Already),
@@ -317,7 +342,8 @@ impl LedgerStore {
             "attribute_not_exists(pk)".to_owned()
         } else {
             values.insert(":expected".to_owned(), n(update.expected_sequence));
-            let mut condition = "#seq = :expected AND currency = :currency".to_owned();
+            values.insert(":before".to_owned(), n(update.expected_balance));
+            let mut condition = "#seq = :expected AND balance = :before AND currency = :currency".to_owned();
             // The floor, stated where DynamoDB checks it: `available` must cover the debit.
             if let Some(debit) = update.debit {
                 condition.push_str(" AND available >= :debit");

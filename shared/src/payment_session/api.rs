@@ -837,7 +837,7 @@ impl PaymentSessionsApi {
         match self.checkout.service.create(&wanted, with, now).await {
             Ok((order, true)) => {
                 self.measure(&session, by, Outcome::Success).await;
-                let order = self.checkout.forward(&merchant, order, now).await;
+                let (order, _) = self.checkout.forward(&merchant, order, now, None).await;
                 let session =
                     PaymentSession { stage: Stage::Confirmed { payment_id: order.id.clone(), by, at: now }, ..session };
                 return Ok(json_response(StatusCode::OK, &session.view(Some(&Payment::Order(order)), now)));
@@ -901,7 +901,7 @@ impl PaymentSessionsApi {
                     && now - waiting.created_at >= FORWARD_AGAIN_AFTER_SECONDS =>
             {
                 match self.checkout.merchants.active(&waiting.merchant_id).await {
-                    Ok(merchant) => Some(Payment::Order(self.checkout.forward(&merchant, waiting, now).await)),
+                    Ok(merchant) => Some(Payment::Order(self.checkout.forward(&merchant, waiting, now, None).await.0)),
                     Err(_) => Some(Payment::Order(waiting)),
                 }
             }

@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Problem;
-use crate::ledger::{AccountId, Books, Transfer, TransferRecord, shown};
+use crate::ledger::{Account, AccountId, Books, Transfer, TransferRecord, shown};
 use crate::merchant::Merchant;
 use crate::money::{Money, MoneyInput};
 use crate::problem::{Code, catalogue};
@@ -84,6 +84,15 @@ pub struct Order {
 impl Order {
     pub fn hold_account(&self) -> AccountId {
         AccountId::hold(&self.id)
+    }
+
+    /// The order's hold account as the order's own writes leave it, `held` or not yet: new and
+    /// empty before the hold; holding the amount, with its one posting, until the order settles.
+    /// Nothing else posts to it, so the ledger takes it as known instead of reading it (its
+    /// sequence condition still checks it).
+    pub fn hold_account_state(&self, held: bool) -> Account {
+        let (balance, sequence) = if held { (self.amount.amount(), 1) } else { (Decimal::ZERO, 0) };
+        Account { id: self.hold_account(), currency: self.amount.currency(), balance, sequence }
     }
 
     /// The transfer that holds the money when the order is created.
@@ -436,6 +445,31 @@ mod tests {
             refundable: Decimal::ZERO,
             decision: None,
         }
+    }
+
+    #[test]
+    fn the_hold_account_assumed_before_the_hold_plans_into_the_one_assumed_after_it() {
+        let order = order(OrderState::AwaitingMerchant);
+        let wallet = Account {
+            id: AccountId::wallet("alice"),
+            currency: order.amount.currency(),
+            balance: Decimal::new(5000, 2),
+            sequence: 7,
+        };
+        let before =
+            HashMap::from([(wallet.id.clone(), wallet), (order.hold_account(), order.hold_account_state(false))]);
+        let planned = crate::ledger::plan(&order.hold().unwrap(), &before, 100).unwrap();
+        let (hold, _) = planned.iter().find(|(update, _)| update.account == order.hold_account()).unwrap();
+        // New: the write's condition is that it does not exist yet.
+        assert_eq!(hold.expected_sequence, 0);
+        let after = order.hold_account_state(true);
+        assert_eq!((hold.balance, hold.sequence), (after.balance, after.sequence));
+        // And the settlement, planned from it, empties it.
+        let capture = settlement(&order, OrderState::Paid).unwrap();
+        let current = HashMap::from([(after.id.clone(), after)]);
+        let planned = crate::ledger::plan(&capture, &current, 200).unwrap();
+        let (hold, _) = planned.iter().find(|(update, _)| update.account == order.hold_account()).unwrap();
+        assert_eq!((hold.expected_sequence, hold.balance), (1, Decimal::ZERO));
     }
 
     fn recorded(decision: Decision) -> Order {

@@ -79,6 +79,9 @@ fn element(order: &Order, now: i64) -> Option<Element> {
     Some(held.element(now))
 }
 
+/// The write that records a route's answer for the order as it is left (`settle_answering`).
+pub type Answer<'a> = &'a (dyn Fn(&Order) -> Result<Write, Problem> + Sync);
+
 pub fn unknown_order(id: &str) -> Problem {
     Problem::new(catalogue::UNKNOWN_ORDER, format!("no order {id:?}"))
 }
@@ -117,7 +120,8 @@ impl PurchaseService {
         let mut writes =
             vec![self.orders.create_item(order)?, self.outbox.put_item(&expire, now)?, self.home_item(order, now)?];
         writes.extend(with);
-        match self.ledger.apply(&hold, writes, now).await {
+        // The order is new (its write's condition says so), and so is its hold account: not read.
+        match self.ledger.apply_assuming(&hold, writes, now, &[order.hold_account_state(false)]).await {
             // Only the call that committed the message sends it (a crash is the sweeper's case).
             // The order is as this call wrote it: no need to read it back.
             Ok(Applied::Now) => {
@@ -145,7 +149,20 @@ impl PurchaseService {
     /// decision whose transaction fails is recorded on the order, which is answered still
     /// `awaiting_merchant` with that `decision`: a retry or the expiry check carries it out.
     pub async fn settle(&self, order: Order, decision: Option<Decision>, now: i64) -> Result<Order, Problem> {
-        let Settlement::Apply { to, transfer } = settle(&order, decision, now)? else { return Ok(order) };
+        Ok(self.settle_answering(order, decision, now, None).await?.0)
+    }
+
+    /// `settle`, recording a route's answer in the settlement's own transaction (`answer` gives
+    /// its write for the order as settled): the order, and whether its answer was recorded so.
+    /// If the key's claim is no longer this request's, the settlement goes ahead without the answer.
+    pub async fn settle_answering(
+        &self,
+        order: Order,
+        decision: Option<Decision>,
+        now: i64,
+        answer: Option<Answer<'_>>,
+    ) -> Result<(Order, bool), Problem> {
+        let Settlement::Apply { to, transfer } = settle(&order, decision, now)? else { return Ok((order, false)) };
         let mut settled = order.clone();
         settled.state = to;
         if to == OrderState::Paid {
@@ -155,24 +172,34 @@ impl PurchaseService {
             &NotificationMessage::OrderSettled { id: format!("{}/settled", order.id), order: json!(settled.notice()) },
             0,
         )?;
-        let with = vec![
+        let mut with = vec![
             self.orders.settle_item(&order, to, now)?,
             self.outbox.put_item(&notice, now)?,
             self.home_item(&settled, now)?,
         ];
-        match self.ledger.apply(&transfer, with, now).await {
+        if let Some(answer) = answer {
+            with.push(answer(&settled)?);
+        }
+        // An order awaiting its merchant has its hold account as its hold left it: not read.
+        let assumed =
+            if order.state == OrderState::AwaitingMerchant { vec![order.hold_account_state(true)] } else { vec![] };
+        match self.ledger.apply_assuming(&transfer, with, now, &assumed).await {
             // Only the winner sends: a loser's notice would describe an outcome that did not happen.
             // The winner's order is as it wrote it: no need to read it back.
             Ok(Applied::Now) => {
                 self.outbox.send(&notice).await;
-                return Ok(settled);
+                return Ok((settled, answer.is_some()));
+            }
+            // Another attempt of the request holds its key now: the money must not wait for that.
+            Err(TransferError::Rejected(CLAIM_HELD)) if answer.is_some() => {
+                return Box::pin(self.settle_answering(order, decision, now, None)).await;
             }
             Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
             // The merchant decided (it may ship): its decision must outlive the failed transaction.
             Err(e) => match decision {
                 Some(decision) => {
                     if let Some(recorded) = self.record(&order, decision, e, now).await? {
-                        return Ok(recorded);
+                        return Ok((recorded, false));
                     }
                 }
                 None => return Err(Problem::from(e)),
@@ -183,7 +210,7 @@ impl PurchaseService {
         if current.state != to {
             settle(&current, decision, now)?;
         }
-        Ok(current)
+        Ok((current, false))
     }
 
     /// Records `decision`, whose transaction failed, on the order: the order as it leaves it, or
