@@ -177,7 +177,10 @@ impl Outbox {
         budget: Duration,
     ) -> Result<Swept, StoreError> {
         let stop_at = Instant::now() + budget;
-        let shards = futures_util::stream::iter(0..DUE_SHARDS)
+        // Each tick starts at another shard, and takes at most `ITEMS_PER_SHARD` from each, so a
+        // backlog in some shards cannot keep the others waiting tick after tick.
+        let first = now.rem_euclid(i64::from(DUE_SHARDS)) as u32;
+        let shards = futures_util::stream::iter((0..DUE_SHARDS).map(|i| (first + i) % DUE_SHARDS))
             .map(|shard| self.sweep_shard(shard, now, grace, dead_letters, stop_at))
             .buffer_unordered(SHARDS_AT_ONCE)
             .collect::<Vec<_>>()
@@ -203,6 +206,7 @@ impl Outbox {
         stop_at: Instant,
     ) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
+        let mut acted = 0;
         let mut start = None;
         loop {
             let page = self
@@ -217,10 +221,11 @@ impl Outbox {
                 .send()
                 .await?;
             for item in page.items() {
-                if Instant::now() >= stop_at {
+                if Instant::now() >= stop_at || acted >= ITEMS_PER_SHARD {
                     swept.cut_short = true;
                     return Ok(swept);
                 }
+                acted += 1;
                 self.sweep_item(item, now, grace, dead_letters, &mut swept).await?;
             }
             start = page.last_evaluated_key().cloned();
@@ -404,6 +409,9 @@ pub const DUE_SHARDS: u32 = 64;
 /// How many shards one sweep queries at once.
 const SHARDS_AT_ONCE: usize = 16;
 
+/// How many due items one tick takes from one shard: 64 shards, 32,000 a tick at most.
+const ITEMS_PER_SHARD: usize = 500;
+
 /// The index shard of the item with this id.
 pub fn due_shard(id: &str) -> u32 {
     (stable_hash(id) % u64::from(DUE_SHARDS)) as u32
@@ -476,6 +484,9 @@ pub struct OutboxItem {
     pub due_at: i64,
     /// Set when it was moved to its queue's dead letters.
     pub dead_reason: Option<String>,
+    /// Whether it has its shard, so the sweeper finds it (an item written before the index
+    /// existed has none until `Outbox::index_unsharded`).
+    pub sharded: bool,
 }
 
 impl Outbox {
@@ -492,9 +503,42 @@ impl Outbox {
                         .get("dead_at")
                         .map(|_| get_s(item, "dead_reason").map(str::to_owned))
                         .transpose()?,
+                    sharded: item.contains_key("due_shard"),
                 })
             })
             .collect()
+    }
+
+    /// Gives every live item without a shard (written before the sweeper's index, or by a
+    /// function of an older release during a deploy) its shard, so the sweeper finds it: how many
+    /// it gave one. One Scan of the table; run once every function writes shards.
+    pub async fn index_unsharded(&self) -> Result<usize, StoreError> {
+        let mut given = 0;
+        for item in crate::dynamo::scan_all(&self.dynamodb, &self.table).await? {
+            if item.contains_key("due_shard") || item.contains_key("dead_at") {
+                continue;
+            }
+            let id = get_s(&item, "id")?;
+            let outcome = self
+                .dynamodb
+                .update_item()
+                .table_name(&self.table)
+                .key("id", s(id))
+                .update_expression("SET due_shard = :shard")
+                .condition_expression(
+                    "attribute_exists(id) AND attribute_not_exists(due_shard) AND attribute_not_exists(dead_at)",
+                )
+                .expression_attribute_values(":shard", n(due_shard(id)))
+                .send()
+                .await;
+            match outcome {
+                Ok(_) => given += 1,
+                // Handled, marked dead or given its shard meanwhile.
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(given)
     }
 }
 
@@ -507,6 +551,10 @@ pub fn check_outbox(items: &[OutboxItem], now: i64, slack: i64) -> Vec<Violation
             match &item.dead_reason {
                 Some(reason) if reason.is_empty() => Some("is dead without a reason".to_owned()),
                 Some(_) => None,
+                // Never swept, however overdue it gets: said at once.
+                None if !item.sharded => Some(
+                    "has no shard, so the sweeper never finds it: `cargo ops outbox index` gives it one".to_owned(),
+                ),
                 None if now > item.due_at + slack => {
                     Some(format!("is undelivered {} s after it was due", now - item.due_at))
                 }
@@ -529,14 +577,25 @@ mod tests {
             id: id.into(),
             due_at,
             dead_reason: dead.map(str::to_owned),
+            sharded: dead.is_none(),
         };
-        let items =
-            [item("a", 900, None), item("b", 100, Some("never handled")), item("c", 800, None), item("d", 0, Some(""))];
+        let unsharded = OutboxItem { sharded: false, ..item("e", 5000, None) };
+        let items = [
+            item("a", 900, None),
+            item("b", 100, Some("never handled")),
+            item("c", 800, None),
+            item("d", 0, Some("")),
+            unsharded,
+        ];
         assert_eq!(
             check_outbox(&items, 1000, 150),
             [
                 Violation::record("outbox item c", "is undelivered 200 s after it was due"),
                 Violation::record("outbox item d", "is dead without a reason"),
+                Violation::record(
+                    "outbox item e",
+                    "has no shard, so the sweeper never finds it: `cargo ops outbox index` gives it one"
+                ),
             ]
         );
     }

@@ -493,6 +493,17 @@ async fn the_sweeper_queries_each_shard_for_what_is_due_and_acts_on_nothing_else
     for chunk in writes.chunks(25) {
         superpay::dynamo::transact(&dynamodb, chunk.to_vec()).await.unwrap();
     }
+    // And one written before the index existed: overdue, but with no shard.
+    let legacy = unique("o_legacy");
+    let put = dynamodb.put_item().table_name(&table).item("id", AttributeValue::S(legacy.clone()));
+    let put = put
+        .item("queue_url", AttributeValue::S(queue.clone()))
+        .item("body", AttributeValue::S(json!({"id": legacy}).to_string()));
+    put.item("delay_seconds", AttributeValue::N("0".into()))
+        .item("due_at", AttributeValue::N((now - 600).to_string()))
+        .send()
+        .await
+        .unwrap();
     let shards: std::collections::BTreeSet<u32> = due.iter().map(|id| due_shard(id)).collect();
     assert!(shards.len() > DUE_SHARDS as usize / 2, "the items spread over the shards: {shards:?}");
     outbox.poisoned(&dead, "poison", now).await.unwrap();
@@ -541,10 +552,15 @@ async fn the_sweeper_queries_each_shard_for_what_is_due_and_acts_on_nothing_else
 
     // Claimed items are due again only after their wait: the same tick again sends nothing.
     assert_eq!(outbox.sweep(now, 120, &dead_letters, budget).await.unwrap().sent, 0);
+    // The legacy item was not swept; the reconciliation says why, and indexing it puts it in reach.
+    let unswept = superpay::outbox::check_outbox(&outbox.items().await.unwrap(), now, 60);
+    assert_eq!(unswept.iter().map(|v| v.subject()).collect::<Vec<_>>(), [format!("outbox item {legacy}")]);
+    assert_eq!(outbox.index_unsharded().await.unwrap(), 1);
+    assert_eq!(outbox.index_unsharded().await.unwrap(), 0, "once");
     // A sweep whose budget is spent starts nothing and says so; the next tick takes them.
     let cut = outbox.sweep(now + 4000, 120, &dead_letters, Duration::ZERO).await.unwrap();
     assert_eq!((cut.sent, cut.cut_short), (0, true));
-    assert_eq!(outbox.sweep(now + 4000, 120, &dead_letters, budget).await.unwrap().sent, 80 + later.len());
+    assert_eq!(outbox.sweep(now + 4000, 120, &dead_letters, budget).await.unwrap().sent, 80 + later.len() + 1);
 
     dynamodb.delete_table().table_name(&table).send().await.unwrap();
     sqs.delete_queue().queue_url(&queue).send().await.unwrap();

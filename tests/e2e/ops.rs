@@ -2,7 +2,7 @@
 //! types it: a config group created from a file, published over the version read, diffed,
 //! rolled back; a non-admin token and a bad file refused with what to do; the README's walk
 //! (a merchant registered, suspended and its key rotated, a dead-letter queue inspected and
-//! redriven, the reconciliation report on the live stack).
+//! redriven, the reconciliation report on the live stack, an unswept outbox item given its shard).
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -166,10 +166,37 @@ async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_
     assert_eq!(status, StatusCode::CREATED, "{paid}");
     let order = paid["id"].as_str().unwrap();
     crate::reconcile::make_lie_declined(order).await;
+    // And an outbox item from before the sweeper's index, which no sweep would ever find.
+    let legacy = unique("o_legacy");
+    let env = Env::get();
+    let outbox_item = |id: &str| {
+        let get = env.dynamodb();
+        let (table, id) = (env.table("OutboxTable").to_owned(), id.to_owned());
+        async move {
+            let key = aws_sdk_dynamodb::types::AttributeValue::S(id);
+            get.await.get_item().table_name(table).key("id", key).consistent_read(true).send().await.unwrap().item
+        }
+    };
+    {
+        use aws_sdk_dynamodb::types::AttributeValue::{N, S};
+        let (queue, due) =
+            (env.stack.queues["NotificationsQueue"].clone(), superpay::clock::now_epoch_seconds() + 3600);
+        let put = env.dynamodb().await.put_item().table_name(env.table("OutboxTable")).item("id", S(legacy.clone()));
+        let put = put.item("queue_url", S(queue)).item("body", S(json!({"id": legacy}).to_string()));
+        put.item("delay_seconds", N("0".into())).item("due_at", N(due.to_string())).send().await.unwrap();
+    }
     let report = ops_json(&["reconcile"]).await;
     let lie = format!("order {order} is declined but its hold's settlement is purchase.capture");
     let violations = report["violations"].as_array().unwrap();
     assert!(violations.iter().any(|v| v.as_str().unwrap().starts_with(&lie)), "{report}");
+    let unswept = format!("outbox item {legacy} has no shard");
+    assert!(violations.iter().any(|v| v.as_str().unwrap().starts_with(&unswept)), "{report}");
+    let indexed = ops_json(&["outbox", "index"]).await;
+    assert!(indexed["indexed"].as_u64() >= Some(1), "{indexed}");
+    let given = outbox_item(&legacy).await.unwrap();
+    assert_eq!(given["due_shard"].as_n().unwrap(), &superpay::outbox::due_shard(&legacy).to_string());
+    let key = aws_sdk_dynamodb::types::AttributeValue::S(legacy);
+    env.dynamodb().await.delete_item().table_name(env.table("OutboxTable")).key("id", key).send().await.unwrap();
     assert!(report["accounts"].as_u64() > Some(0) && report["records"]["orders"].as_u64() > Some(0), "{report}");
     let text = ops(&admin, &["reconcile"]).await.unwrap();
     assert!(text.starts_with("read ") && text.contains(&lie), "{text}");

@@ -172,3 +172,56 @@ async fn a_process_killed_mid_invocation_ends_it_as_the_runtime_exiting_and_is_r
     assert_eq!(host.init_times().len(), 1 + kills, "one process, then one per kill");
     let _ = stop.send(true);
 }
+
+/// A local database made before the template gave a table an index (the outbox's `ByDue`) gets
+/// the index at the next start, with its data, as CloudFormation adds one to a deployed table.
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_table_made_before_its_index_gets_it_at_the_next_start() {
+    use superpay_local::template::{GlobalIndex, Table};
+    let dynamodb = Env::get().dynamodb().await;
+    let name = unique("older-outbox");
+    let key = vec![("id".to_owned(), "HASH".to_owned())];
+    let older = Table {
+        logical_id: "OutboxTable".into(),
+        name: name.clone(),
+        attributes: vec![("id".into(), "S".into())],
+        key_schema: key.clone(),
+        global_indexes: vec![],
+        ttl_attribute: None,
+    };
+    superpay_local::resources::create_table(&dynamodb, &older).await.unwrap();
+    let item = |id: &str| {
+        let n = |v: &str| aws_sdk_dynamodb::types::AttributeValue::N(v.into());
+        HashMap::from([
+            ("id".to_owned(), aws_sdk_dynamodb::types::AttributeValue::S(id.into())),
+            ("due_shard".to_owned(), n("7")),
+            ("due_at".to_owned(), n("100")),
+        ])
+    };
+    dynamodb.put_item().table_name(&name).set_item(Some(item("kept"))).send().await.unwrap();
+
+    let newer = Table {
+        attributes: vec![("id".into(), "S".into()), ("due_shard".into(), "N".into()), ("due_at".into(), "N".into())],
+        global_indexes: vec![GlobalIndex {
+            name: "ByDue".into(),
+            key_schema: vec![("due_shard".into(), "HASH".into()), ("due_at".into(), "RANGE".into())],
+            projection: "KEYS_ONLY".into(),
+            non_key_attributes: vec![],
+        }],
+        ..older
+    };
+    superpay_local::resources::create_table(&dynamodb, &newer).await.unwrap();
+    let found = dynamodb
+        .query()
+        .table_name(&name)
+        .index_name("ByDue")
+        .key_condition_expression("due_shard = :s AND due_at < :t")
+        .expression_attribute_values(":s", aws_sdk_dynamodb::types::AttributeValue::N("7".into()))
+        .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::N("200".into()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(found.items().len(), 1, "the item written before the index is in it");
+    dynamodb.delete_table().table_name(&name).send().await.unwrap();
+}

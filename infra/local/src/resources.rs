@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::template::{Key, Queue, Table};
+use crate::template::{GlobalIndex, Key, Queue, Table};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -33,38 +34,72 @@ fn keys(schema: &[(String, String)]) -> Result<Vec<KeySchemaElement>, ResourceEr
         .collect()
 }
 
-/// Creates `table` unless it exists (a persistent local database keeps it across runs).
+fn attribute_definitions(table: &Table) -> Result<Vec<AttributeDefinition>, ResourceError> {
+    table
+        .attributes
+        .iter()
+        .map(|(name, kind)| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()
+                .map_err(|e| err("attribute definition", e))
+        })
+        .collect()
+}
+
+fn global_index(index: &GlobalIndex) -> Result<GlobalSecondaryIndex, ResourceError> {
+    let projection = Projection::builder()
+        .projection_type(ProjectionType::from(index.projection.as_str()))
+        .set_non_key_attributes((!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone()))
+        .build();
+    GlobalSecondaryIndex::builder()
+        .index_name(&index.name)
+        .set_key_schema(Some(keys(&index.key_schema)?))
+        .projection(projection)
+        .build()
+        .map_err(|e| err("index", e))
+}
+
+/// Creates `table` unless it exists (a persistent local database keeps it across runs); a table
+/// that exists gets the indexes the template added since, as CloudFormation would add them.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &Table) -> Result<(), ResourceError> {
-    if client.describe_table().table_name(&table.name).send().await.is_ok() {
+    if let Ok(described) = client.describe_table().table_name(&table.name).send().await {
+        let existing: Vec<&str> = described
+            .table()
+            .map(|t| t.global_secondary_indexes().iter().filter_map(|i| i.index_name()).collect())
+            .unwrap_or_default();
+        for index in table.global_indexes.iter().filter(|i| !existing.contains(&i.name.as_str())) {
+            let create = CreateGlobalSecondaryIndexAction::builder()
+                .index_name(&index.name)
+                .set_key_schema(Some(keys(&index.key_schema)?))
+                .set_projection(global_index(index)?.projection)
+                .build()
+                .map_err(|e| err("index", e))?;
+            client
+                .update_table()
+                .table_name(&table.name)
+                .set_attribute_definitions(Some(attribute_definitions(table)?))
+                .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(create).build())
+                .send()
+                .await
+                .map_err(|e| {
+                    err(
+                        &format!("adding index {} to {} (a local database older than template.yaml: delete .superpay/data to start afresh)", index.name, table.name),
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                    )
+                })?;
+        }
         return Ok(());
     }
     let mut request = client
         .create_table()
         .table_name(&table.name)
         .billing_mode(BillingMode::PayPerRequest)
-        .set_key_schema(Some(keys(&table.key_schema)?));
-    for (name, kind) in &table.attributes {
-        request = request.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::from(kind.as_str()))
-                .build()
-                .map_err(|e| err("attribute definition", e))?,
-        );
-    }
+        .set_key_schema(Some(keys(&table.key_schema)?))
+        .set_attribute_definitions(Some(attribute_definitions(table)?));
     for index in &table.global_indexes {
-        let projection = Projection::builder()
-            .projection_type(ProjectionType::from(index.projection.as_str()))
-            .set_non_key_attributes((!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone()))
-            .build();
-        request = request.global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(&index.name)
-                .set_key_schema(Some(keys(&index.key_schema)?))
-                .projection(projection)
-                .build()
-                .map_err(|e| err("index", e))?,
-        );
+        request = request.global_secondary_indexes(global_index(index)?);
     }
     request
         .send()

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::api::Api;
 pub use crate::config::ConfigCommand;
@@ -79,6 +79,9 @@ enum Command {
     /// Dead-letter queues: count, show with the reason, redrive after a fix
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// The outbox: give items written before the sweeper's index their shard
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// The reconciliation report: the books' invariants and every record against them, safe on a
     /// live table; holds older than their order's expiry
     Reconcile {
@@ -86,6 +89,22 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         slack: i64,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Give every live item without a shard its shard, so the sweeper finds it: once, after
+    /// deploying the release that added the sweeper's index over an outbox with items in it
+    Index,
+}
+
+/// `outbox index`: audited before it changes anything, as every action of ours on AWS directly.
+async fn index_outbox(aws: &aws::Aws, out: Out) -> Result<String, String> {
+    let outbox = superpay::outbox::Outbox::new(aws.dynamodb.clone(), aws.sqs.clone(), aws.table("OutboxTable")?);
+    aws.audit("outbox".into(), "outbox.index", json!({})).await?;
+    out.progress("reading the outbox ...");
+    let given = outbox.index_unsharded().await.map_err(|e| format!("indexing the outbox: {e}"))?;
+    Ok(out.told(&json!({ "indexed": given }), || format!("gave {given} outbox item(s) their shard\n")))
 }
 
 /// Runs the command line `args` (the program's name first): what to print, or why it failed.
@@ -116,6 +135,7 @@ pub async fn execute(args: impl IntoIterator<Item = String>) -> Result<(String, 
         Command::Partners(command) => parties::party(&api()?, &parties::PARTNERS, command, out).await,
         Command::Terminals(command) => parties::terminal(&api()?, command, out).await,
         Command::Dlq(command) => dlq::dlq(&aws().await?, command, out).await,
+        Command::Outbox(OutboxCommand::Index) => index_outbox(&aws().await?, out).await,
         Command::Reconcile { slack } => return reconcile::report(&aws().await?, slack, out).await,
     };
     text.map(|text| (text, false))

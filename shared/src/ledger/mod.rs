@@ -249,8 +249,8 @@ pub struct AccountUpdate {
     pub account: AccountId,
     /// The sequence read; the write is conditional on it (0: the account does not exist yet).
     pub expected_sequence: u64,
-    /// The balance read; the write is conditional on it too, so an account a caller assumed
-    /// rather than read (`LedgerStore::apply_assuming`) is checked whole.
+    /// The balance read, or assumed: an account a caller assumed rather than read
+    /// (`LedgerStore::apply_assuming`) has its write conditional on it too.
     pub expected_balance: Decimal,
     pub balance: Decimal,
     pub available: Option<Decimal>,
@@ -287,6 +287,18 @@ pub enum LedgerError {
     InsufficientFunds { account: AccountId, available: Decimal, wanted: Decimal },
     #[error("a transfer of {0} items is over DynamoDB's limit of {MAX_TRANSACTION_ITEMS} per transaction")]
     TooManyItems(usize),
+}
+
+impl LedgerError {
+    /// The account whose state refused the transfer, if it was one.
+    pub fn account(&self) -> Option<&AccountId> {
+        match self {
+            LedgerError::CurrencyMismatch { account, .. } | LedgerError::InsufficientFunds { account, .. } => {
+                Some(account)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The writes that apply `transfer` to accounts in the state `current` (absent: never used).

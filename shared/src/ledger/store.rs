@@ -96,8 +96,9 @@ impl LedgerStore {
 
     /// `apply`, taking the `assumed` accounts to be as given on its first attempt instead of
     /// reading them (sequence 0: not there yet): accounts the caller's own writes leave in a known
-    /// state, such as an order's hold account. Their sequence conditions still guard the commit,
-    /// so a wrong assumption costs one more attempt, which reads everything.
+    /// state, such as an order's hold account. Their writes are conditional on the balance assumed
+    /// as well as the sequence, so a wrong assumption costs one more attempt, which reads
+    /// everything, and never a balance written from a wrong one.
     pub async fn apply_assuming(
         &self,
         transfer: &Transfer,
@@ -118,8 +119,8 @@ impl LedgerStore {
             };
             let plan = match plan(transfer, &current, at) {
                 Ok(plan) => plan,
-                // The accounts as assumed do not allow it: see them as they are.
-                Err(_) if assuming => continue,
+                // An assumed account does not allow it: see it as it is.
+                Err(e) if assuming && e.account().is_some_and(|id| assumed.iter().any(|a| &a.id == id)) => continue,
                 // A retry of a transfer that already moved the money may no longer fit the
                 // balances: it is still the same transfer, applied once.
                 Err(_) if self.transfer_exists(&transfer.id).await? => return Ok(Applied::Already),
@@ -127,7 +128,8 @@ impl LedgerStore {
             };
             let mut writes = vec![self.transfer_record(transfer, at)?];
             for (update, posting) in &plan {
-                writes.push(self.account_write(update, transfer)?);
+                let was_assumed = assuming && assumed.iter().any(|a| a.id == update.account);
+                writes.push(self.account_write(update, transfer, was_assumed)?);
                 writes.push(self.posting_write(posting)?);
             }
             writes.extend(with.iter().cloned());
@@ -327,7 +329,14 @@ impl LedgerStore {
         Ok(Write::put(TRANSFER_NEW, put))
     }
 
-    fn account_write(&self, update: &AccountUpdate, transfer: &Transfer) -> Result<Write, StoreError> {
+    /// The account's update, conditional on the sequence it was planned from (and, for an account
+    /// assumed rather than read, `check_balance`, on its balance too).
+    fn account_write(
+        &self,
+        update: &AccountUpdate,
+        transfer: &Transfer,
+        check_balance: bool,
+    ) -> Result<Write, StoreError> {
         let mut set = vec!["balance = :balance", "#seq = :seq", "currency = :currency"];
         let mut values = HashMap::from([
             (":balance".to_owned(), n(update.balance)),
@@ -342,8 +351,11 @@ impl LedgerStore {
             "attribute_not_exists(pk)".to_owned()
         } else {
             values.insert(":expected".to_owned(), n(update.expected_sequence));
-            values.insert(":before".to_owned(), n(update.expected_balance));
-            let mut condition = "#seq = :expected AND balance = :before AND currency = :currency".to_owned();
+            let mut condition = "#seq = :expected AND currency = :currency".to_owned();
+            if check_balance {
+                condition.push_str(" AND balance = :before");
+                values.insert(":before".to_owned(), n(update.expected_balance));
+            }
             // The floor, stated where DynamoDB checks it: `available` must cover the debit.
             if let Some(debit) = update.debit {
                 condition.push_str(" AND available >= :debit");

@@ -26,6 +26,9 @@ pub struct MerchantDirectory {
 /// changes after registration can be (name, product server, currency).
 const MERCHANT_KEPT: Duration = Duration::from_secs(60);
 
+/// How many merchants a process keeps at most.
+const MERCHANTS_KEPT: usize = 10_000;
+
 impl MerchantDirectory {
     pub fn new(store: MerchantStore, keys: KeyService) -> Self {
         MerchantDirectory { store, ring: KeyRing::new(keys), kept: Mutex::new(HashMap::new()) }
@@ -40,6 +43,10 @@ impl MerchantDirectory {
         }
         let merchant = self.active(id).await?;
         if let Ok(mut kept) = self.kept.lock() {
+            // Bounded by the merchants a process sells for; a process selling for more starts over.
+            if kept.len() >= MERCHANTS_KEPT {
+                kept.clear();
+            }
             kept.insert(id.to_owned(), (merchant.clone(), Instant::now()));
         }
         Ok(merchant)

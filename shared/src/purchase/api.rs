@@ -262,8 +262,13 @@ impl PurchasesApi {
                 };
                 let (order, recorded) = self.checkout.forward(&merchant, order, now, Some(&record)).await;
                 let response = respond(&order);
-                if !recorded {
-                    self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await?;
+                if !recorded
+                    && let Err(e) =
+                        self.idempotency.complete(&claim, &StoredResponse::from_response(&response), now).await
+                {
+                    // The order is as answered whatever happens to the record: a retry finds it by
+                    // the id its key derives and answers it as it stands.
+                    tracing::warn!(order = %order.id, error = %e, "the answer could not be recorded");
                 }
                 Ok(response)
             })

@@ -4,7 +4,7 @@
 
 use super::relay::{MerchantReply, OrderDetails, forward};
 use super::service::{Answer, PurchaseService};
-use super::{Order, OrderState};
+use super::{Decision, Order, OrderState};
 use crate::Problem;
 use crate::aws::{self, MissingEnv};
 use crate::keys::KeyService;
@@ -49,7 +49,13 @@ impl Checkout {
             let merchant = self.merchants.active_kept(merchant_id).await?;
             let order = wanted(&merchant)?;
             match self.service.create(&order, vec![self.merchants.current_check(&merchant)?], now).await {
-                Ok((order, created)) => return Ok((merchant, order, created)),
+                Ok((order, true)) => return Ok((merchant, order, true)),
+                // An earlier attempt's order: this hold committed nothing, so checked nothing
+                // either. The merchant is read as it is now, as a first attempt would.
+                Ok((order, false)) => {
+                    self.merchants.forget(merchant_id);
+                    return Ok((self.merchants.active_kept(merchant_id).await?, order, false));
+                }
                 Err(TransferError::Rejected(MERCHANT_CURRENT)) => self.merchants.forget(merchant_id),
                 Err(e) => return Err(e.into()),
             }
@@ -98,7 +104,19 @@ impl Checkout {
                 return unsettled(order);
             }
         };
-        match self.service.settle_answering(order.clone(), Some(decision), now, answer).await {
+        // A suspension that lands while the product server answers stops a capture here, as the
+        // decision route refuses a suspended merchant's confirm: the order waits for its expiry.
+        let guard = match decision {
+            Decision::Confirm => match self.merchants.active_check(&merchant.id) {
+                Ok(check) => vec![check],
+                Err(e) => {
+                    tracing::error!(order = %order.id, error = %e, "cannot build the merchant's check; the order waits");
+                    return unsettled(order);
+                }
+            },
+            Decision::Decline => vec![],
+        };
+        match self.service.settle_answering(order.clone(), Some(decision), now, answer, guard).await {
             Ok(settled) => settled,
             Err(problem) => {
                 tracing::warn!(order = %order.id, %problem, "the merchant's answer could not settle the order");
