@@ -1,8 +1,6 @@
 //! Merchants with their working keys: who signed a request, and the keys we sign our calls to them with.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use super::store::MerchantStore;
 use super::{Merchant, require_active, unknown_merchant};
@@ -17,51 +15,11 @@ use crate::signed;
 pub struct MerchantDirectory {
     store: MerchantStore,
     ring: KeyRing,
-    /// Active merchants as last read, for a purchase's hot path (`active_kept`).
-    kept: Mutex<HashMap<String, (Merchant, Instant)>>,
 }
-
-/// How long a process pays a merchant read earlier without reading it again. A purchase's hold
-/// checks it in its transaction (`current_check`), so this bounds only how stale a field nobody
-/// changes after registration can be (name, product server, currency).
-const MERCHANT_KEPT: Duration = Duration::from_secs(60);
-
-/// How many merchants a process keeps at most.
-const MERCHANTS_KEPT: usize = 10_000;
 
 impl MerchantDirectory {
     pub fn new(store: MerchantStore, keys: KeyService) -> Self {
-        MerchantDirectory { store, ring: KeyRing::new(keys), kept: Mutex::new(HashMap::new()) }
-    }
-
-    /// The merchant if active, as this process read it within `MERCHANT_KEPT`, or read now. Only
-    /// for a write that commits with `current_check`, which fails if it has changed since.
-    pub async fn active_kept(&self, id: &str) -> Result<Merchant, Problem> {
-        let kept = self.kept.lock().ok().and_then(|kept| kept.get(id).cloned());
-        if let Some((merchant, _)) = kept.filter(|(_, read_at)| read_at.elapsed() < MERCHANT_KEPT) {
-            return Ok(merchant);
-        }
-        let merchant = self.active(id).await?;
-        if let Ok(mut kept) = self.kept.lock() {
-            // Bounded by the merchants a process sells for; a process selling for more starts over.
-            if kept.len() >= MERCHANTS_KEPT {
-                kept.clear();
-            }
-            kept.insert(id.to_owned(), (merchant.clone(), Instant::now()));
-        }
-        Ok(merchant)
-    }
-
-    /// Forgets the kept copy of merchant `id`: a `current_check` found it changed.
-    pub fn forget(&self, id: &str) {
-        if let Ok(mut kept) = self.kept.lock() {
-            kept.remove(id);
-        }
-    }
-
-    /// See `MerchantStore::current_check`.
-    pub fn current_check(&self, merchant: &Merchant) -> Result<crate::dynamo::Write, crate::dynamo::StoreError> {
-        self.store.current_check(merchant)
+        MerchantDirectory { store, ring: KeyRing::new(keys) }
     }
 
     /// See `MerchantStore::active_check`.

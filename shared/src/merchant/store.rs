@@ -10,8 +10,6 @@ use crate::keys::PreviousKey;
 
 /// Rule: the merchant is active (not suspended).
 pub const MERCHANT_ACTIVE: &str = "merchant.active";
-/// The rule of `current_check`: the merchant is active and its key is the one it was read with.
-pub const MERCHANT_CURRENT: &str = "merchant.current";
 
 #[derive(Clone, Debug)]
 pub struct MerchantStore {
@@ -55,26 +53,6 @@ impl MerchantStore {
     /// between a request's checks and its commit stops it there).
     pub fn active_check(&self, id: &str) -> Result<Write, StoreError> {
         Ok(Write::check(MERCHANT_ACTIVE, active_condition(&self.table, id)?))
-    }
-
-    /// A condition for another transaction: the merchant is still active, with the keys `merchant`
-    /// was read with (its key, and its previous key's grace: a rotation and an ended grace both
-    /// change what we sign with), so a copy of it kept by the process can stand in for a read.
-    pub fn current_check(&self, merchant: &Merchant) -> Result<Write, StoreError> {
-        let check = aws_sdk_dynamodb::types::ConditionCheck::builder()
-            .table_name(&self.table)
-            .key("id", s(&merchant.id))
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()))
-            .expression_attribute_values(":key", s(&merchant.key_id));
-        let check = match &merchant.previous_key {
-            Some(previous) => check
-                .condition_expression("#status = :active AND key_id = :key AND previous_until = :until")
-                .expression_attribute_values(":until", n(previous.until)),
-            None => check
-                .condition_expression("#status = :active AND key_id = :key AND attribute_not_exists(previous_until)"),
-        };
-        Ok(Write::check(MERCHANT_CURRENT, check.build()?))
     }
 
     /// The write that sets a merchant's status, only if it exists.

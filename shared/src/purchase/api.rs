@@ -19,7 +19,7 @@ use crate::clock::now_epoch_seconds;
 use crate::http::{json_body, json_response, path_parameter, route_key};
 use crate::idempotency::store::IdempotencyStore;
 use crate::idempotency::{Decision as IdempotencyDecision, StoredResponse};
-use crate::merchant::{Merchant, MerchantStatus, suspended_refund};
+use crate::merchant::{MerchantStatus, suspended_refund};
 use crate::money::{Money, MoneyInput};
 use crate::nonce::NonceStore;
 use crate::problem::catalogue;
@@ -220,28 +220,27 @@ impl PurchasesApi {
         self.idempotency
             .run_request(request, &caller.subject, &[], |claim, now| async move {
                 // Judged inside the key's run: a retry after the merchant changed is answered as before.
-                let wanted = |merchant: &Merchant| {
-                    purchase.check_currency(merchant)?;
-                    Ok(Order {
-                        // Derived from the key: a retry, even after its record expired, is this order.
-                        id: format!("o_{}", &claim.scope.derived_id("order")[..20]),
-                        user: caller.subject.clone(),
-                        merchant_id: merchant.id.clone(),
-                        product_id: purchase.product_id.clone(),
-                        quantity: purchase.quantity,
-                        amount: purchase.amount,
-                        state: OrderState::AwaitingMerchant,
-                        created_at: now,
-                        expires_at: now + self.order_ttl_seconds,
-                        refundable: rust_decimal::Decimal::ZERO,
-                        decision: None,
-                    })
+                let merchant = self.checkout.merchants.active(&purchase.merchant_id).await?;
+                purchase.check_currency(&merchant)?;
+                let wanted = Order {
+                    // Derived from the key: a retry, even after its record expired, is this order.
+                    id: format!("o_{}", &claim.scope.derived_id("order")[..20]),
+                    user: caller.subject.clone(),
+                    merchant_id: merchant.id.clone(),
+                    product_id: purchase.product_id,
+                    quantity: purchase.quantity,
+                    amount: purchase.amount,
+                    state: OrderState::AwaitingMerchant,
+                    created_at: now,
+                    expires_at: now + self.order_ttl_seconds,
+                    refundable: rust_decimal::Decimal::ZERO,
+                    decision: None,
                 };
-                let (merchant, order, _) = self.checkout.open(&purchase.merchant_id, now, wanted).await?;
-                let same_purchase = order.merchant_id == merchant.id
-                    && order.product_id == purchase.product_id
-                    && order.quantity == purchase.quantity
-                    && order.amount == purchase.amount;
+                let (order, _) = self.checkout.service.create(&wanted, Vec::new(), now).await?;
+                let same_purchase = order.merchant_id == wanted.merchant_id
+                    && order.product_id == wanted.product_id
+                    && order.quantity == wanted.quantity
+                    && order.amount == wanted.amount;
                 if !same_purchase {
                     // The key named another purchase once (its record has expired since).
                     return Err(IdempotencyDecision::Mismatch

@@ -4,19 +4,14 @@
 
 use super::relay::{MerchantReply, OrderDetails, forward};
 use super::service::{Answer, PurchaseService};
-use super::{Decision, Order, OrderState};
-use crate::Problem;
+use super::{Order, OrderState};
 use crate::aws::{self, MissingEnv};
 use crate::keys::KeyService;
-use crate::ledger::store::TransferError;
 use crate::merchant::Merchant;
 use crate::merchant::client::MerchantClient;
 use crate::merchant::directory::MerchantDirectory;
-use crate::merchant::store::{MERCHANT_CURRENT, MerchantStore};
+use crate::merchant::store::MerchantStore;
 use crate::outbox::Outbox;
-
-/// How often a hold is tried with its merchant read afresh after finding it changed.
-const MERCHANT_CHANGES: usize = 3;
 
 pub struct Checkout {
     pub service: PurchaseService,
@@ -33,35 +28,6 @@ impl Checkout {
             merchants: MerchantDirectory::new(MerchantStore::new(dynamodb.clone(), aws::env("MERCHANTS_TABLE")?), keys),
             relay: MerchantClient::new(),
         })
-    }
-
-    /// Opens `wanted`'s order to an active merchant, with its hold (`PurchaseService::create`). The
-    /// merchant is the copy this process keeps; the hold's transaction checks it is still current
-    /// and, if it changed, it is read afresh and the hold tried again. The merchant as the hold
-    /// found it, the order as it stands, and whether this call created it.
-    pub async fn open(
-        &self,
-        merchant_id: &str,
-        now: i64,
-        wanted: impl Fn(&Merchant) -> Result<Order, Problem>,
-    ) -> Result<(Merchant, Order, bool), Problem> {
-        for _ in 0..MERCHANT_CHANGES {
-            let merchant = self.merchants.active_kept(merchant_id).await?;
-            let order = wanted(&merchant)?;
-            match self.service.create(&order, vec![self.merchants.current_check(&merchant)?], now).await {
-                Ok((order, true)) => return Ok((merchant, order, true)),
-                // An earlier attempt's order: this hold committed nothing, so checked nothing
-                // either. The merchant is read as it is now, as a first attempt would.
-                Ok((order, false)) => {
-                    self.merchants.forget(merchant_id);
-                    return Ok((self.merchants.active_kept(merchant_id).await?, order, false));
-                }
-                Err(TransferError::Rejected(MERCHANT_CURRENT)) => self.merchants.forget(merchant_id),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Changed at every try (a merchant's key rotated again and again): nothing was held.
-        Err(TransferError::Contention.into())
     }
 
     /// Sends an awaiting order to the product server and settles it if the merchant decided at
@@ -104,19 +70,7 @@ impl Checkout {
                 return unsettled(order);
             }
         };
-        // A suspension that lands while the product server answers stops a capture here, as the
-        // decision route refuses a suspended merchant's confirm: the order waits for its expiry.
-        let guard = match decision {
-            Decision::Confirm => match self.merchants.active_check(&merchant.id) {
-                Ok(check) => vec![check],
-                Err(e) => {
-                    tracing::error!(order = %order.id, error = %e, "cannot build the merchant's check; the order waits");
-                    return unsettled(order);
-                }
-            },
-            Decision::Decline => vec![],
-        };
-        match self.service.settle_answering(order.clone(), Some(decision), now, answer, guard).await {
+        match self.service.settle_answering(order.clone(), Some(decision), now, answer).await {
             Ok(settled) => settled,
             Err(problem) => {
                 tracing::warn!(order = %order.id, %problem, "the merchant's answer could not settle the order");

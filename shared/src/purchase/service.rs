@@ -149,21 +149,18 @@ impl PurchaseService {
     /// decision whose transaction fails is recorded on the order, which is answered still
     /// `awaiting_merchant` with that `decision`: a retry or the expiry check carries it out.
     pub async fn settle(&self, order: Order, decision: Option<Decision>, now: i64) -> Result<Order, Problem> {
-        Ok(self.settle_answering(order, decision, now, None, vec![]).await?.0)
+        Ok(self.settle_answering(order, decision, now, None).await?.0)
     }
 
     /// `settle`, recording a route's answer in the settlement's own transaction (`answer` gives
     /// its write for the order as settled): the order, and whether its answer was recorded so.
     /// If the key's claim is no longer this request's, the settlement goes ahead without the answer.
-    /// `guards` are conditions the settlement commits with; one that fails leaves the order as it
-    /// is, its decision not recorded.
     pub async fn settle_answering(
         &self,
         order: Order,
         decision: Option<Decision>,
         now: i64,
         answer: Option<Answer<'_>>,
-        guards: Vec<Write>,
     ) -> Result<(Order, bool), Problem> {
         let Settlement::Apply { to, transfer } = settle(&order, decision, now)? else { return Ok((order, false)) };
         let mut settled = order.clone();
@@ -180,7 +177,6 @@ impl PurchaseService {
             self.outbox.put_item(&notice, now)?,
             self.home_item(&settled, now)?,
         ];
-        with.extend(guards.iter().cloned());
         // The money must not wait for its answer's record: without it, it is recorded after.
         let answer = match answer.map(|answer| answer(&settled)) {
             Some(Ok(write)) => {
@@ -205,7 +201,7 @@ impl PurchaseService {
             }
             // Another attempt of the request holds its key now: the money must not wait for that.
             Err(TransferError::Rejected(CLAIM_HELD)) if answer => {
-                return Box::pin(self.settle_answering(order, decision, now, None, guards)).await;
+                return Box::pin(self.settle_answering(order, decision, now, None)).await;
             }
             Ok(Applied::Already) | Err(TransferError::Rejected(_)) => {}
             // The merchant decided (it may ship): its decision must outlive the failed transaction.
