@@ -8,6 +8,9 @@
 //! a batch's keys), which is what DynamoDB bills. Given a fault plan (`crate::faults`), it also
 //! injects the plan's faults into the calls it lets through, restarts DynamoDB at the plan's
 //! calls, and counts each fault and logs it to `faults.log` (function, operation, the fault).
+//! Given the conflicts registry (`crate::conflicts`, shared by every function's proxy), it cancels
+//! a transaction that names an item another transaction in flight holds, as DynamoDB does; it
+//! counts every transaction answered `TransactionCanceledException`, whoever cancelled it.
 //! Every queue message a function sends is written to `queue-messages.log` as it passes, so that
 //! tests can show what never goes on a queue (a card number).
 

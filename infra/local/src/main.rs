@@ -340,6 +340,7 @@ const FAULT_PURCHASES: (u32, u32) = (150, 1000);
 
 /// `cargo stack test`: every check and test against a fresh stack, then the fault run (unless the
 /// filters name no fault test). `--faults-long`: only the fault run, longer, with a random seed.
+/// `--conflicts`: the first stack's transactions conflict as on DynamoDB (`superpay_local::conflicts`).
 async fn test(test_args: Vec<String>, faults_long: bool, conflicts: bool) -> Result<ExitCode, String> {
     let root = root();
     let seed = match std::env::var("SUPERPAY_FAULT_SEED") {
