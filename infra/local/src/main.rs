@@ -411,6 +411,10 @@ async fn checks_and_tests(root: &Path, test_args: &[String], conflicts: bool) ->
     for cold in stack.cold_starts() {
         eprintln!("cold start {}: {} (medians, debug build)", cold.function, cold.describe());
     }
+    if let Some(conflicts) = &stack.conflicts {
+        let by_function: Vec<String> = conflicts.injected().iter().map(|(f, n)| format!("{f} {n}")).collect();
+        eprintln!("transaction conflicts injected, by function: {}", by_function.join(", "));
+    }
     let logs = stack.info.logs.clone();
     stack.stop().await;
     report_access_denied(&logs);
