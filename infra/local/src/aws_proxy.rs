@@ -8,6 +8,9 @@
 //! a batch's keys), which is what DynamoDB bills. Given a fault plan (`crate::faults`), it also
 //! injects the plan's faults into the calls it lets through, restarts DynamoDB at the plan's
 //! calls, and counts each fault and logs it to `faults.log` (function, operation, the fault).
+//! Given the conflicts registry (`crate::conflicts`, shared by every function's proxy), it cancels
+//! a transaction that names an item another transaction in flight holds, as DynamoDB does; it
+//! counts every transaction answered `TransactionCanceledException`, whoever cancelled it.
 //! Every queue message a function sends is written to `queue-messages.log` as it passes, so that
 //! tests can show what never goes on a queue (a card number).
 
@@ -25,6 +28,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
+use crate::conflicts::{self, Conflicts};
 use crate::emulators::DynamoDbRestart;
 use crate::faults::{DYNAMODB_RESTARTED, Fault, FaultCounts, FaultPlan, LOST_WRITE_RETRIED};
 use crate::iam::{self, Policy};
@@ -35,6 +39,9 @@ pub struct CallCount {
     pub calls: u64,
     /// DynamoDB items the calls touched (1 per single-item call).
     pub items: u64,
+    /// Transactions answered `TransactionCanceledException` (by DynamoDB, or a conflict injected
+    /// by `crate::conflicts`): each is a ledger transfer planned again, or given up.
+    pub cancelled: u64,
 }
 
 /// Calls per function, per operation.
@@ -60,6 +67,13 @@ impl AwsCalls {
             count.items += items;
         }
     }
+
+    /// Counts one of `function`'s `operation` calls (counted already) as cancelled.
+    fn cancelled(&self, function: &str, operation: &str) {
+        if let Ok(mut calls) = self.0.lock() {
+            calls.entry(function.to_owned()).or_default().entry(operation.to_owned()).or_default().cancelled += 1;
+        }
+    }
 }
 
 /// The DynamoDB items one request body names.
@@ -72,6 +86,12 @@ fn items(body: &[u8]) -> u64 {
         return tables.values().map(|t| t["Keys"].as_array().or(t.as_array()).map_or(0, |k| k.len() as u64)).sum();
     }
     1
+}
+
+/// Whether a DynamoDB error answer is a cancelled transaction.
+fn cancellation(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|json| json["__type"].as_str().is_some_and(|t| t.ends_with("TransactionCanceledException")))
 }
 
 /// Where the bodies of the queue messages functions send are written, one call per line.
@@ -87,6 +107,10 @@ pub struct Shared {
     pub faults: Option<Faults>,
     /// Each table's partition key attribute, by table name: what `dynamodb:LeadingKeys` reads.
     pub partition_keys: Arc<BTreeMap<String, String>>,
+    /// Each table's key attributes (partition, then sort), by table name: what names an item.
+    pub key_attributes: Arc<BTreeMap<String, Vec<String>>>,
+    /// Transactions on one item at once conflict, as on DynamoDB (`crate::conflicts`); off if `None`.
+    pub conflicts: Option<Conflicts>,
 }
 
 /// The faults every proxy injects, and what they need.
@@ -239,6 +263,9 @@ async fn forward(
     match fault {
         Some((fault, draw)) if !fault.forwards() => {
             proxy.injected(&target, &fault);
+            if fault == Fault::TransactionConflict {
+                proxy.shared.calls.cancelled(&proxy.function, &target);
+            }
             return fault_answer(&fault, items, draw);
         }
         Some((fault @ Fault::SqsDelay(delay), _)) => {
@@ -247,6 +274,21 @@ async fn forward(
         }
         _ => {}
     }
+    let transaction = target.ends_with(".TransactWriteItems");
+    // Held until the answer is read: the items stay claimed while the transaction runs.
+    let _claim = match proxy.shared.conflicts.as_ref().filter(|_| transaction) {
+        Some(registry) => {
+            let named = conflicts::transaction_items(&body, &proxy.shared.key_attributes);
+            match registry.claim(&proxy.function, &named, std::time::Instant::now()) {
+                Ok(claim) => Some(claim),
+                Err(position) => {
+                    proxy.shared.calls.cancelled(&proxy.function, &target);
+                    return fault_answer(&Fault::TransactionConflict, items, position as u64);
+                }
+            }
+        }
+        None => None,
+    };
     let upstream = if dynamodb { &proxy.dynamodb } else { &proxy.moto };
     let url = format!("{upstream}{}", uri.path_and_query().map_or("/", |p| p.as_str()));
     // The SigV4 signature was made for the proxy's host; the emulators do not check signatures.
@@ -274,6 +316,9 @@ async fn forward(
         Ok(body) => body,
         Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
     };
+    if transaction && status == StatusCode::BAD_REQUEST && cancellation(&body) {
+        proxy.shared.calls.cancelled(&proxy.function, &target);
+    }
     // A write that committed, whose answer is then lost: the caller cannot know it took effect.
     if let Some((fault @ (Fault::CommittedAnswered500 | Fault::CommittedConnectionDropped), draw)) = fault
         && status.is_success()

@@ -321,6 +321,260 @@ pub async fn count_operations(stack: &Stack) -> Result<Vec<Counted>, String> {
     Ok(counted)
 }
 
+/// The contention scenario (issue 18): `concurrency` clients at once, each a funded user of its
+/// own, make `purchases` confirmed purchases in all from ONE merchant, then as many from
+/// `concurrency` merchants (client i buys from merchant i), against a stack running `instances`
+/// processes of PurchasesFunction with transaction conflicts on (`crate::conflicts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contention {
+    pub concurrency: usize,
+    pub instances: usize,
+    pub purchases: usize,
+}
+
+/// What `cargo stack bench` runs without options: 32 clients at once against 32 processes.
+pub const CONTENTION: Contention = Contention { concurrency: 32, instances: 32, purchases: 256 };
+/// Bounds of the scenario's options: more processes than this is more than 2 cores can start.
+pub const MAX_CONTENTION_INSTANCES: usize = 128;
+pub const MAX_CONTENTION_PURCHASES: usize = 100_000;
+
+/// Each client's wallet: enough for every purchase of the run at `PRICE` (the warm-up's too).
+const WALLET: &str = "100000.00";
+const PRICE: &str = "1.00";
+const HOT_MERCHANT: &str = "m_bench_hot";
+
+/// One side of the scenario, measured.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub seconds: f64,
+    /// Each purchase's latency, as its client saw it.
+    pub latencies_ms: Vec<f64>,
+    /// Answered 201 `paid`.
+    pub paid: u64,
+    /// Answered 2xx but not paid: the merchant confirmed, its capture did not commit (the order
+    /// stays `awaiting_merchant` with the decision recorded, carried out later).
+    pub deferred: u64,
+    /// Answered 503 `ledger_busy`: a transfer gave up after its 25 plans.
+    pub ledger_busy: u64,
+    /// Any other answer, by status and code.
+    pub other: BTreeMap<String, u64>,
+    /// PurchasesFunction's transactions answered `TransactionCanceledException`: each a transfer
+    /// planned again (or given up).
+    pub replans: u64,
+    /// Of them, conflicts the proxies injected (`crate::conflicts`).
+    pub conflicts: u64,
+    /// PurchasesFunction's KMS Decrypts (a process's first order of each merchant unwraps its key).
+    pub decrypts: u64,
+}
+
+/// The value at `share` (0 to 1) of `sorted`, by nearest rank; NaN if empty.
+fn percentile(sorted: &[f64], share: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (share * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+impl Scenario {
+    pub fn purchases(&self) -> usize {
+        self.latencies_ms.len()
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.purchases() as f64 / self.seconds
+    }
+
+    fn latency(&self, share: f64) -> f64 {
+        let mut sorted = self.latencies_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        percentile(&sorted, share)
+    }
+}
+
+/// What one purchase's answer was, as `Scenario` counts it.
+enum Answer {
+    Paid,
+    Deferred,
+    LedgerBusy,
+    Other(String),
+}
+
+fn classify(status: u16, body: &Value) -> Answer {
+    match (status, body["state"].as_str(), body["code"].as_str()) {
+        (200..=299, Some("paid"), _) => Answer::Paid,
+        (200..=299, _, _) => Answer::Deferred,
+        (_, _, Some("ledger_busy")) => Answer::LedgerBusy,
+        (_, _, code) => Answer::Other(format!("{status} {}", code.unwrap_or("(no code)"))),
+    }
+}
+
+/// Runs the scenario against `stack` (started with `settings.instances` processes of
+/// PurchasesFunction and conflicts on): registers the merchants and funds the clients, warms
+/// every process up, then measures one merchant, then many.
+pub async fn contention(stack: &Stack, settings: Contention) -> Result<Vec<Scenario>, String> {
+    let ledger = crate::seed::ledger(stack).await?;
+    let authorizer = stack.info.authorizer();
+    let mut users = vec![];
+    for i in 0..settings.concurrency {
+        let user = format!("bench-user-{i}");
+        let money = superpay::money::Money::parse(WALLET, "USD").map_err(|e| e.to_string())?;
+        let wallet = superpay::ledger::AccountId::wallet(&user);
+        crate::seed::fund(&ledger, &user, wallet, money, "cargo stack bench").await?;
+        users.push(stack.keys.mint(&authorizer, &user, &[], 3600).map_err(|e| e.to_string())?);
+    }
+    let many: Vec<String> = (0..settings.concurrency).map(|i| format!("m_bench_{i}")).collect();
+    for id in many.iter().map(String::as_str).chain([HOT_MERCHANT]) {
+        crate::seed::merchant(stack, id, format!("Bench shop {id}"), &format!("/m/{id}"), "USD").await?;
+    }
+    let users = Arc::new(users);
+    // Every process's first event (connections, the seeded merchant's key) is not measured.
+    let warm_up = settings.instances * 2;
+    run_purchases(stack, &users, warm_up, |_| "m_demo".to_owned()).await?;
+    let mut scenarios = vec![];
+    // Client i buys from the hot merchant, or from merchant i of the many.
+    let sides = [("one merchant".to_owned(), None), (format!("{} merchants", settings.concurrency), Some(&many))];
+    for (name, merchants) in sides {
+        let merchant_of = |client: usize| {
+            merchants.and_then(|m| m.get(client)).map_or_else(|| HOT_MERCHANT.to_owned(), String::clone)
+        };
+        quiet(stack).await;
+        stack.aws_calls.take("PurchasesFunction");
+        let injected_before = injected(stack);
+        let (seconds, answers) = run_purchases(stack, &users, settings.purchases, merchant_of).await?;
+        let calls = stack.aws_calls.take("PurchasesFunction");
+        let mut scenario = Scenario {
+            name,
+            seconds,
+            replans: calls.values().map(|c| c.cancelled).sum(),
+            conflicts: injected(stack) - injected_before,
+            decrypts: calls.get("TrentService.Decrypt").map_or(0, |c| c.calls),
+            ..Scenario::default()
+        };
+        for (latency, status, body) in answers {
+            scenario.latencies_ms.push(latency);
+            match classify(status, &body) {
+                Answer::Paid => scenario.paid += 1,
+                Answer::Deferred => scenario.deferred += 1,
+                Answer::LedgerBusy => scenario.ledger_busy += 1,
+                Answer::Other(what) => *scenario.other.entry(what).or_default() += 1,
+            }
+        }
+        scenarios.push(scenario);
+    }
+    Ok(scenarios)
+}
+
+/// PurchasesFunction's conflicts injected so far.
+fn injected(stack: &Stack) -> u64 {
+    stack.conflicts.as_ref().and_then(|c| c.injected().get("PurchasesFunction").copied()).unwrap_or(0)
+}
+
+/// Waits (up to 30 s) until the notifier has handled what the last purchases queued, so that its
+/// work does not share the cores with the next measurement.
+async fn quiet(stack: &Stack) {
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if total(&stack.aws_calls.take("NotifierFunction")) == 0 {
+            return;
+        }
+    }
+}
+
+/// `purchases` confirmed purchases, one client per token of `users` at once, client i buying from
+/// `merchant_of(i)`: how long they took in all, and each one's latency (ms), status and body.
+async fn run_purchases(
+    stack: &Stack,
+    users: &Arc<Vec<String>>,
+    purchases: usize,
+    merchant_of: impl Fn(usize) -> String,
+) -> Result<(f64, Vec<(f64, u16, Value)>), String> {
+    let http = reqwest::Client::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{}/purchases", stack.info.api_url);
+    let started = std::time::Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for (client, token) in users.iter().enumerate() {
+        let (http, next, url, token) = (http.clone(), next.clone(), url.clone(), token.clone());
+        let body = json!({"merchant_id": merchant_of(client), "product_id": "green-tea", "quantity": 1,
+                          "amount": {"amount": PRICE, "currency": "USD"}});
+        clients.spawn(async move {
+            let mut answers = vec![];
+            while next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < purchases {
+                let sent = std::time::Instant::now();
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("POST /purchases: {e}"))?;
+                let status = response.status().as_u16();
+                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                answers.push((sent.elapsed().as_secs_f64() * 1000.0, status, body));
+            }
+            Ok::<_, String>(answers)
+        });
+    }
+    let mut answers = vec![];
+    while let Some(outcome) = clients.join_next().await {
+        answers.extend(outcome.map_err(|e| e.to_string())??);
+    }
+    Ok((started.elapsed().as_secs_f64(), answers))
+}
+
+/// The scenario's table, and the ratio of the one merchant's throughput to the many's.
+pub fn contention_report(settings: Contention, scenarios: &[Scenario]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Contention: {} purchases per scenario, {} clients at once, {} processes of PurchasesFunction, transaction conflicts injected (window {} ms).\n",
+        settings.purchases,
+        settings.concurrency,
+        settings.instances,
+        crate::conflicts::WINDOW.as_millis()
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | purchases | seconds | purchases/s | p50 ms | p99 ms | paid | capture deferred | re-plans | of which injected conflicts | ledger_busy | other non-2xx | KMS Decrypts |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for s in scenarios {
+        let other = if s.other.is_empty() {
+            "0".to_owned()
+        } else {
+            s.other.iter().map(|(what, n)| format!("{n} x {what}")).collect::<Vec<_>>().join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {other} | {} |",
+            s.name,
+            s.purchases(),
+            s.seconds,
+            s.throughput(),
+            s.latency(0.5),
+            s.latency(0.99),
+            s.paid,
+            s.deferred,
+            s.replans,
+            s.conflicts,
+            s.ledger_busy,
+            s.decrypts
+        );
+    }
+    if let [one, many] = scenarios {
+        let _ = writeln!(
+            out,
+            "\nOne merchant's throughput is {:.2}x that of {}.",
+            one.throughput() / many.throughput(),
+            many.name
+        );
+    }
+    out
+}
+
 /// USD per million operations: the AWS calls at list prices (each DynamoDB item up to 1 KB; a
 /// transaction's items cost twice), the Lambda requests and the HTTP API request.
 /// `calls` pairs each function's calls with how many operations made them.
@@ -422,11 +676,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn percentiles_are_by_nearest_rank() {
+        let sorted: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 0.5), 100.0);
+        assert_eq!(percentile(&sorted, 0.99), 198.0);
+        assert_eq!(percentile(&sorted[..1], 0.99), 1.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn answers_are_classified_by_status_state_and_code() {
+        assert!(matches!(classify(201, &json!({"state": "paid"})), Answer::Paid));
+        assert!(matches!(
+            classify(202, &json!({"state": "awaiting_merchant", "decision": "confirm"})),
+            Answer::Deferred
+        ));
+        assert!(matches!(classify(503, &json!({"code": "ledger_busy"})), Answer::LedgerBusy));
+        assert!(
+            matches!(classify(500, &json!({"message": "Internal Server Error"})), Answer::Other(w) if w == "500 (no code)")
+        );
+    }
+
+    #[test]
+    fn the_contention_report_gives_each_scenario_and_the_ratio() {
+        let scenario = |name: &str, seconds: f64, latencies: Vec<f64>| Scenario {
+            name: name.into(),
+            seconds,
+            paid: latencies.len() as u64 - 1,
+            deferred: 1,
+            replans: 7,
+            conflicts: 5,
+            latencies_ms: latencies,
+            ..Scenario::default()
+        };
+        let mut one = scenario("one merchant", 4.0, vec![30.0, 10.0, 20.0, 40.0]);
+        one.other.insert("500 (no code)".into(), 2);
+        let many = scenario("2 merchants", 2.0, vec![5.0, 6.0, 7.0, 8.0]);
+        let settings = Contention { concurrency: 2, instances: 4, purchases: 4 };
+        let report = contention_report(settings, &[one, many]);
+        assert!(report.contains("4 purchases per scenario, 2 clients at once, 4 processes of PurchasesFunction"));
+        assert!(
+            report.contains("| one merchant | 4 | 4.0 | 1.0 | 20 | 40 | 3 | 1 | 7 | 5 | 0 | 2 x 500 (no code) | 0 |"),
+            "{report}"
+        );
+        assert!(report.contains("| 2 merchants | 4 | 2.0 | 2.0 | 6 | 8 | 3 | 1 | 7 | 5 | 0 | 0 | 0 |"), "{report}");
+        assert!(report.ends_with("One merchant's throughput is 0.50x that of 2 merchants.\n"), "{report}");
+    }
+
+    #[test]
     fn costs_follow_the_price_list() {
         let calls = BTreeMap::from([
-            ("DynamoDB_20120810.TransactWriteItems".to_owned(), CallCount { calls: 1, items: 4 }),
-            ("DynamoDB_20120810.GetItem".to_owned(), CallCount { calls: 2, items: 2 }),
-            ("AmazonSQS.SendMessage".to_owned(), CallCount { calls: 1, items: 0 }),
+            ("DynamoDB_20120810.TransactWriteItems".to_owned(), CallCount { calls: 1, items: 4, ..Default::default() }),
+            ("DynamoDB_20120810.GetItem".to_owned(), CallCount { calls: 2, items: 2, ..Default::default() }),
+            ("AmazonSQS.SendMessage".to_owned(), CallCount { calls: 1, items: 0, ..Default::default() }),
         ]);
         let expected = PRICE_HTTP_API_REQUEST
             + PRICE_LAMBDA_REQUEST

@@ -4,6 +4,7 @@ pub mod aws_proxy;
 pub mod bench;
 pub mod chart;
 pub mod checkov;
+pub mod conflicts;
 pub mod emulators;
 pub mod faults;
 pub mod gateway;

@@ -8,16 +8,25 @@ use std::process::ExitCode;
 
 use superpay_local::faults::FaultPlan;
 use superpay_local::seed;
-use superpay_local::stack::{ColdStart, Options, Stack};
+use superpay_local::stack::{ColdStart, DEFAULT_INSTANCES, MAX_INSTANCES, Options, Stack, number_option};
 use superpay_local::template::Template;
 use superpay_local::{bench, chart, checkov, emulators};
 
 const USAGE: &str = "usage:
-  cargo stack up [--release]      run the whole stack locally (Ctrl-C stops it)
-  cargo stack test [-- ARGS]      run every test (ARGS go to each test binary), then the fault run
+  cargo stack up [--release] [--instances N] [--conflicts]
+                                  run the whole stack locally (Ctrl-C stops it): N processes per
+                                  function (1 to 16, default 2); --conflicts: transactions on one
+                                  item at once conflict, as on DynamoDB
+  cargo stack test [--conflicts] [-- ARGS]
+                                  run every test (ARGS go to each test binary), then the fault run
                                   (seed 11; SUPERPAY_FAULT_SEED=N replays another seed)
   cargo stack test --faults-long  only the fault run, with a random seed it prints and more load
-  cargo stack bench [--debug]     cold starts, memory, sizes and AWS calls per operation (release build)
+  cargo stack bench [--debug] [--contention-only] [--concurrency C] [--contention-instances N]
+                    [--contention-purchases P]
+                                  cold starts, memory, sizes and AWS calls per operation (release
+                                  build), then the contention scenario: P purchases (default 256)
+                                  by C clients at once (default 32) from one merchant, then from C
+                                  merchants, against N processes of PurchasesFunction (default C)
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
 /// The workspace root: this crate is `infra/local`.
@@ -54,12 +63,14 @@ async fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        Some("up") => up(args.iter().any(|a| a == "--release")).await,
+        Some("up") => up(&args).await,
         Some("test") => {
-            let long = args.iter().take_while(|a| *a != "--").any(|a| a == "--faults-long");
-            test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect(), long).await
+            let ours: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
+            let (long, conflicts) =
+                (ours.iter().any(|a| *a == "--faults-long"), ours.iter().any(|a| *a == "--conflicts"));
+            test(args.iter().skip_while(|a| *a != "--").skip(1).cloned().collect(), long, conflicts).await
         }
-        Some("bench") => run_bench(!args.iter().any(|a| a == "--debug")).await,
+        Some("bench") => run_bench(&args).await,
         Some("token") => token(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
@@ -124,7 +135,9 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         moto_port: port("SUPERPAY_MOTO_PORT", 5000)?,
         merchant_sim_port: port("SUPERPAY_MERCHANT_SIM_PORT", 3002)?,
         miniapp_sim_port: port("SUPERPAY_MINIAPP_SIM_PORT", 3003)?,
-        instances_per_function: 2,
+        instances_per_function: DEFAULT_INSTANCES,
+        instances_of: Default::default(),
+        conflicts: false,
         run_schedules: true,
         start_one_at_a_time: false,
         parameters: {
@@ -145,11 +158,18 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
     })
 }
 
-/// `--release` runs the functions as built for Lambda (the release profile), to measure them.
-async fn up(release: bool) -> Result<ExitCode, String> {
+/// `--release` runs the functions as built for Lambda (the release profile), to measure them;
+/// `--instances N` runs N processes of every function; `--conflicts` makes transactions on one
+/// item at once conflict (`superpay_local::conflicts`).
+async fn up(args: &[String]) -> Result<ExitCode, String> {
+    let release = args.iter().any(|a| a == "--release");
+    let instances = number_option(args, "--instances", 1..=MAX_INSTANCES)?.unwrap_or(DEFAULT_INSTANCES);
     let root = root();
     build_functions(&root, release, &[])?;
-    let options = options(&root, true, release)?;
+    let mut options = options(&root, true, release)?;
+    options.instances_per_function = instances;
+    options.conflicts = args.iter().any(|a| a == "--conflicts");
+    let conflicts = options.conflicts;
     let state = options.state.clone();
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
     seed::apply(&stack, &root.join("infra/seed.json"), &state).await.map_err(|e| format!("seeding: {e}"))?;
@@ -170,6 +190,10 @@ async fn up(release: bool) -> Result<ExitCode, String> {
     println!("  DynamoDB      {} (dynoxide; data kept in .superpay/data/)", stack.info.dynamodb_endpoint);
     println!("  SQS, KMS      {} (moto)", stack.info.moto_endpoint);
     println!("  logs          {}/ (one file per function)", stack.info.logs.display());
+    println!(
+        "  functions     {instances} processes each{}",
+        if conflicts { "; transactions on one item at once conflict" } else { "" }
+    );
     for cold in stack.cold_starts() {
         println!(
             "  init          {}: {:.1} ms (process start to first invocation request, median)",
@@ -194,14 +218,48 @@ async fn up(release: bool) -> Result<ExitCode, String> {
 }
 
 /// `cargo stack bench`: see `superpay_local::bench`. Prints the report and keeps it in
-/// `.superpay/bench.md`. `--debug` checks the benchmark itself quickly (its times mean nothing).
-async fn run_bench(release: bool) -> Result<ExitCode, String> {
+/// `.superpay/bench.md`. `--debug` checks the benchmark itself quickly (its times mean nothing);
+/// `--contention-only` runs the contention scenario alone, set by `--concurrency`,
+/// `--contention-instances` and `--contention-purchases`.
+async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
+    let release = !args.iter().any(|a| a == "--debug");
+    let contention_only = args.iter().any(|a| a == "--contention-only");
+    let settings = contention_settings(args)?;
     let root = root();
     build_functions(&root, release, &["bench-sdk-fn"])?;
+    let mut report = String::new();
+    if !contention_only {
+        report = cold_starts_and_calls(&root, release).await?;
+        println!("{report}");
+    }
+    let scenario = contention(&root, release, settings).await?;
+    println!("{scenario}");
+    report.push_str(&scenario);
+    std::fs::write(root.join(".superpay/bench.md"), &report).map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The contention scenario's options, each bounded; the processes default to the clients.
+fn contention_settings(args: &[String]) -> Result<bench::Contention, String> {
+    let defaults = bench::CONTENTION;
+    let concurrency =
+        number_option(args, "--concurrency", 1..=bench::MAX_CONTENTION_INSTANCES)?.unwrap_or(defaults.concurrency);
+    Ok(bench::Contention {
+        concurrency,
+        instances: number_option(args, "--contention-instances", 1..=bench::MAX_CONTENTION_INSTANCES)?
+            .unwrap_or(concurrency),
+        purchases: number_option(args, "--contention-purchases", 1..=bench::MAX_CONTENTION_PURCHASES)?
+            .unwrap_or(defaults.purchases),
+    })
+}
+
+/// The cold starts, memory, sizes and AWS calls per operation, as a report; a release run also
+/// draws the chart.
+async fn cold_starts_and_calls(root: &Path, release: bool) -> Result<String, String> {
     let python = emulators::virtualenv(&root.join(".superpay/venv/bench"), emulators::BENCH_REQUIREMENTS)
         .await
         .map_err(|e| e.to_string())?;
-    let mut options = options(&root, false, release)?;
+    let mut options = options(root, false, release)?;
     options.instances_per_function = bench::PROCESSES;
     options.run_schedules = false;
     options.start_one_at_a_time = true;
@@ -239,19 +297,38 @@ async fn run_bench(release: bool) -> Result<ExitCode, String> {
     stack.stop().await;
     let (cold, counted) = measured.map_err(|e| format!("{e} (logs in {})", logs.display()))?;
     let report = bench::report(&cold, &sizes, &counted);
-    println!("{report}");
-    std::fs::write(root.join(".superpay/bench.md"), &report).map_err(|e| e.to_string())?;
     // The README shows it, committed with the run's numbers in docs/performance.md: only a run of
     // the functions as built for Lambda draws it.
-    if !release {
-        return Ok(ExitCode::SUCCESS);
+    if release {
+        let measured: Vec<ColdStart> = cold.into_iter().map(|(c, _)| c).collect();
+        let title =
+            format!("Cold starts, cargo stack bench (release build, medians of {} processes)", bench::PROCESSES);
+        let svg = chart::cold_starts_svg(&measured, &title);
+        std::fs::write(root.join("docs/cold-starts.svg"), svg).map_err(|e| e.to_string())?;
+        eprintln!("the chart: docs/cold-starts.svg");
     }
-    let measured: Vec<ColdStart> = cold.into_iter().map(|(c, _)| c).collect();
-    let title = format!("Cold starts, cargo stack bench (release build, medians of {} processes)", bench::PROCESSES);
-    let svg = chart::cold_starts_svg(&measured, &title);
-    std::fs::write(root.join("docs/cold-starts.svg"), svg).map_err(|e| e.to_string())?;
-    println!("the chart: docs/cold-starts.svg");
-    Ok(ExitCode::SUCCESS)
+    Ok(report)
+}
+
+/// The contention scenario (`bench::contention`) on a stack of its own, started after the cold
+/// starts' stack stopped: `settings.instances` processes of PurchasesFunction, conflicts on.
+async fn contention(root: &Path, release: bool, settings: bench::Contention) -> Result<String, String> {
+    let mut options = options(root, false, release)?;
+    options.instances_of.insert("PurchasesFunction".into(), settings.instances);
+    options.conflicts = true;
+    options.run_schedules = false;
+    options.logs = options.state.join("bench-contention-logs");
+    let _ = std::fs::remove_dir_all(&options.logs);
+    let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
+    let measured = async {
+        seed::apply(&stack, &root.join("infra/seed.json"), &stack.info.logs.clone()).await?;
+        bench::contention(&stack, settings).await
+    }
+    .await;
+    let logs = stack.info.logs.clone();
+    stack.stop().await;
+    let scenarios = measured.map_err(|e| format!("{e} (logs in {})", logs.display()))?;
+    Ok(bench::contention_report(settings, &scenarios))
 }
 
 /// The fault run's rate: one AWS call in twenty gets a fault.
@@ -263,7 +340,8 @@ const FAULT_PURCHASES: (u32, u32) = (150, 1000);
 
 /// `cargo stack test`: every check and test against a fresh stack, then the fault run (unless the
 /// filters name no fault test). `--faults-long`: only the fault run, longer, with a random seed.
-async fn test(test_args: Vec<String>, faults_long: bool) -> Result<ExitCode, String> {
+/// `--conflicts`: the first stack's transactions conflict as on DynamoDB (`superpay_local::conflicts`).
+async fn test(test_args: Vec<String>, faults_long: bool, conflicts: bool) -> Result<ExitCode, String> {
     let root = root();
     let seed = match std::env::var("SUPERPAY_FAULT_SEED") {
         Ok(seed) => seed.parse().map_err(|_| format!("SUPERPAY_FAULT_SEED={seed} is not a number"))?,
@@ -280,7 +358,7 @@ async fn test(test_args: Vec<String>, faults_long: bool) -> Result<ExitCode, Str
         }
         return fault_run(&root, plan, FAULT_PURCHASES.1).await;
     }
-    checks_and_tests(&root, &test_args).await?;
+    checks_and_tests(&root, &test_args, conflicts).await?;
     // Filters that name no fault test (`cargo stack test -- purchases`) skip the fault run.
     let filters: Vec<&String> =
         test_args.iter().filter(|a| !a.starts_with('-') && !a.chars().all(|c| c.is_ascii_digit())).collect();
@@ -290,7 +368,7 @@ async fn test(test_args: Vec<String>, faults_long: bool) -> Result<ExitCode, Str
     Ok(ExitCode::SUCCESS)
 }
 
-async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), String> {
+async fn checks_and_tests(root: &Path, test_args: &[String], conflicts: bool) -> Result<(), String> {
     let step = |name: &str| eprintln!("\n==> {name}");
     step("cargo fmt --check");
     if !cargo(root, &["fmt", "--all", "--check"], &[])? {
@@ -309,7 +387,8 @@ async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), Strin
     step("Chromium and ChromeDriver for the browser test (Debian's packages)");
     ensure_chromium()?;
     step("start the local stack");
-    let options = options(root, false, false)?;
+    let mut options = options(root, false, false)?;
+    options.conflicts = conflicts;
     let info_path = options.state.join("test-stack.json");
     let _ = std::fs::remove_dir_all(&options.logs);
     let stack = Stack::start(options).await.map_err(|e| e.to_string())?;
@@ -331,6 +410,10 @@ async fn checks_and_tests(root: &Path, test_args: &[String]) -> Result<(), Strin
     }
     for cold in stack.cold_starts() {
         eprintln!("cold start {}: {} (medians, debug build)", cold.function, cold.describe());
+    }
+    if let Some(conflicts) = &stack.conflicts {
+        let by_function: Vec<String> = conflicts.injected().iter().map(|(f, n)| format!("{f} {n}")).collect();
+        eprintln!("transaction conflicts injected, by function: {}", by_function.join(", "));
     }
     let logs = stack.info.logs.clone();
     stack.stop().await;

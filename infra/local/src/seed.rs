@@ -139,26 +139,30 @@ pub async fn apply(stack: &Stack, path: &Path, state: &Path) -> Result<(), Strin
     for listing in seed.listings {
         seed_listing(stack, listing).await?;
     }
-    let ledger = LedgerStore::new(stack.info.dynamodb().await, table_of(stack, "LedgerTable")?);
+    let ledger = ledger(stack).await?;
     let reserves = seed.reserves.into_iter().map(|r| (r, AccountId::reserve as fn(&str) -> AccountId));
     for (wallet, account) in
         seed.wallets.into_iter().map(|w| (w, AccountId::wallet as fn(&str) -> AccountId)).chain(reserves)
     {
         let money = Money::parse(&wallet.amount, &wallet.currency).map_err(|e| e.to_string())?;
         // A fixed transfer id: applied by the first start only.
-        let to = account(&wallet.user);
-        let fund = Transfer::between(
-            format!("seed/{to}"),
-            money,
-            AccountId::funding(&wallet.user),
-            to,
-            "seed.fund",
-            "infra/seed.json".into(),
-        )
-        .map_err(|e| e.to_string())?;
-        ledger.apply(&fund, vec![], superpay::clock::now_epoch_seconds()).await.map_err(|e| e.to_string())?;
+        fund(&ledger, &wallet.user, account(&wallet.user), money, "infra/seed.json").await?;
     }
     Ok(())
+}
+
+/// Moves `money` from `user`'s bank into `to` (their wallet or reserve), once: the transfer's id
+/// names the account, so funding it again moves nothing.
+pub async fn fund(ledger: &LedgerStore, user: &str, to: AccountId, money: Money, cause: &str) -> Result<(), String> {
+    let fund = Transfer::between(format!("seed/{to}"), money, AccountId::funding(user), to, "seed.fund", cause.into())
+        .map_err(|e| e.to_string())?;
+    ledger.apply(&fund, vec![], superpay::clock::now_epoch_seconds()).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The ledger of `stack`, for `fund`.
+pub async fn ledger(stack: &Stack) -> Result<LedgerStore, String> {
+    Ok(LedgerStore::new(stack.info.dynamodb().await, table_of(stack, "LedgerTable")?))
 }
 
 fn table_of<'a>(stack: &'a Stack, logical_id: &str) -> Result<&'a String, String> {
@@ -237,6 +241,13 @@ async fn seed_terminal(stack: &Stack, seed: TerminalSeed, state: &Path) -> Resul
 }
 
 async fn seed_merchant(stack: &Stack, seed: MerchantSeed) -> Result<(), String> {
+    merchant(stack, &seed.id, seed.name, &seed.path, &seed.currency).await
+}
+
+/// An active merchant `id` whose product server is the simulator's `path`, with a fresh key the
+/// simulator is given (as a registration's answer shows it once).
+pub async fn merchant(stack: &Stack, id: &str, name: String, path: &str, currency: &str) -> Result<(), String> {
+    let seed = MerchantSeed { id: id.to_owned(), name, path: path.to_owned(), currency: currency.to_owned() };
     let key_id = stack.info.keys.get("PartyKeysKey").ok_or("no PartyKeysKey in template.yaml")?;
     let keys = KeyService::new(stack.info.kms().await, key_id);
     let new_key = keys.generate(&Merchant::key_owner(&seed.id)).await.map_err(|e| e.to_string())?;

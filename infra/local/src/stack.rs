@@ -14,6 +14,7 @@ use superpay::keys::KeyService;
 use tokio::sync::watch;
 
 use crate::aws_proxy::{AwsCalls, Faults};
+use crate::conflicts::Conflicts;
 use crate::emulators::{self, EmulatorError};
 use crate::faults::{FAULTS_LOG, FaultCounts, FaultPlan};
 use crate::gateway::Gateway;
@@ -24,6 +25,33 @@ use crate::template::{ACCOUNT, JwtAuthorizer, Naming, REGION, Template};
 
 /// The AWS calls a function's IAM policy refused, one JSON line each, in the stack's log folder.
 pub const ACCESS_DENIED_LOG: &str = "access-denied.log";
+
+/// Processes per function unless told otherwise: two, so that concurrent invocations race.
+pub const DEFAULT_INSTANCES: usize = 2;
+/// `cargo stack up --instances` at most: every function gets that many processes (20 functions).
+pub const MAX_INSTANCES: usize = 16;
+
+/// The whole number given to option `name` in `args` (`--name N` or `--name=N`), refused outside
+/// `bounds`; `None` when the option is absent.
+pub fn number_option(
+    args: &[String],
+    name: &str,
+    bounds: std::ops::RangeInclusive<usize>,
+) -> Result<Option<usize>, String> {
+    let mut value = None;
+    for (i, arg) in args.iter().enumerate() {
+        if arg == name {
+            value = Some(args.get(i + 1).ok_or(format!("{name} needs a number"))?.as_str());
+        } else if let Some(given) = arg.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')) {
+            value = Some(given);
+        }
+    }
+    let Some(value) = value else { return Ok(None) };
+    match value.parse::<usize>() {
+        Ok(n) if bounds.contains(&n) => Ok(Some(n)),
+        _ => Err(format!("{name} takes a whole number from {} to {}, not {value:?}", bounds.start(), bounds.end())),
+    }
+}
 
 /// The id of the key the stack shares with the simulated bank (a fresh key at each start).
 const BANK_KEY_ID: &str = "bank.local.k1";
@@ -45,6 +73,11 @@ pub struct Options {
     pub merchant_sim_port: u16,
     pub miniapp_sim_port: u16,
     pub instances_per_function: usize,
+    /// Functions run with another number of instances than `instances_per_function`, by logical id
+    /// (the benchmark's contention scenario runs many of PurchasesFunction).
+    pub instances_of: BTreeMap<String, usize>,
+    /// Transactions on one item at once conflict, as on DynamoDB (`crate::conflicts`).
+    pub conflicts: bool,
     /// Run the template's `Schedule` events (the benchmark turns them off to keep counts quiet).
     pub run_schedules: bool,
     /// Start each function's processes only when the previous function's are up, so that cold
@@ -209,6 +242,8 @@ pub struct Stack {
     pub aws_calls: AwsCalls,
     /// The faults injected (none without a plan).
     pub faults: FaultCounts,
+    /// The transaction conflicts registry, when on (`Options::conflicts`), and what it answered.
+    pub conflicts: Option<Conflicts>,
     pub template: Template,
     pub keys: Arc<DevKeys>,
     pub hosts: Vec<Arc<FunctionHost>>,
@@ -383,6 +418,7 @@ impl Stack {
             .flat_map(|f| &f.sqs_sources)
             .filter_map(|source| Some(template.queue(&source.queue)?.name.clone()))
             .collect();
+        let conflicts = options.conflicts.then(Conflicts::default);
         let shared = crate::aws_proxy::Shared {
             logs: options.logs.clone(),
             calls: aws_calls.clone(),
@@ -400,7 +436,16 @@ impl Stack {
                     })
                     .collect(),
             ),
+            key_attributes: std::sync::Arc::new(
+                template
+                    .tables
+                    .iter()
+                    .map(|table| (table.name.clone(), table.key_schema.iter().map(|(key, _)| key.clone()).collect()))
+                    .collect(),
+            ),
+            conflicts: conflicts.clone(),
         };
+        let instances_of = |id: &str| options.instances_of.get(id).copied().unwrap_or(options.instances_per_function);
         let mut hosts = Vec::new();
         for function in &template.functions {
             let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
@@ -422,7 +467,7 @@ impl Stack {
             let launch = Launch {
                 binary: options.binaries.join(&function.binary),
                 args: vec![],
-                instances: options.instances_per_function,
+                instances: instances_of(&function.logical_id),
                 environment,
                 log_file: options.logs.join(format!("{}.log", function.logical_id)),
                 faults: options.faults.map(|plan| (plan, faults.clone())),
@@ -457,7 +502,7 @@ impl Stack {
                 let (Some(host), Some(queue)) = (host.clone(), template.queue(&source.queue)) else { continue };
                 // Lambda polls with several concurrent batches; one poller per instance keeps every
                 // instance busy, so consumers race as they would in AWS.
-                for _ in 0..options.instances_per_function {
+                for _ in 0..instances_of(&function.logical_id) {
                     Poller {
                         client: sqs.clone(),
                         host: host.clone(),
@@ -486,7 +531,7 @@ impl Stack {
                 )));
             }
         }
-        Ok(Stack { info, aws_calls, faults, template, keys, hosts, shutdown, moto, simulators })
+        Ok(Stack { info, aws_calls, faults, conflicts, template, keys, hosts, shutdown, moto, simulators })
     }
 
     /// Told when the stack stops, for processes started beside it (the benchmark's references).
@@ -517,6 +562,23 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_option_is_read_in_both_spellings_and_bounded() {
+        let args = |text: &str| text.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(number_option(&args("up --instances 4"), "--instances", 1..=16), Ok(Some(4)));
+        assert_eq!(number_option(&args("up --instances=16 --release"), "--instances", 1..=16), Ok(Some(16)));
+        assert_eq!(number_option(&args("up --release"), "--instances", 1..=16), Ok(None));
+        assert_eq!(number_option(&args("bench --concurrency 8"), "--instances", 1..=16), Ok(None));
+        for wrong in ["up --instances 0", "up --instances 17", "up --instances two", "up --instances=-1"] {
+            let refused = number_option(&args(wrong), "--instances", 1..=16);
+            assert!(refused.as_ref().is_err_and(|e| e.contains("from 1 to 16")), "{wrong}: {refused:?}");
+        }
+        assert_eq!(
+            number_option(&args("up --instances"), "--instances", 1..=16),
+            Err("--instances needs a number".into())
+        );
+    }
 
     #[test]
     fn a_function_not_invoked_yet_is_described_without_a_nan() {
