@@ -60,7 +60,7 @@ Resources:
         "GET /open": {ThrottlingRateLimit: 5, ThrottlingBurstLimit: 5}
   Fn:
     Type: AWS::Serverless::Function
-    Metadata: {BuildMethod: rust-cargolambda, BuildProperties: {Binary: fn-bin}}
+    Metadata: {BuildMethod: makefile, BuildProperties: {Binary: fn-bin}}
     Properties:
       CodeUri: .
       MemorySize: 256
