@@ -44,7 +44,7 @@ pub async fn messages(user: &str, merchant: &str) -> Value {
     env.http().get(url).bearer_auth(env.token(user, &[])).send().await.unwrap().json().await.unwrap()
 }
 
-async fn outbox_item(id: &str) -> Option<HashMap<String, AttributeValue>> {
+pub async fn outbox_item(id: &str) -> Option<HashMap<String, AttributeValue>> {
     let env = Env::get();
     let item = env
         .dynamodb()
@@ -81,6 +81,20 @@ pub async fn put_outbox_item(id: &str, queue: &str, body: &str, due_at: i64, swe
         .item("due_at", AttributeValue::N(due_at.to_string()))
         .item("sweeps", AttributeValue::N(sweeps.to_string()))
         .item("due_shard", AttributeValue::N(superpay::outbox::due_shard(id).to_string()))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// An outbox item as a release before the sweeper's index wrote it: no `due_shard`.
+pub async fn put_unsharded_outbox_item(table: &str, id: &str, queue_url: &str, due_at: i64) {
+    let env = Env::get();
+    let put = env.dynamodb().await.put_item().table_name(table).item("id", AttributeValue::S(id.into()));
+    let put = put
+        .item("queue_url", AttributeValue::S(queue_url.into()))
+        .item("body", AttributeValue::S(json!({"id": id}).to_string()));
+    put.item("delay_seconds", AttributeValue::N("0".into()))
+        .item("due_at", AttributeValue::N(due_at.to_string()))
         .send()
         .await
         .unwrap();
@@ -495,15 +509,7 @@ async fn the_sweeper_queries_each_shard_for_what_is_due_and_acts_on_nothing_else
     }
     // And one written before the index existed: overdue, but with no shard.
     let legacy = unique("o_legacy");
-    let put = dynamodb.put_item().table_name(&table).item("id", AttributeValue::S(legacy.clone()));
-    let put = put
-        .item("queue_url", AttributeValue::S(queue.clone()))
-        .item("body", AttributeValue::S(json!({"id": legacy}).to_string()));
-    put.item("delay_seconds", AttributeValue::N("0".into()))
-        .item("due_at", AttributeValue::N((now - 600).to_string()))
-        .send()
-        .await
-        .unwrap();
+    put_unsharded_outbox_item(&table, &legacy, &queue, now - 600).await;
     let shards: std::collections::BTreeSet<u32> = due.iter().map(|id| due_shard(id)).collect();
     assert!(shards.len() > DUE_SHARDS as usize / 2, "the items spread over the shards: {shards:?}");
     outbox.poisoned(&dead, "poison", now).await.unwrap();

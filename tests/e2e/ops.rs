@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use superpay_e2e::{Env, unique};
 
-use crate::notifications::eventually;
+use crate::notifications::{eventually, outbox_item, put_unsharded_outbox_item};
 use crate::purchases::{buy, funded_user, merchant, purchase};
 
 /// `cargo ops --api <stack> --token <token> <args>`.
@@ -169,22 +169,8 @@ async fn the_readmes_walk_registers_a_merchant_redrives_a_dead_letter_queue_and_
     // And an outbox item from before the sweeper's index, which no sweep would ever find.
     let legacy = unique("o_legacy");
     let env = Env::get();
-    let outbox_item = |id: &str| {
-        let get = env.dynamodb();
-        let (table, id) = (env.table("OutboxTable").to_owned(), id.to_owned());
-        async move {
-            let key = aws_sdk_dynamodb::types::AttributeValue::S(id);
-            get.await.get_item().table_name(table).key("id", key).consistent_read(true).send().await.unwrap().item
-        }
-    };
-    {
-        use aws_sdk_dynamodb::types::AttributeValue::{N, S};
-        let (queue, due) =
-            (env.stack.queues["NotificationsQueue"].clone(), superpay::clock::now_epoch_seconds() + 3600);
-        let put = env.dynamodb().await.put_item().table_name(env.table("OutboxTable")).item("id", S(legacy.clone()));
-        let put = put.item("queue_url", S(queue)).item("body", S(json!({"id": legacy}).to_string()));
-        put.item("delay_seconds", N("0".into())).item("due_at", N(due.to_string())).send().await.unwrap();
-    }
+    let (queue, due) = (&env.stack.queues["NotificationsQueue"], superpay::clock::now_epoch_seconds() + 3600);
+    put_unsharded_outbox_item(env.table("OutboxTable"), &legacy, queue, due).await;
     let report = ops_json(&["reconcile"]).await;
     let lie = format!("order {order} is declined but its hold's settlement is purchase.capture");
     let violations = report["violations"].as_array().unwrap();
