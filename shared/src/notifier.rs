@@ -12,7 +12,8 @@
 //! A message is handled once: its outbox item is deleted when its capability is done with it.
 //!
 //! The sweeper sends again what the outbox holds overdue, whichever queue it is for, and moves
-//! what its sweeps never got handled to that queue's dead-letter queue (`crate::outbox`).
+//! what its sweeps never got handled to that queue's dead-letter queue (`crate::outbox`); the same
+//! tick sweeps popular merchants' credit sub-accounts into their accounts (`crate::ledger`).
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::conversation::store::ConversationStore;
 use crate::instruction::notices::OperationNotices;
 use crate::instrument::link::notices::LinkNotices;
 use crate::keys::KeyService;
+use crate::ledger::store::LedgerStore;
 use crate::merchant::directory::MerchantDirectory;
 use crate::merchant::store::MerchantStore;
 use crate::miniapp::notices::OutcomeNotices;
@@ -34,8 +36,10 @@ use crate::outbox::{DeadLetterQueues, Outbox};
 use crate::purchase::notices::OrderNotices;
 use crate::queues::NotificationMessage;
 
-/// How long one tick sweeps before leaving the rest to the next: the function's `Timeout` is 30 s.
+/// How long one tick sweeps the outbox, and before it the popular merchants' credit sub-accounts,
+/// before leaving the rest to the next: the function's `Timeout` is 30 s.
 const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+const CREDIT_SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Notifier {
     orders: OrderNotices,
@@ -44,6 +48,7 @@ pub struct Notifier {
     operations: OperationNotices,
     links: LinkNotices,
     outbox: Outbox,
+    ledger: LedgerStore,
     batch: Batch,
     sweep_grace_seconds: i64,
     dead_letters: DeadLetterQueues,
@@ -84,6 +89,7 @@ impl Notifier {
                 Some(Backoff { base_seconds: number("WEBHOOK_BACKOFF_SECONDS")? }),
             )?,
             outbox,
+            ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             sweep_grace_seconds: number("OUTBOX_SWEEP_GRACE_SECONDS")?,
             dead_letters: DeadLetterQueues::parse(&aws::env("OUTBOX_DEAD_LETTER_QUEUES")?)
                 .map_err(|e| MissingEnv(format!("OUTBOX_DEAD_LETTER_QUEUES ({e})")))?,
@@ -98,12 +104,16 @@ impl Notifier {
             let response = self.batch.run(batch, |message| self.process(message)).await;
             return Ok(serde_json::to_value(response)?);
         }
-        let swept =
-            self.outbox.sweep(now_epoch_seconds(), self.sweep_grace_seconds, &self.dead_letters, SWEEP_BUDGET).await?;
+        let now = now_epoch_seconds();
+        // The credit sweep first: a few popular merchants, bounded, so the outbox keeps its budget.
+        let credit_sweeps = self.ledger.sweep_all_credits(now, CREDIT_SWEEP_BUDGET).await?;
+        let swept = self.outbox.sweep(now, self.sweep_grace_seconds, &self.dead_letters, SWEEP_BUDGET).await?;
         if swept.cut_short {
             tracing::warn!(sent = swept.sent, dead = swept.dead, "outbox sweep cut short; the next tick goes on");
         }
-        Ok(serde_json::json!({ "swept": swept.sent, "dead": swept.dead, "cut_short": swept.cut_short }))
+        Ok(serde_json::json!({
+            "swept": swept.sent, "dead": swept.dead, "cut_short": swept.cut_short, "credit_sweeps": credit_sweeps,
+        }))
     }
 
     async fn process(&self, message: NotificationMessage) -> Result<(), Failure> {

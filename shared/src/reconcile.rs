@@ -10,6 +10,7 @@
 //!   none goes beyond it (the books are of a quiet table); every posting has its account;
 //! - every transfer is balanced, and has exactly its postings (one per leg, same account and amount);
 //!   every posting belongs to a recorded transfer;
+//! - a merchant's credit sub-account is debited only by a sweep into that merchant's main account;
 //! - every business request moved money at most once: per cause, at most one hold, one settlement
 //!   (capture or release), one mini-app charge, one offline settlement; refunds never more than was
 //!   captured.
@@ -19,7 +20,7 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 
-use crate::ledger::{AccountId, Books, Posting, replay};
+use crate::ledger::{AccountId, AccountKind, Books, Posting, SWEEP_KIND, TransferRecord, replay};
 use crate::money::Currency;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,12 @@ pub enum Violation {
         refunded: Decimal,
         captured: Decimal,
     },
+    /// A transfer took money from a merchant's credit sub-account other than as a sweep of that
+    /// merchant's sub-accounts into its main account.
+    CreditNotSwept {
+        transfer: String,
+        account: AccountId,
+    },
     /// A capability's record disagrees with the money it moved, or is stuck (its own checks:
     /// `purchase::check_orders`, `offline::payment::check_payments`, `outbox::check_outbox`).
     Record {
@@ -85,6 +92,7 @@ impl Violation {
             Violation::PostingWithoutTransfer { account, sequence, .. } => format!("posting {sequence} of {account}"),
             Violation::MovedTwice { cause, kind, .. } => format!("{kind} of {cause}"),
             Violation::RefundedMoreThanCaptured { cause, .. } => format!("refunds of {cause}"),
+            Violation::CreditNotSwept { transfer, .. } => format!("legs of {transfer}"),
             Violation::Record { record, .. } => record.clone(),
         }
     }
@@ -110,6 +118,12 @@ impl fmt::Display for Violation {
             }
             Violation::RefundedMoreThanCaptured { cause, refunded, captured } => {
                 write!(f, "{cause} refunded {refunded}, more than the {captured} captured")
+            }
+            Violation::CreditNotSwept { transfer, account } => {
+                write!(
+                    f,
+                    "transfer {transfer} took money from {account} but is not a sweep into its merchant's account"
+                )
             }
             Violation::Record { record, problem } => write!(f, "{record} {problem}"),
         }
@@ -162,6 +176,21 @@ pub fn check_as_read(books: &Books, in_flight: &HashSet<String>) -> Vec<Violatio
             .filter(|(_, sum)| !sum.is_zero())
             .map(|(currency, sum)| Violation::NotConserved { currency, sum }),
     );
+    // A merchant's credit sub-accounts hold its account's currency: one in another is never swept.
+    let merchants: HashMap<&str, Currency> = books
+        .accounts
+        .iter()
+        .filter(|a| a.id.kind() == AccountKind::Merchant)
+        .filter_map(|a| Some((a.id.merchant_id()?, a.currency)))
+        .collect();
+    for account in books.accounts.iter().filter(|a| a.id.kind() == AccountKind::Credit) {
+        if let Some(currency) = account.id.merchant_id().and_then(|m| merchants.get(m))
+            && *currency != account.currency
+        {
+            let problem = format!("holds {}, where its merchant's account holds {currency}", account.currency);
+            violations.push(Violation::record(&account.id, problem));
+        }
+    }
     violations.extend(check_postings(books));
     violations.extend(check_transfers(books, in_flight));
     violations
@@ -216,6 +245,10 @@ fn check_transfers(books: &Books, in_flight: &HashSet<String>) -> Vec<Violation>
         if legs != postings && !in_flight.contains(&transfer.id) {
             violations.push(Violation::PostingsDiffer { transfer: transfer.id.clone(), legs, postings });
         }
+        violations.extend(
+            credits_taken_unswept(transfer)
+                .map(|account| Violation::CreditNotSwept { transfer: transfer.id.clone(), account: account.clone() }),
+        );
         if let Some(kind) = once_per_cause(&transfer.kind) {
             once.entry((&transfer.cause, kind)).or_default().push(transfer.id.clone());
         }
@@ -246,6 +279,21 @@ fn check_transfers(books: &Books, in_flight: &HashSet<String>) -> Vec<Violation>
         transfer: p.transfer_id.clone(),
     }));
     violations
+}
+
+/// The credit sub-accounts `transfer` takes money from that it may not: any, unless it is a sweep
+/// whose one credit is the main account of the merchant every sub-account it debits belongs to.
+fn credits_taken_unswept(transfer: &TransferRecord) -> impl Iterator<Item = &AccountId> {
+    let credits: Vec<&AccountId> =
+        transfer.legs.iter().filter(|(_, amount)| *amount > Decimal::ZERO).map(|(account, _)| account).collect();
+    let into = match credits.as_slice() {
+        [main] if transfer.kind == SWEEP_KIND && main.kind() == AccountKind::Merchant => main.merchant_id(),
+        _ => None,
+    };
+    transfer.legs.iter().filter_map(move |(account, amount)| {
+        let taken = *amount < Decimal::ZERO && account.kind() == AccountKind::Credit;
+        (taken && (into.is_none() || account.merchant_id() != into)).then_some(account)
+    })
 }
 
 #[cfg(test)]
@@ -447,6 +495,30 @@ mod tests {
             found
                 .contains(&Violation::BelowFloor { account: AccountId::merchant("m"), balance: Decimal::NEGATIVE_ONE })
         );
+    }
+
+    #[test]
+    fn a_credit_sub_account_gives_money_only_to_a_sweep_into_its_merchant() {
+        let sub = AccountId::credit("m", 1);
+        let record = |id: &str, kind: &str, legs: &[(&AccountId, i64)]| TransferRecord {
+            id: id.into(),
+            currency: "USD".parse().unwrap(),
+            kind: kind.into(),
+            cause: "c".into(),
+            legs: legs.iter().map(|(a, cents)| ((*a).clone(), Decimal::new(*cents, 2))).collect(),
+        };
+        let (main, other, wallet) = (AccountId::merchant("m"), AccountId::merchant("m2"), AccountId::wallet("u"));
+        let sweep = record("s", SWEEP_KIND, &[(&sub, -100), (&AccountId::credit("m", 2), -50), (&main, 150)]);
+        let credit = record("c", "purchase.capture", &[(&wallet, -100), (&sub, 100)]);
+        assert_eq!(credits_taken_unswept(&sweep).count() + credits_taken_unswept(&credit).count(), 0);
+        for wrong in [
+            record("r", "purchase.refund", &[(&sub, -100), (&wallet, 100)]),
+            record("s", SWEEP_KIND, &[(&sub, -100), (&other, 100)]),
+            record("s", SWEEP_KIND, &[(&sub, -100), (&main, 50), (&wallet, 50)]),
+            record("s", SWEEP_KIND, &[(&AccountId::credit("m2", 0), -100), (&sub, -100), (&main, 200)]),
+        ] {
+            assert_eq!(credits_taken_unswept(&wrong).count(), 1, "{wrong}");
+        }
     }
 
     proptest! {

@@ -12,8 +12,8 @@ use crate::dynamo::StoreError;
 use crate::instruction::operation::{OperationStore, check_operations};
 use crate::instrument::cash::check_cash;
 use crate::instrument::cash::store::CashStore;
-use crate::ledger::Books;
 use crate::ledger::store::LedgerStore;
+use crate::ledger::{AccountKind, Books};
 use crate::miniapp::check_requests;
 use crate::miniapp::store::RequestStore;
 use crate::money::Money;
@@ -50,10 +50,28 @@ pub struct StaleHold {
     pub expired_for: i64,
 }
 
+/// A merchant whose credits land on sub-accounts: its balance is the sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardedMerchant {
+    pub merchant: String,
+    pub main: Decimal,
+    /// What its credit sub-accounts hold until the next sweep, and how many hold it.
+    pub credits: Decimal,
+    pub holding: usize,
+}
+
+impl ShardedMerchant {
+    pub fn balance(&self) -> Decimal {
+        self.main + self.credits
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Findings {
     pub violations: Vec<Violation>,
     pub stale_holds: Vec<StaleHold>,
+    /// The merchants with credit sub-accounts, each balance the sum of its accounts.
+    pub sharded_merchants: Vec<ShardedMerchant>,
     pub accounts: usize,
     pub transfers: usize,
     /// Transfers in flight at a live read: no violation.
@@ -93,16 +111,19 @@ pub async fn reconcile(
     let outbox = Outbox::new(dynamodb.clone(), sqs.clone(), table("OutboxTable")).items().await?;
 
     let mut violations = check_as_read(&books, &in_flight);
-    violations.extend(check_orders(&orders, &books, now, slack));
-    violations.extend(check_requests(&requests, &books));
-    violations.extend(check_payments(&payments, &topups, &books, now, slack));
-    violations.extend(check_topups(&topups, &books, now, slack));
+    // A capability knows the merchant's account, not which of its credit sub-accounts a credit took.
+    let booked = books.booked();
+    violations.extend(check_orders(&orders, &booked, now, slack));
+    violations.extend(check_requests(&requests, &booked));
+    violations.extend(check_payments(&payments, &topups, &booked, now, slack));
+    violations.extend(check_topups(&topups, &booked, now, slack));
     violations.extend(check_devices(&devices, &payments));
-    violations.extend(check_operations(&operations, &books, now, slack));
-    violations.extend(check_cash(&movements, &books, now, slack));
+    violations.extend(check_operations(&operations, &booked, now, slack));
+    violations.extend(check_cash(&movements, &booked, now, slack));
     violations.extend(check_outbox(&outbox, now, slack));
 
     let stale_holds = stale_holds(&orders, &books, now);
+    let sharded_merchants = sharded_merchants(&books);
     let records = BTreeMap::from([
         ("orders", orders.len()),
         ("mini-app requests", requests.len()),
@@ -116,11 +137,38 @@ pub async fn reconcile(
     Ok(Findings {
         violations,
         stale_holds,
+        sharded_merchants,
         accounts: books.accounts.len(),
         transfers: books.transfers.len(),
         in_flight: in_flight.len(),
         records,
     })
+}
+
+/// Every merchant with a credit sub-account in `books`, with its main account's balance and what
+/// its sub-accounts hold.
+pub fn sharded_merchants(books: &Books) -> Vec<ShardedMerchant> {
+    let mut merchants: BTreeMap<&str, ShardedMerchant> = BTreeMap::new();
+    let credits = books.accounts.iter().filter(|a| a.id.kind() == AccountKind::Credit);
+    for account in credits {
+        let Some(merchant) = account.id.merchant_id() else { continue };
+        let entry = merchants.entry(merchant).or_insert_with(|| ShardedMerchant {
+            merchant: merchant.to_owned(),
+            main: Decimal::ZERO,
+            credits: Decimal::ZERO,
+            holding: 0,
+        });
+        entry.credits += account.balance;
+        entry.holding += usize::from(account.balance > Decimal::ZERO);
+    }
+    for account in &books.accounts {
+        if account.id.kind() == AccountKind::Merchant
+            && let Some(entry) = account.id.merchant_id().and_then(|m| merchants.get_mut(m))
+        {
+            entry.main = account.balance;
+        }
+    }
+    merchants.into_values().collect()
 }
 
 /// The holds of `orders` still awaiting their merchant after their expiry, with what each holds.

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use superpay_e2e::Env;
 
-async fn invoke(function: &str, file: &str) -> Value {
+pub async fn invoke(function: &str, file: &str) -> Value {
     let env = Env::get();
     let event = std::fs::read(format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"))).expect("the event file");
     let response = env
@@ -70,7 +70,7 @@ async fn notifier_and_conversation_events_answer_as_documented() {
     let batch = invoke("NotifierFunction", "notifier/order-expire.json").await;
     assert_eq!(batch["batchItemFailures"], serde_json::json!([]), "{batch}");
     let sweep = invoke("NotifierFunction", "notifier/sweep-schedule.json").await;
-    assert!(sweep["swept"].is_u64() && sweep["dead"].is_u64(), "{sweep}");
+    assert!(sweep["swept"].is_u64() && sweep["dead"].is_u64() && sweep["credit_sweeps"].is_u64(), "{sweep}");
     let list = invoke("ConversationsFunction", "conversations/list.json").await;
     assert_eq!(list["statusCode"], 200, "{list}");
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 use superpay::ledger::store::{Applied, LedgerStore, TransferError};
-use superpay::ledger::{AccountId, LedgerError, Transfer};
+use superpay::ledger::{AccountId, AccountKind, LedgerError, Transfer};
 use superpay::money::Money;
 use superpay_e2e::{Env, unique};
 
@@ -110,6 +110,94 @@ async fn concurrent_transfers_keep_every_invariant() {
     }
     let moves = postings_per_transfer.keys().filter(|id| id.contains("-w")).count();
     assert_eq!(moves, applied.len(), "no refused transfer left a posting");
+}
+
+/// The same with a popular merchant: users pay it (credits spread over its four sub-accounts), it
+/// refunds them (from its account, sweeping first when short), and sweeps run meanwhile, all at
+/// once. Nothing is lost or made twice, no sub-account gives money but to a sweep, and what the
+/// merchant has is exactly what was paid less what was refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_popular_merchants_sub_accounts_keep_every_invariant_under_concurrency() {
+    let run = unique("hot");
+    let merchant_id = format!("{run}-m");
+    let merchant = AccountId::merchant(&merchant_id);
+    let wallets: Vec<AccountId> = (0..4).map(|i| AccountId::wallet(&format!("{run}-u{i}"))).collect();
+    let store = ledger().await;
+    store.set_credit_shards(&merchant_id, 4).await.unwrap();
+    let source = AccountId::funding(&format!("{run}-bank"));
+    for (i, wallet) in wallets.iter().enumerate() {
+        let fund = Transfer::between(
+            format!("{run}-fund-{i}"),
+            usd(10_000),
+            source.clone(),
+            wallet.clone(),
+            "test.fund",
+            run.clone(),
+        );
+        assert_eq!(store.apply(&fund.unwrap(), vec![], 0).await.unwrap(), Applied::Now);
+    }
+
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..8u64 {
+        let (wallets, merchant, merchant_id, run) =
+            (wallets.clone(), merchant.clone(), merchant_id.clone(), run.clone());
+        workers.spawn(async move {
+            let store = ledger().await;
+            let (mut paid, mut refunded) = (Decimal::ZERO, Decimal::ZERO);
+            for i in 0..30u64 {
+                let x = worker * 7919 + i * 104_729;
+                let wallet = wallets[(x % 4) as usize].clone();
+                let amount = usd(100 + (x % 3_000) as i64);
+                let (from, to, kind) = match i % 5 {
+                    // Every fifth tick of a worker sweeps, as the schedule would at any moment.
+                    4 => match store.sweep_credits(&merchant_id, 0).await {
+                        Ok(_) | Err(TransferError::Contention) => continue,
+                        Err(e) => panic!("sweep: {e}"),
+                    },
+                    3 => (merchant.clone(), wallet, "test.refund"),
+                    _ => (wallet, merchant.clone(), "test.pay"),
+                };
+                let transfer =
+                    Transfer::between(format!("{run}-w{worker}-{i}"), amount, from, to, kind, run.clone()).unwrap();
+                let outcome = store.apply(&transfer, vec![], 0).await;
+                // Retried, as a client would after a timeout: never twice.
+                let again = store.apply(&transfer, vec![], 0).await;
+                match outcome {
+                    Ok(Applied::Now) => {
+                        assert!(matches!(again, Ok(Applied::Already)), "a retry moved money again: {again:?}");
+                        if kind == "test.pay" { paid += amount.amount() } else { refunded += amount.amount() }
+                    }
+                    Err(TransferError::Ledger(LedgerError::InsufficientFunds { .. }))
+                    | Err(TransferError::Contention) => {
+                        assert!(!matches!(again, Ok(Applied::Already)), "refused, then found applied");
+                        if matches!(again, Ok(Applied::Now)) {
+                            if kind == "test.pay" { paid += amount.amount() } else { refunded += amount.amount() }
+                        }
+                    }
+                    other => panic!("{}: {other:?}", transfer.id),
+                }
+            }
+            (paid, refunded)
+        });
+    }
+    let (mut paid, mut refunded) = (Decimal::ZERO, Decimal::ZERO);
+    for (p, r) in workers.join_all().await {
+        paid += p;
+        refunded += r;
+    }
+    assert!(refunded > Decimal::ZERO, "some refunds applied, sweeping first");
+
+    let books = store.books(|account| account.as_str().contains(&run)).await.unwrap();
+    let violations = superpay::reconcile::check(&books);
+    assert!(violations.is_empty(), "{}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    let held = store.merchant_balance(&merchant_id).await.unwrap();
+    assert_eq!(held.total(), paid - refunded, "the merchant has what was paid less what was refunded");
+    let in_wallets: Decimal = books.accounts.iter().filter(|a| wallets.contains(&a.id)).map(|a| a.balance).sum();
+    assert_eq!(in_wallets + held.total(), Decimal::new(40_000, 2), "nothing lost or made");
+    let sub_accounts = books.accounts.iter().filter(|a| a.id.kind() == AccountKind::Credit).count();
+    assert_eq!(sub_accounts, 4, "every sub-account took credits");
+    assert!(books.transfers.iter().any(|t| t.kind == superpay::ledger::SWEEP_KIND));
 }
 
 #[tokio::test]

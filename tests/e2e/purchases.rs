@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use superpay::crypto::{Key, Purpose, Signature, derive};
-use superpay::ledger::AccountId;
+use superpay::ledger::{AccountId, AccountKind};
 use superpay_e2e::{Env, unique};
 
 use crate::merchants::register;
@@ -80,8 +80,15 @@ pub async fn suspend(merchant: &TestMerchant) {
     assert!(response.send().await.unwrap().status().is_success());
 }
 
+/// An account's balance; a merchant's is its main account's and its credit sub-accounts' sum.
 pub async fn balance(account: AccountId) -> Decimal {
-    Env::get().ledger().await.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
+    let ledger = Env::get().ledger().await;
+    if account.kind() == AccountKind::Merchant
+        && let Some(merchant) = account.merchant_id()
+    {
+        return ledger.merchant_balance(merchant).await.unwrap().total();
+    }
+    ledger.account(&account).await.unwrap().map(|a| a.balance).unwrap_or_default()
 }
 
 pub async fn buy(user: &str, body: &Value, key: &str) -> (StatusCode, Value) {

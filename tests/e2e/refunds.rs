@@ -4,9 +4,13 @@
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use superpay::ledger::AccountId;
+use superpay::ledger::{AccountId, AccountKind};
 use superpay_e2e::{Env, unique};
 
+use superpay::ledger::store::CreditShardsError;
+use superpay::reconcile::Violation;
+
+use crate::events::invoke;
 use crate::purchases::{TestMerchant, balance, buy, funded_user, merchant, purchase};
 
 /// A signed call by `shop` to `path` (`sign_path` lets a test sign for another route).
@@ -158,4 +162,66 @@ async fn a_suspended_merchant_refunds_nothing() {
     env.admin_post(&status_path, &json!({"status": "active"}), None).await;
     assert_eq!(refund(&shop, &id, "2.00", &unique("refund")).await.0, StatusCode::CREATED);
     assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(1800, 2));
+}
+
+/// A popular merchant: its captures land on its credit sub-accounts, a refund its account cannot
+/// cover sweeps them first, and the notifier's schedule sweeps the rest. Its balance is the sum
+/// throughout, and its books hold.
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_popular_merchants_credits_spread_over_sub_accounts_and_sweep_into_its_account() {
+    let env = Env::get();
+    let ledger = env.ledger().await;
+    let shop = merchant().await;
+    assert_eq!(ledger.set_credit_shards(&shop.id, 4).await.unwrap(), 4);
+    let fewer = ledger.set_credit_shards(&shop.id, 3).await;
+    assert!(matches!(fewer, Err(CreditShardsError::OnlyGrows { has: 4, .. })), "{fewer:?}");
+    assert!(matches!(ledger.set_credit_shards(&shop.id, 65).await, Err(CreditShardsError::OutOfRange(65))));
+
+    let user = funded_user("100.00").await;
+    let mut orders = Vec::new();
+    for _ in 0..6 {
+        let (status, order) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &unique("key")).await;
+        assert_eq!((status, order["state"].as_str()), (StatusCode::CREATED, Some("paid")), "{order}");
+        orders.push(order["id"].as_str().unwrap().to_owned());
+    }
+    // (The stack's own schedule may sweep at any moment: what is asserted holds either way.)
+    assert_eq!(ledger.merchant_balance(&shop.id).await.unwrap().total(), Decimal::new(3000, 2));
+
+    // Refunds debit the account; one it cannot cover sweeps the sub-accounts into it first.
+    let (status, refunded) = refund(&shop, &orders[0], "5.00", &unique("refund")).await;
+    assert_eq!(status, StatusCode::CREATED, "{refunded}");
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(2500, 2));
+    assert_eq!(balance(AccountId::wallet(&user)).await, Decimal::new(7500, 2));
+
+    // Two more captures, then the notifier's tick sweeps them (through its own IAM policy).
+    for _ in 0..2 {
+        let (status, order) = buy(&user, &purchase(&shop, "green-tea", "5.00"), &unique("key")).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+    }
+    let tick = invoke("NotifierFunction", "notifier/sweep-schedule.json").await;
+    assert!(tick["credit_sweeps"].is_u64(), "{tick}");
+    let after = ledger.merchant_balance(&shop.id).await.unwrap();
+    assert_eq!((after.main, after.credits), (Decimal::new(3500, 2), Decimal::ZERO));
+    assert_eq!(balance(AccountId::merchant(&shop.id)).await, Decimal::new(3500, 2));
+
+    // Its accounts' books: every posting rebuilds its account, every sub-account gave money only
+    // to a sweep into its account (the other legs' accounts are not read here, so no sums).
+    let books = ledger.books(|account| account.merchant_id() == Some(shop.id.as_str())).await.unwrap();
+    assert_eq!(books.accounts.len(), 5, "the account and its four sub-accounts");
+    let violations: Vec<Violation> = superpay::reconcile::check(&books)
+        .into_iter()
+        .filter(|v| !matches!(v, Violation::NotConserved { .. } | Violation::PostingsDiffer { .. }))
+        .collect();
+    assert_eq!(violations, []);
+    let credited: std::collections::BTreeSet<&AccountId> = books
+        .transfers
+        .iter()
+        .filter(|t| t.kind == "purchase.capture")
+        .flat_map(|t| t.legs.iter().filter(|(_, amount)| *amount > Decimal::ZERO).map(|(account, _)| account))
+        .collect();
+    assert!(credited.len() > 1, "eight captures, spread over sub-accounts: {credited:?}");
+    assert!(credited.iter().all(|account| account.kind() == AccountKind::Credit), "{credited:?}");
+    let sweeps = books.transfers.iter().filter(|t| t.kind == superpay::ledger::SWEEP_KIND).count();
+    assert!(sweeps >= 2, "before the refund and after the last captures: {sweeps}");
 }

@@ -330,10 +330,13 @@ pub struct Contention {
     pub concurrency: usize,
     pub instances: usize,
     pub purchases: usize,
+    /// The popular merchant's credit sub-accounts in the scenario's middle side.
+    pub credit_shards: u32,
 }
 
-/// What `cargo stack bench` runs without options: 32 clients at once against 32 processes.
-pub const CONTENTION: Contention = Contention { concurrency: 32, instances: 32, purchases: 256 };
+/// What `cargo stack bench` runs without options: 32 clients at once against 32 processes, the
+/// popular merchant's credits spread over 32 sub-accounts.
+pub const CONTENTION: Contention = Contention { concurrency: 32, instances: 32, purchases: 256, credit_shards: 32 };
 /// Bounds of the scenario's options: more processes than this is more than 2 cores can start.
 pub const MAX_CONTENTION_INSTANCES: usize = 128;
 pub const MAX_CONTENTION_PURCHASES: usize = 100_000;
@@ -425,20 +428,28 @@ pub async fn contention(stack: &Stack, settings: Contention) -> Result<Vec<Scena
         users.push(stack.keys.mint(&authorizer, &user, &[], 3600).map_err(|e| e.to_string())?);
     }
     let many: Vec<String> = (0..settings.concurrency).map(|i| format!("m_bench_{i}")).collect();
-    for id in many.iter().map(String::as_str).chain([HOT_MERCHANT]) {
+    // The same popular merchant with its credits spread: one id per count, as a count only grows.
+    let sharded_merchant = format!("{HOT_MERCHANT}_{}", settings.credit_shards);
+    for id in many.iter().map(String::as_str).chain([HOT_MERCHANT, &sharded_merchant]) {
         crate::seed::merchant(stack, id, format!("Bench shop {id}"), &format!("/m/{id}"), "USD").await?;
     }
+    ledger.set_credit_shards(&sharded_merchant, settings.credit_shards).await.map_err(|e| e.to_string())?;
     let users = Arc::new(users);
     // Every process's first event (connections, the seeded merchant's key) is not measured.
     let warm_up = settings.instances * 2;
     run_purchases(stack, &users, warm_up, |_| "m_demo".to_owned()).await?;
     let mut scenarios = vec![];
-    // Client i buys from the hot merchant, or from merchant i of the many.
-    let sides = [("one merchant".to_owned(), None), (format!("{} merchants", settings.concurrency), Some(&many))];
-    for (name, merchants) in sides {
-        let merchant_of = |client: usize| {
-            merchants.and_then(|m| m.get(client)).map_or_else(|| HOT_MERCHANT.to_owned(), String::clone)
-        };
+    // Client i buys from the popular merchant (one account, or its sub-accounts), or from merchant
+    // i of the many.
+    let sharded = format!("one merchant, {} credit sub-accounts", settings.credit_shards);
+    let sides = [
+        ("one merchant".to_owned(), HOT_MERCHANT, None),
+        (sharded, sharded_merchant.as_str(), None),
+        (format!("{} merchants", settings.concurrency), "", Some(&many)),
+    ];
+    for (name, popular, merchants) in sides {
+        let merchant_of =
+            |client: usize| merchants.and_then(|m| m.get(client)).map_or_else(|| popular.to_owned(), String::clone);
         quiet(stack).await;
         stack.aws_calls.take("PurchasesFunction");
         let injected_before = injected(stack);
@@ -564,12 +575,14 @@ pub fn contention_report(settings: Contention, scenarios: &[Scenario]) -> String
             s.decrypts
         );
     }
-    if let [one, many] = scenarios {
+    if let [one, sharded, many] = scenarios {
         let _ = writeln!(
             out,
-            "\nOne merchant's throughput is {:.2}x that of {}.",
+            "\nOne merchant's throughput is {:.2}x that of {} with one account, {:.2}x with {}.",
             one.throughput() / many.throughput(),
-            many.name
+            many.name,
+            sharded.throughput() / many.throughput(),
+            sharded.name.trim_start_matches("one merchant, "),
         );
     }
     out
@@ -711,16 +724,22 @@ mod tests {
         };
         let mut one = scenario("one merchant", 4.0, vec![30.0, 10.0, 20.0, 40.0]);
         one.other.insert("500 (no code)".into(), 2);
+        let sharded = scenario("one merchant, 8 credit sub-accounts", 2.5, vec![5.0, 6.0, 7.0, 8.0]);
         let many = scenario("2 merchants", 2.0, vec![5.0, 6.0, 7.0, 8.0]);
-        let settings = Contention { concurrency: 2, instances: 4, purchases: 4 };
-        let report = contention_report(settings, &[one, many]);
+        let settings = Contention { concurrency: 2, instances: 4, purchases: 4, credit_shards: 8 };
+        let report = contention_report(settings, &[one, sharded, many]);
         assert!(report.contains("4 purchases per scenario, 2 clients at once, 4 processes of PurchasesFunction"));
         assert!(
             report.contains("| one merchant | 4 | 4.0 | 1.0 | 20 | 40 | 3 | 1 | 7 | 5 | 0 | 2 x 500 (no code) | 0 |"),
             "{report}"
         );
         assert!(report.contains("| 2 merchants | 4 | 2.0 | 2.0 | 6 | 8 | 3 | 1 | 7 | 5 | 0 | 0 | 0 |"), "{report}");
-        assert!(report.ends_with("One merchant's throughput is 0.50x that of 2 merchants.\n"), "{report}");
+        assert!(
+            report.ends_with(
+                "One merchant's throughput is 0.50x that of 2 merchants with one account, 0.80x with 8 credit sub-accounts.\n"
+            ),
+            "{report}"
+        );
     }
 
     #[test]

@@ -22,10 +22,11 @@ const USAGE: &str = "usage:
                                   (seed 11; SUPERPAY_FAULT_SEED=N replays another seed)
   cargo stack test --faults-long  only the fault run, with a random seed it prints and more load
   cargo stack bench [--debug] [--contention-only] [--concurrency C] [--contention-instances N]
-                    [--contention-purchases P]
+                    [--contention-purchases P] [--credit-shards S]
                                   cold starts, memory, sizes and AWS calls per operation (release
                                   build), then the contention scenario: P purchases (default 256)
-                                  by C clients at once (default 32) from one merchant, then from C
+                                  by C clients at once (default 32) from one merchant, the same
+                                  merchant with S credit sub-accounts (default 32), then from C
                                   merchants, against N processes of PurchasesFunction (default C)
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
@@ -220,7 +221,7 @@ async fn up(args: &[String]) -> Result<ExitCode, String> {
 /// `cargo stack bench`: see `superpay_local::bench`. Prints the report and keeps it in
 /// `.superpay/bench.md`. `--debug` checks the benchmark itself quickly (its times mean nothing);
 /// `--contention-only` runs the contention scenario alone, set by `--concurrency`,
-/// `--contention-instances` and `--contention-purchases`.
+/// `--contention-instances`, `--contention-purchases` and `--credit-shards`.
 async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
     let release = !args.iter().any(|a| a == "--debug");
     let contention_only = args.iter().any(|a| a == "--contention-only");
@@ -250,6 +251,8 @@ fn contention_settings(args: &[String]) -> Result<bench::Contention, String> {
             .unwrap_or(concurrency),
         purchases: number_option(args, "--contention-purchases", 1..=bench::MAX_CONTENTION_PURCHASES)?
             .unwrap_or(defaults.purchases),
+        credit_shards: number_option(args, "--credit-shards", 1..=superpay::ledger::MAX_CREDIT_SHARDS as usize)?
+            .map_or(defaults.credit_shards, |n| n as u32),
     })
 }
 

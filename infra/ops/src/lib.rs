@@ -6,6 +6,7 @@
 //!   cargo ops config show|diff|publish|rollback ...    config groups (`config`)
 //!   cargo ops merchants|terminals|miniapps|partners ... parties: register, show, status, rotate keys (`parties`)
 //!   cargo ops dlq count|show|redrive ...               dead-letter queues (`dlq`)
+//!   cargo ops ledger shards|sweep ...                   a hot merchant's credit sub-accounts
 //!   cargo ops reconcile                                 the reconciliation report (`reconcile`)
 //!
 //! `--api` and `--token` (or `SUPERPAY_API_URL`, `SUPERPAY_ADMIN_TOKEN`) default to the local
@@ -82,6 +83,9 @@ enum Command {
     /// The outbox: give items written before the sweeper's index their shard
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// A merchant's credit sub-accounts: how many its credits spread over, and their sweep
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// The reconciliation report: the books' invariants and every record against them, safe on a
     /// live table; holds older than their order's expiry
     Reconcile {
@@ -96,6 +100,65 @@ enum OutboxCommand {
     /// Give every live item without a shard its shard, so the sweeper finds it: once, after
     /// deploying the release that added the sweeper's index over an outbox with items in it
     Index,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Show a merchant's balance (its account and its credit sub-accounts), or give it more credit
+    /// sub-accounts with --set: a popular merchant's credits then spread over them, and the
+    /// notifier's schedule sweeps them into its account. The number only grows.
+    Shards {
+        merchant: String,
+        /// How many credit sub-accounts, 2 to 64 (1: none, as a merchant starts)
+        #[arg(long)]
+        set: Option<u32>,
+    },
+    /// Sweep a merchant's credit sub-accounts into its account now, as the schedule would
+    Sweep { merchant: String },
+}
+
+/// `ledger shards|sweep`: audited before it changes anything, as every action of ours on AWS
+/// directly.
+async fn ledger(aws: &aws::Aws, command: LedgerCommand, out: Out) -> Result<String, String> {
+    let ledger = superpay::ledger::store::LedgerStore::new(aws.dynamodb.clone(), aws.table("LedgerTable")?);
+    let merchants = superpay::merchant::store::MerchantStore::new(aws.dynamodb.clone(), aws.table("MerchantsTable")?);
+    let merchant = match &command {
+        LedgerCommand::Shards { merchant, .. } | LedgerCommand::Sweep { merchant } => merchant.clone(),
+    };
+    if merchants.get(&merchant).await.map_err(|e| format!("reading merchant {merchant}: {e}"))?.is_none() {
+        return Err(format!("no merchant {merchant}"));
+    }
+    match command {
+        LedgerCommand::Shards { set: Some(shards), .. } => {
+            aws.audit(format!("merchant/{merchant}"), "ledger.credit_shards", json!({ "credit_shards": shards }))
+                .await?;
+            ledger.set_credit_shards(&merchant, shards).await.map_err(|e| e.to_string())?;
+        }
+        LedgerCommand::Sweep { .. } => {
+            aws.audit(format!("merchant/{merchant}"), "ledger.sweep", json!({})).await?;
+            let now = superpay::clock::now_epoch_seconds();
+            let swept = ledger.sweep_credits(&merchant, now).await.map_err(|e| format!("sweeping {merchant}: {e}"))?;
+            if swept.is_none() {
+                return Err(format!("merchant {merchant} has no credit sub-accounts: nothing to sweep"));
+            }
+        }
+        LedgerCommand::Shards { set: None, .. } => {}
+    }
+    let balance = ledger.merchant_balance(&merchant).await.map_err(|e| format!("reading {merchant}'s balance: {e}"))?;
+    let currency = balance.currency.map_or("", |c| c.code());
+    let answer = json!({
+        "merchant": merchant, "currency": balance.currency.map(|c| c.code()), "credit_shards": balance.credit_shards,
+        "balance": balance.total().to_string(), "main": balance.main.to_string(), "credits": balance.credits.to_string(),
+    });
+    Ok(out.told(&answer, || {
+        format!(
+            "merchant {merchant}: {} {currency} ({} in its account, {} on {} credit sub-account(s) until the sweep)\n",
+            balance.total(),
+            balance.main,
+            balance.credits,
+            if balance.credit_shards > 1 { balance.credit_shards } else { 0 },
+        )
+    }))
 }
 
 /// `outbox index`: audited before it changes anything, as every action of ours on AWS directly.
@@ -136,6 +199,7 @@ pub async fn execute(args: impl IntoIterator<Item = String>) -> Result<(String, 
         Command::Terminals(command) => parties::terminal(&api()?, command, out).await,
         Command::Dlq(command) => dlq::dlq(&aws().await?, command, out).await,
         Command::Outbox(OutboxCommand::Index) => index_outbox(&aws().await?, out).await,
+        Command::Ledger(command) => ledger(&aws().await?, command, out).await,
         Command::Reconcile { slack } => return reconcile::report(&aws().await?, slack, out).await,
     };
     text.map(|text| (text, false))

@@ -58,6 +58,10 @@ fn as_json(findings: &Findings) -> Value {
             "order": h.order, "user": h.user, "merchant": h.merchant, "amount": h.amount,
             "held": h.held.to_string(), "expired_for_seconds": h.expired_for,
         })).collect::<Vec<_>>(),
+        "sharded_merchants": findings.sharded_merchants.iter().map(|m| json!({
+            "merchant": m.merchant, "balance": m.balance().to_string(), "main": m.main.to_string(),
+            "credits": m.credits.to_string(), "sub_accounts_holding": m.holding,
+        })).collect::<Vec<_>>(),
         "accounts": findings.accounts,
         "transfers": findings.transfers,
         "in_flight": findings.in_flight,
@@ -80,6 +84,20 @@ fn as_text(findings: &Findings) -> String {
             format!("{n} violation(s):\n{}", findings.violations.iter().map(|v| format!("  {v}\n")).collect::<String>())
         }
     };
+    if !findings.sharded_merchants.is_empty() {
+        let rows: Vec<Vec<String>> = findings
+            .sharded_merchants
+            .iter()
+            .map(|m| {
+                let credits = format!("{} on {}", m.credits, m.holding);
+                vec![m.merchant.clone(), m.balance().to_string(), m.main.to_string(), credits]
+            })
+            .collect();
+        text += &format!(
+            "merchants with credit sub-accounts (balance = main + what the sub-accounts hold until the sweep):\n{}",
+            aligned(&["MERCHANT", "BALANCE", "MAIN", "CREDITS ON SUB-ACCOUNTS"], &rows)
+        );
+    }
     if findings.stale_holds.is_empty() {
         text += "no hold is older than its order's expiry\n";
     } else {

@@ -12,6 +12,14 @@
 //! - no balance goes below its account's floor (external funding accounts have none);
 //! - a transfer applies once or not at all (its record is written under `attribute_not_exists`);
 //! - replaying an account's postings in sequence rebuilds its balance.
+//!
+//! A popular merchant's one account would be a queue: every credit to it is conditional on its
+//! sequence, and DynamoDB takes about 1,000 writes a second to one item. So a merchant may have N
+//! credit sub-accounts (`credit:<merchant>/<k>`, N its `credit_shards`, which only grows): every
+//! credit to the merchant lands on the one its transfer's id picks (`spread_credits`), and a sweep
+//! (`sweep`) moves what they hold into the main account, postings on both sides. Debits (refunds,
+//! payouts) take from the main account, sweeping first when it is short; the merchant's balance is
+//! the sum.
 
 pub mod api;
 pub mod store;
@@ -43,6 +51,12 @@ pub struct Books {
 }
 
 impl Books {
+    /// The books as the business records that caused the transfers expect them
+    /// (`TransferRecord::booked`): for the capabilities' checks, not the ledger's own.
+    pub fn booked(&self) -> Books {
+        Books { transfers: self.transfers.iter().map(TransferRecord::booked).collect(), ..self.clone() }
+    }
+
     /// The transfers by id.
     pub fn transfers_by_id(&self) -> HashMap<&str, &TransferRecord> {
         self.transfers.iter().map(|t| (t.id.as_str(), t)).collect()
@@ -77,6 +91,14 @@ impl TransferRecord {
     }
 }
 
+impl TransferRecord {
+    /// The transfer as the business record that caused it expects it: credits that landed on a
+    /// merchant's sub-accounts read as credits to the merchant (`AccountId::booked`).
+    pub fn booked(&self) -> TransferRecord {
+        TransferRecord { legs: self.legs.iter().map(|(a, x)| (a.booked(), *x)).collect(), ..self.clone() }
+    }
+}
+
 /// A transfer a check found, or `none`.
 pub fn shown(transfer: Option<&TransferRecord>) -> String {
     transfer.map_or_else(|| "none".into(), ToString::to_string)
@@ -98,7 +120,22 @@ pub enum AccountKind {
     Funding,
     /// A user's offline reserve: what their offline codes can pay (capability 6). Never below zero.
     Reserve,
+    /// One of a merchant's credit sub-accounts: credits land on it, a sweep empties it into the
+    /// merchant's main account. Never below zero.
+    Credit,
 }
+
+/// Most credit sub-accounts a merchant may have: its balance is one BatchGetItem of them and its
+/// main account (100 keys at most), and more spreads 64,000 credits a second.
+pub const MAX_CREDIT_SHARDS: u32 = 64;
+
+/// The transfer kind of a sweep, the one transfer that debits a credit sub-account.
+pub const SWEEP_KIND: &str = "merchant.sweep";
+
+/// How many sub-accounts one sweep empties: its transaction holds each, their postings and the
+/// main account's, and every item it holds is one a credit may conflict with meanwhile, so a sweep
+/// stays small and a merchant's is several (`sweep`).
+pub const SWEEP_BATCH: usize = 8;
 
 impl AccountKind {
     fn prefix(self) -> &'static str {
@@ -108,6 +145,7 @@ impl AccountKind {
             AccountKind::Hold => "hold",
             AccountKind::Funding => "funding",
             AccountKind::Reserve => "reserve",
+            AccountKind::Credit => "credit",
         }
     }
 
@@ -149,13 +187,42 @@ impl AccountId {
         Self::new(AccountKind::Reserve, user)
     }
 
+    /// The merchant's credit sub-account `shard`: `credit:<merchant>/<shard>`.
+    pub fn credit(merchant: &str, shard: u32) -> Self {
+        Self::new(AccountKind::Credit, &format!("{merchant}/{shard}"))
+    }
+
     pub fn parse(text: &str) -> Option<Self> {
         let (kind, owner) = text.split_once(':')?;
-        let kind =
-            [AccountKind::Wallet, AccountKind::Merchant, AccountKind::Hold, AccountKind::Funding, AccountKind::Reserve]
-                .into_iter()
-                .find(|k| k.prefix() == kind)?;
+        let kind = [
+            AccountKind::Wallet,
+            AccountKind::Merchant,
+            AccountKind::Hold,
+            AccountKind::Funding,
+            AccountKind::Reserve,
+            AccountKind::Credit,
+        ]
+        .into_iter()
+        .find(|k| k.prefix() == kind)?;
         (!owner.is_empty()).then(|| Self::new(kind, owner))
+    }
+
+    /// The merchant whose main account (`merchant:<id>`) or credit sub-account this is.
+    pub fn merchant_id(&self) -> Option<&str> {
+        let (kind, owner) = self.0.split_once(':')?;
+        match kind {
+            "merchant" => Some(owner),
+            "credit" => owner.rsplit_once('/').map(|(merchant, _)| merchant),
+            _ => None,
+        }
+    }
+
+    /// The account as a business record names it: a credit sub-account is its merchant's account.
+    pub fn booked(&self) -> AccountId {
+        match (self.kind(), self.merchant_id()) {
+            (AccountKind::Credit, Some(merchant)) => AccountId::merchant(merchant),
+            _ => self.clone(),
+        }
     }
 
     pub fn kind(&self) -> AccountKind {
@@ -164,6 +231,7 @@ impl AccountId {
             Some("merchant") => AccountKind::Merchant,
             Some("hold") => AccountKind::Hold,
             Some("reserve") => AccountKind::Reserve,
+            Some("credit") => AccountKind::Credit,
             _ => AccountKind::Funding,
         }
     }
@@ -241,6 +309,70 @@ impl Transfer {
     pub fn accounts(&self) -> Vec<AccountId> {
         self.legs.iter().map(|l| l.account.clone()).collect()
     }
+}
+
+/// `transfer` with each credit to a merchant whose `credit_shards` (by merchant id; absent: 1) is
+/// more than one moved to the sub-account its id picks: a stable hash of the transfer id, so a retry
+/// of the same transfer lands on the same sub-account. A sweep is left as it is: it credits the main
+/// account. Any N up to the merchant's current one is right (the sub-accounts below it all exist
+/// for the sweeps), so a stale N only spreads less.
+pub fn spread_credits(transfer: &Transfer, credit_shards: &HashMap<String, u32>) -> Transfer {
+    if transfer.kind == SWEEP_KIND {
+        return transfer.clone();
+    }
+    let legs = transfer
+        .legs
+        .iter()
+        .map(|leg| {
+            let shards = match (leg.account.kind(), leg.account.merchant_id()) {
+                (AccountKind::Merchant, Some(merchant)) if leg.amount > Decimal::ZERO => {
+                    credit_shards.get(merchant).copied().filter(|n| *n > 1).map(|n| (merchant, n))
+                }
+                _ => None,
+            };
+            match shards {
+                Some((merchant, n)) => Leg {
+                    account: AccountId::credit(
+                        merchant,
+                        (crate::crypto::stable_hash(&transfer.id) % u64::from(n)) as u32,
+                    ),
+                    amount: leg.amount,
+                },
+                None => leg.clone(),
+            }
+        })
+        .collect();
+    Transfer { legs, ..transfer.clone() }
+}
+
+/// The sweeps of `merchant`'s sub-accounts as read (`sub_accounts`): per currency, one transfer per
+/// `SWEEP_BATCH` of those holding money, each moving their whole balances into the main account.
+/// Its id is a hash of the sub-accounts it empties at the sequences read, which fix their
+/// balances: two sweepers that read the same state make one transfer, and no other sweep can have
+/// its id.
+pub fn sweep(merchant: &str, sub_accounts: &[Account]) -> Vec<Transfer> {
+    let mut holding: Vec<&Account> = sub_accounts.iter().filter(|a| a.balance > Decimal::ZERO).collect();
+    // A merchant's accounts hold its one currency; one in another (never written so) is swept apart,
+    // and refused by the main account's currency, for the check to name.
+    holding.sort_by(|a, b| (a.currency.code(), &a.id).cmp(&(b.currency.code(), &b.id)));
+    let mut sweeps = Vec::new();
+    for same in holding.chunk_by(|a, b| a.currency == b.currency) {
+        for accounts in same.chunks(SWEEP_BATCH) {
+            let swept: Vec<String> = accounts.iter().map(|a| format!("{}@{}", a.id, a.sequence)).collect();
+            let mut legs: Vec<Leg> =
+                accounts.iter().map(|a| Leg { account: a.id.clone(), amount: -a.balance }).collect();
+            let total: Decimal = accounts.iter().map(|a| a.balance).sum();
+            legs.push(Leg { account: AccountId::merchant(merchant), amount: total });
+            sweeps.push(Transfer {
+                id: format!("{merchant}/sweep/{:016x}", crate::crypto::stable_hash(&swept.join(","))),
+                currency: accounts[0].currency,
+                legs,
+                kind: SWEEP_KIND,
+                cause: format!("merchant/{merchant}"),
+            });
+        }
+    }
+    sweeps
 }
 
 /// What applying a leg writes to its account.
@@ -473,6 +605,125 @@ mod tests {
         assert!(matches!(plan(&twice, &usd_wallet, 0), Err(LedgerError::DuplicateAccount(_))));
         assert_eq!(AccountId::parse("hold:o-1").map(|a| a.kind()), Some(AccountKind::Hold));
         assert_eq!(AccountId::parse("bank:o-1"), None);
+    }
+
+    #[test]
+    fn credits_to_a_sharded_merchant_spread_by_transfer_id_and_nothing_else_moves() {
+        let shards = HashMap::from([("m".to_owned(), 4)]);
+        let pay = |id: &str, from: AccountId, to: AccountId| {
+            Transfer::between(id.into(), usd("1.00"), from, to, "pay", "x".into()).unwrap()
+        };
+        let landed: HashSet<AccountId> = (0..64)
+            .map(|i| spread_credits(&pay(&format!("t{i}"), AccountId::wallet("u"), AccountId::merchant("m")), &shards))
+            .map(|t| t.legs[1].account.clone())
+            .collect();
+        assert_eq!(landed, (0..4).map(|k| AccountId::credit("m", k)).collect(), "all four, and only them");
+        let one = pay("t1", AccountId::wallet("u"), AccountId::merchant("m"));
+        assert_eq!(spread_credits(&one, &shards), spread_credits(&one, &shards), "a retry lands where it did");
+        assert_eq!(spread_credits(&one, &shards).legs[0], one.legs[0], "the payer's leg is untouched");
+        // A debit of the merchant, another merchant, and one with a single account: as they were.
+        let refund = pay("t2", AccountId::merchant("m"), AccountId::wallet("u"));
+        assert_eq!(spread_credits(&refund, &shards), refund);
+        let other = pay("t3", AccountId::wallet("u"), AccountId::merchant("m2"));
+        assert_eq!(spread_credits(&other, &shards), other);
+        let single = HashMap::from([("m".to_owned(), 1)]);
+        assert_eq!(spread_credits(&one, &single), one);
+        let credit = AccountId::credit("m_1/x", 3);
+        assert_eq!((credit.merchant_id(), credit.booked()), (Some("m_1/x"), AccountId::merchant("m_1/x")));
+        assert_eq!(AccountId::parse(credit.as_str()), Some(credit));
+    }
+
+    #[test]
+    fn a_sweep_empties_the_sub_accounts_holding_money_in_batches_into_the_main_account() {
+        let account = |k: u32, cents: i64| Account {
+            id: AccountId::credit("m", k),
+            currency: "USD".parse().unwrap(),
+            balance: Decimal::new(cents, 2),
+            sequence: 3,
+        };
+        let subs: Vec<Account> = (0..20).map(|k| account(k, if k % 4 == 0 { 0 } else { 100 + i64::from(k) })).collect();
+        let sweeps = sweep("m", &subs);
+        assert_eq!(sweeps.len(), 2, "15 holding money, 8 a sweep");
+        assert_eq!(sweeps, sweep("m", &subs), "the same state, the same sweeps");
+        assert_ne!(sweeps[0].id, sweeps[1].id);
+        // One more credit on a sub-account: another sweep, whatever the main account's sequence.
+        let mut later = subs.clone();
+        later[1].balance += Decimal::ONE;
+        later[1].sequence += 1;
+        assert_ne!(sweep("m", &later)[0].id, sweeps[0].id);
+        assert_eq!(sweep("m", &later)[1].id, sweeps[1].id, "the other batch is the same");
+        let moved: Decimal =
+            sweeps.iter().flat_map(|s| &s.legs).filter(|l| l.amount > Decimal::ZERO).map(|l| l.amount).sum();
+        assert_eq!(moved, subs.iter().map(|a| a.balance).sum::<Decimal>());
+        for transfer in &sweeps {
+            assert_eq!(transfer.legs.last().map(|l| &l.account), Some(&AccountId::merchant("m")));
+            assert!(transfer.legs.len() <= SWEEP_BATCH + 1);
+            assert_eq!(spread_credits(transfer, &HashMap::from([("m".to_owned(), 20)])), *transfer, "not spread");
+        }
+        assert!(sweep("m", &[account(0, 0)]).is_empty(), "nothing to sweep: no transfer");
+        let mut euro = account(3, 500);
+        euro.currency = "EUR".parse().unwrap();
+        let apart = sweep("m", &[account(1, 100), euro, account(2, 100)]);
+        assert_eq!(
+            apart.iter().map(|s| (s.currency.code(), s.legs.len())).collect::<Vec<_>>(),
+            [("EUR", 2), ("USD", 3)]
+        );
+    }
+
+    proptest! {
+        /// Credits to a merchant with sub-accounts, debits from its main account that sweep first
+        /// when it is short, and sweeps at random: money is conserved, nothing goes below a floor,
+        /// the merchant's balance (the sum) is every credit less every debit, and a debit is
+        /// refused only when the sum could not cover it.
+        #[test]
+        fn a_sharded_merchant_keeps_its_money(moves in prop::collection::vec((0u8..3, 1i64..5_000), 1..120), shards in 2u32..12) {
+            let by_merchant = HashMap::from([("m".to_owned(), shards)]);
+            let (user, main) = (AccountId::funding("u"), AccountId::merchant("m"));
+            let mut state = HashMap::new();
+            let mut history = Vec::new();
+            let mut expected = Decimal::ZERO;
+            let merchant_total = |state: &HashMap<AccountId, Account>| -> Decimal {
+                state.values().filter(|a| a.id.merchant_id() == Some("m")).map(|a| a.balance).sum()
+            };
+            for (i, (what, cents)) in moves.into_iter().enumerate() {
+                let money = Money::new(Decimal::new(cents, 2), "USD".parse().unwrap()).unwrap();
+                let id = format!("t{i}");
+                match what {
+                    0 => {
+                        let pay = Transfer::between(id, money, user.clone(), main.clone(), "pay", "p".into()).unwrap();
+                        apply(&mut state, &mut history, &spread_credits(&pay, &by_merchant)).unwrap();
+                        expected += money.amount();
+                    }
+                    1 => {
+                        let refund = Transfer::between(id, money, main.clone(), user.clone(), "refund", "p".into()).unwrap();
+                        let mut outcome = apply(&mut state, &mut history, &refund);
+                        if matches!(outcome, Err(LedgerError::InsufficientFunds { .. })) {
+                            sweep_all(&mut state, &mut history, shards);
+                            outcome = apply(&mut state, &mut history, &refund);
+                        }
+                        match outcome {
+                            Ok(()) => expected -= money.amount(),
+                            Err(_) => prop_assert!(merchant_total(&state) < money.amount(), "refused though the sum covered it"),
+                        }
+                    }
+                    _ => sweep_all(&mut state, &mut history, shards),
+                }
+                prop_assert_eq!(state.values().map(|a| a.balance).sum::<Decimal>(), Decimal::ZERO);
+                prop_assert!(state.values().all(|a| a.available().is_none_or(|x| x >= Decimal::ZERO)));
+                prop_assert_eq!(merchant_total(&state), expected);
+            }
+            for account in state.values() {
+                let postings: Vec<Posting> = history.iter().filter(|p| p.account == account.id).cloned().collect();
+                prop_assert_eq!(replay(&postings), Some(account.balance));
+            }
+        }
+    }
+
+    fn sweep_all(state: &mut HashMap<AccountId, Account>, history: &mut Vec<Posting>, shards: u32) {
+        let subs: Vec<Account> = (0..shards).filter_map(|k| state.get(&AccountId::credit("m", k)).cloned()).collect();
+        for transfer in sweep("m", &subs) {
+            apply(state, history, &transfer).unwrap();
+        }
     }
 
     proptest! {

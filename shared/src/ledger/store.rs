@@ -1,24 +1,35 @@
 //! The ledger in DynamoDB (`LedgerTable`: partition `pk`, sort `sk`):
 //! - `account#<id>` / `account`: currency, balance, available (absent: no floor), sequence;
 //! - `account#<id>` / `posting#<sequence, 20 digits>`: one leg, so an account's history is one Query;
-//! - `transfer#<id>` / `transfer`: the transfer record, written once (`attribute_not_exists`).
+//! - `transfer#<id>` / `transfer`: the transfer record, written once (`attribute_not_exists`);
+//! - `credit-shards` / `<merchant id>`: `n`, the merchant's credit sub-accounts, when it has more
+//!   than one (`super::spread_credits`); one partition, so the sweeper finds them in one Query.
 //!
 //! `apply` reads the accounts (one consistent BatchGetItem), plans the writes, and commits them with
 //! the caller's business items in ONE TransactWriteItems. If another transfer moved one of the
 //! accounts in between, the sequence condition fails and it plans again; a transfer that was
 //! already applied is reported as such and moves nothing.
+//!
+//! The same read takes the `credit_shards` of every merchant the transfer names that this process
+//! has not read in the last minute, so a credit lands on one of a popular merchant's sub-accounts
+//! without another call; a debit its main account lacks sweeps them first.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
 
 use rust_decimal::Decimal;
 
-use super::{Account, AccountId, AccountUpdate, Books, LedgerError, Posting, Transfer, TransferRecord, plan};
+use super::{
+    Account, AccountId, AccountKind, AccountUpdate, Books, LedgerError, MAX_CREDIT_SHARDS, Posting, Transfer,
+    TransferRecord, plan, spread_credits, sweep,
+};
 use crate::dynamo::{
-    Item, StoreError, Write, backoff, conflicted, failed_rules, get_decimal, get_n, get_s, items_after, n,
-    newest_before, s, scan_all,
+    Item, StoreError, Write, backoff, conflicted, failed_rules, get_decimal, get_item, get_n, get_s, items_after, n,
+    newest_before, partition_all, s, scan_all,
 };
 use crate::money::Money;
 
@@ -28,10 +39,51 @@ const TRANSFER_NEW: &str = "ledger.transfer_new";
 /// How often a transfer re-plans after losing a race for one of its accounts.
 const ATTEMPTS: u32 = 25;
 
+/// The partition of the merchants' `credit_shards`.
+const CREDIT_SHARDS: &str = "credit-shards";
+
+/// How long a process spreads credits by a merchant's `credit_shards` as it read them before it
+/// reads them again with a transfer: a count grown meanwhile is taken up within it, and until then
+/// the smaller one spreads less, never wrongly. So the one partition of the counts is read about
+/// once a minute per process and merchant, not with every credit.
+const CREDIT_SHARDS_FRESH: Duration = Duration::from_secs(60);
+
+/// Most merchants whose counts a process keeps: past it, it forgets them all and reads again.
+const CREDIT_SHARDS_KEPT: usize = 10_000;
+
 #[derive(Clone, Debug)]
 pub struct LedgerStore {
     client: Client,
     table: String,
+    /// The `credit_shards` this process has read, and when: any count up to the current one
+    /// spreads credits rightly, and the count only grows.
+    credit_shards: Arc<Mutex<HashMap<String, (u32, Instant)>>>,
+}
+
+/// A merchant's balance: its main account and what its credit sub-accounts hold until a sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantBalance {
+    pub currency: Option<crate::money::Currency>,
+    pub main: Decimal,
+    pub credits: Decimal,
+    pub credit_shards: u32,
+}
+
+impl MerchantBalance {
+    pub fn total(&self) -> Decimal {
+        self.main + self.credits
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreditShardsError {
+    #[error("a merchant has 1 to {MAX_CREDIT_SHARDS} credit sub-accounts, not {0}")]
+    OutOfRange(u32),
+    /// Fewer would leave money on sub-accounts no sweep reads.
+    #[error("merchant {merchant} has {has} credit sub-accounts; their number only grows")]
+    OnlyGrows { merchant: String, has: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,26 +114,180 @@ fn account_key(id: &AccountId) -> HashMap<String, AttributeValue> {
 
 impl LedgerStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        LedgerStore { client, table: table.into() }
+        LedgerStore { client, table: table.into(), credit_shards: Arc::default() }
     }
 
     /// The current state of `ids` (absent: never used), read consistently.
     pub async fn accounts(&self, ids: &[AccountId]) -> Result<HashMap<AccountId, Account>, StoreError> {
+        self.read(ids, &[]).await
+    }
+
+    /// `accounts`, and in the same read the `credit_shards` of `merchants` (absent: 1), which the
+    /// process keeps.
+    async fn read(&self, ids: &[AccountId], merchants: &[&str]) -> Result<HashMap<AccountId, Account>, StoreError> {
         let mut found = HashMap::new();
+        let mut shards: HashMap<String, u32> = merchants.iter().map(|m| ((*m).to_owned(), 1)).collect();
+        if ids.is_empty() && merchants.is_empty() {
+            return Ok(found);
+        }
         let mut keys = KeysAndAttributes::builder().consistent_read(true);
         for id in ids {
             keys = keys.keys(account_key(id));
+        }
+        for merchant in merchants {
+            keys = keys.keys(credit_shards_key(merchant));
         }
         let mut request = Some(HashMap::from([(self.table.clone(), keys.build()?)]));
         while let Some(items) = request.take().filter(|r| !r.is_empty()) {
             let output = self.client.batch_get_item().set_request_items(Some(items)).send().await?;
             for item in output.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
+                if get_s(item, "pk")? == CREDIT_SHARDS {
+                    shards.insert(get_s(item, "sk")?.to_owned(), get_n(item, "n")?);
+                    continue;
+                }
                 let account = account_from_item(item)?;
                 found.insert(account.id.clone(), account);
             }
             request = output.unprocessed_keys().cloned();
         }
+        let mut known = self.known_shards();
+        if known.len() + shards.len() > CREDIT_SHARDS_KEPT {
+            known.clear();
+        }
+        let now = Instant::now();
+        known.extend(shards.into_iter().map(|(merchant, n)| (merchant, (n, now))));
         Ok(found)
+    }
+
+    /// The `credit_shards` this process has read, and when.
+    fn known_shards(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        // A panic elsewhere while it was held leaves counts that are still right.
+        self.credit_shards.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The counts this process spreads credits by, and which of `merchants` it has not read lately.
+    fn spreading<'m>(&self, merchants: &[&'m str]) -> (HashMap<String, u32>, Vec<&'m str>) {
+        let known = self.known_shards();
+        let counts = merchants.iter().filter_map(|m| known.get(*m).map(|(n, _)| ((*m).to_owned(), *n))).collect();
+        let fresh = |m: &str| known.get(m).is_some_and(|(_, read)| read.elapsed() < CREDIT_SHARDS_FRESH);
+        (counts, merchants.iter().copied().filter(|m| !fresh(m)).collect())
+    }
+
+    /// How many credit sub-accounts `merchant` has (1: none but its main account).
+    pub async fn credit_shards(&self, merchant: &str) -> Result<u32, StoreError> {
+        let key = [("pk", CREDIT_SHARDS), ("sk", merchant)];
+        get_item(&self.client, &self.table, &key).await?.map_or(Ok(1), |item| get_n(&item, "n"))
+    }
+
+    /// Gives `merchant` `shards` credit sub-accounts, from then on: the count only grows, because a
+    /// sub-account beyond a smaller one could still hold money no sweep would read.
+    pub async fn set_credit_shards(&self, merchant: &str, shards: u32) -> Result<u32, CreditShardsError> {
+        if !(1..=MAX_CREDIT_SHARDS).contains(&shards) {
+            return Err(CreditShardsError::OutOfRange(shards));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(credit_shards_key(merchant)))
+            .update_expression("SET n = :n")
+            .condition_expression("attribute_not_exists(n) OR n <= :n")
+            .expression_attribute_values(":n", n(shards))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(shards),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(CreditShardsError::OnlyGrows {
+                    merchant: merchant.to_owned(),
+                    has: self.credit_shards(merchant).await?,
+                })
+            }
+            Err(e) => Err(StoreError::from(e).into()),
+        }
+    }
+
+    /// The merchants with more than one credit sub-account, and how many.
+    pub async fn sharded_merchants(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        partition_all(&self.client, &self.table, "pk", CREDIT_SHARDS)
+            .await?
+            .iter()
+            .map(|item| Ok((get_s(item, "sk")?.to_owned(), get_n(item, "n")?)))
+            .collect()
+    }
+
+    /// `merchant`'s balance: its main account and its credit sub-accounts, read together.
+    pub async fn merchant_balance(&self, merchant: &str) -> Result<MerchantBalance, StoreError> {
+        let shards = self.credit_shards(merchant).await?;
+        let main = AccountId::merchant(merchant);
+        let accounts = self.accounts(&merchant_accounts(merchant, shards)).await?;
+        let credits = accounts.values().filter(|a| a.id != main).map(|a| a.balance).sum();
+        Ok(MerchantBalance {
+            currency: accounts.values().next().map(|a| a.currency),
+            main: accounts.get(&main).map_or(Decimal::ZERO, |a| a.balance),
+            credits,
+            credit_shards: shards,
+        })
+    }
+
+    /// Sweeps the credit sub-accounts of every merchant that has them (the notifier's schedule),
+    /// starting at another merchant each tick and starting none after `budget`: how many sweeps
+    /// applied. A merchant whose sweep fails is logged and left for the next tick; its money is
+    /// where it was, and its balance the sum.
+    pub async fn sweep_all_credits(&self, at: i64, budget: Duration) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        let mut merchants = self.sharded_merchants().await?;
+        if !merchants.is_empty() {
+            let len = merchants.len();
+            merchants.rotate_left(at.rem_euclid(len as i64) as usize);
+        }
+        let mut applied = 0;
+        for (merchant, _) in merchants {
+            if started.elapsed() > budget {
+                tracing::warn!("credit sweep out of time; the next tick goes on");
+                break;
+            }
+            match self.sweep_credits(&merchant, at).await {
+                Ok(n) => applied += n.unwrap_or(0),
+                Err(e) => tracing::warn!(merchant, error = %e, "credit sweep left for the next tick"),
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Moves what `merchant`'s credit sub-accounts hold into its main account (`super::sweep`):
+    /// how many sweeps applied, `None` if it has no sub-accounts. A sweep that finds a sub-account
+    /// emptied meanwhile (by another sweeper, whose money is in the main account already) reads
+    /// them all again; one refused for its currency is left, for the reconciliation to name.
+    pub async fn sweep_credits(&self, merchant: &str, at: i64) -> Result<Option<usize>, TransferError> {
+        let shards = self.credit_shards(merchant).await?;
+        if shards < 2 {
+            return Ok(None);
+        }
+        let main = AccountId::merchant(merchant);
+        let mut applied = 0;
+        'read: for _ in 0..ATTEMPTS {
+            let accounts = self.accounts(&merchant_accounts(merchant, shards)).await?;
+            let sub_accounts: Vec<Account> = accounts.into_values().filter(|a| a.id != main).collect();
+            for transfer in sweep(merchant, &sub_accounts) {
+                match self.apply(&transfer, vec![], at).await {
+                    Ok(Applied::Now) => applied += 1,
+                    // The same sub-accounts at the same sequences: another sweeper moved them.
+                    Ok(Applied::Already) => {}
+                    Err(TransferError::Ledger(LedgerError::InsufficientFunds { account, .. }))
+                        if account.kind() == AccountKind::Credit =>
+                    {
+                        continue 'read;
+                    }
+                    Err(TransferError::Ledger(e @ LedgerError::CurrencyMismatch { .. })) => {
+                        tracing::error!(merchant, error = %e, "a credit sub-account in another currency is not swept");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(Some(applied));
+        }
+        Err(TransferError::Contention)
     }
 
     pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
@@ -106,18 +312,49 @@ impl LedgerStore {
         at: i64,
         assumed: &[Account],
     ) -> Result<Applied, TransferError> {
+        // The merchants it names: their credit sub-account counts, read with the accounts when
+        // this process has not read them lately.
+        let mut merchants: Vec<&str> = transfer.legs.iter().filter_map(|l| l.account.merchant_id()).collect();
+        merchants.sort_unstable();
+        merchants.dedup();
+        let mut swept = false;
         for attempt in 0..ATTEMPTS {
             let assuming = attempt == 0 && !assumed.is_empty();
+            let (counts, unread) = self.spreading(&merchants);
+            let spread = spread_credits(transfer, &counts);
             let current = if assuming {
                 let unknown: Vec<AccountId> =
-                    transfer.accounts().into_iter().filter(|id| assumed.iter().all(|a| &a.id != id)).collect();
-                let mut current = if unknown.is_empty() { HashMap::new() } else { self.accounts(&unknown).await? };
+                    spread.accounts().into_iter().filter(|id| assumed.iter().all(|a| &a.id != id)).collect();
+                let mut current = self.read(&unknown, &unread).await?;
                 current.extend(assumed.iter().map(|a| (a.id.clone(), a.clone())));
                 current
             } else {
-                self.accounts(&transfer.accounts()).await?
+                self.read(&spread.accounts(), &unread).await?
             };
-            let plan = match plan(transfer, &current, at) {
+            // A count that grew, read now: land on one of the sub-accounts, not where it planned.
+            if spread_credits(transfer, &self.spreading(&merchants).0) != spread {
+                continue;
+            }
+            let planned = plan(&spread, &current, at);
+            // A merchant's main account short of a debit while its credits may wait for a sweep:
+            // sweep them now, once, and plan again if it has sub-accounts.
+            if let Err(LedgerError::InsufficientFunds { account, .. }) = &planned
+                && !swept
+                && account.kind() == AccountKind::Merchant
+                && let Some(merchant) = account.merchant_id()
+            {
+                swept = true;
+                match Box::pin(self.sweep_credits(merchant, at)).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => continue,
+                    // Its answer is the debit's own, planned again.
+                    Err(e) => {
+                        tracing::warn!(merchant, error = %e, "the sweep before a debit failed");
+                        continue;
+                    }
+                }
+            }
+            let plan = match planned {
                 Ok(plan) => plan,
                 // An assumed account does not allow it: see it as it is.
                 Err(e) if assuming && e.account().is_some_and(|id| assumed.iter().any(|a| &a.id == id)) => continue,
@@ -126,10 +363,10 @@ impl LedgerStore {
                 Err(_) if self.transfer_exists(&transfer.id).await? => return Ok(Applied::Already),
                 Err(e) => return Err(e.into()),
             };
-            let mut writes = vec![self.transfer_record(transfer, at)?];
+            let mut writes = vec![self.transfer_record(&spread, at)?];
             for (update, posting) in &plan {
                 let was_assumed = assuming && assumed.iter().any(|a| a.id == update.account);
-                writes.push(self.account_write(update, transfer, was_assumed)?);
+                writes.push(self.account_write(update, &spread, was_assumed)?);
                 writes.push(self.posting_write(posting)?);
             }
             writes.extend(with.iter().cloned());
@@ -193,6 +430,9 @@ impl LedgerStore {
         let mut books = Books::default();
         for item in scan_all(&self.client, &self.table).await? {
             let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
+            if pk == CREDIT_SHARDS {
+                continue;
+            }
             if pk.starts_with("transfer#") {
                 let transfer = transfer_from_item(&item)?;
                 if transfer.legs.iter().any(|(account, _)| in_scope(account)) {
@@ -226,6 +466,9 @@ impl LedgerStore {
         let mut postings = Vec::new();
         for item in scan_all(&self.client, &self.table).await? {
             let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
+            if pk == CREDIT_SHARDS {
+                continue;
+            }
             if pk.starts_with("transfer#") {
                 books.transfers.push(transfer_from_item(&item)?);
             } else if sk == "account" {
@@ -388,6 +631,16 @@ impl LedgerStore {
             .build()?;
         Ok(Write::put("ledger.posting_new", put))
     }
+}
+
+/// A merchant's credit sub-accounts, if it has more than one, and its main account.
+fn merchant_accounts(merchant: &str, shards: u32) -> Vec<AccountId> {
+    let credits = (0..shards).filter(|_| shards > 1).map(|k| AccountId::credit(merchant, k));
+    credits.chain([AccountId::merchant(merchant)]).collect()
+}
+
+fn credit_shards_key(merchant: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([("pk".to_owned(), s(CREDIT_SHARDS)), ("sk".to_owned(), s(merchant))])
 }
 
 fn account_id_of(pk: &str) -> Result<AccountId, StoreError> {
