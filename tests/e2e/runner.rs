@@ -225,3 +225,30 @@ async fn a_table_made_before_its_index_gets_it_at_the_next_start() {
     assert_eq!(found.items().len(), 1, "the item written before the index is in it");
     dynamodb.delete_table().table_name(&name).send().await.unwrap();
 }
+
+/// A host dropped while the stack runs (as the benchmark drops its references once measured): its
+/// process waits for an event that never comes, as on Lambda, until the stack stops it; it is not
+/// answered without an event, which would make lambda_runtime panic (SIGABRT) and be restarted.
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_process_whose_host_is_gone_waits_for_the_stop_rather_than_crash() {
+    let env = Env::get();
+    let template = probe_template();
+    let log_file = env.stack.logs.join(format!("{}.log", unique("sqs-probe-orphan")));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let launch = Launch {
+        binary: binaries().join("sqs-probe"),
+        args: vec![],
+        instances: 1,
+        environment: BTreeMap::new(),
+        log_file: log_file.clone(),
+        faults: None,
+    };
+    let host = FunctionHost::start(&template.functions[0], launch, shutdown).await.unwrap();
+    assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
+    drop(host);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    assert!(!log.contains("panicked"), "the process was answered without an event:\n{log}");
+    let _ = stop.send(true);
+}
