@@ -77,6 +77,16 @@ pub async fn start_reference(
     extra_environment: &[(&str, String)],
 ) -> Result<Arc<FunctionHost>, String> {
     let mut environment: BTreeMap<String, String> = stack.info.sdk_environment().into_iter().collect();
+    // Behind TLS as the functions are, each reference with its own fronts.
+    if let Some(tls) = &stack.tls {
+        environment.extend(tls.environment());
+        let dynamodb = tls.front(&stack.info.dynamodb_endpoint, stack.shutdown_signal()).await?;
+        let moto = tls.front(&stack.info.moto_endpoint, stack.shutdown_signal()).await?;
+        environment.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), dynamodb);
+        for service in ["SQS", "KMS"] {
+            environment.insert(format!("AWS_ENDPOINT_URL_{service}"), moto.clone());
+        }
+    }
     let table = stack.info.tables.get("MerchantsTable").ok_or("no MerchantsTable in template.yaml")?;
     environment.insert("BENCH_TABLE".into(), table.clone());
     environment.extend(extra_environment.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
@@ -658,7 +668,7 @@ pub fn report(cold: &[(ColdStart, String)], sizes: &BTreeMap<String, u64>, count
             c.peak_rss_mb
         );
     }
-    let _ = writeln!(out, "\nMedians over {PROCESSES} processes each.\n");
+    let _ = writeln!(out, "\nMedians over {PROCESSES} processes each; every AWS endpoint behind TLS (a local CA).\n");
     let _ =
         writeln!(out, "| operation | AWS calls, warm | a process's first | then, asynchronously | USD per million |");
     let _ = writeln!(out, "|---|---|---|---|---|");

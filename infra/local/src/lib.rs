@@ -18,3 +18,4 @@ pub mod seed;
 pub mod sqs_source;
 pub mod stack;
 pub mod template;
+pub mod tls;

@@ -156,7 +156,15 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         logs: state.join(if persist { "logs" } else { "test-logs" }),
         state,
         faults: None,
+        tls: None,
     })
+}
+
+/// botocore's own trust bundle in the virtualenv `venv`, which boto3 loads unless told another.
+fn botocore_bundle(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    let python = lib.filter_map(Result::ok).find(|e| e.file_name().to_string_lossy().starts_with("python"))?;
+    Some(python.path().join("site-packages/botocore/cacert.pem")).filter(|p| p.exists())
 }
 
 /// `--release` runs the functions as built for Lambda (the release profile), to measure them;
@@ -263,6 +271,11 @@ async fn cold_starts_and_calls(root: &Path, release: bool) -> Result<String, Str
         .await
         .map_err(|e| e.to_string())?;
     let mut options = options(root, false, release)?;
+    // Every first call over TLS, as on AWS: the functions' and the references' alike.
+    let venv = root.join(".superpay/venv/bench");
+    let tls =
+        superpay_local::tls::LocalTls::create(&options.state.join("bench-tls"), botocore_bundle(&venv).as_deref())?;
+    options.tls = Some(std::sync::Arc::new(tls));
     options.instances_per_function = bench::PROCESSES;
     options.run_schedules = false;
     options.start_one_at_a_time = true;

@@ -22,6 +22,7 @@ use crate::jwt::DevKeys;
 use crate::runtime_api::{FunctionHost, Launch};
 use crate::sqs_source::Poller;
 use crate::template::{ACCOUNT, JwtAuthorizer, Naming, REGION, Template};
+use crate::tls::LocalTls;
 
 /// The AWS calls a function's IAM policy refused, one JSON line each, in the stack's log folder.
 pub const ACCESS_DENIED_LOG: &str = "access-denied.log";
@@ -89,6 +90,8 @@ pub struct Options {
     /// Faults injected into the functions' AWS calls, their processes and DynamoDB
     /// (`crate::faults`); none if `None`.
     pub faults: Option<FaultPlan>,
+    /// Every function's AWS endpoint behind TLS, as on AWS (the benchmark's cold starts).
+    pub tls: Option<Arc<LocalTls>>,
 }
 
 /// What a client of the stack (a person, the end-to-end tests) needs to reach it.
@@ -247,6 +250,8 @@ pub struct Stack {
     pub template: Template,
     pub keys: Arc<DevKeys>,
     pub hosts: Vec<Arc<FunctionHost>>,
+    /// The TLS fronts' CA, when the endpoints are behind TLS (`Options::tls`).
+    pub tls: Option<Arc<LocalTls>>,
     shutdown: watch::Sender<bool>,
     moto: tokio::process::Child,
     simulators: Vec<tokio::process::Child>,
@@ -459,6 +464,13 @@ impl Stack {
                 stop.clone(),
             )
             .await?;
+            let proxy = match &options.tls {
+                Some(tls) => {
+                    environment.extend(tls.environment());
+                    tls.front(&proxy, stop.clone()).await.map_err(StackError::Other)?
+                }
+                None => proxy,
+            };
             info.aws_endpoints.insert(function.logical_id.clone(), proxy.clone());
             for service in ["DYNAMODB", "SQS", "KMS"] {
                 environment.insert(format!("AWS_ENDPOINT_URL_{service}"), proxy.clone());
@@ -531,7 +543,8 @@ impl Stack {
                 )));
             }
         }
-        Ok(Stack { info, aws_calls, faults, conflicts, template, keys, hosts, shutdown, moto, simulators })
+        let tls = options.tls.clone();
+        Ok(Stack { info, aws_calls, faults, conflicts, template, keys, hosts, tls, shutdown, moto, simulators })
     }
 
     /// Told when the stack stops, for processes started beside it (the benchmark's references).
