@@ -5,7 +5,7 @@
 //! the user's conversation with the app.
 
 use super::relay::{MiniAppClient, ServerRequest};
-use super::store::{MiniAppDirectory, MiniAppStore, REQUEST_NEW, RequestStore, SessionStore};
+use super::store::{MiniAppDirectory, MiniAppStore, REQUEST_NEW, RequestStore, SessionStore, request_session_and_app};
 use super::{MiniApp, Outcome, RelayedRequest, SessionError, UserRequest, app_user, check_available, judge};
 use crate::Problem;
 use crate::attention::AttentionStore;
@@ -128,11 +128,13 @@ impl RequestService {
         now: i64,
     ) -> Result<(RelayedRequest, Option<MiniApp>), Problem> {
         // Independent reads, made together: an earlier attempt's record, the session, the app.
-        let (done, session, app) = tokio::try_join!(
-            self.requests.get(request_id),
-            self.sessions.get(&input.session_id),
-            self.apps.store.get(app_id),
-        )?;
+        let (done, session, app) = request_session_and_app(
+            &self.requests,
+            &self.sessions,
+            &self.apps.store,
+            (request_id, &input.session_id, app_id),
+        )
+        .await?;
         // The request id derives from this app's id, so an earlier attempt was about this app.
         if let Some(done) = done {
             return Ok((done, app));

@@ -3,11 +3,12 @@
 //! - `MiniAppSessionsTable` (partition `id`, TTL `expires_at`): sessions of verified users.
 //! - `MiniAppRequestsTable` (partition `id`): relayed requests and how they ended.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
 
 use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
 use crate::clock::now_epoch_seconds;
@@ -145,15 +146,49 @@ impl SessionStore {
 
     /// The session, if it exists (DynamoDB's TTL deletes expired ones late, so callers check the time).
     pub async fn get(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        let Some(item) = get_item(&self.client, &self.table, id).await? else { return Ok(None) };
-        Ok(Some(Session {
-            id: get_s(&item, "id")?.to_owned(),
-            user: get_s(&item, "user")?.to_owned(),
-            app_id: get_s(&item, "app_id")?.to_owned(),
-            created_at: get_n(&item, "created_at")?,
-            expires_at: get_n(&item, "expires_at")?,
-        }))
+        get_item(&self.client, &self.table, id).await?.as_ref().map(session_from_item).transpose()
     }
+}
+
+fn session_from_item(item: &Item) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: get_s(item, "id")?.to_owned(),
+        user: get_s(item, "user")?.to_owned(),
+        app_id: get_s(item, "app_id")?.to_owned(),
+        created_at: get_n(item, "created_at")?,
+        expires_at: get_n(item, "expires_at")?,
+    })
+}
+
+/// What a relay reads before anything else, in ONE consistent BatchGetItem over the three tables
+/// (one request, so a cold process opens one connection for them, not three): an earlier attempt's
+/// record of request `request_id`, session `session_id`, app `app_id`.
+pub async fn request_session_and_app(
+    requests: &RequestStore,
+    sessions: &SessionStore,
+    apps: &MiniAppStore,
+    (request_id, session_id, app_id): (&str, &str, &str),
+) -> Result<(Option<RelayedRequest>, Option<Session>, Option<MiniApp>), StoreError> {
+    let wanted = [(&requests.table, request_id), (&sessions.table, session_id), (&apps.table, app_id)];
+    let mut request_items = HashMap::new();
+    for (table, id) in wanted {
+        let keys = KeysAndAttributes::builder().keys(HashMap::from([("id".to_owned(), s(id))])).consistent_read(true);
+        request_items.insert(table.clone(), keys.build()?);
+    }
+    let mut found: HashMap<String, Item> = HashMap::new();
+    let mut asked = Some(request_items);
+    while let Some(items) = asked.take().filter(|r| !r.is_empty()) {
+        let output = requests.client.batch_get_item().set_request_items(Some(items)).send().await?;
+        for (table, items) in output.responses.unwrap_or_default() {
+            found.extend(items.into_iter().next().map(|item| (table, item)));
+        }
+        asked = output.unprocessed_keys;
+    }
+    Ok((
+        found.get(&requests.table).map(request_from_item).transpose()?,
+        found.get(&sessions.table).map(session_from_item).transpose()?,
+        found.get(&apps.table).map(app_from_item).transpose()?,
+    ))
 }
 
 #[derive(Clone, Debug)]
