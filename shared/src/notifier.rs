@@ -106,7 +106,14 @@ impl Notifier {
         }
         let now = now_epoch_seconds();
         // The credit sweep first: a few popular merchants, bounded, so the outbox keeps its budget.
-        let credit_sweeps = self.ledger.sweep_all_credits(now, CREDIT_SWEEP_BUDGET).await?;
+        // Its failure is logged and leaves the outbox its sweep.
+        let credit_sweeps = match self.ledger.sweep_all_credits(now, CREDIT_SWEEP_BUDGET).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                tracing::error!(error = %e, "the credit sweep could not list the merchants; the next tick tries again");
+                0
+            }
+        };
         let swept = self.outbox.sweep(now, self.sweep_grace_seconds, &self.dead_letters, SWEEP_BUDGET).await?;
         if swept.cut_short {
             tracing::warn!(sent = swept.sent, dead = swept.dead, "outbox sweep cut short; the next tick goes on");

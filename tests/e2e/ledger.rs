@@ -151,7 +151,7 @@ async fn a_popular_merchants_sub_accounts_keep_every_invariant_under_concurrency
                 let amount = usd(100 + (x % 3_000) as i64);
                 let (from, to, kind) = match i % 5 {
                     // Every fifth tick of a worker sweeps, as the schedule would at any moment.
-                    4 => match store.sweep_credits(&merchant_id, 0).await {
+                    4 => match store.sweep_credits(&merchant_id, 0, None).await {
                         Ok(_) | Err(TransferError::Contention) => continue,
                         Err(e) => panic!("sweep: {e}"),
                     },

@@ -64,8 +64,6 @@ struct Shared {
     /// Invocations taken so far, numbering them for the fault plan.
     taken: AtomicU64,
     faults: Option<(FaultPlan, FaultCounts)>,
-    /// The stack's stop: a process waiting for its next event is answered only then.
-    shutdown: watch::Receiver<bool>,
 }
 
 /// The invocation an instance is working on.
@@ -125,7 +123,6 @@ impl FunctionHost {
             first_invocations: Mutex::new(Vec::new()),
             taken: AtomicU64::new(0),
             faults: launch.faults.clone(),
-            shutdown: shutdown.clone(),
         });
         let mut instances = Vec::new();
         for index in 0..launch.instances.max(1) {
@@ -266,12 +263,10 @@ async fn next(State(instance): State<Arc<Instance>>) -> impl IntoResponse {
         let invocation = { instance.shared.queue.lock().await.recv().await };
         let Some(invocation) = invocation else {
             // No event will come (the host is gone, as the bench's references are once measured):
-            // wait, as Lambda's `next` does, until the stack stops and kills the process. An answer
-            // now, without an event's headers, makes lambda_runtime panic (SIGABRT, with
+            // wait, as Lambda's `next` does, until the stack stops and kills the process. Any
+            // answer without an event's headers makes lambda_runtime panic (SIGABRT, with
             // `panic = "abort"`), and its supervisor restart it, over and over.
-            let mut stop = instance.shared.shutdown.clone();
-            let _ = stop.wait_for(|stopped| *stopped).await;
-            return (StatusCode::GONE, HeaderMap::new(), Bytes::new());
+            return std::future::pending().await;
         };
         // Its caller gave up (timed out) while it waited in the queue.
         if invocation.reply.is_closed() {

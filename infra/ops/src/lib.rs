@@ -137,7 +137,8 @@ async fn ledger(aws: &aws::Aws, command: LedgerCommand, out: Out) -> Result<Stri
         LedgerCommand::Sweep { .. } => {
             aws.audit(format!("merchant/{merchant}"), "ledger.sweep", json!({})).await?;
             let now = superpay::clock::now_epoch_seconds();
-            let swept = ledger.sweep_credits(&merchant, now).await.map_err(|e| format!("sweeping {merchant}: {e}"))?;
+            let swept =
+                ledger.sweep_credits(&merchant, now, None).await.map_err(|e| format!("sweeping {merchant}: {e}"))?;
             if swept.is_none() {
                 return Err(format!("merchant {merchant} has no credit sub-accounts: nothing to sweep"));
             }

@@ -17,7 +17,7 @@
 //! sequence, and DynamoDB takes about 1,000 writes a second to one item. So a merchant may have N
 //! credit sub-accounts (`credit:<merchant>/<k>`, N its `credit_shards`, which only grows): every
 //! credit to the merchant lands on the one its transfer's id picks (`spread_credits`), and a sweep
-//! (`sweep`) moves what they hold into the main account, postings on both sides. Debits (refunds,
+//! (`sweep`) moves what each holds into the main account, postings on both sides. Debits (refunds,
 //! payouts) take from the main account, sweeping first when it is short; the merchant's balance is
 //! the sum.
 
@@ -131,11 +131,6 @@ pub const MAX_CREDIT_SHARDS: u32 = 64;
 
 /// The transfer kind of a sweep, the one transfer that debits a credit sub-account.
 pub const SWEEP_KIND: &str = "merchant.sweep";
-
-/// How many sub-accounts one sweep empties: its transaction holds each, their postings and the
-/// main account's, and every item it holds is one a credit may conflict with meanwhile, so a sweep
-/// stays small and a merchant's is several (`sweep`).
-pub const SWEEP_BATCH: usize = 8;
 
 impl AccountKind {
     fn prefix(self) -> &'static str {
@@ -345,34 +340,32 @@ pub fn spread_credits(transfer: &Transfer, credit_shards: &HashMap<String, u32>)
     Transfer { legs, ..transfer.clone() }
 }
 
-/// The sweeps of `merchant`'s sub-accounts as read (`sub_accounts`): per currency, one transfer per
-/// `SWEEP_BATCH` of those holding money, each moving their whole balances into the main account.
-/// Its id is a hash of the sub-accounts it empties at the sequences read, which fix their
-/// balances: two sweepers that read the same state make one transfer, and no other sweep can have
-/// its id.
+/// The sweeps of `merchant`'s sub-accounts as read (`sub_accounts`): one transfer per sub-account
+/// holding money, fullest first, each moving its whole balance into the main account. One each:
+/// a sweep's write is conditional on its sub-account's sequence from read to commit, and a popular
+/// merchant's sub-accounts take credits many times a second, so a transaction over several would
+/// seldom find them all unchanged. Its id is a hash of the sub-account at the sequence read, which
+/// fixes its balance: two sweepers that read the same state make one transfer, and no other sweep
+/// can have its id.
 pub fn sweep(merchant: &str, sub_accounts: &[Account]) -> Vec<Transfer> {
     let mut holding: Vec<&Account> = sub_accounts.iter().filter(|a| a.balance > Decimal::ZERO).collect();
-    // A merchant's accounts hold its one currency; one in another (never written so) is swept apart,
-    // and refused by the main account's currency, for the check to name.
-    holding.sort_by(|a, b| (a.currency.code(), &a.id).cmp(&(b.currency.code(), &b.id)));
-    let mut sweeps = Vec::new();
-    for same in holding.chunk_by(|a, b| a.currency == b.currency) {
-        for accounts in same.chunks(SWEEP_BATCH) {
-            let swept: Vec<String> = accounts.iter().map(|a| format!("{}@{}", a.id, a.sequence)).collect();
-            let mut legs: Vec<Leg> =
-                accounts.iter().map(|a| Leg { account: a.id.clone(), amount: -a.balance }).collect();
-            let total: Decimal = accounts.iter().map(|a| a.balance).sum();
-            legs.push(Leg { account: AccountId::merchant(merchant), amount: total });
-            sweeps.push(Transfer {
-                id: format!("{merchant}/sweep/{:016x}", crate::crypto::stable_hash(&swept.join(","))),
-                currency: accounts[0].currency,
-                legs,
-                kind: SWEEP_KIND,
-                cause: format!("merchant/{merchant}"),
-            });
-        }
-    }
-    sweeps
+    holding.sort_by(|a, b| b.balance.cmp(&a.balance).then_with(|| a.id.cmp(&b.id)));
+    holding
+        .into_iter()
+        .map(|account| Transfer {
+            id: format!(
+                "{merchant}/sweep/{:016x}",
+                crate::crypto::stable_hash(&format!("{}@{}", account.id, account.sequence))
+            ),
+            currency: account.currency,
+            legs: vec![
+                Leg { account: account.id.clone(), amount: -account.balance },
+                Leg { account: AccountId::merchant(merchant), amount: account.balance },
+            ],
+            kind: SWEEP_KIND,
+            cause: format!("merchant/{merchant}"),
+        })
+        .collect()
 }
 
 /// What applying a leg writes to its account.
@@ -634,7 +627,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_empties_the_sub_accounts_holding_money_in_batches_into_the_main_account() {
+    fn a_sweep_empties_each_sub_account_holding_money_into_the_main_account_fullest_first() {
         let account = |k: u32, cents: i64| Account {
             id: AccountId::credit("m", k),
             currency: "USD".parse().unwrap(),
@@ -643,31 +636,27 @@ mod tests {
         };
         let subs: Vec<Account> = (0..20).map(|k| account(k, if k % 4 == 0 { 0 } else { 100 + i64::from(k) })).collect();
         let sweeps = sweep("m", &subs);
-        assert_eq!(sweeps.len(), 2, "15 holding money, 8 a sweep");
+        assert_eq!(sweeps.len(), 15, "one for each of the 15 holding money");
+        assert_eq!(
+            sweeps[0].legs[0],
+            Leg { account: AccountId::credit("m", 19), amount: Decimal::new(-119, 0) / Decimal::ONE_HUNDRED }
+        );
         assert_eq!(sweeps, sweep("m", &subs), "the same state, the same sweeps");
-        assert_ne!(sweeps[0].id, sweeps[1].id);
-        // One more credit on a sub-account: another sweep, whatever the main account's sequence.
+        let ids: HashSet<&str> = sweeps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids.len(), 15);
+        let moved: Decimal = sweeps.iter().map(|s| s.legs[1].amount).sum();
+        assert_eq!(moved, subs.iter().map(|a| a.balance).sum::<Decimal>());
+        for transfer in &sweeps {
+            assert_eq!(transfer.legs[1].account, AccountId::merchant("m"));
+            assert_eq!(spread_credits(transfer, &HashMap::from([("m".to_owned(), 20)])), *transfer, "not spread");
+        }
+        // One more credit on a sub-account: another sweep of it, the others' unchanged.
         let mut later = subs.clone();
         later[1].balance += Decimal::ONE;
         later[1].sequence += 1;
-        assert_ne!(sweep("m", &later)[0].id, sweeps[0].id);
-        assert_eq!(sweep("m", &later)[1].id, sweeps[1].id, "the other batch is the same");
-        let moved: Decimal =
-            sweeps.iter().flat_map(|s| &s.legs).filter(|l| l.amount > Decimal::ZERO).map(|l| l.amount).sum();
-        assert_eq!(moved, subs.iter().map(|a| a.balance).sum::<Decimal>());
-        for transfer in &sweeps {
-            assert_eq!(transfer.legs.last().map(|l| &l.account), Some(&AccountId::merchant("m")));
-            assert!(transfer.legs.len() <= SWEEP_BATCH + 1);
-            assert_eq!(spread_credits(transfer, &HashMap::from([("m".to_owned(), 20)])), *transfer, "not spread");
-        }
+        let again: HashSet<String> = sweep("m", &later).into_iter().map(|s| s.id).collect();
+        assert_eq!(again.iter().filter(|id| !ids.contains(id.as_str())).count(), 1);
         assert!(sweep("m", &[account(0, 0)]).is_empty(), "nothing to sweep: no transfer");
-        let mut euro = account(3, 500);
-        euro.currency = "EUR".parse().unwrap();
-        let apart = sweep("m", &[account(1, 100), euro, account(2, 100)]);
-        assert_eq!(
-            apart.iter().map(|s| (s.currency.code(), s.legs.len())).collect::<Vec<_>>(),
-            [("EUR", 2), ("USD", 3)]
-        );
     }
 
     proptest! {

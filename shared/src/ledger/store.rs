@@ -2,8 +2,10 @@
 //! - `account#<id>` / `account`: currency, balance, available (absent: no floor), sequence;
 //! - `account#<id>` / `posting#<sequence, 20 digits>`: one leg, so an account's history is one Query;
 //! - `transfer#<id>` / `transfer`: the transfer record, written once (`attribute_not_exists`);
-//! - `credit-shards` / `<merchant id>`: `n`, the merchant's credit sub-accounts, when it has more
-//!   than one (`super::spread_credits`); one partition, so the sweeper finds them in one Query.
+//! - `credit-shards#<merchant id>` / `credit-shards`: `n`, the merchant's credit sub-accounts, when
+//!   it has more than one (`super::spread_credits`), in a partition of its own, since every process
+//!   crediting the merchant reads it; and `credit-shards` / `<merchant id>`: the same count, one
+//!   partition listing the merchants the sweeper sweeps, in one Query.
 //!
 //! `apply` reads the accounts (one consistent BatchGetItem), plans the writes, and commits them with
 //! the caller's business items in ONE TransactWriteItems. If another transfer moved one of the
@@ -28,8 +30,8 @@ use super::{
     TransferRecord, plan, spread_credits, sweep,
 };
 use crate::dynamo::{
-    Item, StoreError, Write, backoff, conflicted, failed_rules, get_decimal, get_item, get_n, get_s, items_after, n,
-    newest_before, partition_all, s, scan_all,
+    Item, StoreError, TransactError, Write, backoff, conflicted, failed_rules, get_decimal, get_item, get_n, get_s,
+    items_after, n, newest_before, partition_all, s, scan_all, transact,
 };
 use crate::money::Money;
 
@@ -39,8 +41,12 @@ const TRANSFER_NEW: &str = "ledger.transfer_new";
 /// How often a transfer re-plans after losing a race for one of its accounts.
 const ATTEMPTS: u32 = 25;
 
-/// The partition of the merchants' `credit_shards`.
+/// The partition listing the merchants with credit sub-accounts; each one's count is read from
+/// `credit-shards#<merchant>`.
 const CREDIT_SHARDS: &str = "credit-shards";
+
+/// The rule of a merchant's credit sub-account count: it only grows.
+const SHARDS_GROW: &str = "ledger.credit_shards_grow";
 
 /// How long a process spreads credits by a merchant's `credit_shards` as it read them before it
 /// reads them again with a transfer: a count grown meanwhile is taken up within it, and until then
@@ -141,8 +147,8 @@ impl LedgerStore {
         while let Some(items) = request.take().filter(|r| !r.is_empty()) {
             let output = self.client.batch_get_item().set_request_items(Some(items)).send().await?;
             for item in output.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                if get_s(item, "pk")? == CREDIT_SHARDS {
-                    shards.insert(get_s(item, "sk")?.to_owned(), get_n(item, "n")?);
+                if let Some(merchant) = shards_owner(get_s(item, "pk")?) {
+                    shards.insert(merchant.to_owned(), get_n(item, "n")?);
                     continue;
                 }
                 let account = account_from_item(item)?;
@@ -175,7 +181,8 @@ impl LedgerStore {
 
     /// How many credit sub-accounts `merchant` has (1: none but its main account).
     pub async fn credit_shards(&self, merchant: &str) -> Result<u32, StoreError> {
-        let key = [("pk", CREDIT_SHARDS), ("sk", merchant)];
+        let pk = format!("{CREDIT_SHARDS}#{merchant}");
+        let key = [("pk", pk.as_str()), ("sk", CREDIT_SHARDS)];
         get_item(&self.client, &self.table, &key).await?.map_or(Ok(1), |item| get_n(&item, "n"))
     }
 
@@ -185,25 +192,31 @@ impl LedgerStore {
         if !(1..=MAX_CREDIT_SHARDS).contains(&shards) {
             return Err(CreditShardsError::OutOfRange(shards));
         }
-        let result = self
-            .client
-            .update_item()
+        // The count and its line in the sweeper's list, together.
+        let count = Update::builder()
             .table_name(&self.table)
             .set_key(Some(credit_shards_key(merchant)))
             .update_expression("SET n = :n")
             .condition_expression("attribute_not_exists(n) OR n <= :n")
             .expression_attribute_values(":n", n(shards))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(shards),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(CreditShardsError::OnlyGrows {
-                    merchant: merchant.to_owned(),
-                    has: self.credit_shards(merchant).await?,
-                })
-            }
-            Err(e) => Err(StoreError::from(e).into()),
+            .build()
+            .map_err(StoreError::from)?;
+        let listed = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(CREDIT_SHARDS))
+            .item("sk", s(merchant))
+            .item("n", n(shards))
+            .build()
+            .map_err(StoreError::from)?;
+        let writes = vec![Write::update(SHARDS_GROW, count), Write::put("ledger.credit_shards_listed", listed)];
+        match transact(&self.client, writes).await {
+            Ok(()) => Ok(shards),
+            Err(e) if e.broke(SHARDS_GROW) => Err(CreditShardsError::OnlyGrows {
+                merchant: merchant.to_owned(),
+                has: self.credit_shards(merchant).await?,
+            }),
+            Err(TransactError::Store(e)) => Err(e.into()),
+            Err(e) => Err(StoreError::new(e.to_string()).into()),
         }
     }
 
@@ -239,7 +252,8 @@ impl LedgerStore {
         let mut merchants = self.sharded_merchants().await?;
         if !merchants.is_empty() {
             let len = merchants.len();
-            merchants.rotate_left(at.rem_euclid(len as i64) as usize);
+            // Another first merchant each tick (a minute apart), so a slow one starves none for good.
+            merchants.rotate_left((at / 60).rem_euclid(len as i64) as usize);
         }
         let mut applied = 0;
         for (merchant, _) in merchants {
@@ -247,7 +261,7 @@ impl LedgerStore {
                 tracing::warn!("credit sweep out of time; the next tick goes on");
                 break;
             }
-            match self.sweep_credits(&merchant, at).await {
+            match self.sweep_credits(&merchant, at, None).await {
                 Ok(n) => applied += n.unwrap_or(0),
                 Err(e) => tracing::warn!(merchant, error = %e, "credit sweep left for the next tick"),
             }
@@ -255,25 +269,37 @@ impl LedgerStore {
         Ok(applied)
     }
 
-    /// Moves what `merchant`'s credit sub-accounts hold into its main account (`super::sweep`):
-    /// how many sweeps applied, `None` if it has no sub-accounts. A sweep that finds a sub-account
-    /// emptied meanwhile (by another sweeper, whose money is in the main account already) reads
-    /// them all again; one refused for its currency is left, for the reconciliation to name.
-    pub async fn sweep_credits(&self, merchant: &str, at: i64) -> Result<Option<usize>, TransferError> {
+    /// Moves what `merchant`'s credit sub-accounts hold into its main account (`super::sweep`), the
+    /// fullest first, until `enough` has moved (`None`: all): how many sweeps applied, `None` if it
+    /// has no sub-accounts. A sweep that finds its sub-account emptied meanwhile (by another
+    /// sweeper, whose money is in the main account already) reads them all again; one refused for
+    /// its currency is left, for the reconciliation to name.
+    pub async fn sweep_credits(
+        &self,
+        merchant: &str,
+        at: i64,
+        enough: Option<Decimal>,
+    ) -> Result<Option<usize>, TransferError> {
         let shards = self.credit_shards(merchant).await?;
         if shards < 2 {
             return Ok(None);
         }
         let main = AccountId::merchant(merchant);
-        let mut applied = 0;
+        let (mut applied, mut moved) = (0, Decimal::ZERO);
         'read: for _ in 0..ATTEMPTS {
             let accounts = self.accounts(&merchant_accounts(merchant, shards)).await?;
             let sub_accounts: Vec<Account> = accounts.into_values().filter(|a| a.id != main).collect();
             for transfer in sweep(merchant, &sub_accounts) {
+                if enough.is_some_and(|enough| moved >= enough) {
+                    break;
+                }
                 match self.apply(&transfer, vec![], at).await {
-                    Ok(Applied::Now) => applied += 1,
-                    // The same sub-accounts at the same sequences: another sweeper moved them.
-                    Ok(Applied::Already) => {}
+                    Ok(Applied::Now) => {
+                        applied += 1;
+                        moved += TransferRecord::of(&transfer).amount();
+                    }
+                    // The same sub-account at the same sequence: another sweeper moved it.
+                    Ok(Applied::Already) => moved += TransferRecord::of(&transfer).amount(),
                     Err(TransferError::Ledger(LedgerError::InsufficientFunds { account, .. }))
                         if account.kind() == AccountKind::Credit =>
                     {
@@ -338,16 +364,18 @@ impl LedgerStore {
             let planned = plan(&spread, &current, at);
             // A merchant's main account short of a debit while its credits may wait for a sweep:
             // sweep them now, once, and plan again if it has sub-accounts.
-            if let Err(LedgerError::InsufficientFunds { account, .. }) = &planned
+            if let Err(LedgerError::InsufficientFunds { account, available, wanted }) = &planned
                 && !swept
                 && account.kind() == AccountKind::Merchant
                 && let Some(merchant) = account.merchant_id()
             {
                 swept = true;
-                match Box::pin(self.sweep_credits(merchant, at)).await {
+                match Box::pin(self.sweep_credits(merchant, at, Some(*wanted - *available))).await {
                     Ok(None) => {}
                     Ok(Some(_)) => continue,
-                    // Its answer is the debit's own, planned again.
+                    // Too busy to sweep now: nothing moved, and a retry may find it swept; not a
+                    // refusal the sum of its accounts might not deserve.
+                    Err(TransferError::Contention) => return Err(TransferError::Contention),
                     Err(e) => {
                         tracing::warn!(merchant, error = %e, "the sweep before a debit failed");
                         continue;
@@ -430,7 +458,7 @@ impl LedgerStore {
         let mut books = Books::default();
         for item in scan_all(&self.client, &self.table).await? {
             let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
-            if pk == CREDIT_SHARDS {
+            if pk == CREDIT_SHARDS || shards_owner(pk).is_some() {
                 continue;
             }
             if pk.starts_with("transfer#") {
@@ -466,7 +494,7 @@ impl LedgerStore {
         let mut postings = Vec::new();
         for item in scan_all(&self.client, &self.table).await? {
             let (pk, sk) = (get_s(&item, "pk")?, get_s(&item, "sk")?);
-            if pk == CREDIT_SHARDS {
+            if pk == CREDIT_SHARDS || shards_owner(pk).is_some() {
                 continue;
             }
             if pk.starts_with("transfer#") {
@@ -639,8 +667,14 @@ fn merchant_accounts(merchant: &str, shards: u32) -> Vec<AccountId> {
     credits.chain([AccountId::merchant(merchant)]).collect()
 }
 
+/// The key of `merchant`'s credit sub-account count, in a partition of its own.
 fn credit_shards_key(merchant: &str) -> HashMap<String, AttributeValue> {
-    HashMap::from([("pk".to_owned(), s(CREDIT_SHARDS)), ("sk".to_owned(), s(merchant))])
+    HashMap::from([("pk".to_owned(), s(format!("{CREDIT_SHARDS}#{merchant}"))), ("sk".to_owned(), s(CREDIT_SHARDS))])
+}
+
+/// The merchant whose count partition key `pk` is.
+fn shards_owner(pk: &str) -> Option<&str> {
+    pk.strip_prefix(CREDIT_SHARDS)?.strip_prefix('#')
 }
 
 fn account_id_of(pk: &str) -> Result<AccountId, StoreError> {
