@@ -36,7 +36,7 @@ use crate::outbox::{DeadLetterQueues, Outbox};
 use crate::purchase::notices::OrderNotices;
 use crate::queues::NotificationMessage;
 
-/// How long one tick sweeps the outbox, and before it the popular merchants' credit sub-accounts,
+/// How long one tick sweeps the outbox, and after it the popular merchants' credit sub-accounts,
 /// before leaving the rest to the next: the function's `Timeout` is 30 s.
 const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
 const CREDIT_SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
@@ -51,6 +51,10 @@ pub struct Notifier {
     ledger: LedgerStore,
     batch: Batch,
     sweep_grace_seconds: i64,
+    /// How often this process sweeps credit sub-accounts, and when it last did: not at every tick
+    /// of the outbox's schedule, which may be seconds apart, and its work is not urgent.
+    credit_sweep_every: std::time::Duration,
+    last_credit_sweep: std::sync::Mutex<Option<std::time::Instant>>,
     dead_letters: DeadLetterQueues,
 }
 
@@ -91,6 +95,8 @@ impl Notifier {
             outbox,
             ledger: LedgerStore::new(dynamodb.clone(), aws::env("LEDGER_TABLE")?),
             sweep_grace_seconds: number("OUTBOX_SWEEP_GRACE_SECONDS")?,
+            credit_sweep_every: std::time::Duration::from_secs(number("CREDIT_SWEEP_SECONDS")?),
+            last_credit_sweep: std::sync::Mutex::new(None),
             dead_letters: DeadLetterQueues::parse(&aws::env("OUTBOX_DEAD_LETTER_QUEUES")?)
                 .map_err(|e| MissingEnv(format!("OUTBOX_DEAD_LETTER_QUEUES ({e})")))?,
         })
@@ -105,22 +111,35 @@ impl Notifier {
             return Ok(serde_json::to_value(response)?);
         }
         let now = now_epoch_seconds();
-        // The credit sweep first: a few popular merchants, bounded, so the outbox keeps its budget.
-        // Its failure is logged and leaves the outbox its sweep.
-        let credit_sweeps = match self.ledger.sweep_all_credits(now, CREDIT_SWEEP_BUDGET).await {
-            Ok(applied) => applied,
-            Err(e) => {
-                tracing::error!(error = %e, "the credit sweep could not list the merchants; the next tick tries again");
-                0
-            }
-        };
         let swept = self.outbox.sweep(now, self.sweep_grace_seconds, &self.dead_letters, SWEEP_BUDGET).await?;
         if swept.cut_short {
             tracing::warn!(sent = swept.sent, dead = swept.dead, "outbox sweep cut short; the next tick goes on");
         }
+        // Then, if it is time, the credit sweep: bounded, and its failure only logged.
+        let credit_sweeps = if self.credit_sweep_due() {
+            match self.ledger.sweep_all_credits(now, CREDIT_SWEEP_BUDGET).await {
+                Ok(applied) => applied,
+                Err(e) => {
+                    tracing::error!(error = %e, "the credit sweep could not list the merchants; it tries again later");
+                    0
+                }
+            }
+        } else {
+            0
+        };
         Ok(serde_json::json!({
             "swept": swept.sent, "dead": swept.dead, "cut_short": swept.cut_short, "credit_sweeps": credit_sweeps,
         }))
+    }
+
+    /// Whether this process's credit sweep is due, marking it done if so.
+    fn credit_sweep_due(&self) -> bool {
+        let Ok(mut last) = self.last_credit_sweep.lock() else { return true };
+        let due = last.is_none_or(|at| at.elapsed() >= self.credit_sweep_every);
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
     }
 
     async fn process(&self, message: NotificationMessage) -> Result<(), Failure> {

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use superpay_e2e::Env;
 
-pub async fn invoke(function: &str, file: &str) -> Value {
+async fn invoke(function: &str, file: &str) -> Value {
     let env = Env::get();
     let event = std::fs::read(format!("{}/../events/{file}", env!("CARGO_MANIFEST_DIR"))).expect("the event file");
     let response = env
