@@ -75,6 +75,18 @@ fn binaries() -> std::path::PathBuf {
         .join("debug")
 }
 
+/// `instances` processes of the probe function, logging to `log_file`, killed as `faults` says.
+fn probe_launch(instances: usize, log_file: std::path::PathBuf, faults: Option<(FaultPlan, FaultCounts)>) -> Launch {
+    Launch {
+        binary: binaries().join("sqs-probe"),
+        args: vec![],
+        instances,
+        environment: BTreeMap::new(),
+        log_file,
+        faults,
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn sqs_batches_partial_failures_and_redrive() {
@@ -86,14 +98,7 @@ async fn sqs_batches_partial_failures_and_redrive() {
     assert_eq!(function.sqs_sources[0].queue, "WorkQueue");
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let launch = Launch {
-        binary: binaries().join("sqs-probe"),
-        args: vec![],
-        instances: 2,
-        environment: BTreeMap::new(),
-        log_file: env.stack.logs.join("sqs-probe.log"),
-        faults: None,
-    };
+    let launch = probe_launch(2, env.stack.logs.join("sqs-probe.log"), None);
     let host = FunctionHost::start(function, launch, shutdown.clone()).await.unwrap();
     assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
     Poller {
@@ -141,14 +146,7 @@ async fn a_process_killed_mid_invocation_ends_it_as_the_runtime_exiting_and_is_r
     assert!(doomed.contains(&true) && doomed.contains(&false), "the seed kills some, not all: {doomed:?}");
     let counts = FaultCounts::default();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let launch = Launch {
-        binary: binaries().join("sqs-probe"),
-        args: vec![],
-        instances: 1,
-        environment: BTreeMap::new(),
-        log_file: env.stack.logs.join("sqs-probe-kills.log"),
-        faults: Some((plan, counts.clone())),
-    };
+    let launch = probe_launch(1, env.stack.logs.join("sqs-probe-kills.log"), Some((plan, counts.clone())));
     let host = FunctionHost::start(function, launch, shutdown).await.unwrap();
     assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
     // One at a time, so that the n-th invocation is the plan's n-th.
@@ -236,14 +234,7 @@ async fn a_process_whose_host_is_gone_waits_for_the_stop_rather_than_crash() {
     let template = probe_template();
     let log_file = env.stack.logs.join(format!("{}.log", unique("sqs-probe-orphan")));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let launch = Launch {
-        binary: binaries().join("sqs-probe"),
-        args: vec![],
-        instances: 1,
-        environment: BTreeMap::new(),
-        log_file: log_file.clone(),
-        faults: None,
-    };
+    let launch = probe_launch(1, log_file.clone(), None);
     let host = FunctionHost::start(&template.functions[0], launch, shutdown).await.unwrap();
     assert!(host.ready(Duration::from_secs(10)).await, "the probe function starts");
     drop(host);
