@@ -351,6 +351,8 @@ async fn contention(root: &Path, release: bool, settings: bench::Contention) -> 
 const FAULT_RATE: f64 = 0.05;
 /// The seed of the bounded fault run of every `cargo stack test`.
 const FAULT_SEED: u64 = 11;
+/// The fault run's `OutboxSweepGraceSeconds` (see `fault_run`).
+const FAULT_OUTBOX_GRACE_SECONDS: &str = "10";
 /// How many purchases the fault test makes (`SUPERPAY_FAULT_PURCHASES`): bounded, and long.
 const FAULT_PURCHASES: (u32, u32) = (150, 1000);
 
@@ -458,6 +460,10 @@ async fn fault_run(root: &Path, plan: FaultPlan, purchases: u32) -> Result<ExitC
     );
     let mut options = options(root, false, false)?;
     options.faults = Some(plan);
+    // Injected throttling and SDK retries keep the notifier's queue a few seconds behind; a sweeper
+    // re-sending whatever has waited out the test stack's 3 s then floods the queue with copies,
+    // each slowing the queue further (120 s on AWS, where consumers scale out).
+    options.parameters.insert("OutboxSweepGraceSeconds".into(), FAULT_OUTBOX_GRACE_SECONDS.into());
     options.logs = options.state.join("fault-logs");
     let info_path = options.state.join("fault-stack.json");
     let _ = std::fs::remove_dir_all(&options.logs);

@@ -282,6 +282,10 @@ async fn bind(port: u16) -> Result<tokio::net::TcpListener, StackError> {
 fn spawn_schedule(host: Arc<FunctionHost>, seconds: u64, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(seconds));
+        // EventBridge does not catch up on ticks a slow invocation spans. Bursting them instead
+        // (tokio's default) kept one of a function's few local processes sweeping without pause,
+        // starving its queue's consumers until the outbox re-sent what they had not reached.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ticks.tick().await;
         loop {
             tokio::select! {

@@ -10,11 +10,12 @@
 //! into their wallet from a card and out to a bank account, their bank approving, declining,
 //! answering late or losing a request, and a partner platform charges a card they linked to it
 //! (`cash`); users confirm a payment session from two loading processes at once, some cancelling
-//! it meanwhile (`sessions`). A client whose call fails retries with the same
-//! Idempotency-Key, as a real one would, then gives up (a client whose request's process was killed
-//! finds its key in progress until the key's lock expires, and usually gives up so). Once quiet, the
-//! invariant checker finds nothing lost or doubled anywhere in the tables, and every answer a client
-//! got still holds.
+//! it meanwhile (`sessions`). Every merchant has credit sub-accounts, which the notifier's
+//! schedule and every refund or payout its account cannot cover sweep. A client whose call fails
+//! retries with the same Idempotency-Key, as a real one would, then gives up (a client whose
+//! request's process was killed finds its key in progress until the key's lock expires, and usually
+//! gives up so). Once quiet, the invariant checker finds nothing lost or doubled anywhere in the
+//! tables, and every answer a client got still holds.
 //! On a stack without faults these tests skip themselves.
 
 mod cash;
@@ -42,6 +43,9 @@ use superpay_e2e::{Env, unique};
 use crate::merchants::register;
 use crate::purchases::{TestMerchant, installed};
 use crate::reconcile::violations_everywhere;
+
+/// The credit sub-accounts of every merchant of the fault run.
+const CREDIT_SHARDS: u32 = 4;
 
 /// How often a client tries one call before it gives up, and the first wait between tries.
 const TRIES: u32 = 6;
@@ -131,7 +135,11 @@ async fn merchant_under_faults() -> TestMerchant {
             let created: Value = response.json().await.unwrap();
             // A replay (the first answer was lost) leaves the key out, shown once: a new merchant.
             if created["secret"].is_string() {
-                return installed(&created).await;
+                let shop = installed(&created).await;
+                // Every merchant of the fault run is a popular one: its credits spread over
+                // sub-accounts, and its refunds and payouts sweep them first.
+                env.ledger().await.set_credit_shards(&shop.id, CREDIT_SHARDS).await.unwrap();
+                return shop;
             }
             key = unique("key");
         }
