@@ -304,7 +304,7 @@ impl AttentionStore {
     /// apart), its dismissals and its personal items, one bounded query each, at once. An item
     /// that cannot be read is logged and left out, never the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
-        let (elements, many, dismissed, personal) = tokio::try_join!(
+        let (elements, many, dismissed, personal) = crate::try_join_warm!(
             self.range(user, "element#"),
             self.range(user, "many#"),
             self.range(user, "dismissed#"),

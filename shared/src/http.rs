@@ -62,7 +62,9 @@ where
                 problem.to_response()
             }
         };
-        Ok::<_, std::convert::Infallible>(finish(asked, response).await)
+        let response = finish(asked, response).await;
+        crate::aws::answered();
+        Ok::<_, std::convert::Infallible>(response)
     }))
     .await
 }

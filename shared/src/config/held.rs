@@ -61,11 +61,6 @@ impl<T> HeldGroup<T> {
         HeldGroup { group, table_name, store: OnceCell::new(), max_age_ms, parse, house, held: Mutex::new(None) }
     }
 
-    /// Whether this process holds a value yet (read once, however old).
-    pub fn is_held(&self) -> bool {
-        self.held.lock().is_ok_and(|held| held.is_some())
-    }
-
     /// The value, from this process's copy while it is young enough.
     pub async fn get(&self) -> Arc<T> {
         let now = now_epoch_millis();

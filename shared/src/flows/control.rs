@@ -2,10 +2,8 @@
 //! the table's answer for the problem's code at the client's step to each problem answer
 //! (replayed ones too) on its way out.
 //!
-//! The table is held as `config::held` holds a group: never a 500. A process reads it beside its
-//! first request's own calls, so that a cold start's first problem answer (often a refusal: an
-//! unknown id, a missing signature) does not wait one more round trip for it; after that, only a
-//! problem reads it, once it is older than its age.
+//! The table is held as `config::held` holds a group: never a 500, and a success path never
+//! reads it at all.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,13 +35,11 @@ where
     F: Fn(Request) -> Fut + Sync,
     Fut: Future<Output = Result<Response<Body>, Problem>> + Send,
 {
-    let handler = &handler;
-    let first = move |request: Request| async move { tokio::join!(handler(request), control.warm()).0 };
-    http::run(first, |asked, response| control.finish(asked, response)).await
+    http::run(handler, |asked, response| control.finish(asked, response)).await
 }
 
-/// The error-flow table as a function holds it (`config::held`): read beside the first request,
-/// not at init, and again on a problem once `FLOW_TABLE_MAX_AGE_SECONDS` old.
+/// The error-flow table as a function holds it (`config::held`): read on the first problem, not
+/// at cold start, and again once `FLOW_TABLE_MAX_AGE_SECONDS` old.
 pub struct FlowControl {
     table: HeldGroup<FlowTable>,
 }
@@ -59,13 +55,6 @@ impl FlowControl {
         let group = GroupName::parse(GROUP).expect("error-flows is a group name (flows::tests)");
         let parse = |json: &Value, version: u64| FlowTable::parse(json, version).map_err(|e| e.to_string());
         Ok(FlowControl { table: HeldGroup::new(aws::env("CONFIG_TABLE")?, group, max_age_ms, parse, FlowTable::house) })
-    }
-
-    /// Reads the table if this process holds none yet (its first request); nothing otherwise.
-    async fn warm(&self) {
-        if !self.table.is_held() {
-            self.table.get().await;
-        }
     }
 
     /// The table, from this process's copy while it is young enough.

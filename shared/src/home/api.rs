@@ -174,7 +174,7 @@ impl HomeApi {
         let now = now_epoch_seconds();
         let (wallet, reserve) = (AccountId::wallet(user), AccountId::reserve(user));
         let accounts = [wallet.clone(), reserve.clone()];
-        let (partition, accounts, postings, conversations, announced) = tokio::join!(
+        let (partition, accounts, postings, conversations, announced) = crate::join_warm!(
             self.attention.read(user),
             self.ledger.accounts(&accounts),
             self.ledger.postings(&wallet, None, RECENT as i32),
