@@ -4,12 +4,21 @@
 
 use aws_config::BehaviorVersion;
 
-/// Region, credentials and endpoints, loaded once per process; build every client of a function
-/// from this. Clients of one config share its HTTP connections, so a client made after init (the
-/// error-flow table's) reuses what init's clients opened.
+/// Region, credentials, endpoints and one HTTPS client, loaded once per process; build every client
+/// of a function from this. Left to itself the SDK gives each client its own HTTPS client, so a
+/// client made after init (the error-flow table's, a config group's) opened a connection of its own
+/// to an endpoint init's clients were already connected to: a TLS handshake more. With the one
+/// client set here, every client of the process shares its connections.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     static CONFIG: tokio::sync::OnceCell<aws_config::SdkConfig> = tokio::sync::OnceCell::const_new();
-    CONFIG.get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load()).await.clone()
+    CONFIG
+        .get_or_init(|| {
+            let https = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc));
+            aws_config::defaults(BehaviorVersion::latest()).http_client(https.build_https()).load()
+        })
+        .await
+        .clone()
 }
 
 /// Whether this process has answered an invocation. Until then (its cold start's first event) the

@@ -268,7 +268,8 @@ impl Outbox {
             }
             return Ok(());
         }
-        tracing::info!(outbox_id = %message.id, sweeps = counted, "outbox sweeper sends an overdue message");
+        // `alarm`: counted by template.yaml's OutboxResentMetric.
+        tracing::info!(outbox_id = %message.id, sweeps = counted, alarm = "outbox_resent", "outbox sweeper sends an overdue message");
         self.send(&message).await;
         swept.sent += 1;
         Ok(())

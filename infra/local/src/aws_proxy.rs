@@ -385,7 +385,7 @@ pub async fn start(
     let url = format!("http://{}", listener.local_addr()?);
     let app = Router::new().fallback(forward).with_state(proxy);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(crate::stack::without_nagle(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
             })

@@ -142,7 +142,7 @@ impl FunctionHost {
             let mut stop = shutdown.clone();
             let app = router(instance.clone());
             tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
+                let _ = axum::serve(crate::stack::without_nagle(listener), app)
                     .with_graceful_shutdown(async move {
                         let _ = stop.changed().await;
                     })

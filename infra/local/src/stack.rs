@@ -278,14 +278,22 @@ async fn bind(port: u16) -> Result<tokio::net::TcpListener, StackError> {
         .map_err(|e| StackError::Other(format!("cannot listen on 127.0.0.1:{port}: {e} (is another stack running?)")))
 }
 
+/// `listener`, its connections' writes sent at once: with Nagle on, a small write waits for the
+/// peer's delayed ACK of the one before, 40 ms, which a first call's figure must not carry (as
+/// the TLS fronts, `crate::tls`).
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    })
+}
+
 /// Invokes `host` every `seconds` with an EventBridge scheduled event, as a `Schedule` event would.
 fn spawn_schedule(host: Arc<FunctionHost>, seconds: u64, mut shutdown: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(seconds));
-        // EventBridge does not catch up on ticks a slow invocation spans. Bursting them instead
-        // (tokio's default) kept one of a function's few local processes sweeping without pause,
-        // starving its queue's consumers until the outbox re-sent what they had not reached.
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         ticks.tick().await;
         loop {
             tokio::select! {
@@ -305,6 +313,12 @@ fn spawn_schedule(host: Arc<FunctionHost>, seconds: u64, mut shutdown: watch::Re
                     if let crate::runtime_api::Outcome::Error(e) = host.invoke(event.to_string().into()).await {
                         tracing::warn!(function = %host.logical_id, error = %e, "scheduled invocation failed");
                     }
+                    // A whole period from the end of each invocation. EventBridge would invoke
+                    // another process meanwhile; here one slower than its period, its missed ticks
+                    // fired at once (tokio's default), kept one of a function's two local
+                    // processes busy without pause, starving its queue's consumers until the
+                    // outbox re-sent what they had not reached.
+                    ticks.reset();
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! the table's answer for the problem's code at the client's step to each problem answer
 //! (replayed ones too) on its way out.
 //!
-//! The table is held as `config::held` holds a group: never a 500, and a success path never
+//! The table is held as `config::held` holds a group: never a 500, and a success path here never
 //! reads it at all.
 
 use std::future::Future;

@@ -8,7 +8,7 @@
 //! - `POST /home/elements/{id}/dismiss`  the user dismisses an element (idempotent; a critical one
 //!   is refused)
 //!
-//! Everything is read consistently and at once: the user's attention items, dismissals and
+//! Everything is read consistently and at once (`join_warm!`: in turn on a cold start): the user's attention items, dismissals and
 //! personal items (one query each), the wallet and reserve (one batch), the latest postings and
 //! the conversations (one query each).
 
