@@ -301,8 +301,8 @@ impl AttentionStore {
     }
 
     /// `user`'s partition, read consistently: its elements (those of sources that make many
-    /// apart), its dismissals and its personal items, one bounded query each, at once (`try_join_warm!`). An item
-    /// that cannot be read is logged and left out, never the whole home.
+    /// apart), its dismissals and its personal items, one bounded query each, at once
+    /// (`try_join_warm!`). An item that cannot be read is logged and left out, never the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
         let (elements, many, dismissed, personal) = crate::try_join_warm!(
             self.range(user, "element#"),

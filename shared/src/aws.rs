@@ -2,6 +2,8 @@
 //! (`AWS_ENDPOINT_URL_DYNAMODB`, `AWS_ENDPOINT_URL_SQS`, ...), so the same binary talks to AWS when
 //! deployed and to the local emulators in development, with no endpoint plumbing of ours.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use aws_config::BehaviorVersion;
 
 /// Region, credentials, endpoints and one HTTPS client, loaded once per process; build every client
@@ -25,15 +27,15 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// calls `join_warm!` and `try_join_warm!` are given go one after another, over the one TLS
 /// connection the first opens: calls made at once each open their own, and a handshake costs CPU a
 /// 128 MB function has little of (docs/decisions.md, "A cold start's calls one at a time").
-static WARM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static WARM: AtomicBool = AtomicBool::new(false);
 
 pub fn warm() -> bool {
-    WARM.load(std::sync::atomic::Ordering::Relaxed)
+    WARM.load(Ordering::Relaxed)
 }
 
 /// Called once the process has answered an invocation (`http::run`).
 pub fn answered() {
-    WARM.store(true, std::sync::atomic::Ordering::Relaxed);
+    WARM.store(true, Ordering::Relaxed);
 }
 
 /// `tokio::join!` in a warm process; in turn on its first event (`warm`).
