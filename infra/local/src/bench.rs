@@ -2,8 +2,8 @@
 //! in one run, as ratios and counts (the machine is noisy, so absolute times only mean something
 //! beside each other).
 //!
-//! - Cold start of every function as built for Lambda (the release profile), `PROCESSES` processes
-//!   each, whose first event is a sample from `events/` that needs about one read. Beside them, run
+//! - Cold start of every function as built for Lambda (the release profile), `COLD_STARTS` times
+//!   each, one process at a time, whose first event is a sample from `events/` that needs about one read. Beside them, run
 //!   the same way: the tuned Rust SDK function (`infra/bench`: aws-config and DynamoDB, SQS and KMS
 //!   clients at init, one GetItem) and its Python + boto3 twin (AWS's runtime interface client).
 //! - Peak RSS of every process, read after the operations below ran, and the size of every
@@ -27,10 +27,14 @@ use crate::runtime_api::{FunctionHost, Launch, Outcome};
 use crate::stack::{ColdStart, Stack};
 use crate::template::Function;
 
-/// Processes per function, each cold once.
-pub const PROCESSES: usize = 3;
-/// Runs of each operation: with `PROCESSES` processes, most runs find the keys already unwrapped.
+/// Cold starts per function (and reference), each a process alone on the machine, its first event
+/// alone: on AWS every instance has CPU of its own, so starts measured side by side on these 2
+/// cores would time how they share the cores.
+pub const COLD_STARTS: usize = 7;
+/// Runs of each operation: the first finds the process cold (its keys not yet unwrapped).
 const RUNS: usize = 7;
+/// How long a restarted process may take to start and ask for its first event.
+const START_WITHIN: Duration = Duration::from_secs(60);
 
 /// Each function's first event: a sample from `events/` that needs about one read.
 const COLD_PROBES: &[(&str, &str)] = &[
@@ -103,7 +107,7 @@ pub async fn start_reference(
         policy: Default::default(),
     };
     let log_file = stack.info.logs.join(format!("{}.log", name.replace([' ', ':', ',', '+'], "_")));
-    let launch = Launch { binary: binary.to_owned(), args, instances: PROCESSES, environment, log_file, faults: None };
+    let launch = Launch { binary: binary.to_owned(), args, instances: 1, environment, log_file, faults: None };
     let host = FunctionHost::start(&function, launch, stack.shutdown_signal()).await.map_err(|e| e.to_string())?;
     if !host.ready(Duration::from_secs(60)).await {
         return Err(format!("{name} did not start; see {}", stack.info.logs.display()));
@@ -111,10 +115,10 @@ pub async fn start_reference(
     Ok(host)
 }
 
-/// Gives every process of every host its first event, one host at a time (so cold starts do not
-/// compete for the cores), all processes of a host at once (so each takes one). Each process gets
-/// its own Idempotency-Key, so that none of them answers as a replay. Returns what each host's
-/// first event was.
+/// Gives each host's one process its first event, then restarts it cold, `COLD_STARTS` times, in
+/// rounds (a round starts every host once, one at a time), so that whatever slows the machine for a
+/// while slows every function and the references alike. Each first event has its own
+/// Idempotency-Key, so that none answers as a replay. Returns what each host's first event was.
 pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<Vec<String>, String> {
     let mut probes = vec![];
     for host in hosts {
@@ -126,24 +130,35 @@ pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<V
             }
             None => json!({}),
         };
-        let mut invocations = tokio::task::JoinSet::new();
-        for process in 0..PROCESSES {
+        probes.push((event, probe.map_or("any event: one GetItem".into(), |f| format!("events/{f}"))));
+    }
+    for round in 0..COLD_STARTS {
+        for (host, (event, _)) in hosts.iter().zip(&probes) {
+            if round > 0 && !host.restart(START_WITHIN).await {
+                return Err(format!("{} did not start again within {START_WITHIN:?}", host.logical_id));
+            }
             let mut event = event.clone();
             if let Some(key) = event["headers"]["idempotency-key"].as_str() {
                 event["headers"]["idempotency-key"] = json!(format!("{key}-{}", uuid::Uuid::new_v4()));
             }
-            let host = host.clone();
-            invocations.spawn(async move { (process, host.invoke(event.to_string().into()).await) });
-        }
-        while let Some(outcome) = invocations.join_next().await {
-            match outcome.map_err(|e| e.to_string())?.1 {
+            match host.invoke(event.to_string().into()).await {
                 Outcome::Response(_) => {}
                 other => return Err(format!("{}'s first event failed: {other:?}", host.logical_id)),
             }
         }
-        probes.push(probe.map_or("any event: one GetItem".into(), |f| format!("events/{f}")));
     }
-    Ok(probes)
+    Ok(probes.into_iter().map(|(_, probe)| probe).collect())
+}
+
+/// `probe` (a first event), with the AWS calls its `COLD_STARTS` runs made, per run.
+pub fn with_calls(probe: String, calls: &BTreeMap<String, CallCount>) -> String {
+    let calls = total(calls);
+    match calls as usize {
+        0 => probe,
+        n if n == COLD_STARTS => format!("{probe}, 1 call"),
+        n if n % COLD_STARTS == 0 => format!("{probe}, {} calls", n / COLD_STARTS),
+        n => format!("{probe}, {:.1} calls", n as f64 / COLD_STARTS as f64),
+    }
 }
 
 /// One operation's AWS calls: the fewest any run made (the warm path) and the most (a process's
@@ -668,7 +683,13 @@ pub fn report(cold: &[(ColdStart, String)], sizes: &BTreeMap<String, u64>, count
             c.peak_rss_mb
         );
     }
-    let _ = writeln!(out, "\nMedians over {PROCESSES} processes each; every AWS endpoint behind TLS (a local CA).\n");
+    let _ = writeln!(
+        out,
+        "\nMedians of {COLD_STARTS} cold starts each, one process at a time; every AWS endpoint behind TLS (a local CA).\n"
+    );
+    if counted.is_empty() {
+        return out;
+    }
     let _ =
         writeln!(out, "| operation | AWS calls, warm | a process's first | then, asynchronously | USD per million |");
     let _ = writeln!(out, "|---|---|---|---|---|");

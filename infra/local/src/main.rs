@@ -21,8 +21,8 @@ const USAGE: &str = "usage:
                                   run every test (ARGS go to each test binary), then the fault run
                                   (seed 11; SUPERPAY_FAULT_SEED=N replays another seed)
   cargo stack test --faults-long  only the fault run, with a random seed it prints and more load
-  cargo stack bench [--debug] [--contention-only] [--concurrency C] [--contention-instances N]
-                    [--contention-purchases P] [--credit-shards S]
+  cargo stack bench [--debug] [--cold-only | --contention-only] [--concurrency C]
+                    [--contention-instances N] [--contention-purchases P] [--credit-shards S]
                                   cold starts, memory, sizes and AWS calls per operation (release
                                   build), then the contention scenario: P purchases (default 256)
                                   by C clients at once (default 32) from one merchant, the same
@@ -228,18 +228,27 @@ async fn up(args: &[String]) -> Result<ExitCode, String> {
 
 /// `cargo stack bench`: see `superpay_local::bench`. Prints the report and keeps it in
 /// `.superpay/bench.md`. `--debug` checks the benchmark itself quickly (its times mean nothing);
-/// `--contention-only` runs the contention scenario alone, set by `--concurrency`,
+/// `--cold-only` measures the cold starts alone (a minute or two); `--contention-only` runs the
+/// contention scenario alone, set by `--concurrency`,
 /// `--contention-instances`, `--contention-purchases` and `--credit-shards`.
 async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
     let release = !args.iter().any(|a| a == "--debug");
     let contention_only = args.iter().any(|a| a == "--contention-only");
+    let cold_only = args.iter().any(|a| a == "--cold-only");
+    if contention_only && cold_only {
+        return Err("--contention-only and --cold-only leave nothing to run together".into());
+    }
     let settings = contention_settings(args)?;
     let root = root();
     build_functions(&root, release, &["bench-sdk-fn"])?;
     let mut report = String::new();
     if !contention_only {
-        report = cold_starts_and_calls(&root, release).await?;
+        report = cold_starts_and_calls(&root, release, !cold_only).await?;
         println!("{report}");
+    }
+    if cold_only {
+        std::fs::write(root.join(".superpay/bench.md"), &report).map_err(|e| e.to_string())?;
+        return Ok(ExitCode::SUCCESS);
     }
     let scenario = contention(&root, release, settings).await?;
     println!("{scenario}");
@@ -264,9 +273,9 @@ fn contention_settings(args: &[String]) -> Result<bench::Contention, String> {
     })
 }
 
-/// The cold starts, memory, sizes and AWS calls per operation, as a report; a release run also
-/// draws the chart.
-async fn cold_starts_and_calls(root: &Path, release: bool) -> Result<String, String> {
+/// The cold starts, memory, sizes and (`with_calls`) AWS calls per operation, as a report; a whole
+/// release run also draws the chart.
+async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> Result<String, String> {
     let python = emulators::virtualenv(&root.join(".superpay/venv/bench"), emulators::BENCH_REQUIREMENTS)
         .await
         .map_err(|e| e.to_string())?;
@@ -276,7 +285,7 @@ async fn cold_starts_and_calls(root: &Path, release: bool) -> Result<String, Str
     let tls =
         superpay_local::tls::LocalTls::create(&options.state.join("bench-tls"), botocore_bundle(&venv).as_deref())?;
     options.tls = Some(std::sync::Arc::new(tls));
-    options.instances_per_function = bench::PROCESSES;
+    options.instances_per_function = 1;
     options.run_schedules = false;
     options.start_one_at_a_time = true;
     options.logs = options.state.join("bench-logs");
@@ -293,8 +302,15 @@ async fn cold_starts_and_calls(root: &Path, release: bool) -> Result<String, Str
             bench::start_reference(&stack, bench::PYTHON_REFERENCE, &python.join("python"), args, &[handler]).await?;
         let mut hosts = vec![rust, python];
         hosts.extend(stack.hosts.iter().cloned());
+        stack.aws_calls.clear();
         let probes = bench::cold_starts(&hosts, &root.join("events")).await?;
-        let counted = bench::count_operations(&stack).await?;
+        // What each function's first event called, counted by its proxy (the references have none).
+        let probes: Vec<String> = hosts
+            .iter()
+            .zip(probes)
+            .map(|(host, probe)| bench::with_calls(probe, &stack.aws_calls.take(&host.logical_id)))
+            .collect();
+        let counted = if with_calls { bench::count_operations(&stack).await? } else { vec![] };
         // Read after the operations, so that peak memory covers their heavier paths too.
         let cold: Vec<_> = hosts.iter().map(|h| ColdStart::of(h)).zip(probes).collect();
         Ok::<_, String>((cold, counted))
@@ -315,10 +331,12 @@ async fn cold_starts_and_calls(root: &Path, release: bool) -> Result<String, Str
     let report = bench::report(&cold, &sizes, &counted);
     // The README shows it, committed with the run's numbers in docs/performance.md: only a run of
     // the functions as built for Lambda draws it.
-    if release {
+    if release && with_calls {
         let measured: Vec<ColdStart> = cold.into_iter().map(|(c, _)| c).collect();
-        let title =
-            format!("Cold starts, cargo stack bench (release build, medians of {} processes)", bench::PROCESSES);
+        let title = format!(
+            "Cold starts, cargo stack bench (release build, medians of {} cold starts each)",
+            bench::COLD_STARTS
+        );
         let svg = chart::cold_starts_svg(&measured, &title);
         std::fs::write(root.join("docs/cold-starts.svg"), svg).map_err(|e| e.to_string())?;
         eprintln!("the chart: docs/cold-starts.svg");

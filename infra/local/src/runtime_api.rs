@@ -227,6 +227,23 @@ impl FunctionHost {
             .collect()
     }
 
+    /// Kills every process and waits, at most `within`, until each one's successor has started and
+    /// asked for work: a cold start again (the benchmark's). Says whether they all did.
+    pub async fn restart(&self, within: Duration) -> bool {
+        let started = self.init_times().len();
+        for instance in &self.instances {
+            let _ = instance.kill.send(Outcome::Crashed);
+        }
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if self.init_times().len() >= started + self.instances.len() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
     /// Waits until every instance has asked for its first invocation.
     pub async fn ready(&self, within: Duration) -> bool {
         let until = Instant::now() + within;
