@@ -9,8 +9,9 @@
 //! or by a stolen token, can crowd money or security out of a read. A user's dismissal of an
 //! element is an item `dismissed#<element id>` in the same partition. What the home lists as the
 //! user's own (a linked platform, a device that pays offline) is an item `personal#<kind>#<id>`
-//! (`Personal`), written with what it lists and deleted when that ends. Each of the four is read
-//! by its own bounded query, so no number of one can crowd the others out of a read.
+//! (`Personal`), written with what it lists and deleted when that ends. A partition is read in one
+//! query while it holds fewer items than one read takes; past that, each of the four by its own
+//! bounded query, so no number of one can crowd the others out of a read.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +31,8 @@ pub const DISMISSAL_SECONDS: i64 = 90 * 86_400;
 /// apart), and only elements that exist can be dismissed.
 /// A partition past it is logged (`alarm = home_partition_full`): the later keys are not read.
 pub const READ_LIMIT: i32 = 200;
+/// The key prefixes of the four kinds of item a partition holds, in the order `read` gives them.
+const KINDS: [&str; 4] = ["element#", "many#", "dismissed#", "personal#"];
 
 /// Why an element matters, in the order the home ranks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -301,15 +304,31 @@ impl AttentionStore {
     }
 
     /// `user`'s partition, read consistently: its elements (those of sources that make many
-    /// apart), its dismissals and its personal items, one bounded query each, at once
-    /// (`try_join_warm!`). An item that cannot be read is logged and left out, never the whole home.
+    /// apart), its dismissals and its personal items. One query of the whole partition, which
+    /// nearly always holds fewer than `READ_LIMIT` items; only when it holds more, one bounded query
+    /// per kind (`try_join_warm!`), so that no number of one kind can crowd the others out of a
+    /// read. An item that cannot be read is logged and left out, never the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
-        let (elements, many, dismissed, personal) = crate::try_join_warm!(
-            self.range(user, "element#"),
-            self.range(user, "many#"),
-            self.range(user, "dismissed#"),
-            self.range(user, "personal#")
-        )?;
+        let (all, complete) = self.query(user, None).await?;
+        let [elements, many, dismissed, personal] = if complete {
+            let mut kinds: [Vec<Item>; 4] = Default::default();
+            for item in all {
+                let id = get_s(&item, "id").unwrap_or_default();
+                if let Some(kind) = KINDS.iter().position(|prefix| id.starts_with(prefix)) {
+                    kinds[kind].push(item);
+                }
+            }
+            kinds
+        } else {
+            let [element, many, dismissed, personal] = KINDS;
+            let kinds = crate::try_join_warm!(
+                self.range(user, element),
+                self.range(user, many),
+                self.range(user, dismissed),
+                self.range(user, personal)
+            )?;
+            kinds.into()
+        };
         let mut elements: Vec<Element> = readable(user, &elements, "element");
         elements.extend(readable::<Element>(user, &many, "element"));
         let mut partition =
@@ -324,19 +343,8 @@ impl AttentionStore {
 
     /// `user`'s items whose key starts with `prefix`, at most `READ_LIMIT`.
     async fn range(&self, user: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#user = :user AND begins_with(id, :prefix)")
-            .expression_attribute_names("#user", "user")
-            .expression_attribute_values(":user", AttributeValue::S(user.to_owned()))
-            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
-            .consistent_read(true)
-            .limit(READ_LIMIT)
-            .send()
-            .await?;
-        if out.last_evaluated_key().is_some() {
+        let (items, complete) = self.query(user, Some(prefix)).await?;
+        if !complete {
             tracing::error!(
                 alarm = "home_partition_full",
                 user,
@@ -344,7 +352,28 @@ impl AttentionStore {
                 "a home partition holds more than a read takes"
             );
         }
-        Ok(out.items().to_vec())
+        Ok(items)
+    }
+
+    /// At most `READ_LIMIT` of `user`'s items (those whose key starts with `prefix`, if given),
+    /// read consistently, and whether they are all there are.
+    async fn query(&self, user: &str, prefix: Option<&str>) -> Result<(Vec<Item>, bool), StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_names("#user", "user")
+            .expression_attribute_values(":user", AttributeValue::S(user.to_owned()))
+            .consistent_read(true)
+            .limit(READ_LIMIT);
+        let query = match prefix {
+            Some(prefix) => query
+                .key_condition_expression("#user = :user AND begins_with(id, :prefix)")
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned())),
+            None => query.key_condition_expression("#user = :user"),
+        };
+        let out = query.send().await?;
+        Ok((out.items().to_vec(), out.last_evaluated_key().is_none()))
     }
 }
 

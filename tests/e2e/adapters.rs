@@ -162,3 +162,64 @@ async fn a_suspension_between_a_requests_checks_and_its_commit_stops_the_commit(
     assert_eq!(status("active").await, reqwest::StatusCode::OK);
     transact(&env.dynamodb().await, vec![store.active_check(&shop.id).unwrap()]).await.unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_home_partition_is_read_whole_and_no_kind_crowds_out_another_past_the_limit() {
+    use superpay::attention::{AttentionStore, Class, Element, Personal, PersonalKind, READ_LIMIT};
+    use superpay::dynamo::transact;
+    let env = Env::get();
+    let dynamodb = env.dynamodb().await;
+    let store = AttentionStore::new(dynamodb.clone(), env.table("HomeTable"));
+    let user = unique("home-user");
+    let element = |id: String, class: Class| Element {
+        id,
+        kind: "test.element".into(),
+        class,
+        reason: "a test".into(),
+        data: serde_json::json!({}),
+        actions: vec![],
+        deadline: None,
+        expires_at: None,
+        at: 1,
+        critical: false,
+        explain: serde_json::json!({}),
+    };
+    let device = Personal { kind: PersonalKind::Device, id: "d1".into(), at: 1, data: serde_json::json!({}) };
+    transact(
+        &dynamodb,
+        vec![
+            store.put_item(&user, &element("security:s1".into(), Class::Security)).unwrap(),
+            store.put_many_item(&user, &element("session:p0".into(), Class::TimeBound)).unwrap(),
+            store.dismissal_item(&user, "announcement:a1", 1).unwrap(),
+            store.put_personal(&user, &device).unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let ids = |elements: &[Element]| {
+        let mut ids: Vec<String> = elements.iter().map(|e| e.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    // A small partition, in one query: each kind where it belongs.
+    let read = store.read(&user).await.unwrap();
+    assert_eq!(ids(&read.elements), ["security:s1", "session:p0"]);
+    assert_eq!(read.dismissed.into_iter().collect::<Vec<_>>(), ["announcement:a1"]);
+    assert_eq!(read.personal, std::slice::from_ref(&device));
+
+    // More elements kept apart than one read takes (as a stolen token could make): the security
+    // element, the dismissal and the device are still read, and the many are bounded.
+    let many: Vec<_> = (1..=READ_LIMIT)
+        .map(|n| store.put_many_item(&user, &element(format!("session:p{n:03}"), Class::TimeBound)).unwrap())
+        .collect();
+    for chunk in many.chunks(100) {
+        transact(&dynamodb, chunk.to_vec()).await.unwrap();
+    }
+    let read = store.read(&user).await.unwrap();
+    let security: Vec<_> = read.elements.iter().filter(|e| e.class == Class::Security).collect();
+    assert_eq!(security.len(), 1, "the security element is not crowded out");
+    assert_eq!(read.elements.len(), 1 + READ_LIMIT as usize, "the elements kept apart are bounded by one read");
+    assert!(read.dismissed.contains("announcement:a1"));
+    assert_eq!(read.personal, [device]);
+}

@@ -9,8 +9,9 @@
 //!   is refused)
 //!
 //! Everything is read consistently and at once (`join_warm!`: in turn on a cold start): the user's
-//! attention items, dismissals and personal items (one query each), the wallet and reserve (one
-//! batch), the latest postings and the conversations (one query each).
+//! attention items, dismissals and personal items (one query of their partition, one per kind in a
+//! partition too big for one: `AttentionStore::read`), the wallet and reserve (one batch), the
+//! latest postings and the conversations (one query each).
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
