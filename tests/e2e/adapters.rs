@@ -223,3 +223,58 @@ async fn a_home_partition_is_read_whole_and_no_kind_crowds_out_another_past_the_
     assert!(read.dismissed.contains("announcement:a1"));
     assert_eq!(read.personal, [device]);
 }
+
+#[tokio::test]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answers_as_its_record_says() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use superpay::Problem;
+    use superpay::problem::catalogue;
+    let store = store().await;
+    let now = 3_000_000;
+    let ran = AtomicUsize::new(0);
+    let refused = |_: &superpay::idempotency::Scope| async {
+        Err::<(), _>(Problem::new(catalogue::MINIAPP_SESSION_INVALID, "no session"))
+    };
+    let passes = |_: &superpay::idempotency::Scope| async { Ok(()) };
+    let work = |_claim, ()| {
+        ran.fetch_add(1, Ordering::SeqCst);
+        async { Ok(response("{\"id\":1}").into_response()) }
+    };
+    let answered = |outcome: Result<_, Problem>| match outcome {
+        Ok(response) => StoredResponse::from_response(&response).status,
+        Err(problem) => problem.status().as_u16(),
+    };
+
+    // A refusal from the check is recorded: the same request answers it again, even once its check
+    // would pass, and nothing runs.
+    let key = unique("key");
+    let first = store.run_checked(scope("alice", &key), "fp-1".into(), now, refused, work).await;
+    assert_eq!(first.map_err(|p| p.code).err(), Some("miniapp_session_invalid"));
+    let again = store.run_checked(scope("alice", &key), "fp-1".into(), now + 1, passes, work).await;
+    assert_eq!(answered(again), 403, "the recorded refusal");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    // The key for another request is refused as reused, whatever the check says.
+    let other = store.run_checked(scope("alice", &key), "fp-2".into(), now + 1, refused, work).await;
+    assert_eq!(other.map_err(|p| p.code).err(), Some("idempotency_key_reused"));
+
+    // A key in flight or answered: a refusing check changes nothing, the record answers.
+    let busy = unique("key");
+    let Begin::Run(claim) = store.begin(scope("alice", &busy), "fp-1".into(), now).await.unwrap() else {
+        panic!("a fresh key runs");
+    };
+    let refused_while_busy = store.run_checked(scope("alice", &busy), "fp-1".into(), now + 1, refused, work).await;
+    assert_eq!(refused_while_busy.map_err(|p| p.code).err(), Some("idempotency_request_in_progress"));
+    store.complete(&claim, &response("{\"id\":7}"), now + 2).await.unwrap();
+    let replayed = store.run_checked(scope("alice", &busy), "fp-1".into(), now + 3, refused, work).await.unwrap();
+    assert_eq!(StoredResponse::from_response(&replayed), response("{\"id\":7}"));
+
+    // A failure of ours in the check records nothing: the key stays free, and what passes runs.
+    let free = unique("key");
+    let failed = |_: &superpay::idempotency::Scope| async { Err::<(), _>(Problem::internal("a read failed")) };
+    let failure = store.run_checked(scope("alice", &free), "fp-1".into(), now, failed, work).await;
+    assert_eq!(answered(failure), 500);
+    let ran_now = store.run_checked(scope("alice", &free), "fp-1".into(), now + 1, passes, work).await;
+    assert_eq!(answered(ran_now), 201);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}

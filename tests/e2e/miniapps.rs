@@ -280,8 +280,18 @@ async fn an_expired_session_is_refused_and_changes_nothing() {
     let wait = (expires_at - superpay::clock::now_epoch_seconds() + 1).max(0) as u64;
     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
     let session = verified["session"]["id"].as_str().unwrap();
-    let (status, refused) = request(&user, &app.id, &buy(session, "jasmine-tea", Some("4.50")), &unique("key")).await;
+    let key = unique("key");
+    let (status, refused) = request(&user, &app.id, &buy(session, "jasmine-tea", Some("4.50")), &key).await;
     assert_eq!((status, refused["code"].as_str()), (StatusCode::FORBIDDEN, Some("miniapp_session_expired")));
+    // Refused by the checks before any claim, and recorded all the same: the key answers it again,
+    // and is not the key of another request.
+    let (status, again) = request(&user, &app.id, &buy(session, "jasmine-tea", Some("4.50")), &key).await;
+    assert_eq!(
+        (status, again["code"].as_str(), &again["detail"]),
+        (StatusCode::FORBIDDEN, Some("miniapp_session_expired"), &refused["detail"])
+    );
+    let (status, reused) = request(&user, &app.id, &buy(session, "jasmine-tea", Some("1.00")), &key).await;
+    assert_eq!((status, reused["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("idempotency_key_reused")));
     assert_eq!(wallet(&user).await, Decimal::new(2000, 2));
     assert!(messages(&user, &format!("miniapp:{}", app.id)).await.is_empty());
 }

@@ -3,7 +3,9 @@
 //! `begin` claims a key with one conditional PutItem; on a failed condition the old item comes back
 //! with the error (ReturnValuesOnConditionCheckFailure), so a replay costs one call, not two.
 //! A route's success response is written by `complete_item` inside the route's own transaction, so
-//! the business change and its recorded answer commit together or not at all.
+//! the business change and its recorded answer commit together or not at all. A route whose
+//! refusals come from reads alone checks before it claims (`run_checked`): its refusal is then
+//! recorded by one conditional PutItem, not a claim and a completion.
 
 use std::future::Future;
 
@@ -43,6 +45,14 @@ pub struct Claim {
     claim_id: String,
 }
 
+impl Claim {
+    /// A new attempt's claim on `scope`'s key, for the request `fingerprint` identifies.
+    fn new(scope: Scope, fingerprint: String) -> Self {
+        let record_id = scope.record_id();
+        Claim { scope, record_id, fingerprint, claim_id: uuid::Uuid::new_v4().to_string() }
+    }
+}
+
 /// `$request` (a transaction's Put, a PutItem or a DeleteItem: SDK builders with the same condition
 /// methods and no trait in common) on the condition that `$claim`'s record is still that attempt's,
 /// unfinished.
@@ -68,20 +78,52 @@ impl IdempotencyStore {
     }
 
     pub async fn begin(&self, scope: Scope, fingerprint: String, now: i64) -> Result<Begin, StoreError> {
-        let record_id = scope.record_id();
-        let claim_id = uuid::Uuid::new_v4().to_string();
+        let claim = Claim::new(scope, fingerprint);
+        let item = Item::from([
+            ("id".to_owned(), s(&claim.record_id)),
+            ("state".to_owned(), s("in_progress")),
+            ("fingerprint".to_owned(), s(&claim.fingerprint)),
+            ("claim_id".to_owned(), s(&claim.claim_id)),
+            ("caller".to_owned(), s(&claim.scope.caller)),
+            ("route".to_owned(), s(&claim.scope.route)),
+            ("lock_expires_at".to_owned(), n(now + IN_PROGRESS_SECONDS)),
+            ("expires_at".to_owned(), n(now + RETENTION_SECONDS)),
+        ]);
+        Ok(match self.put_if_free(&claim, item, now).await? {
+            None => Begin::Run(claim),
+            Some(taken) => taken,
+        })
+    }
+
+    /// Records `refusal` as the answer of a request that was never claimed (`run_checked`), with
+    /// one conditional PutItem; or answers as the key's record says, if it has one.
+    async fn refuse(
+        &self,
+        scope: Scope,
+        fingerprint: String,
+        refusal: Problem,
+        now: i64,
+    ) -> Result<Response<Body>, Problem> {
+        let claim = Claim::new(scope, fingerprint);
+        let response = refusal.to_response();
+        let item = self.completed_item(&claim, &StoredResponse::from_response(&response), now)?;
+        match self.put_if_free(&claim, item, now).await? {
+            None => Err(refusal),
+            Some(Begin::Replay(recorded)) => Ok(recorded.into_response()),
+            Some(Begin::Refuse(problem)) => Err(problem),
+            Some(Begin::Run(_)) => Err(Problem::internal("put_if_free gives no claim")),
+        }
+    }
+
+    /// Puts `item` as `claim`'s record if the key is free: never used, expired, or claimed by an
+    /// attempt at the same request whose lock expired. `None` if it did; otherwise what the record
+    /// there says: replay its answer, or refuse (in flight, or the key used for another request).
+    async fn put_if_free(&self, claim: &Claim, item: Item, now: i64) -> Result<Option<Begin>, StoreError> {
         let outcome = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("id", s(&record_id))
-            .item("state", s("in_progress"))
-            .item("fingerprint", s(&fingerprint))
-            .item("claim_id", s(&claim_id))
-            .item("caller", s(&scope.caller))
-            .item("route", s(&scope.route))
-            .item("lock_expires_at", n(now + IN_PROGRESS_SECONDS))
-            .item("expires_at", n(now + RETENTION_SECONDS))
+            .set_item(Some(item))
             .condition_expression(
                 "attribute_not_exists(id) OR expires_at <= :now \
                  OR (#state = :in_progress AND lock_expires_at <= :now AND fingerprint = :fp)",
@@ -89,23 +131,23 @@ impl IdempotencyStore {
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":in_progress", s("in_progress"))
-            .expression_attribute_values(":fp", s(&fingerprint))
+            .expression_attribute_values(":fp", s(&claim.fingerprint))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match outcome {
-            Ok(_) => Ok(Begin::Run(Claim { scope, record_id, fingerprint, claim_id })),
+            Ok(_) => Ok(None),
             Err(e) => match e.as_service_error() {
-                // Our own claim: the put committed but its answer was lost, and the SDK's retry
-                // found it. The key is ours to run, not someone else's request in flight.
+                // Our own put: it committed but its answer was lost, and the SDK's retry found it.
+                // The key is ours, not someone else's request in flight.
                 Some(PutItemError::ConditionalCheckFailedException(failed))
-                    if failed.item().and_then(|item| item.get("claim_id")) == Some(&s(&claim_id)) =>
+                    if failed.item().and_then(|item| item.get("claim_id")) == Some(&s(&claim.claim_id)) =>
                 {
-                    Ok(Begin::Run(Claim { scope, record_id, fingerprint, claim_id }))
+                    Ok(None)
                 }
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     let record = failed.item().map(record_from_item).transpose()?;
-                    Ok(match decide(record.as_ref(), &fingerprint, now) {
+                    Ok(Some(match decide(record.as_ref(), &claim.fingerprint, now) {
                         Decision::Replay(response) => Begin::Replay(response),
                         // The condition and `decide` agree on what may proceed; if they ever
                         // disagree, the safe answer is "try again", never a second run.
@@ -113,7 +155,7 @@ impl IdempotencyStore {
                             Begin::Refuse(Decision::InFlight.problem().unwrap_or_else(|| Problem::internal("decide")))
                         }
                         refused => Begin::Refuse(refused.problem().unwrap_or_else(|| Problem::internal("decide"))),
-                    })
+                    }))
                 }
                 _ => Err(e.into()),
             },
@@ -205,6 +247,33 @@ impl IdempotencyStore {
         }
     }
 
+    /// `run` for a request whose refusals come from reads and rules alone: `check` (which must write
+    /// nothing) runs before the key is claimed, and a refusal (4xx) it gives is recorded with one
+    /// conditional write where `run` would claim and then complete, so a refused request costs a
+    /// call less, and a failure of ours (5xx) has no claim to release. A key already recorded or
+    /// in flight answers as its record says, whatever the check found: the check's reads run for
+    /// nothing then, which only retries pay. What passes the check is claimed and given to `work`.
+    pub async fn run_checked<C, CFut, T, F, Fut>(
+        &self,
+        scope: Scope,
+        fingerprint: String,
+        now: i64,
+        check: C,
+        work: F,
+    ) -> Result<Response<Body>, Problem>
+    where
+        C: FnOnce(&Scope) -> CFut,
+        CFut: Future<Output = Result<T, Problem>>,
+        F: FnOnce(Claim, T) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Problem>>,
+    {
+        match check(&scope).await {
+            Ok(checked) => self.run(scope, fingerprint, now, |claim| work(claim, checked)).await,
+            Err(problem) if problem.is_server_error() => Err(problem),
+            Err(refusal) => self.refuse(scope, fingerprint, refusal, now).await,
+        }
+    }
+
     /// `run` for an HTTP request: the key from `Idempotency-Key`, scoped to `caller` and the route;
     /// "the same request" is the same path, body and `input_headers` (e.g. `If-Match`). `work` gets
     /// the claim and the time the request is taken at.
@@ -219,13 +288,31 @@ impl IdempotencyStore {
         F: FnOnce(Claim, i64) -> Fut,
         Fut: Future<Output = Result<Response<Body>, Problem>>,
     {
-        let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
-        let mut parts: Vec<&[u8]> = vec![request.uri().path().as_bytes()];
-        for name in input_headers {
-            parts.push(header(request, name)?.unwrap_or_default().as_bytes());
-        }
-        parts.push(body_bytes(request));
-        self.run_fingerprinted(request, caller, key, fingerprint(&parts), work).await
+        let (scope, print) = request_scope(request, caller, input_headers)?;
+        let now = now_epoch_seconds();
+        self.run(scope, print, now, |claim| work(claim, now)).await
+    }
+
+    /// `run_checked` for an HTTP request, as `run_request` is `run` for one: `check` gets the key's
+    /// scope and the time the request is taken at, `work` the claim, what the check gave, and the
+    /// time.
+    pub async fn run_request_checked<C, CFut, T, F, Fut>(
+        &self,
+        request: &Request,
+        caller: &str,
+        input_headers: &[&str],
+        check: C,
+        work: F,
+    ) -> Result<Response<Body>, Problem>
+    where
+        C: FnOnce(&Scope, i64) -> CFut,
+        CFut: Future<Output = Result<T, Problem>>,
+        F: FnOnce(Claim, T, i64) -> Fut,
+        Fut: Future<Output = Result<Response<Body>, Problem>>,
+    {
+        let (scope, print) = request_scope(request, caller, input_headers)?;
+        let now = now_epoch_seconds();
+        self.run_checked(scope, print, now, |scope| check(scope, now), |claim, checked| work(claim, checked, now)).await
     }
 
     /// `run_request` for a request whose body carries a secret (a card number): its fingerprint is
@@ -242,25 +329,9 @@ impl IdempotencyStore {
         F: FnOnce(Claim, i64) -> Fut,
         Fut: Future<Output = Result<Response<Body>, Problem>>,
     {
-        let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
+        let scope = key_scope(request, caller)?;
         let body = String::from_utf8_lossy(body_bytes(request));
         let print = keyed_token(secret, TokenPurpose::RequestFingerprint, &[request.uri().path(), &body]);
-        self.run_fingerprinted(request, caller, key, print, work).await
-    }
-
-    async fn run_fingerprinted<F, Fut>(
-        &self,
-        request: &Request,
-        caller: &str,
-        key: IdempotencyKey,
-        print: String,
-        work: F,
-    ) -> Result<Response<Body>, Problem>
-    where
-        F: FnOnce(Claim, i64) -> Fut,
-        Fut: Future<Output = Result<Response<Body>, Problem>>,
-    {
-        let scope = Scope { caller: caller.to_owned(), route: route_key(request).to_owned(), key };
         let now = now_epoch_seconds();
         self.run(scope, print, now, |claim| work(claim, now)).await
     }
@@ -279,6 +350,24 @@ impl IdempotencyStore {
             ("expires_at".to_owned(), n(now + RETENTION_SECONDS)),
         ]))
     }
+}
+
+/// The scope of `request`'s `Idempotency-Key`: `caller`'s, on the request's route.
+fn key_scope(request: &Request, caller: &str) -> Result<Scope, Problem> {
+    let key = IdempotencyKey::parse(header(request, "idempotency-key")?)?;
+    Ok(Scope { caller: caller.to_owned(), route: route_key(request).to_owned(), key })
+}
+
+/// `request`'s key scope and its fingerprint: "the same request" is the same path, body and
+/// `input_headers` (e.g. `If-Match`).
+fn request_scope(request: &Request, caller: &str, input_headers: &[&str]) -> Result<(Scope, String), Problem> {
+    let scope = key_scope(request, caller)?;
+    let mut parts: Vec<&[u8]> = vec![request.uri().path().as_bytes()];
+    for name in input_headers {
+        parts.push(header(request, name)?.unwrap_or_default().as_bytes());
+    }
+    parts.push(body_bytes(request));
+    Ok((scope, fingerprint(&parts)))
 }
 
 /// Whether `found` (the record as a failed condition found it) is the completed record `ours`

@@ -13,15 +13,15 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::service::RequestService;
-use super::{CLOSE_INTERFACE, Interface, MiniApp, RelayedRequest, RequestJson, Session, UserRequest, check_available};
+use super::{CLOSE_INTERFACE, Interface, MiniApp, RelayedRequest, RequestJson, Session, check_available};
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
 use crate::conversation::{Counterparty, Message};
 use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::StoredResponse;
 use crate::idempotency::store::{Claim, IdempotencyStore};
+use crate::idempotency::{Scope, StoredResponse};
 use crate::ids::MAX_ID_CHARS;
 use crate::money::Money;
 use crate::problem::catalogue;
@@ -143,6 +143,12 @@ pub const ROUTES: &[crate::openapi::RouteDoc] = {
     ]
 };
 
+/// The id of the request the key of `scope` makes to app `app_id`: derived from both, so a retry,
+/// even after its record expired, is this request.
+fn request_id(scope: &Scope, app_id: &str) -> String {
+    format!("r_{}", &scope.derived_id(&format!("miniapp-request/{app_id}"))[..20])
+}
+
 pub struct MiniAppsApi {
     requests: RequestService,
     idempotency: IdempotencyStore,
@@ -175,10 +181,27 @@ impl MiniAppsApi {
             "POST /miniapps/{id}/verify" => self.verify(&request, &caller, app_id).await,
             "POST /miniapps/{id}/requests" => {
                 let input = json_body::<RequestJson>(&request)?.validate()?;
+                let user = caller.subject.as_str();
+                // A refusal from the checks (no session, an app suspended, ...) is recorded without
+                // a claim: one write where a claim and its completion would be two.
                 self.idempotency
-                    .run_request(&request, &caller.subject, &[], |claim, now| {
-                        self.relay(claim, &caller.subject, app_id, input, now)
-                    })
+                    .run_request_checked(
+                        &request,
+                        user,
+                        &[],
+                        |scope, now| {
+                            let request_id = request_id(scope, app_id);
+                            async move {
+                                let checked = self.requests.check_relay(&request_id, user, app_id, &input, now).await?;
+                                Ok((request_id, checked, input))
+                            }
+                        },
+                        |claim, (request_id, checked, input), now| async move {
+                            let (relayed, app) =
+                                self.requests.relay_checked(checked, &request_id, user, input, Vec::new(), now).await?;
+                            self.answer(&claim, relayed, app.as_ref(), now).await
+                        },
+                    )
                     .await
             }
             other => {
@@ -223,20 +246,6 @@ impl MiniAppsApi {
                 Ok(response)
             })
             .await
-    }
-
-    async fn relay(
-        &self,
-        claim: Claim,
-        user: &str,
-        app_id: &str,
-        input: UserRequest,
-        now: i64,
-    ) -> Result<Response<Body>, Problem> {
-        // Derived from the key and the app: a retry, even after its record expired, is this request.
-        let request_id = format!("r_{}", &claim.scope.derived_id(&format!("miniapp-request/{app_id}"))[..20]);
-        let (relayed, app) = self.requests.relay(&request_id, user, app_id, input, Vec::new(), now).await?;
-        self.answer(&claim, relayed, app.as_ref(), now).await
     }
 
     /// The chat message reporting the outcome (posted now if it was not yet) and the answer that

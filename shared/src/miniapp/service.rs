@@ -22,6 +22,13 @@ use crate::outbox::Outbox;
 use crate::problem::catalogue;
 use crate::queues::NotificationMessage;
 
+/// What `RequestService::check_relay` found: the request as an earlier attempt recorded it (with
+/// its app, if it still exists), or the app it may be sent to.
+pub enum Checked {
+    Recorded(Box<RelayedRequest>, Option<MiniApp>),
+    Allowed(MiniApp),
+}
+
 pub struct RequestService {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub apps: MiniAppDirectory,
@@ -127,6 +134,22 @@ impl RequestService {
         with: Vec<Write>,
         now: i64,
     ) -> Result<(RelayedRequest, Option<MiniApp>), Problem> {
+        let checked = self.check_relay(request_id, user, app_id, &input, now).await?;
+        self.relay_checked(checked, request_id, user, input, with, now).await
+    }
+
+    /// What `relay` reads and checks before anything is written or sent: an earlier attempt's
+    /// record of request `request_id` (which answers as recorded), else whether `user` may send
+    /// `input` to app `app_id` now (`check`). Writes nothing, so a refusal here can be recorded
+    /// without a claim (`IdempotencyStore::run_checked`).
+    pub async fn check_relay(
+        &self,
+        request_id: &str,
+        user: &str,
+        app_id: &str,
+        input: &UserRequest,
+        now: i64,
+    ) -> Result<Checked, Problem> {
         // Independent reads, made together: an earlier attempt's record, the session, the app.
         let (done, session, app) = request_session_and_app(
             &self.requests,
@@ -137,9 +160,25 @@ impl RequestService {
         .await?;
         // The request id derives from this app's id, so an earlier attempt was about this app.
         if let Some(done) = done {
-            return Ok((done, app));
+            return Ok(Checked::Recorded(Box::new(done), app));
         }
-        let app = self.check_with(user, app_id, &input, session, app, now).await?;
+        Ok(Checked::Allowed(self.check_with(user, app_id, input, session, app, now).await?))
+    }
+
+    /// `relay`, once `check_relay` has allowed it.
+    pub async fn relay_checked(
+        &self,
+        checked: Checked,
+        request_id: &str,
+        user: &str,
+        input: UserRequest,
+        with: Vec<Write>,
+        now: i64,
+    ) -> Result<(RelayedRequest, Option<MiniApp>), Problem> {
+        let app = match checked {
+            Checked::Recorded(done, app) => return Ok((*done, app)),
+            Checked::Allowed(app) => app,
+        };
         // Both unwrapped by KMS once per instance, so together.
         let (keys, token_secret) = crate::try_join_warm!(self.apps.keys(&app), self.token_secret.get())?;
         let server_request = ServerRequest {
