@@ -227,8 +227,10 @@ async fn a_home_partition_is_read_whole_and_no_kind_crowds_out_another_past_the_
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answers_as_its_record_says() {
+    use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use superpay::Problem;
+    use superpay::dynamo::Write;
     use superpay::problem::catalogue;
     let store = store().await;
     let now = 3_000_000;
@@ -249,13 +251,13 @@ async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answ
     // A refusal from the check is recorded: the same request answers it again, even once its check
     // would pass, and nothing runs.
     let key = unique("key");
-    let first = store.run_checked(scope("alice", &key), "fp-1".into(), now, refused, work).await;
+    let first = store.run_checked(scope("alice", &key), "fp-1".into(), now, vec![], refused, work).await;
     assert_eq!(first.map_err(|p| p.code).err(), Some("miniapp_session_invalid"));
-    let again = store.run_checked(scope("alice", &key), "fp-1".into(), now + 1, passes, work).await;
+    let again = store.run_checked(scope("alice", &key), "fp-1".into(), now + 1, vec![], passes, work).await;
     assert_eq!(answered(again), 403, "the recorded refusal");
     assert_eq!(ran.load(Ordering::SeqCst), 0);
     // The key for another request is refused as reused, whatever the check says.
-    let other = store.run_checked(scope("alice", &key), "fp-2".into(), now + 1, refused, work).await;
+    let other = store.run_checked(scope("alice", &key), "fp-2".into(), now + 1, vec![], refused, work).await;
     assert_eq!(other.map_err(|p| p.code).err(), Some("idempotency_key_reused"));
 
     // A key in flight or answered: a refusing check changes nothing, the record answers.
@@ -263,18 +265,42 @@ async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answ
     let Begin::Run(claim) = store.begin(scope("alice", &busy), "fp-1".into(), now).await.unwrap() else {
         panic!("a fresh key runs");
     };
-    let refused_while_busy = store.run_checked(scope("alice", &busy), "fp-1".into(), now + 1, refused, work).await;
+    let refused_while_busy =
+        store.run_checked(scope("alice", &busy), "fp-1".into(), now + 1, vec![], refused, work).await;
     assert_eq!(refused_while_busy.map_err(|p| p.code).err(), Some("idempotency_request_in_progress"));
     store.complete(&claim, &response("{\"id\":7}"), now + 2).await.unwrap();
-    let replayed = store.run_checked(scope("alice", &busy), "fp-1".into(), now + 3, refused, work).await.unwrap();
+    let replayed =
+        store.run_checked(scope("alice", &busy), "fp-1".into(), now + 3, vec![], refused, work).await.unwrap();
     assert_eq!(StoredResponse::from_response(&replayed), response("{\"id\":7}"));
 
     // A failure of ours in the check records nothing: the key stays free, and what passes runs.
     let free = unique("key");
     let failed = |_: &superpay::idempotency::Scope| async { Err::<(), _>(Problem::internal("a read failed")) };
-    let failure = store.run_checked(scope("alice", &free), "fp-1".into(), now, failed, work).await;
+    let failure = store.run_checked(scope("alice", &free), "fp-1".into(), now, vec![], failed, work).await;
     assert_eq!(answered(failure), 500);
-    let ran_now = store.run_checked(scope("alice", &free), "fp-1".into(), now + 1, passes, work).await;
+    let ran_now = store.run_checked(scope("alice", &free), "fp-1".into(), now + 1, vec![], passes, work).await;
     assert_eq!(answered(ran_now), 201);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+
+    // A guard that no longer holds (what an earlier attempt under the key wrote since the check
+    // read): nothing is recorded unclaimed; the key is claimed and checked again, as `run` does.
+    let guarded = unique("key");
+    let checks = AtomicUsize::new(0);
+    let counted = |_: &superpay::idempotency::Scope| {
+        checks.fetch_add(1, Ordering::SeqCst);
+        async { Err::<(), _>(Problem::new(catalogue::MINIAPP_SESSION_INVALID, "no session")) }
+    };
+    let written = ConditionCheck::builder()
+        .table_name(Env::get().table("IdempotencyTable"))
+        .key("id", AttributeValue::S(scope("alice", &busy).record_id()))
+        .condition_expression("attribute_not_exists(id)")
+        .build()
+        .unwrap();
+    let guards = vec![Write::check("test.request_new", written)];
+    let refused_after = store.run_checked(scope("alice", &guarded), "fp-1".into(), now, guards, counted, work).await;
+    assert_eq!(refused_after.map_err(|p| p.code).err(), Some("miniapp_session_invalid"));
+    assert_eq!(checks.load(Ordering::SeqCst), 2, "checked before the claim and again after it");
+    let replayed = store.run_checked(scope("alice", &guarded), "fp-1".into(), now + 1, vec![], passes, work).await;
+    assert_eq!(answered(replayed), 403, "recorded by the claimed run");
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }

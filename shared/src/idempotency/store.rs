@@ -5,7 +5,7 @@
 //! A route's success response is written by `complete_item` inside the route's own transaction, so
 //! the business change and its recorded answer commit together or not at all. A route whose
 //! refusals come from reads alone checks before it claims (`run_checked`): its refusal is then
-//! recorded by one conditional PutItem, not a claim and a completion.
+//! recorded by one conditional transaction, not a claim and a completion.
 
 use std::future::Future;
 
@@ -22,11 +22,13 @@ use super::{
 use crate::Problem;
 use crate::clock::now_epoch_seconds;
 use crate::crypto::{Key, TokenPurpose, keyed_token};
-use crate::dynamo::{Item, StoreError, Write, get_n, get_s, n, s};
+use crate::dynamo::{Item, StoreError, TransactError, Write, get_n, get_s, n, s, transact};
 use crate::http::{body_bytes, header, route_key};
 
 /// Rule: this attempt still holds the key's claim (no other attempt took it over).
 pub const CLAIM_HELD: &str = "idempotency.claim_held";
+/// Rule: the key is free for a refusal checked before any claim (`run_checked`).
+const KEY_FREE: &str = "idempotency.key_free";
 
 #[derive(Clone, Debug)]
 pub struct IdempotencyStore {
@@ -51,6 +53,24 @@ impl Claim {
         let record_id = scope.record_id();
         Claim { scope, record_id, fingerprint, claim_id: uuid::Uuid::new_v4().to_string() }
     }
+}
+
+/// `$request` (a PutItem or a transaction's Put) on the condition that the key is free at `$now`
+/// for the request `$fingerprint` identifies: never used, its record expired, or claimed by an
+/// attempt at the same request whose lock expired (whose later writes, conditional on its own
+/// claim, then fail).
+macro_rules! if_free {
+    ($request:expr, $now:expr, $fingerprint:expr) => {
+        $request
+            .condition_expression(
+                "attribute_not_exists(id) OR expires_at <= :now \
+                 OR (#state = :in_progress AND lock_expires_at <= :now AND fingerprint = :fp)",
+            )
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":now", n($now))
+            .expression_attribute_values(":in_progress", s("in_progress"))
+            .expression_attribute_values(":fp", s($fingerprint))
+    };
 }
 
 /// `$request` (a transaction's Put, a PutItem or a DeleteItem: SDK builders with the same condition
@@ -79,75 +99,33 @@ impl IdempotencyStore {
 
     pub async fn begin(&self, scope: Scope, fingerprint: String, now: i64) -> Result<Begin, StoreError> {
         let claim = Claim::new(scope, fingerprint);
-        let item = Item::from([
-            ("id".to_owned(), s(&claim.record_id)),
-            ("state".to_owned(), s("in_progress")),
-            ("fingerprint".to_owned(), s(&claim.fingerprint)),
-            ("claim_id".to_owned(), s(&claim.claim_id)),
-            ("caller".to_owned(), s(&claim.scope.caller)),
-            ("route".to_owned(), s(&claim.scope.route)),
-            ("lock_expires_at".to_owned(), n(now + IN_PROGRESS_SECONDS)),
-            ("expires_at".to_owned(), n(now + RETENTION_SECONDS)),
-        ]);
-        Ok(match self.put_if_free(&claim, item, now).await? {
-            None => Begin::Run(claim),
-            Some(taken) => taken,
-        })
-    }
-
-    /// Records `refusal` as the answer of a request that was never claimed (`run_checked`), with
-    /// one conditional PutItem; or answers as the key's record says, if it has one.
-    async fn refuse(
-        &self,
-        scope: Scope,
-        fingerprint: String,
-        refusal: Problem,
-        now: i64,
-    ) -> Result<Response<Body>, Problem> {
-        let claim = Claim::new(scope, fingerprint);
-        let response = refusal.to_response();
-        let item = self.completed_item(&claim, &StoredResponse::from_response(&response), now)?;
-        match self.put_if_free(&claim, item, now).await? {
-            None => Err(refusal),
-            Some(Begin::Replay(recorded)) => Ok(recorded.into_response()),
-            Some(Begin::Refuse(problem)) => Err(problem),
-            Some(Begin::Run(_)) => Err(Problem::internal("put_if_free gives no claim")),
-        }
-    }
-
-    /// Puts `item` as `claim`'s record if the key is free: never used, expired, or claimed by an
-    /// attempt at the same request whose lock expired. `None` if it did; otherwise what the record
-    /// there says: replay its answer, or refuse (in flight, or the key used for another request).
-    async fn put_if_free(&self, claim: &Claim, item: Item, now: i64) -> Result<Option<Begin>, StoreError> {
-        let outcome = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(
-                "attribute_not_exists(id) OR expires_at <= :now \
-                 OR (#state = :in_progress AND lock_expires_at <= :now AND fingerprint = :fp)",
-            )
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":in_progress", s("in_progress"))
-            .expression_attribute_values(":fp", s(&claim.fingerprint))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+            .item("id", s(&claim.record_id))
+            .item("state", s("in_progress"))
+            .item("fingerprint", s(&claim.fingerprint))
+            .item("claim_id", s(&claim.claim_id))
+            .item("caller", s(&claim.scope.caller))
+            .item("route", s(&claim.scope.route))
+            .item("lock_expires_at", n(now + IN_PROGRESS_SECONDS))
+            .item("expires_at", n(now + RETENTION_SECONDS))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let outcome = if_free!(put, now, &claim.fingerprint).send().await;
         match outcome {
-            Ok(_) => Ok(None),
+            Ok(_) => Ok(Begin::Run(claim)),
             Err(e) => match e.as_service_error() {
-                // Our own put: it committed but its answer was lost, and the SDK's retry found it.
-                // The key is ours, not someone else's request in flight.
+                // Our own claim: the put committed but its answer was lost, and the SDK's retry
+                // found it. The key is ours to run, not someone else's request in flight.
                 Some(PutItemError::ConditionalCheckFailedException(failed))
                     if failed.item().and_then(|item| item.get("claim_id")) == Some(&s(&claim.claim_id)) =>
                 {
-                    Ok(None)
+                    Ok(Begin::Run(claim))
                 }
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     let record = failed.item().map(record_from_item).transpose()?;
-                    Ok(Some(match decide(record.as_ref(), &claim.fingerprint, now) {
+                    Ok(match decide(record.as_ref(), &claim.fingerprint, now) {
                         Decision::Replay(response) => Begin::Replay(response),
                         // The condition and `decide` agree on what may proceed; if they ever
                         // disagree, the safe answer is "try again", never a second run.
@@ -155,10 +133,33 @@ impl IdempotencyStore {
                             Begin::Refuse(Decision::InFlight.problem().unwrap_or_else(|| Problem::internal("decide")))
                         }
                         refused => Begin::Refuse(refused.problem().unwrap_or_else(|| Problem::internal("decide"))),
-                    }))
+                    })
                 }
                 _ => Err(e.into()),
             },
+        }
+    }
+
+    /// Records `refusal` as the answer of a request that was never claimed (`run_checked`), in one
+    /// transaction with `guards`, if the key is free (the claim's own condition) and the guards
+    /// hold. Whether it did.
+    async fn record_refusal(
+        &self,
+        scope: &Scope,
+        fingerprint: &str,
+        refusal: &Problem,
+        guards: Vec<Write>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let claim = Claim::new(scope.clone(), fingerprint.to_owned());
+        let item = self.completed_item(&claim, &StoredResponse::from_response(&refusal.to_response()), now)?;
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
+        let mut writes = vec![Write::put(KEY_FREE, if_free!(put, now, fingerprint).build()?)];
+        writes.extend(guards);
+        match transact(&self.client, writes).await {
+            Ok(()) => Ok(true),
+            Err(TransactError::ConditionFailed(_)) => Ok(false),
+            Err(TransactError::Store(e)) => Err(e),
         }
     }
 
@@ -249,20 +250,25 @@ impl IdempotencyStore {
 
     /// `run` for a request whose refusals come from reads and rules alone: `check` (which must write
     /// nothing) runs before the key is claimed, and a refusal (4xx) it gives is recorded with one
-    /// conditional write where `run` would claim and then complete, so a refused request costs a
-    /// call less, and a failure of ours (5xx) has no claim to release. A key already recorded or
-    /// in flight answers as its record says, whatever the check found: the check's reads run for
-    /// nothing then, which only retries pay. What passes the check is claimed and given to `work`.
+    /// write where `run` would claim and then complete, so a refused request costs a call less.
+    /// The refusal is recorded only if the key is free and `guards` hold: conditions on what the
+    /// check read that an attempt under this key writes (a mini-app request's record), so that a
+    /// refusal read before an earlier attempt committed, and released its claim, is never
+    /// recorded over what that attempt did. Otherwise, as `run`: claim, check again, work. A key
+    /// recorded or in flight answers as its record says, the check's reads wasted. A failure of
+    /// ours (5xx) in the check answers as it is, with no claim to release. What passes the check
+    /// is claimed and given to `work`.
     pub async fn run_checked<C, CFut, T, F, Fut>(
         &self,
         scope: Scope,
         fingerprint: String,
         now: i64,
+        guards: Vec<Write>,
         check: C,
         work: F,
     ) -> Result<Response<Body>, Problem>
     where
-        C: FnOnce(&Scope) -> CFut,
+        C: Fn(&Scope) -> CFut,
         CFut: Future<Output = Result<T, Problem>>,
         F: FnOnce(Claim, T) -> Fut,
         Fut: Future<Output = Result<Response<Body>, Problem>>,
@@ -270,7 +276,16 @@ impl IdempotencyStore {
         match check(&scope).await {
             Ok(checked) => self.run(scope, fingerprint, now, |claim| work(claim, checked)).await,
             Err(problem) if problem.is_server_error() => Err(problem),
-            Err(refusal) => self.refuse(scope, fingerprint, refusal, now).await,
+            Err(refusal) => {
+                if self.record_refusal(&scope, &fingerprint, &refusal, guards, now).await? {
+                    return Err(refusal);
+                }
+                self.run(scope, fingerprint, now, |claim| async move {
+                    let checked = check(&claim.scope).await?;
+                    work(claim, checked).await
+                })
+                .await
+            }
         }
     }
 
@@ -296,23 +311,27 @@ impl IdempotencyStore {
     /// `run_checked` for an HTTP request, as `run_request` is `run` for one: `check` gets the key's
     /// scope and the time the request is taken at, `work` the claim, what the check gave, and the
     /// time.
-    pub async fn run_request_checked<C, CFut, T, F, Fut>(
+    pub async fn run_request_checked<G, C, CFut, T, F, Fut>(
         &self,
         request: &Request,
         caller: &str,
         input_headers: &[&str],
+        guards: G,
         check: C,
         work: F,
     ) -> Result<Response<Body>, Problem>
     where
-        C: FnOnce(&Scope, i64) -> CFut,
+        G: FnOnce(&Scope) -> Result<Vec<Write>, StoreError>,
+        C: Fn(&Scope, i64) -> CFut,
         CFut: Future<Output = Result<T, Problem>>,
         F: FnOnce(Claim, T, i64) -> Fut,
         Fut: Future<Output = Result<Response<Body>, Problem>>,
     {
         let (scope, print) = request_scope(request, caller, input_headers)?;
+        let guards = guards(&scope)?;
         let now = now_epoch_seconds();
-        self.run_checked(scope, print, now, |scope| check(scope, now), |claim, checked| work(claim, checked, now)).await
+        let check = |scope: &Scope| check(scope, now);
+        self.run_checked(scope, print, now, guards, check, |claim, checked| work(claim, checked, now)).await
     }
 
     /// `run_request` for a request whose body carries a secret (a card number): its fingerprint is

@@ -183,14 +183,16 @@ impl MiniAppsApi {
                 let input = json_body::<RequestJson>(&request)?.validate()?;
                 let user = caller.subject.as_str();
                 // A refusal from the checks (no session, an app suspended, ...) is recorded without
-                // a claim: one write where a claim and its completion would be two.
+                // a claim, one write where a claim and its completion would be two, unless an
+                // earlier attempt under the key has recorded the request meanwhile.
                 self.idempotency
                     .run_request_checked(
                         &request,
                         user,
                         &[],
+                        |scope| Ok(vec![self.requests.requests.absent_item(&request_id(scope, app_id))?]),
                         |scope, now| {
-                            let request_id = request_id(scope, app_id);
+                            let (request_id, input) = (request_id(scope, app_id), input.clone());
                             async move {
                                 let checked = self.requests.check_relay(&request_id, user, app_id, &input, now).await?;
                                 Ok((request_id, checked, input))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, Update};
 
 use super::{MiniApp, MiniAppStatus, Outcome, RelayedRequest, Session};
 use crate::clock::now_epoch_seconds;
@@ -200,6 +200,17 @@ pub struct RequestStore {
 impl RequestStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         RequestStore { client, table: table.into() }
+    }
+
+    /// The condition that request `id` is not recorded (`REQUEST_NEW`): an attempt under the same
+    /// Idempotency-Key has not ended.
+    pub fn absent_item(&self, id: &str) -> Result<Write, StoreError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .condition_expression("attribute_not_exists(id)")
+            .build()?;
+        Ok(Write::check(REQUEST_NEW, check))
     }
 
     /// The write that records how `request` ended, only once.
