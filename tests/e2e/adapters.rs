@@ -227,10 +227,10 @@ async fn a_home_partition_is_read_whole_and_no_kind_crowds_out_another_past_the_
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answers_as_its_record_says() {
-    use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck};
+    use aws_sdk_dynamodb::types::AttributeValue;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use superpay::Problem;
-    use superpay::dynamo::Write;
+    use superpay::miniapp::store::RequestStore;
     use superpay::problem::catalogue;
     let store = store().await;
     let now = 3_000_000;
@@ -282,21 +282,20 @@ async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answ
     assert_eq!(answered(ran_now), 201);
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 
-    // A guard that no longer holds (what an earlier attempt under the key wrote since the check
-    // read): nothing is recorded unclaimed; the key is claimed and checked again, as `run` does.
+    // A guard that no longer holds: a mini-app request recorded, by an earlier attempt under the
+    // key, after the check read it absent. Nothing is recorded unclaimed; the key is claimed and
+    // checked again, as `run` does.
     let guarded = unique("key");
     let checks = AtomicUsize::new(0);
     let counted = |_: &superpay::idempotency::Scope| {
         checks.fetch_add(1, Ordering::SeqCst);
         async { Err::<(), _>(Problem::new(catalogue::MINIAPP_SESSION_INVALID, "no session")) }
     };
-    let written = ConditionCheck::builder()
-        .table_name(Env::get().table("IdempotencyTable"))
-        .key("id", AttributeValue::S(scope("alice", &busy).record_id()))
-        .condition_expression("attribute_not_exists(id)")
-        .build()
-        .unwrap();
-    let guards = vec![Write::check("test.request_new", written)];
+    let env = Env::get();
+    let (dynamodb, table) = (env.dynamodb().await, env.table("MiniAppRequestsTable"));
+    let request_id = unique("r");
+    dynamodb.put_item().table_name(table).item("id", AttributeValue::S(request_id.clone())).send().await.unwrap();
+    let guards = vec![RequestStore::new(dynamodb, table).absent_item(&request_id).unwrap()];
     let refused_after = store.run_checked(scope("alice", &guarded), "fp-1".into(), now, guards, counted, work).await;
     assert_eq!(refused_after.map_err(|p| p.code).err(), Some("miniapp_session_invalid"));
     assert_eq!(checks.load(Ordering::SeqCst), 2, "checked before the claim and again after it");

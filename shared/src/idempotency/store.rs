@@ -123,6 +123,11 @@ impl IdempotencyStore {
                 {
                     Ok(Begin::Run(claim))
                 }
+                // Another attempt's refusal, recorded in a transaction (`run_checked`), is being
+                // written to this key: it is in flight.
+                Some(PutItemError::TransactionConflictException(_)) => {
+                    Ok(Begin::Refuse(Decision::InFlight.problem().unwrap_or_else(|| Problem::internal("decide"))))
+                }
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     let record = failed.item().map(record_from_item).transpose()?;
                     Ok(match decide(record.as_ref(), &claim.fingerprint, now) {
@@ -254,10 +259,9 @@ impl IdempotencyStore {
     /// The refusal is recorded only if the key is free and `guards` hold: conditions on what the
     /// check read that an attempt under this key writes (a mini-app request's record), so that a
     /// refusal read before an earlier attempt committed, and released its claim, is never
-    /// recorded over what that attempt did. Otherwise, as `run`: claim, check again, work. A key
-    /// recorded or in flight answers as its record says, the check's reads wasted. A failure of
-    /// ours (5xx) in the check answers as it is, with no claim to release. What passes the check
-    /// is claimed and given to `work`.
+    /// recorded over what that attempt did. Otherwise, and after a failure of ours (5xx) in the
+    /// check, as `run`: claim (a key recorded or in flight answers as its record says), check
+    /// again, work. What passes the check is claimed and given to `work`.
     pub async fn run_checked<C, CFut, T, F, Fut>(
         &self,
         scope: Scope,
@@ -275,11 +279,15 @@ impl IdempotencyStore {
     {
         match check(&scope).await {
             Ok(checked) => self.run(scope, fingerprint, now, |claim| work(claim, checked)).await,
-            Err(problem) if problem.is_server_error() => Err(problem),
-            Err(refusal) => {
-                if self.record_refusal(&scope, &fingerprint, &refusal, guards, now).await? {
-                    return Err(refusal);
-                }
+            Err(refusal)
+                if !refusal.is_server_error()
+                    && self.record_refusal(&scope, &fingerprint, &refusal, guards, now).await? =>
+            {
+                Err(refusal)
+            }
+            // A failure of ours (the key's record may answer it), a key taken or a guard that no
+            // longer holds: as `run` does.
+            Err(_) => {
                 self.run(scope, fingerprint, now, |claim| async move {
                     let checked = check(&claim.scope).await?;
                     work(claim, checked).await

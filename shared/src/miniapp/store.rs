@@ -18,6 +18,8 @@ use crate::party_keys::KeyedParty;
 
 /// Rule: the relayed request was not recorded before.
 pub const REQUEST_NEW: &str = "miniapp_request.new";
+/// Rule: no request is recorded under this id (yet), for what was checked before a claim.
+pub const REQUEST_ABSENT: &str = "miniapp_request.absent";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::new(format!("a stored mini-app item is corrupt: {what}"))
@@ -202,15 +204,15 @@ impl RequestStore {
         RequestStore { client, table: table.into() }
     }
 
-    /// The condition that request `id` is not recorded (`REQUEST_NEW`): an attempt under the same
-    /// Idempotency-Key has not ended.
+    /// The condition that request `id` is not recorded (`REQUEST_ABSENT`): no attempt under its
+    /// Idempotency-Key has committed how it ended.
     pub fn absent_item(&self, id: &str) -> Result<Write, StoreError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
             .key("id", s(id))
             .condition_expression("attribute_not_exists(id)")
             .build()?;
-        Ok(Write::check(REQUEST_NEW, check))
+        Ok(Write::check(REQUEST_ABSENT, check))
     }
 
     /// The write that records how `request` ended, only once.
