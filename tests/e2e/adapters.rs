@@ -227,10 +227,11 @@ async fn a_home_partition_is_read_whole_and_no_kind_crowds_out_another_past_the_
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answers_as_its_record_says() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use superpay::Problem;
+    use superpay::dynamo::transact;
     use superpay::miniapp::store::RequestStore;
+    use superpay::miniapp::{Outcome, RelayedRequest};
     use superpay::problem::catalogue;
     let store = store().await;
     let now = 3_000_000;
@@ -292,10 +293,20 @@ async fn a_refusal_checked_before_the_claim_is_recorded_once_and_a_used_key_answ
         async { Err::<(), _>(Problem::new(catalogue::MINIAPP_SESSION_INVALID, "no session")) }
     };
     let env = Env::get();
-    let (dynamodb, table) = (env.dynamodb().await, env.table("MiniAppRequestsTable"));
-    let request_id = unique("r");
-    dynamodb.put_item().table_name(table).item("id", AttributeValue::S(request_id.clone())).send().await.unwrap();
-    let guards = vec![RequestStore::new(dynamodb, table).absent_item(&request_id).unwrap()];
+    let dynamodb = env.dynamodb().await;
+    let requests = RequestStore::new(dynamodb.clone(), env.table("MiniAppRequestsTable"));
+    // A whole record, as a commit writes it (the reconciliation reads every one), charging nothing.
+    let recorded = RelayedRequest {
+        id: unique("r"),
+        app_id: unique("a"),
+        user: "alice".into(),
+        action: "look".into(),
+        approved: None,
+        outcome: Outcome::Completed { deliver: "nothing".into() },
+        created_at: now,
+    };
+    transact(&dynamodb, vec![requests.create_item(&recorded).unwrap()]).await.unwrap();
+    let guards = vec![requests.absent_item(&recorded.id).unwrap()];
     let refused_after = store.run_checked(scope("alice", &guarded), "fp-1".into(), now, guards, counted, work).await;
     assert_eq!(refused_after.map_err(|p| p.code).err(), Some("miniapp_session_invalid"));
     assert_eq!(checks.load(Ordering::SeqCst), 2, "checked before the claim and again after it");
