@@ -793,4 +793,20 @@ mod tests {
         assert!((cost_per_million(&[(&calls, 2)]) - shared).abs() < 1e-9);
         assert_eq!(calls_text(&calls), "1 SendMessage, 2 GetItem, 1 TransactWriteItems (4 items)");
     }
+
+    #[test]
+    fn a_first_event_says_how_many_calls_each_of_its_runs_made() {
+        let made = |calls: usize| {
+            let count = CallCount { calls: calls as u64, ..Default::default() };
+            BTreeMap::from([("DynamoDB_20120810.GetItem".to_owned(), count)])
+        };
+        let probe = || "events/x.json".to_owned();
+        assert_eq!(with_calls(probe(), &made(0)), "events/x.json", "a reference, which no proxy counts");
+        assert_eq!(with_calls(probe(), &made(COLD_STARTS)), "events/x.json, 1 call");
+        assert_eq!(with_calls(probe(), &made(3 * COLD_STARTS)), "events/x.json, 3 calls");
+        assert_eq!(
+            with_calls(probe(), &made(COLD_STARTS + 1)),
+            format!("events/x.json, {:.1} calls", 1.0 + 1.0 / COLD_STARTS as f64)
+        );
+    }
 }
