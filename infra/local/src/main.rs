@@ -304,7 +304,7 @@ async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> 
         hosts.extend(stack.hosts.iter().cloned());
         stack.aws_calls.clear();
         let probes = bench::cold_starts(&hosts, &root.join("events")).await?;
-        // What each function's first event called, counted by its proxy (the references have none).
+        // What each first event called, as the function's (or reference's) proxy counted it.
         let probes: Vec<String> = hosts
             .iter()
             .zip(probes)

@@ -18,6 +18,7 @@ use crate::conflicts::Conflicts;
 use crate::emulators::{self, EmulatorError};
 use crate::faults::{FAULTS_LOG, FaultCounts, FaultPlan};
 use crate::gateway::Gateway;
+use crate::iam::Policy;
 use crate::jwt::DevKeys;
 use crate::runtime_api::{FunctionHost, Launch};
 use crate::sqs_source::Poller;
@@ -206,6 +207,40 @@ pub struct ColdStart {
     pub samples: usize,
 }
 
+/// The SDK environment of a process whose AWS calls go through a proxy of its own, which enforces
+/// `policy` and counts them as `name`'s (`crate::aws_proxy`), behind TLS when `tls` is given; and
+/// that endpoint.
+async fn proxied(
+    name: &str,
+    policy: Policy,
+    shared: &crate::aws_proxy::Shared,
+    info: &StackInfo,
+    tls: Option<&LocalTls>,
+    stop: watch::Receiver<bool>,
+) -> Result<(BTreeMap<String, String>, String), StackError> {
+    let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
+    let proxy = crate::aws_proxy::start(
+        name,
+        policy,
+        shared.clone(),
+        &info.dynamodb_endpoint,
+        &info.moto_endpoint,
+        stop.clone(),
+    )
+    .await?;
+    let proxy = match tls {
+        Some(tls) => {
+            environment.extend(tls.environment());
+            tls.front(&proxy, stop).await.map_err(StackError::Other)?
+        }
+        None => proxy,
+    };
+    for service in ["DYNAMODB", "SQS", "KMS"] {
+        environment.insert(format!("AWS_ENDPOINT_URL_{service}"), proxy.clone());
+    }
+    Ok((environment, proxy))
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -243,6 +278,8 @@ pub struct Stack {
     pub info: StackInfo,
     /// Every function's AWS calls, counted by its proxy.
     pub aws_calls: AwsCalls,
+    /// What every proxy shares (`proxied`).
+    proxies: crate::aws_proxy::Shared,
     /// The faults injected (none without a plan).
     pub faults: FaultCounts,
     /// The transaction conflicts registry, when on (`Options::conflicts`), and what it answered.
@@ -471,28 +508,17 @@ impl Stack {
         let instances_of = |id: &str| options.instances_of.get(id).copied().unwrap_or(options.instances_per_function);
         let mut hosts = Vec::new();
         for function in &template.functions {
-            let mut environment: BTreeMap<String, String> = info.sdk_environment().into_iter().collect();
             // Every call goes through the function's own proxy, which enforces its IAM policy.
-            let proxy = crate::aws_proxy::start(
+            let (mut environment, proxy) = proxied(
                 &function.logical_id,
                 function.policy.clone(),
-                shared.clone(),
-                &info.dynamodb_endpoint,
-                &info.moto_endpoint,
+                &shared,
+                &info,
+                options.tls.as_deref(),
                 stop.clone(),
             )
             .await?;
-            let proxy = match &options.tls {
-                Some(tls) => {
-                    environment.extend(tls.environment());
-                    tls.front(&proxy, stop.clone()).await.map_err(StackError::Other)?
-                }
-                None => proxy,
-            };
-            info.aws_endpoints.insert(function.logical_id.clone(), proxy.clone());
-            for service in ["DYNAMODB", "SQS", "KMS"] {
-                environment.insert(format!("AWS_ENDPOINT_URL_{service}"), proxy.clone());
-            }
+            info.aws_endpoints.insert(function.logical_id.clone(), proxy);
             environment.extend(function.environment.clone());
             let launch = Launch {
                 binary: options.binaries.join(&function.binary),
@@ -562,12 +588,36 @@ impl Stack {
             }
         }
         let tls = options.tls.clone();
-        Ok(Stack { info, aws_calls, faults, conflicts, template, keys, hosts, tls, shutdown, moto, simulators })
+        Ok(Stack {
+            info,
+            aws_calls,
+            proxies: shared,
+            faults,
+            conflicts,
+            template,
+            keys,
+            hosts,
+            tls,
+            shutdown,
+            moto,
+            simulators,
+        })
     }
 
     /// Told when the stack stops, for processes started beside it (the benchmark's references).
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// The SDK environment of a process outside the template (the benchmark's references), its
+    /// calls through a proxy of its own allowed `policy`, as every function's are through theirs.
+    pub async fn proxied_environment(
+        &self,
+        name: &str,
+        policy: Policy,
+    ) -> Result<BTreeMap<String, String>, StackError> {
+        let stop = self.shutdown_signal();
+        Ok(proxied(name, policy, &self.proxies, &self.info, self.tls.as_deref(), stop).await?.0)
     }
 
     pub fn write_info(&self, path: &Path) -> std::io::Result<()> {
