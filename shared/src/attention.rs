@@ -373,7 +373,8 @@ impl AttentionStore {
             None => query.key_condition_expression("#user = :user"),
         };
         let out = query.send().await?;
-        Ok((out.items().to_vec(), out.last_evaluated_key().is_none()))
+        let complete = out.last_evaluated_key().is_none();
+        Ok((out.items.unwrap_or_default(), complete))
     }
 }
 

@@ -316,32 +316,6 @@ impl IdempotencyStore {
         self.run(scope, print, now, |claim| work(claim, now)).await
     }
 
-    /// `run_checked` for an HTTP request, as `run_request` is `run` for one: `check` gets the key's
-    /// scope and the time the request is taken at, `work` the claim, what the check gave, and the
-    /// time.
-    pub async fn run_request_checked<G, C, CFut, T, F, Fut>(
-        &self,
-        request: &Request,
-        caller: &str,
-        input_headers: &[&str],
-        guards: G,
-        check: C,
-        work: F,
-    ) -> Result<Response<Body>, Problem>
-    where
-        G: FnOnce(&Scope) -> Result<Vec<Write>, StoreError>,
-        C: Fn(&Scope, i64) -> CFut,
-        CFut: Future<Output = Result<T, Problem>>,
-        F: FnOnce(Claim, T, i64) -> Fut,
-        Fut: Future<Output = Result<Response<Body>, Problem>>,
-    {
-        let (scope, print) = request_scope(request, caller, input_headers)?;
-        let guards = guards(&scope)?;
-        let now = now_epoch_seconds();
-        let check = |scope: &Scope| check(scope, now);
-        self.run_checked(scope, print, now, guards, check, |claim, checked| work(claim, checked, now)).await
-    }
-
     /// `run_request` for a request whose body carries a secret (a card number): its fingerprint is
     /// keyed (an HMAC under a key derived from `secret`), so no record can be searched for a number
     /// by hashing guesses of it.
@@ -385,9 +359,9 @@ fn key_scope(request: &Request, caller: &str) -> Result<Scope, Problem> {
     Ok(Scope { caller: caller.to_owned(), route: route_key(request).to_owned(), key })
 }
 
-/// `request`'s key scope and its fingerprint: "the same request" is the same path, body and
-/// `input_headers` (e.g. `If-Match`).
-fn request_scope(request: &Request, caller: &str, input_headers: &[&str]) -> Result<(Scope, String), Problem> {
+/// `request`'s key scope and its fingerprint, for `run` or `run_checked`: "the same request" is the
+/// same path, body and `input_headers` (e.g. `If-Match`).
+pub fn request_scope(request: &Request, caller: &str, input_headers: &[&str]) -> Result<(Scope, String), Problem> {
     let scope = key_scope(request, caller)?;
     let mut parts: Vec<&[u8]> = vec![request.uri().path().as_bytes()];
     for name in input_headers {

@@ -17,10 +17,11 @@ use super::{CLOSE_INTERFACE, Interface, MiniApp, RelayedRequest, RequestJson, Se
 use crate::Problem;
 use crate::auth::Caller;
 use crate::aws::{self, MissingEnv};
+use crate::clock::now_epoch_seconds;
 use crate::conversation::{Counterparty, Message};
 use crate::dynamo::transact;
 use crate::http::{json_body, json_response, path_parameter, route_key};
-use crate::idempotency::store::{Claim, IdempotencyStore};
+use crate::idempotency::store::{Claim, IdempotencyStore, request_scope};
 use crate::idempotency::{Scope, StoredResponse};
 use crate::ids::MAX_ID_CHARS;
 use crate::money::Money;
@@ -182,29 +183,21 @@ impl MiniAppsApi {
             "POST /miniapps/{id}/requests" => {
                 let input = json_body::<RequestJson>(&request)?.validate()?;
                 let user = caller.subject.as_str();
+                let (scope, print) = request_scope(&request, user, &[])?;
+                let request_id = request_id(&scope, app_id);
+                let now = now_epoch_seconds();
                 // A refusal from the checks (no session, an app suspended, ...) is recorded without
                 // a claim, one write where a claim and its completion would be two, unless an
                 // earlier attempt under the key has recorded the request meanwhile.
-                self.idempotency
-                    .run_request_checked(
-                        &request,
-                        user,
-                        &[],
-                        |scope| Ok(vec![self.requests.requests.absent_item(&request_id(scope, app_id))?]),
-                        |scope, now| {
-                            let (request_id, input) = (request_id(scope, app_id), input.clone());
-                            async move {
-                                let checked = self.requests.check_relay(&request_id, user, app_id, &input, now).await?;
-                                Ok((request_id, checked, input))
-                            }
-                        },
-                        |claim, (request_id, checked, input), now| async move {
-                            let (relayed, app) =
-                                self.requests.relay_checked(checked, &request_id, user, input, Vec::new(), now).await?;
-                            self.answer(&claim, relayed, app.as_ref(), now).await
-                        },
-                    )
-                    .await
+                let guards = vec![self.requests.requests.absent_item(&request_id)?];
+                let (request_id, input) = (&request_id, &input);
+                let check = |_: &Scope| self.requests.check_relay(request_id, user, app_id, input, now);
+                let work = |claim: Claim, checked| async move {
+                    let (relayed, app) =
+                        self.requests.relay_checked(checked, request_id, user, input, Vec::new(), now).await?;
+                    self.answer(&claim, relayed, app.as_ref(), now).await
+                };
+                self.idempotency.run_checked(scope, print, now, guards, check, work).await
             }
             other => {
                 Err(Problem::new(catalogue::UNKNOWN_ROUTE, format!("the mini-apps function has no route {other:?}")))

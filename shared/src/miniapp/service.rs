@@ -135,7 +135,7 @@ impl RequestService {
         now: i64,
     ) -> Result<(RelayedRequest, Option<MiniApp>), Problem> {
         let checked = self.check_relay(request_id, user, app_id, &input, now).await?;
-        self.relay_checked(checked, request_id, user, input, with, now).await
+        self.relay_checked(checked, request_id, user, &input, with, now).await
     }
 
     /// What `relay` reads and checks before anything is written or sent: an earlier attempt's
@@ -171,7 +171,7 @@ impl RequestService {
         checked: Checked,
         request_id: &str,
         user: &str,
-        input: UserRequest,
+        input: &UserRequest,
         with: Vec<Write>,
         now: i64,
     ) -> Result<(RelayedRequest, Option<MiniApp>), Problem> {
@@ -186,7 +186,7 @@ impl RequestService {
             app_id: app.id.clone(),
             user: app_user(token_secret, &app.id, user),
             action: input.action.clone(),
-            params: input.params,
+            params: input.params.clone(),
             approved_amount: input.approved,
         };
         let reply = self.client.relay(&app, &keys, &server_request, now).await;
@@ -197,7 +197,7 @@ impl RequestService {
             id: request_id.to_owned(),
             app_id: app.id.clone(),
             user: user.to_owned(),
-            action: input.action,
+            action: input.action.clone(),
             approved: input.approved,
             outcome: judge(input.approved, reply),
             created_at: now,
