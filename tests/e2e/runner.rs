@@ -84,6 +84,7 @@ fn probe_launch(instances: usize, log_file: std::path::PathBuf, faults: Option<(
         environment: BTreeMap::new(),
         log_file,
         faults,
+        cpu: None,
     }
 }
 

@@ -1,6 +1,9 @@
 //! The floor every function is measured against (docs/decisions.md, "Rust on Lambda"): a Lambda
 //! function that builds aws-config and DynamoDB, SQS and KMS clients at init and does one
 //! consistent GetItem per invocation (`BENCH_TABLE`, key `m_demo`), with nothing else.
+//!
+//! `BENCH_READS=n` makes it n GetItems, one after another, or all at once with `BENCH_AT_ONCE=1`:
+//! what a first event's calls cost made in turn on one connection, against at once on as many.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -14,11 +17,29 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let _sqs = aws_sdk_sqs::Client::new(&config);
     let _kms = aws_sdk_kms::Client::new(&config);
     let table = std::env::var("BENCH_TABLE")?;
+    let reads: usize = std::env::var("BENCH_READS").map_or(Ok(1), |n| n.parse())?;
+    let at_once = std::env::var("BENCH_AT_ONCE").is_ok_and(|v| v == "1");
     let (dynamodb, table) = (&dynamodb, &table);
     lambda_runtime::run(service_fn(move |_: LambdaEvent<Value>| async move {
-        let key = AttributeValue::S("m_demo".into());
-        let item = dynamodb.get_item().table_name(table).key("id", key).consistent_read(true).send().await?;
-        Ok::<Value, lambda_runtime::Error>(json!({ "found": item.item.is_some() }))
+        let mut found = true;
+        if at_once {
+            let mut reads: tokio::task::JoinSet<_> =
+                (0..reads).map(|_| read(dynamodb.clone(), table.clone())).collect();
+            while let Some(read) = reads.join_next().await {
+                found &= read??;
+            }
+        } else {
+            for _ in 0..reads {
+                found &= read(dynamodb.clone(), table.clone()).await?;
+            }
+        }
+        Ok::<Value, lambda_runtime::Error>(json!({ "found": found }))
     }))
     .await
+}
+
+async fn read(dynamodb: aws_sdk_dynamodb::Client, table: String) -> Result<bool, lambda_runtime::Error> {
+    let key = AttributeValue::S("m_demo".into());
+    let item = dynamodb.get_item().table_name(table).key("id", key).consistent_read(true).send().await?;
+    Ok(item.item.is_some())
 }

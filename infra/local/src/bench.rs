@@ -66,6 +66,16 @@ const REFERENCE_POLICY: &str = "Statement: [{Effect: Allow, Action: [dynamodb:Ge
 
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";
 pub const PYTHON_REFERENCE: &str = "reference: Python + boto3";
+/// The Rust reference making `REFERENCE_READS` GetItems in turn, on one connection, and at once, on
+/// as many: what a first event's calls cost each way (docs/decisions.md, "A cold start's calls").
+pub const RUST_READS_IN_TURN: &str = "reference: Rust, 5 GetItems in turn";
+pub const RUST_READS_AT_ONCE: &str = "reference: Rust, 5 GetItems at once";
+pub const REFERENCE_READS: usize = 5;
+
+/// Whether the cold start named `function` is one of the references'.
+pub fn is_reference(function: &str) -> bool {
+    function.starts_with("reference: ")
+}
 
 /// US East (N. Virginia) list prices, USD per million (2026-11): DynamoDB on-demand write and
 /// read request units, SQS standard requests, KMS requests, Lambda requests, HTTP API requests.
@@ -105,7 +115,15 @@ pub async fn start_reference(
         policy: Default::default(),
     };
     let log_file = stack.info.logs.join(format!("{}.log", name.replace([' ', ':', ',', '+'], "_")));
-    let launch = Launch { binary: binary.to_owned(), args, instances: 1, environment, log_file, faults: None };
+    let launch = Launch {
+        binary: binary.to_owned(),
+        args,
+        instances: 1,
+        environment,
+        log_file,
+        faults: None,
+        cpu: stack.cpu.clone(),
+    };
     let host = FunctionHost::start(&function, launch, stack.shutdown_signal()).await.map_err(|e| e.to_string())?;
     if !host.ready(Duration::from_secs(60)).await {
         return Err(format!("{name} did not start; see {}", stack.info.logs.display()));
@@ -128,7 +146,7 @@ pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<V
             }
             None => json!({}),
         };
-        probes.push((event, probe.map_or("any event: one GetItem".into(), |f| format!("events/{f}"))));
+        probes.push((event, probe.map_or("any event".into(), |f| format!("events/{f}"))));
     }
     for round in 0..COLD_STARTS {
         for (host, (event, _)) in hosts.iter().zip(&probes) {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::bench::{PYTHON_REFERENCE, RUST_REFERENCE};
+use crate::bench::{PYTHON_REFERENCE, RUST_REFERENCE, is_reference};
 use crate::stack::ColdStart;
 
 /// The target a function's cold start is held to, as a multiple of the Rust reference's.
@@ -41,7 +41,7 @@ pub fn cold_starts_svg(cold: &[ColdStart], title: &str) -> String {
     );
     for (row, c) in cold.iter().enumerate() {
         let y = TOP + ROW * row as f64;
-        let reference = c.function == RUST_REFERENCE || c.function == PYTHON_REFERENCE;
+        let reference = is_reference(&c.function);
         let (init, first) = if reference { ("#6b6b6b", "#b0b0b0") } else { ("#1f4e79", "#7fa7d1") };
         let _ = writeln!(
             svg,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chart;
 pub mod checkov;
 pub mod conflicts;
+pub mod cpu_share;
 pub mod emulators;
 pub mod faults;
 pub mod gateway;

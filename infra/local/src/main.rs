@@ -21,13 +21,15 @@ const USAGE: &str = "usage:
                                   run every test (ARGS go to each test binary), then the fault run
                                   (seed 11; SUPERPAY_FAULT_SEED=N replays another seed)
   cargo stack test --faults-long  only the fault run, with a random seed it prints and more load
-  cargo stack bench [--debug] [--cold-only | --contention-only] [--concurrency C]
+  cargo stack bench [--debug] [--cold-only | --contention-only] [--lambda-cpu] [--concurrency C]
                     [--contention-instances N] [--contention-purchases P] [--credit-shards S]
                                   cold starts, memory, sizes and AWS calls per operation (release
                                   build), then the contention scenario: P purchases (default 256)
                                   by C clients at once (default 32) from one merchant, the same
                                   merchant with S credit sub-accounts (default 32), then from C
-                                  merchants, against N processes of PurchasesFunction (default C)
+                                  merchants, against N processes of PurchasesFunction (default C);
+                                  --lambda-cpu: each process on the CPU its MemorySize buys on
+                                  Lambda (a cgroup quota; needs root), not a core of its own
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
 /// The workspace root: this crate is `infra/local`.
@@ -157,6 +159,7 @@ fn options(root: &Path, persist: bool, release: bool) -> Result<Options, String>
         state,
         faults: None,
         tls: None,
+        cpu: None,
     })
 }
 
@@ -235,6 +238,7 @@ async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
     let release = !args.iter().any(|a| a == "--debug");
     let contention_only = args.iter().any(|a| a == "--contention-only");
     let cold_only = args.iter().any(|a| a == "--cold-only");
+    let lambda_cpu = args.iter().any(|a| a == "--lambda-cpu");
     if contention_only && cold_only {
         return Err("--contention-only and --cold-only leave nothing to run together".into());
     }
@@ -243,7 +247,7 @@ async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
     build_functions(&root, release, &["bench-sdk-fn"])?;
     let mut report = String::new();
     if !contention_only {
-        report = cold_starts_and_calls(&root, release, !cold_only).await?;
+        report = cold_starts_and_calls(&root, release, !cold_only, lambda_cpu).await?;
         println!("{report}");
     }
     if cold_only {
@@ -274,8 +278,14 @@ fn contention_settings(args: &[String]) -> Result<bench::Contention, String> {
 }
 
 /// The cold starts, memory, sizes and (`with_calls`) AWS calls per operation, as a report; a whole
-/// release run also draws the chart.
-async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> Result<String, String> {
+/// release run also draws the chart. `lambda_cpu`: every process on its `MemorySize`'s share of a
+/// core (`superpay_local::cpu_share`) instead of a core of its own.
+async fn cold_starts_and_calls(
+    root: &Path,
+    release: bool,
+    with_calls: bool,
+    lambda_cpu: bool,
+) -> Result<String, String> {
     let python = emulators::virtualenv(&root.join(".superpay/venv/bench"), emulators::BENCH_REQUIREMENTS)
         .await
         .map_err(|e| e.to_string())?;
@@ -288,6 +298,9 @@ async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> 
     options.instances_per_function = 1;
     options.run_schedules = false;
     options.start_one_at_a_time = true;
+    if lambda_cpu {
+        options.cpu = Some(std::sync::Arc::new(superpay_local::cpu_share::CpuShares::create()?));
+    }
     options.logs = options.state.join("bench-logs");
     let binaries = options.binaries.clone();
     let _ = std::fs::remove_dir_all(&options.logs);
@@ -301,6 +314,10 @@ async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> 
         let python =
             bench::start_reference(&stack, bench::PYTHON_REFERENCE, &python.join("python"), args, &[handler]).await?;
         let mut hosts = vec![rust, python];
+        for (name, at_once) in [(bench::RUST_READS_IN_TURN, "0"), (bench::RUST_READS_AT_ONCE, "1")] {
+            let reads = [("BENCH_READS", bench::REFERENCE_READS.to_string()), ("BENCH_AT_ONCE", at_once.into())];
+            hosts.push(bench::start_reference(&stack, name, &binaries.join("bench-sdk-fn"), vec![], &reads).await?);
+        }
         hosts.extend(stack.hosts.iter().cloned());
         stack.aws_calls.clear();
         let probes = bench::cold_starts(&hosts, &root.join("events")).await?;
@@ -323,7 +340,9 @@ async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> 
         .filter_map(|f| Some((f.logical_id.clone(), std::fs::metadata(binaries.join(&f.binary)).ok()?.len())))
         .collect();
     if let Ok(metadata) = std::fs::metadata(binaries.join("bench-sdk-fn")) {
-        sizes.insert(bench::RUST_REFERENCE.into(), metadata.len());
+        for reference in [bench::RUST_REFERENCE, bench::RUST_READS_IN_TURN, bench::RUST_READS_AT_ONCE] {
+            sizes.insert(reference.into(), metadata.len());
+        }
     }
     let logs = stack.info.logs.clone();
     stack.stop().await;
@@ -331,7 +350,7 @@ async fn cold_starts_and_calls(root: &Path, release: bool, with_calls: bool) -> 
     let report = bench::report(&cold, &sizes, &counted);
     // The README shows it, committed with the run's numbers in docs/performance.md: only a run of
     // the functions as built for Lambda draws it.
-    if release && with_calls {
+    if release && with_calls && !lambda_cpu {
         let measured: Vec<ColdStart> = cold.into_iter().map(|(c, _)| c).collect();
         let title = format!(
             "Cold starts, cargo stack bench (release build, medians of {} cold starts each)",

@@ -22,6 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cpu_share::CpuShares;
 use crate::faults::{FaultCounts, FaultPlan, KILLED};
 use crate::template::{ACCOUNT, Function, REGION};
 
@@ -107,6 +108,8 @@ pub struct Launch {
     pub log_file: PathBuf,
     /// Kill processes mid-invocation as this plan says, counting the kills there.
     pub faults: Option<(FaultPlan, FaultCounts)>,
+    /// Each instance's processes on the CPU the function's `MemorySize` buys on Lambda.
+    pub cpu: Option<Arc<CpuShares>>,
 }
 
 impl FunctionHost {
@@ -148,20 +151,27 @@ impl FunctionHost {
                     })
                     .await;
             });
+            let cpu_slot = match &launch.cpu {
+                Some(shares) => Some(
+                    shares
+                        .slot(&format!("{}-{index}", function.logical_id), function.memory_mb)
+                        .map_err(std::io::Error::other)?,
+                ),
+                None => None,
+            };
             let mut environment = launch.environment.clone();
             environment.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("127.0.0.1:{port}"));
             environment.insert("AWS_LAMBDA_FUNCTION_NAME".into(), function.logical_id.clone());
             environment.insert("AWS_LAMBDA_FUNCTION_VERSION".into(), "$LATEST".into());
             environment.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), function.memory_mb.to_string());
-            tokio::spawn(supervise(
-                instance.clone(),
-                kills,
-                launch.binary.clone(),
-                launch.args.clone(),
+            let process = Process {
+                binary: launch.binary.clone(),
+                args: launch.args.clone(),
                 environment,
-                launch.log_file.clone(),
-                shutdown.clone(),
-            ));
+                log_file: launch.log_file.clone(),
+                cpu_slot,
+            };
+            tokio::spawn(supervise(instance.clone(), kills, process, shutdown.clone()));
             instances.push(instance);
         }
         Ok(Arc::new(FunctionHost {
@@ -380,15 +390,23 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
 }
 
 /// Runs one instance's process, restarting it when it exits or is killed, until shutdown.
-async fn supervise(
-    instance: Arc<Instance>,
-    mut kills: mpsc::UnboundedReceiver<Outcome>,
+/// What an instance's process is started from, again after each exit.
+struct Process {
     binary: PathBuf,
     args: Vec<String>,
     environment: BTreeMap<String, String>,
     log_file: PathBuf,
+    /// The cgroup it runs in, if any (`Launch::cpu`).
+    cpu_slot: Option<PathBuf>,
+}
+
+async fn supervise(
+    instance: Arc<Instance>,
+    mut kills: mpsc::UnboundedReceiver<Outcome>,
+    process: Process,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Process { binary, args, environment, log_file, cpu_slot } = process;
     loop {
         if *shutdown.borrow() {
             return;
@@ -401,6 +419,9 @@ async fn supervise(
             command.args(&args).env_clear().envs(&environment).stdout(log.try_clone()?).stderr(log);
             if let Ok(path) = std::env::var("PATH") {
                 command.env("PATH", path);
+            }
+            if let Some(slot) = &cpu_slot {
+                crate::cpu_share::join_on_start(&mut command, slot).map_err(std::io::Error::other)?;
             }
             if let Ok(mut started) = instance.started.lock() {
                 *started = Instant::now();

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::aws_proxy::{AwsCalls, Faults};
 use crate::conflicts::Conflicts;
+use crate::cpu_share::CpuShares;
 use crate::emulators::{self, EmulatorError};
 use crate::faults::{FAULTS_LOG, FaultCounts, FaultPlan};
 use crate::gateway::Gateway;
@@ -93,6 +94,8 @@ pub struct Options {
     pub faults: Option<FaultPlan>,
     /// Every function's AWS endpoint behind TLS, as on AWS (the benchmark's cold starts).
     pub tls: Option<Arc<LocalTls>>,
+    /// Every process on the CPU its `MemorySize` buys on Lambda (`crate::cpu_share`).
+    pub cpu: Option<Arc<CpuShares>>,
 }
 
 /// What a client of the stack (a person, the end-to-end tests) needs to reach it.
@@ -289,6 +292,8 @@ pub struct Stack {
     pub hosts: Vec<Arc<FunctionHost>>,
     /// The TLS fronts' CA, when the endpoints are behind TLS (`Options::tls`).
     pub tls: Option<Arc<LocalTls>>,
+    /// The CPU shares, when on (`Options::cpu`).
+    pub cpu: Option<Arc<CpuShares>>,
     shutdown: watch::Sender<bool>,
     moto: tokio::process::Child,
     simulators: Vec<tokio::process::Child>,
@@ -527,6 +532,7 @@ impl Stack {
                 environment,
                 log_file: options.logs.join(format!("{}.log", function.logical_id)),
                 faults: options.faults.map(|plan| (plan, faults.clone())),
+                cpu: options.cpu.clone(),
             };
             let host = FunctionHost::start(function, launch, stop.clone()).await?;
             if options.start_one_at_a_time {
@@ -587,7 +593,7 @@ impl Stack {
                 )));
             }
         }
-        let tls = options.tls.clone();
+        let (tls, cpu) = (options.tls.clone(), options.cpu.clone());
         Ok(Stack {
             info,
             aws_calls,
@@ -598,6 +604,7 @@ impl Stack {
             keys,
             hosts,
             tls,
+            cpu,
             shutdown,
             moto,
             simulators,
