@@ -306,7 +306,7 @@ impl AttentionStore {
     /// `user`'s partition, read consistently: its elements (those of sources that make many
     /// apart), its dismissals and its personal items. One query of the whole partition, which
     /// nearly always holds fewer than `READ_LIMIT` items; only when it holds more, one bounded query
-    /// per kind (`try_join_warm!`), so that no number of one kind can crowd the others out of a
+    /// per kind, at once, so that no number of one kind can crowd the others out of a
     /// read. An item that cannot be read is logged and left out, never the whole home.
     pub async fn read(&self, user: &str) -> Result<Partition, StoreError> {
         let (all, complete) = self.query(user, None).await?;
@@ -321,7 +321,7 @@ impl AttentionStore {
             kinds
         } else {
             let [element, many, dismissed, personal] = KINDS;
-            let kinds = crate::try_join_warm!(
+            let kinds = tokio::try_join!(
                 self.range(user, element),
                 self.range(user, many),
                 self.range(user, dismissed),

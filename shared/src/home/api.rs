@@ -8,10 +8,10 @@
 //! - `POST /home/elements/{id}/dismiss`  the user dismisses an element (idempotent; a critical one
 //!   is refused)
 //!
-//! Everything is read consistently and at once (`join_warm!`: in turn on a cold start): the user's
-//! attention items, dismissals and personal items (one query of their partition, one per kind in a
-//! partition too big for one: `AttentionStore::read`), the wallet and reserve (one batch), the
-//! latest postings and the conversations (one query each).
+//! Everything is read consistently and at once: the user's attention items, dismissals and
+//! personal items (one query of their partition, one per kind in a partition too big for one:
+//! `AttentionStore::read`), the wallet and reserve (one batch), the latest postings and the
+//! conversations (one query each).
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -175,7 +175,7 @@ impl HomeApi {
         let now = now_epoch_seconds();
         let (wallet, reserve) = (AccountId::wallet(user), AccountId::reserve(user));
         let accounts = [wallet.clone(), reserve.clone()];
-        let (partition, accounts, postings, conversations, announced) = crate::join_warm!(
+        let (partition, accounts, postings, conversations, announced) = tokio::join!(
             self.attention.read(user),
             self.ledger.accounts(&accounts),
             self.ledger.postings(&wallet, None, RECENT as i32),

@@ -213,7 +213,7 @@ impl OperationsApi {
                 let signed = verify(instruction, &presented.signature, self.platform.kid(), public_key).is_ok();
                 let listing_id = Some(instruction.listing_id.as_str()).filter(|id| signed && ids::is_valid(id));
                 let device_key = presented.confirmation.device.as_ref().map(|d| d.key_id.as_str());
-                let (listed, group, own, device) = crate::try_join_warm!(
+                let (listed, group, own, device) = tokio::try_join!(
                     async {
                         Ok(match listing_id {
                             Some(id) => self.listings.get(id).await?,

@@ -88,7 +88,7 @@ impl RequestService {
     /// unexpired; the app is available and offers the action; a charge's owner is active and
     /// charges in the approved amount's currency. The app.
     pub async fn check(&self, user: &str, app_id: &str, input: &UserRequest, now: i64) -> Result<MiniApp, Problem> {
-        let (session, app) = crate::try_join_warm!(self.sessions.get(&input.session_id), self.apps.store.get(app_id))?;
+        let (session, app) = tokio::try_join!(self.sessions.get(&input.session_id), self.apps.store.get(app_id))?;
         self.check_with(user, app_id, input, session, app, now).await
     }
 
@@ -180,7 +180,7 @@ impl RequestService {
             Checked::Allowed(app) => app,
         };
         // Both unwrapped by KMS once per instance, so together.
-        let (keys, token_secret) = crate::try_join_warm!(self.apps.keys(&app), self.token_secret.get())?;
+        let (keys, token_secret) = tokio::try_join!(self.apps.keys(&app), self.token_secret.get())?;
         let server_request = ServerRequest {
             request_id: request_id.to_owned(),
             app_id: app.id.clone(),

@@ -542,7 +542,7 @@ impl PaymentSessionsApi {
                 };
                 // Independent reads, made together.
                 let (pay, policy, table, force) =
-                    crate::join_warm!(pay, self.policy.get(), self.control.table(), self.sessions.force(user));
+                    tokio::join!(pay, self.policy.get(), self.control.table(), self.sessions.force(user));
                 let pay = pay?;
                 // The facts are judged even when an admin forced the process.
                 let mut decision = policy.decide(&client, user)?;
