@@ -67,7 +67,8 @@ const REFERENCE_POLICY: &str = "Statement: [{Effect: Allow, Action: [dynamodb:Ge
 pub const RUST_REFERENCE: &str = "reference: Rust, SDK clients at init";
 pub const PYTHON_REFERENCE: &str = "reference: Python + boto3";
 /// The Rust reference making `REFERENCE_READS` GetItems in turn, on one connection, and at once, on
-/// as many: what a first event's calls cost each way (docs/decisions.md, "A cold start's calls").
+/// as many: what a first event's calls cost each way (docs/decisions.md,
+/// "A cold start's calls at once").
 pub const RUST_READS_IN_TURN: &str = "reference: Rust, 5 GetItems in turn";
 pub const RUST_READS_AT_ONCE: &str = "reference: Rust, 5 GetItems at once";
 pub const REFERENCE_READS: usize = 5;

@@ -5,6 +5,10 @@
 //! `cpu` controller or v2's `cpu.max`), which needs root. Lambda does not say over what period it
 //! counts the credits; the quota here is the kernel's smallest (1 ms) and the period the one that
 //! gives the share, so that a process runs at an even fraction of a core rather than in bursts.
+//! Unlike Lambda's, this quota is visible to the process: Rust's `available_parallelism` reads it,
+//! so tokio runs one worker thread where on Lambda it would see two vCPUs and run two. A process
+//! joins its slot between fork and exec, inside the init the benchmark times, as every process
+//! does. On cgroup v2, `+cpu` stays enabled in the root's `cgroup.subtree_control` afterwards.
 
 use std::fs;
 use std::io::Write;
@@ -40,6 +44,7 @@ impl CpuShares {
         } else {
             return Err("--lambda-cpu needs a cgroup CPU controller (/sys/fs/cgroup/cpu or cgroup v2's cpu)".into());
         };
+        remove_abandoned(shares.root.parent().unwrap_or(v2));
         fs::create_dir_all(&shares.root).map_err(|e| cgroup_error(&shares.root, e))?;
         if shares.v2 {
             write(&shares.root.join("cgroup.subtree_control"), "+cpu")?;
@@ -64,13 +69,37 @@ impl CpuShares {
 
 impl Drop for CpuShares {
     fn drop(&mut self) {
-        // A cgroup goes only once its processes have; the stack has stopped them by now.
-        if let Ok(slots) = fs::read_dir(&self.root) {
-            for slot in slots.flatten().filter(|s| s.path().is_dir()) {
-                let _ = fs::remove_dir(slot.path());
+        // A cgroup goes only once its processes have, and the stack's kills may still be landing.
+        for _ in 0..50 {
+            if remove(&self.root) {
+                return;
             }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let _ = fs::remove_dir(&self.root);
+        eprintln!("{} still holds processes; it goes with the next --lambda-cpu run", self.root.display());
+    }
+}
+
+/// Removes a stack's cgroup and its slots; says whether it is gone.
+fn remove(root: &Path) -> bool {
+    if let Ok(slots) = fs::read_dir(root) {
+        for slot in slots.flatten().filter(|s| s.path().is_dir()) {
+            let _ = fs::remove_dir(slot.path());
+        }
+    }
+    let _ = fs::remove_dir(root);
+    !root.exists()
+}
+
+/// The cgroups of runs that ended without removing theirs (killed), once their processes are gone.
+fn remove_abandoned(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix("superpay-"));
+        if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            remove(&entry.path());
+        }
     }
 }
 
@@ -101,7 +130,10 @@ fn write(path: &Path, value: &str) -> Result<(), String> {
 }
 
 fn cgroup_error(path: &Path, e: std::io::Error) -> String {
-    format!("{}: {e} (--lambda-cpu sets CPU quotas, which needs root)", path.display())
+    format!(
+        "{}: {e} (--lambda-cpu sets CPU quotas in a cgroup, which needs root and a cgroup it may write)",
+        path.display()
+    )
 }
 
 #[cfg(test)]
@@ -113,5 +145,20 @@ mod tests {
         assert_eq!(quota_and_period(128), (1000, 13_820));
         assert_eq!(quota_and_period(1769), (100_000, 100_000));
         assert_eq!(quota_and_period(3538), (200_000, 100_000));
+    }
+
+    #[test]
+    fn a_run_killed_before_removing_its_cgroup_has_it_removed_by_the_next() {
+        let base = std::env::temp_dir().join(format!("cpu-share-{}", uuid::Uuid::new_v4()));
+        let (dead, alive) = (base.join("superpay-4294967295"), base.join(format!("superpay-{}", std::process::id())));
+        for slot in [dead.join("HomeFunction-0"), alive.join("HomeFunction-0"), base.join("other")] {
+            fs::create_dir_all(slot).unwrap();
+        }
+        remove_abandoned(&base);
+        assert!(!dead.exists(), "a dead run's cgroup goes, with its slots");
+        assert!(alive.join("HomeFunction-0").exists(), "a running one's stays");
+        assert!(base.join("other").exists(), "and what is not ours");
+        assert!(remove(&alive));
+        fs::remove_dir_all(base).unwrap();
     }
 }

@@ -242,6 +242,9 @@ async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
     if contention_only && cold_only {
         return Err("--contention-only and --cold-only leave nothing to run together".into());
     }
+    if contention_only && lambda_cpu {
+        return Err("--lambda-cpu shares out the CPU of the cold starts, which --contention-only does not run".into());
+    }
     let settings = contention_settings(args)?;
     let root = root();
     build_functions(&root, release, &["bench-sdk-fn"])?;

@@ -389,7 +389,6 @@ async fn init_error(State(instance): State<Arc<Instance>>, body: Bytes) -> Statu
     StatusCode::ACCEPTED
 }
 
-/// Runs one instance's process, restarting it when it exits or is killed, until shutdown.
 /// What an instance's process is started from, again after each exit.
 struct Process {
     binary: PathBuf,
@@ -400,6 +399,7 @@ struct Process {
     cpu_slot: Option<PathBuf>,
 }
 
+/// Runs one instance's process, restarting it when it exits or is killed, until shutdown.
 async fn supervise(
     instance: Arc<Instance>,
     mut kills: mpsc::UnboundedReceiver<Outcome>,

@@ -540,7 +540,7 @@ impl PaymentSessionsApi {
                         }
                     }
                 };
-                // Independent reads, made together.
+                // Made together: the payment (which may record a refusal) and three independent reads.
                 let (pay, policy, table, force) =
                     tokio::join!(pay, self.policy.get(), self.control.table(), self.sessions.force(user));
                 let pay = pay?;
