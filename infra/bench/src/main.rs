@@ -25,13 +25,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         if at_once {
             // Polled together in this one task, as `tokio::join!` polls a function's reads: spawned,
             // they could spread over the machine's cores.
-            let reads = (0..reads).map(|_| read(dynamodb.clone(), table.clone()));
+            let reads = (0..reads).map(|_| read(dynamodb, table));
             for read in futures_util::future::join_all(reads).await {
                 found &= read?;
             }
         } else {
             for _ in 0..reads {
-                found &= read(dynamodb.clone(), table.clone()).await?;
+                found &= read(dynamodb, table).await?;
             }
         }
         Ok::<Value, lambda_runtime::Error>(json!({ "found": found }))
@@ -39,7 +39,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-async fn read(dynamodb: aws_sdk_dynamodb::Client, table: String) -> Result<bool, lambda_runtime::Error> {
+async fn read(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Result<bool, lambda_runtime::Error> {
     let key = AttributeValue::S("m_demo".into());
     let item = dynamodb.get_item().table_name(table).key("id", key).consistent_read(true).send().await?;
     Ok(item.item.is_some())

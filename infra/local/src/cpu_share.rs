@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Lambda's memory for one vCPU.
-pub const MB_PER_VCPU: f64 = 1769.0;
+const MB_PER_VCPU: f64 = 1769.0;
 /// The kernel's smallest CFS quota, in microseconds.
 const MIN_QUOTA_US: u64 = 1000;
 /// The period for a share of a core or more (the kernel's default).
