@@ -114,7 +114,7 @@ impl<A: DeserializeOwned> RuleSet<A> {
     /// A set as JSON (`{"facts": [...], "rules": [{"when": {fact: value or "*"}, "rollout"?, "then"}],
     /// "default"}`), validated; `salt` keys its users' buckets (its config group's name will do).
     pub fn parse(json: &serde_json::Value, salt: &str) -> Result<Self, RulesError> {
-        let set: RuleSetJson<A> = serde_json::from_value(json.clone()).map_err(|e| RulesError::Shape(e.to_string()))?;
+        let set = RuleSetJson::<A>::deserialize(json).map_err(|e| RulesError::Shape(e.to_string()))?;
         let mut seen = std::collections::HashSet::new();
         if set.facts.is_empty() || !set.facts.iter().all(|f| seen.insert(f.as_str())) {
             return Err(RulesError::Facts);

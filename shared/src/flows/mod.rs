@@ -281,19 +281,29 @@ pub fn validate_group(parameters: &Value) -> Result<(), Problem> {
 }
 
 impl FlowTable {
-    /// The house table (version 0), verified once per process; its tests verify it first.
+    /// The house table (version 0), built once per process and not verified there: its tests
+    /// verify it whole, and verifying it again would cost a cold process's first problem about a
+    /// third of a millisecond of CPU, some 5 ms at a 128 MB function's share (docs/performance.md).
+    /// A published table, the house table published as a version included, is verified as read.
     pub fn house() -> Arc<FlowTable> {
         static HOUSE: LazyLock<Arc<FlowTable>> = LazyLock::new(|| {
             let json = serde_json::from_str(HOUSE_TABLE).unwrap_or(Value::Null);
-            Arc::new(FlowTable::parse(&json, 0).expect("the house table is valid (flows::tests)"))
+            Arc::new(FlowTable::build(&json, 0).expect("the house table is valid (flows::tests)"))
         });
         HOUSE.clone()
     }
 
     /// A table from its JSON, verified whole.
     pub fn parse(json: &Value, version: u64) -> Result<FlowTable, FlowTableError> {
-        let table: TableJson =
-            serde_json::from_value(json.clone()).map_err(|e| FlowTableError::Shape(e.to_string()))?;
+        let table = FlowTable::build(json, version)?;
+        table.check_rules()?;
+        table.check_every_position()?;
+        Ok(table)
+    }
+
+    /// A table from its JSON, its shape, names and targets checked, its actions not (`parse`).
+    fn build(json: &Value, version: u64) -> Result<FlowTable, FlowTableError> {
+        let table = TableJson::deserialize(json).map_err(|e| FlowTableError::Shape(e.to_string()))?;
         let rules = RuleSet::parse(&json!({"facts": FACTS, "rules": table.rules, "default": table.default}), GROUP)?;
         let invalid = |text: String| Err(FlowTableError::Invalid(text));
         let steps = table.flows.values().map(Vec::len).sum::<usize>();
@@ -322,11 +332,7 @@ impl FlowTable {
                 None => return Err(FlowTableError::UnknownTarget { at: format!("route {route}"), target: at.clone() }),
             };
         }
-        let flows = table.flows.clone();
-        let table = FlowTable { version, flows, routes, rules };
-        table.check_rules()?;
-        table.check_every_position()?;
-        Ok(table)
+        Ok(FlowTable { version, flows: table.flows, routes, rules })
     }
 
     fn actions(&self) -> impl Iterator<Item = (String, &Action)> {
@@ -404,6 +410,8 @@ impl FlowTable {
         let mut edges: Edges = BTreeMap::new();
         let mut reached = BTreeSet::new();
         for at in steps.iter().map(Some).chain(std::iter::once(None)) {
+            // A rule's targets out of this step, taken once: later codes it answers add no edge.
+            let mut taken = BTreeSet::new();
             for code in &codes {
                 let name = code.map_or("any code no rule names", |c| c.code());
                 for (action, rule) in self.rules.candidates(&facts(at, code.map(|c| c.code()))) {
@@ -415,7 +423,7 @@ impl FlowTable {
                             by: rule.map_or("the default".to_owned(), |i| format!("rule {i}")),
                         });
                     }
-                    if let Some(at) = at {
+                    if let Some(at) = at.filter(|_| taken.insert(rule)) {
                         for target in action.targets().filter_map(Step::parse) {
                             edges.entry(at).or_default().entry(target).or_insert(name);
                         }
@@ -689,6 +697,9 @@ mod tests {
     fn the_house_table_verifies_and_sends_insufficient_funds_to_top_up() {
         let house = FlowTable::house();
         assert_eq!(house.version, 0);
+        // What `house` builds unverified, verified whole.
+        let json = serde_json::from_str(HOUSE_TABLE).unwrap();
+        assert_eq!(format!("{:?}", FlowTable::parse(&json, 0).unwrap()), format!("{house:?}"));
         let (action, _) = house.decide(Some(&step("purchase/pay")), "insufficient_funds", "u");
         assert_eq!((action.action, action.to.as_deref()), (Kind::SwitchFlow, Some("top-up/amount")));
         // In the top-up flow itself it ends there: no switch back into it.
