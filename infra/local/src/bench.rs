@@ -3,7 +3,7 @@
 //! beside each other).
 //!
 //! - Cold start of every function as built for Lambda (the release profile), `COLD_STARTS` times
-//!   each, one process at a time, whose first event is a sample from `events/` that needs about one read. Beside them, run
+//!   each (`--cold-starts N`), one process at a time, whose first event is a sample from `events/` that needs about one read. Beside them, run
 //!   the same way: the tuned Rust SDK function (`infra/bench`: aws-config and DynamoDB, SQS and KMS
 //!   clients at init, one GetItem) and its Python + boto3 twin (AWS's runtime interface client).
 //! - Peak RSS of every process, read after the operations below ran, and the size of every
@@ -32,6 +32,8 @@ use crate::template::Function;
 /// alone: on AWS every instance has CPU of its own, so starts measured side by side on these 2
 /// cores would time how they share the cores.
 pub const COLD_STARTS: usize = 7;
+/// What `--cold-starts` may ask for: medians of more settle what a share of a core scatters.
+pub const COLD_STARTS_BOUNDS: std::ops::RangeInclusive<usize> = 3..=51;
 /// Runs of each operation: the first finds the process cold (its keys not yet unwrapped).
 const RUNS: usize = 7;
 /// How long a restarted process may take to start and ask for its first event.
@@ -132,11 +134,11 @@ pub async fn start_reference(
     Ok(host)
 }
 
-/// Gives each host's one process its first event, then restarts it cold, `COLD_STARTS` times, in
+/// Gives each host's one process its first event, then restarts it cold, `starts` times in all, in
 /// rounds (a round starts every host once, one at a time), so that whatever slows the machine for a
 /// while slows every function and the references alike. Each first event has its own
 /// Idempotency-Key, so that none answers as a replay. Returns what each host's first event was.
-pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<Vec<String>, String> {
+pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path, starts: usize) -> Result<Vec<String>, String> {
     let mut probes = vec![];
     for host in hosts {
         let probe = COLD_PROBES.iter().find(|(function, _)| *function == host.logical_id).map(|(_, file)| *file);
@@ -149,7 +151,7 @@ pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<V
         };
         probes.push((event, probe.map_or("any event".into(), |f| format!("events/{f}"))));
     }
-    for round in 0..COLD_STARTS {
+    for round in 0..starts {
         for (host, (event, _)) in hosts.iter().zip(&probes) {
             if round > 0 && !host.restart(START_WITHIN).await {
                 return Err(format!("{} did not start again within {START_WITHIN:?}", host.logical_id));
@@ -167,14 +169,14 @@ pub async fn cold_starts(hosts: &[Arc<FunctionHost>], events: &Path) -> Result<V
     Ok(probes.into_iter().map(|(_, probe)| probe).collect())
 }
 
-/// `probe` (a first event), with the AWS calls its `COLD_STARTS` runs made, per run.
-pub fn with_calls(probe: String, calls: &BTreeMap<String, CallCount>) -> String {
+/// `probe` (a first event), with the AWS calls its `starts` runs made, per run.
+pub fn with_calls(probe: String, calls: &BTreeMap<String, CallCount>, starts: usize) -> String {
     let calls = total(calls);
     match calls as usize {
         0 => probe,
-        n if n == COLD_STARTS => format!("{probe}, 1 call"),
-        n if n % COLD_STARTS == 0 => format!("{probe}, {} calls", n / COLD_STARTS),
-        n => format!("{probe}, {:.1} calls", n as f64 / COLD_STARTS as f64),
+        n if n == starts => format!("{probe}, 1 call"),
+        n if n % starts == 0 => format!("{probe}, {} calls", n / starts),
+        n => format!("{probe}, {:.1} calls", n as f64 / starts as f64),
     }
 }
 
@@ -673,8 +675,13 @@ fn calls_text(calls: &BTreeMap<String, CallCount>) -> String {
         .join(", ")
 }
 
-/// The report, as Markdown.
-pub fn report(cold: &[(ColdStart, String)], sizes: &BTreeMap<String, u64>, counted: &[Counted]) -> String {
+/// The report, as Markdown, of medians of `starts` cold starts each.
+pub fn report(
+    cold: &[(ColdStart, String)],
+    starts: usize,
+    sizes: &BTreeMap<String, u64>,
+    counted: &[Counted],
+) -> String {
     let find =
         |name: &str| cold.iter().find(|(c, _)| c.function == name).map(|(c, _)| c.init_ms + c.first_invocation_ms);
     let rust = find(RUST_REFERENCE).unwrap_or(f64::NAN);
@@ -702,7 +709,7 @@ pub fn report(cold: &[(ColdStart, String)], sizes: &BTreeMap<String, u64>, count
     }
     let _ = writeln!(
         out,
-        "\nMedians of {COLD_STARTS} cold starts each, one process at a time; every AWS endpoint behind TLS (a local CA).\n"
+        "\nMedians of {starts} cold starts each, one process at a time; every AWS endpoint behind TLS (a local CA).\n"
     );
     if counted.is_empty() {
         return out;
@@ -818,12 +825,9 @@ mod tests {
             BTreeMap::from([("DynamoDB_20120810.GetItem".to_owned(), count)])
         };
         let probe = || "events/x.json".to_owned();
-        assert_eq!(with_calls(probe(), &made(0)), "events/x.json", "nothing counted");
-        assert_eq!(with_calls(probe(), &made(COLD_STARTS)), "events/x.json, 1 call");
-        assert_eq!(with_calls(probe(), &made(3 * COLD_STARTS)), "events/x.json, 3 calls");
-        assert_eq!(
-            with_calls(probe(), &made(COLD_STARTS + 1)),
-            format!("events/x.json, {:.1} calls", 1.0 + 1.0 / COLD_STARTS as f64)
-        );
+        assert_eq!(with_calls(probe(), &made(0), 7), "events/x.json", "nothing counted");
+        assert_eq!(with_calls(probe(), &made(7), 7), "events/x.json, 1 call");
+        assert_eq!(with_calls(probe(), &made(3 * 21), 21), "events/x.json, 3 calls");
+        assert_eq!(with_calls(probe(), &made(8), 7), "events/x.json, 1.1 calls");
     }
 }

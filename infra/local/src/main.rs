@@ -21,15 +21,17 @@ const USAGE: &str = "usage:
                                   run every test (ARGS go to each test binary), then the fault run
                                   (seed 11; SUPERPAY_FAULT_SEED=N replays another seed)
   cargo stack test --faults-long  only the fault run, with a random seed it prints and more load
-  cargo stack bench [--debug] [--cold-only | --contention-only] [--lambda-cpu] [--concurrency C]
-                    [--contention-instances N] [--contention-purchases P] [--credit-shards S]
+  cargo stack bench [--debug] [--cold-only | --contention-only] [--lambda-cpu] [--cold-starts K]
+                    [--concurrency C] [--contention-instances N] [--contention-purchases P]
+                    [--credit-shards S]
                                   cold starts, memory, sizes and AWS calls per operation (release
                                   build), then the contention scenario: P purchases (default 256)
                                   by C clients at once (default 32) from one merchant, the same
                                   merchant with S credit sub-accounts (default 32), then from C
                                   merchants, against N processes of PurchasesFunction (default C);
                                   --lambda-cpu: each process on the CPU its MemorySize buys on
-                                  Lambda (a cgroup quota; needs root), not a core of its own
+                                  Lambda (a cgroup quota; needs root), not a core of its own;
+                                  --cold-starts: medians of K cold starts each (default 7)
   cargo stack token [SUBJECT] [--scope SCOPE]...   print a development bearer token";
 
 /// The workspace root: this crate is `infra/local`.
@@ -246,11 +248,16 @@ async fn run_bench(args: &[String]) -> Result<ExitCode, String> {
         return Err("--lambda-cpu shares out the CPU of the cold starts, which --contention-only does not run".into());
     }
     let settings = contention_settings(args)?;
+    let starts = number_option(args, "--cold-starts", bench::COLD_STARTS_BOUNDS)?;
+    if contention_only && starts.is_some() {
+        return Err("--cold-starts sets the cold starts, which --contention-only does not run".into());
+    }
     let root = root();
     build_functions(&root, release, &["bench-sdk-fn"])?;
     let mut report = String::new();
     if !contention_only {
-        report = cold_starts_and_calls(&root, release, !cold_only, lambda_cpu).await?;
+        let starts = starts.unwrap_or(bench::COLD_STARTS);
+        report = cold_starts_and_calls(&root, release, !cold_only, lambda_cpu, starts).await?;
         println!("{report}");
     }
     if cold_only {
@@ -282,12 +289,14 @@ fn contention_settings(args: &[String]) -> Result<bench::Contention, String> {
 
 /// The cold starts, memory, sizes and (`with_calls`) AWS calls per operation, as a report; a whole
 /// release run also draws the chart. `lambda_cpu`: every process on its `MemorySize`'s share of a
-/// core (`superpay_local::cpu_share`) instead of a core of its own.
+/// core (`superpay_local::cpu_share`) instead of a core of its own. `starts`: cold starts per
+/// function, of which the report gives medians.
 async fn cold_starts_and_calls(
     root: &Path,
     release: bool,
     with_calls: bool,
     lambda_cpu: bool,
+    starts: usize,
 ) -> Result<String, String> {
     let python = emulators::virtualenv(&root.join(".superpay/venv/bench"), emulators::BENCH_REQUIREMENTS)
         .await
@@ -323,12 +332,12 @@ async fn cold_starts_and_calls(
         }
         hosts.extend(stack.hosts.iter().cloned());
         stack.aws_calls.clear();
-        let probes = bench::cold_starts(&hosts, &root.join("events")).await?;
+        let probes = bench::cold_starts(&hosts, &root.join("events"), starts).await?;
         // What each first event called, as the function's (or reference's) proxy counted it.
         let probes: Vec<String> = hosts
             .iter()
             .zip(probes)
-            .map(|(host, probe)| bench::with_calls(probe, &stack.aws_calls.take(&host.logical_id)))
+            .map(|(host, probe)| bench::with_calls(probe, &stack.aws_calls.take(&host.logical_id), starts))
             .collect();
         let counted = if with_calls { bench::count_operations(&stack).await? } else { vec![] };
         // Read after the operations, so that peak memory covers their heavier paths too.
@@ -350,15 +359,12 @@ async fn cold_starts_and_calls(
     let logs = stack.info.logs.clone();
     stack.stop().await;
     let (cold, counted) = measured.map_err(|e| format!("{e} (logs in {})", logs.display()))?;
-    let report = bench::report(&cold, &sizes, &counted);
+    let report = bench::report(&cold, starts, &sizes, &counted);
     // The README shows it, committed with the run's numbers in docs/performance.md: only a run of
     // the functions as built for Lambda draws it.
     if release && with_calls && !lambda_cpu {
         let measured: Vec<ColdStart> = cold.into_iter().map(|(c, _)| c).collect();
-        let title = format!(
-            "Cold starts, cargo stack bench (release build, medians of {} cold starts each)",
-            bench::COLD_STARTS
-        );
+        let title = format!("Cold starts, cargo stack bench (release build, medians of {starts} cold starts each)");
         let svg = chart::cold_starts_svg(&measured, &title);
         std::fs::write(root.join("docs/cold-starts.svg"), svg).map_err(|e| e.to_string())?;
         eprintln!("the chart: docs/cold-starts.svg");
