@@ -108,7 +108,7 @@ impl<T> HeldGroup<T> {
         let retry = now + RETRY_AFTER_MS.min(self.max_age_ms);
         match kept {
             Some(held) => Held { refresh_at: retry, ..held },
-            // The house value is verified by its build; keeping it longer changes nothing.
+            // The house value is verified by its tests; keeping it longer changes nothing.
             None => Held { value: (self.house)(), version: 0, verified_at: now, refresh_at: retry },
         }
     }

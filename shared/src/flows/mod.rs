@@ -15,7 +15,8 @@
 //!
 //! The rules are the one rules module's (`crate::rules`) over the facts `flow`, `step` and
 //! `error_code`: first match wins, wildcards after the specific rules they would hide, a default.
-//! A table is verified whole before it is used or published: every name it uses is defined, every
+//! A table is verified whole when published and when a function reads it (the house table, compiled
+//! in, by its tests): every name it uses is defined, every
 //! code it names is catalogued, only a code that may be retried (`Code::may_retry`) is ever
 //! answered with a retry, at any step, and no chain of switches leads from a step back to itself.
 //!
