@@ -3,7 +3,7 @@
 //! beside each other).
 //!
 //! - Cold start of every function as built for Lambda (the release profile), `COLD_STARTS` times
-//!   each (`--cold-starts N`), one process at a time, whose first event is a sample from `events/` that needs about one read. Beside them, run
+//!   each (`--cold-starts K`), one process at a time, whose first event is a sample from `events/` that needs about one read. Beside them, run
 //!   the same way: the tuned Rust SDK function (`infra/bench`: aws-config and DynamoDB, SQS and KMS
 //!   clients at init, one GetItem) and its Python + boto3 twin (AWS's runtime interface client).
 //! - Peak RSS of every process, read after the operations below ran, and the size of every

@@ -182,10 +182,7 @@ impl ConfigApi {
 
     fn validate(&self, group: &GroupName, parameters: &Parameters) -> Result<(), Problem> {
         let value = parameters.as_value();
-        self.validators
-            .iter()
-            .filter(|(name, _)| *name == group.as_str())
-            .try_for_each(|(_, validate)| validate(&value))
+        self.validators.iter().filter(|(name, _)| *name == group.as_str()).try_for_each(|(_, validate)| validate(value))
     }
 
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Problem> {

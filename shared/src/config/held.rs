@@ -92,7 +92,7 @@ impl<T> HeldGroup<T> {
                 if let Some(held) = held.filter(|h| h.version == published.version) {
                     return fresh(held.value, held.version);
                 }
-                let value = (self.parse)(&published.parameters.as_value(), published.version).map(Arc::new);
+                let value = (self.parse)(published.parameters.as_value(), published.version).map(Arc::new);
                 let value = value.unwrap_or_else(|e| {
                     tracing::error!(group = self.group.as_str(), version = published.version, error = %e, "the published group no longer verifies; answering by the house value");
                     (self.house)()

@@ -234,7 +234,7 @@ impl FlowsApi {
             // Judged as a publish would be: a group's parameters first, then the table.
             Some(proposed) => {
                 let parameters = Parameters::parse(proposed.clone())?;
-                std::sync::Arc::new(FlowTable::parse(&parameters.as_value(), 0)?)
+                std::sync::Arc::new(FlowTable::parse(parameters.as_value(), 0)?)
             }
             None => self.control.table().await,
         };

@@ -185,7 +185,7 @@ impl OperationsApi {
         }
         let group = GroupName::parse(GROUP).map_err(|e| StoreError::new(e.to_string()))?;
         let latest = self.config.latest(&group).await?;
-        let thresholds = match latest.as_ref().map(|v| Thresholds::from_group(&v.parameters.as_value())) {
+        let thresholds = match latest.as_ref().map(|v| Thresholds::from_group(v.parameters.as_value())) {
             Some(Some(thresholds)) => thresholds,
             found => {
                 tracing::error!(
