@@ -200,6 +200,64 @@ async fn a_popular_merchants_sub_accounts_keep_every_invariant_under_concurrency
     assert!(books.transfers.iter().any(|t| t.kind == superpay::ledger::SWEEP_KIND));
 }
 
+/// Nine debits at once of a merchant whose money, enough for eight, is all in its sub-accounts:
+/// each sweeps what it needs, again when the others spent what it swept, so eight apply and one
+/// is refused `InsufficientFunds` (not busy), whichever it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack: cargo stack test"]
+async fn debits_at_once_sweep_until_the_sum_of_the_sub_accounts_is_spent() {
+    let run = unique("drain");
+    let merchant_id = format!("{run}-m");
+    let (merchant, wallet) = (AccountId::merchant(&merchant_id), AccountId::wallet(&format!("{run}-u")));
+    let store = ledger().await;
+    store.set_credit_shards(&merchant_id, 4).await.unwrap();
+    let fund = Transfer::between(
+        format!("{run}-fund"),
+        usd(8_000),
+        AccountId::funding(&run),
+        wallet.clone(),
+        "test.fund",
+        run.clone(),
+    );
+    assert_eq!(store.apply(&fund.unwrap(), vec![], 0).await.unwrap(), Applied::Now);
+    for i in 0..8 {
+        let pay = Transfer::between(
+            format!("{run}-pay-{i}"),
+            usd(1_000),
+            wallet.clone(),
+            merchant.clone(),
+            "test.pay",
+            run.clone(),
+        );
+        assert_eq!(store.apply(&pay.unwrap(), vec![], 0).await.unwrap(), Applied::Now);
+    }
+
+    let mut debits = tokio::task::JoinSet::new();
+    for i in 0..9 {
+        let (wallet, merchant, run) = (wallet.clone(), merchant.clone(), run.clone());
+        debits.spawn(async move {
+            let store = ledger().await;
+            let refund =
+                Transfer::between(format!("{run}-refund-{i}"), usd(1_000), merchant, wallet, "test.refund", run)
+                    .unwrap();
+            // Busy is a retry's to settle, as a client's would; a refusal is an answer.
+            for _ in 0..5 {
+                match store.apply(&refund, vec![], 0).await {
+                    Err(TransferError::Contention) => continue,
+                    outcome => return outcome.map_err(|e| format!("{}: {e:?}", refund.id)),
+                }
+            }
+            Err(format!("{}: busy five times", refund.id))
+        });
+    }
+    let outcomes = debits.join_all().await;
+    let applied = outcomes.iter().filter(|o| **o == Ok(Applied::Now)).count();
+    let refused = outcomes.iter().filter(|o| o.as_ref().is_err_and(|e| e.contains("InsufficientFunds"))).count();
+    assert_eq!((applied, refused), (8, 1), "eight fit in the sub-accounts, the ninth is refused: {outcomes:?}");
+    assert_eq!(store.merchant_balance(&merchant_id).await.unwrap().total(), Decimal::ZERO);
+    assert_eq!(store.account(&wallet).await.unwrap().map(|a| a.balance), Some(Decimal::new(8_000, 2)));
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn refusals_move_nothing() {

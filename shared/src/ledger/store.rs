@@ -280,6 +280,17 @@ impl LedgerStore {
         at: i64,
         enough: Option<Decimal>,
     ) -> Result<Option<usize>, TransferError> {
+        Ok(self.sweep_credits_moving(merchant, at, enough).await?.map(|(applied, _)| applied))
+    }
+
+    /// `sweep_credits`, with what reached the main account: by this call's sweeps, or by another
+    /// sweeper's of the same sub-account at the same sequence.
+    async fn sweep_credits_moving(
+        &self,
+        merchant: &str,
+        at: i64,
+        enough: Option<Decimal>,
+    ) -> Result<Option<(usize, Decimal)>, TransferError> {
         let shards = self.credit_shards(merchant).await?;
         if shards < 2 {
             return Ok(None);
@@ -311,7 +322,7 @@ impl LedgerStore {
                     Err(e) => return Err(e),
                 }
             }
-            return Ok(Some(applied));
+            return Ok(Some((applied, moved)));
         }
         Err(TransferError::Contention)
     }
@@ -343,7 +354,7 @@ impl LedgerStore {
         let mut merchants: Vec<&str> = transfer.legs.iter().filter_map(|l| l.account.merchant_id()).collect();
         merchants.sort_unstable();
         merchants.dedup();
-        let mut swept = false;
+        let mut swept_short = false;
         for attempt in 0..ATTEMPTS {
             let assuming = attempt == 0 && !assumed.is_empty();
             let (counts, unread) = self.spreading(&merchants);
@@ -363,22 +374,28 @@ impl LedgerStore {
             }
             let planned = plan(&spread, &current, at);
             // A merchant's main account short of a debit while its credits may wait for a sweep:
-            // sweep them now, once, and plan again if it has sub-accounts.
+            // sweep them now and plan again on a fresh read. Again when other debits spent what
+            // a sweep moved; once a sweep moves less than the shortfall (its sub-accounts held
+            // less), the plan after it is the answer. A sub-account in another currency is not
+            // swept (`sweep_credits`).
             if let Err(LedgerError::InsufficientFunds { account, available, wanted }) = &planned
-                && !swept
+                && !swept_short
                 && account.kind() == AccountKind::Merchant
                 && let Some(merchant) = account.merchant_id()
             {
-                swept = true;
-                match Box::pin(self.sweep_credits(merchant, at, Some(*wanted - *available))).await {
+                let shortfall = *wanted - *available;
+                match Box::pin(self.sweep_credits_moving(merchant, at, Some(shortfall))).await {
                     Ok(None) => {}
-                    Ok(Some(_)) => continue,
-                    // Too busy to sweep now: nothing moved, and a retry may find it swept; not a
-                    // refusal the sum of its accounts might not deserve.
-                    Err(TransferError::Contention) => return Err(TransferError::Contention),
+                    Ok(Some((_, moved))) => {
+                        swept_short = moved < shortfall;
+                        continue;
+                    }
+                    // Too busy to sweep now, or the sweep failed: not a refusal the sum of its
+                    // accounts might not deserve; a retry may find it swept.
+                    Err(_) if self.transfer_exists(&transfer.id).await? => return Ok(Applied::Already),
                     Err(e) => {
                         tracing::warn!(merchant, error = %e, "the sweep before a debit failed");
-                        continue;
+                        return Err(e);
                     }
                 }
             }
