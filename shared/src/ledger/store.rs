@@ -374,10 +374,11 @@ impl LedgerStore {
             }
             let planned = plan(&spread, &current, at);
             // A merchant's main account short of a debit while its credits may wait for a sweep:
-            // sweep them now and plan again on a fresh read. Again when other debits spent what
-            // a sweep moved; once a sweep moves less than the shortfall (its sub-accounts held
-            // less), the plan after it is the answer. A sub-account in another currency is not
-            // swept (`sweep_credits`).
+            // sweep them now and plan again on a fresh read; again when other debits spent what a
+            // sweep moved. Once a sweep moved less than the shortfall (the sub-accounts it read
+            // held less, or another sweeper had emptied them), the next plan's read of the main
+            // account is the answer, unless its transaction is cancelled (another plan, which may
+            // sweep). A sub-account in another currency is not swept (`sweep_credits`).
             if let Err(LedgerError::InsufficientFunds { account, available, wanted }) = &planned
                 && !swept_short
                 && account.kind() == AccountKind::Merchant
@@ -424,6 +425,8 @@ impl LedgerStore {
                 // Not cancelled by a condition: a conflict with another transaction is worth
                 // another plan, anything else is the caller's to see.
                 if conflicted(&error) {
+                    // Credits may have landed meanwhile: a short plan may sweep again.
+                    swept_short = false;
                     backoff(attempt).await;
                     continue;
                 }
@@ -435,7 +438,8 @@ impl LedgerStore {
             if let Some(rule) = failed.iter().find(|rule| with.iter().any(|w| w.rule == **rule)) {
                 return Err(TransferError::Rejected(rule));
             }
-            // An account moved since it was read: plan again.
+            // An account moved since it was read: plan again, sweeping again if short.
+            swept_short = false;
             backoff(attempt).await;
         }
         Err(TransferError::Contention)
