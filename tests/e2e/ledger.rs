@@ -17,6 +17,20 @@ fn usd(cents: i64) -> Money {
     Money::new(Decimal::new(cents, 2), "USD".parse().unwrap()).unwrap()
 }
 
+/// Moves `cents` from `from` to `to` as transfer `id`, which must apply now (a test's setup).
+async fn move_now(
+    store: &LedgerStore,
+    id: String,
+    cents: i64,
+    from: &AccountId,
+    to: &AccountId,
+    kind: &'static str,
+    run: &str,
+) {
+    let transfer = Transfer::between(id, usd(cents), from.clone(), to.clone(), kind, run.to_owned()).unwrap();
+    assert_eq!(store.apply(&transfer, vec![], 0).await.unwrap(), Applied::Now);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the local stack: cargo stack test"]
 async fn concurrent_transfers_keep_every_invariant() {
@@ -127,15 +141,7 @@ async fn a_popular_merchants_sub_accounts_keep_every_invariant_under_concurrency
     store.set_credit_shards(&merchant_id, 4).await.unwrap();
     let source = AccountId::funding(&format!("{run}-bank"));
     for (i, wallet) in wallets.iter().enumerate() {
-        let fund = Transfer::between(
-            format!("{run}-fund-{i}"),
-            usd(10_000),
-            source.clone(),
-            wallet.clone(),
-            "test.fund",
-            run.clone(),
-        );
-        assert_eq!(store.apply(&fund.unwrap(), vec![], 0).await.unwrap(), Applied::Now);
+        move_now(&store, format!("{run}-fund-{i}"), 10_000, &source, wallet, "test.fund", &run).await;
     }
 
     let mut workers = tokio::task::JoinSet::new();
@@ -211,25 +217,9 @@ async fn debits_at_once_sweep_until_the_sum_of_the_sub_accounts_is_spent() {
     let (merchant, wallet) = (AccountId::merchant(&merchant_id), AccountId::wallet(&format!("{run}-u")));
     let store = ledger().await;
     store.set_credit_shards(&merchant_id, 4).await.unwrap();
-    let fund = Transfer::between(
-        format!("{run}-fund"),
-        usd(8_000),
-        AccountId::funding(&run),
-        wallet.clone(),
-        "test.fund",
-        run.clone(),
-    );
-    assert_eq!(store.apply(&fund.unwrap(), vec![], 0).await.unwrap(), Applied::Now);
+    move_now(&store, format!("{run}-fund"), 8_000, &AccountId::funding(&run), &wallet, "test.fund", &run).await;
     for i in 0..8 {
-        let pay = Transfer::between(
-            format!("{run}-pay-{i}"),
-            usd(1_000),
-            wallet.clone(),
-            merchant.clone(),
-            "test.pay",
-            run.clone(),
-        );
-        assert_eq!(store.apply(&pay.unwrap(), vec![], 0).await.unwrap(), Applied::Now);
+        move_now(&store, format!("{run}-pay-{i}"), 1_000, &wallet, &merchant, "test.pay", &run).await;
     }
 
     let mut debits = tokio::task::JoinSet::new();
